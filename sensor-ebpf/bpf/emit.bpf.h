@@ -1,0 +1,212 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Everything that writes to the ring buffer, and the drop accounting when it cannot. */
+#ifndef NETTAP_EMIT_BPF_H
+#define NETTAP_EMIT_BPF_H
+
+#include "sock.bpf.h"
+
+static __always_inline void count_drop(__u32 reason, __u64 bytes)
+{
+	struct nt_drop_counter *c = bpf_map_lookup_elem(&drops, &reason);
+	if (c) {
+		/* Per-CPU slot, and programs here do not nest on one CPU: plain adds suffice. */
+		c->count += 1;
+		c->bytes += bytes;
+	}
+}
+
+static __always_inline void fill_header(struct nt_event_header *h, __u32 kind, __u32 probe,
+					struct sock *sk, const struct conn_state *cs, __u32 pid,
+					__u32 tid)
+{
+	h->kind = kind;
+	h->probe = probe;
+	h->ts_ns = bpf_ktime_get_boot_ns();
+	h->pid = pid;
+	h->tid = tid;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	BPF_CORE_READ_STR_INTO(&h->comm, task, group_leader, comm);
+	read_endpoints(sk, &h->conn);
+	h->conn.conn_id = cs->conn_id;
+	h->conn.role = cs->role;
+}
+
+static __always_inline void emit_conn(struct sock *sk, const struct conn_state *cs, __u32 event,
+				      __u32 probe, __u32 pid, __u32 tid)
+{
+	struct nt_conn_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		count_drop(NT_DROP_RINGBUF_FULL_CONN, 0);
+		return;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	fill_header(&ev->hdr, NT_EV_CONN, probe, sk, cs, pid, tid);
+	if (event == NT_CONN_CLOSE) {
+		/* Runs in whatever context closed the socket: not the owner's comm. */
+		__builtin_memset(&ev->hdr.comm, 0, sizeof(ev->hdr.comm));
+		ev->hdr.tid = 0;
+	}
+	ev->event = event;
+	ev->send_bytes = cs->send_seq;
+	ev->recv_bytes = cs->recv_seq;
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/* Start tracking `sk` as a new connection (connect/accept): always a fresh id. */
+static __always_inline void conn_open(struct sock *sk, __u8 role, __u32 probe, __u32 pid, __u32 tid)
+{
+	__u64 key = (__u64)sk;
+	struct conn_state st = {
+		.conn_id = __sync_fetch_and_add(&next_conn_id, 1),
+		.pid = pid,
+		.role = role,
+	};
+	bpf_map_update_elem(&conns, &key, &st, BPF_ANY);
+	emit_conn(sk, &st, NT_CONN_OPEN, probe, pid, tid);
+}
+
+/* The state of `sk`, creating it (and saying `midstream`) when it was opened before us. */
+static __always_inline struct conn_state *conn_get(struct sock *sk, __u32 probe, __u32 pid, __u32 tid)
+{
+	__u64 key = (__u64)sk;
+	struct conn_state *cs = bpf_map_lookup_elem(&conns, &key);
+	if (cs)
+		return cs;
+	struct conn_state st = {
+		.conn_id = __sync_fetch_and_add(&next_conn_id, 1),
+		.pid = pid,
+		.role = NT_ROLE_UNKNOWN,
+	};
+	if (bpf_map_update_elem(&conns, &key, &st, BPF_NOEXIST))
+		return bpf_map_lookup_elem(&conns, &key); /* raced with another CPU */
+	emit_conn(sk, &st, NT_CONN_MIDSTREAM, probe, pid, tid);
+	return bpf_map_lookup_elem(&conns, &key);
+}
+
+/* State of one call's payload walk, shared with the bpf_loop callback. */
+struct emit_walk {
+	__u64 iov;      /* user iovec array; 0 for a single buffer */
+	__u64 iovcnt;
+	__u64 idx;      /* next iovec to load */
+	__u64 skip;     /* bytes to skip in the first iovec */
+	__u64 base;     /* current segment */
+	__u64 seg_left; /* bytes left in the current segment */
+	__u64 left;     /* bytes left to capture in this call */
+	__u64 seq;
+	__u32 truncated; /* bytes of the call beyond the cap, reported on its last record */
+};
+
+/*
+ * Kept in a map, not on the stack: the verifier then sees its fields as
+ * unknown scalars and checks the loop body once, instead of following every
+ * iteration's exact values.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct emit_walk);
+} walk_scratch SEC(".maps");
+
+static long emit_chunk(__u64 index, void *arg)
+{
+	__u32 zero = 0;
+	struct emit_walk *w = bpf_map_lookup_elem(&walk_scratch, &zero);
+	if (!w || w->left == 0)
+		return 1;
+	if (w->seg_left == 0) {
+		if (!w->iov || w->idx >= w->iovcnt || w->idx >= NT_IOV_MAX)
+			return 1;
+		struct iovec v = {};
+		if (bpf_probe_read_user(&v, sizeof(v), (void *)(w->iov + w->idx * sizeof(v))))
+			return 1;
+		w->base = (__u64)v.iov_base;
+		w->seg_left = v.iov_len;
+		if (w->idx == 0) {
+			__u64 skip = w->skip < w->seg_left ? w->skip : w->seg_left;
+			w->base += skip;
+			w->seg_left -= skip;
+		}
+		w->idx++;
+		return 0;
+	}
+
+	struct nt_data_event *ev = bpf_map_lookup_elem(&data_scratch, &zero);
+	if (!ev)
+		return 1;
+	__u64 n = w->seg_left < w->left ? w->seg_left : w->left;
+	if (n > NT_CHUNK_MAX)
+		n = NT_CHUNK_MAX;
+	/* Re-check on the same register so the verifier keeps the bound. */
+	barrier_var(n);
+	if (n > NT_CHUNK_MAX || n == 0)
+		return 1;
+
+	ev->seq = w->seq;
+	ev->len = n;
+	ev->truncated = (w->left == n) ? w->truncated : 0;
+	if (bpf_probe_read_user(ev->payload, n, (void *)w->base)) {
+		count_drop(NT_DROP_READ_FAULT, n);
+	} else if (bpf_ringbuf_output(&events, ev, offsetof(struct nt_data_event, payload) + n, 0)) {
+		count_drop(NT_DROP_RINGBUF_FULL_DATA, n);
+	}
+	w->seq += n;
+	w->base += n;
+	w->seg_left -= n;
+	w->left -= n;
+	return 0;
+}
+
+/*
+ * Emit the payload of one finished call of `ret` bytes on `sk`: reserve its
+ * byte range in the connection's direction, then one record per chunk.
+ */
+static __always_inline void emit_call(const struct inflight *io, long ret, __u32 pid, __u32 tid)
+{
+	struct sock *sk = (struct sock *)io->sk;
+	struct conn_state *cs = conn_get(sk, io->probe, pid, tid);
+	if (!cs)
+		return;
+	__u64 seq = __sync_fetch_and_add(io->direction == NT_DIR_SEND ? &cs->send_seq : &cs->recv_seq,
+					  (__u64)ret);
+
+	__u32 zero = 0;
+	struct nt_data_event *ev = bpf_map_lookup_elem(&data_scratch, &zero);
+	if (!ev)
+		return;
+	fill_header(&ev->hdr, NT_EV_DATA, io->probe, sk, cs, pid, tid);
+	ev->direction = io->direction;
+
+	__u64 cap = CONFIG.max_bytes_per_call;
+	__u64 want = (__u64)ret < cap ? (__u64)ret : cap;
+	if (io->kind == IO_NONE || want == 0) {
+		ev->seq = seq;
+		ev->len = 0;
+		ev->truncated = ret;
+		if (bpf_ringbuf_output(&events, ev, offsetof(struct nt_data_event, payload), 0))
+			count_drop(NT_DROP_RINGBUF_FULL_DATA, 0);
+		return;
+	}
+
+	struct emit_walk *w = bpf_map_lookup_elem(&walk_scratch, &zero);
+	if (!w)
+		return;
+	__builtin_memset(w, 0, sizeof(*w));
+	w->left = want;
+	w->seq = seq;
+	w->truncated = ret - want;
+	if (io->kind == IO_PLAIN) {
+		w->base = io->buf;
+		w->seg_left = want;
+	} else {
+		w->iov = io->buf;
+		w->iovcnt = io->count;
+		w->skip = io->skip;
+	}
+	/* Enough iterations for every chunk of the largest cap plus every iovec load. */
+	bpf_loop(1 << 17, emit_chunk, NULL, 0);
+	if (w->left)
+		count_drop(NT_DROP_READ_FAULT, w->left); /* iovecs ended or faulted */
+}
+
+#endif

@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Maps and load-time settings shared by every program family in nettap.bpf.c. */
+#ifndef NETTAP_MAPS_BPF_H
+#define NETTAP_MAPS_BPF_H
+
+#include "events.h"
+
+/* Set by the sensor before load (aya: EbpfLoader::set_global). */
+const volatile struct nt_config CONFIG = {
+	.max_bytes_per_call = 256 * 1024,
+};
+
+/* Source of nt_conn_ident.conn_id: never reused while the object is loaded. */
+__u64 next_conn_id = 1;
+
+/* Every record goes through this one ring buffer; the sensor resizes it before load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20);
+} events SEC(".maps");
+
+/* What could not be kept, per reason; the sensor turns deltas into `drop` records. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NT_DROP_REASON_MAX);
+	__type(key, __u32);
+	__type(value, struct nt_drop_counter);
+} drops SEC(".maps");
+
+/* Per-socket state: identity and the byte offsets that become `seq`. */
+struct conn_state {
+	__u64 conn_id;
+	__u64 send_seq;
+	__u64 recv_seq;
+	__u32 pid;  /* tgid that opened it or first used it */
+	__u8 role;  /* enum nt_role */
+	__u8 _pad[3];
+};
+
+/* LRU: a socket whose close we never saw ages out instead of filling the table. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* struct sock * */
+	__type(value, struct conn_state);
+} conns SEC(".maps");
+
+enum io_kind {
+	IO_PLAIN = 1,   /* one user buffer */
+	IO_IOV = 2,     /* an iovec array in user memory */
+	IO_NONE = 3,    /* bytes move but are not in user memory (sendfile, splice) */
+	IO_CONNECT = 4, /* connect(): only the fd matters */
+};
+
+/* Arguments remembered from entry to return of one call, per thread. */
+struct inflight {
+	__u64 sk;
+	__u64 buf;   /* IO_PLAIN: the buffer; IO_IOV: the iovec array */
+	__u64 count; /* IO_IOV: number of iovecs */
+	__u64 skip;  /* IO_IOV: bytes already consumed in the first iovec */
+	__u32 fd;
+	__u16 probe; /* enum nt_probe */
+	__u8 kind;   /* enum io_kind */
+	__u8 direction;
+};
+
+/* A plain hash, not LRU: evicting a blocked read would lose data silently;
+ * a full table is counted as NT_DROP_INFLIGHT_FULL instead. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct inflight);
+} inflight SEC(".maps");
+
+/* Scratch record: built here, then copied to the ring buffer with its real length. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nt_data_event);
+} data_scratch SEC(".maps");
+
+/* --pid and --port; consulted only when CONFIG says the filter is on. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} pid_filter SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u16);
+	__type(value, __u8);
+} port_filter SEC(".maps");
+
+#endif

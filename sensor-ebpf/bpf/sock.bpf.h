@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* From a file descriptor to a TCP socket, its addresses, and the capture filters. */
+#ifndef NETTAP_SOCK_BPF_H
+#define NETTAP_SOCK_BPF_H
+
+#include "maps.bpf.h"
+
+#define NT_AF_INET 2
+#define NT_AF_INET6 10
+#define NT_SOCK_STREAM 1
+#define NT_IPPROTO_TCP 6
+#define NT_S_IFMT 00170000
+#define NT_S_IFSOCK 0140000
+
+/* The TCP socket behind `fd` in the current task's file table, or NULL. */
+static __always_inline struct sock *tcp_sock_of_fd(__u32 fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt)
+		return NULL;
+	if (fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file = NULL;
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return NULL;
+	if ((BPF_CORE_READ(file, f_inode, i_mode) & NT_S_IFMT) != NT_S_IFSOCK)
+		return NULL;
+	struct socket *sock = BPF_CORE_READ(file, private_data);
+	if (!sock || BPF_CORE_READ(sock, type) != NT_SOCK_STREAM)
+		return NULL;
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return NULL;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != NT_AF_INET && family != NT_AF_INET6)
+		return NULL;
+	if (BPF_CORE_READ(sk, sk_protocol) != NT_IPPROTO_TCP)
+		return NULL;
+	return sk;
+}
+
+static __always_inline void ipv4_mapped(__u8 out[16], __u32 addr)
+{
+	__builtin_memset(out, 0, 10);
+	out[10] = 0xff;
+	out[11] = 0xff;
+	__builtin_memcpy(out + 12, &addr, 4);
+}
+
+/* Addresses and ports as the socket has them now (IPv4 as IPv4-mapped IPv6). */
+static __always_inline void read_endpoints(struct sock *sk, struct nt_conn_ident *id)
+{
+	id->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	id->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	id->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (id->family == NT_AF_INET) {
+		ipv4_mapped(id->laddr, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
+		ipv4_mapped(id->raddr, BPF_CORE_READ(sk, __sk_common.skc_daddr));
+	} else {
+		BPF_CORE_READ_INTO(&id->laddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&id->raddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	}
+}
+
+static __always_inline bool pid_wanted(__u32 tgid)
+{
+	if (tgid == CONFIG.self_tgid)
+		return false;
+	if (CONFIG.filter_pids && !bpf_map_lookup_elem(&pid_filter, &tgid))
+		return false;
+	return true;
+}
+
+static __always_inline bool ports_wanted(struct sock *sk)
+{
+	if (!CONFIG.filter_ports)
+		return true;
+	__u16 lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	__u16 rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	return bpf_map_lookup_elem(&port_filter, &lport) || bpf_map_lookup_elem(&port_filter, &rport);
+}
+
+#endif

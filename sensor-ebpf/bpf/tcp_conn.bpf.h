@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Connection lifecycle, shared by both kernel data paths: connect() and
+ * accept() say who opened a connection and in which role; the socket's move
+ * to TCP_CLOSE (from any path, RST included) ends it.
+ */
+#ifndef NETTAP_TCP_CONN_BPF_H
+#define NETTAP_TCP_CONN_BPF_H
+
+#include "emit.bpf.h"
+
+#define NT_EINPROGRESS 115
+#define NT_TCP_CLOSE 7
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int tp_enter_connect(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!pid_wanted(id >> 32))
+		return 0;
+	__u32 fd = ctx->args[0];
+	struct sock *sk = tcp_sock_of_fd(fd);
+	if (!sk)
+		return 0;
+	/* Ports are not known until connect() returns: the port filter waits for the exit. */
+	struct inflight io = { .sk = (__u64)sk, .fd = fd, .kind = IO_CONNECT };
+	if (bpf_map_update_elem(&inflight, &id, &io, BPF_ANY))
+		count_drop(NT_DROP_INFLIGHT_FULL, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int tp_exit_connect(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct inflight *io = bpf_map_lookup_elem(&inflight, &id);
+	if (!io)
+		return 0;
+	struct sock *sk = (struct sock *)io->sk;
+	bpf_map_delete_elem(&inflight, &id);
+	long ret = ctx->ret;
+	if (ret != 0 && ret != -NT_EINPROGRESS)
+		return 0;
+	if (!ports_wanted(sk))
+		return 0;
+	conn_open(sk, NT_ROLE_CLIENT, NT_PROBE_SYS_CONNECT, id >> 32, (__u32)id);
+	return 0;
+}
+
+static __always_inline int accept_exit(long ret, __u32 probe)
+{
+	if (ret < 0)
+		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!pid_wanted(id >> 32))
+		return 0;
+	struct sock *sk = tcp_sock_of_fd(ret);
+	if (!sk || !ports_wanted(sk))
+		return 0;
+	conn_open(sk, NT_ROLE_SERVER, probe, id >> 32, (__u32)id);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int tp_exit_accept(struct trace_event_raw_sys_exit *ctx)
+{
+	return accept_exit(ctx->ret, NT_PROBE_SYS_ACCEPT);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int tp_exit_accept4(struct trace_event_raw_sys_exit *ctx)
+{
+	return accept_exit(ctx->ret, NT_PROBE_SYS_ACCEPT4);
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int tp_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	if (ctx->newstate != NT_TCP_CLOSE || ctx->protocol != NT_IPPROTO_TCP)
+		return 0;
+	__u64 key = (__u64)ctx->skaddr;
+	struct conn_state *cs = bpf_map_lookup_elem(&conns, &key);
+	if (!cs)
+		return 0;
+	struct conn_state st = *cs;
+	bpf_map_delete_elem(&conns, &key);
+	emit_conn((struct sock *)ctx->skaddr, &st, NT_CONN_CLOSE, NT_PROBE_SOCK_SET_STATE, st.pid, 0);
+	return 0;
+}
+
+#endif

@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The one definition of everything that crosses the kernel/user boundary.
+ * The eBPF programs include it; the sensor gets the same types through bindgen.
+ * Only fixed-width __u* types, so both sides agree on layout on every arch.
+ */
+#ifndef NETTAP_EVENTS_H
+#define NETTAP_EVENTS_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+/*
+ * Payload bytes carried by one ring-buffer record. A power of two so the
+ * verifier can bound copies with a mask; 16 KiB keeps a per-CPU scratch
+ * small while a 1 MiB write still costs only 64 records.
+ */
+#define NT_CHUNK_MAX 16384
+
+/* Upper bound on iovec entries walked per call (Linux's UIO_MAXIOV). */
+#define NT_IOV_MAX 1024
+
+/* Ring-buffer record kinds (first field of every record). */
+enum nt_event_kind {
+	NT_EV_DATA = 1,
+	NT_EV_CONN = 2,
+};
+
+/* Which concrete hook produced a record; the sensor maps it to a name. */
+enum nt_probe {
+	NT_PROBE_UNKNOWN = 0,
+	NT_PROBE_SYS_READ,
+	NT_PROBE_SYS_WRITE,
+	NT_PROBE_SYS_READV,
+	NT_PROBE_SYS_WRITEV,
+	NT_PROBE_SYS_RECVFROM,
+	NT_PROBE_SYS_SENDTO,
+	NT_PROBE_SYS_RECVMSG,
+	NT_PROBE_SYS_SENDMSG,
+	NT_PROBE_SYS_SENDFILE,
+	NT_PROBE_SYS_SPLICE,
+	NT_PROBE_SYS_CONNECT,
+	NT_PROBE_SYS_ACCEPT,
+	NT_PROBE_SYS_ACCEPT4,
+	NT_PROBE_SOCK_SET_STATE,
+	NT_PROBE_KPROBE_TCP_SENDMSG,
+	NT_PROBE_KPROBE_TCP_RECVMSG,
+	NT_PROBE_MAX,
+};
+
+enum nt_direction {
+	NT_DIR_SEND = 0,
+	NT_DIR_RECV = 1,
+};
+
+enum nt_role {
+	NT_ROLE_UNKNOWN = 0,
+	NT_ROLE_CLIENT = 1,
+	NT_ROLE_SERVER = 2,
+};
+
+enum nt_conn_change {
+	NT_CONN_OPEN = 1,
+	NT_CONN_CLOSE = 2,
+	NT_CONN_MIDSTREAM = 3,
+};
+
+/* Why something was not kept; index into the `drops` per-CPU array. */
+enum nt_drop_reason {
+	NT_DROP_RINGBUF_FULL_DATA = 0, /* a data chunk could not be reserved */
+	NT_DROP_RINGBUF_FULL_CONN = 1, /* a conn event could not be reserved */
+	NT_DROP_INFLIGHT_FULL = 2,     /* too many syscalls in flight to remember args */
+	NT_DROP_READ_FAULT = 3,        /* user memory could not be read (paged out) */
+	NT_DROP_REASON_MAX = 4,
+};
+
+/* One endpoint pair; IPv4 is stored as an IPv4-mapped IPv6 address. */
+struct nt_conn_ident {
+	__u64 conn_id;   /* kernel-assigned, never reused while the sensor runs */
+	__u8 laddr[16];
+	__u8 raddr[16];
+	__u16 lport;     /* host byte order */
+	__u16 rport;     /* host byte order */
+	__u16 family;    /* AF_INET or AF_INET6 as the socket was created */
+	__u8 role;       /* enum nt_role */
+	__u8 _pad;
+};
+
+/* Common head of every ring-buffer record. */
+struct nt_event_header {
+	__u32 kind;      /* enum nt_event_kind */
+	__u32 probe;     /* enum nt_probe */
+	__u64 ts_ns;     /* bpf_ktime_get_boot_ns(); the sensor converts to realtime */
+	__u32 pid;       /* tgid */
+	__u32 tid;
+	__u8 comm[16];   /* the thread-group leader's comm */
+	struct nt_conn_ident conn;
+};
+
+/* A chunk of payload; `len` bytes of `payload` follow the fixed part. */
+struct nt_data_event {
+	struct nt_event_header hdr;
+	__u64 seq;        /* offset of payload[0] in this direction of the connection */
+	__u32 len;        /* payload bytes in this record */
+	__u32 truncated;  /* bytes of this call after this record that were not captured
+	                     (only on the call's last record) */
+	__u8 direction;   /* enum nt_direction */
+	__u8 _pad[7];
+	__u8 payload[NT_CHUNK_MAX];
+};
+
+struct nt_conn_event {
+	struct nt_event_header hdr;
+	__u32 event;      /* enum nt_conn_change */
+	__u32 _pad;
+	__u64 send_bytes; /* totals seen so far, for close */
+	__u64 recv_bytes;
+};
+
+/* Value of the `drops` per-CPU array, one slot per enum nt_drop_reason. */
+struct nt_drop_counter {
+	__u64 count;
+	__u64 bytes;
+};
+
+/* Load-time settings, written into the object's .rodata before load. */
+struct nt_config {
+	__u32 self_tgid;          /* the sensor never captures itself */
+	__u32 filter_pids;        /* 1: only tgids in `pid_filter` */
+	__u32 filter_ports;       /* 1: only connections with a port in `port_filter` */
+	__u32 max_bytes_per_call; /* per-call payload cap; the rest is reported as truncated */
+};
+
+#endif /* NETTAP_EVENTS_H */
