@@ -65,8 +65,29 @@ static __always_inline void conn_open(struct sock *sk, __u8 role, __u32 probe, _
 	emit_conn(sk, &st, NT_CONN_OPEN, probe, pid, tid);
 }
 
-/* The state of `sk`, creating it (and saying `midstream`) when it was opened before us. */
-static __always_inline struct conn_state *conn_get(struct sock *sk, __u32 probe, __u32 pid, __u32 tid)
+/*
+ * Byte offsets the application has already written to / read from `sk`, from
+ * TCP's own counters, so a connection opened before the sensor gets its true
+ * stream offsets: sent = acked + unacked-but-written, read = received - unread.
+ */
+static __always_inline void stream_offsets(struct sock *sk, __u64 *sent, __u64 *read)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	__u32 write_seq = BPF_CORE_READ(tp, write_seq);
+	__u32 snd_una = BPF_CORE_READ(tp, snd_una);
+	__u32 rcv_nxt = BPF_CORE_READ(tp, rcv_nxt);
+	__u32 copied_seq = BPF_CORE_READ(tp, copied_seq);
+	*sent = BPF_CORE_READ(tp, bytes_acked) + (__u32)(write_seq - snd_una);
+	*read = BPF_CORE_READ(tp, bytes_received) - (__u32)(rcv_nxt - copied_seq);
+}
+
+/*
+ * The state of `sk`, creating it (and saying `midstream`) when it was opened
+ * before us. `moved` bytes in `direction` were just moved by the call being
+ * reported, and are already in TCP's counters.
+ */
+static __always_inline struct conn_state *conn_get(struct sock *sk, __u32 probe, __u32 pid, __u32 tid,
+						   __u8 direction, __u64 moved)
 {
 	__u64 key = (__u64)sk;
 	struct conn_state *cs = bpf_map_lookup_elem(&conns, &key);
@@ -77,6 +98,11 @@ static __always_inline struct conn_state *conn_get(struct sock *sk, __u32 probe,
 		.pid = pid,
 		.role = NT_ROLE_UNKNOWN,
 	};
+	stream_offsets(sk, &st.send_seq, &st.recv_seq);
+	if (direction == NT_DIR_SEND)
+		st.send_seq -= moved;
+	else
+		st.recv_seq -= moved;
 	if (bpf_map_update_elem(&conns, &key, &st, BPF_NOEXIST))
 		return bpf_map_lookup_elem(&conns, &key); /* raced with another CPU */
 	emit_conn(sk, &st, NT_CONN_MIDSTREAM, probe, pid, tid);
@@ -164,7 +190,7 @@ static long emit_chunk(__u64 index, void *arg)
 static __always_inline void emit_call(const struct inflight *io, long ret, __u32 pid, __u32 tid)
 {
 	struct sock *sk = (struct sock *)io->sk;
-	struct conn_state *cs = conn_get(sk, io->probe, pid, tid);
+	struct conn_state *cs = conn_get(sk, io->probe, pid, tid, io->direction, ret);
 	if (!cs)
 		return;
 	__u64 seq = __sync_fetch_and_add(io->direction == NT_DIR_SEND ? &cs->send_seq : &cs->recv_seq,

@@ -1,0 +1,143 @@
+//! Capture settings: defaults, the `--config` TOML file, then command-line overrides.
+
+use serde::Deserialize;
+use std::path::Path;
+
+/// Which kernel hook carries plaintext TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelHookChoice {
+    /// kprobes where the kernel has them, syscall tracepoints otherwise.
+    Auto,
+    /// kprobes on tcp_sendmsg/tcp_recvmsg, or fail.
+    Kprobe,
+    /// syscall tracepoints.
+    Tracepoint,
+}
+
+/// Everything that shapes what the kernel side captures.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Size of the one BPF ring buffer, bytes (a power of two, at least one page).
+    pub ring_buffer_bytes: u32,
+    /// Payload bytes captured per syscall; the rest is reported as `truncated`.
+    pub max_bytes_per_call: u32,
+    /// Kernel hook selection.
+    pub kernel_hook: KernelHookChoice,
+    /// Only these processes (tgids), when not empty.
+    pub pids: Vec<u32>,
+    /// Only connections with one of these ports at either end, when not empty.
+    pub ports: Vec<u16>,
+    /// How many connections the kernel tracks at once (LRU beyond that).
+    pub max_connections: u32,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self {
+            ring_buffer_bytes: 8 << 20,
+            max_bytes_per_call: 256 << 10,
+            kernel_hook: KernelHookChoice::Auto,
+            pids: Vec::new(),
+            ports: Vec::new(),
+            max_connections: 16384,
+        }
+    }
+}
+
+/// The `--config` file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    /// `[capture]` table.
+    pub capture: CaptureConfig,
+}
+
+/// Problems with the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// File named by `--config`.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config file {path}")]
+    Parse {
+        /// File named by `--config`.
+        path: String,
+        /// Cause.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A value is out of range.
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+impl FileConfig {
+    /// Reads and parses a TOML config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+}
+
+impl CaptureConfig {
+    /// Checks the values the kernel will be given.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let page = 4096;
+        let rb = self.ring_buffer_bytes;
+        if rb < page || !rb.is_power_of_two() {
+            return Err(ConfigError::Invalid(format!(
+                "ring_buffer_bytes = {rb}: must be a power of two and at least {page}"
+            )));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::Invalid("max_connections must be > 0".into()));
+        }
+        if self.pids.len() > 1024 || self.ports.len() > 1024 {
+            return Err(ConfigError::Invalid("at most 1024 pids and 1024 ports".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_defaults_and_rejects_unknown_keys() {
+        let c: FileConfig = toml::from_str(
+            "[capture]\nring_buffer_bytes = 65536\nkernel_hook = \"tracepoint\"\nports = [80]\n",
+        )
+        .unwrap();
+        assert_eq!(c.capture.ring_buffer_bytes, 65536);
+        assert_eq!(c.capture.kernel_hook, KernelHookChoice::Tracepoint);
+        assert_eq!(c.capture.ports, vec![80]);
+        assert_eq!(c.capture.max_bytes_per_call, 256 << 10);
+        assert!(toml::from_str::<FileConfig>("[capture]\nbogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn ring_size_must_be_a_power_of_two() {
+        let mut c = CaptureConfig::default();
+        c.validate().unwrap();
+        c.ring_buffer_bytes = 5000;
+        assert!(c.validate().is_err());
+        c.ring_buffer_bytes = 2048;
+        assert!(c.validate().is_err());
+    }
+}

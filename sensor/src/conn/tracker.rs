@@ -1,0 +1,212 @@
+//! The user-space connection table: process and endpoints per kernel conn id,
+//! so that close records (which run in no particular process) and midstream
+//! connections (role unknown to the kernel) are labelled right.
+
+use crate::events::{ConnChange, ConnEvent, ConnId, Header, Role};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+
+/// What is known about one connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Process that opened it or first used it.
+    pub pid: u32,
+    /// That process's name.
+    pub comm: [u8; 16],
+    /// Local endpoint.
+    pub local: SocketAddr,
+    /// Remote endpoint.
+    pub remote: SocketAddr,
+    /// Role, possibly inferred.
+    pub role: Role,
+}
+
+/// The local ephemeral port range (`net.ipv4.ip_local_port_range`), used to
+/// guess the role of connections opened before the sensor.
+#[derive(Debug, Clone, Copy)]
+pub struct EphemeralPorts {
+    low: u16,
+    high: u16,
+}
+
+impl EphemeralPorts {
+    /// A fixed range.
+    pub fn new(low: u16, high: u16) -> Self {
+        Self { low, high }
+    }
+
+    /// This host's range, or Linux's default when it cannot be read.
+    pub fn of_host() -> Self {
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| {
+                let mut it = s.split_whitespace().map(|p| p.parse::<u16>());
+                Some(Self::new(it.next()?.ok()?, it.next()?.ok()?))
+            })
+            .unwrap_or(Self::new(32768, 60999))
+    }
+
+    fn contains(&self, port: u16) -> bool {
+        (self.low..=self.high).contains(&port)
+    }
+
+    /// The likely role: the side whose port is ephemeral is the client.
+    pub fn infer(&self, local: SocketAddr, remote: SocketAddr) -> Role {
+        match (self.contains(local.port()), self.contains(remote.port())) {
+            (true, false) => Role::Client,
+            (false, true) => Role::Server,
+            _ => Role::Unknown,
+        }
+    }
+}
+
+/// Bounded table of live connections, oldest evicted first.
+#[derive(Debug)]
+pub struct ConnTracker {
+    conns: HashMap<u64, ConnInfo>,
+    order: VecDeque<u64>,
+    capacity: usize,
+    ports: EphemeralPorts,
+}
+
+impl ConnTracker {
+    /// A table holding at most `capacity` connections.
+    pub fn new(capacity: usize, ports: EphemeralPorts) -> Self {
+        Self {
+            conns: HashMap::with_capacity(capacity.min(4096)),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+            ports,
+        }
+    }
+
+    /// Number of connections tracked.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// True when nothing is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    fn insert(&mut self, h: &Header) -> &ConnInfo {
+        let c: ConnId = h.conn;
+        let role = match c.role {
+            Role::Unknown => self.ports.infer(c.local, c.remote),
+            r => r,
+        };
+        if !self.conns.contains_key(&c.id) {
+            while self.conns.len() >= self.capacity {
+                match self.order.pop_front() {
+                    Some(old) => {
+                        self.conns.remove(&old);
+                    }
+                    None => break,
+                }
+            }
+            self.order.push_back(c.id);
+        }
+        self.conns.insert(
+            c.id,
+            ConnInfo { pid: h.pid, comm: h.comm, local: c.local, remote: c.remote, role },
+        );
+        &self.conns[&c.id]
+    }
+
+    /// The connection a data record belongs to, learning it if new.
+    pub fn on_data(&mut self, h: &Header) -> &ConnInfo {
+        if self.conns.contains_key(&h.conn.id) {
+            return &self.conns[&h.conn.id];
+        }
+        self.insert(h)
+    }
+
+    /// Applies a lifecycle event; returns what is known of the connection
+    /// (for close: as it was while open).
+    pub fn on_conn(&mut self, ev: &ConnEvent) -> ConnInfo {
+        match ev.change {
+            ConnChange::Open | ConnChange::Midstream => self.insert(&ev.header).clone(),
+            ConnChange::Close => match self.conns.remove(&ev.header.conn.id) {
+                Some(info) => {
+                    // `order` keeps the id until it reaches the front; removal there is a no-op.
+                    if self.order.len() > 2 * self.capacity {
+                        let conns = &self.conns;
+                        self.order.retain(|id| conns.contains_key(id));
+                    }
+                    info
+                }
+                None => {
+                    let mut info = self.insert(&ev.header).clone();
+                    self.conns.remove(&ev.header.conn.id);
+                    info.comm = [0; 16];
+                    info
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn header(id: u64, lport: u16, rport: u16, role: Role) -> Header {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        Header {
+            probe: 0,
+            ts_boot_ns: 0,
+            pid: 10,
+            tid: 10,
+            comm: *b"python3\0\0\0\0\0\0\0\0\0",
+            conn: ConnId {
+                id,
+                local: SocketAddr::new(ip, lport),
+                remote: SocketAddr::new(ip, rport),
+                role,
+            },
+        }
+    }
+
+    fn event(h: Header, change: ConnChange) -> ConnEvent {
+        ConnEvent { header: h, change, send_bytes: 0, recv_bytes: 0 }
+    }
+
+    #[test]
+    fn close_reports_the_opener_not_the_closing_context() {
+        let mut t = ConnTracker::new(8, EphemeralPorts::new(32768, 60999));
+        t.on_conn(&event(header(1, 40000, 80, Role::Client), ConnChange::Open));
+        let mut closing = header(1, 40000, 80, Role::Client);
+        closing.pid = 99;
+        closing.comm = [0; 16];
+        let info = t.on_conn(&event(closing, ConnChange::Close));
+        assert_eq!(info.pid, 10);
+        assert_eq!(crate::events::comm_str(&info.comm), "python3");
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn midstream_role_is_inferred_from_ephemeral_ports() {
+        let mut t = ConnTracker::new(8, EphemeralPorts::new(32768, 60999));
+        assert_eq!(t.on_data(&header(1, 45000, 8080, Role::Unknown)).role, Role::Client);
+        assert_eq!(t.on_data(&header(2, 8080, 45000, Role::Unknown)).role, Role::Server);
+        assert_eq!(t.on_data(&header(3, 45000, 45001, Role::Unknown)).role, Role::Unknown);
+        assert_eq!(t.on_data(&header(4, 8080, 45000, Role::Client)).role, Role::Client);
+    }
+
+    #[test]
+    fn table_is_bounded() {
+        let mut t = ConnTracker::new(3, EphemeralPorts::new(32768, 60999));
+        for id in 0..10 {
+            t.on_data(&header(id, 40000, 80, Role::Client));
+        }
+        assert_eq!(t.len(), 3);
+        for id in 10..1000 {
+            let h = header(id, 40000, 80, Role::Client);
+            t.on_conn(&event(h, ConnChange::Open));
+            t.on_conn(&event(h, ConnChange::Close));
+        }
+        assert!(t.order.len() <= 7, "{}", t.order.len());
+    }
+}

@@ -1,0 +1,13 @@
+//! nettap's node sensor: loads the eBPF programs, attaches probes, and turns
+//! kernel events into the records of CONTRACT.md.
+#![deny(missing_docs)]
+
+pub mod bpf;
+pub mod clock;
+pub mod config;
+pub mod conn;
+pub mod drops;
+pub mod events;
+pub mod output;
+pub mod pipeline;
+pub mod probes;

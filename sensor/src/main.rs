@@ -1,0 +1,154 @@
+//! `nettap`: the command line of CONTRACT.md.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use nettap_sensor::config::{CaptureConfig, FileConfig, KernelHookChoice};
+use nettap_sensor::output::{JsonlWriter, TerminalSummary};
+use nettap_sensor::pipeline::{self, CaptureOptions, Sink};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "nettap", version, about = "Capture the plaintext TCP and TLS traffic of this host")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Jsonl,
+    Har,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Capture traffic on this host until SIGINT/SIGTERM or --duration.
+    Capture(CaptureArgs),
+}
+
+#[derive(clap::Args)]
+struct CaptureArgs {
+    /// Write records to PATH (`-` for stdout) instead of the terminal summary.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Record format for --out.
+    #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+    format: Format,
+    /// Also write every captured chunk as a `data` record.
+    #[arg(long)]
+    raw: bool,
+    /// Create this file once every start-up probe is attached.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// Only these processes (repeatable).
+    #[arg(long = "pid")]
+    pids: Vec<u32>,
+    /// Only connections with this port at either end (repeatable).
+    #[arg(long = "port")]
+    ports: Vec<u16>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// TOML configuration file (`[capture]` table).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Kernel hook for plaintext TCP.
+    #[arg(long, value_enum)]
+    kernel_hook: Option<KernelHookChoice>,
+    /// BPF ring buffer size in bytes (power of two).
+    #[arg(long)]
+    ring_buffer_bytes: Option<u32>,
+    /// Payload bytes captured per syscall; the rest is reported as `truncated`.
+    #[arg(long)]
+    max_bytes_per_call: Option<u32>,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NETTAP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn capture_config(args: &CaptureArgs) -> Result<CaptureConfig> {
+    let mut cfg = match &args.config {
+        Some(path) => FileConfig::load(path)?.capture,
+        None => CaptureConfig::default(),
+    };
+    if let Some(h) = args.kernel_hook {
+        cfg.kernel_hook = h;
+    }
+    if let Some(n) = args.ring_buffer_bytes {
+        cfg.ring_buffer_bytes = n;
+    }
+    if let Some(n) = args.max_bytes_per_call {
+        cfg.max_bytes_per_call = n;
+    }
+    cfg.pids.extend(&args.pids);
+    cfg.ports.extend(&args.ports);
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn sink(args: &CaptureArgs) -> Result<Sink> {
+    if args.format == Format::Har {
+        bail!("--format har is not available yet: the HTTP exchange layer that HAR needs has not landed");
+    }
+    let Some(path) = &args.out else {
+        return Ok(Sink::Terminal(TerminalSummary::new(std::io::stdout(), 65536)));
+    };
+    let out: Box<dyn Write + Send> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdout())
+    } else {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Captured traffic holds secrets: only the owner may read it.
+        Box::new(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?,
+        )
+    };
+    Ok(Sink::Jsonl(JsonlWriter::new(out)))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    match cli.command {
+        Command::Capture(args) => {
+            let opts = CaptureOptions {
+                capture: capture_config(&args)?,
+                sink: sink(&args)?,
+                ready_file: args.ready_file.clone(),
+                duration: args.duration.map(Duration::from_secs_f64),
+            };
+            // Raw chunks are all the kernel layer produces today, so every data
+            // record is written with or without --raw.
+            let _ = args.raw;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(pipeline::capture(opts))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! Where records go: JSON Lines (CONTRACT.md) or the terminal summary.
+
+mod jsonl;
+mod record;
+mod terminal;
+
+pub use jsonl::JsonlWriter;
+pub use record::{ConnView, DropRecord, Record};
+pub use terminal::TerminalSummary;

@@ -1,0 +1,84 @@
+//! Which kernel hook carries plaintext TCP, decided at start-up from what
+//! the running kernel allows.
+
+use super::ProbeError;
+use crate::config::KernelHookChoice;
+
+/// The kernel data path in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelHook {
+    /// kprobes on tcp_sendmsg/tcp_recvmsg (the documented method).
+    Kprobe,
+    /// Syscall tracepoints (kernels without kprobes).
+    Tracepoint,
+}
+
+impl KernelHook {
+    /// Name used in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KernelHook::Kprobe => "kprobe",
+            KernelHook::Tracepoint => "tracepoint",
+        }
+    }
+}
+
+/// The choice and why it was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookDecision {
+    /// Chosen path.
+    pub hook: KernelHook,
+    /// Why, in words for the log.
+    pub reason: String,
+}
+
+/// Decides from the configured preference and the outcome of attaching the
+/// kprobes (`Err` carries why they could not be attached).
+pub fn decide(choice: KernelHookChoice, kprobes: Result<(), String>) -> Result<HookDecision, ProbeError> {
+    match (choice, kprobes) {
+        (KernelHookChoice::Tracepoint, _) => Ok(HookDecision {
+            hook: KernelHook::Tracepoint,
+            reason: "syscall tracepoints configured".into(),
+        }),
+        (_, Ok(())) => Ok(HookDecision {
+            hook: KernelHook::Kprobe,
+            reason: "kprobes attached on tcp_sendmsg/tcp_recvmsg".into(),
+        }),
+        (KernelHookChoice::Kprobe, Err(why)) => Err(ProbeError::KprobesRequired(why)),
+        (KernelHookChoice::Auto, Err(why)) => Ok(HookDecision {
+            hook: KernelHook::Tracepoint,
+            reason: format!("kprobes unavailable ({why}); falling back to syscall tracepoints"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_prefers_kprobes() {
+        let d = decide(KernelHookChoice::Auto, Ok(())).unwrap();
+        assert_eq!(d.hook, KernelHook::Kprobe);
+    }
+
+    #[test]
+    fn auto_falls_back_and_says_why() {
+        let d = decide(KernelHookChoice::Auto, Err("no kprobe PMU".into())).unwrap();
+        assert_eq!(d.hook, KernelHook::Tracepoint);
+        assert!(d.reason.contains("no kprobe PMU"), "{}", d.reason);
+        assert!(d.reason.contains("falling back"), "{}", d.reason);
+    }
+
+    #[test]
+    fn explicit_kprobe_fails_loudly() {
+        let e = decide(KernelHookChoice::Kprobe, Err("no kprobe PMU".into())).unwrap_err();
+        assert!(e.to_string().contains("no kprobe PMU"), "{e}");
+    }
+
+    #[test]
+    fn explicit_tracepoint_never_uses_kprobes() {
+        let d = decide(KernelHookChoice::Tracepoint, Ok(())).unwrap();
+        assert_eq!(d.hook, KernelHook::Tracepoint);
+    }
+}

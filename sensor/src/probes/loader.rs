@@ -1,0 +1,161 @@
+//! The eBPF object: settings written before load, maps sized, filters filled.
+
+use crate::bpf::{events::nt_config, OBJECT};
+use crate::config::CaptureConfig;
+use aya::maps::HashMap as BpfHashMap;
+use aya::programs::{Program, ProgramError};
+use aya::{Ebpf, EbpfError, EbpfLoader};
+
+use super::HookDecision;
+
+/// Errors of the probe subsystem.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The object did not load (maps, BTF relocation).
+    #[error("cannot load the eBPF object")]
+    Object(#[source] Box<EbpfError>),
+    /// The object lacks a program the sensor expects.
+    #[error("eBPF program {0} is missing from the object")]
+    MissingProgram(String),
+    /// A program has an unexpected type.
+    #[error("eBPF program {program} has the wrong type")]
+    ProgramType {
+        /// Program name.
+        program: String,
+        /// Cause.
+        #[source]
+        source: ProgramError,
+    },
+    /// The verifier refused a program.
+    #[error("eBPF program {program} failed to load")]
+    Load {
+        /// Program name.
+        program: String,
+        /// Cause (with the verifier log).
+        #[source]
+        source: ProgramError,
+    },
+    /// A program could not be attached.
+    #[error("eBPF program {program} failed to attach")]
+    Attach {
+        /// Program name.
+        program: String,
+        /// Cause.
+        #[source]
+        source: ProgramError,
+    },
+    /// A map is missing or could not be filled.
+    #[error("eBPF map {map}: {detail}")]
+    Map {
+        /// Map name.
+        map: &'static str,
+        /// What went wrong.
+        detail: String,
+    },
+    /// kprobes were required by configuration and cannot be attached.
+    #[error("kprobes were required (kernel_hook = kprobe) but cannot be attached: {0}")]
+    KprobesRequired(String),
+}
+
+/// What start-up attached.
+#[derive(Debug, Clone)]
+pub struct Attached {
+    /// The kernel data path chosen.
+    pub hook: HookDecision,
+}
+
+/// An error and its causes on one line, for logs.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// A program of the object as its concrete type.
+pub fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, ProbeError>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    let p = ebpf.program_mut(name).ok_or_else(|| ProbeError::MissingProgram(name.into()))?;
+    p.try_into().map_err(|e| ProbeError::ProgramType { program: name.into(), source: e })
+}
+
+/// Loads the object with `cfg` applied; attaches nothing.
+pub fn load_object(cfg: &CaptureConfig, self_tgid: u32) -> Result<Ebpf, ProbeError> {
+    raise_memlock();
+    let settings = nt_config {
+        self_tgid,
+        filter_pids: !cfg.pids.is_empty() as u32,
+        filter_ports: !cfg.ports.is_empty() as u32,
+        max_bytes_per_call: cfg.max_bytes_per_call,
+    };
+    let mut ebpf = EbpfLoader::new()
+        .set_global("CONFIG", &settings, true)
+        .set_max_entries("events", cfg.ring_buffer_bytes)
+        .set_max_entries("conns", cfg.max_connections)
+        .load(OBJECT)
+        .map_err(|e| ProbeError::Object(Box::new(e)))?;
+
+    let mut pids: BpfHashMap<_, u32, u8> = map(&mut ebpf, "pid_filter")?;
+    for pid in &cfg.pids {
+        pids.insert(pid, 1, 0).map_err(|e| ProbeError::Map { map: "pid_filter", detail: e.to_string() })?;
+    }
+    let mut ports: BpfHashMap<_, u16, u8> = map(&mut ebpf, "port_filter")?;
+    for port in &cfg.ports {
+        ports.insert(port, 1, 0).map_err(|e| ProbeError::Map { map: "port_filter", detail: e.to_string() })?;
+    }
+    Ok(ebpf)
+}
+
+fn map<'a, V>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<V, ProbeError>
+where
+    V: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let m = ebpf.map_mut(name).ok_or(ProbeError::Map { map: name, detail: "missing".into() })?;
+    V::try_from(m).map_err(|e| ProbeError::Map { map: name, detail: e.to_string() })
+}
+
+/// Loads every program of the object into the kernel (the verifier's
+/// verdict) without attaching any: both kernel paths are checked this way
+/// even where only one can attach. Returns the names loaded.
+pub fn load_every_program(ebpf: &mut Ebpf) -> Result<Vec<String>, ProbeError> {
+    let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
+    for name in &names {
+        let p = ebpf.program_mut(name).ok_or_else(|| ProbeError::MissingProgram(name.clone()))?;
+        let loaded = match p {
+            Program::TracePoint(p) => p.load(),
+            Program::KProbe(p) => p.load(),
+            _ => Err(ProgramError::AlreadyLoaded),
+        };
+        loaded.map_err(|e| ProbeError::Load { program: name.clone(), source: e })?;
+    }
+    Ok(names)
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+fn raise_memlock() {
+    let lim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall with a valid struct.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
+}
+
+/// Mounts tracefs where it is missing: tracepoint attachment needs it.
+pub fn ensure_tracefs() {
+    use std::path::Path;
+    if Path::new("/sys/kernel/tracing/events").exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
+        return;
+    }
+    let (src, target, fstype) = (c"nodev", c"/sys/kernel/tracing", c"tracefs");
+    // SAFETY: static NUL-terminated strings; no data argument.
+    let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    if rc == 0 {
+        tracing::info!("mounted tracefs at /sys/kernel/tracing");
+    } else {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "tracefs is not mounted and mounting it failed");
+    }
+}

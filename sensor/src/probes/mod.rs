@@ -1,0 +1,115 @@
+//! Loading the eBPF object and attaching its probe families. Every
+//! attachment is logged as a `probe attached` line (CONTRACT.md).
+
+mod kernel_hook;
+mod loader;
+
+pub use kernel_hook::{decide, HookDecision, KernelHook};
+pub use loader::{ensure_tracefs, load_every_program, load_object, Attached, ProbeError};
+
+use aya::programs::{KProbe, TracePoint};
+use aya::Ebpf;
+use tracing::{info, warn};
+
+/// (program, tracepoint category, tracepoint name) for connection lifecycle.
+const CONN_TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("tp_enter_connect", "syscalls", "sys_enter_connect"),
+    ("tp_exit_connect", "syscalls", "sys_exit_connect"),
+    ("tp_exit_accept", "syscalls", "sys_exit_accept"),
+    ("tp_exit_accept4", "syscalls", "sys_exit_accept4"),
+    ("tp_sock_set_state", "sock", "inet_sock_set_state"),
+];
+
+/// Syscalls whose payload the tracepoint data path captures (enter + exit each).
+const DATA_SYSCALLS: &[&str] = &[
+    "write", "read", "writev", "readv", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendfile64",
+    "splice",
+];
+
+/// (program, kernel function) for the kprobe data path.
+const DATA_KPROBES: &[(&str, &str)] = &[
+    ("kp_tcp_sendmsg", "tcp_sendmsg"),
+    ("kr_tcp_sendmsg", "tcp_sendmsg"),
+    ("kp_tcp_recvmsg", "tcp_recvmsg"),
+    ("kr_tcp_recvmsg", "tcp_recvmsg"),
+];
+
+fn log_attach(probe_type: &str, probe: &str, result: &Result<(), ProbeError>) {
+    match result {
+        Ok(()) => info!(target = "kernel", probe_type, probe, ok = true, "probe attached"),
+        Err(e) => warn!(
+            target = "kernel",
+            probe_type,
+            probe,
+            ok = false,
+            error = %loader::chain(e),
+            "probe attached: failed"
+        ),
+    }
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf, prog: &str, category: &str, name: &str) -> Result<(), ProbeError> {
+    let result = (|| {
+        let p: &mut TracePoint = loader::program(ebpf, prog)?;
+        p.load().map_err(|e| ProbeError::Load { program: prog.into(), source: e })?;
+        p.attach(category, name).map_err(|e| ProbeError::Attach { program: prog.into(), source: e })?;
+        Ok(())
+    })();
+    log_attach("tracepoint", &format!("{category}:{name}"), &result);
+    result
+}
+
+fn attach_kprobe(ebpf: &mut Ebpf, prog: &str, function: &str) -> Result<(), ProbeError> {
+    let result = (|| {
+        let p: &mut KProbe = loader::program(ebpf, prog)?;
+        p.load().map_err(|e| ProbeError::Load { program: prog.into(), source: e })?;
+        p.attach(function, 0).map_err(|e| ProbeError::Attach { program: prog.into(), source: e })?;
+        Ok(())
+    })();
+    let kind = if prog.starts_with("kr_") { "kretprobe" } else { "kprobe" };
+    log_attach(kind, function, &result);
+    result
+}
+
+/// Attaches the connection lifecycle probes and the kernel data path chosen
+/// by `choice` (trying kprobes first where allowed).
+pub fn attach_kernel(
+    ebpf: &mut Ebpf,
+    choice: crate::config::KernelHookChoice,
+) -> Result<Attached, ProbeError> {
+    for (prog, cat, name) in CONN_TRACEPOINTS {
+        attach_tracepoint(ebpf, prog, cat, name)?;
+    }
+
+    let kprobes = if choice == crate::config::KernelHookChoice::Tracepoint {
+        Err("not tried: tracepoints were configured".to_string())
+    } else {
+        try_kprobes(ebpf)
+    };
+    let decision = decide(choice, kprobes)?;
+    info!(hook = decision.hook.as_str(), reason = %decision.reason, "kernel hook selected");
+
+    if decision.hook == KernelHook::Tracepoint {
+        for sc in DATA_SYSCALLS {
+            for phase in ["enter", "exit"] {
+                attach_tracepoint(ebpf, &format!("tp_{phase}_{sc}"), "syscalls", &format!("sys_{phase}_{sc}"))?;
+            }
+        }
+    }
+    Ok(Attached { hook: decision })
+}
+
+/// Attaches all kprobes or none: a half-attached path would lose one direction.
+fn try_kprobes(ebpf: &mut Ebpf) -> Result<(), String> {
+    for (i, (prog, function)) in DATA_KPROBES.iter().enumerate() {
+        if let Err(e) = attach_kprobe(ebpf, prog, function) {
+            for (done, _) in &DATA_KPROBES[..i] {
+                if let Ok(p) = loader::program::<KProbe>(ebpf, done) {
+                    let _ = p.unload();
+                }
+            }
+            return Err(loader::chain(&e));
+        }
+    }
+    Ok(())
+}

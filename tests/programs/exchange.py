@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Test peer for nettap's end-to-end tests: a TCP server and client that
+exchange exact payloads over one keep-alive connection.
+
+Each message is one payload of a size from --sizes; the client sends its
+payload, the server reads exactly that many bytes and answers with its own
+payload of the same size, the client reads it; then the next size. The bytes
+are random from --seed, so the test knows them: with --dump DIR each side
+writes what it sent and received to DIR/{role}.sent and DIR/{role}.recv.
+
+  exchange.py server --listen ADDR --port P --sizes 1,100 --seed S --dump DIR [--ready FILE]
+  exchange.py client --connect ADDR --port P --sizes 1,100 --seed S --dump DIR
+  exchange.py hold ...   like client, but waits for FILE to appear between messages
+"""
+import argparse
+import json
+import os
+import random
+import socket
+import sys
+import time
+
+
+def payload(seed: str, who: str, index: int, size: int) -> bytes:
+    rng = random.Random(f"{seed}/{who}/{index}")
+    return rng.randbytes(size)
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    chunks = []
+    while n:
+        b = sock.recv(min(n, 1 << 20))
+        if not b:
+            raise EOFError("peer closed early")
+        chunks.append(b)
+        n -= len(b)
+    return b"".join(chunks)
+
+
+def wait_for(path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear")
+        time.sleep(0.02)
+
+
+def endpoint(addr) -> str:
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def write_info(args, who: str, conn: socket.socket) -> None:
+    """pid, comm and the socket's endpoints, for the test to check records against."""
+    if not args.dump:
+        return
+    with open(f"/proc/{os.getpid()}/comm") as f:
+        comm = f.read().strip()
+    with open(os.path.join(args.dump, f"{who}.info"), "w") as f:
+        json.dump({"pid": os.getpid(), "comm": comm, "local": endpoint(conn.getsockname()),
+                   "remote": endpoint(conn.getpeername())}, f)
+
+
+def run(args) -> None:
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    family = socket.AF_INET6 if ":" in (args.listen or args.connect) else socket.AF_INET
+    sent, recvd = bytearray(), bytearray()
+    if args.mode == "server":
+        srv = socket.socket(family, socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind((args.listen, args.port))
+        srv.listen(1)
+        if args.ready:
+            open(args.ready, "w").close()
+        srv.settimeout(args.timeout)
+        conn, _ = srv.accept()
+        conn.settimeout(args.timeout)
+        write_info(args, "server", conn)
+        for i, n in enumerate(sizes):
+            recvd += recv_exact(conn, n)
+            out = payload(args.seed, "server", i, n)
+            conn.sendall(out)
+            sent += out
+        # Wait for the client's close so both sides' last bytes are read.
+        conn.recv(1)
+        conn.close()
+        srv.close()
+    else:
+        conn = socket.create_connection((args.connect, args.port), timeout=args.timeout)
+        write_info(args, "client", conn)
+        for i, n in enumerate(sizes):
+            if args.mode == "hold" and i == args.hold_at:
+                wait_for(args.hold_file, args.timeout)
+            out = payload(args.seed, "client", i, n)
+            conn.sendall(out)
+            sent += out
+            recvd += recv_exact(conn, n)
+        conn.close()
+    who = "server" if args.mode == "server" else "client"
+    if args.dump:
+        with open(os.path.join(args.dump, f"{who}.sent"), "wb") as f:
+            f.write(sent)
+        with open(os.path.join(args.dump, f"{who}.recv"), "wb") as f:
+            f.write(recvd)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["server", "client", "hold"])
+    p.add_argument("--listen")
+    p.add_argument("--connect")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--sizes", required=True)
+    p.add_argument("--seed", default="nettap")
+    p.add_argument("--dump")
+    p.add_argument("--ready")
+    p.add_argument("--hold-at", type=int, default=1)
+    p.add_argument("--hold-file")
+    p.add_argument("--timeout", type=float, default=60.0)
+    args = p.parse_args()
+    if args.mode == "server" and not args.listen:
+        p.error("server needs --listen")
+    if args.mode != "server" and not args.connect:
+        p.error("client needs --connect")
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+//! Harness for nettap's end-to-end tests: starts the real `nettap` binary,
+//! real peer programs (in network namespaces the test creates), and reads
+//! the records back. Needs root, BPF and the machine's python3: a missing
+//! prerequisite is a failure with a message, never a skip.
+
+use base64::Engine;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Bound on how long any single wait in a test may take.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The `nettap` binary under test: `$NETTAP_BIN`, else the workspace's debug build.
+pub fn nettap_bin() -> PathBuf {
+    let path = std::env::var_os("NETTAP_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/nettap")
+    });
+    assert!(
+        path.exists(),
+        "{} does not exist: build it first (`cargo build -p nettap-sensor`) or set NETTAP_BIN",
+        path.display()
+    );
+    path
+}
+
+/// The peer program (`tests/programs/exchange.py`).
+pub fn exchange_py() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/exchange.py")
+}
+
+/// The real python interpreter (pyenv shims are shell scripts: resolve past them,
+/// so pid and comm are the interpreter's own).
+pub fn python() -> PathBuf {
+    let out = Command::new("python3")
+        .args(["-c", "import os, sys; print(os.path.realpath(sys.executable))"])
+        .output()
+        .expect("python3 is required for the end-to-end tests");
+    assert!(out.status.success(), "python3 failed: {}", String::from_utf8_lossy(&out.stderr));
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// A fresh port for a test (distinct per process and per call).
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 20000 + (std::process::id() % 2000) * 10;
+    (base + NEXT.fetch_add(1, Ordering::Relaxed) % 10) as u16
+}
+
+/// Waits until `path` exists; panics after TIMEOUT or if `alive` says the waiter died.
+pub fn wait_for_file(path: &Path, mut alive: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(alive(), "process died before {} appeared", path.display());
+        assert!(start.elapsed() < TIMEOUT, "{} did not appear in {TIMEOUT:?}", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for a child with a bound; kills it on timeout.
+pub fn wait_child(child: &mut Child, what: &str) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > TIMEOUT {
+            let _ = child.kill();
+            panic!("{what} did not finish within {TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running `nettap capture` writing JSON Lines.
+pub struct Sensor {
+    child: Option<Child>,
+    /// Scratch directory of this sensor (records, logs).
+    pub dir: tempfile::TempDir,
+}
+
+/// What a stopped sensor left.
+pub struct Capture {
+    /// Every record, in output order.
+    pub records: Vec<Value>,
+    /// Everything it logged.
+    pub log: String,
+}
+
+impl Sensor {
+    /// Starts `nettap capture --out … --ready-file … ARGS` and waits until it is ready.
+    pub fn start(args: &[&str]) -> Sensor {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("records.jsonl");
+        let ready = dir.path().join("ready");
+        let log = std::fs::File::create(dir.path().join("log")).unwrap();
+        let child = Command::new(nettap_bin())
+            .arg("capture")
+            .arg("--out")
+            .arg(&out)
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start nettap");
+        let mut s = Sensor { child: Some(child), dir };
+        let log_path = s.dir.path().join("log");
+        let child = s.child.as_mut().unwrap();
+        wait_for_file(&ready, || match child.try_wait().unwrap() {
+            None => true,
+            Some(st) => panic!(
+                "nettap exited ({st}) before it was ready:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            ),
+        });
+        s
+    }
+
+    /// The sensor's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// True while the sensor process runs.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
+    /// SIGINT, wait for a clean exit (status 0), and read what it wrote.
+    pub fn stop(mut self) -> Capture {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let status = wait_child(&mut child, "nettap after SIGINT");
+        let log = std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default();
+        assert!(status.success(), "nettap exited with {status}; log:\n{log}");
+        let text = std::fs::read_to_string(self.dir.path().join("records.jsonl")).unwrap();
+        let records = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+            .collect();
+        Capture { records, log }
+    }
+}
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The bytes of a data record.
+pub fn payload(r: &Value) -> Vec<u8> {
+    if let Some(t) = r["payload"].as_str() {
+        return t.as_bytes().to_vec();
+    }
+    let b64 = r["payload_b64"].as_str().unwrap_or_else(|| panic!("data record without payload: {r}"));
+    base64::engine::general_purpose::STANDARD.decode(b64).unwrap()
+}
+
+/// One direction of one process's connection, reassembled from `data` records.
+#[derive(Debug)]
+pub struct Stream {
+    /// seq of the first byte.
+    pub start: u64,
+    /// The bytes, in seq order.
+    pub bytes: Vec<u8>,
+    /// Missing byte ranges (from drops or truncation), as (seq, len).
+    pub gaps: Vec<(u64, u64)>,
+}
+
+impl Capture {
+    /// Records of `kind` from process `pid`.
+    pub fn of(&self, kind: &str, pid: u32) -> Vec<&Value> {
+        self.records.iter().filter(|r| r["kind"] == kind && r["pid"] == pid).collect()
+    }
+
+    /// Reassembles `direction` ("send"/"recv") of `pid`'s data records by seq,
+    /// checking that chunks never overlap.
+    pub fn stream(&self, pid: u32, direction: &str) -> Stream {
+        let mut chunks: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        let mut truncated: Vec<(u64, u64)> = Vec::new();
+        for r in self.of("data", pid).into_iter().filter(|r| r["direction"] == direction) {
+            let seq = r["seq"].as_u64().unwrap();
+            let bytes = payload(r);
+            if let Some(t) = r["truncated"].as_u64() {
+                truncated.push((seq + bytes.len() as u64, t));
+            }
+            if !bytes.is_empty() {
+                assert!(chunks.insert(seq, bytes).is_none(), "two chunks at seq {seq}");
+            }
+        }
+        let start = chunks.keys().next().copied().unwrap_or(0);
+        let mut bytes = Vec::new();
+        let mut gaps = Vec::new();
+        let mut next = start;
+        for (seq, chunk) in chunks {
+            assert!(seq >= next, "chunk at {seq} overlaps bytes up to {next}");
+            if seq > next {
+                gaps.push((next, seq - next));
+            }
+            next = seq + chunk.len() as u64;
+            bytes.extend_from_slice(&chunk);
+        }
+        Stream { start, bytes, gaps }
+    }
+
+    /// Sum of `drop` records' (count, bytes) for `reason`.
+    pub fn dropped(&self, reason: &str) -> (u64, u64) {
+        self.records
+            .iter()
+            .filter(|r| r["kind"] == "drop" && r["reason"] == reason)
+            .fold((0, 0), |(c, b), r| (c + r["count"].as_u64().unwrap(), b + r["bytes"].as_u64().unwrap()))
+    }
+}
+
+/// What an exchange.py side reported about itself.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// Its pid.
+    pub pid: u32,
+    /// Its comm.
+    pub comm: String,
+    /// Its socket's local endpoint as records print it.
+    pub local: String,
+    /// Its socket's remote endpoint.
+    pub remote: String,
+    /// What it sent.
+    pub sent: Vec<u8>,
+    /// What it received.
+    pub recv: Vec<u8>,
+}
+
+/// Reads `DIR/{who}.info`, `.sent`, `.recv` left by exchange.py.
+pub fn peer_info(dir: &Path, who: &str) -> PeerInfo {
+    let info: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{who}.info"))).unwrap()).unwrap();
+    PeerInfo {
+        pid: info["pid"].as_u64().unwrap() as u32,
+        comm: info["comm"].as_str().unwrap().to_string(),
+        local: info["local"].as_str().unwrap().to_string(),
+        remote: info["remote"].as_str().unwrap().to_string(),
+        sent: std::fs::read(dir.join(format!("{who}.sent"))).unwrap(),
+        recv: std::fs::read(dir.join(format!("{who}.recv"))).unwrap(),
+    }
+}
+
+/// A command, optionally run inside network namespace `ns`.
+pub fn in_ns(ns: Option<&str>, program: &Path) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("the `ip` command (iproute2) is required");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+/// Two network namespaces joined by a veth pair, with IPv4 and IPv6
+/// addresses; removed on drop.
+pub struct NetNsPair {
+    /// First namespace.
+    pub a: String,
+    /// Second namespace.
+    pub b: String,
+    /// IPv4 address in `a`.
+    pub a4: String,
+    /// IPv4 address in `b`.
+    pub b4: String,
+    /// IPv6 address in `a`.
+    pub a6: String,
+    /// IPv6 address in `b`.
+    pub b6: String,
+}
+
+impl NetNsPair {
+    /// Creates the pair; `n` (0..=255) keeps concurrent tests' subnets apart.
+    pub fn new(n: u8) -> NetNsPair {
+        let tag = format!("nt{}x{n}", std::process::id());
+        let pair = NetNsPair {
+            a: format!("{tag}a"),
+            b: format!("{tag}b"),
+            a4: format!("10.213.{n}.1"),
+            b4: format!("10.213.{n}.2"),
+            a6: format!("fd00:213:{n}::1"),
+            b6: format!("fd00:213:{n}::2"),
+        };
+        let (va, vb) = (format!("v{tag}a"), format!("v{tag}b"));
+        ip(&["netns", "add", &pair.a]);
+        ip(&["netns", "add", &pair.b]);
+        ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb]);
+        ip(&["link", "set", &va, "netns", &pair.a]);
+        ip(&["link", "set", &vb, "netns", &pair.b]);
+        for (ns, dev, v4, v6) in [(&pair.a, &va, &pair.a4, &pair.a6), (&pair.b, &vb, &pair.b4, &pair.b6)] {
+            ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev]);
+            ip(&["-n", ns, "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        pair
+    }
+}
+
+impl Drop for NetNsPair {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
