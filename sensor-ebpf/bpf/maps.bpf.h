@@ -49,10 +49,9 @@ enum io_kind {
 	IO_PLAIN = 1,   /* one user buffer */
 	IO_IOV = 2,     /* an iovec array in user memory */
 	IO_NONE = 3,    /* bytes move but are not in user memory (sendfile, splice) */
-	IO_CONNECT = 4, /* connect(): only the fd matters */
 };
 
-/* Arguments remembered from entry to return of one call, per thread. */
+/* One call's arguments: built at syscall exit, or remembered from kprobe entry to return. */
 struct inflight {
 	__u64 sk;
 	__u64 buf;   /* IO_PLAIN: the buffer; IO_IOV: the iovec array */
@@ -64,8 +63,9 @@ struct inflight {
 	__u8 direction;
 };
 
-/* A plain hash, not LRU: evicting a blocked read would lose data silently;
- * a full table is counted as NT_DROP_INFLIGHT_FULL instead. */
+/* kprobe path only, per thread. A plain hash, not LRU: evicting a blocked
+ * read would lose data silently; a full table is counted as
+ * NT_DROP_INFLIGHT_FULL instead. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);

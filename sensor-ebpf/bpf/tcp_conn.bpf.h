@@ -12,36 +12,19 @@
 #define NT_EINPROGRESS 115
 #define NT_TCP_CLOSE 7
 
-SEC("tracepoint/syscalls/sys_enter_connect")
-int tp_enter_connect(struct trace_event_raw_sys_enter *ctx)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	if (!pid_wanted(id >> 32))
-		return 0;
-	__u32 fd = ctx->args[0];
-	struct sock *sk = tcp_sock_of_fd(fd);
-	if (!sk)
-		return 0;
-	/* Ports are not known until connect() returns: the port filter waits for the exit. */
-	struct inflight io = { .sk = (__u64)sk, .fd = fd, .kind = IO_CONNECT };
-	if (bpf_map_update_elem(&inflight, &id, &io, BPF_ANY))
-		count_drop(NT_DROP_INFLIGHT_FULL, 0);
-	return 0;
-}
-
+/* connect(fd, …): the fd comes from the saved user registers, as in tcp_syscalls.bpf.h. */
 SEC("tracepoint/syscalls/sys_exit_connect")
 int tp_exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct inflight *io = bpf_map_lookup_elem(&inflight, &id);
-	if (!io)
-		return 0;
-	struct sock *sk = (struct sock *)io->sk;
-	bpf_map_delete_elem(&inflight, &id);
 	long ret = ctx->ret;
 	if (ret != 0 && ret != -NT_EINPROGRESS)
 		return 0;
-	if (!ports_wanted(sk))
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!pid_wanted(id >> 32))
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	struct sock *sk = tcp_sock_of_fd(PT_REGS_PARM1_CORE_SYSCALL(regs));
+	if (!sk || !ports_wanted(sk))
 		return 0;
 	conn_open(sk, NT_ROLE_CLIENT, NT_PROBE_SYS_CONNECT, id >> 32, (__u32)id);
 	return 0;

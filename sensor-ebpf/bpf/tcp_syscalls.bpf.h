@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Plaintext TCP from syscall tracepoints, for kernels without kprobes.
- * Entry remembers the arguments if the fd is a TCP socket we want; exit
- * emits what the call actually moved (its return value), read from the
- * caller's buffers.
+ *
+ * Exit only: the arguments come from the task's saved user registers
+ * (unchanged by the kernel), so one program run per call, nothing to
+ * remember between entry and exit, failed calls cost almost nothing, and a
+ * call already blocked when the sensor attaches is still captured when it
+ * returns.
  */
 #ifndef NETTAP_TCP_SYSCALLS_BPF_H
 #define NETTAP_TCP_SYSCALLS_BPF_H
@@ -12,9 +15,17 @@
 
 #define NT_MSG_PEEK 2
 
-static __always_inline int io_enter(__u32 fd, __u64 buf, __u64 count, __u8 kind, __u16 probe,
-				    __u8 direction)
+static __always_inline struct pt_regs *syscall_regs(void)
 {
+	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+}
+
+/* Emit what a finished call moved: `ret` bytes on `fd`, found at buf (or iovecs). */
+static __always_inline int io_done(long ret, __u32 fd, __u64 buf, __u64 count, __u8 kind,
+				   __u16 probe, __u8 direction)
+{
+	if (ret <= 0)
+		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	if (!pid_wanted(id >> 32))
 		return 0;
@@ -30,119 +41,118 @@ static __always_inline int io_enter(__u32 fd, __u64 buf, __u64 count, __u8 kind,
 		.kind = kind,
 		.direction = direction,
 	};
-	if (bpf_map_update_elem(&inflight, &id, &io, BPF_ANY))
-		count_drop(NT_DROP_INFLIGHT_FULL, 0);
-	return 0;
-}
-
-/* sendmsg/recvmsg: the iovecs are behind the user's msghdr. */
-static __always_inline int msg_enter(__u32 fd, __u64 umsg, __u16 probe, __u8 direction)
-{
-	struct user_msghdr m = {};
-	if (bpf_probe_read_user(&m, sizeof(m), (void *)umsg))
-		return 0;
-	return io_enter(fd, (__u64)m.msg_iov, m.msg_iovlen, IO_IOV, probe, direction);
-}
-
-static __always_inline int io_exit(long ret)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	struct inflight *p = bpf_map_lookup_elem(&inflight, &id);
-	if (!p)
-		return 0;
-	struct inflight io = *p;
-	bpf_map_delete_elem(&inflight, &id);
-	if (ret <= 0 || io.kind == IO_CONNECT)
-		return 0;
 	emit_call(&io, ret, id >> 32, (__u32)id);
 	return 0;
 }
 
-#define NT_EXIT(name)                                                      \
-	SEC("tracepoint/syscalls/sys_exit_" #name)                         \
-	int tp_exit_##name(struct trace_event_raw_sys_exit *ctx)           \
-	{                                                                  \
-		return io_exit(ctx->ret);                                  \
-	}
-
-SEC("tracepoint/syscalls/sys_enter_write")
-int tp_enter_write(struct trace_event_raw_sys_enter *ctx)
+/* write/read(fd, buf, count), sendto/recvfrom(fd, buf, len, flags, …) */
+static __always_inline int plain_done(long ret, __u16 probe, __u8 direction, bool has_flags)
 {
-	return io_enter(ctx->args[0], ctx->args[1], 0, IO_PLAIN, NT_PROBE_SYS_WRITE, NT_DIR_SEND);
-}
-NT_EXIT(write)
-
-SEC("tracepoint/syscalls/sys_enter_read")
-int tp_enter_read(struct trace_event_raw_sys_enter *ctx)
-{
-	return io_enter(ctx->args[0], ctx->args[1], 0, IO_PLAIN, NT_PROBE_SYS_READ, NT_DIR_RECV);
-}
-NT_EXIT(read)
-
-SEC("tracepoint/syscalls/sys_enter_writev")
-int tp_enter_writev(struct trace_event_raw_sys_enter *ctx)
-{
-	return io_enter(ctx->args[0], ctx->args[1], ctx->args[2], IO_IOV, NT_PROBE_SYS_WRITEV,
-			NT_DIR_SEND);
-}
-NT_EXIT(writev)
-
-SEC("tracepoint/syscalls/sys_enter_readv")
-int tp_enter_readv(struct trace_event_raw_sys_enter *ctx)
-{
-	return io_enter(ctx->args[0], ctx->args[1], ctx->args[2], IO_IOV, NT_PROBE_SYS_READV,
-			NT_DIR_RECV);
-}
-NT_EXIT(readv)
-
-SEC("tracepoint/syscalls/sys_enter_sendto")
-int tp_enter_sendto(struct trace_event_raw_sys_enter *ctx)
-{
-	return io_enter(ctx->args[0], ctx->args[1], 0, IO_PLAIN, NT_PROBE_SYS_SENDTO, NT_DIR_SEND);
-}
-NT_EXIT(sendto)
-
-SEC("tracepoint/syscalls/sys_enter_recvfrom")
-int tp_enter_recvfrom(struct trace_event_raw_sys_enter *ctx)
-{
-	if (ctx->args[3] & NT_MSG_PEEK) /* the bytes stay queued and will be read again */
+	if (ret <= 0)
 		return 0;
-	return io_enter(ctx->args[0], ctx->args[1], 0, IO_PLAIN, NT_PROBE_SYS_RECVFROM, NT_DIR_RECV);
+	struct pt_regs *regs = syscall_regs();
+	if (has_flags && direction == NT_DIR_RECV && (PT_REGS_PARM4_CORE_SYSCALL(regs) & NT_MSG_PEEK))
+		return 0; /* peeked bytes stay queued and are read again */
+	return io_done(ret, PT_REGS_PARM1_CORE_SYSCALL(regs), PT_REGS_PARM2_CORE_SYSCALL(regs), 0,
+		       IO_PLAIN, probe, direction);
 }
-NT_EXIT(recvfrom)
 
-SEC("tracepoint/syscalls/sys_enter_sendmsg")
-int tp_enter_sendmsg(struct trace_event_raw_sys_enter *ctx)
+/* writev/readv(fd, iov, iovcnt) */
+static __always_inline int iov_done(long ret, __u16 probe, __u8 direction)
 {
-	return msg_enter(ctx->args[0], ctx->args[1], NT_PROBE_SYS_SENDMSG, NT_DIR_SEND);
-}
-NT_EXIT(sendmsg)
-
-SEC("tracepoint/syscalls/sys_enter_recvmsg")
-int tp_enter_recvmsg(struct trace_event_raw_sys_enter *ctx)
-{
-	if (ctx->args[2] & NT_MSG_PEEK)
+	if (ret <= 0)
 		return 0;
-	return msg_enter(ctx->args[0], ctx->args[1], NT_PROBE_SYS_RECVMSG, NT_DIR_RECV);
+	struct pt_regs *regs = syscall_regs();
+	return io_done(ret, PT_REGS_PARM1_CORE_SYSCALL(regs), PT_REGS_PARM2_CORE_SYSCALL(regs),
+		       PT_REGS_PARM3_CORE_SYSCALL(regs), IO_IOV, probe, direction);
 }
-NT_EXIT(recvmsg)
+
+/* sendmsg/recvmsg(fd, msg, flags): the iovecs are behind the user's msghdr. */
+static __always_inline int msg_done(long ret, __u16 probe, __u8 direction)
+{
+	if (ret <= 0)
+		return 0;
+	struct pt_regs *regs = syscall_regs();
+	if (direction == NT_DIR_RECV && (PT_REGS_PARM3_CORE_SYSCALL(regs) & NT_MSG_PEEK))
+		return 0;
+	struct user_msghdr m = {};
+	if (bpf_probe_read_user(&m, sizeof(m), (void *)PT_REGS_PARM2_CORE_SYSCALL(regs)))
+		return 0;
+	return io_done(ret, PT_REGS_PARM1_CORE_SYSCALL(regs), (__u64)m.msg_iov, m.msg_iovlen, IO_IOV,
+		       probe, direction);
+}
+
+SEC("tracepoint/syscalls/sys_exit_write")
+int tp_exit_write(struct trace_event_raw_sys_exit *ctx)
+{
+	return plain_done(ctx->ret, NT_PROBE_SYS_WRITE, NT_DIR_SEND, false);
+}
+
+SEC("tracepoint/syscalls/sys_exit_read")
+int tp_exit_read(struct trace_event_raw_sys_exit *ctx)
+{
+	return plain_done(ctx->ret, NT_PROBE_SYS_READ, NT_DIR_RECV, false);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendto")
+int tp_exit_sendto(struct trace_event_raw_sys_exit *ctx)
+{
+	return plain_done(ctx->ret, NT_PROBE_SYS_SENDTO, NT_DIR_SEND, true);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvfrom")
+int tp_exit_recvfrom(struct trace_event_raw_sys_exit *ctx)
+{
+	return plain_done(ctx->ret, NT_PROBE_SYS_RECVFROM, NT_DIR_RECV, true);
+}
+
+SEC("tracepoint/syscalls/sys_exit_writev")
+int tp_exit_writev(struct trace_event_raw_sys_exit *ctx)
+{
+	return iov_done(ctx->ret, NT_PROBE_SYS_WRITEV, NT_DIR_SEND);
+}
+
+SEC("tracepoint/syscalls/sys_exit_readv")
+int tp_exit_readv(struct trace_event_raw_sys_exit *ctx)
+{
+	return iov_done(ctx->ret, NT_PROBE_SYS_READV, NT_DIR_RECV);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendmsg")
+int tp_exit_sendmsg(struct trace_event_raw_sys_exit *ctx)
+{
+	return msg_done(ctx->ret, NT_PROBE_SYS_SENDMSG, NT_DIR_SEND);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvmsg")
+int tp_exit_recvmsg(struct trace_event_raw_sys_exit *ctx)
+{
+	return msg_done(ctx->ret, NT_PROBE_SYS_RECVMSG, NT_DIR_RECV);
+}
 
 /* sendfile and splice move page-cache or pipe pages: the count is known, the bytes are not. */
-SEC("tracepoint/syscalls/sys_enter_sendfile64")
-int tp_enter_sendfile64(struct trace_event_raw_sys_enter *ctx)
+SEC("tracepoint/syscalls/sys_exit_sendfile64")
+int tp_exit_sendfile64(struct trace_event_raw_sys_exit *ctx)
 {
-	return io_enter(ctx->args[0], 0, 0, IO_NONE, NT_PROBE_SYS_SENDFILE, NT_DIR_SEND);
+	if (ctx->ret <= 0)
+		return 0;
+	struct pt_regs *regs = syscall_regs();
+	return io_done(ctx->ret, PT_REGS_PARM1_CORE_SYSCALL(regs), 0, 0, IO_NONE, NT_PROBE_SYS_SENDFILE,
+		       NT_DIR_SEND);
 }
-NT_EXIT(sendfile64)
 
-SEC("tracepoint/syscalls/sys_enter_splice")
-int tp_enter_splice(struct trace_event_raw_sys_enter *ctx)
+/* splice(fd_in, off_in, fd_out, off_out, len, flags) */
+SEC("tracepoint/syscalls/sys_exit_splice")
+int tp_exit_splice(struct trace_event_raw_sys_exit *ctx)
 {
-	__u32 fd_in = ctx->args[0], fd_out = ctx->args[2];
+	if (ctx->ret <= 0)
+		return 0;
+	struct pt_regs *regs = syscall_regs();
+	__u32 fd_out = PT_REGS_PARM3_CORE_SYSCALL(regs);
 	if (tcp_sock_of_fd(fd_out))
-		return io_enter(fd_out, 0, 0, IO_NONE, NT_PROBE_SYS_SPLICE, NT_DIR_SEND);
-	return io_enter(fd_in, 0, 0, IO_NONE, NT_PROBE_SYS_SPLICE, NT_DIR_RECV);
+		return io_done(ctx->ret, fd_out, 0, 0, IO_NONE, NT_PROBE_SYS_SPLICE, NT_DIR_SEND);
+	return io_done(ctx->ret, PT_REGS_PARM1_CORE_SYSCALL(regs), 0, 0, IO_NONE, NT_PROBE_SYS_SPLICE,
+		       NT_DIR_RECV);
 }
-NT_EXIT(splice)
 
 #endif

@@ -10,7 +10,8 @@ writes what it sent and received to DIR/{role}.sent and DIR/{role}.recv.
 
   exchange.py server --listen ADDR --port P --sizes 1,100 --seed S --dump DIR [--ready FILE]
   exchange.py client --connect ADDR --port P --sizes 1,100 --seed S --dump DIR
-  exchange.py hold ...   like client, but waits for FILE to appear between messages
+  exchange.py hold ... --hold-at N --hold-file F
+                         like client, but before message N creates F.waiting and waits for F
 """
 import argparse
 import json
@@ -90,6 +91,7 @@ def run(args) -> None:
         write_info(args, "client", conn)
         for i, n in enumerate(sizes):
             if args.mode == "hold" and i == args.hold_at:
+                open(args.hold_file + ".waiting", "w").close()
                 wait_for(args.hold_file, args.timeout)
             out = payload(args.seed, "client", i, n)
             conn.sendall(out)

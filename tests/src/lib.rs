@@ -322,3 +322,98 @@ impl Drop for NetNsPair {
         }
     }
 }
+
+/// Payload sizes each side sends, in order, over one connection.
+pub const SIZES: &[usize] = &[1, 100, 4095, 65537, 1 << 20];
+
+/// Sensor settings for tests that need every byte: a ring large enough for
+/// bursts on a loaded 2-core machine and no per-call cap below the largest write.
+pub const EXACT: &[&str] = &["--ring-buffer-bytes", "67108864", "--max-bytes-per-call", "16777216"];
+
+/// One exchange.py server and client.
+pub struct Exchange {
+    /// Scratch directory with their dumps.
+    pub dir: tempfile::TempDir,
+    /// The server process.
+    pub server: Child,
+    /// The client process.
+    pub client: Child,
+}
+
+/// Comma-separated sizes for exchange.py.
+pub fn sizes_arg(sizes: &[usize]) -> String {
+    sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",")
+}
+
+impl Exchange {
+    /// Starts a server listening on `listen` (in `server_ns`), then a client
+    /// (in `client_ns`) connecting to `connect`; `client_mode` is "client" or "hold".
+    pub fn start(
+        server_ns: Option<&str>,
+        listen: &str,
+        client_ns: Option<&str>,
+        connect: &str,
+        port: u16,
+        sizes: &[usize],
+        client_extra: &[&str],
+    ) -> Exchange {
+        let dir = tempfile::tempdir().unwrap();
+        let py = python();
+        let ready = dir.path().join("server.ready");
+        let sizes = sizes_arg(sizes);
+        let mut server = in_ns(server_ns, &py)
+            .arg(exchange_py())
+            .args(["server", "--listen", listen, "--port", &port.to_string(), "--sizes", &sizes])
+            .arg("--dump")
+            .arg(dir.path())
+            .arg("--ready")
+            .arg(&ready)
+            .spawn()
+            .expect("cannot start the exchange server");
+        wait_for_file(&ready, || server.try_wait().unwrap().is_none());
+        let mode = if client_extra.is_empty() { "client" } else { "hold" };
+        let client = in_ns(client_ns, &py)
+            .arg(exchange_py())
+            .args([mode, "--connect", connect, "--port", &port.to_string(), "--sizes", &sizes])
+            .arg("--dump")
+            .arg(dir.path())
+            .args(client_extra)
+            .spawn()
+            .expect("cannot start the exchange client");
+        Exchange { dir, server, client }
+    }
+
+    /// Waits for both to succeed and returns what each reported.
+    pub fn finish(mut self) -> (PeerInfo, PeerInfo, tempfile::TempDir) {
+        assert!(wait_child(&mut self.client, "exchange client").success(), "client failed");
+        assert!(wait_child(&mut self.server, "exchange server").success(), "server failed");
+        let server = peer_info(self.dir.path(), "server");
+        let client = peer_info(self.dir.path(), "client");
+        (server, client, self.dir)
+    }
+}
+
+/// Checks that `peer`'s records say exactly what it sent and received,
+/// starting at byte `from` of each direction, with the right process,
+/// endpoints and role.
+pub fn assert_exact(cap: &Capture, peer: &PeerInfo, role: &str, from: usize) {
+    let data = cap.of("data", peer.pid);
+    assert!(!data.is_empty(), "no data records for pid {}", peer.pid);
+    for r in &data {
+        assert_eq!(r["comm"], peer.comm.as_str(), "{r}");
+        assert_eq!(r["source"], "kernel", "{r}");
+        assert_eq!(r["conn"]["local"], peer.local.as_str(), "{r}");
+        assert_eq!(r["conn"]["remote"], peer.remote.as_str(), "{r}");
+        assert_eq!(r["conn"]["role"], role, "{r}");
+        assert_eq!(r["conn"]["tls"], false, "{r}");
+        assert!(r["probe"].as_str().unwrap().starts_with("tracepoint:syscalls:sys_exit_")
+            || r["probe"].as_str().unwrap().starts_with("kprobe:"), "{r}");
+    }
+    for (dir, want) in [("send", &peer.sent), ("recv", &peer.recv)] {
+        let s = cap.stream(peer.pid, dir);
+        assert!(s.gaps.is_empty(), "{dir} of pid {} has gaps {:?}", peer.pid, s.gaps);
+        assert_eq!(s.start, from as u64, "{dir} of pid {} starts at {}", peer.pid, s.start);
+        assert_eq!(s.bytes.len(), want.len() - from, "{dir} length of pid {}", peer.pid);
+        assert!(s.bytes == want[from..], "{dir} bytes of pid {} differ", peer.pid);
+    }
+}

@@ -13,14 +13,13 @@ use tracing::{info, warn};
 
 /// (program, tracepoint category, tracepoint name) for connection lifecycle.
 const CONN_TRACEPOINTS: &[(&str, &str, &str)] = &[
-    ("tp_enter_connect", "syscalls", "sys_enter_connect"),
     ("tp_exit_connect", "syscalls", "sys_exit_connect"),
     ("tp_exit_accept", "syscalls", "sys_exit_accept"),
     ("tp_exit_accept4", "syscalls", "sys_exit_accept4"),
     ("tp_sock_set_state", "sock", "inet_sock_set_state"),
 ];
 
-/// Syscalls whose payload the tracepoint data path captures (enter + exit each).
+/// Syscalls whose payload the tracepoint data path captures (at exit).
 const DATA_SYSCALLS: &[&str] = &[
     "write", "read", "writev", "readv", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendfile64",
     "splice",
@@ -91,9 +90,7 @@ pub fn attach_kernel(
 
     if decision.hook == KernelHook::Tracepoint {
         for sc in DATA_SYSCALLS {
-            for phase in ["enter", "exit"] {
-                attach_tracepoint(ebpf, &format!("tp_{phase}_{sc}"), "syscalls", &format!("sys_{phase}_{sc}"))?;
-            }
+            attach_tracepoint(ebpf, &format!("tp_exit_{sc}"), "syscalls", &format!("sys_exit_{sc}"))?;
         }
     }
     Ok(Attached { hook: decision })
