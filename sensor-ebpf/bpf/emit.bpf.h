@@ -68,16 +68,19 @@ static __always_inline void conn_open(struct sock *sk, __u8 role, __u32 probe, _
 /*
  * Byte offsets the application has already written to / read from `sk`, from
  * TCP's own counters, so a connection opened before the sensor gets its true
- * stream offsets: sent = acked + unacked-but-written, read = received - unread.
+ * stream offsets. Sent: data octets transmitted once (sent minus
+ * retransmitted; SYN and FIN carry none) plus written-but-unsent. Read:
+ * received minus still queued (a received FIN counts on both sides).
  */
 static __always_inline void stream_offsets(struct sock *sk, __u64 *sent, __u64 *read)
 {
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
 	__u32 write_seq = BPF_CORE_READ(tp, write_seq);
-	__u32 snd_una = BPF_CORE_READ(tp, snd_una);
+	__u32 snd_nxt = BPF_CORE_READ(tp, snd_nxt);
 	__u32 rcv_nxt = BPF_CORE_READ(tp, rcv_nxt);
 	__u32 copied_seq = BPF_CORE_READ(tp, copied_seq);
-	*sent = BPF_CORE_READ(tp, bytes_acked) + (__u32)(write_seq - snd_una);
+	*sent = BPF_CORE_READ(tp, bytes_sent) - BPF_CORE_READ(tp, bytes_retrans) +
+		(__u32)(write_seq - snd_nxt);
 	*read = BPF_CORE_READ(tp, bytes_received) - (__u32)(rcv_nxt - copied_seq);
 }
 

@@ -46,7 +46,8 @@ pub fn python() -> PathBuf {
 /// A fresh port for a test (distinct per process and per call).
 pub fn free_port() -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let base = 20000 + (std::process::id() % 2000) * 10;
+    // Below the ephemeral range (32768+), where role inference expects servers.
+    let base = 20000 + (std::process::id() % 1000) * 10;
     (base + NEXT.fetch_add(1, Ordering::Relaxed) % 10) as u16
 }
 
@@ -336,8 +337,10 @@ pub struct Exchange {
     pub dir: tempfile::TempDir,
     /// The server process.
     pub server: Child,
-    /// The client process.
-    pub client: Child,
+    /// The client process, once started.
+    pub client: Option<Child>,
+    port: u16,
+    sizes: String,
 }
 
 /// Comma-separated sizes for exchange.py.
@@ -346,22 +349,12 @@ pub fn sizes_arg(sizes: &[usize]) -> String {
 }
 
 impl Exchange {
-    /// Starts a server listening on `listen` (in `server_ns`), then a client
-    /// (in `client_ns`) connecting to `connect`; `client_mode` is "client" or "hold".
-    pub fn start(
-        server_ns: Option<&str>,
-        listen: &str,
-        client_ns: Option<&str>,
-        connect: &str,
-        port: u16,
-        sizes: &[usize],
-        client_extra: &[&str],
-    ) -> Exchange {
+    /// Starts a server listening on `listen` (in `server_ns`) and waits until it listens.
+    pub fn server(server_ns: Option<&str>, listen: &str, port: u16, sizes: &[usize]) -> Exchange {
         let dir = tempfile::tempdir().unwrap();
-        let py = python();
         let ready = dir.path().join("server.ready");
         let sizes = sizes_arg(sizes);
-        let mut server = in_ns(server_ns, &py)
+        let mut server = in_ns(server_ns, &python())
             .arg(exchange_py())
             .args(["server", "--listen", listen, "--port", &port.to_string(), "--sizes", &sizes])
             .arg("--dump")
@@ -371,21 +364,47 @@ impl Exchange {
             .spawn()
             .expect("cannot start the exchange server");
         wait_for_file(&ready, || server.try_wait().unwrap().is_none());
-        let mode = if client_extra.is_empty() { "client" } else { "hold" };
-        let client = in_ns(client_ns, &py)
-            .arg(exchange_py())
-            .args([mode, "--connect", connect, "--port", &port.to_string(), "--sizes", &sizes])
-            .arg("--dump")
-            .arg(dir.path())
-            .args(client_extra)
-            .spawn()
-            .expect("cannot start the exchange client");
-        Exchange { dir, server, client }
+        Exchange { dir, server, client: None, port, sizes }
     }
 
-    /// Waits for both to succeed and returns what each reported.
+    /// Starts the client (in `client_ns`) connecting to `connect`; with
+    /// `extra` (`--hold-at N --hold-file F`) it pauses before message N.
+    pub fn client(mut self, client_ns: Option<&str>, connect: &str, extra: &[&str]) -> Exchange {
+        let mode = if extra.is_empty() { "client" } else { "hold" };
+        let client = in_ns(client_ns, &python())
+            .arg(exchange_py())
+            .args([mode, "--connect", connect, "--port", &self.port.to_string(), "--sizes", &self.sizes])
+            .arg("--dump")
+            .arg(self.dir.path())
+            .args(extra)
+            .spawn()
+            .expect("cannot start the exchange client");
+        self.client = Some(client);
+        self
+    }
+
+    /// Server then client.
+    pub fn start(
+        server_ns: Option<&str>,
+        listen: &str,
+        client_ns: Option<&str>,
+        connect: &str,
+        port: u16,
+        sizes: &[usize],
+        client_extra: &[&str],
+    ) -> Exchange {
+        Exchange::server(server_ns, listen, port, sizes).client(client_ns, connect, client_extra)
+    }
+
+    /// The server's pid.
+    pub fn server_pid(&self) -> u32 {
+        self.server.id()
+    }
+
+    /// Waits for both to succeed and returns what each reported (server, client).
     pub fn finish(mut self) -> (PeerInfo, PeerInfo, tempfile::TempDir) {
-        assert!(wait_child(&mut self.client, "exchange client").success(), "client failed");
+        let client = self.client.as_mut().expect("client was never started");
+        assert!(wait_child(client, "exchange client").success(), "client failed");
         assert!(wait_child(&mut self.server, "exchange server").success(), "server failed");
         let server = peer_info(self.dir.path(), "server");
         let client = peer_info(self.dir.path(), "client");

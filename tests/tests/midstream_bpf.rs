@@ -1,0 +1,41 @@
+//! A connection opened before the sensor starts: `midstream` records for
+//! both ends, then exact bytes from the next byte on, at their true stream
+//! offsets (including a server read already blocked when the sensor attached).
+
+use nettap_e2e::*;
+
+#[test]
+fn connection_opened_before_the_sensor() {
+    let port = free_port();
+    let hold = tempfile::tempdir().unwrap();
+    let hold_file = hold.path().join("go");
+    let hold_s = hold_file.to_str().unwrap().to_string();
+    // The client finishes message 0 before the sensor exists, then waits.
+    let ex = Exchange::start(
+        None,
+        "127.0.0.1",
+        None,
+        "127.0.0.1",
+        port,
+        SIZES,
+        &["--hold-at", "1", "--hold-file", &hold_s],
+    );
+    wait_for_file(&hold.path().join("go.waiting"), || true);
+
+    let port_s = port.to_string();
+    let mut args = vec!["--port", &port_s];
+    args.extend_from_slice(EXACT);
+    let sensor = Sensor::start(&args);
+    std::fs::write(&hold_file, b"").unwrap();
+    let (server, client, _dir) = ex.finish();
+    let cap = sensor.stop();
+
+    let first = SIZES[0];
+    for (peer, role) in [(&client, "client"), (&server, "server")] {
+        let conns = cap.of("conn", peer.pid);
+        assert_eq!(conns[0]["event"], "midstream", "first conn record of pid {}: {:?}", peer.pid, conns);
+        assert!(conns.iter().all(|r| r["event"] != "open"), "no open for a connection opened before");
+        // Ephemeral-port inference gives the role the kernel could not see.
+        assert_exact(&cap, peer, role, first);
+    }
+}
