@@ -1,0 +1,72 @@
+//! Both kernel data paths pass the verifier here, and start-up picks the one
+//! the kernel allows, saying which and why.
+
+use nettap_e2e::*;
+use nettap_sensor::config::CaptureConfig;
+use nettap_sensor::probes::{load_every_program, load_object};
+use std::path::Path;
+use std::process::Command;
+
+fn kernel_has_kprobes() -> bool {
+    Path::new("/sys/bus/event_source/devices/kprobe").exists()
+        || Path::new("/sys/kernel/tracing/kprobe_events").exists()
+}
+
+#[test]
+fn every_program_of_both_paths_loads() {
+    let mut ebpf = load_object(&CaptureConfig::default(), std::process::id()).expect("object loads");
+    let names = load_every_program(&mut ebpf).expect("the verifier accepts every program");
+    for expected in ["kp_tcp_sendmsg", "kr_tcp_sendmsg", "kp_tcp_recvmsg", "kr_tcp_recvmsg", "tp_exit_write",
+        "tp_exit_recvmsg", "tp_exit_connect", "tp_exit_accept4", "tp_sock_set_state"]
+    {
+        assert!(names.iter().any(|n| n == expected), "{expected} not loaded: {names:?}");
+    }
+}
+
+#[test]
+fn auto_selection_logs_its_choice_and_reason() {
+    let sensor = Sensor::start(&["--port", "1"]);
+    let cap = sensor.stop();
+    let line = cap.log.lines().find(|l| l.contains("kernel hook selected")).expect("selection is logged");
+    if kernel_has_kprobes() {
+        assert!(line.contains("hook=\"kprobe\""), "{line}");
+    } else {
+        assert!(line.contains("hook=\"tracepoint\""), "{line}");
+        assert!(line.contains("kprobes unavailable"), "{line}");
+        assert!(cap.log.contains("probe attached: failed"), "the failed kprobe attach is logged");
+    }
+    let attached = cap.log.lines().filter(|l| l.contains("probe attached") && l.contains("ok=true")).count();
+    assert!(attached >= 14, "every attached probe is logged: {attached}\n{}", cap.log);
+}
+
+#[test]
+fn required_kprobes_fail_clearly_where_the_kernel_has_none() {
+    if kernel_has_kprobes() {
+        return; // on such kernels `kprobe` is simply used; see auto_selection_logs_its_choice_and_reason
+    }
+    let out = Command::new(nettap_bin())
+        .args(["capture", "--kernel-hook", "kprobe", "--out", "/dev/null", "--duration", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("kprobes were required"), "{err}");
+}
+
+#[test]
+fn json_logs_carry_the_probe_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(nettap_bin())
+        .args(["--log-format", "json", "capture", "--port", "1", "--duration", "0.2", "--out"])
+        .arg(dir.path().join("r.jsonl"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8(out.stderr).unwrap();
+    let line = err.lines().find(|l| l.contains("sys_exit_read")).expect("a probe line for sys_exit_read");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["fields"]["message"], "probe attached");
+    assert_eq!(v["fields"]["probe_type"], "tracepoint");
+    assert_eq!(v["fields"]["target"], "kernel");
+    assert_eq!(v["fields"]["ok"], true);
+}
