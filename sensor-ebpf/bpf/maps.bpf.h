@@ -40,7 +40,7 @@ struct conn_state {
 /* LRU: a socket whose close we never saw ages out instead of filling the table. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 8192); /* the sensor sets max_connections before load */
 	__type(key, __u64); /* struct sock * */
 	__type(value, struct conn_state);
 } conns SEC(".maps");
@@ -68,7 +68,7 @@ struct inflight {
  * NT_DROP_INFLIGHT_FULL instead. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
+	__uint(max_entries, 4096); /* 1 where the kernel has no kprobes */
 	__type(key, __u64); /* pid_tgid */
 	__type(value, struct inflight);
 } inflight SEC(".maps");
@@ -81,7 +81,8 @@ struct {
 	__type(value, struct nt_data_event);
 } data_scratch SEC(".maps");
 
-/* --pid and --port; consulted only when CONFIG says the filter is on. */
+/* --pid and --port; consulted only when CONFIG says the filter is on.
+ * The sensor sizes them to the lists it is given. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);

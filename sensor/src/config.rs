@@ -41,7 +41,7 @@ impl Default for CaptureConfig {
             kernel_hook: KernelHookChoice::Auto,
             pids: Vec::new(),
             ports: Vec::new(),
-            max_connections: 16384,
+            max_connections: 8192,
         }
     }
 }
@@ -83,14 +83,10 @@ pub enum ConfigError {
 impl FileConfig {
     /// Reads and parses a TOML config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.display().to_string(),
-            source,
-        })
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        toml::from_str(&text)
+            .map_err(|source| ConfigError::Parse { path: path.display().to_string(), source })
     }
 }
 

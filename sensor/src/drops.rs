@@ -33,7 +33,9 @@ impl DropCounters {
     pub fn poll(&mut self) -> Vec<DropRecord> {
         let mut out = Vec::new();
         for slot in 0..self.seen.len() as u32 {
-            let Ok(per_cpu) = self.map.get(&slot, 0) else { continue };
+            let Ok(per_cpu) = self.map.get(&slot, 0) else {
+                continue;
+            };
             let total = per_cpu.iter().fold(nt_drop_counter::default(), |a, c| nt_drop_counter {
                 count: a.count + c.count,
                 bytes: a.bytes + c.bytes,

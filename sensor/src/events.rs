@@ -346,9 +346,8 @@ pub(crate) mod tests {
         ev.send_bytes = 5;
         ev.recv_bytes = 6;
         // SAFETY: viewing a plain C struct as bytes.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(&ev as *const _ as *const u8, size_of::<nt_conn_event>())
-        };
+        let bytes =
+            unsafe { std::slice::from_raw_parts(&ev as *const _ as *const u8, size_of::<nt_conn_event>()) };
         let Event::Conn(c) = decode(bytes).unwrap() else { panic!("not conn") };
         assert_eq!(c.change, ConnChange::Close);
         assert_eq!((c.send_bytes, c.recv_bytes), (5, 6));

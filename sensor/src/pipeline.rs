@@ -97,7 +97,12 @@ impl Processor {
                         comm: d.header.comm(),
                         source: SOURCE,
                         probe: events::probe_name(d.header.probe),
-                        conn: ConnView { local: info.local, remote: info.remote, role: info.role, tls: false },
+                        conn: ConnView {
+                            local: info.local,
+                            remote: info.remote,
+                            role: info.role,
+                            tls: false,
+                        },
                         direction: d.direction,
                         seq: d.seq,
                         payload: d.payload,
@@ -116,7 +121,12 @@ impl Processor {
                         comm: events::comm_str(&info.comm),
                         source: SOURCE,
                         probe: events::probe_name(c.header.probe),
-                        conn: ConnView { local: info.local, remote: info.remote, role: info.role, tls: false },
+                        conn: ConnView {
+                            local: info.local,
+                            remote: info.remote,
+                            role: info.role,
+                            tls: false,
+                        },
                         event: c.change,
                     }),
                     Sink::Terminal(t) if c.change == events::ConnChange::Close => {
@@ -133,7 +143,12 @@ impl Processor {
         for d in drops.poll() {
             warn!(count = d.count, bytes = d.bytes, reason = d.reason, "capture lost data");
             if let Sink::Jsonl(w) = &mut self.sink {
-                w.write(&Record::Drop { ts_ns: self.clock.now_ns(), source: SOURCE, probe: "ringbuf:events", drop: d })?;
+                w.write(&Record::Drop {
+                    ts_ns: self.clock.now_ns(),
+                    source: SOURCE,
+                    probe: "ringbuf:events",
+                    drop: d,
+                })?;
             }
         }
         Ok(())

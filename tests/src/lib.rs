@@ -16,9 +16,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The `nettap` binary under test: `$NETTAP_BIN`, else the workspace's debug build.
 pub fn nettap_bin() -> PathBuf {
-    let path = std::env::var_os("NETTAP_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/nettap")
-    });
+    let path = std::env::var_os("NETTAP_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/nettap"));
     assert!(
         path.exists(),
         "{} does not exist: build it first (`cargo build -p nettap-sensor`) or set NETTAP_BIN",
@@ -425,8 +425,11 @@ pub fn assert_exact(cap: &Capture, peer: &PeerInfo, role: &str, from: usize) {
         assert_eq!(r["conn"]["remote"], peer.remote.as_str(), "{r}");
         assert_eq!(r["conn"]["role"], role, "{r}");
         assert_eq!(r["conn"]["tls"], false, "{r}");
-        assert!(r["probe"].as_str().unwrap().starts_with("tracepoint:syscalls:sys_exit_")
-            || r["probe"].as_str().unwrap().starts_with("kprobe:"), "{r}");
+        assert!(
+            r["probe"].as_str().unwrap().starts_with("tracepoint:syscalls:sys_exit_")
+                || r["probe"].as_str().unwrap().starts_with("kprobe:"),
+            "{r}"
+        );
     }
     for (dir, want) in [("send", &peer.sent), ("recv", &peer.recv)] {
         let s = cap.stream(peer.pid, dir);

@@ -68,7 +68,10 @@ fn curl_against_http_server_byte_for_byte() {
     let recv = cap.stream(curl_pid, "recv");
     assert!(sent.gaps.is_empty() && recv.gaps.is_empty());
     let request = String::from_utf8(sent.bytes.clone()).unwrap();
-    assert!(request.starts_with(&format!("GET /file.bin HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n", server.port)), "{request}");
+    assert!(
+        request.starts_with(&format!("GET /file.bin HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n", server.port)),
+        "{request}"
+    );
     assert!(request.ends_with("\r\n\r\n"), "{request}");
     // The response: status line, headers, then exactly the file.
     let split = recv.bytes.windows(4).position(|w| w == b"\r\n\r\n").expect("header end") + 4;

@@ -10,7 +10,12 @@ fn tiny_ring_buffer_counts_every_lost_byte() {
     let port_s = port.to_string();
     // 32 KiB holds at most one full 16 KiB chunk at a time: a 1 MiB burst must overflow.
     let mut sensor = Sensor::start(&[
-        "--port", &port_s, "--ring-buffer-bytes", "32768", "--max-bytes-per-call", "16777216",
+        "--port",
+        &port_s,
+        "--ring-buffer-bytes",
+        "32768",
+        "--max-bytes-per-call",
+        "16777216",
     ]);
     let (server, client, _dir) =
         Exchange::start(None, "127.0.0.1", None, "127.0.0.1", port, SIZES, &[]).finish();
@@ -30,7 +35,10 @@ fn tiny_ring_buffer_counts_every_lost_byte() {
             while off < s.bytes.len() {
                 let gap_at = gaps.peek().map(|g| g.0 as usize);
                 let run_end = gap_at.map_or(s.bytes.len(), |g| off + (g - at));
-                assert!(s.bytes[off..run_end] == want[at..at + run_end - off], "{dir} bytes differ near {at}");
+                assert!(
+                    s.bytes[off..run_end] == want[at..at + run_end - off],
+                    "{dir} bytes differ near {at}"
+                );
                 at += run_end - off;
                 off = run_end;
                 if let Some(g) = gaps.next() {

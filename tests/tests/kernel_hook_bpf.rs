@@ -16,9 +16,17 @@ fn kernel_has_kprobes() -> bool {
 fn every_program_of_both_paths_loads() {
     let mut ebpf = load_object(&CaptureConfig::default(), std::process::id()).expect("object loads");
     let names = load_every_program(&mut ebpf).expect("the verifier accepts every program");
-    for expected in ["kp_tcp_sendmsg", "kr_tcp_sendmsg", "kp_tcp_recvmsg", "kr_tcp_recvmsg", "tp_exit_write",
-        "tp_exit_recvmsg", "tp_exit_connect", "tp_exit_accept4", "tp_sock_set_state"]
-    {
+    for expected in [
+        "kp_tcp_sendmsg",
+        "kr_tcp_sendmsg",
+        "kp_tcp_recvmsg",
+        "kr_tcp_recvmsg",
+        "tp_exit_write",
+        "tp_exit_recvmsg",
+        "tp_exit_connect",
+        "tp_exit_accept4",
+        "tp_sock_set_state",
+    ] {
         assert!(names.iter().any(|n| n == expected), "{expected} not loaded: {names:?}");
     }
 }

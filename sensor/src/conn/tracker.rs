@@ -107,10 +107,8 @@ impl ConnTracker {
             }
             self.order.push_back(c.id);
         }
-        self.conns.insert(
-            c.id,
-            ConnInfo { pid: h.pid, comm: h.comm, local: c.local, remote: c.remote, role },
-        );
+        self.conns
+            .insert(c.id, ConnInfo { pid: h.pid, comm: h.comm, local: c.local, remote: c.remote, role });
         &self.conns[&c.id]
     }
 
@@ -160,12 +158,7 @@ mod tests {
             pid: 10,
             tid: 10,
             comm: *b"python3\0\0\0\0\0\0\0\0\0",
-            conn: ConnId {
-                id,
-                local: SocketAddr::new(ip, lport),
-                remote: SocketAddr::new(ip, rport),
-                role,
-            },
+            conn: ConnId { id, local: SocketAddr::new(ip, lport), remote: SocketAddr::new(ip, rport), role },
         }
     }
 

@@ -48,8 +48,7 @@ mod tests {
             w.flush().unwrap();
         }
         let text = String::from_utf8(buf).unwrap();
-        let lines: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[2]["count"], 2);
     }

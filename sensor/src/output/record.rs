@@ -108,18 +108,7 @@ impl Serialize for Record<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(None)?;
         match *self {
-            Record::Data {
-                ts_ns,
-                pid,
-                comm,
-                source,
-                probe,
-                conn,
-                direction,
-                seq,
-                payload,
-                truncated,
-            } => {
+            Record::Data { ts_ns, pid, comm, source, probe, conn, direction, seq, payload, truncated } => {
                 common(&mut m, "data", ts_ns, pid, comm, source, probe)?;
                 m.serialize_entry("conn", &conn)?;
                 m.serialize_entry("direction", direction.as_str())?;
@@ -243,7 +232,10 @@ mod tests {
             drop: DropRecord { count: 3, bytes: 4096, reason: "ringbuf_full" },
         };
         let v = serde_json::to_value(d).unwrap();
-        assert_eq!((v["kind"].clone(), v["count"].clone(), v["bytes"].clone()), (json!("drop"), json!(3), json!(4096)));
+        assert_eq!(
+            (v["kind"].clone(), v["count"].clone(), v["bytes"].clone()),
+            (json!("drop"), json!(3), json!(4096))
+        );
         assert_eq!(v["reason"], "ringbuf_full");
         assert!(v["conn"].is_null());
     }

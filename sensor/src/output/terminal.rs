@@ -107,7 +107,9 @@ impl<W: Write> TerminalSummary<W> {
 
     /// A connection ended: non-HTTP connections get their one line now.
     pub fn on_close(&mut self, conn_id: u64, info: &ConnInfo, ts_ns: u64) -> io::Result<()> {
-        let Some(c) = self.conns.remove(&conn_id) else { return Ok(()) };
+        let Some(c) = self.conns.remove(&conn_id) else {
+            return Ok(());
+        };
         if c.http || (c.sent == 0 && c.recv == 0) {
             return Ok(());
         }
@@ -185,6 +187,9 @@ mod tests {
         t.on_data(1, &i, Direction::Recv, 0, &[0u8; 2048]).unwrap();
         t.on_close(1, &i, 0).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("127.0.0.1:40000 -> 127.0.0.1:8000 (server)  sent 0 B  recv 2.0 KiB"), "{text}");
+        assert!(
+            text.contains("127.0.0.1:40000 -> 127.0.0.1:8000 (server)  sent 0 B  recv 2.0 KiB"),
+            "{text}"
+        );
     }
 }

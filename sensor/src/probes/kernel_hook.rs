@@ -32,14 +32,21 @@ pub struct HookDecision {
     pub reason: String,
 }
 
+/// Whether this kernel has any way to attach kprobes (the perf kprobe PMU or
+/// tracefs `kprobe_events`). Without either, the attempt can only fail.
+pub fn kprobes_possible() -> bool {
+    ["/sys/bus/event_source/devices/kprobe", "/sys/kernel/tracing/kprobe_events", "/sys/kernel/debug/tracing/kprobe_events"]
+        .iter()
+        .any(|p| std::path::Path::new(p).exists())
+}
+
 /// Decides from the configured preference and the outcome of attaching the
 /// kprobes (`Err` carries why they could not be attached).
 pub fn decide(choice: KernelHookChoice, kprobes: Result<(), String>) -> Result<HookDecision, ProbeError> {
     match (choice, kprobes) {
-        (KernelHookChoice::Tracepoint, _) => Ok(HookDecision {
-            hook: KernelHook::Tracepoint,
-            reason: "syscall tracepoints configured".into(),
-        }),
+        (KernelHookChoice::Tracepoint, _) => {
+            Ok(HookDecision { hook: KernelHook::Tracepoint, reason: "syscall tracepoints configured".into() })
+        }
         (_, Ok(())) => Ok(HookDecision {
             hook: KernelHook::Kprobe,
             reason: "kprobes attached on tcp_sendmsg/tcp_recvmsg".into(),

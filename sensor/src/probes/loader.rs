@@ -94,10 +94,16 @@ pub fn load_object(cfg: &CaptureConfig, self_tgid: u32) -> Result<Ebpf, ProbeErr
         filter_ports: !cfg.ports.is_empty() as u32,
         max_bytes_per_call: cfg.max_bytes_per_call,
     };
+    // Maps are preallocated: size each to its use. `inflight` serves only the
+    // kprobe path, which a kernel without kprobe support can never take.
+    let inflight = if super::kernel_hook::kprobes_possible() { 4096 } else { 1 };
     let mut ebpf = EbpfLoader::new()
         .set_global("CONFIG", &settings, true)
         .set_max_entries("events", cfg.ring_buffer_bytes)
         .set_max_entries("conns", cfg.max_connections)
+        .set_max_entries("inflight", inflight)
+        .set_max_entries("pid_filter", cfg.pids.len().max(1) as u32)
+        .set_max_entries("port_filter", cfg.ports.len().max(1) as u32)
         .load(OBJECT)
         .map_err(|e| ProbeError::Object(Box::new(e)))?;
 
@@ -107,7 +113,9 @@ pub fn load_object(cfg: &CaptureConfig, self_tgid: u32) -> Result<Ebpf, ProbeErr
     }
     let mut ports: BpfHashMap<_, u16, u8> = map(&mut ebpf, "port_filter")?;
     for port in &cfg.ports {
-        ports.insert(port, 1, 0).map_err(|e| ProbeError::Map { map: "port_filter", detail: e.to_string() })?;
+        ports
+            .insert(port, 1, 0)
+            .map_err(|e| ProbeError::Map { map: "port_filter", detail: e.to_string() })?;
     }
     Ok(ebpf)
 }
@@ -147,7 +155,9 @@ fn raise_memlock() {
 /// Mounts tracefs where it is missing: tracepoint attachment needs it.
 pub fn ensure_tracefs() {
     use std::path::Path;
-    if Path::new("/sys/kernel/tracing/events").exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
+    if Path::new("/sys/kernel/tracing/events").exists()
+        || Path::new("/sys/kernel/debug/tracing/events").exists()
+    {
         return;
     }
     let (src, target, fstype) = (c"nodev", c"/sys/kernel/tracing", c"tracefs");

@@ -20,10 +20,8 @@ const CONN_TRACEPOINTS: &[(&str, &str, &str)] = &[
 ];
 
 /// Syscalls whose payload the tracepoint data path captures (at exit).
-const DATA_SYSCALLS: &[&str] = &[
-    "write", "read", "writev", "readv", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendfile64",
-    "splice",
-];
+const DATA_SYSCALLS: &[&str] =
+    &["write", "read", "writev", "readv", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendfile64", "splice"];
 
 /// (program, kernel function) for the kprobe data path.
 const DATA_KPROBES: &[(&str, &str)] = &[

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what nettap needs to build and test, idempotently: a second run
+# installs nothing and takes a second. Safe to run as root on Debian.
+set -euo pipefail
+
+need_pkgs=(
+  clang-19 llvm-19      # compile the C CO-RE eBPF programs (bpf target, llvm-strip)
+  libclang1-19          # bindgen reads sensor-ebpf/include/events.h through libclang
+  libbpf-dev            # bpf_helpers.h, bpf_core_read.h, bpf_tracing.h
+  bpftool               # regenerating vmlinux.h (sensor-ebpf/scripts)
+  linux-libc-dev        # <linux/types.h> for events.h outside the kernel
+  iproute2              # network namespaces and veth pairs in the tests
+  curl                  # a real HTTP client in the tests
+  ca-certificates
+)
+
+missing=()
+for p in "${need_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "ci/install.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  for d in "$HOME/.cargo/bin" /usr/local/cargo/bin; do
+    [ -x "$d/cargo" ] && export PATH="$d:$PATH"
+  done
+fi
+command -v cargo >/dev/null || { echo "ci/install.sh: cargo (Rust >= 1.82) is required and not found" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "ci/install.sh: python3 is required by the tests" >&2; exit 1; }
+
+# Tracepoints are attached through tracefs; bpffs is where other tools look.
+if [ ! -d /sys/kernel/tracing/events ] && [ ! -d /sys/kernel/debug/tracing/events ]; then
+  mount -t tracefs nodev /sys/kernel/tracing
+fi
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf || true
+
+[ -e /sys/kernel/btf/vmlinux ] || { echo "ci/install.sh: this kernel has no BTF (/sys/kernel/btf/vmlinux): CO-RE programs cannot load" >&2; exit 1; }
