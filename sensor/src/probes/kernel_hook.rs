@@ -35,9 +35,13 @@ pub struct HookDecision {
 /// Whether this kernel has any way to attach kprobes (the perf kprobe PMU or
 /// tracefs `kprobe_events`). Without either, the attempt can only fail.
 pub fn kprobes_possible() -> bool {
-    ["/sys/bus/event_source/devices/kprobe", "/sys/kernel/tracing/kprobe_events", "/sys/kernel/debug/tracing/kprobe_events"]
-        .iter()
-        .any(|p| std::path::Path::new(p).exists())
+    [
+        "/sys/bus/event_source/devices/kprobe",
+        "/sys/kernel/tracing/kprobe_events",
+        "/sys/kernel/debug/tracing/kprobe_events",
+    ]
+    .iter()
+    .any(|p| std::path::Path::new(p).exists())
 }
 
 /// Decides from the configured preference and the outcome of attaching the
