@@ -27,10 +27,47 @@ def payload(seed: str, who: str, index: int, size: int) -> bytes:
     return rng.randbytes(size)
 
 
-def recv_exact(sock: socket.socket, n: int) -> bytes:
+def split3(b) -> list:
+    """Three iovecs of uneven sizes (one may be empty), to exercise the kernel's iovec walk."""
+    k = len(b) // 3
+    return [b[:k], b[k:k + 7], b[k + 7:]]
+
+
+def send_all(sock: socket.socket, data: bytes, io: str) -> None:
+    """Send with the syscall family `io` names, handling partial writes."""
+    view = memoryview(data)
+    while view:
+        if io == "send":
+            n = sock.send(view)            # sendto(2)
+        elif io == "write":
+            n = os.write(sock.fileno(), view)
+        elif io == "vec":
+            n = os.writev(sock.fileno(), split3(view))
+        elif io == "msg":
+            n = sock.sendmsg(split3(view))
+        else:
+            raise ValueError(io)
+        view = view[n:]
+
+
+def recv_some(sock: socket.socket, n: int, io: str) -> bytes:
+    n = min(n, 1 << 20)
+    if io == "send":
+        return sock.recv(n)                # recvfrom(2)
+    if io == "write":
+        return os.read(sock.fileno(), n)
+    bufs = [bytearray(max(1, n // 3)), bytearray(5), bytearray(n)]
+    if io == "vec":
+        got = os.readv(sock.fileno(), bufs)
+    else:
+        got = sock.recvmsg_into(bufs)[0]
+    return bytes(b"".join(bufs)[:got])
+
+
+def recv_exact(sock: socket.socket, n: int, io: str = "send") -> bytes:
     chunks = []
     while n:
-        b = sock.recv(min(n, 1 << 20))
+        b = recv_some(sock, n, io)
         if not b:
             raise EOFError("peer closed early")
         chunks.append(b)
@@ -62,6 +99,12 @@ def write_info(args, who: str, conn: socket.socket) -> None:
                    "remote": endpoint(conn.getpeername())}, f)
 
 
+def blocking_for_raw_fd_io(conn: socket.socket, args) -> None:
+    """A socket timeout makes the fd non-blocking, which os.read/os.readv do not
+    retry; raw-fd modes use a blocking fd (the test bounds the run time)."""
+    conn.settimeout(None if args.io in ("write", "vec") else args.timeout)
+
+
 def run(args) -> None:
     sizes = [int(s) for s in args.sizes.split(",") if s]
     family = socket.AF_INET6 if ":" in (args.listen or args.connect) else socket.AF_INET
@@ -75,12 +118,20 @@ def run(args) -> None:
             open(args.ready, "w").close()
         srv.settimeout(args.timeout)
         conn, _ = srv.accept()
-        conn.settimeout(args.timeout)
+        blocking_for_raw_fd_io(conn, args)
         write_info(args, "server", conn)
         for i, n in enumerate(sizes):
-            recvd += recv_exact(conn, n)
+            recvd += recv_exact(conn, n, args.io)
             out = payload(args.seed, "server", i, n)
-            conn.sendall(out)
+            if args.sendfile:
+                with open(os.path.join(args.dump, "sendfile.tmp"), "w+b") as f:
+                    f.write(out)
+                    f.flush()
+                    off = 0
+                    while off < n:
+                        off += os.sendfile(conn.fileno(), f.fileno(), off, n - off)
+            else:
+                send_all(conn, out, args.io)
             sent += out
         # Wait for the client's close so both sides' last bytes are read.
         conn.recv(1)
@@ -88,15 +139,16 @@ def run(args) -> None:
         srv.close()
     else:
         conn = socket.create_connection((args.connect, args.port), timeout=args.timeout)
+        blocking_for_raw_fd_io(conn, args)
         write_info(args, "client", conn)
         for i, n in enumerate(sizes):
             if args.mode == "hold" and i == args.hold_at:
                 open(args.hold_file + ".waiting", "w").close()
                 wait_for(args.hold_file, args.timeout)
             out = payload(args.seed, "client", i, n)
-            conn.sendall(out)
+            send_all(conn, out, args.io)
             sent += out
-            recvd += recv_exact(conn, n)
+            recvd += recv_exact(conn, n, args.io)
         conn.close()
     who = "server" if args.mode == "server" else "client"
     if args.dump:
@@ -119,6 +171,9 @@ def main() -> int:
     p.add_argument("--hold-at", type=int, default=1)
     p.add_argument("--hold-file")
     p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--io", choices=["send", "write", "vec", "msg"], default="send",
+                   help="syscalls: send/recv, write/read, writev/readv, sendmsg/recvmsg")
+    p.add_argument("--sendfile", action="store_true", help="server answers with sendfile(2)")
     args = p.parse_args()
     if args.mode == "server" and not args.listen:
         p.error("server needs --listen")

@@ -351,6 +351,17 @@ pub fn sizes_arg(sizes: &[usize]) -> String {
 impl Exchange {
     /// Starts a server listening on `listen` (in `server_ns`) and waits until it listens.
     pub fn server(server_ns: Option<&str>, listen: &str, port: u16, sizes: &[usize]) -> Exchange {
+        Exchange::server_with(server_ns, listen, port, sizes, &[])
+    }
+
+    /// `server` with extra exchange.py arguments (`--io`, `--sendfile`).
+    pub fn server_with(
+        server_ns: Option<&str>,
+        listen: &str,
+        port: u16,
+        sizes: &[usize],
+        extra: &[&str],
+    ) -> Exchange {
         let dir = tempfile::tempdir().unwrap();
         let ready = dir.path().join("server.ready");
         let sizes = sizes_arg(sizes);
@@ -361,6 +372,7 @@ impl Exchange {
             .arg(dir.path())
             .arg("--ready")
             .arg(&ready)
+            .args(extra)
             .spawn()
             .expect("cannot start the exchange server");
         wait_for_file(&ready, || server.try_wait().unwrap().is_none());
@@ -368,9 +380,9 @@ impl Exchange {
     }
 
     /// Starts the client (in `client_ns`) connecting to `connect`; with
-    /// `extra` (`--hold-at N --hold-file F`) it pauses before message N.
+    /// `--hold-at N --hold-file F` in `extra` it pauses before message N.
     pub fn client(mut self, client_ns: Option<&str>, connect: &str, extra: &[&str]) -> Exchange {
-        let mode = if extra.is_empty() { "client" } else { "hold" };
+        let mode = if extra.contains(&"--hold-at") { "hold" } else { "client" };
         let client = in_ns(client_ns, &python())
             .arg(exchange_py())
             .args([mode, "--connect", connect, "--port", &self.port.to_string(), "--sizes", &self.sizes])
