@@ -54,3 +54,33 @@ fn tiny_ring_buffer_counts_every_lost_byte() {
     assert_eq!(bytes, missing, "drop records must account for every missing byte");
     assert_eq!(captured + bytes, expected);
 }
+
+#[test]
+fn per_call_cap_reports_truncated_bytes() {
+    let port = free_port();
+    let port_s = port.to_string();
+    let sensor = Sensor::start(&["--port", &port_s, "--max-bytes-per-call", "1000"]);
+    let sizes = [10, 5000];
+    let (server, client, _dir) =
+        Exchange::start(None, "127.0.0.1", None, "127.0.0.1", port, &sizes, &[]).finish();
+    let cap = sensor.stop();
+    for peer in [&server, &client] {
+        let sends: Vec<_> =
+            cap.of("data", peer.pid).into_iter().filter(|r| r["direction"] == "send").collect();
+        // Every call's record keeps at most the cap, says what it did not keep,
+        // and the next call starts right after the whole call.
+        let mut next = 0u64;
+        for r in &sends {
+            let len = payload(r).len() as u64;
+            let cut = r["truncated"].as_u64().unwrap_or(0);
+            assert!(len <= 1000, "{r}");
+            assert_eq!(r["seq"].as_u64().unwrap(), next, "{r}");
+            let at = next as usize;
+            assert!(payload(r) == peer.sent[at..at + len as usize], "kept bytes are exact");
+            next += len + cut;
+        }
+        assert_eq!(next as usize, peer.sent.len());
+        assert!(sends.iter().any(|r| r["truncated"].as_u64().unwrap_or(0) > 0), "5000-byte sends are cut");
+    }
+    assert_eq!(cap.dropped("ringbuf_full"), (0, 0), "truncation is not loss from a full ring");
+}
