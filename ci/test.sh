@@ -12,5 +12,6 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked -- --test-threads=1
