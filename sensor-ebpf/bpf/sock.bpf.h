@@ -82,4 +82,15 @@ static __always_inline bool ports_wanted(struct sock *sk)
 	return bpf_map_lookup_elem(&port_filter, &lport) || bpf_map_lookup_elem(&port_filter, &rport);
 }
 
+/* The TCP socket behind `fd` if process `tgid` and the socket's ports are wanted, else NULL. */
+static __always_inline struct sock *wanted_tcp_sock(__u32 tgid, __u32 fd)
+{
+	if (!pid_wanted(tgid))
+		return NULL;
+	struct sock *sk = tcp_sock_of_fd(fd);
+	if (!sk || !ports_wanted(sk))
+		return NULL;
+	return sk;
+}
+
 #endif

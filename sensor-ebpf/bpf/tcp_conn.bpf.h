@@ -20,11 +20,9 @@ int tp_exit_connect(struct trace_event_raw_sys_exit *ctx)
 	if (ret != 0 && ret != -NT_EINPROGRESS)
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
-	if (!pid_wanted(id >> 32))
-		return 0;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	struct sock *sk = tcp_sock_of_fd(PT_REGS_PARM1_CORE_SYSCALL(regs));
-	if (!sk || !ports_wanted(sk))
+	struct sock *sk = wanted_tcp_sock(id >> 32, PT_REGS_PARM1_CORE_SYSCALL(regs));
+	if (!sk)
 		return 0;
 	conn_open(sk, NT_ROLE_CLIENT, NT_PROBE_SYS_CONNECT, id >> 32, (__u32)id);
 	return 0;
@@ -35,10 +33,8 @@ static __always_inline int accept_exit(long ret, __u32 probe)
 	if (ret < 0)
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
-	if (!pid_wanted(id >> 32))
-		return 0;
-	struct sock *sk = tcp_sock_of_fd(ret);
-	if (!sk || !ports_wanted(sk))
+	struct sock *sk = wanted_tcp_sock(id >> 32, ret);
+	if (!sk)
 		return 0;
 	conn_open(sk, NT_ROLE_SERVER, probe, id >> 32, (__u32)id);
 	return 0;

@@ -27,10 +27,8 @@ static __always_inline int io_done(long ret, __u32 fd, __u64 buf, __u64 count, _
 	if (ret <= 0)
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
-	if (!pid_wanted(id >> 32))
-		return 0;
-	struct sock *sk = tcp_sock_of_fd(fd);
-	if (!sk || !ports_wanted(sk))
+	struct sock *sk = wanted_tcp_sock(id >> 32, fd);
+	if (!sk)
 		return 0;
 	struct inflight io = {
 		.sk = (__u64)sk,

@@ -4,10 +4,10 @@
 
 use crate::clock::Clock;
 use crate::config::CaptureConfig;
-use crate::conn::{ConnTracker, EphemeralPorts};
+use crate::conn::{ConnInfo, ConnTracker, EphemeralPorts};
 use crate::drops::DropCounters;
 use crate::events::{self, Event};
-use crate::output::{ConnView, JsonlWriter, Record, TerminalSummary};
+use crate::output::{Body, ConnView, JsonlWriter, Origin, Record, TerminalSummary};
 use crate::probes;
 use anyhow::{anyhow, Context, Result};
 use aya::maps::{PerCpuArray, RingBuf};
@@ -61,6 +61,10 @@ pub struct Processor {
 
 const SOURCE: &str = "kernel";
 
+fn conn_view(info: &ConnInfo) -> ConnView {
+    ConnView { local: info.local, remote: info.remote, role: info.role, tls: false }
+}
+
 impl Processor {
     /// A processor writing to `sink`.
     pub fn new(sink: Sink, max_conns: usize) -> Self {
@@ -91,22 +95,21 @@ impl Processor {
                 let info = self.tracker.on_data(&d.header);
                 let ts_ns = self.clock.realtime_ns(d.header.ts_boot_ns);
                 match &mut self.sink {
-                    Sink::Jsonl(w) => w.write(&Record::Data {
-                        ts_ns,
-                        pid: d.header.pid,
-                        comm: d.header.comm(),
-                        source: SOURCE,
-                        probe: events::probe_name(d.header.probe),
-                        conn: ConnView {
-                            local: info.local,
-                            remote: info.remote,
-                            role: info.role,
-                            tls: false,
+                    Sink::Jsonl(w) => w.write(&Record {
+                        origin: Origin {
+                            ts_ns,
+                            pid: d.header.pid,
+                            comm: d.header.comm(),
+                            source: SOURCE,
+                            probe: events::probe_name(d.header.probe),
                         },
-                        direction: d.direction,
-                        seq: d.seq,
-                        payload: d.payload,
-                        truncated: d.truncated,
+                        conn: Some(conn_view(info)),
+                        body: Body::Data {
+                            direction: d.direction,
+                            seq: d.seq,
+                            payload: d.payload,
+                            truncated: d.truncated,
+                        },
                     }),
                     Sink::Terminal(t) => t.on_data(d.header.conn.id, info, d.direction, ts_ns, d.payload),
                 }
@@ -115,19 +118,16 @@ impl Processor {
                 let info = self.tracker.on_conn(&c);
                 let ts_ns = self.clock.realtime_ns(c.header.ts_boot_ns);
                 match &mut self.sink {
-                    Sink::Jsonl(w) => w.write(&Record::Conn {
-                        ts_ns,
-                        pid: info.pid,
-                        comm: events::comm_str(&info.comm),
-                        source: SOURCE,
-                        probe: events::probe_name(c.header.probe),
-                        conn: ConnView {
-                            local: info.local,
-                            remote: info.remote,
-                            role: info.role,
-                            tls: false,
+                    Sink::Jsonl(w) => w.write(&Record {
+                        origin: Origin {
+                            ts_ns,
+                            pid: info.pid,
+                            comm: events::comm_str(&info.comm),
+                            source: SOURCE,
+                            probe: events::probe_name(c.header.probe),
                         },
-                        event: c.change,
+                        conn: Some(conn_view(&info)),
+                        body: Body::Conn(c.change),
                     }),
                     Sink::Terminal(t) if c.change == events::ConnChange::Close => {
                         t.on_close(c.header.conn.id, &info, ts_ns)
@@ -143,11 +143,12 @@ impl Processor {
         for d in drops.poll() {
             warn!(count = d.count, bytes = d.bytes, reason = d.reason, "capture lost data");
             if let Sink::Jsonl(w) = &mut self.sink {
-                w.write(&Record::Drop {
-                    ts_ns: self.clock.now_ns(),
-                    source: SOURCE,
-                    probe: "ringbuf:events",
-                    drop: d,
+                // Sensor-wide: no single process or connection.
+                let ts_ns = self.clock.now_ns();
+                w.write(&Record {
+                    origin: Origin { ts_ns, pid: 0, comm: "", source: SOURCE, probe: "ringbuf:events" },
+                    conn: None,
+                    body: Body::Drop(d),
                 })?;
             }
         }

@@ -29,7 +29,7 @@ impl<W: Write> JsonlWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::DropRecord;
+    use crate::output::{Body, DropRecord, Origin};
 
     #[test]
     fn one_json_object_per_line() {
@@ -37,11 +37,10 @@ mod tests {
         {
             let mut w = JsonlWriter::new(&mut buf);
             for n in 0..3 {
-                w.write(&Record::Drop {
-                    ts_ns: n,
-                    source: "kernel",
-                    probe: "ringbuf:events",
-                    drop: DropRecord { count: n, bytes: 0, reason: "ringbuf_full" },
+                w.write(&Record {
+                    origin: Origin { ts_ns: n, pid: 0, comm: "", source: "kernel", probe: "ringbuf:events" },
+                    conn: None,
+                    body: Body::Drop(DropRecord { count: n, bytes: 0, reason: "ringbuf_full" }),
                 })
                 .unwrap();
             }

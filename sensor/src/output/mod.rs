@@ -5,5 +5,5 @@ mod record;
 mod terminal;
 
 pub use jsonl::JsonlWriter;
-pub use record::{ConnView, DropRecord, Record};
+pub use record::{Body, ConnView, DropRecord, Origin, Record};
 pub use terminal::TerminalSummary;

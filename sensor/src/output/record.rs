@@ -48,23 +48,26 @@ pub struct DropRecord {
     pub reason: &'static str,
 }
 
-/// One output record.
+/// Fields every record carries: who, when, and which probe.
 #[derive(Debug, Clone, Copy)]
-pub enum Record<'a> {
+pub struct Origin<'a> {
+    /// CLOCK_REALTIME ns.
+    pub ts_ns: u64,
+    /// Process (0 for sensor-wide records).
+    pub pid: u32,
+    /// Process name.
+    pub comm: &'a str,
+    /// Probe family: `kernel`, `openssl`, `go-tls`, `jvmti`.
+    pub source: &'static str,
+    /// The concrete hook.
+    pub probe: &'static str,
+}
+
+/// What a record says beyond its origin and connection.
+#[derive(Debug, Clone, Copy)]
+pub enum Body<'a> {
     /// A chunk of payload.
     Data {
-        /// CLOCK_REALTIME ns.
-        ts_ns: u64,
-        /// Process.
-        pid: u32,
-        /// Process name.
-        comm: &'a str,
-        /// Probe family.
-        source: &'static str,
-        /// Concrete hook.
-        probe: &'static str,
-        /// Connection.
-        conn: ConnView,
         /// Send or recv.
         direction: Direction,
         /// Offset in this direction.
@@ -75,42 +78,40 @@ pub enum Record<'a> {
         truncated: u32,
     },
     /// A lifecycle event.
-    Conn {
-        /// CLOCK_REALTIME ns.
-        ts_ns: u64,
-        /// Process.
-        pid: u32,
-        /// Process name.
-        comm: &'a str,
-        /// Probe family.
-        source: &'static str,
-        /// Concrete hook.
-        probe: &'static str,
-        /// Connection.
-        conn: ConnView,
-        /// What happened.
-        event: ConnChange,
-    },
+    Conn(ConnChange),
     /// Something the sensor could not keep.
-    Drop {
-        /// CLOCK_REALTIME ns.
-        ts_ns: u64,
-        /// Probe family.
-        source: &'static str,
-        /// Where it was lost.
-        probe: &'static str,
-        /// Counts.
-        drop: DropRecord,
-    },
+    Drop(DropRecord),
+}
+
+/// One output record.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    /// Who, when, which probe.
+    pub origin: Origin<'a>,
+    /// The connection; `None` for sensor-wide records (`drop`).
+    pub conn: Option<ConnView>,
+    /// The kind and its fields.
+    pub body: Body<'a>,
 }
 
 impl Serialize for Record<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let kind = match self.body {
+            Body::Data { .. } => "data",
+            Body::Conn(_) => "conn",
+            Body::Drop(_) => "drop",
+        };
+        let o = &self.origin;
         let mut m = s.serialize_map(None)?;
-        match *self {
-            Record::Data { ts_ns, pid, comm, source, probe, conn, direction, seq, payload, truncated } => {
-                common(&mut m, "data", ts_ns, pid, comm, source, probe)?;
-                m.serialize_entry("conn", &conn)?;
+        m.serialize_entry("kind", kind)?;
+        m.serialize_entry("ts_ns", &o.ts_ns)?;
+        m.serialize_entry("pid", &o.pid)?;
+        m.serialize_entry("comm", o.comm)?;
+        m.serialize_entry("source", o.source)?;
+        m.serialize_entry("probe", o.probe)?;
+        m.serialize_entry("conn", &self.conn)?;
+        match self.body {
+            Body::Data { direction, seq, payload, truncated } => {
                 m.serialize_entry("direction", direction.as_str())?;
                 m.serialize_entry("seq", &seq)?;
                 match std::str::from_utf8(payload) {
@@ -127,39 +128,15 @@ impl Serialize for Record<'_> {
                     m.serialize_entry("truncated", &truncated)?;
                 }
             }
-            Record::Conn { ts_ns, pid, comm, source, probe, conn, event } => {
-                common(&mut m, "conn", ts_ns, pid, comm, source, probe)?;
-                m.serialize_entry("conn", &conn)?;
-                m.serialize_entry("event", event.as_str())?;
-            }
-            Record::Drop { ts_ns, source, probe, drop } => {
-                // Aggregate over the whole sensor: no single process or connection.
-                common(&mut m, "drop", ts_ns, 0, "", source, probe)?;
-                m.serialize_entry("conn", &())?;
-                m.serialize_entry("count", &drop.count)?;
-                m.serialize_entry("bytes", &drop.bytes)?;
-                m.serialize_entry("reason", drop.reason)?;
+            Body::Conn(event) => m.serialize_entry("event", event.as_str())?,
+            Body::Drop(d) => {
+                m.serialize_entry("count", &d.count)?;
+                m.serialize_entry("bytes", &d.bytes)?;
+                m.serialize_entry("reason", d.reason)?;
             }
         }
         m.end()
     }
-}
-
-fn common<M: SerializeMap>(
-    m: &mut M,
-    kind: &str,
-    ts_ns: u64,
-    pid: u32,
-    comm: &str,
-    source: &str,
-    probe: &str,
-) -> Result<(), M::Error> {
-    m.serialize_entry("kind", kind)?;
-    m.serialize_entry("ts_ns", &ts_ns)?;
-    m.serialize_entry("pid", &pid)?;
-    m.serialize_entry("comm", comm)?;
-    m.serialize_entry("source", source)?;
-    m.serialize_entry("probe", probe)
 }
 
 #[cfg(test)]
@@ -176,18 +153,15 @@ mod tests {
         }
     }
 
+    fn origin(pid: u32) -> Origin<'static> {
+        Origin { ts_ns: 5, pid, comm: "curl", source: "kernel", probe: "tracepoint:syscalls:sys_exit_write" }
+    }
+
     fn data(payload: &[u8], truncated: u32) -> Value {
-        let r = Record::Data {
-            ts_ns: 5,
-            pid: 7,
-            comm: "curl",
-            source: "kernel",
-            probe: "tracepoint:syscalls:sys_exit_write",
-            conn: conn(),
-            direction: Direction::Send,
-            seq: 10,
-            payload,
-            truncated,
+        let r = Record {
+            origin: origin(7),
+            conn: Some(conn()),
+            body: Body::Data { direction: Direction::Send, seq: 10, payload, truncated },
         };
         serde_json::to_value(r).unwrap()
     }
@@ -213,23 +187,14 @@ mod tests {
 
     #[test]
     fn conn_and_drop_records() {
-        let c = Record::Conn {
-            ts_ns: 1,
-            pid: 2,
-            comm: "x",
-            source: "kernel",
-            probe: "p",
-            conn: conn(),
-            event: ConnChange::Midstream,
-        };
+        let c = Record { origin: origin(2), conn: Some(conn()), body: Body::Conn(ConnChange::Midstream) };
         let v = serde_json::to_value(c).unwrap();
         assert_eq!(v["kind"], "conn");
         assert_eq!(v["event"], "midstream");
-        let d = Record::Drop {
-            ts_ns: 1,
-            source: "kernel",
-            probe: "ringbuf:events",
-            drop: DropRecord { count: 3, bytes: 4096, reason: "ringbuf_full" },
+        let d = Record {
+            origin: Origin { pid: 0, comm: "", probe: "ringbuf:events", ..origin(0) },
+            conn: None,
+            body: Body::Drop(DropRecord { count: 3, bytes: 4096, reason: "ringbuf_full" }),
         };
         let v = serde_json::to_value(d).unwrap();
         assert_eq!(
