@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const BPF_SOURCES: &[&str] = &["nettap.bpf.c"];
-const ARCHES: &[(&str, &str)] = &[("x86_64", "x86")]; // TEMP-ARM64
+const ARCHES: &[(&str, &str)] = &[("x86_64", "x86"), ("aarch64", "arm64")];
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());

@@ -21,10 +21,7 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// Both architectures' objects, for the build checks.
 pub static OBJECTS_BY_ARCH: &[(&str, &[u8])] = &[
     ("x86_64", aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nettap.x86_64.bpf.o"))),
-    (
-        "aarch64",
-        aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nettap.x86_64.bpf.o")), // TEMP-ARM64
-    ),
+    ("aarch64", aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nettap.aarch64.bpf.o"))),
 ];
 
 #[cfg(test)]
