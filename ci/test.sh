@@ -14,4 +14,20 @@ fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --all-targets --locked
-cargo test --workspace --locked -- --test-threads=1
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked -- --test-threads=1 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run (cargo's own last line is a doc-test
+# harness that often runs nothing).
+totals="$(awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+               END { printf "%d %d", p, f }' "$log")"
+read -r passed failed <<<"$totals"
+if [ "$status" = 0 ] && [ "$passed" = 0 ]; then
+  echo "ci/test.sh: no test ran" >&2
+  status=1
+fi
+echo "tests: $passed passed, $failed failed"
+exit "$status"
