@@ -58,8 +58,8 @@ struct CaptureArgs {
     #[arg(long = "port")]
     ports: Vec<u16>,
     /// Stop after this many seconds.
-    #[arg(long)]
-    duration: Option<f64>,
+    #[arg(long, value_parser = parse_seconds)]
+    duration: Option<Duration>,
     /// TOML configuration file (`[capture]` table).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -72,6 +72,11 @@ struct CaptureArgs {
     /// Payload bytes captured per syscall; the rest is reported as `truncated`.
     #[arg(long)]
     max_bytes_per_call: Option<u32>,
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?}: seconds must be finite and not negative"))
 }
 
 fn init_logs(format: LogFormat) {
@@ -132,16 +137,27 @@ fn sink(args: &CaptureArgs) -> Result<Sink> {
     Ok(Sink::Jsonl(JsonlWriter::new(out)))
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with every cause; no backtrace for what is a user-facing error.
+            eprintln!("nettap: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Capture(args) => {
             let opts = CaptureOptions {
                 capture: capture_config(&args)?,
                 sink: sink(&args)?,
                 ready_file: args.ready_file.clone(),
-                duration: args.duration.map(Duration::from_secs_f64),
+                duration: args.duration,
             };
             // Raw chunks are all the kernel layer produces today, so every data
             // record is written with or without --raw.
