@@ -24,7 +24,36 @@ pub fn nettap_bin() -> PathBuf {
         "{} does not exist: build it first (`cargo build -p nettap-sensor`) or set NETTAP_BIN",
         path.display()
     );
+    if std::env::var_os("NETTAP_BIN").is_none() {
+        assert_fresh(&path);
+    }
     path
+}
+
+/// `cargo test -p nettap-e2e` does not rebuild the binary it runs: refuse a
+/// binary older than the sources it is built from, instead of testing old code.
+fn assert_fresh(bin: &Path) {
+    fn newest(dir: &Path, acc: &mut std::time::SystemTime) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                newest(&p, acc);
+            } else if let Ok(m) = entry.metadata().and_then(|m| m.modified()) {
+                *acc = (*acc).max(m);
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut src = std::time::UNIX_EPOCH;
+    for dir in ["sensor/src", "sensor-ebpf/bpf", "sensor-ebpf/include"] {
+        newest(&root.join(dir), &mut src);
+    }
+    let built = std::fs::metadata(bin).and_then(|m| m.modified()).unwrap();
+    assert!(
+        built >= src,
+        "{} is older than its sources: run `cargo build -p nettap-sensor` first",
+        bin.display()
+    );
 }
 
 /// The peer program (`tests/programs/exchange.py`).

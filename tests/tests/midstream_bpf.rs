@@ -6,7 +6,9 @@ use nettap_e2e::*;
 
 #[test]
 fn connection_opened_before_the_sensor() {
-    let port = free_port();
+    // Inside the ephemeral range, ports alone cannot tell the roles apart:
+    // the listener in the server's namespace must.
+    let port = free_port() + 25000;
     let hold = tempfile::tempdir().unwrap();
     let hold_file = hold.path().join("go");
     let hold_s = hold_file.to_str().unwrap().to_string();
@@ -35,7 +37,7 @@ fn connection_opened_before_the_sensor() {
         let conns = cap.of("conn", peer.pid);
         assert_eq!(conns[0]["event"], "midstream", "first conn record of pid {}: {:?}", peer.pid, conns);
         assert!(conns.iter().all(|r| r["event"] != "open"), "no open for a connection opened before");
-        // Ephemeral-port inference gives the role the kernel could not see.
+        // Role inference gives the role the kernel could not see.
         assert_exact(&cap, peer, role, first);
     }
 }

@@ -2,6 +2,7 @@
 //! so that close records (which run in no particular process) and midstream
 //! connections (role unknown to the kernel) are labelled right.
 
+use super::role::{EphemeralPorts, RoleGuesser};
 use crate::events::{ConnChange, ConnEvent, ConnId, Header, Role};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -21,52 +22,13 @@ pub struct ConnInfo {
     pub role: Role,
 }
 
-/// The local ephemeral port range (`net.ipv4.ip_local_port_range`), used to
-/// guess the role of connections opened before the sensor.
-#[derive(Debug, Clone, Copy)]
-pub struct EphemeralPorts {
-    low: u16,
-    high: u16,
-}
-
-impl EphemeralPorts {
-    /// A fixed range.
-    pub fn new(low: u16, high: u16) -> Self {
-        Self { low, high }
-    }
-
-    /// This host's range, or Linux's default when it cannot be read.
-    pub fn of_host() -> Self {
-        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .ok()
-            .and_then(|s| {
-                let mut it = s.split_whitespace().map(|p| p.parse::<u16>());
-                Some(Self::new(it.next()?.ok()?, it.next()?.ok()?))
-            })
-            .unwrap_or(Self::new(32768, 60999))
-    }
-
-    fn contains(&self, port: u16) -> bool {
-        (self.low..=self.high).contains(&port)
-    }
-
-    /// The likely role: the side whose port is ephemeral is the client.
-    pub fn infer(&self, local: SocketAddr, remote: SocketAddr) -> Role {
-        match (self.contains(local.port()), self.contains(remote.port())) {
-            (true, false) => Role::Client,
-            (false, true) => Role::Server,
-            _ => Role::Unknown,
-        }
-    }
-}
-
 /// Bounded table of live connections, oldest evicted first.
 #[derive(Debug)]
 pub struct ConnTracker {
     conns: HashMap<u64, ConnInfo>,
     order: VecDeque<u64>,
     capacity: usize,
-    ports: EphemeralPorts,
+    roles: RoleGuesser,
 }
 
 impl ConnTracker {
@@ -76,7 +38,7 @@ impl ConnTracker {
             conns: HashMap::with_capacity(capacity.min(4096)),
             order: VecDeque::new(),
             capacity: capacity.max(1),
-            ports,
+            roles: RoleGuesser::new(ports),
         }
     }
 
@@ -93,7 +55,7 @@ impl ConnTracker {
     fn insert(&mut self, h: &Header) -> &ConnInfo {
         let c: ConnId = h.conn;
         let role = match c.role {
-            Role::Unknown => self.ports.infer(c.local, c.remote),
+            Role::Unknown => self.roles.infer(h.pid, c.local, c.remote),
             r => r,
         };
         if !self.conns.contains_key(&c.id) {
@@ -150,13 +112,16 @@ mod tests {
     use super::*;
     use std::net::{IpAddr, Ipv4Addr};
 
+    /// Above pid_max: /proc has nothing, so only the port rule infers roles.
+    const NO_SUCH_PID: u32 = u32::MAX - 1;
+
     fn header(id: u64, lport: u16, rport: u16, role: Role) -> Header {
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         Header {
             probe: 0,
             ts_boot_ns: 0,
-            pid: 10,
-            tid: 10,
+            pid: NO_SUCH_PID,
+            tid: NO_SUCH_PID,
             comm: *b"python3\0\0\0\0\0\0\0\0\0",
             conn: ConnId { id, local: SocketAddr::new(ip, lport), remote: SocketAddr::new(ip, rport), role },
         }
@@ -174,13 +139,13 @@ mod tests {
         closing.pid = 99;
         closing.comm = [0; 16];
         let info = t.on_conn(&event(closing, ConnChange::Close));
-        assert_eq!(info.pid, 10);
+        assert_eq!(info.pid, NO_SUCH_PID);
         assert_eq!(crate::events::comm_str(&info.comm), "python3");
         assert!(t.is_empty());
     }
 
     #[test]
-    fn midstream_role_is_inferred_from_ephemeral_ports() {
+    fn midstream_role_is_inferred() {
         let mut t = ConnTracker::new(8, EphemeralPorts::new(32768, 60999));
         assert_eq!(t.on_data(&header(1, 45000, 8080, Role::Unknown)).role, Role::Client);
         assert_eq!(t.on_data(&header(2, 8080, 45000, Role::Unknown)).role, Role::Server);
