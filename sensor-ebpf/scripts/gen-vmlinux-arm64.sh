@@ -12,7 +12,11 @@ added_arch=0
 cleanup() {
   rm -rf "$work"
   if [ "$added_arch" = 1 ]; then
-    dpkg --remove-architecture arm64 && apt-get update -qq || true
+    if dpkg-query -W -f='${Architecture}\n' | grep -qx arm64; then
+      echo "arm64 packages installed; leaving arm64 architecture enabled" >&2
+    else
+      dpkg --remove-architecture arm64 && apt-get update -qq || true
+    fi
   fi
 }
 trap cleanup EXIT
@@ -23,7 +27,9 @@ if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   apt-get update -qq
 fi
 if [ -z "$pkg" ]; then
-  pkg="$(apt-cache search --names-only '^linux-image-[0-9].*-arm64-unsigned$' | cut -d' ' -f1 | sort -V | tail -1)"
+  # generic flavour only: -rt-arm64 (PREEMPT_RT) and -cloud-arm64 also match and sort last
+  pkg="$(apt-cache search --names-only '^linux-image-[0-9].*-arm64-unsigned$' | cut -d' ' -f1 \
+    | grep -Ev -- '-(rt|cloud)-arm64-unsigned$' | sort -V | tail -1)"
 fi
 echo "using $pkg"
 (cd "$work" && apt-get download "$pkg:arm64" && dpkg-deb -x ./*.deb x)
