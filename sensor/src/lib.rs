@@ -11,4 +11,5 @@ pub mod events;
 pub mod output;
 pub mod pipeline;
 pub mod probes;
+pub mod protocols;
 pub mod stream;

@@ -54,7 +54,14 @@ impl Reassembler {
 
     /// Accepts a chunk of `data` at `seq`, followed by `truncated` bytes that
     /// were never captured, and delivers whatever is now in order.
-    pub fn push(&mut self, seq: u64, ts_ns: u64, data: &[u8], truncated: u64, out: &mut impl FnMut(Delivery<'_>)) {
+    pub fn push(
+        &mut self,
+        seq: u64,
+        ts_ns: u64,
+        data: &[u8],
+        truncated: u64,
+        out: &mut impl FnMut(Delivery<'_>),
+    ) {
         let next = *self.next.get_or_insert(seq);
         let end = seq + data.len() as u64;
         if end + truncated <= next {

@@ -1,0 +1,249 @@
+//! Pairs requests with responses on one connection: in order (pipelining
+//! answers requests first-in first-out), skipping interim 1xx answers, and
+//! handing the rest of both directions to the caller as raw bytes after an
+//! upgrade (101, a successful CONNECT).
+
+use super::message::{Event, Kind, Limits, Message, MessageParser, ParseError};
+use std::collections::VecDeque;
+use std::ops::Range;
+
+/// A request and what answered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    /// The request.
+    pub request: Message,
+    /// The response; `None` when the connection ended first.
+    pub response: Option<Message>,
+}
+
+impl Exchange {
+    /// From the request's first byte to the response's last.
+    pub fn latency_ns(&self) -> Option<u64> {
+        self.response.as_ref().map(|r| r.end_ts.saturating_sub(self.request.start_ts))
+    }
+}
+
+/// What feeding bytes produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Http1Output {
+    /// A finished exchange.
+    Exchange(Exchange),
+    /// These bytes of the chunk just fed are not HTTP (skipped while out of
+    /// sync, or after an upgrade): the caller keeps them as raw data.
+    Raw(Range<usize>),
+    /// The bytes stopped parsing as HTTP; the direction resynchronises.
+    Error(ParseError),
+}
+
+/// HTTP/1.x state of one connection.
+#[derive(Debug)]
+pub struct Http1Session {
+    req: MessageParser,
+    resp: MessageParser,
+    pending: VecDeque<Message>,
+}
+
+/// Requests waiting for answers at most; beyond that the oldest is given up
+/// as unanswered (a server that never answers must not grow memory).
+const MAX_PENDING: usize = 256;
+
+impl Http1Session {
+    /// A session that starts at a message boundary in both directions.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            req: MessageParser::new(Kind::Request, limits),
+            resp: MessageParser::new(Kind::Response, limits),
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// A session joining a connection mid-stream: both directions wait for
+    /// the next message start.
+    pub fn midstream(limits: Limits) -> Self {
+        let mut s = Self::new(limits);
+        s.req.lose_sync();
+        s.resp.lose_sync();
+        s
+    }
+
+    /// Feeds bytes of the request (`true`) or response direction.
+    pub fn feed(&mut self, request_side: bool, data: &[u8], ts: u64, out: &mut Vec<Http1Output>) {
+        let mut at = 0;
+        {
+            let parser = if request_side { &mut self.req } else { &mut self.resp };
+            if parser.resyncing() && !parser.resync(data) {
+                out.push(Http1Output::Raw(0..data.len()));
+                return;
+            }
+        }
+        while at < data.len() {
+            let parser = if request_side { &mut self.req } else { &mut self.resp };
+            if parser.upgraded() || parser.resyncing() {
+                out.push(Http1Output::Raw(at..data.len()));
+                return;
+            }
+            let head_req = self.pending.front().is_some_and(|r| r.head.method.eq_ignore_ascii_case("HEAD"));
+            let (n, ev) = parser.advance(&data[at..], ts, head_req);
+            match ev {
+                None => {}
+                Some(Event::Error(e)) => {
+                    out.push(Http1Output::Error(e));
+                    // What did not parse stays as raw bytes.
+                    out.push(Http1Output::Raw(at..data.len()));
+                    return;
+                }
+                Some(Event::Message(m)) if request_side => self.on_request(m, out),
+                Some(Event::Message(m)) => self.on_response(m, out),
+            }
+            at += n;
+        }
+    }
+
+    fn on_request(&mut self, m: Message, out: &mut Vec<Http1Output>) {
+        if self.pending.len() >= MAX_PENDING {
+            let request = self.pending.pop_front().expect("non-empty");
+            out.push(Http1Output::Exchange(Exchange { request, response: None }));
+        }
+        self.pending.push_back(m);
+    }
+
+    fn on_response(&mut self, m: Message, out: &mut Vec<Http1Output>) {
+        let status = m.head.status;
+        if (100..200).contains(&status) && status != 101 {
+            return; // interim (100 Continue, 103 Early Hints): the real answer follows
+        }
+        let Some(request) = self.pending.pop_front() else {
+            return; // answers a request from before we were in sync
+        };
+        let tunnel = status == 101
+            || (request.head.method.eq_ignore_ascii_case("CONNECT") && (200..300).contains(&status));
+        if tunnel {
+            self.req.upgrade();
+            self.resp.upgrade();
+        }
+        out.push(Http1Output::Exchange(Exchange { request, response: Some(m) }));
+    }
+
+    /// Bytes of one direction went missing: that direction waits for the next
+    /// message start (and a request lost this way is never paired).
+    pub fn gap(&mut self, request_side: bool) {
+        if request_side {
+            self.req.lose_sync();
+        } else if !self.resp.upgraded() {
+            self.resp.lose_sync();
+            // The answer to the oldest request is lost with the gap.
+            self.pending.pop_front();
+        }
+    }
+
+    /// The connection ended: finish a body delimited by the close and give
+    /// up the requests never answered.
+    pub fn close(&mut self, ts: u64, out: &mut Vec<Http1Output>) {
+        if let Some(m) = self.resp.finish(ts) {
+            self.on_response(m, out);
+        }
+        for request in self.pending.drain(..) {
+            out.push(Http1Output::Exchange(Exchange { request, response: None }));
+        }
+    }
+
+    /// True once both directions are past an upgrade.
+    pub fn upgraded(&self) -> bool {
+        self.req.upgraded() && self.resp.upgraded()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exchanges(out: &[Http1Output]) -> Vec<&Exchange> {
+        out.iter().filter_map(|o| if let Http1Output::Exchange(e) = o { Some(e) } else { None }).collect()
+    }
+
+    #[test]
+    fn pipelined_requests_pair_in_order_with_head_and_continue() {
+        let mut s = Http1Session::new(Limits::default());
+        let mut out = Vec::new();
+        s.feed(true, b"HEAD /h HTTP/1.1\r\n\r\nPOST /p HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi", 10, &mut out);
+        s.feed(
+            false,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+            25,
+            &mut out,
+        );
+        let ex = exchanges(&out);
+        assert_eq!(ex.len(), 2);
+        assert_eq!(ex[0].request.head.target, "/h");
+        assert_eq!(ex[0].response.as_ref().unwrap().head.status, 200);
+        assert!(ex[0].response.as_ref().unwrap().body.is_empty(), "a HEAD answer has no body");
+        assert_eq!(ex[1].request.body, b"hi");
+        assert_eq!(ex[1].response.as_ref().unwrap().head.status, 201);
+        assert_eq!(ex[1].latency_ns(), Some(15));
+    }
+
+    #[test]
+    fn websocket_upgrade_hands_over_raw_bytes() {
+        let mut s = Http1Session::new(Limits::default());
+        let mut out = Vec::new();
+        s.feed(true, b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", 0, &mut out);
+        let resp = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x02hi";
+        s.feed(false, resp, 1, &mut out);
+        assert_eq!(exchanges(&out).len(), 1);
+        let head_len = resp.len() - 4;
+        assert_eq!(out.last(), Some(&Http1Output::Raw(head_len..resp.len())));
+        assert!(s.upgraded());
+        out.clear();
+        s.feed(true, b"\x81\x82ab", 2, &mut out);
+        assert_eq!(out, vec![Http1Output::Raw(0..4)]);
+    }
+
+    #[test]
+    fn midstream_waits_for_a_request_start() {
+        let mut s = Http1Session::midstream(Limits::default());
+        let mut out = Vec::new();
+        s.feed(false, b"tail of an old body", 0, &mut out);
+        s.feed(true, b"rest of an old request", 0, &mut out);
+        assert_eq!(out, vec![Http1Output::Raw(0..19), Http1Output::Raw(0..22)]);
+        out.clear();
+        s.feed(true, b"GET /next HTTP/1.1\r\n\r\n", 1, &mut out);
+        s.feed(false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 2, &mut out);
+        let ex = exchanges(&out);
+        assert_eq!(ex.len(), 1);
+        assert_eq!(ex[0].request.head.target, "/next");
+    }
+
+    #[test]
+    fn close_ends_bodies_and_reports_unanswered_requests() {
+        let mut s = Http1Session::new(Limits::default());
+        let mut out = Vec::new();
+        s.feed(true, b"GET /1 HTTP/1.0\r\n\r\nGET /2 HTTP/1.0\r\n\r\n", 0, &mut out);
+        s.feed(false, b"HTTP/1.0 200 OK\r\n\r\nuntil close", 1, &mut out);
+        s.close(5, &mut out);
+        let ex = exchanges(&out);
+        assert_eq!(ex.len(), 2);
+        assert_eq!(ex[0].response.as_ref().unwrap().body, b"until close");
+        assert!(ex[1].response.is_none());
+    }
+
+    #[test]
+    fn garbage_after_a_good_exchange_is_raw() {
+        let mut s = Http1Session::new(Limits::default());
+        let mut out = Vec::new();
+        s.feed(true, b"GET / HTTP/1.1\r\n\r\n", 0, &mut out);
+        s.feed(true, b"\x00\x01garbage", 0, &mut out);
+        assert!(matches!(out[0], Http1Output::Error(_)), "{out:?}");
+        assert_eq!(out[1], Http1Output::Raw(0..9));
+    }
+
+    #[test]
+    fn unanswered_requests_are_bounded() {
+        let mut s = Http1Session::new(Limits::default());
+        let mut out = Vec::new();
+        for _ in 0..MAX_PENDING + 10 {
+            s.feed(true, b"GET / HTTP/1.1\r\n\r\n", 0, &mut out);
+        }
+        assert_eq!(exchanges(&out).len(), 10);
+        assert_eq!(s.pending.len(), MAX_PENDING);
+    }
+}

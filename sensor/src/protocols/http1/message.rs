@@ -1,0 +1,614 @@
+//! One direction of HTTP/1.x, sans IO. `advance` takes bytes and returns how
+//! many it consumed and at most one event, so the caller can change the
+//! context (is the pending request a HEAD?) between pipelined messages.
+
+use super::decode;
+
+/// Which start line this direction carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Client to server.
+    Request,
+    /// Server to client.
+    Response,
+}
+
+/// Bounds on what one message may hold in memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest head (start line and headers).
+    pub max_head: usize,
+    /// Body bytes kept per message; the rest is counted in `body_truncated`.
+    pub max_body: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_head: 64 << 10, max_body: 1 << 20 }
+    }
+}
+
+/// Start line and headers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Head {
+    /// Request method (requests).
+    pub method: String,
+    /// Request target (requests).
+    pub target: String,
+    /// Status code (responses).
+    pub status: u16,
+    /// Reason phrase (responses).
+    pub reason: String,
+    /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor: u8,
+    /// Headers in order, values as sent (lossy UTF-8).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Head {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// Whether a comma-separated header lists `token` (case-insensitive).
+    pub fn has_token(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+}
+
+/// A complete message.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Message {
+    /// Start line and headers.
+    pub head: Head,
+    /// Body, decoded from transfer encoding and, where possible, content encoding.
+    pub body: Vec<u8>,
+    /// Body bytes not kept (over `Limits::max_body`).
+    pub body_truncated: u64,
+    /// Why content decoding failed, if it did (the body is then as sent).
+    pub decode_error: Option<String>,
+    /// Time of the chunk holding the first byte.
+    pub start_ts: u64,
+    /// Time of the chunk holding the last byte.
+    pub end_ts: u64,
+}
+
+/// Why the bytes are not HTTP/1.x.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The head does not parse.
+    #[error("invalid HTTP/1 head: {0}")]
+    Head(String),
+    /// The head is larger than allowed.
+    #[error("HTTP/1 head larger than {0} bytes")]
+    HeadTooLarge(usize),
+    /// Bad chunked framing.
+    #[error("invalid chunked encoding")]
+    Chunked,
+    /// Content-Length is not a number.
+    #[error("invalid Content-Length")]
+    ContentLength,
+}
+
+/// What `advance` produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A message ended.
+    Message(Message),
+    /// The bytes are not HTTP: the parser now waits for `resync`.
+    Error(ParseError),
+}
+
+#[derive(Debug)]
+enum Chunk {
+    Size(Vec<u8>),
+    Data(u64),
+    DataEnd(u8),
+    Trailer(Vec<u8>),
+}
+
+#[derive(Debug)]
+enum Framing {
+    Length(u64),
+    Chunked(Chunk),
+    UntilClose,
+}
+
+#[derive(Debug)]
+enum State {
+    Head,
+    Body(Framing),
+    /// Lost sync (bad bytes or a gap): skip until a chunk starts a message.
+    Resync,
+    /// After an upgrade (101, CONNECT): the rest is not HTTP.
+    Upgraded,
+}
+
+/// Parser of one direction.
+#[derive(Debug)]
+pub struct MessageParser {
+    kind: Kind,
+    limits: Limits,
+    state: State,
+    buf: Vec<u8>,
+    msg: Message,
+}
+
+const MAX_HEADERS: usize = 128;
+
+impl MessageParser {
+    /// A parser for `kind` messages.
+    pub fn new(kind: Kind, limits: Limits) -> Self {
+        Self { kind, limits, state: State::Head, buf: Vec::new(), msg: Message::default() }
+    }
+
+    /// True after an upgrade: the caller treats the rest as raw bytes.
+    pub fn upgraded(&self) -> bool {
+        matches!(self.state, State::Upgraded)
+    }
+
+    /// True while the parser waits for a message start.
+    pub fn resyncing(&self) -> bool {
+        matches!(self.state, State::Resync)
+    }
+
+    /// True between messages (nothing partial held).
+    pub fn idle(&self) -> bool {
+        matches!(self.state, State::Head) && self.buf.is_empty()
+    }
+
+    /// The rest of this direction is not HTTP.
+    pub fn upgrade(&mut self) {
+        self.state = State::Upgraded;
+        self.buf.clear();
+    }
+
+    /// Bytes went missing: drop the partial message and wait for the next start.
+    pub fn lose_sync(&mut self) {
+        self.state = State::Resync;
+        self.buf.clear();
+        self.msg = Message::default();
+    }
+
+    /// In resync, whether `chunk_start` begins a message; if so the parser
+    /// takes it from there.
+    pub fn resync(&mut self, chunk_start: &[u8]) -> bool {
+        use super::super::{classify, Classification as C};
+        let ok = match (self.kind, classify(chunk_start)) {
+            (Kind::Request, C::Http1Request) | (Kind::Response, C::Http1Response) => true,
+            _ => false,
+        };
+        if ok {
+            self.state = State::Head;
+        }
+        ok
+    }
+
+    /// Consumes a prefix of `data` (chunk time `ts`) and returns its length and
+    /// at most one event. `request_was_head`: for responses, whether the request
+    /// this response answers was HEAD (its body is then empty whatever the headers say).
+    pub fn advance(&mut self, data: &[u8], ts: u64, request_was_head: bool) -> (usize, Option<Event>) {
+        match &mut self.state {
+            State::Resync | State::Upgraded => (data.len(), None),
+            State::Head => self.head(data, ts, request_was_head),
+            State::Body(_) => self.body(data, ts),
+        }
+    }
+
+    /// The connection ended: a body delimited by the close is complete.
+    pub fn finish(&mut self, ts: u64) -> Option<Message> {
+        if let State::Body(Framing::UntilClose) = self.state {
+            self.msg.end_ts = self.msg.end_ts.max(ts);
+            self.state = State::Head;
+            return Some(self.complete());
+        }
+        None
+    }
+
+    fn head(&mut self, data: &[u8], ts: u64, request_was_head: bool) -> (usize, Option<Event>) {
+        // Blank lines between messages are allowed (RFC 9112 §2.2).
+        if self.buf.is_empty() {
+            let skip = data.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+            if skip > 0 {
+                return (skip, None);
+            }
+            self.msg = Message { start_ts: ts, ..Message::default() };
+        }
+        let before = self.buf.len();
+        let take = data.len().min(self.limits.max_head + 1 - before.min(self.limits.max_head));
+        self.buf.extend_from_slice(&data[..take]);
+        let parsed = parse_head(self.kind, &self.buf);
+        match parsed {
+            Err(e) => self.fail(ParseError::Head(e.to_string()), take),
+            Ok(None) => {
+                if self.buf.len() > self.limits.max_head {
+                    return self.fail(ParseError::HeadTooLarge(self.limits.max_head), take);
+                }
+                (take, None)
+            }
+            Ok(Some((n, head))) => {
+                let consumed = n - before;
+                self.buf.clear();
+                self.msg.head = head;
+                self.msg.end_ts = ts;
+                match self.framing(request_was_head) {
+                    Err(e) => self.fail(e, consumed),
+                    Ok(None) => {
+                        let upgrade = self.is_upgrade();
+                        self.state = if upgrade { State::Upgraded } else { State::Head };
+                        (consumed, Some(Event::Message(self.complete())))
+                    }
+                    Ok(Some(f)) => {
+                        self.state = State::Body(f);
+                        (consumed, None)
+                    }
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, e: ParseError, consumed: usize) -> (usize, Option<Event>) {
+        self.lose_sync();
+        (consumed, Some(Event::Error(e)))
+    }
+
+    /// 101 Switching Protocols, or a 2xx answer to CONNECT (seen by the response side).
+    fn is_upgrade(&self) -> bool {
+        self.kind == Kind::Response && self.msg.head.status == 101
+    }
+
+    /// How the body is delimited (RFC 9112 §6.3); `None` when there is no body.
+    fn framing(&self, request_was_head: bool) -> Result<Option<Framing>, ParseError> {
+        let h = &self.msg.head;
+        if self.kind == Kind::Response
+            && (request_was_head || (100..200).contains(&h.status) || h.status == 204 || h.status == 304)
+        {
+            return Ok(None);
+        }
+        if h.has_token("transfer-encoding", "chunked") {
+            return Ok(Some(Framing::Chunked(Chunk::Size(Vec::new()))));
+        }
+        if let Some(v) = h.header("content-length") {
+            let n: u64 = v.trim().parse().map_err(|_| ParseError::ContentLength)?;
+            return Ok(if n == 0 { None } else { Some(Framing::Length(n)) });
+        }
+        Ok(match self.kind {
+            Kind::Request => None,
+            Kind::Response => Some(Framing::UntilClose),
+        })
+    }
+
+    fn keep(&mut self, bytes: &[u8]) {
+        let room = self.limits.max_body.saturating_sub(self.msg.body.len());
+        let n = room.min(bytes.len());
+        self.msg.body.extend_from_slice(&bytes[..n]);
+        self.msg.body_truncated += (bytes.len() - n) as u64;
+    }
+
+    fn body(&mut self, data: &[u8], ts: u64) -> (usize, Option<Event>) {
+        self.msg.end_ts = ts;
+        let State::Body(framing) = &mut self.state else { unreachable!() };
+        match framing {
+            Framing::UntilClose => {
+                self.keep(data);
+                (data.len(), None)
+            }
+            Framing::Length(left) => {
+                let n = (*left).min(data.len() as u64) as usize;
+                *left -= n as u64;
+                let done = *left == 0;
+                self.keep(&data[..n]);
+                if done {
+                    self.state = State::Head;
+                    return (n, Some(Event::Message(self.complete())));
+                }
+                (n, None)
+            }
+            Framing::Chunked(chunk) => match chunk {
+                Chunk::Size(line) => match line_end(line, data) {
+                    None => (data.len(), None),
+                    Some(used) => {
+                        let size = parse_chunk_size(line);
+                        match size {
+                            None => self.fail(ParseError::Chunked, used),
+                            Some(0) => {
+                                *chunk = Chunk::Trailer(Vec::new());
+                                (used, None)
+                            }
+                            Some(n) => {
+                                *chunk = Chunk::Data(n);
+                                (used, None)
+                            }
+                        }
+                    }
+                },
+                Chunk::Data(left) => {
+                    let n = (*left).min(data.len() as u64) as usize;
+                    *left -= n as u64;
+                    if *left == 0 {
+                        *chunk = Chunk::DataEnd(0);
+                    }
+                    self.keep(&data[..n]);
+                    (n, None)
+                }
+                Chunk::DataEnd(seen) => {
+                    let want = [b'\r', b'\n'];
+                    let mut used = 0;
+                    while (*seen as usize) < 2 && used < data.len() {
+                        if data[used] != want[*seen as usize] {
+                            return self.fail(ParseError::Chunked, used);
+                        }
+                        *seen += 1;
+                        used += 1;
+                    }
+                    if *seen == 2 {
+                        *chunk = Chunk::Size(Vec::new());
+                    }
+                    (used, None)
+                }
+                Chunk::Trailer(line) => match line_end(line, data) {
+                    None => (data.len(), None),
+                    Some(used) => {
+                        let trailer = std::mem::take(line);
+                        let text = String::from_utf8_lossy(trailer.trim_ascii_end());
+                        if text.is_empty() {
+                            self.state = State::Head;
+                            return (used, Some(Event::Message(self.complete())));
+                        }
+                        if let Some((n, v)) = text.split_once(':') {
+                            self.msg.head.headers.push((n.trim().to_string(), v.trim().to_string()));
+                        }
+                        (used, None)
+                    }
+                },
+            },
+        }
+    }
+
+    fn complete(&mut self) -> Message {
+        let mut msg = std::mem::take(&mut self.msg);
+        if msg.body_truncated == 0 && !msg.body.is_empty() {
+            if let Some(enc) = msg.head.header("content-encoding").map(str::to_string) {
+                match decode::content(&enc, &msg.body, self.limits.max_body) {
+                    Ok(Some((body, cut))) => {
+                        msg.body = body;
+                        msg.body_truncated = cut;
+                    }
+                    Ok(None) => {}
+                    Err(e) => msg.decode_error = Some(e),
+                }
+            }
+        }
+        msg
+    }
+}
+
+/// The head at the start of `buf`: `Ok(None)` while incomplete.
+fn parse_head(kind: Kind, buf: &[u8]) -> Result<Option<(usize, Head)>, httparse::Error> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    Ok(match kind {
+        Kind::Request => {
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(buf)? {
+                httparse::Status::Partial => None,
+                httparse::Status::Complete(n) => Some((
+                    n,
+                    Head {
+                        method: req.method.unwrap_or_default().to_string(),
+                        target: req.path.unwrap_or_default().to_string(),
+                        minor: req.version.unwrap_or(1),
+                        headers: owned_headers(req.headers),
+                        ..Head::default()
+                    },
+                )),
+            }
+        }
+        Kind::Response => {
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(buf)? {
+                httparse::Status::Partial => None,
+                httparse::Status::Complete(n) => Some((
+                    n,
+                    Head {
+                        status: resp.code.unwrap_or_default(),
+                        reason: resp.reason.unwrap_or_default().to_string(),
+                        minor: resp.version.unwrap_or(1),
+                        headers: owned_headers(resp.headers),
+                        ..Head::default()
+                    },
+                )),
+            }
+        }
+    })
+}
+
+fn owned_headers(h: &[httparse::Header<'_>]) -> Vec<(String, String)> {
+    h.iter().map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned())).collect()
+}
+
+/// Appends to `line` up to and including LF; returns bytes used once the line is whole.
+fn line_end(line: &mut Vec<u8>, data: &[u8]) -> Option<usize> {
+    const MAX_LINE: usize = 4096;
+    match data.iter().position(|&b| b == b'\n') {
+        Some(i) => {
+            line.extend_from_slice(&data[..i]);
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            Some(i + 1)
+        }
+        None => {
+            let room = MAX_LINE.saturating_sub(line.len());
+            line.extend_from_slice(&data[..room.min(data.len())]);
+            None
+        }
+    }
+}
+
+fn parse_chunk_size(line: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(line).ok()?;
+    let hex = text.split(';').next()?.trim();
+    if hex.is_empty() || hex.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `data` split at `cuts`, returns events.
+    pub(crate) fn parse_split(kind: Kind, data: &[u8], cuts: &[usize], head_req: bool) -> Vec<Event> {
+        let mut p = MessageParser::new(kind, Limits::default());
+        let mut events = Vec::new();
+        let mut pieces = Vec::new();
+        let mut last = 0;
+        for &c in cuts.iter().chain(std::iter::once(&data.len())) {
+            pieces.push(&data[last..c]);
+            last = c;
+        }
+        for (i, mut piece) in pieces.into_iter().enumerate() {
+            while !piece.is_empty() {
+                let (n, ev) = p.advance(piece, i as u64, head_req);
+                assert!(n > 0 || ev.is_some(), "no progress");
+                piece = &piece[n..];
+                events.extend(ev);
+            }
+        }
+        events.extend(p.finish(99).map(Event::Message));
+        events
+    }
+
+    fn messages(events: Vec<Event>) -> Vec<Message> {
+        events
+            .into_iter()
+            .map(|e| match e {
+                Event::Message(m) => m,
+                Event::Error(e) => panic!("unexpected {e}"),
+            })
+            .collect()
+    }
+
+    const PIPELINED: &[u8] = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b?q=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloPUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Sum: 9\r\n\r\n";
+
+    #[test]
+    fn pipelined_requests_with_every_framing() {
+        let m = messages(parse_split(Kind::Request, PIPELINED, &[], false));
+        assert_eq!(m.len(), 3);
+        assert_eq!((m[0].head.method.as_str(), m[0].head.target.as_str()), ("GET", "/a"));
+        assert_eq!(m[1].body, b"hello");
+        assert_eq!(m[2].body, b"abcde");
+        assert_eq!(m[2].head.header("x-sum"), Some("9"), "trailers join the headers");
+    }
+
+    #[test]
+    fn any_split_parses_the_same() {
+        let whole = messages(parse_split(Kind::Request, PIPELINED, &[], false));
+        for a in 0..PIPELINED.len() {
+            for b in [a, (a + 1).min(PIPELINED.len()), (a + 7).min(PIPELINED.len())] {
+                let split = messages(parse_split(Kind::Request, PIPELINED, &[a, b.max(a)], false));
+                let strip = |v: Vec<Message>| -> Vec<(Head, Vec<u8>)> {
+                    v.into_iter().map(|m| (m.head, m.body)).collect()
+                };
+                assert_eq!(strip(split), strip(whole.clone()), "split at {a},{b}");
+            }
+        }
+    }
+
+    #[test]
+    fn responses_without_bodies() {
+        let head = messages(parse_split(
+            Kind::Response,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",
+            &[],
+            true,
+        ));
+        assert_eq!(head.len(), 1);
+        assert!(head[0].body.is_empty());
+        let r = messages(parse_split(
+            Kind::Response,
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 304 Not Modified\r\nContent-Length: 3\r\n\r\n",
+            &[],
+            false,
+        ));
+        assert_eq!(r.iter().map(|m| m.head.status).collect::<Vec<_>>(), vec![100, 204, 304]);
+    }
+
+    #[test]
+    fn body_until_close() {
+        let r = messages(parse_split(Kind::Response, b"HTTP/1.0 200 OK\r\n\r\nall of it", &[22], false));
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].body, b"all of it");
+        assert_eq!(r[0].end_ts, 99);
+    }
+
+    #[test]
+    fn switching_protocols_upgrades() {
+        let mut p = MessageParser::new(Kind::Response, Limits::default());
+        let data = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello";
+        let (n, ev) = p.advance(data, 0, false);
+        assert!(matches!(ev, Some(Event::Message(m)) if m.head.status == 101));
+        assert!(p.upgraded());
+        assert_eq!(&data[n..], b"\x81\x05hello");
+    }
+
+    #[test]
+    fn garbage_is_an_error_then_resync_at_a_message_start() {
+        let mut p = MessageParser::new(Kind::Request, Limits::default());
+        let (_, ev) = p.advance(b"\x16\x03\x01 not http\r\n\r\n", 0, false);
+        assert!(matches!(ev, Some(Event::Error(ParseError::Head(_)))));
+        assert!(p.resyncing());
+        assert!(!p.resync(b"more garbage"));
+        assert!(p.resync(b"GET / HTTP/1.1\r\n"));
+        let (_, ev) = p.advance(b"GET / HTTP/1.1\r\n\r\n", 0, false);
+        assert!(matches!(ev, Some(Event::Message(_))));
+    }
+
+    #[test]
+    fn bad_chunk_sizes_and_lengths_are_errors() {
+        let e = parse_split(
+            Kind::Request,
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            &[],
+            false,
+        );
+        assert_eq!(e, vec![Event::Error(ParseError::Chunked)]);
+        let e = parse_split(Kind::Request, b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", &[], false);
+        assert_eq!(e, vec![Event::Error(ParseError::ContentLength)]);
+    }
+
+    #[test]
+    fn limits_bound_memory() {
+        let limits = Limits { max_head: 64, max_body: 4 };
+        let mut p = MessageParser::new(Kind::Request, limits);
+        let (_, ev) = p.advance(&[b'a'; 200], 0, false);
+        assert!(matches!(ev, Some(Event::Error(_))), "{ev:?}");
+        let mut p = MessageParser::new(Kind::Request, limits);
+        let data = b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789";
+        let (n, _) = p.advance(data, 0, false);
+        let (_, ev) = p.advance(&data[n..], 0, false);
+        let Some(Event::Message(m)) = ev else { panic!("{ev:?}") };
+        assert_eq!((m.body.as_slice(), m.body_truncated), (&b"0123"[..], 6));
+    }
+
+    #[test]
+    fn gzip_bodies_are_decoded_with_the_header_kept() {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(b"hello hello hello").unwrap();
+        let gz = enc.finish().unwrap();
+        let mut data =
+            format!("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n", gz.len())
+                .into_bytes();
+        data.extend_from_slice(&gz);
+        let m = messages(parse_split(Kind::Response, &data, &[30], false));
+        assert_eq!(m[0].body, b"hello hello hello");
+        assert_eq!(m[0].head.header("content-encoding"), Some("gzip"));
+    }
+}

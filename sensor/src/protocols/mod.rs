@@ -1,0 +1,81 @@
+//! Sans-IO protocol parsers (bytes in, events out) and the classification
+//! of a connection from its first bytes. Parsers never see sockets, records
+//! or probes, so every source (kernel, OpenSSL, Go, JVM) feeds them alike.
+
+pub mod http1;
+
+/// What the first bytes of a connection say it speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Classification {
+    /// An HTTP/1.x request line.
+    Http1Request,
+    /// An HTTP/1.x status line.
+    Http1Response,
+    /// The HTTP/2 client preface.
+    Http2,
+    /// Not a protocol we parse.
+    Other,
+    /// Too few bytes to tell yet.
+    NeedMore,
+}
+
+const METHODS: &[&[u8]] =
+    &[b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE "];
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+fn prefix_state(data: &[u8], token: &[u8]) -> Option<bool> {
+    let n = data.len().min(token.len());
+    if data[..n] != token[..n] {
+        None
+    } else {
+        Some(data.len() >= token.len())
+    }
+}
+
+/// Classifies a connection from the first bytes of one direction.
+pub fn classify(first: &[u8]) -> Classification {
+    if first.is_empty() {
+        return Classification::NeedMore;
+    }
+    let mut need_more = false;
+    match prefix_state(first, H2_PREFACE) {
+        Some(true) => return Classification::Http2,
+        Some(false) => need_more = true,
+        None => {}
+    }
+    for m in METHODS {
+        match prefix_state(first, m) {
+            Some(true) if first.len() > m.len() => return Classification::Http1Request,
+            Some(_) => need_more = true,
+            None => {}
+        }
+    }
+    match prefix_state(first, b"HTTP/1.") {
+        Some(true) => return Classification::Http1Response,
+        Some(false) => need_more = true,
+        None => {}
+    }
+    if need_more {
+        Classification::NeedMore
+    } else {
+        Classification::Other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_from_first_bytes() {
+        assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Classification::Http1Request);
+        assert_eq!(classify(b"HTTP/1.1 200 OK\r\n"), Classification::Http1Response);
+        assert_eq!(classify(H2_PREFACE), Classification::Http2);
+        assert_eq!(classify(b"G"), Classification::NeedMore);
+        assert_eq!(classify(b"GET "), Classification::NeedMore);
+        assert_eq!(classify(b"PRI * HT"), Classification::NeedMore);
+        assert_eq!(classify(b"\x16\x03\x01\x02\x00"), Classification::Other);
+        assert_eq!(classify(b"GETX / HTTP/1.1"), Classification::Other);
+        assert_eq!(classify(b"SSH-2.0-OpenSSH"), Classification::Other);
+    }
+}
