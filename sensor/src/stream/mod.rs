@@ -3,5 +3,7 @@
 //! to a protocol parser.
 
 mod reassembly;
+mod session;
 
 pub use reassembly::{Delivery, Reassembler};
+pub use session::{Chunk, ConnSession, SessionOut};

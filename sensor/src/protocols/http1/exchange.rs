@@ -147,6 +147,11 @@ impl Http1Session {
         }
     }
 
+    /// True once the request direction has found a message start.
+    pub fn synced(&self) -> bool {
+        !self.req.resyncing()
+    }
+
     /// True once both directions are past an upgrade.
     pub fn upgraded(&self) -> bool {
         self.req.upgraded() && self.resp.upgraded()

@@ -1,0 +1,431 @@
+//! One connection's protocol state: where every chunk of the connection
+//! meets, in order, keyed by the kernel's connection id (so a reused fd or
+//! port never mixes two connections). The first bytes decide the protocol;
+//! HTTP/1.x goes through reassembly into the parser and comes out as
+//! exchanges; everything else (other protocols, bytes after an upgrade,
+//! bytes that stopped parsing) comes out as raw chunks.
+
+use super::{Delivery, Reassembler};
+use crate::events::Direction;
+use crate::protocols::http1::{Exchange, Http1Output, Http1Session, Limits};
+use crate::protocols::{classify, Classification};
+
+/// A chunk going in, or raw bytes coming out as a `data` record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunk<'a> {
+    /// Direction.
+    pub direction: Direction,
+    /// Offset of `payload[0]` in that direction.
+    pub seq: u64,
+    /// Event time.
+    pub ts_ns: u64,
+    /// Hook that produced the bytes.
+    pub probe: u32,
+    /// Bytes.
+    pub payload: &'a [u8],
+    /// Bytes of the call after these that were not captured.
+    pub truncated: u32,
+}
+
+/// A piece of output, borrowing the bytes where it can.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SessionOut<'a> {
+    /// Bytes kept as a `data` record.
+    Data(Chunk<'a>),
+    /// A finished HTTP/1.x exchange, with the hook of its request's bytes.
+    Exchange(Exchange, u32),
+}
+
+#[derive(Debug)]
+struct Held {
+    direction: Direction,
+    seq: u64,
+    ts_ns: u64,
+    probe: u32,
+    payload: Vec<u8>,
+    truncated: u32,
+}
+
+impl Held {
+    fn chunk(&self) -> Chunk<'_> {
+        Chunk {
+            direction: self.direction,
+            seq: self.seq,
+            ts_ns: self.ts_ns,
+            probe: self.probe,
+            payload: &self.payload,
+            truncated: self.truncated,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Http {
+    session: Http1Session,
+    /// The direction that carries requests.
+    request: Direction,
+    /// Hook of the latest request bytes.
+    request_probe: u32,
+    /// Chunks seen since joining mid-stream without finding a message start.
+    unsynced_chunks: u32,
+}
+
+#[derive(Debug)]
+enum Proto {
+    /// Waiting for enough first bytes.
+    Unknown,
+    /// HTTP/1.x.
+    Http1(Box<Http>),
+    /// Anything else: chunks pass straight through.
+    Raw,
+}
+
+/// Chunks held while the protocol is undecided, at most.
+const MAX_HELD_CHUNKS: usize = 8;
+/// A mid-stream HTTP candidate that has not found a message start after this
+/// many chunks is taken for another protocol.
+const MAX_UNSYNCED_CHUNKS: u32 = 64;
+
+/// Protocol state of one connection.
+#[derive(Debug)]
+pub struct ConnSession {
+    dirs: [Reassembler; 2],
+    proto: Proto,
+    held: Vec<Held>,
+    midstream: bool,
+    request_hint: Option<Direction>,
+    limits: Limits,
+    scratch: Vec<Http1Output>,
+    /// Event time of the latest chunk (boot-time ns), for idle expiry.
+    pub last_ts: u64,
+}
+
+fn idx(d: Direction) -> usize {
+    match d {
+        Direction::Send => 0,
+        Direction::Recv => 1,
+    }
+}
+
+fn other(d: Direction) -> Direction {
+    match d {
+        Direction::Send => Direction::Recv,
+        Direction::Recv => Direction::Send,
+    }
+}
+
+/// Hands one in-order delivery of `direction` to the HTTP session.
+fn deliver(
+    http: &mut Http,
+    direction: Direction,
+    probe: u32,
+    d: Delivery<'_>,
+    scratch: &mut Vec<Http1Output>,
+    out: &mut impl FnMut(SessionOut<'_>),
+) {
+    let is_request = direction == http.request;
+    match d {
+        Delivery::Gap { .. } => http.session.gap(is_request),
+        Delivery::Bytes { seq, ts_ns, data } => {
+            if is_request {
+                http.request_probe = probe;
+            }
+            scratch.clear();
+            http.session.feed(is_request, data, ts_ns, scratch);
+            for o in scratch.drain(..) {
+                match o {
+                    Http1Output::Exchange(e) => out(SessionOut::Exchange(e, http.request_probe)),
+                    Http1Output::Raw(r) => out(SessionOut::Data(Chunk {
+                        direction,
+                        seq: seq + r.start as u64,
+                        ts_ns,
+                        probe,
+                        payload: &data[r],
+                        truncated: 0,
+                    })),
+                    Http1Output::Error(e) => {
+                        tracing::debug!(error = %e, "HTTP/1 parse error; resynchronising")
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl ConnSession {
+    /// A session for a connection seen from its first byte (`midstream`
+    /// false) or joined later. `request_hint`: the direction that carries
+    /// requests if the role is known (a client sends them). `reorder_limit`
+    /// bounds early bytes held per direction.
+    pub fn new(
+        midstream: bool,
+        request_hint: Option<Direction>,
+        limits: Limits,
+        reorder_limit: usize,
+    ) -> Self {
+        Self {
+            dirs: [Reassembler::new(reorder_limit), Reassembler::new(reorder_limit)],
+            proto: Proto::Unknown,
+            held: Vec::new(),
+            midstream,
+            request_hint,
+            limits,
+            scratch: Vec::new(),
+            last_ts: 0,
+        }
+    }
+
+    /// True when the connection carries HTTP/1.x.
+    pub fn is_http(&self) -> bool {
+        matches!(self.proto, Proto::Http1(_))
+    }
+
+    /// Bytes waiting in reassembly or classification.
+    pub fn buffered(&self) -> usize {
+        self.dirs.iter().map(Reassembler::buffered).sum::<usize>()
+            + self.held.iter().map(|h| h.payload.len()).sum::<usize>()
+    }
+
+    /// Takes one chunk.
+    pub fn on_chunk(&mut self, c: Chunk<'_>, out: &mut impl FnMut(SessionOut<'_>)) {
+        self.last_ts = self.last_ts.max(c.ts_ns);
+        if let Proto::Unknown = self.proto {
+            if !self.decide(c) {
+                return; // held until the first bytes say more
+            }
+            for h in std::mem::take(&mut self.held) {
+                self.route(h.chunk(), out);
+            }
+        }
+        self.route(c, out);
+    }
+
+    /// Chooses the protocol from the first bytes; false when `c` was held instead.
+    fn decide(&mut self, c: Chunk<'_>) -> bool {
+        if self.midstream {
+            // Joined mid-stream: HTTP resynchronises at the next message start.
+            self.proto = Proto::Http1(Box::new(Http {
+                session: Http1Session::midstream(self.limits),
+                request: self.request_hint.unwrap_or(Direction::Send),
+                request_probe: c.probe,
+                unsynced_chunks: 0,
+            }));
+            return true;
+        }
+        let mut first: Vec<u8> = self
+            .held
+            .iter()
+            .filter(|h| h.direction == c.direction)
+            .flat_map(|h| h.payload.iter().copied())
+            .collect();
+        first.extend_from_slice(c.payload);
+        let verdict = classify(&first);
+        self.proto = match verdict {
+            Classification::Http1Request | Classification::Http1Response => {
+                let request =
+                    if verdict == Classification::Http1Request { c.direction } else { other(c.direction) };
+                Proto::Http1(Box::new(Http {
+                    session: Http1Session::new(self.limits),
+                    request,
+                    request_probe: c.probe,
+                    unsynced_chunks: 0,
+                }))
+            }
+            Classification::NeedMore if self.held.len() < MAX_HELD_CHUNKS && !c.payload.is_empty() => {
+                self.held.push(Held {
+                    direction: c.direction,
+                    seq: c.seq,
+                    ts_ns: c.ts_ns,
+                    probe: c.probe,
+                    payload: c.payload.to_vec(),
+                    truncated: c.truncated,
+                });
+                return false;
+            }
+            // HTTP/2 is not parsed yet: its frames stay data records.
+            _ => Proto::Raw,
+        };
+        true
+    }
+
+    fn route(&mut self, c: Chunk<'_>, out: &mut impl FnMut(SessionOut<'_>)) {
+        let Proto::Http1(http) = &mut self.proto else {
+            out(SessionOut::Data(c));
+            return;
+        };
+        let synced_before = http.session.synced();
+        if !synced_before && classify(c.payload) == Classification::Http1Request {
+            // Mid-stream, the first request start tells which way requests go.
+            http.request = c.direction;
+        }
+        let scratch = &mut self.scratch;
+        self.dirs[idx(c.direction)].push(c.seq, c.ts_ns, c.payload, c.truncated as u64, &mut |d| {
+            deliver(http, c.direction, c.probe, d, scratch, out)
+        });
+        if http.session.synced() {
+            http.unsynced_chunks = 0;
+        } else {
+            http.unsynced_chunks += 1;
+            if http.unsynced_chunks > MAX_UNSYNCED_CHUNKS {
+                self.proto = Proto::Raw; // never found a message start: not HTTP
+            }
+        }
+    }
+
+    /// Gives up on holes that will not fill (a timer calls this): what waits
+    /// behind them is delivered.
+    pub fn flush(&mut self, out: &mut impl FnMut(SessionOut<'_>)) {
+        let Self { dirs, proto, scratch, .. } = self;
+        for d in [Direction::Send, Direction::Recv] {
+            match proto {
+                Proto::Http1(http) => {
+                    let probe = http.request_probe;
+                    dirs[idx(d)].flush(&mut |del| deliver(http, d, probe, del, scratch, out));
+                }
+                // Raw connections never buffer; Unknown ones hold whole chunks instead.
+                _ => dirs[idx(d)].flush(&mut |_| {}),
+            }
+        }
+    }
+
+    /// The connection ended at `ts_ns`: everything held or buffered comes
+    /// out, and open exchanges are finished.
+    pub fn close(&mut self, ts_ns: u64, out: &mut impl FnMut(SessionOut<'_>)) {
+        if let Proto::Unknown = self.proto {
+            self.proto = Proto::Raw;
+            for h in std::mem::take(&mut self.held) {
+                out(SessionOut::Data(h.chunk()));
+            }
+        }
+        self.flush(out);
+        if let Proto::Http1(http) = &mut self.proto {
+            self.scratch.clear();
+            http.session.close(ts_ns, &mut self.scratch);
+            for o in self.scratch.drain(..) {
+                if let Http1Output::Exchange(e) = o {
+                    out(SessionOut::Exchange(e, http.request_probe));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(direction: Direction, seq: u64, payload: &[u8]) -> Chunk<'_> {
+        Chunk { direction, seq, ts_ns: seq, probe: 1, payload, truncated: 0 }
+    }
+
+    #[derive(Debug, Default)]
+    struct Got {
+        data: Vec<(Direction, u64, Vec<u8>)>,
+        exchanges: Vec<Exchange>,
+    }
+
+    fn feed(s: &mut ConnSession, chunks: &[Chunk<'_>], got: &mut Got) {
+        for c in chunks {
+            s.on_chunk(*c, &mut |o| match o {
+                SessionOut::Data(c) => got.data.push((c.direction, c.seq, c.payload.to_vec())),
+                SessionOut::Exchange(e, _) => got.exchanges.push(e),
+            });
+        }
+    }
+
+    fn session() -> ConnSession {
+        ConnSession::new(false, None, Limits::default(), 1 << 20)
+    }
+
+    #[test]
+    fn http_split_across_chunks_and_directions_becomes_exchanges() {
+        use Direction::*;
+        let mut s = session();
+        let mut got = Got::default();
+        let req = b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n";
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc";
+        // "G" alone cannot decide: it is held, then replayed.
+        feed(
+            &mut s,
+            &[chunk(Send, 0, &req[..1]), chunk(Send, 1, &req[1..9]), chunk(Send, 9, &req[9..])],
+            &mut got,
+        );
+        feed(&mut s, &[chunk(Recv, 0, &resp[..20]), chunk(Recv, 20, &resp[20..])], &mut got);
+        assert!(got.data.is_empty(), "{:?}", got.data);
+        assert_eq!(got.exchanges.len(), 1);
+        assert_eq!(got.exchanges[0].response.as_ref().unwrap().body, b"abc");
+        assert!(s.is_http());
+    }
+
+    #[test]
+    fn out_of_order_chunks_wait_for_their_turn() {
+        use Direction::*;
+        let mut s = session();
+        let mut got = Got::default();
+        let req = b"POST /u HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody";
+        feed(
+            &mut s,
+            &[chunk(Send, 0, &req[..10]), chunk(Send, 20, &req[20..]), chunk(Send, 10, &req[10..20])],
+            &mut got,
+        );
+        feed(&mut s, &[chunk(Recv, 0, b"HTTP/1.1 204 No Content\r\n\r\n")], &mut got);
+        assert_eq!(got.exchanges.len(), 1);
+        assert_eq!(got.exchanges[0].request.body, b"body");
+    }
+
+    #[test]
+    fn other_protocols_pass_straight_through() {
+        use Direction::*;
+        let mut s = session();
+        let mut got = Got::default();
+        feed(&mut s, &[chunk(Send, 0, b"\x16\x03\x01hello"), chunk(Recv, 0, b"\x16\x03\x03")], &mut got);
+        assert_eq!(got.data.len(), 2);
+        assert!(!s.is_http());
+    }
+
+    #[test]
+    fn undecided_bytes_come_out_at_close() {
+        let mut s = session();
+        let mut got = Got::default();
+        feed(&mut s, &[chunk(Direction::Send, 0, b"P")], &mut got);
+        assert!(got.data.is_empty());
+        s.close(5, &mut |o| {
+            if let SessionOut::Data(c) = o {
+                got.data.push((c.direction, c.seq, c.payload.to_vec()))
+            }
+        });
+        assert_eq!(got.data, vec![(Direction::Send, 0, b"P".to_vec())]);
+    }
+
+    #[test]
+    fn midstream_resyncs_at_the_next_request_and_keeps_the_rest_raw() {
+        use Direction::*;
+        let mut s = ConnSession::new(true, None, Limits::default(), 1 << 20);
+        let mut got = Got::default();
+        feed(
+            &mut s,
+            &[
+                chunk(Recv, 100, b"old body bytes"),
+                chunk(Recv, 114, b"GET /new HTTP/1.1\r\n\r\n"),
+                chunk(Send, 500, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            ],
+            &mut got,
+        );
+        assert_eq!(got.data, vec![(Recv, 100, b"old body bytes".to_vec())]);
+        assert_eq!(got.exchanges.len(), 1, "the server's view: requests arrive on recv");
+        assert_eq!(got.exchanges[0].request.head.target, "/new");
+    }
+
+    #[test]
+    fn a_gap_resyncs_the_direction() {
+        use Direction::*;
+        let mut s = session();
+        let mut got = Got::default();
+        let mut c = chunk(Send, 0, b"POST /a HTTP/1.1\r\nContent-Length: 100\r\n\r\nxx");
+        c.truncated = 98; // the rest of the body was never captured
+        feed(&mut s, &[c, chunk(Send, 141, b"GET /b HTTP/1.1\r\n\r\n")], &mut got);
+        feed(&mut s, &[chunk(Recv, 0, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")], &mut got);
+        assert_eq!(got.exchanges.len(), 1);
+        assert_eq!(got.exchanges[0].request.head.target, "/b");
+    }
+}
