@@ -158,10 +158,9 @@ fn run(cli: Cli) -> Result<()> {
                 sink: sink(&args)?,
                 ready_file: args.ready_file.clone(),
                 duration: args.duration,
+                raw: args.raw,
+                http_limits: Default::default(),
             };
-            // Raw chunks are all the kernel layer produces today, so every data
-            // record is written with or without --raw.
-            let _ = args.raw;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(pipeline::capture(opts))?;
         }

@@ -7,10 +7,14 @@ use crate::config::CaptureConfig;
 use crate::conn::{ConnInfo, ConnTracker, EphemeralPorts};
 use crate::drops::DropCounters;
 use crate::events::{self, Event};
+use crate::output::DropRecord;
 use crate::output::{Body, ConnView, JsonlWriter, Origin, Record, TerminalSummary};
 use crate::probes;
+use crate::protocols::http1::Limits;
+use crate::stream::{Chunk, ConnSession, SessionOut};
 use anyhow::{anyhow, Context, Result};
 use aya::maps::{PerCpuArray, RingBuf};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -35,6 +39,10 @@ pub struct CaptureOptions {
     pub ready_file: Option<PathBuf>,
     /// Stop after this long.
     pub duration: Option<Duration>,
+    /// Also write every chunk as a `data` record.
+    pub raw: bool,
+    /// Bounds on HTTP messages kept in memory.
+    pub http_limits: Limits,
 }
 
 /// Counters for the run, logged at the end.
@@ -53,25 +61,107 @@ pub struct Stats {
 /// Everything between a raw ring-buffer record and the output.
 pub struct Processor {
     tracker: ConnTracker,
+    sessions: HashMap<u64, ConnSession>,
+    max_sessions: usize,
     sink: Sink,
     clock: Clock,
+    raw: bool,
+    limits: Limits,
+    user_drops: BTreeMap<&'static str, DropRecord>,
     /// Counters.
     pub stats: Stats,
 }
 
 const SOURCE: &str = "kernel";
+/// Early bytes one direction may hold while waiting for a reordered chunk.
+const REORDER_LIMIT: usize = 4 << 20;
+/// A connection silent for this long has its session closed.
+const IDLE_NS: u64 = 300 * 1_000_000_000;
 
 fn conn_view(info: &ConnInfo) -> ConnView {
     ConnView { local: info.local, remote: info.remote, role: info.role, tls: false }
 }
 
+/// Where session output goes: records or terminal lines.
+struct Emit<'a> {
+    sink: &'a mut Sink,
+    clock: &'a Clock,
+    info: &'a ConnInfo,
+    raw: bool,
+    user_drops: &'a mut BTreeMap<&'static str, DropRecord>,
+}
+
+fn user_drop(drops: &mut BTreeMap<&'static str, DropRecord>, reason: &'static str, bytes: u64) {
+    let d = drops.entry(reason).or_insert(DropRecord { count: 0, bytes: 0, reason });
+    d.count += 1;
+    d.bytes += bytes;
+}
+
+impl Emit<'_> {
+    fn out(&mut self, o: SessionOut<'_>) -> std::io::Result<()> {
+        let info = self.info;
+        match (o, &mut *self.sink) {
+            (SessionOut::Gap { len, .. }, _) => {
+                user_drop(self.user_drops, "http_stream_gap", len);
+                Ok(())
+            }
+            // With --raw every chunk was written as it arrived.
+            (SessionOut::Data(_), _) if self.raw => Ok(()),
+            (SessionOut::Data(c), Sink::Jsonl(w)) => w.write(&Record {
+                origin: Origin {
+                    ts_ns: self.clock.realtime_ns(c.ts_ns),
+                    pid: info.pid,
+                    comm: events::comm_str(&info.comm),
+                    source: SOURCE,
+                    probe: events::probe_name(c.probe),
+                },
+                conn: Some(conn_view(info)),
+                body: Body::Data {
+                    direction: c.direction,
+                    seq: c.seq,
+                    payload: c.payload,
+                    truncated: c.truncated,
+                },
+            }),
+            (SessionOut::Data(_), Sink::Terminal(_)) => Ok(()),
+            (SessionOut::Exchange(e, probe), sink) => {
+                for m in std::iter::once(&e.request).chain(e.response.as_ref()) {
+                    if m.body_truncated > 0 {
+                        user_drop(self.user_drops, "http_body_over_limit", m.body_truncated);
+                    }
+                }
+                let ts_ns = self.clock.realtime_ns(e.request.start_ts);
+                match sink {
+                    Sink::Jsonl(w) => w.write(&Record {
+                        origin: Origin {
+                            ts_ns,
+                            pid: info.pid,
+                            comm: events::comm_str(&info.comm),
+                            source: SOURCE,
+                            probe: events::probe_name(probe),
+                        },
+                        conn: Some(conn_view(info)),
+                        body: Body::Http(&e),
+                    }),
+                    Sink::Terminal(t) => t.on_exchange(info, &e, ts_ns),
+                }
+            }
+        }
+    }
+}
+
 impl Processor {
-    /// A processor writing to `sink`.
-    pub fn new(sink: Sink, max_conns: usize) -> Self {
+    /// A processor writing to `sink`; with `raw`, every chunk is also a `data` record.
+    pub fn new(sink: Sink, max_conns: usize, raw: bool, limits: Limits) -> Self {
         Self {
             tracker: ConnTracker::new(max_conns, EphemeralPorts::of_host()),
+            sessions: HashMap::new(),
+            max_sessions: max_conns.max(1),
             sink,
             clock: Clock::new(),
+            raw,
+            limits,
+            user_drops: BTreeMap::new(),
             stats: Stats::default(),
         }
     }
@@ -90,57 +180,182 @@ impl Processor {
             }
         };
         match ev {
-            Event::Data(d) => {
-                self.stats.payload_bytes += d.payload.len() as u64;
-                let info = self.tracker.on_data(&d.header);
-                let ts_ns = self.clock.realtime_ns(d.header.ts_boot_ns);
-                match &mut self.sink {
-                    Sink::Jsonl(w) => w.write(&Record {
-                        origin: Origin {
-                            ts_ns,
-                            pid: d.header.pid,
-                            comm: d.header.comm(),
-                            source: SOURCE,
-                            probe: events::probe_name(d.header.probe),
-                        },
-                        conn: Some(conn_view(info)),
-                        body: Body::Data {
-                            direction: d.direction,
-                            seq: d.seq,
-                            payload: d.payload,
-                            truncated: d.truncated,
-                        },
-                    }),
-                    Sink::Terminal(t) => t.on_data(d.header.conn.id, info, d.direction, ts_ns, d.payload),
-                }
-            }
-            Event::Conn(c) => {
-                let info = self.tracker.on_conn(&c);
-                let ts_ns = self.clock.realtime_ns(c.header.ts_boot_ns);
-                match &mut self.sink {
-                    Sink::Jsonl(w) => w.write(&Record {
-                        origin: Origin {
-                            ts_ns,
-                            pid: info.pid,
-                            comm: events::comm_str(&info.comm),
-                            source: SOURCE,
-                            probe: events::probe_name(c.header.probe),
-                        },
-                        conn: Some(conn_view(&info)),
-                        body: Body::Conn(c.change),
-                    }),
-                    Sink::Terminal(t) if c.change == events::ConnChange::Close => {
-                        t.on_close(c.header.conn.id, &info, ts_ns)
-                    }
-                    Sink::Terminal(_) => Ok(()),
-                }
-            }
+            Event::Data(d) => self.on_data(&d),
+            Event::Conn(c) => self.on_conn(&c),
         }
     }
 
-    /// Writes `drop` records for new kernel losses.
+    fn on_data(&mut self, d: &events::DataEvent<'_>) -> std::io::Result<()> {
+        self.stats.payload_bytes += d.payload.len() as u64;
+        let id = d.header.conn.id;
+        let info = *self.tracker.on_data(&d.header);
+        if self.raw {
+            if let Sink::Jsonl(w) = &mut self.sink {
+                w.write(&Record {
+                    origin: Origin {
+                        ts_ns: self.clock.realtime_ns(d.header.ts_boot_ns),
+                        pid: d.header.pid,
+                        comm: d.header.comm(),
+                        source: SOURCE,
+                        probe: events::probe_name(d.header.probe),
+                    },
+                    conn: Some(conn_view(&info)),
+                    body: Body::Data {
+                        direction: d.direction,
+                        seq: d.seq,
+                        payload: d.payload,
+                        truncated: d.truncated,
+                    },
+                })?;
+            }
+        }
+        if let Sink::Terminal(t) = &mut self.sink {
+            t.on_data(id, d.direction, d.payload.len());
+        }
+        if !self.sessions.contains_key(&id) && self.sessions.len() >= self.max_sessions {
+            self.evict_oldest_session()?;
+        }
+        let limits = self.limits;
+        let session = self.sessions.entry(id).or_insert_with(|| {
+            let hint = match info.role {
+                events::Role::Client => Some(events::Direction::Send),
+                events::Role::Server => Some(events::Direction::Recv),
+                events::Role::Unknown => None,
+            };
+            ConnSession::new(info.midstream, hint, limits, REORDER_LIMIT)
+        });
+        let chunk = Chunk {
+            direction: d.direction,
+            seq: d.seq,
+            ts_ns: d.header.ts_boot_ns,
+            probe: d.header.probe,
+            payload: d.payload,
+            truncated: d.truncated,
+        };
+        let mut emit = Emit {
+            sink: &mut self.sink,
+            clock: &self.clock,
+            info: &info,
+            raw: self.raw,
+            user_drops: &mut self.user_drops,
+        };
+        let mut result = Ok(());
+        session.on_chunk(chunk, &mut |o| {
+            if result.is_ok() {
+                result = emit.out(o);
+            }
+        });
+        result
+    }
+
+    fn on_conn(&mut self, c: &events::ConnEvent) -> std::io::Result<()> {
+        let info = self.tracker.on_conn(c);
+        let ts_ns = self.clock.realtime_ns(c.header.ts_boot_ns);
+        if let Sink::Jsonl(w) = &mut self.sink {
+            w.write(&Record {
+                origin: Origin {
+                    ts_ns,
+                    pid: info.pid,
+                    comm: events::comm_str(&info.comm),
+                    source: SOURCE,
+                    probe: events::probe_name(c.header.probe),
+                },
+                conn: Some(conn_view(&info)),
+                body: Body::Conn(c.change),
+            })?;
+        }
+        if c.change == events::ConnChange::Close {
+            self.close_session(c.header.conn.id, &info, c.header.ts_boot_ns)?;
+        }
+        Ok(())
+    }
+
+    fn close_session(&mut self, id: u64, info: &ConnInfo, ts_boot_ns: u64) -> std::io::Result<()> {
+        let mut was_http = false;
+        if let Some(mut session) = self.sessions.remove(&id) {
+            was_http = session.is_http();
+            let mut emit = Emit {
+                sink: &mut self.sink,
+                clock: &self.clock,
+                info,
+                raw: self.raw,
+                user_drops: &mut self.user_drops,
+            };
+            let mut result = Ok(());
+            session.close(ts_boot_ns, &mut |o| {
+                if result.is_ok() {
+                    result = emit.out(o);
+                }
+            });
+            result?;
+        }
+        if let Sink::Terminal(t) = &mut self.sink {
+            t.on_close(id, info, self.clock.realtime_ns(ts_boot_ns), was_http)?;
+        }
+        Ok(())
+    }
+
+    fn evict_oldest_session(&mut self) -> std::io::Result<()> {
+        if let Some((&id, s)) = self.sessions.iter().min_by_key(|(_, s)| s.last_ts) {
+            let ts = s.last_ts;
+            let info = self.tracker.info(id).unwrap_or_else(ConnInfo::unknown);
+            self.close_session(id, &info, ts)?;
+        }
+        Ok(())
+    }
+
+    /// Once a second: holes that have not filled are given up, idle
+    /// connections are closed.
+    pub fn tick(&mut self) -> std::io::Result<()> {
+        let now = Clock::boot_now_ns();
+        let idle: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| now.saturating_sub(s.last_ts) > IDLE_NS)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in idle {
+            let info = self.tracker.info(id).unwrap_or_else(ConnInfo::unknown);
+            self.close_session(id, &info, now)?;
+        }
+        let waiting: Vec<u64> =
+            self.sessions.iter().filter(|(_, s)| s.buffered() > 0).map(|(&id, _)| id).collect();
+        for id in waiting {
+            let info = self.tracker.info(id).unwrap_or_else(ConnInfo::unknown);
+            let Some(session) = self.sessions.get_mut(&id) else { continue };
+            let mut emit = Emit {
+                sink: &mut self.sink,
+                clock: &self.clock,
+                info: &info,
+                raw: self.raw,
+                user_drops: &mut self.user_drops,
+            };
+            let mut result = Ok(());
+            session.flush(&mut |o| {
+                if result.is_ok() {
+                    result = emit.out(o);
+                }
+            });
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Ends every session (at shutdown), so nothing held is lost.
+    pub fn close_all(&mut self) -> std::io::Result<()> {
+        let now = Clock::boot_now_ns();
+        let ids: Vec<u64> = self.sessions.keys().copied().collect();
+        for id in ids {
+            let info = self.tracker.info(id).unwrap_or_else(ConnInfo::unknown);
+            self.close_session(id, &info, now)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `drop` records for new kernel losses and for user-space limits.
     pub fn report_drops(&mut self, drops: &mut DropCounters) -> std::io::Result<()> {
-        for d in drops.poll() {
+        let user = std::mem::take(&mut self.user_drops).into_values();
+        for d in drops.poll().into_iter().chain(user) {
             warn!(count = d.count, bytes = d.bytes, reason = d.reason, "capture lost data");
             if let Sink::Jsonl(w) = &mut self.sink {
                 // Sensor-wide: no single process or connection.
@@ -206,7 +421,8 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     // `into_inner` below hands it back.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow!("cannot watch the ring buffer: {e}"))?;
-    let mut proc = Processor::new(opts.sink, opts.capture.max_connections as usize);
+    let mut proc =
+        Processor::new(opts.sink, opts.capture.max_connections as usize, opts.raw, opts.http_limits);
 
     if let Some(path) = &opts.ready_file {
         std::fs::write(path, format!("{}\n", attached.hook.hook.as_str()))
@@ -227,6 +443,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                 guard.clear_ready();
             }
             _ = tick.tick() => {
+                proc.tick()?;
                 proc.report_drops(&mut drops)?;
                 proc.flush()?;
             }
@@ -237,6 +454,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     drop(ebpf);
     let mut ring = ring.into_inner();
     drain(&mut ring, &mut proc)?;
+    proc.close_all()?;
     proc.report_drops(&mut drops)?;
     proc.flush()?;
 

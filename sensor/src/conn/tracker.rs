@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
 /// What is known about one connection.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct ConnInfo {
     /// Process that opened it or first used it.
     pub pid: u32,
@@ -20,6 +20,16 @@ pub struct ConnInfo {
     pub remote: SocketAddr,
     /// Role, possibly inferred.
     pub role: Role,
+    /// Not seen from its first byte (opened before the sensor, or its open was lost).
+    pub midstream: bool,
+}
+
+impl ConnInfo {
+    /// A connection the table no longer knows.
+    pub fn unknown() -> Self {
+        let any = SocketAddr::from(([0, 0, 0, 0], 0));
+        Self { pid: 0, comm: [0; 16], local: any, remote: any, role: Role::Unknown, midstream: true }
+    }
 }
 
 /// Bounded table of live connections, oldest evicted first.
@@ -42,6 +52,11 @@ impl ConnTracker {
         }
     }
 
+    /// What is known of connection `id`.
+    pub fn info(&self, id: u64) -> Option<ConnInfo> {
+        self.conns.get(&id).copied()
+    }
+
     /// Number of connections tracked.
     pub fn len(&self) -> usize {
         self.conns.len()
@@ -52,7 +67,7 @@ impl ConnTracker {
         self.conns.is_empty()
     }
 
-    fn insert(&mut self, h: &Header) -> &ConnInfo {
+    fn insert(&mut self, h: &Header, midstream: bool) -> &ConnInfo {
         let c: ConnId = h.conn;
         let role = match c.role {
             Role::Unknown => self.roles.infer(h.pid, c.local, c.remote),
@@ -69,24 +84,28 @@ impl ConnTracker {
             }
             self.order.push_back(c.id);
         }
-        self.conns
-            .insert(c.id, ConnInfo { pid: h.pid, comm: h.comm, local: c.local, remote: c.remote, role });
+        self.conns.insert(
+            c.id,
+            ConnInfo { pid: h.pid, comm: h.comm, local: c.local, remote: c.remote, role, midstream },
+        );
         &self.conns[&c.id]
     }
 
-    /// The connection a data record belongs to, learning it if new.
+    /// The connection a data record belongs to, learning it if new (then
+    /// as mid-stream: its open, if any, was not seen).
     pub fn on_data(&mut self, h: &Header) -> &ConnInfo {
         if self.conns.contains_key(&h.conn.id) {
             return &self.conns[&h.conn.id];
         }
-        self.insert(h)
+        self.insert(h, true)
     }
 
     /// Applies a lifecycle event; returns what is known of the connection
     /// (for close: as it was while open).
     pub fn on_conn(&mut self, ev: &ConnEvent) -> ConnInfo {
         match ev.change {
-            ConnChange::Open | ConnChange::Midstream => self.insert(&ev.header).clone(),
+            ConnChange::Open => *self.insert(&ev.header, false),
+            ConnChange::Midstream => *self.insert(&ev.header, true),
             ConnChange::Close => match self.conns.remove(&ev.header.conn.id) {
                 Some(info) => {
                     // `order` keeps the id until it reaches the front; removal there is a no-op.
@@ -97,7 +116,7 @@ impl ConnTracker {
                     info
                 }
                 None => {
-                    let mut info = self.insert(&ev.header).clone();
+                    let mut info = *self.insert(&ev.header, true);
                     self.conns.remove(&ev.header.conn.id);
                     info.comm = [0; 16];
                     info

@@ -2,6 +2,7 @@
 //! (addresses and base64 are formatted into the output, never into a String).
 
 use crate::events::{ConnChange, Direction, Role};
+use crate::protocols::http1::{Exchange, Message};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use std::net::SocketAddr;
 
@@ -81,6 +82,8 @@ pub enum Body<'a> {
     Conn(ConnChange),
     /// Something the sensor could not keep.
     Drop(DropRecord),
+    /// An HTTP/1.x request and its response.
+    Http(&'a Exchange),
 }
 
 /// One output record.
@@ -100,6 +103,7 @@ impl Serialize for Record<'_> {
             Body::Data { .. } => "data",
             Body::Conn(_) => "conn",
             Body::Drop(_) => "drop",
+            Body::Http(_) => "http",
         };
         let o = &self.origin;
         let mut m = s.serialize_map(None)?;
@@ -114,16 +118,7 @@ impl Serialize for Record<'_> {
             Body::Data { direction, seq, payload, truncated } => {
                 m.serialize_entry("direction", direction.as_str())?;
                 m.serialize_entry("seq", &seq)?;
-                match std::str::from_utf8(payload) {
-                    Ok(text) => m.serialize_entry("payload", text)?,
-                    Err(_) => m.serialize_entry(
-                        "payload_b64",
-                        &Display(&base64::display::Base64Display::new(
-                            payload,
-                            &base64::engine::general_purpose::STANDARD,
-                        )),
-                    )?,
-                }
+                body_entry(&mut m, "payload", "payload_b64", payload)?;
                 if truncated > 0 {
                     m.serialize_entry("truncated", &truncated)?;
                 }
@@ -134,6 +129,69 @@ impl Serialize for Record<'_> {
                 m.serialize_entry("bytes", &d.bytes)?;
                 m.serialize_entry("reason", d.reason)?;
             }
+            Body::Http(e) => {
+                let protocol = if e.request.head.minor == 0 { "http/1.0" } else { "http/1.1" };
+                m.serialize_entry("protocol", protocol)?;
+                m.serialize_entry("request", &HttpMessage { msg: &e.request, request: true })?;
+                m.serialize_entry(
+                    "response",
+                    &e.response.as_ref().map(|r| HttpMessage { msg: r, request: false }),
+                )?;
+                m.serialize_entry("latency_ns", &e.latency_ns())?;
+            }
+        }
+        m.end()
+    }
+}
+
+/// A body as text when it is UTF-8, else as base64.
+fn body_entry<M: SerializeMap>(
+    m: &mut M,
+    text_key: &str,
+    b64_key: &str,
+    bytes: &[u8],
+) -> Result<(), M::Error> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => m.serialize_entry(text_key, text),
+        Err(_) => m.serialize_entry(
+            b64_key,
+            &Display(&base64::display::Base64Display::new(bytes, &base64::engine::general_purpose::STANDARD)),
+        ),
+    }
+}
+
+struct HttpMessage<'a> {
+    msg: &'a Message,
+    request: bool,
+}
+
+struct Headers<'a>(&'a [(String, String)]);
+
+impl Serialize for Headers<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|(n, v)| [n, v]))
+    }
+}
+
+impl Serialize for HttpMessage<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let h = &self.msg.head;
+        let mut m = s.serialize_map(None)?;
+        if self.request {
+            m.serialize_entry("method", &h.method)?;
+            m.serialize_entry("path", &h.target)?;
+            m.serialize_entry("authority", h.header("host").unwrap_or(""))?;
+        } else {
+            m.serialize_entry("status", &h.status)?;
+            m.serialize_entry("reason", &h.reason)?;
+        }
+        m.serialize_entry("headers", &Headers(&h.headers))?;
+        body_entry(&mut m, "body", "body_b64", &self.msg.body)?;
+        if self.msg.body_truncated > 0 {
+            m.serialize_entry("body_truncated", &self.msg.body_truncated)?;
+        }
+        if let Some(e) = &self.msg.decode_error {
+            m.serialize_entry("body_decode_error", e)?;
         }
         m.end()
     }
@@ -183,6 +241,53 @@ mod tests {
         assert_eq!(v["payload_b64"], "/wCA");
         assert!(v.get("payload").is_none());
         assert_eq!(v["truncated"], 4);
+    }
+
+    #[test]
+    fn http_record_has_both_halves() {
+        use crate::protocols::http1::{Head, Message};
+        let e = Exchange {
+            request: Message {
+                head: Head {
+                    method: "POST".into(),
+                    target: "/p?q=1".into(),
+                    minor: 1,
+                    headers: vec![("Host".into(), "a.test".into())],
+                    ..Head::default()
+                },
+                body: b"{}".to_vec(),
+                start_ts: 100,
+                end_ts: 110,
+                ..Message::default()
+            },
+            response: Some(Message {
+                head: Head { status: 200, reason: "OK".into(), minor: 1, ..Head::default() },
+                body: vec![0xff, 0xfe],
+                body_truncated: 7,
+                end_ts: 150,
+                ..Message::default()
+            }),
+        };
+        let r = Record { origin: origin(3), conn: Some(conn()), body: Body::Http(&e) };
+        let v = serde_json::to_value(r).unwrap();
+        assert_eq!(v["kind"], "http");
+        assert_eq!(v["protocol"], "http/1.1");
+        assert_eq!(
+            v["request"],
+            json!({"method": "POST", "path": "/p?q=1", "authority": "a.test", "headers": [["Host", "a.test"]], "body": "{}"})
+        );
+        assert_eq!(v["response"]["status"], 200);
+        assert_eq!(v["response"]["body_b64"], "//4=");
+        assert_eq!(v["response"]["body_truncated"], 7);
+        assert_eq!(v["latency_ns"], 50);
+        let unanswered = Exchange { request: e.request.clone(), response: None };
+        let v = serde_json::to_value(Record {
+            origin: origin(3),
+            conn: Some(conn()),
+            body: Body::Http(&unanswered),
+        })
+        .unwrap();
+        assert!(v["response"].is_null() && v["latency_ns"].is_null());
     }
 
     #[test]

@@ -1,43 +1,24 @@
 //! The default output: one line per exchange as it completes (method, host,
-//! path, status, latency, process), so a first run shows something at once.
-//! HTTP/1.x is recognised from the first bytes of each message; other
-//! connections get one line when they close. The protocol layer proper
-//! (exact HTTP parsing, HTTP/2) replaces this recogniser when it lands.
+//! path, status, latency, process), so a first run shows something at once;
+//! connections that carried no HTTP get one line when they close.
 
 use crate::conn::ConnInfo;
-use crate::events::{comm_str, Direction, Role};
+use crate::events::{comm_str, Direction};
+use crate::protocols::http1::Exchange;
 use std::collections::HashMap;
 use std::io::{self, Write};
 
-#[derive(Debug, Default)]
-struct Pending {
-    method: String,
-    target: String,
-    host: String,
-    ts_ns: u64,
-}
-
-#[derive(Debug, Default)]
-struct ConnSummary {
-    http: bool,
-    pending: Option<Pending>,
+#[derive(Debug, Default, Clone, Copy)]
+struct Bytes {
     sent: u64,
     recv: u64,
 }
 
-/// Turns records into terminal lines.
+/// Turns exchanges and connection ends into terminal lines.
 pub struct TerminalSummary<W: Write> {
     out: W,
-    conns: HashMap<u64, ConnSummary>,
+    bytes: HashMap<u64, Bytes>,
     max_conns: usize,
-}
-
-fn request_direction(role: Role) -> Option<Direction> {
-    match role {
-        Role::Client => Some(Direction::Send),
-        Role::Server => Some(Direction::Recv),
-        Role::Unknown => None,
-    }
 }
 
 fn clock(ts_ns: u64) -> String {
@@ -46,7 +27,7 @@ fn clock(ts_ns: u64) -> String {
     format!("{:02}:{:02}:{:02}.{ms:03}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60)
 }
 
-fn bytes(n: u64) -> String {
+fn size(n: u64) -> String {
     match n {
         n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1 << 20) as f64),
         n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
@@ -55,62 +36,53 @@ fn bytes(n: u64) -> String {
 }
 
 impl<W: Write> TerminalSummary<W> {
-    /// Writes lines to `out`; remembers at most `max_conns` connections.
+    /// Writes lines to `out`; counts bytes of at most `max_conns` connections.
     pub fn new(out: W, max_conns: usize) -> Self {
-        Self { out, conns: HashMap::new(), max_conns }
+        Self { out, bytes: HashMap::new(), max_conns }
     }
 
-    /// Feeds one chunk.
-    pub fn on_data(
-        &mut self,
-        conn_id: u64,
-        info: &ConnInfo,
-        dir: Direction,
-        ts_ns: u64,
-        payload: &[u8],
-    ) -> io::Result<()> {
-        if !self.conns.contains_key(&conn_id) && self.conns.len() >= self.max_conns {
-            return Ok(()); // bounded: a flood of connections only loses summary lines
+    /// Counts a chunk's bytes for the connection's closing line.
+    pub fn on_data(&mut self, conn_id: u64, dir: Direction, len: usize) {
+        if !self.bytes.contains_key(&conn_id) && self.bytes.len() >= self.max_conns {
+            return; // bounded: a flood of connections only loses summary lines
         }
-        let c = self.conns.entry(conn_id).or_default();
+        let b = self.bytes.entry(conn_id).or_default();
         match dir {
-            Direction::Send => c.sent += payload.len() as u64,
-            Direction::Recv => c.recv += payload.len() as u64,
+            Direction::Send => b.sent += len as u64,
+            Direction::Recv => b.recv += len as u64,
         }
-        let is_request_side = request_direction(info.role).is_none_or(|d| d == dir);
-        if is_request_side {
-            if let Some(p) = parse_request(payload, ts_ns) {
-                c.http = true;
-                c.pending = Some(p);
-                return Ok(());
-            }
-        }
-        if let (Some(status), Some(p)) = (parse_status(payload), c.pending.as_ref()) {
-            let latency_ms = ts_ns.saturating_sub(p.ts_ns) as f64 / 1e6;
-            writeln!(
-                self.out,
-                "{}  {:<7} http://{}{}  {}  {:.1} ms  {}[{}]",
-                clock(p.ts_ns),
-                p.method,
-                if p.host.is_empty() { info.remote.to_string() } else { p.host.clone() },
-                p.target,
-                status,
-                latency_ms,
-                comm_str(&info.comm),
-                info.pid,
-            )?;
-            c.pending = None;
-            self.out.flush()?;
-        }
-        Ok(())
     }
 
-    /// A connection ended: non-HTTP connections get their one line now.
-    pub fn on_close(&mut self, conn_id: u64, info: &ConnInfo, ts_ns: u64) -> io::Result<()> {
-        let Some(c) = self.conns.remove(&conn_id) else {
-            return Ok(());
+    /// One line for an exchange; `ts_ns` is the request's realtime start.
+    pub fn on_exchange(&mut self, info: &ConnInfo, e: &Exchange, ts_ns: u64) -> io::Result<()> {
+        let req = &e.request.head;
+        let host = match req.header("host") {
+            Some(h) if !h.is_empty() => h.to_string(),
+            _ => info.remote.to_string(),
         };
-        if c.http || (c.sent == 0 && c.recv == 0) {
+        let (status, latency) = match (&e.response, e.latency_ns()) {
+            (Some(r), Some(ns)) => (r.head.status.to_string(), format!("{:.1} ms", ns as f64 / 1e6)),
+            _ => ("-".to_string(), "no response".to_string()),
+        };
+        writeln!(
+            self.out,
+            "{}  {:<7} http://{}{}  {}  {}  {}[{}]",
+            clock(ts_ns),
+            req.method,
+            host,
+            req.target,
+            status,
+            latency,
+            comm_str(&info.comm),
+            info.pid,
+        )?;
+        self.out.flush()
+    }
+
+    /// A connection ended; one line unless it carried HTTP (already shown).
+    pub fn on_close(&mut self, conn_id: u64, info: &ConnInfo, ts_ns: u64, was_http: bool) -> io::Result<()> {
+        let b = self.bytes.remove(&conn_id).unwrap_or_default();
+        if was_http || (b.sent == 0 && b.recv == 0) {
             return Ok(());
         }
         writeln!(
@@ -120,8 +92,8 @@ impl<W: Write> TerminalSummary<W> {
             info.local,
             info.remote,
             info.role.as_str(),
-            bytes(c.sent),
-            bytes(c.recv),
+            size(b.sent),
+            size(b.recv),
             comm_str(&info.comm),
             info.pid,
         )?;
@@ -129,31 +101,11 @@ impl<W: Write> TerminalSummary<W> {
     }
 }
 
-fn parse_request(payload: &[u8], ts_ns: u64) -> Option<Pending> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut req = httparse::Request::new(&mut headers);
-    // Partial is fine: the request line is enough, headers are a bonus.
-    let _ = req.parse(payload);
-    let (method, target) = (req.method?, req.path?);
-    let host = req
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("host"))
-        .and_then(|h| std::str::from_utf8(h.value).ok())
-        .unwrap_or("");
-    Some(Pending { method: method.into(), target: target.into(), host: host.into(), ts_ns })
-}
-
-fn parse_status(payload: &[u8]) -> Option<u16> {
-    let mut headers = [httparse::EMPTY_HEADER; 0];
-    let mut resp = httparse::Response::new(&mut headers);
-    let _ = resp.parse(payload);
-    resp.code.filter(|_| payload.starts_with(b"HTTP/1."))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::Role;
+    use crate::protocols::http1::{Head, Message};
 
     fn info(role: Role) -> ConnInfo {
         ConnInfo {
@@ -162,18 +114,33 @@ mod tests {
             local: "127.0.0.1:40000".parse().unwrap(),
             remote: "127.0.0.1:8000".parse().unwrap(),
             role,
+            midstream: false,
         }
     }
 
     #[test]
-    fn an_http_exchange_is_one_line() {
+    fn an_exchange_is_one_line() {
         let mut out = Vec::new();
         let mut t = TerminalSummary::new(&mut out, 16);
-        let i = info(Role::Client);
-        t.on_data(1, &i, Direction::Send, 1_000_000_000, b"GET /x?y=1 HTTP/1.1\r\nHost: a.test\r\n\r\n")
-            .unwrap();
-        t.on_data(1, &i, Direction::Recv, 1_002_500_000, b"HTTP/1.0 404 Not Found\r\n\r\n").unwrap();
-        t.on_close(1, &i, 1_003_000_000).unwrap();
+        let e = Exchange {
+            request: Message {
+                head: Head {
+                    method: "GET".into(),
+                    target: "/x?y=1".into(),
+                    headers: vec![("Host".into(), "a.test".into())],
+                    ..Head::default()
+                },
+                start_ts: 1_000_000_000,
+                ..Message::default()
+            },
+            response: Some(Message {
+                head: Head { status: 404, ..Head::default() },
+                end_ts: 1_002_500_000,
+                ..Message::default()
+            }),
+        };
+        t.on_exchange(&info(Role::Client), &e, 1_000_000_000).unwrap();
+        t.on_close(1, &info(Role::Client), 0, true).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.contains("GET     http://a.test/x?y=1  404  2.5 ms  curl[42]"), "{text}");
@@ -183,9 +150,8 @@ mod tests {
     fn other_tcp_is_one_line_at_close() {
         let mut out = Vec::new();
         let mut t = TerminalSummary::new(&mut out, 16);
-        let i = info(Role::Server);
-        t.on_data(1, &i, Direction::Recv, 0, &[0u8; 2048]).unwrap();
-        t.on_close(1, &i, 0).unwrap();
+        t.on_data(1, Direction::Recv, 2048);
+        t.on_close(1, &info(Role::Server), 0, false).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.contains("127.0.0.1:40000 -> 127.0.0.1:8000 (server)  sent 0 B  recv 2.0 KiB"),

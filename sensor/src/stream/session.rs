@@ -33,7 +33,17 @@ pub enum SessionOut<'a> {
     /// Bytes kept as a `data` record.
     Data(Chunk<'a>),
     /// A finished HTTP/1.x exchange, with the hook of its request's bytes.
-    Exchange(Exchange, u32),
+    Exchange(Box<Exchange>, u32),
+    /// Bytes of an HTTP connection that never arrived (truncated calls,
+    /// dropped records): the message they belonged to is lost.
+    Gap {
+        /// Direction.
+        direction: Direction,
+        /// Offset of the first missing byte.
+        seq: u64,
+        /// How many.
+        len: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -125,7 +135,10 @@ fn deliver(
 ) {
     let is_request = direction == http.request;
     match d {
-        Delivery::Gap { .. } => http.session.gap(is_request),
+        Delivery::Gap { seq, len } => {
+            http.session.gap(is_request);
+            out(SessionOut::Gap { direction, seq, len });
+        }
         Delivery::Bytes { seq, ts_ns, data } => {
             if is_request {
                 http.request_probe = probe;
@@ -322,13 +335,15 @@ mod tests {
     struct Got {
         data: Vec<(Direction, u64, Vec<u8>)>,
         exchanges: Vec<Exchange>,
+        gaps: Vec<(Direction, u64, u64)>,
     }
 
     fn feed(s: &mut ConnSession, chunks: &[Chunk<'_>], got: &mut Got) {
         for c in chunks {
             s.on_chunk(*c, &mut |o| match o {
                 SessionOut::Data(c) => got.data.push((c.direction, c.seq, c.payload.to_vec())),
-                SessionOut::Exchange(e, _) => got.exchanges.push(e),
+                SessionOut::Exchange(e, _) => got.exchanges.push(*e),
+                SessionOut::Gap { direction, seq, len } => got.gaps.push((direction, seq, len)),
             });
         }
     }
@@ -427,5 +442,6 @@ mod tests {
         feed(&mut s, &[chunk(Recv, 0, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")], &mut got);
         assert_eq!(got.exchanges.len(), 1);
         assert_eq!(got.exchanges[0].request.head.target, "/b");
+        assert_eq!(got.gaps, vec![(Send, 43, 98)], "the loss is said");
     }
 }

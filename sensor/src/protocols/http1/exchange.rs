@@ -27,7 +27,7 @@ impl Exchange {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Http1Output {
     /// A finished exchange.
-    Exchange(Exchange),
+    Exchange(Box<Exchange>),
     /// These bytes of the chunk just fed are not HTTP (skipped while out of
     /// sync, or after an upgrade): the caller keeps them as raw data.
     Raw(Range<usize>),
@@ -102,7 +102,7 @@ impl Http1Session {
     fn on_request(&mut self, m: Message, out: &mut Vec<Http1Output>) {
         if self.pending.len() >= MAX_PENDING {
             let request = self.pending.pop_front().expect("non-empty");
-            out.push(Http1Output::Exchange(Exchange { request, response: None }));
+            out.push(Http1Output::Exchange(Box::new(Exchange { request, response: None })));
         }
         self.pending.push_back(m);
     }
@@ -121,7 +121,7 @@ impl Http1Session {
             self.req.upgrade();
             self.resp.upgrade();
         }
-        out.push(Http1Output::Exchange(Exchange { request, response: Some(m) }));
+        out.push(Http1Output::Exchange(Box::new(Exchange { request, response: Some(m) })));
     }
 
     /// Bytes of one direction went missing: that direction waits for the next
@@ -143,7 +143,7 @@ impl Http1Session {
             self.on_response(m, out);
         }
         for request in self.pending.drain(..) {
-            out.push(Http1Output::Exchange(Exchange { request, response: None }));
+            out.push(Http1Output::Exchange(Box::new(Exchange { request, response: None })));
         }
     }
 
@@ -163,7 +163,7 @@ mod tests {
     use super::*;
 
     fn exchanges(out: &[Http1Output]) -> Vec<&Exchange> {
-        out.iter().filter_map(|o| if let Http1Output::Exchange(e) = o { Some(e) } else { None }).collect()
+        out.iter().filter_map(|o| if let Http1Output::Exchange(e) = o { Some(&**e) } else { None }).collect()
     }
 
     #[test]

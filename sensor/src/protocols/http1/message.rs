@@ -179,10 +179,10 @@ impl MessageParser {
     /// takes it from there.
     pub fn resync(&mut self, chunk_start: &[u8]) -> bool {
         use super::super::{classify, Classification as C};
-        let ok = match (self.kind, classify(chunk_start)) {
-            (Kind::Request, C::Http1Request) | (Kind::Response, C::Http1Response) => true,
-            _ => false,
-        };
+        let ok = matches!(
+            (self.kind, classify(chunk_start)),
+            (Kind::Request, C::Http1Request) | (Kind::Response, C::Http1Response)
+        );
         if ok {
             self.state = State::Head;
         }
