@@ -87,6 +87,24 @@ fn curl_against_http_server_byte_for_byte() {
         assert_eq!(r["conn"]["remote"], format!("127.0.0.1:{}", server.port));
         assert_eq!(r["conn"]["role"], "client");
     }
+
+    // With --raw the exchange is an `http` record as well, equal to what was sent.
+    let http = cap.of("http", curl_pid);
+    assert_eq!(http.len(), 1, "{http:?}");
+    let h = http[0];
+    assert_eq!(h["protocol"], "http/1.1");
+    assert_eq!(h["request"]["method"], "GET");
+    assert_eq!(h["request"]["path"], "/file.bin");
+    assert_eq!(h["request"]["authority"], format!("127.0.0.1:{}", server.port));
+    assert_eq!(h["response"]["status"], 200);
+    let body = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        h["response"]["body_b64"].as_str().expect("a binary body is base64"),
+    )
+    .unwrap();
+    assert!(body == server.body, "response body differs");
+    let ua = h["request"]["headers"].as_array().unwrap().iter().find(|kv| kv[0] == "User-Agent").unwrap();
+    assert!(ua[1].as_str().unwrap().starts_with("curl/"));
 }
 
 #[test]
