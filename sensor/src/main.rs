@@ -1,9 +1,9 @@
 //! `nettap`: the command line of CONTRACT.md.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use nettap_sensor::config::{CaptureConfig, FileConfig, KernelHookChoice};
-use nettap_sensor::output::{JsonlWriter, TerminalSummary};
+use nettap_sensor::output::{HarWriter, JsonlWriter, TerminalSummary};
 use nettap_sensor::pipeline::{self, CaptureOptions, Sink};
 use std::io::Write;
 use std::path::PathBuf;
@@ -42,7 +42,7 @@ struct CaptureArgs {
     /// Write records to PATH (`-` for stdout) instead of the terminal summary.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Record format for --out.
+    /// Record format: JSON Lines, or the HTTP exchanges as HAR 1.2 (to stdout without --out).
     #[arg(long, value_enum, default_value_t = Format::Jsonl)]
     format: Format,
     /// Also write every captured chunk as a `data` record.
@@ -113,11 +113,10 @@ fn capture_config(args: &CaptureArgs) -> Result<CaptureConfig> {
 }
 
 fn sink(args: &CaptureArgs) -> Result<Sink> {
-    if args.format == Format::Har {
-        bail!("--format har is not available yet: the HTTP exchange layer that HAR needs has not landed");
-    }
-    let Some(path) = &args.out else {
-        return Ok(Sink::Terminal(TerminalSummary::new(std::io::stdout(), 65536)));
+    let path = match (&args.out, args.format) {
+        (Some(path), _) => path.clone(),
+        (None, Format::Har) => PathBuf::from("-"),
+        (None, Format::Jsonl) => return Ok(Sink::Terminal(TerminalSummary::new(std::io::stdout(), 65536))),
     };
     let out: Box<dyn Write + Send> = if path.as_os_str() == "-" {
         Box::new(std::io::stdout())
@@ -130,11 +129,14 @@ fn sink(args: &CaptureArgs) -> Result<Sink> {
                 .create(true)
                 .truncate(true)
                 .mode(0o600)
-                .open(path)
+                .open(&path)
                 .with_context(|| format!("cannot open {}", path.display()))?,
         )
     };
-    Ok(Sink::Jsonl(JsonlWriter::new(out)))
+    Ok(match args.format {
+        Format::Jsonl => Sink::Jsonl(JsonlWriter::new(out)),
+        Format::Har => Sink::Har(HarWriter::new(out)?),
+    })
 }
 
 fn main() -> std::process::ExitCode {

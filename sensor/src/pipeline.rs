@@ -8,7 +8,7 @@ use crate::conn::{ConnInfo, ConnTracker, EphemeralPorts};
 use crate::drops::DropCounters;
 use crate::events::{self, Event};
 use crate::output::DropRecord;
-use crate::output::{Body, ConnView, JsonlWriter, Origin, Record, TerminalSummary};
+use crate::output::{har_entry, Body, ConnView, HarWriter, JsonlWriter, Origin, Record, TerminalSummary};
 use crate::probes;
 use crate::protocols::http1::Limits;
 use crate::stream::{Chunk, ConnSession, SessionOut};
@@ -27,6 +27,8 @@ pub enum Sink {
     Jsonl(JsonlWriter<Box<dyn Write + Send>>),
     /// One line per exchange on the terminal.
     Terminal(TerminalSummary<std::io::Stdout>),
+    /// HTTP exchanges as a HAR 1.2 document.
+    Har(HarWriter<Box<dyn Write + Send>>),
 }
 
 /// What `nettap capture` was asked to do.
@@ -123,7 +125,7 @@ impl Emit<'_> {
                     truncated: c.truncated,
                 },
             }),
-            (SessionOut::Data(_), Sink::Terminal(_)) => Ok(()),
+            (SessionOut::Data(_), Sink::Terminal(_) | Sink::Har(_)) => Ok(()),
             (SessionOut::Exchange(e, probe), sink) => {
                 for m in std::iter::once(&e.request).chain(e.response.as_ref()) {
                     if m.body_truncated > 0 {
@@ -144,6 +146,13 @@ impl Emit<'_> {
                         body: Body::Http(&e),
                     }),
                     Sink::Terminal(t) => t.on_exchange(info, &e, ts_ns),
+                    Sink::Har(h) => h.write(&har_entry(
+                        &e,
+                        ts_ns,
+                        info.pid,
+                        events::comm_str(&info.comm),
+                        &conn_view(info),
+                    )),
                 }
             }
         }
@@ -374,7 +383,16 @@ impl Processor {
     pub fn flush(&mut self) -> std::io::Result<()> {
         match &mut self.sink {
             Sink::Jsonl(w) => w.flush(),
+            Sink::Har(h) => h.flush(),
             Sink::Terminal(_) => Ok(()),
+        }
+    }
+
+    /// Completes the output (closes a HAR document).
+    pub fn finish(&mut self) -> std::io::Result<()> {
+        match &mut self.sink {
+            Sink::Har(h) => h.finish(),
+            _ => self.flush(),
         }
     }
 }
@@ -456,7 +474,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     drain(&mut ring, &mut proc)?;
     proc.close_all()?;
     proc.report_drops(&mut drops)?;
-    proc.flush()?;
+    proc.finish()?;
 
     let stats = proc.stats;
     let secs = started.elapsed().as_secs_f64();

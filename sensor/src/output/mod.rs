@@ -1,9 +1,11 @@
-//! Where records go: JSON Lines (CONTRACT.md) or the terminal summary.
+//! Where records go: JSON Lines (CONTRACT.md), HAR 1.2, or the terminal summary.
 
+mod har;
 mod jsonl;
 mod record;
 mod terminal;
 
+pub use har::{entry as har_entry, rfc3339, HarWriter};
 pub use jsonl::JsonlWriter;
 pub use record::{Body, ConnView, DropRecord, Origin, Record};
 pub use terminal::TerminalSummary;
