@@ -14,6 +14,8 @@ fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --all-targets --locked
+# Parsers get a bounded fuzzing run on every test run (crashes fail it).
+bash ci/fuzz.sh
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e

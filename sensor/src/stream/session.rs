@@ -372,6 +372,39 @@ mod tests {
         assert!(s.is_http());
     }
 
+    /// Property: however the two directions are cut into chunks (every
+    /// single cut point of each), the exchanges are the same.
+    #[test]
+    fn any_split_of_either_direction_gives_the_same_exchanges() {
+        use Direction::*;
+        let req: &[u8] = b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwxyz\r\n0\r\n\r\nGET /two HTTP/1.1\r\n\r\n";
+        let resp: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nA\r\n0\r\n\r\n";
+        let run = |rc: usize, pc: usize| {
+            let mut s = session();
+            let mut got = Got::default();
+            feed(&mut s, &[chunk(Send, 0, &req[..rc]), chunk(Send, rc as u64, &req[rc..])], &mut got);
+            feed(&mut s, &[chunk(Recv, 0, &resp[..pc]), chunk(Recv, pc as u64, &resp[pc..])], &mut got);
+            s.close(0, &mut |_| {});
+            got.exchanges
+                .into_iter()
+                .map(|e| {
+                    let r = e.response.unwrap();
+                    (e.request.head.target, e.request.body, r.head.status, r.body)
+                })
+                .collect::<Vec<_>>()
+        };
+        let whole = run(req.len(), resp.len());
+        assert_eq!(whole.len(), 2);
+        assert_eq!(whole[0], ("/up".into(), b"wxyz".to_vec(), 201, b"ok".to_vec()));
+        assert_eq!(whole[1], ("/two".into(), vec![], 200, b"A".to_vec()));
+        for rc in 1..=req.len() {
+            assert_eq!(run(rc, resp.len()), whole, "request cut at {rc}");
+        }
+        for pc in 1..=resp.len() {
+            assert_eq!(run(req.len(), pc), whole, "response cut at {pc}");
+        }
+    }
+
     #[test]
     fn out_of_order_chunks_wait_for_their_turn() {
         use Direction::*;

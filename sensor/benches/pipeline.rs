@@ -1,0 +1,132 @@
+//! Throughput on one core, without the kernel: (1) the HTTP/1 parser behind
+//! a connection session, (2) the whole user-space pipeline (decode, connection
+//! table, session, JSON Lines) on replayed ring-buffer records.
+//!
+//!     cargo bench -p nettap-sensor --bench pipeline
+//!
+//! Prints a Markdown table (MB/s and records/s) for docs/benchmarks.md.
+
+use nettap_sensor::bpf::events::{nt_data_event, nt_direction, nt_event_kind, nt_probe, nt_role};
+use nettap_sensor::events::Direction;
+use nettap_sensor::output::JsonlWriter;
+use nettap_sensor::pipeline::{Processor, Sink};
+use nettap_sensor::protocols::http1::Limits;
+use nettap_sensor::stream::{Chunk, ConnSession};
+use std::mem::{offset_of, size_of};
+use std::time::{Duration, Instant};
+
+fn exchange(body: usize) -> (Vec<u8>, Vec<u8>) {
+    let req = format!(
+        "POST /api/v1/items?id=42 HTTP/1.1\r\nHost: svc.test\r\nUser-Agent: bench\r\nAccept: */*\r\nContent-Type: application/json\r\nContent-Length: {body}\r\n\r\n"
+    );
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nServer: bench\r\nContent-Length: {body}\r\n\r\n"
+    );
+    let payload: Vec<u8> = (0..body).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut q = req.into_bytes();
+    q.extend_from_slice(&payload);
+    let mut r = resp.into_bytes();
+    r.extend_from_slice(&payload);
+    (q, r)
+}
+
+/// Runs `f` repeatedly for about `for_at_least`; returns (iterations, elapsed).
+fn time(for_at_least: Duration, mut f: impl FnMut()) -> (u64, Duration) {
+    let start = Instant::now();
+    let mut n = 0;
+    while start.elapsed() < for_at_least {
+        f();
+        n += 1;
+    }
+    (n, start.elapsed())
+}
+
+fn parser(body: usize) -> (f64, f64) {
+    let (req, resp) = exchange(body);
+    let per_conn = 100;
+    let bytes = (req.len() + resp.len()) * per_conn;
+    let (n, el) = time(Duration::from_secs(2), || {
+        let mut s = ConnSession::new(false, None, Limits::default(), 1 << 20);
+        let (mut sq, mut sr) = (0u64, 0u64);
+        let mut exchanges = 0;
+        for _ in 0..per_conn {
+            // One chunk per syscall-sized piece, as the kernel delivers them.
+            for piece in req.chunks(16384) {
+                let c = Chunk { direction: Direction::Send, seq: sq, ts_ns: 0, probe: 0, payload: piece, truncated: 0 };
+                s.on_chunk(c, &mut |_| {});
+                sq += piece.len() as u64;
+            }
+            for piece in resp.chunks(16384) {
+                let c = Chunk { direction: Direction::Recv, seq: sr, ts_ns: 0, probe: 0, payload: piece, truncated: 0 };
+                s.on_chunk(c, &mut |o| exchanges += matches!(o, nettap_sensor::stream::SessionOut::Exchange(..)) as u32);
+                sr += piece.len() as u64;
+            }
+        }
+        assert_eq!(exchanges, per_conn as u32);
+    });
+    let secs = el.as_secs_f64();
+    (n as f64 * bytes as f64 / secs / 1e6, n as f64 * per_conn as f64 / secs)
+}
+
+fn record(conn: u64, dir: u32, seq: u64, payload: &[u8]) -> Vec<u8> {
+    let mut ev: Box<nt_data_event> = Box::default();
+    ev.hdr.kind = nt_event_kind::NT_EV_DATA;
+    ev.hdr.probe = nt_probe::NT_PROBE_SYS_WRITE;
+    ev.hdr.pid = 1234;
+    ev.hdr.comm[..5].copy_from_slice(b"bench");
+    ev.hdr.conn.conn_id = conn;
+    ev.hdr.conn.laddr[10..].copy_from_slice(&[0xff, 0xff, 127, 0, 0, 1]);
+    ev.hdr.conn.raddr[10..].copy_from_slice(&[0xff, 0xff, 127, 0, 0, 1]);
+    ev.hdr.conn.lport = 40000;
+    ev.hdr.conn.rport = 8080;
+    ev.hdr.conn.role = nt_role::NT_ROLE_CLIENT as u8;
+    ev.seq = seq;
+    ev.len = payload.len() as u32;
+    ev.direction = dir as u8;
+    ev.payload[..payload.len()].copy_from_slice(payload);
+    // SAFETY: viewing a plain C struct as bytes.
+    let all = unsafe { std::slice::from_raw_parts(&*ev as *const nt_data_event as *const u8, size_of::<nt_data_event>()) };
+    all[..offset_of!(nt_data_event, payload) + payload.len()].to_vec()
+}
+
+fn pipeline(records: &[Vec<u8>], raw: bool) -> (f64, f64) {
+    let payload: usize = records.iter().map(|r| r.len() - offset_of!(nt_data_event, payload)).sum();
+    let (n, el) = time(Duration::from_secs(2), || {
+        let sink = Sink::Jsonl(JsonlWriter::new(Box::new(std::io::sink())));
+        let mut p = Processor::new(sink, 8192, raw, Limits::default());
+        for r in records {
+            p.handle(r).unwrap();
+        }
+    });
+    let secs = el.as_secs_f64();
+    (n as f64 * payload as f64 / secs / 1e6, n as f64 * records.len() as f64 / secs)
+}
+
+fn main() {
+    println!("| workload | MB/s | per second |");
+    println!("|---|---:|---:|");
+    for body in [100, 4096, 65536] {
+        let (mbs, ex) = parser(body);
+        println!("| HTTP/1.1 parser (session + reassembly), {body} B bodies | {mbs:.0} | {ex:.0} exchanges |");
+    }
+    // Replayed ring-buffer records: HTTP on 64 connections, and opaque binary.
+    let (req, resp) = exchange(1024);
+    let mut http = Vec::new();
+    for conn in 0..64u64 {
+        for i in 0..50u64 {
+            http.push(record(conn, nt_direction::NT_DIR_SEND, i * req.len() as u64, &req));
+            http.push(record(conn, nt_direction::NT_DIR_RECV, i * resp.len() as u64, &resp));
+        }
+    }
+    let blob: Vec<u8> = (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let binary: Vec<Vec<u8>> =
+        (0..6400u64).map(|i| record(1000 + i % 64, nt_direction::NT_DIR_SEND, (i / 64) * 4096, &blob)).collect();
+    for (name, recs, raw) in [
+        ("pipeline, HTTP/1.1 records (1 KiB bodies)", &http, false),
+        ("pipeline, HTTP/1.1 with --raw", &http, true),
+        ("pipeline, binary data records (4 KiB, base64)", &binary, false),
+    ] {
+        let (mbs, rps) = pipeline(recs, raw);
+        println!("| {name} | {mbs:.0} | {rps:.0} ring records |");
+    }
+}
