@@ -52,13 +52,29 @@ fn parser(body: usize) -> (f64, f64) {
         for _ in 0..per_conn {
             // One chunk per syscall-sized piece, as the kernel delivers them.
             for piece in req.chunks(16384) {
-                let c = Chunk { direction: Direction::Send, seq: sq, ts_ns: 0, probe: 0, payload: piece, truncated: 0 };
+                let c = Chunk {
+                    direction: Direction::Send,
+                    seq: sq,
+                    ts_ns: 0,
+                    probe: 0,
+                    payload: piece,
+                    truncated: 0,
+                };
                 s.on_chunk(c, &mut |_| {});
                 sq += piece.len() as u64;
             }
             for piece in resp.chunks(16384) {
-                let c = Chunk { direction: Direction::Recv, seq: sr, ts_ns: 0, probe: 0, payload: piece, truncated: 0 };
-                s.on_chunk(c, &mut |o| exchanges += matches!(o, nettap_sensor::stream::SessionOut::Exchange(..)) as u32);
+                let c = Chunk {
+                    direction: Direction::Recv,
+                    seq: sr,
+                    ts_ns: 0,
+                    probe: 0,
+                    payload: piece,
+                    truncated: 0,
+                };
+                s.on_chunk(c, &mut |o| {
+                    exchanges += matches!(o, nettap_sensor::stream::SessionOut::Exchange(..)) as u32
+                });
                 sr += piece.len() as u64;
             }
         }
@@ -85,7 +101,9 @@ fn record(conn: u64, dir: u32, seq: u64, payload: &[u8]) -> Vec<u8> {
     ev.direction = dir as u8;
     ev.payload[..payload.len()].copy_from_slice(payload);
     // SAFETY: viewing a plain C struct as bytes.
-    let all = unsafe { std::slice::from_raw_parts(&*ev as *const nt_data_event as *const u8, size_of::<nt_data_event>()) };
+    let all = unsafe {
+        std::slice::from_raw_parts(&*ev as *const nt_data_event as *const u8, size_of::<nt_data_event>())
+    };
     all[..offset_of!(nt_data_event, payload) + payload.len()].to_vec()
 }
 
@@ -107,7 +125,9 @@ fn main() {
     println!("|---|---:|---:|");
     for body in [100, 4096, 65536] {
         let (mbs, ex) = parser(body);
-        println!("| HTTP/1.1 parser (session + reassembly), {body} B bodies | {mbs:.0} | {ex:.0} exchanges |");
+        println!(
+            "| HTTP/1.1 parser (session + reassembly), {body} B bodies | {mbs:.0} | {ex:.0} exchanges |"
+        );
     }
     // Replayed ring-buffer records: HTTP on 64 connections, and opaque binary.
     let (req, resp) = exchange(1024);
@@ -119,8 +139,9 @@ fn main() {
         }
     }
     let blob: Vec<u8> = (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect();
-    let binary: Vec<Vec<u8>> =
-        (0..6400u64).map(|i| record(1000 + i % 64, nt_direction::NT_DIR_SEND, (i / 64) * 4096, &blob)).collect();
+    let binary: Vec<Vec<u8>> = (0..6400u64)
+        .map(|i| record(1000 + i % 64, nt_direction::NT_DIR_SEND, (i / 64) * 4096, &blob))
+        .collect();
     for (name, recs, raw) in [
         ("pipeline, HTTP/1.1 records (1 KiB bodies)", &http, false),
         ("pipeline, HTTP/1.1 with --raw", &http, true),
