@@ -11,6 +11,7 @@ need_pkgs=(
   linux-libc-dev        # <linux/types.h> for events.h outside the kernel
   iproute2              # network namespaces and veth pairs in the tests
   curl                  # a real HTTP client in the tests
+  openssl               # test certificates
   ca-certificates
 )
 

@@ -29,6 +29,7 @@ static __always_inline void fill_header(struct nt_event_header *h, __u32 kind, _
 	read_endpoints(sk, &h->conn);
 	h->conn.conn_id = cs->conn_id;
 	h->conn.role = cs->role;
+	h->conn.flags = cs->tls ? NT_CONN_F_TLS : 0;
 }
 
 static __always_inline void emit_conn(struct sock *sk, const struct conn_state *cs, __u32 event,
@@ -186,18 +187,68 @@ static long emit_chunk(__u64 index, void *arg)
 	return 0;
 }
 
+/* Whether the call's first bytes are a TLS record header (type 20–23, version 3.x). */
+static __always_inline bool starts_tls_record(const struct inflight *io)
+{
+	__u64 at = io->buf;
+	if (io->kind == IO_IOV) {
+		struct iovec v = {};
+		if (bpf_probe_read_user(&v, sizeof(v), (void *)io->buf))
+			return false;
+		at = (__u64)v.iov_base + io->skip;
+	} else if (io->kind != IO_PLAIN) {
+		return false;
+	}
+	__u8 h[3] = {};
+	if (bpf_probe_read_user(h, sizeof(h), (void *)at))
+		return false;
+	return h[0] >= 20 && h[0] <= 23 && h[1] == 3 && h[2] <= 4;
+}
+
+/*
+ * A socket call on a connection: is it TLS ciphertext (then it is counted in
+ * the socket's offsets but not written)? Known from a TLS library call in
+ * progress on this thread (see learn_ssl_socket), or from the first bytes in
+ * each direction.
+ */
+static __always_inline bool socket_bytes_are_tls(struct conn_state *cs, const struct inflight *io,
+						 __u32 pid, __u32 tid)
+{
+	__u64 id = ((__u64)pid << 32) | tid;
+	if (bpf_map_lookup_elem(&ssl_calls, &id))
+		cs->tls = 1;
+	__u8 bit = 1 << io->direction;
+	if (!cs->tls && !(cs->looked & bit)) {
+		cs->looked |= bit;
+		if (starts_tls_record(io))
+			cs->tls = 1;
+	}
+	return cs->tls;
+}
+
 /*
  * Emit the payload of one finished call of `ret` bytes on `sk`: reserve its
  * byte range in the connection's direction, then one record per chunk.
+ * `plaintext`: bytes a TLS library handed over (their own offsets); else
+ * the socket's bytes, not written when they are TLS ciphertext.
  */
-static __always_inline void emit_call(const struct inflight *io, long ret, __u32 pid, __u32 tid)
+static __always_inline void emit_call(const struct inflight *io, long ret, __u32 pid, __u32 tid,
+				      bool plaintext)
 {
 	struct sock *sk = (struct sock *)io->sk;
-	struct conn_state *cs = conn_get(sk, io->probe, pid, tid, io->direction, ret);
+	struct conn_state *cs = conn_get(sk, io->probe, pid, tid, io->direction, plaintext ? 0 : ret);
 	if (!cs)
 		return;
-	__u64 seq = __sync_fetch_and_add(io->direction == NT_DIR_SEND ? &cs->send_seq : &cs->recv_seq,
-					  (__u64)ret);
+	__u64 *counter;
+	if (plaintext) {
+		cs->tls = 1;
+		counter = io->direction == NT_DIR_SEND ? &cs->tls_send_seq : &cs->tls_recv_seq;
+	} else {
+		counter = io->direction == NT_DIR_SEND ? &cs->send_seq : &cs->recv_seq;
+	}
+	__u64 seq = __sync_fetch_and_add(counter, (__u64)ret);
+	if (!plaintext && socket_bytes_are_tls(cs, io, pid, tid))
+		return;
 
 	__u32 zero = 0;
 	struct nt_data_event *ev = bpf_map_lookup_elem(&data_scratch, &zero);

@@ -30,11 +30,15 @@ struct {
 /* Per-socket state: identity and the byte offsets that become `seq`. */
 struct conn_state {
 	__u64 conn_id;
-	__u64 send_seq;
+	__u64 send_seq;    /* bytes on the wire, as the socket moved them */
 	__u64 recv_seq;
+	__u64 tls_send_seq; /* TLS plaintext, as the application passed it */
+	__u64 tls_recv_seq;
 	__u32 pid;  /* tgid that opened it or first used it */
 	__u8 role;  /* enum nt_role */
-	__u8 _pad[3];
+	__u8 tls;   /* 1: TLS; the socket's own bytes are ciphertext and not written */
+	__u8 looked; /* bit per direction: first bytes already checked for a TLS record */
+	__u8 _pad;
 };
 
 /* LRU: a socket whose close we never saw ages out instead of filling the table. */
@@ -72,6 +76,39 @@ struct {
 	__type(key, __u64); /* pid_tgid */
 	__type(value, struct inflight);
 } inflight SEC(".maps");
+
+/* An SSL_read/SSL_write call in progress, per thread: its arguments, and
+ * the socket its own syscalls touch while it runs. */
+struct ssl_call {
+	__u64 ssl;
+	__u64 buf;
+	__u64 len_ptr; /* _ex variants: where the byte count is written */
+	__u16 probe;   /* enum nt_probe */
+	__u8 direction;
+	__u8 _pad[5];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct ssl_call);
+} ssl_calls SEC(".maps");
+
+/* SSL object → the socket its reads and writes go to, learned from the
+ * syscalls made inside SSL calls (no OpenSSL struct layout needed). */
+struct ssl_key {
+	__u64 ssl; /* SSL *: an address in one process, so the tgid goes with it */
+	__u32 tgid;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct ssl_key);
+	__type(value, __u64); /* struct sock * */
+} ssl_sockets SEC(".maps");
 
 /* Scratch record: built here, then copied to the ring buffer with its real length. */
 struct {

@@ -13,5 +13,6 @@
 #include "tcp_conn.bpf.h"
 #include "tcp_syscalls.bpf.h"
 #include "tcp_kprobe.bpf.h"
+#include "openssl.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -82,13 +82,32 @@ static __always_inline bool ports_wanted(struct sock *sk)
 	return bpf_map_lookup_elem(&port_filter, &lport) || bpf_map_lookup_elem(&port_filter, &rport);
 }
 
+/*
+ * If a TLS library call (SSL_read/SSL_write) is running on this thread, its
+ * SSL object talks through `sk`: remember that for the call's return. Done
+ * before the port filter, so the plaintext side can apply it itself.
+ */
+static __always_inline void learn_ssl_socket(struct sock *sk, __u32 tgid)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ssl_call *call = bpf_map_lookup_elem(&ssl_calls, &id);
+	if (call) {
+		struct ssl_key key = { .ssl = call->ssl, .tgid = tgid };
+		__u64 v = (__u64)sk;
+		bpf_map_update_elem(&ssl_sockets, &key, &v, BPF_ANY);
+	}
+}
+
 /* The TCP socket behind `fd` if process `tgid` and the socket's ports are wanted, else NULL. */
 static __always_inline struct sock *wanted_tcp_sock(__u32 tgid, __u32 fd)
 {
 	if (!pid_wanted(tgid))
 		return NULL;
 	struct sock *sk = tcp_sock_of_fd(fd);
-	if (!sk || !ports_wanted(sk))
+	if (!sk)
+		return NULL;
+	learn_ssl_socket(sk, tgid);
+	if (!ports_wanted(sk))
 		return NULL;
 	return sk;
 }

@@ -58,7 +58,10 @@ static __always_inline bool iter_to_io(struct msghdr *msg, struct inflight *io)
 static __always_inline int kp_enter(struct sock *sk, struct msghdr *msg, __u16 probe, __u8 direction)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	if (!pid_wanted(id >> 32) || !ports_wanted(sk))
+	if (!pid_wanted(id >> 32))
+		return 0;
+	learn_ssl_socket(sk, id >> 32);
+	if (!ports_wanted(sk))
 		return 0;
 	struct inflight io = { .sk = (__u64)sk, .probe = probe, .direction = direction };
 	if (!iter_to_io(msg, &io))
@@ -77,7 +80,7 @@ static __always_inline int kp_exit(long ret)
 	struct inflight io = *p;
 	bpf_map_delete_elem(&inflight, &id);
 	if (ret > 0)
-		emit_call(&io, ret, id >> 32, (__u32)id);
+		emit_call(&io, ret, id >> 32, (__u32)id, false);
 	return 0;
 }
 

@@ -39,7 +39,7 @@ static __always_inline int io_done(long ret, __u32 fd, __u64 buf, __u64 count, _
 		.kind = kind,
 		.direction = direction,
 	};
-	emit_call(&io, ret, id >> 32, (__u32)id);
+	emit_call(&io, ret, id >> 32, (__u32)id, false);
 	return 0;
 }
 

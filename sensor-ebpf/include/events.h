@@ -46,6 +46,10 @@ enum nt_probe {
 	NT_PROBE_SOCK_SET_STATE,
 	NT_PROBE_KPROBE_TCP_SENDMSG,
 	NT_PROBE_KPROBE_TCP_RECVMSG,
+	NT_PROBE_UPROBE_SSL_WRITE,
+	NT_PROBE_UPROBE_SSL_WRITE_EX,
+	NT_PROBE_UPROBE_SSL_READ,
+	NT_PROBE_UPROBE_SSL_READ_EX,
 	NT_PROBE_MAX,
 };
 
@@ -72,7 +76,8 @@ enum nt_drop_reason {
 	NT_DROP_RINGBUF_FULL_CONN = 1, /* a conn event could not be reserved */
 	NT_DROP_INFLIGHT_FULL = 2,     /* too many syscalls in flight to remember args */
 	NT_DROP_READ_FAULT = 3,        /* user memory could not be read (paged out) */
-	NT_DROP_REASON_MAX = 4,
+	NT_DROP_TLS_NO_SOCKET = 4,     /* TLS plaintext whose socket was never seen */
+	NT_DROP_REASON_MAX = 5,
 };
 
 /* One endpoint pair; IPv4 is stored as an IPv4-mapped IPv6 address. */
@@ -84,8 +89,11 @@ struct nt_conn_ident {
 	__u16 rport;     /* host byte order */
 	__u16 family;    /* AF_INET or AF_INET6 as the socket was created */
 	__u8 role;       /* enum nt_role */
-	__u8 _pad;
+	__u8 flags;      /* NT_CONN_F_* */
 };
+
+/* nt_conn_ident.flags */
+#define NT_CONN_F_TLS 1 /* the connection carries TLS; payload records hold its plaintext */
 
 /* Common head of every ring-buffer record. */
 struct nt_event_header {

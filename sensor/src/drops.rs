@@ -12,6 +12,7 @@ pub fn reason_name(slot: u32) -> &'static str {
         nt_drop_reason::NT_DROP_RINGBUF_FULL_CONN => "ringbuf_full_conn_event",
         nt_drop_reason::NT_DROP_INFLIGHT_FULL => "inflight_table_full",
         nt_drop_reason::NT_DROP_READ_FAULT => "user_memory_unreadable",
+        nt_drop_reason::NT_DROP_TLS_NO_SOCKET => "tls_socket_unknown",
         _ => "unknown",
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::bpf::events::{
     nt_conn_change, nt_conn_event, nt_conn_ident, nt_data_event, nt_direction, nt_event_header,
-    nt_event_kind, nt_probe, nt_role,
+    nt_event_kind, nt_probe, nt_role, NT_CONN_F_TLS,
 };
 use std::mem::{offset_of, size_of};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -106,6 +106,8 @@ pub struct ConnId {
     pub remote: SocketAddr,
     /// Who opened it.
     pub role: Role,
+    /// The connection carries TLS (payload records hold plaintext).
+    pub tls: bool,
 }
 
 /// Fields every record carries.
@@ -198,6 +200,7 @@ fn conn_id(c: &nt_conn_ident) -> ConnId {
         local: addr(c.laddr, c.lport),
         remote: addr(c.raddr, c.rport),
         role: Role::from_raw(c.role),
+        tls: c.flags as u32 & NT_CONN_F_TLS != 0,
     }
 }
 
@@ -275,7 +278,22 @@ pub fn probe_name(probe: u32) -> &'static str {
         nt_probe::NT_PROBE_SOCK_SET_STATE => "tracepoint:sock:inet_sock_set_state",
         nt_probe::NT_PROBE_KPROBE_TCP_SENDMSG => "kprobe:tcp_sendmsg",
         nt_probe::NT_PROBE_KPROBE_TCP_RECVMSG => "kprobe:tcp_recvmsg",
+        nt_probe::NT_PROBE_UPROBE_SSL_WRITE => "uprobe:SSL_write",
+        nt_probe::NT_PROBE_UPROBE_SSL_WRITE_EX => "uprobe:SSL_write_ex",
+        nt_probe::NT_PROBE_UPROBE_SSL_READ => "uretprobe:SSL_read",
+        nt_probe::NT_PROBE_UPROBE_SSL_READ_EX => "uretprobe:SSL_read_ex",
         _ => "unknown",
+    }
+}
+
+/// The probe family (`source` in records) of a hook.
+pub fn source_of(probe: u32) -> &'static str {
+    match probe {
+        nt_probe::NT_PROBE_UPROBE_SSL_WRITE
+        | nt_probe::NT_PROBE_UPROBE_SSL_WRITE_EX
+        | nt_probe::NT_PROBE_UPROBE_SSL_READ
+        | nt_probe::NT_PROBE_UPROBE_SSL_READ_EX => "openssl",
+        _ => "kernel",
     }
 }
 

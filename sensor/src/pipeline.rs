@@ -74,6 +74,7 @@ pub struct Processor {
     pub stats: Stats,
 }
 
+/// Source of sensor-wide and lifecycle records.
 const SOURCE: &str = "kernel";
 /// Early bytes one direction may hold while waiting for a reordered chunk.
 const REORDER_LIMIT: usize = 4 << 20;
@@ -81,7 +82,7 @@ const REORDER_LIMIT: usize = 4 << 20;
 const IDLE_NS: u64 = 300 * 1_000_000_000;
 
 fn conn_view(info: &ConnInfo) -> ConnView {
-    ConnView { local: info.local, remote: info.remote, role: info.role, tls: false }
+    ConnView { local: info.local, remote: info.remote, role: info.role, tls: info.tls }
 }
 
 /// Where session output goes: records or terminal lines.
@@ -114,7 +115,7 @@ impl Emit<'_> {
                     ts_ns: self.clock.realtime_ns(c.ts_ns),
                     pid: info.pid,
                     comm: events::comm_str(&info.comm),
-                    source: SOURCE,
+                    source: events::source_of(c.probe),
                     probe: events::probe_name(c.probe),
                 },
                 conn: Some(conn_view(info)),
@@ -139,7 +140,7 @@ impl Emit<'_> {
                             ts_ns,
                             pid: info.pid,
                             comm: events::comm_str(&info.comm),
-                            source: SOURCE,
+                            source: events::source_of(probe),
                             probe: events::probe_name(probe),
                         },
                         conn: Some(conn_view(info)),
@@ -205,7 +206,7 @@ impl Processor {
                         ts_ns: self.clock.realtime_ns(d.header.ts_boot_ns),
                         pid: d.header.pid,
                         comm: d.header.comm(),
-                        source: SOURCE,
+                        source: events::source_of(d.header.probe),
                         probe: events::probe_name(d.header.probe),
                     },
                     conn: Some(conn_view(&info)),
@@ -221,6 +222,15 @@ impl Processor {
         if let Sink::Terminal(t) = &mut self.sink {
             t.on_data(id, d.direction, d.payload.len());
         }
+        // TLS plaintext has its own offsets: a session that saw the socket's
+        // bytes (before the connection was known to be TLS) ends, and the
+        // plaintext starts its own; socket bytes after plaintext are ignored.
+        let plaintext = events::source_of(d.header.probe) != SOURCE;
+        match self.sessions.get(&id).map(|s| s.plaintext) {
+            Some(false) if plaintext => self.close_session(id, &info, d.header.ts_boot_ns)?,
+            Some(true) if !plaintext => return Ok(()),
+            _ => {}
+        }
         if !self.sessions.contains_key(&id) && self.sessions.len() >= self.max_sessions {
             self.evict_oldest_session()?;
         }
@@ -231,7 +241,9 @@ impl Processor {
                 events::Role::Server => Some(events::Direction::Recv),
                 events::Role::Unknown => None,
             };
-            ConnSession::new(info.midstream, hint, limits, REORDER_LIMIT)
+            let mut s = ConnSession::new(info.midstream && !plaintext, hint, limits, REORDER_LIMIT);
+            s.plaintext = plaintext;
+            s
         });
         let chunk = Chunk {
             direction: d.direction,
@@ -430,6 +442,9 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     probes::ensure_tracefs();
     let mut ebpf = probes::load_object(&opts.capture, std::process::id())?;
     let attached = probes::attach_kernel(&mut ebpf, opts.capture.kernel_hook)?;
+    let mut openssl = probes::OpenSslProbes::new();
+    let files = openssl.attach_all(&mut ebpf);
+    info!(files, "OpenSSL libraries probed");
 
     let ring = RingBuf::try_from(ebpf.take_map("events").ok_or_else(|| anyhow!("map events missing"))?)?;
     let drops_map: PerCpuArray<_, _> =

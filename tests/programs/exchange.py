@@ -18,6 +18,7 @@ import json
 import os
 import random
 import socket
+import ssl
 import sys
 import time
 
@@ -118,6 +119,10 @@ def run(args) -> None:
             open(args.ready, "w").close()
         srv.settimeout(args.timeout)
         conn, _ = srv.accept()
+        if args.tls_cert:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(args.tls_cert, args.tls_key)
+            conn = ctx.wrap_socket(conn, server_side=True)
         blocking_for_raw_fd_io(conn, args)
         write_info(args, "server", conn)
         for i, n in enumerate(sizes):
@@ -134,11 +139,18 @@ def run(args) -> None:
                 send_all(conn, out, args.io)
             sent += out
         # Wait for the client's close so both sides' last bytes are read.
-        conn.recv(1)
+        try:
+            conn.recv(1)
+        except (ssl.SSLError, OSError):
+            pass  # a TLS peer may close without close_notify
         conn.close()
         srv.close()
     else:
         conn = socket.create_connection((args.connect, args.port), timeout=args.timeout)
+        if args.tls:
+            ctx = ssl.create_default_context(cafile=args.tls)
+            ctx.check_hostname = False
+            conn = ctx.wrap_socket(conn, server_hostname="localhost")
         blocking_for_raw_fd_io(conn, args)
         write_info(args, "client", conn)
         for i, n in enumerate(sizes):
@@ -174,6 +186,9 @@ def main() -> int:
     p.add_argument("--io", choices=["send", "write", "vec", "msg"], default="send",
                    help="syscalls: send/recv, write/read, writev/readv, sendmsg/recvmsg")
     p.add_argument("--sendfile", action="store_true", help="server answers with sendfile(2)")
+    p.add_argument("--tls-cert", help="server: TLS with this certificate (and --tls-key)")
+    p.add_argument("--tls-key")
+    p.add_argument("--tls", metavar="CAFILE", help="client: TLS, trusting this certificate")
     args = p.parse_args()
     if args.mode == "server" and not args.listen:
         p.error("server needs --listen")

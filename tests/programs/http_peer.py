@@ -5,6 +5,7 @@ connection, then pipelines two requests and upgrades a third connection.
 
   http_peer.py server --port P --ready FILE
   http_peer.py client --port P
+  http_peer.py keepalive --port P --tls CERT [--count N]   (HTTPS server: --tls-cert/--tls-key)
 """
 import argparse
 import gzip
@@ -12,6 +13,7 @@ import http.client
 import http.server
 import json
 import socket
+import ssl
 import sys
 
 GZIP_TEXT = b"hello gzip " * 100
@@ -78,8 +80,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 def server(args) -> None:
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    if args.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     open(args.ready, "w").close()
     srv.serve_forever()
+
+
+def keepalive(args) -> None:
+    """N requests over one TLS keep-alive connection, each checked."""
+    ctx = ssl.create_default_context(cafile=args.tls)
+    ctx.check_hostname = False
+    c = http.client.HTTPSConnection("127.0.0.1", args.port, timeout=30, context=ctx)
+    for i in range(args.count):
+        c.request("GET", f"/k{i}")
+        assert c.getresponse().read() == json.dumps({"path": f"/k{i}"}).encode()
+    c.close()
 
 
 def client(args) -> None:
@@ -119,11 +136,15 @@ def client(args) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["server", "client"])
+    p.add_argument("mode", choices=["server", "client", "keepalive"])
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--ready")
+    p.add_argument("--tls-cert", help="server: HTTPS with this certificate (and --tls-key)")
+    p.add_argument("--tls-key")
+    p.add_argument("--tls", metavar="CAFILE", help="keepalive: trust this certificate")
+    p.add_argument("--count", type=int, default=200)
     args = p.parse_args()
-    server(args) if args.mode == "server" else client(args)
+    {"server": server, "client": client, "keepalive": keepalive}[args.mode](args)
     return 0
 
 

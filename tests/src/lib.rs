@@ -455,22 +455,31 @@ impl Exchange {
 
 /// Checks that `peer`'s records say exactly what it sent and received,
 /// starting at byte `from` of each direction, with the right process,
-/// endpoints and role.
+/// endpoints and role, all from the kernel's plaintext TCP probes.
 pub fn assert_exact(cap: &Capture, peer: &PeerInfo, role: &str, from: usize) {
+    assert_exact_from(cap, peer, role, from, "kernel");
+}
+
+/// `assert_exact` for records of `source` (`kernel`, or a TLS source whose
+/// records must say `tls: true` and be the only data records of the peer:
+/// no ciphertext).
+pub fn assert_exact_from(cap: &Capture, peer: &PeerInfo, role: &str, from: usize, source: &str) {
     let data = cap.of("data", peer.pid);
     assert!(!data.is_empty(), "no data records for pid {}", peer.pid);
+    let tls = source != "kernel";
     for r in &data {
         assert_eq!(r["comm"], peer.comm.as_str(), "{r}");
-        assert_eq!(r["source"], "kernel", "{r}");
+        assert_eq!(r["source"], source, "{r}");
         assert_eq!(r["conn"]["local"], peer.local.as_str(), "{r}");
         assert_eq!(r["conn"]["remote"], peer.remote.as_str(), "{r}");
         assert_eq!(r["conn"]["role"], role, "{r}");
-        assert_eq!(r["conn"]["tls"], false, "{r}");
-        assert!(
-            r["probe"].as_str().unwrap().starts_with("tracepoint:syscalls:sys_exit_")
-                || r["probe"].as_str().unwrap().starts_with("kprobe:"),
-            "{r}"
-        );
+        assert_eq!(r["conn"]["tls"], tls, "{r}");
+        let probe = r["probe"].as_str().unwrap();
+        let ok = match source {
+            "kernel" => probe.starts_with("tracepoint:syscalls:sys_exit_") || probe.starts_with("kprobe:"),
+            _ => probe.starts_with("uprobe:SSL_write") || probe.starts_with("uretprobe:SSL_read"),
+        };
+        assert!(ok, "{r}");
     }
     for (dir, want) in [("send", &peer.sent), ("recv", &peer.recv)] {
         let s = cap.stream(peer.pid, dir);
@@ -479,4 +488,30 @@ pub fn assert_exact(cap: &Capture, peer: &PeerInfo, role: &str, from: usize) {
         assert_eq!(s.bytes.len(), want.len() - from, "{dir} length of pid {}", peer.pid);
         assert!(s.bytes == want[from..], "{dir} bytes of pid {} differ", peer.pid);
     }
+}
+
+/// A self-signed certificate and key for `localhost` in `dir` (made by the
+/// `openssl` command): (certificate, key).
+pub fn tls_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("the openssl command is required to make test certificates");
+    assert!(out.status.success(), "openssl req: {}", String::from_utf8_lossy(&out.stderr));
+    (cert, key)
 }

@@ -22,13 +22,23 @@ pub struct ConnInfo {
     pub role: Role,
     /// Not seen from its first byte (opened before the sensor, or its open was lost).
     pub midstream: bool,
+    /// Carries TLS (learned from the first TLS plaintext or record seen).
+    pub tls: bool,
 }
 
 impl ConnInfo {
     /// A connection the table no longer knows.
     pub fn unknown() -> Self {
         let any = SocketAddr::from(([0, 0, 0, 0], 0));
-        Self { pid: 0, comm: [0; 16], local: any, remote: any, role: Role::Unknown, midstream: true }
+        Self {
+            pid: 0,
+            comm: [0; 16],
+            local: any,
+            remote: any,
+            role: Role::Unknown,
+            midstream: true,
+            tls: false,
+        }
     }
 }
 
@@ -86,7 +96,15 @@ impl ConnTracker {
         }
         self.conns.insert(
             c.id,
-            ConnInfo { pid: h.pid, comm: h.comm, local: c.local, remote: c.remote, role, midstream },
+            ConnInfo {
+                pid: h.pid,
+                comm: h.comm,
+                local: c.local,
+                remote: c.remote,
+                role,
+                midstream,
+                tls: c.tls,
+            },
         );
         &self.conns[&c.id]
     }
@@ -94,7 +112,8 @@ impl ConnTracker {
     /// The connection a data record belongs to, learning it if new (then
     /// as mid-stream: its open, if any, was not seen).
     pub fn on_data(&mut self, h: &Header) -> &ConnInfo {
-        if self.conns.contains_key(&h.conn.id) {
+        if let Some(info) = self.conns.get_mut(&h.conn.id) {
+            info.tls |= h.conn.tls;
             return &self.conns[&h.conn.id];
         }
         self.insert(h, true)
@@ -142,7 +161,13 @@ mod tests {
             pid: NO_SUCH_PID,
             tid: NO_SUCH_PID,
             comm: *b"python3\0\0\0\0\0\0\0\0\0",
-            conn: ConnId { id, local: SocketAddr::new(ip, lport), remote: SocketAddr::new(ip, rport), role },
+            conn: ConnId {
+                id,
+                local: SocketAddr::new(ip, lport),
+                remote: SocketAddr::new(ip, rport),
+                role,
+                tls: false,
+            },
         }
     }
 

@@ -66,9 +66,10 @@ impl<W: Write> TerminalSummary<W> {
         };
         writeln!(
             self.out,
-            "{}  {:<7} http://{}{}  {}  {}  {}[{}]",
+            "{}  {:<7} {}://{}{}  {}  {}  {}[{}]",
             clock(ts_ns),
             req.method,
+            if info.tls { "https" } else { "http" },
             host,
             req.target,
             status,
@@ -115,6 +116,7 @@ mod tests {
             remote: "127.0.0.1:8000".parse().unwrap(),
             role,
             midstream: false,
+            tls: false,
         }
     }
 

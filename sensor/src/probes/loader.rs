@@ -138,6 +138,7 @@ pub fn load_every_program(ebpf: &mut Ebpf) -> Result<Vec<String>, ProbeError> {
         let loaded = match p {
             Program::TracePoint(p) => p.load(),
             Program::KProbe(p) => p.load(),
+            Program::UProbe(p) => p.load(),
             _ => Err(ProgramError::AlreadyLoaded),
         };
         loaded.map_err(|e| ProbeError::Load { program: name.clone(), source: e })?;

@@ -3,9 +3,11 @@
 
 mod kernel_hook;
 mod loader;
+mod openssl;
 
 pub use kernel_hook::{decide, HookDecision, KernelHook};
 pub use loader::{ensure_tracefs, load_every_program, load_object, Attached, ProbeError};
+pub use openssl::{is_libssl, libssl_of_process, openssl_version, OpenSslProbes};
 
 use aya::programs::{KProbe, TracePoint};
 use aya::Ebpf;
@@ -31,13 +33,23 @@ const DATA_KPROBES: &[(&str, &str)] = &[
     ("kr_tcp_recvmsg", "tcp_recvmsg"),
 ];
 
-fn log_attach(probe_type: &str, probe: &str, result: &Result<(), ProbeError>) {
+/// The `probe attached` line of CONTRACT.md: what was probed (`kernel`, or a
+/// library or binary path), the probe type and function, and the outcome.
+fn log_attach(
+    target: &str,
+    probe_type: &str,
+    probe: &str,
+    result: &Result<(), ProbeError>,
+    version: Option<&str>,
+) {
+    let version = version.unwrap_or("");
     match result {
-        Ok(()) => info!(target = "kernel", probe_type, probe, ok = true, "probe attached"),
+        Ok(()) => info!(target, probe_type, probe, version, ok = true, "probe attached"),
         Err(e) => warn!(
-            target = "kernel",
+            target,
             probe_type,
             probe,
+            version,
             ok = false,
             error = %loader::chain(e),
             "probe attached: failed"
@@ -52,7 +64,7 @@ fn attach_tracepoint(ebpf: &mut Ebpf, prog: &str, category: &str, name: &str) ->
         p.attach(category, name).map_err(|e| ProbeError::Attach { program: prog.into(), source: e })?;
         Ok(())
     })();
-    log_attach("tracepoint", &format!("{category}:{name}"), &result);
+    log_attach("kernel", "tracepoint", &format!("{category}:{name}"), &result, None);
     result
 }
 
@@ -64,7 +76,7 @@ fn attach_kprobe(ebpf: &mut Ebpf, prog: &str, function: &str) -> Result<(), Prob
         Ok(())
     })();
     let kind = if prog.starts_with("kr_") { "kretprobe" } else { "kprobe" };
-    log_attach(kind, function, &result);
+    log_attach("kernel", kind, function, &result, None);
     result
 }
 

@@ -108,6 +108,8 @@ pub struct ConnSession {
     scratch: Vec<Http1Output>,
     /// Event time of the latest chunk (boot-time ns), for idle expiry.
     pub last_ts: u64,
+    /// Fed TLS plaintext (its own offsets), not the socket's bytes.
+    pub plaintext: bool,
 }
 
 fn idx(d: Direction) -> usize {
@@ -185,6 +187,7 @@ impl ConnSession {
             limits,
             scratch: Vec::new(),
             last_ts: 0,
+            plaintext: false,
         }
     }
 

@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * TLS plaintext from OpenSSL (libssl.so.3, or a binary with OpenSSL linked
+ * in): uprobes on SSL_write/SSL_write_ex (the buffer before encryption) and
+ * SSL_read/SSL_read_ex (the buffer after decryption, at return).
+ *
+ * The socket comes from the syscalls the library makes inside these calls
+ * (see socket_bytes_are_tls in emit.bpf.h), not from OpenSSL's structs, so
+ * no per-version layout is needed.
+ */
+#ifndef NETTAP_OPENSSL_BPF_H
+#define NETTAP_OPENSSL_BPF_H
+
+#include "emit.bpf.h"
+
+static __always_inline int ssl_enter(void *ssl, void *buf, void *len_ptr, __u16 probe, __u8 direction)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!pid_wanted(id >> 32))
+		return 0;
+	struct ssl_call call = {
+		.ssl = (__u64)ssl,
+		.buf = (__u64)buf,
+		.len_ptr = (__u64)len_ptr,
+		.probe = probe,
+		.direction = direction,
+	};
+	if (bpf_map_update_elem(&ssl_calls, &id, &call, BPF_ANY))
+		count_drop(NT_DROP_INFLIGHT_FULL, 0);
+	return 0;
+}
+
+/* `ret` is the function's return value; `ex` calls return 1 and write the count. */
+static __always_inline int ssl_exit(long ret, bool ex)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ssl_call *p = bpf_map_lookup_elem(&ssl_calls, &id);
+	if (!p)
+		return 0;
+	struct ssl_call call = *p;
+	bpf_map_delete_elem(&ssl_calls, &id);
+
+	long n = ret;
+	if (ex) {
+		size_t moved = 0;
+		if (ret != 1 || bpf_probe_read_user(&moved, sizeof(moved), (void *)call.len_ptr))
+			return 0;
+		n = moved;
+	}
+	if (n <= 0)
+		return 0;
+	struct ssl_key key = { .ssl = call.ssl, .tgid = id >> 32 };
+	__u64 *sk = bpf_map_lookup_elem(&ssl_sockets, &key);
+	if (!sk) {
+		/* No syscall of this SSL object seen yet (memory BIOs, or
+		 * attached while the connection was idle). */
+		count_drop(NT_DROP_TLS_NO_SOCKET, n);
+		return 0;
+	}
+	if (!ports_wanted((struct sock *)*sk))
+		return 0;
+	struct inflight io = {
+		.sk = *sk,
+		.buf = call.buf,
+		.probe = call.probe,
+		.kind = IO_PLAIN,
+		.direction = call.direction,
+	};
+	emit_call(&io, n, id >> 32, (__u32)id, true);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(up_ssl_write, void *ssl, const void *buf, int num)
+{
+	return ssl_enter(ssl, (void *)buf, NULL, NT_PROBE_UPROBE_SSL_WRITE, NT_DIR_SEND);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(ur_ssl_write, int ret)
+{
+	return ssl_exit(ret, false);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(up_ssl_write_ex, void *ssl, const void *buf, size_t num, size_t *written)
+{
+	return ssl_enter(ssl, (void *)buf, written, NT_PROBE_UPROBE_SSL_WRITE_EX, NT_DIR_SEND);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(ur_ssl_write_ex, int ret)
+{
+	return ssl_exit(ret, true);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(up_ssl_read, void *ssl, void *buf, int num)
+{
+	return ssl_enter(ssl, buf, NULL, NT_PROBE_UPROBE_SSL_READ, NT_DIR_RECV);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(ur_ssl_read, int ret)
+{
+	return ssl_exit(ret, false);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(up_ssl_read_ex, void *ssl, void *buf, size_t num, size_t *readbytes)
+{
+	return ssl_enter(ssl, buf, readbytes, NT_PROBE_UPROBE_SSL_READ_EX, NT_DIR_RECV);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(ur_ssl_read_ex, int ret)
+{
+	return ssl_exit(ret, true);
+}
+
+#endif

@@ -1,0 +1,191 @@
+//! OpenSSL: find every libssl file in use (and the system's own), and attach
+//! the uprobes of `openssl.bpf.h` once per file (by device and inode, however
+//! many processes or mount namespaces map it).
+
+use super::{loader, log_attach, ProbeError};
+use aya::programs::UProbe;
+use aya::Ebpf;
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// (program, function, is return probe)
+const SSL_PROBES: &[(&str, &str, bool)] = &[
+    ("up_ssl_write", "SSL_write", false),
+    ("ur_ssl_write", "SSL_write", true),
+    ("up_ssl_write_ex", "SSL_write_ex", false),
+    ("ur_ssl_write_ex", "SSL_write_ex", true),
+    ("up_ssl_read", "SSL_read", false),
+    ("ur_ssl_read", "SSL_read", true),
+    ("up_ssl_read_ex", "SSL_read_ex", false),
+    ("ur_ssl_read_ex", "SSL_read_ex", true),
+];
+
+/// Where distributions keep the system libssl, for processes not yet started.
+const SYSTEM_DIRS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/lib/x86_64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/lib64",
+];
+
+/// Whether a file name is a shared libssl (`libssl.so`, `libssl.so.3`, …).
+pub fn is_libssl(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libssl.so"))
+}
+
+/// Files mapped by process `pid` that are libssl, as paths reachable from
+/// here (through `/proc/PID/root`, so inside containers too).
+pub fn libssl_of_process(pid: u32) -> Vec<PathBuf> {
+    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return Vec::new() };
+    let mut out: Vec<PathBuf> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|p| p.starts_with('/') && is_libssl(Path::new(p)))
+        .map(|p| PathBuf::from(format!("/proc/{pid}/root{p}")))
+        .collect();
+    out.dedup();
+    out
+}
+
+/// "OpenSSL 3.0.17" as found in the library's read-only data, if any.
+pub fn openssl_version(bytes: &[u8]) -> Option<String> {
+    const NEEDLE: &[u8] = b"OpenSSL ";
+    let mut from = 0;
+    while let Some(i) = bytes[from..].windows(NEEDLE.len()).position(|w| w == NEEDLE) {
+        let rest = &bytes[from + i + NEEDLE.len()..];
+        if rest.len() >= 2 && rest[0].is_ascii_digit() && rest[1] == b'.' {
+            let end = rest.iter().take(32).position(|&b| b == b' ' || b == 0).unwrap_or(rest.len().min(32));
+            return std::str::from_utf8(&rest[..end]).ok().map(|v| format!("OpenSSL {v}"));
+        }
+        from += i + 1;
+    }
+    None
+}
+
+/// The OpenSSL version of a libssl file: from the file itself (a static
+/// build carries the string), else from the libcrypto beside it (where
+/// OpenSSL keeps `OpenSSL_version`'s text).
+pub fn library_version(path: &Path) -> String {
+    let read = |p: &Path| std::fs::read(p).ok().and_then(|b| openssl_version(&b));
+    let sibling = || {
+        let name = path.file_name()?.to_str()?.replacen("libssl", "libcrypto", 1);
+        read(&path.with_file_name(name))
+    };
+    read(path).or_else(sibling).unwrap_or_else(|| "unknown version".into())
+}
+
+/// Attaches the OpenSSL uprobes to libssl files, once per file identity.
+pub struct OpenSslProbes {
+    seen: HashSet<(u64, u64)>,
+    loaded: bool,
+}
+
+impl Default for OpenSslProbes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OpenSslProbes {
+    /// Nothing attached yet.
+    pub fn new() -> Self {
+        Self { seen: HashSet::new(), loaded: false }
+    }
+
+    /// Attaches to the system libssl and to every libssl mapped by a running
+    /// process. Returns how many files were probed.
+    pub fn attach_all(&mut self, ebpf: &mut Ebpf) -> usize {
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        for dir in SYSTEM_DIRS {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                // Resolved, so the log names the real file, not `libssl.so` → `libssl.so.3`.
+                candidates.extend(
+                    entries
+                        .flatten()
+                        .map(|e| e.path())
+                        .filter(|p| is_libssl(p))
+                        .filter_map(|p| p.canonicalize().ok()),
+                );
+            }
+        }
+        if let Ok(procs) = std::fs::read_dir("/proc") {
+            for p in procs.flatten() {
+                if let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
+                    candidates.extend(libssl_of_process(pid));
+                }
+            }
+        }
+        candidates.into_iter().filter(|p| self.attach_file(ebpf, p)).count()
+    }
+
+    /// Attaches to one file unless a file with its identity already has the
+    /// probes. True when it was newly probed.
+    pub fn attach_file(&mut self, ebpf: &mut Ebpf, path: &Path) -> bool {
+        let Ok(meta) = std::fs::metadata(path) else { return false };
+        if !self.seen.insert((meta.dev(), meta.ino())) {
+            return false;
+        }
+        let version = library_version(path);
+        if !self.loaded {
+            for (prog, _, _) in SSL_PROBES {
+                if let Err(e) = loader::program::<UProbe>(ebpf, prog).and_then(|p| {
+                    p.load().map_err(|e| ProbeError::Load { program: prog.to_string(), source: e })
+                }) {
+                    tracing::warn!(error = %loader::chain(&e), "OpenSSL probes cannot load");
+                    return false;
+                }
+            }
+            self.loaded = true;
+        }
+        let mut any = false;
+        for (prog, function, ret) in SSL_PROBES {
+            let result = loader::program::<UProbe>(ebpf, prog).and_then(|p| {
+                p.attach(Some(function), 0, path, None)
+                    .map(|_| ())
+                    .map_err(|e| ProbeError::Attach { program: prog.to_string(), source: e })
+            });
+            any |= result.is_ok();
+            let kind = if *ret { "uretprobe" } else { "uprobe" };
+            log_attach(&path.display().to_string(), kind, function, &result, Some(&version));
+        }
+        any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_libssl_names() {
+        assert!(is_libssl(Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3")));
+        assert!(is_libssl(Path::new("/opt/app/libssl.so")));
+        assert!(!is_libssl(Path::new("/usr/lib/libssl3.so")));
+        assert!(!is_libssl(Path::new("/usr/lib/libcrypto.so.3")));
+    }
+
+    #[test]
+    fn finds_the_version_string() {
+        let lib = b"\0\0junk\0OpenSSL 3.0.17 1 Jul 2025\0more";
+        assert_eq!(openssl_version(lib).as_deref(), Some("OpenSSL 3.0.17"));
+        assert_eq!(openssl_version(b"OpenSSL is great"), None);
+    }
+
+    #[test]
+    fn system_libssl_version_comes_from_its_libcrypto() {
+        let lib = Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3");
+        if lib.exists() {
+            assert!(library_version(lib).starts_with("OpenSSL 3."), "{}", library_version(lib));
+        }
+    }
+
+    #[test]
+    fn this_process_maps_no_libssl_but_the_system_has_one() {
+        // The test binary does not link OpenSSL; a python3 process does (see e2e tests).
+        assert!(libssl_of_process(std::process::id()).is_empty());
+    }
+}
