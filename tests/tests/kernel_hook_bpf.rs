@@ -26,6 +26,14 @@ fn every_program_of_both_paths_loads() {
         "tp_exit_connect",
         "tp_exit_accept4",
         "tp_sock_set_state",
+        "up_ssl_write",
+        "ur_ssl_write",
+        "up_ssl_write_ex",
+        "ur_ssl_write_ex",
+        "up_ssl_read",
+        "ur_ssl_read",
+        "up_ssl_read_ex",
+        "ur_ssl_read_ex",
     ] {
         assert!(names.iter().any(|n| n == expected), "{expected} not loaded: {names:?}");
     }
