@@ -37,7 +37,7 @@ static __always_inline void emit_conn(struct sock *sk, const struct conn_state *
 {
 	struct nt_conn_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
-		count_drop(NT_DROP_RINGBUF_FULL_CONN, 0);
+		count_drop(NT_DROP_RINGBUF_FULL_EVENT, 0);
 		return;
 	}
 	__builtin_memset(ev, 0, sizeof(*ev));

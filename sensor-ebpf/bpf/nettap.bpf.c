@@ -14,5 +14,6 @@
 #include "tcp_syscalls.bpf.h"
 #include "tcp_kprobe.bpf.h"
 #include "openssl.bpf.h"
+#include "libs.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

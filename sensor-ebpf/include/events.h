@@ -25,6 +25,7 @@
 enum nt_event_kind {
 	NT_EV_DATA = 1,
 	NT_EV_CONN = 2,
+	NT_EV_LIB = 3,
 };
 
 /* Which concrete hook produced a record; the sensor maps it to a name. */
@@ -73,7 +74,7 @@ enum nt_conn_change {
 /* Why something was not kept; index into the `drops` per-CPU array. */
 enum nt_drop_reason {
 	NT_DROP_RINGBUF_FULL_DATA = 0, /* a data chunk could not be reserved */
-	NT_DROP_RINGBUF_FULL_CONN = 1, /* a conn event could not be reserved */
+	NT_DROP_RINGBUF_FULL_EVENT = 1, /* a conn or library event could not be reserved */
 	NT_DROP_INFLIGHT_FULL = 2,     /* too many syscalls in flight to remember args */
 	NT_DROP_READ_FAULT = 3,        /* user memory could not be read (paged out) */
 	NT_DROP_TLS_NO_SOCKET = 4,     /* TLS plaintext whose socket was never seen */
@@ -124,6 +125,15 @@ struct nt_conn_event {
 	__u32 _pad;
 	__u64 send_bytes; /* totals seen so far, for close */
 	__u64 recv_bytes;
+};
+
+/* A process mapped a library the sensor may want to probe (libssl*). */
+struct nt_lib_event {
+	__u32 kind;    /* NT_EV_LIB */
+	__u32 pid;     /* tgid */
+	__u64 ts_ns;   /* bpf_ktime_get_boot_ns() */
+	__u64 ino;     /* the file's inode, to skip files already probed */
+	__u8 name[32]; /* the file's base name */
 };
 
 /* Value of the `drops` per-CPU array, one slot per enum nt_drop_reason. */

@@ -9,7 +9,7 @@ use aya::maps::{MapData, PerCpuArray};
 pub fn reason_name(slot: u32) -> &'static str {
     match slot {
         nt_drop_reason::NT_DROP_RINGBUF_FULL_DATA => "ringbuf_full",
-        nt_drop_reason::NT_DROP_RINGBUF_FULL_CONN => "ringbuf_full_conn_event",
+        nt_drop_reason::NT_DROP_RINGBUF_FULL_EVENT => "ringbuf_full_event",
         nt_drop_reason::NT_DROP_INFLIGHT_FULL => "inflight_table_full",
         nt_drop_reason::NT_DROP_READ_FAULT => "user_memory_unreadable",
         nt_drop_reason::NT_DROP_TLS_NO_SOCKET => "tls_socket_unknown",

@@ -3,7 +3,7 @@
 
 use crate::bpf::events::{
     nt_conn_change, nt_conn_event, nt_conn_ident, nt_data_event, nt_direction, nt_event_header,
-    nt_event_kind, nt_probe, nt_role, NT_CONN_F_TLS,
+    nt_event_kind, nt_lib_event, nt_probe, nt_role, NT_CONN_F_TLS,
 };
 use std::mem::{offset_of, size_of};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -168,6 +168,19 @@ pub struct ConnEvent {
     pub recv_bytes: u64,
 }
 
+/// A process mapped a library the sensor may want to probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LibEvent {
+    /// Process (tgid).
+    pub pid: u32,
+    /// Boot-time clock, ns.
+    pub ts_boot_ns: u64,
+    /// The file's inode.
+    pub ino: u64,
+    /// The file's base name, NUL-padded.
+    pub name: [u8; 32],
+}
+
 /// One decoded ring-buffer record.
 #[derive(Debug, Clone, Copy)]
 pub enum Event<'a> {
@@ -175,6 +188,8 @@ pub enum Event<'a> {
     Data(DataEvent<'a>),
     /// Lifecycle.
     Conn(ConnEvent),
+    /// A library was mapped.
+    Lib(LibEvent),
 }
 
 fn read<T: Copy>(buf: &[u8], off: usize, what: &'static str) -> Result<T, DecodeError> {
@@ -254,6 +269,10 @@ pub fn decode(buf: &[u8]) -> Result<Event<'_>, DecodeError> {
                 send_bytes: ev.send_bytes,
                 recv_bytes: ev.recv_bytes,
             }))
+        }
+        nt_event_kind::NT_EV_LIB => {
+            let ev: nt_lib_event = read(buf, 0, "library record")?;
+            Ok(Event::Lib(LibEvent { pid: ev.pid, ts_boot_ns: ev.ts_ns, ino: ev.ino, name: ev.name }))
         }
         other => Err(DecodeError::Kind(other)),
     }

@@ -70,6 +70,8 @@ pub struct Processor {
     raw: bool,
     limits: Limits,
     user_drops: BTreeMap<&'static str, DropRecord>,
+    /// Libraries mapped since the last look, for the capture loop to probe.
+    pub libraries: Vec<events::LibEvent>,
     /// Counters.
     pub stats: Stats,
 }
@@ -172,6 +174,7 @@ impl Processor {
             raw,
             limits,
             user_drops: BTreeMap::new(),
+            libraries: Vec::new(),
             stats: Stats::default(),
         }
     }
@@ -192,6 +195,10 @@ impl Processor {
         match ev {
             Event::Data(d) => self.on_data(&d),
             Event::Conn(c) => self.on_conn(&c),
+            Event::Lib(l) => {
+                self.libraries.push(l);
+                Ok(())
+            }
         }
     }
 
@@ -474,6 +481,9 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                 let mut guard = guard?;
                 drain(guard.get_inner_mut(), &mut proc)?;
                 guard.clear_ready();
+                for lib in proc.libraries.drain(..) {
+                    openssl.attach_mapped(&mut ebpf, &lib, Clock::boot_now_ns());
+                }
             }
             _ = tick.tick() => {
                 proc.tick()?;

@@ -52,6 +52,9 @@ pub enum ProbeError {
         /// What went wrong.
         detail: String,
     },
+    /// A function to probe is not in the file.
+    #[error("symbol {0} not found")]
+    MissingSymbol(String),
     /// kprobes were required by configuration and cannot be attached.
     #[error("kprobes were required (kernel_hook = kprobe) but cannot be attached: {0}")]
     KprobesRequired(String),

@@ -1,6 +1,7 @@
 //! Loading the eBPF object and attaching its probe families. Every
 //! attachment is logged as a `probe attached` line (CONTRACT.md).
 
+mod elf;
 mod kernel_hook;
 mod loader;
 mod openssl;
@@ -13,8 +14,10 @@ use aya::programs::{KProbe, TracePoint};
 use aya::Ebpf;
 use tracing::{info, warn};
 
-/// (program, tracepoint category, tracepoint name) for connection lifecycle.
-const CONN_TRACEPOINTS: &[(&str, &str, &str)] = &[
+/// (program, tracepoint category, tracepoint name) for connection lifecycle
+/// and for libraries mapped after start-up.
+const LIFECYCLE_TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("tp_exit_mmap", "syscalls", "sys_exit_mmap"),
     ("tp_exit_connect", "syscalls", "sys_exit_connect"),
     ("tp_exit_accept", "syscalls", "sys_exit_accept"),
     ("tp_exit_accept4", "syscalls", "sys_exit_accept4"),
@@ -86,7 +89,7 @@ pub fn attach_kernel(
     ebpf: &mut Ebpf,
     choice: crate::config::KernelHookChoice,
 ) -> Result<Attached, ProbeError> {
-    for (prog, cat, name) in CONN_TRACEPOINTS {
+    for (prog, cat, name) in LIFECYCLE_TRACEPOINTS {
         attach_tracepoint(ebpf, prog, cat, name)?;
     }
 

@@ -2,10 +2,11 @@
 //! the uprobes of `openssl.bpf.h` once per file (by device and inode, however
 //! many processes or mount namespaces map it).
 
-use super::{loader, log_attach, ProbeError};
+use super::{elf, loader, log_attach, ProbeError};
 use aya::programs::UProbe;
 use aya::Ebpf;
 use std::collections::HashSet;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -20,6 +21,9 @@ const SSL_PROBES: &[(&str, &str, bool)] = &[
     ("up_ssl_read_ex", "SSL_read_ex", false),
     ("ur_ssl_read_ex", "SSL_read_ex", true),
 ];
+
+/// The functions probed, each with an entry and a return probe.
+const FUNCTIONS: [&str; 4] = ["SSL_write", "SSL_write_ex", "SSL_read", "SSL_read_ex"];
 
 /// Where distributions keep the system libssl, for processes not yet started.
 const SYSTEM_DIRS: &[&str] = &[
@@ -122,37 +126,95 @@ impl OpenSslProbes {
         candidates.into_iter().filter(|p| self.attach_file(ebpf, p)).count()
     }
 
-    /// Attaches to one file unless a file with its identity already has the
-    /// probes. True when it was newly probed.
-    pub fn attach_file(&mut self, ebpf: &mut Ebpf, path: &Path) -> bool {
-        let Ok(meta) = std::fs::metadata(path) else { return false };
-        if !self.seen.insert((meta.dev(), meta.ino())) {
-            return false;
+    /// A process mapped a libssl file (`lib`, from the kernel): finds it in
+    /// the process's mappings by inode and probes it if new. Logs how long
+    /// after the mapping the probes were in place.
+    pub fn attach_mapped(&mut self, ebpf: &mut Ebpf, lib: &crate::events::LibEvent, now_boot_ns: u64) {
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{}/maps", lib.pid)) else {
+            return; // the process is already gone
+        };
+        let path = maps.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 6 && f[4].parse::<u64>().ok() == Some(lib.ino) && is_libssl(Path::new(f[5])))
+                .then(|| PathBuf::from(format!("/proc/{}/root{}", lib.pid, f[5])))
+        });
+        let Some(path) = path else { return };
+        if let Some(in_place) = self.attach_file_at(ebpf, &path) {
+            tracing::info!(
+                pid = lib.pid,
+                path = %path.display(),
+                noticed_us = now_boot_ns.saturating_sub(lib.ts_boot_ns) / 1000,
+                attached_us = in_place.saturating_sub(lib.ts_boot_ns) / 1000,
+                "probes attached to a library mapped after start-up"
+            );
         }
-        let version = library_version(path);
+    }
+
+    /// Attaches to one file unless a file with its identity already has the
+    /// probes. True when it was newly probed. The file is held open and
+    /// attached through `/proc/self/fd`, so a process that exits meanwhile
+    /// (its `/proc/PID/root` path vanishing) does not matter.
+    pub fn attach_file(&mut self, ebpf: &mut Ebpf, path: &Path) -> bool {
+        self.attach_file_at(ebpf, path).is_some()
+    }
+
+    /// `attach_file`, returning when (boot-time ns) the probes were in place.
+    fn attach_file_at(&mut self, ebpf: &mut Ebpf, path: &Path) -> Option<u64> {
+        let mut file = std::fs::File::open(path).ok()?;
+        let meta = file.metadata().ok()?;
+        let key = (meta.dev(), meta.ino());
+        if !self.seen.insert(key) {
+            return None;
+        }
+        let target = path.display().to_string();
+        let mut data = Vec::new();
+        let offsets = std::io::Read::read_to_end(&mut file, &mut data)
+            .map_err(|e| e.to_string())
+            .and_then(|_| elf::symbol_offsets(&data, &FUNCTIONS).map_err(|e| e.to_string()));
+        let offsets = match offsets {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(target, probe_type = "uprobe", ok = false, error = %e, "probe attached: failed");
+                return None;
+            }
+        };
         if !self.loaded {
             for (prog, _, _) in SSL_PROBES {
                 if let Err(e) = loader::program::<UProbe>(ebpf, prog).and_then(|p| {
                     p.load().map_err(|e| ProbeError::Load { program: prog.to_string(), source: e })
                 }) {
                     tracing::warn!(error = %loader::chain(&e), "OpenSSL probes cannot load");
-                    return false;
+                    return None;
                 }
             }
             self.loaded = true;
         }
-        let mut any = false;
-        for (prog, function, ret) in SSL_PROBES {
-            let result = loader::program::<UProbe>(ebpf, prog).and_then(|p| {
-                p.attach(Some(function), 0, path, None)
-                    .map(|_| ())
-                    .map_err(|e| ProbeError::Attach { program: prog.to_string(), source: e })
-            });
-            any |= result.is_ok();
+        let via_fd = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        let results: Vec<Result<(), ProbeError>> = SSL_PROBES
+            .iter()
+            .map(|(prog, function, _)| {
+                let offset =
+                    *offsets.get(*function).ok_or_else(|| ProbeError::MissingSymbol(function.to_string()))?;
+                loader::program::<UProbe>(ebpf, prog).and_then(|p| {
+                    p.attach(None, offset, &via_fd, None)
+                        .map(|_| ())
+                        .map_err(|e| ProbeError::Attach { program: prog.to_string(), source: e })
+                })
+            })
+            .collect();
+        let in_place = crate::clock::Clock::boot_now_ns();
+        // Logged after attaching: reading the version may read a large libcrypto.
+        let version = library_version(path);
+        for ((_, function, ret), result) in SSL_PROBES.iter().zip(&results) {
             let kind = if *ret { "uretprobe" } else { "uprobe" };
-            log_attach(&path.display().to_string(), kind, function, &result, Some(&version));
+            log_attach(&target, kind, function, result, Some(&version));
         }
-        any
+        if results.iter().any(Result::is_ok) {
+            Some(in_place)
+        } else {
+            self.seen.remove(&key); // a later mapping may succeed
+            None
+        }
     }
 }
 

@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Libraries loaded after start-up (dlopen, a new process with its own copy,
+ * a container): an executable mapping of a file named libssl* is reported,
+ * so the sensor probes it while the process is still setting up.
+ */
+#ifndef NETTAP_LIBS_BPF_H
+#define NETTAP_LIBS_BPF_H
+
+#include "emit.bpf.h"
+
+#define NT_PROT_EXEC 4
+
+SEC("tracepoint/syscalls/sys_exit_mmap")
+int tp_exit_mmap(struct trace_event_raw_sys_exit *ctx)
+{
+	if (ctx->ret < 0 && ctx->ret > -4096)
+		return 0; /* failed */
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	if (!(PT_REGS_PARM3_CORE_SYSCALL(regs) & NT_PROT_EXEC))
+		return 0;
+	int fd = PT_REGS_PARM5_CORE_SYSCALL(regs);
+	if (fd < 0)
+		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!pid_wanted(id >> 32))
+		return 0;
+
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file = NULL;
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return 0;
+	char name[32] = {};
+	const unsigned char *dname = BPF_CORE_READ(file, f_path.dentry, d_name.name);
+	if (bpf_probe_read_kernel_str(name, sizeof(name), dname) < 7)
+		return 0;
+	if (name[0] != 'l' || name[1] != 'i' || name[2] != 'b' || name[3] != 's' || name[4] != 's' ||
+	    name[5] != 'l')
+		return 0;
+
+	struct nt_lib_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		count_drop(NT_DROP_RINGBUF_FULL_EVENT, 0);
+		return 0;
+	}
+	ev->kind = NT_EV_LIB;
+	ev->pid = id >> 32;
+	ev->ts_ns = bpf_ktime_get_boot_ns();
+	ev->ino = BPF_CORE_READ(file, f_inode, i_ino);
+	__builtin_memcpy(ev->name, name, sizeof(name));
+	bpf_ringbuf_submit(ev, 0);
+	return 0;
+}
+
+#endif

@@ -1,0 +1,57 @@
+//! Symbol → file offset in an ELF file, as a uprobe needs it. Done once per
+//! file for all the functions probed there (aya would re-read and re-parse
+//! the file for each attachment).
+
+use object::{Object, ObjectKind, ObjectSection, ObjectSymbol};
+use std::collections::HashMap;
+
+/// Why offsets could not be found.
+#[derive(Debug, thiserror::Error)]
+pub enum ElfError {
+    /// Not a parsable object file.
+    #[error("not an ELF object: {0}")]
+    Parse(#[from] object::Error),
+}
+
+/// File offsets of those of `names` that the file defines (dynamic symbols
+/// first, then the full symbol table).
+pub fn symbol_offsets(data: &[u8], names: &[&str]) -> Result<HashMap<String, u64>, ElfError> {
+    let obj = object::File::parse(data)?;
+    let translate = matches!(obj.kind(), ObjectKind::Dynamic | ObjectKind::Executable);
+    let mut out = HashMap::new();
+    for sym in obj.dynamic_symbols().chain(obj.symbols()) {
+        let Ok(name) = sym.name() else { continue };
+        if !names.contains(&name) || out.contains_key(name) || sym.is_undefined() {
+            continue;
+        }
+        let offset = if !translate {
+            Some(sym.address())
+        } else {
+            sym.section_index()
+                .and_then(|i| obj.section_by_index(i).ok())
+                .and_then(|s| s.file_range().map(|(off, _)| sym.address() - s.address() + off))
+        };
+        if let Some(offset) = offset {
+            out.insert(name.to_string(), offset);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_openssl_functions_in_the_system_libssl() {
+        let Ok(data) = std::fs::read("/usr/lib/x86_64-linux-gnu/libssl.so.3") else { return };
+        let offs = symbol_offsets(&data, &["SSL_write", "SSL_read_ex", "no_such_symbol"]).unwrap();
+        assert_eq!(offs.len(), 2, "{offs:?}");
+        assert!(offs["SSL_write"] > 0);
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(symbol_offsets(b"not an elf file at all", &["x"]).is_err());
+    }
+}
