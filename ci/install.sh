@@ -12,6 +12,7 @@ need_pkgs=(
   iproute2              # network namespaces and veth pairs in the tests
   curl                  # a real HTTP client in the tests
   openssl               # test certificates
+  libssl-dev gcc        # the statically linked OpenSSL client the tests build
   ca-certificates
 )
 

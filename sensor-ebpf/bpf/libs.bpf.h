@@ -56,4 +56,27 @@ int tp_exit_mmap(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
+/* A new program: it may carry OpenSSL linked in (Node.js, static builds). */
+SEC("tracepoint/sched/sched_process_exec")
+int tp_sched_exec(void *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!pid_wanted(id >> 32))
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct nt_lib_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		count_drop(NT_DROP_RINGBUF_FULL_EVENT, 0);
+		return 0;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->kind = NT_EV_EXEC;
+	ev->pid = id >> 32;
+	ev->ts_ns = bpf_ktime_get_boot_ns();
+	ev->ino = BPF_CORE_READ(task, mm, exe_file, f_inode, i_ino);
+	bpf_get_current_comm(ev->name, sizeof(ev->name));
+	bpf_ringbuf_submit(ev, 0);
+	return 0;
+}
+
 #endif

@@ -25,7 +25,8 @@
 enum nt_event_kind {
 	NT_EV_DATA = 1,
 	NT_EV_CONN = 2,
-	NT_EV_LIB = 3,
+	NT_EV_LIB = 3,  /* struct nt_lib_event: a library was mapped */
+	NT_EV_EXEC = 4, /* struct nt_lib_event: a program was executed (name: comm) */
 };
 
 /* Which concrete hook produced a record; the sensor maps it to a name. */
@@ -127,7 +128,8 @@ struct nt_conn_event {
 	__u64 recv_bytes;
 };
 
-/* A process mapped a library the sensor may want to probe (libssl*). */
+/* A process mapped a library the sensor may want to probe (libssl*), or
+ * executed a program (which may carry OpenSSL linked in). */
 struct nt_lib_event {
 	__u32 kind;    /* NT_EV_LIB */
 	__u32 pid;     /* tgid */

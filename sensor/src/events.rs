@@ -190,6 +190,8 @@ pub enum Event<'a> {
     Conn(ConnEvent),
     /// A library was mapped.
     Lib(LibEvent),
+    /// A program was executed (`name` is its comm).
+    Exec(LibEvent),
 }
 
 fn read<T: Copy>(buf: &[u8], off: usize, what: &'static str) -> Result<T, DecodeError> {
@@ -270,9 +272,10 @@ pub fn decode(buf: &[u8]) -> Result<Event<'_>, DecodeError> {
                 recv_bytes: ev.recv_bytes,
             }))
         }
-        nt_event_kind::NT_EV_LIB => {
+        nt_event_kind::NT_EV_LIB | nt_event_kind::NT_EV_EXEC => {
             let ev: nt_lib_event = read(buf, 0, "library record")?;
-            Ok(Event::Lib(LibEvent { pid: ev.pid, ts_boot_ns: ev.ts_ns, ino: ev.ino, name: ev.name }))
+            let lib = LibEvent { pid: ev.pid, ts_boot_ns: ev.ts_ns, ino: ev.ino, name: ev.name };
+            Ok(if kind == nt_event_kind::NT_EV_LIB { Event::Lib(lib) } else { Event::Exec(lib) })
         }
         other => Err(DecodeError::Kind(other)),
     }

@@ -79,6 +79,23 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?}: seconds must be finite and not negative"))
 }
 
+/// `NETTAP_OPENSSL_STATIC=true` with `NETTAP_OPENSSL_BINARY=/path[:/path…]`
+/// (CONTRACT.md): binaries with OpenSSL linked in, probed at start even if
+/// not running yet. (Executed programs are examined for OpenSSL anyway.)
+fn openssl_binaries_from_env() -> Result<Vec<PathBuf>> {
+    let on = std::env::var("NETTAP_OPENSSL_STATIC").map(|v| v.eq_ignore_ascii_case("true")).unwrap_or(false);
+    let list = std::env::var_os("NETTAP_OPENSSL_BINARY");
+    match (on, list) {
+        (false, _) => Ok(Vec::new()),
+        (true, None) => {
+            anyhow::bail!("NETTAP_OPENSSL_STATIC=true needs NETTAP_OPENSSL_BINARY=/path[:/path…]")
+        }
+        (true, Some(list)) => {
+            Ok(std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()).collect())
+        }
+    }
+}
+
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NETTAP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -162,6 +179,7 @@ fn run(cli: Cli) -> Result<()> {
                 duration: args.duration,
                 raw: args.raw,
                 http_limits: Default::default(),
+                openssl_binaries: openssl_binaries_from_env()?,
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(pipeline::capture(opts))?;

@@ -45,6 +45,8 @@ pub struct CaptureOptions {
     pub raw: bool,
     /// Bounds on HTTP messages kept in memory.
     pub http_limits: Limits,
+    /// Binaries with OpenSSL linked in to probe at start (NETTAP_OPENSSL_BINARY).
+    pub openssl_binaries: Vec<PathBuf>,
 }
 
 /// Counters for the run, logged at the end.
@@ -72,6 +74,8 @@ pub struct Processor {
     user_drops: BTreeMap<&'static str, DropRecord>,
     /// Libraries mapped since the last look, for the capture loop to probe.
     pub libraries: Vec<events::LibEvent>,
+    /// Programs executed since the last look, for the capture loop to examine.
+    pub execs: Vec<events::LibEvent>,
     /// Counters.
     pub stats: Stats,
 }
@@ -175,6 +179,7 @@ impl Processor {
             limits,
             user_drops: BTreeMap::new(),
             libraries: Vec::new(),
+            execs: Vec::new(),
             stats: Stats::default(),
         }
     }
@@ -197,6 +202,10 @@ impl Processor {
             Event::Conn(c) => self.on_conn(&c),
             Event::Lib(l) => {
                 self.libraries.push(l);
+                Ok(())
+            }
+            Event::Exec(e) => {
+                self.execs.push(e);
                 Ok(())
             }
         }
@@ -450,7 +459,15 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     let mut ebpf = probes::load_object(&opts.capture, std::process::id())?;
     let attached = probes::attach_kernel(&mut ebpf, opts.capture.kernel_hook)?;
     let mut openssl = probes::OpenSslProbes::new();
-    let files = openssl.attach_all(&mut ebpf);
+    let mut files = openssl.attach_all(&mut ebpf);
+    for binary in &opts.openssl_binaries {
+        // Named on purpose (NETTAP_OPENSSL_BINARY): a failure here is said.
+        if openssl.attach_file(&mut ebpf, binary) {
+            files += 1;
+        } else {
+            warn!(binary = %binary.display(), "NETTAP_OPENSSL_BINARY names a file that could not be probed");
+        }
+    }
     info!(files, "OpenSSL libraries probed");
 
     let ring = RingBuf::try_from(ebpf.take_map("events").ok_or_else(|| anyhow!("map events missing"))?)?;
@@ -483,6 +500,9 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                 guard.clear_ready();
                 for lib in proc.libraries.drain(..) {
                     openssl.attach_mapped(&mut ebpf, &lib, Clock::boot_now_ns());
+                }
+                for exe in proc.execs.drain(..) {
+                    openssl.examine_exec(&mut ebpf, &exe, Clock::boot_now_ns());
                 }
             }
             _ = tick.tick() => {

@@ -123,6 +123,11 @@ pub struct Capture {
 impl Sensor {
     /// Starts `nettap capture --out … --ready-file … ARGS` and waits until it is ready.
     pub fn start(args: &[&str]) -> Sensor {
+        Sensor::start_with_env(args, &[])
+    }
+
+    /// `start` with extra environment variables for the sensor.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Sensor {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("records.jsonl");
         let ready = dir.path().join("ready");
@@ -134,6 +139,7 @@ impl Sensor {
             .arg("--ready-file")
             .arg(&ready)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -149,6 +155,20 @@ impl Sensor {
             ),
         });
         s
+    }
+
+    /// Waits until the sensor's log has a line containing every one of `words`.
+    pub fn wait_for_log(&self, words: &[&str]) {
+        let log = self.dir.path().join("log");
+        let start = Instant::now();
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| words.iter().all(|w| l.contains(w)))
+        {
+            assert!(start.elapsed() < TIMEOUT, "the sensor never logged {words:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// The sensor's pid.

@@ -169,3 +169,124 @@ fn libssl_loaded_after_start_is_found_and_captured_from_the_first_request() {
     assert!(cap.of("http", client.id()).iter().all(|r| r["source"] == "openssl" && r["conn"]["tls"] == true));
     assert!(cap.of("data", client.id()).is_empty(), "no ciphertext");
 }
+
+/// Builds tests/programs/static_tls_client.c with OpenSSL linked in statically.
+fn static_client(dir: &std::path::Path) -> std::path::PathBuf {
+    let out = dir.join("static_tls_client");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/static_tls_client.c");
+    let cc = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .args(["-lssl", "-lcrypto"])
+        .output()
+        .expect("gcc is required to build the static OpenSSL client");
+    assert!(
+        cc.status.success(),
+        "gcc (needs libssl-dev's libssl.a): {}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    out
+}
+
+/// An HTTPS server (http_peer.py) on `port`; killed on drop.
+struct HttpsServer(std::process::Child);
+
+impl HttpsServer {
+    fn start(port: u16, cert: &std::path::Path, key: &std::path::Path, dir: &std::path::Path) -> HttpsServer {
+        let ready = dir.join("server.ready");
+        let mut child = Command::new(python())
+            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/http_peer.py"))
+            .args(["server", "--port", &port.to_string(), "--ready"])
+            .arg(&ready)
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .spawn()
+            .unwrap();
+        wait_for_file(&ready, || child.try_wait().unwrap().is_none());
+        HttpsServer(child)
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run_static_client(
+    bin: &std::path::Path,
+    port: u16,
+    path: &str,
+    go: Option<&std::path::Path>,
+) -> (u32, String) {
+    let mut cmd = Command::new(bin);
+    cmd.args([&port.to_string(), path]);
+    if let Some(go) = go {
+        cmd.arg(go);
+    }
+    let child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "static client failed");
+    (pid, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn assert_static_capture(cap: &Capture, pid: u32, path: &str) {
+    let h = cap.of("http", pid);
+    assert_eq!(h.len(), 1, "{h:?}\n{}", cap.log);
+    assert_eq!(h[0]["request"]["path"], path);
+    assert_eq!(h[0]["request"]["authority"], "static");
+    assert_eq!(h[0]["response"]["status"], 200);
+    assert_eq!(h[0]["response"]["body"], format!("{{\"path\": \"{path}\"}}"));
+    assert_eq!(h[0]["source"], "openssl");
+    assert_eq!(h[0]["probe"], "uprobe:SSL_write");
+    assert!(cap.of("data", pid).is_empty(), "no ciphertext");
+}
+
+#[test]
+fn static_openssl_named_by_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = tls_cert(dir.path());
+    let bin = static_client(dir.path());
+    let port = free_port();
+    let _server = HttpsServer::start(port, &cert, &key, dir.path());
+    let port_s = port.to_string();
+    let sensor = Sensor::start_with_env(
+        &["--port", &port_s],
+        &[("NETTAP_OPENSSL_STATIC", "true"), ("NETTAP_OPENSSL_BINARY", bin.to_str().unwrap())],
+    );
+    sensor.wait_for_log(&["probe attached", bin.to_str().unwrap(), "SSL_read_ex", "ok=true"]);
+    let (pid, body) = run_static_client(&bin, port, "/static1", None);
+    assert!(body.ends_with("{\"path\": \"/static1\"}"), "{body}");
+    let cap = sensor.stop();
+    assert_static_capture(&cap, pid, "/static1");
+}
+
+#[test]
+fn static_openssl_found_on_exec_without_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = tls_cert(dir.path());
+    let bin = static_client(dir.path());
+    let port = free_port();
+    let _server = HttpsServer::start(port, &cert, &key, dir.path());
+    let port_s = port.to_string();
+    let sensor = Sensor::start(&["--port", &port_s]);
+    let go = dir.path().join("go");
+    let go_for_thread = go.clone();
+    let bin_s = bin.to_str().unwrap().to_string();
+    // The client waits for `go` before its first TLS call; we give it once
+    // the sensor says it probed the program (examined at exec).
+    let handle = std::thread::spawn(move || {
+        run_static_client(std::path::Path::new(&bin_s), port, "/static2", Some(&go_for_thread))
+    });
+    sensor.wait_for_log(&["probes attached to a program with OpenSSL linked in", bin.to_str().unwrap()]);
+    std::fs::write(&go, b"").unwrap();
+    let (pid, body) = handle.join().unwrap();
+    assert!(body.ends_with("{\"path\": \"/static2\"}"), "{body}");
+    let cap = sensor.stop();
+    assert_static_capture(&cap, pid, "/static2");
+}

@@ -85,6 +85,8 @@ pub fn library_version(path: &Path) -> String {
 /// Attaches the OpenSSL uprobes to libssl files, once per file identity.
 pub struct OpenSslProbes {
     seen: HashSet<(u64, u64)>,
+    /// Executables already examined for linked-in OpenSSL, by identity.
+    examined: HashSet<(u64, u64)>,
     loaded: bool,
 }
 
@@ -97,7 +99,7 @@ impl Default for OpenSslProbes {
 impl OpenSslProbes {
     /// Nothing attached yet.
     pub fn new() -> Self {
-        Self { seen: HashSet::new(), loaded: false }
+        Self { seen: HashSet::new(), examined: HashSet::new(), loaded: false }
     }
 
     /// Attaches to the system libssl and to every libssl mapped by a running
@@ -124,6 +126,35 @@ impl OpenSslProbes {
             }
         }
         candidates.into_iter().filter(|p| self.attach_file(ebpf, p)).count()
+    }
+
+    /// A program was executed: if its file (examined once per identity)
+    /// defines OpenSSL's SSL functions itself — Node.js, static builds — it
+    /// gets the same probes as a libssl.
+    pub fn examine_exec(&mut self, ebpf: &mut Ebpf, exe: &crate::events::LibEvent, now_boot_ns: u64) {
+        let path = PathBuf::from(format!("/proc/{}/exe", exe.pid));
+        let Ok(file) = std::fs::File::open(&path) else { return };
+        let Ok(meta) = file.metadata() else { return };
+        if !self.examined.insert((meta.dev(), meta.ino())) || self.seen.contains(&(meta.dev(), meta.ino())) {
+            return;
+        }
+        // SAFETY: read-only private mapping of a file we opened; only the
+        // pages the ELF parser touches (headers, symbol tables) are read.
+        let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else { return };
+        let Ok(found) = elf::symbol_offsets(&map, &FUNCTIONS) else { return };
+        if !(found.contains_key("SSL_write") && found.contains_key("SSL_read")) {
+            return;
+        }
+        let real = std::fs::read_link(&path).unwrap_or_else(|_| path.clone());
+        if let Some(in_place) = self.attach_file_at(ebpf, &path) {
+            tracing::info!(
+                pid = exe.pid,
+                binary = %real.display(),
+                noticed_us = now_boot_ns.saturating_sub(exe.ts_boot_ns) / 1000,
+                attached_us = in_place.saturating_sub(exe.ts_boot_ns) / 1000,
+                "probes attached to a program with OpenSSL linked in"
+            );
+        }
     }
 
     /// A process mapped a libssl file (`lib`, from the kernel): finds it in
@@ -160,17 +191,19 @@ impl OpenSslProbes {
 
     /// `attach_file`, returning when (boot-time ns) the probes were in place.
     fn attach_file_at(&mut self, ebpf: &mut Ebpf, path: &Path) -> Option<u64> {
-        let mut file = std::fs::File::open(path).ok()?;
+        let file = std::fs::File::open(path).ok()?;
         let meta = file.metadata().ok()?;
         let key = (meta.dev(), meta.ino());
         if !self.seen.insert(key) {
             return None;
         }
         let target = path.display().to_string();
-        let mut data = Vec::new();
-        let offsets = std::io::Read::read_to_end(&mut file, &mut data)
+        // SAFETY: read-only private mapping of a file we hold open; the ELF
+        // parser reads only headers and symbol tables (a 100 MB Node.js
+        // binary is not read whole).
+        let offsets = unsafe { memmap2::Mmap::map(&file) }
             .map_err(|e| e.to_string())
-            .and_then(|_| elf::symbol_offsets(&data, &FUNCTIONS).map_err(|e| e.to_string()));
+            .and_then(|map| elf::symbol_offsets(&map, &FUNCTIONS).map_err(|e| e.to_string()));
         let offsets = match offsets {
             Ok(o) => o,
             Err(e) => {
