@@ -13,6 +13,8 @@ need_pkgs=(
   curl                  # a real HTTP client in the tests
   openssl               # test certificates
   libssl-dev gcc        # the statically linked OpenSSL client the tests build
+  nginx                 # a real HTTPS and HTTP/2 server (libssl.so.3) in the tests
+  php-cli php-curl      # PHP's https:// stream wrapper and curl extension over libssl
   ca-certificates
 )
 
