@@ -215,13 +215,20 @@ static __always_inline bool socket_bytes_are_tls(struct conn_state *cs, const st
 						 __u32 pid, __u32 tid)
 {
 	__u64 id = ((__u64)pid << 32) | tid;
-	if (bpf_map_lookup_elem(&ssl_calls, &id))
+	bool in_ssl_call = bpf_map_lookup_elem(&ssl_calls, &id) != NULL;
+	if (in_ssl_call)
 		cs->tls = 1;
 	__u8 bit = 1 << io->direction;
 	if (!cs->tls && !(cs->looked & bit)) {
 		cs->looked |= bit;
 		if (starts_tls_record(io))
 			cs->tls = 1;
+	}
+	/* Ciphertext read outside an SSL call: the library uses memory BIOs
+	 * and this thread's next SSL_read may adopt the socket (openssl.bpf.h). */
+	if (cs->tls && !in_ssl_call && io->direction == NT_DIR_RECV) {
+		__u64 sk = io->sk;
+		bpf_map_update_elem(&thread_tls_recv, &id, &sk, BPF_ANY);
 	}
 	return cs->tls;
 }

@@ -110,6 +110,25 @@ struct {
 	__type(value, __u64); /* struct sock * */
 } ssl_sockets SEC(".maps");
 
+/* The reverse: which SSL object owns a socket. Lets a memory-BIO SSL object
+ * adopt a socket only while no other one has it, and lets a socket's close
+ * forget its SSL object (SSL* addresses are reused after free). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64); /* struct sock * */
+	__type(value, struct ssl_key);
+} socket_ssl SEC(".maps");
+
+/* Memory-BIO TLS (Node.js): the socket this thread last received TLS
+ * ciphertext on outside any SSL call. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, __u64); /* struct sock * */
+} thread_tls_recv SEC(".maps");
+
 /* Scratch record: built here, then copied to the ring buffer with its real length. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -6,7 +6,8 @@
  *
  * The socket comes from the syscalls the library makes inside these calls
  * (see socket_bytes_are_tls in emit.bpf.h), not from OpenSSL's structs, so
- * no per-version layout is needed.
+ * no per-version layout is needed. Where the library makes none (memory
+ * BIOs: Node.js), from the socket syscalls of the same thread just before.
  */
 #ifndef NETTAP_OPENSSL_BPF_H
 #define NETTAP_OPENSSL_BPF_H
@@ -30,6 +31,27 @@ static __always_inline int ssl_enter(void *ssl, void *buf, void *len_ptr, __u16 
 	return 0;
 }
 
+/*
+ * An SSL call that made no syscall of its own on an SSL object with no
+ * socket yet: a memory BIO, fed by the event loop that read the ciphertext
+ * on this thread just before (Node.js: uv read → OnStreamRead → Cycle →
+ * SSL_write of queued cleartext, then SSL_read, the handshake finishing in
+ * whichever comes first). That socket is this object's unless another SSL
+ * object already owns it.
+ */
+static __always_inline __u64 *adopt_thread_socket(const struct ssl_key *key, __u64 id)
+{
+	__u64 *last = bpf_map_lookup_elem(&thread_tls_recv, &id);
+	if (!last)
+		return NULL;
+	__u64 sk = *last;
+	struct ssl_key *owner = bpf_map_lookup_elem(&socket_ssl, &sk);
+	if (owner && (owner->ssl != key->ssl || owner->tgid != key->tgid))
+		return NULL;
+	bind_ssl_socket(key, sk);
+	return bpf_map_lookup_elem(&ssl_sockets, key);
+}
+
 /* `ret` is the function's return value; `ex` calls return 1 and write the count. */
 static __always_inline int ssl_exit(long ret, bool ex)
 {
@@ -44,16 +66,21 @@ static __always_inline int ssl_exit(long ret, bool ex)
 	if (ex) {
 		size_t moved = 0;
 		if (ret != 1 || bpf_probe_read_user(&moved, sizeof(moved), (void *)call.len_ptr))
-			return 0;
-		n = moved;
+			n = 0;
+		else
+			n = moved;
 	}
-	if (n <= 0)
-		return 0;
 	struct ssl_key key = { .ssl = call.ssl, .tgid = id >> 32 };
 	__u64 *sk = bpf_map_lookup_elem(&ssl_sockets, &key);
+	/* A read that moved nothing may still have finished the handshake on
+	 * the bytes just read; a write that moved nothing proves nothing. */
+	if (!sk && (n > 0 || call.direction == NT_DIR_RECV))
+		sk = adopt_thread_socket(&key, id);
+	if (n <= 0)
+		return 0;
 	if (!sk) {
-		/* No syscall of this SSL object seen yet (memory BIOs, or
-		 * attached while the connection was idle). */
+		/* No syscall of this SSL object seen yet (attached while the
+		 * connection was idle, or a memory BIO written first). */
 		count_drop(NT_DROP_TLS_NO_SOCKET, n);
 		return 0;
 	}

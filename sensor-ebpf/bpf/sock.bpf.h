@@ -87,15 +87,33 @@ static __always_inline bool ports_wanted(struct sock *sk)
  * SSL object talks through `sk`: remember that for the call's return. Done
  * before the port filter, so the plaintext side can apply it itself.
  */
+static __always_inline void bind_ssl_socket(const struct ssl_key *key, __u64 sk)
+{
+	bpf_map_update_elem(&ssl_sockets, key, &sk, BPF_ANY);
+	bpf_map_update_elem(&socket_ssl, &sk, key, BPF_ANY);
+}
+
 static __always_inline void learn_ssl_socket(struct sock *sk, __u32 tgid)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct ssl_call *call = bpf_map_lookup_elem(&ssl_calls, &id);
 	if (call) {
 		struct ssl_key key = { .ssl = call->ssl, .tgid = tgid };
-		__u64 v = (__u64)sk;
-		bpf_map_update_elem(&ssl_sockets, &key, &v, BPF_ANY);
+		bind_ssl_socket(&key, (__u64)sk);
 	}
+}
+
+/* A socket closed: its SSL object, if any, no longer talks through it. */
+static __always_inline void forget_ssl_socket(__u64 sk)
+{
+	struct ssl_key *owner = bpf_map_lookup_elem(&socket_ssl, &sk);
+	if (!owner)
+		return;
+	struct ssl_key key = *owner;
+	__u64 *bound = bpf_map_lookup_elem(&ssl_sockets, &key);
+	if (bound && *bound == sk)
+		bpf_map_delete_elem(&ssl_sockets, &key);
+	bpf_map_delete_elem(&socket_ssl, &sk);
 }
 
 /* The TCP socket behind `fd` if process `tgid` and the socket's ports are wanted, else NULL. */

@@ -58,6 +58,7 @@ int tp_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	if (ctx->newstate != NT_TCP_CLOSE || ctx->protocol != NT_IPPROTO_TCP)
 		return 0;
 	__u64 key = (__u64)ctx->skaddr;
+	forget_ssl_socket(key);
 	struct conn_state *cs = bpf_map_lookup_elem(&conns, &key);
 	if (!cs)
 		return 0;

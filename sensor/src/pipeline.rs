@@ -462,7 +462,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     let mut files = openssl.attach_all(&mut ebpf);
     for binary in &opts.openssl_binaries {
         // Named on purpose (NETTAP_OPENSSL_BINARY): a failure here is said.
-        if openssl.attach_file(&mut ebpf, binary) {
+        if openssl.attach_file(&mut ebpf, binary) || openssl.is_probed(binary) {
             files += 1;
         } else {
             warn!(binary = %binary.display(), "NETTAP_OPENSSL_BINARY names a file that could not be probed");

@@ -14,12 +14,16 @@ pub enum ElfError {
 }
 
 /// File offsets of those of `names` that the file defines (dynamic symbols
-/// first, then the full symbol table).
+/// first, then the full symbol table, which is skipped when the dynamic
+/// symbols had them all: Node.js has ~100k symbols).
 pub fn symbol_offsets(data: &[u8], names: &[&str]) -> Result<HashMap<String, u64>, ElfError> {
     let obj = object::File::parse(data)?;
     let translate = matches!(obj.kind(), ObjectKind::Dynamic | ObjectKind::Executable);
     let mut out = HashMap::new();
     for sym in obj.dynamic_symbols().chain(obj.symbols()) {
+        if out.len() == names.len() {
+            break;
+        }
         let Ok(name) = sym.name() else { continue };
         if !names.contains(&name) || out.contains_key(name) || sym.is_undefined() {
             continue;
@@ -38,13 +42,24 @@ pub fn symbol_offsets(data: &[u8], names: &[&str]) -> Result<HashMap<String, u64
     Ok(out)
 }
 
+/// The bytes of the read-only data section (`.rodata`), where a program
+/// keeps its version strings; empty when there is none.
+pub fn rodata(data: &[u8]) -> &[u8] {
+    object::File::parse(data)
+        .ok()
+        .and_then(|obj| obj.section_by_name(".rodata").and_then(|s| s.file_range()))
+        .and_then(|(off, len)| data.get(off as usize..(off + len) as usize))
+        .unwrap_or(&[])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn finds_openssl_functions_in_the_system_libssl() {
-        let Ok(data) = std::fs::read("/usr/lib/x86_64-linux-gnu/libssl.so.3") else { return };
+        // ci/install.sh installs libssl-dev, so the system libssl is there.
+        let data = std::fs::read("/usr/lib/x86_64-linux-gnu/libssl.so.3").expect("the system libssl.so.3");
         let offs = symbol_offsets(&data, &["SSL_write", "SSL_read_ex", "no_such_symbol"]).unwrap();
         assert_eq!(offs.len(), 2, "{offs:?}");
         assert!(offs["SSL_write"] > 0);
@@ -53,5 +68,15 @@ mod tests {
     #[test]
     fn garbage_is_an_error() {
         assert!(symbol_offsets(b"not an elf file at all", &["x"]).is_err());
+        assert!(rodata(b"not an elf file at all").is_empty());
+    }
+
+    #[test]
+    fn rodata_of_the_system_libcrypto_holds_its_version() {
+        let data =
+            std::fs::read("/usr/lib/x86_64-linux-gnu/libcrypto.so.3").expect("the system libcrypto.so.3");
+        let ro = rodata(&data);
+        assert!(!ro.is_empty() && ro.len() < data.len());
+        assert!(ro.windows(8).any(|w| w == b"OpenSSL "));
     }
 }

@@ -5,7 +5,7 @@
 use super::{elf, loader, log_attach, ProbeError};
 use aya::programs::UProbe;
 use aya::Ebpf;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -70,17 +70,30 @@ pub fn openssl_version(bytes: &[u8]) -> Option<String> {
     None
 }
 
+/// The OpenSSL version in a file's read-only data, if any.
+fn file_version(path: &Path) -> Option<String> {
+    let file = std::fs::File::open(path).ok()?;
+    // SAFETY: read-only private mapping of a file we opened; only its
+    // headers and `.rodata` are read.
+    let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    openssl_version(elf::rodata(&map))
+}
+
 /// The OpenSSL version of a libssl file: from the file itself (a static
 /// build carries the string), else from the libcrypto beside it (where
 /// OpenSSL keeps `OpenSSL_version`'s text).
 pub fn library_version(path: &Path) -> String {
-    let read = |p: &Path| std::fs::read(p).ok().and_then(|b| openssl_version(&b));
     let sibling = || {
         let name = path.file_name()?.to_str()?.replacen("libssl", "libcrypto", 1);
-        read(&path.with_file_name(name))
+        file_version(&path.with_file_name(name))
     };
-    read(path).or_else(sibling).unwrap_or_else(|| "unknown version".into())
+    file_version(path).or_else(sibling).unwrap_or_else(|| "unknown version".into())
 }
+
+/// Programs known to carry their own OpenSSL, looked for on `PATH` at
+/// start-up so their first process is probed before it starts (examining
+/// one on exec races its first TLS call).
+const KNOWN_BUNDLERS: &[&str] = &["node", "nodejs"];
 
 /// Attaches the OpenSSL uprobes to libssl files, once per file identity.
 pub struct OpenSslProbes {
@@ -102,8 +115,9 @@ impl OpenSslProbes {
         Self { seen: HashSet::new(), examined: HashSet::new(), loaded: false }
     }
 
-    /// Attaches to the system libssl and to every libssl mapped by a running
-    /// process. Returns how many files were probed.
+    /// Attaches to the system libssl, to every libssl mapped by a running
+    /// process, and to running and known programs with OpenSSL linked in.
+    /// Returns how many files were probed.
     pub fn attach_all(&mut self, ebpf: &mut Ebpf) -> usize {
         let mut candidates: Vec<PathBuf> = Vec::new();
         for dir in SYSTEM_DIRS {
@@ -118,14 +132,23 @@ impl OpenSslProbes {
                 );
             }
         }
+        let mut programs: Vec<PathBuf> = Vec::new();
         if let Ok(procs) = std::fs::read_dir("/proc") {
             for p in procs.flatten() {
                 if let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
                     candidates.extend(libssl_of_process(pid));
+                    programs.push(PathBuf::from(format!("/proc/{pid}/exe")));
                 }
             }
         }
-        candidates.into_iter().filter(|p| self.attach_file(ebpf, p)).count()
+        let libs = candidates.into_iter().filter(|p| self.attach_file(ebpf, p)).count();
+        let running = programs.iter().filter(|p| self.examine_program(ebpf, p).is_some()).count();
+        libs + running + self.attach_known_programs(ebpf)
+    }
+
+    /// Whether the file at `path` has the probes.
+    pub fn is_probed(&self, path: &Path) -> bool {
+        std::fs::metadata(path).is_ok_and(|m| self.seen.contains(&(m.dev(), m.ino())))
     }
 
     /// A program was executed: if its file (examined once per identity)
@@ -133,20 +156,8 @@ impl OpenSslProbes {
     /// gets the same probes as a libssl.
     pub fn examine_exec(&mut self, ebpf: &mut Ebpf, exe: &crate::events::LibEvent, now_boot_ns: u64) {
         let path = PathBuf::from(format!("/proc/{}/exe", exe.pid));
-        let Ok(file) = std::fs::File::open(&path) else { return };
-        let Ok(meta) = file.metadata() else { return };
-        if !self.examined.insert((meta.dev(), meta.ino())) || self.seen.contains(&(meta.dev(), meta.ino())) {
-            return;
-        }
-        // SAFETY: read-only private mapping of a file we opened; only the
-        // pages the ELF parser touches (headers, symbol tables) are read.
-        let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else { return };
-        let Ok(found) = elf::symbol_offsets(&map, &FUNCTIONS) else { return };
-        if !(found.contains_key("SSL_write") && found.contains_key("SSL_read")) {
-            return;
-        }
-        let real = std::fs::read_link(&path).unwrap_or_else(|_| path.clone());
-        if let Some(in_place) = self.attach_file_at(ebpf, &path) {
+        if let Some(in_place) = self.examine_program(ebpf, &path) {
+            let real = std::fs::read_link(&path).unwrap_or_else(|_| path.clone());
             tracing::info!(
                 pid = exe.pid,
                 binary = %real.display(),
@@ -155,6 +166,38 @@ impl OpenSslProbes {
                 "probes attached to a program with OpenSSL linked in"
             );
         }
+    }
+
+    /// Examines the known bundlers of OpenSSL found on `PATH`. Returns how
+    /// many were probed.
+    pub fn attach_known_programs(&mut self, ebpf: &mut Ebpf) -> usize {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut found: Vec<PathBuf> = std::env::split_paths(&path)
+            .flat_map(|dir| KNOWN_BUNDLERS.iter().map(move |name| dir.join(name)))
+            .filter_map(|p| p.canonicalize().ok())
+            .collect();
+        found.dedup();
+        found.into_iter().filter(|p| self.examine_program(ebpf, p).is_some()).count()
+    }
+
+    /// Probes an executable (once per identity) if it defines SSL_read and
+    /// SSL_write itself; when the probes were in place (boot-time ns).
+    fn examine_program(&mut self, ebpf: &mut Ebpf, path: &Path) -> Option<u64> {
+        let file = std::fs::File::open(path).ok()?;
+        let meta = file.metadata().ok()?;
+        let key = (meta.dev(), meta.ino());
+        if !self.examined.insert(key) || self.seen.contains(&key) {
+            return None;
+        }
+        // SAFETY: read-only private mapping of a file we opened; only the
+        // pages the ELF parser touches (headers, symbol tables) are read.
+        let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+        let found = elf::symbol_offsets(&map, &FUNCTIONS).ok()?;
+        if !(found.contains_key("SSL_write") && found.contains_key("SSL_read")) {
+            return None;
+        }
+        drop(map);
+        self.attach_opened(ebpf, path, file, Ok(found))
     }
 
     /// A process mapped a libssl file (`lib`, from the kernel): finds it in
@@ -192,18 +235,29 @@ impl OpenSslProbes {
     /// `attach_file`, returning when (boot-time ns) the probes were in place.
     fn attach_file_at(&mut self, ebpf: &mut Ebpf, path: &Path) -> Option<u64> {
         let file = std::fs::File::open(path).ok()?;
+        // SAFETY: read-only private mapping of a file we hold open; the ELF
+        // parser reads only headers and symbol tables.
+        let offsets = unsafe { memmap2::Mmap::map(&file) }
+            .map_err(|e| e.to_string())
+            .and_then(|map| elf::symbol_offsets(&map, &FUNCTIONS).map_err(|e| e.to_string()));
+        self.attach_opened(ebpf, path, file, offsets)
+    }
+
+    /// Attaches to an open file whose symbol offsets were looked up, unless
+    /// a file with its identity already has the probes.
+    fn attach_opened(
+        &mut self,
+        ebpf: &mut Ebpf,
+        path: &Path,
+        file: std::fs::File,
+        offsets: Result<HashMap<String, u64>, String>,
+    ) -> Option<u64> {
         let meta = file.metadata().ok()?;
         let key = (meta.dev(), meta.ino());
         if !self.seen.insert(key) {
             return None;
         }
         let target = path.display().to_string();
-        // SAFETY: read-only private mapping of a file we hold open; the ELF
-        // parser reads only headers and symbol tables (a 100 MB Node.js
-        // binary is not read whole).
-        let offsets = unsafe { memmap2::Mmap::map(&file) }
-            .map_err(|e| e.to_string())
-            .and_then(|map| elf::symbol_offsets(&map, &FUNCTIONS).map_err(|e| e.to_string()));
         let offsets = match offsets {
             Ok(o) => o,
             Err(e) => {
@@ -236,7 +290,7 @@ impl OpenSslProbes {
             })
             .collect();
         let in_place = crate::clock::Clock::boot_now_ns();
-        // Logged after attaching: reading the version may read a large libcrypto.
+        // Logged after attaching: the version is read from another mapping.
         let version = library_version(path);
         for ((_, function, ret), result) in SSL_PROBES.iter().zip(&results) {
             let kind = if *ret { "uretprobe" } else { "uprobe" };
@@ -272,15 +326,20 @@ mod tests {
 
     #[test]
     fn system_libssl_version_comes_from_its_libcrypto() {
+        // ci/install.sh installs libssl-dev.
         let lib = Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3");
-        if lib.exists() {
-            assert!(library_version(lib).starts_with("OpenSSL 3."), "{}", library_version(lib));
-        }
+        assert!(library_version(lib).starts_with("OpenSSL 3."), "{}", library_version(lib));
     }
 
     #[test]
-    fn this_process_maps_no_libssl_but_the_system_has_one() {
-        // The test binary does not link OpenSSL; a python3 process does (see e2e tests).
-        assert!(libssl_of_process(std::process::id()).is_empty());
+    fn a_mapped_libssl_is_found_in_the_process_maps() {
+        let file =
+            std::fs::File::open("/usr/lib/x86_64-linux-gnu/libssl.so.3").expect("the system libssl.so.3");
+        // SAFETY: read-only mapping of a file we opened, never read through.
+        let _map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+        let found = libssl_of_process(std::process::id());
+        let want = format!("/proc/{}/root/usr/lib/x86_64-linux-gnu/libssl.so.3", std::process::id());
+        assert!(found.iter().any(|p| p.to_str() == Some(want.as_str())), "{found:?}");
+        assert!(libssl_of_process(u32::MAX).is_empty(), "no such process");
     }
 }
