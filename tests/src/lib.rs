@@ -535,3 +535,106 @@ pub fn tls_cert(dir: &Path) -> (PathBuf, PathBuf) {
     assert!(out.status.success(), "openssl req: {}", String::from_utf8_lossy(&out.stderr));
     (cert, key)
 }
+
+/// Debian's nginx (libssl.so.3), run by the test in the foreground with its
+/// own configuration and files in a scratch directory, on loopback.
+pub struct Nginx {
+    child: Child,
+    /// Its prefix: configuration, logs, and the files it serves under `www/`.
+    pub dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Starts nginx with `server_block` (the inside of one `server {}`, where
+    /// `WWW` stands for the served directory) and waits until `port` accepts
+    /// connections. `files` are written under `www/` first.
+    pub fn start(port: u16, server_block: &str, files: &[(&str, &[u8])]) -> Nginx {
+        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| Path::new(p).exists());
+        let nginx = nginx.expect("nginx is required (ci/install.sh installs Debian's nginx)");
+        let dir = tempfile::tempdir().unwrap();
+        let www = dir.path().join("www");
+        for (name, bytes) in files {
+            let path = www.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        }
+        std::fs::create_dir_all(&www).unwrap();
+        let p = dir.path().display();
+        let conf = format!(
+            "worker_processes 1;\nerror_log {p}/error.log info;\npid {p}/nginx.pid;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  \
+             fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n  \
+             client_max_body_size 64m;\n  default_type application/octet-stream;\n  \
+             server {{\n{}\n  }}\n}}\n",
+            server_block.replace("WWW", &www.display().to_string())
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let child = Command::new(nginx)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .args(["-g", "daemon off; master_process on;"])
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start nginx");
+        let mut n = Nginx { child, dir };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(st) = n.child.try_wait().unwrap() {
+                panic!(
+                    "nginx exited ({st}):\n{}",
+                    std::fs::read_to_string(n.dir.path().join("error.log")).unwrap_or_default()
+                );
+            }
+            assert!(start.elapsed() < TIMEOUT, "nginx did not listen on {port} within {TIMEOUT:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        n
+    }
+
+    /// The pid of its (one) worker process, which serves the connections.
+    pub fn worker_pid(&self) -> u32 {
+        let start = Instant::now();
+        loop {
+            let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.child.id()))
+                .unwrap_or_default();
+            if let Some(pid) = children.split_whitespace().next() {
+                return pid.parse().unwrap();
+            }
+            assert!(start.elapsed() < TIMEOUT, "nginx started no worker");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child: SIGQUIT is nginx's graceful stop.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGQUIT) };
+        let start = Instant::now();
+        while self.child.try_wait().ok().flatten().is_none() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The test bodies the peers make (node_https.js, php_https.php, files
+/// served by nginx): `tag` + "0123456789" repeated to `n` bytes.
+pub fn pattern_body(tag: &str, n: usize) -> String {
+    let unit = format!("{tag}0123456789");
+    unit.bytes().cycle().take(n).map(char::from).collect()
+}
+
+/// An `http` record's request or response body is `want`: kept up to 1 MiB
+/// per message (the default limit), the rest counted in `body_truncated`.
+pub fn assert_http_body(message: &Value, want: &str, who: &str) {
+    const KEPT: usize = 1 << 20;
+    let got = message["body"].as_str().unwrap_or_else(|| panic!("{who}: no text body in {message}"));
+    let kept = want.len().min(KEPT);
+    assert!(got == &want[..kept], "{who}: body of {} bytes differs from the {kept} bytes sent", got.len());
+    assert_eq!(message["body_truncated"].as_u64().unwrap_or(0), (want.len() - kept) as u64, "{who}");
+}

@@ -41,6 +41,10 @@ pub struct Http1Session {
     req: MessageParser,
     resp: MessageParser,
     pending: VecDeque<Message>,
+    /// A final response that ended before its request did: servers answer
+    /// before reading a whole body (nginx discarding it, a 413, an early
+    /// error). It answers the request in progress when that one ends.
+    early: Option<Message>,
 }
 
 /// Requests waiting for answers at most; beyond that the oldest is given up
@@ -54,6 +58,7 @@ impl Http1Session {
             req: MessageParser::new(Kind::Request, limits),
             resp: MessageParser::new(Kind::Response, limits),
             pending: VecDeque::new(),
+            early: None,
         }
     }
 
@@ -100,6 +105,12 @@ impl Http1Session {
     }
 
     fn on_request(&mut self, m: Message, out: &mut Vec<Http1Output>) {
+        if self.pending.is_empty() {
+            if let Some(response) = self.early.take() {
+                self.answer(m, response, out);
+                return;
+            }
+        }
         if self.pending.len() >= MAX_PENDING {
             let request = self.pending.pop_front().expect("non-empty");
             out.push(Http1Output::Exchange(Box::new(Exchange { request, response: None })));
@@ -113,8 +124,17 @@ impl Http1Session {
             return; // interim (100 Continue, 103 Early Hints): the real answer follows
         }
         let Some(request) = self.pending.pop_front() else {
-            return; // answers a request from before we were in sync
+            if !self.req.idle() && !self.req.resyncing() {
+                self.early = Some(m);
+            }
+            // Else it answers a request from before we were in sync.
+            return;
         };
+        self.answer(request, m, out);
+    }
+
+    fn answer(&mut self, request: Message, m: Message, out: &mut Vec<Http1Output>) {
+        let status = m.head.status;
         let tunnel = status == 101
             || (request.head.method.eq_ignore_ascii_case("CONNECT") && (200..300).contains(&status));
         if tunnel {
@@ -129,6 +149,7 @@ impl Http1Session {
     pub fn gap(&mut self, request_side: bool) {
         if request_side {
             self.req.lose_sync();
+            self.early = None; // its request is lost
         } else if !self.resp.upgraded() {
             self.resp.lose_sync();
             // The answer to the oldest request is lost with the gap.
@@ -239,6 +260,26 @@ mod tests {
         s.feed(true, b"\x00\x01garbage", 0, &mut out);
         assert!(matches!(out[0], Http1Output::Error(_)), "{out:?}");
         assert_eq!(out[1], Http1Output::Raw(0..9));
+    }
+
+    #[test]
+    fn an_answer_before_the_whole_request_body_pairs_with_that_request() {
+        let mut s = Http1Session::new(Limits::default());
+        let mut out = Vec::new();
+        s.feed(true, b"POST /a HTTP/1.1\r\nContent-Length: 6\r\n\r\nab", 1, &mut out);
+        s.feed(false, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nA!", 2, &mut out);
+        assert!(exchanges(&out).is_empty(), "the request is not over yet");
+        s.feed(true, b"cdefPOST /b HTTP/1.1\r\nContent-Length: 1\r\n\r\nx", 3, &mut out);
+        s.feed(false, b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nB!", 4, &mut out);
+        let ex = exchanges(&out);
+        assert_eq!(ex.len(), 2);
+        assert_eq!(
+            (ex[0].request.head.target.as_str(), ex[0].request.body.as_slice()),
+            ("/a", &b"abcdef"[..])
+        );
+        assert_eq!(ex[0].response.as_ref().unwrap().body, b"A!");
+        assert_eq!(ex[1].request.head.target, "/b");
+        assert_eq!(ex[1].response.as_ref().unwrap().head.status, 201);
     }
 
     #[test]
