@@ -4,7 +4,45 @@
 //! identity and `tls: true`, and no ciphertext may be written.
 
 use nettap_e2e::*;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+fn program(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("programs").join(name)
+}
+
+/// An HTTPS server (http_peer.py) on loopback `port`, ready; killed on drop.
+struct HttpsServer {
+    child: Child,
+    /// Scratch directory for the test's files.
+    dir: tempfile::TempDir,
+}
+
+impl HttpsServer {
+    fn start(port: u16, cert: &Path, key: &Path) -> HttpsServer {
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("server.ready");
+        let mut child = Command::new(python())
+            .arg(program("http_peer.py"))
+            .args(["server", "--port", &port.to_string(), "--ready"])
+            .arg(&ready)
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .spawn()
+            .unwrap();
+        wait_for_file(&ready, || child.try_wait().unwrap().is_none());
+        HttpsServer { child, dir }
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 #[test]
 fn python_ssl_plaintext_is_exact_and_ciphertext_never_written() {
@@ -36,20 +74,7 @@ fn curl_over_https_and_200_requests_on_one_connection() {
     let (cert, key) = tls_cert(certs.path());
     let port = free_port();
     let port_s = port.to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let ready = dir.path().join("ready");
-    let peer = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/http_peer.py");
-    let mut server = Command::new(python())
-        .arg(&peer)
-        .args(["server", "--port", &port_s, "--ready"])
-        .arg(&ready)
-        .arg("--tls-cert")
-        .arg(&cert)
-        .arg("--tls-key")
-        .arg(&key)
-        .spawn()
-        .unwrap();
-    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
+    let server = HttpsServer::start(port, &cert, &key);
     let sensor = Sensor::start(&["--port", &port_s]);
 
     let mut curl = Command::new("curl")
@@ -61,15 +86,14 @@ fn curl_over_https_and_200_requests_on_one_connection() {
         .unwrap();
     assert!(wait_child(&mut curl, "curl").success());
     let mut many = Command::new(python())
-        .arg(&peer)
+        .arg(program("http_peer.py"))
         .args(["keepalive", "--port", &port_s, "--count", "200", "--tls"])
         .arg(&cert)
         .spawn()
         .unwrap();
     assert!(wait_child(&mut many, "keep-alive client").success());
     let cap = sensor.stop();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 
     let h = cap.of("http", curl.id());
     assert_eq!(h.len(), 1, "{h:?}");
@@ -104,20 +128,7 @@ fn libssl_loaded_after_start_is_found_and_captured_from_the_first_request() {
     let (cert, key) = tls_cert(certs.path());
     let port = free_port();
     let port_s = port.to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let ready = dir.path().join("ready");
-    let peer = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/http_peer.py");
-    let mut server = Command::new(python())
-        .arg(&peer)
-        .args(["server", "--port", &port_s, "--ready"])
-        .arg(&ready)
-        .arg("--tls-cert")
-        .arg(&cert)
-        .arg("--tls-key")
-        .arg(&key)
-        .spawn()
-        .unwrap();
-    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
+    let server = HttpsServer::start(port, &cert, &key);
     let sensor = Sensor::start(&["--port", &port_s]);
 
     // A libssl file that did not exist when the sensor started (new inode):
@@ -125,15 +136,15 @@ fn libssl_loaded_after_start_is_found_and_captured_from_the_first_request() {
     let libs = tempfile::tempdir().unwrap();
     let system = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu"]
         .iter()
-        .map(std::path::Path::new)
+        .map(Path::new)
         .find(|d| d.join("libssl.so.3").exists())
         .expect("Debian's libssl.so.3");
     for lib in ["libssl.so.3", "libcrypto.so.3"] {
         std::fs::copy(system.join(lib), libs.path().join(lib)).unwrap();
     }
-    let (loaded, go) = (dir.path().join("loaded"), dir.path().join("go"));
+    let (loaded, go) = (server.dir.path().join("loaded"), server.dir.path().join("go"));
     let mut client = Command::new(python())
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/tls_late.py"))
+        .arg(program("tls_late.py"))
         .args([&port_s, cert.to_str().unwrap(), loaded.to_str().unwrap(), go.to_str().unwrap(), "3"])
         .env("LD_LIBRARY_PATH", libs.path())
         .spawn()
@@ -154,8 +165,7 @@ fn libssl_loaded_after_start_is_found_and_captured_from_the_first_request() {
     std::fs::write(&go, b"").unwrap();
     assert!(wait_child(&mut client, "late TLS client").success());
     let cap = sensor.stop();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 
     let attached = cap
         .log
@@ -171,9 +181,9 @@ fn libssl_loaded_after_start_is_found_and_captured_from_the_first_request() {
 }
 
 /// Builds tests/programs/static_tls_client.c with OpenSSL linked in statically.
-fn static_client(dir: &std::path::Path) -> std::path::PathBuf {
+fn static_client(dir: &Path) -> PathBuf {
     let out = dir.join("static_tls_client");
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/static_tls_client.c");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/static_tls_client.c");
     let cc = Command::new("gcc")
         .args(["-static", "-O2", "-o"])
         .arg(&out)
@@ -189,40 +199,7 @@ fn static_client(dir: &std::path::Path) -> std::path::PathBuf {
     out
 }
 
-/// An HTTPS server (http_peer.py) on `port`; killed on drop.
-struct HttpsServer(std::process::Child);
-
-impl HttpsServer {
-    fn start(port: u16, cert: &std::path::Path, key: &std::path::Path, dir: &std::path::Path) -> HttpsServer {
-        let ready = dir.join("server.ready");
-        let mut child = Command::new(python())
-            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/http_peer.py"))
-            .args(["server", "--port", &port.to_string(), "--ready"])
-            .arg(&ready)
-            .arg("--tls-cert")
-            .arg(cert)
-            .arg("--tls-key")
-            .arg(key)
-            .spawn()
-            .unwrap();
-        wait_for_file(&ready, || child.try_wait().unwrap().is_none());
-        HttpsServer(child)
-    }
-}
-
-impl Drop for HttpsServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn run_static_client(
-    bin: &std::path::Path,
-    port: u16,
-    path: &str,
-    go: Option<&std::path::Path>,
-) -> (u32, String) {
+fn run_static_client(bin: &Path, port: u16, path: &str, go: Option<&Path>) -> (u32, String) {
     let mut cmd = Command::new(bin);
     cmd.args([&port.to_string(), path]);
     if let Some(go) = go {
@@ -253,7 +230,7 @@ fn static_openssl_named_by_the_environment() {
     let (cert, key) = tls_cert(dir.path());
     let bin = static_client(dir.path());
     let port = free_port();
-    let _server = HttpsServer::start(port, &cert, &key, dir.path());
+    let _server = HttpsServer::start(port, &cert, &key);
     let port_s = port.to_string();
     let sensor = Sensor::start_with_env(
         &["--port", &port_s],
@@ -272,7 +249,7 @@ fn static_openssl_found_on_exec_without_configuration() {
     let (cert, key) = tls_cert(dir.path());
     let bin = static_client(dir.path());
     let port = free_port();
-    let _server = HttpsServer::start(port, &cert, &key, dir.path());
+    let _server = HttpsServer::start(port, &cert, &key);
     let port_s = port.to_string();
     let sensor = Sensor::start(&["--port", &port_s]);
     let go = dir.path().join("go");
@@ -281,7 +258,7 @@ fn static_openssl_found_on_exec_without_configuration() {
     // The client waits for `go` before its first TLS call; we give it once
     // the sensor says it probed the program (examined at exec).
     let handle = std::thread::spawn(move || {
-        run_static_client(std::path::Path::new(&bin_s), port, "/static2", Some(&go_for_thread))
+        run_static_client(Path::new(&bin_s), port, "/static2", Some(&go_for_thread))
     });
     sensor.wait_for_log(&["probes attached to a program with OpenSSL linked in", bin.to_str().unwrap()]);
     std::fs::write(&go, b"").unwrap();
@@ -289,4 +266,85 @@ fn static_openssl_found_on_exec_without_configuration() {
     assert!(body.ends_with("{\"path\": \"/static2\"}"), "{body}");
     let cap = sensor.stop();
     assert_static_capture(&cap, pid, "/static2");
+}
+
+#[test]
+fn python_asyncio_memory_bios_are_captured() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = tls_cert(certs.path());
+    let port = free_port();
+    let port_s = port.to_string();
+    let server = HttpsServer::start(port, &cert, &key);
+    let sensor = Sensor::start(&["--port", &port_s]);
+    let mut client = Command::new(python())
+        .arg(program("asyncio_https.py"))
+        .arg(&port_s)
+        .arg(&cert)
+        .arg("20")
+        .spawn()
+        .unwrap();
+    assert!(wait_child(&mut client, "asyncio client").success());
+    drop(server);
+    let cap = sensor.stop();
+
+    let h = cap.of("http", client.id());
+    let paths: Vec<&str> = h.iter().map(|r| r["request"]["path"].as_str().unwrap()).collect();
+    let want: Vec<String> = (0..20).map(|i| format!("/aio{i}")).collect();
+    assert_eq!(paths, want, "every request, in order, from the first");
+    for (r, i) in h.iter().zip(0..) {
+        assert_eq!(r["source"], "openssl");
+        assert_eq!(r["conn"]["tls"], true);
+        assert_eq!(r["conn"]["role"], "client");
+        assert_eq!(r["conn"]["remote"], format!("127.0.0.1:{port}"));
+        assert_eq!(r["response"]["status"], 200);
+        assert_eq!(r["response"]["body"], format!("{{\"path\": \"/aio{i}\"}}"));
+    }
+    assert!(cap.of("data", client.id()).is_empty(), "no ciphertext");
+    assert_eq!(cap.dropped("tls_socket_unknown"), (0, 0));
+}
+
+#[test]
+fn libssl_of_another_mount_namespace_is_reached_through_proc_root() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = tls_cert(certs.path());
+    let port = free_port();
+    let port_s = port.to_string();
+    let server = HttpsServer::start(port, &cert, &key);
+    let sensor = Sensor::start(&["--port", &port_s]);
+
+    // Inside a private mount namespace, the system path of libssl is a
+    // different file (a copy bind-mounted over it), as in a container image;
+    // from the host, that path still names the host's libssl.
+    let system = Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3");
+    assert!(system.exists(), "Debian's libssl.so.3");
+    let copy = server.dir.path().join("libssl.so.3");
+    std::fs::copy(system, &copy).unwrap();
+    let (loaded, go) = (server.dir.path().join("loaded"), server.dir.path().join("go"));
+    let script = format!(
+        "mount --bind {} {} && exec {} {} {port} {} {} {} 2",
+        copy.display(),
+        system.display(),
+        python().display(),
+        program("tls_late.py").display(),
+        cert.display(),
+        loaded.display(),
+        go.display()
+    );
+    let mut client = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .spawn()
+        .expect("unshare (util-linux) is required");
+    wait_for_file(&loaded, || client.try_wait().unwrap().is_none());
+    let via_root = format!("/proc/{}/root{}", client.id(), system.display());
+    sensor.wait_for_log(&["mapped after start-up", &via_root]);
+    std::fs::write(&go, b"").unwrap();
+    assert!(wait_child(&mut client, "client in a mount namespace").success());
+    drop(server);
+    let cap = sensor.stop();
+
+    let h = cap.of("http", client.id());
+    let paths: Vec<&str> = h.iter().map(|r| r["request"]["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, vec!["/late0", "/late1"], "{}", cap.log);
+    assert!(h.iter().all(|r| r["source"] == "openssl" && r["conn"]["tls"] == true));
+    assert!(cap.of("data", client.id()).is_empty(), "no ciphertext");
 }
