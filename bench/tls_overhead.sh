@@ -66,11 +66,12 @@ for round in 1 2; do
       [ "$lost" = 0 ] || echo "warning: the sensor reported losses: $(grep 'capture lost data' "$work/log")" >&2
     fi
     echo "| $round | $mode | $rps | $p50 | $p99 |"
-    sum_rps[$mode]=$(echo "${sum_rps[$mode]:-0} + $rps" | bc -l)
-    sum_p50[$mode]=$(echo "${sum_p50[$mode]:-0} + $p50" | bc -l)
-    sum_p99[$mode]=$(echo "${sum_p99[$mode]:-0} + $p99" | bc -l)
+    add() { awk -v a="${1:-0}" -v b="$2" 'BEGIN { print a + b }'; }
+    sum_rps[$mode]=$(add "${sum_rps[$mode]:-0}" "$rps")
+    sum_p50[$mode]=$(add "${sum_p50[$mode]:-0}" "$p50")
+    sum_p99[$mode]=$(add "${sum_p99[$mode]:-0}" "$p99")
   done
 done
-ratio() { printf "%.3f" "$(echo "$1 / $2" | bc -l)"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 echo
 echo "on/off: throughput $(ratio "${sum_rps[on]}" "${sum_rps[off]}"), p50 latency $(ratio "${sum_p50[on]}" "${sum_p50[off]}"), p99 latency $(ratio "${sum_p99[on]}" "${sum_p99[off]}") (wrk -t1 -c$conns, ${secs}s per run, 1 KiB responses, nginx 1 worker, $(nproc) CPUs)"
