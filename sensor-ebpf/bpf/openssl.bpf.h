@@ -52,8 +52,9 @@ static __always_inline __u64 *adopt_thread_socket(const struct ssl_key *key, __u
 	return bpf_map_lookup_elem(&ssl_sockets, key);
 }
 
-/* `ret` is the function's return value; `ex` calls return 1 and write the count. */
-static __always_inline int ssl_exit(long ret, bool ex)
+/* `ret` is the function's return value; `ex` calls return 1 and write the
+ * count. `probe`, when not 0, names the probe that took the result. */
+static __always_inline int ssl_exit(long ret, bool ex, __u16 probe)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct ssl_call *p = bpf_map_lookup_elem(&ssl_calls, &id);
@@ -61,6 +62,8 @@ static __always_inline int ssl_exit(long ret, bool ex)
 		return 0;
 	struct ssl_call call = *p;
 	bpf_map_delete_elem(&ssl_calls, &id);
+	if (probe)
+		call.probe = probe;
 
 	long n = ret;
 	if (ex) {
@@ -106,7 +109,7 @@ int BPF_KPROBE(up_ssl_write, void *ssl, const void *buf, int num)
 SEC("uretprobe")
 int BPF_KRETPROBE(ur_ssl_write, int ret)
 {
-	return ssl_exit(ret, false);
+	return ssl_exit(ret, false, 0);
 }
 
 SEC("uprobe")
@@ -118,7 +121,7 @@ int BPF_KPROBE(up_ssl_write_ex, void *ssl, const void *buf, size_t num, size_t *
 SEC("uretprobe")
 int BPF_KRETPROBE(ur_ssl_write_ex, int ret)
 {
-	return ssl_exit(ret, true);
+	return ssl_exit(ret, true, 0);
 }
 
 SEC("uprobe")
@@ -130,7 +133,7 @@ int BPF_KPROBE(up_ssl_read, void *ssl, void *buf, int num)
 SEC("uretprobe")
 int BPF_KRETPROBE(ur_ssl_read, int ret)
 {
-	return ssl_exit(ret, false);
+	return ssl_exit(ret, false, 0);
 }
 
 SEC("uprobe")
@@ -142,7 +145,36 @@ int BPF_KPROBE(up_ssl_read_ex, void *ssl, void *buf, size_t num, size_t *readbyt
 SEC("uretprobe")
 int BPF_KRETPROBE(ur_ssl_read_ex, int ret)
 {
-	return ssl_exit(ret, true);
+	return ssl_exit(ret, true, 0);
+}
+
+/*
+ * The same exits from uprobes on a function's return sites instead of a
+ * uretprobe (probes/sites.rs): where the kernel emulates the instruction
+ * there, a probed call costs no single-step. The result is still in %rax.
+ */
+SEC("uprobe")
+int BPF_KPROBE(up_ssl_write_ret)
+{
+	return ssl_exit((int)PT_REGS_RC(ctx), false, 0);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(up_ssl_write_ex_ret)
+{
+	return ssl_exit((int)PT_REGS_RC(ctx), true, 0);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(up_ssl_read_ret)
+{
+	return ssl_exit((int)PT_REGS_RC(ctx), false, NT_PROBE_UPROBE_SSL_READ_SITE);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(up_ssl_read_ex_ret)
+{
+	return ssl_exit((int)PT_REGS_RC(ctx), true, NT_PROBE_UPROBE_SSL_READ_EX_SITE);
 }
 
 #endif

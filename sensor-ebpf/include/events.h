@@ -52,6 +52,8 @@ enum nt_probe {
 	NT_PROBE_UPROBE_SSL_WRITE_EX,
 	NT_PROBE_UPROBE_SSL_READ,
 	NT_PROBE_UPROBE_SSL_READ_EX,
+	NT_PROBE_UPROBE_SSL_READ_SITE,    /* SSL_read's result from a uprobe on a return site */
+	NT_PROBE_UPROBE_SSL_READ_EX_SITE,
 	NT_PROBE_MAX,
 };
 

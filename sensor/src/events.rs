@@ -304,6 +304,8 @@ pub fn probe_name(probe: u32) -> &'static str {
         nt_probe::NT_PROBE_UPROBE_SSL_WRITE_EX => "uprobe:SSL_write_ex",
         nt_probe::NT_PROBE_UPROBE_SSL_READ => "uretprobe:SSL_read",
         nt_probe::NT_PROBE_UPROBE_SSL_READ_EX => "uretprobe:SSL_read_ex",
+        nt_probe::NT_PROBE_UPROBE_SSL_READ_SITE => "uprobe:SSL_read:return",
+        nt_probe::NT_PROBE_UPROBE_SSL_READ_EX_SITE => "uprobe:SSL_read_ex:return",
         _ => "unknown",
     }
 }
@@ -314,7 +316,9 @@ pub fn source_of(probe: u32) -> &'static str {
         nt_probe::NT_PROBE_UPROBE_SSL_WRITE
         | nt_probe::NT_PROBE_UPROBE_SSL_WRITE_EX
         | nt_probe::NT_PROBE_UPROBE_SSL_READ
-        | nt_probe::NT_PROBE_UPROBE_SSL_READ_EX => "openssl",
+        | nt_probe::NT_PROBE_UPROBE_SSL_READ_EX
+        | nt_probe::NT_PROBE_UPROBE_SSL_READ_SITE
+        | nt_probe::NT_PROBE_UPROBE_SSL_READ_EX_SITE => "openssl",
         _ => "kernel",
     }
 }

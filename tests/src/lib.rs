@@ -497,7 +497,9 @@ pub fn assert_exact_from(cap: &Capture, peer: &PeerInfo, role: &str, from: usize
         let probe = r["probe"].as_str().unwrap();
         let ok = match source {
             "kernel" => probe.starts_with("tracepoint:syscalls:sys_exit_") || probe.starts_with("kprobe:"),
-            _ => probe.starts_with("uprobe:SSL_write") || probe.starts_with("uretprobe:SSL_read"),
+            _ => ["uprobe:SSL_write", "uretprobe:SSL_read", "uprobe:SSL_read"]
+                .iter()
+                .any(|p| probe.starts_with(p)),
         };
         assert!(ok, "{r}");
     }

@@ -34,6 +34,10 @@ fn every_program_of_both_paths_loads() {
         "ur_ssl_read",
         "up_ssl_read_ex",
         "ur_ssl_read_ex",
+        "up_ssl_write_ret",
+        "up_ssl_write_ex_ret",
+        "up_ssl_read_ret",
+        "up_ssl_read_ex_ret",
     ] {
         assert!(names.iter().any(|n| n == expected), "{expected} not loaded: {names:?}");
     }

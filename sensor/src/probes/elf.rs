@@ -13,10 +13,19 @@ pub enum ElfError {
     Parse(#[from] object::Error),
 }
 
+/// Where a function is in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileSymbol {
+    /// File offset of its first byte (what a uprobe attaches to).
+    pub offset: u64,
+    /// Its size in bytes (0 when the symbol table does not say).
+    pub size: u64,
+}
+
 /// File offsets of those of `names` that the file defines (dynamic symbols
 /// first, then the full symbol table, which is skipped when the dynamic
 /// symbols had them all: Node.js has ~100k symbols).
-pub fn symbol_offsets(data: &[u8], names: &[&str]) -> Result<HashMap<String, u64>, ElfError> {
+pub fn symbol_offsets(data: &[u8], names: &[&str]) -> Result<HashMap<String, FileSymbol>, ElfError> {
     let obj = object::File::parse(data)?;
     let translate = matches!(obj.kind(), ObjectKind::Dynamic | ObjectKind::Executable);
     let mut out = HashMap::new();
@@ -36,7 +45,7 @@ pub fn symbol_offsets(data: &[u8], names: &[&str]) -> Result<HashMap<String, u64
                 .and_then(|s| s.file_range().map(|(off, _)| sym.address() - s.address() + off))
         };
         if let Some(offset) = offset {
-            out.insert(name.to_string(), offset);
+            out.insert(name.to_string(), FileSymbol { offset, size: sym.size() });
         }
     }
     Ok(out)
@@ -62,7 +71,7 @@ mod tests {
         let data = std::fs::read("/usr/lib/x86_64-linux-gnu/libssl.so.3").expect("the system libssl.so.3");
         let offs = symbol_offsets(&data, &["SSL_write", "SSL_read_ex", "no_such_symbol"]).unwrap();
         assert_eq!(offs.len(), 2, "{offs:?}");
-        assert!(offs["SSL_write"] > 0);
+        assert!(offs["SSL_write"].offset > 0 && offs["SSL_write"].size > 0);
     }
 
     #[test]

@@ -5,6 +5,8 @@ mod elf;
 mod kernel_hook;
 mod loader;
 mod openssl;
+mod openssl_plan;
+mod sites;
 
 pub use kernel_hook::{decide, HookDecision, KernelHook};
 pub use loader::{ensure_tracefs, load_every_program, load_object, Attached, ProbeError};

@@ -2,28 +2,14 @@
 //! the uprobes of `openssl.bpf.h` once per file (by device and inode, however
 //! many processes or mount namespaces map it).
 
+use super::openssl_plan::{self, FunctionPlan, FUNCTION_NAMES, SSL_FUNCTIONS};
 use super::{elf, loader, log_attach, ProbeError};
 use aya::programs::UProbe;
 use aya::Ebpf;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-
-/// (program, function, is return probe)
-const SSL_PROBES: &[(&str, &str, bool)] = &[
-    ("up_ssl_write", "SSL_write", false),
-    ("ur_ssl_write", "SSL_write", true),
-    ("up_ssl_write_ex", "SSL_write_ex", false),
-    ("ur_ssl_write_ex", "SSL_write_ex", true),
-    ("up_ssl_read", "SSL_read", false),
-    ("ur_ssl_read", "SSL_read", true),
-    ("up_ssl_read_ex", "SSL_read_ex", false),
-    ("ur_ssl_read_ex", "SSL_read_ex", true),
-];
-
-/// The functions probed, each with an entry and a return probe.
-const FUNCTIONS: [&str; 4] = ["SSL_write", "SSL_write_ex", "SSL_read", "SSL_read_ex"];
 
 /// Where distributions keep the system libssl, for processes not yet started.
 const SYSTEM_DIRS: &[&str] = &[
@@ -192,12 +178,13 @@ impl OpenSslProbes {
         // SAFETY: read-only private mapping of a file we opened; only the
         // pages the ELF parser touches (headers, symbol tables) are read.
         let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-        let found = elf::symbol_offsets(&map, &FUNCTIONS).ok()?;
+        let found = elf::symbol_offsets(&map, &FUNCTION_NAMES).ok()?;
         if !(found.contains_key("SSL_write") && found.contains_key("SSL_read")) {
             return None;
         }
+        let plans = openssl_plan::plan(&map).map_err(|e| e.to_string());
         drop(map);
-        self.attach_opened(ebpf, path, file, Ok(found))
+        self.attach_opened(ebpf, path, file, plans)
     }
 
     /// A process mapped a libssl file (`lib`, from the kernel): finds it in
@@ -235,22 +222,22 @@ impl OpenSslProbes {
     /// `attach_file`, returning when (boot-time ns) the probes were in place.
     fn attach_file_at(&mut self, ebpf: &mut Ebpf, path: &Path) -> Option<u64> {
         let file = std::fs::File::open(path).ok()?;
-        // SAFETY: read-only private mapping of a file we hold open; the ELF
-        // parser reads only headers and symbol tables.
-        let offsets = unsafe { memmap2::Mmap::map(&file) }
+        // SAFETY: read-only private mapping of a file we hold open; only its
+        // headers, symbol tables and the probed functions' code are read.
+        let plans = unsafe { memmap2::Mmap::map(&file) }
             .map_err(|e| e.to_string())
-            .and_then(|map| elf::symbol_offsets(&map, &FUNCTIONS).map_err(|e| e.to_string()));
-        self.attach_opened(ebpf, path, file, offsets)
+            .and_then(|map| openssl_plan::plan(&map).map_err(|e| e.to_string()));
+        self.attach_opened(ebpf, path, file, plans)
     }
 
-    /// Attaches to an open file whose symbol offsets were looked up, unless
-    /// a file with its identity already has the probes.
+    /// Attaches to an open file whose probes were planned, unless a file
+    /// with its identity already has the probes.
     fn attach_opened(
         &mut self,
         ebpf: &mut Ebpf,
         path: &Path,
         file: std::fs::File,
-        offsets: Result<HashMap<String, u64>, String>,
+        plans: Result<Vec<FunctionPlan>, String>,
     ) -> Option<u64> {
         let meta = file.metadata().ok()?;
         let key = (meta.dev(), meta.ino());
@@ -258,15 +245,16 @@ impl OpenSslProbes {
             return None;
         }
         let target = path.display().to_string();
-        let offsets = match offsets {
-            Ok(o) => o,
+        let plans = match plans {
+            Ok(p) => p,
             Err(e) => {
                 tracing::warn!(target, probe_type = "uprobe", ok = false, error = %e, "probe attached: failed");
                 return None;
             }
         };
         if !self.loaded {
-            for (prog, _, _) in SSL_PROBES {
+            let programs = SSL_FUNCTIONS.iter().flat_map(|f| [f.entry, f.uretprobe, f.return_site]);
+            for prog in programs {
                 if let Err(e) = loader::program::<UProbe>(ebpf, prog).and_then(|p| {
                     p.load().map_err(|e| ProbeError::Load { program: prog.to_string(), source: e })
                 }) {
@@ -277,26 +265,32 @@ impl OpenSslProbes {
             self.loaded = true;
         }
         let via_fd = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-        let results: Vec<Result<(), ProbeError>> = SSL_PROBES
-            .iter()
-            .map(|(prog, function, _)| {
-                let offset =
-                    *offsets.get(*function).ok_or_else(|| ProbeError::MissingSymbol(function.to_string()))?;
-                loader::program::<UProbe>(ebpf, prog).and_then(|p| {
-                    p.attach(None, offset, &via_fd, None)
+        let mut results: Vec<(&'static str, String, Result<(), ProbeError>)> = Vec::new();
+        for plan in &plans {
+            let points = match plan {
+                Ok(points) => points,
+                Err(missing) => {
+                    let e = Err(ProbeError::MissingSymbol(missing.to_string()));
+                    results.push(("uprobe", missing.to_string(), e));
+                    continue;
+                }
+            };
+            for pt in points {
+                let r = loader::program::<UProbe>(ebpf, pt.program).and_then(|p| {
+                    p.attach(None, pt.offset, &via_fd, None)
                         .map(|_| ())
-                        .map_err(|e| ProbeError::Attach { program: prog.to_string(), source: e })
-                })
-            })
-            .collect();
+                        .map_err(|e| ProbeError::Attach { program: pt.program.to_string(), source: e })
+                });
+                results.push((pt.kind, pt.label.clone(), r));
+            }
+        }
         let in_place = crate::clock::Clock::boot_now_ns();
         // Logged after attaching: the version is read from another mapping.
         let version = library_version(path);
-        for ((_, function, ret), result) in SSL_PROBES.iter().zip(&results) {
-            let kind = if *ret { "uretprobe" } else { "uprobe" };
-            log_attach(&target, kind, function, result, Some(&version));
+        for (kind, label, result) in &results {
+            log_attach(&target, kind, label, result, Some(&version));
         }
-        if results.iter().any(Result::is_ok) {
+        if results.iter().any(|(_, _, r)| r.is_ok()) {
             Some(in_place)
         } else {
             self.seen.remove(&key); // a later mapping may succeed
