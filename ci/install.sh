@@ -14,6 +14,7 @@ need_pkgs=(
   openssl               # test certificates
   libssl-dev gcc        # the statically linked OpenSSL client the tests build
   nginx                 # a real HTTPS and HTTP/2 server (libssl.so.3) in the tests
+  dnsmasq-base          # a real DNS server for the DNS enrichment tests
   php-cli php-curl      # PHP's https:// stream wrapper and curl extension over libssl
   ca-certificates
 )

@@ -129,6 +129,16 @@ struct {
 	__type(value, __u64); /* struct sock * */
 } thread_tls_recv SEC(".maps");
 
+/* [0] is 1 when TCP payload comes from the syscall tracepoints (a kernel
+ * without kprobes). They are attached on every kernel, for DNS over UDP;
+ * with kprobes they leave TCP to them. Set once the hook is chosen. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} syscall_tcp SEC(".maps");
+
 /* Scratch record: built here, then copied to the ring buffer with its real length. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -8,12 +8,17 @@
 #define NT_AF_INET 2
 #define NT_AF_INET6 10
 #define NT_SOCK_STREAM 1
+#define NT_SOCK_DGRAM 2
 #define NT_IPPROTO_TCP 6
+#define NT_IPPROTO_UDP 17
 #define NT_S_IFMT 00170000
 #define NT_S_IFSOCK 0140000
 
-/* The TCP socket behind `fd` in the current task's file table, or NULL. */
-static __always_inline struct sock *tcp_sock_of_fd(__u32 fd)
+/*
+ * The IPv4/IPv6 socket behind `fd` in the current task's file table when it
+ * is TCP (stream) or UDP (datagram), with its protocol in *proto; else NULL.
+ */
+static __always_inline struct sock *inet_sock_of_fd(__u32 fd, __u8 *proto)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
@@ -28,7 +33,10 @@ static __always_inline struct sock *tcp_sock_of_fd(__u32 fd)
 	if ((BPF_CORE_READ(file, f_inode, i_mode) & NT_S_IFMT) != NT_S_IFSOCK)
 		return NULL;
 	struct socket *sock = BPF_CORE_READ(file, private_data);
-	if (!sock || BPF_CORE_READ(sock, type) != NT_SOCK_STREAM)
+	if (!sock)
+		return NULL;
+	short type = BPF_CORE_READ(sock, type);
+	if (type != NT_SOCK_STREAM && type != NT_SOCK_DGRAM)
 		return NULL;
 	struct sock *sk = BPF_CORE_READ(sock, sk);
 	if (!sk)
@@ -36,9 +44,19 @@ static __always_inline struct sock *tcp_sock_of_fd(__u32 fd)
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	if (family != NT_AF_INET && family != NT_AF_INET6)
 		return NULL;
-	if (BPF_CORE_READ(sk, sk_protocol) != NT_IPPROTO_TCP)
+	__u8 p = BPF_CORE_READ(sk, sk_protocol);
+	if (!(p == NT_IPPROTO_TCP && type == NT_SOCK_STREAM) && !(p == NT_IPPROTO_UDP && type == NT_SOCK_DGRAM))
 		return NULL;
+	*proto = p;
 	return sk;
+}
+
+/* The TCP socket behind `fd` in the current task's file table, or NULL. */
+static __always_inline struct sock *tcp_sock_of_fd(__u32 fd)
+{
+	__u8 proto = 0;
+	struct sock *sk = inet_sock_of_fd(fd, &proto);
+	return proto == NT_IPPROTO_TCP ? sk : NULL;
 }
 
 static __always_inline void ipv4_mapped(__u8 out[16], __u32 addr)
@@ -55,6 +73,7 @@ static __always_inline void read_endpoints(struct sock *sk, struct nt_conn_ident
 	id->family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	id->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	id->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	id->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	if (id->family == NT_AF_INET) {
 		ipv4_mapped(id->laddr, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
 		ipv4_mapped(id->raddr, BPF_CORE_READ(sk, __sk_common.skc_daddr));

@@ -11,7 +11,7 @@
 #ifndef NETTAP_TCP_SYSCALLS_BPF_H
 #define NETTAP_TCP_SYSCALLS_BPF_H
 
-#include "emit.bpf.h"
+#include "dns.bpf.h"
 
 #define NT_MSG_PEEK 2
 
@@ -20,15 +20,36 @@ static __always_inline struct pt_regs *syscall_regs(void)
 	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 }
 
-/* Emit what a finished call moved: `ret` bytes on `fd`, found at buf (or iovecs). */
+/*
+ * Emit what a finished call moved: `ret` bytes on `fd`, found at buf (or
+ * iovecs). On a UDP socket it is a datagram (to or from the user sockaddr at
+ * `peer`, when given), kept only when it is DNS.
+ */
 static __always_inline int io_done(long ret, __u32 fd, __u64 buf, __u64 count, __u8 kind,
-				   __u16 probe, __u8 direction)
+				   __u16 probe, __u8 direction, __u64 peer)
 {
 	if (ret <= 0)
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
-	struct sock *sk = wanted_tcp_sock(id >> 32, fd);
+	if (!pid_wanted(id >> 32))
+		return 0;
+	__u8 proto = 0;
+	struct sock *sk = inet_sock_of_fd(fd, &proto);
 	if (!sk)
+		return 0;
+	if (proto == NT_IPPROTO_UDP) {
+		__u64 len = ret;
+		__u64 data = kind == IO_IOV ? first_iov(buf, count, &len) : buf;
+		if (data && kind != IO_NONE)
+			dns_emit(sk, peer, data, len, probe, direction, id >> 32, (__u32)id);
+		return 0;
+	}
+	__u32 zero = 0;
+	__u32 *tcp_here = bpf_map_lookup_elem(&syscall_tcp, &zero);
+	if (!tcp_here || !*tcp_here)
+		return 0; /* kprobes carry TCP */
+	learn_ssl_socket(sk, id >> 32);
+	if (!ports_wanted(sk))
 		return 0;
 	struct inflight io = {
 		.sk = (__u64)sk,
@@ -51,8 +72,10 @@ static __always_inline int plain_done(long ret, __u16 probe, __u8 direction, boo
 	struct pt_regs *regs = syscall_regs();
 	if (has_flags && direction == NT_DIR_RECV && (PT_REGS_PARM4_CORE_SYSCALL(regs) & NT_MSG_PEEK))
 		return 0; /* peeked bytes stay queued and are read again */
+	/* sendto's destination and recvfrom's source address, for datagrams */
+	__u64 peer = has_flags ? PT_REGS_PARM5_CORE_SYSCALL(regs) : 0;
 	return io_done(ret, PT_REGS_PARM1_CORE_SYSCALL(regs), PT_REGS_PARM2_CORE_SYSCALL(regs), 0,
-		       IO_PLAIN, probe, direction);
+		       IO_PLAIN, probe, direction, peer);
 }
 
 /* writev/readv(fd, iov, iovcnt) */
@@ -62,7 +85,7 @@ static __always_inline int iov_done(long ret, __u16 probe, __u8 direction)
 		return 0;
 	struct pt_regs *regs = syscall_regs();
 	return io_done(ret, PT_REGS_PARM1_CORE_SYSCALL(regs), PT_REGS_PARM2_CORE_SYSCALL(regs),
-		       PT_REGS_PARM3_CORE_SYSCALL(regs), IO_IOV, probe, direction);
+		       PT_REGS_PARM3_CORE_SYSCALL(regs), IO_IOV, probe, direction, 0);
 }
 
 /* sendmsg/recvmsg(fd, msg, flags): the iovecs are behind the user's msghdr. */
@@ -77,7 +100,7 @@ static __always_inline int msg_done(long ret, __u16 probe, __u8 direction)
 	if (bpf_probe_read_user(&m, sizeof(m), (void *)PT_REGS_PARM2_CORE_SYSCALL(regs)))
 		return 0;
 	return io_done(ret, PT_REGS_PARM1_CORE_SYSCALL(regs), (__u64)m.msg_iov, m.msg_iovlen, IO_IOV,
-		       probe, direction);
+		       probe, direction, (__u64)m.msg_name);
 }
 
 SEC("tracepoint/syscalls/sys_exit_write")
@@ -136,7 +159,7 @@ int tp_exit_sendfile64(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	struct pt_regs *regs = syscall_regs();
 	return io_done(ctx->ret, PT_REGS_PARM1_CORE_SYSCALL(regs), 0, 0, IO_NONE, NT_PROBE_SYS_SENDFILE,
-		       NT_DIR_SEND);
+		       NT_DIR_SEND, 0);
 }
 
 /* splice(fd_in, off_in, fd_out, off_out, len, flags) */
@@ -148,9 +171,9 @@ int tp_exit_splice(struct trace_event_raw_sys_exit *ctx)
 	struct pt_regs *regs = syscall_regs();
 	__u32 fd_out = PT_REGS_PARM3_CORE_SYSCALL(regs);
 	if (tcp_sock_of_fd(fd_out))
-		return io_done(ctx->ret, fd_out, 0, 0, IO_NONE, NT_PROBE_SYS_SPLICE, NT_DIR_SEND);
+		return io_done(ctx->ret, fd_out, 0, 0, IO_NONE, NT_PROBE_SYS_SPLICE, NT_DIR_SEND, 0);
 	return io_done(ctx->ret, PT_REGS_PARM1_CORE_SYSCALL(regs), 0, 0, IO_NONE, NT_PROBE_SYS_SPLICE,
-		       NT_DIR_RECV);
+		       NT_DIR_RECV, 0);
 }
 
 #endif

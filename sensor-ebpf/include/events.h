@@ -27,7 +27,13 @@ enum nt_event_kind {
 	NT_EV_CONN = 2,
 	NT_EV_LIB = 3,  /* struct nt_lib_event: a library was mapped */
 	NT_EV_EXEC = 4, /* struct nt_lib_event: a program was executed (name: comm) */
+	NT_EV_DNS = 5,  /* struct nt_data_event: one DNS message over UDP (conn: the
+	                   datagram's endpoints, conn_id 0; seq 0) */
 };
+
+/* DNS bytes kept per datagram (EDNS answers rarely exceed 1232; 4096 is
+ * the largest buffer resolvers advertise). */
+#define NT_DNS_MAX 4096
 
 /* Which concrete hook produced a record; the sensor maps it to a name. */
 enum nt_probe {
@@ -54,6 +60,8 @@ enum nt_probe {
 	NT_PROBE_UPROBE_SSL_READ_EX,
 	NT_PROBE_UPROBE_SSL_READ_SITE,    /* SSL_read's result from a uprobe on a return site */
 	NT_PROBE_UPROBE_SSL_READ_EX_SITE,
+	NT_PROBE_SYS_SENDMMSG,
+	NT_PROBE_SYS_RECVMMSG,
 	NT_PROBE_MAX,
 };
 
@@ -94,6 +102,8 @@ struct nt_conn_ident {
 	__u16 family;    /* AF_INET or AF_INET6 as the socket was created */
 	__u8 role;       /* enum nt_role */
 	__u8 flags;      /* NT_CONN_F_* */
+	__u32 netns;     /* the socket's network namespace (its inode number) */
+	__u32 _pad;
 };
 
 /* nt_conn_ident.flags */

@@ -108,6 +108,8 @@ pub struct ConnId {
     pub role: Role,
     /// The connection carries TLS (payload records hold plaintext).
     pub tls: bool,
+    /// The socket's network namespace (inode number; 0 when unknown).
+    pub netns: u32,
 }
 
 /// Fields every record carries.
@@ -192,6 +194,9 @@ pub enum Event<'a> {
     Lib(LibEvent),
     /// A program was executed (`name` is its comm).
     Exec(LibEvent),
+    /// One DNS message over UDP (`header.conn`: the datagram's endpoints,
+    /// id 0; `seq` 0).
+    Dns(DataEvent<'a>),
 }
 
 fn read<T: Copy>(buf: &[u8], off: usize, what: &'static str) -> Result<T, DecodeError> {
@@ -218,6 +223,7 @@ fn conn_id(c: &nt_conn_ident) -> ConnId {
         remote: addr(c.raddr, c.rport),
         role: Role::from_raw(c.role),
         tls: c.flags as u32 & NT_CONN_F_TLS != 0,
+        netns: c.netns,
     }
 }
 
@@ -236,7 +242,7 @@ fn header(h: &nt_event_header) -> Header {
 pub fn decode(buf: &[u8]) -> Result<Event<'_>, DecodeError> {
     let kind: u32 = read(buf, 0, "record kind")?;
     match kind {
-        nt_event_kind::NT_EV_DATA => {
+        nt_event_kind::NT_EV_DATA | nt_event_kind::NT_EV_DNS => {
             let h: nt_event_header = read(buf, offset_of!(nt_data_event, hdr), "data header")?;
             let seq: u64 = read(buf, offset_of!(nt_data_event, seq), "data record")?;
             let len: u32 = read(buf, offset_of!(nt_data_event, len), "data record")?;
@@ -246,7 +252,7 @@ pub fn decode(buf: &[u8]) -> Result<Event<'_>, DecodeError> {
             let payload = buf
                 .get(start..start + len as usize)
                 .ok_or(DecodeError::Short { what: "data payload", len: buf.len() })?;
-            Ok(Event::Data(DataEvent {
+            let data = DataEvent {
                 header: header(&h),
                 seq,
                 truncated,
@@ -256,7 +262,8 @@ pub fn decode(buf: &[u8]) -> Result<Event<'_>, DecodeError> {
                     Direction::Send
                 },
                 payload,
-            }))
+            };
+            Ok(if kind == nt_event_kind::NT_EV_DNS { Event::Dns(data) } else { Event::Data(data) })
         }
         nt_event_kind::NT_EV_CONN => {
             let ev: nt_conn_event = read(buf, 0, "conn record")?;
@@ -298,6 +305,8 @@ pub fn probe_name(probe: u32) -> &'static str {
         nt_probe::NT_PROBE_SYS_ACCEPT => "tracepoint:syscalls:sys_exit_accept",
         nt_probe::NT_PROBE_SYS_ACCEPT4 => "tracepoint:syscalls:sys_exit_accept4",
         nt_probe::NT_PROBE_SOCK_SET_STATE => "tracepoint:sock:inet_sock_set_state",
+        nt_probe::NT_PROBE_SYS_SENDMMSG => "tracepoint:syscalls:sys_exit_sendmmsg",
+        nt_probe::NT_PROBE_SYS_RECVMMSG => "tracepoint:syscalls:sys_exit_recvmmsg",
         nt_probe::NT_PROBE_KPROBE_TCP_SENDMSG => "kprobe:tcp_sendmsg",
         nt_probe::NT_PROBE_KPROBE_TCP_RECVMSG => "kprobe:tcp_recvmsg",
         nt_probe::NT_PROBE_UPROBE_SSL_WRITE => "uprobe:SSL_write",

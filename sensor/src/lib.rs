@@ -6,6 +6,7 @@ pub mod bpf;
 pub mod clock;
 pub mod config;
 pub mod conn;
+pub mod dns;
 pub mod drops;
 pub mod events;
 pub mod output;

@@ -87,8 +87,14 @@ const REORDER_LIMIT: usize = 4 << 20;
 /// A connection silent for this long has its session closed.
 const IDLE_NS: u64 = 300 * 1_000_000_000;
 
-fn conn_view(info: &ConnInfo) -> ConnView {
-    ConnView { local: info.local, remote: info.remote, role: info.role, tls: info.tls }
+fn conn_view(info: &ConnInfo) -> ConnView<'_> {
+    ConnView {
+        local: info.local,
+        remote: info.remote,
+        role: info.role,
+        tls: info.tls,
+        remote_host: info.remote_host.as_deref(),
+    }
 }
 
 /// Where session output goes: records or terminal lines.
@@ -208,13 +214,51 @@ impl Processor {
                 self.execs.push(e);
                 Ok(())
             }
+            Event::Dns(d) => self.on_dns(&d),
         }
+    }
+
+    /// A DNS datagram: its answers name later connections; it is written
+    /// as a `dns` record. One that does not parse is counted and skipped.
+    fn on_dns(&mut self, d: &events::DataEvent<'_>) -> std::io::Result<()> {
+        let m = match crate::dns::parse(d.payload) {
+            Ok(m) => m,
+            Err(_) => {
+                user_drop(&mut self.user_drops, "dns_malformed", d.payload.len() as u64);
+                return Ok(());
+            }
+        };
+        let c = &d.header.conn;
+        if m.response {
+            self.tracker.learn_dns(c.netns, &m, d.header.ts_boot_ns);
+        }
+        if let Sink::Jsonl(w) = &mut self.sink {
+            let role = if c.remote.port() == 53 { events::Role::Client } else { events::Role::Server };
+            w.write(&Record {
+                origin: Origin {
+                    ts_ns: self.clock.realtime_ns(d.header.ts_boot_ns),
+                    pid: d.header.pid,
+                    comm: d.header.comm(),
+                    source: SOURCE,
+                    probe: events::probe_name(d.header.probe),
+                },
+                conn: Some(ConnView {
+                    local: c.local,
+                    remote: c.remote,
+                    role,
+                    tls: false,
+                    remote_host: None,
+                }),
+                body: Body::Dns(&m, d.direction),
+            })?;
+        }
+        Ok(())
     }
 
     fn on_data(&mut self, d: &events::DataEvent<'_>) -> std::io::Result<()> {
         self.stats.payload_bytes += d.payload.len() as u64;
         let id = d.header.conn.id;
-        let info = *self.tracker.on_data(&d.header);
+        let info = self.tracker.on_data(&d.header).clone();
         if self.raw {
             if let Sink::Jsonl(w) = &mut self.sink {
                 w.write(&Record {

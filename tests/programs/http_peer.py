@@ -78,8 +78,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send(201, b"got " + str(len(data)).encode() + b": " + data, [("Content-Type", "text/plain")])
 
 
+class DualStackServer(http.server.ThreadingHTTPServer):
+    """Listens on "::" for IPv6 and IPv4 alike."""
+
+    address_family = socket.AF_INET6
+
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
 def server(args) -> None:
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    if args.listen == "::":
+        srv = DualStackServer(("::", args.port), Handler)
+    else:
+        srv = http.server.ThreadingHTTPServer((args.listen, args.port), Handler)
     if args.tls_cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(args.tls_cert, args.tls_key)
@@ -139,6 +152,7 @@ def main() -> int:
     p.add_argument("mode", choices=["server", "client", "keepalive"])
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--ready")
+    p.add_argument("--listen", default="127.0.0.1", help='server: address ("::" for IPv6 and IPv4)')
     p.add_argument("--tls-cert", help="server: HTTPS with this certificate (and --tls-key)")
     p.add_argument("--tls-key")
     p.add_argument("--tls", metavar="CAFILE", help="keepalive: trust this certificate")

@@ -3,12 +3,14 @@
 //! connections (role unknown to the kernel) are labelled right.
 
 use super::role::{EphemeralPorts, RoleGuesser};
+use crate::dns::{DnsMessage, HostTable};
 use crate::events::{ConnChange, ConnEvent, ConnId, Header, Role};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// What is known about one connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// Process that opened it or first used it.
     pub pid: u32,
@@ -24,6 +26,9 @@ pub struct ConnInfo {
     pub midstream: bool,
     /// Carries TLS (learned from the first TLS plaintext or record seen).
     pub tls: bool,
+    /// The name the process looked up for the remote address (DNS), when
+    /// an answer for it was seen before the connection was.
+    pub remote_host: Option<Arc<str>>,
 }
 
 impl ConnInfo {
@@ -38,6 +43,7 @@ impl ConnInfo {
             role: Role::Unknown,
             midstream: true,
             tls: false,
+            remote_host: None,
         }
     }
 }
@@ -49,7 +55,11 @@ pub struct ConnTracker {
     order: VecDeque<u64>,
     capacity: usize,
     roles: RoleGuesser,
+    hosts: HostTable,
 }
+
+/// Addresses remembered from DNS answers at most.
+const MAX_HOSTS: usize = 65536;
 
 impl ConnTracker {
     /// A table holding at most `capacity` connections.
@@ -59,12 +69,21 @@ impl ConnTracker {
             order: VecDeque::new(),
             capacity: capacity.max(1),
             roles: RoleGuesser::new(ports),
+            hosts: HostTable::new(MAX_HOSTS),
         }
     }
 
     /// What is known of connection `id`.
     pub fn info(&self, id: u64) -> Option<ConnInfo> {
-        self.conns.get(&id).copied()
+        self.conns.get(&id).cloned()
+    }
+
+    /// Learns the addresses a DNS answer gave, in namespace `netns`, at
+    /// `ts_boot_ns`: connections to them seen from now on are named.
+    pub fn learn_dns(&mut self, netns: u32, m: &DnsMessage, ts_boot_ns: u64) {
+        for (ip, name, ttl) in m.resolved() {
+            self.hosts.insert(netns, ip, name, ttl, ts_boot_ns);
+        }
     }
 
     /// Number of connections tracked.
@@ -94,6 +113,7 @@ impl ConnTracker {
             }
             self.order.push_back(c.id);
         }
+        let remote_host = self.hosts.lookup(c.netns, c.remote.ip(), h.ts_boot_ns);
         self.conns.insert(
             c.id,
             ConnInfo {
@@ -104,6 +124,7 @@ impl ConnTracker {
                 role,
                 midstream,
                 tls: c.tls,
+                remote_host,
             },
         );
         &self.conns[&c.id]
@@ -123,8 +144,8 @@ impl ConnTracker {
     /// (for close: as it was while open).
     pub fn on_conn(&mut self, ev: &ConnEvent) -> ConnInfo {
         match ev.change {
-            ConnChange::Open => *self.insert(&ev.header, false),
-            ConnChange::Midstream => *self.insert(&ev.header, true),
+            ConnChange::Open => self.insert(&ev.header, false).clone(),
+            ConnChange::Midstream => self.insert(&ev.header, true).clone(),
             ConnChange::Close => match self.conns.remove(&ev.header.conn.id) {
                 Some(info) => {
                     // `order` keeps the id until it reaches the front; removal there is a no-op.
@@ -135,7 +156,7 @@ impl ConnTracker {
                     info
                 }
                 None => {
-                    let mut info = *self.insert(&ev.header, true);
+                    let mut info = self.insert(&ev.header, true).clone();
                     self.conns.remove(&ev.header.conn.id);
                     info.comm = [0; 16];
                     info
@@ -167,6 +188,7 @@ mod tests {
                 remote: SocketAddr::new(ip, rport),
                 role,
                 tls: false,
+                netns: 0,
             },
         }
     }

@@ -211,6 +211,7 @@ mod tests {
             remote: "127.0.0.1:80".parse().unwrap(),
             role: Role::Client,
             tls: false,
+            remote_host: None,
         };
         let mut buf = Vec::new();
         {

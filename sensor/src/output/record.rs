@@ -1,6 +1,7 @@
 //! The records of CONTRACT.md, serialised straight from borrowed event data
 //! (addresses and base64 are formatted into the output, never into a String).
 
+use crate::dns::{rcode_name, Answer, AnswerData, DnsMessage};
 use crate::events::{ConnChange, Direction, Role};
 use crate::protocols::http1::{Exchange, Message};
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -8,7 +9,7 @@ use std::net::SocketAddr;
 
 /// The `conn` object.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnView {
+pub struct ConnView<'a> {
     /// Local endpoint.
     pub local: SocketAddr,
     /// Remote endpoint.
@@ -17,15 +18,20 @@ pub struct ConnView {
     pub role: Role,
     /// Whether the bytes are TLS plaintext.
     pub tls: bool,
+    /// The name looked up for the remote address, when known (DNS).
+    pub remote_host: Option<&'a str>,
 }
 
-impl Serialize for ConnView {
+impl Serialize for ConnView<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(4))?;
+        let mut m = s.serialize_map(None)?;
         m.serialize_entry("local", &Display(&self.local))?;
         m.serialize_entry("remote", &Display(&self.remote))?;
         m.serialize_entry("role", self.role.as_str())?;
         m.serialize_entry("tls", &self.tls)?;
+        if let Some(h) = self.remote_host {
+            m.serialize_entry("remote_host", h)?;
+        }
         m.end()
     }
 }
@@ -84,6 +90,8 @@ pub enum Body<'a> {
     Drop(DropRecord),
     /// An HTTP/1.x request and its response.
     Http(&'a Exchange),
+    /// A DNS message (query or answer) and which way it went.
+    Dns(&'a DnsMessage, Direction),
 }
 
 /// One output record.
@@ -92,7 +100,7 @@ pub struct Record<'a> {
     /// Who, when, which probe.
     pub origin: Origin<'a>,
     /// The connection; `None` for sensor-wide records (`drop`).
-    pub conn: Option<ConnView>,
+    pub conn: Option<ConnView<'a>>,
     /// The kind and its fields.
     pub body: Body<'a>,
 }
@@ -104,6 +112,7 @@ impl Serialize for Record<'_> {
             Body::Conn(_) => "conn",
             Body::Drop(_) => "drop",
             Body::Http(_) => "http",
+            Body::Dns(..) => "dns",
         };
         let o = &self.origin;
         let mut m = s.serialize_map(None)?;
@@ -129,6 +138,20 @@ impl Serialize for Record<'_> {
                 m.serialize_entry("bytes", &d.bytes)?;
                 m.serialize_entry("reason", d.reason)?;
             }
+            Body::Dns(d, direction) => {
+                m.serialize_entry("direction", direction.as_str())?;
+                m.serialize_entry("id", &d.id)?;
+                m.serialize_entry("response", &d.response)?;
+                m.serialize_entry("query", &d.questions.first().map(|(n, _)| n))?;
+                m.serialize_entry("qtype", &d.questions.first().map(|(_, t)| t))?;
+                let addrs = d.answers.iter().filter_map(|a| match &a.data {
+                    AnswerData::Addr(ip) => Some(Display(ip)),
+                    _ => None,
+                });
+                m.serialize_entry("answers", &Seq(addrs))?;
+                m.serialize_entry("records", &Seq(d.answers.iter().map(AnswerView)))?;
+                m.serialize_entry("rcode", &rcode_name(d.rcode))?;
+            }
             Body::Http(e) => {
                 let protocol = if e.request.head.minor == 0 { "http/1.0" } else { "http/1.1" };
                 m.serialize_entry("protocol", protocol)?;
@@ -138,6 +161,42 @@ impl Serialize for Record<'_> {
                     &e.response.as_ref().map(|r| HttpMessage { msg: r, request: false }),
                 )?;
                 m.serialize_entry("latency_ns", &e.latency_ns())?;
+            }
+        }
+        m.end()
+    }
+}
+
+/// An iterator written as a JSON array, without collecting it.
+struct Seq<I>(I);
+
+impl<I: Iterator<Item = T> + Clone, T: Serialize> Serialize for Seq<I> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.clone())
+    }
+}
+
+/// One answer record: `{name, ttl, type, data}`.
+struct AnswerView<'a>(&'a Answer);
+
+impl Serialize for AnswerView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let a = self.0;
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("name", &a.name)?;
+        m.serialize_entry("ttl", &a.ttl)?;
+        match &a.data {
+            AnswerData::Addr(ip) => {
+                m.serialize_entry("type", if ip.is_ipv4() { "A" } else { "AAAA" })?;
+                m.serialize_entry("data", &Display(ip))?;
+            }
+            AnswerData::Cname(target) => {
+                m.serialize_entry("type", "CNAME")?;
+                m.serialize_entry("data", target)?;
+            }
+            AnswerData::Other(kind) => {
+                m.serialize_entry("type", kind)?;
+                m.serialize_entry("data", &None::<()>)?;
             }
         }
         m.end()
@@ -202,12 +261,13 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
 
-    fn conn() -> ConnView {
+    fn conn() -> ConnView<'static> {
         ConnView {
             local: "127.0.0.1:40000".parse().unwrap(),
             remote: "[::1]:80".parse().unwrap(),
             role: Role::Client,
             tls: false,
+            remote_host: None,
         }
     }
 
@@ -308,5 +368,52 @@ mod tests {
         );
         assert_eq!(v["reason"], "ringbuf_full");
         assert!(v["conn"].is_null());
+    }
+
+    #[test]
+    fn dns_records_and_remote_host() {
+        let bytes = {
+            use hickory_proto::op::{Message, MessageType, Query};
+            use hickory_proto::rr::rdata::{A, CNAME};
+            use hickory_proto::rr::{Name, RData, Record as Rr, RecordType};
+            use std::str::FromStr;
+            let mut m = Message::new();
+            m.set_id(9).set_message_type(MessageType::Response);
+            m.add_query(Query::query(Name::from_str("www.example.test.").unwrap(), RecordType::A));
+            let alias = Name::from_str("api.example.test.").unwrap();
+            m.add_answer(Rr::from_rdata(
+                Name::from_str("www.example.test.").unwrap(),
+                60,
+                RData::CNAME(CNAME(alias.clone())),
+            ));
+            m.add_answer(Rr::from_rdata(alias, 30, RData::A(A::new(10, 0, 0, 2))));
+            m.to_vec().unwrap()
+        };
+        let msg = crate::dns::parse(&bytes).unwrap();
+        let mut c = conn();
+        c.remote_host = Some("www.example.test");
+        let v = serde_json::to_value(Record {
+            origin: origin(7),
+            conn: Some(c),
+            body: Body::Dns(&msg, Direction::Recv),
+        })
+        .unwrap();
+        assert_eq!(v["kind"], "dns");
+        assert_eq!(v["conn"]["remote_host"], "www.example.test");
+        assert_eq!(v["query"], "www.example.test");
+        assert_eq!(v["qtype"], "A");
+        assert_eq!(v["answers"], json!(["10.0.0.2"]));
+        assert_eq!(v["rcode"], "NOERROR");
+        assert_eq!(
+            v["records"][0],
+            json!({"name": "www.example.test", "ttl": 60, "type": "CNAME", "data": "api.example.test"})
+        );
+        let v = serde_json::to_value(Record {
+            origin: origin(7),
+            conn: Some(conn()),
+            body: Body::Conn(ConnChange::Open),
+        })
+        .unwrap();
+        assert!(v["conn"].get("remote_host").is_none(), "absent when unknown");
     }
 }

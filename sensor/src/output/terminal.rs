@@ -117,6 +117,7 @@ mod tests {
             role,
             midstream: false,
             tls: false,
+            remote_host: None,
         }
     }
 

@@ -31,6 +31,9 @@ const LIFECYCLE_TRACEPOINTS: &[(&str, &str, &str)] = &[
 const DATA_SYSCALLS: &[&str] =
     &["write", "read", "writev", "readv", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendfile64", "splice"];
 
+/// Syscalls watched for DNS datagrams only (glibc asks A and AAAA with one sendmmsg).
+const DNS_ONLY_SYSCALLS: &[&str] = &["sendmmsg", "recvmmsg"];
+
 /// (program, kernel function) for the kprobe data path.
 const DATA_KPROBES: &[(&str, &str)] = &[
     ("kp_tcp_sendmsg", "tcp_sendmsg"),
@@ -104,10 +107,16 @@ pub fn attach_kernel(
     let decision = decide(choice, kprobes)?;
     info!(hook = decision.hook.as_str(), reason = %decision.reason, "kernel hook selected");
 
-    if decision.hook == KernelHook::Tracepoint {
-        for sc in DATA_SYSCALLS {
-            attach_tracepoint(ebpf, &format!("tp_exit_{sc}"), "syscalls", &format!("sys_exit_{sc}"))?;
-        }
+    // The syscall exits carry TCP on the tracepoint path, and DNS over UDP
+    // on both paths.
+    let tcp_here = u32::from(decision.hook == KernelHook::Tracepoint);
+    let map_err = |detail: String| ProbeError::Map { map: "syscall_tcp", detail };
+    let map = ebpf.map_mut("syscall_tcp").ok_or_else(|| map_err("missing from the object".into()))?;
+    let mut flag: aya::maps::Array<_, u32> =
+        aya::maps::Array::try_from(map).map_err(|e| map_err(e.to_string()))?;
+    flag.set(0, tcp_here, 0).map_err(|e| map_err(e.to_string()))?;
+    for sc in DATA_SYSCALLS.iter().chain(DNS_ONLY_SYSCALLS) {
+        attach_tracepoint(ebpf, &format!("tp_exit_{sc}"), "syscalls", &format!("sys_exit_{sc}"))?;
     }
     Ok(Attached { hook: decision })
 }
