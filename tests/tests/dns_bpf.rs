@@ -189,3 +189,36 @@ fn names_expire_with_their_ttl_and_garbage_on_port_53_is_counted() {
     assert!(cap.dropped("dns_malformed").0 >= 1, "the garbage datagram is counted");
     assert_eq!(one_http(&cap, api)["conn"]["remote_host"], "api.example.test");
 }
+
+#[test]
+fn the_terminal_summary_names_resolved_peers() {
+    let w = World::new(42, 60);
+    let dir = tempfile::tempdir().unwrap();
+    let (ready, out) = (dir.path().join("ready"), dir.path().join("terminal.txt"));
+    let mut sensor = std::process::Command::new(nettap_bin())
+        .arg("capture")
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_file(&ready, || sensor.try_wait().unwrap().is_none());
+    // Not HTTP: a TCP connection that sends a line, to a name.
+    let script = format!(
+        "import socket\ns = socket.create_connection(('api.example.test', {}))\ns.sendall(b'hello\\n')\ns.close()\n",
+        w.port
+    );
+    let mut client = in_ns(Some(&w.pair.a), &python()).args(["-c", &script]).spawn().unwrap();
+    assert!(wait_child(&mut client, "raw TCP client").success());
+    let api = w.curl(&["-4"], &format!("http://api.example.test:{}/t", w.port));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(sensor.id() as i32, libc::SIGINT) };
+    assert!(wait_child(&mut sensor, "nettap").success());
+    let text = std::fs::read_to_string(&out).unwrap();
+    let tcp = format!("-> api.example.test:{} [{}] (client)", w.port, w.pair.b4);
+    assert!(text.lines().any(|l| l.contains(&tcp) && l.contains(&format!("[{}]", client.id()))), "{text}");
+    let http = format!("GET     http://api.example.test:{}/t  200", w.port);
+    assert!(text.lines().any(|l| l.contains(&http) && l.contains(&format!("curl[{api}]"))), "{text}");
+}

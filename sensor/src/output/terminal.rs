@@ -58,7 +58,7 @@ impl<W: Write> TerminalSummary<W> {
         let req = &e.request.head;
         let host = match req.header("host") {
             Some(h) if !h.is_empty() => h.to_string(),
-            _ => info.remote.to_string(),
+            _ => remote(info),
         };
         let (status, latency) = match (&e.response, e.latency_ns()) {
             (Some(r), Some(ns)) => (r.head.status.to_string(), format!("{:.1} ms", ns as f64 / 1e6)),
@@ -91,7 +91,7 @@ impl<W: Write> TerminalSummary<W> {
             "{}  TCP     {} -> {} ({})  sent {}  recv {}  {}[{}]",
             clock(ts_ns),
             info.local,
-            info.remote,
+            remote(info),
             info.role.as_str(),
             size(b.sent),
             size(b.recv),
@@ -99,6 +99,14 @@ impl<W: Write> TerminalSummary<W> {
             info.pid,
         )?;
         self.out.flush()
+    }
+}
+
+/// The remote endpoint, by the name the process looked up when there was one.
+fn remote(info: &ConnInfo) -> String {
+    match &info.remote_host {
+        Some(name) => format!("{name}:{} [{}]", info.remote.port(), info.remote.ip()),
+        None => info.remote.to_string(),
     }
 }
 
@@ -160,5 +168,16 @@ mod tests {
             text.contains("127.0.0.1:40000 -> 127.0.0.1:8000 (server)  sent 0 B  recv 2.0 KiB"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn connections_show_the_name_looked_up() {
+        let mut out = Vec::new();
+        let mut t = TerminalSummary::new(&mut out, 16);
+        let named = ConnInfo { remote_host: Some("api.example.test".into()), ..info(Role::Client) };
+        t.on_data(1, Direction::Send, 10);
+        t.on_close(1, &named, 0, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("127.0.0.1:40000 -> api.example.test:8000 [127.0.0.1] (client)"), "{text}");
     }
 }
