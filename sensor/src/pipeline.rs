@@ -67,6 +67,8 @@ pub struct Processor {
     tracker: ConnTracker,
     sessions: HashMap<u64, ConnSession>,
     max_sessions: usize,
+    /// DNS over TCP: per connection, each direction's framing (send, recv).
+    tcp_dns: HashMap<u64, [TcpDns; 2]>,
     sink: Sink,
     clock: Clock,
     raw: bool,
@@ -78,6 +80,14 @@ pub struct Processor {
     pub execs: Vec<events::LibEvent>,
     /// Counters.
     pub stats: Stats,
+}
+
+/// One direction of a DNS-over-TCP connection, read while its bytes arrive in order.
+#[derive(Debug, Default)]
+struct TcpDns {
+    framer: crate::dns::TcpDnsFramer,
+    next_seq: Option<u64>,
+    lost: bool,
 }
 
 /// Source of sensor-wide and lifecycle records.
@@ -178,6 +188,7 @@ impl Processor {
         Self {
             tracker: ConnTracker::new(max_conns, EphemeralPorts::of_host()),
             sessions: HashMap::new(),
+            tcp_dns: HashMap::new(),
             max_sessions: max_conns.max(1),
             sink,
             clock: Clock::new(),
@@ -218,29 +229,60 @@ impl Processor {
         }
     }
 
-    /// A DNS datagram: its answers name later connections; it is written
-    /// as a `dns` record. One that does not parse is counted and skipped.
+    /// A DNS datagram.
     fn on_dns(&mut self, d: &events::DataEvent<'_>) -> std::io::Result<()> {
-        let m = match crate::dns::parse(d.payload) {
+        self.dns_message(d.payload, &d.header, d.direction)
+    }
+
+    /// Bytes of a TCP connection to or from port 53: DNS messages framed by
+    /// their length, read while the bytes arrive in order.
+    fn on_tcp_dns(&mut self, d: &events::DataEvent<'_>) -> std::io::Result<()> {
+        if self.tcp_dns.len() >= self.max_sessions && !self.tcp_dns.contains_key(&d.header.conn.id) {
+            return Ok(()); // as many as sessions at most; a rare protocol
+        }
+        let dir = &mut self.tcp_dns.entry(d.header.conn.id).or_default()[d.direction as usize];
+        if dir.lost || dir.next_seq.is_some_and(|s| s != d.seq) || d.truncated > 0 {
+            dir.lost = true;
+            dir.framer.gap();
+            return Ok(());
+        }
+        dir.next_seq = Some(d.seq + d.payload.len() as u64);
+        let mut messages = Vec::new();
+        dir.framer.feed(d.payload, &mut |m| messages.push(m.to_vec()));
+        for m in messages {
+            self.dns_message(&m, &d.header, d.direction)?;
+        }
+        Ok(())
+    }
+
+    /// One DNS message: its answers name later connections; it is written
+    /// as a `dns` record. One that does not parse is counted and skipped.
+    fn dns_message(
+        &mut self,
+        bytes: &[u8],
+        header: &events::Header,
+        direction: events::Direction,
+    ) -> std::io::Result<()> {
+        let m = match crate::dns::parse(bytes) {
             Ok(m) => m,
             Err(_) => {
-                user_drop(&mut self.user_drops, "dns_malformed", d.payload.len() as u64);
+                user_drop(&mut self.user_drops, "dns_malformed", bytes.len() as u64);
                 return Ok(());
             }
         };
-        let c = &d.header.conn;
+        let c = &header.conn;
         if m.response {
-            self.tracker.learn_dns(c.netns, &m, d.header.ts_boot_ns);
+            self.tracker.learn_dns(c.netns, &m, header.ts_boot_ns);
         }
         if let Sink::Jsonl(w) = &mut self.sink {
             let role = if c.remote.port() == 53 { events::Role::Client } else { events::Role::Server };
             w.write(&Record {
                 origin: Origin {
-                    ts_ns: self.clock.realtime_ns(d.header.ts_boot_ns),
-                    pid: d.header.pid,
-                    comm: d.header.comm(),
+                    ts_ns: self.clock.realtime_ns(header.ts_boot_ns),
+                    pid: header.pid,
+                    comm: header.comm(),
                     source: SOURCE,
-                    probe: events::probe_name(d.header.probe),
+                    probe: events::probe_name(header.probe),
                 },
                 conn: Some(ConnView {
                     local: c.local,
@@ -249,7 +291,7 @@ impl Processor {
                     tls: false,
                     remote_host: None,
                 }),
-                body: Body::Dns(&m, d.direction),
+                body: Body::Dns(&m, direction),
             })?;
         }
         Ok(())
@@ -281,6 +323,9 @@ impl Processor {
         }
         if let Sink::Terminal(t) = &mut self.sink {
             t.on_data(id, d.direction, d.payload.len());
+        }
+        if info.local.port() == 53 || info.remote.port() == 53 {
+            self.on_tcp_dns(d)?;
         }
         // TLS plaintext has its own offsets: a session that saw the socket's
         // bytes (before the connection was known to be TLS) ends, and the
@@ -353,6 +398,7 @@ impl Processor {
 
     fn close_session(&mut self, id: u64, info: &ConnInfo, ts_boot_ns: u64) -> std::io::Result<()> {
         let mut was_http = false;
+        self.tcp_dns.remove(&id);
         if let Some(mut session) = self.sessions.remove(&id) {
             was_http = session.is_http();
             let mut emit = Emit {

@@ -29,6 +29,7 @@ impl World {
         let dnsmasq = in_ns(Some(&pair.b), Path::new(dnsmasq))
             .args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces", "--user=root"])
             .arg(format!("--listen-address={}", pair.b4))
+            .arg(format!("--listen-address={}", pair.b6))
             .arg("--pid-file")
             .arg(format!("--local-ttl={ttl}"))
             .arg(format!("--host-record=api.example.test,{}", pair.b4))
@@ -63,6 +64,12 @@ impl World {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         w
+    }
+
+    /// Points namespace `a`'s resolver at `server`, with resolv.conf `options`.
+    fn resolver(&self, server: &str, options: &str) {
+        let conf = format!("nameserver {server}\noptions timeout:2 {options}\n");
+        std::fs::write(self.resolv_dir.join("resolv.conf"), conf).unwrap();
     }
 
     /// Whether `name` resolves in namespace `a` (through glibc, as apps do).
@@ -221,4 +228,55 @@ fn the_terminal_summary_names_resolved_peers() {
     assert!(text.lines().any(|l| l.contains(&tcp) && l.contains(&format!("[{}]", client.id()))), "{text}");
     let http = format!("GET     http://api.example.test:{}/t  200", w.port);
     assert!(text.lines().any(|l| l.contains(&http) && l.contains(&format!("curl[{api}]"))), "{text}");
+}
+
+#[test]
+fn answers_over_tcp_over_ipv6_and_through_a_local_stub_name_connections_too() {
+    let w = World::new(43, 60);
+    let sensor = Sensor::start(&[]);
+    let port = w.port;
+    // UDP to the server's IPv6 address.
+    w.resolver(&w.pair.b6, "");
+    let over_v6 = w.curl(&["-4"], &format!("http://api.example.test:{port}/v6dns"));
+    // TCP (glibc's `use-vc`) to its IPv4 address.
+    w.resolver(&w.pair.b4, "use-vc");
+    let over_tcp = w.curl(&["-4"], &format!("http://www.example.test:{port}/tcpdns"));
+    // A local stub resolver on 127.0.0.53 (as systemd-resolved) forwarding
+    // to the server: the application's own query and answer still count.
+    let dnsmasq =
+        ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"].into_iter().find(|p| Path::new(p).exists()).unwrap();
+    let mut stub = in_ns(Some(&w.pair.a), Path::new(dnsmasq))
+        .args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces", "--user=root"])
+        .args(["--listen-address=127.0.0.53", "--pid-file", "--cache-size=0"])
+        .arg(format!("--server={}", w.pair.b4))
+        .spawn()
+        .unwrap();
+    w.resolver("127.0.0.53", "");
+    let start = std::time::Instant::now();
+    while !w.resolves("api.example.test") {
+        assert!(start.elapsed() < TIMEOUT, "the stub never answered");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let via_stub = w.curl(&["-4"], &format!("http://api.example.test:{port}/stub"));
+    let _ = stub.kill();
+    let _ = stub.wait();
+    let cap = sensor.stop();
+
+    let h = one_http(&cap, via_stub);
+    assert_eq!(h["conn"]["remote_host"], "api.example.test");
+    let asked =
+        cap.of("dns", via_stub).into_iter().find(|r| r["response"] == true).expect("the app's own answer");
+    assert_eq!(asked["conn"]["remote"], "127.0.0.53:53");
+
+    assert_eq!(one_http(&cap, over_v6)["conn"]["remote_host"], "api.example.test");
+    let udp6 = cap.of("dns", over_v6).into_iter().find(|r| r["response"] == true).expect("a dns answer");
+    assert_eq!(udp6["conn"]["remote"], format!("[{}]:53", w.pair.b6));
+    assert_eq!(one_http(&cap, over_tcp)["conn"]["remote_host"], "www.example.test");
+    let tcp =
+        cap.of("dns", over_tcp).into_iter().find(|r| r["response"] == true).expect("a dns answer over TCP");
+    assert_eq!(tcp["probe"].as_str().unwrap().contains("sys_exit_"), true);
+    assert_eq!(tcp["query"], "www.example.test");
+    assert_eq!(tcp["answers"], serde_json::json!([w.pair.b4]));
+    // The TCP connection to port 53 is a TCP connection like any other.
+    assert!(cap.of("conn", over_tcp).iter().any(|r| r["conn"]["remote"] == format!("{}:53", w.pair.b4)));
 }

@@ -4,6 +4,8 @@
 
 mod message;
 mod table;
+mod tcp;
 
 pub use message::{parse, rcode_name, Answer, AnswerData, DnsError, DnsMessage};
 pub use table::HostTable;
+pub use tcp::TcpDnsFramer;
