@@ -2,6 +2,7 @@
 //! attachment is logged as a `probe attached` line (CONTRACT.md).
 
 mod elf;
+pub mod golang;
 mod kernel_hook;
 mod loader;
 mod openssl;

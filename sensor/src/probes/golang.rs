@@ -1,0 +1,247 @@
+//! Go executables: the build info (Go version, main module) and where given
+//! functions are and where they return, found from the symbol table or, in
+//! stripped binaries, from the pclntab the Go runtime itself needs (so it is
+//! always there). Go's goroutine stacks move, so a uretprobe is never safe
+//! on Go code: the return probes go on the functions' return instructions.
+
+use object::{Object, ObjectSection, ObjectSymbol};
+use std::collections::HashMap;
+
+/// Why a Go executable cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum GoError {
+    /// Not a parsable object file.
+    #[error("not an ELF object: {0}")]
+    Elf(#[from] object::Error),
+    /// Built by a Go release whose layout we do not read.
+    #[error("Go build info or pclntab of an unsupported layout ({0}); Go 1.18 or later is needed")]
+    Unsupported(String),
+    /// A table points outside the file.
+    #[error("truncated or corrupt {0}")]
+    Corrupt(&'static str),
+}
+
+/// A function found in the executable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoFunction {
+    /// File offset of its first instruction (where an entry uprobe goes).
+    pub offset: u64,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Offsets of its return instructions from its first byte.
+    pub returns: Vec<u64>,
+}
+
+/// What a Go executable says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoBinary {
+    /// `go1.22.5`.
+    pub version: String,
+    /// The main module's path, when built from a module.
+    pub module: Option<String>,
+    /// Whether the symbol table was there (else the pclntab served).
+    pub symtab: bool,
+    /// The wanted functions it has, by name.
+    pub functions: HashMap<String, GoFunction>,
+}
+
+const BUILDINFO_MAGIC: &[u8] = b"\xff Go buildinf:";
+
+/// Reads `data` as a Go executable; `None` when it is not one.
+pub fn inspect(data: &[u8], wanted: &[&str]) -> Result<Option<GoBinary>, GoError> {
+    let obj = object::File::parse(data)?;
+    let Some(info) = obj.section_by_name(".go.buildinfo").and_then(|s| s.data().ok()) else {
+        return Ok(None);
+    };
+    let (version, module) = buildinfo(info)?;
+    let mut symtab = false;
+    let mut found: HashMap<String, (u64, u64)> = HashMap::new(); // name → (address, size)
+    for sym in obj.symbols() {
+        symtab = true;
+        if let Ok(name) = sym.name() {
+            if wanted.contains(&name) && sym.size() > 0 {
+                found.insert(name.to_string(), (sym.address(), sym.size()));
+            }
+        }
+    }
+    if !symtab {
+        found = pclntab_functions(&obj, wanted)?;
+    }
+    let mut functions = HashMap::new();
+    for (name, (addr, size)) in found {
+        let Some((offset, code)) = file_bytes(&obj, data, addr, size) else { continue };
+        let returns = return_offsets(obj.architecture(), code);
+        functions.insert(name, GoFunction { offset, size, returns });
+    }
+    Ok(Some(GoBinary { version, module, symtab, functions }))
+}
+
+/// Version and main module from `.go.buildinfo` (Go 1.18+: inline strings).
+fn buildinfo(sec: &[u8]) -> Result<(String, Option<String>), GoError> {
+    if sec.len() < 32 || !sec.starts_with(BUILDINFO_MAGIC) {
+        return Err(GoError::Corrupt("build info"));
+    }
+    let flags = sec[15];
+    if flags & 2 == 0 {
+        return Err(GoError::Unsupported("build info with pointers, before Go 1.18".into()));
+    }
+    let mut rest = &sec[32..];
+    let version = read_string(&mut rest).ok_or(GoError::Corrupt("build info"))?;
+    let modinfo = read_string(&mut rest).unwrap_or_default();
+    let module = modinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("mod\t"))
+        .and_then(|l| l.split('\t').next())
+        .map(str::to_string);
+    Ok((version, module))
+}
+
+/// A uvarint-length-prefixed string.
+fn read_string(rest: &mut &[u8]) -> Option<String> {
+    let (mut len, mut shift, mut used) = (0u64, 0u32, 0usize);
+    loop {
+        let b = *rest.get(used)?;
+        used += 1;
+        len |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
+    }
+    let end = used.checked_add(usize::try_from(len).ok()?)?;
+    let s = rest.get(used..end)?;
+    *rest = &rest[end..];
+    Some(String::from_utf8_lossy(s).into_owned())
+}
+
+/// Functions by name from `.gopclntab` (Go 1.18–1.19 magic 0xfffffff0,
+/// 1.20+ 0xfffffff1): address and size (to the next function).
+fn pclntab_functions(
+    obj: &object::File<'_>,
+    wanted: &[&str],
+) -> Result<HashMap<String, (u64, u64)>, GoError> {
+    let tab = obj
+        .section_by_name(".gopclntab")
+        .and_then(|s| s.data().ok())
+        .ok_or(GoError::Unsupported("no .gopclntab section".into()))?;
+    let little = obj.is_little_endian();
+    let u32_at = |at: usize| -> Option<u32> {
+        let b: [u8; 4] = tab.get(at..at + 4)?.try_into().ok()?;
+        Some(if little { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) })
+    };
+    let magic = u32_at(0).ok_or(GoError::Corrupt("pclntab"))?;
+    if magic != 0xffff_fff0 && magic != 0xffff_fff1 {
+        return Err(GoError::Unsupported(format!("pclntab magic {magic:#x}")));
+    }
+    let ptr = usize::from(*tab.get(7).ok_or(GoError::Corrupt("pclntab"))?);
+    if ptr != 4 && ptr != 8 {
+        return Err(GoError::Corrupt("pclntab"));
+    }
+    let word = |i: usize| -> Option<u64> {
+        let at = 8 + i * ptr;
+        let b = tab.get(at..at + ptr)?;
+        let mut v = [0u8; 8];
+        if little {
+            v[..ptr].copy_from_slice(b);
+            Some(u64::from_le_bytes(v))
+        } else {
+            v[8 - ptr..].copy_from_slice(b);
+            Some(u64::from_be_bytes(v))
+        }
+    };
+    let corrupt = || GoError::Corrupt("pclntab");
+    let nfunc = usize::try_from(word(0).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
+    let text_start = word(2).ok_or_else(corrupt)?;
+    let funcnames = usize::try_from(word(3).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
+    let functab = usize::try_from(word(7).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
+    // The linker leaves textStart 0 for the runtime to fill in: then it is
+    // the start of .text, where runtime.text is.
+    let base = match text_start {
+        0 => obj.section_by_name(".text").map(|s| s.address()).ok_or_else(corrupt)?,
+        t => t,
+    };
+    let mut out = HashMap::new();
+    for i in 0..nfunc {
+        let (entry, funcoff) = (u32_at(functab + 8 * i).ok_or_else(corrupt)?, u32_at(functab + 8 * i + 4));
+        let funcoff = funcoff.ok_or_else(corrupt)? as usize;
+        let name_off = u32_at(functab + funcoff + 4).ok_or_else(corrupt)? as usize;
+        let start = funcnames + name_off;
+        let name = tab.get(start..).and_then(|s| s.split(|&b| b == 0).next()).ok_or_else(corrupt)?;
+        let Some(&w) = wanted.iter().find(|w| w.as_bytes() == name) else { continue };
+        let next = u32_at(functab + 8 * (i + 1)).ok_or_else(corrupt)?;
+        out.insert(w.to_string(), (base + u64::from(entry), u64::from(next.saturating_sub(entry))));
+    }
+    Ok(out)
+}
+
+/// The file offset and bytes of `size` bytes at virtual address `addr`.
+fn file_bytes<'d>(obj: &object::File<'_>, data: &'d [u8], addr: u64, size: u64) -> Option<(u64, &'d [u8])> {
+    let sec = obj.sections().find(|s| s.address() <= addr && addr + size <= s.address() + s.size())?;
+    let (off, _) = sec.file_range()?;
+    let at = off + (addr - sec.address());
+    Some((at, data.get(at as usize..(at + size) as usize)?))
+}
+
+/// Offsets of the return instructions in `code`.
+fn return_offsets(arch: object::Architecture, code: &[u8]) -> Vec<u64> {
+    match arch {
+        object::Architecture::X86_64 => {
+            let decoder = iced_x86::Decoder::with_ip(64, code, 0, iced_x86::DecoderOptions::NONE);
+            decoder
+                .into_iter()
+                .filter(|i| i.flow_control() == iced_x86::FlowControl::Return)
+                .map(|i| i.ip())
+                .collect()
+        }
+        object::Architecture::Aarch64 => code
+            .chunks_exact(4)
+            .enumerate()
+            .filter(|(_, w)| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) == 0xd65f_03c0) // ret (x30)
+            .map(|(i, _)| i as u64 * 4)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_info_strings() {
+        let mut sec = BUILDINFO_MAGIC.to_vec();
+        sec.extend([8, 2]);
+        sec.resize(32, 0);
+        sec.push(8);
+        sec.extend(b"go1.22.5");
+        let mods = "\u{0}path\texample.test/x\nmod\texample.test/x\t(devel)\t\n";
+        sec.push(mods.len() as u8);
+        sec.extend(mods.as_bytes());
+        let (v, m) = buildinfo(&sec).unwrap();
+        assert_eq!(v, "go1.22.5");
+        assert_eq!(m.as_deref(), Some("example.test/x"));
+        assert!(matches!(buildinfo(b"not build info at all, 32 bytes.."), Err(GoError::Corrupt(_))));
+        let mut old = BUILDINFO_MAGIC.to_vec();
+        old.extend([8, 0]);
+        old.resize(32, 0);
+        assert!(matches!(buildinfo(&old), Err(GoError::Unsupported(_))));
+    }
+
+    #[test]
+    fn a_non_go_file_is_none_and_garbage_an_error() {
+        let libssl = std::fs::read("/usr/lib/x86_64-linux-gnu/libssl.so.3").expect("the system libssl.so.3");
+        assert_eq!(inspect(&libssl, &["x"]).unwrap(), None);
+        assert!(inspect(b"garbage", &["x"]).is_err());
+    }
+
+    #[test]
+    fn varints_past_the_end_are_refused() {
+        let mut s: &[u8] = &[0x80, 0x80];
+        assert_eq!(read_string(&mut s), None);
+        let mut s: &[u8] = &[5, b'a'];
+        assert_eq!(read_string(&mut s), None);
+    }
+}

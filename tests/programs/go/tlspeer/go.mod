@@ -1,0 +1,3 @@
+module example.test/tlspeer
+
+go 1.18

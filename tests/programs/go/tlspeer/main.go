@@ -1,0 +1,97 @@
+// An HTTPS server and client on Go's own crypto/tls and net/http, the peer
+// of nettap's Go TLS tests.
+//
+//	tlspeer server -addr 127.0.0.1:PORT -cert C -key K -ready FILE [-http1]
+//	tlspeer client -url https://127.0.0.1:PORT/path -ca C [-http1] [-n N]
+//
+// The server answers every request with "go says: " and the request path
+// (and echoes a request body after it); the client makes N GET requests over
+// one connection and checks every answer.
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: tlspeer server|client ...")
+		os.Exit(2)
+	}
+	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
+	addr := fs.String("addr", "127.0.0.1:0", "server: listen address")
+	cert := fs.String("cert", "", "server: certificate")
+	key := fs.String("key", "", "server: key")
+	ready := fs.String("ready", "", "server: file created once listening")
+	target := fs.String("url", "", "client: URL")
+	ca := fs.String("ca", "", "client: trusted certificate")
+	n := fs.Int("n", 1, "client: requests")
+	http1 := fs.Bool("http1", false, "HTTP/1.1 only (no HTTP/2)")
+	fs.Parse(os.Args[2:])
+	var err error
+	switch os.Args[1] {
+	case "server":
+		err = serve(*addr, *cert, *key, *ready, *http1)
+	case "client":
+		err = get(*target, *ca, *n, *http1)
+	default:
+		err = fmt.Errorf("unknown mode %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+func serve(addr, cert, key, ready string, http1 bool) error {
+	srv := &http.Server{Addr: addr, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintf(w, "go says: %s%s", r.URL.Path, body)
+	})}
+	if http1 {
+		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+	}
+	if err := os.WriteFile(ready, []byte("ready\n"), 0o644); err != nil {
+		return err
+	}
+	return srv.ListenAndServeTLS(cert, key)
+}
+
+func get(target, ca string, n int, http1 bool) error {
+	pem, err := os.ReadFile(ca)
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}, ForceAttemptHTTP2: !http1}
+	if http1 {
+		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	}
+	client := &http.Client{Transport: tr}
+	u, err := url.Parse(target)
+	if err != nil {
+		return err
+	}
+	for i := 0; i < n; i++ {
+		path := fmt.Sprintf("%s%d", u.Path, i)
+		resp, err := client.Get(u.Scheme + "://" + u.Host + path)
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := "go says: " + path; string(body) != want || resp.StatusCode != 200 {
+			return fmt.Errorf("got %d %q, want %q", resp.StatusCode, body, want)
+		}
+	}
+	return nil
+}

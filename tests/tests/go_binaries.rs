@@ -1,0 +1,108 @@
+//! Go executables as nettap reads them, built by the test with the machine's
+//! Go in the variants users ship: default, stripped (`-s -w`), no DWARF
+//! (`-w`), PIE, and without cgo. Version and module come from the build
+//! info; crypto/tls.(*Conn).Write and Read are found from the symbol table
+//! or, stripped, from the pclntab, at the same file offsets; their return
+//! sites are the `ret` instructions (no uretprobes on Go code).
+
+use nettap_sensor::probes::golang::{inspect, GoBinary};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const FUNCTIONS: [&str; 2] = ["crypto/tls.(*Conn).Write", "crypto/tls.(*Conn).Read"];
+
+fn go_build(out: &Path, flags: &[&str], env: &[(&str, &str)]) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/go/tlspeer");
+    let status = Command::new("go")
+        .arg("build")
+        .args(flags)
+        .arg("-o")
+        .arg(out)
+        .arg(".")
+        .current_dir(&src)
+        .env("GOFLAGS", "-buildvcs=false")
+        .envs(env.iter().copied())
+        .status()
+        .expect("the Go toolchain (`go`) is required to build the Go test programs");
+    assert!(status.success(), "go build {flags:?} failed");
+}
+
+/// File offsets of symbols as `nm` reads them from the symbol table.
+fn nm_offsets(bin: &Path) -> HashMap<String, u64> {
+    let out = Command::new("nm").arg(bin).output().expect("nm (binutils)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Go's .text is mapped at file offset + 0x400000 (non-PIE) or at the
+    // section's address minus its offset: compare addresses through readelf.
+    let sections = String::from_utf8_lossy(
+        &Command::new("readelf").args(["-S", "-W"]).arg(bin).output().unwrap().stdout,
+    )
+    .into_owned();
+    let text_sec = sections.lines().find(|l| l.contains(" .text ")).expect(".text");
+    let fields: Vec<&str> = text_sec.split(']').nth(1).unwrap().split_whitespace().collect();
+    let (addr, off) =
+        (u64::from_str_radix(fields[2], 16).unwrap(), u64::from_str_radix(fields[3], 16).unwrap());
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let a = u64::from_str_radix(f.next()?, 16).ok()?;
+            let name = f.nth(1)?;
+            FUNCTIONS.contains(&name).then(|| (name.to_string(), a - addr + off))
+        })
+        .collect()
+}
+
+fn check(bin: &Path, expect_symtab: bool) -> GoBinary {
+    let data = std::fs::read(bin).unwrap();
+    let go = inspect(&data, &FUNCTIONS).unwrap().expect("recognised as Go");
+    assert!(go.version.starts_with("go1."), "{}", go.version);
+    assert_eq!(go.module.as_deref(), Some("example.test/tlspeer"));
+    assert_eq!(go.symtab, expect_symtab, "{}", bin.display());
+    for f in FUNCTIONS {
+        let found = go.functions.get(f).unwrap_or_else(|| panic!("{f} not found in {}", bin.display()));
+        assert!(!found.returns.is_empty(), "{f} has return sites");
+        for r in &found.returns {
+            assert_eq!(data[(found.offset + r) as usize], 0xc3, "{f}+{r:#x} is a ret");
+        }
+        assert!(found.returns.iter().all(|&r| r < found.size));
+    }
+    go
+}
+
+#[test]
+fn go_executables_in_every_build_variant() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = |n: &str| -> PathBuf { dir.path().join(n) };
+    go_build(&bin("default"), &[], &[]);
+    go_build(&bin("stripped"), &["-ldflags=-s -w"], &[]);
+    go_build(&bin("nodwarf"), &["-ldflags=-w"], &[]);
+    go_build(&bin("pie"), &["-buildmode=pie"], &[]);
+    go_build(&bin("nocgo"), &[], &[("CGO_ENABLED", "0")]);
+
+    let default = check(&bin("default"), true);
+    // Found from the symbol table, at the offsets nm gives.
+    let nm = nm_offsets(&bin("default"));
+    for f in FUNCTIONS {
+        assert_eq!(default.functions[f].offset, nm[f], "{f}");
+    }
+    // Stripped: the pclntab gives the same functions at the same places
+    // (the same code was linked) with the same return sites; its sizes run
+    // to the next function, alignment padding included.
+    let stripped = check(&bin("stripped"), false);
+    for f in FUNCTIONS {
+        assert_eq!(stripped.functions[f].offset, default.functions[f].offset, "{f}");
+        assert_eq!(stripped.functions[f].returns, default.functions[f].returns, "{f}");
+        assert!(stripped.functions[f].size >= default.functions[f].size, "{f}");
+    }
+    check(&bin("nodwarf"), true);
+    let pie = check(&bin("pie"), true);
+    let nm = nm_offsets(&bin("pie"));
+    for f in FUNCTIONS {
+        assert_eq!(pie.functions[f].offset, nm[f], "{f}");
+    }
+    check(&bin("nocgo"), true);
+
+    // Not Go: None, not an error.
+    let curl = std::fs::read("/usr/bin/curl").expect("curl");
+    assert!(inspect(&curl, &FUNCTIONS).unwrap().is_none());
+}
