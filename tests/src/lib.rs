@@ -640,3 +640,33 @@ pub fn assert_http_body(message: &Value, want: &str, who: &str) {
     assert!(got == &want[..kept], "{who}: body of {} bytes differs from the {kept} bytes sent", got.len());
     assert_eq!(message["body_truncated"].as_u64().unwrap_or(0), (want.len() - kept) as u64, "{who}");
 }
+
+/// What a TLS test starts with: a fresh certificate for `localhost` and a
+/// port for its server.
+pub struct TlsSetup {
+    /// The certificate (PEM), also the CA file clients trust.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// The server's port.
+    pub port: u16,
+    /// The same, as a command-line argument.
+    pub port_s: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsSetup {
+    /// Makes the certificate and picks the port.
+    pub fn new() -> TlsSetup {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = tls_cert(dir.path());
+        let port = free_port();
+        TlsSetup { cert, key, port, port_s: port.to_string(), _dir: dir }
+    }
+}
+
+impl Default for TlsSetup {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -44,11 +44,9 @@ fn assert_posts(records: &[&Value], sizes: &[usize], role: &str, port: u16) {
 
 #[test]
 fn curl_against_nginx_over_https_both_ends_exact() {
-    let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = tls_cert(certs.path());
-    let port = free_port();
-    let port_s = port.to_string();
-    let server = nginx(port, &cert, &key);
+    let TlsSetup { cert, key, port, port_s, .. } = &TlsSetup::new();
+    let port = *port;
+    let server = nginx(port, cert, key);
     let worker = server.worker_pid();
     let mut args = vec!["--port", port_s.as_str()];
     args.extend_from_slice(EXACT);
@@ -65,7 +63,7 @@ fn curl_against_nginx_over_https_both_ends_exact() {
         }
         curl.args(["-sS", "--fail", "--http1.1", "-o", "/dev/null", "-H", "Content-Type: text/plain"])
             .arg("--cacert")
-            .arg(&cert)
+            .arg(cert)
             .arg("--data-binary")
             .arg(format!("@{}", req.display()))
             .arg(format!("https://localhost:{port}/resp_{n}"));
@@ -106,16 +104,14 @@ fn php_stream_wrapper_and_curl_extension_against_nginx() {
         php.is_ok_and(|o| o.status.success()),
         "php (php-cli, php-curl) is required: ci/install.sh installs it"
     );
-    let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = tls_cert(certs.path());
-    let port = free_port();
-    let port_s = port.to_string();
-    let server = nginx(port, &cert, &key);
+    let TlsSetup { cert, key, port, port_s, .. } = &TlsSetup::new();
+    let port = *port;
+    let server = nginx(port, cert, key);
     let worker = server.worker_pid();
-    let sensor = Sensor::start(&["--port", &port_s]);
+    let sensor = Sensor::start(&["--port", port_s]);
 
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/php_https.php");
-    let mut client = Command::new("php").arg(&script).arg(&port_s).arg(&cert).spawn().unwrap();
+    let mut client = Command::new("php").arg(&script).arg(port_s).arg(cert).spawn().unwrap();
     assert!(wait_child(&mut client, "php").success());
     drop(server);
     let cap = sensor.stop();

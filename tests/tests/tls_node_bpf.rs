@@ -40,10 +40,8 @@ fn assert_exchanges(records: &[&Value], sizes: &[usize], role: &str, port: u16) 
 
 #[test]
 fn node_https_client_and_server_are_captured_exactly() {
-    let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = tls_cert(certs.path());
-    let port = free_port();
-    let port_s = port.to_string();
+    let TlsSetup { cert, key, port, port_s, .. } = &TlsSetup::new();
+    let port = *port;
     // EXACT: the 4 MiB bodies go through SSL_write in one call each.
     let mut args = vec!["--port", port_s.as_str()];
     args.extend_from_slice(EXACT);
@@ -54,12 +52,12 @@ fn node_https_client_and_server_are_captured_exactly() {
     let ready = dir.path().join("ready");
     let mut server = node()
         .arg(node_peer())
-        .args(["server", "--port", &port_s, "--ready"])
+        .args(["server", "--port", port_s, "--ready"])
         .arg(&ready)
         .arg("--cert")
-        .arg(&cert)
+        .arg(cert)
         .arg("--key")
-        .arg(&key)
+        .arg(key)
         .spawn()
         .unwrap();
     wait_for_file(&ready, || server.try_wait().unwrap().is_none());
@@ -67,8 +65,8 @@ fn node_https_client_and_server_are_captured_exactly() {
     let sizes_s = sizes.map(|n| n.to_string()).join(",");
     let mut client = node()
         .arg(node_peer())
-        .args(["client", "--port", &port_s, "--sizes", &sizes_s, "--ca"])
-        .arg(&cert)
+        .args(["client", "--port", port_s, "--sizes", &sizes_s, "--ca"])
+        .arg(cert)
         .spawn()
         .unwrap();
     assert!(wait_child(&mut client, "node client").success());

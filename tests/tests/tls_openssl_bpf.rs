@@ -70,16 +70,14 @@ fn python_ssl_plaintext_is_exact_and_ciphertext_never_written() {
 
 #[test]
 fn curl_over_https_and_200_requests_on_one_connection() {
-    let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = tls_cert(certs.path());
-    let port = free_port();
-    let port_s = port.to_string();
-    let server = HttpsServer::start(port, &cert, &key);
-    let sensor = Sensor::start(&["--port", &port_s]);
+    let TlsSetup { cert, key, port, port_s, .. } = &TlsSetup::new();
+    let port = *port;
+    let server = HttpsServer::start(port, cert, key);
+    let sensor = Sensor::start(&["--port", port_s]);
 
     let mut curl = Command::new("curl")
         .args(["-sS", "--fail", "--http1.1", "--cacert"])
-        .arg(&cert)
+        .arg(cert)
         .args(["-o", "/dev/null", "-H", "Accept-Encoding: gzip"])
         .arg(format!("https://localhost:{port}/gzip"))
         .spawn()
@@ -87,8 +85,8 @@ fn curl_over_https_and_200_requests_on_one_connection() {
     assert!(wait_child(&mut curl, "curl").success());
     let mut many = Command::new(python())
         .arg(program("http_peer.py"))
-        .args(["keepalive", "--port", &port_s, "--count", "200", "--tls"])
-        .arg(&cert)
+        .args(["keepalive", "--port", port_s, "--count", "200", "--tls"])
+        .arg(cert)
         .spawn()
         .unwrap();
     assert!(wait_child(&mut many, "keep-alive client").success());
@@ -124,12 +122,10 @@ fn curl_over_https_and_200_requests_on_one_connection() {
 
 #[test]
 fn libssl_loaded_after_start_is_found_and_captured_from_the_first_request() {
-    let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = tls_cert(certs.path());
-    let port = free_port();
-    let port_s = port.to_string();
-    let server = HttpsServer::start(port, &cert, &key);
-    let sensor = Sensor::start(&["--port", &port_s]);
+    let TlsSetup { cert, key, port, port_s, .. } = &TlsSetup::new();
+    let port = *port;
+    let server = HttpsServer::start(port, cert, key);
+    let sensor = Sensor::start(&["--port", port_s]);
 
     // A libssl file that did not exist when the sensor started (new inode):
     // only the kernel's report of its mapping can lead the sensor to it.
@@ -145,7 +141,7 @@ fn libssl_loaded_after_start_is_found_and_captured_from_the_first_request() {
     let (loaded, go) = (server.dir.path().join("loaded"), server.dir.path().join("go"));
     let mut client = Command::new(python())
         .arg(program("tls_late.py"))
-        .args([&port_s, cert.to_str().unwrap(), loaded.to_str().unwrap(), go.to_str().unwrap(), "3"])
+        .args([port_s, cert.to_str().unwrap(), loaded.to_str().unwrap(), go.to_str().unwrap(), "3"])
         .env("LD_LIBRARY_PATH", libs.path())
         .spawn()
         .unwrap();
@@ -270,16 +266,14 @@ fn static_openssl_found_on_exec_without_configuration() {
 
 #[test]
 fn python_asyncio_memory_bios_are_captured() {
-    let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = tls_cert(certs.path());
-    let port = free_port();
-    let port_s = port.to_string();
-    let server = HttpsServer::start(port, &cert, &key);
-    let sensor = Sensor::start(&["--port", &port_s]);
+    let TlsSetup { cert, key, port, port_s, .. } = &TlsSetup::new();
+    let port = *port;
+    let server = HttpsServer::start(port, cert, key);
+    let sensor = Sensor::start(&["--port", port_s]);
     let mut client = Command::new(python())
         .arg(program("asyncio_https.py"))
-        .arg(&port_s)
-        .arg(&cert)
+        .arg(port_s)
+        .arg(cert)
         .arg("20")
         .spawn()
         .unwrap();
@@ -305,12 +299,10 @@ fn python_asyncio_memory_bios_are_captured() {
 
 #[test]
 fn libssl_of_another_mount_namespace_is_reached_through_proc_root() {
-    let certs = tempfile::tempdir().unwrap();
-    let (cert, key) = tls_cert(certs.path());
-    let port = free_port();
-    let port_s = port.to_string();
-    let server = HttpsServer::start(port, &cert, &key);
-    let sensor = Sensor::start(&["--port", &port_s]);
+    let TlsSetup { cert, key, port, port_s, .. } = &TlsSetup::new();
+    let port = *port;
+    let server = HttpsServer::start(port, cert, key);
+    let sensor = Sensor::start(&["--port", port_s]);
 
     // Inside a private mount namespace, the system path of libssl is a
     // different file (a copy bind-mounted over it), as in a container image;
