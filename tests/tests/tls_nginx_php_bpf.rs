@@ -127,3 +127,42 @@ fn php_stream_wrapper_and_curl_extension_against_nginx() {
     }
     assert_eq!(cap.dropped("tls_socket_unknown"), (0, 0));
 }
+
+#[test]
+fn bodies_beyond_the_per_call_cap_keep_their_exchange() {
+    // Default settings: 256 KiB captured per call, so most of a 4 MiB body
+    // written in one SSL_write never reaches the sensor. The exchange is
+    // still written, its body the captured prefix and the rest counted.
+    let TlsSetup { cert, key, port, port_s, .. } = &TlsSetup::new();
+    let port = *port;
+    let server = nginx(port, cert, key);
+    let sensor = Sensor::start(&["--port", port_s]);
+    let n = 4 << 20;
+    let bodies = tempfile::tempdir().unwrap();
+    let req = bodies.path().join("req");
+    std::fs::write(&req, pattern_body("req", n)).unwrap();
+    let mut curl = Command::new("curl")
+        .args(["-sS", "--fail", "--http1.1", "-o", "/dev/null", "--cacert"])
+        .arg(cert)
+        .arg("--data-binary")
+        .arg(format!("@{}", req.display()))
+        .arg(format!("https://localhost:{port}/resp_{n}"))
+        .spawn()
+        .unwrap();
+    assert!(wait_child(&mut curl, "curl").success());
+    drop(server);
+    let cap = sensor.stop();
+
+    let h = cap.of("http", curl.id());
+    assert_eq!(h.len(), 1, "the exchange is kept: {}", cap.log);
+    let want_req = pattern_body("req", n);
+    let want_resp = pattern_body("resp", n);
+    for (msg, want) in [(&h[0]["request"], &want_req), (&h[0]["response"], &want_resp)] {
+        let body = msg["body"].as_str().unwrap();
+        let missing = msg["body_truncated"].as_u64().unwrap();
+        assert!(want.starts_with(body), "the kept body is a prefix of what was sent");
+        assert!(missing > 0 && body.len() as u64 + missing == n as u64, "{} + {missing}", body.len());
+    }
+    assert_eq!(h[0]["response"]["status"], 200);
+    assert_eq!(cap.dropped("http_stream_gap"), (0, 0), "nothing lost that is not said in the record");
+}

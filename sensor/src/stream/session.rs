@@ -138,8 +138,10 @@ fn deliver(
     let is_request = direction == http.request;
     match d {
         Delivery::Gap { seq, len } => {
-            http.session.gap(is_request);
-            out(SessionOut::Gap { direction, seq, len });
+            // Inside a body the exchange survives, with `body_truncated`.
+            if !http.session.gap(is_request, len) {
+                out(SessionOut::Gap { direction, seq, len });
+            }
         }
         Delivery::Bytes { seq, ts_ns, data } => {
             if is_request {

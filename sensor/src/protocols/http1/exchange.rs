@@ -144,9 +144,15 @@ impl Http1Session {
         out.push(Http1Output::Exchange(Box::new(Exchange { request, response: Some(m) })));
     }
 
-    /// Bytes of one direction went missing: that direction waits for the next
-    /// message start (and a request lost this way is never paired).
-    pub fn gap(&mut self, request_side: bool) {
+    /// `len` bytes of one direction went missing. Inside a body whose
+    /// framing covers them, they are counted as not kept and the message
+    /// survives (true). Else that direction waits for the next message start
+    /// (and a request lost this way is never paired).
+    pub fn gap(&mut self, request_side: bool, len: u64) -> bool {
+        let parser = if request_side { &mut self.req } else { &mut self.resp };
+        if parser.absorb_gap(len) {
+            return true;
+        }
         if request_side {
             self.req.lose_sync();
             self.early = None; // its request is lost
@@ -155,6 +161,7 @@ impl Http1Session {
             // The answer to the oldest request is lost with the gap.
             self.pending.pop_front();
         }
+        false
     }
 
     /// The connection ended: finish a body delimited by the close and give

@@ -175,6 +175,26 @@ impl MessageParser {
         self.msg = Message::default();
     }
 
+    /// `len` bytes went missing inside the body being read: when its framing
+    /// says they were all body bytes (a length or chunk with more left than
+    /// that, or a body that lasts until close), they are counted as not kept
+    /// and parsing goes on in sync; true then. Else the caller loses sync.
+    pub fn absorb_gap(&mut self, len: u64) -> bool {
+        let State::Body(framing) = &mut self.state else { return false };
+        let fits = match framing {
+            Framing::UntilClose => true,
+            Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) if len < *left => {
+                *left -= len;
+                true
+            }
+            _ => false,
+        };
+        if fits {
+            self.msg.body_truncated += len;
+        }
+        fits
+    }
+
     /// In resync, whether `chunk_start` begins a message; if so the parser
     /// takes it from there.
     pub fn resync(&mut self, chunk_start: &[u8]) -> bool {
@@ -485,6 +505,17 @@ mod tests {
         events
     }
 
+    /// Feeds `data` whole to `p`, returns the messages it completed.
+    fn feed_all(p: &mut MessageParser, mut data: &[u8]) -> Vec<Message> {
+        let mut events = Vec::new();
+        while !data.is_empty() {
+            let (n, ev) = p.advance(data, 0, false);
+            data = &data[n..];
+            events.extend(ev);
+        }
+        messages(events)
+    }
+
     fn messages(events: Vec<Event>) -> Vec<Message> {
         events
             .into_iter()
@@ -538,6 +569,25 @@ mod tests {
             false,
         ));
         assert_eq!(r.iter().map(|m| m.head.status).collect::<Vec<_>>(), vec![100, 204, 304]);
+    }
+
+    #[test]
+    fn a_gap_inside_a_known_body_is_counted_and_parsing_goes_on() {
+        let mut p = MessageParser::new(Kind::Response, Limits::default());
+        let msgs = feed_all(&mut p, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab");
+        assert!(msgs.is_empty());
+        assert!(p.absorb_gap(6));
+        let msgs = feed_all(&mut p, b"ijHTTP/1.1 204 No Content\r\n\r\n");
+        assert_eq!(msgs.len(), 2);
+        assert_eq!((msgs[0].body.as_slice(), msgs[0].body_truncated), (&b"abij"[..], 6));
+        assert_eq!(msgs[1].head.status, 204);
+        // A gap reaching past the body's end, or in a head, cannot be placed.
+        let mut p = MessageParser::new(Kind::Response, Limits::default());
+        feed_all(&mut p, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab");
+        assert!(!p.absorb_gap(2));
+        let mut p = MessageParser::new(Kind::Request, Limits::default());
+        feed_all(&mut p, b"GET / HT");
+        assert!(!p.absorb_gap(1));
     }
 
     #[test]
