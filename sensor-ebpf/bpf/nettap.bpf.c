@@ -14,6 +14,7 @@
 #include "tcp_syscalls.bpf.h"
 #include "tcp_kprobe.bpf.h"
 #include "openssl.bpf.h"
+#include "go_tls.bpf.h"
 #include "libs.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -62,6 +62,8 @@ enum nt_probe {
 	NT_PROBE_UPROBE_SSL_READ_EX_SITE,
 	NT_PROBE_SYS_SENDMMSG,
 	NT_PROBE_SYS_RECVMMSG,
+	NT_PROBE_UPROBE_GO_TLS_WRITE, /* crypto/tls.(*Conn).Write, bytes taken at its return */
+	NT_PROBE_UPROBE_GO_TLS_READ,  /* crypto/tls.(*Conn).Read, at its return */
 	NT_PROBE_MAX,
 };
 

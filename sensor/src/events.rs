@@ -307,6 +307,8 @@ pub fn probe_name(probe: u32) -> &'static str {
         nt_probe::NT_PROBE_SOCK_SET_STATE => "tracepoint:sock:inet_sock_set_state",
         nt_probe::NT_PROBE_SYS_SENDMMSG => "tracepoint:syscalls:sys_exit_sendmmsg",
         nt_probe::NT_PROBE_SYS_RECVMMSG => "tracepoint:syscalls:sys_exit_recvmmsg",
+        nt_probe::NT_PROBE_UPROBE_GO_TLS_WRITE => "uprobe:crypto/tls.(*Conn).Write",
+        nt_probe::NT_PROBE_UPROBE_GO_TLS_READ => "uprobe:crypto/tls.(*Conn).Read:return",
         nt_probe::NT_PROBE_KPROBE_TCP_SENDMSG => "kprobe:tcp_sendmsg",
         nt_probe::NT_PROBE_KPROBE_TCP_RECVMSG => "kprobe:tcp_recvmsg",
         nt_probe::NT_PROBE_UPROBE_SSL_WRITE => "uprobe:SSL_write",
@@ -328,6 +330,7 @@ pub fn source_of(probe: u32) -> &'static str {
         | nt_probe::NT_PROBE_UPROBE_SSL_READ_EX
         | nt_probe::NT_PROBE_UPROBE_SSL_READ_SITE
         | nt_probe::NT_PROBE_UPROBE_SSL_READ_EX_SITE => "openssl",
+        nt_probe::NT_PROBE_UPROBE_GO_TLS_WRITE | nt_probe::NT_PROBE_UPROBE_GO_TLS_READ => "go-tls",
         _ => "kernel",
     }
 }

@@ -559,6 +559,9 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         }
     }
     info!(files, "OpenSSL libraries probed");
+    let mut go_tls = probes::GoTlsProbes::new();
+    let go_programs = go_tls.attach_running(&mut ebpf);
+    info!(programs = go_programs, "Go programs with crypto/tls probed");
 
     let ring = RingBuf::try_from(ebpf.take_map("events").ok_or_else(|| anyhow!("map events missing"))?)?;
     let drops_map: PerCpuArray<_, _> =
@@ -593,6 +596,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                 }
                 for exe in proc.execs.drain(..) {
                     openssl.examine_exec(&mut ebpf, &exe, Clock::boot_now_ns());
+                    go_tls.examine_exec(&mut ebpf, &exe, Clock::boot_now_ns());
                 }
             }
             _ = tick.tick() => {

@@ -512,8 +512,9 @@ pub fn assert_exact_from(cap: &Capture, peer: &PeerInfo, role: &str, from: usize
     }
 }
 
-/// A self-signed certificate and key for `localhost` in `dir` (made by the
-/// `openssl` command): (certificate, key).
+/// A self-signed certificate and key for `localhost`, 127.0.0.1 and ::1 in
+/// `dir` (made by the `openssl` command; Go wants the names as SANs):
+/// (certificate, key).
 pub fn tls_cert(dir: &Path) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let out = Command::new("openssl")
@@ -527,6 +528,8 @@ pub fn tls_cert(dir: &Path) -> (PathBuf, PathBuf) {
             "1",
             "-subj",
             "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1",
             "-keyout",
         ])
         .arg(&key)

@@ -2,6 +2,7 @@
 //! attachment is logged as a `probe attached` line (CONTRACT.md).
 
 mod elf;
+mod go_tls;
 pub mod golang;
 mod kernel_hook;
 mod loader;
@@ -9,6 +10,7 @@ mod openssl;
 mod openssl_plan;
 mod sites;
 
+pub use go_tls::GoTlsProbes;
 pub use kernel_hook::{decide, HookDecision, KernelHook};
 pub use loader::{ensure_tracefs, load_every_program, load_object, Attached, ProbeError};
 pub use openssl::{is_libssl, libssl_of_process, openssl_version, OpenSslProbes};

@@ -43,8 +43,13 @@ pub struct Http1Session {
     pending: VecDeque<Message>,
     /// A final response that ended before its request did: servers answer
     /// before reading a whole body (nginx discarding it, a 413, an early
-    /// error). It answers the request in progress when that one ends.
+    /// error), and TLS libraries hand over a write only when it returns,
+    /// which can be after another thread read the answer (Go's HTTP client
+    /// writes and reads on two goroutines). It answers the next request to end.
     early: Option<Message>,
+    /// Both directions were seen from their first byte with no gap since:
+    /// a response with no request can only be one that overtook it.
+    from_start: bool,
 }
 
 /// Requests waiting for answers at most; beyond that the oldest is given up
@@ -59,6 +64,7 @@ impl Http1Session {
             resp: MessageParser::new(Kind::Response, limits),
             pending: VecDeque::new(),
             early: None,
+            from_start: true,
         }
     }
 
@@ -68,6 +74,7 @@ impl Http1Session {
         let mut s = Self::new(limits);
         s.req.lose_sync();
         s.resp.lose_sync();
+        s.from_start = false;
         s
     }
 
@@ -124,7 +131,8 @@ impl Http1Session {
             return; // interim (100 Continue, 103 Early Hints): the real answer follows
         }
         let Some(request) = self.pending.pop_front() else {
-            if !self.req.idle() && !self.req.resyncing() {
+            let request_underway = !self.req.idle() && !self.req.resyncing();
+            if (request_underway || self.from_start) && self.early.is_none() {
                 self.early = Some(m);
             }
             // Else it answers a request from before we were in sync.
@@ -156,6 +164,7 @@ impl Http1Session {
         if request_side {
             self.req.lose_sync();
             self.early = None; // its request is lost
+            self.from_start = false;
         } else if !self.resp.upgraded() {
             self.resp.lose_sync();
             // The answer to the oldest request is lost with the gap.
@@ -287,6 +296,32 @@ mod tests {
         assert_eq!(ex[0].response.as_ref().unwrap().body, b"A!");
         assert_eq!(ex[1].request.head.target, "/b");
         assert_eq!(ex[1].response.as_ref().unwrap().head.status, 201);
+    }
+
+    #[test]
+    fn an_answer_that_overtook_its_request_pairs_with_it() {
+        let mut s = Http1Session::new(Limits::default());
+        let mut out = Vec::new();
+        s.feed(true, b"GET /0 HTTP/1.1\r\n\r\n", 1, &mut out);
+        s.feed(false, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n0", 2, &mut out);
+        // The next answer is handed over before its request.
+        s.feed(false, b"HTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\n1", 3, &mut out);
+        s.feed(true, b"GET /1 HTTP/1.1\r\n\r\n", 4, &mut out);
+        s.feed(true, b"GET /2 HTTP/1.1\r\n\r\n", 5, &mut out);
+        s.feed(false, b"HTTP/1.1 202 Accepted\r\nContent-Length: 1\r\n\r\n2", 6, &mut out);
+        let ex = exchanges(&out);
+        let pairs: Vec<(&str, u16)> = ex
+            .iter()
+            .map(|e| (e.request.head.target.as_str(), e.response.as_ref().unwrap().head.status))
+            .collect();
+        assert_eq!(pairs, [("/0", 200), ("/1", 201), ("/2", 202)]);
+        // Joined mid-stream, an answer with no request is an old one: dropped.
+        let mut s = Http1Session::midstream(Limits::default());
+        let mut out = Vec::new();
+        s.feed(false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 1, &mut out);
+        s.feed(true, b"GET /n HTTP/1.1\r\n\r\n", 2, &mut out);
+        s.close(3, &mut out);
+        assert!(exchanges(&out)[0].response.is_none());
     }
 
     #[test]

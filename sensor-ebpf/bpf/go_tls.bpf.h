@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * TLS plaintext from Go's crypto/tls (Go 1.18+, register ABI): a uprobe at
+ * the entry of (*Conn).Write and (*Conn).Read saves the arguments per
+ * goroutine; uprobes on their `ret` instructions (never uretprobes: Go moves
+ * goroutine stacks) emit the bytes moved. The socket is the fd inside the
+ * tls.Conn's net.Conn, found through the task's file table.
+ */
+#ifndef NETTAP_GO_TLS_BPF_H
+#define NETTAP_GO_TLS_BPF_H
+
+#include "emit.bpf.h"
+
+#if defined(__TARGET_ARCH_x86)
+#define GO_ARG0(r) ((r)->ax)
+#define GO_ARG1(r) ((r)->bx)
+#define GO_ARG2(r) ((r)->cx)
+#define GO_RET0(r) ((r)->ax)
+#define GO_G(r) ((r)->r14)
+#elif defined(__TARGET_ARCH_arm64)
+#define GO_ARG0(r) ((r)->regs[0])
+#define GO_ARG1(r) ((r)->regs[1])
+#define GO_ARG2(r) ((r)->regs[2])
+#define GO_RET0(r) ((r)->regs[0])
+#define GO_G(r) ((r)->regs[28])
+#endif
+
+/* Layout of the Go structs on the way from a *tls.Conn to its fd, the same
+ * from Go 1.18 to 1.26 on 64-bit targets. */
+#define GO_TLS_CONN_NETCONN_DATA 8 /* tls.Conn.conn (net.Conn iface): data word */
+#define GO_TCPCONN_FD 0            /* net.TCPConn{conn{fd *netFD}} */
+#define GO_NETFD_SYSFD 16          /* netFD.pfd (poll.FD) after fdMutex{uint64, uint32, uint32} */
+
+struct go_key {
+	__u64 g; /* the goroutine (runtime.g *) */
+	__u32 tgid;
+	__u32 _pad;
+};
+
+struct go_call {
+	__u64 conn; /* *tls.Conn */
+	__u64 buf;
+	__u16 probe;
+	__u8 direction;
+	__u8 _pad[5];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct go_key);
+	__type(value, struct go_call);
+} go_calls SEC(".maps");
+
+static __always_inline int go_enter(struct pt_regs *ctx, __u16 probe, __u8 direction)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!pid_wanted(id >> 32))
+		return 0;
+	struct go_key key = { .g = GO_G(ctx), .tgid = id >> 32 };
+	struct go_call call = {
+		.conn = GO_ARG0(ctx),
+		.buf = GO_ARG1(ctx),
+		.probe = probe,
+		.direction = direction,
+	};
+	bpf_map_update_elem(&go_calls, &key, &call, BPF_ANY);
+	return 0;
+}
+
+/* The fd of the *net.TCPConn inside a *tls.Conn, or -1. */
+static __always_inline long go_conn_fd(__u64 conn)
+{
+	__u64 data = 0, netfd = 0;
+	long fd = -1;
+	if (bpf_probe_read_user(&data, sizeof(data), (void *)(conn + GO_TLS_CONN_NETCONN_DATA)) || !data)
+		return -1;
+	if (bpf_probe_read_user(&netfd, sizeof(netfd), (void *)(data + GO_TCPCONN_FD)) || !netfd)
+		return -1;
+	if (bpf_probe_read_user(&fd, sizeof(fd), (void *)(netfd + GO_NETFD_SYSFD)))
+		return -1;
+	return fd;
+}
+
+SEC("uprobe")
+int up_go_tls_write(struct pt_regs *ctx)
+{
+	return go_enter(ctx, NT_PROBE_UPROBE_GO_TLS_WRITE, NT_DIR_SEND);
+}
+
+SEC("uprobe")
+int up_go_tls_read(struct pt_regs *ctx)
+{
+	return go_enter(ctx, NT_PROBE_UPROBE_GO_TLS_READ, NT_DIR_RECV);
+}
+
+/* On every `ret` of both functions: the call of this goroutine ends. */
+SEC("uprobe")
+int up_go_tls_ret(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct go_key key = { .g = GO_G(ctx), .tgid = id >> 32 };
+	struct go_call *p = bpf_map_lookup_elem(&go_calls, &key);
+	if (!p)
+		return 0;
+	struct go_call call = *p;
+	bpf_map_delete_elem(&go_calls, &key);
+	long n = (long)GO_RET0(ctx);
+	if (n <= 0)
+		return 0;
+	long fd = go_conn_fd(call.conn);
+	struct sock *sk = fd >= 0 ? tcp_sock_of_fd(fd) : NULL;
+	if (!sk) {
+		count_drop(NT_DROP_TLS_NO_SOCKET, n);
+		return 0;
+	}
+	if (!ports_wanted(sk))
+		return 0;
+	struct inflight io = {
+		.sk = (__u64)sk,
+		.buf = call.buf,
+		.probe = call.probe,
+		.kind = IO_PLAIN,
+		.direction = call.direction,
+	};
+	emit_call(&io, n, id >> 32, (__u32)id, true);
+	return 0;
+}
+
+#endif

@@ -1,0 +1,125 @@
+//! Go's crypto/tls: every Go executable (running at start-up, or executed
+//! later) that links crypto/tls gets the probes of `go_tls.bpf.h`, once per
+//! file (device, inode): an entry uprobe on (*Conn).Write and (*Conn).Read,
+//! and a uprobe on each of their `ret` instructions.
+
+use super::golang::{self, GoBinary};
+use super::{loader, log_attach, ProbeError};
+use aya::programs::UProbe;
+use aya::Ebpf;
+use std::collections::HashSet;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+const WRITE: &str = "crypto/tls.(*Conn).Write";
+const READ: &str = "crypto/tls.(*Conn).Read";
+const PROGRAMS: [&str; 3] = ["up_go_tls_write", "up_go_tls_read", "up_go_tls_ret"];
+
+/// Attaches the Go TLS probes to Go executables, once per file identity.
+#[derive(Debug, Default)]
+pub struct GoTlsProbes {
+    examined: HashSet<(u64, u64)>,
+    loaded: bool,
+}
+
+impl GoTlsProbes {
+    /// Nothing examined yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Examines the executables of every running process. Returns how many were probed.
+    pub fn attach_running(&mut self, ebpf: &mut Ebpf) -> usize {
+        let Ok(procs) = std::fs::read_dir("/proc") else { return 0 };
+        let pids: Vec<u32> = procs.flatten().filter_map(|p| p.file_name().to_str()?.parse().ok()).collect();
+        pids.into_iter()
+            .filter(|pid| self.examine(ebpf, &PathBuf::from(format!("/proc/{pid}/exe"))).is_some())
+            .count()
+    }
+
+    /// A program was executed: probe it if it is Go with crypto/tls.
+    pub fn examine_exec(&mut self, ebpf: &mut Ebpf, exe: &crate::events::LibEvent, now_boot_ns: u64) {
+        let path = PathBuf::from(format!("/proc/{}/exe", exe.pid));
+        if let Some(in_place) = self.examine(ebpf, &path) {
+            let real = std::fs::read_link(&path).unwrap_or_else(|_| path.clone());
+            tracing::info!(
+                pid = exe.pid,
+                binary = %real.display(),
+                noticed_us = now_boot_ns.saturating_sub(exe.ts_boot_ns) / 1000,
+                attached_us = in_place.saturating_sub(exe.ts_boot_ns) / 1000,
+                "probes attached to a Go program"
+            );
+        }
+    }
+
+    /// Probes the executable at `path` once per identity; when the probes
+    /// were in place (boot-time ns), if it was newly probed.
+    pub fn examine(&mut self, ebpf: &mut Ebpf, path: &Path) -> Option<u64> {
+        let file = std::fs::File::open(path).ok()?;
+        let meta = file.metadata().ok()?;
+        if !self.examined.insert((meta.dev(), meta.ino())) {
+            return None;
+        }
+        // SAFETY: read-only private mapping of a file we hold open; only its
+        // headers, build info, symbol tables and the probed functions are read.
+        let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+        let target = std::fs::read_link(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string();
+        let go = match golang::inspect(&map, &[WRITE, READ]) {
+            Ok(Some(go)) => go,
+            Ok(None) | Err(golang::GoError::Elf(_)) => return None, // not Go
+            Err(e) => {
+                tracing::warn!(target, probe_type = "uprobe", probe = WRITE, ok = false, error = %e, "probe attached: failed");
+                return None;
+            }
+        };
+        if !go.functions.contains_key(WRITE) && !go.functions.contains_key(READ) {
+            return None; // Go without crypto/tls
+        }
+        drop(map);
+        self.attach(ebpf, &file, &target, &go)
+    }
+
+    fn attach(&mut self, ebpf: &mut Ebpf, file: &std::fs::File, target: &str, go: &GoBinary) -> Option<u64> {
+        if !self.loaded {
+            for prog in PROGRAMS {
+                if let Err(e) = loader::program::<UProbe>(ebpf, prog).and_then(|p| {
+                    p.load().map_err(|e| ProbeError::Load { program: prog.to_string(), source: e })
+                }) {
+                    tracing::warn!(error = %loader::chain(&e), "Go TLS probes cannot load");
+                    return None;
+                }
+            }
+            self.loaded = true;
+        }
+        let via_fd = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        let mut results = Vec::new();
+        for (name, entry_prog) in [(WRITE, "up_go_tls_write"), (READ, "up_go_tls_read")] {
+            let Some(f) = go.functions.get(name) else {
+                results.push((name.to_string(), Err(ProbeError::MissingSymbol(name.to_string()))));
+                continue;
+            };
+            if f.returns.is_empty() {
+                results.push((name.to_string(), Err(ProbeError::MissingSymbol(format!("{name}: no ret")))));
+                continue;
+            }
+            let points = std::iter::once((entry_prog, f.offset, name.to_string())).chain(
+                f.returns.iter().map(|r| ("up_go_tls_ret", f.offset + r, format!("{name}+{r:#x} (return)"))),
+            );
+            for (prog, offset, label) in points {
+                let r = loader::program::<UProbe>(ebpf, prog).and_then(|p| {
+                    p.attach(None, offset, &via_fd, None)
+                        .map(|_| ())
+                        .map_err(|e| ProbeError::Attach { program: prog.to_string(), source: e })
+                });
+                results.push((label, r));
+            }
+        }
+        let in_place = crate::clock::Clock::boot_now_ns();
+        let version = format!("{}{}", go.version, if go.symtab { "" } else { " (stripped: pclntab)" });
+        for (label, r) in &results {
+            log_attach(target, "uprobe", label, r, Some(&version));
+        }
+        results.iter().any(|(_, r)| r.is_ok()).then_some(in_place)
+    }
+}

@@ -1,0 +1,93 @@
+//! TLS plaintext from Go's crypto/tls: a Go HTTPS server and client (the
+//! same program, built by the test in several variants) exchange requests
+//! over one HTTP/1.1 connection; both ends' exchanges must come from the
+//! `go-tls` probes with the kernel's connection identity and no ciphertext.
+
+use nettap_e2e::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn go_build(out: &Path, flags: &[&str]) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/go/tlspeer");
+    let status = Command::new("go")
+        .arg("build")
+        .args(flags)
+        .arg("-o")
+        .arg(out)
+        .arg(".")
+        .current_dir(&src)
+        .env("GOFLAGS", "-buildvcs=false")
+        .status()
+        .expect("the Go toolchain (`go`) is required to build the Go test programs");
+    assert!(status.success(), "go build {flags:?} failed");
+}
+
+fn assert_exchanges(records: &[&Value], role: &str, port: u16, n: usize) {
+    let paths: Vec<&str> = records.iter().map(|r| r["request"]["path"].as_str().unwrap()).collect();
+    let want: Vec<String> = (0..n).map(|i| format!("/go{i}")).collect();
+    assert_eq!(paths, want, "{role}: every request, in order");
+    for r in records {
+        assert_eq!(r["source"], "go-tls", "{role}");
+        assert_eq!(r["conn"]["tls"], true);
+        assert_eq!(r["conn"]["role"], role);
+        let server_end = if role == "client" { &r["conn"]["remote"] } else { &r["conn"]["local"] };
+        assert_eq!(server_end, &format!("127.0.0.1:{port}"));
+        assert_eq!(r["protocol"], "http/1.1");
+        assert_eq!(r["request"]["method"], "GET");
+        assert_eq!(r["response"]["status"], 200, "{role}: {r}");
+        let path = r["request"]["path"].as_str().unwrap();
+        assert_eq!(r["response"]["body"], format!("go says: {path}"));
+    }
+    let conns: std::collections::BTreeSet<&str> =
+        records.iter().map(|r| r["conn"]["local"].as_str().unwrap()).collect();
+    assert_eq!(conns.len(), 1, "{role}: one keep-alive connection");
+}
+
+fn capture_variant(bin: &Path) {
+    let TlsSetup { cert, key, port, port_s, .. } = &TlsSetup::new();
+    let port = *port;
+    let sensor = Sensor::start(&["--port", port_s]);
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let mut server = Command::new(bin)
+        .args(["server", "-http1", "-addr", &format!("127.0.0.1:{port}"), "-ready"])
+        .arg(&ready)
+        .arg("-cert")
+        .arg(cert)
+        .arg("-key")
+        .arg(key)
+        .spawn()
+        .unwrap();
+    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
+    // The program is probed when the server starts (examined on exec).
+    sensor.wait_for_log(&["probe attached", "crypto/tls.(*Conn).Read", "(return)", "ok=true"]);
+    let mut client = Command::new(bin)
+        .args(["client", "-http1", "-n", "5", "-url", &format!("https://127.0.0.1:{port}/go"), "-ca"])
+        .arg(cert)
+        .spawn()
+        .unwrap();
+    assert!(wait_child(&mut client, "Go client").success());
+    let _ = server.kill();
+    let _ = server.wait();
+    let cap = sensor.stop();
+
+    assert_exchanges(&cap.of("http", client.id()), "client", port, 5);
+    assert_exchanges(&cap.of("http", server.id()), "server", port, 5);
+    for pid in [client.id(), server.id()] {
+        assert!(cap.of("data", pid).is_empty(), "no ciphertext written for pid {pid}");
+    }
+    assert_eq!(cap.dropped("tls_socket_unknown"), (0, 0));
+}
+
+#[test]
+fn go_tls_default_stripped_and_pie_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = |n: &str| -> PathBuf { dir.path().join(n) };
+    go_build(&bin("default"), &[]);
+    go_build(&bin("stripped"), &["-ldflags=-s -w"]);
+    go_build(&bin("pie"), &["-buildmode=pie"]);
+    for variant in ["default", "stripped", "pie"] {
+        capture_variant(&bin(variant));
+    }
+}
