@@ -38,6 +38,11 @@ fn every_program_of_both_paths_loads() {
         "up_ssl_write_ex_ret",
         "up_ssl_read_ret",
         "up_ssl_read_ex_ret",
+        "up_go_tls_write",
+        "up_go_tls_read",
+        "up_go_tls_ret",
+        "tp_exit_sendmmsg",
+        "tp_exit_recvmmsg",
     ] {
         assert!(names.iter().any(|n| n == expected), "{expected} not loaded: {names:?}");
     }
