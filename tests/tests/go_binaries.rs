@@ -52,7 +52,20 @@ fn nm_offsets(bin: &Path) -> HashMap<String, u64> {
         .collect()
 }
 
+/// The bytes of a return instruction on the binary's architecture.
+fn is_ret(data: &[u8], at: usize, arm64: bool) -> bool {
+    if arm64 {
+        data[at..at + 4] == 0xd65f_03c0u32.to_le_bytes()
+    } else {
+        data[at] == 0xc3
+    }
+}
+
 fn check(bin: &Path, expect_symtab: bool) -> GoBinary {
+    check_arch(bin, expect_symtab, false)
+}
+
+fn check_arch(bin: &Path, expect_symtab: bool, arm64: bool) -> GoBinary {
     let data = std::fs::read(bin).unwrap();
     let go = inspect(&data, &FUNCTIONS).unwrap().expect("recognised as Go");
     assert!(go.version.starts_with("go1."), "{}", go.version);
@@ -62,7 +75,7 @@ fn check(bin: &Path, expect_symtab: bool) -> GoBinary {
         let found = go.functions.get(f).unwrap_or_else(|| panic!("{f} not found in {}", bin.display()));
         assert!(!found.returns.is_empty(), "{f} has return sites");
         for r in &found.returns {
-            assert_eq!(data[(found.offset + r) as usize], 0xc3, "{f}+{r:#x} is a ret");
+            assert!(is_ret(&data, (found.offset + r) as usize, arm64), "{f}+{r:#x} is a ret");
         }
         assert!(found.returns.iter().all(|&r| r < found.size));
     }
@@ -105,4 +118,24 @@ fn go_executables_in_every_build_variant() {
     // Not Go: None, not an error.
     let curl = std::fs::read("/usr/bin/curl").expect("curl");
     assert!(inspect(&curl, &FUNCTIONS).unwrap().is_none());
+}
+
+#[test]
+fn arm64_executables_cross_compiled() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, stripped) = (dir.path().join("arm64"), dir.path().join("arm64-stripped"));
+    let arm = [("GOARCH", "arm64"), ("CGO_ENABLED", "0")];
+    go_build(&plain, &[], &arm);
+    go_build(&stripped, &["-ldflags=-s -w"], &arm);
+    let a = check_arch(&plain, true, true);
+    let nm = nm_offsets(&plain);
+    for f in FUNCTIONS {
+        assert_eq!(a.functions[f].offset, nm[f], "{f}: offset from the symbol table");
+        assert_eq!(a.functions[f].offset % 4, 0);
+    }
+    let s = check_arch(&stripped, false, true);
+    for f in FUNCTIONS {
+        assert_eq!(s.functions[f].offset, a.functions[f].offset, "{f}: the pclntab agrees");
+        assert_eq!(s.functions[f].returns, a.functions[f].returns, "{f}");
+    }
 }
