@@ -91,3 +91,54 @@ fn go_tls_default_stripped_and_pie_builds() {
         capture_variant(&bin(variant));
     }
 }
+
+#[test]
+fn go_tls_bodies_from_0_b_to_4_mib_are_exact_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("tlspeer");
+    go_build(&bin, &[]);
+    let TlsSetup { cert, key, port, port_s, .. } = &TlsSetup::new();
+    let port = *port;
+    let mut args = vec!["--port", port_s.as_str()];
+    args.extend_from_slice(EXACT);
+    let sensor = Sensor::start(&args);
+    let ready = dir.path().join("ready");
+    let mut server = Command::new(&bin)
+        .args(["server", "-http1", "-addr", &format!("127.0.0.1:{port}"), "-ready"])
+        .arg(&ready)
+        .arg("-cert")
+        .arg(cert)
+        .arg("-key")
+        .arg(key)
+        .spawn()
+        .unwrap();
+    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
+    sensor.wait_for_log(&["probe attached", "crypto/tls.(*Conn).Read", "(return)", "ok=true"]);
+    let sizes = [0usize, 1024, 100 * 1024, 4 << 20];
+    let sizes_s = sizes.map(|n| n.to_string()).join(",");
+    let mut client = Command::new(&bin)
+        .args(["client", "-http1", "-sizes", &sizes_s, "-url", &format!("https://127.0.0.1:{port}/"), "-ca"])
+        .arg(cert)
+        .spawn()
+        .unwrap();
+    assert!(wait_child(&mut client, "Go client").success());
+    let _ = server.kill();
+    let _ = server.wait();
+    let cap = sensor.stop();
+
+    for (pid, role) in [(client.id(), "client"), (server.id(), "server")] {
+        let h = cap.of("http", pid);
+        assert_eq!(h.len(), sizes.len(), "{role}: one exchange per size");
+        for (r, &n) in h.iter().zip(&sizes) {
+            assert_eq!(r["source"], "go-tls");
+            assert_eq!(r["request"]["method"], "POST");
+            assert_eq!(r["request"]["path"], format!("/echo/{n}"));
+            assert_http_body(&r["request"], &pattern_body("req", n), role);
+            assert_eq!(r["response"]["status"], 200, "{role}: /echo/{n}");
+            assert_http_body(&r["response"], &pattern_body("resp", n), role);
+        }
+        assert!(cap.of("data", pid).is_empty(), "{role}: no ciphertext");
+    }
+    assert_eq!(cap.dropped("ringbuf_full"), (0, 0));
+    assert_eq!(cap.dropped("tls_socket_unknown"), (0, 0));
+}

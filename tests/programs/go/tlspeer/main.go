@@ -2,14 +2,16 @@
 // of nettap's Go TLS tests.
 //
 //	tlspeer server -addr 127.0.0.1:PORT -cert C -key K -ready FILE [-http1]
-//	tlspeer client -url https://127.0.0.1:PORT/path -ca C [-http1] [-n N]
+//	tlspeer client -url https://127.0.0.1:PORT/path -ca C [-http1] [-n N] [-sizes 0,1024,...]
 //
-// The server answers every request with "go says: " and the request path
-// (and echoes a request body after it); the client makes N GET requests over
-// one connection and checks every answer.
+// The server answers `POST /echo/N` with N bytes of pattern("resp", N) after
+// checking the request body is pattern("req", len); any other request with
+// "go says: " and the request path. The client makes N GET requests over one
+// connection, or with -sizes one POST per size, and checks every answer.
 package main
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"flag"
@@ -18,6 +20,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
+	"strings"
 )
 
 func main() {
@@ -33,6 +37,7 @@ func main() {
 	target := fs.String("url", "", "client: URL")
 	ca := fs.String("ca", "", "client: trusted certificate")
 	n := fs.Int("n", 1, "client: requests")
+	sizes := fs.String("sizes", "", "client: POST bodies of these sizes instead of GETs")
 	http1 := fs.Bool("http1", false, "HTTP/1.1 only (no HTTP/2)")
 	fs.Parse(os.Args[2:])
 	var err error
@@ -40,7 +45,11 @@ func main() {
 	case "server":
 		err = serve(*addr, *cert, *key, *ready, *http1)
 	case "client":
-		err = get(*target, *ca, *n, *http1)
+		if *sizes != "" {
+			err = post(*target, *ca, *sizes, *http1)
+		} else {
+			err = get(*target, *ca, *n, *http1)
+		}
 	default:
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
 	}
@@ -54,6 +63,16 @@ func serve(addr, cert, key, ready string, http1 bool) error {
 	srv := &http.Server{Addr: addr, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "text/plain")
+		if strings.HasPrefix(r.URL.Path, "/echo/") && r.Method == http.MethodPost {
+			size, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/echo/"))
+			if !bytes.Equal(body, pattern("req", len(body))) {
+				w.WriteHeader(http.StatusBadRequest)
+				return
+			}
+			w.Header().Set("Content-Length", strconv.Itoa(size))
+			w.Write(pattern("resp", size))
+			return
+		}
 		fmt.Fprintf(w, "go says: %s%s", r.URL.Path, body)
 	})}
 	if http1 {
@@ -65,10 +84,20 @@ func serve(addr, cert, key, ready string, http1 bool) error {
 	return srv.ListenAndServeTLS(cert, key)
 }
 
-func get(target, ca string, n int, http1 bool) error {
+// pattern is tag + "0123456789" repeated to n bytes (pattern_body in the tests).
+func pattern(tag string, n int) []byte {
+	unit := []byte(tag + "0123456789")
+	out := make([]byte, n)
+	for i := range out {
+		out[i] = unit[i%len(unit)]
+	}
+	return out
+}
+
+func newClient(ca string, http1 bool) (*http.Client, error) {
 	pem, err := os.ReadFile(ca)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
@@ -76,7 +105,41 @@ func get(target, ca string, n int, http1 bool) error {
 	if http1 {
 		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 	}
-	client := &http.Client{Transport: tr}
+	return &http.Client{Transport: tr}, nil
+}
+
+func post(target, ca, sizes string, http1 bool) error {
+	client, err := newClient(ca, http1)
+	if err != nil {
+		return err
+	}
+	u, err := url.Parse(target)
+	if err != nil {
+		return err
+	}
+	for _, s := range strings.Split(sizes, ",") {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Post(fmt.Sprintf("%s://%s/echo/%d", u.Scheme, u.Host, n), "application/octet-stream", bytes.NewReader(pattern("req", n)))
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !bytes.Equal(body, pattern("resp", n)) {
+			return fmt.Errorf("size %d: status %d, %d bytes", n, resp.StatusCode, len(body))
+		}
+	}
+	return nil
+}
+
+func get(target, ca string, n int, http1 bool) error {
+	client, err := newClient(ca, http1)
+	if err != nil {
+		return err
+	}
 	u, err := url.Parse(target)
 	if err != nil {
 		return err
