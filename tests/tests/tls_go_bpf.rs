@@ -9,6 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn go_build(out: &Path, flags: &[&str]) {
+    go_build_with(out, flags, &[]);
+}
+
+/// `go build` with extra environment (`GOTOOLCHAIN=go1.19.13` fetches that
+/// release as a Go toolchain module the first time, then it is cached).
+fn go_build_with(out: &Path, flags: &[&str], env: &[(&str, &str)]) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/go/tlspeer");
     let status = Command::new("go")
         .arg("build")
@@ -18,6 +24,7 @@ fn go_build(out: &Path, flags: &[&str]) {
         .arg(".")
         .current_dir(&src)
         .env("GOFLAGS", "-buildvcs=false")
+        .envs(env.iter().copied())
         .status()
         .expect("the Go toolchain (`go`) is required to build the Go test programs");
     assert!(status.success(), "go build {flags:?} failed");
@@ -141,4 +148,21 @@ fn go_tls_bodies_from_0_b_to_4_mib_are_exact_both_ways() {
     }
     assert_eq!(cap.dropped("ringbuf_full"), (0, 0));
     assert_eq!(cap.dropped("tls_socket_unknown"), (0, 0));
+}
+
+#[test]
+fn go_tls_from_older_go_releases() {
+    let dir = tempfile::tempdir().unwrap();
+    // Go 1.19 stripped: its pclntab has the 1.18-1.19 layout (magic 0xfffffff0).
+    let go119 = dir.path().join("go119-stripped");
+    go_build_with(&go119, &["-ldflags=-s -w"], &[("GOTOOLCHAIN", "go1.19.13")]);
+    let go121 = dir.path().join("go121");
+    go_build_with(&go121, &[], &[("GOTOOLCHAIN", "go1.21.13")]);
+    for (bin, version) in [(&go119, "go1.19.13"), (&go121, "go1.21.13")] {
+        let data = std::fs::read(bin).unwrap();
+        let go =
+            nettap_sensor::probes::golang::inspect(&data, &["crypto/tls.(*Conn).Read"]).unwrap().unwrap();
+        assert_eq!(go.version, version);
+        capture_variant(bin);
+    }
 }
