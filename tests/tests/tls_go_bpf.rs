@@ -88,13 +88,15 @@ fn capture_variant(bin: &Path) {
 }
 
 #[test]
-fn go_tls_default_stripped_and_pie_builds() {
+fn go_tls_default_stripped_pie_nodwarf_and_nocgo_builds() {
     let dir = tempfile::tempdir().unwrap();
     let bin = |n: &str| -> PathBuf { dir.path().join(n) };
     go_build(&bin("default"), &[]);
     go_build(&bin("stripped"), &["-ldflags=-s -w"]);
     go_build(&bin("pie"), &["-buildmode=pie"]);
-    for variant in ["default", "stripped", "pie"] {
+    go_build(&bin("nodwarf"), &["-ldflags=-w"]);
+    go_build_with(&bin("nocgo"), &[], &[("CGO_ENABLED", "0")]);
+    for variant in ["default", "stripped", "pie", "nodwarf", "nocgo"] {
         capture_variant(&bin(variant));
     }
 }
