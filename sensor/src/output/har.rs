@@ -62,16 +62,20 @@ fn query(target: &str) -> Value {
 }
 
 fn version(m: &Message) -> String {
-    format!("HTTP/1.{}", m.head.minor)
+    if m.head.h2 {
+        "HTTP/2.0".to_string()
+    } else {
+        format!("HTTP/1.{}", m.head.minor)
+    }
 }
 
 /// One HAR entry for an exchange seen by process `pid` on `conn`.
 pub fn entry(e: &Exchange, started_ns: u64, pid: u32, comm: &str, conn: &ConnView) -> Value {
     let req = &e.request;
     let scheme = if conn.tls { "https" } else { "http" };
-    let authority = match req.head.header("host") {
-        Some(h) if !h.is_empty() => h.to_string(),
-        _ => conn.remote.to_string(),
+    let authority = match req.head.authority() {
+        Some(h) => h.to_string(),
+        None => conn.remote.to_string(),
     };
     let mut request = json!({
         "method": req.head.method,

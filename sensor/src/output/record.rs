@@ -153,8 +153,7 @@ impl Serialize for Record<'_> {
                 m.serialize_entry("rcode", &rcode_name(d.rcode))?;
             }
             Body::Http(e) => {
-                let protocol = if e.request.head.minor == 0 { "http/1.0" } else { "http/1.1" };
-                m.serialize_entry("protocol", protocol)?;
+                m.serialize_entry("protocol", e.request.head.protocol())?;
                 m.serialize_entry("request", &HttpMessage { msg: &e.request, request: true })?;
                 m.serialize_entry(
                     "response",
@@ -239,12 +238,15 @@ impl Serialize for HttpMessage<'_> {
         if self.request {
             m.serialize_entry("method", &h.method)?;
             m.serialize_entry("path", &h.target)?;
-            m.serialize_entry("authority", h.header("host").unwrap_or(""))?;
+            m.serialize_entry("authority", h.authority().unwrap_or(""))?;
         } else {
             m.serialize_entry("status", &h.status)?;
             m.serialize_entry("reason", &h.reason)?;
         }
         m.serialize_entry("headers", &Headers(&h.headers))?;
+        if h.headers_incomplete {
+            m.serialize_entry("headers_incomplete", &true)?;
+        }
         body_entry(&mut m, "body", "body_b64", &self.msg.body)?;
         if self.msg.body_truncated > 0 {
             m.serialize_entry("body_truncated", &self.msg.body_truncated)?;

@@ -56,9 +56,9 @@ impl<W: Write> TerminalSummary<W> {
     /// One line for an exchange; `ts_ns` is the request's realtime start.
     pub fn on_exchange(&mut self, info: &ConnInfo, e: &Exchange, ts_ns: u64) -> io::Result<()> {
         let req = &e.request.head;
-        let host = match req.header("host") {
-            Some(h) if !h.is_empty() => h.to_string(),
-            _ => remote(info),
+        let host = match req.authority() {
+            Some(h) => h.to_string(),
+            None => remote(info),
         };
         let (status, latency) = match (&e.response, e.latency_ns()) {
             (Some(r), Some(ns)) => (r.head.status.to_string(), format!("{:.1} ms", ns as f64 / 1e6)),

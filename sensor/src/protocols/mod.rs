@@ -3,6 +3,60 @@
 //! or probes, so every source (kernel, OpenSSL, Go, JVM) feeds them alike.
 
 pub mod http1;
+pub mod http2;
+
+use http1::{Http1Output, Http1Session, Limits};
+use http2::Http2Session;
+
+/// The HTTP state of one connection, whichever version it speaks; both
+/// take each direction's bytes in order and give exchanges (HTTP/1 types).
+#[derive(Debug)]
+pub enum HttpSession {
+    /// HTTP/1.x.
+    H1(Http1Session),
+    /// HTTP/2 (with prior knowledge or over TLS).
+    H2(Box<Http2Session>),
+}
+
+impl HttpSession {
+    /// HTTP/2 from the client preface on.
+    pub fn h2(limits: Limits) -> Self {
+        HttpSession::H2(Box::new(Http2Session::new(limits)))
+    }
+
+    /// Feeds bytes of the request (`true`) or response direction.
+    pub fn feed(&mut self, request_side: bool, data: &[u8], ts: u64, out: &mut Vec<Http1Output>) {
+        match self {
+            HttpSession::H1(s) => s.feed(request_side, data, ts, out),
+            HttpSession::H2(s) => s.feed(request_side, data, ts, out),
+        }
+    }
+
+    /// `len` bytes of a direction went missing; true when the exchange in
+    /// progress survives (counted in its body).
+    pub fn gap(&mut self, request_side: bool, len: u64) -> bool {
+        match self {
+            HttpSession::H1(s) => s.gap(request_side, len),
+            HttpSession::H2(s) => s.gap(request_side, len),
+        }
+    }
+
+    /// The connection ended.
+    pub fn close(&mut self, ts: u64, out: &mut Vec<Http1Output>) {
+        match self {
+            HttpSession::H1(s) => s.close(ts, out),
+            HttpSession::H2(s) => s.close(ts, out),
+        }
+    }
+
+    /// True once the request direction is at a known message boundary.
+    pub fn synced(&self) -> bool {
+        match self {
+            HttpSession::H1(s) => s.synced(),
+            HttpSession::H2(_) => true,
+        }
+    }
+}
 
 /// What the first bytes of a connection say it speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@
 use super::{Delivery, Reassembler};
 use crate::events::Direction;
 use crate::protocols::http1::{Exchange, Http1Output, Http1Session, Limits};
-use crate::protocols::{classify, Classification};
+use crate::protocols::{classify, Classification, HttpSession};
 
 /// A chunk going in, or raw bytes coming out as a `data` record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +71,7 @@ impl Held {
 
 #[derive(Debug)]
 struct Http {
-    session: Http1Session,
+    session: HttpSession,
     /// The direction that carries requests.
     request: Direction,
     /// Hook of the latest request bytes.
@@ -223,7 +223,7 @@ impl ConnSession {
         if self.midstream {
             // Joined mid-stream: HTTP resynchronises at the next message start.
             self.proto = Proto::Http1(Box::new(Http {
-                session: Http1Session::midstream(self.limits),
+                session: HttpSession::H1(Http1Session::midstream(self.limits)),
                 request: self.request_hint.unwrap_or(Direction::Send),
                 request_probe: c.probe,
                 unsynced_chunks: 0,
@@ -243,12 +243,19 @@ impl ConnSession {
                 let request =
                     if verdict == Classification::Http1Request { c.direction } else { other(c.direction) };
                 Proto::Http1(Box::new(Http {
-                    session: Http1Session::new(self.limits),
+                    session: HttpSession::H1(Http1Session::new(self.limits)),
                     request,
                     request_probe: c.probe,
                     unsynced_chunks: 0,
                 }))
             }
+            // The client preface: this direction carries requests.
+            Classification::Http2 => Proto::Http1(Box::new(Http {
+                session: HttpSession::h2(self.limits),
+                request: c.direction,
+                request_probe: c.probe,
+                unsynced_chunks: 0,
+            })),
             Classification::NeedMore if self.held.len() < MAX_HELD_CHUNKS && !c.payload.is_empty() => {
                 self.held.push(Held {
                     direction: c.direction,
@@ -260,7 +267,6 @@ impl ConnSession {
                 });
                 return false;
             }
-            // HTTP/2 is not parsed yet: its frames stay data records.
             _ => Proto::Raw,
         };
         true

@@ -41,11 +41,32 @@ pub struct Head {
     pub reason: String,
     /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor: u8,
-    /// Headers in order, values as sent (lossy UTF-8).
+    /// Headers in order, values as sent (lossy UTF-8); for HTTP/2 the
+    /// pseudo-headers (`:method`, `:path`, `:authority`, `:status`) too,
+    /// and trailers after the rest.
     pub headers: Vec<(String, String)>,
+    /// Carried by HTTP/2 (else HTTP/1.x, see `minor`).
+    pub h2: bool,
+    /// HTTP/2 joined mid-stream or after an HPACK error: the header block
+    /// could not be decoded, so the fields above are unknown (never guessed).
+    pub headers_incomplete: bool,
 }
 
 impl Head {
+    /// The request's authority: HTTP/2's `:authority`, else the Host header.
+    pub fn authority(&self) -> Option<&str> {
+        self.header(":authority").or_else(|| self.header("host")).filter(|a| !a.is_empty())
+    }
+
+    /// The protocol as records name it: `h2`, `http/1.1`, `http/1.0`.
+    pub fn protocol(&self) -> &'static str {
+        match (self.h2, self.minor) {
+            (true, _) => "h2",
+            (false, 0) => "http/1.0",
+            _ => "http/1.1",
+        }
+    }
+
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
@@ -392,19 +413,25 @@ impl MessageParser {
 
     fn complete(&mut self) -> Message {
         let mut msg = std::mem::take(&mut self.msg);
-        if msg.body_truncated == 0 && !msg.body.is_empty() {
-            if let Some(enc) = msg.head.header("content-encoding").map(str::to_string) {
-                match decode::content(&enc, &msg.body, self.limits.max_body) {
-                    Ok(Some((body, cut))) => {
-                        msg.body = body;
-                        msg.body_truncated = cut;
-                    }
-                    Ok(None) => {}
-                    Err(e) => msg.decode_error = Some(e),
+        decode_body(&mut msg, self.limits.max_body);
+        msg
+    }
+}
+
+/// Undoes a complete body's Content-Encoding in place (at most `max`
+/// bytes kept), or says why it could not.
+pub fn decode_body(msg: &mut Message, max: usize) {
+    if msg.body_truncated == 0 && !msg.body.is_empty() {
+        if let Some(enc) = msg.head.header("content-encoding").map(str::to_string) {
+            match decode::content(&enc, &msg.body, max) {
+                Ok(Some((body, cut))) => {
+                    msg.body = body;
+                    msg.body_truncated = cut;
                 }
+                Ok(None) => {}
+                Err(e) => msg.decode_error = Some(e),
             }
         }
-        msg
     }
 }
 

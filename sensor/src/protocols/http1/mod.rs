@@ -6,4 +6,4 @@ mod exchange;
 mod message;
 
 pub use exchange::{Exchange, Http1Output, Http1Session};
-pub use message::{Event, Head, Kind, Limits, Message, MessageParser, ParseError};
+pub use message::{decode_body, Event, Head, Kind, Limits, Message, MessageParser, ParseError};
