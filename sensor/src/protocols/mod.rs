@@ -10,18 +10,20 @@ use http2::Http2Session;
 
 /// The HTTP state of one connection, whichever version it speaks; both
 /// take each direction's bytes in order and give exchanges (HTTP/1 types).
+/// Its owner boxes it whole, so the variants' sizes do not matter.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum HttpSession {
     /// HTTP/1.x.
     H1(Http1Session),
     /// HTTP/2 (with prior knowledge or over TLS).
-    H2(Box<Http2Session>),
+    H2(Http2Session),
 }
 
 impl HttpSession {
     /// HTTP/2 from the client preface on.
     pub fn h2(limits: Limits) -> Self {
-        HttpSession::H2(Box::new(Http2Session::new(limits)))
+        HttpSession::H2(Http2Session::new(limits))
     }
 
     /// Feeds bytes of the request (`true`) or response direction.
