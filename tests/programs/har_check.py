@@ -42,6 +42,7 @@ def main() -> int:
                 "request_headers": {h["name"].lower(): h["value"] for h in e.request.headers},
                 "time": e.time,
                 "pid": raw["_pid"],
+                "http_version": raw["request"]["httpVersion"],
             })
     json.dump(out, sys.stdout)
     return 0

@@ -566,7 +566,7 @@ impl Nginx {
         std::fs::create_dir_all(&www).unwrap();
         let p = dir.path().display();
         let conf = format!(
-            "worker_processes 1;\nerror_log {p}/error.log info;\npid {p}/nginx.pid;\n\
+            "user root;\nworker_processes 1;\nerror_log {p}/error.log info;\npid {p}/nginx.pid;\n\
              events {{ worker_connections 64; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  \
              fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n  \
@@ -672,4 +672,19 @@ impl Default for TlsSetup {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The Python of the test venv (`$NETTAP_VENV`, made by ci/install.sh) that
+/// has the PyPI packages the tests use (haralyzer, grpcio).
+pub fn venv_python() -> PathBuf {
+    let venv = std::env::var_os("NETTAP_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/nettap/venv"));
+    let py = venv.join("bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: ci/install.sh creates it (PyPI packages of the tests)",
+        py.display()
+    );
+    py
 }

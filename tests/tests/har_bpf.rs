@@ -7,19 +7,6 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-fn venv_python() -> PathBuf {
-    let venv = std::env::var_os("NETTAP_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/nettap/venv"));
-    let py = venv.join("bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: ci/install.sh creates it (haralyzer for the HAR test)",
-        py.display()
-    );
-    py
-}
-
 #[test]
 fn har_of_real_exchanges_loads_in_haralyzer() {
     let port = free_port();
