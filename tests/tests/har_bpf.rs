@@ -4,7 +4,7 @@
 
 use nettap_e2e::*;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 #[test]
