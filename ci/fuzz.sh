@@ -13,8 +13,13 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 cd sensor/fuzz
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-for target in http1_session conn_session event_decode; do
+for target in http1_session http2_session conn_session event_decode; do
   echo "fuzz: $target for ${secs}s"
+  if ! cargo +nightly fuzz build "$target" >"$log" 2>&1; then
+    tail -n 60 "$log"
+    echo "fuzz: $target does not build" >&2
+    exit 1
+  fi
   if ! cargo +nightly fuzz run "$target" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 >"$log" 2>&1; then
     tail -n 60 "$log"
     echo "fuzz: $target FAILED (the crashing input is under sensor/fuzz/artifacts/$target)" >&2
