@@ -168,3 +168,50 @@ fn go_tls_from_older_go_releases() {
         capture_variant(bin);
     }
 }
+
+#[test]
+fn go_http2_client_and_server_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("tlspeer");
+    go_build(&bin, &[]);
+    let TlsSetup { cert, key, port, port_s, .. } = &TlsSetup::new();
+    let port = *port;
+    let sensor = Sensor::start(&["--port", port_s]);
+    let ready = dir.path().join("ready");
+    // Go's net/http speaks HTTP/2 over TLS by default (ALPN h2).
+    let mut server = Command::new(&bin)
+        .args(["server", "-addr", &format!("127.0.0.1:{port}"), "-ready"])
+        .arg(&ready)
+        .arg("-cert")
+        .arg(cert)
+        .arg("-key")
+        .arg(key)
+        .spawn()
+        .unwrap();
+    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
+    sensor.wait_for_log(&["probe attached", "crypto/tls.(*Conn).Read", "(return)", "ok=true"]);
+    let mut client = Command::new(&bin)
+        .args(["client", "-n", "3", "-url", &format!("https://127.0.0.1:{port}/h2-"), "-ca"])
+        .arg(cert)
+        .spawn()
+        .unwrap();
+    assert!(wait_child(&mut client, "Go client").success());
+    let _ = server.kill();
+    let _ = server.wait();
+    let cap = sensor.stop();
+
+    for (pid, role) in [(client.id(), "client"), (server.id(), "server")] {
+        let h = cap.of("http", pid);
+        let paths: Vec<&str> = h.iter().map(|r| r["request"]["path"].as_str().unwrap()).collect();
+        assert_eq!(paths, ["/h2-0", "/h2-1", "/h2-2"], "{role}");
+        for r in h {
+            assert_eq!(r["protocol"], "h2", "{role}");
+            assert_eq!(r["source"], "go-tls");
+            assert_eq!(r["request"]["authority"], format!("127.0.0.1:{port}"));
+            assert_eq!(r["response"]["status"], 200);
+            let path = r["request"]["path"].as_str().unwrap();
+            assert_eq!(r["response"]["body"], format!("go says: {path}"));
+        }
+        assert!(cap.of("data", pid).is_empty(), "{role}: every frame understood");
+    }
+}

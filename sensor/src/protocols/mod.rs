@@ -111,6 +111,14 @@ pub fn classify(first: &[u8]) -> Classification {
         Some(false) => need_more = true,
         None => {}
     }
+    // An HTTP/2 server may speak first (its SETTINGS frame, as Go's does):
+    // the client's preface in the other direction will decide.
+    if first.len() >= 9 && first[3] == 4 && first[4] & !1 == 0 && first[5..9] == [0; 4] {
+        let len = usize::from(first[0]) << 16 | usize::from(first[1]) << 8 | usize::from(first[2]);
+        if len % 6 == 0 {
+            need_more = true;
+        }
+    }
     if need_more {
         Classification::NeedMore
     } else {
@@ -133,5 +141,11 @@ mod tests {
         assert_eq!(classify(b"\x16\x03\x01\x02\x00"), Classification::Other);
         assert_eq!(classify(b"GETX / HTTP/1.1"), Classification::Other);
         assert_eq!(classify(b"SSH-2.0-OpenSSH"), Classification::Other);
+        // A server's SETTINGS frame first: wait for the client's side.
+        assert_eq!(
+            classify(&[0, 0, 12, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100, 0, 4, 0, 1, 0, 0]),
+            Classification::NeedMore
+        );
+        assert_eq!(classify(&[0, 0, 5, 4, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5]), Classification::Other);
     }
 }
