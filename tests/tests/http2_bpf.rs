@@ -145,3 +145,48 @@ fn har_of_a_curl_http2_run_loads_in_haralyzer() {
     assert_eq!(e["response_text"], PAGE);
     assert_eq!(e["http_version"], "HTTP/2.0");
 }
+
+#[test]
+fn grpc_calls_between_real_grpcio_peers() {
+    let port = free_port();
+    let port_s = port.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let peer = Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/grpc_peer.py");
+    let sensor = Sensor::start(&["--port", &port_s]);
+    let mut server =
+        Command::new(venv_python()).arg(&peer).args(["server", &port_s]).arg(&ready).spawn().unwrap();
+    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
+    let mut client = Command::new(venv_python()).arg(&peer).args(["client", &port_s]).spawn().unwrap();
+    assert!(wait_child(&mut client, "gRPC client").success());
+    let _ = server.kill();
+    let _ = server.wait();
+    let cap = sensor.stop();
+
+    for (pid, role) in [(client.id(), "client"), (server.id(), "server")] {
+        let calls = cap.of("http", pid);
+        assert_eq!(calls.len(), 3, "{role}: {calls:#?}");
+        for (r, (method, req, resp, status)) in calls.iter().zip([
+            ("Say", "ping-1", Some("pong:ping-1"), 0),
+            ("Say", "ping-2", Some("pong:ping-2"), 0),
+            ("Fail", "x", None, 5),
+        ]) {
+            assert_eq!(r["protocol"], "h2", "{role}");
+            assert_eq!(r["conn"]["role"], role);
+            assert_eq!(r["request"]["method"], "POST");
+            assert_eq!(r["request"]["path"], format!("/nettap.test.Echo/{method}"));
+            let g = &r["grpc"];
+            assert_eq!(g["service"], "nettap.test.Echo", "{role}: {r}");
+            assert_eq!(g["method"], method);
+            assert_eq!(g["request_messages"], serde_json::json!([{"text": req}]));
+            match resp {
+                Some(text) => assert_eq!(g["response_messages"], serde_json::json!([{"text": text}])),
+                None => assert_eq!(g["response_messages"], serde_json::json!([])),
+            }
+            assert_eq!(g["status"], status, "{role}: {r}");
+            if status != 0 {
+                assert_eq!(g["message"], "no such thing");
+            }
+        }
+    }
+}

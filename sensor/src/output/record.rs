@@ -3,6 +3,7 @@
 
 use crate::dns::{rcode_name, Answer, AnswerData, DnsMessage};
 use crate::events::{ConnChange, Direction, Role};
+use crate::protocols::grpc;
 use crate::protocols::http1::{Exchange, Message};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use std::net::SocketAddr;
@@ -160,8 +161,57 @@ impl Serialize for Record<'_> {
                     &e.response.as_ref().map(|r| HttpMessage { msg: r, request: false }),
                 )?;
                 m.serialize_entry("latency_ns", &e.latency_ns())?;
+                if grpc::is_grpc(&e.request.head) {
+                    m.serialize_entry("grpc", &Grpc(e))?;
+                }
             }
         }
+        m.end()
+    }
+}
+
+/// A gRPC call's `{service, method, status, message, request_messages,
+/// response_messages}`; messages as text when UTF-8, else base64
+/// (`{"b64": …}`), with `compressed` when they were.
+struct Grpc<'a>(&'a Exchange);
+
+struct GrpcMessages<'a>(&'a [u8]);
+
+impl Serialize for GrpcMessages<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(grpc::messages(self.0).into_iter().map(|g| {
+            let mut v = serde_json::Map::new();
+            match std::str::from_utf8(g.data) {
+                Ok(t) => v.insert("text".into(), t.into()),
+                Err(_) => v.insert(
+                    "b64".into(),
+                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, g.data).into(),
+                ),
+            };
+            if g.compressed {
+                v.insert("compressed".into(), true.into());
+            }
+            v
+        }))
+    }
+}
+
+impl Serialize for Grpc<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let e = self.0;
+        let mut m = s.serialize_map(None)?;
+        let (service, method) = grpc::service_method(&e.request.head.target).unwrap_or(("", ""));
+        m.serialize_entry("service", service)?;
+        m.serialize_entry("method", method)?;
+        let status = grpc::status(e);
+        m.serialize_entry("status", &status.map(|(c, _)| c))?;
+        m.serialize_entry("message", &status.and_then(|(_, msg)| msg))?;
+        m.serialize_entry("request_messages", &GrpcMessages(&e.request.body))?;
+        let empty: &[u8] = &[];
+        m.serialize_entry(
+            "response_messages",
+            &GrpcMessages(e.response.as_ref().map_or(empty, |r| &r.body)),
+        )?;
         m.end()
     }
 }

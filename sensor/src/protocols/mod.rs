@@ -2,6 +2,7 @@
 //! of a connection from its first bytes. Parsers never see sockets, records
 //! or probes, so every source (kernel, OpenSSL, Go, JVM) feeds them alike.
 
+pub mod grpc;
 pub mod http1;
 pub mod http2;
 

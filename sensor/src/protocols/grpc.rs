@@ -1,0 +1,84 @@
+//! gRPC over HTTP/2, sans IO: a body is a sequence of length-prefixed
+//! messages (1 byte compressed flag, 4 bytes big-endian length); the path is
+//! `/package.Service/Method`; the status is in the `grpc-status` trailer.
+
+use super::http1::{Exchange, Head};
+
+/// One message of a gRPC body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcMessage<'a> {
+    /// Sent compressed (with the `grpc-encoding` of its side).
+    pub compressed: bool,
+    /// Its bytes as carried (the body may have been cut at the keep limit:
+    /// then the last message is partial).
+    pub data: &'a [u8],
+}
+
+/// Whether a message head says gRPC (`content-type: application/grpc…`).
+pub fn is_grpc(head: &Head) -> bool {
+    head.header("content-type").is_some_and(|t| t.starts_with("application/grpc"))
+}
+
+/// The messages of a gRPC body; a partial last one is given as it is.
+pub fn messages(mut body: &[u8]) -> Vec<GrpcMessage<'_>> {
+    let mut out = Vec::new();
+    while body.len() >= 5 {
+        let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+        let end = (5 + len).min(body.len());
+        out.push(GrpcMessage { compressed: body[0] & 1 == 1, data: &body[5..end] });
+        body = &body[end..];
+    }
+    out
+}
+
+/// Service and method from a request path (`/pkg.Service/Method`).
+pub fn service_method(path: &str) -> Option<(&str, &str)> {
+    path.strip_prefix('/')?.split_once('/')
+}
+
+/// The call's gRPC status and message, from the response's trailers (or its
+/// headers, for a trailers-only answer).
+pub fn status(e: &Exchange) -> Option<(u32, Option<&str>)> {
+    let r = e.response.as_ref()?;
+    let code = r.head.header("grpc-status")?.trim().parse().ok()?;
+    Some((code, r.head.header("grpc-message")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_split_and_partial_tails() {
+        let mut body = vec![0, 0, 0, 0, 3];
+        body.extend(b"abc");
+        body.extend([1, 0, 0, 0, 0]);
+        body.extend([0, 0, 0, 0, 9, b'x']); // cut short
+        let m = messages(&body);
+        assert_eq!(m.len(), 3);
+        assert_eq!((m[0].compressed, m[0].data), (false, &b"abc"[..]));
+        assert_eq!((m[1].compressed, m[1].data), (true, &b""[..]));
+        assert_eq!(m[2].data, b"x");
+        assert!(messages(&[0, 0, 0]).is_empty());
+    }
+
+    #[test]
+    fn paths_and_status() {
+        assert_eq!(service_method("/nettap.test.Echo/Say"), Some(("nettap.test.Echo", "Say")));
+        assert_eq!(service_method("nope"), None);
+        let e = Exchange {
+            request: Default::default(),
+            response: Some(crate::protocols::http1::Message {
+                head: Head {
+                    headers: vec![
+                        ("grpc-status".into(), "5".into()),
+                        ("grpc-message".into(), "not found".into()),
+                    ],
+                    ..Head::default()
+                },
+                ..Default::default()
+            }),
+        };
+        assert_eq!(status(&e), Some((5, Some("not found"))));
+    }
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Real gRPC peers (grpcio, HTTP/2 in gRPC's C core) with a generic handler,
+so no generated code: messages are raw bytes.
+
+  grpc_peer.py server PORT READY_FILE
+  grpc_peer.py client PORT
+
+The service nettap.test.Echo has Say (answers b"pong:" + the request) and
+Fail (aborts with NOT_FOUND "no such thing"). The client calls Say twice
+and Fail once on one channel and checks the answers.
+"""
+import sys
+from concurrent import futures
+
+import grpc
+
+
+def say(request, context):
+    return b"pong:" + request
+
+
+def fail(request, context):
+    context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+
+
+def server(port: int, ready: str) -> None:
+    srv = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    handlers = {
+        "Say": grpc.unary_unary_rpc_method_handler(say),
+        "Fail": grpc.unary_unary_rpc_method_handler(fail),
+    }
+    srv.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("nettap.test.Echo", handlers),))
+    srv.add_insecure_port(f"127.0.0.1:{port}")
+    srv.start()
+    open(ready, "w").close()
+    srv.wait_for_termination()
+
+
+def client(port: int) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        say_rpc = ch.unary_unary("/nettap.test.Echo/Say")
+        assert say_rpc(b"ping-1", timeout=10) == b"pong:ping-1"
+        assert say_rpc(b"ping-2", timeout=10) == b"pong:ping-2"
+        try:
+            ch.unary_unary("/nettap.test.Echo/Fail")(b"x", timeout=10)
+            raise SystemExit("Fail succeeded")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.NOT_FOUND and e.details() == "no such thing", e
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "server":
+        server(int(sys.argv[2]), sys.argv[3])
+    else:
+        client(int(sys.argv[2]))
