@@ -1,6 +1,7 @@
-//! Throughput on one core, without the kernel: (1) the HTTP/1 parser behind
-//! a connection session, (2) the whole user-space pipeline (decode, connection
-//! table, session, JSON Lines) on replayed ring-buffer records.
+//! Throughput on one core, without the kernel: (1) the HTTP/1 and HTTP/2
+//! parsers behind a connection session, (2) the whole user-space pipeline
+//! (decode, connection table, session, JSON Lines) on replayed ring-buffer
+//! records.
 //!
 //!     cargo bench -p nettap-sensor --bench pipeline
 //!
@@ -28,6 +29,79 @@ fn exchange(body: usize) -> (Vec<u8>, Vec<u8>) {
     let mut r = resp.into_bytes();
     r.extend_from_slice(&payload);
     (q, r)
+}
+
+/// One HTTP/2 frame.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A client's and a server's bytes for `streams` POSTs with `body`-byte
+/// bodies each way, HPACK-encoded (dynamic table in use, as real peers do).
+fn h2_conversation(body: usize, streams: u32) -> (Vec<u8>, Vec<u8>) {
+    let payload: Vec<u8> = (0..body).map(|i| b'a' + (i % 26) as u8).collect();
+    let (mut ce, mut se) = (loona_hpack::Encoder::new(), loona_hpack::Encoder::new());
+    let mut c = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    c.extend(h2_frame(4, 0, 0, &[]));
+    let mut s = h2_frame(4, 0, 0, &[]);
+    let len = body.to_string();
+    for i in 0..streams {
+        let id = 1 + 2 * i;
+        let req: [(&[u8], &[u8]); 7] = [
+            (b":method", b"POST"),
+            (b":scheme", b"https"),
+            (b":authority", b"svc.test"),
+            (b":path", b"/api/v1/items?id=42"),
+            (b"user-agent", b"bench"),
+            (b"content-type", b"application/json"),
+            (b"content-length", len.as_bytes()),
+        ];
+        c.extend(h2_frame(1, 4, id, &ce.encode(req)));
+        for (k, part) in payload.chunks(16384).enumerate() {
+            let last = (k + 1) * 16384 >= body;
+            c.extend(h2_frame(0, if last { 1 } else { 0 }, id, part));
+        }
+        let resp: [(&[u8], &[u8]); 4] = [
+            (b":status", b"200"),
+            (b"content-type", b"application/json"),
+            (b"server", b"bench"),
+            (b"content-length", len.as_bytes()),
+        ];
+        s.extend(h2_frame(1, 4, id, &se.encode(resp)));
+        for (k, part) in payload.chunks(16384).enumerate() {
+            let last = (k + 1) * 16384 >= body;
+            s.extend(h2_frame(0, if last { 1 } else { 0 }, id, part));
+        }
+    }
+    (c, s)
+}
+
+/// HTTP/2 through a connection session: MB/s and exchanges/s.
+fn h2_parser(body: usize) -> (f64, f64) {
+    let streams = 100;
+    let (c, srv) = h2_conversation(body, streams);
+    let bytes = c.len() + srv.len();
+    let (n, el) = time(Duration::from_secs(2), || {
+        let mut s = ConnSession::new(false, None, Limits::default(), 1 << 20);
+        let mut exchanges = 0;
+        for (dir, bytes) in [(Direction::Send, &c), (Direction::Recv, &srv)] {
+            let mut seq = 0u64;
+            for piece in bytes.chunks(16384) {
+                let chunk = Chunk { direction: dir, seq, ts_ns: 0, probe: 0, payload: piece, truncated: 0 };
+                s.on_chunk(chunk, &mut |o| {
+                    exchanges += matches!(o, nettap_sensor::stream::SessionOut::Exchange(..)) as u32
+                });
+                seq += piece.len() as u64;
+            }
+        }
+        assert_eq!(exchanges, streams);
+    });
+    let secs = el.as_secs_f64();
+    (n as f64 * bytes as f64 / secs / 1e6, n as f64 * streams as f64 / secs)
 }
 
 /// Runs `f` repeatedly for about `for_at_least`; returns (iterations, elapsed).
@@ -128,6 +202,10 @@ fn main() {
         println!(
             "| HTTP/1.1 parser (session + reassembly), {body} B bodies | {mbs:.0} | {ex:.0} exchanges |"
         );
+    }
+    for body in [100, 4096, 65536] {
+        let (mbs, ex) = h2_parser(body);
+        println!("| HTTP/2 parser (session + HPACK), {body} B bodies | {mbs:.0} | {ex:.0} exchanges |");
     }
     // Replayed ring-buffer records: HTTP on 64 connections, and opaque binary.
     let (req, resp) = exchange(1024);
