@@ -2,9 +2,11 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use nettap_sensor::api::ApiAddr;
 use nettap_sensor::config::{CaptureConfig, FileConfig, KernelHookChoice};
 use nettap_sensor::output::{HarWriter, JsonlWriter, TerminalSummary};
 use nettap_sensor::pipeline::{self, CaptureOptions, Sink};
+use nettap_shared_proto::v1::SubscribeRequest;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,6 +37,30 @@ enum Format {
 enum Command {
     /// Capture traffic on this host until SIGINT/SIGTERM or --duration.
     Capture(CaptureArgs),
+    /// Print the records of a running `nettap capture --api ADDR` as they come.
+    Tail(TailArgs),
+}
+
+#[derive(clap::Args)]
+struct TailArgs {
+    /// The sensor's API: `unix:/path` (or a path) or a loopback host:port.
+    #[arg(long)]
+    connect: ApiAddr,
+    /// Only these processes (repeatable).
+    #[arg(long = "pid")]
+    pids: Vec<u32>,
+    /// Only connections with this port at either end (repeatable).
+    #[arg(long = "port")]
+    ports: Vec<u16>,
+    /// Only exchanges with this authority or peer name (repeatable).
+    #[arg(long = "host")]
+    hosts: Vec<String>,
+    /// Only these kinds: http, dns, conn, drop (repeatable).
+    #[arg(long = "kind")]
+    kinds: Vec<String>,
+    /// Exit after this many records.
+    #[arg(long)]
+    count: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -72,6 +98,10 @@ struct CaptureArgs {
     /// Payload bytes captured per syscall; the rest is reported as `truncated`.
     #[arg(long)]
     max_bytes_per_call: Option<u32>,
+    /// Serve the records to `nettap tail` and other subscribers (gRPC
+    /// nettap.v1.Capture) at `unix:/path` or a loopback host:port.
+    #[arg(long)]
+    api: Option<ApiAddr>,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -180,9 +210,21 @@ fn run(cli: Cli) -> Result<()> {
                 raw: args.raw,
                 http_limits: Default::default(),
                 openssl_binaries: openssl_binaries_from_env()?,
+                api: args.api.clone(),
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(pipeline::capture(opts))?;
+        }
+        Command::Tail(args) => {
+            let filter = SubscribeRequest {
+                pids: args.pids,
+                ports: args.ports.into_iter().map(u32::from).collect(),
+                hosts: args.hosts,
+                kinds: args.kinds,
+            };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(nettap_sensor::api::tail(&args.connect, filter, args.count))
+                .with_context(|| format!("streaming from {}", args.connect))?;
         }
     }
     Ok(())

@@ -47,6 +47,8 @@ pub struct CaptureOptions {
     pub http_limits: Limits,
     /// Binaries with OpenSSL linked in to probe at start (NETTAP_OPENSSL_BINARY).
     pub openssl_binaries: Vec<PathBuf>,
+    /// Where to serve the streaming API, if anywhere.
+    pub api: Option<crate::api::ApiAddr>,
 }
 
 /// Counters for the run, logged at the end.
@@ -78,6 +80,8 @@ pub struct Processor {
     pub libraries: Vec<events::LibEvent>,
     /// Programs executed since the last look, for the capture loop to examine.
     pub execs: Vec<events::LibEvent>,
+    /// Subscribers of the streaming API, if it is served.
+    pub publisher: Option<crate::api::Publisher>,
     /// Counters.
     pub stats: Stats,
 }
@@ -114,6 +118,7 @@ struct Emit<'a> {
     info: &'a ConnInfo,
     raw: bool,
     user_drops: &'a mut BTreeMap<&'static str, DropRecord>,
+    publisher: Option<&'a crate::api::Publisher>,
 }
 
 fn user_drop(drops: &mut BTreeMap<&'static str, DropRecord>, reason: &'static str, bytes: u64) {
@@ -156,6 +161,16 @@ impl Emit<'_> {
                     }
                 }
                 let ts_ns = self.clock.realtime_ns(e.request.start_ts);
+                if let Some(p) = self.publisher.filter(|p| p.active()) {
+                    let origin = Origin {
+                        ts_ns,
+                        pid: info.pid,
+                        comm: events::comm_str(&info.comm),
+                        source: events::source_of(probe),
+                        probe: events::probe_name(probe),
+                    };
+                    p.publish(crate::api::http_record(&origin, &conn_view(info), &e));
+                }
                 match sink {
                     Sink::Jsonl(w) => w.write(&Record {
                         origin: Origin {
@@ -197,6 +212,7 @@ impl Processor {
             user_drops: BTreeMap::new(),
             libraries: Vec::new(),
             execs: Vec::new(),
+            publisher: None,
             stats: Stats::default(),
         }
     }
@@ -274,25 +290,20 @@ impl Processor {
         if m.response {
             self.tracker.learn_dns(c.netns, &m, header.ts_boot_ns);
         }
+        let role = if c.remote.port() == 53 { events::Role::Client } else { events::Role::Server };
+        let origin = Origin {
+            ts_ns: self.clock.realtime_ns(header.ts_boot_ns),
+            pid: header.pid,
+            comm: header.comm(),
+            source: SOURCE,
+            probe: events::probe_name(header.probe),
+        };
+        let conn = ConnView { local: c.local, remote: c.remote, role, tls: false, remote_host: None };
+        if let Some(p) = self.publisher.as_ref().filter(|p| p.active()) {
+            p.publish(crate::api::dns_record(&origin, &conn, &m, direction));
+        }
         if let Sink::Jsonl(w) = &mut self.sink {
-            let role = if c.remote.port() == 53 { events::Role::Client } else { events::Role::Server };
-            w.write(&Record {
-                origin: Origin {
-                    ts_ns: self.clock.realtime_ns(header.ts_boot_ns),
-                    pid: header.pid,
-                    comm: header.comm(),
-                    source: SOURCE,
-                    probe: events::probe_name(header.probe),
-                },
-                conn: Some(ConnView {
-                    local: c.local,
-                    remote: c.remote,
-                    role,
-                    tls: false,
-                    remote_host: None,
-                }),
-                body: Body::Dns(&m, direction),
-            })?;
+            w.write(&Record { origin, conn: Some(conn), body: Body::Dns(&m, direction) })?;
         }
         Ok(())
     }
@@ -364,6 +375,7 @@ impl Processor {
             info: &info,
             raw: self.raw,
             user_drops: &mut self.user_drops,
+            publisher: self.publisher.as_ref(),
         };
         let mut result = Ok(());
         session.on_chunk(chunk, &mut |o| {
@@ -377,6 +389,16 @@ impl Processor {
     fn on_conn(&mut self, c: &events::ConnEvent) -> std::io::Result<()> {
         let info = self.tracker.on_conn(c);
         let ts_ns = self.clock.realtime_ns(c.header.ts_boot_ns);
+        if let Some(p) = self.publisher.as_ref().filter(|p| p.active()) {
+            let origin = Origin {
+                ts_ns,
+                pid: info.pid,
+                comm: events::comm_str(&info.comm),
+                source: SOURCE,
+                probe: events::probe_name(c.header.probe),
+            };
+            p.publish(crate::api::conn_record(&origin, &conn_view(&info), c.change));
+        }
         if let Sink::Jsonl(w) = &mut self.sink {
             w.write(&Record {
                 origin: Origin {
@@ -407,6 +429,7 @@ impl Processor {
                 info,
                 raw: self.raw,
                 user_drops: &mut self.user_drops,
+                publisher: self.publisher.as_ref(),
             };
             let mut result = Ok(());
             session.close(ts_boot_ns, &mut |o| {
@@ -456,6 +479,7 @@ impl Processor {
                 info: &info,
                 raw: self.raw,
                 user_drops: &mut self.user_drops,
+                publisher: self.publisher.as_ref(),
             };
             let mut result = Ok(());
             session.flush(&mut |o| {
@@ -573,6 +597,14 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         .map_err(|e| anyhow!("cannot watch the ring buffer: {e}"))?;
     let mut proc =
         Processor::new(opts.sink, opts.capture.max_connections as usize, opts.raw, opts.http_limits);
+    if let Some(addr) = &opts.api {
+        let publisher = crate::api::Publisher::new();
+        crate::api::serve(addr, &publisher)
+            .await
+            .with_context(|| format!("serving the streaming API at {addr}"))?;
+        info!(%addr, "streaming API served");
+        proc.publisher = Some(publisher);
+    }
 
     if let Some(path) = &opts.ready_file {
         std::fs::write(path, format!("{}\n", attached.hook.hook.as_str()))

@@ -1,0 +1,147 @@
+//! The sensor's records as protobuf (`nettap.v1.Record`), for subscribers.
+
+use crate::dns::{rcode_name, AnswerData, DnsMessage};
+use crate::events::{Direction, Role};
+use crate::output::{ConnView, Origin};
+use crate::protocols::grpc;
+use crate::protocols::http1::{Exchange, Message};
+use nettap_shared_proto::v1;
+use std::net::{IpAddr, SocketAddr};
+
+fn endpoint(a: SocketAddr) -> v1::Endpoint {
+    let ip = match a.ip() {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    v1::Endpoint { ip, port: u32::from(a.port()) }
+}
+
+fn conn(c: &ConnView<'_>) -> v1::Conn {
+    v1::Conn {
+        local: Some(endpoint(c.local)),
+        remote: Some(endpoint(c.remote)),
+        role: match c.role {
+            Role::Client => v1::Role::Client,
+            Role::Server => v1::Role::Server,
+            Role::Unknown => v1::Role::Unknown,
+        } as i32,
+        tls: c.tls,
+        remote_host: c.remote_host.unwrap_or_default().to_string(),
+    }
+}
+
+fn origin(o: &Origin<'_>) -> v1::Origin {
+    let source = match o.source {
+        "openssl" => v1::Source::Openssl,
+        "go-tls" => v1::Source::GoTls,
+        "jvmti" => v1::Source::Jvmti,
+        _ => v1::Source::Kernel,
+    };
+    v1::Origin {
+        ts_ns: o.ts_ns,
+        pid: o.pid,
+        comm: o.comm.to_string(),
+        source: source as i32,
+        probe: o.probe.to_string(),
+    }
+}
+
+fn message(m: &Message, request: bool) -> v1::HttpMessage {
+    let h = &m.head;
+    v1::HttpMessage {
+        method: if request { h.method.clone() } else { String::new() },
+        path: if request { h.target.clone() } else { String::new() },
+        authority: if request { h.authority().unwrap_or_default().to_string() } else { String::new() },
+        status: if request { 0 } else { u32::from(h.status) },
+        headers: h.headers.iter().map(|(n, v)| v1::Header { name: n.clone(), value: v.clone() }).collect(),
+        body: m.body.clone(),
+        body_truncated: m.body_truncated,
+        headers_incomplete: h.headers_incomplete,
+    }
+}
+
+/// A `conn` record.
+pub fn conn_record(o: &Origin<'_>, c: &ConnView<'_>, change: crate::events::ConnChange) -> v1::Record {
+    use crate::events::ConnChange;
+    let event = match change {
+        ConnChange::Open => v1::conn_event::Event::Open,
+        ConnChange::Close => v1::conn_event::Event::Close,
+        ConnChange::Midstream => v1::conn_event::Event::Midstream,
+    };
+    v1::Record {
+        origin: Some(origin(o)),
+        conn: Some(conn(c)),
+        kind: Some(v1::record::Kind::ConnEvent(v1::ConnEvent { event: event as i32 })),
+    }
+}
+
+/// An `http` record.
+pub fn http_record(o: &Origin<'_>, c: &ConnView<'_>, e: &Exchange) -> v1::Record {
+    let grpc_call = grpc::is_grpc(&e.request.head).then(|| {
+        let (service, method) = grpc::service_method(&e.request.head.target).unwrap_or(("", ""));
+        let status = grpc::status(e);
+        let msgs = |m: Option<&Message>| {
+            m.map(|m| grpc::messages(&m.body).into_iter().map(|g| g.data.to_vec()).collect())
+                .unwrap_or_default()
+        };
+        v1::GrpcCall {
+            service: service.to_string(),
+            method: method.to_string(),
+            status: status.map(|(c, _)| c),
+            message: status.and_then(|(_, m)| m).unwrap_or_default().to_string(),
+            request_messages: msgs(Some(&e.request)),
+            response_messages: msgs(e.response.as_ref()),
+        }
+    });
+    v1::Record {
+        origin: Some(origin(o)),
+        conn: Some(conn(c)),
+        kind: Some(v1::record::Kind::Http(v1::HttpExchange {
+            protocol: e.request.head.protocol().to_string(),
+            request: Some(message(&e.request, true)),
+            response: e.response.as_ref().map(|r| message(r, false)),
+            latency_ns: e.latency_ns(),
+            grpc: grpc_call,
+        })),
+    }
+}
+
+/// A `dns` record.
+pub fn dns_record(o: &Origin<'_>, c: &ConnView<'_>, m: &DnsMessage, direction: Direction) -> v1::Record {
+    let records = m
+        .answers
+        .iter()
+        .map(|a| {
+            let (kind, data) = match &a.data {
+                AnswerData::Addr(ip) => (if ip.is_ipv4() { "A" } else { "AAAA" }.to_string(), ip.to_string()),
+                AnswerData::Cname(t) => ("CNAME".to_string(), t.clone()),
+                AnswerData::Other(k) => (k.clone(), String::new()),
+            };
+            v1::DnsAnswer { name: a.name.clone(), ttl: a.ttl, r#type: kind, data }
+        })
+        .collect();
+    v1::Record {
+        origin: Some(origin(o)),
+        conn: Some(conn(c)),
+        kind: Some(v1::record::Kind::Dns(v1::Dns {
+            direction: match direction {
+                Direction::Send => v1::Direction::Send,
+                Direction::Recv => v1::Direction::Recv,
+            } as i32,
+            id: u32::from(m.id),
+            response: m.response,
+            query: m.questions.first().map(|(n, _)| n.clone()).unwrap_or_default(),
+            qtype: m.questions.first().map(|(_, t)| t.clone()).unwrap_or_default(),
+            answers: m
+                .answers
+                .iter()
+                .filter_map(|a| match a.data {
+                    AnswerData::Addr(ip) => Some(ip.to_string()),
+                    _ => None,
+                })
+                .collect(),
+            records,
+            rcode: rcode_name(m.rcode).into_owned(),
+        })),
+    }
+}

@@ -1,0 +1,211 @@
+//! The gRPC server: records go to every subscriber through a bounded
+//! broadcast; one that falls behind loses the oldest and is told how many.
+
+use nettap_shared_proto::v1::capture_server::{Capture, CaptureServer};
+use nettap_shared_proto::v1::{self, SubscribeRequest};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::{Stream, StreamExt};
+
+/// Records kept for a slow subscriber before it loses the oldest.
+const BACKLOG: usize = 4096;
+
+/// Where the API listens: a Unix socket (`unix:/path` or a path) or a
+/// loopback TCP address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiAddr {
+    /// A Unix socket.
+    Unix(PathBuf),
+    /// A loopback address.
+    Tcp(SocketAddr),
+}
+
+impl std::str::FromStr for ApiAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(p) = s.strip_prefix("unix:") {
+            return Ok(ApiAddr::Unix(PathBuf::from(p)));
+        }
+        if s.starts_with('/') {
+            return Ok(ApiAddr::Unix(PathBuf::from(s)));
+        }
+        let a: SocketAddr = s.parse().map_err(|_| format!("{s:?} is neither unix:/path nor host:port"))?;
+        if !a.ip().is_loopback() {
+            return Err(format!(
+                "{a} is not a loopback address: the API serves records in clear, so it is local only"
+            ));
+        }
+        Ok(ApiAddr::Tcp(a))
+    }
+}
+
+impl std::fmt::Display for ApiAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+            ApiAddr::Tcp(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// The sending side, held by the pipeline.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    tx: broadcast::Sender<Arc<v1::Record>>,
+}
+
+impl Default for Publisher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Publisher {
+    /// A publisher with no subscribers.
+    pub fn new() -> Self {
+        Self { tx: broadcast::channel(BACKLOG).0 }
+    }
+
+    /// Whether anyone listens (records are only converted then).
+    pub fn active(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
+    /// Sends a record to every subscriber.
+    pub fn publish(&self, r: v1::Record) {
+        let _ = self.tx.send(Arc::new(r));
+    }
+}
+
+fn wanted(f: &SubscribeRequest, r: &v1::Record) -> bool {
+    let kind = match &r.kind {
+        Some(v1::record::Kind::Http(_)) => "http",
+        Some(v1::record::Kind::Dns(_)) => "dns",
+        Some(v1::record::Kind::ConnEvent(_)) => "conn",
+        Some(v1::record::Kind::Drop(_)) => "drop",
+        Some(v1::record::Kind::Data(_)) | None => "data",
+    };
+    let pid = r.origin.as_ref().map_or(0, |o| o.pid);
+    let ports: Vec<u32> =
+        r.conn.iter().flat_map(|c| [c.local.as_ref(), c.remote.as_ref()]).flatten().map(|e| e.port).collect();
+    let mut hosts: Vec<&str> =
+        r.conn.iter().map(|c| c.remote_host.as_str()).filter(|h| !h.is_empty()).collect();
+    if let Some(v1::record::Kind::Http(h)) = &r.kind {
+        if let Some(a) = h.request.as_ref().map(|q| q.authority.as_str()) {
+            hosts.push(a);
+            hosts.push(a.rsplit_once(':').map_or(a, |(h, _)| h));
+        }
+    }
+    (f.kinds.is_empty() || f.kinds.iter().any(|k| k == kind))
+        && (f.pids.is_empty() || f.pids.contains(&pid))
+        && (f.ports.is_empty() || ports.iter().any(|p| f.ports.contains(p)))
+        && (f.hosts.is_empty() || hosts.iter().any(|h| f.hosts.iter().any(|w| w == h)))
+}
+
+struct Service {
+    tx: broadcast::Sender<Arc<v1::Record>>,
+}
+
+type RecordStream = Pin<Box<dyn Stream<Item = Result<v1::Record, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Capture for Service {
+    type SubscribeStream = RecordStream;
+
+    async fn subscribe(
+        &self,
+        request: tonic::Request<SubscribeRequest>,
+    ) -> Result<tonic::Response<Self::SubscribeStream>, tonic::Status> {
+        let filter = request.into_inner();
+        let stream = BroadcastStream::new(self.tx.subscribe()).filter_map(move |item| match item {
+            Ok(r) => wanted(&filter, &r).then(|| Ok((*r).clone())),
+            Err(BroadcastStreamRecvError::Lagged(n)) => Some(Ok(v1::Record {
+                origin: None,
+                conn: None,
+                kind: Some(v1::record::Kind::Drop(v1::Drop {
+                    count: n,
+                    bytes: 0,
+                    reason: "subscriber_lagged".into(),
+                })),
+            })),
+        });
+        Ok(tonic::Response::new(Box::pin(stream)))
+    }
+}
+
+/// Starts serving `publisher`'s records at `addr` in the background.
+pub async fn serve(addr: &ApiAddr, publisher: &Publisher) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let svc = CaptureServer::new(Service { tx: publisher.tx.clone() });
+    let router = tonic::transport::Server::builder().add_service(svc);
+    Ok(match addr {
+        ApiAddr::Unix(path) => {
+            let _ = std::fs::remove_file(path); // a socket left by an earlier run
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let listener = tokio::net::UnixListener::bind(path)?;
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            tokio::spawn(async move {
+                if let Err(e) = router.serve_with_incoming(incoming).await {
+                    tracing::warn!(error = %e, "streaming API stopped");
+                }
+            })
+        }
+        ApiAddr::Tcp(a) => {
+            let listener = tokio::net::TcpListener::bind(a).await?;
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            tokio::spawn(async move {
+                if let Err(e) = router.serve_with_incoming(incoming).await {
+                    tracing::warn!(error = %e, "streaming API stopped");
+                }
+            })
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_local_only() {
+        assert_eq!("unix:/run/nettap/api.sock".parse(), Ok(ApiAddr::Unix("/run/nettap/api.sock".into())));
+        assert_eq!("/tmp/a.sock".parse(), Ok(ApiAddr::Unix("/tmp/a.sock".into())));
+        assert_eq!("127.0.0.1:7070".parse(), Ok(ApiAddr::Tcp("127.0.0.1:7070".parse().unwrap())));
+        assert!("0.0.0.0:7070".parse::<ApiAddr>().unwrap_err().contains("not a loopback"));
+        assert!("nonsense".parse::<ApiAddr>().is_err());
+    }
+
+    #[test]
+    fn filters_match_every_list_given() {
+        let r = v1::Record {
+            origin: Some(v1::Origin { pid: 7, ..Default::default() }),
+            conn: Some(v1::Conn {
+                remote: Some(v1::Endpoint { ip: vec![127, 0, 0, 1], port: 8080 }),
+                ..Default::default()
+            }),
+            kind: Some(v1::record::Kind::Http(v1::HttpExchange {
+                request: Some(v1::HttpMessage { authority: "api.test:8080".into(), ..Default::default() }),
+                ..Default::default()
+            })),
+        };
+        let f = |pids: &[u32], ports: &[u32], hosts: &[&str], kinds: &[&str]| SubscribeRequest {
+            pids: pids.to_vec(),
+            ports: ports.to_vec(),
+            hosts: hosts.iter().map(|s| s.to_string()).collect(),
+            kinds: kinds.iter().map(|s| s.to_string()).collect(),
+        };
+        assert!(wanted(&f(&[], &[], &[], &[]), &r));
+        assert!(wanted(&f(&[7], &[8080], &["api.test"], &["http"]), &r));
+        assert!(!wanted(&f(&[8], &[], &[], &[]), &r));
+        assert!(!wanted(&f(&[], &[9090], &[], &[]), &r));
+        assert!(!wanted(&f(&[], &[], &["other.test"], &[]), &r));
+        assert!(!wanted(&f(&[], &[], &[], &["dns"]), &r));
+    }
+}
