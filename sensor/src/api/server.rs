@@ -115,6 +115,8 @@ struct Service {
 type RecordStream = Pin<Box<dyn Stream<Item = Result<v1::Record, tonic::Status>> + Send>>;
 
 #[tonic::async_trait]
+// The stream's error type is tonic's (large) Status, fixed by the trait.
+#[allow(clippy::result_large_err)]
 impl Capture for Service {
     type SubscribeStream = RecordStream;
 
