@@ -688,3 +688,22 @@ pub fn venv_python() -> PathBuf {
     );
     py
 }
+
+/// Builds tests/programs/go/tlspeer with the machine's Go into `out`, with
+/// extra `go build` flags and environment (`GOTOOLCHAIN=go1.19.13` fetches
+/// that release as a Go toolchain module once, then it is cached).
+pub fn go_build(out: &Path, flags: &[&str], env: &[(&str, &str)]) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/go/tlspeer");
+    let status = Command::new("go")
+        .arg("build")
+        .args(flags)
+        .arg("-o")
+        .arg(out)
+        .arg(".")
+        .current_dir(&src)
+        .env("GOFLAGS", "-buildvcs=false")
+        .envs(env.iter().copied())
+        .status()
+        .expect("the Go toolchain (`go`) is required to build the Go test programs");
+    assert!(status.success(), "go build {flags:?} {env:?} failed");
+}

@@ -5,28 +5,13 @@
 //! or, stripped, from the pclntab, at the same file offsets; their return
 //! sites are the `ret` instructions (no uretprobes on Go code).
 
+use nettap_e2e::go_build;
 use nettap_sensor::probes::golang::{inspect, GoBinary};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const FUNCTIONS: [&str; 2] = ["crypto/tls.(*Conn).Write", "crypto/tls.(*Conn).Read"];
-
-fn go_build(out: &Path, flags: &[&str], env: &[(&str, &str)]) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/go/tlspeer");
-    let status = Command::new("go")
-        .arg("build")
-        .args(flags)
-        .arg("-o")
-        .arg(out)
-        .arg(".")
-        .current_dir(&src)
-        .env("GOFLAGS", "-buildvcs=false")
-        .envs(env.iter().copied())
-        .status()
-        .expect("the Go toolchain (`go`) is required to build the Go test programs");
-    assert!(status.success(), "go build {flags:?} failed");
-}
 
 /// File offsets of symbols as `nm` reads them from the symbol table.
 fn nm_offsets(bin: &Path) -> HashMap<String, u64> {

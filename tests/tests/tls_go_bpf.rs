@@ -8,26 +8,21 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn go_build(out: &Path, flags: &[&str]) {
-    go_build_with(out, flags, &[]);
-}
-
-/// `go build` with extra environment (`GOTOOLCHAIN=go1.19.13` fetches that
-/// release as a Go toolchain module the first time, then it is cached).
-fn go_build_with(out: &Path, flags: &[&str], env: &[(&str, &str)]) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/go/tlspeer");
-    let status = Command::new("go")
-        .arg("build")
-        .args(flags)
-        .arg("-o")
-        .arg(out)
-        .arg(".")
-        .current_dir(&src)
-        .env("GOFLAGS", "-buildvcs=false")
-        .envs(env.iter().copied())
-        .status()
-        .expect("the Go toolchain (`go`) is required to build the Go test programs");
-    assert!(status.success(), "go build {flags:?} failed");
+/// Starts `bin` as the HTTPS server on `port` (HTTP/1.1 only with `http1`)
+/// and waits until the sensor has probed it.
+fn go_server(bin: &Path, sensor: &Sensor, port: u16, tls: &TlsSetup, http1: bool) -> std::process::Child {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let mut args = vec!["server".to_string(), "-addr".into(), format!("127.0.0.1:{port}"), "-ready".into()];
+    args.push(ready.to_str().unwrap().into());
+    if http1 {
+        args.push("-http1".into());
+    }
+    let mut server =
+        Command::new(bin).args(&args).arg("-cert").arg(&tls.cert).arg("-key").arg(&tls.key).spawn().unwrap();
+    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
+    sensor.wait_for_log(&["probe attached", "crypto/tls.(*Conn).Read", "(return)", "ok=true"]);
+    server
 }
 
 fn assert_exchanges(records: &[&Value], role: &str, port: u16, n: usize) {
@@ -52,23 +47,11 @@ fn assert_exchanges(records: &[&Value], role: &str, port: u16, n: usize) {
 }
 
 fn capture_variant(bin: &Path) {
-    let TlsSetup { cert, key, port, port_s, .. } = &TlsSetup::new();
-    let port = *port;
-    let sensor = Sensor::start(&["--port", port_s]);
-    let dir = tempfile::tempdir().unwrap();
-    let ready = dir.path().join("ready");
-    let mut server = Command::new(bin)
-        .args(["server", "-http1", "-addr", &format!("127.0.0.1:{port}"), "-ready"])
-        .arg(&ready)
-        .arg("-cert")
-        .arg(cert)
-        .arg("-key")
-        .arg(key)
-        .spawn()
-        .unwrap();
-    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
+    let tls = TlsSetup::new();
+    let (cert, port) = (&tls.cert, tls.port);
+    let sensor = Sensor::start(&["--port", &tls.port_s]);
     // The program is probed when the server starts (examined on exec).
-    sensor.wait_for_log(&["probe attached", "crypto/tls.(*Conn).Read", "(return)", "ok=true"]);
+    let mut server = go_server(bin, &sensor, port, &tls, true);
     let mut client = Command::new(bin)
         .args(["client", "-http1", "-n", "5", "-url", &format!("https://127.0.0.1:{port}/go"), "-ca"])
         .arg(cert)
@@ -91,11 +74,11 @@ fn capture_variant(bin: &Path) {
 fn go_tls_default_stripped_pie_nodwarf_and_nocgo_builds() {
     let dir = tempfile::tempdir().unwrap();
     let bin = |n: &str| -> PathBuf { dir.path().join(n) };
-    go_build(&bin("default"), &[]);
-    go_build(&bin("stripped"), &["-ldflags=-s -w"]);
-    go_build(&bin("pie"), &["-buildmode=pie"]);
-    go_build(&bin("nodwarf"), &["-ldflags=-w"]);
-    go_build_with(&bin("nocgo"), &[], &[("CGO_ENABLED", "0")]);
+    go_build(&bin("default"), &[], &[]);
+    go_build(&bin("stripped"), &["-ldflags=-s -w"], &[]);
+    go_build(&bin("pie"), &["-buildmode=pie"], &[]);
+    go_build(&bin("nodwarf"), &["-ldflags=-w"], &[]);
+    go_build(&bin("nocgo"), &[], &[("CGO_ENABLED", "0")]);
     for variant in ["default", "stripped", "pie", "nodwarf", "nocgo"] {
         capture_variant(&bin(variant));
     }
@@ -105,24 +88,13 @@ fn go_tls_default_stripped_pie_nodwarf_and_nocgo_builds() {
 fn go_tls_bodies_from_0_b_to_4_mib_are_exact_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("tlspeer");
-    go_build(&bin, &[]);
-    let TlsSetup { cert, key, port, port_s, .. } = &TlsSetup::new();
-    let port = *port;
-    let mut args = vec!["--port", port_s.as_str()];
+    go_build(&bin, &[], &[]);
+    let tls = TlsSetup::new();
+    let (cert, port) = (&tls.cert, tls.port);
+    let mut args = vec!["--port", tls.port_s.as_str()];
     args.extend_from_slice(EXACT);
     let sensor = Sensor::start(&args);
-    let ready = dir.path().join("ready");
-    let mut server = Command::new(&bin)
-        .args(["server", "-http1", "-addr", &format!("127.0.0.1:{port}"), "-ready"])
-        .arg(&ready)
-        .arg("-cert")
-        .arg(cert)
-        .arg("-key")
-        .arg(key)
-        .spawn()
-        .unwrap();
-    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
-    sensor.wait_for_log(&["probe attached", "crypto/tls.(*Conn).Read", "(return)", "ok=true"]);
+    let mut server = go_server(&bin, &sensor, port, &tls, true);
     let sizes = [0usize, 1024, 100 * 1024, 4 << 20];
     let sizes_s = sizes.map(|n| n.to_string()).join(",");
     let mut client = Command::new(&bin)
@@ -157,9 +129,9 @@ fn go_tls_from_older_go_releases() {
     let dir = tempfile::tempdir().unwrap();
     // Go 1.19 stripped: its pclntab has the 1.18-1.19 layout (magic 0xfffffff0).
     let go119 = dir.path().join("go119-stripped");
-    go_build_with(&go119, &["-ldflags=-s -w"], &[("GOTOOLCHAIN", "go1.19.13")]);
+    go_build(&go119, &["-ldflags=-s -w"], &[("GOTOOLCHAIN", "go1.19.13")]);
     let go121 = dir.path().join("go121");
-    go_build_with(&go121, &[], &[("GOTOOLCHAIN", "go1.21.13")]);
+    go_build(&go121, &[], &[("GOTOOLCHAIN", "go1.21.13")]);
     for (bin, version) in [(&go119, "go1.19.13"), (&go121, "go1.21.13")] {
         let data = std::fs::read(bin).unwrap();
         let go =
@@ -173,23 +145,12 @@ fn go_tls_from_older_go_releases() {
 fn go_http2_client_and_server_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("tlspeer");
-    go_build(&bin, &[]);
-    let TlsSetup { cert, key, port, port_s, .. } = &TlsSetup::new();
-    let port = *port;
-    let sensor = Sensor::start(&["--port", port_s]);
-    let ready = dir.path().join("ready");
+    go_build(&bin, &[], &[]);
+    let tls = TlsSetup::new();
+    let (cert, port) = (&tls.cert, tls.port);
+    let sensor = Sensor::start(&["--port", &tls.port_s]);
     // Go's net/http speaks HTTP/2 over TLS by default (ALPN h2).
-    let mut server = Command::new(&bin)
-        .args(["server", "-addr", &format!("127.0.0.1:{port}"), "-ready"])
-        .arg(&ready)
-        .arg("-cert")
-        .arg(cert)
-        .arg("-key")
-        .arg(key)
-        .spawn()
-        .unwrap();
-    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
-    sensor.wait_for_log(&["probe attached", "crypto/tls.(*Conn).Read", "(return)", "ok=true"]);
+    let mut server = go_server(&bin, &sensor, port, &tls, false);
     let mut client = Command::new(&bin)
         .args(["client", "-n", "3", "-url", &format!("https://127.0.0.1:{port}/h2-"), "-ca"])
         .arg(cert)
