@@ -5,10 +5,8 @@
 
 use super::golang::{self, GoBinary};
 use super::{loader, log_attach, ProbeError};
-use aya::programs::UProbe;
 use aya::Ebpf;
 use std::collections::HashSet;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -82,17 +80,12 @@ impl GoTlsProbes {
 
     fn attach(&mut self, ebpf: &mut Ebpf, file: &std::fs::File, target: &str, go: &GoBinary) -> Option<u64> {
         if !self.loaded {
-            for prog in PROGRAMS {
-                if let Err(e) = loader::program::<UProbe>(ebpf, prog).and_then(|p| {
-                    p.load().map_err(|e| ProbeError::Load { program: prog.to_string(), source: e })
-                }) {
-                    tracing::warn!(error = %loader::chain(&e), "Go TLS probes cannot load");
-                    return None;
-                }
+            if let Err(e) = loader::load_uprobes(ebpf, PROGRAMS) {
+                tracing::warn!(error = %loader::chain(&e), "Go TLS probes cannot load");
+                return None;
             }
             self.loaded = true;
         }
-        let via_fd = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
         let mut results = Vec::new();
         for (name, entry_prog) in [(WRITE, "up_go_tls_write"), (READ, "up_go_tls_read")] {
             let Some(f) = go.functions.get(name) else {
@@ -107,12 +100,7 @@ impl GoTlsProbes {
                 f.returns.iter().map(|r| ("up_go_tls_ret", f.offset + r, format!("{name}+{r:#x} (return)"))),
             );
             for (prog, offset, label) in points {
-                let r = loader::program::<UProbe>(ebpf, prog).and_then(|p| {
-                    p.attach(None, offset, &via_fd, None)
-                        .map(|_| ())
-                        .map_err(|e| ProbeError::Attach { program: prog.to_string(), source: e })
-                });
-                results.push((label, r));
+                results.push((label, loader::attach_uprobe(ebpf, prog, offset, file)));
             }
         }
         let in_place = crate::clock::Clock::boot_now_ns();

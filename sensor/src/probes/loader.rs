@@ -173,3 +173,33 @@ pub fn ensure_tracefs() {
         tracing::warn!(error = %std::io::Error::last_os_error(), "tracefs is not mounted and mounting it failed");
     }
 }
+
+/// Loads uprobe programs (done once, before their first attachment).
+pub fn load_uprobes<'a>(
+    ebpf: &mut Ebpf,
+    programs: impl IntoIterator<Item = &'a str>,
+) -> Result<(), ProbeError> {
+    for prog in programs {
+        program::<aya::programs::UProbe>(ebpf, prog)?
+            .load()
+            .map_err(|e| ProbeError::Load { program: prog.to_string(), source: e })?;
+    }
+    Ok(())
+}
+
+/// Attaches uprobe program `prog` at file offset `offset` of `file`, which
+/// is held open and named through `/proc/self/fd`, so a process that exits
+/// meanwhile (its `/proc/PID/...` path vanishing) does not matter.
+pub fn attach_uprobe(
+    ebpf: &mut Ebpf,
+    prog: &str,
+    offset: u64,
+    file: &std::fs::File,
+) -> Result<(), ProbeError> {
+    use std::os::fd::AsRawFd;
+    let via_fd = std::path::PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    program::<aya::programs::UProbe>(ebpf, prog)?
+        .attach(None, offset, &via_fd, None)
+        .map(|_| ())
+        .map_err(|e| ProbeError::Attach { program: prog.to_string(), source: e })
+}

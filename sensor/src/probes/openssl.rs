@@ -4,10 +4,8 @@
 
 use super::openssl_plan::{self, FunctionPlan, FUNCTION_NAMES, SSL_FUNCTIONS};
 use super::{elf, loader, log_attach, ProbeError};
-use aya::programs::UProbe;
 use aya::Ebpf;
 use std::collections::HashSet;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -254,17 +252,12 @@ impl OpenSslProbes {
         };
         if !self.loaded {
             let programs = SSL_FUNCTIONS.iter().flat_map(|f| [f.entry, f.uretprobe, f.return_site]);
-            for prog in programs {
-                if let Err(e) = loader::program::<UProbe>(ebpf, prog).and_then(|p| {
-                    p.load().map_err(|e| ProbeError::Load { program: prog.to_string(), source: e })
-                }) {
-                    tracing::warn!(error = %loader::chain(&e), "OpenSSL probes cannot load");
-                    return None;
-                }
+            if let Err(e) = loader::load_uprobes(ebpf, programs) {
+                tracing::warn!(error = %loader::chain(&e), "OpenSSL probes cannot load");
+                return None;
             }
             self.loaded = true;
         }
-        let via_fd = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
         let mut results: Vec<(&'static str, String, Result<(), ProbeError>)> = Vec::new();
         for plan in &plans {
             let points = match plan {
@@ -276,12 +269,11 @@ impl OpenSslProbes {
                 }
             };
             for pt in points {
-                let r = loader::program::<UProbe>(ebpf, pt.program).and_then(|p| {
-                    p.attach(None, pt.offset, &via_fd, None)
-                        .map(|_| ())
-                        .map_err(|e| ProbeError::Attach { program: pt.program.to_string(), source: e })
-                });
-                results.push((pt.kind, pt.label.clone(), r));
+                results.push((
+                    pt.kind,
+                    pt.label.clone(),
+                    loader::attach_uprobe(ebpf, pt.program, pt.offset, &file),
+                ));
             }
         }
         let in_place = crate::clock::Clock::boot_now_ns();
