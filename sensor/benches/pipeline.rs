@@ -11,7 +11,7 @@ use nettap_sensor::bpf::events::{nt_data_event, nt_direction, nt_event_kind, nt_
 use nettap_sensor::events::Direction;
 use nettap_sensor::output::JsonlWriter;
 use nettap_sensor::pipeline::{Processor, Sink};
-use nettap_sensor::protocols::http1::Limits;
+use nettap_sensor::protocols::exchange::Limits;
 use nettap_sensor::stream::{Chunk, ConnSession};
 use std::mem::{offset_of, size_of};
 use std::time::{Duration, Instant};

@@ -10,7 +10,7 @@ use crate::events::{self, Event};
 use crate::output::DropRecord;
 use crate::output::{har_entry, Body, ConnView, HarWriter, JsonlWriter, Origin, Record, TerminalSummary};
 use crate::probes;
-use crate::protocols::http1::Limits;
+use crate::protocols::exchange::Limits;
 use crate::stream::{Chunk, ConnSession, SessionOut};
 use anyhow::{anyhow, Context, Result};
 use aya::maps::{PerCpuArray, RingBuf};
@@ -133,6 +133,10 @@ impl Emit<'_> {
         match (o, &mut *self.sink) {
             (SessionOut::Gap { len, .. }, _) => {
                 user_drop(self.user_drops, "http_stream_gap", len);
+                Ok(())
+            }
+            (SessionOut::Drop { reason, bytes }, _) => {
+                user_drop(self.user_drops, reason, bytes);
                 Ok(())
             }
             // With --raw every chunk was written as it arrived.

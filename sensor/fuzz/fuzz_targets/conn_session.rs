@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use nettap_sensor::events::Direction;
-use nettap_sensor::protocols::http1::Limits;
+use nettap_sensor::protocols::exchange::Limits;
 use nettap_sensor::stream::{Chunk, ConnSession};
 
 fuzz_target!(|data: &[u8]| {

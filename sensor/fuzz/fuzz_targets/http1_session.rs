@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nettap_sensor::protocols::http1::{Http1Session, Limits};
+use nettap_sensor::protocols::exchange::Limits;
+use nettap_sensor::protocols::http1::Http1Session;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&control, rest)) = data.split_first() else { return };

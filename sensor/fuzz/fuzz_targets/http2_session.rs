@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nettap_sensor::protocols::http1::Limits;
+use nettap_sensor::protocols::exchange::Limits;
 use nettap_sensor::protocols::http2::Http2Session;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

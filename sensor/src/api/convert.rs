@@ -3,8 +3,8 @@
 use crate::dns::{rcode_name, AnswerData, DnsMessage};
 use crate::events::{Direction, Role};
 use crate::output::{ConnView, Origin};
+use crate::protocols::exchange::{Exchange, Message};
 use crate::protocols::grpc;
-use crate::protocols::http1::{Exchange, Message};
 use nettap_shared_proto::v1;
 use std::net::{IpAddr, SocketAddr};
 

@@ -4,7 +4,7 @@
 //! long the capture; `finish` closes the document.
 
 use super::record::ConnView;
-use crate::protocols::http1::{Exchange, Message};
+use crate::protocols::exchange::{Exchange, Message};
 use base64::Engine;
 use serde_json::{json, Value};
 use std::io::{self, Write};
@@ -61,14 +61,6 @@ fn query(target: &str) -> Value {
         .collect()
 }
 
-fn version(m: &Message) -> String {
-    if m.head.h2 {
-        "HTTP/2.0".to_string()
-    } else {
-        format!("HTTP/1.{}", m.head.minor)
-    }
-}
-
 /// One HAR entry for an exchange seen by process `pid` on `conn`.
 pub fn entry(e: &Exchange, started_ns: u64, pid: u32, comm: &str, conn: &ConnView) -> Value {
     let req = &e.request;
@@ -80,7 +72,7 @@ pub fn entry(e: &Exchange, started_ns: u64, pid: u32, comm: &str, conn: &ConnVie
     let mut request = json!({
         "method": req.head.method,
         "url": format!("{scheme}://{authority}{}", req.head.target),
-        "httpVersion": version(req),
+        "httpVersion": req.head.version.har(),
         "cookies": [],
         "headers": headers(req),
         "queryString": query(&req.head.target),
@@ -105,7 +97,7 @@ pub fn entry(e: &Exchange, started_ns: u64, pid: u32, comm: &str, conn: &ConnVie
             json!({
                 "status": r.head.status,
                 "statusText": r.head.reason,
-                "httpVersion": version(r),
+                "httpVersion": r.head.version.har(),
                 "cookies": [],
                 "headers": headers(r),
                 "content": content,
@@ -176,7 +168,7 @@ impl<W: Write> HarWriter<W> {
 mod tests {
     use super::*;
     use crate::events::Role;
-    use crate::protocols::http1::Head;
+    use crate::protocols::exchange::{Head, Version};
 
     #[test]
     fn rfc3339_dates() {
@@ -188,11 +180,12 @@ mod tests {
     #[test]
     fn a_document_with_entries_parses() {
         let e = Exchange {
+            reset: None,
             request: Message {
                 head: Head {
                     method: "POST".into(),
                     target: "/a?x=1&y".into(),
-                    minor: 1,
+                    version: Version::Http11,
                     headers: vec![
                         ("Host".into(), "h.test".into()),
                         ("Content-Type".into(), "text/plain".into()),
@@ -204,7 +197,7 @@ mod tests {
                 ..Message::default()
             },
             response: Some(Message {
-                head: Head { status: 200, reason: "OK".into(), minor: 1, ..Head::default() },
+                head: Head { status: 200, reason: "OK".into(), version: Version::Http11, ..Head::default() },
                 body: vec![0xff],
                 end_ts: 2_000_000,
                 ..Message::default()

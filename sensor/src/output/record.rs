@@ -3,8 +3,8 @@
 
 use crate::dns::{rcode_name, Answer, AnswerData, DnsMessage};
 use crate::events::{ConnChange, Direction, Role};
+use crate::protocols::exchange::{Exchange, Message};
 use crate::protocols::grpc;
-use crate::protocols::http1::{Exchange, Message};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use std::net::SocketAddr;
 
@@ -357,13 +357,14 @@ mod tests {
 
     #[test]
     fn http_record_has_both_halves() {
-        use crate::protocols::http1::{Head, Message};
+        use crate::protocols::exchange::{Head, Message, Version};
         let e = Exchange {
+            reset: None,
             request: Message {
                 head: Head {
                     method: "POST".into(),
                     target: "/p?q=1".into(),
-                    minor: 1,
+                    version: Version::Http11,
                     headers: vec![("Host".into(), "a.test".into())],
                     ..Head::default()
                 },
@@ -373,7 +374,7 @@ mod tests {
                 ..Message::default()
             },
             response: Some(Message {
-                head: Head { status: 200, reason: "OK".into(), minor: 1, ..Head::default() },
+                head: Head { status: 200, reason: "OK".into(), version: Version::Http11, ..Head::default() },
                 body: vec![0xff, 0xfe],
                 body_truncated: 7,
                 end_ts: 150,
@@ -392,7 +393,7 @@ mod tests {
         assert_eq!(v["response"]["body_b64"], "//4=");
         assert_eq!(v["response"]["body_truncated"], 7);
         assert_eq!(v["latency_ns"], 50);
-        let unanswered = Exchange { request: e.request.clone(), response: None };
+        let unanswered = Exchange::new(e.request.clone(), None);
         let v = serde_json::to_value(Record {
             origin: origin(3),
             conn: Some(conn()),

@@ -4,7 +4,7 @@
 
 use crate::conn::ConnInfo;
 use crate::events::{comm_str, Direction};
-use crate::protocols::http1::Exchange;
+use crate::protocols::exchange::Exchange;
 use std::collections::HashMap;
 use std::io::{self, Write};
 
@@ -114,7 +114,7 @@ fn remote(info: &ConnInfo) -> String {
 mod tests {
     use super::*;
     use crate::events::Role;
-    use crate::protocols::http1::{Head, Message};
+    use crate::protocols::exchange::{Head, Message};
 
     fn info(role: Role) -> ConnInfo {
         ConnInfo {
@@ -134,6 +134,7 @@ mod tests {
         let mut out = Vec::new();
         let mut t = TerminalSummary::new(&mut out, 16);
         let e = Exchange {
+            reset: None,
             request: Message {
                 head: Head {
                     method: "GET".into(),

@@ -2,7 +2,7 @@
 //! messages (1 byte compressed flag, 4 bytes big-endian length); the path is
 //! `/package.Service/Method`; the status is in the `grpc-status` trailer.
 
-use super::http1::{Exchange, Head};
+use super::exchange::{Exchange, Head};
 
 /// One message of a gRPC body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,8 +40,8 @@ pub fn service_method(path: &str) -> Option<(&str, &str)> {
 /// headers, for a trailers-only answer).
 pub fn status(e: &Exchange) -> Option<(u32, Option<&str>)> {
     let r = e.response.as_ref()?;
-    let code = r.head.header("grpc-status")?.trim().parse().ok()?;
-    Some((code, r.head.header("grpc-message")))
+    let code = r.trailer_or_header("grpc-status")?.trim().parse().ok()?;
+    Some((code, r.trailer_or_header("grpc-message")))
 }
 
 #[cfg(test)]
@@ -67,8 +67,9 @@ mod tests {
         assert_eq!(service_method("/nettap.test.Echo/Say"), Some(("nettap.test.Echo", "Say")));
         assert_eq!(service_method("nope"), None);
         let e = Exchange {
+            reset: None,
             request: Default::default(),
-            response: Some(crate::protocols::http1::Message {
+            response: Some(crate::protocols::exchange::Message {
                 head: Head {
                     headers: vec![
                         ("grpc-status".into(), "5".into()),

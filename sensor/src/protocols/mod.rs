@@ -2,15 +2,18 @@
 //! of a connection from its first bytes. Parsers never see sockets, records
 //! or probes, so every source (kernel, OpenSSL, Go, JVM) feeds them alike.
 
+pub mod content;
+pub mod exchange;
 pub mod grpc;
 pub mod http1;
 pub mod http2;
 
-use http1::{Http1Output, Http1Session, Limits};
+use exchange::{HttpOutput, Limits};
+use http1::Http1Session;
 use http2::Http2Session;
 
 /// The HTTP state of one connection, whichever version it speaks; both
-/// take each direction's bytes in order and give exchanges (HTTP/1 types).
+/// take each direction's bytes in order and give exchanges.
 /// Its owner boxes it whole, so the variants' sizes do not matter.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)]
@@ -28,7 +31,7 @@ impl HttpSession {
     }
 
     /// Feeds bytes of the request (`true`) or response direction.
-    pub fn feed(&mut self, request_side: bool, data: &[u8], ts: u64, out: &mut Vec<Http1Output>) {
+    pub fn feed(&mut self, request_side: bool, data: &[u8], ts: u64, out: &mut Vec<HttpOutput>) {
         match self {
             HttpSession::H1(s) => s.feed(request_side, data, ts, out),
             HttpSession::H2(s) => s.feed(request_side, data, ts, out),
@@ -45,7 +48,7 @@ impl HttpSession {
     }
 
     /// The connection ended.
-    pub fn close(&mut self, ts: u64, out: &mut Vec<Http1Output>) {
+    pub fn close(&mut self, ts: u64, out: &mut Vec<HttpOutput>) {
         match self {
             HttpSession::H1(s) => s.close(ts, out),
             HttpSession::H2(s) => s.close(ts, out),

@@ -7,7 +7,8 @@
 
 use super::{Delivery, Reassembler};
 use crate::events::Direction;
-use crate::protocols::http1::{Exchange, Http1Output, Http1Session, Limits};
+use crate::protocols::exchange::{Exchange, HttpOutput, Limits};
+use crate::protocols::http1::Http1Session;
 use crate::protocols::{classify, Classification, HttpSession};
 
 /// A chunk going in, or raw bytes coming out as a `data` record.
@@ -32,8 +33,15 @@ pub struct Chunk<'a> {
 pub enum SessionOut<'a> {
     /// Bytes kept as a `data` record.
     Data(Chunk<'a>),
-    /// A finished HTTP/1.x exchange, with the hook of its request's bytes.
+    /// A finished HTTP exchange, with the hook of its request's bytes.
     Exchange(Box<Exchange>, u32),
+    /// A parser's bound was reached: what it gave up (a `drop` record).
+    Drop {
+        /// Why.
+        reason: &'static str,
+        /// Bytes not kept.
+        bytes: u64,
+    },
     /// Bytes of an HTTP connection that never arrived (truncated calls,
     /// dropped records): the message they belonged to is lost.
     Gap {
@@ -105,7 +113,7 @@ pub struct ConnSession {
     midstream: bool,
     request_hint: Option<Direction>,
     limits: Limits,
-    scratch: Vec<Http1Output>,
+    scratch: Vec<HttpOutput>,
     /// Event time of the latest chunk (boot-time ns), for idle expiry.
     pub last_ts: u64,
     /// Fed TLS plaintext (its own offsets), not the socket's bytes.
@@ -132,7 +140,7 @@ fn deliver(
     direction: Direction,
     probe: u32,
     d: Delivery<'_>,
-    scratch: &mut Vec<Http1Output>,
+    scratch: &mut Vec<HttpOutput>,
     out: &mut impl FnMut(SessionOut<'_>),
 ) {
     let is_request = direction == http.request;
@@ -151,8 +159,8 @@ fn deliver(
             http.session.feed(is_request, data, ts_ns, scratch);
             for o in scratch.drain(..) {
                 match o {
-                    Http1Output::Exchange(e) => out(SessionOut::Exchange(e, http.request_probe)),
-                    Http1Output::Raw(r) => out(SessionOut::Data(Chunk {
+                    HttpOutput::Exchange(e) => out(SessionOut::Exchange(e, http.request_probe)),
+                    HttpOutput::Raw(r) => out(SessionOut::Data(Chunk {
                         direction,
                         seq: seq + r.start as u64,
                         ts_ns,
@@ -160,9 +168,10 @@ fn deliver(
                         payload: &data[r],
                         truncated: 0,
                     })),
-                    Http1Output::Error(e) => {
-                        tracing::debug!(error = %e, "HTTP/1 parse error; resynchronising")
+                    HttpOutput::Error(e) => {
+                        tracing::debug!(error = %e, "HTTP parse error; resynchronising")
                     }
+                    HttpOutput::Drop { reason, bytes } => out(SessionOut::Drop { reason, bytes }),
                 }
             }
         }
@@ -326,8 +335,10 @@ impl ConnSession {
             self.scratch.clear();
             http.session.close(ts_ns, &mut self.scratch);
             for o in self.scratch.drain(..) {
-                if let Http1Output::Exchange(e) = o {
-                    out(SessionOut::Exchange(e, http.request_probe));
+                match o {
+                    HttpOutput::Exchange(e) => out(SessionOut::Exchange(e, http.request_probe)),
+                    HttpOutput::Drop { reason, bytes } => out(SessionOut::Drop { reason, bytes }),
+                    HttpOutput::Raw(_) | HttpOutput::Error(_) => {}
                 }
             }
         }
@@ -347,6 +358,7 @@ mod tests {
         data: Vec<(Direction, u64, Vec<u8>)>,
         exchanges: Vec<Exchange>,
         gaps: Vec<(Direction, u64, u64)>,
+        drops: Vec<(&'static str, u64)>,
     }
 
     fn feed(s: &mut ConnSession, chunks: &[Chunk<'_>], got: &mut Got) {
@@ -355,6 +367,7 @@ mod tests {
                 SessionOut::Data(c) => got.data.push((c.direction, c.seq, c.payload.to_vec())),
                 SessionOut::Exchange(e, _) => got.exchanges.push(*e),
                 SessionOut::Gap { direction, seq, len } => got.gaps.push((direction, seq, len)),
+                SessionOut::Drop { reason, bytes } => got.drops.push((reason, bytes)),
             });
         }
     }

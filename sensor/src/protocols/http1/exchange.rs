@@ -3,37 +3,9 @@
 //! handing the rest of both directions to the caller as raw bytes after an
 //! upgrade (101, a successful CONNECT).
 
-use super::message::{Event, Kind, Limits, Message, MessageParser, ParseError};
+use super::message::{Event, Kind, MessageParser};
+use crate::protocols::exchange::{Exchange, HttpOutput, Limits, Message};
 use std::collections::VecDeque;
-use std::ops::Range;
-
-/// A request and what answered it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Exchange {
-    /// The request.
-    pub request: Message,
-    /// The response; `None` when the connection ended first.
-    pub response: Option<Message>,
-}
-
-impl Exchange {
-    /// From the request's first byte to the response's last.
-    pub fn latency_ns(&self) -> Option<u64> {
-        self.response.as_ref().map(|r| r.end_ts.saturating_sub(self.request.start_ts))
-    }
-}
-
-/// What feeding bytes produced.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Http1Output {
-    /// A finished exchange.
-    Exchange(Box<Exchange>),
-    /// These bytes of the chunk just fed are not HTTP (skipped while out of
-    /// sync, or after an upgrade): the caller keeps them as raw data.
-    Raw(Range<usize>),
-    /// The bytes stopped parsing as HTTP; the direction resynchronises.
-    Error(ParseError),
-}
 
 /// HTTP/1.x state of one connection.
 #[derive(Debug)]
@@ -79,19 +51,19 @@ impl Http1Session {
     }
 
     /// Feeds bytes of the request (`true`) or response direction.
-    pub fn feed(&mut self, request_side: bool, data: &[u8], ts: u64, out: &mut Vec<Http1Output>) {
+    pub fn feed(&mut self, request_side: bool, data: &[u8], ts: u64, out: &mut Vec<HttpOutput>) {
         let mut at = 0;
         {
             let parser = if request_side { &mut self.req } else { &mut self.resp };
             if parser.resyncing() && !parser.resync(data) {
-                out.push(Http1Output::Raw(0..data.len()));
+                out.push(HttpOutput::Raw(0..data.len()));
                 return;
             }
         }
         while at < data.len() {
             let parser = if request_side { &mut self.req } else { &mut self.resp };
             if parser.upgraded() || parser.resyncing() {
-                out.push(Http1Output::Raw(at..data.len()));
+                out.push(HttpOutput::Raw(at..data.len()));
                 return;
             }
             let head_req = self.pending.front().is_some_and(|r| r.head.method.eq_ignore_ascii_case("HEAD"));
@@ -99,9 +71,9 @@ impl Http1Session {
             match ev {
                 None => {}
                 Some(Event::Error(e)) => {
-                    out.push(Http1Output::Error(e));
+                    out.push(HttpOutput::Error(e.to_string()));
                     // What did not parse stays as raw bytes.
-                    out.push(Http1Output::Raw(at..data.len()));
+                    out.push(HttpOutput::Raw(at..data.len()));
                     return;
                 }
                 Some(Event::Message(m)) if request_side => self.on_request(m, out),
@@ -111,7 +83,7 @@ impl Http1Session {
         }
     }
 
-    fn on_request(&mut self, m: Message, out: &mut Vec<Http1Output>) {
+    fn on_request(&mut self, m: Message, out: &mut Vec<HttpOutput>) {
         if self.pending.is_empty() {
             if let Some(response) = self.early.take() {
                 self.answer(m, response, out);
@@ -120,12 +92,12 @@ impl Http1Session {
         }
         if self.pending.len() >= MAX_PENDING {
             let request = self.pending.pop_front().expect("non-empty");
-            out.push(Http1Output::Exchange(Box::new(Exchange { request, response: None })));
+            out.push(HttpOutput::Exchange(Box::new(Exchange::new(request, None))));
         }
         self.pending.push_back(m);
     }
 
-    fn on_response(&mut self, m: Message, out: &mut Vec<Http1Output>) {
+    fn on_response(&mut self, m: Message, out: &mut Vec<HttpOutput>) {
         let status = m.head.status;
         if (100..200).contains(&status) && status != 101 {
             return; // interim (100 Continue, 103 Early Hints): the real answer follows
@@ -141,7 +113,7 @@ impl Http1Session {
         self.answer(request, m, out);
     }
 
-    fn answer(&mut self, request: Message, m: Message, out: &mut Vec<Http1Output>) {
+    fn answer(&mut self, request: Message, m: Message, out: &mut Vec<HttpOutput>) {
         let status = m.head.status;
         let tunnel = status == 101
             || (request.head.method.eq_ignore_ascii_case("CONNECT") && (200..300).contains(&status));
@@ -149,7 +121,7 @@ impl Http1Session {
             self.req.upgrade();
             self.resp.upgrade();
         }
-        out.push(Http1Output::Exchange(Box::new(Exchange { request, response: Some(m) })));
+        out.push(HttpOutput::Exchange(Box::new(Exchange::new(request, Some(m)))));
     }
 
     /// `len` bytes of one direction went missing. Inside a body whose
@@ -175,12 +147,12 @@ impl Http1Session {
 
     /// The connection ended: finish a body delimited by the close and give
     /// up the requests never answered.
-    pub fn close(&mut self, ts: u64, out: &mut Vec<Http1Output>) {
+    pub fn close(&mut self, ts: u64, out: &mut Vec<HttpOutput>) {
         if let Some(m) = self.resp.finish(ts) {
             self.on_response(m, out);
         }
         for request in self.pending.drain(..) {
-            out.push(Http1Output::Exchange(Box::new(Exchange { request, response: None })));
+            out.push(HttpOutput::Exchange(Box::new(Exchange::new(request, None))));
         }
     }
 
@@ -199,8 +171,8 @@ impl Http1Session {
 mod tests {
     use super::*;
 
-    fn exchanges(out: &[Http1Output]) -> Vec<&Exchange> {
-        out.iter().filter_map(|o| if let Http1Output::Exchange(e) = o { Some(&**e) } else { None }).collect()
+    fn exchanges(out: &[HttpOutput]) -> Vec<&Exchange> {
+        out.iter().filter_map(|o| if let HttpOutput::Exchange(e) = o { Some(&**e) } else { None }).collect()
     }
 
     #[test]
@@ -233,11 +205,11 @@ mod tests {
         s.feed(false, resp, 1, &mut out);
         assert_eq!(exchanges(&out).len(), 1);
         let head_len = resp.len() - 4;
-        assert_eq!(out.last(), Some(&Http1Output::Raw(head_len..resp.len())));
+        assert_eq!(out.last(), Some(&HttpOutput::Raw(head_len..resp.len())));
         assert!(s.upgraded());
         out.clear();
         s.feed(true, b"\x81\x82ab", 2, &mut out);
-        assert_eq!(out, vec![Http1Output::Raw(0..4)]);
+        assert_eq!(out, vec![HttpOutput::Raw(0..4)]);
     }
 
     #[test]
@@ -246,7 +218,7 @@ mod tests {
         let mut out = Vec::new();
         s.feed(false, b"tail of an old body", 0, &mut out);
         s.feed(true, b"rest of an old request", 0, &mut out);
-        assert_eq!(out, vec![Http1Output::Raw(0..19), Http1Output::Raw(0..22)]);
+        assert_eq!(out, vec![HttpOutput::Raw(0..19), HttpOutput::Raw(0..22)]);
         out.clear();
         s.feed(true, b"GET /next HTTP/1.1\r\n\r\n", 1, &mut out);
         s.feed(false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 2, &mut out);
@@ -274,8 +246,8 @@ mod tests {
         let mut out = Vec::new();
         s.feed(true, b"GET / HTTP/1.1\r\n\r\n", 0, &mut out);
         s.feed(true, b"\x00\x01garbage", 0, &mut out);
-        assert!(matches!(out[0], Http1Output::Error(_)), "{out:?}");
-        assert_eq!(out[1], Http1Output::Raw(0..9));
+        assert!(matches!(out[0], HttpOutput::Error(_)), "{out:?}");
+        assert_eq!(out[1], HttpOutput::Raw(0..9));
     }
 
     #[test]

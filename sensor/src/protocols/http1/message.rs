@@ -2,7 +2,7 @@
 //! many it consumed and at most one event, so the caller can change the
 //! context (is the pending request a HEAD?) between pipelined messages.
 
-use super::decode;
+use crate::protocols::exchange::{Head, Limits, Message, Version};
 
 /// Which start line this direction carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,92 +11,6 @@ pub enum Kind {
     Request,
     /// Server to client.
     Response,
-}
-
-/// Bounds on what one message may hold in memory.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Largest head (start line and headers).
-    pub max_head: usize,
-    /// Body bytes kept per message; the rest is counted in `body_truncated`.
-    pub max_body: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self { max_head: 64 << 10, max_body: 1 << 20 }
-    }
-}
-
-/// Start line and headers.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Head {
-    /// Request method (requests).
-    pub method: String,
-    /// Request target (requests).
-    pub target: String,
-    /// Status code (responses).
-    pub status: u16,
-    /// Reason phrase (responses).
-    pub reason: String,
-    /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
-    pub minor: u8,
-    /// Headers in order, values as sent (lossy UTF-8); for HTTP/2 the
-    /// pseudo-headers (`:method`, `:path`, `:authority`, `:status`) too,
-    /// and trailers after the rest.
-    pub headers: Vec<(String, String)>,
-    /// Carried by HTTP/2 (else HTTP/1.x, see `minor`).
-    pub h2: bool,
-    /// HTTP/2 joined mid-stream or after an HPACK error: the header block
-    /// could not be decoded, so the fields above are unknown (never guessed).
-    pub headers_incomplete: bool,
-}
-
-impl Head {
-    /// The request's authority: HTTP/2's `:authority`, else the Host header.
-    pub fn authority(&self) -> Option<&str> {
-        self.header(":authority").or_else(|| self.header("host")).filter(|a| !a.is_empty())
-    }
-
-    /// The protocol as records name it: `h2`, `http/1.1`, `http/1.0`.
-    pub fn protocol(&self) -> &'static str {
-        match (self.h2, self.minor) {
-            (true, _) => "h2",
-            (false, 0) => "http/1.0",
-            _ => "http/1.1",
-        }
-    }
-
-    /// The first value of header `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-
-    /// Whether a comma-separated header lists `token` (case-insensitive).
-    pub fn has_token(&self, name: &str, token: &str) -> bool {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .flat_map(|(_, v)| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    }
-}
-
-/// A complete message.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Message {
-    /// Start line and headers.
-    pub head: Head,
-    /// Body, decoded from transfer encoding and, where possible, content encoding.
-    pub body: Vec<u8>,
-    /// Body bytes not kept (over `Limits::max_body`).
-    pub body_truncated: u64,
-    /// Why content decoding failed, if it did (the body is then as sent).
-    pub decode_error: Option<String>,
-    /// Time of the chunk holding the first byte.
-    pub start_ts: u64,
-    /// Time of the chunk holding the last byte.
-    pub end_ts: u64,
 }
 
 /// Why the bytes are not HTTP/1.x.
@@ -402,7 +316,7 @@ impl MessageParser {
                             return (used, Some(Event::Message(self.complete())));
                         }
                         if let Some((n, v)) = text.split_once(':') {
-                            self.msg.head.headers.push((n.trim().to_string(), v.trim().to_string()));
+                            self.msg.trailers.push((n.trim().to_string(), v.trim().to_string()));
                         }
                         (used, None)
                     }
@@ -413,25 +327,8 @@ impl MessageParser {
 
     fn complete(&mut self) -> Message {
         let mut msg = std::mem::take(&mut self.msg);
-        decode_body(&mut msg, self.limits.max_body);
+        msg.decode_content(self.limits.max_body);
         msg
-    }
-}
-
-/// Undoes a complete body's Content-Encoding in place (at most `max`
-/// bytes kept), or says why it could not.
-pub fn decode_body(msg: &mut Message, max: usize) {
-    if msg.body_truncated == 0 && !msg.body.is_empty() {
-        if let Some(enc) = msg.head.header("content-encoding").map(str::to_string) {
-            match decode::content(&enc, &msg.body, max) {
-                Ok(Some((body, cut))) => {
-                    msg.body = body;
-                    msg.body_truncated = cut;
-                }
-                Ok(None) => {}
-                Err(e) => msg.decode_error = Some(e),
-            }
-        }
     }
 }
 
@@ -448,7 +345,7 @@ fn parse_head(kind: Kind, buf: &[u8]) -> Result<Option<(usize, Head)>, httparse:
                     Head {
                         method: req.method.unwrap_or_default().to_string(),
                         target: req.path.unwrap_or_default().to_string(),
-                        minor: req.version.unwrap_or(1),
+                        version: Version::http1(req.version),
                         headers: owned_headers(req.headers),
                         ..Head::default()
                     },
@@ -464,7 +361,7 @@ fn parse_head(kind: Kind, buf: &[u8]) -> Result<Option<(usize, Head)>, httparse:
                     Head {
                         status: resp.code.unwrap_or_default(),
                         reason: resp.reason.unwrap_or_default().to_string(),
-                        minor: resp.version.unwrap_or(1),
+                        version: Version::http1(resp.version),
                         headers: owned_headers(resp.headers),
                         ..Head::default()
                     },
@@ -562,7 +459,11 @@ mod tests {
         assert_eq!((m[0].head.method.as_str(), m[0].head.target.as_str()), ("GET", "/a"));
         assert_eq!(m[1].body, b"hello");
         assert_eq!(m[2].body, b"abcde");
-        assert_eq!(m[2].head.header("x-sum"), Some("9"), "trailers join the headers");
+        assert_eq!(
+            m[2].trailers,
+            [("X-Sum".to_string(), "9".to_string())],
+            "trailers apart from the headers"
+        );
     }
 
     #[test]

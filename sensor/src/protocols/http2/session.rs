@@ -4,7 +4,7 @@
 //! reset, or when the connection ends.
 
 use super::frame::{flag, kind, Frame, FrameReader};
-use crate::protocols::http1::{decode_body, Exchange, Head, Http1Output, Limits, Message};
+use crate::protocols::exchange::{Exchange, Head, HttpOutput, Limits, Message, Version};
 use std::collections::HashMap;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -84,7 +84,7 @@ impl Http2Session {
     }
 
     /// Feeds bytes of the request (`true`) or response direction.
-    pub fn feed(&mut self, request_side: bool, mut data: &[u8], ts: u64, out: &mut Vec<Http1Output>) {
+    pub fn feed(&mut self, request_side: bool, mut data: &[u8], ts: u64, out: &mut Vec<HttpOutput>) {
         let side = usize::from(!request_side);
         if side == 0 && self.preface_left > 0 {
             let n = self.preface_left.min(data.len());
@@ -109,7 +109,7 @@ impl Http2Session {
 
     /// The connection ended: every stream still open comes out as it is
     /// (no HTTP/2 body ends with the connection, so the time is not needed).
-    pub fn close(&mut self, _ts: u64, out: &mut Vec<Http1Output>) {
+    pub fn close(&mut self, _ts: u64, out: &mut Vec<HttpOutput>) {
         let mut open: Vec<(u32, Stream)> = self.streams.drain().collect();
         open.sort_by_key(|(_, s)| s.order);
         for (_, s) in open {
@@ -117,7 +117,7 @@ impl Http2Session {
         }
     }
 
-    fn on_frame(&mut self, side: usize, f: Frame<'_>, ts: u64, out: &mut Vec<Http1Output>) {
+    fn on_frame(&mut self, side: usize, f: Frame<'_>, ts: u64, out: &mut Vec<HttpOutput>) {
         match f.kind {
             kind::DATA => {
                 let Some(body) = unpad(f.flags, f.payload) else { return };
@@ -176,7 +176,7 @@ impl Http2Session {
     }
 
     /// A whole header block of `side`.
-    fn on_block(&mut self, side: usize, b: Block, ts: u64, out: &mut Vec<Http1Output>) {
+    fn on_block(&mut self, side: usize, b: Block, ts: u64, out: &mut Vec<HttpOutput>) {
         let decoded = if self.sides[side].broken {
             None
         } else {
@@ -212,7 +212,7 @@ impl Http2Session {
                 }
                 // An interim response (1xx) is followed by the real one.
                 if side == 1 && (100..200).contains(&head.status) && !trailers {
-                    *head = Head { h2: true, ..Head::default() };
+                    *head = Head { version: Version::H2, ..Head::default() };
                     return;
                 }
             }
@@ -226,7 +226,7 @@ impl Http2Session {
 
     /// The half of `stream` that `side` sends, creating the stream (when
     /// too many are open, the oldest comes out as it is).
-    fn half(&mut self, side: usize, stream: u32, ts: u64, out: &mut Vec<Http1Output>) -> Option<&mut Half> {
+    fn half(&mut self, side: usize, stream: u32, ts: u64, out: &mut Vec<HttpOutput>) -> Option<&mut Half> {
         if stream == 0 {
             return None;
         }
@@ -244,12 +244,12 @@ impl Http2Session {
         let half = &mut s.halves[side];
         if !half.headers_seen && half.msg.body.is_empty() && half.msg.start_ts == 0 {
             half.msg.start_ts = ts;
-            half.msg.head.h2 = true;
+            half.msg.head.version = Version::H2;
         }
         Some(half)
     }
 
-    fn end_half(&mut self, side: usize, stream: u32, ts: u64, out: &mut Vec<Http1Output>) {
+    fn end_half(&mut self, side: usize, stream: u32, ts: u64, out: &mut Vec<HttpOutput>) {
         let Some(s) = self.streams.get_mut(&stream) else { return };
         s.halves[side].done = true;
         s.halves[side].msg.end_ts = ts;
@@ -270,17 +270,17 @@ fn unpad(flags: u8, p: &[u8]) -> Option<&[u8]> {
 }
 
 /// A stream as an exchange: the response is `None` if it never began.
-fn emit(s: Stream, limits: Limits, out: &mut Vec<Http1Output>) {
+fn emit(s: Stream, limits: Limits, out: &mut Vec<HttpOutput>) {
     let [mut req, mut resp] = s.halves;
     if !req.headers_seen && req.msg.body.is_empty() {
         return; // nothing of a request (a stream we joined after its start)
     }
-    decode_body(&mut req.msg, limits.max_body);
+    req.msg.decode_content(limits.max_body);
     let response = resp.headers_seen.then(|| {
-        decode_body(&mut resp.msg, limits.max_body);
+        resp.msg.decode_content(limits.max_body);
         resp.msg
     });
-    out.push(Http1Output::Exchange(Box::new(Exchange { request: req.msg, response })));
+    out.push(HttpOutput::Exchange(Box::new(Exchange::new(req.msg, response))));
 }
 
 #[cfg(test)]
@@ -288,8 +288,8 @@ mod tests {
     use super::super::frame::tests::frame;
     use super::*;
 
-    fn exchanges(out: &[Http1Output]) -> Vec<&Exchange> {
-        out.iter().filter_map(|o| if let Http1Output::Exchange(e) = o { Some(&**e) } else { None }).collect()
+    fn exchanges(out: &[HttpOutput]) -> Vec<&Exchange> {
+        out.iter().filter_map(|o| if let HttpOutput::Exchange(e) = o { Some(&**e) } else { None }).collect()
     }
 
     fn headers(enc: &mut loona_hpack::Encoder<'_>, fields: &[(&str, &str)]) -> Vec<u8> {
@@ -343,7 +343,7 @@ mod tests {
         assert_eq!(ex.len(), 2);
         let (b, a) = (ex[0], ex[1]); // /b ends first
         assert_eq!((b.request.head.method.as_str(), b.request.head.target.as_str()), ("POST", "/b"));
-        assert!(b.request.head.h2);
+        assert_eq!(b.request.head.version, Version::H2);
         assert_eq!(b.request.head.header(":authority"), Some("h.test"));
         assert_eq!(b.request.body, b"hello");
         let r = b.response.as_ref().unwrap();

@@ -6,7 +6,7 @@ use std::io::Read;
 /// Decodes `body` sent with Content-Encoding `encoding` (a list, applied in
 /// order, so undone in reverse). `Ok(None)`: identity or nothing to do.
 /// `Ok(Some((decoded, cut)))`: at most `max` bytes, `cut` more not kept.
-pub fn content(encoding: &str, body: &[u8], max: usize) -> Result<Option<(Vec<u8>, u64)>, String> {
+pub fn decode(encoding: &str, body: &[u8], max: usize) -> Result<Option<(Vec<u8>, u64)>, String> {
     let codings: Vec<String> = encoding
         .split(',')
         .map(|c| c.trim().to_ascii_lowercase())
@@ -57,18 +57,18 @@ mod tests {
         let mut br = Vec::new();
         brotli::BrotliCompress(&mut text.as_slice(), &mut br, &Default::default()).unwrap();
         for (enc, body) in [("gzip", gz.finish().unwrap()), ("deflate", zl.finish().unwrap()), ("br", br)] {
-            assert_eq!(content(enc, &body, 1 << 20).unwrap(), Some((text.clone(), 0)), "{enc}");
+            assert_eq!(decode(enc, &body, 1 << 20).unwrap(), Some((text.clone(), 0)), "{enc}");
         }
-        assert_eq!(content("identity", b"x", 10).unwrap(), None);
+        assert_eq!(decode("identity", b"x", 10).unwrap(), None);
     }
 
     #[test]
     fn bombs_are_cut_and_garbage_is_an_error() {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         gz.write_all(&vec![0u8; 1 << 20]).unwrap();
-        let (out, cut) = content("gzip", &gz.finish().unwrap(), 1000).unwrap().unwrap();
+        let (out, cut) = decode("gzip", &gz.finish().unwrap(), 1000).unwrap().unwrap();
         assert_eq!((out.len(), cut), (1000, (1 << 20) - 1000));
-        assert!(content("gzip", b"not gzip", 100).is_err());
-        assert!(content("zstd", b"x", 100).is_err());
+        assert!(decode("gzip", b"not gzip", 100).is_err());
+        assert!(decode("zstd", b"x", 100).is_err());
     }
 }
