@@ -10,7 +10,7 @@ pub mod http2;
 
 use exchange::{HttpOutput, Limits};
 use http1::Http1Session;
-use http2::Http2Session;
+use http2::{Http2Session, PREFACE as H2_PREFACE};
 
 /// The HTTP state of one connection, whichever version it speaks; both
 /// take each direction's bytes in order and give exchanges.
@@ -30,6 +30,11 @@ impl HttpSession {
         HttpSession::H2(Http2Session::new(limits))
     }
 
+    /// HTTP/2 joined mid-stream.
+    pub fn h2_midstream(limits: Limits) -> Self {
+        HttpSession::H2(Http2Session::midstream(limits))
+    }
+
     /// Feeds bytes of the request (`true`) or response direction.
     pub fn feed(&mut self, request_side: bool, data: &[u8], ts: u64, out: &mut Vec<HttpOutput>) {
         match self {
@@ -40,10 +45,10 @@ impl HttpSession {
 
     /// `len` bytes of a direction went missing; true when the exchange in
     /// progress survives (counted in its body).
-    pub fn gap(&mut self, request_side: bool, len: u64) -> bool {
+    pub fn gap(&mut self, request_side: bool, len: u64, out: &mut Vec<HttpOutput>) -> bool {
         match self {
             HttpSession::H1(s) => s.gap(request_side, len),
-            HttpSession::H2(s) => s.gap(request_side, len),
+            HttpSession::H2(s) => s.gap(request_side, len, out),
         }
     }
 
@@ -55,11 +60,12 @@ impl HttpSession {
         }
     }
 
-    /// True once the request direction is at a known message boundary.
+    /// True once the request direction is at a known message boundary
+    /// (HTTP/2: either direction at a frame boundary).
     pub fn synced(&self) -> bool {
         match self {
             HttpSession::H1(s) => s.synced(),
-            HttpSession::H2(_) => true,
+            HttpSession::H2(s) => s.synced(),
         }
     }
 }
@@ -81,7 +87,6 @@ pub enum Classification {
 
 const METHODS: &[&[u8]] =
     &[b"GET ", b"POST ", b"PUT ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE "];
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 fn prefix_state(data: &[u8], token: &[u8]) -> Option<bool> {
     let n = data.len().min(token.len());

@@ -9,7 +9,7 @@ use super::{Delivery, Reassembler};
 use crate::events::Direction;
 use crate::protocols::exchange::{Exchange, HttpOutput, Limits};
 use crate::protocols::http1::Http1Session;
-use crate::protocols::{classify, Classification, HttpSession};
+use crate::protocols::{classify, http2, Classification, HttpSession};
 
 /// A chunk going in, or raw bytes coming out as a `data` record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,8 +92,8 @@ struct Http {
 enum Proto {
     /// Waiting for enough first bytes.
     Unknown,
-    /// HTTP/1.x.
-    Http1(Box<Http>),
+    /// HTTP/1.x or HTTP/2.
+    Http(Box<Http>),
     /// Anything else: chunks pass straight through.
     Raw,
 }
@@ -144,36 +144,47 @@ fn deliver(
     out: &mut impl FnMut(SessionOut<'_>),
 ) {
     let is_request = direction == http.request;
+    scratch.clear();
     match d {
         Delivery::Gap { seq, len } => {
             // Inside a body the exchange survives, with `body_truncated`.
-            if !http.session.gap(is_request, len) {
+            if !http.session.gap(is_request, len, scratch) {
                 out(SessionOut::Gap { direction, seq, len });
             }
+            pass_on(scratch, http.request_probe, &mut |_| unreachable!("a gap has no bytes"), out);
         }
         Delivery::Bytes { seq, ts_ns, data } => {
             if is_request {
                 http.request_probe = probe;
             }
-            scratch.clear();
             http.session.feed(is_request, data, ts_ns, scratch);
-            for o in scratch.drain(..) {
-                match o {
-                    HttpOutput::Exchange(e) => out(SessionOut::Exchange(e, http.request_probe)),
-                    HttpOutput::Raw(r) => out(SessionOut::Data(Chunk {
-                        direction,
-                        seq: seq + r.start as u64,
-                        ts_ns,
-                        probe,
-                        payload: &data[r],
-                        truncated: 0,
-                    })),
-                    HttpOutput::Error(e) => {
-                        tracing::debug!(error = %e, "HTTP parse error; resynchronising")
-                    }
-                    HttpOutput::Drop { reason, bytes } => out(SessionOut::Drop { reason, bytes }),
-                }
-            }
+            let raw = &mut |r: std::ops::Range<usize>| Chunk {
+                direction,
+                seq: seq + r.start as u64,
+                ts_ns,
+                probe,
+                payload: &data[r],
+                truncated: 0,
+            };
+            pass_on(scratch, http.request_probe, raw, out);
+        }
+    }
+}
+
+/// The HTTP session's outputs as session outputs; `raw` makes the chunk of
+/// a range of the bytes just fed.
+fn pass_on<'a>(
+    outputs: &mut Vec<HttpOutput>,
+    request_probe: u32,
+    raw: &mut impl FnMut(std::ops::Range<usize>) -> Chunk<'a>,
+    out: &mut impl FnMut(SessionOut<'_>),
+) {
+    for o in outputs.drain(..) {
+        match o {
+            HttpOutput::Exchange(e) => out(SessionOut::Exchange(e, request_probe)),
+            HttpOutput::Raw(r) => out(SessionOut::Data(raw(r))),
+            HttpOutput::Error(e) => tracing::debug!(error = %e, "HTTP parse error; resynchronising"),
+            HttpOutput::Drop { reason, bytes } => out(SessionOut::Drop { reason, bytes }),
         }
     }
 }
@@ -202,9 +213,9 @@ impl ConnSession {
         }
     }
 
-    /// True when the connection carries HTTP/1.x.
+    /// True when the connection carries HTTP (1.x or 2).
     pub fn is_http(&self) -> bool {
-        matches!(self.proto, Proto::Http1(_))
+        matches!(self.proto, Proto::Http(_))
     }
 
     /// Bytes waiting in reassembly or classification.
@@ -231,7 +242,7 @@ impl ConnSession {
     fn decide(&mut self, c: Chunk<'_>) -> bool {
         if self.midstream {
             // Joined mid-stream: HTTP resynchronises at the next message start.
-            self.proto = Proto::Http1(Box::new(Http {
+            self.proto = Proto::Http(Box::new(Http {
                 session: HttpSession::H1(Http1Session::midstream(self.limits)),
                 request: self.request_hint.unwrap_or(Direction::Send),
                 request_probe: c.probe,
@@ -251,7 +262,7 @@ impl ConnSession {
             Classification::Http1Request | Classification::Http1Response => {
                 let request =
                     if verdict == Classification::Http1Request { c.direction } else { other(c.direction) };
-                Proto::Http1(Box::new(Http {
+                Proto::Http(Box::new(Http {
                     session: HttpSession::H1(Http1Session::new(self.limits)),
                     request,
                     request_probe: c.probe,
@@ -259,7 +270,7 @@ impl ConnSession {
                 }))
             }
             // The client preface: this direction carries requests.
-            Classification::Http2 => Proto::Http1(Box::new(Http {
+            Classification::Http2 => Proto::Http(Box::new(Http {
                 session: HttpSession::h2(self.limits),
                 request: c.direction,
                 request_probe: c.probe,
@@ -282,14 +293,19 @@ impl ConnSession {
     }
 
     fn route(&mut self, c: Chunk<'_>, out: &mut impl FnMut(SessionOut<'_>)) {
-        let Proto::Http1(http) = &mut self.proto else {
+        let Proto::Http(http) = &mut self.proto else {
             out(SessionOut::Data(c));
             return;
         };
-        let synced_before = http.session.synced();
-        if !synced_before && classify(c.payload) == Classification::Http1Request {
-            // Mid-stream, the first request start tells which way requests go.
-            http.request = c.direction;
+        if !http.session.synced() {
+            if classify(c.payload) == Classification::Http1Request {
+                // Mid-stream, the first request start tells which way requests go.
+                http.request = c.direction;
+            } else if matches!(http.session, HttpSession::H1(_)) && http2::starts_with_frames(c.payload) {
+                // Writes of HTTP/2 start with frames: it speaks HTTP/2 (its
+                // session learns which way requests go from their headers).
+                http.session = HttpSession::h2_midstream(self.limits);
+            }
         }
         let scratch = &mut self.scratch;
         self.dirs[idx(c.direction)].push(c.seq, c.ts_ns, c.payload, c.truncated as u64, &mut |d| {
@@ -311,7 +327,7 @@ impl ConnSession {
         let Self { dirs, proto, scratch, .. } = self;
         for d in [Direction::Send, Direction::Recv] {
             match proto {
-                Proto::Http1(http) => {
+                Proto::Http(http) => {
                     let probe = http.request_probe;
                     dirs[idx(d)].flush(&mut |del| deliver(http, d, probe, del, scratch, out));
                 }
@@ -331,16 +347,15 @@ impl ConnSession {
             }
         }
         self.flush(out);
-        if let Proto::Http1(http) = &mut self.proto {
+        if let Proto::Http(http) = &mut self.proto {
             self.scratch.clear();
             http.session.close(ts_ns, &mut self.scratch);
-            for o in self.scratch.drain(..) {
-                match o {
-                    HttpOutput::Exchange(e) => out(SessionOut::Exchange(e, http.request_probe)),
-                    HttpOutput::Drop { reason, bytes } => out(SessionOut::Drop { reason, bytes }),
-                    HttpOutput::Raw(_) | HttpOutput::Error(_) => {}
-                }
-            }
+            pass_on(
+                &mut self.scratch,
+                http.request_probe,
+                &mut |_| unreachable!("a close has no bytes"),
+                out,
+            );
         }
     }
 }

@@ -1,9 +1,23 @@
-//! HTTP/2 (RFC 9113), sans IO: frames per direction (`frame`), and the
-//! connection's streams paired into exchanges with HPACK-decoded headers
-//! (`session`). Exchanges come out in the HTTP/1 types, marked `h2`.
+//! HTTP/2 (RFC 9113), sans IO: frames (`frame`), one direction's bytes into
+//! frames (`reader`), frame boundaries found in bytes joined mid-stream
+//! (`sync`), header blocks (`hpack`, with loona-hpack), and a connection's
+//! streams paired into exchanges (`session`).
 
 mod frame;
+mod hpack;
+mod reader;
 mod session;
+mod sync;
+#[cfg(test)]
+mod tests;
 
-pub use frame::{Frame, FrameReader};
+pub use frame::{error_name, Frame, FrameError, FrameHeader, Settings, PREFACE};
+pub use hpack::{Decoded, HeaderDecoder};
+pub use reader::{Event, FrameReader, GapOutcome};
 pub use session::Http2Session;
+
+/// Whether `b` starts with HTTP/2 frames (a write of whole frames): how a
+/// connection joined mid-stream is recognised.
+pub fn starts_with_frames(b: &[u8]) -> bool {
+    sync::frames_at(b) == sync::Verdict::Frames
+}

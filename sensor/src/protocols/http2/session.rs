@@ -1,419 +1,499 @@
-//! One HTTP/2 connection: both directions' frames, an HPACK decoder per
-//! direction (loona-hpack), and streams paired into exchanges. A stream's
-//! exchange comes out when both its halves ended (END_STREAM), when it is
-//! reset, or when the connection ends.
+//! One HTTP/2 connection, sans IO: each direction's frames (`reader`) and
+//! header blocks (`hpack`), and the streams paired into exchanges. A
+//! stream's exchange comes out when both its halves ended (END_STREAM), when
+//! it is reset, when it is given up for a newer one, or when the connection
+//! ends. Memory is bounded: open streams, body bytes held across them, a
+//! header block, the HPACK table, each with a `drop` output when reached.
 
-use super::frame::{flag, kind, Frame, FrameReader};
+use super::frame::{kind, Frame, FrameHeader, PREFACE};
+use super::hpack::{Decoded, HeaderDecoder};
+use super::reader::{Event, FrameReader, GapOutcome};
 use crate::protocols::exchange::{Exchange, Head, HttpOutput, Limits, Message, Version};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// Streams followed at once; beyond, the oldest is given up as it is.
+/// Streams followed at once (servers allow 100 to 250 concurrent streams
+/// per connection); beyond, the oldest comes out as it is.
 const MAX_STREAMS: usize = 256;
-/// Largest header block (HEADERS + CONTINUATION) kept for decoding.
-const MAX_HEADER_BLOCK: usize = 256 << 10;
-/// HPACK dynamic table size accepted from either side.
+/// Body bytes held across a connection's open streams, in `max_body`s;
+/// beyond, bodies are cut (and counted in `body_truncated`).
+const BODIES_HELD: usize = 4;
+/// HPACK dynamic table followed per direction (peers use 4 KiB by default).
 const MAX_TABLE: usize = 64 << 10;
+/// Stream ids remembered as ended or given up, to tell their late frames
+/// (DATA racing a RST_STREAM) from new streams. Not the highest id seen: a
+/// response can be handed over before its request (TLS libraries report a
+/// write when it returns), so ids are not seen in order.
+const RECENT_IDS: usize = 1024;
 
+/// One direction of a stream: the request (0) or the response (1).
 #[derive(Debug, Default)]
 struct Half {
     msg: Message,
+    /// A frame of this half was seen.
+    started: bool,
+    /// Its first header block was seen (so the next one is trailers).
     headers_seen: bool,
+    /// END_STREAM was seen.
     done: bool,
 }
 
 #[derive(Debug, Default)]
 struct Stream {
-    halves: [Half; 2], // request, response
+    halves: [Half; 2],
     order: u64,
+    reset: Option<u32>,
 }
 
-/// A header block being gathered from HEADERS/PUSH_PROMISE + CONTINUATION.
+/// A header block gathered from HEADERS or PUSH_PROMISE and CONTINUATION.
 #[derive(Debug)]
 struct Block {
     stream: u32,
     bytes: Vec<u8>,
     end_stream: bool,
-    /// A PUSH_PROMISE: decoded only to keep the HPACK table in step.
-    promise: bool,
+    /// A PUSH_PROMISE: the request of this stream, pushed by the server.
+    promised: Option<u32>,
 }
 
-/// HPACK state of one direction.
+/// The state of one direction.
+#[derive(Debug)]
 struct Side {
-    frames: FrameReader,
-    hpack: loona_hpack::Decoder<'static>,
-    /// The dynamic table cannot be trusted (an error): no more decoding.
-    broken: bool,
+    reader: FrameReader,
+    hpack: HeaderDecoder,
     block: Option<Block>,
-}
-
-impl std::fmt::Debug for Side {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Side").field("broken", &self.broken).finish_non_exhaustive()
-    }
-}
-
-impl Side {
-    fn new() -> Self {
-        let mut hpack = loona_hpack::Decoder::new();
-        hpack.set_max_allowed_table_size(MAX_TABLE);
-        Self { frames: FrameReader::new(), hpack, broken: false, block: None }
-    }
 }
 
 /// HTTP/2 state of one connection.
 #[derive(Debug)]
 pub struct Http2Session {
-    sides: [Side; 2], // request (client→server), response
+    /// By direction: 0 is the one fed as `request_side`.
+    sides: [Side; 2],
+    /// Direction 0 carries responses (learnt from pseudo-headers when the
+    /// connection was joined mid-stream with its roles unknown).
+    flipped: bool,
+    roles_known: bool,
     preface_left: usize,
     streams: HashMap<u32, Stream>,
     next_order: u64,
+    /// Recently ended or given-up stream ids.
+    recent: VecDeque<u32>,
+    /// Recently given-up stream ids, whose later frames are lost.
+    given_up: VecDeque<u32>,
+    body_held: usize,
+    table_over_limit: bool,
+    last_ts: u64,
     limits: Limits,
 }
 
+fn push_bounded(q: &mut VecDeque<u32>, id: u32) {
+    if q.len() >= RECENT_IDS {
+        q.pop_front();
+    }
+    q.push_back(id);
+}
+
+fn drop_out(out: &mut Vec<HttpOutput>, reason: &'static str, bytes: usize) {
+    out.push(HttpOutput::Drop { reason, bytes: bytes as u64 });
+}
+
 impl Http2Session {
-    /// A session from the connection's first byte: the client preface comes first.
-    pub fn new(limits: Limits) -> Self {
+    fn with(limits: Limits, midstream: bool) -> Self {
+        let side = || Side {
+            reader: if midstream {
+                FrameReader::midstream(limits.max_head)
+            } else {
+                FrameReader::new(limits.max_head)
+            },
+            hpack: HeaderDecoder::new(MAX_TABLE),
+            block: None,
+        };
         Self {
-            sides: [Side::new(), Side::new()],
-            preface_left: PREFACE.len(),
+            sides: [side(), side()],
+            flipped: false,
+            roles_known: !midstream,
+            preface_left: if midstream { 0 } else { PREFACE.len() },
             streams: HashMap::new(),
             next_order: 0,
+            recent: VecDeque::new(),
+            given_up: VecDeque::new(),
+            body_held: 0,
+            table_over_limit: false,
+            last_ts: 0,
             limits,
         }
     }
 
+    /// A session from the connection's first byte: the client preface comes
+    /// first in the request direction.
+    pub fn new(limits: Limits) -> Self {
+        Self::with(limits, false)
+    }
+
+    /// A session joining a connection mid-stream: frame boundaries are
+    /// searched for, the HPACK tables are unknown (fields that refer to
+    /// them are missing, `headers_incomplete`), and the request direction
+    /// is a guess until a decoded `:method` or `:status` says otherwise.
+    pub fn midstream(limits: Limits) -> Self {
+        Self::with(limits, true)
+    }
+
+    /// True while either direction is at a frame boundary.
+    pub fn synced(&self) -> bool {
+        self.sides.iter().any(|s| s.reader.synced())
+    }
+
     /// Feeds bytes of the request (`true`) or response direction.
     pub fn feed(&mut self, request_side: bool, mut data: &[u8], ts: u64, out: &mut Vec<HttpOutput>) {
-        let side = usize::from(!request_side);
-        if side == 0 && self.preface_left > 0 {
+        let dir = usize::from(!request_side);
+        self.last_ts = ts;
+        if dir == 0 && self.preface_left > 0 {
             let n = self.preface_left.min(data.len());
             self.preface_left -= n;
             data = &data[n..];
         }
-        let mut frames = std::mem::take(&mut self.sides[side].frames);
-        frames.feed(data, &mut |f| self.on_frame(side, f, ts, out));
-        self.sides[side].frames = frames;
+        let mut reader = std::mem::replace(&mut self.sides[dir].reader, FrameReader::new(0));
+        reader.feed(data, &mut |e| self.on_event(dir, e, ts, out));
+        self.sides[dir].reader = reader;
     }
 
-    /// Bytes of one direction went missing: frame boundaries and the HPACK
-    /// table of that direction are lost, so the connection is not followed
-    /// further (false: nothing survives the gap).
-    pub fn gap(&mut self, request_side: bool, _len: u64) -> bool {
-        let side = &mut self.sides[usize::from(!request_side)];
-        side.broken = true;
-        side.frames = FrameReader::new();
-        side.block = None;
-        false
+    /// `len` bytes of a direction went missing. Inside a DATA frame they are
+    /// counted in that body and nothing else is lost (true). Otherwise the
+    /// frame boundaries are searched for again and the direction's HPACK
+    /// table is forgotten (false).
+    pub fn gap(&mut self, request_side: bool, len: u64, out: &mut Vec<HttpOutput>) -> bool {
+        let dir = usize::from(!request_side);
+        let ts = self.last_ts;
+        let mut reader = std::mem::replace(&mut self.sides[dir].reader, FrameReader::new(0));
+        let outcome = reader.gap(len, &mut |e| self.on_event(dir, e, ts, out));
+        self.sides[dir].reader = reader;
+        match outcome {
+            GapOutcome::Body { stream, bytes } => {
+                let role = self.role(dir);
+                if let Some(s) = self.streams.get_mut(&stream) {
+                    s.halves[role].msg.body_truncated += bytes;
+                }
+                true
+            }
+            GapOutcome::Skipped => true,
+            GapOutcome::Lost => {
+                self.sides[dir].hpack.forget();
+                if let Some(b) = self.sides[dir].block.take() {
+                    self.block_lost(dir, b.promised.unwrap_or(b.stream), b.end_stream, ts, out);
+                }
+                false
+            }
+        }
     }
 
-    /// The connection ended: every stream still open comes out as it is
-    /// (no HTTP/2 body ends with the connection, so the time is not needed).
+    /// The connection ended: every stream still open comes out as it is.
     pub fn close(&mut self, _ts: u64, out: &mut Vec<HttpOutput>) {
         let mut open: Vec<(u32, Stream)> = self.streams.drain().collect();
         open.sort_by_key(|(_, s)| s.order);
         for (_, s) in open {
-            emit(s, self.limits, out);
+            self.emit(s, out);
         }
     }
 
-    fn on_frame(&mut self, side: usize, f: Frame<'_>, ts: u64, out: &mut Vec<HttpOutput>) {
-        match f.kind {
-            kind::DATA => {
-                let Some(body) = unpad(f.flags, f.payload) else { return };
-                let limits = self.limits;
-                if let Some(half) = self.half(side, f.stream, ts, out) {
-                    let keep = limits.max_body.saturating_sub(half.msg.body.len()).min(body.len());
-                    half.msg.body.extend_from_slice(&body[..keep]);
-                    half.msg.body_truncated += (body.len() - keep) as u64;
-                    half.msg.end_ts = ts;
-                }
-                if f.flags & flag::END_STREAM != 0 {
-                    self.end_half(side, f.stream, ts, out);
-                }
-            }
-            kind::HEADERS | kind::PUSH_PROMISE => {
-                let Some(mut block) = unpad(f.flags, f.payload) else { return };
-                let promise = f.kind == kind::PUSH_PROMISE;
-                if promise {
-                    block = block.get(4..).unwrap_or(&[]); // promised stream id
-                } else if f.flags & flag::PRIORITY != 0 {
-                    block = block.get(5..).unwrap_or(&[]);
-                }
-                let b = Block {
-                    stream: f.stream,
-                    bytes: block.to_vec(),
-                    end_stream: !promise && f.flags & flag::END_STREAM != 0,
-                    promise,
-                };
-                if f.flags & flag::END_HEADERS != 0 {
-                    self.on_block(side, b, ts, out);
+    /// The role (0 request, 1 response) of what direction `dir` carries.
+    fn role(&self, dir: usize) -> usize {
+        dir ^ usize::from(self.flipped)
+    }
+
+    fn on_event(&mut self, dir: usize, e: Event<'_>, ts: u64, out: &mut Vec<HttpOutput>) {
+        match e {
+            Event::Frame(f) => self.on_frame(dir, f, ts, out),
+            Event::Data { stream, data } => self.on_data(dir, stream, data, ts, out),
+            Event::DataEnd { stream, end_stream: true } => self.end_half(self.role(dir), stream, ts, out),
+            Event::DataEnd { .. } => {}
+            Event::Oversized(h) => {
+                if self.header_frame_lost(dir, &h, ts, out) {
+                    drop_out(out, "http2_header_block_over_limit", h.len);
                 } else {
-                    self.sides[side].block = Some(b);
+                    drop_out(out, "http2_frame_over_limit", h.len);
                 }
             }
-            kind::CONTINUATION => {
-                let Some(mut b) = self.sides[side].block.take() else { return };
-                if b.stream != f.stream || b.bytes.len() + f.payload.len() > MAX_HEADER_BLOCK {
-                    self.sides[side].broken = true; // the table can no longer be followed
+            Event::Invalid(h, error) => {
+                tracing::debug!(%error, "invalid HTTP/2 frame");
+                self.header_frame_lost(dir, &h, ts, out);
+                drop_out(out, "http2_invalid_frame", 0);
+            }
+            Event::Skipped(n) => drop_out(out, "http2_unframed", n as usize),
+        }
+    }
+
+    /// A HEADERS, PUSH_PROMISE or CONTINUATION frame that could not be
+    /// read: its block is lost, and the direction's table with it.
+    fn header_frame_lost(&mut self, dir: usize, h: &FrameHeader, ts: u64, out: &mut Vec<HttpOutput>) -> bool {
+        if !matches!(h.kind, kind::HEADERS | kind::PUSH_PROMISE | kind::CONTINUATION) {
+            return false;
+        }
+        self.sides[dir].hpack.forget();
+        let pending = self.sides[dir].block.take();
+        let (stream, end_stream) = match (&pending, h.kind) {
+            (Some(b), kind::CONTINUATION) => (b.promised.unwrap_or(b.stream), b.end_stream),
+            (_, kind::HEADERS) => (h.stream, h.flags & super::frame::flag::END_STREAM != 0),
+            _ => (0, false), // a promise, or a continuation of nothing: no half to mark
+        };
+        self.block_lost(dir, stream, end_stream, ts, out);
+        true
+    }
+
+    fn on_frame(&mut self, dir: usize, f: Frame<'_>, ts: u64, out: &mut Vec<HttpOutput>) {
+        match f {
+            Frame::Headers { stream, end_stream, end_headers, block } => self.start_block(
+                dir,
+                Block { stream, bytes: block.to_vec(), end_stream, promised: None },
+                end_headers,
+                ts,
+                out,
+            ),
+            Frame::PushPromise { stream, promised, end_headers, block } => self.start_block(
+                dir,
+                Block { stream, bytes: block.to_vec(), end_stream: false, promised: Some(promised) },
+                end_headers,
+                ts,
+                out,
+            ),
+            Frame::Continuation { stream, end_headers, block } => {
+                let Some(mut b) = self.sides[dir].block.take() else { return };
+                if b.stream != stream {
+                    // A protocol error: the sender's table is unknown from here.
+                    self.sides[dir].hpack.forget();
+                    self.block_lost(dir, b.promised.unwrap_or(b.stream), b.end_stream, ts, out);
                     return;
                 }
-                b.bytes.extend_from_slice(f.payload);
-                if f.flags & flag::END_HEADERS != 0 {
-                    self.on_block(side, b, ts, out);
-                } else {
-                    self.sides[side].block = Some(b);
+                if b.bytes.len() + block.len() > self.limits.max_head {
+                    drop_out(out, "http2_header_block_over_limit", b.bytes.len() + block.len());
+                    self.sides[dir].hpack.forget();
+                    self.block_lost(dir, b.promised.unwrap_or(b.stream), b.end_stream, ts, out);
+                    return;
+                }
+                b.bytes.extend_from_slice(block);
+                self.pending_or_decode(dir, b, end_headers, ts, out);
+            }
+            Frame::RstStream { stream, code } => {
+                if let Some(mut s) = self.streams.remove(&stream) {
+                    s.reset = Some(code);
+                    push_bounded(&mut self.recent, stream);
+                    self.emit(s, out);
                 }
             }
-            kind::RST_STREAM => {
-                if let Some(s) = self.streams.remove(&f.stream) {
-                    emit(s, self.limits, out);
+            Frame::Settings { ack: false, settings } => {
+                // This side's decoder table bounds what the other side's encoder uses.
+                if let Some(size) = settings.header_table_size {
+                    if !self.sides[1 - dir].hpack.peer_table_size(size) && !self.table_over_limit {
+                        self.table_over_limit = true;
+                        drop_out(out, "http2_header_table_over_limit", 0);
+                    }
                 }
             }
-            kind::SETTINGS | kind::GOAWAY => {} // nothing the parser needs
-            _ => {}                             // PING, WINDOW_UPDATE, PRIORITY, unknown: ignored
+            // Flow control, liveness, priorities and shutdown change no exchange:
+            // streams a GOAWAY leaves unanswered come out at the close.
+            Frame::Settings { ack: true, .. }
+            | Frame::Data { .. }
+            | Frame::Priority { .. }
+            | Frame::Ping { .. }
+            | Frame::GoAway { .. }
+            | Frame::WindowUpdate { .. }
+            | Frame::Unknown { .. } => {}
         }
     }
 
-    /// A whole header block of `side`.
-    fn on_block(&mut self, side: usize, b: Block, ts: u64, out: &mut Vec<HttpOutput>) {
-        let decoded = if self.sides[side].broken {
-            None
+    fn start_block(&mut self, dir: usize, b: Block, end_headers: bool, ts: u64, out: &mut Vec<HttpOutput>) {
+        if let Some(old) = self.sides[dir].block.take() {
+            // A block left without its CONTINUATION: a protocol error.
+            self.sides[dir].hpack.forget();
+            self.block_lost(dir, old.promised.unwrap_or(old.stream), old.end_stream, ts, out);
+        }
+        self.pending_or_decode(dir, b, end_headers, ts, out);
+    }
+
+    fn pending_or_decode(
+        &mut self,
+        dir: usize,
+        b: Block,
+        end_headers: bool,
+        ts: u64,
+        out: &mut Vec<HttpOutput>,
+    ) {
+        if end_headers {
+            self.on_block(dir, b, ts, out);
         } else {
-            match self.sides[side].hpack.decode(&b.bytes) {
-                Ok(h) => Some(h),
-                Err(_) => {
-                    self.sides[side].broken = true;
-                    None
-                }
+            self.sides[dir].block = Some(b);
+        }
+    }
+
+    /// A whole header block of direction `dir`.
+    fn on_block(&mut self, dir: usize, b: Block, ts: u64, out: &mut Vec<HttpOutput>) {
+        let decoded = self.sides[dir].hpack.decode(&b.bytes, self.limits.max_head);
+        if decoded.over_limit {
+            drop_out(out, "http2_headers_over_limit", b.bytes.len());
+        }
+        self.learn_roles(dir, &decoded);
+        if let Some(promised) = b.promised {
+            // A pushed request: its headers and no body; the answer comes on `promised`.
+            if let Some(s) = self.stream(promised, 0, out) {
+                let half = &mut s.halves[0];
+                start(half, ts);
+                apply(half, decoded, false);
+                half.done = true;
             }
-        };
-        if b.promise {
             return;
         }
-        let Some(half) = self.half(side, b.stream, ts, out) else { return };
-        match decoded {
-            None => half.msg.head.headers_incomplete = true,
-            Some(fields) => {
-                let trailers = half.headers_seen;
-                let head = &mut half.msg.head;
-                for (name, value) in fields {
-                    let (name, value) = (
-                        String::from_utf8_lossy(&name).into_owned(),
-                        String::from_utf8_lossy(&value).into_owned(),
-                    );
-                    match name.as_str() {
-                        ":method" if !trailers => head.method = value.clone(),
-                        ":path" if !trailers => head.target = value.clone(),
-                        ":status" if !trailers => head.status = value.parse().unwrap_or(0),
-                        _ => {}
-                    }
-                    head.headers.push((name, value));
-                }
-                // An interim response (1xx) is followed by the real one.
-                if side == 1 && (100..200).contains(&head.status) && !trailers {
-                    *head = Head { version: Version::H2, ..Head::default() };
-                    return;
-                }
-            }
-        }
-        half.headers_seen = true;
-        half.msg.end_ts = ts;
-        if b.end_stream {
-            self.end_half(side, b.stream, ts, out);
+        let role = self.role(dir);
+        let Some(s) = self.stream(b.stream, b.bytes.len(), out) else { return };
+        let half = &mut s.halves[role];
+        start(half, ts);
+        if apply(half, decoded, role == 1) && b.end_stream {
+            self.end_half(role, b.stream, ts, out);
         }
     }
 
-    /// The half of `stream` that `side` sends, creating the stream (when
-    /// too many are open, the oldest comes out as it is).
-    fn half(&mut self, side: usize, stream: u32, ts: u64, out: &mut Vec<HttpOutput>) -> Option<&mut Half> {
-        if stream == 0 {
+    /// Mid-stream, the first decoded pseudo-header tells which direction
+    /// carries requests; streams already created swap their halves.
+    fn learn_roles(&mut self, dir: usize, d: &Decoded) {
+        if self.roles_known {
+            return;
+        }
+        let says_request = match d.fields.first().map(|(n, _)| n.as_str()) {
+            Some(":method" | ":path" | ":scheme" | ":authority") => true,
+            Some(":status") => false,
+            _ => return,
+        };
+        self.roles_known = true;
+        // Direction `dir` carries requests exactly when its role is 0.
+        if (self.role(dir) == 0) != says_request {
+            self.flipped = !self.flipped;
+            for s in self.streams.values_mut() {
+                s.halves.swap(0, 1);
+            }
+        }
+    }
+
+    /// A header block of `stream` was lost: the half it belonged to is
+    /// marked incomplete (and ended if the block ended it).
+    fn block_lost(&mut self, dir: usize, stream: u32, end_stream: bool, ts: u64, out: &mut Vec<HttpOutput>) {
+        let role = self.role(dir);
+        let Some(s) = self.stream(stream, 0, out) else { return };
+        let half = &mut s.halves[role];
+        start(half, ts);
+        half.headers_seen = true;
+        half.msg.head.headers_incomplete = true;
+        if end_stream {
+            self.end_half(role, stream, ts, out);
+        }
+    }
+
+    fn on_data(&mut self, dir: usize, stream: u32, data: &[u8], ts: u64, out: &mut Vec<HttpOutput>) {
+        let role = self.role(dir);
+        let room = (BODIES_HELD * self.limits.max_body).saturating_sub(self.body_held);
+        let max_body = self.limits.max_body;
+        let Some(s) = self.stream(stream, data.len(), out) else { return };
+        let half = &mut s.halves[role];
+        start(half, ts);
+        let keep = max_body.saturating_sub(half.msg.body.len()).min(room).min(data.len());
+        half.msg.body.extend_from_slice(&data[..keep]);
+        half.msg.body_truncated += (data.len() - keep) as u64;
+        half.msg.end_ts = ts;
+        self.body_held += keep;
+    }
+
+    /// Stream `id`, created when it may be new. When it may not (ended, or
+    /// given up: then its `bytes` are a drop), None.
+    fn stream(&mut self, id: u32, bytes: usize, out: &mut Vec<HttpOutput>) -> Option<&mut Stream> {
+        if id == 0 {
             return None;
         }
-        if !self.streams.contains_key(&stream) && self.streams.len() >= MAX_STREAMS {
-            let oldest = self.streams.iter().min_by_key(|(_, s)| s.order).map(|(id, _)| *id);
-            if let Some(s) = oldest.and_then(|id| self.streams.remove(&id)) {
-                emit(s, self.limits, out);
+        if !self.streams.contains_key(&id) {
+            if self.recent.contains(&id) {
+                if self.given_up.contains(&id) {
+                    drop_out(out, "http2_streams_over_limit", bytes);
+                }
+                return None;
             }
-        }
-        let order = self.next_order;
-        let s = self.streams.entry(stream).or_insert_with(|| Stream { order, ..Stream::default() });
-        if s.order == order {
+            if self.streams.len() >= MAX_STREAMS {
+                self.give_up_oldest(out);
+            }
+            self.streams.insert(id, Stream { order: self.next_order, ..Stream::default() });
             self.next_order += 1;
         }
-        let half = &mut s.halves[side];
-        if !half.headers_seen && half.msg.body.is_empty() && half.msg.start_ts == 0 {
-            half.msg.start_ts = ts;
-            half.msg.head.version = Version::H2;
-        }
-        Some(half)
+        self.streams.get_mut(&id)
     }
 
-    fn end_half(&mut self, side: usize, stream: u32, ts: u64, out: &mut Vec<HttpOutput>) {
+    fn give_up_oldest(&mut self, out: &mut Vec<HttpOutput>) {
+        let Some(oldest) = self.streams.iter().min_by_key(|(_, s)| s.order).map(|(id, _)| *id) else {
+            return;
+        };
+        let s = self.streams.remove(&oldest).expect("present");
+        push_bounded(&mut self.recent, oldest);
+        push_bounded(&mut self.given_up, oldest);
+        drop_out(out, "http2_streams_over_limit", 0);
+        self.emit(s, out);
+    }
+
+    fn end_half(&mut self, role: usize, stream: u32, ts: u64, out: &mut Vec<HttpOutput>) {
         let Some(s) = self.streams.get_mut(&stream) else { return };
-        s.halves[side].done = true;
-        s.halves[side].msg.end_ts = ts;
+        s.halves[role].done = true;
+        s.halves[role].msg.end_ts = ts;
         if s.halves.iter().all(|h| h.done) {
             let s = self.streams.remove(&stream).expect("present");
-            emit(s, self.limits, out);
+            push_bounded(&mut self.recent, stream);
+            self.emit(s, out);
         }
     }
-}
 
-/// A DATA/HEADERS/PUSH_PROMISE payload without its padding.
-fn unpad(flags: u8, p: &[u8]) -> Option<&[u8]> {
-    if flags & flag::PADDED == 0 {
-        return Some(p);
-    }
-    let pad = usize::from(*p.first()?);
-    p.len().checked_sub(1 + pad).map(|n| &p[1..1 + n])
-}
-
-/// A stream as an exchange: the response is `None` if it never began.
-fn emit(s: Stream, limits: Limits, out: &mut Vec<HttpOutput>) {
-    let [mut req, mut resp] = s.halves;
-    if !req.headers_seen && req.msg.body.is_empty() {
-        return; // nothing of a request (a stream we joined after its start)
-    }
-    req.msg.decode_content(limits.max_body);
-    let response = resp.headers_seen.then(|| {
-        resp.msg.decode_content(limits.max_body);
-        resp.msg
-    });
-    out.push(HttpOutput::Exchange(Box::new(Exchange::new(req.msg, response))));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::frame::tests::frame;
-    use super::*;
-
-    fn exchanges(out: &[HttpOutput]) -> Vec<&Exchange> {
-        out.iter().filter_map(|o| if let HttpOutput::Exchange(e) = o { Some(&**e) } else { None }).collect()
-    }
-
-    fn headers(enc: &mut loona_hpack::Encoder<'_>, fields: &[(&str, &str)]) -> Vec<u8> {
-        enc.encode(fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
-    }
-
-    /// A client and server conversation: two requests (one with a body and
-    /// padding, split over CONTINUATION), answers with trailers.
-    fn conversation() -> (Vec<u8>, Vec<u8>) {
-        let (mut ce, mut se) = (loona_hpack::Encoder::new(), loona_hpack::Encoder::new());
-        let mut c = PREFACE.to_vec();
-        c.extend(frame(kind::SETTINGS, 0, 0, &[]));
-        let h1 = headers(
-            &mut ce,
-            &[(":method", "GET"), (":path", "/a"), (":authority", "h.test"), (":scheme", "https")],
-        );
-        c.extend(frame(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 1, &h1));
-        let h3 = headers(
-            &mut ce,
-            &[(":method", "POST"), (":path", "/b"), (":authority", "h.test"), ("content-type", "text/plain")],
-        );
-        let (first, rest) = h3.split_at(3);
-        c.extend(frame(kind::HEADERS, 0, 3, first));
-        c.extend(frame(kind::CONTINUATION, flag::END_HEADERS, 3, rest));
-        let mut padded = vec![2u8];
-        padded.extend(b"hello");
-        padded.extend([0, 0]);
-        c.extend(frame(kind::DATA, flag::PADDED | flag::END_STREAM, 3, &padded));
-
-        let mut s = frame(kind::SETTINGS, 0, 0, &[]);
-        let r3 = headers(&mut se, &[(":status", "201"), ("content-type", "text/plain")]);
-        s.extend(frame(kind::HEADERS, flag::END_HEADERS, 3, &r3));
-        s.extend(frame(kind::DATA, 0, 3, b"got "));
-        s.extend(frame(kind::DATA, 0, 3, b"hello"));
-        let t3 = headers(&mut se, &[("grpc-status", "0")]);
-        s.extend(frame(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 3, &t3));
-        let r1 = headers(&mut se, &[(":status", "200")]);
-        s.extend(frame(kind::HEADERS, flag::END_HEADERS, 1, &r1));
-        s.extend(frame(kind::DATA, flag::END_STREAM, 1, b"A"));
-        (c, s)
-    }
-
-    #[test]
-    fn streams_pair_into_exchanges_with_decoded_headers_bodies_and_trailers() {
-        let (c, s) = conversation();
-        let mut h = Http2Session::new(Limits::default());
-        let mut out = Vec::new();
-        h.feed(true, &c, 1, &mut out);
-        h.feed(false, &s, 2, &mut out);
-        let ex = exchanges(&out);
-        assert_eq!(ex.len(), 2);
-        let (b, a) = (ex[0], ex[1]); // /b ends first
-        assert_eq!((b.request.head.method.as_str(), b.request.head.target.as_str()), ("POST", "/b"));
-        assert_eq!(b.request.head.version, Version::H2);
-        assert_eq!(b.request.head.header(":authority"), Some("h.test"));
-        assert_eq!(b.request.body, b"hello");
-        let r = b.response.as_ref().unwrap();
-        assert_eq!(r.head.status, 201);
-        assert_eq!(r.body, b"got hello");
-        assert_eq!(r.head.header("grpc-status"), Some("0"), "trailers follow the headers");
-        assert_eq!(
-            (a.request.head.target.as_str(), a.response.as_ref().unwrap().body.as_slice()),
-            ("/a", &b"A"[..])
-        );
-    }
-
-    #[test]
-    fn any_split_of_the_conversation_parses_the_same() {
-        let (c, s) = conversation();
-        let whole = {
-            let mut h = Http2Session::new(Limits::default());
-            let mut out = Vec::new();
-            h.feed(true, &c, 0, &mut out);
-            h.feed(false, &s, 0, &mut out);
-            format!("{out:?}")
+    /// A stream as an exchange. A half whose headers were never seen (the
+    /// stream began before the connection was joined, or its block was
+    /// lost) says `headers_incomplete`; a response never begun is `None`.
+    fn emit(&mut self, s: Stream, out: &mut Vec<HttpOutput>) {
+        let [req, resp] = s.halves;
+        self.body_held -= req.msg.body.len() + resp.msg.body.len();
+        if !req.started && !resp.started {
+            return;
+        }
+        let max_body = self.limits.max_body;
+        let finish = |mut h: Half| {
+            h.msg.head.version = Version::H2;
+            h.msg.head.headers_incomplete |= !h.headers_seen;
+            h.msg.decode_content(max_body);
+            h.msg
         };
-        for cut in 0..c.len() {
-            let mut h = Http2Session::new(Limits::default());
-            let mut out = Vec::new();
-            h.feed(true, &c[..cut], 0, &mut out);
-            h.feed(true, &c[cut..], 0, &mut out);
-            h.feed(false, &s, 0, &mut out);
-            assert_eq!(format!("{out:?}"), whole, "client bytes split at {cut}");
-        }
-        for cut in 0..s.len() {
-            let mut h = Http2Session::new(Limits::default());
-            let mut out = Vec::new();
-            h.feed(true, &c, 0, &mut out);
-            h.feed(false, &s[..cut], 0, &mut out);
-            h.feed(false, &s[cut..], 0, &mut out);
-            assert_eq!(format!("{out:?}"), whole, "server bytes split at {cut}");
-        }
+        let response = resp.started.then(|| finish(resp));
+        out.push(HttpOutput::Exchange(Box::new(Exchange { request: finish(req), response, reset: s.reset })));
     }
+}
 
-    #[test]
-    fn undecodable_headers_are_said_incomplete_and_resets_end_streams() {
-        let mut h = Http2Session::new(Limits::default());
-        let mut out = Vec::new();
-        let mut c = PREFACE.to_vec();
-        // Index 200 of an empty dynamic table: an HPACK error.
-        c.extend(frame(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 1, &[0xff, 0x49]));
-        h.feed(true, &c, 1, &mut out);
-        h.feed(false, &frame(kind::RST_STREAM, 0, 1, &[0, 0, 0, 8]), 2, &mut out);
-        let ex = exchanges(&out);
-        assert_eq!(ex.len(), 1);
-        assert!(ex[0].request.head.headers_incomplete);
-        assert!(ex[0].request.head.method.is_empty(), "never guessed");
-        assert!(ex[0].response.is_none());
+fn start(half: &mut Half, ts: u64) {
+    if !half.started {
+        half.started = true;
+        half.msg.start_ts = ts;
     }
+    half.msg.end_ts = ts;
+}
 
-    #[test]
-    fn open_streams_are_bounded_and_come_out_at_close() {
-        let mut h = Http2Session::new(Limits::default());
-        let mut enc = loona_hpack::Encoder::new();
-        let mut c = PREFACE.to_vec();
-        for i in 0..(MAX_STREAMS as u32 + 10) {
-            let block = headers(&mut enc, &[(":method", "GET"), (":path", "/x")]);
-            c.extend(frame(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 1 + 2 * i, &block));
-        }
-        let mut out = Vec::new();
-        h.feed(true, &c, 1, &mut out);
-        assert!(h.streams.len() <= MAX_STREAMS);
-        assert_eq!(exchanges(&out).len(), 10, "the oldest come out unanswered");
-        h.close(2, &mut out);
-        assert_eq!(exchanges(&out).len(), MAX_STREAMS + 10);
+/// A decoded block into its half: the head (pseudo-headers as method,
+/// path, status) the first time, trailers after. False for an interim (1xx)
+/// response head, which the real one replaces.
+fn apply(half: &mut Half, d: Decoded, response: bool) -> bool {
+    if half.headers_seen {
+        half.msg.trailers.extend(d.fields);
+        half.msg.head.headers_incomplete |= !d.complete;
+        return true;
     }
+    let head = &mut half.msg.head;
+    for (name, value) in &d.fields {
+        match name.as_str() {
+            ":method" => head.method.clone_from(value),
+            ":path" => head.target.clone_from(value),
+            ":status" => head.status = value.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    head.headers = d.fields;
+    head.headers_incomplete = !d.complete;
+    if response && (100..200).contains(&head.status) {
+        *head = Head::default();
+        return false;
+    }
+    half.headers_seen = true;
+    true
 }
