@@ -46,6 +46,10 @@ fn origin(o: &Origin<'_>) -> v1::Origin {
     }
 }
 
+fn header_list(fields: &[(String, String)]) -> Vec<v1::Header> {
+    fields.iter().map(|(n, v)| v1::Header { name: n.clone(), value: v.clone() }).collect()
+}
+
 fn message(m: &Message, request: bool) -> v1::HttpMessage {
     let h = &m.head;
     v1::HttpMessage {
@@ -53,10 +57,11 @@ fn message(m: &Message, request: bool) -> v1::HttpMessage {
         path: if request { h.target.clone() } else { String::new() },
         authority: if request { h.authority().unwrap_or_default().to_string() } else { String::new() },
         status: if request { 0 } else { u32::from(h.status) },
-        headers: h.headers.iter().map(|(n, v)| v1::Header { name: n.clone(), value: v.clone() }).collect(),
+        headers: header_list(&h.headers),
         body: m.body.clone(),
         body_truncated: m.body_truncated,
         headers_incomplete: h.headers_incomplete,
+        trailers: header_list(&m.trailers),
     }
 }
 
@@ -81,7 +86,7 @@ pub fn http_record(o: &Origin<'_>, c: &ConnView<'_>, e: &Exchange) -> v1::Record
         let (service, method) = grpc::service_method(&e.request.head.target).unwrap_or(("", ""));
         let status = grpc::status(e);
         let msgs = |m: Option<&Message>| {
-            m.map(|m| grpc::messages(&m.body).into_iter().map(|g| g.data.to_vec()).collect())
+            m.map(|m| grpc::app_messages(m).into_iter().map(|g| g.data.into_owned()).collect())
                 .unwrap_or_default()
         };
         v1::GrpcCall {
@@ -102,6 +107,7 @@ pub fn http_record(o: &Origin<'_>, c: &ConnView<'_>, e: &Exchange) -> v1::Record
             response: e.response.as_ref().map(|r| message(r, false)),
             latency_ns: e.latency_ns(),
             grpc: grpc_call,
+            reset: e.reset_name().unwrap_or_default(),
         })),
     }
 }

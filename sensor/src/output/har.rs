@@ -34,8 +34,23 @@ pub fn rfc3339(ts_ns: u64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z", rem / 3600, (rem / 60) % 60, rem % 60)
 }
 
+fn fields(f: &[(String, String)]) -> Value {
+    f.iter().map(|(n, v)| json!({"name": n, "value": v})).collect()
+}
+
 fn headers(m: &Message) -> Value {
-    m.head.headers.iter().map(|(n, v)| json!({"name": n, "value": v})).collect()
+    fields(&m.head.headers)
+}
+
+/// What HAR has no field for, as custom (`_`) fields: trailers, and that
+/// HTTP/2 headers could not all be decoded.
+fn extras(m: &Message, into: &mut Value) {
+    if !m.trailers.is_empty() {
+        into["_trailers"] = fields(&m.trailers);
+    }
+    if m.head.headers_incomplete {
+        into["_headersIncomplete"] = json!(true);
+    }
 }
 
 fn mime(m: &Message) -> &str {
@@ -79,6 +94,7 @@ pub fn entry(e: &Exchange, started_ns: u64, pid: u32, comm: &str, conn: &ConnVie
         "headersSize": -1,
         "bodySize": req.body.len(),
     });
+    extras(req, &mut request);
     if !req.body.is_empty() {
         let (t, enc) = text(req);
         request["postData"] = json!({"mimeType": mime(req), "text": t});
@@ -94,7 +110,7 @@ pub fn entry(e: &Exchange, started_ns: u64, pid: u32, comm: &str, conn: &ConnVie
             if let Some(enc) = enc {
                 content["encoding"] = json!(enc);
             }
-            json!({
+            let mut response = json!({
                 "status": r.head.status,
                 "statusText": r.head.reason,
                 "httpVersion": r.head.version.har(),
@@ -104,7 +120,9 @@ pub fn entry(e: &Exchange, started_ns: u64, pid: u32, comm: &str, conn: &ConnVie
                 "redirectURL": r.head.header("location").unwrap_or(""),
                 "headersSize": -1,
                 "bodySize": r.body.len(),
-            })
+            });
+            extras(r, &mut response);
+            response
         }
         // HAR has no "no response": status 0 is what browsers write for aborted requests.
         None => json!({
@@ -113,7 +131,7 @@ pub fn entry(e: &Exchange, started_ns: u64, pid: u32, comm: &str, conn: &ConnVie
             "_error": "no response before the connection ended",
         }),
     };
-    json!({
+    let mut entry = json!({
         "startedDateTime": rfc3339(started_ns),
         "time": latency_ms.max(0.0),
         "request": request,
@@ -125,7 +143,11 @@ pub fn entry(e: &Exchange, started_ns: u64, pid: u32, comm: &str, conn: &ConnVie
         "_pid": pid,
         "_comm": comm,
         "_role": conn.role.as_str(),
-    })
+    });
+    if let Some(reset) = e.reset_name() {
+        entry["_reset"] = json!(reset);
+    }
+    entry
 }
 
 impl<W: Write> HarWriter<W> {

@@ -161,6 +161,9 @@ impl Serialize for Record<'_> {
                     &e.response.as_ref().map(|r| HttpMessage { msg: r, request: false }),
                 )?;
                 m.serialize_entry("latency_ns", &e.latency_ns())?;
+                if let Some(reset) = e.reset_name() {
+                    m.serialize_entry("reset", &reset)?;
+                }
                 if grpc::is_grpc(&e.request.head) {
                     m.serialize_entry("grpc", &Grpc(e))?;
                 }
@@ -175,21 +178,25 @@ impl Serialize for Record<'_> {
 /// (`{"b64": …}`), with `compressed` when they were.
 struct Grpc<'a>(&'a Exchange);
 
-struct GrpcMessages<'a>(&'a [u8]);
+struct GrpcMessages<'a>(Option<&'a Message>);
 
 impl Serialize for GrpcMessages<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(grpc::messages(self.0).into_iter().map(|g| {
+        let messages = self.0.map(grpc::app_messages).unwrap_or_default();
+        s.collect_seq(messages.into_iter().map(|g| {
             let mut v = serde_json::Map::new();
-            match std::str::from_utf8(g.data) {
+            match std::str::from_utf8(&g.data) {
                 Ok(t) => v.insert("text".into(), t.into()),
                 Err(_) => v.insert(
                     "b64".into(),
-                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, g.data).into(),
+                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &g.data).into(),
                 ),
             };
             if g.compressed {
                 v.insert("compressed".into(), true.into());
+            }
+            if let Some(e) = g.decode_error {
+                v.insert("decode_error".into(), e.into());
             }
             v
         }))
@@ -206,12 +213,8 @@ impl Serialize for Grpc<'_> {
         let status = grpc::status(e);
         m.serialize_entry("status", &status.map(|(c, _)| c))?;
         m.serialize_entry("message", &status.and_then(|(_, msg)| msg))?;
-        m.serialize_entry("request_messages", &GrpcMessages(&e.request.body))?;
-        let empty: &[u8] = &[];
-        m.serialize_entry(
-            "response_messages",
-            &GrpcMessages(e.response.as_ref().map_or(empty, |r| &r.body)),
-        )?;
+        m.serialize_entry("request_messages", &GrpcMessages(Some(&e.request)))?;
+        m.serialize_entry("response_messages", &GrpcMessages(e.response.as_ref()))?;
         m.end()
     }
 }
@@ -296,6 +299,9 @@ impl Serialize for HttpMessage<'_> {
         m.serialize_entry("headers", &Headers(&h.headers))?;
         if h.headers_incomplete {
             m.serialize_entry("headers_incomplete", &true)?;
+        }
+        if !self.msg.trailers.is_empty() {
+            m.serialize_entry("trailers", &Headers(&self.msg.trailers))?;
         }
         body_entry(&mut m, "body", "body_b64", &self.msg.body)?;
         if self.msg.body_truncated > 0 {
@@ -401,6 +407,40 @@ mod tests {
         })
         .unwrap();
         assert!(v["response"].is_null() && v["latency_ns"].is_null());
+    }
+
+    #[test]
+    fn h2_records_carry_trailers_resets_and_incomplete_headers() {
+        use crate::protocols::exchange::{Head, Message, Version};
+        let head = |fields: &[(&str, &str)]| Head {
+            version: Version::H2,
+            headers: fields.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+            ..Head::default()
+        };
+        let e = Exchange {
+            request: Message {
+                head: Head {
+                    method: "POST".into(),
+                    target: "/s.S/M".into(),
+                    ..head(&[(":authority", "g:1")])
+                },
+                ..Message::default()
+            },
+            response: Some(Message {
+                head: Head { status: 200, headers_incomplete: true, ..head(&[(":status", "200")]) },
+                trailers: vec![("grpc-status".into(), "0".into())],
+                ..Message::default()
+            }),
+            reset: Some(8),
+        };
+        let v = serde_json::to_value(Record { origin: origin(3), conn: Some(conn()), body: Body::Http(&e) })
+            .unwrap();
+        assert_eq!(v["protocol"], "h2");
+        assert_eq!(v["request"]["authority"], "g:1");
+        assert!(v["request"].get("trailers").is_none() && v["request"].get("headers_incomplete").is_none());
+        assert_eq!(v["response"]["trailers"], json!([["grpc-status", "0"]]));
+        assert_eq!(v["response"]["headers_incomplete"], true);
+        assert_eq!(v["reset"], "CANCEL");
     }
 
     #[test]

@@ -62,7 +62,10 @@ impl<W: Write> TerminalSummary<W> {
         };
         let (status, latency) = match (&e.response, e.latency_ns()) {
             (Some(r), Some(ns)) => (r.head.status.to_string(), format!("{:.1} ms", ns as f64 / 1e6)),
-            _ => ("-".to_string(), "no response".to_string()),
+            _ => match e.reset_name() {
+                Some(reset) => ("-".to_string(), format!("reset {reset}")),
+                None => ("-".to_string(), "no response".to_string()),
+            },
         };
         writeln!(
             self.out,

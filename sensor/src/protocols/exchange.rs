@@ -178,6 +178,12 @@ impl Exchange {
         Self { request, response, reset: None }
     }
 
+    /// The RST_STREAM error code by name (`CANCEL`), or in hex when RFC
+    /// 9113 does not define it.
+    pub fn reset_name(&self) -> Option<String> {
+        self.reset.map(|c| super::http2::error_name(c).map_or_else(|| format!("{c:#x}"), str::to_string))
+    }
+
     /// From the request's first byte to the response's last.
     pub fn latency_ns(&self) -> Option<u64> {
         self.response.as_ref().map(|r| r.end_ts.saturating_sub(self.request.start_ts))

@@ -2,7 +2,12 @@
 //! messages (1 byte compressed flag, 4 bytes big-endian length); the path is
 //! `/package.Service/Method`; the status is in the `grpc-status` trailer.
 
-use super::exchange::{Exchange, Head};
+use super::content;
+use super::exchange::{Exchange, Head, Message};
+use std::borrow::Cow;
+
+/// Bytes kept of one decompressed message.
+const MAX_MESSAGE: usize = 1 << 20;
 
 /// One message of a gRPC body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +34,37 @@ pub fn messages(mut body: &[u8]) -> Vec<GrpcMessage<'_>> {
         body = &body[end..];
     }
     out
+}
+
+/// One message as the application sent it: decompressed with its side's
+/// `grpc-encoding` when it was compressed (bounded), else as carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppMessage<'a> {
+    /// It was compressed on the wire.
+    pub compressed: bool,
+    /// Its bytes (decompressed where that worked).
+    pub data: Cow<'a, [u8]>,
+    /// Why a compressed message was left as carried.
+    pub decode_error: Option<String>,
+}
+
+/// The messages of a gRPC request or response, decompressed.
+pub fn app_messages(m: &Message) -> Vec<AppMessage<'_>> {
+    let encoding = m.head.header("grpc-encoding").unwrap_or("identity");
+    messages(&m.body)
+        .into_iter()
+        .map(|g| {
+            let (data, decode_error) = match g.compressed {
+                false => (Cow::Borrowed(g.data), None),
+                true => match content::decode(encoding, g.data, MAX_MESSAGE) {
+                    Ok(Some((plain, _))) => (Cow::Owned(plain), None),
+                    Ok(None) => (Cow::Borrowed(g.data), Some("compressed with no grpc-encoding".to_string())),
+                    Err(e) => (Cow::Borrowed(g.data), Some(e)),
+                },
+            };
+            AppMessage { compressed: g.compressed, data, decode_error }
+        })
+        .collect()
 }
 
 /// Service and method from a request path (`/pkg.Service/Method`).
@@ -60,6 +96,27 @@ mod tests {
         assert_eq!((m[1].compressed, m[1].data), (true, &b""[..]));
         assert_eq!(m[2].data, b"x");
         assert!(messages(&[0, 0, 0]).is_empty());
+    }
+
+    #[test]
+    fn compressed_messages_are_decompressed_with_their_side_s_encoding() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"hello grpc").unwrap();
+        let gz = gz.finish().unwrap();
+        let mut body = vec![1, 0, 0, 0, gz.len() as u8];
+        body.extend(&gz);
+        body.extend([0, 0, 0, 0, 2, b'o', b'k']);
+        let mut m = Message {
+            head: Head { headers: vec![("grpc-encoding".into(), "gzip".into())], ..Head::default() },
+            body,
+            ..Message::default()
+        };
+        let got = app_messages(&m);
+        assert_eq!((got[0].compressed, &got[0].data[..]), (true, &b"hello grpc"[..]));
+        assert_eq!((got[1].compressed, &got[1].data[..]), (false, &b"ok"[..]));
+        m.head.headers.clear();
+        assert!(app_messages(&m)[0].decode_error.is_some(), "no encoding said");
     }
 
     #[test]

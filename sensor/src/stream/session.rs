@@ -444,6 +444,103 @@ mod tests {
         }
     }
 
+    /// An HTTP/2 conversation with prior knowledge: a POST with a body and
+    /// its answer with trailers, then a GET.
+    fn h2_conversation() -> (Vec<u8>, Vec<u8>) {
+        use crate::protocols::http2::{flag, kind, test_frame as frame, PREFACE};
+        let (mut ce, mut se) = (loona_hpack::Encoder::new(), loona_hpack::Encoder::new());
+        let enc = |e: &mut loona_hpack::Encoder<'_>, f: &[(&str, &str)]| {
+            e.encode(f.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+        };
+        let mut c = PREFACE.to_vec();
+        c.extend(frame(kind::SETTINGS, 0, 0, &[]));
+        let post = enc(&mut ce, &[(":method", "POST"), (":path", "/up"), (":authority", "h")]);
+        c.extend(frame(kind::HEADERS, flag::END_HEADERS, 1, &post));
+        c.extend(frame(kind::DATA, flag::END_STREAM, 1, b"wxyz"));
+        let get = enc(&mut ce, &[(":method", "GET"), (":path", "/two"), (":authority", "h")]);
+        c.extend(frame(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 3, &get));
+        let mut s = frame(kind::SETTINGS, 0, 0, &[]);
+        s.extend(frame(kind::HEADERS, flag::END_HEADERS, 1, &enc(&mut se, &[(":status", "201")])));
+        s.extend(frame(kind::DATA, 0, 1, b"ok"));
+        s.extend(frame(
+            kind::HEADERS,
+            flag::END_HEADERS | flag::END_STREAM,
+            1,
+            &enc(&mut se, &[("x-t", "1")]),
+        ));
+        s.extend(frame(kind::HEADERS, flag::END_HEADERS, 3, &enc(&mut se, &[(":status", "200")])));
+        s.extend(frame(kind::DATA, flag::END_STREAM, 3, b"A"));
+        (c, s)
+    }
+
+    /// Property: as for HTTP/1, every cut point of either direction gives
+    /// the same HTTP/2 exchanges, with no byte left as data.
+    #[test]
+    fn any_split_of_an_h2_conversation_gives_the_same_exchanges() {
+        use Direction::*;
+        let (req, resp) = h2_conversation();
+        let run = |rc: usize, pc: usize| {
+            let mut s = session();
+            let mut got = Got::default();
+            feed(&mut s, &[chunk(Send, 0, &req[..rc]), chunk(Send, rc as u64, &req[rc..])], &mut got);
+            feed(&mut s, &[chunk(Recv, 0, &resp[..pc]), chunk(Recv, pc as u64, &resp[pc..])], &mut got);
+            s.close(0, &mut |_| {});
+            assert!(got.data.is_empty() && got.drops.is_empty(), "{got:?}");
+            got.exchanges
+                .into_iter()
+                .map(|e| {
+                    let r = e.response.unwrap();
+                    (e.request.head.target, e.request.body, r.head.status, r.body, r.trailers)
+                })
+                .collect::<Vec<_>>()
+        };
+        let whole = run(req.len(), resp.len());
+        assert_eq!(whole.len(), 2);
+        assert_eq!(
+            whole[0],
+            ("/up".into(), b"wxyz".to_vec(), 201, b"ok".to_vec(), vec![("x-t".into(), "1".into())])
+        );
+        assert_eq!(whole[1], ("/two".into(), vec![], 200, b"A".to_vec(), vec![]));
+        for rc in 1..=req.len() {
+            assert_eq!(run(rc, resp.len()), whole, "request cut at {rc}");
+        }
+        for pc in 1..=resp.len() {
+            assert_eq!(run(req.len(), pc), whole, "response cut at {pc}");
+        }
+    }
+
+    #[test]
+    fn h2_joined_midstream_is_recognised_from_its_frames() {
+        use Direction::*;
+        let (req, resp) = h2_conversation();
+        let at = crate::protocols::http2::PREFACE.len() + 9 + 4;
+        // Stream 3's HEADERS (type 1, flags 5, stream 3) starts a write.
+        let get = req.windows(6).position(|w| w == [1, 5, 0, 0, 0, 3]).unwrap() - 3;
+        // Joined mid-way through stream 1's HEADERS: that write stays data;
+        // the server's next write starts at a frame, so HTTP/2 is known from
+        // there; roles unknown (no hint) are learnt from the headers.
+        let mut s = ConnSession::new(true, None, Limits::default(), 1 << 20);
+        let mut got = Got::default();
+        feed(&mut s, &[chunk(Send, at as u64, &req[at..get])], &mut got);
+        assert_eq!(got.data.len(), 1, "not HTTP/2 for all it can tell");
+        feed(&mut s, &[chunk(Recv, 9, &resp[9..]), chunk(Send, get as u64, &req[get..])], &mut got);
+        s.close(0, &mut |o| {
+            if let SessionOut::Exchange(e, _) = o {
+                got.exchanges.push(*e)
+            }
+        });
+        assert!(s.is_http());
+        assert_eq!(got.data.len(), 1);
+        assert_eq!(got.exchanges.len(), 2, "{got:?}");
+        // /two ended while fed; stream 1 comes out at the close, its request unknown.
+        let (two, up) = (&got.exchanges[0], &got.exchanges[1]);
+        assert!(up.request.head.headers_incomplete && up.request.head.target.is_empty());
+        assert_eq!(up.response.as_ref().unwrap().head.status, 201);
+        assert_eq!(up.response.as_ref().unwrap().body, b"ok");
+        assert_eq!((two.request.head.method.as_str(), two.request.head.target.as_str()), ("GET", "/two"));
+        assert_eq!(two.response.as_ref().unwrap().body, b"A");
+    }
+
     #[test]
     fn out_of_order_chunks_wait_for_their_turn() {
         use Direction::*;

@@ -16,6 +16,13 @@ pub use hpack::{Decoded, HeaderDecoder};
 pub use reader::{Event, FrameReader, GapOutcome};
 pub use session::Http2Session;
 
+/// A frame's bytes, for tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) use frame::tests::frame as test_frame;
+/// Frame types, for tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) use frame::{flag, kind};
+
 /// Whether `b` starts with HTTP/2 frames (a write of whole frames): how a
 /// connection joined mid-stream is recognised.
 pub fn starts_with_frames(b: &[u8]) -> bool {
