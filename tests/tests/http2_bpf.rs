@@ -9,16 +9,20 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 const PAGE: &str = "hello from nginx over HTTP/2\n";
+const ECHO: &str = "answered by the return directive";
 
-/// nginx on `tls_port` (h2 and http/1.1 by ALPN) and `clear_port` (h2c).
+/// nginx on `tls_port` (h2 and http/1.1 by ALPN) and `clear_port` (h2c):
+/// a static file, a `return` with a body, and PUT into a directory.
 fn nginx(tls_port: u16, clear_port: u16, cert: &Path, key: &Path) -> Nginx {
     let server = format!(
         "    listen 127.0.0.1:{tls_port} ssl http2;\n    listen 127.0.0.1:{clear_port} http2;\n    \
          ssl_certificate {};\n    ssl_certificate_key {};\n    \
          location / {{ root WWW; }}\n    \
+         location = /echo {{ return 200 \"{}\"; }}\n    \
          location /upload/ {{ root WWW; dav_methods PUT; create_full_put_path on; }}",
         cert.display(),
-        key.display()
+        key.display(),
+        ECHO,
     );
     Nginx::start(clear_port, &server, &[("page.txt", PAGE.as_bytes())])
 }
@@ -28,6 +32,61 @@ fn curl(args: &[&str], url: &str) -> u32 {
         Command::new("curl").args(["-sS", "--fail", "-o", "/dev/null"]).args(args).arg(url).spawn().unwrap();
     assert!(wait_child(&mut c, "curl").success(), "curl {args:?} {url}");
     c.id()
+}
+
+/// One curl exchange as curl itself saw it.
+struct Seen {
+    pid: u32,
+    /// Its socket's address.
+    local: String,
+    /// The header fields it sent, pseudo-headers first (from `-v`).
+    sent: Vec<(String, String)>,
+    /// The status and header fields it received (from `-D`).
+    status: u64,
+    received: Vec<(String, String)>,
+    /// The response body.
+    body: String,
+}
+
+/// Runs curl over HTTP/2 and reads back what it sent and received.
+fn curl_seen(args: &[&str], url: &str) -> Seen {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (log, heads, body, addr) = (file("log"), file("heads"), file("body"), file("addr"));
+    let mut c = Command::new("curl")
+        .args(["-sS", "--fail", "-v", "--stderr", &log, "-D", &heads, "-o", &body])
+        .args(["-w", "%{local_ip}:%{local_port}"])
+        .args(args)
+        .arg(url)
+        .stdout(std::fs::File::create(&addr).unwrap())
+        .spawn()
+        .unwrap();
+    assert!(wait_child(&mut c, "curl").success(), "curl {args:?} {url}");
+    let log = std::fs::read_to_string(log).unwrap();
+    // curl logs each field it sends: "* h2h3 [name: value]" (7.88), or
+    // "* [HTTP/2] [1] [name: value]" (8.x).
+    let sent: Vec<(String, String)> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("* h2h3 [").or_else(|| l.strip_prefix("* [HTTP/2] [1] [")))
+        .filter_map(|l| l.strip_suffix(']')?.split_once(": "))
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    assert!(sent.len() >= 4, "curl's log names no HTTP/2 fields:\n{log}");
+    let heads = std::fs::read_to_string(heads).unwrap();
+    let mut lines = heads.lines();
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let received = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(n, v)| (n.to_string(), v.trim_end().to_string()))
+        .collect();
+    Seen {
+        pid: c.id(),
+        local: std::fs::read_to_string(addr).unwrap(),
+        sent,
+        status,
+        received,
+        body: std::fs::read_to_string(body).unwrap(),
+    }
 }
 
 fn one(cap: &Capture, pid: u32) -> &Value {
@@ -40,6 +99,57 @@ fn header<'a>(msg: &'a Value, name: &str) -> Option<&'a str> {
     msg["headers"].as_array()?.iter().find(|h| h[0] == name).and_then(|h| h[1].as_str())
 }
 
+fn fields(msg: &Value) -> Vec<(String, String)> {
+    msg["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h[0].as_str().unwrap().to_string(), h[1].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// Both ends' records of `seen`'s exchange equal what curl sent and got.
+fn assert_both_ends(cap: &Capture, seen: &Seen, worker: u32, remote: &str, tls: bool, req_body: &str) {
+    let mine = one(cap, seen.pid);
+    let theirs = cap
+        .of("http", worker)
+        .into_iter()
+        .find(|r| r["conn"]["remote"] == seen.local.as_str())
+        .unwrap_or_else(|| panic!("nginx's record of {}'s connection", seen.local));
+    let method = &seen.sent.iter().find(|(n, _)| n == ":method").unwrap().1;
+    let path = &seen.sent.iter().find(|(n, _)| n == ":path").unwrap().1;
+    let authority = &seen.sent.iter().find(|(n, _)| n == ":authority").unwrap().1;
+    for (r, role, local, peer) in
+        [(mine, "client", seen.local.as_str(), remote), (theirs, "server", remote, seen.local.as_str())]
+    {
+        let who = format!("{role} record {r}");
+        assert_eq!(r["protocol"], "h2", "{who}");
+        assert_eq!(r["source"], if tls { "openssl" } else { "kernel" }, "{who}");
+        assert_eq!(r["conn"]["tls"], tls, "{who}");
+        assert_eq!(r["conn"]["role"], role, "{who}");
+        assert_eq!(
+            (r["conn"]["local"].as_str(), r["conn"]["remote"].as_str()),
+            (Some(local), Some(peer)),
+            "{who}"
+        );
+        assert_eq!(r["request"]["method"], method.as_str(), "{who}");
+        assert_eq!(r["request"]["path"], path.as_str(), "{who}");
+        assert_eq!(r["request"]["authority"], authority.as_str(), "{who}");
+        assert_eq!(fields(&r["request"]), seen.sent, "{who}: request fields as curl sent them");
+        assert_eq!(r["request"]["body"], req_body, "{who}");
+        let resp = &r["response"];
+        assert_eq!(resp["status"], seen.status, "{who}");
+        let mut got = fields(resp);
+        assert_eq!(got.remove(0), (":status".to_string(), seen.status.to_string()), "{who}");
+        assert_eq!(got, seen.received, "{who}: response fields as curl received them");
+        assert_eq!(resp["body"], seen.body.as_str(), "{who}");
+        assert!(r["latency_ns"].as_u64().unwrap() > 0, "{who}");
+        assert!(r.get("reset").is_none() && resp.get("headers_incomplete").is_none(), "{who}");
+    }
+    assert_eq!(mine["pid"], seen.pid);
+    assert_eq!(theirs["pid"], worker);
+}
+
 #[test]
 fn curl_http2_against_nginx_over_tls_and_h2c_both_ends() {
     let TlsSetup { cert, key, port, port_s, .. } = &TlsSetup::new();
@@ -48,62 +158,38 @@ fn curl_http2_against_nginx_over_tls_and_h2c_both_ends() {
     let server = nginx(*port, clear, cert, key);
     let worker = server.worker_pid();
     let sensor = Sensor::start(&["--port", port_s, "--port", &clear_s]);
-    let tls_curl =
-        curl(&["--http2", "--cacert", cert.to_str().unwrap()], &format!("https://localhost:{port}/page.txt"));
+    let ca = ["--cacert", cert.to_str().unwrap()];
+    let tls_get = curl_seen(&[&["--http2"][..], &ca].concat(), &format!("https://localhost:{port}/page.txt"));
+    let posted = "form=posted over TLS";
+    let tls_post = curl_seen(
+        &[&["--http2", "--data-binary", posted, "-H", "X-Test: tls"][..], &ca].concat(),
+        &format!("https://localhost:{port}/echo"),
+    );
     // A PUT that nginx stores (it reads the whole body before answering).
-    let h2c_curl = curl(
-        &["--http2-prior-knowledge", "-H", "X-Test: h2c", "-X", "PUT", "--data-binary", "posted over h2c"],
+    let put = "posted over h2c";
+    let h2c_put = curl_seen(
+        &["--http2-prior-knowledge", "-H", "X-Test: h2c", "-X", "PUT", "--data-binary", put],
         &format!("http://127.0.0.1:{clear}/upload/put.txt"),
     );
-    let h1_curl = curl(
-        &["--http1.1", "--cacert", cert.to_str().unwrap()],
-        &format!("https://localhost:{port}/page.txt"),
-    );
+    let h1_curl = curl(&[&["--http1.1"][..], &ca].concat(), &format!("https://localhost:{port}/page.txt"));
     drop(server);
     let cap = sensor.stop();
 
-    // Over TLS: the client's and nginx's records of the same exchange.
-    let tls_mine = one(&cap, tls_curl);
-    let theirs: Vec<&Value> = cap.of("http", worker);
-    let tls_theirs =
-        theirs.iter().find(|t| t["protocol"] == "h2" && t["conn"]["tls"] == true).expect("nginx's h2");
-    for r in [tls_mine, tls_theirs] {
-        assert_eq!(r["protocol"], "h2", "{r}");
-        assert_eq!(r["source"], "openssl");
-        assert_eq!(r["conn"]["tls"], true);
-        assert_eq!(r["request"]["method"], "GET");
-        assert_eq!(r["request"]["path"], "/page.txt");
-        assert_eq!(r["request"]["authority"], format!("localhost:{port}"));
-        assert_eq!(header(&r["request"], ":scheme"), Some("https"));
-        assert_eq!(r["response"]["status"], 200);
-        assert_eq!(r["response"]["body"], PAGE);
-        assert_eq!(header(&r["response"], "content-length"), Some(PAGE.len().to_string().as_str()));
-    }
-    assert_eq!(tls_mine["conn"]["role"], "client");
-    assert_eq!(tls_theirs["conn"]["role"], "server");
-
-    // h2c with a request body and a header of our own.
-    let r = one(&cap, h2c_curl);
-    assert_eq!(r["protocol"], "h2");
-    assert_eq!(r["source"], "kernel");
-    assert_eq!(r["conn"]["tls"], false);
-    assert_eq!(r["conn"]["remote"], format!("127.0.0.1:{clear}"));
-    assert_eq!(r["request"]["method"], "PUT");
-    assert_eq!(r["request"]["path"], "/upload/put.txt");
-    assert_eq!(r["request"]["authority"], format!("127.0.0.1:{clear}"));
-    assert_eq!(header(&r["request"], "x-test"), Some("h2c"));
-    assert_eq!(r["request"]["body"], "posted over h2c");
-    assert_eq!(r["response"]["status"], 201);
-    let served = theirs.iter().find(|t| t["protocol"] == "h2" && t["request"]["method"] == "PUT").unwrap();
-    assert_eq!(served["request"]["body"], "posted over h2c");
-    assert_eq!(served["response"]["status"], 201);
+    let (tls_addr, clear_addr) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{clear}"));
+    assert_eq!(tls_get.body, PAGE);
+    assert_both_ends(&cap, &tls_get, worker, &tls_addr, true, "");
+    assert_eq!(tls_post.body, ECHO);
+    assert_both_ends(&cap, &tls_post, worker, &tls_addr, true, posted);
+    assert_eq!(h2c_put.status, 201);
+    assert_both_ends(&cap, &h2c_put, worker, &clear_addr, false, put);
+    assert_eq!(header(&one(&cap, h2c_put.pid)["request"], "x-test"), Some("h2c"));
 
     // The same nginx over HTTP/1.1.
     let r = one(&cap, h1_curl);
     assert_eq!(r["protocol"], "http/1.1");
     assert_eq!(r["response"]["body"], PAGE);
-    assert_eq!(theirs.len(), 3, "nginx's view of all three");
-    for pid in [tls_curl, h2c_curl, h1_curl, worker] {
+    assert_eq!(cap.of("http", worker).len(), 4, "nginx's view of all four");
+    for pid in [tls_get.pid, tls_post.pid, h2c_put.pid, h1_curl, worker] {
         assert!(cap.of("data", pid).is_empty(), "every byte became an exchange for pid {pid}");
     }
 }
