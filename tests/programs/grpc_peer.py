@@ -4,12 +4,15 @@ so no generated code: messages are raw bytes.
 
   grpc_peer.py server PORT READY_FILE
   grpc_peer.py client PORT
+  grpc_peer.py late-client PORT READY_FILE GO_FILE
 
 The service nettap.test.Echo has Say (answers b"pong:" + the request) and
 Fail (aborts with NOT_FOUND "no such thing"). The client calls Say twice
 and Fail once on one channel and checks the answers.
 """
+import os
 import sys
+import time
 from concurrent import futures
 
 import grpc
@@ -36,20 +39,41 @@ def server(port: int, ready: str) -> None:
     srv.wait_for_termination()
 
 
+def calls(ch) -> None:
+    say_rpc = ch.unary_unary("/nettap.test.Echo/Say")
+    assert say_rpc(b"ping-1", timeout=10) == b"pong:ping-1"
+    assert say_rpc(b"ping-2", timeout=10) == b"pong:ping-2"
+    try:
+        ch.unary_unary("/nettap.test.Echo/Fail")(b"x", timeout=10)
+        raise SystemExit("Fail succeeded")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.NOT_FOUND and e.details() == "no such thing", e
+
+
+def late_client(port: int, ready: str, go: str) -> None:
+    """One call on a channel, then (after GO_FILE appears, within 30 s) the
+    calls of `client` on the same connection: a capture started in between
+    joins the connection mid-stream, with both HPACK tables already in use."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        assert ch.unary_unary("/nettap.test.Echo/Say")(b"ping-0", timeout=10) == b"pong:ping-0"
+        open(ready, "w").close()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(go):
+            if time.monotonic() > deadline:
+                raise SystemExit("no go file within 30 s")
+            time.sleep(0.02)
+        calls(ch)
+
+
 def client(port: int) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-        say_rpc = ch.unary_unary("/nettap.test.Echo/Say")
-        assert say_rpc(b"ping-1", timeout=10) == b"pong:ping-1"
-        assert say_rpc(b"ping-2", timeout=10) == b"pong:ping-2"
-        try:
-            ch.unary_unary("/nettap.test.Echo/Fail")(b"x", timeout=10)
-            raise SystemExit("Fail succeeded")
-        except grpc.RpcError as e:
-            assert e.code() == grpc.StatusCode.NOT_FOUND and e.details() == "no such thing", e
+        calls(ch)
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         server(int(sys.argv[2]), sys.argv[3])
+    elif sys.argv[1] == "late-client":
+        late_client(int(sys.argv[2]), sys.argv[3], sys.argv[4])
     else:
         client(int(sys.argv[2]))

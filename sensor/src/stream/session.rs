@@ -240,16 +240,6 @@ impl ConnSession {
 
     /// Chooses the protocol from the first bytes; false when `c` was held instead.
     fn decide(&mut self, c: Chunk<'_>) -> bool {
-        if self.midstream {
-            // Joined mid-stream: HTTP resynchronises at the next message start.
-            self.proto = Proto::Http(Box::new(Http {
-                session: HttpSession::H1(Http1Session::midstream(self.limits)),
-                request: self.request_hint.unwrap_or(Direction::Send),
-                request_probe: c.probe,
-                unsynced_chunks: 0,
-            }));
-            return true;
-        }
         let mut first: Vec<u8> = self
             .held
             .iter()
@@ -257,6 +247,24 @@ impl ConnSession {
             .flat_map(|h| h.payload.iter().copied())
             .collect();
         first.extend_from_slice(c.payload);
+        if self.midstream {
+            // Joined mid-stream: HTTP/2 if the bytes start with frames (a
+            // write split over iovecs comes as several chunks: held until
+            // its first frame is whole), else HTTP/1, which resynchronises
+            // at the next message start.
+            let session = match http2::frames_at(&first) {
+                http2::Verdict::Frames => HttpSession::h2_midstream(self.limits),
+                http2::Verdict::NeedMore if self.hold(c) => return false,
+                _ => HttpSession::H1(Http1Session::midstream(self.limits)),
+            };
+            self.proto = Proto::Http(Box::new(Http {
+                session,
+                request: self.request_hint.unwrap_or(Direction::Send),
+                request_probe: c.probe,
+                unsynced_chunks: 0,
+            }));
+            return true;
+        }
         let verdict = classify(&first);
         self.proto = match verdict {
             Classification::Http1Request | Classification::Http1Response => {
@@ -276,19 +284,25 @@ impl ConnSession {
                 request_probe: c.probe,
                 unsynced_chunks: 0,
             })),
-            Classification::NeedMore if self.held.len() < MAX_HELD_CHUNKS && !c.payload.is_empty() => {
-                self.held.push(Held {
-                    direction: c.direction,
-                    seq: c.seq,
-                    ts_ns: c.ts_ns,
-                    probe: c.probe,
-                    payload: c.payload.to_vec(),
-                    truncated: c.truncated,
-                });
-                return false;
-            }
+            Classification::NeedMore if self.hold(c) => return false,
             _ => Proto::Raw,
         };
+        true
+    }
+
+    /// Holds `c` until the first bytes say more; false when no more may be held.
+    fn hold(&mut self, c: Chunk<'_>) -> bool {
+        if self.held.len() >= MAX_HELD_CHUNKS || c.payload.is_empty() {
+            return false;
+        }
+        self.held.push(Held {
+            direction: c.direction,
+            seq: c.seq,
+            ts_ns: c.ts_ns,
+            probe: c.probe,
+            payload: c.payload.to_vec(),
+            truncated: c.truncated,
+        });
         true
     }
 
@@ -301,7 +315,9 @@ impl ConnSession {
             if classify(c.payload) == Classification::Http1Request {
                 // Mid-stream, the first request start tells which way requests go.
                 http.request = c.direction;
-            } else if matches!(http.session, HttpSession::H1(_)) && http2::starts_with_frames(c.payload) {
+            } else if matches!(http.session, HttpSession::H1(_))
+                && http2::frames_at(c.payload) == http2::Verdict::Frames
+            {
                 // Writes of HTTP/2 start with frames: it speaks HTTP/2 (its
                 // session learns which way requests go from their headers).
                 http.session = HttpSession::h2_midstream(self.limits);

@@ -15,6 +15,7 @@ pub use frame::{error_name, Frame, FrameError, FrameHeader, Settings, PREFACE};
 pub use hpack::{Decoded, HeaderDecoder};
 pub use reader::{Event, FrameReader, GapOutcome};
 pub use session::Http2Session;
+pub use sync::{frames_at, Verdict};
 
 /// A frame's bytes, for tests elsewhere in the crate.
 #[cfg(test)]
@@ -22,9 +23,3 @@ pub(crate) use frame::tests::frame as test_frame;
 /// Frame types, for tests elsewhere in the crate.
 #[cfg(test)]
 pub(crate) use frame::{flag, kind};
-
-/// Whether `b` starts with HTTP/2 frames (a write of whole frames): how a
-/// connection joined mid-stream is recognised.
-pub fn starts_with_frames(b: &[u8]) -> bool {
-    sync::frames_at(b) == sync::Verdict::Frames
-}

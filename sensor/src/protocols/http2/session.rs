@@ -19,6 +19,8 @@ const MAX_STREAMS: usize = 256;
 const BODIES_HELD: usize = 4;
 /// HPACK dynamic table followed per direction (peers use 4 KiB by default).
 const MAX_TABLE: usize = 64 << 10;
+/// RST_STREAM's error code for "no error".
+const NO_ERROR: u32 = 0;
 /// Stream ids remembered as ended or given up, to tell their late frames
 /// (DATA racing a RST_STREAM) from new streams. Not the highest id seen: a
 /// response can be handed over before its request (TLS libraries report a
@@ -79,6 +81,9 @@ pub struct Http2Session {
     /// Recently given-up stream ids, whose later frames are lost.
     given_up: VecDeque<u32>,
     body_held: usize,
+    /// Streams reset with NO_ERROR after a whole answer, and the half
+    /// (role) whose bytes in flight still come: (stream, role).
+    draining: Vec<(u32, usize)>,
     table_over_limit: bool,
     last_ts: u64,
     limits: Limits,
@@ -116,6 +121,7 @@ impl Http2Session {
             recent: VecDeque::new(),
             given_up: VecDeque::new(),
             body_held: 0,
+            draining: Vec::new(),
             table_over_limit: false,
             last_ts: 0,
             limits,
@@ -186,6 +192,7 @@ impl Http2Session {
 
     /// The connection ended: every stream still open comes out as it is.
     pub fn close(&mut self, _ts: u64, out: &mut Vec<HttpOutput>) {
+        self.draining.clear();
         let mut open: Vec<(u32, Stream)> = self.streams.drain().collect();
         open.sort_by_key(|(_, s)| s.order);
         for (_, s) in open {
@@ -199,6 +206,9 @@ impl Http2Session {
     }
 
     fn on_event(&mut self, dir: usize, e: Event<'_>, ts: u64, out: &mut Vec<HttpOutput>) {
+        if !self.draining.is_empty() {
+            self.end_draining(self.role(dir), event_stream(&e), out);
+        }
         match e {
             Event::Frame(f) => self.on_frame(dir, f, ts, out),
             Event::Data { stream, data } => self.on_data(dir, stream, data, ts, out),
@@ -271,10 +281,16 @@ impl Http2Session {
                 self.pending_or_decode(dir, b, end_headers, ts, out);
             }
             Frame::RstStream { stream, code } => {
-                if let Some(mut s) = self.streams.remove(&stream) {
-                    s.reset = Some(code);
-                    push_bounded(&mut self.recent, stream);
-                    self.emit(s, out);
+                let role = self.role(dir);
+                let Some(s) = self.streams.get_mut(&stream) else { return };
+                s.reset = Some(code);
+                if code == NO_ERROR && s.halves[role].done {
+                    // "Stop sending" after a whole answer (RFC 9113 §8.1):
+                    // the rest of the request already on its way still
+                    // belongs to it.
+                    self.draining.push((stream, 1 - role));
+                } else {
+                    self.finish(stream, out);
                 }
             }
             Frame::Settings { ack: false, settings } => {
@@ -423,11 +439,24 @@ impl Http2Session {
         let Some(oldest) = self.streams.iter().min_by_key(|(_, s)| s.order).map(|(id, _)| *id) else {
             return;
         };
-        let s = self.streams.remove(&oldest).expect("present");
-        push_bounded(&mut self.recent, oldest);
         push_bounded(&mut self.given_up, oldest);
         drop_out(out, "http2_streams_over_limit", 0);
-        self.emit(s, out);
+        self.finish(oldest, out);
+    }
+
+    /// Streams draining after a RST_STREAM(NO_ERROR) end when their half
+    /// that `role` carries moves on to another stream (the sender stopped).
+    fn end_draining(&mut self, role: usize, stream: Option<u32>, out: &mut Vec<HttpOutput>) {
+        let Some(stream) = stream else { return };
+        let mut i = 0;
+        while i < self.draining.len() {
+            let (id, half) = self.draining[i];
+            if half == role && id != stream {
+                self.finish(id, out);
+            } else {
+                i += 1;
+            }
+        }
     }
 
     fn end_half(&mut self, role: usize, stream: u32, ts: u64, out: &mut Vec<HttpOutput>) {
@@ -435,8 +464,15 @@ impl Http2Session {
         s.halves[role].done = true;
         s.halves[role].msg.end_ts = ts;
         if s.halves.iter().all(|h| h.done) {
-            let s = self.streams.remove(&stream).expect("present");
-            push_bounded(&mut self.recent, stream);
+            self.finish(stream, out);
+        }
+    }
+
+    /// Stream `id` is over: it comes out, and its later frames are ignored.
+    fn finish(&mut self, id: u32, out: &mut Vec<HttpOutput>) {
+        if let Some(s) = self.streams.remove(&id) {
+            push_bounded(&mut self.recent, id);
+            self.draining.retain(|(d, _)| *d != id);
             self.emit(s, out);
         }
     }
@@ -457,9 +493,31 @@ impl Http2Session {
             h.msg.decode_content(max_body);
             h.msg
         };
+        let request_seen = req.started;
+        let mut request = finish(req);
         let response = resp.started.then(|| finish(resp));
-        out.push(HttpOutput::Exchange(Box::new(Exchange { request: finish(req), response, reset: s.reset })));
+        if let (false, Some(r)) = (request_seen, &response) {
+            // Begun before the connection was joined: timed by its answer.
+            (request.start_ts, request.end_ts) = (r.start_ts, r.start_ts);
+        }
+        out.push(HttpOutput::Exchange(Box::new(Exchange { request, response, reset: s.reset })));
     }
+}
+
+/// The stream an event is about (none for connection-level frames).
+fn event_stream(e: &Event<'_>) -> Option<u32> {
+    let id = match e {
+        Event::Data { stream, .. } | Event::DataEnd { stream, .. } => *stream,
+        Event::Frame(
+            Frame::Headers { stream, .. }
+            | Frame::Continuation { stream, .. }
+            | Frame::PushPromise { stream, .. }
+            | Frame::RstStream { stream, .. }
+            | Frame::Data { stream, .. },
+        ) => *stream,
+        _ => 0,
+    };
+    (id != 0).then_some(id)
 }
 
 fn start(half: &mut Half, ts: u64) {

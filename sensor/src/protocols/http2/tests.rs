@@ -306,3 +306,37 @@ fn oversized_header_table_settings_and_blocks_are_drops() {
     assert_eq!(drops(&out), [("http2_header_table_over_limit", 0), ("http2_header_block_over_limit", 1200)]);
     assert!(exchanges(&out)[0].request.head.headers_incomplete);
 }
+
+#[test]
+fn a_no_error_reset_after_the_answer_keeps_the_request_body_in_flight() {
+    let (mut ce, mut se) = (Encoder::new(), Encoder::new());
+    let mut c = PREFACE.to_vec();
+    let post = block(&mut ce, &[(":method", "POST"), (":path", "/echo")]);
+    c.extend(frame(kind::HEADERS, flag::END_HEADERS, 1, &post));
+    let mut s = frame(kind::HEADERS, flag::END_HEADERS, 1, &block(&mut se, &[(":status", "200")]));
+    s.extend(frame(kind::DATA, flag::END_STREAM, 1, b"early answer"));
+    s.extend(frame(kind::RST_STREAM, 0, 1, &[0, 0, 0, 0]));
+    let body = frame(kind::DATA, flag::END_STREAM, 1, b"sent anyway");
+    let next =
+        frame(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 3, &block(&mut ce, &[(":method", "GET")]));
+    // The body in flight ends the request.
+    let out = run(&[(true, &c), (false, &s), (true, &body)]);
+    let ex = exchanges(&out);
+    assert_eq!(ex.len(), 1);
+    assert_eq!((ex[0].request.body.as_slice(), ex[0].reset), (&b"sent anyway"[..], Some(0)));
+    assert_eq!(ex[0].response.as_ref().unwrap().body, b"early answer");
+    // The client stopped: its next stream ends the drained one.
+    let mut h = Http2Session::new(Limits::default());
+    let mut out = Vec::new();
+    h.feed(true, &c, 1, &mut out);
+    h.feed(false, &s, 2, &mut out);
+    h.feed(true, &next, 3, &mut out);
+    let ex = exchanges(&out);
+    assert_eq!(ex.len(), 1, "stream 3 still waits for its answer");
+    assert_eq!((ex[0].request.head.target.as_str(), ex[0].request.body.len()), ("/echo", 0));
+    // Any other reset ends the stream at once.
+    let mut s2 = s.clone();
+    let at = s2.len() - 1;
+    s2[at] = 8; // CANCEL
+    assert_eq!(exchanges(&run(&[(true, &c), (false, &s2)]))[0].reset, Some(8));
+}
