@@ -38,7 +38,22 @@ impl HttpSession {
     /// Feeds bytes of the request (`true`) or response direction.
     pub fn feed(&mut self, request_side: bool, data: &[u8], ts: u64, out: &mut Vec<HttpOutput>) {
         match self {
-            HttpSession::H1(s) => s.feed(request_side, data, ts, out),
+            HttpSession::H1(s) => {
+                let from = out.len();
+                s.feed(request_side, data, ts, out);
+                if let Some(request) = s.take_h2c_upgrade() {
+                    let mut h2 = Http2Session::upgraded(s.limits(), request);
+                    // What followed the 101 in these bytes is HTTP/2 already.
+                    let after: Vec<HttpOutput> = out.drain(from..).collect();
+                    for o in after {
+                        match o {
+                            HttpOutput::Raw(r) => h2.feed(request_side, &data[r], ts, out),
+                            other => out.push(other),
+                        }
+                    }
+                    *self = HttpSession::H2(h2);
+                }
+            }
             HttpSession::H2(s) => s.feed(request_side, data, ts, out),
         }
     }
@@ -156,5 +171,34 @@ mod tests {
             Classification::NeedMore
         );
         assert_eq!(classify(&[0, 0, 5, 4, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5]), Classification::Other);
+    }
+
+    #[test]
+    fn an_h2c_upgrade_continues_as_http2_with_the_request_on_stream_1() {
+        use exchange::Version;
+        use http2::{flag, kind, test_frame as frame};
+        let mut session = HttpSession::H1(Http1Session::new(Limits::default()));
+        let mut out = Vec::new();
+        let req = b"POST /up HTTP/1.1\r\nHost: h.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\nContent-Length: 2\r\n\r\nhi";
+        session.feed(true, req, 1, &mut out);
+        let mut enc = loona_hpack::Encoder::new();
+        let mut resp =
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec();
+        resp.extend(frame(kind::SETTINGS, 0, 0, &[]));
+        let status: &[(&[u8], &[u8])] = &[(b":status", b"200")];
+        resp.extend(frame(kind::HEADERS, flag::END_HEADERS, 1, &enc.encode(status.iter().copied())));
+        session.feed(false, &resp, 2, &mut out);
+        assert!(matches!(session, HttpSession::H2(_)));
+        assert!(out.is_empty(), "the 101 is not the answer: {out:?}");
+        let mut client = H2_PREFACE.to_vec();
+        client.extend(frame(kind::SETTINGS, 0, 0, &[]));
+        session.feed(true, &client, 3, &mut out);
+        session.feed(false, &frame(kind::DATA, flag::END_STREAM, 1, b"over h2"), 4, &mut out);
+        let [HttpOutput::Exchange(e)] = &out[..] else { panic!("{out:?}") };
+        assert_eq!((e.request.head.method.as_str(), e.request.head.target.as_str()), ("POST", "/up"));
+        assert_eq!((e.request.body.as_slice(), e.request.head.authority()), (&b"hi"[..], Some("h.test")));
+        let r = e.response.as_ref().unwrap();
+        assert_eq!((r.head.status, r.body.as_slice(), r.head.version), (200, &b"over h2"[..], Version::H2));
+        assert_eq!(e.latency_ns(), Some(3));
     }
 }

@@ -22,6 +22,10 @@ pub struct Http1Session {
     /// Both directions were seen from their first byte with no gap since:
     /// a response with no request can only be one that overtook it.
     from_start: bool,
+    /// A request upgraded to HTTP/2 (`Upgrade: h2c` answered by 101): the
+    /// connection continues as HTTP/2 with this request on stream 1.
+    h2c: Option<Message>,
+    limits: Limits,
 }
 
 /// Requests waiting for answers at most; beyond that the oldest is given up
@@ -37,7 +41,20 @@ impl Http1Session {
             pending: VecDeque::new(),
             early: None,
             from_start: true,
+            h2c: None,
+            limits,
         }
+    }
+
+    /// The limits it was made with.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The request whose 101 switched the connection to HTTP/2 (RFC 7540
+    /// §3.2), once: its answer comes on stream 1 of the HTTP/2 connection.
+    pub fn take_h2c_upgrade(&mut self) -> Option<Message> {
+        self.h2c.take()
     }
 
     /// A session joining a connection mid-stream: both directions wait for
@@ -120,6 +137,12 @@ impl Http1Session {
         if tunnel {
             self.req.upgrade();
             self.resp.upgrade();
+        }
+        let h2c = |h: &crate::protocols::exchange::Head| h.has_token("upgrade", "h2c");
+        if status == 101 && h2c(&request.head) && h2c(&m.head) {
+            // Not the answer: that comes over HTTP/2.
+            self.h2c = Some(request);
+            return;
         }
         out.push(HttpOutput::Exchange(Box::new(Exchange::new(request, Some(m)))));
     }

@@ -134,6 +134,19 @@ impl Http2Session {
         Self::with(limits, false)
     }
 
+    /// A session continuing an HTTP/1.1 connection upgraded with `Upgrade:
+    /// h2c`: `request` is stream 1's, its answer comes over HTTP/2; the
+    /// client's preface comes next, the server's SETTINGS straight away.
+    pub fn upgraded(limits: Limits, request: Message) -> Self {
+        let mut s = Self::with(limits, false);
+        let mut stream = Stream::default();
+        stream.halves[0] = Half { msg: request, started: true, headers_seen: true, done: true };
+        s.body_held = stream.halves[0].msg.body.len();
+        s.streams.insert(1, stream);
+        s.next_order = 1;
+        s
+    }
+
     /// A session joining a connection mid-stream: frame boundaries are
     /// searched for, the HPACK tables are unknown (fields that refer to
     /// them are missing, `headers_incomplete`), and the request direction
