@@ -392,15 +392,35 @@ mod tests {
         drops: Vec<(&'static str, u64)>,
     }
 
+    fn collect(got: &mut Got, o: SessionOut<'_>) {
+        match o {
+            SessionOut::Data(c) => got.data.push((c.direction, c.seq, c.payload.to_vec())),
+            SessionOut::Exchange(e, _) => got.exchanges.push(*e),
+            SessionOut::Gap { direction, seq, len } => got.gaps.push((direction, seq, len)),
+            SessionOut::Drop { reason, bytes } => got.drops.push((reason, bytes)),
+        }
+    }
+
     fn feed(s: &mut ConnSession, chunks: &[Chunk<'_>], got: &mut Got) {
         for c in chunks {
-            s.on_chunk(*c, &mut |o| match o {
-                SessionOut::Data(c) => got.data.push((c.direction, c.seq, c.payload.to_vec())),
-                SessionOut::Exchange(e, _) => got.exchanges.push(*e),
-                SessionOut::Gap { direction, seq, len } => got.gaps.push((direction, seq, len)),
-                SessionOut::Drop { reason, bytes } => got.drops.push((reason, bytes)),
-            });
+            s.on_chunk(*c, &mut |o| collect(got, o));
         }
+    }
+
+    fn close(s: &mut ConnSession, got: &mut Got) {
+        s.close(0, &mut |o| collect(got, o));
+    }
+
+    /// A session from the first byte, fed `req` cut at `rc` and `resp` cut
+    /// at `pc`, then closed: everything that came out.
+    fn split_run(req: &[u8], resp: &[u8], rc: usize, pc: usize) -> Got {
+        use Direction::*;
+        let mut s = session();
+        let mut got = Got::default();
+        feed(&mut s, &[chunk(Send, 0, &req[..rc]), chunk(Send, rc as u64, &req[rc..])], &mut got);
+        feed(&mut s, &[chunk(Recv, 0, &resp[..pc]), chunk(Recv, pc as u64, &resp[pc..])], &mut got);
+        close(&mut s, &mut got);
+        got
     }
 
     fn session() -> ConnSession {
@@ -431,16 +451,11 @@ mod tests {
     /// single cut point of each), the exchanges are the same.
     #[test]
     fn any_split_of_either_direction_gives_the_same_exchanges() {
-        use Direction::*;
         let req: &[u8] = b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwxyz\r\n0\r\n\r\nGET /two HTTP/1.1\r\n\r\n";
         let resp: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nA\r\n0\r\n\r\n";
         let run = |rc: usize, pc: usize| {
-            let mut s = session();
-            let mut got = Got::default();
-            feed(&mut s, &[chunk(Send, 0, &req[..rc]), chunk(Send, rc as u64, &req[rc..])], &mut got);
-            feed(&mut s, &[chunk(Recv, 0, &resp[..pc]), chunk(Recv, pc as u64, &resp[pc..])], &mut got);
-            s.close(0, &mut |_| {});
-            got.exchanges
+            split_run(req, resp, rc, pc)
+                .exchanges
                 .into_iter()
                 .map(|e| {
                     let r = e.response.unwrap();
@@ -493,14 +508,9 @@ mod tests {
     /// the same HTTP/2 exchanges, with no byte left as data.
     #[test]
     fn any_split_of_an_h2_conversation_gives_the_same_exchanges() {
-        use Direction::*;
         let (req, resp) = h2_conversation();
         let run = |rc: usize, pc: usize| {
-            let mut s = session();
-            let mut got = Got::default();
-            feed(&mut s, &[chunk(Send, 0, &req[..rc]), chunk(Send, rc as u64, &req[rc..])], &mut got);
-            feed(&mut s, &[chunk(Recv, 0, &resp[..pc]), chunk(Recv, pc as u64, &resp[pc..])], &mut got);
-            s.close(0, &mut |_| {});
+            let got = split_run(&req, &resp, rc, pc);
             assert!(got.data.is_empty() && got.drops.is_empty(), "{got:?}");
             got.exchanges
                 .into_iter()
@@ -540,11 +550,7 @@ mod tests {
         feed(&mut s, &[chunk(Send, at as u64, &req[at..get])], &mut got);
         assert_eq!(got.data.len(), 1, "not HTTP/2 for all it can tell");
         feed(&mut s, &[chunk(Recv, 9, &resp[9..]), chunk(Send, get as u64, &req[get..])], &mut got);
-        s.close(0, &mut |o| {
-            if let SessionOut::Exchange(e, _) = o {
-                got.exchanges.push(*e)
-            }
-        });
+        close(&mut s, &mut got);
         assert!(s.is_http());
         assert_eq!(got.data.len(), 1);
         assert_eq!(got.exchanges.len(), 2, "{got:?}");
