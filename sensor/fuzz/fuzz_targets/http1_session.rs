@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
         let request = p & 0x80 == 0;
         s.feed(request, &bytes[..n], i as u64, &mut out);
         if p == 0x7f {
-            s.gap(request, u64::from(bytes[0]));
+            s.gap(request, u64::from(bytes[0]), i as u64, &mut out);
         }
         bytes = &bytes[n..];
         out.clear();

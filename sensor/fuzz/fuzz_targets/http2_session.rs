@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
         let request = p & 0x80 == 0;
         s.feed(request, &bytes[..n], i as u64, &mut out);
         if p & 0x7f == 0x7f {
-            s.gap(request, u64::from(p & 0x0f) + 1, &mut out);
+            s.gap(request, u64::from(p & 0x0f) + 1, i as u64, &mut out);
         }
         bytes = &bytes[n..];
         check(&mut out, limits);

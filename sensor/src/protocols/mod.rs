@@ -58,12 +58,12 @@ impl HttpSession {
         }
     }
 
-    /// `len` bytes of a direction went missing; true when the exchange in
-    /// progress survives (counted in its body).
-    pub fn gap(&mut self, request_side: bool, len: u64, out: &mut Vec<HttpOutput>) -> bool {
+    /// `len` bytes of a direction went missing at `ts`; true when the
+    /// exchange in progress survives (counted in its body).
+    pub fn gap(&mut self, request_side: bool, len: u64, ts: u64, out: &mut Vec<HttpOutput>) -> bool {
         match self {
-            HttpSession::H1(s) => s.gap(request_side, len),
-            HttpSession::H2(s) => s.gap(request_side, len, out),
+            HttpSession::H1(s) => s.gap(request_side, len, ts, out),
+            HttpSession::H2(s) => s.gap(request_side, len, ts, out),
         }
     }
 

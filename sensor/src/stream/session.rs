@@ -86,6 +86,8 @@ struct Http {
     request_probe: u32,
     /// Chunks seen since joining mid-stream without finding a message start.
     unsynced_chunks: u32,
+    /// Time of the latest bytes delivered (a gap ending a message ends it then).
+    last_ts: u64,
 }
 
 #[derive(Debug)]
@@ -148,12 +150,13 @@ fn deliver(
     match d {
         Delivery::Gap { seq, len } => {
             // Inside a body the exchange survives, with `body_truncated`.
-            if !http.session.gap(is_request, len, scratch) {
+            if !http.session.gap(is_request, len, http.last_ts, scratch) {
                 out(SessionOut::Gap { direction, seq, len });
             }
             pass_on(scratch, http.request_probe, &mut |_| unreachable!("a gap has no bytes"), out);
         }
         Delivery::Bytes { seq, ts_ns, data } => {
+            http.last_ts = http.last_ts.max(ts_ns);
             if is_request {
                 http.request_probe = probe;
             }
@@ -262,6 +265,7 @@ impl ConnSession {
                 request: self.request_hint.unwrap_or(Direction::Send),
                 request_probe: c.probe,
                 unsynced_chunks: 0,
+                last_ts: 0,
             }));
             return true;
         }
@@ -275,6 +279,7 @@ impl ConnSession {
                     request,
                     request_probe: c.probe,
                     unsynced_chunks: 0,
+                    last_ts: 0,
                 }))
             }
             // The client preface: this direction carries requests.
@@ -283,6 +288,7 @@ impl ConnSession {
                 request: c.direction,
                 request_probe: c.probe,
                 unsynced_chunks: 0,
+                last_ts: 0,
             })),
             Classification::NeedMore if self.hold(c) => return false,
             _ => Proto::Raw,
@@ -623,7 +629,7 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_resyncs_the_direction() {
+    fn a_gap_ending_a_body_ends_the_message() {
         use Direction::*;
         let mut s = session();
         let mut got = Got::default();
@@ -632,7 +638,22 @@ mod tests {
         feed(&mut s, &[c, chunk(Send, 141, b"GET /b HTTP/1.1\r\n\r\n")], &mut got);
         feed(&mut s, &[chunk(Recv, 0, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")], &mut got);
         assert_eq!(got.exchanges.len(), 1);
+        let a = &got.exchanges[0].request;
+        assert_eq!((a.head.target.as_str(), a.body.as_slice(), a.body_truncated), ("/a", &b"xx"[..], 98));
+        assert!(got.gaps.is_empty(), "nothing lost that the record does not say");
+    }
+
+    #[test]
+    fn a_gap_outside_any_body_resyncs_the_direction() {
+        use Direction::*;
+        let mut s = session();
+        let mut got = Got::default();
+        let mut c = chunk(Send, 0, b"GET /a HTT");
+        c.truncated = 9; // the rest of the head was never captured
+        feed(&mut s, &[c, chunk(Send, 19, b"GET /b HTTP/1.1\r\n\r\n")], &mut got);
+        feed(&mut s, &[chunk(Recv, 0, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")], &mut got);
+        assert_eq!(got.exchanges.len(), 1);
         assert_eq!(got.exchanges[0].request.head.target, "/b");
-        assert_eq!(got.gaps, vec![(Send, 43, 98)], "the loss is said");
+        assert_eq!(got.gaps, vec![(Send, 10, 9)], "the loss is said");
     }
 }

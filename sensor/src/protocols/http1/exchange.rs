@@ -147,13 +147,21 @@ impl Http1Session {
         out.push(HttpOutput::Exchange(Box::new(Exchange::new(request, Some(m)))));
     }
 
-    /// `len` bytes of one direction went missing. Inside a body whose
-    /// framing covers them, they are counted as not kept and the message
-    /// survives (true). Else that direction waits for the next message start
-    /// (and a request lost this way is never paired).
-    pub fn gap(&mut self, request_side: bool, len: u64) -> bool {
+    /// `len` bytes of one direction went missing at `ts`. Inside a body
+    /// whose framing covers them, they are counted as not kept and the
+    /// message survives (true; if the hole ended it, it is paired now).
+    /// Else that direction waits for the next message start (and a request
+    /// lost this way is never paired).
+    pub fn gap(&mut self, request_side: bool, len: u64, ts: u64, out: &mut Vec<HttpOutput>) -> bool {
         let parser = if request_side { &mut self.req } else { &mut self.resp };
-        if parser.absorb_gap(len) {
+        if let Some(ended) = parser.absorb_gap(len, ts) {
+            if let Some(Event::Message(m)) = ended {
+                if request_side {
+                    self.on_request(m, out);
+                } else {
+                    self.on_response(m, out);
+                }
+            }
             return true;
         }
         if request_side {

@@ -72,6 +72,9 @@ pub struct MessageParser {
     state: State,
     buf: Vec<u8>,
     msg: Message,
+    /// Bytes of the current body went missing: what follows is counted,
+    /// not kept, so the kept body stays a true prefix of what was sent.
+    body_hole: bool,
 }
 
 const MAX_HEADERS: usize = 128;
@@ -79,7 +82,7 @@ const MAX_HEADERS: usize = 128;
 impl MessageParser {
     /// A parser for `kind` messages.
     pub fn new(kind: Kind, limits: Limits) -> Self {
-        Self { kind, limits, state: State::Head, buf: Vec::new(), msg: Message::default() }
+        Self { kind, limits, state: State::Head, buf: Vec::new(), msg: Message::default(), body_hole: false }
     }
 
     /// True after an upgrade: the caller treats the rest as raw bytes.
@@ -108,26 +111,42 @@ impl MessageParser {
         self.state = State::Resync;
         self.buf.clear();
         self.msg = Message::default();
+        self.body_hole = false;
     }
 
     /// `len` bytes went missing inside the body being read: when its framing
-    /// says they were all body bytes (a length or chunk with more left than
-    /// that, or a body that lasts until close), they are counted as not kept
-    /// and parsing goes on in sync; true then. Else the caller loses sync.
-    pub fn absorb_gap(&mut self, len: u64) -> bool {
-        let State::Body(framing) = &mut self.state else { return false };
-        let fits = match framing {
-            Framing::UntilClose => true,
-            Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) if len < *left => {
+    /// says they were all body bytes (a length or chunk with at least that
+    /// many left, or a body that lasts until close), they are counted as not
+    /// kept and parsing goes on in sync: `Some`, with the message when the
+    /// hole ended it. `None`: the caller loses sync.
+    pub fn absorb_gap(&mut self, len: u64, ts: u64) -> Option<Option<Event>> {
+        let State::Body(framing) = &mut self.state else { return None };
+        let mut done = false;
+        match framing {
+            Framing::UntilClose => {}
+            Framing::Length(left) if len <= *left => {
                 *left -= len;
-                true
+                done = *left == 0;
             }
-            _ => false,
-        };
-        if fits {
-            self.msg.body_truncated += len;
+            Framing::Chunked(chunk) => match chunk {
+                Chunk::Data(left) if len <= *left => {
+                    *left -= len;
+                    if *left == 0 {
+                        *chunk = Chunk::DataEnd(0);
+                    }
+                }
+                _ => return None,
+            },
+            _ => return None,
         }
-        fits
+        self.msg.body_truncated += len;
+        self.msg.end_ts = ts;
+        self.body_hole = true;
+        if done {
+            self.state = State::Head;
+            return Some(Some(Event::Message(self.complete())));
+        }
+        Some(None)
     }
 
     /// In resync, whether `chunk_start` begins a message; if so the parser
@@ -239,7 +258,7 @@ impl MessageParser {
     }
 
     fn keep(&mut self, bytes: &[u8]) {
-        let room = self.limits.max_body.saturating_sub(self.msg.body.len());
+        let room = if self.body_hole { 0 } else { self.limits.max_body.saturating_sub(self.msg.body.len()) };
         let n = room.min(bytes.len());
         self.msg.body.extend_from_slice(&bytes[..n]);
         self.msg.body_truncated += (bytes.len() - n) as u64;
@@ -326,6 +345,7 @@ impl MessageParser {
     }
 
     fn complete(&mut self) -> Message {
+        self.body_hole = false;
         let mut msg = std::mem::take(&mut self.msg);
         msg.decode_content(self.limits.max_body);
         msg
@@ -504,18 +524,24 @@ mod tests {
         let mut p = MessageParser::new(Kind::Response, Limits::default());
         let msgs = feed_all(&mut p, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab");
         assert!(msgs.is_empty());
-        assert!(p.absorb_gap(6));
+        assert_eq!(p.absorb_gap(6, 0), Some(None));
         let msgs = feed_all(&mut p, b"ijHTTP/1.1 204 No Content\r\n\r\n");
         assert_eq!(msgs.len(), 2);
-        assert_eq!((msgs[0].body.as_slice(), msgs[0].body_truncated), (&b"abij"[..], 6));
+        // The bytes after the hole are counted, not kept: the body stays a prefix.
+        assert_eq!((msgs[0].body.as_slice(), msgs[0].body_truncated), (&b"ab"[..], 8));
         assert_eq!(msgs[1].head.status, 204);
-        // A gap reaching past the body's end, or in a head, cannot be placed.
+        // A gap ending the body ends the message.
         let mut p = MessageParser::new(Kind::Response, Limits::default());
         feed_all(&mut p, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab");
-        assert!(!p.absorb_gap(2));
+        let Some(Some(Event::Message(m))) = p.absorb_gap(2, 9) else { panic!("the message ends") };
+        assert_eq!((m.body.as_slice(), m.body_truncated, m.end_ts), (&b"ab"[..], 2, 9));
+        // One reaching past the body's end, or in a head, cannot be placed.
+        let mut p = MessageParser::new(Kind::Response, Limits::default());
+        feed_all(&mut p, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab");
+        assert_eq!(p.absorb_gap(3, 0), None);
         let mut p = MessageParser::new(Kind::Request, Limits::default());
         feed_all(&mut p, b"GET / HT");
-        assert!(!p.absorb_gap(1));
+        assert_eq!(p.absorb_gap(1, 0), None);
     }
 
     #[test]

@@ -85,7 +85,6 @@ pub struct Http2Session {
     /// (role) whose bytes in flight still come: (stream, role).
     draining: Vec<(u32, usize)>,
     table_over_limit: bool,
-    last_ts: u64,
     limits: Limits,
 }
 
@@ -123,7 +122,6 @@ impl Http2Session {
             body_held: 0,
             draining: Vec::new(),
             table_over_limit: false,
-            last_ts: 0,
             limits,
         }
     }
@@ -163,7 +161,6 @@ impl Http2Session {
     /// Feeds bytes of the request (`true`) or response direction.
     pub fn feed(&mut self, request_side: bool, mut data: &[u8], ts: u64, out: &mut Vec<HttpOutput>) {
         let dir = usize::from(!request_side);
-        self.last_ts = ts;
         if dir == 0 && self.preface_left > 0 {
             let n = self.preface_left.min(data.len());
             self.preface_left -= n;
@@ -178,9 +175,8 @@ impl Http2Session {
     /// counted in that body and nothing else is lost (true). Otherwise the
     /// frame boundaries are searched for again and the direction's HPACK
     /// table is forgotten (false).
-    pub fn gap(&mut self, request_side: bool, len: u64, out: &mut Vec<HttpOutput>) -> bool {
+    pub fn gap(&mut self, request_side: bool, len: u64, ts: u64, out: &mut Vec<HttpOutput>) -> bool {
         let dir = usize::from(!request_side);
-        let ts = self.last_ts;
         let mut reader = std::mem::replace(&mut self.sides[dir].reader, FrameReader::new(0));
         let outcome = reader.gap(len, &mut |e| self.on_event(dir, e, ts, out));
         self.sides[dir].reader = reader;

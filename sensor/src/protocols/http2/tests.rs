@@ -217,7 +217,7 @@ fn gaps_inside_bodies_are_counted_and_elsewhere_forget_the_table() {
     // Server bytes up to 2 bytes into "hello" (the 2nd DATA of stream 3), then 2 missing.
     let at = s.windows(5).position(|w| w == b"hello").unwrap();
     h.feed(false, &s[..at + 2], 2, &mut out);
-    assert!(h.gap(false, 2, &mut out));
+    assert!(h.gap(false, 2, 2, &mut out));
     h.feed(false, &s[at + 4..], 3, &mut out);
     let ex = exchanges(&out);
     let r = ex[0].response.as_ref().unwrap();
@@ -238,7 +238,7 @@ fn gaps_inside_bodies_are_counted_and_elsewhere_forget_the_table() {
     let mut h = Http2Session::new(Limits::default());
     let mut out = Vec::new();
     h.feed(true, &c[..at], 1, &mut out);
-    assert!(!h.gap(true, (frames[1].len() - 5) as u64, &mut out));
+    assert!(!h.gap(true, (frames[1].len() - 5) as u64, 1, &mut out));
     h.feed(true, &c[at + frames[1].len() - 5..], 2, &mut out);
     h.close(3, &mut out);
     let ex = exchanges(&out);
