@@ -136,7 +136,12 @@ fn assert_both_ends(cap: &Capture, seen: &Seen, worker: u32, remote: &str, tls: 
         assert_eq!(r["request"]["path"], path.as_str(), "{who}");
         assert_eq!(r["request"]["authority"], authority.as_str(), "{who}");
         assert_eq!(fields(&r["request"]), seen.sent, "{who}: request fields as curl sent them");
-        assert_eq!(r["request"]["body"], req_body, "{who}");
+        // nginx answers a `return` before reading the body and resets the
+        // stream with NO_ERROR ("stop sending"): the body it then reads
+        // belongs to the exchange, but it may close the connection without
+        // reading it at all (it never saw those bytes, nor does nettap).
+        let unread = role == "server" && r["reset"] == "NO_ERROR" && r["request"]["body"] == "";
+        assert!(r["request"]["body"] == req_body || unread, "{who}");
         let resp = &r["response"];
         assert_eq!(resp["status"], seen.status, "{who}");
         let mut got = fields(resp);
@@ -145,8 +150,7 @@ fn assert_both_ends(cap: &Capture, seen: &Seen, worker: u32, remote: &str, tls: 
         assert_eq!(resp["body"], seen.body.as_str(), "{who}");
         assert!(r["latency_ns"].as_u64().unwrap() > 0, "{who}");
         assert!(resp.get("headers_incomplete").is_none(), "{who}");
-        // nginx answers a `return` before reading the body, then resets the
-        // stream with NO_ERROR ("stop sending"); nothing else resets.
+        // Nothing but that "stop sending" resets.
         assert!(r.get("reset").is_none() || (role == "server" && r["reset"] == "NO_ERROR"), "{who}");
     }
     assert_eq!(mine["pid"], seen.pid);

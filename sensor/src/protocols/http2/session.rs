@@ -56,6 +56,19 @@ struct Block {
     promised: Option<u32>,
 }
 
+impl Block {
+    /// The stream whose half this block heads; 0 for a promise, whose
+    /// pushed request is simply given up when its block is lost (the pushed
+    /// answer then comes out with its request `headers_incomplete`).
+    fn heads(&self) -> u32 {
+        if self.promised.is_some() {
+            0
+        } else {
+            self.stream
+        }
+    }
+}
+
 /// The state of one direction.
 #[derive(Debug)]
 struct Side {
@@ -192,7 +205,7 @@ impl Http2Session {
             GapOutcome::Lost => {
                 self.sides[dir].hpack.forget();
                 if let Some(b) = self.sides[dir].block.take() {
-                    self.block_lost(dir, b.promised.unwrap_or(b.stream), b.end_stream, ts, out);
+                    self.block_lost(dir, b.heads(), b.end_stream, ts, out);
                 }
                 false
             }
@@ -248,7 +261,7 @@ impl Http2Session {
         self.sides[dir].hpack.forget();
         let pending = self.sides[dir].block.take();
         let (stream, end_stream) = match (&pending, h.kind) {
-            (Some(b), kind::CONTINUATION) => (b.promised.unwrap_or(b.stream), b.end_stream),
+            (Some(b), kind::CONTINUATION) => (b.heads(), b.end_stream),
             (_, kind::HEADERS) => (h.stream, h.flags & super::frame::flag::END_STREAM != 0),
             _ => (0, false), // a promise, or a continuation of nothing: no half to mark
         };
@@ -277,13 +290,13 @@ impl Http2Session {
                 if b.stream != stream {
                     // A protocol error: the sender's table is unknown from here.
                     self.sides[dir].hpack.forget();
-                    self.block_lost(dir, b.promised.unwrap_or(b.stream), b.end_stream, ts, out);
+                    self.block_lost(dir, b.heads(), b.end_stream, ts, out);
                     return;
                 }
                 if b.bytes.len() + block.len() > self.limits.max_head {
                     drop_out(out, "http2_header_block_over_limit", b.bytes.len() + block.len());
                     self.sides[dir].hpack.forget();
-                    self.block_lost(dir, b.promised.unwrap_or(b.stream), b.end_stream, ts, out);
+                    self.block_lost(dir, b.heads(), b.end_stream, ts, out);
                     return;
                 }
                 b.bytes.extend_from_slice(block);
@@ -327,7 +340,7 @@ impl Http2Session {
         if let Some(old) = self.sides[dir].block.take() {
             // A block left without its CONTINUATION: a protocol error.
             self.sides[dir].hpack.forget();
-            self.block_lost(dir, old.promised.unwrap_or(old.stream), old.end_stream, ts, out);
+            self.block_lost(dir, old.heads(), old.end_stream, ts, out);
         }
         self.pending_or_decode(dir, b, end_headers, ts, out);
     }
