@@ -3,7 +3,7 @@
 //! service with tonic-build.
 
 fn main() {
-    let files = ["proto/nettap/v1/records.proto", "proto/nettap/v1/api.proto"];
+    let files = ["proto/nettap/v1/records.proto", "proto/nettap/v1/api.proto", "proto/nettap/v1/agent.proto"];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

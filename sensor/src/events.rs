@@ -288,9 +288,26 @@ pub fn decode(buf: &[u8]) -> Result<Event<'_>, DecodeError> {
     }
 }
 
+/// Hooks outside the kernel (the JVM agent's instrumented methods),
+/// numbered above `enum nt_probe` so one `probe` number names any hook.
+pub mod user_probe {
+    /// `SSLSocketImpl$AppInputStream.read`.
+    pub const JVMTI_SOCKET_READ: u32 = 0x1_0000;
+    /// `SSLSocketImpl$AppOutputStream.write`.
+    pub const JVMTI_SOCKET_WRITE: u32 = 0x1_0001;
+    /// `SSLEngineImpl.unwrap`.
+    pub const JVMTI_ENGINE_UNWRAP: u32 = 0x1_0002;
+    /// `SSLEngineImpl.wrap`.
+    pub const JVMTI_ENGINE_WRAP: u32 = 0x1_0003;
+}
+
 /// The concrete hook's name as records show it.
 pub fn probe_name(probe: u32) -> &'static str {
     match probe {
+        user_probe::JVMTI_SOCKET_READ => "jvmti:sun.security.ssl.SSLSocketImpl$AppInputStream.read",
+        user_probe::JVMTI_SOCKET_WRITE => "jvmti:sun.security.ssl.SSLSocketImpl$AppOutputStream.write",
+        user_probe::JVMTI_ENGINE_UNWRAP => "jvmti:sun.security.ssl.SSLEngineImpl.unwrap",
+        user_probe::JVMTI_ENGINE_WRAP => "jvmti:sun.security.ssl.SSLEngineImpl.wrap",
         nt_probe::NT_PROBE_SYS_READ => "tracepoint:syscalls:sys_exit_read",
         nt_probe::NT_PROBE_SYS_WRITE => "tracepoint:syscalls:sys_exit_write",
         nt_probe::NT_PROBE_SYS_READV => "tracepoint:syscalls:sys_exit_readv",
@@ -331,6 +348,7 @@ pub fn source_of(probe: u32) -> &'static str {
         | nt_probe::NT_PROBE_UPROBE_SSL_READ_SITE
         | nt_probe::NT_PROBE_UPROBE_SSL_READ_EX_SITE => "openssl",
         nt_probe::NT_PROBE_UPROBE_GO_TLS_WRITE | nt_probe::NT_PROBE_UPROBE_GO_TLS_READ => "go-tls",
+        user_probe::JVMTI_SOCKET_READ..=user_probe::JVMTI_ENGINE_WRAP => "jvmti",
         _ => "kernel",
     }
 }

@@ -2,6 +2,7 @@
 //! kernel events into the records of CONTRACT.md.
 #![deny(missing_docs)]
 
+pub mod agent;
 pub mod api;
 pub mod bpf;
 pub mod clock;

@@ -102,6 +102,9 @@ struct CaptureArgs {
     /// nettap.v1.Capture) at `unix:/path` or a loopback host:port.
     #[arg(long)]
     api: Option<ApiAddr>,
+    /// Unix socket the JVM agent streams TLS plaintext to (`none`: not served).
+    #[arg(long, default_value = nettap_sensor::agent::DEFAULT_SOCKET)]
+    agent_socket: PathBuf,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -211,6 +214,7 @@ fn run(cli: Cli) -> Result<()> {
                 http_limits: Default::default(),
                 openssl_binaries: openssl_binaries_from_env()?,
                 api: args.api.clone(),
+                agent_socket: Some(args.agent_socket.clone()).filter(|p| p.as_os_str() != "none"),
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(pipeline::capture(opts))?;

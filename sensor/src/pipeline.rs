@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tracing::{info, warn};
 
+mod jvmti;
+
 /// Where records go.
 pub enum Sink {
     /// JSON Lines to a file or stdout.
@@ -49,6 +51,8 @@ pub struct CaptureOptions {
     pub openssl_binaries: Vec<PathBuf>,
     /// Where to serve the streaming API, if anywhere.
     pub api: Option<crate::api::ApiAddr>,
+    /// The Unix socket in-process agents (the JVM agent) stream to, if any.
+    pub agent_socket: Option<PathBuf>,
 }
 
 /// Counters for the run, logged at the end.
@@ -82,6 +86,7 @@ pub struct Processor {
     pub execs: Vec<events::LibEvent>,
     /// Subscribers of the streaming API, if it is served.
     pub publisher: Option<crate::api::Publisher>,
+    agents: jvmti::Agents,
     /// Counters.
     pub stats: Stats,
 }
@@ -217,6 +222,7 @@ impl Processor {
             libraries: Vec::new(),
             execs: Vec::new(),
             publisher: None,
+            agents: Default::default(),
             stats: Stats::default(),
         }
     }
@@ -346,6 +352,9 @@ impl Processor {
         // bytes (before the connection was known to be TLS) ends, and the
         // plaintext starts its own; socket bytes after plaintext are ignored.
         let plaintext = events::source_of(d.header.probe) != SOURCE;
+        // Plaintext whose first chunk seen is not its first byte (an agent
+        // attached or reconnected late) is joined mid-stream too.
+        let joined = if plaintext { d.seq > 0 } else { info.midstream };
         match self.sessions.get(&id).map(|s| s.plaintext) {
             Some(false) if plaintext => self.close_session(id, &info, d.header.ts_boot_ns)?,
             Some(true) if !plaintext => return Ok(()),
@@ -361,7 +370,7 @@ impl Processor {
                 events::Role::Server => Some(events::Direction::Recv),
                 events::Role::Unknown => None,
             };
-            let mut s = ConnSession::new(info.midstream && !plaintext, hint, limits, REORDER_LIMIT);
+            let mut s = ConnSession::new(joined, hint, limits, REORDER_LIMIT);
             s.plaintext = plaintext;
             s
         });
@@ -391,7 +400,11 @@ impl Processor {
     }
 
     fn on_conn(&mut self, c: &events::ConnEvent) -> std::io::Result<()> {
-        let info = self.tracker.on_conn(c);
+        let held = self.hold_close(c);
+        let info = match self.tracker.info(c.header.conn.id) {
+            Some(info) if held => info,
+            _ => self.tracker.on_conn(c),
+        };
         let ts_ns = self.clock.realtime_ns(c.header.ts_boot_ns);
         if let Some(p) = self.publisher.as_ref().filter(|p| p.active()) {
             let origin = Origin {
@@ -416,7 +429,7 @@ impl Processor {
                 body: Body::Conn(c.change),
             })?;
         }
-        if c.change == events::ConnChange::Close {
+        if c.change == events::ConnChange::Close && !held {
             self.close_session(c.header.conn.id, &info, c.header.ts_boot_ns)?;
         }
         Ok(())
@@ -461,6 +474,7 @@ impl Processor {
     /// Once a second: holes that have not filled are given up, idle
     /// connections are closed.
     pub fn tick(&mut self) -> std::io::Result<()> {
+        self.finish_held_closes(false)?;
         let now = Clock::boot_now_ns();
         let idle: Vec<u64> = self
             .sessions
@@ -498,6 +512,7 @@ impl Processor {
 
     /// Ends every session (at shutdown), so nothing held is lost.
     pub fn close_all(&mut self) -> std::io::Result<()> {
+        self.finish_held_closes(true)?;
         let now = Clock::boot_now_ns();
         let ids: Vec<u64> = self.sessions.keys().copied().collect();
         for id in ids {
@@ -543,6 +558,18 @@ impl Processor {
     }
 }
 
+/// An error with its causes, on one line.
+fn loader_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
 fn drain(ring: &mut RingBuf<aya::maps::MapData>, p: &mut Processor) -> Result<()> {
     let start = Instant::now();
     while let Some(item) = ring.next() {
@@ -550,6 +577,16 @@ fn drain(ring: &mut RingBuf<aya::maps::MapData>, p: &mut Processor) -> Result<()
     }
     p.stats.busy += start.elapsed();
     Ok(())
+}
+
+/// The next frame from an agent, or never when no agent socket is served.
+async fn agent_frame(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<crate::agent::AgentMsg>>,
+) -> Option<crate::agent::AgentMsg> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn stop_signal(duration: Option<Duration>) -> &'static str {
@@ -610,6 +647,19 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         proc.publisher = Some(publisher);
     }
 
+    // Capture goes on without it: agents are one source among several.
+    let (_agent_socket, mut agent_rx) = match opts.agent_socket.as_deref().map(crate::agent::listen) {
+        Some(Ok((socket, rx))) => {
+            info!(path = %opts.agent_socket.as_ref().unwrap().display(), "agent socket served");
+            (Some(socket), Some(rx))
+        }
+        Some(Err(e)) => {
+            warn!(error = %loader_chain(&e), "agent socket not served: JVM agents cannot send plaintext");
+            (None, None)
+        }
+        None => (None, None),
+    };
+
     if let Some(path) = &opts.ready_file {
         std::fs::write(path, format!("{}\n", attached.hook.hook.as_str()))
             .with_context(|| format!("writing ready file {}", path.display()))?;
@@ -635,6 +685,15 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                     go_tls.examine_exec(&mut ebpf, &exe, Clock::boot_now_ns());
                 }
             }
+            Some(msg) = agent_frame(&mut agent_rx) => {
+                // The kernel's records of the same moment first: a
+                // connection's open is in the ring before its plaintext is here.
+                drain(ring.get_mut(), &mut proc)?;
+                proc.on_agent(msg)?;
+                while let Some(msg) = agent_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
+                    proc.on_agent(msg)?;
+                }
+            }
             _ = tick.tick() => {
                 proc.tick()?;
                 proc.report_drops(&mut drops)?;
@@ -647,6 +706,9 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     drop(ebpf);
     let mut ring = ring.into_inner();
     drain(&mut ring, &mut proc)?;
+    while let Some(msg) = agent_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
+        proc.on_agent(msg)?;
+    }
     proc.close_all()?;
     proc.report_drops(&mut drops)?;
     proc.finish()?;

@@ -56,6 +56,9 @@ pub struct ConnTracker {
     capacity: usize,
     roles: RoleGuesser,
     hosts: HostTable,
+    /// (local, remote) → id of the newest connection with those endpoints,
+    /// so plaintext from an in-process agent finds the kernel's connection.
+    by_endpoints: HashMap<(SocketAddr, SocketAddr), u64>,
 }
 
 /// Addresses remembered from DNS answers at most.
@@ -70,6 +73,7 @@ impl ConnTracker {
             capacity: capacity.max(1),
             roles: RoleGuesser::new(ports),
             hosts: HostTable::new(MAX_HOSTS),
+            by_endpoints: HashMap::new(),
         }
     }
 
@@ -84,6 +88,22 @@ impl ConnTracker {
         for (ip, name, ttl) in m.resolved() {
             self.hosts.insert(netns, ip, name, ttl, ts_boot_ns);
         }
+    }
+
+    /// The connection of process `pid` with these endpoints, if the kernel
+    /// reported it. Another process's connection is never returned, so an
+    /// agent can only speak for its own process's connections.
+    pub fn find(&self, pid: u32, local: SocketAddr, remote: SocketAddr) -> Option<u64> {
+        let id = *self.by_endpoints.get(&(local, remote))?;
+        self.conns.get(&id).filter(|c| c.pid == pid).map(|_| id)
+    }
+
+    fn remove(&mut self, id: u64) -> Option<ConnInfo> {
+        let info = self.conns.remove(&id)?;
+        if self.by_endpoints.get(&(info.local, info.remote)) == Some(&id) {
+            self.by_endpoints.remove(&(info.local, info.remote));
+        }
+        Some(info)
     }
 
     /// Number of connections tracked.
@@ -106,7 +126,7 @@ impl ConnTracker {
             while self.conns.len() >= self.capacity {
                 match self.order.pop_front() {
                     Some(old) => {
-                        self.conns.remove(&old);
+                        self.remove(old);
                     }
                     None => break,
                 }
@@ -114,6 +134,7 @@ impl ConnTracker {
             self.order.push_back(c.id);
         }
         let remote_host = self.hosts.lookup(c.netns, c.remote.ip(), h.ts_boot_ns);
+        self.by_endpoints.insert((c.local, c.remote), c.id);
         self.conns.insert(
             c.id,
             ConnInfo {
@@ -146,7 +167,7 @@ impl ConnTracker {
         match ev.change {
             ConnChange::Open => self.insert(&ev.header, false).clone(),
             ConnChange::Midstream => self.insert(&ev.header, true).clone(),
-            ConnChange::Close => match self.conns.remove(&ev.header.conn.id) {
+            ConnChange::Close => match self.remove(ev.header.conn.id) {
                 Some(info) => {
                     // `order` keeps the id until it reaches the front; removal there is a no-op.
                     if self.order.len() > 2 * self.capacity {
@@ -157,7 +178,7 @@ impl ConnTracker {
                 }
                 None => {
                     let mut info = self.insert(&ev.header, true).clone();
-                    self.conns.remove(&ev.header.conn.id);
+                    self.remove(ev.header.conn.id);
                     info.comm = [0; 16];
                     info
                 }
@@ -217,6 +238,23 @@ mod tests {
         assert_eq!(t.on_data(&header(2, 8080, 45000, Role::Unknown)).role, Role::Server);
         assert_eq!(t.on_data(&header(3, 45000, 45001, Role::Unknown)).role, Role::Unknown);
         assert_eq!(t.on_data(&header(4, 8080, 45000, Role::Client)).role, Role::Client);
+    }
+
+    #[test]
+    fn agents_find_only_their_own_process_connections() {
+        let mut t = ConnTracker::new(2, EphemeralPorts::new(32768, 60999));
+        let h = header(1, 40000, 8443, Role::Client);
+        t.on_conn(&event(h, ConnChange::Open));
+        let (l, r) = (h.conn.local, h.conn.remote);
+        assert_eq!(t.find(NO_SUCH_PID, l, r), Some(1));
+        assert_eq!(t.find(NO_SUCH_PID, r, l), None);
+        assert_eq!(t.find(7, l, r), None, "another process");
+        t.on_conn(&event(h, ConnChange::Close));
+        assert_eq!(t.find(NO_SUCH_PID, l, r), None);
+        t.on_conn(&event(header(2, 40001, 8443, Role::Client), ConnChange::Open));
+        t.on_conn(&event(header(3, 40002, 8443, Role::Client), ConnChange::Open));
+        t.on_conn(&event(header(4, 40003, 8443, Role::Client), ConnChange::Open));
+        assert!(t.by_endpoints.len() <= 2, "evicted connections leave the index");
     }
 
     #[test]

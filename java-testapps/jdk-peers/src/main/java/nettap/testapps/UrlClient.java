@@ -1,0 +1,39 @@
+package nettap.testapps;
+
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.net.URL;
+import java.util.Arrays;
+import javax.net.ssl.HttpsURLConnection;
+
+/**
+ * HttpsURLConnection (SSLSocket underneath): one {@code POST /echo/N} per
+ * size, in order, over keep-alive; exits non-zero unless every answer is
+ * 200 with the expected body.
+ */
+final class UrlClient {
+    private UrlClient() {}
+
+    static void run(Args a) throws Exception {
+        HttpsURLConnection.setDefaultSSLSocketFactory(Tls.client(a.get("cert")).getSocketFactory());
+        String base = "https://" + a.get("host", "127.0.0.1") + ":" + a.integer("port");
+        for (int size : a.sizes()) {
+            HttpsURLConnection c = (HttpsURLConnection) new URL(base + "/echo/" + size).openConnection();
+            c.setRequestMethod("POST");
+            c.setDoOutput(true);
+            c.setFixedLengthStreamingMode(size);
+            try (OutputStream out = c.getOutputStream()) {
+                out.write(Bodies.pattern("req", size));
+            }
+            int status = c.getResponseCode();
+            byte[] body;
+            try (InputStream in = c.getInputStream()) {
+                body = in.readAllBytes();
+            }
+            if (status != 200 || !Arrays.equals(body, Bodies.pattern("resp", size))) {
+                throw new IllegalStateException("POST /echo/" + size + ": status " + status + ", " + body.length + " bytes");
+            }
+        }
+        System.out.println("url-client: " + a.sizes().size() + " requests ok");
+    }
+}

@@ -1,0 +1,106 @@
+package nettap.agent;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.net.InetAddress;
+import java.net.Socket;
+import javax.net.ssl.SSLSocket;
+
+/**
+ * What the instrumented JSSE methods call. The agent defines this class in the
+ * boot loader and registers its native method; each instrumented method
+ * starts with {@code if (Hooks.enter(K)) return Hooks.xxx(this, args...);},
+ * and the call below runs the method again with the flag set, so its own body
+ * runs unchanged and the hook sees its arguments and result. Nothing here may
+ * disturb the application: every failure of the capture is swallowed.
+ */
+public final class Hooks {
+    private Hooks() {}
+
+    /** Hook kinds: per-thread "inside" flags, one per kind. */
+    public static final int SOCKET_READ = 0;
+    public static final int SOCKET_WRITE = 1;
+    private static final int KINDS = 2;
+
+    /** Set by the agent when capture stops for good. */
+    static volatile boolean disabled;
+
+    /** Per thread: which hooks are running (no subclass: one class to define). */
+    private static final ThreadLocal<boolean[]> INSIDE = new ThreadLocal<>();
+
+    private static boolean[] inside() {
+        boolean[] in = INSIDE.get();
+        if (in == null) {
+            in = new boolean[KINDS];
+            INSIDE.set(in);
+        }
+        return in;
+    }
+
+    /** Direction and hook numbers as agent.proto has them. */
+    private static final int SEND = 0, RECV = 1;
+    private static final int HOOK_SOCKET_READ = 1, HOOK_SOCKET_WRITE = 2;
+    /** Roles as records.proto has them. */
+    private static final int ROLE_UNKNOWN = 0, ROLE_CLIENT = 1, ROLE_SERVER = 2;
+
+    /** True when the caller should hand the call to its hook (not already inside it). */
+    public static boolean enter(int kind) {
+        if (disabled) {
+            return false;
+        }
+        return !inside()[kind];
+    }
+
+    /** SSLSocketImpl$AppInputStream.read(byte[], int, int). */
+    public static int socketRead(Socket socket, InputStream in, byte[] b, int off, int len) throws IOException {
+        boolean[] inside = inside();
+        inside[SOCKET_READ] = true;
+        int n;
+        try {
+            n = in.read(b, off, len);
+        } finally {
+            inside[SOCKET_READ] = false;
+        }
+        if (n > 0) {
+            capture(socket, RECV, HOOK_SOCKET_READ, b, off, n);
+        }
+        return n;
+    }
+
+    /** SSLSocketImpl$AppOutputStream.write(byte[], int, int). */
+    public static void socketWrite(Socket socket, OutputStream out, byte[] b, int off, int len) throws IOException {
+        boolean[] inside = inside();
+        inside[SOCKET_WRITE] = true;
+        try {
+            out.write(b, off, len);
+        } finally {
+            inside[SOCKET_WRITE] = false;
+        }
+        if (len > 0) {
+            capture(socket, SEND, HOOK_SOCKET_WRITE, b, off, len);
+        }
+    }
+
+    private static void capture(Socket s, int direction, int hook, byte[] b, int off, int n) {
+        try {
+            InetAddress local = s.getLocalAddress();
+            InetAddress remote = s.getInetAddress();
+            if (remote == null) {
+                return;
+            }
+            int role = ROLE_UNKNOWN;
+            if (s instanceof SSLSocket) {
+                role = ((SSLSocket) s).getUseClientMode() ? ROLE_CLIENT : ROLE_SERVER;
+            }
+            data(hook, direction, role, local == null ? null : local.getAddress(), s.getLocalPort(),
+                    remote.getAddress(), s.getPort(), b, off, n);
+        } catch (Throwable t) {
+            // The application's call succeeded; capture is best effort.
+        }
+    }
+
+    /** Copies {@code b[off, off+n)} into the agent's queue (or counts it as dropped). */
+    private static native void data(int hook, int direction, int role, byte[] localIp, int localPort,
+            byte[] remoteIp, int remotePort, byte[] b, int off, int n);
+}

@@ -1,0 +1,163 @@
+//! The agent socket: a Unix socket where in-process agents (the JVM agent)
+//! connect and stream frames. Each connection gets its own reader task; its
+//! process is the socket's peer (SO_PEERCRED), whatever its frames say. A
+//! bad frame closes that one connection, with the reason logged.
+
+use super::frame::{AgentEvent, Frame, FrameReader};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncReadExt;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// The agent socket path when none is configured.
+pub const DEFAULT_SOCKET: &str = "/run/nettap/agent.sock";
+
+/// Frames waiting for the capture loop, across all agents: when full, readers
+/// stop reading, the agents' own queues fill, and the agents count the drops.
+const CHANNEL_FRAMES: usize = 1024;
+
+/// What a reader task hands the capture loop.
+#[derive(Debug)]
+pub struct AgentMsg {
+    /// The agent's process (from the socket, not from a frame).
+    pub pid: u32,
+    /// The frame.
+    pub frame: Frame,
+}
+
+/// Why the agent socket could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    /// Its directory could not be made.
+    #[error("cannot create {dir}")]
+    Dir {
+        /// The directory.
+        dir: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Something that is not a socket is in the way.
+    #[error("{0} exists and is not a socket")]
+    NotASocket(PathBuf),
+    /// bind() failed.
+    #[error("cannot listen on {path}")]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A served agent socket; its file is removed on drop if it is still ours.
+#[derive(Debug)]
+pub struct AgentSocket {
+    path: PathBuf,
+    ino: u64,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for AgentSocket {
+    fn drop(&mut self) {
+        self.task.abort();
+        // Another sensor may have taken the path since: leave its socket alone.
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.ino) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Listens on `path` (replacing a stale socket file) and returns the socket
+/// and the receiving end of the agents' frames. Must run inside a Tokio runtime.
+pub fn listen(path: &Path) -> Result<(AgentSocket, mpsc::Receiver<AgentMsg>), ListenError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| ListenError::Dir { dir: dir.into(), source })?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(_) => return Err(ListenError::NotASocket(path.into())),
+        Err(_) => {}
+    }
+    let listener =
+        UnixListener::bind(path).map_err(|source| ListenError::Bind { path: path.into(), source })?;
+    // JVMs of any user connect; what they send is tied to their own pid.
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666));
+    let ino = std::fs::symlink_metadata(path).map(|m| m.ino()).unwrap_or(0);
+    let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
+    let task = tokio::spawn(accept_loop(listener, tx));
+    Ok((AgentSocket { path: path.into(), ino, task }, rx))
+}
+
+async fn accept_loop(listener: UnixListener, tx: mpsc::Sender<AgentMsg>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let pid = match stream.peer_cred().map(|c| c.pid()) {
+                    Ok(Some(pid)) if pid > 0 => pid as u32,
+                    _ => {
+                        warn!("agent connection without a peer pid: closed");
+                        continue;
+                    }
+                };
+                tokio::spawn(read_agent(stream, pid, tx.clone()));
+            }
+            Err(e) => {
+                warn!(error = %e, "accepting an agent connection failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Reads one agent's frames until it disconnects or sends a bad one.
+async fn read_agent(mut stream: UnixStream, pid: u32, tx: mpsc::Sender<AgentMsg>) {
+    let mut reader = FrameReader::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                warn!(pid, error = %e, "agent connection failed");
+                return;
+            }
+        };
+        reader.push(&buf[..n]);
+        loop {
+            match reader.next_frame() {
+                Ok(None) => break,
+                Ok(Some(frame)) => {
+                    if let AgentEvent::Hello { runtime, version, agent_version } = &frame.event {
+                        info!(
+                            pid,
+                            target = format!("pid {pid}"),
+                            probe_type = "JVMTI",
+                            probe = "javax.net.ssl (SSLSocket, SSLEngine)",
+                            version = format!("{runtime} {version}"),
+                            agent_version = agent_version.as_str(),
+                            ok = true,
+                            "probe attached"
+                        );
+                    }
+                    if tx.send(AgentMsg { pid, frame }).await.is_err() {
+                        return; // capture is ending
+                    }
+                }
+                Err(e) => {
+                    warn!(pid, reason = %e, "agent connection closed: bad frame");
+                    return;
+                }
+            }
+        }
+    }
+    match reader.finish() {
+        Ok(()) => info!(pid, "agent disconnected"),
+        Err(e) => warn!(pid, reason = %e, "agent connection closed: bad frame"),
+    }
+}

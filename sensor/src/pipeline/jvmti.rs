@@ -1,0 +1,152 @@
+//! Plaintext from in-process agents (the JVM agent) merged into the same
+//! pipeline as the kernel's records: a chunk takes the kernel's connection
+//! when the agent's process has one with the same endpoints, so its records
+//! carry the kernel's `conn` (role included) with `tls: true`; the kernel
+//! writes no ciphertext for it (its first bytes are a TLS record). Agents
+//! send from a background thread, so their last chunks can arrive after the
+//! kernel saw the socket close: that close is held back a moment.
+
+use super::{user_drop, Processor};
+use crate::agent::{AgentChunk, AgentEvent, AgentMsg, Hook};
+use crate::clock::Clock;
+use crate::events::{user_probe, ConnChange, ConnEvent, ConnId, DataEvent, Header};
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// How long a kernel close waits for an agent's last chunks.
+const CLOSE_GRACE_NS: u64 = 1_000_000_000;
+/// Processes whose name is remembered.
+const MAX_COMMS: usize = 4096;
+
+/// What the processor keeps about agents.
+#[derive(Debug, Default)]
+pub(super) struct Agents {
+    /// Kernel connections that agents' plaintext went to.
+    fed: HashSet<u64>,
+    /// Their closes, held back: id → (the kernel's event, when to apply it).
+    closing: HashMap<u64, (ConnEvent, u64)>,
+    /// Process names of agents' processes.
+    comms: HashMap<u32, [u8; 16]>,
+}
+
+fn comm_of(pid: u32) -> [u8; 16] {
+    let mut comm = [0u8; 16];
+    if let Ok(name) = std::fs::read(format!("/proc/{pid}/comm")) {
+        let name = name.strip_suffix(b"\n").unwrap_or(&name);
+        let n = name.len().min(15);
+        comm[..n].copy_from_slice(&name[..n]);
+    }
+    comm
+}
+
+/// A connection id for plaintext whose connection the kernel never reported
+/// (kernel ids count up from 1, so the top bit keeps these apart).
+fn agent_conn_id(pid: u32, local: SocketAddr, remote: SocketAddr) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (pid, local, remote).hash(&mut h);
+    h.finish() | 1 << 63
+}
+
+fn unspecified_like(remote: SocketAddr) -> SocketAddr {
+    let ip = match remote.ip() {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    SocketAddr::new(ip, 0)
+}
+
+impl Processor {
+    /// One frame from an agent of process `pid`.
+    pub fn on_agent(&mut self, msg: AgentMsg) -> std::io::Result<()> {
+        let AgentMsg { pid, frame } = msg;
+        if frame.dropped_chunks > 0 {
+            user_drop(&mut self.user_drops, "jvmti_agent_dropped", frame.dropped_bytes);
+            if let Some(d) = self.user_drops.get_mut("jvmti_agent_dropped") {
+                d.count += frame.dropped_chunks - 1;
+            }
+        }
+        match frame.event {
+            AgentEvent::Hello { .. } => {
+                if self.agents.comms.len() >= MAX_COMMS {
+                    self.agents.comms.clear();
+                }
+                self.agents.comms.insert(pid, comm_of(pid));
+                Ok(())
+            }
+            AgentEvent::Data(c) => self.on_agent_chunk(pid, c),
+            // The kernel's close ends the connection; the agent's says nothing more.
+            AgentEvent::Close { .. } => Ok(()),
+        }
+    }
+
+    fn on_agent_chunk(&mut self, pid: u32, c: AgentChunk) -> std::io::Result<()> {
+        let remote = c.conn.remote.expect("checked by the frame reader");
+        let local = c.conn.local.unwrap_or_else(|| unspecified_like(remote));
+        let id = c
+            .conn
+            .local
+            .and_then(|l| self.tracker.find(pid, l, remote))
+            .unwrap_or_else(|| agent_conn_id(pid, local, remote));
+        if self.agents.fed.len() < self.max_sessions {
+            self.agents.fed.insert(id);
+        }
+        let comm = *self.agents.comms.entry(pid).or_insert_with(|| comm_of(pid));
+        let probe = match c.hook {
+            Hook::SocketRead => user_probe::JVMTI_SOCKET_READ,
+            Hook::SocketWrite => user_probe::JVMTI_SOCKET_WRITE,
+            Hook::EngineUnwrap => user_probe::JVMTI_ENGINE_UNWRAP,
+            Hook::EngineWrap => user_probe::JVMTI_ENGINE_WRAP,
+        };
+        let header = Header {
+            probe,
+            ts_boot_ns: c.ts_boot_ns,
+            pid,
+            tid: c.tid as u32,
+            comm,
+            conn: ConnId { id, local, remote, role: c.conn.role, tls: true, netns: 0 },
+        };
+        let d = DataEvent { header, seq: c.seq, truncated: 0, direction: c.direction, payload: &c.payload };
+        self.on_data(&d)
+    }
+
+    /// A kernel close of a connection agents fed is held back (true) for
+    /// their last chunks; `finish_held_closes` applies it.
+    pub(super) fn hold_close(&mut self, c: &ConnEvent) -> bool {
+        let id = c.header.conn.id;
+        if c.change != ConnChange::Close || !self.agents.fed.contains(&id) {
+            return false;
+        }
+        self.agents.closing.insert(id, (*c, Clock::boot_now_ns() + CLOSE_GRACE_NS));
+        true
+    }
+
+    /// Applies held-back closes whose time has come (all of them with `all`).
+    pub(super) fn finish_held_closes(&mut self, all: bool) -> std::io::Result<()> {
+        let now = Clock::boot_now_ns();
+        let due: Vec<u64> =
+            self.agents.closing.iter().filter(|(_, (_, at))| all || *at <= now).map(|(&id, _)| id).collect();
+        for id in due {
+            let Some((ev, _)) = self.agents.closing.remove(&id) else { continue };
+            self.agents.fed.remove(&id);
+            let info = self.tracker.on_conn(&ev);
+            self.close_session(id, &info, ev.header.ts_boot_ns)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_ids_never_look_like_kernel_ids() {
+        let a: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:8443".parse().unwrap();
+        assert!(agent_conn_id(1, a, b) >= 1 << 63);
+        assert_eq!(agent_conn_id(1, a, b), agent_conn_id(1, a, b));
+        assert_ne!(agent_conn_id(1, a, b), agent_conn_id(1, b, a));
+        assert_eq!(crate::events::source_of(user_probe::JVMTI_ENGINE_WRAP), "jvmti");
+    }
+}
