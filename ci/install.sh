@@ -16,6 +16,7 @@ need_pkgs=(
   nginx                 # a real HTTPS and HTTP/2 server (libssl.so.3) in the tests
   dnsmasq-base          # a real DNS server for the DNS enrichment tests
   php-cli php-curl      # PHP's https:// stream wrapper and curl extension over libssl
+  openjdk-17-jdk-headless maven  # the JVM agent's build (javac, jvmti.h) and java-testapps
   ca-certificates
 )
 
@@ -45,6 +46,21 @@ if ! "$NETTAP_VENV/bin/python" -c "import haralyzer, grpc" 2>/dev/null; then
   python3 -m venv "$NETTAP_VENV"
   "$NETTAP_VENV/bin/pip" install -q --disable-pip-version-check "haralyzer==2.4.0" "grpcio==1.68.1"
 fi
+
+# java-testapps' Maven plugins, fetched once into a cache the tests build
+# from offline (`mvn -o`); redone only when a pom changes.
+export NETTAP_M2="${NETTAP_M2:-$HOME/.cache/nettap/m2}"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+poms_sum="$(cat "$root"/java-testapps/pom.xml "$root"/java-testapps/*/pom.xml | sha256sum | cut -c1-16)"
+if [ ! -e "$NETTAP_M2/.nettap-poms-$poms_sum" ]; then
+  (cd "$root/java-testapps" && JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64 \
+    mvn -q -B -Dstyle.color=never -Dmaven.repo.local="$NETTAP_M2" package >/dev/null)
+  touch "$NETTAP_M2/.nettap-poms-$poms_sum"
+fi
+# The JVM tests run on JDK 17 and on the machine's second JDK (Temurin 25,
+# part of the machine image: Debian does not package it).
+[ -x /usr/lib/jvm/temurin-25-jdk-amd64/bin/java ] || [ -n "${NETTAP_JDKS:-}" ] ||
+  echo "ci/install.sh: warning: /usr/lib/jvm/temurin-25-jdk-amd64 is missing: the JDK 25 tests will fail (or set NETTAP_JDKS)" >&2
 
 # Tracepoints are attached through tracefs; bpffs is where other tools look.
 if [ ! -d /sys/kernel/tracing/events ] && [ ! -d /sys/kernel/debug/tracing/events ]; then

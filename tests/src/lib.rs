@@ -3,6 +3,8 @@
 //! the records back. Needs root, BPF and the machine's python3: a missing
 //! prerequisite is a failure with a message, never a skip.
 
+pub mod jvm;
+
 use base64::Engine;
 use serde_json::Value;
 use std::collections::BTreeMap;

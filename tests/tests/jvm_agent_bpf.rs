@@ -1,0 +1,208 @@
+//! The JVM agent end to end: real JVMs (JDK 17 and Temurin 25) with
+//! `-agentpath:libnettap_agent.so`, the real sensor with its agent socket,
+//! real TLS on loopback. JSSE plaintext must come out byte-exact under the
+//! kernel's connection (pid, both endpoints, role), `source: jvmti`,
+//! `tls: true`, with no ciphertext; bad frames on the agent socket must
+//! close only their own connection.
+
+use nettap_e2e::jvm::{java_peer, jdk};
+use nettap_e2e::*;
+use serde_json::Value;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Child, Stdio};
+
+/// Request/response body sizes, in order, over one keep-alive connection.
+const SIZES: [usize; 3] = [0, 1024, 1 << 20];
+
+struct Peers {
+    server: Child,
+    client: Child,
+}
+
+/// The SSLServerSocket server and the HttpsURLConnection client of JDK
+/// `home`, both with the agent, run to completion.
+fn socket_peers(home: &Path, tls: &TlsSetup, sock: &Path, scratch: &Path) -> Peers {
+    let ready = scratch.join("server.ready");
+    let sizes = SIZES.map(|s| s.to_string()).join(",");
+    let mut server = java_peer(home, Some(sock))
+        .args(["socket-server", "--port", &tls.port_s, "--requests", &SIZES.len().to_string()])
+        .arg("--cert")
+        .arg(&tls.cert)
+        .arg("--key")
+        .arg(&tls.key)
+        .arg("--ready")
+        .arg(&ready)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("cannot start java");
+    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
+    let mut client = java_peer(home, Some(sock))
+        .args(["url-client", "--port", &tls.port_s, "--sizes", &sizes, "--cert"])
+        .arg(&tls.cert)
+        .spawn()
+        .expect("cannot start java");
+    assert!(wait_child(&mut client, "HttpsURLConnection client").success(), "client failed");
+    assert!(wait_child(&mut server, "SSLServerSocket server").success(), "server failed");
+    Peers { server, client }
+}
+
+/// The kernel's `conn` open record of `pid`.
+fn kernel_open(cap: &Capture, pid: u32) -> &Value {
+    let opens: Vec<&Value> =
+        cap.of("conn", pid).into_iter().filter(|r| r["event"] == "open" && r["source"] == "kernel").collect();
+    assert_eq!(opens.len(), 1, "one connection of pid {pid}: {opens:?}");
+    opens[0]
+}
+
+/// Every data and http record of `pid` is JVM plaintext on the kernel's connection.
+fn assert_jvmti_records(cap: &Capture, pid: u32, role: &str) {
+    let open = kernel_open(cap, pid);
+    let records: Vec<&Value> = cap.of("data", pid).into_iter().chain(cap.of("http", pid)).collect();
+    assert!(!records.is_empty(), "no records of pid {pid}");
+    for r in records {
+        assert_eq!(r["source"], "jvmti", "{r}");
+        assert!(r["probe"].as_str().unwrap().starts_with("jvmti:sun.security.ssl.SSLSocketImpl$App"), "{r}");
+        assert_eq!(r["conn"]["local"], open["conn"]["local"], "{r}");
+        assert_eq!(r["conn"]["remote"], open["conn"]["remote"], "{r}");
+        assert_eq!(r["conn"]["role"], role, "{r}");
+        assert_eq!(r["conn"]["tls"], true, "{r}");
+        assert!(!r["comm"].as_str().unwrap().is_empty(), "{r}");
+    }
+    for r in cap.of("data", pid) {
+        let dir = r["direction"].as_str().unwrap();
+        let hook = r["probe"].as_str().unwrap();
+        assert_eq!(dir == "send", hook.ends_with("AppOutputStream.write"), "{r}");
+    }
+}
+
+/// Both ends' records of the exchanges: every body exact, in order.
+fn assert_exchanges(cap: &Capture, pid: u32) {
+    let h = cap.of("http", pid);
+    assert_eq!(h.len(), SIZES.len(), "http records of pid {pid}");
+    for (r, size) in h.iter().zip(SIZES) {
+        assert_eq!(r["request"]["method"], "POST");
+        assert_eq!(r["request"]["path"], format!("/echo/{size}"));
+        assert_eq!(r["response"]["status"], 200);
+        assert_http_body(&r["request"], &pattern_body("req", size), "request");
+        assert_http_body(&r["response"], &pattern_body("resp", size), "response");
+    }
+}
+
+fn socket_client_and_server(major: u32) {
+    let home = jdk(major);
+    let tls = TlsSetup::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let sock = scratch.path().join("agent.sock");
+    let sensor = Sensor::start(&["--port", &tls.port_s, "--raw", "--agent-socket", sock.to_str().unwrap()]);
+    let peers = socket_peers(&home, &tls, &sock, scratch.path());
+    let (server, client) = (peers.server.id(), peers.client.id());
+    // Each agent sends what it has before its JVM exits; the sensor has it
+    // all once it has seen both disconnect.
+    sensor.wait_for_log(&["agent disconnected", &format!("pid={server}")]);
+    sensor.wait_for_log(&["agent disconnected", &format!("pid={client}")]);
+    let cap = sensor.stop();
+
+    for pid in [server, client] {
+        assert!(
+            cap.log.lines().any(|l| l.contains("probe attached")
+                && l.contains("JVMTI")
+                && l.contains(&format!("pid={pid}"))),
+            "no JVMTI probe attached line for pid {pid}:\n{}",
+            cap.log
+        );
+    }
+    assert_jvmti_records(&cap, client, "client");
+    assert_jvmti_records(&cap, server, "server");
+    let port = format!("127.0.0.1:{}", tls.port);
+    assert_eq!(kernel_open(&cap, client)["conn"]["remote"], port.as_str());
+    assert_eq!(kernel_open(&cap, server)["conn"]["local"], port.as_str());
+    // The two ends' plaintext streams are each other's, whole.
+    let (cs, cr) = (cap.stream(client, "send"), cap.stream(client, "recv"));
+    let (ss, sr) = (cap.stream(server, "send"), cap.stream(server, "recv"));
+    for s in [&cs, &cr, &ss, &sr] {
+        assert!(s.gaps.is_empty() && s.start == 0, "gaps {:?} start {}", s.gaps, s.start);
+    }
+    assert!(cs.bytes == sr.bytes, "client sent {} bytes, server received {}", cs.bytes.len(), sr.bytes.len());
+    assert!(ss.bytes == cr.bytes, "server sent {} bytes, client received {}", ss.bytes.len(), cr.bytes.len());
+    assert!(cs.bytes.len() > 1 << 20 && ss.bytes.len() > 1 << 20);
+    assert_exchanges(&cap, client);
+    assert_exchanges(&cap, server);
+    assert_eq!(cap.dropped("jvmti_agent_dropped"), (0, 0));
+}
+
+#[test]
+fn sslsocket_client_and_server_jdk17() {
+    socket_client_and_server(17);
+}
+
+#[test]
+fn sslsocket_client_and_server_jdk25() {
+    socket_client_and_server(25);
+}
+
+/// Sends `bytes` on a fresh agent connection and closes it.
+fn send_raw(sock: &Path, bytes: &[u8]) {
+    let mut s = UnixStream::connect(sock).expect("the sensor serves the agent socket");
+    let _ = s.write_all(bytes);
+}
+
+fn hello_frame(pid_claimed: u32) -> Vec<u8> {
+    use nettap_shared_proto::v1 as pb;
+    use prost::Message;
+    pb::AgentFrame {
+        kind: Some(pb::agent_frame::Kind::Hello(pb::AgentHello {
+            pid: pid_claimed,
+            runtime: "test".into(),
+            runtime_version: "0".into(),
+            agent_version: "0".into(),
+        })),
+        ..Default::default()
+    }
+    .encode_length_delimited_to_vec()
+}
+
+#[test]
+fn bad_frames_close_only_their_connection() {
+    let home = jdk(17);
+    let tls = TlsSetup::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let sock = scratch.path().join("agent.sock");
+    let mut sensor =
+        Sensor::start(&["--port", &tls.port_s, "--raw", "--agent-socket", sock.to_str().unwrap()]);
+
+    // A hello claiming pid 1 is attributed to this process (SO_PEERCRED).
+    let me = std::process::id();
+    let mut liar = UnixStream::connect(&sock).unwrap();
+    liar.write_all(&hello_frame(1)).unwrap();
+    sensor.wait_for_log(&["probe attached", "JVMTI", &format!("pid={me}")]);
+    // Garbage, an oversized length, a truncated frame, data before hello:
+    // each closes its own connection with the reason.
+    send_raw(&sock, &[0xff; 64]);
+    sensor.wait_for_log(&["bad frame", "not a varint"]);
+    send_raw(&sock, &[0xff, 0xff, 0xff, 0x7f, 1, 2, 3]);
+    sensor.wait_for_log(&["bad frame", "over the"]);
+    let h = hello_frame(2);
+    send_raw(&sock, &h[..h.len() - 3]);
+    sensor.wait_for_log(&["bad frame", "connection ended inside a frame"]);
+    send_raw(&sock, &[2, 0x12, 0x00]); // AgentFrame{data: {}}: no hello, no connection
+    sensor.wait_for_log(&["bad frame", "invalid frame"]);
+    // 8 MiB of junk: read only as far as its first (undecodable) frame.
+    let mut big = vec![0x80 | 0x7f, 0x80 | 0x7f, 0x01];
+    big.extend(std::iter::repeat_n(0u8, 8 << 20));
+    send_raw(&sock, &big);
+    assert!(sensor.running(), "the sensor survived bad frames");
+
+    // The connection that behaved is still open, and real JVMs are still captured.
+    drop(liar);
+    let peers = socket_peers(&home, &tls, &sock, scratch.path());
+    let (server, client) = (peers.server.id(), peers.client.id());
+    sensor.wait_for_log(&["agent disconnected", &format!("pid={server}")]);
+    sensor.wait_for_log(&["agent disconnected", &format!("pid={client}")]);
+    let cap = sensor.stop();
+    assert_jvmti_records(&cap, client, "client");
+    assert_exchanges(&cap, client);
+    assert_exchanges(&cap, server);
+    assert!(cap.of("data", me).is_empty(), "the lying peer sent no data");
+}
