@@ -48,7 +48,7 @@ pub struct CaptureOptions {
     /// Binaries with OpenSSL linked in to probe at start (NETTAP_OPENSSL_BINARY).
     pub openssl_binaries: Vec<PathBuf>,
     /// Where to serve the streaming API, if anywhere.
-    pub api: Option<crate::api::ApiAddr>,
+    pub api: Option<crate::api::ApiListen>,
 }
 
 /// Counters for the run, logged at the end.
@@ -601,12 +601,13 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         .map_err(|e| anyhow!("cannot watch the ring buffer: {e}"))?;
     let mut proc =
         Processor::new(opts.sink, opts.capture.max_connections as usize, opts.raw, opts.http_limits);
-    if let Some(addr) = &opts.api {
+    if let Some(listen) = &opts.api {
         let publisher = crate::api::Publisher::new();
-        crate::api::serve(addr, &publisher)
+        let addr = &listen.addr;
+        crate::api::serve(listen, &publisher)
             .await
             .with_context(|| format!("serving the streaming API at {addr}"))?;
-        info!(%addr, "streaming API served");
+        info!(%addr, access = listen.describe(), "streaming API served");
         proc.publisher = Some(publisher);
     }
 
