@@ -10,6 +10,7 @@ pub mod conn;
 pub mod dns;
 pub mod drops;
 pub mod events;
+pub mod exec_gate;
 pub mod output;
 pub mod pipeline;
 pub mod probes;

@@ -113,6 +113,10 @@ struct CaptureArgs {
     /// Payload bytes captured per syscall; the rest is reported as `truncated`.
     #[arg(long)]
     max_bytes_per_call: Option<u32>,
+    /// Hold a program executed for the first time up to this long, until its
+    /// own TLS code (Go, OpenSSL linked in) is probed; 0 never holds.
+    #[arg(long)]
+    exec_hold_ms: Option<u32>,
     /// Serve the records to `nettap tail` and other subscribers (gRPC
     /// nettap.v1.Capture) at `unix:/path` or host:port. Other than a Unix
     /// socket or loopback, it needs TLS and a token or client certificates.
@@ -192,6 +196,9 @@ fn capture_config(args: &CaptureArgs) -> Result<CaptureConfig> {
     }
     if let Some(n) = args.max_bytes_per_call {
         cfg.max_bytes_per_call = n;
+    }
+    if let Some(n) = args.exec_hold_ms {
+        cfg.exec_hold_ms = n;
     }
     cfg.pids.extend(&args.pids);
     cfg.ports.extend(&args.ports);

@@ -7,6 +7,7 @@ use crate::config::CaptureConfig;
 use crate::conn::{ConnInfo, ConnTracker, EphemeralPorts};
 use crate::drops::DropCounters;
 use crate::events::{self, Event};
+use crate::exec_gate::{ExecGate, HeldExec};
 use crate::output::DropRecord;
 use crate::output::{har_entry, Body, ConnView, HarWriter, JsonlWriter, Origin, Record, TerminalSummary};
 use crate::probes;
@@ -16,7 +17,7 @@ use anyhow::{anyhow, Context, Result};
 use aya::maps::{PerCpuArray, RingBuf};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tracing::{info, warn};
@@ -569,6 +570,35 @@ async fn stop_signal(duration: Option<Duration>) -> &'static str {
     }
 }
 
+/// The exec gate when configured and allowed; otherwise why not, once.
+fn start_exec_gate(hold_ms: u32) -> Option<ExecGate> {
+    if hold_ms == 0 {
+        info!("exec gate off (exec_hold_ms = 0): new programs are probed after they start");
+        return None;
+    }
+    match ExecGate::start(Duration::from_millis(hold_ms.into())) {
+        Ok(g) => {
+            info!(
+                filesystems = g.filesystems(),
+                hold_ms = g.hold().as_millis() as u64,
+                "exec gate on: programs run for the first time are probed before they start"
+            );
+            Some(g)
+        }
+        Err(e) => {
+            warn!(error = %e, "exec gate unavailable (needs CAP_SYS_ADMIN): new programs are probed 10-30 ms after they start");
+            None
+        }
+    }
+}
+
+async fn next_held(gate: &mut Option<ExecGate>) -> Option<HeldExec> {
+    match gate {
+        Some(g) => g.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Loads, attaches, captures until a signal or the duration, then detaches
 /// every probe, drains what was captured and flushes.
 pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
@@ -590,6 +620,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     let mut go_tls = probes::GoTlsProbes::new();
     let go_programs = go_tls.attach_running(&mut ebpf);
     info!(programs = go_programs, "Go programs with crypto/tls probed");
+    let mut gate = start_exec_gate(opts.capture.exec_hold_ms);
 
     let ring = RingBuf::try_from(ebpf.take_map("events").ok_or_else(|| anyhow!("map events missing"))?)?;
     let drops_map: PerCpuArray<_, _> =
@@ -632,10 +663,24 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                     openssl.attach_mapped(&mut ebpf, &lib, Clock::boot_now_ns());
                 }
                 for exe in proc.execs.drain(..) {
+                    if let Some(g) = &mut gate {
+                        g.mark(Path::new(&format!("/proc/{}/exe", exe.pid)));
+                    }
                     openssl.examine_exec(&mut ebpf, &exe, Clock::boot_now_ns());
                     go_tls.examine_exec(&mut ebpf, &exe, Clock::boot_now_ns());
                 }
             }
+            held = next_held(&mut gate) => match held {
+                Some(held) => {
+                    openssl.examine_held(&mut ebpf, &held);
+                    go_tls.examine_held(&mut ebpf, &held);
+                    // Dropping `held` lets the program run.
+                }
+                None => {
+                    warn!("exec gate stopped; new programs are probed after they start");
+                    gate = None;
+                }
+            },
             _ = tick.tick() => {
                 proc.tick()?;
                 proc.report_drops(&mut drops)?;
