@@ -26,10 +26,26 @@
 #endif
 
 /* Layout of the Go structs on the way from a *tls.Conn to its fd, the same
- * from Go 1.18 to 1.26 on 64-bit targets. */
+ * from Go 1.18 to 1.26 on 64-bit targets; a program whose DWARF says
+ * otherwise has its own entry in go_layouts. */
 #define GO_TLS_CONN_NETCONN_DATA 8 /* tls.Conn.conn (net.Conn iface): data word */
 #define GO_TCPCONN_FD 0            /* net.TCPConn{conn{fd *netFD}} */
 #define GO_NETFD_SYSFD 16          /* netFD.pfd (poll.FD) after fdMutex{uint64, uint32, uint32} */
+#define GO_ITAB_HASH 16            /* itab{inter, _type *; hash uint32} */
+
+/* The type hash of *net.TCPConn as Go 1.18 (md5), 1.19-1.24 (NOT-SHA-256)
+ * and later (SHA-256, first byte flipped) compute it: a net.Conn whose itab
+ * has another is not a TCP connection and its "fd" would be misread. */
+#define GO_TCPCONN_HASH_MD5 0xb954d952u
+#define GO_TCPCONN_HASH_NOTSHA256 0xbc020cb9u
+#define GO_TCPCONN_HASH_SHA256X 0x43fdf3b9u
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct nt_go_exe);
+	__type(value, struct nt_go_layout);
+} go_layouts SEC(".maps");
 
 struct go_key {
 	__u64 g; /* the goroutine (runtime.g *) */
@@ -68,16 +84,48 @@ static __always_inline int go_enter(struct pt_regs *ctx, __u16 probe, __u8 direc
 	return 0;
 }
 
-/* The fd of the *net.TCPConn inside a *tls.Conn, or -1. */
+/* The layout of the running executable: its go_layouts entry, else the table. */
+static __always_inline struct nt_go_layout go_layout_of_current(void)
+{
+	struct nt_go_layout table = {
+		.conn_data = GO_TLS_CONN_NETCONN_DATA,
+		.tcpconn_fd = GO_TCPCONN_FD,
+		.netfd_sysfd = GO_NETFD_SYSFD,
+	};
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct inode *inode = BPF_CORE_READ(task, mm, exe_file, f_inode);
+	struct nt_go_exe key = {
+		.ino = BPF_CORE_READ(inode, i_ino),
+		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
+	};
+	struct nt_go_layout *l = bpf_map_lookup_elem(&go_layouts, &key);
+	return l ? *l : table;
+}
+
+#define GO_NOT_TCP (-2)
+
+/* The fd of the *net.TCPConn inside a *tls.Conn; -1 when unreadable,
+ * GO_NOT_TCP when the net.Conn is something else. */
 static __always_inline long go_conn_fd(__u64 conn)
 {
-	__u64 data = 0, netfd = 0;
+	struct nt_go_layout l = go_layout_of_current();
+	__u64 itab = 0, data = 0, netfd = 0;
+	__u32 hash = 0;
 	long fd = -1;
-	if (bpf_probe_read_user(&data, sizeof(data), (void *)(conn + GO_TLS_CONN_NETCONN_DATA)) || !data)
+	__u64 iface = conn + l.conn_data - 8;
+	if (bpf_probe_read_user(&itab, sizeof(itab), (void *)iface) || !itab)
 		return -1;
-	if (bpf_probe_read_user(&netfd, sizeof(netfd), (void *)(data + GO_TCPCONN_FD)) || !netfd)
+	if (bpf_probe_read_user(&hash, sizeof(hash), (void *)(itab + GO_ITAB_HASH)))
 		return -1;
-	if (bpf_probe_read_user(&fd, sizeof(fd), (void *)(netfd + GO_NETFD_SYSFD)))
+	if (l.itab_hash ? hash != l.itab_hash
+			: hash != GO_TCPCONN_HASH_MD5 && hash != GO_TCPCONN_HASH_NOTSHA256 &&
+				  hash != GO_TCPCONN_HASH_SHA256X)
+		return GO_NOT_TCP;
+	if (bpf_probe_read_user(&data, sizeof(data), (void *)(iface + 8)) || !data)
+		return -1;
+	if (bpf_probe_read_user(&netfd, sizeof(netfd), (void *)(data + l.tcpconn_fd)) || !netfd)
+		return -1;
+	if (bpf_probe_read_user(&fd, sizeof(fd), (void *)(netfd + l.netfd_sysfd)))
 		return -1;
 	return fd;
 }
@@ -109,6 +157,10 @@ int up_go_tls_ret(struct pt_regs *ctx)
 	if (n <= 0)
 		return 0;
 	long fd = go_conn_fd(call.conn);
+	if (fd == GO_NOT_TCP) {
+		count_drop(NT_DROP_GO_CONN_NOT_TCP, n);
+		return 0;
+	}
 	struct sock *sk = fd >= 0 ? tcp_sock_of_fd(fd) : NULL;
 	if (!sk) {
 		count_drop(NT_DROP_TLS_NO_SOCKET, n);

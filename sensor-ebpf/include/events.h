@@ -91,7 +91,8 @@ enum nt_drop_reason {
 	NT_DROP_INFLIGHT_FULL = 2,     /* too many syscalls in flight to remember args */
 	NT_DROP_READ_FAULT = 3,        /* user memory could not be read (paged out) */
 	NT_DROP_TLS_NO_SOCKET = 4,     /* TLS plaintext whose socket was never seen */
-	NT_DROP_REASON_MAX = 5,
+	NT_DROP_GO_CONN_NOT_TCP = 5,   /* Go TLS over a net.Conn that is not a *net.TCPConn */
+	NT_DROP_REASON_MAX = 6,
 };
 
 /* One endpoint pair; IPv4 is stored as an IPv4-mapped IPv6 address. */
@@ -156,6 +157,25 @@ struct nt_lib_event {
 struct nt_drop_counter {
 	__u64 count;
 	__u64 bytes;
+};
+
+/* Key of `go_layouts`: a Go executable by the kernel's identity of its
+ * file (super_block s_dev as MAJOR << 20 | MINOR, inode number). */
+struct nt_go_exe {
+	__u64 ino;
+	__u32 dev;
+	__u32 _pad;
+};
+
+/* Where a Go executable keeps a *tls.Conn's socket fd (from its DWARF),
+ * and its (*net.TCPConn, net.Conn) itab type hash (from its symbol table;
+ * 0: unknown, any hash of the known algorithms is accepted). Programs
+ * without an entry use the 1.18-1.26 table of go_tls.bpf.h. */
+struct nt_go_layout {
+	__u32 conn_data;   /* *tls.Conn -> data word of its net.Conn */
+	__u32 tcpconn_fd;  /* *net.TCPConn -> *netFD */
+	__u32 netfd_sysfd; /* *netFD -> pfd.Sysfd */
+	__u32 itab_hash;
 };
 
 /* Load-time settings, written into the object's .rodata before load. */

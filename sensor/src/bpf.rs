@@ -10,6 +10,10 @@ pub mod events {
 // SAFETY: plain C structs of fixed-width integers, no padding the kernel reads.
 unsafe impl aya::Pod for events::nt_config {}
 unsafe impl aya::Pod for events::nt_drop_counter {}
+// SAFETY: as above.
+unsafe impl aya::Pod for events::nt_go_exe {}
+// SAFETY: as above.
+unsafe impl aya::Pod for events::nt_go_layout {}
 
 /// The object for the architecture `nettap` was built for.
 #[cfg(target_arch = "x86_64")]

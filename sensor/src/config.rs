@@ -31,6 +31,9 @@ pub struct CaptureConfig {
     pub ports: Vec<u16>,
     /// How many connections the kernel tracks at once (LRU beyond that).
     pub max_connections: u32,
+    /// How long a program executed for the first time may be held at exec
+    /// until its TLS code is probed (fanotify; needs CAP_SYS_ADMIN); 0: never.
+    pub exec_hold_ms: u32,
 }
 
 impl Default for CaptureConfig {
@@ -42,6 +45,7 @@ impl Default for CaptureConfig {
             pids: Vec::new(),
             ports: Vec::new(),
             max_connections: 8192,
+            exec_hold_ms: 1000,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod conn;
 pub mod dns;
 pub mod drops;
 pub mod events;
+pub mod exec_gate;
 pub mod output;
 pub mod pipeline;
 pub mod probes;

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use nettap_sensor::api::ApiAddr;
+use nettap_sensor::api::{ApiAddr, ApiListen, Dial, ServerTls, Token};
 use nettap_sensor::config::{CaptureConfig, FileConfig, KernelHookChoice};
 use nettap_sensor::output::{HarWriter, JsonlWriter, TerminalSummary};
 use nettap_sensor::pipeline::{self, CaptureOptions, Sink};
@@ -43,9 +43,24 @@ enum Command {
 
 #[derive(clap::Args)]
 struct TailArgs {
-    /// The sensor's API: `unix:/path` (or a path) or a loopback host:port.
+    /// The sensor's API: `unix:/path` (or a path) or host:port.
     #[arg(long)]
     connect: ApiAddr,
+    /// CA certificate (PEM) that signed the sensor's: connect with TLS.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a sensor that requires one (with --tls-key).
+    #[arg(long, requires = "tls_key", requires = "tls_ca")]
+    tls_cert: Option<PathBuf>,
+    /// Key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Name expected in the sensor's certificate, when not the host dialled.
+    #[arg(long, requires = "tls_ca")]
+    tls_domain: Option<String>,
+    /// File whose first line is the sensor's bearer token.
+    #[arg(long, env = "NETTAP_API_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// Only these processes (repeatable).
     #[arg(long = "pid")]
     pids: Vec<u32>,
@@ -98,13 +113,42 @@ struct CaptureArgs {
     /// Payload bytes captured per syscall; the rest is reported as `truncated`.
     #[arg(long)]
     max_bytes_per_call: Option<u32>,
+    /// Hold a program executed for the first time up to this long, until its
+    /// own TLS code (Go, OpenSSL linked in) is probed; 0 never holds.
+    #[arg(long)]
+    exec_hold_ms: Option<u32>,
     /// Serve the records to `nettap tail` and other subscribers (gRPC
-    /// nettap.v1.Capture) at `unix:/path` or a loopback host:port.
+    /// nettap.v1.Capture) at `unix:/path` or host:port. Other than a Unix
+    /// socket or loopback, it needs TLS and a token or client certificates.
     #[arg(long)]
     api: Option<ApiAddr>,
     /// Unix socket the JVM agent streams TLS plaintext to (`none`: not served).
     #[arg(long, default_value = nettap_sensor::agent::DEFAULT_SOCKET)]
     agent_socket: PathBuf,
+    /// The API's certificate chain (PEM): serve it over TLS (with --api-tls-key).
+    #[arg(long, requires = "api")]
+    api_tls_cert: Option<PathBuf>,
+    /// The key (PEM) of --api-tls-cert.
+    #[arg(long, requires = "api")]
+    api_tls_key: Option<PathBuf>,
+    /// Require subscribers' client certificates signed by this CA (PEM).
+    #[arg(long, requires = "api")]
+    api_client_ca: Option<PathBuf>,
+    /// Require subscribers to send the bearer token on this file's first line.
+    #[arg(long, requires = "api", env = "NETTAP_API_TOKEN_FILE")]
+    api_token_file: Option<PathBuf>,
+}
+
+/// The API's address with its TLS and token, refused when not safe to serve.
+fn api_listen(args: &CaptureArgs) -> Result<Option<ApiListen>> {
+    let Some(addr) = &args.api else { return Ok(None) };
+    let tls = ServerTls::from_flags(
+        args.api_tls_cert.clone(),
+        args.api_tls_key.clone(),
+        args.api_client_ca.clone(),
+    )?;
+    let token = args.api_token_file.as_deref().map(Token::from_file).transpose()?;
+    Ok(Some(ApiListen::new(addr.clone(), tls, token)?))
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -155,6 +199,9 @@ fn capture_config(args: &CaptureArgs) -> Result<CaptureConfig> {
     }
     if let Some(n) = args.max_bytes_per_call {
         cfg.max_bytes_per_call = n;
+    }
+    if let Some(n) = args.exec_hold_ms {
+        cfg.exec_hold_ms = n;
     }
     cfg.pids.extend(&args.pids);
     cfg.ports.extend(&args.ports);
@@ -213,7 +260,7 @@ fn run(cli: Cli) -> Result<()> {
                 raw: args.raw,
                 http_limits: Default::default(),
                 openssl_binaries: openssl_binaries_from_env()?,
-                api: args.api.clone(),
+                api: api_listen(&args)?,
                 agent_socket: Some(args.agent_socket.clone()).filter(|p| p.as_os_str() != "none"),
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -227,7 +274,13 @@ fn run(cli: Cli) -> Result<()> {
                 kinds: args.kinds,
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(nettap_sensor::api::tail(&args.connect, filter, args.count))
+            let dial = Dial {
+                ca: args.tls_ca,
+                identity: args.tls_cert.zip(args.tls_key),
+                domain: args.tls_domain,
+                token: args.token_file.as_deref().map(Token::from_file).transpose()?,
+            };
+            rt.block_on(nettap_sensor::api::tail(&args.connect, &dial, filter, args.count))
                 .with_context(|| format!("streaming from {}", args.connect))?;
         }
     }

@@ -7,6 +7,7 @@ use crate::config::CaptureConfig;
 use crate::conn::{ConnInfo, ConnTracker, EphemeralPorts};
 use crate::drops::DropCounters;
 use crate::events::{self, Event};
+use crate::exec_gate::{ExecGate, HeldExec};
 use crate::output::DropRecord;
 use crate::output::{har_entry, Body, ConnView, HarWriter, JsonlWriter, Origin, Record, TerminalSummary};
 use crate::probes;
@@ -16,7 +17,7 @@ use anyhow::{anyhow, Context, Result};
 use aya::maps::{PerCpuArray, RingBuf};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tracing::{info, warn};
@@ -50,7 +51,7 @@ pub struct CaptureOptions {
     /// Binaries with OpenSSL linked in to probe at start (NETTAP_OPENSSL_BINARY).
     pub openssl_binaries: Vec<PathBuf>,
     /// Where to serve the streaming API, if anywhere.
-    pub api: Option<crate::api::ApiAddr>,
+    pub api: Option<crate::api::ApiListen>,
     /// The Unix socket in-process agents (the JVM agent) stream to, if any.
     pub agent_socket: Option<PathBuf>,
 }
@@ -606,6 +607,35 @@ async fn stop_signal(duration: Option<Duration>) -> &'static str {
     }
 }
 
+/// The exec gate when configured and allowed; otherwise why not, once.
+fn start_exec_gate(hold_ms: u32) -> Option<ExecGate> {
+    if hold_ms == 0 {
+        info!("exec gate off (exec_hold_ms = 0): new programs are probed after they start");
+        return None;
+    }
+    match ExecGate::start(Duration::from_millis(hold_ms.into())) {
+        Ok(g) => {
+            info!(
+                filesystems = g.filesystems(),
+                hold_ms = g.hold().as_millis() as u64,
+                "exec gate on: programs run for the first time are probed before they start"
+            );
+            Some(g)
+        }
+        Err(e) => {
+            warn!(error = %e, "exec gate unavailable (needs CAP_SYS_ADMIN): new programs are probed 10-30 ms after they start");
+            None
+        }
+    }
+}
+
+async fn next_held(gate: &mut Option<ExecGate>) -> Option<HeldExec> {
+    match gate {
+        Some(g) => g.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Loads, attaches, captures until a signal or the duration, then detaches
 /// every probe, drains what was captured and flushes.
 pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
@@ -627,6 +657,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     let mut go_tls = probes::GoTlsProbes::new();
     let go_programs = go_tls.attach_running(&mut ebpf);
     info!(programs = go_programs, "Go programs with crypto/tls probed");
+    let mut gate = start_exec_gate(opts.capture.exec_hold_ms);
 
     let ring = RingBuf::try_from(ebpf.take_map("events").ok_or_else(|| anyhow!("map events missing"))?)?;
     let drops_map: PerCpuArray<_, _> =
@@ -638,12 +669,13 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         .map_err(|e| anyhow!("cannot watch the ring buffer: {e}"))?;
     let mut proc =
         Processor::new(opts.sink, opts.capture.max_connections as usize, opts.raw, opts.http_limits);
-    if let Some(addr) = &opts.api {
+    if let Some(listen) = &opts.api {
         let publisher = crate::api::Publisher::new();
-        crate::api::serve(addr, &publisher)
+        let addr = &listen.addr;
+        crate::api::serve(listen, &publisher)
             .await
             .with_context(|| format!("serving the streaming API at {addr}"))?;
-        info!(%addr, "streaming API served");
+        info!(%addr, access = listen.describe(), "streaming API served");
         proc.publisher = Some(publisher);
     }
 
@@ -681,6 +713,9 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                     openssl.attach_mapped(&mut ebpf, &lib, Clock::boot_now_ns());
                 }
                 for exe in proc.execs.drain(..) {
+                    if let Some(g) = &mut gate {
+                        g.mark(Path::new(&format!("/proc/{}/exe", exe.pid)));
+                    }
                     openssl.examine_exec(&mut ebpf, &exe, Clock::boot_now_ns());
                     go_tls.examine_exec(&mut ebpf, &exe, Clock::boot_now_ns());
                 }
@@ -694,6 +729,17 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                     proc.on_agent(msg)?;
                 }
             }
+            held = next_held(&mut gate) => match held {
+                Some(held) => {
+                    openssl.examine_held(&mut ebpf, &held);
+                    go_tls.examine_held(&mut ebpf, &held);
+                    // Dropping `held` lets the program run.
+                }
+                None => {
+                    warn!("exec gate stopped; new programs are probed after they start");
+                    gate = None;
+                }
+            },
             _ = tick.tick() => {
                 proc.tick()?;
                 proc.report_drops(&mut drops)?;

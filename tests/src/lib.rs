@@ -130,11 +130,22 @@ impl Sensor {
 
     /// `start` with extra environment variables for the sensor.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Sensor {
+        Sensor::spawn(Command::new(nettap_bin()), args, env)
+    }
+
+    /// `start` in network namespace `ns` (its probes still see every
+    /// namespace; what it binds, such as the API, is in `ns`).
+    pub fn start_in_netns(ns: &str, args: &[&str]) -> Sensor {
+        // `ip netns exec` execs nettap in place: the child's pid is nettap's.
+        Sensor::spawn(in_ns(Some(ns), &nettap_bin()), args, &[])
+    }
+
+    fn spawn(mut command: Command, args: &[&str], env: &[(&str, &str)]) -> Sensor {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("records.jsonl");
         let ready = dir.path().join("ready");
         let log = std::fs::File::create(dir.path().join("log")).unwrap();
-        let child = Command::new(nettap_bin())
+        let child = command
             .arg("capture")
             .arg("--out")
             .arg(&out)
@@ -541,6 +552,102 @@ pub fn tls_cert(dir: &Path) -> (PathBuf, PathBuf) {
         .expect("the openssl command is required to make test certificates");
     assert!(out.status.success(), "openssl req: {}", String::from_utf8_lossy(&out.stderr));
     (cert, key)
+}
+
+/// A CA and the server and client certificates it signed (PEM files), for
+/// tests of TLS with client authentication.
+pub struct Pki {
+    /// The CA certificate both sides trust.
+    pub ca: PathBuf,
+    /// Server certificate for localhost, 127.0.0.1, ::1 and `server_ips`.
+    pub server_cert: PathBuf,
+    /// Its key.
+    pub server_key: PathBuf,
+    /// Client certificate (clientAuth).
+    pub client_cert: PathBuf,
+    /// Its key.
+    pub client_key: PathBuf,
+}
+
+impl Pki {
+    /// Makes the CA and both certificates in `dir` with the openssl command.
+    pub fn new(dir: &Path, server_ips: &[&str]) -> Pki {
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("the openssl command is required to make test certificates");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=nettap test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        let mut san = "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1".to_string();
+        for ip in server_ips {
+            san.push_str(&format!(",IP:{ip}"));
+        }
+        for (name, cn, ext) in [
+            ("server", "localhost", format!("{san}\nextendedKeyUsage=serverAuth")),
+            ("client", "nettap test client", "extendedKeyUsage=clientAuth".to_string()),
+        ] {
+            let (key, csr, pem, extfile) =
+                (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+            std::fs::write(dir.join(&extfile), ext).unwrap();
+            openssl(&[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-subj",
+                &format!("/CN={cn}"),
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+            ]);
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                &extfile,
+                "-out",
+                &pem,
+            ]);
+        }
+        Pki {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        }
+    }
 }
 
 /// Debian's nginx (libssl.so.3), run by the test in the foreground with its

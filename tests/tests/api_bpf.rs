@@ -90,13 +90,28 @@ fn tail_over_loopback_tcp_filters_by_pid() {
 }
 
 #[test]
-fn the_api_is_local_only_and_a_missing_sensor_is_a_clear_error() {
-    let out = Command::new(nettap_bin())
-        .args(["capture", "--api", "0.0.0.0:7777", "--duration", "1", "--out", "/dev/null"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
+fn the_api_elsewhere_needs_tls_and_authentication_and_a_missing_sensor_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), &[]);
+    let (cert, key) = (pki.server_cert.to_str().unwrap(), pki.server_key.to_str().unwrap());
+    for (extra, want) in [
+        (vec![], "needs --api-tls-cert and --api-tls-key"),
+        (
+            vec!["--api-tls-cert", cert, "--api-tls-key", key],
+            "still needs --api-token-file or --api-client-ca",
+        ),
+        (vec!["--api-tls-cert", cert], "--api-tls-cert and --api-tls-key go together"),
+    ] {
+        let out = Command::new(nettap_bin())
+            .args(["capture", "--api", "0.0.0.0:7777", "--duration", "1", "--out", "/dev/null"])
+            .args(&extra)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("0.0.0.0:7777 is not a loopback address") || extra.len() == 2, "{err}");
+        assert!(err.contains(want), "{extra:?}: {err}");
+    }
     let out = Command::new(nettap_bin())
         .args(["tail", "--connect", "unix:/nonexistent/api.sock"])
         .output()
@@ -104,4 +119,108 @@ fn the_api_is_local_only_and_a_missing_sensor_is_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("nettap: error: streaming from unix:/nonexistent/api.sock"), "{err}");
+}
+
+/// `nettap tail ARGS` run in namespace `ns`, killed after 30 s.
+fn tail_in(ns: &str, args: &[&str]) -> std::process::Output {
+    let mut c = in_ns(Some(ns), &nettap_bin())
+        .arg("tail")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_child(&mut c, "nettap tail");
+    c.wait_with_output().unwrap()
+}
+
+/// Bound to an address other hosts reach (a veth the test made), the API
+/// serves only TLS subscribers with a client certificate from the CA and
+/// the token; the others are refused and the sensor goes on serving.
+#[test]
+fn the_api_bound_elsewhere_serves_only_authenticated_tls_subscribers() {
+    let pair = NetNsPair::new(60);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), &[&pair.a4]);
+    let token = dir.path().join("token");
+    std::fs::write(&token, "c2VjcmV0LXRva2VuLWZvci10aGUtYXBp\n").unwrap();
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "c2VjcmV0LXRva2VuLWZvci10aGUtYXBQ\n").unwrap();
+    let port = free_port();
+    let port_s = port.to_string();
+    let (mut server, _server_dir) = http_server(port);
+    let api = format!("{}:{}", pair.a4, free_port());
+    let p = |p: &std::path::PathBuf| p.to_str().unwrap().to_string();
+    let (ca, cert, key, ccert, ckey) =
+        (p(&pki.ca), p(&pki.server_cert), p(&pki.server_key), p(&pki.client_cert), p(&pki.client_key));
+    let sensor = Sensor::start_in_netns(
+        &pair.a,
+        &[
+            "--port",
+            &port_s,
+            "--api",
+            &api,
+            "--api-tls-cert",
+            &cert,
+            "--api-tls-key",
+            &key,
+            "--api-client-ca",
+            &ca,
+            "--api-token-file",
+            token.to_str().unwrap(),
+        ],
+    );
+    sensor.wait_for_log(&["streaming API served", "TLS with client certificates + bearer token"]);
+
+    let base = ["--connect", &api, "--kind", "http", "--count", "1"];
+    let refused = |extra: &[&str], why: &str| {
+        let out = tail_in(&pair.b, &[&base[..], extra].concat());
+        assert!(!out.status.success(), "{why}: tail was served");
+        assert!(out.stdout.is_empty(), "{why}: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let tok = token.to_str().unwrap();
+    let err = refused(&["--token-file", tok], "plaintext");
+    assert!(err.contains("does the sensor serve TLS? then pass --tls-ca"), "{err}");
+    let err = refused(&["--tls-ca", &ca, "--token-file", tok], "no client certificate");
+    assert!(err.contains("pass --tls-cert and --tls-key"), "{err}");
+    let err = refused(&["--tls-ca", &ca, "--tls-cert", &ccert, "--tls-key", &ckey], "no token");
+    assert!(err.contains("bearer token is required"), "{err}");
+    let err = refused(
+        &["--tls-ca", &ca, "--tls-cert", &ccert, "--tls-key", &ckey, "--token-file", wrong.to_str().unwrap()],
+        "wrong token",
+    );
+    assert!(err.contains("bearer token is required"), "{err}");
+    sensor.wait_for_log(&["API subscriber refused", "no token", &pair.b4]);
+    sensor.wait_for_log(&["API subscriber refused", "wrong token", &pair.b4]);
+
+    // The sensor still serves one with everything right, from the other namespace.
+    let mut good = in_ns(Some(&pair.b), &nettap_bin())
+        .arg("tail")
+        .args(base)
+        .args([
+            "--port",
+            &port_s,
+            "--tls-ca",
+            &ca,
+            "--tls-cert",
+            &ccert,
+            "--tls-key",
+            &ckey,
+            "--token-file",
+            tok,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let client = curl(&format!("http://127.0.0.1:{port}/through-tls"));
+    assert!(wait_child(&mut good, "nettap tail").success());
+    let text = String::from_utf8(good.wait_with_output().unwrap().stdout).unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    sensor.stop();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains(&format!("GET     http://127.0.0.1:{port}/through-tls  200")), "{text}");
+    assert!(text.contains(&format!("[{client}]")) || text.contains(&format!("[{}]", server.id())), "{text}");
 }

@@ -7,6 +7,7 @@
 
 use nettap_e2e::go_build;
 use nettap_sensor::probes::golang::{inspect, GoBinary};
+use nettap_sensor::probes::{GoLayout, TCPCONN_TYPE_HASHES};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,6 +45,32 @@ fn is_ret(data: &[u8], at: usize, arm64: bool) -> bool {
     } else {
         data[at] == 0xc3
     }
+}
+
+/// The layout and `*net.TCPConn` itab hash as the program itself sees them
+/// (`tlspeer layout`: reflect and unsafe, no DWARF involved).
+fn layout_of_running(bin: &Path) -> (GoLayout, u32) {
+    let out = Command::new(bin).arg("layout").output().unwrap();
+    assert!(out.status.success(), "{} layout", bin.display());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let n: Vec<u64> = text.split_whitespace().map(|w| w.parse().unwrap()).collect();
+    let layout = GoLayout { conn_data: n[0] as u32, tcpconn_fd: n[1] as u32, netfd_sysfd: n[2] as u32 };
+    (layout, n[3] as u32)
+}
+
+/// What nettap reads of the layout agrees with the running program: from
+/// DWARF when the build has it, the itab hash from the symbol table when
+/// that is there, and the hash is one the eBPF side accepts.
+fn check_layout(bin: &Path, go: &GoBinary, dwarf: bool) {
+    let (layout, hash) = layout_of_running(bin);
+    assert!(TCPCONN_TYPE_HASHES.contains(&hash), "{} {}: hash {hash:#x}", bin.display(), go.version);
+    assert_eq!(layout, nettap_sensor::probes::GO_LAYOUT_TABLE, "{}: the table holds", go.version);
+    match &go.dwarf_layout {
+        Some(Ok(l)) if dwarf => assert_eq!(l, &layout, "{}", bin.display()),
+        None if !dwarf => {}
+        other => panic!("{}: DWARF layout {other:?}, DWARF expected: {dwarf}", bin.display()),
+    }
+    assert_eq!(go.tcpconn_itab_hash, go.symtab.then_some(hash), "{}", bin.display());
 }
 
 fn check(bin: &Path, expect_symtab: bool) -> GoBinary {
@@ -92,13 +119,18 @@ fn go_executables_in_every_build_variant() {
         assert_eq!(stripped.functions[f].returns, default.functions[f].returns, "{f}");
         assert!(stripped.functions[f].size >= default.functions[f].size, "{f}");
     }
-    check(&bin("nodwarf"), true);
+    check_layout(&bin("default"), &default, true);
+    check_layout(&bin("stripped"), &stripped, false);
+    let nodwarf = check(&bin("nodwarf"), true);
+    check_layout(&bin("nodwarf"), &nodwarf, false);
     let pie = check(&bin("pie"), true);
+    check_layout(&bin("pie"), &pie, true);
     let nm = nm_offsets(&bin("pie"));
     for f in FUNCTIONS {
         assert_eq!(pie.functions[f].offset, nm[f], "{f}");
     }
-    check(&bin("nocgo"), true);
+    let nocgo = check(&bin("nocgo"), true);
+    check_layout(&bin("nocgo"), &nocgo, true);
 
     // Not Go: None, not an error.
     let curl = std::fs::read("/usr/bin/curl").expect("curl");
@@ -113,6 +145,10 @@ fn arm64_executables_cross_compiled() {
     go_build(&plain, &[], &arm);
     go_build(&stripped, &["-ldflags=-s -w"], &arm);
     let a = check_arch(&plain, true, true);
+    // The program cannot run here: its DWARF must give the table, which the
+    // amd64 build of the same source confirms by running (other test).
+    assert_eq!(a.dwarf_layout, Some(Ok(nettap_sensor::probes::GO_LAYOUT_TABLE)));
+    assert!(TCPCONN_TYPE_HASHES.contains(&a.tcpconn_itab_hash.unwrap()));
     let nm = nm_offsets(&plain);
     for f in FUNCTIONS {
         assert_eq!(a.functions[f].offset, nm[f], "{f}: offset from the symbol table");
@@ -122,5 +158,24 @@ fn arm64_executables_cross_compiled() {
     for f in FUNCTIONS {
         assert_eq!(s.functions[f].offset, a.functions[f].offset, "{f}: the pclntab agrees");
         assert_eq!(s.functions[f].returns, a.functions[f].returns, "{f}");
+    }
+}
+
+/// Go 1.18 (md5 type hashes), 1.19 (NOT-SHA-256, the 1.18-1.19 pclntab) and
+/// 1.21, fetched as toolchain modules: their layout and itab hash, each read
+/// by nettap and by the running program, agree.
+#[test]
+fn layouts_and_itab_hashes_of_older_go_releases() {
+    let dir = tempfile::tempdir().unwrap();
+    for (version, flags, dwarf) in [
+        ("go1.18.10", &[][..], true),
+        ("go1.19.13", &["-ldflags=-s -w"][..], false),
+        ("go1.21.13", &[][..], true),
+    ] {
+        let bin = dir.path().join(version);
+        go_build(&bin, flags, &[("GOTOOLCHAIN", version)]);
+        let go = check(&bin, dwarf);
+        assert_eq!(go.version, version);
+        check_layout(&bin, &go, dwarf);
     }
 }

@@ -176,3 +176,77 @@ fn go_http2_client_and_server_over_tls() {
         assert!(cap.of("data", pid).is_empty(), "{role}: every frame understood");
     }
 }
+
+/// Each client is a fresh copy of the program (a file the sensor has never
+/// seen) run at once, without waiting for the sensor: the exec gate holds
+/// it until its probes are in place, so its first and only request is there.
+#[test]
+fn a_go_program_started_after_the_sensor_is_captured_from_its_first_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("tlspeer");
+    go_build(&bin, &[], &[]);
+    let tls = TlsSetup::new();
+    let port = tls.port;
+    let sensor = Sensor::start(&["--port", &tls.port_s]);
+    sensor.wait_for_log(&["exec gate on"]);
+    let mut server = go_server(&bin, &sensor, port, &tls, true);
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let copy = dir.path().join(format!("client{i}"));
+        std::fs::copy(&bin, &copy).unwrap();
+        let mut client = Command::new(&copy)
+            .args(["client", "-http1", "-n", "1", "-url", &format!("https://127.0.0.1:{port}/go"), "-ca"])
+            .arg(&tls.cert)
+            .spawn()
+            .unwrap();
+        assert!(wait_child(&mut client, "Go client").success());
+        clients.push(client.id());
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let cap = sensor.stop();
+    for pid in clients {
+        assert_exchanges(&cap.of("http", pid), "client", port, 1);
+        assert!(cap.of("data", pid).is_empty(), "no ciphertext for pid {pid}");
+        let held = format!("probes attached to a Go program pid={pid} ");
+        assert!(cap.log.lines().any(|l| l.contains(&held) && l.contains("held=true")), "{held}: {}", cap.log);
+    }
+}
+
+/// A client whose TLS runs over a wrapper of its TCP connection (what
+/// metrics and proxy libraries do): the wrapper is not a *net.TCPConn, so
+/// its plaintext is counted as `go_conn_not_tcp`, never read through a
+/// layout it does not have; the server's side is captured as usual.
+#[test]
+fn go_tls_over_a_wrapped_conn_is_counted_not_misread() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("tlspeer");
+    go_build(&bin, &[], &[]);
+    let tls = TlsSetup::new();
+    let port = tls.port;
+    let sensor = Sensor::start(&["--port", &tls.port_s]);
+    let mut server = go_server(&bin, &sensor, port, &tls, true);
+    let mut client = Command::new(&bin)
+        .args([
+            "client",
+            "-http1",
+            "-wrap",
+            "-n",
+            "2",
+            "-url",
+            &format!("https://127.0.0.1:{port}/go"),
+            "-ca",
+        ])
+        .arg(&tls.cert)
+        .spawn()
+        .unwrap();
+    assert!(wait_child(&mut client, "Go client").success());
+    let _ = server.kill();
+    let _ = server.wait();
+    let cap = sensor.stop();
+    assert!(cap.of("http", client.id()).is_empty(), "no exchange from a misread socket");
+    let (count, bytes) = cap.dropped("go_conn_not_tcp");
+    // Two requests and two answers at least, each its full plaintext.
+    assert!(count >= 4 && bytes > 2 * "go says: /go0".len() as u64, "{count} {bytes}");
+    assert_exchanges(&cap.of("http", server.id()), "server", port, 2);
+}

@@ -1,6 +1,7 @@
 //! The gRPC server: records go to every subscriber through a bounded
 //! broadcast; one that falls behind loses the oldest and is told how many.
 
+use super::security::{ApiListen, TokenCheck};
 use nettap_shared_proto::v1::capture_server::{Capture, CaptureServer};
 use nettap_shared_proto::v1::{self, SubscribeRequest};
 use std::net::SocketAddr;
@@ -15,13 +16,13 @@ use tokio_stream::{Stream, StreamExt};
 /// Records kept for a slow subscriber before it loses the oldest.
 const BACKLOG: usize = 4096;
 
-/// Where the API listens: a Unix socket (`unix:/path` or a path) or a
-/// loopback TCP address.
+/// Where the API listens: a Unix socket (`unix:/path` or a path) or a TCP
+/// address (anything but loopback needs TLS, see `security`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiAddr {
     /// A Unix socket.
     Unix(PathBuf),
-    /// A loopback address.
+    /// A TCP address.
     Tcp(SocketAddr),
 }
 
@@ -36,11 +37,6 @@ impl std::str::FromStr for ApiAddr {
             return Ok(ApiAddr::Unix(PathBuf::from(s)));
         }
         let a: SocketAddr = s.parse().map_err(|_| format!("{s:?} is neither unix:/path nor host:port"))?;
-        if !a.ip().is_loopback() {
-            return Err(format!(
-                "{a} is not a loopback address: the API serves records in clear, so it is local only"
-            ));
-        }
         Ok(ApiAddr::Tcp(a))
     }
 }
@@ -141,17 +137,26 @@ impl Capture for Service {
     }
 }
 
-/// Starts serving `publisher`'s records at `addr` in the background.
-pub async fn serve(addr: &ApiAddr, publisher: &Publisher) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let svc = CaptureServer::new(Service { tx: publisher.tx.clone() });
-    let router = tonic::transport::Server::builder().add_service(svc);
-    Ok(match addr {
+/// Starts serving `publisher`'s records in the background.
+pub async fn serve(listen: &ApiListen, publisher: &Publisher) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let svc = CaptureServer::with_interceptor(
+        Service { tx: publisher.tx.clone() },
+        TokenCheck(listen.token.clone()),
+    );
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &listen.tls {
+        server = server.tls_config(tls.config()?)?;
+    }
+    let router = server.add_service(svc);
+    Ok(match &listen.addr {
         ApiAddr::Unix(path) => {
             let _ = std::fs::remove_file(path); // a socket left by an earlier run
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
             let listener = tokio::net::UnixListener::bind(path)?;
+            // Only root (who could read the ring buffer anyway) subscribes here.
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
             tokio::spawn(async move {
                 if let Err(e) = router.serve_with_incoming(incoming).await {
@@ -176,11 +181,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn addresses_are_local_only() {
+    fn addresses_parse() {
         assert_eq!("unix:/run/nettap/api.sock".parse(), Ok(ApiAddr::Unix("/run/nettap/api.sock".into())));
         assert_eq!("/tmp/a.sock".parse(), Ok(ApiAddr::Unix("/tmp/a.sock".into())));
         assert_eq!("127.0.0.1:7070".parse(), Ok(ApiAddr::Tcp("127.0.0.1:7070".parse().unwrap())));
-        assert!("0.0.0.0:7070".parse::<ApiAddr>().unwrap_err().contains("not a loopback"));
+        assert_eq!("0.0.0.0:7070".parse(), Ok(ApiAddr::Tcp("0.0.0.0:7070".parse().unwrap())));
         assert!("nonsense".parse::<ApiAddr>().is_err());
     }
 

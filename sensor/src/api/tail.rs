@@ -1,7 +1,7 @@
 //! `nettap tail --connect ADDR`: subscribes to a running sensor and prints
 //! one line per record, like the terminal summary.
 
-use super::ApiAddr;
+use super::{ApiAddr, Dial};
 use nettap_shared_proto::v1::capture_client::CaptureClient;
 use nettap_shared_proto::v1::{self, record::Kind, SubscribeRequest};
 use std::io::Write;
@@ -61,11 +61,52 @@ pub fn line(r: &v1::Record) -> String {
     }
 }
 
+/// A failed subscription in words, with what the sensor most likely wants
+/// when it closed the connection without an answer (a TLS handshake that
+/// failed shows up only as that).
+fn refusal(s: &tonic::Status, addr: &ApiAddr, dial: &Dial) -> anyhow::Error {
+    let mut text = format!("{:?}: {}", s.code(), s.message());
+    let mut cause = std::error::Error::source(s);
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !text.contains(&c_text) {
+            text.push_str(&format!(": {c_text}"));
+        }
+        cause = c.source();
+    }
+    let closed = matches!(s.code(), tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::Unavailable);
+    let hint = match (addr, &dial.ca, &dial.identity) {
+        _ if !closed => "",
+        (ApiAddr::Tcp(_), None, _) => " (does the sensor serve TLS? then pass --tls-ca)",
+        (ApiAddr::Tcp(_), Some(_), None) => {
+            " (does the sensor require client certificates? then pass --tls-cert and --tls-key)"
+        }
+        _ => "",
+    };
+    anyhow::anyhow!("{text}{hint}")
+}
+
 /// Prints the records matching `filter` until the sensor goes away, or
 /// after `count` of them.
-pub async fn tail(addr: &ApiAddr, filter: SubscribeRequest, count: Option<u64>) -> anyhow::Result<()> {
+pub async fn tail(
+    addr: &ApiAddr,
+    dial: &Dial,
+    filter: SubscribeRequest,
+    count: Option<u64>,
+) -> anyhow::Result<()> {
     let channel = match addr {
-        ApiAddr::Tcp(a) => tonic::transport::Endpoint::from_shared(format!("http://{a}"))?.connect().await?,
+        ApiAddr::Tcp(a) => match dial.tls_config()? {
+            Some(tls) => {
+                tonic::transport::Endpoint::from_shared(format!("https://{a}"))?
+                    .tls_config(tls)?
+                    .connect()
+                    .await?
+            }
+            None => tonic::transport::Endpoint::from_shared(format!("http://{a}"))?.connect().await?,
+        },
+        ApiAddr::Unix(_) if dial.ca.is_some() => {
+            return Err(super::ApiSecurityError::TlsOnUnixSocket(addr.clone()).into())
+        }
         ApiAddr::Unix(path) => {
             let path = path.clone();
             // The URI is not used: every connection goes to the socket.
@@ -81,10 +122,19 @@ pub async fn tail(addr: &ApiAddr, filter: SubscribeRequest, count: Option<u64>) 
                 .await?
         }
     };
-    let mut stream = CaptureClient::new(channel).subscribe(filter).await?.into_inner();
+    let token = dial.token_header();
+    // The interceptor's error type is tonic's (large) Status, fixed by tonic.
+    #[allow(clippy::result_large_err)]
+    let mut client = CaptureClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+        if let Some(t) = &token {
+            req.metadata_mut().insert("authorization", t.clone());
+        }
+        Ok(req)
+    });
+    let mut stream = client.subscribe(filter).await.map_err(|s| refusal(&s, addr, dial))?.into_inner();
     let mut seen = 0;
     let mut out = std::io::stdout().lock();
-    while let Some(r) = stream.message().await? {
+    while let Some(r) = stream.message().await.map_err(|s| refusal(&s, addr, dial))? {
         writeln!(out, "{}", line(&r))?;
         out.flush()?;
         seen += 1;

@@ -3,8 +3,11 @@
 //! file (device, inode): an entry uprobe on (*Conn).Write and (*Conn).Read,
 //! and a uprobe on each of their `ret` instructions.
 
+use super::go_layout::{TABLE as GO_LAYOUT_TABLE, TCPCONN_TYPE_HASHES};
 use super::golang::{self, GoBinary};
-use super::{loader, log_attach, ProbeError};
+use super::{loader, log_attach, log_program_probed, ProbeError};
+use crate::bpf::events::{nt_go_exe, nt_go_layout};
+use crate::exec_gate::HeldExec;
 use aya::Ebpf;
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -40,14 +43,14 @@ impl GoTlsProbes {
     pub fn examine_exec(&mut self, ebpf: &mut Ebpf, exe: &crate::events::LibEvent, now_boot_ns: u64) {
         let path = PathBuf::from(format!("/proc/{}/exe", exe.pid));
         if let Some(in_place) = self.examine(ebpf, &path) {
-            let real = std::fs::read_link(&path).unwrap_or_else(|_| path.clone());
-            tracing::info!(
-                pid = exe.pid,
-                binary = %real.display(),
-                noticed_us = now_boot_ns.saturating_sub(exe.ts_boot_ns) / 1000,
-                attached_us = in_place.saturating_sub(exe.ts_boot_ns) / 1000,
-                "probes attached to a Go program"
-            );
+            log_program_probed("a Go program", exe.pid, &path, exe.ts_boot_ns, Some(now_boot_ns), in_place);
+        }
+    }
+
+    /// A program held at exec: probe it, before it runs, if it is Go with crypto/tls.
+    pub fn examine_held(&mut self, ebpf: &mut Ebpf, held: &HeldExec) {
+        if let Some(in_place) = self.examine(ebpf, &held.path()) {
+            log_program_probed("a Go program", held.pid, &held.path(), held.held_at_boot_ns, None, in_place);
         }
     }
 
@@ -103,11 +106,51 @@ impl GoTlsProbes {
                 results.push((label, loader::attach_uprobe(ebpf, prog, offset, file)));
             }
         }
+        let offsets = self.set_layout(ebpf, file, go);
         let in_place = crate::clock::Clock::boot_now_ns();
-        let version = format!("{}{}", go.version, if go.symtab { "" } else { " (stripped: pclntab)" });
+        let version = format!(
+            "{} ({}offsets: {offsets})",
+            go.version,
+            if go.symtab { "" } else { "stripped: pclntab; " }
+        );
         for (label, r) in &results {
             log_attach(target, "uprobe", label, r, Some(&version));
         }
         results.iter().any(|(_, r)| r.is_ok()).then_some(in_place)
+    }
+
+    /// Gives the eBPF side this program's layout and itab hash (keyed by the
+    /// file as the kernel names it); says where the offsets came from.
+    fn set_layout(&self, ebpf: &mut Ebpf, file: &std::fs::File, go: &GoBinary) -> String {
+        let (layout, mut source) = match &go.dwarf_layout {
+            Some(Ok(l)) => (*l, "DWARF".to_string()),
+            Some(Err(e)) => (GO_LAYOUT_TABLE, format!("table, DWARF unusable: {e}")),
+            None => (GO_LAYOUT_TABLE, "table".to_string()),
+        };
+        if let Some(h) = go.tcpconn_itab_hash.filter(|h| !TCPCONN_TYPE_HASHES.contains(h)) {
+            source.push_str(&format!(
+                "; *net.TCPConn itab hash {h:#x} of an unknown algorithm, from the symbol table"
+            ));
+        }
+        let Ok(meta) = file.metadata() else { return source };
+        let dev = meta.dev();
+        let key = nt_go_exe { ino: meta.ino(), dev: (libc::major(dev) << 20) | libc::minor(dev), _pad: 0 };
+        let value = nt_go_layout {
+            conn_data: layout.conn_data,
+            tcpconn_fd: layout.tcpconn_fd,
+            netfd_sysfd: layout.netfd_sysfd,
+            itab_hash: go.tcpconn_itab_hash.unwrap_or(0),
+        };
+        let set = ebpf
+            .map_mut("go_layouts")
+            .ok_or_else(|| "map missing".to_string())
+            .and_then(|m| {
+                aya::maps::HashMap::<_, nt_go_exe, nt_go_layout>::try_from(m).map_err(|e| e.to_string())
+            })
+            .and_then(|mut m| m.insert(key, value, 0).map_err(|e| e.to_string()));
+        if let Err(e) = set {
+            tracing::warn!(error = %e, "Go layout not given to the eBPF side; it uses the table");
+        }
+        source
     }
 }

@@ -4,6 +4,7 @@
 //! always there). Go's goroutine stacks move, so a uretprobe is never safe
 //! on Go code: the return probes go on the functions' return instructions.
 
+use super::go_layout::{self, GoLayout};
 use object::{Object, ObjectSection, ObjectSymbol};
 use std::collections::HashMap;
 
@@ -43,6 +44,11 @@ pub struct GoBinary {
     pub symtab: bool,
     /// The wanted functions it has, by name.
     pub functions: HashMap<String, GoFunction>,
+    /// The tls.Conn → fd offsets from DWARF: `None` without DWARF, an
+    /// error when it is there but does not give them.
+    pub dwarf_layout: Option<Result<GoLayout, String>>,
+    /// The (`*net.TCPConn`, `net.Conn`) itab's type hash, from the symbol table.
+    pub tcpconn_itab_hash: Option<u32>,
 }
 
 const BUILDINFO_MAGIC: &[u8] = b"\xff Go buildinf:";
@@ -73,7 +79,9 @@ pub fn inspect(data: &[u8], wanted: &[&str]) -> Result<Option<GoBinary>, GoError
         let returns = return_offsets(obj.architecture(), code);
         functions.insert(name, GoFunction { offset, size, returns });
     }
-    Ok(Some(GoBinary { version, module, symtab, functions }))
+    let dwarf_layout = go_layout::from_dwarf(&obj);
+    let tcpconn_itab_hash = if symtab { go_layout::tcpconn_itab_hash(&obj, data) } else { None };
+    Ok(Some(GoBinary { version, module, symtab, functions, dwarf_layout, tcpconn_itab_hash }))
 }
 
 /// Version and main module from `.go.buildinfo` (Go 1.18+: inline strings).

@@ -2,6 +2,7 @@
 //! attachment is logged as a `probe attached` line (CONTRACT.md).
 
 mod elf;
+mod go_layout;
 mod go_tls;
 pub mod golang;
 mod kernel_hook;
@@ -10,6 +11,7 @@ mod openssl;
 mod openssl_plan;
 mod sites;
 
+pub use go_layout::{GoLayout, TABLE as GO_LAYOUT_TABLE, TCPCONN_TYPE_HASHES};
 pub use go_tls::GoTlsProbes;
 pub use kernel_hook::{decide, HookDecision, KernelHook};
 pub use loader::{ensure_tracefs, load_every_program, load_object, Attached, ProbeError};
@@ -66,6 +68,32 @@ fn log_attach(
             error = %loader::chain(e),
             "probe attached: failed"
         ),
+    }
+}
+
+/// One line per program probed after start-up: `since` is when it was seen
+/// (the exec tracepoint, or the exec gate holding it), `noticed` when the
+/// sensor read that, `in_place` when its probes were attached (boot ns).
+/// Held programs (no `noticed`) had not run a single instruction yet.
+fn log_program_probed(
+    what: &str,
+    pid: u32,
+    path: &std::path::Path,
+    since: u64,
+    noticed: Option<u64>,
+    in_place: u64,
+) {
+    let binary = std::fs::read_link(path).unwrap_or_else(|_| path.to_path_buf());
+    let attached_us = in_place.saturating_sub(since) / 1000;
+    match noticed {
+        Some(n) => info!(
+            pid,
+            binary = %binary.display(),
+            noticed_us = n.saturating_sub(since) / 1000,
+            attached_us,
+            "probes attached to {what}"
+        ),
+        None => info!(pid, binary = %binary.display(), attached_us, held = true, "probes attached to {what}"),
     }
 }
 

@@ -3,7 +3,8 @@
 //! many processes or mount namespaces map it).
 
 use super::openssl_plan::{self, FunctionPlan, FUNCTION_NAMES, SSL_FUNCTIONS};
-use super::{elf, loader, log_attach, ProbeError};
+use super::{elf, loader, log_attach, log_program_probed, ProbeError};
+use crate::exec_gate::HeldExec;
 use aya::Ebpf;
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -141,14 +142,16 @@ impl OpenSslProbes {
     pub fn examine_exec(&mut self, ebpf: &mut Ebpf, exe: &crate::events::LibEvent, now_boot_ns: u64) {
         let path = PathBuf::from(format!("/proc/{}/exe", exe.pid));
         if let Some(in_place) = self.examine_program(ebpf, &path) {
-            let real = std::fs::read_link(&path).unwrap_or_else(|_| path.clone());
-            tracing::info!(
-                pid = exe.pid,
-                binary = %real.display(),
-                noticed_us = now_boot_ns.saturating_sub(exe.ts_boot_ns) / 1000,
-                attached_us = in_place.saturating_sub(exe.ts_boot_ns) / 1000,
-                "probes attached to a program with OpenSSL linked in"
-            );
+            let what = "a program with OpenSSL linked in";
+            log_program_probed(what, exe.pid, &path, exe.ts_boot_ns, Some(now_boot_ns), in_place);
+        }
+    }
+
+    /// A program held at exec: probe it, before it runs, if it has OpenSSL linked in.
+    pub fn examine_held(&mut self, ebpf: &mut Ebpf, held: &HeldExec) {
+        if let Some(in_place) = self.examine_program(ebpf, &held.path()) {
+            let what = "a program with OpenSSL linked in";
+            log_program_probed(what, held.pid, &held.path(), held.held_at_boot_ns, None, in_place);
         }
     }
 

@@ -2,26 +2,34 @@
 // of nettap's Go TLS tests.
 //
 //	tlspeer server -addr 127.0.0.1:PORT -cert C -key K -ready FILE [-http1]
-//	tlspeer client -url https://127.0.0.1:PORT/path -ca C [-http1] [-n N] [-sizes 0,1024,...]
+//	tlspeer client -url https://127.0.0.1:PORT/path -ca C [-http1] [-n N] [-sizes 0,1024,...] [-wrap]
+//	tlspeer layout
 //
 // The server answers `POST /echo/N` with N bytes of pattern("resp", N) after
 // checking the request body is pattern("req", len); any other request with
 // "go says: " and the request path. The client makes N GET requests over one
 // connection, or with -sizes one POST per size, and checks every answer.
+// layout prints, as the running program sees them through reflect and
+// unsafe, the offsets nettap reads a tls.Conn's fd with and the type hash in
+// the (*net.TCPConn, net.Conn) itab.
 package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
+	"unsafe"
 )
 
 func main() {
@@ -36,6 +44,7 @@ func main() {
 	ready := fs.String("ready", "", "server: file created once listening")
 	target := fs.String("url", "", "client: URL")
 	ca := fs.String("ca", "", "client: trusted certificate")
+	fs.BoolVar(&wrapConns, "wrap", false, "client: TLS over a net.Conn wrapping the TCP one")
 	n := fs.Int("n", 1, "client: requests")
 	sizes := fs.String("sizes", "", "client: POST bodies of these sizes instead of GETs")
 	http1 := fs.Bool("http1", false, "HTTP/1.1 only (no HTTP/2)")
@@ -50,6 +59,8 @@ func main() {
 		} else {
 			err = get(*target, *ca, *n, *http1)
 		}
+	case "layout":
+		layout()
 	default:
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
 	}
@@ -94,6 +105,21 @@ func pattern(tag string, n int) []byte {
 	return out
 }
 
+// wrapConns makes the client's TLS run over a countingConn, as TLS over any
+// wrapper net.Conn (metrics, proxies) does.
+var wrapConns bool
+
+type countingConn struct {
+	net.Conn
+	written int
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.written += n
+	return n, err
+}
+
 func newClient(ca string, http1 bool) (*http.Client, error) {
 	pem, err := os.ReadFile(ca)
 	if err != nil {
@@ -104,6 +130,16 @@ func newClient(ca string, http1 bool) (*http.Client, error) {
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}, ForceAttemptHTTP2: !http1}
 	if http1 {
 		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	}
+	if wrapConns {
+		var d net.Dialer
+		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &countingConn{Conn: c}, nil
+		}
 	}
 	return &http.Client{Transport: tr}, nil
 }
@@ -157,4 +193,24 @@ func get(target, ca string, n int, http1 bool) error {
 		}
 	}
 	return nil
+}
+
+// layout prints "conn_data tcpconn_fd netfd_sysfd itab_hash" (see the package comment).
+func layout() {
+	field := func(t reflect.Type, name string) reflect.StructField {
+		f, ok := t.FieldByName(name)
+		if !ok {
+			panic(t.String() + " has no " + name)
+		}
+		return f
+	}
+	tlsConn := field(reflect.TypeOf(tls.Conn{}), "conn")
+	tcpConn := field(reflect.TypeOf(net.TCPConn{}), "conn")
+	fd := field(tcpConn.Type, "fd")
+	pfd := field(fd.Type.Elem(), "pfd")
+	sysfd := field(pfd.Type, "Sysfd")
+	var c net.Conn = &net.TCPConn{}
+	itab := *(*unsafe.Pointer)(unsafe.Pointer(&c))
+	hash := *(*uint32)(unsafe.Add(itab, 16))
+	fmt.Println(tlsConn.Offset+8, tcpConn.Offset+fd.Offset, pfd.Offset+sysfd.Offset, hash)
 }

@@ -1,0 +1,121 @@
+//! Where a Go program keeps the socket fd of a `*tls.Conn`: the struct
+//! offsets on the way `tls.Conn.conn` (a `net.Conn`) → `*net.TCPConn` →
+//! `net.conn.fd` (`*net.netFD`) → `netFD.pfd` (`poll.FD`) → `Sysfd`. Read
+//! from DWARF when the program has it; otherwise the table below, which
+//! holds for every Go release from 1.18 to 1.26 on 64-bit targets.
+//!
+//! The `net.Conn` inside a `tls.Conn` is only followed when it is a
+//! `*net.TCPConn`: its itab's type hash must be that type's. The compiler
+//! hashes the type's link name ("*net.TCPConn"), with an algorithm that
+//! changed twice; the three results are fixed numbers (checked against real
+//! itabs of several releases in the tests).
+
+use object::{Object, ObjectSection};
+use std::borrow::Cow;
+
+/// Offsets of one program (bytes), as the eBPF side reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoLayout {
+    /// From a `*tls.Conn` to the data word of its `conn` interface.
+    pub conn_data: u32,
+    /// From a `*net.TCPConn` to its `*netFD`.
+    pub tcpconn_fd: u32,
+    /// From a `*netFD` to `pfd.Sysfd`.
+    pub netfd_sysfd: u32,
+}
+
+/// Go 1.18–1.26, 64-bit: `conn` is `tls.Conn`'s first field (data word
+/// after the itab word), `net.TCPConn{conn{fd}}`, and `poll.FD` starts with
+/// `fdMutex{state uint64; rsema, wsema uint32}`.
+pub const TABLE: GoLayout = GoLayout { conn_data: 8, tcpconn_fd: 0, netfd_sysfd: 16 };
+
+/// `*net.TCPConn`'s type hash under each algorithm Go has used: md5 (1.18),
+/// NOT-SHA-256 (1.19–1.24), SHA-256 with the first byte flipped (later).
+/// Same numbers as `go_tls.bpf.h`.
+pub const TCPCONN_TYPE_HASHES: [u32; 3] = [0xb954_d952, 0xbc02_0cb9, 0x43fd_f3b9];
+
+/// The itab symbol of (`*net.TCPConn`, `net.Conn`) in a symbol table
+/// (the separator became `:` in Go 1.20).
+pub const TCPCONN_ITAB_SYMBOLS: [&str; 2] =
+    ["go:itab.*net.TCPConn,net.Conn", "go.itab.*net.TCPConn,net.Conn"];
+
+/// (struct, member) pairs read from DWARF, in the order of [`from_dwarf`]'s sums.
+const MEMBERS: [(&str, &str); 5] = [
+    ("crypto/tls.Conn", "conn"),
+    ("net.TCPConn", "conn"),
+    ("net.conn", "fd"),
+    ("net.netFD", "pfd"),
+    ("internal/poll.FD", "Sysfd"),
+];
+
+/// The layout from the program's DWARF: `None` without DWARF (`-w`, `-s`),
+/// an error when DWARF is there but unreadable or lacks a member.
+pub fn from_dwarf(obj: &object::File<'_>) -> Option<Result<GoLayout, String>> {
+    obj.section_by_name(".debug_info")?;
+    Some(read_members(obj).map_err(|e| e.to_string()).and_then(|found| {
+        let get =
+            |i: usize| found[i].ok_or_else(|| format!("DWARF has no {}.{}", MEMBERS[i].0, MEMBERS[i].1));
+        Ok(GoLayout { conn_data: get(0)? + 8, tcpconn_fd: get(1)? + get(2)?, netfd_sysfd: get(3)? + get(4)? })
+    }))
+}
+
+fn read_members(obj: &object::File<'_>) -> Result<[Option<u32>; 5], gimli::Error> {
+    let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>, gimli::Error> {
+        Ok(obj.section_by_name(id.name()).and_then(|s| s.uncompressed_data().ok()).unwrap_or_default())
+    };
+    let sections = gimli::DwarfSections::load(load)?;
+    let dwarf = sections.borrow(|s| gimli::EndianSlice::new(s, gimli::LittleEndian));
+    let mut found = [None; 5];
+    let mut units = dwarf.units();
+    while let Some(header) = units.next()? {
+        let unit = dwarf.unit(header)?;
+        let mut entries = unit.entries();
+        // Index into MEMBERS of the struct whose members come next, if wanted.
+        let mut within: Option<&str> = None;
+        let mut depth = 0isize;
+        let mut struct_depth = 0isize;
+        while let Some((delta, e)) = entries.next_dfs()? {
+            depth += delta;
+            if within.is_some() && depth <= struct_depth {
+                within = None;
+            }
+            let name = match e.attr_value(gimli::DW_AT_name)? {
+                Some(v) => dwarf.attr_string(&unit, v).ok().map(|s| s.slice()),
+                None => None,
+            };
+            let name = name.and_then(|n| std::str::from_utf8(n).ok());
+            match (e.tag(), within, name) {
+                (gimli::DW_TAG_structure_type, _, Some(n)) if MEMBERS.iter().any(|(s, _)| *s == n) => {
+                    within = MEMBERS.iter().find(|(s, _)| *s == n).map(|(s, _)| *s);
+                    struct_depth = depth;
+                }
+                (gimli::DW_TAG_member, Some(s), Some(m)) => {
+                    if let Some(i) = MEMBERS.iter().position(|p| *p == (s, m)) {
+                        if let Some(gimli::AttributeValue::Udata(off)) =
+                            e.attr_value(gimli::DW_AT_data_member_location)?
+                        {
+                            found[i] = u32::try_from(off).ok();
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if found.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    Ok(found)
+}
+
+/// The type hash in the (`*net.TCPConn`, `net.Conn`) itab of a program
+/// with a symbol table (`hash` follows the `inter` and `_type` words).
+pub fn tcpconn_itab_hash(obj: &object::File<'_>, data: &[u8]) -> Option<u32> {
+    use object::ObjectSymbol;
+    let sym = obj.symbols().find(|s| s.name().is_ok_and(|n| TCPCONN_ITAB_SYMBOLS.contains(&n)))?;
+    let addr = sym.address() + 16;
+    let section = obj.sections().find(|s| (s.address()..s.address() + s.size()).contains(&addr))?;
+    let (file_off, _) = section.file_range()?;
+    let at = usize::try_from(file_off + (addr - section.address())).ok()?;
+    Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?))
+}
