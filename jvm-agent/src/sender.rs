@@ -34,6 +34,10 @@ pub struct ConnKey {
     pub remote_ip: Vec<u8>,
     /// Remote port.
     pub remote_port: u16,
+    /// An SSLEngine's identity (no endpoints then), else 0.
+    pub object_id: u64,
+    /// The port the engine was created with.
+    pub peer_port: u16,
 }
 
 /// One instrumented call's plaintext.
@@ -123,6 +127,8 @@ impl Sender {
             remote: endpoint(&c.conn.remote_ip, c.conn.remote_port),
             role: c.role,
             fd: -1,
+            object_id: c.conn.object_id,
+            peer_port: c.conn.peer_port.into(),
         };
         for (i, part) in payload.chunks(FRAME_PAYLOAD).enumerate() {
             q.bytes += part.len();
@@ -247,6 +253,8 @@ mod tests {
                 local_port: 1,
                 remote_ip: vec![127, 0, 0, 1],
                 remote_port: 2,
+                object_id: 0,
+                peer_port: 0,
             },
             role: pb::Role::Client as i32,
             direction: dir as i32,

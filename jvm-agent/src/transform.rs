@@ -11,13 +11,17 @@ pub const HOOKS: &str = "nettap/agent/Hooks";
 const SSL_SOCKET: &str = "sun/security/ssl/SSLSocketImpl";
 const APP_INPUT: &str = "sun/security/ssl/SSLSocketImpl$AppInputStream";
 const APP_OUTPUT: &str = "sun/security/ssl/SSLSocketImpl$AppOutputStream";
+const SSL_ENGINE: &str = "sun/security/ssl/SSLEngineImpl";
+const WRAP_DESC: &str = "([Ljava/nio/ByteBuffer;IILjava/nio/ByteBuffer;)Ljavax/net/ssl/SSLEngineResult;";
+const UNWRAP_DESC: &str = "(Ljava/nio/ByteBuffer;[Ljava/nio/ByteBuffer;II)Ljavax/net/ssl/SSLEngineResult;";
 
 /// Hook kinds, as `Hooks.SOCKET_READ`… number them.
 const KIND_SOCKET_READ: u8 = 0;
 const KIND_SOCKET_WRITE: u8 = 1;
+const KIND_ENGINE: u8 = 2;
 
 /// Names of the classes this agent instruments (internal form).
-pub const TARGETS: &[&str] = &[APP_INPUT, APP_OUTPUT];
+pub const TARGETS: &[&str] = &[APP_INPUT, APP_OUTPUT, SSL_ENGINE];
 
 // Opcodes used in prologues.
 const ICONST_0: u8 = 0x03;
@@ -25,6 +29,10 @@ const ILOAD_2: u8 = 0x1c;
 const ILOAD_3: u8 = 0x1d;
 const ALOAD_0: u8 = 0x2a;
 const ALOAD_1: u8 = 0x2b;
+const ALOAD_2: u8 = 0x2c;
+const ILOAD: u8 = 0x15;
+const ALOAD: u8 = 0x19;
+const ARETURN: u8 = 0xb0;
 const IFEQ: u8 = 0x99;
 const IRETURN: u8 = 0xac;
 const RETURN: u8 = 0xb1;
@@ -59,6 +67,36 @@ fn stream_prologue(
     Prologue { code, branch, max_stack: 5 }
 }
 
+/// `if (Hooks.enter(ENGINE)) return Hooks.engineWrap(this, srcs, off, len, dst);`
+/// (or `engineUnwrap(this, src, dsts, off, len)`): both take five arguments
+/// whose kinds differ only in places.
+fn engine_prologue(pool: &mut ConstPool, wrap: bool) -> Prologue {
+    let enter = pool.method(HOOKS, "enter", "(I)Z");
+    let (name, desc, args): (&str, &str, &[u8]) = if wrap {
+        (
+            "engineWrap",
+            "(Ljavax/net/ssl/SSLEngine;[Ljava/nio/ByteBuffer;IILjava/nio/ByteBuffer;)Ljavax/net/ssl/SSLEngineResult;",
+            &[ALOAD_0, ALOAD_1, ILOAD_2, ILOAD_3, ALOAD, 4],
+        )
+    } else {
+        (
+            "engineUnwrap",
+            "(Ljavax/net/ssl/SSLEngine;Ljava/nio/ByteBuffer;[Ljava/nio/ByteBuffer;II)Ljavax/net/ssl/SSLEngineResult;",
+            &[ALOAD_0, ALOAD_1, ALOAD_2, ILOAD_3, ILOAD, 4],
+        )
+    };
+    let hook = pool.method(HOOKS, name, desc);
+    let mut code = vec![ICONST_0 + KIND_ENGINE, INVOKESTATIC];
+    code.extend(u16_be(enter));
+    let branch = code.len();
+    code.extend([IFEQ, 0, 0]);
+    code.extend_from_slice(args);
+    code.push(INVOKESTATIC);
+    code.extend(u16_be(hook));
+    code.push(ARETURN);
+    Prologue { code, branch, max_stack: 5 }
+}
+
 /// The instrumented class for `class` (internal name), or `None` if it is
 /// not a target.
 pub fn transform(class: &str, bytes: &[u8]) -> Option<Result<Vec<u8>, ClassError>> {
@@ -83,6 +121,11 @@ pub fn transform(class: &str, bytes: &[u8]) -> Option<Result<Vec<u8>, ClassError
                 RETURN,
             )
         })),
+        SSL_ENGINE => {
+            Some(classfile::patch(bytes, &[("wrap", WRAP_DESC), ("unwrap", UNWRAP_DESC)], |pool, name, _| {
+                engine_prologue(pool, name == "wrap")
+            }))
+        }
         _ => None,
     }
 }

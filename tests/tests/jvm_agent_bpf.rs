@@ -21,13 +21,27 @@ struct Peers {
     client: Child,
 }
 
-/// The SSLServerSocket server and the HttpsURLConnection client of JDK
-/// `home`, both with the agent, run to completion.
-fn socket_peers(home: &Path, tls: &TlsSetup, sock: &Path, scratch: &Path) -> Peers {
-    let ready = scratch.join("server.ready");
+/// SSLSocket at both ends: an SSLServerSocket server, an HttpsURLConnection client.
+const SSL_SOCKET: Modes =
+    Modes { server: "socket-server", client: "url-client", probes: "SSLSocketImpl$App" };
+/// SSLEngine at both ends: com.sun.net.httpserver.HttpsServer, java.net.http.HttpClient.
+const SSL_ENGINE: Modes =
+    Modes { server: "https-server", client: "httpclient-client", probes: "SSLEngineImpl." };
+
+/// A server and a client of java-testapps, and the hooks their plaintext comes from.
+struct Modes {
+    server: &'static str,
+    client: &'static str,
+    probes: &'static str,
+}
+
+/// The server and the client of `modes` on JDK `home`, both with the
+/// agent, run to completion.
+fn run_peers(modes: &Modes, home: &Path, tls: &TlsSetup, sock: &Path, scratch: &Path) -> Peers {
+    let ready = scratch.join(format!("{}.ready", modes.server));
     let sizes = SIZES.map(|s| s.to_string()).join(",");
     let mut server = java_peer(home, Some(sock))
-        .args(["socket-server", "--port", &tls.port_s, "--requests", &SIZES.len().to_string()])
+        .args([modes.server, "--port", &tls.port_s, "--requests", &SIZES.len().to_string()])
         .arg("--cert")
         .arg(&tls.cert)
         .arg("--key")
@@ -39,12 +53,12 @@ fn socket_peers(home: &Path, tls: &TlsSetup, sock: &Path, scratch: &Path) -> Pee
         .expect("cannot start java");
     wait_for_file(&ready, || server.try_wait().unwrap().is_none());
     let mut client = java_peer(home, Some(sock))
-        .args(["url-client", "--port", &tls.port_s, "--sizes", &sizes, "--cert"])
+        .args([modes.client, "--port", &tls.port_s, "--sizes", &sizes, "--cert"])
         .arg(&tls.cert)
         .spawn()
         .expect("cannot start java");
-    assert!(wait_child(&mut client, "HttpsURLConnection client").success(), "client failed");
-    assert!(wait_child(&mut server, "SSLServerSocket server").success(), "server failed");
+    assert!(wait_child(&mut client, modes.client).success(), "{} failed", modes.client);
+    assert!(wait_child(&mut server, modes.server).success(), "{} failed", modes.server);
     Peers { server, client }
 }
 
@@ -57,13 +71,14 @@ fn kernel_open(cap: &Capture, pid: u32) -> &Value {
 }
 
 /// Every data and http record of `pid` is JVM plaintext on the kernel's connection.
-fn assert_jvmti_records(cap: &Capture, pid: u32, role: &str) {
+fn assert_jvmti_records(cap: &Capture, pid: u32, role: &str, modes: &Modes) {
     let open = kernel_open(cap, pid);
     let records: Vec<&Value> = cap.of("data", pid).into_iter().chain(cap.of("http", pid)).collect();
     assert!(!records.is_empty(), "no records of pid {pid}");
     for r in records {
         assert_eq!(r["source"], "jvmti", "{r}");
-        assert!(r["probe"].as_str().unwrap().starts_with("jvmti:sun.security.ssl.SSLSocketImpl$App"), "{r}");
+        let probe = format!("jvmti:sun.security.ssl.{}", modes.probes);
+        assert!(r["probe"].as_str().unwrap().starts_with(&probe), "{r}");
         assert_eq!(r["conn"]["local"], open["conn"]["local"], "{r}");
         assert_eq!(r["conn"]["remote"], open["conn"]["remote"], "{r}");
         assert_eq!(r["conn"]["role"], role, "{r}");
@@ -73,7 +88,7 @@ fn assert_jvmti_records(cap: &Capture, pid: u32, role: &str) {
     for r in cap.of("data", pid) {
         let dir = r["direction"].as_str().unwrap();
         let hook = r["probe"].as_str().unwrap();
-        assert_eq!(dir == "send", hook.ends_with("AppOutputStream.write"), "{r}");
+        assert_eq!(dir == "send", hook.ends_with("AppOutputStream.write") || hook.ends_with(".wrap"), "{r}");
     }
 }
 
@@ -90,13 +105,13 @@ fn assert_exchanges(cap: &Capture, pid: u32) {
     }
 }
 
-fn socket_client_and_server(major: u32) {
+fn client_and_server(modes: &Modes, major: u32) {
     let home = jdk(major);
     let tls = TlsSetup::new();
     let scratch = tempfile::tempdir().unwrap();
     let sock = scratch.path().join("agent.sock");
     let sensor = Sensor::start(&["--port", &tls.port_s, "--raw", "--agent-socket", sock.to_str().unwrap()]);
-    let peers = socket_peers(&home, &tls, &sock, scratch.path());
+    let peers = run_peers(modes, &home, &tls, &sock, scratch.path());
     let (server, client) = (peers.server.id(), peers.client.id());
     // Each agent sends what it has before its JVM exits; the sensor has it
     // all once it has seen both disconnect.
@@ -113,8 +128,8 @@ fn socket_client_and_server(major: u32) {
             cap.log
         );
     }
-    assert_jvmti_records(&cap, client, "client");
-    assert_jvmti_records(&cap, server, "server");
+    assert_jvmti_records(&cap, client, "client", modes);
+    assert_jvmti_records(&cap, server, "server", modes);
     let port = format!("127.0.0.1:{}", tls.port);
     assert_eq!(kernel_open(&cap, client)["conn"]["remote"], port.as_str());
     assert_eq!(kernel_open(&cap, server)["conn"]["local"], port.as_str());
@@ -134,12 +149,22 @@ fn socket_client_and_server(major: u32) {
 
 #[test]
 fn sslsocket_client_and_server_jdk17() {
-    socket_client_and_server(17);
+    client_and_server(&SSL_SOCKET, 17);
 }
 
 #[test]
 fn sslsocket_client_and_server_jdk25() {
-    socket_client_and_server(25);
+    client_and_server(&SSL_SOCKET, 25);
+}
+
+#[test]
+fn sslengine_httpclient_and_httpsserver_jdk17() {
+    client_and_server(&SSL_ENGINE, 17);
+}
+
+#[test]
+fn sslengine_httpclient_and_httpsserver_jdk25() {
+    client_and_server(&SSL_ENGINE, 25);
 }
 
 /// Sends `bytes` on a fresh agent connection and closes it.
@@ -196,12 +221,12 @@ fn bad_frames_close_only_their_connection() {
 
     // The connection that behaved is still open, and real JVMs are still captured.
     drop(liar);
-    let peers = socket_peers(&home, &tls, &sock, scratch.path());
+    let peers = run_peers(&SSL_SOCKET, &home, &tls, &sock, scratch.path());
     let (server, client) = (peers.server.id(), peers.client.id());
     sensor.wait_for_log(&["agent disconnected", &format!("pid={server}")]);
     sensor.wait_for_log(&["agent disconnected", &format!("pid={client}")]);
     let cap = sensor.stop();
-    assert_jvmti_records(&cap, client, "client");
+    assert_jvmti_records(&cap, client, "client", &SSL_SOCKET);
     assert_exchanges(&cap, client);
     assert_exchanges(&cap, server);
     assert!(cap.of("data", me).is_empty(), "the lying peer sent no data");

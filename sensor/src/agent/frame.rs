@@ -56,15 +56,20 @@ pub enum Hook {
     EngineWrap,
 }
 
-/// A connection as the agent named it.
+/// A connection as the agent named it: by its socket's endpoints, or (an
+/// SSLEngine, which has no socket) by the engine and its peer port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AgentConn {
     /// The socket's local address, when the agent knows it.
     pub local: Option<SocketAddr>,
-    /// The peer's address.
+    /// The peer's address, when the agent knows it.
     pub remote: Option<SocketAddr>,
     /// Client or server, from the TLS layer.
     pub role: Role,
+    /// The TLS object's identity in the JVM (0: none).
+    pub object_id: u64,
+    /// The port the engine was told its peer has (0: unknown).
+    pub peer_port: u16,
 }
 
 /// Plaintext handed over by one instrumented call.
@@ -222,9 +227,18 @@ fn conn(c: Option<pb::AgentConn>) -> Result<AgentConn, FrameError> {
         Ok(pb::Role::Unknown) => Role::Unknown,
         Err(_) => return Err(FrameError::Invalid("unknown role")),
     };
-    let conn = AgentConn { local: endpoint(c.local)?, remote: endpoint(c.remote)?, role };
-    if conn.remote.is_none() {
-        return Err(FrameError::Invalid("a connection without its remote address"));
+    let peer_port = u16::try_from(c.peer_port).map_err(|_| FrameError::Invalid("port above 65535"))?;
+    let conn = AgentConn {
+        local: endpoint(c.local)?,
+        remote: endpoint(c.remote)?,
+        role,
+        object_id: c.object_id,
+        peer_port,
+    };
+    if conn.remote.is_none() && (conn.object_id == 0 || conn.peer_port == 0) {
+        return Err(FrameError::Invalid(
+            "a connection named by neither its remote address nor an engine and peer port",
+        ));
     }
     Ok(conn)
 }
@@ -303,6 +317,7 @@ mod tests {
                     remote: Some(pb::Endpoint { ip: vec![127, 0, 0, 1], port: 8443 }),
                     role: pb::Role::Client as i32,
                     fd: -1,
+                    ..Default::default()
                 }),
                 direction: pb::Direction::Send as i32,
                 hook: pb::AgentHook::SslSocketWrite as i32,

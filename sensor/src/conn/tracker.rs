@@ -98,6 +98,18 @@ impl ConnTracker {
         self.conns.get(&id).filter(|c| c.pid == pid).map(|_| id)
     }
 
+    /// The newest connection of process `pid` whose remote port is `port`,
+    /// other than those `taken` says are another's (for SSLEngine users,
+    /// which know only their peer's port); only connections the kernel
+    /// reported (ids below 2^63). Scans the table: called once per engine.
+    pub fn newest_to_port(&self, pid: u32, port: u16, taken: impl Fn(u64) -> bool) -> Option<u64> {
+        self.conns
+            .iter()
+            .filter(|(&id, c)| id < 1 << 63 && c.pid == pid && c.remote.port() == port && !taken(id))
+            .map(|(&id, _)| id)
+            .max()
+    }
+
     fn remove(&mut self, id: u64) -> Option<ConnInfo> {
         let info = self.conns.remove(&id)?;
         if self.by_endpoints.get(&(info.local, info.remote)) == Some(&id) {

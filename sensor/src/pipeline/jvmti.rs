@@ -5,6 +5,12 @@
 //! writes no ciphertext for it (its first bytes are a TLS record). Agents
 //! send from a background thread, so their last chunks can arrive after the
 //! kernel saw the socket close: that close is held back a moment.
+//!
+//! An SSLEngine has no socket: the agent names it by its identity and the
+//! peer port it was created with (`HttpsServer` gives the client's port,
+//! `java.net.http` the server's). Its first chunk takes the newest
+//! connection of the process to that port that no other engine has, and
+//! keeps it: an engine's first bytes follow its connection's opening.
 
 use super::{user_drop, Processor};
 use crate::agent::{AgentChunk, AgentEvent, AgentMsg, Hook};
@@ -28,6 +34,8 @@ pub(super) struct Agents {
     closing: HashMap<u64, (ConnEvent, u64)>,
     /// Process names of agents' processes.
     comms: HashMap<u32, [u8; 16]>,
+    /// SSLEngines (pid, identity) → the kernel connection they were given.
+    engines: HashMap<(u32, u64), u64>,
 }
 
 fn comm_of(pid: u32) -> [u8; 16] {
@@ -80,14 +88,48 @@ impl Processor {
         }
     }
 
+    /// The connection of an engine: (id, local, remote).
+    fn engine_conn(&mut self, pid: u32, object_id: u64, peer_port: u16) -> (u64, SocketAddr, SocketAddr) {
+        let key = (pid, object_id);
+        let known = self.agents.engines.get(&key).and_then(|&id| Some((id, self.tracker.info(id)?)));
+        let found = known.or_else(|| {
+            let engines = &self.agents.engines;
+            let taken = |id: u64| engines.iter().any(|(&(p, _), &v)| p == pid && v == id);
+            let id = self.tracker.newest_to_port(pid, peer_port, taken)?;
+            if self.agents.engines.len() >= self.max_sessions {
+                self.agents.engines.clear();
+            }
+            self.agents.engines.insert(key, id);
+            Some((id, self.tracker.info(id)?))
+        });
+        match found {
+            Some((id, info)) => (id, info.local, info.remote),
+            None => {
+                // Never matched: its own connection, named by the peer port.
+                let remote = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), peer_port);
+                let local = unspecified_like(remote);
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (pid, object_id).hash(&mut h);
+                (h.finish() | 1 << 63, local, remote)
+            }
+        }
+    }
+
     fn on_agent_chunk(&mut self, pid: u32, c: AgentChunk) -> std::io::Result<()> {
-        let remote = c.conn.remote.expect("checked by the frame reader");
-        let local = c.conn.local.unwrap_or_else(|| unspecified_like(remote));
-        let id = c
-            .conn
-            .local
-            .and_then(|l| self.tracker.find(pid, l, remote))
-            .unwrap_or_else(|| agent_conn_id(pid, local, remote));
+        let (id, local, remote) = match (c.conn.local, c.conn.remote) {
+            (Some(local), Some(remote)) => {
+                let id = self
+                    .tracker
+                    .find(pid, local, remote)
+                    .unwrap_or_else(|| agent_conn_id(pid, local, remote));
+                (id, local, remote)
+            }
+            (None, Some(remote)) => {
+                let local = unspecified_like(remote);
+                (agent_conn_id(pid, local, remote), local, remote)
+            }
+            _ => self.engine_conn(pid, c.conn.object_id, c.conn.peer_port),
+        };
         if self.agents.fed.len() < self.max_sessions {
             self.agents.fed.insert(id);
         }
@@ -129,6 +171,7 @@ impl Processor {
         for id in due {
             let Some((ev, _)) = self.agents.closing.remove(&id) else { continue };
             self.agents.fed.remove(&id);
+            self.agents.engines.retain(|_, v| *v != id);
             let info = self.tracker.on_conn(&ev);
             self.close_session(id, &info, ev.header.ts_boot_ns)?;
         }

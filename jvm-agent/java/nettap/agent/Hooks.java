@@ -5,6 +5,10 @@ import java.io.InputStream;
 import java.io.OutputStream;
 import java.net.InetAddress;
 import java.net.Socket;
+import java.nio.ByteBuffer;
+import javax.net.ssl.SSLEngine;
+import javax.net.ssl.SSLEngineResult;
+import javax.net.ssl.SSLException;
 import javax.net.ssl.SSLSocket;
 
 /**
@@ -21,7 +25,8 @@ public final class Hooks {
     /** Hook kinds: per-thread "inside" flags, one per kind. */
     public static final int SOCKET_READ = 0;
     public static final int SOCKET_WRITE = 1;
-    private static final int KINDS = 2;
+    public static final int ENGINE = 2;
+    private static final int KINDS = 3;
 
     /** Set by the agent when capture stops for good. */
     static volatile boolean disabled;
@@ -40,7 +45,7 @@ public final class Hooks {
 
     /** Direction and hook numbers as agent.proto has them. */
     private static final int SEND = 0, RECV = 1;
-    private static final int HOOK_SOCKET_READ = 1, HOOK_SOCKET_WRITE = 2;
+    private static final int HOOK_SOCKET_READ = 1, HOOK_SOCKET_WRITE = 2, HOOK_ENGINE_UNWRAP = 3, HOOK_ENGINE_WRAP = 4;
     /** Roles as records.proto has them. */
     private static final int ROLE_UNKNOWN = 0, ROLE_CLIENT = 1, ROLE_SERVER = 2;
 
@@ -82,8 +87,88 @@ public final class Hooks {
         }
     }
 
+    /** SSLEngineImpl.wrap(ByteBuffer[], int, int, ByteBuffer): the plaintext it consumed. */
+    public static SSLEngineResult engineWrap(SSLEngine e, ByteBuffer[] srcs, int off, int len, ByteBuffer dst)
+            throws SSLException {
+        int[] before = positions(srcs, off, len);
+        boolean[] inside = inside();
+        inside[ENGINE] = true;
+        SSLEngineResult r;
+        try {
+            r = e.wrap(srcs, off, len, dst);
+        } finally {
+            inside[ENGINE] = false;
+        }
+        if (r.bytesConsumed() > 0) {
+            captureBuffers(e, SEND, HOOK_ENGINE_WRAP, srcs, off, len, before);
+        }
+        return r;
+    }
+
+    /** SSLEngineImpl.unwrap(ByteBuffer, ByteBuffer[], int, int): the plaintext it produced. */
+    public static SSLEngineResult engineUnwrap(SSLEngine e, ByteBuffer src, ByteBuffer[] dsts, int off, int len)
+            throws SSLException {
+        int[] before = positions(dsts, off, len);
+        boolean[] inside = inside();
+        inside[ENGINE] = true;
+        SSLEngineResult r;
+        try {
+            r = e.unwrap(src, dsts, off, len);
+        } finally {
+            inside[ENGINE] = false;
+        }
+        if (r.bytesProduced() > 0) {
+            captureBuffers(e, RECV, HOOK_ENGINE_UNWRAP, dsts, off, len, before);
+        }
+        return r;
+    }
+
+    private static int[] positions(ByteBuffer[] bufs, int off, int len) {
+        if (bufs == null || off < 0 || len < 0 || off > bufs.length - len) {
+            return null; // the call itself will refuse these arguments
+        }
+        int[] pos = new int[len];
+        for (int i = 0; i < len; i++) {
+            pos[i] = bufs[off + i] == null ? 0 : bufs[off + i].position();
+        }
+        return pos;
+    }
+
+    /** The bytes between each buffer's position before the call and after it, in order. */
+    private static void captureBuffers(SSLEngine e, int direction, int hook, ByteBuffer[] bufs, int off, int len,
+            int[] before) {
+        try {
+            if (before == null || !enabled()) {
+                return;
+            }
+            int total = 0;
+            for (int i = 0; i < len; i++) {
+                total += bufs[off + i].position() - before[i];
+            }
+            if (total <= 0) {
+                return;
+            }
+            byte[] out = new byte[total];
+            int at = 0;
+            for (int i = 0; i < len; i++) {
+                ByteBuffer b = bufs[off + i].duplicate();
+                int end = b.position();
+                b.position(before[i]);
+                b.get(out, at, end - before[i]);
+                at += end - before[i];
+            }
+            int role = e.getUseClientMode() ? ROLE_CLIENT : ROLE_SERVER;
+            engineData(hook, direction, role, System.identityHashCode(e), e.getPeerPort(), out, total);
+        } catch (Throwable t) {
+            // The application's call succeeded; capture is best effort.
+        }
+    }
+
     private static void capture(Socket s, int direction, int hook, byte[] b, int off, int n) {
         try {
+            if (!enabled()) {
+                return; // no sensor: skip the address look-ups
+            }
             InetAddress local = s.getLocalAddress();
             InetAddress remote = s.getInetAddress();
             if (remote == null) {
@@ -99,6 +184,12 @@ public final class Hooks {
             // The application's call succeeded; capture is best effort.
         }
     }
+
+    /** Whether the agent would queue plaintext now (a sensor is connected): saves copying buffers for nothing. */
+    private static native boolean enabled();
+
+    /** Queues {@code b[0, n)} of an SSLEngine, named by its identity and peer port. */
+    private static native void engineData(int hook, int direction, int role, int engineId, int peerPort, byte[] b, int n);
 
     /** Copies {@code b[off, off+n)} into the agent's queue (or counts it as dropped). */
     private static native void data(int hook, int direction, int role, byte[] localIp, int localPort,

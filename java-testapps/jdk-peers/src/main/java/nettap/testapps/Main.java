@@ -8,7 +8,7 @@ public final class Main {
 
     public static void main(String[] args) throws Exception {
         if (args.length == 0) {
-            throw new IllegalArgumentException("usage: MODE [--key value]...; modes: socket-server, url-client");
+            throw new IllegalArgumentException("usage: MODE [--key value]...; modes: socket-server, url-client, https-server, httpclient-client");
         }
         Args a = new Args(Arrays.copyOfRange(args, 1, args.length));
         switch (args[0]) {
@@ -17,6 +17,12 @@ public final class Main {
                 break;
             case "url-client":
                 UrlClient.run(a);
+                break;
+            case "https-server":
+                HttpsServerApp.run(a);
+                break;
+            case "httpclient-client":
+                HttpClientApp.run(a);
                 break;
             default:
                 throw new IllegalArgumentException("unknown mode " + args[0]);
