@@ -140,7 +140,7 @@ unsafe fn start(vm: *mut sys::JavaVM, options: &str, live: bool) -> Result<(), S
     if ((**vm).GetEnv.expect("GetEnv"))(vm, &mut env, sys::JNI_VERSION_9 as sys::jint) != 0 {
         return Err("no JNI environment on the attaching thread".into());
     }
-    init(env as *mut sys::JNIEnv)?;
+    init(env as *mut sys::JNIEnv, true)?;
     // Classes already loaded get their prologue by retransformation.
     let targets = jvmti
         .loaded_classes(|sig| {
@@ -152,7 +152,7 @@ unsafe fn start(vm: *mut sys::JavaVM, options: &str, live: bool) -> Result<(), S
 
 unsafe extern "C" fn on_vm_init(_jvmti: *mut sys::jvmtiEnv, jni: *mut sys::JNIEnv, _thread: sys::jthread) {
     guard("VMInit", || {
-        if let Err(e) = init(jni) {
+        if let Err(e) = init(jni, false) {
             log(&format!("giving up: {e}; the JVM runs on without capture"));
         }
     });
@@ -167,7 +167,7 @@ unsafe extern "C" fn on_vm_death(_jvmti: *mut sys::jvmtiEnv, _jni: *mut sys::JNI
 }
 
 /// Defines `Hooks`, lets java.base read its module, starts the sender.
-unsafe fn init(jni: *mut sys::JNIEnv) -> Result<(), String> {
+unsafe fn init(jni: *mut sys::JNIEnv, live: bool) -> Result<(), String> {
     let agent = AGENT.get().ok_or("not started")?;
     let mut env = jni::JNIEnv::from_raw(jni as *mut jni::sys::JNIEnv).map_err(|e| e.to_string())?;
     let hooks = match env.define_class(transform::HOOKS, &jni::objects::JObject::null(), HOOKS_CLASS) {
@@ -201,6 +201,7 @@ unsafe fn init(jni: *mut sys::JNIEnv) -> Result<(), String> {
         runtime: name.clone(),
         runtime_version: version.clone(),
         agent_version: env!("CARGO_PKG_VERSION").into(),
+        attached_late: live,
     };
     std::thread::Builder::new()
         .name("nettap-agent-sender".into())

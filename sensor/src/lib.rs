@@ -12,6 +12,7 @@ pub mod dns;
 pub mod drops;
 pub mod events;
 pub mod exec_gate;
+pub mod jvm_attach;
 pub mod output;
 pub mod pipeline;
 pub mod probes;

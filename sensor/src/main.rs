@@ -39,6 +39,23 @@ enum Command {
     Capture(CaptureArgs),
     /// Print the records of a running `nettap capture --api ADDR` as they come.
     Tail(TailArgs),
+    /// Load the JVM agent into a running JVM (HotSpot attach mechanism).
+    Attach(AttachArgs),
+}
+
+#[derive(clap::Args)]
+struct AttachArgs {
+    /// The JVM's pid.
+    pid: u32,
+    /// The agent library (default: libnettap_agent.so beside this program).
+    #[arg(long)]
+    agent: Option<PathBuf>,
+    /// The sensor's agent socket the agent is to stream to.
+    #[arg(long, default_value = nettap_sensor::agent::DEFAULT_SOCKET)]
+    agent_socket: PathBuf,
+    /// How long to wait for the JVM, in seconds.
+    #[arg(long, value_parser = parse_seconds, default_value = "10")]
+    timeout: Duration,
 }
 
 #[derive(clap::Args)]
@@ -265,6 +282,18 @@ fn run(cli: Cli) -> Result<()> {
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(pipeline::capture(opts))?;
+        }
+        Command::Attach(args) => {
+            let agent = match args.agent {
+                Some(a) => a,
+                None => std::env::current_exe()?.with_file_name("libnettap_agent.so"),
+            };
+            let agent = std::fs::canonicalize(&agent)
+                .with_context(|| format!("the agent library {} is not there", agent.display()))?;
+            let options = format!("socket={}", args.agent_socket.display());
+            let answer = nettap_sensor::jvm_attach::attach(args.pid, &agent, &options, args.timeout)
+                .with_context(|| format!("attaching to JVM {}", args.pid))?;
+            tracing::info!(pid = args.pid, agent = %agent.display(), answer, "agent loaded into the JVM");
         }
         Command::Tail(args) => {
             let filter = SubscribeRequest {

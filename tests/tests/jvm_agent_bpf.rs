@@ -182,6 +182,7 @@ fn hello_frame(pid_claimed: u32) -> Vec<u8> {
             runtime: "test".into(),
             runtime_version: "0".into(),
             agent_version: "0".into(),
+            attached_late: false,
         })),
         ..Default::default()
     }
@@ -230,4 +231,83 @@ fn bad_frames_close_only_their_connection() {
     assert_exchanges(&cap, client);
     assert_exchanges(&cap, server);
     assert!(cap.of("data", me).is_empty(), "the lying peer sent no data");
+}
+
+/// `nettap attach PID` into JVMs that run without the agent and have used
+/// JSSE already (its classes are retransformed): requests after the attach
+/// are captured exactly.
+fn attach_to_running_jvms(major: u32) {
+    let home = jdk(major);
+    let tls = TlsSetup::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let sock = scratch.path().join("agent.sock");
+    let sensor = Sensor::start(&["--port", &tls.port_s, "--raw", "--agent-socket", sock.to_str().unwrap()]);
+    let ready = scratch.path().join("server.ready");
+    let go = scratch.path().join("go");
+    let sizes = SIZES.map(|s| s.to_string()).join(",");
+    let mut server = java_peer(&home, None)
+        .args(["socket-server", "--port", &tls.port_s, "--requests", &(SIZES.len() + 1).to_string()])
+        .arg("--cert")
+        .arg(&tls.cert)
+        .arg("--key")
+        .arg(&tls.key)
+        .arg("--ready")
+        .arg(&ready)
+        .spawn()
+        .expect("cannot start java");
+    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
+    // One request before the attach (JSSE loaded and used), then it waits for `go`.
+    let mut client = java_peer(&home, None)
+        .args(["url-client", "--port", &tls.port_s, "--sizes", &sizes, "--cert"])
+        .arg(&tls.cert)
+        .arg("--wait-file")
+        .arg(&go)
+        .spawn()
+        .expect("cannot start java");
+    let (server_pid, client_pid) = (server.id(), client.id());
+    // Attach once the client has used JSSE and waits (a JVM still starting
+    // has no attach listener yet).
+    wait_for_file(&scratch.path().join("go.waiting"), || client.try_wait().unwrap().is_none());
+    for pid in [client_pid, server_pid] {
+        let out = std::process::Command::new(nettap_bin())
+            .args(["attach", &pid.to_string(), "--agent-socket", sock.to_str().unwrap()])
+            .arg("--agent")
+            .arg(nettap_e2e::jvm::agent_lib())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "nettap attach {pid}: {}", String::from_utf8_lossy(&out.stderr));
+        sensor.wait_for_log(&["probe attached", "JVMTI", &format!("pid={pid}"), "attached_late=true"]);
+    }
+    std::fs::write(&go, b"").unwrap();
+    assert!(wait_child(&mut client, "url-client").success(), "client failed");
+    assert!(wait_child(&mut server, "socket-server").success(), "server failed");
+    sensor.wait_for_log(&["agent disconnected", &format!("pid={server_pid}")]);
+    sensor.wait_for_log(&["agent disconnected", &format!("pid={client_pid}")]);
+    let cap = sensor.stop();
+
+    // The client was idle at the attach: every request after it is there.
+    assert_jvmti_records(&cap, client_pid, "client", &SSL_SOCKET);
+    assert_exchanges(&cap, client_pid);
+    // The server was blocked in a read at the attach, and that read ends in
+    // the code it started in: the first request after the attach may be
+    // missing, the others are exact.
+    let h = cap.of("http", server_pid);
+    assert!(h.len() >= SIZES.len() - 1, "server exchanges: {h:?}");
+    for (r, size) in h.iter().rev().zip(SIZES.iter().rev()) {
+        assert_eq!(r["request"]["path"], format!("/echo/{size}"));
+        assert_http_body(&r["request"], &pattern_body("req", *size), "request");
+        assert_http_body(&r["response"], &pattern_body("resp", *size), "response");
+        assert_eq!(r["source"], "jvmti");
+        assert_eq!(r["conn"]["role"], "server");
+    }
+}
+
+#[test]
+fn attach_to_running_jvms_jdk17() {
+    attach_to_running_jvms(17);
+}
+
+#[test]
+fn attach_to_running_jvms_jdk25() {
+    attach_to_running_jvms(25);
 }

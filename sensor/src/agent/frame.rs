@@ -102,6 +102,8 @@ pub enum AgentEvent {
         version: String,
         /// The agent's version.
         agent_version: String,
+        /// Loaded into a running JVM (its connections may be mid-message).
+        attached_late: bool,
     },
     /// Plaintext.
     Data(AgentChunk),
@@ -250,6 +252,7 @@ fn check(f: pb::AgentFrame) -> Result<Frame, FrameError> {
             runtime: text(h.runtime, "runtime name over 256 bytes")?,
             version: text(h.runtime_version, "runtime version over 256 bytes")?,
             agent_version: text(h.agent_version, "agent version over 256 bytes")?,
+            attached_late: h.attached_late,
         },
         Kind::Data(d) => {
             let direction = match pb::Direction::try_from(d.direction) {
@@ -304,6 +307,7 @@ mod tests {
                 runtime: "OpenJDK 64-Bit Server VM".into(),
                 runtime_version: "17".into(),
                 agent_version: "0.1.0".into(),
+                attached_late: false,
             })),
             ..Default::default()
         }

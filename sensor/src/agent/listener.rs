@@ -133,7 +133,8 @@ async fn read_agent(mut stream: UnixStream, pid: u32, tx: mpsc::Sender<AgentMsg>
             match reader.next_frame() {
                 Ok(None) => break,
                 Ok(Some(frame)) => {
-                    if let AgentEvent::Hello { runtime, version, agent_version } = &frame.event {
+                    if let AgentEvent::Hello { runtime, version, agent_version, attached_late } = &frame.event
+                    {
                         info!(
                             pid,
                             target = format!("pid {pid}"),
@@ -141,6 +142,7 @@ async fn read_agent(mut stream: UnixStream, pid: u32, tx: mpsc::Sender<AgentMsg>
                             probe = "javax.net.ssl (SSLSocket, SSLEngine)",
                             version = format!("{runtime} {version}"),
                             agent_version = agent_version.as_str(),
+                            attached_late,
                             ok = true,
                             "probe attached"
                         );

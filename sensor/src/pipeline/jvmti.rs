@@ -15,7 +15,8 @@
 use super::{user_drop, Processor};
 use crate::agent::{AgentChunk, AgentEvent, AgentMsg, Hook};
 use crate::clock::Clock;
-use crate::events::{user_probe, ConnChange, ConnEvent, ConnId, DataEvent, Header};
+use crate::events::{user_probe, ConnChange, ConnEvent, ConnId, DataEvent, Direction, Header, Role};
+use crate::stream::ConnSession;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -36,6 +37,8 @@ pub(super) struct Agents {
     comms: HashMap<u32, [u8; 16]>,
     /// SSLEngines (pid, identity) → the kernel connection they were given.
     engines: HashMap<(u32, u64), u64>,
+    /// Processes whose agent was loaded while they ran.
+    late: HashSet<u32>,
 }
 
 fn comm_of(pid: u32) -> [u8; 16] {
@@ -75,9 +78,13 @@ impl Processor {
             }
         }
         match frame.event {
-            AgentEvent::Hello { .. } => {
+            AgentEvent::Hello { attached_late, .. } => {
                 if self.agents.comms.len() >= MAX_COMMS {
                     self.agents.comms.clear();
+                    self.agents.late.clear();
+                }
+                if attached_late {
+                    self.agents.late.insert(pid);
                 }
                 self.agents.comms.insert(pid, comm_of(pid));
                 Ok(())
@@ -148,6 +155,21 @@ impl Processor {
             comm,
             conn: ConnId { id, local, remote, role: c.conn.role, tls: true, netns: 0 },
         };
+        if self.agents.late.contains(&pid) && !self.sessions.contains_key(&id) {
+            // The first bytes after a late attach may be mid-message: the
+            // session waits for the next message start.
+            let hint = match c.conn.role {
+                Role::Client => Some(Direction::Send),
+                Role::Server => Some(Direction::Recv),
+                Role::Unknown => None,
+            };
+            if self.sessions.len() >= self.max_sessions {
+                self.evict_oldest_session()?;
+            }
+            let mut s = ConnSession::new(true, hint, self.limits, super::REORDER_LIMIT);
+            s.plaintext = true;
+            self.sessions.insert(id, s);
+        }
         let d = DataEvent { header, seq: c.seq, truncated: 0, direction: c.direction, payload: &c.payload };
         self.on_data(&d)
     }
