@@ -15,4 +15,5 @@ pub mod output;
 pub mod pipeline;
 pub mod probes;
 pub mod protocols;
+pub mod redact;
 pub mod stream;
