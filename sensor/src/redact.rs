@@ -250,7 +250,9 @@ fn json_value_spans(b: &[u8], wanted: impl Fn(&str) -> bool) -> Vec<(usize, usiz
                     continue;
                 }
                 expect_key = false;
-                let key = String::from_utf8_lossy(&b[i + 1..end - 1]).into_owned();
+                // Escapes decoded: `"pass\u0077ord"` is `password` to every JSON reader.
+                let key = serde_json::from_slice::<String>(&b[i..end])
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&b[i + 1..end - 1]).into_owned());
                 i = end;
                 // The value after the colon.
                 while i < b.len() && (b[i].is_ascii_whitespace() || b[i] == b':') {
@@ -386,12 +388,12 @@ mod tests {
     #[test]
     fn json_form_and_query_fields() {
         let r = redactor();
-        let body = br#"{"user": "ann", "Password" : "p\"w", "nested": {"token": 12345, "keep": [1, {"secret": {"a": "}"}}]}}"#;
+        let body = br#"{"user": "ann", "Pass\u0077ord" : "p\"w", "nested": {"token": 12345, "keep": [1, {"secret": {"a": "}"}}]}}"#;
         let mut e = request(&[("Content-Type", "application/json")], "/login?next=/&access_token=abc", body);
         r.exchange(&mut e);
         let got = String::from_utf8(e.request.body.clone()).unwrap();
         let want = format!(
-            r#"{{"user": "ann", "Password" : "{}", "nested": {{"token": "{}", "keep": [1, {{"secret": "{}"}}]}}}}"#,
+            r#"{{"user": "ann", "Pass\u0077ord" : "{}", "nested": {{"token": "{}", "keep": [1, {{"secret": "{}"}}]}}}}"#,
             r.marker(br#"p\"w"#),
             r.marker(b"12345"),
             r.marker(br#"{"a": "}"}"#)
