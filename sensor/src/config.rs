@@ -34,6 +34,29 @@ pub struct CaptureConfig {
     /// How long a program executed for the first time may be held at exec
     /// until its TLS code is probed (fanotify; needs CAP_SYS_ADMIN); 0: never.
     pub exec_hold_ms: u32,
+    /// What is redacted from exchanges before any output.
+    pub redact: RedactConfig,
+}
+
+/// `[capture.redact]`: on by default; the named headers and fields are
+/// redacted besides `crate::redact`'s defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedactConfig {
+    /// Off only when asked (`--no-redact`), and then said in the log.
+    pub enabled: bool,
+    /// More header names to redact.
+    pub headers: Vec<String>,
+    /// More JSON, form and query field names to redact.
+    pub fields: Vec<String>,
+    /// A key (16 bytes or more) that keeps markers equal across runs; random per run otherwise.
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+impl Default for RedactConfig {
+    fn default() -> Self {
+        Self { enabled: true, headers: Vec::new(), fields: Vec::new(), key_file: None }
+    }
 }
 
 impl Default for CaptureConfig {
@@ -46,6 +69,7 @@ impl Default for CaptureConfig {
             ports: Vec::new(),
             max_connections: 8192,
             exec_hold_ms: 1000,
+            redact: RedactConfig::default(),
         }
     }
 }

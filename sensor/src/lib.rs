@@ -17,4 +17,5 @@ pub mod output;
 pub mod pipeline;
 pub mod probes;
 pub mod protocols;
+pub mod redact;
 pub mod stream;

@@ -130,6 +130,15 @@ struct CaptureArgs {
     /// Payload bytes captured per syscall; the rest is reported as `truncated`.
     #[arg(long)]
     max_bytes_per_call: Option<u32>,
+    /// Write credentials, cookies and passwords as captured (redacted by default).
+    #[arg(long)]
+    no_redact: bool,
+    /// Also redact this header (repeatable).
+    #[arg(long = "redact-header")]
+    redact_headers: Vec<String>,
+    /// Also redact this JSON, form or query field (repeatable).
+    #[arg(long = "redact-field")]
+    redact_fields: Vec<String>,
     /// Hold a program executed for the first time up to this long, until its
     /// own TLS code (Go, OpenSSL linked in) is probed; 0 never holds.
     #[arg(long)]
@@ -217,6 +226,11 @@ fn capture_config(args: &CaptureArgs) -> Result<CaptureConfig> {
     if let Some(n) = args.max_bytes_per_call {
         cfg.max_bytes_per_call = n;
     }
+    if args.no_redact {
+        cfg.redact.enabled = false;
+    }
+    cfg.redact.headers.extend(args.redact_headers.iter().cloned());
+    cfg.redact.fields.extend(args.redact_fields.iter().cloned());
     if let Some(n) = args.exec_hold_ms {
         cfg.exec_hold_ms = n;
     }
@@ -235,17 +249,21 @@ fn sink(args: &CaptureArgs) -> Result<Sink> {
     let out: Box<dyn Write + Send> = if path.as_os_str() == "-" {
         Box::new(std::io::stdout())
     } else {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Captured traffic holds secrets: only the owner may read it.
-        Box::new(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&path)
-                .with_context(|| format!("cannot open {}", path.display()))?,
-        )
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        // Captured traffic holds secrets: only the owner may read it, also
+        // when the file was there before (`mode` applies to new files only).
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        if file.metadata().is_ok_and(|m| m.is_file()) {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot make {} private", path.display()))?;
+        }
+        Box::new(file)
     };
     Ok(match args.format {
         Format::Jsonl => Sink::Jsonl(JsonlWriter::new(out)),

@@ -88,6 +88,8 @@ pub struct Processor {
     /// Subscribers of the streaming API, if it is served.
     pub publisher: Option<crate::api::Publisher>,
     agents: jvmti::Agents,
+    /// Secrets out of exchanges before any output sees them.
+    pub redactor: Option<crate::redact::Redactor>,
     /// Counters.
     pub stats: Stats,
 }
@@ -125,6 +127,7 @@ struct Emit<'a> {
     raw: bool,
     user_drops: &'a mut BTreeMap<&'static str, DropRecord>,
     publisher: Option<&'a crate::api::Publisher>,
+    redactor: Option<&'a crate::redact::Redactor>,
 }
 
 fn user_drop(drops: &mut BTreeMap<&'static str, DropRecord>, reason: &'static str, bytes: u64) {
@@ -164,7 +167,10 @@ impl Emit<'_> {
                 },
             }),
             (SessionOut::Data(_), Sink::Terminal(_) | Sink::Har(_)) => Ok(()),
-            (SessionOut::Exchange(e, probe), sink) => {
+            (SessionOut::Exchange(mut e, probe), sink) => {
+                if let Some(r) = self.redactor {
+                    r.exchange(&mut e);
+                }
                 for m in std::iter::once(&e.request).chain(e.response.as_ref()) {
                     if m.body_truncated > 0 {
                         user_drop(self.user_drops, "http_body_over_limit", m.body_truncated);
@@ -224,6 +230,7 @@ impl Processor {
             execs: Vec::new(),
             publisher: None,
             agents: Default::default(),
+            redactor: None,
             stats: Stats::default(),
         }
     }
@@ -390,6 +397,7 @@ impl Processor {
             raw: self.raw,
             user_drops: &mut self.user_drops,
             publisher: self.publisher.as_ref(),
+            redactor: self.redactor.as_ref(),
         };
         let mut result = Ok(());
         session.on_chunk(chunk, &mut |o| {
@@ -448,6 +456,7 @@ impl Processor {
                 raw: self.raw,
                 user_drops: &mut self.user_drops,
                 publisher: self.publisher.as_ref(),
+                redactor: self.redactor.as_ref(),
             };
             let mut result = Ok(());
             session.close(ts_boot_ns, &mut |o| {
@@ -499,6 +508,7 @@ impl Processor {
                 raw: self.raw,
                 user_drops: &mut self.user_drops,
                 publisher: self.publisher.as_ref(),
+                redactor: self.redactor.as_ref(),
             };
             let mut result = Ok(());
             session.flush(&mut |o| {
@@ -607,6 +617,37 @@ async fn stop_signal(duration: Option<Duration>) -> &'static str {
     }
 }
 
+/// The redactor the configuration asks for, said in the log either way.
+fn redactor(cfg: &crate::config::RedactConfig, raw: bool) -> Result<Option<crate::redact::Redactor>> {
+    if !cfg.enabled {
+        warn!("redaction off (--no-redact): records carry credentials, cookies and passwords as sent");
+        return Ok(None);
+    }
+    let key = match &cfg.key_file {
+        Some(path) => {
+            let key =
+                std::fs::read(path).with_context(|| format!("reading redact key {}", path.display()))?;
+            anyhow::ensure!(key.len() >= 16, "redact key {} is shorter than 16 bytes", path.display());
+            key
+        }
+        None => {
+            let mut key = [0u8; 32];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+                .map_err(|_| anyhow!("no randomness for the redaction key"))?;
+            key.to_vec()
+        }
+    };
+    let headers: Vec<&str> =
+        crate::redact::DEFAULT_HEADERS.into_iter().chain(cfg.headers.iter().map(String::as_str)).collect();
+    let fields: Vec<&str> =
+        crate::redact::DEFAULT_FIELDS.into_iter().chain(cfg.fields.iter().map(String::as_str)).collect();
+    info!(headers = ?headers, fields = ?fields, stable_key = cfg.key_file.is_some(), "redaction on");
+    if raw {
+        warn!("--raw: data records carry payloads as captured, not redacted");
+    }
+    Ok(Some(crate::redact::Redactor::new(headers, fields, &key)))
+}
+
 /// The exec gate when configured and allowed; otherwise why not, once.
 fn start_exec_gate(hold_ms: u32) -> Option<ExecGate> {
     if hold_ms == 0 {
@@ -669,6 +710,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         .map_err(|e| anyhow!("cannot watch the ring buffer: {e}"))?;
     let mut proc =
         Processor::new(opts.sink, opts.capture.max_connections as usize, opts.raw, opts.http_limits);
+    proc.redactor = redactor(&opts.capture.redact, opts.raw)?;
     if let Some(listen) = &opts.api {
         let publisher = crate::api::Publisher::new();
         let addr = &listen.addr;

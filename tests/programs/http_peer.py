@@ -75,6 +75,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         data = self.body()
+        if self.path.startswith("/login"):
+            # A session token in JSON and a cookie, as login endpoints answer.
+            body = json.dumps({"ok": True, "token": "SECRET-SERVER-TOKEN-77"}).encode()
+            cookie = "session=SECRET-SERVER-COOKIE-88; Path=/; HttpOnly"
+            self.send(200, body, [("Content-Type", "application/json"), ("Set-Cookie", cookie)])
+            return
         self.send(201, b"got " + str(len(data)).encode() + b": " + data, [("Content-Type", "text/plain")])
 
 

@@ -29,6 +29,9 @@ fn records_file_is_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r.jsonl");
+    // A file that was there, readable by all, is made private too.
+    std::fs::write(&out, "old").unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
     let st = Command::new(nettap_bin())
         .args(["capture", "--port", "1", "--duration", "0.1", "--out"])
         .arg(&out)

@@ -59,8 +59,31 @@ pub fn from_dwarf(obj: &object::File<'_>) -> Option<Result<GoLayout, String>> {
     }))
 }
 
+type Slice<'a> = gimli::EndianSlice<'a, gimli::LittleEndian>;
+
+/// A DIE's DW_AT_name (Go writes them inline; `.debug_str` is read too).
+fn name<'a>(
+    dwarf: &gimli::Dwarf<Slice<'a>>,
+    e: &gimli::DebuggingInformationEntry<'_, '_, Slice<'a>>,
+) -> Option<&'a str> {
+    let bytes = match e.attr_value(gimli::DW_AT_name).ok()?? {
+        gimli::AttributeValue::String(s) => s,
+        gimli::AttributeValue::DebugStrRef(o) => dwarf.debug_str.get_str(o).ok()?,
+        _ => return None,
+    };
+    std::str::from_utf8(bytes.slice()).ok()
+}
+
 fn read_members(obj: &object::File<'_>) -> Result<[Option<u32>; 5], gimli::Error> {
+    // Only what type DIEs need: decompressing line tables and location lists
+    // would double the time a held program waits.
     let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>, gimli::Error> {
+        if !matches!(
+            id,
+            gimli::SectionId::DebugInfo | gimli::SectionId::DebugAbbrev | gimli::SectionId::DebugStr
+        ) {
+            return Ok(Cow::Borrowed(&[]));
+        }
         Ok(obj.section_by_name(id.name()).and_then(|s| s.uncompressed_data().ok()).unwrap_or_default())
     };
     let sections = gimli::DwarfSections::load(load)?;
@@ -68,28 +91,24 @@ fn read_members(obj: &object::File<'_>) -> Result<[Option<u32>; 5], gimli::Error
     let mut found = [None; 5];
     let mut units = dwarf.units();
     while let Some(header) = units.next()? {
-        let unit = dwarf.unit(header)?;
-        let mut entries = unit.entries();
-        // Index into MEMBERS of the struct whose members come next, if wanted.
-        let mut within: Option<&str> = None;
+        let abbrevs = dwarf.abbreviations(&header)?;
+        let mut entries = header.entries(&abbrevs);
+        // The wanted struct whose members come next, and its depth.
+        let mut within: Option<(&str, isize)> = None;
         let mut depth = 0isize;
-        let mut struct_depth = 0isize;
         while let Some((delta, e)) = entries.next_dfs()? {
             depth += delta;
-            if within.is_some() && depth <= struct_depth {
+            if within.is_some_and(|(_, d)| depth <= d) {
                 within = None;
             }
-            let name = match e.attr_value(gimli::DW_AT_name)? {
-                Some(v) => dwarf.attr_string(&unit, v).ok().map(|s| s.slice()),
-                None => None,
-            };
-            let name = name.and_then(|n| std::str::from_utf8(n).ok());
-            match (e.tag(), within, name) {
-                (gimli::DW_TAG_structure_type, _, Some(n)) if MEMBERS.iter().any(|(s, _)| *s == n) => {
-                    within = MEMBERS.iter().find(|(s, _)| *s == n).map(|(s, _)| *s);
-                    struct_depth = depth;
+            match (e.tag(), within) {
+                (gimli::DW_TAG_structure_type, _) => {
+                    if let Some(n) = name(&dwarf, e) {
+                        within = MEMBERS.iter().find(|(s, _)| *s == n).map(|(s, _)| (*s, depth));
+                    }
                 }
-                (gimli::DW_TAG_member, Some(s), Some(m)) => {
+                (gimli::DW_TAG_member, Some((s, _))) => {
+                    let Some(m) = name(&dwarf, e) else { continue };
                     if let Some(i) = MEMBERS.iter().position(|p| *p == (s, m)) {
                         if let Some(gimli::AttributeValue::Udata(off)) =
                             e.attr_value(gimli::DW_AT_data_member_location)?
@@ -100,9 +119,9 @@ fn read_members(obj: &object::File<'_>) -> Result<[Option<u32>; 5], gimli::Error
                 }
                 _ => {}
             }
-        }
-        if found.iter().all(Option::is_some) {
-            break;
+            if found.iter().all(Option::is_some) {
+                return Ok(found);
+            }
         }
     }
     Ok(found)

@@ -1,0 +1,429 @@
+//! Secrets out of records before any of them leaves the sensor (file,
+//! terminal, HAR, API). Values of the named headers (by default
+//! `Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie`) and of
+//! the named JSON, form and query fields become a marker that keeps the
+//! length class and a keyed hash: `REDACTED(len=16-31,hmac=3f2a9c1e4b5d)`.
+//! Equal secrets get equal markers (within one key: random per run unless a
+//! key file is given), so a replayed token is recognisable without being
+//! readable, and the hash cannot be reversed by guessing short passwords
+//! without the key. Names of cookies and the scheme of `Authorization`
+//! stay: they are not secret and say what was sent.
+
+use crate::protocols::exchange::{Exchange, Message};
+use ring::hmac;
+use std::collections::HashSet;
+
+/// Headers redacted unless the configuration says otherwise.
+pub const DEFAULT_HEADERS: [&str; 4] = ["authorization", "proxy-authorization", "cookie", "set-cookie"];
+
+/// JSON, form and query fields redacted unless the configuration says otherwise.
+pub const DEFAULT_FIELDS: [&str; 10] = [
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "client_secret",
+    "api_key",
+    "apikey",
+];
+
+/// What to redact and with which key.
+#[derive(Clone)]
+pub struct Redactor {
+    headers: HashSet<String>,
+    fields: HashSet<String>,
+    key: hmac::Key,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redactor").field("headers", &self.headers).field("fields", &self.fields).finish()
+    }
+}
+
+impl Redactor {
+    /// Redacts `headers` and `fields` (names compared without case) with an
+    /// HMAC-SHA-256 key made of `key` bytes.
+    pub fn new<'a>(
+        headers: impl IntoIterator<Item = &'a str>,
+        fields: impl IntoIterator<Item = &'a str>,
+        key: &[u8],
+    ) -> Self {
+        Redactor {
+            headers: headers.into_iter().map(str::to_ascii_lowercase).collect(),
+            fields: fields.into_iter().map(str::to_ascii_lowercase).collect(),
+            key: hmac::Key::new(hmac::HMAC_SHA256, key),
+        }
+    }
+
+    /// The marker standing for `secret`.
+    pub fn marker(&self, secret: &[u8]) -> String {
+        let tag = hmac::sign(&self.key, secret);
+        let hex: String = tag.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect();
+        format!("REDACTED(len={},hmac={hex})", length_class(secret.len()))
+    }
+
+    /// Redacts both halves of an exchange in place.
+    pub fn exchange(&self, e: &mut Exchange) {
+        self.message(&mut e.request, true);
+        if let Some(r) = &mut e.response {
+            self.message(r, false);
+        }
+    }
+
+    fn message(&self, m: &mut Message, request: bool) {
+        for (name, value) in m.head.headers.iter_mut().chain(m.trailers.iter_mut()) {
+            let lower = name.to_ascii_lowercase();
+            if self.headers.contains(&lower) {
+                *value = self.header_value(&lower, value);
+            } else if lower == ":path" {
+                *value = self.target(value);
+            }
+        }
+        if request {
+            m.head.target = self.target(&m.head.target);
+        }
+        if self.fields.is_empty() || m.body.is_empty() {
+            return;
+        }
+        let kind = m.head.header("content-type").map(str::to_ascii_lowercase).unwrap_or_default();
+        if kind.contains("x-www-form-urlencoded") {
+            m.body = self.form(&m.body);
+        } else if kind.contains("json") || (kind.is_empty() && m.body.first() == Some(&b'{')) {
+            m.body = self.json(&m.body);
+        }
+    }
+
+    fn header_value(&self, name: &str, value: &str) -> String {
+        match name {
+            // `Bearer abc`: the scheme stays.
+            "authorization" | "proxy-authorization" => match value.split_once(' ') {
+                Some((scheme, cred)) if !scheme.is_empty() => {
+                    format!("{scheme} {}", self.marker(cred.as_bytes()))
+                }
+                _ => self.marker(value.as_bytes()),
+            },
+            // `a=1; b=2`: the names stay.
+            "cookie" => value
+                .split(';')
+                .map(|c| match c.split_once('=') {
+                    Some((n, v)) => format!("{n}={}", self.marker(v.as_bytes())),
+                    None => self.marker(c.as_bytes()),
+                })
+                .collect::<Vec<_>>()
+                .join(";"),
+            // `id=abc; Path=/; HttpOnly`: the name and attributes stay.
+            "set-cookie" => {
+                let (pair, attrs) = value.split_once(';').map_or((value, None), |(p, a)| (p, Some(a)));
+                let pair = match pair.split_once('=') {
+                    Some((n, v)) => format!("{n}={}", self.marker(v.as_bytes())),
+                    None => self.marker(pair.as_bytes()),
+                };
+                attrs.map_or(pair.clone(), |a| format!("{pair};{a}"))
+            }
+            _ => self.marker(value.as_bytes()),
+        }
+    }
+
+    /// A request target with the named query parameters' values redacted.
+    fn target(&self, target: &str) -> String {
+        match target.split_once('?') {
+            Some((path, query)) if !self.fields.is_empty() => {
+                format!("{path}?{}", String::from_utf8_lossy(&self.form(query.as_bytes())))
+            }
+            _ => target.to_string(),
+        }
+    }
+
+    /// `a=1&password=x`: the named fields' values redacted, the rest as sent.
+    fn form(&self, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(body.len());
+        for (i, pair) in body.split(|&b| b == b'&').enumerate() {
+            if i > 0 {
+                out.push(b'&');
+            }
+            match pair.iter().position(|&b| b == b'=') {
+                Some(eq) if self.fields.contains(&form_name(&pair[..eq])) => {
+                    out.extend_from_slice(&pair[..=eq]);
+                    out.extend_from_slice(self.marker(&pair[eq + 1..]).as_bytes());
+                }
+                _ => out.extend_from_slice(pair),
+            }
+        }
+        out
+    }
+
+    /// The named members' values (whatever their type) replaced by the
+    /// marker as a JSON string, everywhere in the document; bytes outside
+    /// them are kept as sent. A body cut short or not quite JSON is
+    /// redacted as far as it can be read.
+    fn json(&self, body: &[u8]) -> Vec<u8> {
+        let spans = json_value_spans(body, |key| self.fields.contains(&key.to_ascii_lowercase()));
+        let mut out = Vec::with_capacity(body.len());
+        let mut at = 0;
+        for (start, end) in spans {
+            out.extend_from_slice(&body[at..start]);
+            let value = &body[start..end];
+            let inner = value.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(value);
+            out.push(b'"');
+            out.extend_from_slice(self.marker(inner).as_bytes());
+            out.push(b'"');
+            at = end;
+        }
+        out.extend_from_slice(&body[at..]);
+        out
+    }
+}
+
+/// `0`, `1-7`, `8-15`, `16-31`, …: how long, not exactly.
+fn length_class(n: usize) -> String {
+    match n {
+        0 => "0".into(),
+        1..=7 => "1-7".into(),
+        _ => {
+            let low = 1usize << (usize::BITS - 1 - n.leading_zeros());
+            format!("{low}-{}", low * 2 - 1)
+        }
+    }
+}
+
+/// A form or query name, percent- and `+`-decoded, lower case.
+fn form_name(raw: &[u8]) -> String {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let hex = raw.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (raw[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).to_ascii_lowercase()
+}
+
+/// Byte ranges of the values of object members whose key `wanted` accepts,
+/// in order, not nested in one another.
+fn json_value_spans(b: &[u8], wanted: impl Fn(&str) -> bool) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    // Per open container: true for an object.
+    let mut stack: Vec<bool> = Vec::new();
+    let mut expect_key = false;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'{' => {
+                stack.push(true);
+                expect_key = true;
+                i += 1;
+            }
+            b'[' => {
+                stack.push(false);
+                expect_key = false;
+                i += 1;
+            }
+            b'}' | b']' => {
+                stack.pop();
+                expect_key = false;
+                i += 1;
+            }
+            b',' => {
+                expect_key = stack.last() == Some(&true);
+                i += 1;
+            }
+            b'"' => {
+                let Some(end) = string_end(b, i) else { break };
+                if !expect_key {
+                    i = end;
+                    continue;
+                }
+                expect_key = false;
+                // Escapes decoded: `"pass\u0077ord"` is `password` to every JSON reader.
+                let key = serde_json::from_slice::<String>(&b[i..end])
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&b[i + 1..end - 1]).into_owned());
+                i = end;
+                // The value after the colon.
+                while i < b.len() && (b[i].is_ascii_whitespace() || b[i] == b':') {
+                    i += 1;
+                }
+                if i < b.len() && wanted(&key) {
+                    let Some(end) = value_end(b, i) else {
+                        spans.push((i, b.len()));
+                        break;
+                    };
+                    spans.push((i, end));
+                    i = end;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    spans
+}
+
+/// The index after the closing quote of the string opening at `start`.
+fn string_end(b: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The index after the JSON value starting at `start`; `None` when the
+/// document ends inside it.
+fn value_end(b: &[u8], start: usize) -> Option<usize> {
+    match b[start] {
+        b'"' => string_end(b, start),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = start;
+            while i < b.len() {
+                match b[i] {
+                    b'"' => {
+                        i = string_end(b, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            None
+        }
+        _ => {
+            let len =
+                b[start..].iter().position(|&c| matches!(c, b',' | b'}' | b']') || c.is_ascii_whitespace());
+            Some(len.map_or(b.len(), |l| start + l))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocols::exchange::{Head, Message};
+
+    fn redactor() -> Redactor {
+        Redactor::new(DEFAULT_HEADERS, DEFAULT_FIELDS, b"test key")
+    }
+
+    fn request(headers: &[(&str, &str)], target: &str, body: &[u8]) -> Exchange {
+        let head = Head {
+            method: "POST".into(),
+            target: target.into(),
+            headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+            ..Head::default()
+        };
+        Exchange::new(Message { head, body: body.to_vec(), ..Message::default() }, None)
+    }
+
+    #[test]
+    fn markers_keep_length_class_and_equal_secrets_match() {
+        let r = redactor();
+        let m = r.marker(b"hunter2hunter2");
+        assert!(m.starts_with("REDACTED(len=8-15,hmac=") && m.ends_with(')') && m.len() == 36, "{m}");
+        assert_eq!(m, r.marker(b"hunter2hunter2"));
+        assert_ne!(m, r.marker(b"hunter2hunter3"));
+        assert_ne!(m, Redactor::new(DEFAULT_HEADERS, DEFAULT_FIELDS, b"other key").marker(b"hunter2hunter2"));
+        assert_eq!(length_class(0), "0");
+        assert_eq!(length_class(7), "1-7");
+        assert_eq!(length_class(8), "8-15");
+        assert_eq!(length_class(31), "16-31");
+        assert_eq!(length_class(1000), "512-1023");
+    }
+
+    #[test]
+    fn named_headers_keep_scheme_and_cookie_names() {
+        let r = redactor();
+        let mut e = request(
+            &[
+                ("Authorization", "Bearer abc.def"),
+                ("Cookie", "sid=s3cr3t; theme=dark"),
+                ("X-Other", "visible"),
+                ("proxy-authorization", "opaque"),
+            ],
+            "/",
+            b"",
+        );
+        e.response = Some(Message {
+            head: Head {
+                headers: vec![("Set-Cookie".into(), "sid=n3w; Path=/; HttpOnly".into())],
+                ..Head::default()
+            },
+            ..Message::default()
+        });
+        r.exchange(&mut e);
+        let h = &e.request.head.headers;
+        assert_eq!(h[0].1, format!("Bearer {}", r.marker(b"abc.def")));
+        assert_eq!(h[1].1, format!("sid={}; theme={}", r.marker(b"s3cr3t"), r.marker(b"dark")));
+        assert_eq!(h[2].1, "visible");
+        assert_eq!(h[3].1, r.marker(b"opaque"));
+        let set = &e.response.unwrap().head.headers[0].1;
+        assert_eq!(set, &format!("sid={}; Path=/; HttpOnly", r.marker(b"n3w")));
+    }
+
+    #[test]
+    fn json_form_and_query_fields() {
+        let r = redactor();
+        let body = br#"{"user": "ann", "Pass\u0077ord" : "p\"w", "nested": {"token": 12345, "keep": [1, {"secret": {"a": "}"}}]}}"#;
+        let mut e = request(&[("Content-Type", "application/json")], "/login?next=/&access_token=abc", body);
+        r.exchange(&mut e);
+        let got = String::from_utf8(e.request.body.clone()).unwrap();
+        let want = format!(
+            r#"{{"user": "ann", "Pass\u0077ord" : "{}", "nested": {{"token": "{}", "keep": [1, {{"secret": "{}"}}]}}}}"#,
+            r.marker(br#"p\"w"#),
+            r.marker(b"12345"),
+            r.marker(br#"{"a": "}"}"#)
+        );
+        assert_eq!(got, want);
+        serde_json::from_str::<serde_json::Value>(&got).expect("still JSON");
+        assert_eq!(e.request.head.target, format!("/login?next=/&access_token={}", r.marker(b"abc")));
+
+        let mut f = request(
+            &[("content-type", "application/x-www-form-urlencoded")],
+            "/",
+            b"user=ann&pass%77ord=x+y&token",
+        );
+        r.exchange(&mut f);
+        assert_eq!(f.request.body, format!("user=ann&pass%77ord={}&token", r.marker(b"x+y")).into_bytes());
+    }
+
+    #[test]
+    fn bodies_cut_short_are_redacted_as_far_as_they_go() {
+        let r = redactor();
+        let mut e = request(&[("content-type", "application/json")], "/", br#"{"a": 1, "password": "abc"#);
+        r.exchange(&mut e);
+        assert_eq!(
+            e.request.body,
+            format!(r#"{{"a": 1, "password": "{}""#, r.marker(br#""abc"#)).into_bytes()
+        );
+        // Not JSON at all: left alone, no panic.
+        for junk in [&b"}}}]]]"[..], b"\"", b"{\"password\"", b"{\"password\":", b"[\"password\", 1]"] {
+            let mut e = request(&[("content-type", "application/json")], "/", junk);
+            r.exchange(&mut e);
+        }
+    }
+}

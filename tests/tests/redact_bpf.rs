@@ -1,0 +1,161 @@
+//! Secrets never leave the sensor: a real client sends an `Authorization`
+//! header, cookies, a JSON password and a token in the query, and the
+//! server answers with a session cookie and a JSON token. The JSON Lines
+//! records and the HAR carry markers instead (equal secrets, equal
+//! markers), everything else as sent; `--no-redact` is explicit and logged.
+
+use nettap_e2e::*;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const SECRETS: [&str; 6] = [
+    "SECRET-BEARER-0123456789",
+    "SECRET-COOKIE-abcdef",
+    "SECRET-PASSWORD-42",
+    "SECRET-QUERY-TOKEN",
+    "SECRET-SERVER-TOKEN-77",
+    "SECRET-SERVER-COOKIE-88",
+];
+
+fn http_server(port: u16, dir: &Path) -> std::process::Child {
+    let ready = dir.join("server.ready");
+    let mut server = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/http_peer.py"))
+        .args(["server", "--port", &port.to_string(), "--ready"])
+        .arg(&ready)
+        .spawn()
+        .unwrap();
+    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
+    server
+}
+
+/// The login request with every kind of secret; returns curl's pid.
+fn login(port: u16) -> u32 {
+    let mut c = Command::new("curl")
+        .args(["-sS", "--fail", "-o", "/dev/null", "-H", "Authorization: Bearer SECRET-BEARER-0123456789"])
+        .args(["-b", "session=SECRET-COOKIE-abcdef; theme=dark", "-H", "Content-Type: application/json"])
+        .args(["-d", r#"{"user": "ann", "password": "SECRET-PASSWORD-42"}"#])
+        .arg(format!("http://127.0.0.1:{port}/login?next=/home&access_token=SECRET-QUERY-TOKEN"))
+        .spawn()
+        .unwrap();
+    assert!(wait_child(&mut c, "curl").success());
+    c.id()
+}
+
+fn header<'a>(headers: &'a Value, name: &str) -> &'a str {
+    headers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(name))
+        .unwrap_or_else(|| panic!("no {name} in {headers}"))[1]
+        .as_str()
+        .unwrap()
+}
+
+/// `REDACTED(len=16-31,hmac=…)` and nothing else.
+fn is_marker(s: &str) -> bool {
+    s.starts_with("REDACTED(len=") && s.ends_with(')') && s.contains(",hmac=") && s.len() <= 40
+}
+
+#[test]
+fn secrets_are_redacted_in_records_and_har_and_equal_secrets_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let port_s = port.to_string();
+    let mut server = http_server(port, dir.path());
+    // One key for both sensors: markers then agree across them (and runs).
+    let key = dir.path().join("redact.key");
+    std::fs::write(&key, "a key both sensors share, 32+ bytes").unwrap();
+    let config = dir.path().join("nettap.toml");
+    std::fs::write(&config, format!("[capture.redact]\nkey_file = {:?}\n", key.to_str().unwrap())).unwrap();
+    let config_s = config.to_str().unwrap();
+    let sensor = Sensor::start(&["--port", &port_s, "--config", config_s]);
+    sensor.wait_for_log(&["redaction on", "stable_key=true"]);
+    let har_path = dir.path().join("x.har");
+    let har_ready = dir.path().join("har.ready");
+    let mut har_sensor = Command::new(nettap_bin())
+        .args(["capture", "--format", "har", "--port", &port_s, "--config", config_s, "--out"])
+        .arg(&har_path)
+        .arg("--ready-file")
+        .arg(&har_ready)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_file(&har_ready, || har_sensor.try_wait().unwrap().is_none());
+    let clients = [login(port), login(port)];
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(har_sensor.id() as i32, libc::SIGINT) };
+    assert!(wait_child(&mut har_sensor, "nettap (HAR)").success());
+    let _ = server.kill();
+    let _ = server.wait();
+    let cap = sensor.stop();
+
+    let har = std::fs::read_to_string(&har_path).unwrap();
+    let records: Vec<String> = cap.records.iter().map(Value::to_string).collect();
+    for secret in SECRETS {
+        assert!(!har.contains(secret), "{secret} in the HAR");
+        assert!(records.iter().all(|r| !r.contains(secret)), "{secret} in a record");
+    }
+
+    // Both ends of both logins, redacted alike: equal secrets, equal markers.
+    let mut seen: Vec<Vec<String>> = Vec::new();
+    for pid in clients.into_iter().chain([server.id()]) {
+        for r in cap.of("http", pid) {
+            let (q, a) = (&r["request"], &r["response"]);
+            assert_eq!(r["response"]["status"], 200, "{r}");
+            let auth = header(&q["headers"], "authorization");
+            let bearer = auth.strip_prefix("Bearer ").expect("the scheme stays");
+            let cookie = header(&q["headers"], "cookie");
+            let (session, theme) = cookie.split_once("; ").unwrap();
+            let session = session.strip_prefix("session=").expect("cookie names stay");
+            let theme = theme.strip_prefix("theme=").unwrap();
+            let body: Value = serde_json::from_str(q["body"].as_str().unwrap()).expect("still JSON");
+            assert_eq!(body["user"], "ann", "other fields as sent");
+            let password = body["password"].as_str().unwrap();
+            let path = q["path"].as_str().unwrap();
+            let query =
+                path.strip_prefix("/login?next=/home&access_token=").expect("other parameters as sent");
+            let set_cookie = header(&a["headers"], "set-cookie");
+            let server_cookie =
+                set_cookie.strip_prefix("session=").unwrap().strip_suffix("; Path=/; HttpOnly").unwrap();
+            let answer: Value = serde_json::from_str(a["body"].as_str().unwrap()).unwrap();
+            assert_eq!(answer["ok"], true);
+            let token = answer["token"].as_str().unwrap();
+            let markers: Vec<String> =
+                [bearer, session, theme, password, query, server_cookie, token].map(String::from).to_vec();
+            for m in &markers {
+                assert!(is_marker(m), "{m} in {r}");
+            }
+            assert!(
+                password.starts_with("REDACTED(len=16-31,"),
+                "length class of an 18-byte secret: {password}"
+            );
+            seen.push(markers);
+        }
+    }
+    assert_eq!(seen.len(), 4, "two logins, each seen by both ends");
+    assert!(seen.iter().all(|m| m == &seen[0]), "equal secrets, equal markers: {seen:?}");
+    let distinct: std::collections::HashSet<&String> = seen[0].iter().collect();
+    assert_eq!(distinct.len(), seen[0].len(), "different secrets, different markers");
+    // The HAR (another sensor, the same key) has the same markers.
+    for m in &seen[0] {
+        assert!(har.contains(m.as_str()), "{m} not in the HAR");
+    }
+}
+
+#[test]
+fn no_redact_is_explicit_and_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = http_server(port, dir.path());
+    let sensor = Sensor::start(&["--port", &port.to_string(), "--no-redact"]);
+    let client = login(port);
+    let _ = server.kill();
+    let _ = server.wait();
+    let cap = sensor.stop();
+    assert!(cap.log.contains("redaction off (--no-redact)"), "{}", cap.log);
+    let r = cap.of("http", client);
+    assert_eq!(header(&r[0]["request"]["headers"], "authorization"), "Bearer SECRET-BEARER-0123456789");
+}
