@@ -311,3 +311,121 @@ fn attach_to_running_jvms_jdk17() {
 fn attach_to_running_jvms_jdk25() {
     attach_to_running_jvms(25);
 }
+
+/// A socket-server without the agent that serves until dropped.
+struct PlainServer(Child);
+
+impl PlainServer {
+    fn start(home: &Path, tls: &TlsSetup, scratch: &Path) -> PlainServer {
+        let ready = scratch.join("plain.ready");
+        let mut c = java_peer(home, None)
+            .args(["socket-server", "--port", &tls.port_s, "--requests", "0", "--cert"])
+            .arg(&tls.cert)
+            .arg("--key")
+            .arg(&tls.key)
+            .arg("--ready")
+            .arg(&ready)
+            .spawn()
+            .expect("cannot start java");
+        wait_for_file(&ready, || c.try_wait().unwrap().is_none());
+        PlainServer(c)
+    }
+}
+
+impl Drop for PlainServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs url-client to completion; returns the time its requests took (ms) and its stderr.
+fn timed_client(home: &Path, tls: &TlsSetup, agent_socket: Option<&Path>) -> (u64, String) {
+    let out = java_peer(home, agent_socket)
+        .args(["url-client", "--port", &tls.port_s, "--sizes", "1024,65536", "--repeat", "25", "--cert"])
+        .arg(&tls.cert)
+        .output()
+        .expect("cannot run java");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "url-client failed: {stdout}{stderr}");
+    let ms = stdout
+        .split("elapsed_ms=")
+        .nth(1)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no elapsed_ms in {stdout:?}"));
+    (ms, stderr)
+}
+
+/// With no sensor listening, the agent drops everything at once: the
+/// application's requests take no longer than 1.1× those without the agent
+/// (best of three runs each, alternating).
+#[test]
+fn without_a_sensor_the_application_runs_at_normal_speed() {
+    let home = jdk(17);
+    let tls = TlsSetup::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let _server = PlainServer::start(&home, &tls, scratch.path());
+    let absent = scratch.path().join("nobody-listens.sock");
+    let (mut plain, mut agent) = (u64::MAX, u64::MAX);
+    for _ in 0..3 {
+        plain = plain.min(timed_client(&home, &tls, None).0);
+        let (ms, stderr) = timed_client(&home, &tls, Some(&absent));
+        assert!(
+            stderr.contains("nettap agent attached") && stderr.contains("sensor not reachable"),
+            "{stderr}"
+        );
+        agent = agent.min(ms);
+    }
+    eprintln!("50 requests: {plain} ms without the agent, {agent} ms with it and no sensor");
+    assert!(agent * 10 <= plain * 11, "{agent} ms with the agent vs {plain} ms without");
+}
+
+/// The sensor starts after the JVM, is killed mid-stream and started
+/// again: the application never notices, and capture resumes, with what
+/// was lost meanwhile counted.
+#[test]
+fn sensor_killed_and_restarted_capture_resumes() {
+    let home = jdk(17);
+    let tls = TlsSetup::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let sock = scratch.path().join("agent.sock");
+    let _server = PlainServer::start(&home, &tls, scratch.path());
+    let stop = scratch.path().join("stop");
+    let mut client = java_peer(&home, Some(&sock))
+        .args(["url-client", "--port", &tls.port_s, "--sizes", "1024", "--cert"])
+        .arg(&tls.cert)
+        .arg("--until-file")
+        .arg(&stop)
+        .spawn()
+        .expect("cannot start java");
+    let pid = client.id();
+    let sensor_args = ["--port", &tls.port_s, "--raw", "--agent-socket", sock.to_str().unwrap()];
+    let first = Sensor::start(&sensor_args);
+    first.wait_for_log(&["probe attached", "JVMTI", &format!("pid={pid}")]);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    drop(first); // SIGKILL, mid-stream
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let second = Sensor::start(&sensor_args);
+    second.wait_for_log(&["probe attached", "JVMTI", &format!("pid={pid}")]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    std::fs::write(&stop, b"").unwrap();
+    assert!(wait_child(&mut client, "url-client").success(), "the application failed");
+    second.wait_for_log(&["agent disconnected", &format!("pid={pid}")]);
+    let cap = second.stop();
+
+    let h = cap.of("http", pid);
+    assert!(h.len() >= 5, "capture resumed after the restart: {} exchanges", h.len());
+    for r in &h {
+        assert_eq!(r["source"], "jvmti");
+        assert_eq!(r["conn"]["tls"], true);
+        assert_eq!(r["request"]["path"], "/echo/1024");
+        assert_http_body(&r["request"], &pattern_body("req", 1024), "request");
+        assert_http_body(&r["response"], &pattern_body("resp", 1024), "response");
+    }
+    let (count, bytes) = cap.dropped("jvmti_agent_dropped");
+    assert!(
+        count > 0 && bytes > 0,
+        "what was lost without a sensor is counted: {count} chunks, {bytes} bytes"
+    );
+}

@@ -18,7 +18,7 @@ import javax.net.ssl.SSLSocket;
  * An HTTP/1.1 server on a JSSE SSLServerSocket (SSLSocket's application
  * streams on the server side). {@code POST /echo/N} with the body
  * {@code pattern("req", N)} is answered 200 with {@code pattern("resp", N)};
- * any other body is a 400. Exits after {@code --requests} requests.
+ * any other body is a 400. Exits after {@code --requests} requests (0: never).
  */
 final class SocketServer {
     private SocketServer() {}
@@ -30,9 +30,14 @@ final class SocketServer {
                 .createServerSocket(a.integer("port"), 16, InetAddress.getByName("127.0.0.1"));
         Files.writeString(Path.of(a.get("ready")), "ready\n");
         int served = 0;
-        while (served < requests) {
+        // --requests 0: until killed.
+        while (requests == 0 || served < requests) {
             try (SSLSocket s = (SSLSocket) server.accept()) {
-                served += serve(s, requests - served);
+                served += serve(s, requests == 0 ? Integer.MAX_VALUE : requests - served);
+            } catch (IOException e) {
+                if (requests != 0) {
+                    throw e;
+                }
             }
         }
         server.close();

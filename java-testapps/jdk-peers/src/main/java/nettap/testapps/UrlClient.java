@@ -13,7 +13,8 @@ import javax.net.ssl.HttpsURLConnection;
  * size, in order, over keep-alive; exits non-zero unless every answer is
  * 200 with the expected body. With {@code --wait-file F} it first makes one
  * {@code POST /echo/0} (so JSSE's classes are loaded), then writes
- * {@code F.waiting} and waits for F.
+ * {@code F.waiting} and waits for F. {@code --repeat N} makes the requests N
+ * times, {@code --until-file F} until F exists; the time they took is printed.
  */
 final class UrlClient {
     private UrlClient() {}
@@ -34,10 +35,19 @@ final class UrlClient {
                 Thread.sleep(20);
             }
         }
-        for (int size : a.sizes()) {
-            post(base, size);
+        // --repeat N: the sizes N times; --until-file F: again until F exists.
+        int repeat = Integer.parseInt(a.get("repeat", "1"));
+        String until = a.get("until-file", "");
+        long start = System.nanoTime();
+        int done = 0;
+        for (int round = 0; until.isEmpty() ? round < repeat : !Files.exists(Path.of(until)); round++) {
+            for (int size : a.sizes()) {
+                post(base, size);
+                done++;
+            }
         }
-        System.out.println("url-client: " + a.sizes().size() + " requests ok");
+        long ms = (System.nanoTime() - start) / 1_000_000;
+        System.out.println("url-client: " + done + " requests ok elapsed_ms=" + ms);
     }
 
     private static void post(String base, int size) throws Exception {
