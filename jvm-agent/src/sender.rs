@@ -20,6 +20,8 @@ pub const QUEUE_BYTES: usize = 16 << 20;
 pub const FRAME_PAYLOAD: usize = 64 << 10;
 /// Connections whose plaintext offsets are remembered.
 const MAX_CONNS: usize = 16384;
+/// How long the sender lets chunks gather after being woken.
+const BATCH_DELAY: Duration = Duration::from_millis(1);
 /// How often a missing sensor is looked for again.
 const RECONNECT: Duration = Duration::from_secs(1);
 
@@ -130,6 +132,8 @@ impl Sender {
             object_id: c.conn.object_id,
             peer_port: c.conn.peer_port.into(),
         };
+        // Only a sender that may be asleep needs waking (a wake is a system call).
+        let was_empty = q.frames.is_empty();
         for (i, part) in payload.chunks(FRAME_PAYLOAD).enumerate() {
             q.bytes += part.len();
             q.frames.push_back(pb::AgentData {
@@ -143,7 +147,9 @@ impl Sender {
             });
         }
         drop(q);
-        self.ready.notify_one();
+        if was_empty {
+            self.ready.notify_one();
+        }
     }
 
     /// The sender thread's loop: connect, say hello, send what is queued;
@@ -172,14 +178,24 @@ impl Sender {
                     }
                 }
             }
+            let woke = {
+                let Ok(q) = self.queue.lock() else { self.idle() };
+                if q.frames.is_empty() {
+                    match self.ready.wait_timeout(q, Duration::from_millis(500)) {
+                        Ok((q, _)) => !q.frames.is_empty(),
+                        Err(_) => self.idle(),
+                    }
+                } else {
+                    false
+                }
+            };
+            if woke {
+                // Let a burst gather: one write and one wake of the sensor
+                // for many chunks instead of one each.
+                std::thread::sleep(BATCH_DELAY);
+            }
             let batch = {
                 let Ok(mut q) = self.queue.lock() else { self.idle() };
-                if q.frames.is_empty() {
-                    q = match self.ready.wait_timeout(q, Duration::from_millis(500)) {
-                        Ok((q, _)) => q,
-                        Err(_) => self.idle(),
-                    };
-                }
                 q.bytes = 0;
                 self.sending.store(true, Ordering::Release);
                 std::mem::take(&mut q.frames)

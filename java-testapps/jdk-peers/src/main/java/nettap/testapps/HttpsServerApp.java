@@ -11,18 +11,21 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
 
 /**
  * com.sun.net.httpserver.HttpsServer (SSLEngine over NIO): the same
  * {@code POST /echo/N} service as {@link SocketServer}; exits after
- * {@code --requests} requests.
+ * {@code --requests} requests (0: never), served by {@code --threads} threads.
  */
 final class HttpsServerApp {
     private HttpsServerApp() {}
 
     static void run(Args a) throws Exception {
         int requests = a.integer("requests");
-        CountDownLatch done = new CountDownLatch(requests);
+        // --requests 0: until killed.
+        CountDownLatch done = new CountDownLatch(requests == 0 ? 1 : requests);
         HttpsServer server = HttpsServer.create(new InetSocketAddress("127.0.0.1", a.integer("port")), 16);
         server.setHttpsConfigurator(new HttpsConfigurator(Tls.server(a.get("cert"), a.get("key"))));
         server.createContext("/echo/", (HttpExchange x) -> {
@@ -39,11 +42,16 @@ final class HttpsServerApp {
             try (OutputStream out = x.getResponseBody()) {
                 out.write(answer);
             }
-            done.countDown();
+            if (requests != 0) {
+                done.countDown();
+            }
         });
+        ExecutorService pool = Executors.newFixedThreadPool(Integer.parseInt(a.get("threads", "1")));
+        server.setExecutor(pool);
         server.start();
         Files.writeString(Path.of(a.get("ready")), "ready\n");
         done.await();
         server.stop(1);
+        pool.shutdown();
     }
 }

@@ -24,6 +24,9 @@ public final class Main {
             case "httpclient-client":
                 HttpClientApp.run(a);
                 break;
+            case "load-client":
+                LoadClient.run(a);
+                break;
             default:
                 throw new IllegalArgumentException("unknown mode " + args[0]);
         }

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# HTTPS server throughput with and without the JVM agent, in one run: a
+# com.sun.net.httpserver.HttpsServer (SSLEngine) of java-testapps on
+# loopback, loaded by java-testapps' load-client (java.net.http, HTTP/1.1
+# keep-alive) for SECONDS per round, rounds alternating without and with the
+# agent, while `nettap capture` (release) runs and takes the agent's
+# plaintext; a third mode has the agent with no sensor to send to (what the
+# agent costs inside the JVM alone). Prints one Markdown row per round and
+# the ratios of the medians.
+#   bash bench/jvm_agent.sh [SECONDS] [ROUNDS] [SIZE] [THREADS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source ci/install.sh >&2
+secs="${1:-10}" rounds="${2:-3}" size="${3:-1024}" threads="${4:-4}"
+cargo build --release --locked -p nettap-sensor -p nettap-jvm-agent >&2
+(cd java-testapps && mvn -q -B -o -Dstyle.color=never -Dmaven.repo.local="$NETTAP_M2" package >&2)
+java=/usr/lib/jvm/java-17-openjdk-amd64/bin/java
+jar=java-testapps/jdk-peers/target/jdk-peers.jar
+agent="$PWD/target/release/libnettap_agent.so"
+port=19998
+work="$(mktemp -d)"
+cleanup() { kill "${server:-}" "${sensor:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
+  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+target/release/nettap capture --out /dev/null --port "$port" --agent-socket "$work/agent.sock" \
+  --ready-file "$work/sensor.ready" 2>"$work/sensor.log" &
+sensor=$!
+for _ in $(seq 300); do [ -f "$work/sensor.ready" ] && break; sleep 0.1; done
+echo "| round | agent | requests/s ($threads threads, $size B each way, ${secs} s) |"
+echo "|---|---|---:|"
+declare -a without with absent
+for round in $(seq "$rounds"); do
+  for mode in without with absent; do
+    rm -f "$work/server.ready"
+    opts=()
+    [ "$mode" = with ] && opts=("-agentpath:$agent=socket=$work/agent.sock")
+    [ "$mode" = absent ] && opts=("-agentpath:$agent=socket=$work/nobody.sock")
+    # nodelay: without it, Nagle and delayed ACKs cap each connection near 20 requests/s.
+    "$java" "${opts[@]}" -Dsun.net.httpserver.nodelay=true -jar "$jar" https-server --port "$port" --requests 0 --threads "$threads" \
+      --cert "$work/cert.pem" --key "$work/key.pem" --ready "$work/server.ready" 2>>"$work/server.log" &
+    server=$!
+    for _ in $(seq 300); do [ -f "$work/server.ready" ] && break; sleep 0.1; done
+    rps="$("$java" -jar "$jar" load-client --port "$port" --cert "$work/cert.pem" --size "$size" \
+      --threads "$threads" --seconds "$secs" | sed -E 's/.*per_second=([0-9]+).*/\1/')"
+    kill "$server"; wait "$server" 2>/dev/null || true
+    echo "| $round | $mode | $rps |"
+    case "$mode" in with) with+=("$rps") ;; absent) absent+=("$rps") ;; *) without+=("$rps") ;; esac
+  done
+done
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+m0="$(median "${without[@]}")" m1="$(median "${with[@]}")" m2="$(median "${absent[@]}")"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+echo
+echo "medians: without the agent $m0 requests/s; with it and the sensor $m1 ($(ratio "$m1" "$m0")); with it and no sensor $m2 ($(ratio "$m2" "$m0"))"
+grep -c "probe attached.*JVMTI" "$work/sensor.log" | xargs -I{} echo "JVMs the sensor saw attach: {}"
