@@ -70,7 +70,7 @@ pub fn maven_repo() -> PathBuf {
 }
 
 /// `java-testapps/jdk-peers/target/jdk-peers.jar`, built once per test run
-/// (`mvn -o package`).
+/// (`mvn -o package`, which builds `libs-peers` too).
 pub fn testapps_jar() -> PathBuf {
     static JAR: OnceLock<PathBuf> = OnceLock::new();
     JAR.get_or_init(|| {
@@ -92,6 +92,31 @@ pub fn testapps_jar() -> PathBuf {
         dir.join("jdk-peers/target/jdk-peers.jar")
     })
     .clone()
+}
+
+/// Modes of `libs-peers` (OkHttp, Apache HttpClient 5, Netty, Jetty); the
+/// others are `jdk-peers`'.
+const LIBS_MODES: &[&str] =
+    &["jetty-server", "okhttp-client", "apache-client", "netty-client", "httpclient-h2-client"];
+
+/// `java [-agentpath:…] …` running java-testapps' `mode` on JDK `home`:
+/// `jdk-peers.jar`, or `libs-peers.jar` with its libraries.
+pub fn java_mode(home: &Path, agent_socket: Option<&Path>, mode: &str) -> Command {
+    if !LIBS_MODES.contains(&mode) {
+        let mut c = java_peer(home, agent_socket);
+        c.arg(mode);
+        return c;
+    }
+    let target = testapps_jar().parent().unwrap().join("../../libs-peers/target");
+    let mut c = Command::new(home.join("bin/java"));
+    if let Some(sock) = agent_socket {
+        c.arg(format!("-agentpath:{}=socket={}", agent_lib().display(), sock.display()));
+    }
+    c.arg("-cp")
+        .arg(format!("{}:{}/*", target.join("libs-peers.jar").display(), target.join("lib").display()))
+        .arg("nettap.testapps.LibsMain")
+        .arg(mode);
+    c
 }
 
 /// `java [-agentpath:…=socket=SOCK] -jar jdk-peers.jar` of JDK `home`.
