@@ -18,18 +18,6 @@ const SECRETS: [&str; 6] = [
     "SECRET-SERVER-COOKIE-88",
 ];
 
-fn http_server(port: u16, dir: &Path) -> std::process::Child {
-    let ready = dir.join("server.ready");
-    let mut server = Command::new(python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/http_peer.py"))
-        .args(["server", "--port", &port.to_string(), "--ready"])
-        .arg(&ready)
-        .spawn()
-        .unwrap();
-    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
-    server
-}
-
 /// The login request with every kind of secret; returns curl's pid.
 fn login(port: u16) -> u32 {
     let mut c = Command::new("curl")
@@ -64,7 +52,7 @@ fn secrets_are_redacted_in_records_and_har_and_equal_secrets_match() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let port_s = port.to_string();
-    let mut server = http_server(port, dir.path());
+    let (mut server, _server_dir) = http_peer_server(port);
     // One key for both sensors: markers then agree across them (and runs).
     let key = dir.path().join("redact.key");
     std::fs::write(&key, "a key both sensors share, 32+ bytes").unwrap();
@@ -165,9 +153,8 @@ fn secrets_are_redacted_in_records_and_har_and_equal_secrets_match() {
 
 #[test]
 fn no_redact_is_explicit_and_logged() {
-    let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut server = http_server(port, dir.path());
+    let (mut server, _server_dir) = http_peer_server(port);
     let sensor = Sensor::start(&["--port", &port.to_string(), "--no-redact"]);
     let client = login(port);
     let _ = server.kill();
