@@ -554,6 +554,21 @@ pub fn tls_cert(dir: &Path) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
+/// `programs/http_peer.py server` on `port` (plain HTTP/1.1 on loopback),
+/// started and ready; its scratch directory lives as long as it is held.
+pub fn http_peer_server(port: u16) -> (Child, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let mut server = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/http_peer.py"))
+        .args(["server", "--port", &port.to_string(), "--ready"])
+        .arg(&ready)
+        .spawn()
+        .unwrap();
+    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
+    (server, dir)
+}
+
 /// A CA and the server and client certificates it signed (PEM files), for
 /// tests of TLS with client authentication.
 pub struct Pki {

@@ -3,21 +3,7 @@
 //! live exchanges, filtered, over a Unix socket or loopback TCP.
 
 use nettap_e2e::*;
-use std::path::Path;
 use std::process::{Command, Stdio};
-
-fn http_server(port: u16) -> (std::process::Child, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let ready = dir.path().join("ready");
-    let mut server = Command::new(python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/http_peer.py"))
-        .args(["server", "--port", &port.to_string(), "--ready"])
-        .arg(&ready)
-        .spawn()
-        .unwrap();
-    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
-    (server, dir)
-}
 
 /// Starts `nettap tail` with `args`, waits until it is subscribed (the
 /// sensor logs nothing for that, so give it the time a connect takes),
@@ -41,7 +27,7 @@ fn curl(url: &str) -> u32 {
 fn tail_prints_the_live_exchanges_of_a_running_sensor() {
     let port = free_port();
     let port_s = port.to_string();
-    let (mut server, dir) = http_server(port);
+    let (mut server, dir) = http_peer_server(port);
     let sock = dir.path().join("api.sock");
     let api = format!("unix:{}", sock.display());
     let sensor = Sensor::start(&["--port", &port_s, "--api", &api]);
@@ -75,7 +61,7 @@ fn tail_over_loopback_tcp_filters_by_pid() {
     let port_s = port.to_string();
     let api_port = free_port();
     let api = format!("127.0.0.1:{api_port}");
-    let (mut server, _dir) = http_server(port);
+    let (mut server, _dir) = http_peer_server(port);
     let sensor = Sensor::start(&["--port", &port_s, "--api", &api]);
     let server_pid = server.id().to_string();
     let text =
@@ -148,7 +134,7 @@ fn the_api_bound_elsewhere_serves_only_authenticated_tls_subscribers() {
     std::fs::write(&wrong, "c2VjcmV0LXRva2VuLWZvci10aGUtYXBQ\n").unwrap();
     let port = free_port();
     let port_s = port.to_string();
-    let (mut server, _server_dir) = http_server(port);
+    let (mut server, _server_dir) = http_peer_server(port);
     let api = format!("{}:{}", pair.a4, free_port());
     let p = |p: &std::path::PathBuf| p.to_str().unwrap().to_string();
     let (ca, cert, key, ccert, ckey) =

@@ -1,7 +1,7 @@
 //! Secrets never leave the sensor: a real client sends an `Authorization`
 //! header, cookies, a JSON password and a token in the query, and the
 //! server answers with a session cookie and a JSON token. The JSON Lines
-//! records and the HAR carry markers instead (equal secrets, equal
+//! records, the HAR and the streaming API carry markers instead (equal secrets, equal
 //! markers), everything else as sent; `--no-redact` is explicit and logged.
 
 use nettap_e2e::*;
@@ -17,18 +17,6 @@ const SECRETS: [&str; 6] = [
     "SECRET-SERVER-TOKEN-77",
     "SECRET-SERVER-COOKIE-88",
 ];
-
-fn http_server(port: u16, dir: &Path) -> std::process::Child {
-    let ready = dir.join("server.ready");
-    let mut server = Command::new(python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/http_peer.py"))
-        .args(["server", "--port", &port.to_string(), "--ready"])
-        .arg(&ready)
-        .spawn()
-        .unwrap();
-    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
-    server
-}
 
 /// The login request with every kind of secret; returns curl's pid.
 fn login(port: u16) -> u32 {
@@ -64,15 +52,25 @@ fn secrets_are_redacted_in_records_and_har_and_equal_secrets_match() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let port_s = port.to_string();
-    let mut server = http_server(port, dir.path());
+    let (mut server, _server_dir) = http_peer_server(port);
     // One key for both sensors: markers then agree across them (and runs).
     let key = dir.path().join("redact.key");
     std::fs::write(&key, "a key both sensors share, 32+ bytes").unwrap();
     let config = dir.path().join("nettap.toml");
     std::fs::write(&config, format!("[capture.redact]\nkey_file = {:?}\n", key.to_str().unwrap())).unwrap();
     let config_s = config.to_str().unwrap();
-    let sensor = Sensor::start(&["--port", &port_s, "--config", config_s]);
+    let api = format!("unix:{}", dir.path().join("api.sock").display());
+    let sensor = Sensor::start(&["--port", &port_s, "--config", config_s, "--api", &api]);
     sensor.wait_for_log(&["redaction on", "stable_key=true"]);
+    // A subscriber we did not write (grpcio, generic call): the raw records.
+    let (api_out, api_ready) = (dir.path().join("api.bin"), dir.path().join("api.ready"));
+    let mut subscriber = Command::new(venv_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/api_raw.py"))
+        .args([&api, api_out.to_str().unwrap(), "1000000", "60", api_ready.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_file(&api_ready, || subscriber.try_wait().unwrap().is_none());
     let har_path = dir.path().join("x.har");
     let har_ready = dir.path().join("har.ready");
     let mut har_sensor = Command::new(nettap_bin())
@@ -85,6 +83,12 @@ fn secrets_are_redacted_in_records_and_har_and_equal_secrets_match() {
         .unwrap();
     wait_for_file(&har_ready, || har_sensor.try_wait().unwrap().is_none());
     let clients = [login(port), login(port)];
+    // The subscriber has the four exchanges once the JSON Lines sensor wrote them.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let _ = subscriber.kill();
+    let _ = subscriber.wait();
+    let api_bytes = std::fs::read(&api_out).unwrap();
+    let api_text = String::from_utf8_lossy(&api_bytes);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(har_sensor.id() as i32, libc::SIGINT) };
     assert!(wait_child(&mut har_sensor, "nettap (HAR)").success());
@@ -96,6 +100,7 @@ fn secrets_are_redacted_in_records_and_har_and_equal_secrets_match() {
     let records: Vec<String> = cap.records.iter().map(Value::to_string).collect();
     for secret in SECRETS {
         assert!(!har.contains(secret), "{secret} in the HAR");
+        assert!(!api_text.contains(secret), "{secret} in the API stream");
         assert!(records.iter().all(|r| !r.contains(secret)), "{secret} in a record");
     }
 
@@ -139,17 +144,17 @@ fn secrets_are_redacted_in_records_and_har_and_equal_secrets_match() {
     assert!(seen.iter().all(|m| m == &seen[0]), "equal secrets, equal markers: {seen:?}");
     let distinct: std::collections::HashSet<&String> = seen[0].iter().collect();
     assert_eq!(distinct.len(), seen[0].len(), "different secrets, different markers");
-    // The HAR (another sensor, the same key) has the same markers.
+    // The HAR (another sensor, the same key) and the API have the same markers.
     for m in &seen[0] {
         assert!(har.contains(m.as_str()), "{m} not in the HAR");
+        assert!(api_text.contains(m.as_str()), "{m} not in the API stream");
     }
 }
 
 #[test]
 fn no_redact_is_explicit_and_logged() {
-    let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut server = http_server(port, dir.path());
+    let (mut server, _server_dir) = http_peer_server(port);
     let sensor = Sensor::start(&["--port", &port.to_string(), "--no-redact"]);
     let client = login(port);
     let _ = server.kill();

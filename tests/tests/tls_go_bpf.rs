@@ -25,6 +25,19 @@ fn go_server(bin: &Path, sensor: &Sensor, port: u16, tls: &TlsSetup, http1: bool
     server
 }
 
+/// Runs `bin client -http1 -url https://127.0.0.1:PORT/go -ca CERT ARGS`
+/// to success; its pid.
+fn go_client(bin: &Path, tls: &TlsSetup, args: &[&str]) -> u32 {
+    let mut client = Command::new(bin)
+        .args(["client", "-http1", "-url", &format!("https://127.0.0.1:{}/go", tls.port), "-ca"])
+        .arg(&tls.cert)
+        .args(args)
+        .spawn()
+        .unwrap();
+    assert!(wait_child(&mut client, "Go client").success());
+    client.id()
+}
+
 fn assert_exchanges(records: &[&Value], role: &str, port: u16, n: usize) {
     let paths: Vec<&str> = records.iter().map(|r| r["request"]["path"].as_str().unwrap()).collect();
     let want: Vec<String> = (0..n).map(|i| format!("/go{i}")).collect();
@@ -48,23 +61,18 @@ fn assert_exchanges(records: &[&Value], role: &str, port: u16, n: usize) {
 
 fn capture_variant(bin: &Path) {
     let tls = TlsSetup::new();
-    let (cert, port) = (&tls.cert, tls.port);
+    let port = tls.port;
     let sensor = Sensor::start(&["--port", &tls.port_s]);
     // The program is probed when the server starts (examined on exec).
     let mut server = go_server(bin, &sensor, port, &tls, true);
-    let mut client = Command::new(bin)
-        .args(["client", "-http1", "-n", "5", "-url", &format!("https://127.0.0.1:{port}/go"), "-ca"])
-        .arg(cert)
-        .spawn()
-        .unwrap();
-    assert!(wait_child(&mut client, "Go client").success());
+    let client = go_client(bin, &tls, &["-n", "5"]);
     let _ = server.kill();
     let _ = server.wait();
     let cap = sensor.stop();
 
-    assert_exchanges(&cap.of("http", client.id()), "client", port, 5);
+    assert_exchanges(&cap.of("http", client), "client", port, 5);
     assert_exchanges(&cap.of("http", server.id()), "server", port, 5);
-    for pid in [client.id(), server.id()] {
+    for pid in [client, server.id()] {
         assert!(cap.of("data", pid).is_empty(), "no ciphertext written for pid {pid}");
     }
     assert_eq!(cap.dropped("tls_socket_unknown"), (0, 0));
@@ -194,13 +202,7 @@ fn a_go_program_started_after_the_sensor_is_captured_from_its_first_request() {
     for i in 0..3 {
         let copy = dir.path().join(format!("client{i}"));
         std::fs::copy(&bin, &copy).unwrap();
-        let mut client = Command::new(&copy)
-            .args(["client", "-http1", "-n", "1", "-url", &format!("https://127.0.0.1:{port}/go"), "-ca"])
-            .arg(&tls.cert)
-            .spawn()
-            .unwrap();
-        assert!(wait_child(&mut client, "Go client").success());
-        clients.push(client.id());
+        clients.push(go_client(&copy, &tls, &["-n", "1"]));
     }
     let _ = server.kill();
     let _ = server.wait();
@@ -226,25 +228,11 @@ fn go_tls_over_a_wrapped_conn_is_counted_not_misread() {
     let port = tls.port;
     let sensor = Sensor::start(&["--port", &tls.port_s]);
     let mut server = go_server(&bin, &sensor, port, &tls, true);
-    let mut client = Command::new(&bin)
-        .args([
-            "client",
-            "-http1",
-            "-wrap",
-            "-n",
-            "2",
-            "-url",
-            &format!("https://127.0.0.1:{port}/go"),
-            "-ca",
-        ])
-        .arg(&tls.cert)
-        .spawn()
-        .unwrap();
-    assert!(wait_child(&mut client, "Go client").success());
+    let client = go_client(&bin, &tls, &["-wrap", "-n", "2"]);
     let _ = server.kill();
     let _ = server.wait();
     let cap = sensor.stop();
-    assert!(cap.of("http", client.id()).is_empty(), "no exchange from a misread socket");
+    assert!(cap.of("http", client).is_empty(), "no exchange from a misread socket");
     let (count, bytes) = cap.dropped("go_conn_not_tcp");
     // Two requests and two answers at least, each its full plaintext.
     assert!(count >= 4 && bytes > 2 * "go says: /go0".len() as u64, "{count} {bytes}");
