@@ -144,3 +144,81 @@ fn agent_path_for(pid: u32, agent: &Path, tmp: &Path) -> Result<PathBuf, AttachE
     std::fs::copy(agent, &dest).map_err(|source| AttachError::Copy { path: dest.clone(), source })?;
     Ok(PathBuf::from("/tmp/libnettap_agent.so"))
 }
+
+/// Whether `pid` runs a HotSpot JVM (it has libjvm.so mapped): only such a
+/// process is sent SIGQUIT, whose default action would end any other.
+pub fn is_jvm(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("/libjvm.so"))
+}
+
+/// The sensor attaching the agent to JVMs by itself (`capture --attach-jvms`):
+/// those running at start, and each program named `java` executed later,
+/// once its VM is up. Each attach runs on its own thread: the capture loop
+/// never waits for a JVM.
+#[derive(Debug)]
+pub struct AutoAttach {
+    agent: PathBuf,
+    options: String,
+    tried: std::collections::HashSet<u32>,
+}
+
+/// How long after its exec a JVM is first tried, and how often again.
+const AFTER_EXEC: Duration = Duration::from_millis(1500);
+const TRIES: u32 = 5;
+
+impl AutoAttach {
+    /// Attaches `agent` with the agent socket `socket`.
+    pub fn new(agent: PathBuf, socket: &Path) -> AutoAttach {
+        AutoAttach { agent, options: format!("socket={}", socket.display()), tried: Default::default() }
+    }
+
+    /// Every JVM running now.
+    pub fn running(&mut self) {
+        let me = std::process::id();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            if pid != me && is_jvm(pid) {
+                self.spawn(pid, Duration::ZERO);
+            }
+        }
+    }
+
+    /// A program was executed (`comm`, NUL-padded): if it is `java`, attach once it is up.
+    pub fn on_exec(&mut self, pid: u32, comm: &[u8]) {
+        if comm.split(|&b| b == 0).next() == Some(b"java") {
+            self.spawn(pid, AFTER_EXEC);
+        }
+    }
+
+    fn spawn(&mut self, pid: u32, delay: Duration) {
+        if self.tried.len() > 65536 {
+            self.tried.clear();
+        }
+        if !self.tried.insert(pid) {
+            return;
+        }
+        let (agent, options) = (self.agent.clone(), self.options.clone());
+        let spawned = std::thread::Builder::new().name(format!("attach-{pid}")).spawn(move || {
+            std::thread::sleep(delay);
+            let mut last = None;
+            for _ in 0..TRIES {
+                if !is_jvm(pid) {
+                    // Not (yet) a JVM: gone, or still starting.
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+                match attach(pid, &agent, &options, Duration::from_secs(5)) {
+                    Ok(_) => return, // the agent's hello logs `probe attached`
+                    Err(e) => last = Some(e),
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            if let Some(e) = last {
+                tracing::warn!(pid, probe_type = "JVMTI", ok = false, error = %e, "probe attached: failed");
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(pid, error = %e, "cannot start a thread to attach to a JVM");
+        }
+    }
+}

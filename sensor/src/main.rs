@@ -151,6 +151,12 @@ struct CaptureArgs {
     /// Unix socket the JVM agent streams TLS plaintext to (`none`: not served).
     #[arg(long, default_value = nettap_sensor::agent::DEFAULT_SOCKET)]
     agent_socket: PathBuf,
+    /// Load the JVM agent into every JVM running now and started later.
+    #[arg(long)]
+    attach_jvms: bool,
+    /// The JVM agent library for --attach-jvms (default: libnettap_agent.so beside nettap).
+    #[arg(long)]
+    jvm_agent: Option<PathBuf>,
     /// The API's certificate chain (PEM): serve it over TLS (with --api-tls-key).
     #[arg(long, requires = "api")]
     api_tls_cert: Option<PathBuf>,
@@ -175,6 +181,16 @@ fn api_listen(args: &CaptureArgs) -> Result<Option<ApiListen>> {
     )?;
     let token = args.api_token_file.as_deref().map(Token::from_file).transpose()?;
     Ok(Some(ApiListen::new(addr.clone(), tls, token)?))
+}
+
+/// The agent library: the one named, else `libnettap_agent.so` beside this program.
+fn jvm_agent_path(named: Option<PathBuf>) -> Result<PathBuf> {
+    let agent = match named {
+        Some(a) => a,
+        None => std::env::current_exe()?.with_file_name("libnettap_agent.so"),
+    };
+    std::fs::canonicalize(&agent)
+        .with_context(|| format!("the JVM agent library {} is not there", agent.display()))
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -297,17 +313,17 @@ fn run(cli: Cli) -> Result<()> {
                 openssl_binaries: openssl_binaries_from_env()?,
                 api: api_listen(&args)?,
                 agent_socket: Some(args.agent_socket.clone()).filter(|p| p.as_os_str() != "none"),
+                attach_jvms: if args.attach_jvms {
+                    Some(jvm_agent_path(args.jvm_agent.clone())?)
+                } else {
+                    None
+                },
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(pipeline::capture(opts))?;
         }
         Command::Attach(args) => {
-            let agent = match args.agent {
-                Some(a) => a,
-                None => std::env::current_exe()?.with_file_name("libnettap_agent.so"),
-            };
-            let agent = std::fs::canonicalize(&agent)
-                .with_context(|| format!("the agent library {} is not there", agent.display()))?;
+            let agent = jvm_agent_path(args.agent)?;
             let options = format!("socket={}", args.agent_socket.display());
             let answer = nettap_sensor::jvm_attach::attach(args.pid, &agent, &options, args.timeout)
                 .with_context(|| format!("attaching to JVM {}", args.pid))?;

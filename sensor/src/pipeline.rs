@@ -54,6 +54,8 @@ pub struct CaptureOptions {
     pub api: Option<crate::api::ApiListen>,
     /// The Unix socket in-process agents (the JVM agent) stream to, if any.
     pub agent_socket: Option<PathBuf>,
+    /// Load the JVM agent (this library) into running and new JVMs.
+    pub attach_jvms: Option<PathBuf>,
 }
 
 /// Counters for the run, logged at the end.
@@ -734,6 +736,19 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         None => (None, None),
     };
 
+    let mut auto_attach = match (&opts.attach_jvms, &opts.agent_socket, &_agent_socket) {
+        (Some(agent), Some(socket), Some(_)) => {
+            let mut a = crate::jvm_attach::AutoAttach::new(agent.clone(), socket);
+            a.running();
+            Some(a)
+        }
+        (Some(_), _, _) => {
+            warn!("--attach-jvms needs the agent socket: JVMs are not attached");
+            None
+        }
+        _ => None,
+    };
+
     if let Some(path) = &opts.ready_file {
         std::fs::write(path, format!("{}\n", attached.hook.hook.as_str()))
             .with_context(|| format!("writing ready file {}", path.display()))?;
@@ -760,6 +775,9 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                     }
                     openssl.examine_exec(&mut ebpf, &exe, Clock::boot_now_ns());
                     go_tls.examine_exec(&mut ebpf, &exe, Clock::boot_now_ns());
+                    if let Some(a) = &mut auto_attach {
+                        a.on_exec(exe.pid, &exe.name);
+                    }
                 }
             }
             Some(msg) = agent_frame(&mut agent_rx) => {

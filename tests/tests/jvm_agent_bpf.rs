@@ -77,10 +77,14 @@ fn run_peers(modes: &Modes, home: &Path, tls: &TlsSetup, sock: &Path, scratch: &
     Peers { server, client }
 }
 
-/// The kernel's `conn` open record of `pid`.
+/// The kernel's `conn` record of `pid`'s connection: its open, or its
+/// first sighting when it was opened before the sensor.
 fn kernel_open(cap: &Capture, pid: u32) -> &Value {
-    let opens: Vec<&Value> =
-        cap.of("conn", pid).into_iter().filter(|r| r["event"] == "open" && r["source"] == "kernel").collect();
+    let opens: Vec<&Value> = cap
+        .of("conn", pid)
+        .into_iter()
+        .filter(|r| (r["event"] == "open" || r["event"] == "midstream") && r["source"] == "kernel")
+        .collect();
     assert_eq!(opens.len(), 1, "one connection of pid {pid}: {opens:?}");
     opens[0]
 }
@@ -489,4 +493,76 @@ fn sensor_killed_and_restarted_capture_resumes() {
         count > 0 && bytes > 0,
         "what was lost without a sensor is counted: {count} chunks, {bytes} bytes"
     );
+}
+
+/// A url-client without the agent that makes one request, then waits for
+/// `go` (its `go.waiting` file says it is waiting).
+fn waiting_client(home: &Path, tls: &TlsSetup, go: &Path) -> Child {
+    let sizes = SIZES.map(|s| s.to_string()).join(",");
+    let mut client = java_peer(home, None)
+        .args(["url-client", "--port", &tls.port_s, "--sizes", &sizes, "--cert"])
+        .arg(&tls.cert)
+        .arg("--wait-file")
+        .arg(go)
+        .spawn()
+        .expect("cannot start java");
+    let waiting = go.with_extension("waiting");
+    wait_for_file(&waiting, || client.try_wait().unwrap().is_none());
+    client
+}
+
+/// `capture --attach-jvms`: the sensor loads the agent into the JVMs
+/// running when it starts and into one started later; their requests after
+/// that are captured exactly.
+#[test]
+fn sensor_attaches_to_jvms_by_itself() {
+    let home = jdk(17);
+    let tls = TlsSetup::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let sock = scratch.path().join("agent.sock");
+    let ready = scratch.path().join("server.ready");
+    let mut server = java_peer(&home, None)
+        .args(["socket-server", "--port", &tls.port_s, "--requests", &(2 * (SIZES.len() + 1)).to_string()])
+        .arg("--cert")
+        .arg(&tls.cert)
+        .arg("--key")
+        .arg(&tls.key)
+        .arg("--ready")
+        .arg(&ready)
+        .spawn()
+        .expect("cannot start java");
+    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
+    let go = scratch.path().join("go");
+    let mut early = waiting_client(&home, &tls, &go);
+    let agent = nettap_e2e::jvm::agent_lib();
+    let sensor = Sensor::start(&[
+        "--port",
+        &tls.port_s,
+        "--raw",
+        "--agent-socket",
+        sock.to_str().unwrap(),
+        "--attach-jvms",
+        "--jvm-agent",
+        agent.to_str().unwrap(),
+    ]);
+    for pid in [server.id(), early.id()] {
+        sensor.wait_for_log(&["probe attached", "JVMTI", &format!("pid={pid}"), "attached_late=true"]);
+    }
+    std::fs::write(&go, b"").unwrap();
+    assert!(wait_child(&mut early, "url-client").success(), "client failed");
+    // A JVM started after the sensor is attached once it is up.
+    let go2 = scratch.path().join("go2");
+    let mut late = waiting_client(&home, &tls, &go2);
+    sensor.wait_for_log(&["probe attached", "JVMTI", &format!("pid={}", late.id())]);
+    std::fs::write(&go2, b"").unwrap();
+    assert!(wait_child(&mut late, "url-client").success(), "client failed");
+    assert!(wait_child(&mut server, "socket-server").success(), "server failed");
+    for pid in [early.id(), late.id(), server.id()] {
+        sensor.wait_for_log(&["agent disconnected", &format!("pid={pid}")]);
+    }
+    let cap = sensor.stop();
+    for pid in [early.id(), late.id()] {
+        assert_jvmti_records(&cap, pid, "client", &SSL_SOCKET);
+        assert_exchanges(&cap, pid, H1);
+    }
 }
