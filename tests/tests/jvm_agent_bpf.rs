@@ -514,9 +514,8 @@ fn waiting_client(home: &Path, tls: &TlsSetup, go: &Path) -> Child {
 /// `capture --attach-jvms`: the sensor loads the agent into the JVMs
 /// running when it starts and into one started later; their requests after
 /// that are captured exactly.
-#[test]
-fn sensor_attaches_to_jvms_by_itself() {
-    let home = jdk(17);
+fn sensor_attaches_to_jvms_by_itself(major: u32) {
+    let home = jdk(major);
     let tls = TlsSetup::new();
     let scratch = tempfile::tempdir().unwrap();
     let sock = scratch.path().join("agent.sock");
@@ -565,4 +564,14 @@ fn sensor_attaches_to_jvms_by_itself() {
         assert_jvmti_records(&cap, pid, "client", &SSL_SOCKET);
         assert_exchanges(&cap, pid, H1);
     }
+}
+
+#[test]
+fn sensor_attaches_to_jvms_by_itself_jdk17() {
+    sensor_attaches_to_jvms_by_itself(17);
+}
+
+#[test]
+fn sensor_attaches_to_jvms_by_itself_jdk25() {
+    sensor_attaches_to_jvms_by_itself(25);
 }
