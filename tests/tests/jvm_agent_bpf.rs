@@ -5,20 +5,20 @@
 //! `tls: true`, with no ciphertext; bad frames on the agent socket must
 //! close only their own connection.
 
-use nettap_e2e::jvm::{java_mode, java_peer, jdk};
+use nettap_e2e::jvm::{java_mode, java_peer, jdk, KillOnDrop, SpawnGuarded};
 use nettap_e2e::*;
 use serde_json::Value;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 
 /// Request/response body sizes, in order, over one keep-alive connection.
 const SIZES: [usize; 3] = [0, 1024, 1 << 20];
 
 struct Peers {
-    server: Child,
-    client: Child,
+    server: KillOnDrop,
+    client: KillOnDrop,
 }
 
 const SOCKET: &str = "SSLSocketImpl$App";
@@ -64,27 +64,27 @@ fn run_peers(modes: &Modes, home: &Path, tls: &TlsSetup, sock: &Path, scratch: &
         .arg("--ready")
         .arg(&ready)
         .stderr(Stdio::inherit())
-        .spawn()
-        .expect("cannot start java");
+        .spawn_guarded();
     wait_for_file(&ready, || server.try_wait().unwrap().is_none());
     let mut client = java_mode(home, Some(sock), modes.client)
         .args(["--port", &tls.port_s, "--sizes", &sizes, "--cert"])
         .arg(&tls.cert)
-        .spawn()
-        .expect("cannot start java");
+        .spawn_guarded();
     assert!(wait_child(&mut client, modes.client).success(), "{} failed", modes.client);
     assert!(wait_child(&mut server, modes.server).success(), "{} failed", modes.server);
     Peers { server, client }
 }
 
-/// The kernel's `conn` record of `pid`'s connection: its open, or its
-/// first sighting when it was opened before the sensor.
+/// The kernel's `conn` record of `pid`'s connection: its open, or, for a
+/// connection opened before the sensor, its first sighting.
 fn kernel_open(cap: &Capture, pid: u32) -> &Value {
-    let opens: Vec<&Value> = cap
-        .of("conn", pid)
-        .into_iter()
-        .filter(|r| (r["event"] == "open" || r["event"] == "midstream") && r["source"] == "kernel")
-        .collect();
+    let of = |event: &str| -> Vec<&Value> {
+        cap.of("conn", pid).into_iter().filter(|r| r["event"] == event && r["source"] == "kernel").collect()
+    };
+    let mut opens = of("open");
+    if opens.is_empty() {
+        opens = of("midstream");
+    }
     assert_eq!(opens.len(), 1, "one connection of pid {pid}: {opens:?}");
     opens[0]
 }
@@ -318,8 +318,7 @@ fn attach_to_running_jvms(major: u32) {
         .arg(&tls.key)
         .arg("--ready")
         .arg(&ready)
-        .spawn()
-        .expect("cannot start java");
+        .spawn_guarded();
     wait_for_file(&ready, || server.try_wait().unwrap().is_none());
     // One request before the attach (JSSE loaded and used), then it waits for `go`.
     let mut client = java_peer(&home, None)
@@ -327,8 +326,7 @@ fn attach_to_running_jvms(major: u32) {
         .arg(&tls.cert)
         .arg("--wait-file")
         .arg(&go)
-        .spawn()
-        .expect("cannot start java");
+        .spawn_guarded();
     let (server_pid, client_pid) = (server.id(), client.id());
     // Attach once the client has used JSSE and waits (a JVM still starting
     // has no attach listener yet).
@@ -377,31 +375,19 @@ fn attach_to_running_jvms_jdk25() {
     attach_to_running_jvms(25);
 }
 
-/// A socket-server without the agent that serves until dropped.
-struct PlainServer(Child);
-
-impl PlainServer {
-    fn start(home: &Path, tls: &TlsSetup, scratch: &Path) -> PlainServer {
-        let ready = scratch.join("plain.ready");
-        let mut c = java_peer(home, None)
-            .args(["socket-server", "--port", &tls.port_s, "--requests", "0", "--cert"])
-            .arg(&tls.cert)
-            .arg("--key")
-            .arg(&tls.key)
-            .arg("--ready")
-            .arg(&ready)
-            .spawn()
-            .expect("cannot start java");
-        wait_for_file(&ready, || c.try_wait().unwrap().is_none());
-        PlainServer(c)
-    }
-}
-
-impl Drop for PlainServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A socket-server without the agent that serves until dropped (then killed).
+fn plain_server(home: &Path, tls: &TlsSetup, scratch: &Path) -> KillOnDrop {
+    let ready = scratch.join("plain.ready");
+    let mut c = java_peer(home, None)
+        .args(["socket-server", "--port", &tls.port_s, "--requests", "0", "--cert"])
+        .arg(&tls.cert)
+        .arg("--key")
+        .arg(&tls.key)
+        .arg("--ready")
+        .arg(&ready)
+        .spawn_guarded();
+    wait_for_file(&ready, || c.try_wait().unwrap().is_none());
+    c
 }
 
 /// Runs url-client to completion; returns the time its requests took (ms) and its stderr.
@@ -430,7 +416,7 @@ fn without_a_sensor_the_application_runs_at_normal_speed() {
     let home = jdk(17);
     let tls = TlsSetup::new();
     let scratch = tempfile::tempdir().unwrap();
-    let _server = PlainServer::start(&home, &tls, scratch.path());
+    let _server = plain_server(&home, &tls, scratch.path());
     let absent = scratch.path().join("nobody-listens.sock");
     let (mut plain, mut agent) = (u64::MAX, u64::MAX);
     for _ in 0..3 {
@@ -455,15 +441,14 @@ fn sensor_killed_and_restarted_capture_resumes() {
     let tls = TlsSetup::new();
     let scratch = tempfile::tempdir().unwrap();
     let sock = scratch.path().join("agent.sock");
-    let _server = PlainServer::start(&home, &tls, scratch.path());
+    let _server = plain_server(&home, &tls, scratch.path());
     let stop = scratch.path().join("stop");
     let mut client = java_peer(&home, Some(&sock))
         .args(["url-client", "--port", &tls.port_s, "--sizes", "1024", "--cert"])
         .arg(&tls.cert)
         .arg("--until-file")
         .arg(&stop)
-        .spawn()
-        .expect("cannot start java");
+        .spawn_guarded();
     let pid = client.id();
     let sensor_args = ["--port", &tls.port_s, "--raw", "--agent-socket", sock.to_str().unwrap()];
     let first = Sensor::start(&sensor_args);
@@ -497,15 +482,14 @@ fn sensor_killed_and_restarted_capture_resumes() {
 
 /// A url-client without the agent that makes one request, then waits for
 /// `go` (its `go.waiting` file says it is waiting).
-fn waiting_client(home: &Path, tls: &TlsSetup, go: &Path) -> Child {
+fn waiting_client(home: &Path, tls: &TlsSetup, go: &Path) -> KillOnDrop {
     let sizes = SIZES.map(|s| s.to_string()).join(",");
     let mut client = java_peer(home, None)
         .args(["url-client", "--port", &tls.port_s, "--sizes", &sizes, "--cert"])
         .arg(&tls.cert)
         .arg("--wait-file")
         .arg(go)
-        .spawn()
-        .expect("cannot start java");
+        .spawn_guarded();
     let waiting = go.with_extension("waiting");
     wait_for_file(&waiting, || client.try_wait().unwrap().is_none());
     client
@@ -528,8 +512,7 @@ fn sensor_attaches_to_jvms_by_itself(major: u32) {
         .arg(&tls.key)
         .arg("--ready")
         .arg(&ready)
-        .spawn()
-        .expect("cannot start java");
+        .spawn_guarded();
     wait_for_file(&ready, || server.try_wait().unwrap().is_none());
     let go = scratch.path().join("go");
     let mut early = waiting_client(&home, &tls, &go);
