@@ -126,15 +126,3 @@ fn read_members(obj: &object::File<'_>) -> Result<[Option<u32>; 5], gimli::Error
     }
     Ok(found)
 }
-
-/// The type hash in the (`*net.TCPConn`, `net.Conn`) itab of a program
-/// with a symbol table (`hash` follows the `inter` and `_type` words).
-pub fn tcpconn_itab_hash(obj: &object::File<'_>, data: &[u8]) -> Option<u32> {
-    use object::ObjectSymbol;
-    let sym = obj.symbols().find(|s| s.name().is_ok_and(|n| TCPCONN_ITAB_SYMBOLS.contains(&n)))?;
-    let addr = sym.address() + 16;
-    let section = obj.sections().find(|s| (s.address()..s.address() + s.size()).contains(&addr))?;
-    let (file_off, _) = section.file_range()?;
-    let at = usize::try_from(file_off + (addr - section.address())).ok()?;
-    Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?))
-}

@@ -44,8 +44,9 @@ pub struct GoBinary {
     pub symtab: bool,
     /// The wanted functions it has, by name.
     pub functions: HashMap<String, GoFunction>,
-    /// The tls.Conn → fd offsets from DWARF: `None` without DWARF, an
-    /// error when it is there but does not give them.
+    /// The tls.Conn → fd offsets from DWARF: `None` without DWARF (or
+    /// without the wanted functions), an error when DWARF is there but does
+    /// not give them.
     pub dwarf_layout: Option<Result<GoLayout, String>>,
     /// The (`*net.TCPConn`, `net.Conn`) itab's type hash, from the symbol table.
     pub tcpconn_itab_hash: Option<u32>,
@@ -62,11 +63,14 @@ pub fn inspect(data: &[u8], wanted: &[&str]) -> Result<Option<GoBinary>, GoError
     let (version, module) = buildinfo(info)?;
     let mut symtab = false;
     let mut found: HashMap<String, (u64, u64)> = HashMap::new(); // name → (address, size)
+    let mut itab = None;
     for sym in obj.symbols() {
         symtab = true;
         if let Ok(name) = sym.name() {
             if wanted.contains(&name) && sym.size() > 0 {
                 found.insert(name.to_string(), (sym.address(), sym.size()));
+            } else if go_layout::TCPCONN_ITAB_SYMBOLS.contains(&name) {
+                itab = Some(sym.address());
             }
         }
     }
@@ -79,8 +83,13 @@ pub fn inspect(data: &[u8], wanted: &[&str]) -> Result<Option<GoBinary>, GoError
         let returns = return_offsets(obj.architecture(), code);
         functions.insert(name, GoFunction { offset, size, returns });
     }
-    let dwarf_layout = go_layout::from_dwarf(&obj);
-    let tcpconn_itab_hash = if symtab { go_layout::tcpconn_itab_hash(&obj, data) } else { None };
+    // Only a program with the functions is probed and needs its layout;
+    // reading DWARF is most of the time a held program waits.
+    let dwarf_layout = if functions.is_empty() { None } else { go_layout::from_dwarf(&obj) };
+    // `hash` follows the itab's `inter` and `_type` words.
+    let tcpconn_itab_hash = itab
+        .and_then(|a| file_bytes(&obj, data, a + 16, 4))
+        .and_then(|(_, b)| Some(u32::from_le_bytes(b.try_into().ok()?)));
     Ok(Some(GoBinary { version, module, symtab, functions, dwarf_layout, tcpconn_itab_hash }))
 }
 
