@@ -25,6 +25,15 @@ fn go_server(bin: &Path, sensor: &Sensor, port: u16, tls: &TlsSetup, http1: bool
     server
 }
 
+/// The test program built with the machine's Go and no flags, in a
+/// scratch directory that lives as long as it is held.
+fn default_tlspeer() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("tlspeer");
+    go_build(&bin, &[], &[]);
+    (dir, bin)
+}
+
 /// Runs `bin client -http1 -url https://127.0.0.1:PORT/go -ca CERT ARGS`
 /// to success; its pid.
 fn go_client(bin: &Path, tls: &TlsSetup, args: &[&str]) -> u32 {
@@ -94,9 +103,7 @@ fn go_tls_default_stripped_pie_nodwarf_and_nocgo_builds() {
 
 #[test]
 fn go_tls_bodies_from_0_b_to_4_mib_are_exact_both_ways() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("tlspeer");
-    go_build(&bin, &[], &[]);
+    let (_dir, bin) = default_tlspeer();
     let tls = TlsSetup::new();
     let (cert, port) = (&tls.cert, tls.port);
     let mut args = vec!["--port", tls.port_s.as_str()];
@@ -151,9 +158,7 @@ fn go_tls_from_older_go_releases() {
 
 #[test]
 fn go_http2_client_and_server_over_tls() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("tlspeer");
-    go_build(&bin, &[], &[]);
+    let (_dir, bin) = default_tlspeer();
     let tls = TlsSetup::new();
     let (cert, port) = (&tls.cert, tls.port);
     let sensor = Sensor::start(&["--port", &tls.port_s]);
@@ -190,9 +195,7 @@ fn go_http2_client_and_server_over_tls() {
 /// it until its probes are in place, so its first and only request is there.
 #[test]
 fn a_go_program_started_after_the_sensor_is_captured_from_its_first_request() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("tlspeer");
-    go_build(&bin, &[], &[]);
+    let (dir, bin) = default_tlspeer();
     let tls = TlsSetup::new();
     let port = tls.port;
     let sensor = Sensor::start(&["--port", &tls.port_s]);
@@ -221,9 +224,7 @@ fn a_go_program_started_after_the_sensor_is_captured_from_its_first_request() {
 /// layout it does not have; the server's side is captured as usual.
 #[test]
 fn go_tls_over_a_wrapped_conn_is_counted_not_misread() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("tlspeer");
-    go_build(&bin, &[], &[]);
+    let (_dir, bin) = default_tlspeer();
     let tls = TlsSetup::new();
     let port = tls.port;
     let sensor = Sensor::start(&["--port", &tls.port_s]);
