@@ -7,7 +7,7 @@ use crate::config::CaptureConfig;
 use crate::conn::{ConnInfo, ConnTracker, EphemeralPorts};
 use crate::drops::DropCounters;
 use crate::events::{self, Event};
-use crate::exec_gate::{ExecGate, HeldExec};
+use crate::exec_gate::ExecGate;
 use crate::output::DropRecord;
 use crate::output::{har_entry, Body, ConnView, HarWriter, JsonlWriter, Origin, Record, TerminalSummary};
 use crate::probes;
@@ -571,18 +571,6 @@ impl Processor {
     }
 }
 
-/// An error with its causes, on one line.
-fn loader_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
-}
-
 fn drain(ring: &mut RingBuf<aya::maps::MapData>, p: &mut Processor) -> Result<()> {
     let start = Instant::now();
     while let Some(item) = ring.next() {
@@ -592,12 +580,11 @@ fn drain(ring: &mut RingBuf<aya::maps::MapData>, p: &mut Processor) -> Result<()
     Ok(())
 }
 
-/// The next frame from an agent, or never when no agent socket is served.
-async fn agent_frame(
-    rx: &mut Option<tokio::sync::mpsc::Receiver<crate::agent::AgentMsg>>,
-) -> Option<crate::agent::AgentMsg> {
-    match rx {
-        Some(rx) => rx.recv().await,
+/// What `next` gives, or never when the source is not there (no agent
+/// socket served, no exec gate): a `select!` branch that stays quiet.
+async fn next_or_never<T>(next: Option<impl std::future::Future<Output = Option<T>>>) -> Option<T> {
+    match next {
+        Some(next) => next.await,
         None => std::future::pending().await,
     }
 }
@@ -672,13 +659,6 @@ fn start_exec_gate(hold_ms: u32) -> Option<ExecGate> {
     }
 }
 
-async fn next_held(gate: &mut Option<ExecGate>) -> Option<HeldExec> {
-    match gate {
-        Some(g) => g.next().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Loads, attaches, captures until a signal or the duration, then detaches
 /// every probe, drains what was captured and flushes.
 pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
@@ -730,7 +710,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
             (Some(socket), Some(rx))
         }
         Some(Err(e)) => {
-            warn!(error = %loader_chain(&e), "agent socket not served: JVM agents cannot send plaintext");
+            warn!(error = %probes::error_chain(&e), "agent socket not served: JVM agents cannot send plaintext");
             (None, None)
         }
         None => (None, None),
@@ -780,7 +760,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                     }
                 }
             }
-            Some(msg) = agent_frame(&mut agent_rx) => {
+            Some(msg) = next_or_never(agent_rx.as_mut().map(|rx| rx.recv())) => {
                 // The kernel's records of the same moment first: a
                 // connection's open is in the ring before its plaintext is here.
                 drain(ring.get_mut(), &mut proc)?;
@@ -789,7 +769,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                     proc.on_agent(msg)?;
                 }
             }
-            held = next_held(&mut gate) => match held {
+            held = next_or_never(gate.as_mut().map(ExecGate::next)) => match held {
                 Some(held) => {
                     openssl.examine_held(&mut ebpf, &held);
                     go_tls.examine_held(&mut ebpf, &held);
