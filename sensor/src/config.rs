@@ -51,11 +51,43 @@ pub struct RedactConfig {
     pub fields: Vec<String>,
     /// A key (16 bytes or more) that keeps markers equal across runs; random per run otherwise.
     pub key_file: Option<std::path::PathBuf>,
+    /// `[[capture.redact.targets]]`: rules for some connections only; the
+    /// first target matching a connection decides for it.
+    pub targets: Vec<RedactTarget>,
+}
+
+/// Redaction for one capture target: the connections of the named processes
+/// and/or ports get these headers and fields redacted besides the global
+/// ones, or no redaction at all with `enabled = false`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactTarget {
+    /// Said in the log.
+    pub name: String,
+    /// Process names (`comm`, at most 15 characters); any, when empty.
+    #[serde(default)]
+    pub processes: Vec<String>,
+    /// A port at either end of the connection; any, when empty.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// `false`: this target's exchanges are written as captured (logged).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// More header names to redact for this target.
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// More JSON, form and query field names to redact for this target.
+    #[serde(default)]
+    pub fields: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for RedactConfig {
     fn default() -> Self {
-        Self { enabled: true, headers: Vec::new(), fields: Vec::new(), key_file: None }
+        Self { enabled: true, headers: Vec::new(), fields: Vec::new(), key_file: None, targets: Vec::new() }
     }
 }
 
@@ -134,6 +166,21 @@ impl CaptureConfig {
         if self.pids.len() > 1024 || self.ports.len() > 1024 {
             return Err(ConfigError::Invalid("at most 1024 pids and 1024 ports".into()));
         }
+        for t in &self.redact.targets {
+            if t.processes.is_empty() && t.ports.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "redact target {:?} names no processes and no ports: it would match every \
+                     connection (say that in [capture.redact] instead)",
+                    t.name
+                )));
+            }
+            if let Some(p) = t.processes.iter().find(|p| p.len() > 15) {
+                return Err(ConfigError::Invalid(format!(
+                    "redact target {:?}: process {p:?} is longer than a process name (15 bytes)",
+                    t.name
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -153,6 +200,24 @@ mod tests {
         assert_eq!(c.capture.ports, vec![80]);
         assert_eq!(c.capture.max_bytes_per_call, 256 << 10);
         assert!(toml::from_str::<FileConfig>("[capture]\nbogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn redact_targets_need_a_selector() {
+        let c: FileConfig = toml::from_str(
+            "[[capture.redact.targets]]\nname = \"payments\"\nports = [8443]\nfields = [\"card\"]\n\
+             [[capture.redact.targets]]\nname = \"sandbox\"\nprocesses = [\"curl\"]\nenabled = false\n",
+        )
+        .unwrap();
+        let t = &c.capture.redact.targets;
+        assert_eq!(
+            (t[0].enabled, t[0].ports.as_slice(), t[0].fields.as_slice()),
+            (true, &[8443][..], &["card".to_string()][..])
+        );
+        assert!(!t[1].enabled);
+        c.capture.validate().unwrap();
+        let c: FileConfig = toml::from_str("[[capture.redact.targets]]\nname = \"all\"\n").unwrap();
+        assert!(c.capture.validate().unwrap_err().to_string().contains("no processes and no ports"));
     }
 
     #[test]

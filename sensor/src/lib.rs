@@ -15,6 +15,7 @@ pub mod exec_gate;
 pub mod jvm_attach;
 pub mod output;
 pub mod pipeline;
+pub mod privileges;
 pub mod probes;
 pub mod protocols;
 pub mod redact;

@@ -91,7 +91,7 @@ pub struct Processor {
     pub publisher: Option<crate::api::Publisher>,
     agents: jvmti::Agents,
     /// Secrets out of exchanges before any output sees them.
-    pub redactor: Option<crate::redact::Redactor>,
+    pub redactor: Option<crate::redact::Policy>,
     /// Counters.
     pub stats: Stats,
 }
@@ -129,7 +129,7 @@ struct Emit<'a> {
     raw: bool,
     user_drops: &'a mut BTreeMap<&'static str, DropRecord>,
     publisher: Option<&'a crate::api::Publisher>,
-    redactor: Option<&'a crate::redact::Redactor>,
+    redactor: Option<&'a crate::redact::Policy>,
 }
 
 fn user_drop(drops: &mut BTreeMap<&'static str, DropRecord>, reason: &'static str, bytes: u64) {
@@ -170,7 +170,8 @@ impl Emit<'_> {
             }),
             (SessionOut::Data(_), Sink::Terminal(_) | Sink::Har(_)) => Ok(()),
             (SessionOut::Exchange(mut e, probe), sink) => {
-                if let Some(r) = self.redactor {
+                let ports = [info.local.port(), info.remote.port()];
+                if let Some(r) = self.redactor.and_then(|p| p.for_conn(events::comm_str(&info.comm), ports)) {
                     r.exchange(&mut e);
                 }
                 for m in std::iter::once(&e.request).chain(e.response.as_ref()) {
@@ -606,8 +607,8 @@ async fn stop_signal(duration: Option<Duration>) -> &'static str {
     }
 }
 
-/// The redactor the configuration asks for, said in the log either way.
-fn redactor(cfg: &crate::config::RedactConfig, raw: bool) -> Result<Option<crate::redact::Redactor>> {
+/// The redaction the configuration asks for, said in the log either way.
+fn redactor(cfg: &crate::config::RedactConfig, raw: bool) -> Result<Option<crate::redact::Policy>> {
     if !cfg.enabled {
         warn!("redaction off (--no-redact): records carry credentials, cookies and passwords as sent");
         return Ok(None);
@@ -634,13 +635,33 @@ fn redactor(cfg: &crate::config::RedactConfig, raw: bool) -> Result<Option<crate
     if raw {
         warn!("--raw: data records carry payloads as captured, not redacted");
     }
-    Ok(Some(crate::redact::Redactor::new(headers, fields, &key)))
+    let global = crate::redact::Redactor::new(headers, fields, &key);
+    let targets = cfg
+        .targets
+        .iter()
+        .map(|t| {
+            let selector = crate::redact::TargetMatch { processes: t.processes.clone(), ports: t.ports.clone() };
+            let (processes, ports) = (&t.processes, &t.ports);
+            if !t.enabled {
+                warn!(target = t.name, ?processes, ?ports, "redaction off for this capture target: its exchanges carry credentials as sent");
+                return (selector, None);
+            }
+            info!(target = t.name, ?processes, ?ports, headers = ?t.headers, fields = ?t.fields, "redaction for this capture target: also these");
+            let more = global.with(t.headers.iter().map(String::as_str), t.fields.iter().map(String::as_str));
+            (selector, Some(more))
+        })
+        .collect();
+    Ok(Some(crate::redact::Policy::new(global, targets)))
 }
 
 /// The exec gate when configured and allowed; otherwise why not, once.
-fn start_exec_gate(hold_ms: u32) -> Option<ExecGate> {
+fn start_exec_gate(hold_ms: u32, allowed: &crate::privileges::Assessment) -> Option<ExecGate> {
     if hold_ms == 0 {
         info!("exec gate off (exec_hold_ms = 0): new programs are probed after they start");
+        return None;
+    }
+    if !allowed.exec_gate || !allowed.uprobes {
+        // Already said with the capabilities at start-up.
         return None;
     }
     match ExecGate::start(Duration::from_millis(hold_ms.into())) {
@@ -653,7 +674,7 @@ fn start_exec_gate(hold_ms: u32) -> Option<ExecGate> {
             Some(g)
         }
         Err(e) => {
-            warn!(error = %e, "exec gate unavailable (needs CAP_SYS_ADMIN): new programs are probed 10-30 ms after they start");
+            warn!(error = %e, "exec gate unavailable: new programs are probed 10-30 ms after they start");
             None
         }
     }
@@ -663,24 +684,29 @@ fn start_exec_gate(hold_ms: u32) -> Option<ExecGate> {
 /// every probe, drains what was captured and flushes.
 pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     opts.capture.validate()?;
+    let allowed = crate::privileges::check(opts.attach_jvms.is_some()).map_err(|why| anyhow!(why))?;
     probes::ensure_tracefs();
     let mut ebpf = probes::load_object(&opts.capture, std::process::id())?;
     let attached = probes::attach_kernel(&mut ebpf, opts.capture.kernel_hook)?;
+    // Without uprobes every TLS attachment would fail one by one: none is tried.
+    let tls_probes = allowed.uprobes;
     let mut openssl = probes::OpenSslProbes::new();
-    let mut files = openssl.attach_all(&mut ebpf);
-    for binary in &opts.openssl_binaries {
-        // Named on purpose (NETTAP_OPENSSL_BINARY): a failure here is said.
-        if openssl.attach_file(&mut ebpf, binary) || openssl.is_probed(binary) {
-            files += 1;
-        } else {
-            warn!(binary = %binary.display(), "NETTAP_OPENSSL_BINARY names a file that could not be probed");
-        }
-    }
-    info!(files, "OpenSSL libraries probed");
     let mut go_tls = probes::GoTlsProbes::new();
-    let go_programs = go_tls.attach_running(&mut ebpf);
-    info!(programs = go_programs, "Go programs with crypto/tls probed");
-    let mut gate = start_exec_gate(opts.capture.exec_hold_ms);
+    if tls_probes {
+        let mut files = openssl.attach_all(&mut ebpf);
+        for binary in &opts.openssl_binaries {
+            // Named on purpose (NETTAP_OPENSSL_BINARY): a failure here is said.
+            if openssl.attach_file(&mut ebpf, binary) || openssl.is_probed(binary) {
+                files += 1;
+            } else {
+                warn!(binary = %binary.display(), "NETTAP_OPENSSL_BINARY names a file that could not be probed");
+            }
+        }
+        info!(files, "OpenSSL libraries probed");
+        let go_programs = go_tls.attach_running(&mut ebpf);
+        info!(programs = go_programs, "Go programs with crypto/tls probed");
+    }
+    let mut gate = start_exec_gate(opts.capture.exec_hold_ms, &allowed);
 
     let ring = RingBuf::try_from(ebpf.take_map("events").ok_or_else(|| anyhow!("map events missing"))?)?;
     let drops_map: PerCpuArray<_, _> =
@@ -746,15 +772,17 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                 let mut guard = guard?;
                 drain(guard.get_inner_mut(), &mut proc)?;
                 guard.clear_ready();
-                for lib in proc.libraries.drain(..) {
+                for lib in proc.libraries.drain(..).filter(|_| tls_probes) {
                     openssl.attach_mapped(&mut ebpf, &lib, Clock::boot_now_ns());
                 }
                 for exe in proc.execs.drain(..) {
                     if let Some(g) = &mut gate {
                         g.mark(Path::new(&format!("/proc/{}/exe", exe.pid)));
                     }
-                    openssl.examine_exec(&mut ebpf, &exe, Clock::boot_now_ns());
-                    go_tls.examine_exec(&mut ebpf, &exe, Clock::boot_now_ns());
+                    if tls_probes {
+                        openssl.examine_exec(&mut ebpf, &exe, Clock::boot_now_ns());
+                        go_tls.examine_exec(&mut ebpf, &exe, Clock::boot_now_ns());
+                    }
                     if let Some(a) = &mut auto_attach {
                         a.on_exec(exe.pid, &exe.name);
                     }

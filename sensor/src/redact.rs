@@ -30,6 +30,45 @@ pub const DEFAULT_FIELDS: [&str; 10] = [
     "apikey",
 ];
 
+/// Which connections a capture target's redaction rules apply to.
+#[derive(Debug, Clone)]
+pub struct TargetMatch {
+    /// Process names (`comm`); any when empty.
+    pub processes: Vec<String>,
+    /// Ports at either end; any when empty.
+    pub ports: Vec<u16>,
+}
+
+impl TargetMatch {
+    fn matches(&self, comm: &str, ports: [u16; 2]) -> bool {
+        (self.processes.is_empty() || self.processes.iter().any(|p| p == comm))
+            && (self.ports.is_empty() || self.ports.iter().any(|p| ports.contains(p)))
+    }
+}
+
+/// The redactor for each connection: the first capture target matching it,
+/// or the global one. `None` for a target means "written as captured".
+#[derive(Debug, Clone)]
+pub struct Policy {
+    global: Redactor,
+    targets: Vec<(TargetMatch, Option<Redactor>)>,
+}
+
+impl Policy {
+    /// `global` for every connection no target matches.
+    pub fn new(global: Redactor, targets: Vec<(TargetMatch, Option<Redactor>)>) -> Self {
+        Policy { global, targets }
+    }
+
+    /// The redactor for a connection of process `comm` between these ports.
+    pub fn for_conn(&self, comm: &str, ports: [u16; 2]) -> Option<&Redactor> {
+        match self.targets.iter().find(|(m, _)| m.matches(comm, ports)) {
+            Some((_, r)) => r.as_ref(),
+            None => Some(&self.global),
+        }
+    }
+}
+
 /// What to redact and with which key.
 #[derive(Clone)]
 pub struct Redactor {
@@ -57,6 +96,19 @@ impl Redactor {
             fields: fields.into_iter().map(str::to_ascii_lowercase).collect(),
             key: hmac::Key::new(hmac::HMAC_SHA256, key),
         }
+    }
+
+    /// This redactor plus more headers and fields, with the same key (so
+    /// markers of a target and of the rest still compare).
+    pub fn with<'a>(
+        &self,
+        headers: impl IntoIterator<Item = &'a str>,
+        fields: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        let mut more = self.clone();
+        more.headers.extend(headers.into_iter().map(str::to_ascii_lowercase));
+        more.fields.extend(fields.into_iter().map(str::to_ascii_lowercase));
+        more
     }
 
     /// The marker standing for `secret`.
@@ -338,6 +390,44 @@ mod tests {
             ..Head::default()
         };
         Exchange::new(Message { head, body: body.to_vec(), ..Message::default() }, None)
+    }
+
+    #[test]
+    fn the_first_matching_target_decides_and_keeps_the_key() {
+        let global = redactor();
+        let payments = global.with(["x-card-token"], ["card_number"]);
+        let policy = Policy::new(
+            global.clone(),
+            vec![
+                (TargetMatch { processes: vec![], ports: vec![8443] }, Some(payments)),
+                (TargetMatch { processes: vec!["curl".into()], ports: vec![] }, None),
+                (TargetMatch { processes: vec!["python3".into()], ports: vec![9000] }, None),
+            ],
+        );
+        let body = br#"{"card_number":"4111111111111111","password":"pw-123456"}"#;
+        let headers = [("X-Card-Token", "tok-1"), ("Authorization", "Basic abc")];
+        let redacted = |comm: &str, ports: [u16; 2]| {
+            let mut e = request(&headers, "/", body);
+            if let Some(r) = policy.for_conn(comm, ports) {
+                r.exchange(&mut e);
+            }
+            (e.request.head.headers.clone(), String::from_utf8(e.request.body).unwrap())
+        };
+        // Port 8443 at either end: global rules plus the target's.
+        let (h, b) = redacted("curl", [51000, 8443]);
+        assert!(h.iter().all(|(_, v)| v.contains("REDACTED(")), "{h:?}");
+        assert!(!b.contains("4111") && !b.contains("pw-123456"), "{b}");
+        assert!(b.contains(&global.marker(b"pw-123456")), "same key as the rest: {b}");
+        // curl elsewhere: its target turns redaction off.
+        let (h, b) = redacted("curl", [51000, 80]);
+        assert_eq!(h[1].1, "Basic abc");
+        assert!(b.contains("pw-123456"));
+        // Both selectors must match; otherwise the global rules, without the target's extras.
+        let (h, b) = redacted("python3", [51000, 80]);
+        assert_eq!(h[0].1, "tok-1");
+        assert!(h[1].1.starts_with("Basic REDACTED("), "{h:?}");
+        assert!(b.contains("4111111111111111") && !b.contains("pw-123456"), "{b}");
+        assert!(policy.for_conn("python3", [9000, 1]).is_none());
     }
 
     #[test]

@@ -140,6 +140,21 @@ impl Sensor {
         Sensor::spawn(in_ns(Some(ns), &nettap_bin()), args, &[])
     }
 
+    /// `start` with the capability bounding set changed by `setpriv` (for
+    /// instance `-all,+bpf,+perfmon`): nettap, run as root, gets exactly what
+    /// the bounding set leaves.
+    pub fn start_with_caps(bounding: &str, args: &[&str]) -> Sensor {
+        Sensor::spawn(Sensor::with_caps(bounding), args, &[])
+    }
+
+    /// The command `start_with_caps` runs (`setpriv` execs nettap in place,
+    /// so the child's pid is nettap's).
+    pub fn with_caps(bounding: &str) -> Command {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--bounding-set={bounding}")).arg("--inh-caps=-all").arg("--").arg(nettap_bin());
+        c
+    }
+
     fn spawn(mut command: Command, args: &[&str], env: &[(&str, &str)]) -> Sensor {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("records.jsonl");

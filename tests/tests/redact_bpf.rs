@@ -164,3 +164,88 @@ fn no_redact_is_explicit_and_logged() {
     let r = cap.of("http", client);
     assert_eq!(header(&r[0]["request"]["headers"], "authorization"), "Bearer SECRET-BEARER-0123456789");
 }
+
+/// One POST to `port` with a bearer token, a card token header and a JSON
+/// body with a card number and a password; returns curl's pid.
+fn card_request(port: u16) -> u32 {
+    let mut c = Command::new("curl")
+        .args(["-sS", "--fail", "-o", "/dev/null", "-H", "Authorization: Bearer SECRET-BEARER-0123456789"])
+        .args(["-H", "X-Card-Token: CARD-TOKEN-SECRET-1", "-H", "Content-Type: application/json"])
+        .args(["-d", r#"{"card_number": "4111111111111111", "password": "SECRET-PASSWORD-42"}"#])
+        .arg(format!("http://127.0.0.1:{port}/login"))
+        .spawn()
+        .unwrap();
+    assert!(wait_child(&mut c, "curl").success());
+    c.id()
+}
+
+#[test]
+fn each_capture_target_gets_its_own_redaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let [payments, sandbox, _other] = ports;
+    let servers: Vec<_> = ports.iter().map(|p| http_peer_server(*p)).collect();
+    let config = dir.path().join("nettap.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[capture.redact.targets]]\nname = \"payments\"\nports = [{payments}]\n\
+             headers = [\"X-Card-Token\"]\nfields = [\"card_number\"]\n\n\
+             [[capture.redact.targets]]\nname = \"sandbox\"\nprocesses = [\"curl\"]\nports = [{sandbox}]\n\
+             enabled = false\n"
+        ),
+    )
+    .unwrap();
+    let mut args = vec!["--config", config.to_str().unwrap()];
+    let port_args: Vec<String> = ports.iter().map(u16::to_string).collect();
+    for p in &port_args {
+        args.extend(["--port", p.as_str()]);
+    }
+    let sensor = Sensor::start(&args);
+    let clients = ports.map(card_request);
+    for (mut s, _dir) in servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    let cap = sensor.stop();
+    assert!(
+        cap.log.lines().any(|l| l.contains("WARN")
+            && l.contains("redaction off for this capture target")
+            && l.contains("target=\"sandbox\"")),
+        "{}",
+        cap.log
+    );
+
+    let request = |pid: u32| {
+        let r = cap.of("http", pid);
+        assert_eq!(r.len(), 1, "one exchange for client {pid}");
+        let q = &r[0]["request"];
+        let body: Value = serde_json::from_str(q["body"].as_str().unwrap()).unwrap();
+        (
+            header(&q["headers"], "authorization").to_string(),
+            header(&q["headers"], "x-card-token").to_string(),
+            body["card_number"].as_str().unwrap().to_string(),
+            body["password"].as_str().unwrap().to_string(),
+        )
+    };
+    let [p, s, o] = clients.map(request);
+    // payments: the global rules and the target's own.
+    assert!(p.0.starts_with("Bearer REDACTED("), "{p:?}");
+    assert!(is_marker(&p.1) && is_marker(&p.2) && is_marker(&p.3), "{p:?}");
+    // sandbox: as sent.
+    assert_eq!(
+        s,
+        (
+            "Bearer SECRET-BEARER-0123456789".into(),
+            "CARD-TOKEN-SECRET-1".into(),
+            "4111111111111111".into(),
+            "SECRET-PASSWORD-42".into()
+        )
+    );
+    // Any other connection: the global rules only.
+    assert!(o.0.starts_with("Bearer REDACTED("), "{o:?}");
+    assert_eq!((o.1.as_str(), o.2.as_str()), ("CARD-TOKEN-SECRET-1", "4111111111111111"));
+    // One key for all targets: the same password has the same marker.
+    assert_eq!(p.3, o.3);
+    assert_eq!(p.0, o.0);
+}

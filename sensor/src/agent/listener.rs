@@ -4,7 +4,7 @@
 //! bad frame closes that one connection, with the reason logged.
 
 use super::frame::{AgentEvent, Frame, FrameReader};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncReadExt;
 use tokio::net::{UnixListener, UnixStream};
@@ -38,6 +38,24 @@ pub enum ListenError {
         /// Cause.
         #[source]
         source: std::io::Error,
+    },
+    /// Another user could replace the socket (and so receive every JVM's
+    /// plaintext, or pose as the sensor): its directory must be writable only
+    /// by the sensor's user.
+    #[error(
+        "{dir} is writable by others (mode {mode:o}, owner uid {uid}): another process could replace \
+         the agent socket; make it owned by uid {euid} and not group/world-writable (chmod 755), \
+         or choose another --agent-socket"
+    )]
+    UnsafeDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// Its owner.
+        uid: u32,
+        /// The sensor's effective uid.
+        euid: u32,
     },
     /// Something that is not a socket is in the way.
     #[error("{0} exists and is not a socket")]
@@ -74,8 +92,23 @@ impl Drop for AgentSocket {
 /// Listens on `path` (replacing a stale socket file) and returns the socket
 /// and the receiving end of the agents' frames. Must run inside a Tokio runtime.
 pub fn listen(path: &Path) -> Result<(AgentSocket, mpsc::Receiver<AgentMsg>), ListenError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| ListenError::Dir { dir: dir.into(), source })?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.exists() {
+        let made = |source| ListenError::Dir { dir: dir.into(), source };
+        std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(made)?;
+        // Exactly 0755 whatever the umask: JVMs of every user must reach the socket.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(made)?;
+    }
+    let meta = std::fs::metadata(dir).map_err(|source| ListenError::Dir { dir: dir.into(), source })?;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if meta.mode() & 0o022 != 0 || (meta.uid() != euid && meta.uid() != 0) {
+        return Err(ListenError::UnsafeDir {
+            dir: dir.into(),
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            euid,
+        });
     }
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
@@ -161,5 +194,47 @@ async fn read_agent(mut stream: UnixStream, pid: u32, tx: mpsc::Sender<AgentMsg>
     match reader.finish() {
         Ok(()) => info!(pid, "agent disconnected"),
         Err(e) => warn!(pid, reason = %e, "agent connection closed: bad frame"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_missing_directory_is_made_writable_by_the_sensor_alone() {
+        let scratch = tempfile::tempdir().unwrap();
+        let path = scratch.path().join("run/nettap/agent.sock");
+        let (_socket, _rx) = listen(&path).unwrap();
+        let dir = std::fs::metadata(path.parent().unwrap()).unwrap();
+        assert_eq!(dir.mode() & 0o777, 0o755);
+        let sock = std::fs::metadata(&path).unwrap();
+        assert!(sock.file_type().is_socket());
+        assert_eq!(sock.mode() & 0o777, 0o666, "JVMs of any user connect");
+    }
+
+    #[tokio::test]
+    async fn a_directory_others_can_write_is_refused_with_the_fix() {
+        let scratch = tempfile::tempdir().unwrap();
+        for mode in [0o777, 0o1777, 0o775] {
+            let dir = scratch.path().join(format!("d{mode:o}"));
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = listen(&dir.join("agent.sock")).unwrap_err();
+            assert!(matches!(err, ListenError::UnsafeDir { .. }), "{err}");
+            let text = err.to_string();
+            assert!(text.contains("writable by others") && text.contains("chmod 755"), "{text}");
+            assert!(!dir.join("agent.sock").exists(), "nothing is served there");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_directory_of_another_user_is_refused() {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("theirs");
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+        let err = listen(&dir.join("agent.sock")).unwrap_err();
+        assert!(matches!(err, ListenError::UnsafeDir { uid: 65534, .. }), "{err}");
     }
 }
