@@ -254,9 +254,8 @@ fn hello_frame(pid_claimed: u32) -> Vec<u8> {
     .encode_length_delimited_to_vec()
 }
 
-#[test]
-fn bad_frames_close_only_their_connection() {
-    let home = jdk(17);
+fn bad_frames_close_only_their_connection(major: u32) {
+    let home = jdk(major);
     let tls = TlsSetup::new();
     let scratch = tempfile::tempdir().unwrap();
     let sock = scratch.path().join("agent.sock");
@@ -296,6 +295,16 @@ fn bad_frames_close_only_their_connection() {
     assert_exchanges(&cap, client, H1);
     assert_exchanges(&cap, server, H1);
     assert!(cap.of("data", me).is_empty(), "the lying peer sent no data");
+}
+
+#[test]
+fn bad_frames_close_only_their_connection_jdk17() {
+    bad_frames_close_only_their_connection(17);
+}
+
+#[test]
+fn bad_frames_close_only_their_connection_jdk25() {
+    bad_frames_close_only_their_connection(25);
 }
 
 /// `nettap attach PID` into JVMs that run without the agent and have used
@@ -411,9 +420,8 @@ fn timed_client(home: &Path, tls: &TlsSetup, agent_socket: Option<&Path>) -> (u6
 /// With no sensor listening, the agent drops everything at once: the
 /// application's requests take no longer than 1.1× those without the agent
 /// (best of three runs each, alternating).
-#[test]
-fn without_a_sensor_the_application_runs_at_normal_speed() {
-    let home = jdk(17);
+fn without_a_sensor_the_application_runs_at_normal_speed(major: u32) {
+    let home = jdk(major);
     let tls = TlsSetup::new();
     let scratch = tempfile::tempdir().unwrap();
     let _server = plain_server(&home, &tls, scratch.path());
@@ -432,12 +440,21 @@ fn without_a_sensor_the_application_runs_at_normal_speed() {
     assert!(agent * 10 <= plain * 11, "{agent} ms with the agent vs {plain} ms without");
 }
 
+#[test]
+fn without_a_sensor_the_application_runs_at_normal_speed_jdk17() {
+    without_a_sensor_the_application_runs_at_normal_speed(17);
+}
+
+#[test]
+fn without_a_sensor_the_application_runs_at_normal_speed_jdk25() {
+    without_a_sensor_the_application_runs_at_normal_speed(25);
+}
+
 /// The sensor starts after the JVM, is killed mid-stream and started
 /// again: the application never notices, and capture resumes, with what
 /// was lost meanwhile counted.
-#[test]
-fn sensor_killed_and_restarted_capture_resumes() {
-    let home = jdk(17);
+fn sensor_killed_and_restarted_capture_resumes(major: u32) {
+    let home = jdk(major);
     let tls = TlsSetup::new();
     let scratch = tempfile::tempdir().unwrap();
     let sock = scratch.path().join("agent.sock");
@@ -478,6 +495,16 @@ fn sensor_killed_and_restarted_capture_resumes() {
         count > 0 && bytes > 0,
         "what was lost without a sensor is counted: {count} chunks, {bytes} bytes"
     );
+}
+
+#[test]
+fn sensor_killed_and_restarted_capture_resumes_jdk17() {
+    sensor_killed_and_restarted_capture_resumes(17);
+}
+
+#[test]
+fn sensor_killed_and_restarted_capture_resumes_jdk25() {
+    sensor_killed_and_restarted_capture_resumes(25);
 }
 
 /// A url-client without the agent that makes one request, then waits for
