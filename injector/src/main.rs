@@ -1,0 +1,74 @@
+//! `nettap-injector serve …` runs the webhook; `nettap-injector install-agent
+//! DIR` is the init container's job (copy the agent into the pod's volume,
+//! with no shell or `cp` needed in the image).
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use nettap_injector::{mutate::Config, server};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "nettap-injector", version, about = "Gives Java pods nettap's JVM agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the mutating webhook over HTTPS.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0:8443")]
+        listen: SocketAddr,
+        /// Certificate chain (PEM).
+        #[arg(long, env = "NETTAP_INJECTOR_TLS_CERT")]
+        tls_cert: PathBuf,
+        /// Private key (PEM).
+        #[arg(long, env = "NETTAP_INJECTOR_TLS_KEY")]
+        tls_key: PathBuf,
+        /// Image of the init container that provides the agent.
+        #[arg(long, env = "NETTAP_AGENT_IMAGE")]
+        agent_image: String,
+        /// The sensor's socket directory on the nodes.
+        #[arg(long, default_value = "/run/nettap")]
+        socket_dir: String,
+        /// Where the agent is mounted in the Java containers.
+        #[arg(long, default_value = "/nettap-agent")]
+        agent_dir: String,
+    },
+    /// Copy the JVM agent into DIR (the init container's command).
+    InstallAgent {
+        /// Destination directory.
+        dir: PathBuf,
+        /// The agent in this image.
+        #[arg(long, default_value = "/usr/local/lib/nettap/libnettap_agent.so")]
+        agent: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
+    match Cli::parse().command {
+        Command::Serve { listen, tls_cert, tls_key, agent_image, socket_dir, agent_dir } => {
+            let tls = server::tls_config(&tls_cert, &tls_key)?;
+            let cfg = Config { agent_image, socket_dir, agent_dir, ..Config::default() };
+            let listener = server::bind(listen).await?;
+            tracing::info!(%listen, agent_option = cfg.agent_option(), "nettap injector serving /mutate");
+            tokio::select! {
+                _ = server::serve(listener, tls, cfg) => {}
+                _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
+            }
+            Ok(())
+        }
+        Command::InstallAgent { dir, agent } => {
+            let dest = dir.join("libnettap_agent.so");
+            std::fs::copy(&agent, &dest)
+                .with_context(|| format!("copying {} to {}", agent.display(), dest.display()))?;
+            tracing::info!(dest = %dest.display(), "JVM agent installed");
+            Ok(())
+        }
+    }
+}

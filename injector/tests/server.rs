@@ -1,0 +1,110 @@
+//! The webhook binary over real HTTPS (curl as the client, a certificate made
+//! by openssl): a review gets its patch, garbage gets a 400, an oversized
+//! body a 413, plaintext on the TLS port is dropped, and the server keeps
+//! answering after all of them.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Injector(Child);
+
+impl Drop for Injector {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// (status, body) of a curl request to the injector.
+fn curl(cert: &Path, url: &str, body: Option<&Path>) -> (u16, String) {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "--max-time", "10", "--cacert"]).arg(cert).args(["-w", "\n%{http_code}"]);
+    if let Some(b) = body {
+        c.args(["-H", "Content-Type: application/json", "--data-binary"]).arg(format!("@{}", b.display()));
+    }
+    let out = c.arg(url).output().expect("curl runs");
+    assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (status.parse().unwrap(), body.to_string())
+}
+
+#[test]
+fn serves_reviews_over_https_and_survives_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args(["-subj", "/CN=nettap-injector", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "openssl makes the certificate");
+    let port = free_port();
+    let _injector = Injector(
+        Command::new(env!("CARGO_BIN_EXE_nettap-injector"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--agent-image", "example/agent:1"])
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("https://127.0.0.1:{port}");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "the injector never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(curl(&cert, &format!("{base}/healthz"), None).0, 200);
+
+    let reviews = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reviews");
+    let (status, body) = curl(&cert, &format!("{base}/mutate"), Some(&reviews.join("java-pod.json")));
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["response"]["allowed"], true);
+    assert_eq!(v["response"]["uid"], "4f1c6b0e-0001-4c1a-8a00-000000000001");
+    assert_eq!(v["response"]["patchType"], "JSONPatch");
+    let patch: Vec<u8> = serde_json::from_value(v["response"]["patch"].clone()).unwrap();
+    assert!(String::from_utf8(patch).unwrap().contains("example/agent:1"), "the configured image");
+
+    let garbage = dir.path().join("garbage");
+    std::fs::write(&garbage, b"{\"kind\": 12, \x01 not json").unwrap();
+    let (status, body) = curl(&cert, &format!("{base}/mutate"), Some(&garbage));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not an AdmissionReview"), "{body}");
+
+    let huge = dir.path().join("huge");
+    std::fs::write(&huge, vec![b' '; 4 << 20]).unwrap();
+    assert_eq!(curl(&cert, &format!("{base}/mutate"), Some(&huge)).0, 413);
+
+    // Plaintext HTTP on the TLS port: that connection fails, nothing else.
+    let plain = Command::new("curl")
+        .args(["-sS", "--max-time", "5", &format!("http://127.0.0.1:{port}/healthz")])
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+    assert_eq!(curl(&cert, &format!("{base}/nowhere"), None).0, 404);
+    let (status, _) = curl(&cert, &format!("{base}/mutate"), Some(&reviews.join("nginx-pod.json")));
+    assert_eq!(status, 200, "still serving");
+}
