@@ -17,6 +17,7 @@ need_pkgs=(
   dnsmasq-base          # a real DNS server for the DNS enrichment tests
   php-cli php-curl      # PHP's https:// stream wrapper and curl extension over libssl
   openjdk-17-jdk-headless maven  # the JVM agent's build (javac, jvmti.h) and java-testapps
+  python3-yaml          # the chart tests read `helm template` output
   ca-certificates
 )
 
@@ -61,6 +62,17 @@ fi
 # part of the machine image: Debian does not package it).
 [ -x /usr/lib/jvm/temurin-25-jdk-amd64/bin/java ] || [ -n "${NETTAP_JDKS:-}" ] ||
   echo "ci/install.sh: warning: /usr/lib/jvm/temurin-25-jdk-amd64 is missing: the JDK 25 tests will fail (or set NETTAP_JDKS)" >&2
+
+# Helm, for the chart tests: built once from its Go module, cached by version.
+export NETTAP_HELM="${NETTAP_HELM:-$HOME/.cache/nettap/helm/v3.22.0-k1.37/helm}"
+if [ ! -x "$NETTAP_HELM" ]; then
+  echo "ci/install.sh: building helm v3.22.0 (once)"
+  # The Kubernetes version helm assumes without a cluster (its release
+  # builds set it the same way; a plain `go install` would say 1.20).
+  kv="-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37"
+  kv="$kv -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37"
+  GOBIN="$(dirname "$NETTAP_HELM")" go install -trimpath -ldflags "$kv" helm.sh/helm/v3/cmd/helm@v3.22.0
+fi
 
 # Tracepoints are attached through tracefs; bpffs is where other tools look.
 if [ ! -d /sys/kernel/tracing/events ] && [ ! -d /sys/kernel/debug/tracing/events ]; then

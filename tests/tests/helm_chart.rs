@@ -1,0 +1,250 @@
+//! The Helm chart with the real `helm` (built by ci/install.sh): lint and
+//! template with the default and the example values; the rendered objects
+//! say what the chart promises (the DaemonSet's four capabilities and host
+//! access, the webhook's failurePolicy and a caBundle that signed the
+//! Secret's certificate, RBAC for exactly what the sensor reads, the
+//! targets as values gave them), and wrong values fail at install time.
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn helm() -> PathBuf {
+    let path = std::env::var_os("NETTAP_HELM").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/nettap/helm/v3.22.0-k1.37/helm")
+    });
+    assert!(path.exists(), "helm missing at {} (ci/install.sh builds it)", path.display());
+    path
+}
+
+fn chart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/nettap")
+}
+
+fn run_helm(args: &[&str]) -> Output {
+    Command::new(helm())
+        .args(args)
+        .env("HELM_CACHE_HOME", std::env::temp_dir().join("nettap-helm-cache"))
+        .output()
+        .unwrap()
+}
+
+/// `helm template` with `extra` arguments, as JSON objects.
+fn template(extra: &[&str]) -> Vec<Value> {
+    let chart = chart();
+    let mut args = vec!["template", "tap", chart.to_str().unwrap(), "--namespace", "nettap"];
+    args.extend_from_slice(extra);
+    let out = run_helm(&args);
+    assert!(out.status.success(), "helm template failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let mut py = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, yaml, json; json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(py.stdin.as_mut().unwrap(), &out.stdout).unwrap();
+    let json = py.wait_with_output().unwrap();
+    assert!(json.status.success(), "helm's output is not YAML");
+    serde_json::from_slice(&json.stdout).unwrap()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+fn example() -> String {
+    chart().join("examples/targets.yaml").display().to_string()
+}
+
+#[test]
+fn lint_passes_with_default_and_example_values() {
+    let chart = chart();
+    for extra in [vec![], vec!["-f".to_string(), example()]] {
+        let mut args = vec!["lint", "--strict", chart.to_str().unwrap()];
+        args.extend(extra.iter().map(String::as_str));
+        let out = run_helm(&args);
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_sensor_daemonset_has_exactly_the_four_capabilities_and_its_host_access() {
+    let objects = template(&[]);
+    let mut kinds: Vec<String> = objects
+        .iter()
+        .map(|o| format!("{}/{}", o["kind"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap()))
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "ClusterRole/tap-nettap-sensor",
+            "ClusterRoleBinding/tap-nettap-sensor",
+            "ConfigMap/tap-nettap-sensor",
+            "DaemonSet/tap-nettap-sensor",
+            "Deployment/tap-nettap-injector",
+            "MutatingWebhookConfiguration/tap-nettap-injector",
+            "Secret/tap-nettap-injector-tls",
+            "Service/tap-nettap-injector",
+            "ServiceAccount/tap-nettap-injector",
+            "ServiceAccount/tap-nettap-sensor",
+        ],
+        "every object, nothing else"
+    );
+    let ds = find(&objects, "DaemonSet", "tap-nettap-sensor");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!((pod["hostPID"].clone(), pod["hostNetwork"].clone()), (json!(true), json!(true)));
+    let c = &pod["containers"][0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["privileged"], false);
+    assert_eq!(
+        sc["capabilities"],
+        json!({"drop": ["ALL"], "add": ["BPF", "PERFMON", "NET_ADMIN", "SYS_PTRACE"]})
+    );
+    let host: Vec<&str> =
+        pod["volumes"].as_array().unwrap().iter().filter_map(|v| v["hostPath"]["path"].as_str()).collect();
+    assert_eq!(host, ["/sys/kernel/tracing", "/sys/fs/bpf", "/sys/kernel/btf", "/run/nettap"]);
+    let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(args.windows(2).any(|w| w == ["--agent-socket", "/run/nettap/agent.sock"]), "{args:?}");
+    assert!(args.contains(&"--kubernetes"));
+    assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+
+    let role = find(&objects, "ClusterRole", "tap-nettap-sensor");
+    assert_eq!(
+        role["rules"],
+        json!([
+            {"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["apps"], "resources": ["replicasets", "deployments"], "verbs": ["get", "list", "watch"]}
+        ]),
+        "read-only, and only what the sensor reads"
+    );
+    let targets: Value = serde_json::from_str(
+        find(&objects, "ConfigMap", "tap-nettap-sensor")["data"]["capture-targets.json"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(targets, json!({"targets": []}));
+}
+
+#[test]
+fn the_webhook_never_blocks_pods_and_trusts_the_secret_it_was_rendered_with() {
+    let objects = template(&[]);
+    let hook = &find(&objects, "MutatingWebhookConfiguration", "tap-nettap-injector")["webhooks"][0];
+    assert_eq!(hook["failurePolicy"], "Ignore");
+    assert_eq!(hook["sideEffects"], "None");
+    assert_eq!(
+        hook["clientConfig"]["service"],
+        json!({"name": "tap-nettap-injector", "namespace": "nettap", "path": "/mutate", "port": 443})
+    );
+    assert_eq!(hook["rules"][0]["operations"], json!(["CREATE"]));
+    assert_eq!(hook["namespaceSelector"]["matchExpressions"][0]["values"], json!(["nettap", "kube-system"]));
+    let secret = find(&objects, "Secret", "tap-nettap-injector-tls");
+    assert_eq!(hook["clientConfig"]["caBundle"], secret["data"]["ca.crt"]);
+    // The CA in the bundle signed the serving certificate, for the Service's name.
+    let dir = tempfile::tempdir().unwrap();
+    let decode = |v: &Value, name: &str| {
+        let path = dir.path().join(name);
+        let pem = base64_decode(v.as_str().unwrap());
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let (ca, crt) =
+        (decode(&secret["data"]["ca.crt"], "ca.pem"), decode(&secret["data"]["tls.crt"], "tls.pem"));
+    let verify = Command::new("openssl")
+        .args([
+            "verify",
+            "-CAfile",
+            ca.to_str().unwrap(),
+            "-verify_hostname",
+            "tap-nettap-injector.nettap.svc",
+        ])
+        .arg(&crt)
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    let deploy = find(&objects, "Deployment", "tap-nettap-injector");
+    let pod = &deploy["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false, "the injector reads nothing from the API");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let args: Vec<&str> =
+        pod["containers"][0]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(args.windows(2).any(|w| w == ["--agent-image", "nettap/injector:0.1.0"]), "{args:?}");
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+#[test]
+fn example_values_reach_the_objects() {
+    let objects = template(&["-f", &example()]);
+    let ds = find(&objects, "DaemonSet", "tap-nettap-sensor");
+    let c = &ds["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        c["securityContext"]["capabilities"]["add"],
+        json!(["BPF", "PERFMON", "NET_ADMIN", "SYS_PTRACE", "SYS_ADMIN"])
+    );
+    let env: Vec<(&str, &str)> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
+        .collect();
+    assert_eq!(
+        env,
+        [("NETTAP_OPENSSL_STATIC", "true"), ("NETTAP_OPENSSL_BINARY", "/usr/local/bin/edge-proxy")]
+    );
+    let targets: Value = serde_json::from_str(
+        find(&objects, "ConfigMap", "tap-nettap-sensor")["data"]["capture-targets.json"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(targets["targets"][0]["name"], "shop-api");
+    assert_eq!(targets["targets"][0]["podSelector"]["matchLabels"], json!({"tier": "api"}));
+    assert_eq!(
+        targets["targets"][1]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "payments"
+    );
+    // cert-manager: a Certificate instead of a generated Secret, and the CA injected by annotation.
+    assert!(objects.iter().all(|o| o["kind"] != "Secret"));
+    find(&objects, "Certificate", "tap-nettap-injector");
+    let hook = find(&objects, "MutatingWebhookConfiguration", "tap-nettap-injector");
+    assert_eq!(
+        hook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        "nettap/tap-nettap-injector"
+    );
+    assert!(hook["webhooks"][0]["clientConfig"].get("caBundle").is_none());
+    assert_eq!(
+        hook["webhooks"][0]["namespaceSelector"]["matchLabels"],
+        json!({"nettap-injection": "enabled"})
+    );
+}
+
+#[test]
+fn wrong_values_are_refused_at_install_time() {
+    let chart = chart();
+    for (set, why) in [
+        ("injector.failurePolicy=Sometimes", "failurePolicy"),
+        ("ebpf.configuration.capture.targets[0].nam=x", "targets"),
+        ("sensor.socketDir=relative/dir", "socketDir"),
+        ("ebpf.enabeld=true", "enabeld"),
+    ] {
+        let out = run_helm(&["template", "tap", chart.to_str().unwrap(), "--set", set]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{set} was accepted");
+        assert!(
+            err.contains("values don't meet the specifications of the schema") && err.contains(why),
+            "{set}: {err}"
+        );
+    }
+}
