@@ -3,8 +3,9 @@
 //! body a 413, plaintext on the TLS port is dropped, and the server keeps
 //! answering after all of them.
 
+use nettap_e2e::{free_port, tls_cert};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 struct Injector(Child);
@@ -14,10 +15,6 @@ impl Drop for Injector {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// (status, body) of a curl request to the injector.
@@ -37,28 +34,7 @@ fn curl(cert: &Path, url: &str, body: Option<&Path>) -> (u16, String) {
 #[test]
 fn serves_reviews_over_https_and_survives_bad_input() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args(["-subj", "/CN=nettap-injector", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(ok.success(), "openssl makes the certificate");
+    let (cert, key) = tls_cert(dir.path());
     let port = free_port();
     let _injector = Injector(
         Command::new(env!("CARGO_BIN_EXE_nettap-injector"))

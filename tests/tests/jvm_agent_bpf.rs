@@ -193,6 +193,30 @@ fn client_and_server(modes: &Modes, major: u32) {
     assert_eq!(cap.dropped("jvmti_agent_dropped"), (0, 0));
 }
 
+/// `name::jdk17` and `name::jdk25` tests running `name(major)`.
+macro_rules! on_both_jdks {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn jdk17() {
+                super::$name(17);
+            }
+            #[test]
+            fn jdk25() {
+                super::$name(25);
+            }
+        }
+    )*};
+}
+
+on_both_jdks!(
+    bad_frames_close_only_their_connection,
+    attach_to_running_jvms,
+    without_a_sensor_the_application_runs_at_normal_speed,
+    sensor_killed_and_restarted_capture_resumes,
+    sensor_attaches_to_jvms_by_itself
+);
+
 /// Each client against each suitable server, on both JDKs:
 /// `client_vs_server::jdkN`. httpclient-h2-client fails unless HTTP/2 was
 /// negotiated (it exists to test that path), so it meets Jetty only; OkHttp
@@ -297,16 +321,6 @@ fn bad_frames_close_only_their_connection(major: u32) {
     assert!(cap.of("data", me).is_empty(), "the lying peer sent no data");
 }
 
-#[test]
-fn bad_frames_close_only_their_connection_jdk17() {
-    bad_frames_close_only_their_connection(17);
-}
-
-#[test]
-fn bad_frames_close_only_their_connection_jdk25() {
-    bad_frames_close_only_their_connection(25);
-}
-
 /// `nettap attach PID` into JVMs that run without the agent and have used
 /// JSSE already (its classes are retransformed): requests after the attach
 /// are captured exactly.
@@ -374,16 +388,6 @@ fn attach_to_running_jvms(major: u32) {
     }
 }
 
-#[test]
-fn attach_to_running_jvms_jdk17() {
-    attach_to_running_jvms(17);
-}
-
-#[test]
-fn attach_to_running_jvms_jdk25() {
-    attach_to_running_jvms(25);
-}
-
 /// A socket-server without the agent that serves until dropped (then killed).
 fn plain_server(home: &Path, tls: &TlsSetup, scratch: &Path) -> KillOnDrop {
     let ready = scratch.join("plain.ready");
@@ -440,16 +444,6 @@ fn without_a_sensor_the_application_runs_at_normal_speed(major: u32) {
     assert!(agent * 10 <= plain * 11, "{agent} ms with the agent vs {plain} ms without");
 }
 
-#[test]
-fn without_a_sensor_the_application_runs_at_normal_speed_jdk17() {
-    without_a_sensor_the_application_runs_at_normal_speed(17);
-}
-
-#[test]
-fn without_a_sensor_the_application_runs_at_normal_speed_jdk25() {
-    without_a_sensor_the_application_runs_at_normal_speed(25);
-}
-
 /// The sensor starts after the JVM, is killed mid-stream and started
 /// again: the application never notices, and capture resumes, with what
 /// was lost meanwhile counted.
@@ -495,16 +489,6 @@ fn sensor_killed_and_restarted_capture_resumes(major: u32) {
         count > 0 && bytes > 0,
         "what was lost without a sensor is counted: {count} chunks, {bytes} bytes"
     );
-}
-
-#[test]
-fn sensor_killed_and_restarted_capture_resumes_jdk17() {
-    sensor_killed_and_restarted_capture_resumes(17);
-}
-
-#[test]
-fn sensor_killed_and_restarted_capture_resumes_jdk25() {
-    sensor_killed_and_restarted_capture_resumes(25);
 }
 
 /// A url-client without the agent that makes one request, then waits for
@@ -574,14 +558,4 @@ fn sensor_attaches_to_jvms_by_itself(major: u32) {
         assert_jvmti_records(&cap, pid, "client", &SSL_SOCKET);
         assert_exchanges(&cap, pid, H1);
     }
-}
-
-#[test]
-fn sensor_attaches_to_jvms_by_itself_jdk17() {
-    sensor_attaches_to_jvms_by_itself(17);
-}
-
-#[test]
-fn sensor_attaches_to_jvms_by_itself_jdk25() {
-    sensor_attaches_to_jvms_by_itself(25);
 }
