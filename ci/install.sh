@@ -57,6 +57,10 @@ if [ ! -e "$NETTAP_M2/.nettap-poms-$poms_sum" ]; then
     mvn -q -B -Dstyle.color=never -Dmaven.repo.local="$NETTAP_M2" package >/dev/null)
   touch "$NETTAP_M2/.nettap-poms-$poms_sum"
 fi
+# A real etcd and kube-apiserver for the Kubernetes tests, built from their Go
+# modules once and cached (exports NETTAP_K8S_BIN).
+source "$root/ci/install-k8s.sh"
+
 # The JVM tests run on JDK 17 and on the machine's second JDK (Temurin 25,
 # part of the machine image: Debian does not package it).
 [ -x /usr/lib/jvm/temurin-25-jdk-amd64/bin/java ] || [ -n "${NETTAP_JDKS:-}" ] ||
