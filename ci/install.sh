@@ -36,7 +36,7 @@ if ! command -v cargo >/dev/null; then
     [ -x "$d/cargo" ] && export PATH="$d:$PATH"
   done
 fi
-command -v cargo >/dev/null || { echo "ci/install.sh: cargo (Rust >= 1.82) is required and not found" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "ci/install.sh: cargo (Rust >= 1.89) is required and not found" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "ci/install.sh: python3 is required by the tests" >&2; exit 1; }
 
 # Python packages the tests use (a HAR parser we did not write, real gRPC
