@@ -178,12 +178,12 @@ impl ApiServer {
         }
     }
 
-    /// Stops kube-apiserver (etcd keeps the state).
+    /// Stops kube-apiserver at once, as a crash would (etcd keeps the state;
+    /// a graceful stop waits for the clients' watches to end).
     pub fn stop_apiserver(&mut self) {
         let mut child = self.apiserver.take().expect("the API server is not running");
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        crate::wait_child(&mut child, "kube-apiserver after SIGTERM");
+        let _ = child.kill();
+        crate::wait_child(&mut child, "kube-apiserver after SIGKILL");
     }
 
     fn log_path(&self) -> PathBuf {
@@ -290,11 +290,47 @@ impl ApiServer {
         labels: &Value,
         owned_by: Option<(&str, &str, &Value)>,
     ) -> Value {
+        self.pod_with(ns, name, node, labels, owned_by, json!({}))
+    }
+
+    /// `pod` with more `spec` fields (`hostNetwork`…).
+    pub fn pod_with(
+        &self,
+        ns: &str,
+        name: &str,
+        node: &str,
+        labels: &Value,
+        owned_by: Option<(&str, &str, &Value)>,
+        spec: Value,
+    ) -> Value {
         let owners: Vec<Value> = owned_by.map(|(api, kind, o)| owner(o, api, kind)).into_iter().collect();
+        let mut full =
+            json!({"nodeName": node, "containers": [{"name": "app", "image": "registry.invalid/app:1"}]});
+        for (k, v) in spec.as_object().unwrap() {
+            full[k] = v.clone();
+        }
         self.create(
             &format!("/api/v1/namespaces/{ns}/pods"),
-            &json!({"metadata": {"name": name, "labels": labels, "ownerReferences": owners},
-                "spec": {"nodeName": node, "containers": [{"name": "app", "image": "registry.invalid/app:1"}]}}),
+            &json!({"metadata": {"name": name, "labels": labels, "ownerReferences": owners}, "spec": full}),
+        )
+    }
+
+    /// Creates a StatefulSet or DaemonSet (`kind`) `ns/name` whose pods carry `labels`.
+    pub fn workload(&self, kind: &str, ns: &str, name: &str, labels: &Value) -> Value {
+        let template = json!({"metadata": {"labels": labels},
+            "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}});
+        let mut spec = json!({"selector": {"matchLabels": labels}, "template": template});
+        let collection = match kind {
+            "StatefulSet" => {
+                spec["serviceName"] = name.into();
+                "statefulsets"
+            }
+            "DaemonSet" => "daemonsets",
+            other => panic!("no {other} here"),
+        };
+        self.create(
+            &format!("/apis/apps/v1/namespaces/{ns}/{collection}"),
+            &json!({"metadata": {"name": name}, "spec": spec}),
         )
     }
 
@@ -309,6 +345,70 @@ impl ApiServer {
                 "name": "app", "image": "registry.invalid/app:1", "imageID": "", "ready": true, "restartCount": 0,
                 "started": true, "containerID": container_id, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}}),
         )
+    }
+}
+
+/// A container runtime: the systemd scope prefix of its containers' cgroups
+/// and the scheme of their IDs in the pod status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// containerd: `cri-containerd-<ID>.scope`, `containerd://<ID>`.
+    Containerd,
+    /// CRI-O: `crio-<ID>.scope`, `cri-o://<ID>`.
+    CriO,
+    /// Docker (cri-dockerd): `docker-<ID>.scope`, `docker://<ID>`.
+    Docker,
+}
+
+impl Runtime {
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Runtime::Containerd => ("cri-containerd", "containerd"),
+            Runtime::CriO => ("crio", "cri-o"),
+            Runtime::Docker => ("docker", "docker"),
+        }
+    }
+}
+
+/// A pod of the simulated node: its object in the API server (status set as
+/// running) and its container's cgroup.
+pub struct SimPod {
+    /// The pod as the API server answered the status update.
+    pub object: Value,
+    /// The container's ID.
+    pub container_id: String,
+    /// The container's cgroup.
+    pub cgroup: PodCgroup,
+}
+
+impl SimPod {
+    /// Creates the pod (`spec` adds to its spec), its container's cgroup as
+    /// `driver` and `runtime` would name it, and marks it running.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(
+        api: &ApiServer,
+        ns: &str,
+        name: &str,
+        node: &str,
+        labels: &Value,
+        owned_by: Option<(&str, &str, &Value)>,
+        spec: Value,
+        (driver, runtime): (Driver, Runtime),
+    ) -> SimPod {
+        let pod = api.pod_with(ns, name, node, labels, owned_by, spec);
+        let id = container_id();
+        let (scope, scheme) = runtime.names();
+        let cgroup = PodCgroup::new(driver, "besteffort", uid(&pod), scope, &id);
+        let object = api.pod_running(&pod, &format!("{scheme}://{id}"));
+        SimPod { object, container_id: id, cgroup }
+    }
+
+    /// The `k8s` object records of this pod's container carry.
+    pub fn record_k8s(&self, workload: Option<(&str, &str)>) -> Value {
+        let m = &self.object["metadata"];
+        json!({"pod": m["name"], "namespace": m["namespace"], "labels": m["labels"],
+            "workload": workload.map(|(kind, name)| json!({"kind": kind, "name": name})),
+            "uid": m["uid"], "container": "app"})
     }
 }
 

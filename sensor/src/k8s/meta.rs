@@ -119,6 +119,11 @@ impl PodIndex {
         self.by_uid.len()
     }
 
+    /// True when the pod with this UID is indexed.
+    pub fn has_uid(&self, uid: &str) -> bool {
+        self.by_uid.contains_key(uid)
+    }
+
     /// Every pod indexed.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<PodMeta>> {
         self.by_uid.values()

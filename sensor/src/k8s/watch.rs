@@ -137,14 +137,21 @@ pub async fn start(
                 continue;
             }
             let index = keep.index();
-            let (before, after) = (resolver.pods(), index.pods());
-            if before != after {
-                info!(pods = after, "kubernetes pods on this node");
-            }
+            log_changes(&resolver.snapshot(), &index);
             resolver.set(index);
         }
     });
     Ok(stores)
+}
+
+/// Logs each pod that came to or left this node between two indexes.
+fn log_changes(before: &PodIndex, after: &PodIndex) {
+    for p in after.iter().filter(|p| !before.has_uid(&p.uid)) {
+        info!(pod = p.pod, namespace = p.namespace, uid = p.uid, "kubernetes pod added");
+    }
+    for p in before.iter().filter(|p| !after.has_uid(&p.uid)) {
+        info!(pod = p.pod, namespace = p.namespace, uid = p.uid, "kubernetes pod removed");
+    }
 }
 
 /// Drives one reflector: every event wakes the index rebuild; errors are
