@@ -37,7 +37,7 @@ if ! command -v cargo >/dev/null; then
     [ -x "$d/cargo" ] && export PATH="$d:$PATH"
   done
 fi
-command -v cargo >/dev/null || { echo "ci/install.sh: cargo (Rust >= 1.82) is required and not found" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "ci/install.sh: cargo (Rust >= 1.89) is required and not found" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "ci/install.sh: python3 is required by the tests" >&2; exit 1; }
 
 # Python packages the tests use (a HAR parser we did not write, real gRPC
@@ -58,6 +58,10 @@ if [ ! -e "$NETTAP_M2/.nettap-poms-$poms_sum" ]; then
     mvn -q -B -Dstyle.color=never -Dmaven.repo.local="$NETTAP_M2" package >/dev/null)
   touch "$NETTAP_M2/.nettap-poms-$poms_sum"
 fi
+# A real etcd and kube-apiserver for the Kubernetes tests, built from their Go
+# modules once and cached (exports NETTAP_K8S_BIN).
+source "$root/ci/install-k8s.sh"
+
 # The JVM tests run on JDK 17 and on the machine's second JDK (Temurin 25,
 # part of the machine image: Debian does not package it).
 [ -x /usr/lib/jvm/temurin-25-jdk-amd64/bin/java ] || [ -n "${NETTAP_JDKS:-}" ] ||

@@ -112,6 +112,20 @@ impl Default for CaptureConfig {
 pub struct FileConfig {
     /// `[capture]` table.
     pub capture: CaptureConfig,
+    /// `[kubernetes]` table.
+    pub kubernetes: KubernetesConfig,
+}
+
+/// `[kubernetes]`: Kubernetes mode (also `--kubernetes`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// Name each record's pod, from the API server.
+    pub enabled: bool,
+    /// This node's name (else `NODE_NAME`).
+    pub node_name: Option<String>,
+    /// A kubeconfig file (else `KUBECONFIG`, `~/.kube/config` or in-cluster).
+    pub kubeconfig: Option<std::path::PathBuf>,
 }
 
 /// Problems with the configuration.

@@ -13,6 +13,7 @@ pub mod drops;
 pub mod events;
 pub mod exec_gate;
 pub mod jvm_attach;
+pub mod k8s;
 pub mod output;
 pub mod pipeline;
 pub mod privileges;

@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use nettap_sensor::api::{ApiAddr, ApiListen, Dial, ServerTls, Token};
 use nettap_sensor::config::{CaptureConfig, FileConfig, KernelHookChoice};
+use nettap_sensor::k8s::KubernetesOptions;
 use nettap_sensor::output::{HarWriter, JsonlWriter, TerminalSummary};
 use nettap_sensor::pipeline::{self, CaptureOptions, Sink};
 use nettap_shared_proto::v1::SubscribeRequest;
@@ -169,6 +170,16 @@ struct CaptureArgs {
     /// Require subscribers to send the bearer token on this file's first line.
     #[arg(long, requires = "api", env = "NETTAP_API_TOKEN_FILE")]
     api_token_file: Option<PathBuf>,
+    /// Kubernetes mode: name each record's pod, namespace, labels and workload
+    /// (from the API server; the sensor runs with hostPID).
+    #[arg(long)]
+    kubernetes: bool,
+    /// This node's name, whose pods are watched (Kubernetes mode).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// Kubeconfig file (Kubernetes mode; default: KUBECONFIG, ~/.kube/config or in-cluster).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
 }
 
 /// The API's address with its TLS and token, refused when not safe to serve.
@@ -228,11 +239,29 @@ fn init_logs(format: LogFormat) {
     }
 }
 
-fn capture_config(args: &CaptureArgs) -> Result<CaptureConfig> {
-    let mut cfg = match &args.config {
-        Some(path) => FileConfig::load(path)?.capture,
-        None => CaptureConfig::default(),
-    };
+fn file_config(args: &CaptureArgs) -> Result<FileConfig> {
+    Ok(match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    })
+}
+
+/// Kubernetes mode when asked by flag or configuration file.
+fn kubernetes_options(args: &CaptureArgs, file: &FileConfig) -> Result<Option<KubernetesOptions>> {
+    let k = &file.kubernetes;
+    if !(args.kubernetes || k.enabled) {
+        return Ok(None);
+    }
+    let node_name = args.node_name.clone().or_else(|| k.node_name.clone()).filter(|n| !n.is_empty());
+    Ok(Some(KubernetesOptions {
+        node_name: node_name.ok_or(nettap_sensor::k8s::KubernetesError::NoNodeName)?,
+        kubeconfig: args.kubeconfig.clone().or_else(|| k.kubeconfig.clone()),
+        sync_timeout: Duration::from_secs(10),
+    }))
+}
+
+fn capture_config(args: &CaptureArgs, file: &FileConfig) -> Result<CaptureConfig> {
+    let mut cfg = file.capture.clone();
     if let Some(h) = args.kernel_hook {
         cfg.kernel_hook = h;
     }
@@ -303,8 +332,10 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Capture(args) => {
+            let file = file_config(&args)?;
             let opts = CaptureOptions {
-                capture: capture_config(&args)?,
+                capture: capture_config(&args, &file)?,
+                kubernetes: kubernetes_options(&args, &file)?,
                 sink: sink(&args)?,
                 ready_file: args.ready_file.clone(),
                 duration: args.duration,

@@ -56,6 +56,8 @@ pub struct CaptureOptions {
     pub agent_socket: Option<PathBuf>,
     /// Load the JVM agent (this library) into running and new JVMs.
     pub attach_jvms: Option<PathBuf>,
+    /// Kubernetes mode: records name their pods.
+    pub kubernetes: Option<crate::k8s::KubernetesOptions>,
 }
 
 /// Counters for the run, logged at the end.
@@ -73,7 +75,8 @@ pub struct Stats {
 
 /// Everything between a raw ring-buffer record and the output.
 pub struct Processor {
-    tracker: ConnTracker,
+    /// The connection table (Kubernetes mode names pods through it).
+    pub tracker: ConnTracker,
     sessions: HashMap<u64, ConnSession>,
     max_sessions: usize,
     /// DNS over TCP: per connection, each direction's framing (send, recv).
@@ -118,6 +121,7 @@ fn conn_view(info: &ConnInfo) -> ConnView<'_> {
         role: info.role,
         tls: info.tls,
         remote_host: info.remote_host.as_deref(),
+        k8s: info.pod.as_ref(),
     }
 }
 
@@ -319,7 +323,15 @@ impl Processor {
             source: SOURCE,
             probe: events::probe_name(header.probe),
         };
-        let conn = ConnView { local: c.local, remote: c.remote, role, tls: false, remote_host: None };
+        let pod = self.tracker.pod_of(header.pid);
+        let conn = ConnView {
+            local: c.local,
+            remote: c.remote,
+            role,
+            tls: false,
+            remote_host: None,
+            k8s: pod.as_ref(),
+        };
         if let Some(p) = self.publisher.as_ref().filter(|p| p.active()) {
             p.publish(crate::api::dns_record(&origin, &conn, &m, direction));
         }
@@ -754,6 +766,15 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         }
         _ => None,
     };
+
+    if let Some(k8s) = &opts.kubernetes {
+        let client = crate::k8s::client(k8s).await.context("Kubernetes mode")?;
+        let pods = crate::k8s::PodResolver::default();
+        crate::k8s::watch::start(client, &k8s.node_name, pods.clone(), k8s.sync_timeout)
+            .await
+            .context("Kubernetes mode")?;
+        proc.tracker.set_pods(pods);
+    }
 
     if let Some(path) = &opts.ready_file {
         std::fs::write(path, format!("{}\n", attached.hook.hook.as_str()))

@@ -4,6 +4,7 @@
 //! prerequisite is a failure with a message, never a skip.
 
 pub mod jvm;
+pub mod k8s;
 
 use base64::Engine;
 use serde_json::Value;

@@ -29,6 +29,8 @@ pub struct ConnInfo {
     /// The name the process looked up for the remote address (DNS), when
     /// an answer for it was seen before the connection was.
     pub remote_host: Option<Arc<str>>,
+    /// The pod of the process (Kubernetes mode), when known.
+    pub pod: Option<crate::k8s::PodOf>,
 }
 
 impl ConnInfo {
@@ -44,6 +46,7 @@ impl ConnInfo {
             midstream: true,
             tls: false,
             remote_host: None,
+            pod: None,
         }
     }
 }
@@ -59,6 +62,8 @@ pub struct ConnTracker {
     /// (local, remote) → id of the newest connection with those endpoints,
     /// so plaintext from an in-process agent finds the kernel's connection.
     by_endpoints: HashMap<(SocketAddr, SocketAddr), u64>,
+    /// Process → pod, in Kubernetes mode.
+    pods: Option<crate::k8s::PodResolver>,
 }
 
 /// Addresses remembered from DNS answers at most.
@@ -74,7 +79,18 @@ impl ConnTracker {
             roles: RoleGuesser::new(ports),
             hosts: HostTable::new(MAX_HOSTS),
             by_endpoints: HashMap::new(),
+            pods: None,
         }
+    }
+
+    /// The pod of process `pid` (Kubernetes mode), when known.
+    pub fn pod_of(&self, pid: u32) -> Option<crate::k8s::PodOf> {
+        self.pods.as_ref()?.pod_of_pid(pid)
+    }
+
+    /// Names each new connection's pod from now on (Kubernetes mode).
+    pub fn set_pods(&mut self, pods: crate::k8s::PodResolver) {
+        self.pods = Some(pods);
     }
 
     /// What is known of connection `id`.
@@ -146,6 +162,7 @@ impl ConnTracker {
             self.order.push_back(c.id);
         }
         let remote_host = self.hosts.lookup(c.netns, c.remote.ip(), h.ts_boot_ns);
+        let pod = self.pod_of(h.pid);
         self.by_endpoints.insert((c.local, c.remote), c.id);
         self.conns.insert(
             c.id,
@@ -158,6 +175,7 @@ impl ConnTracker {
                 midstream,
                 tls: c.tls,
                 remote_host,
+                pod,
             },
         );
         &self.conns[&c.id]

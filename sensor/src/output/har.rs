@@ -231,6 +231,7 @@ mod tests {
             role: Role::Client,
             tls: false,
             remote_host: None,
+            k8s: None,
         };
         let mut buf = Vec::new();
         {

@@ -3,6 +3,7 @@
 
 use crate::dns::{rcode_name, Answer, AnswerData, DnsMessage};
 use crate::events::{ConnChange, Direction, Role};
+use crate::k8s::PodOf;
 use crate::protocols::exchange::{Exchange, Message};
 use crate::protocols::grpc;
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -21,6 +22,8 @@ pub struct ConnView<'a> {
     pub tls: bool,
     /// The name looked up for the remote address, when known (DNS).
     pub remote_host: Option<&'a str>,
+    /// The local process's pod (Kubernetes mode), written as the record's `k8s`.
+    pub k8s: Option<&'a PodOf>,
 }
 
 impl Serialize for ConnView<'_> {
@@ -33,6 +36,23 @@ impl Serialize for ConnView<'_> {
         if let Some(h) = self.remote_host {
             m.serialize_entry("remote_host", h)?;
         }
+        m.end()
+    }
+}
+
+/// `k8s`: `{pod, namespace, labels, workload: {kind, name}, uid, container}`.
+struct K8s<'a>(&'a PodOf);
+
+impl Serialize for K8s<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let p = &self.0.meta;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("pod", &p.pod)?;
+        m.serialize_entry("namespace", &p.namespace)?;
+        m.serialize_entry("labels", &p.labels)?;
+        m.serialize_entry("workload", &p.workload)?;
+        m.serialize_entry("uid", &p.uid)?;
+        m.serialize_entry("container", &self.0.container.as_deref())?;
         m.end()
     }
 }
@@ -124,6 +144,9 @@ impl Serialize for Record<'_> {
         m.serialize_entry("source", o.source)?;
         m.serialize_entry("probe", o.probe)?;
         m.serialize_entry("conn", &self.conn)?;
+        if let Some(pod) = self.conn.and_then(|c| c.k8s) {
+            m.serialize_entry("k8s", &K8s(pod))?;
+        }
         match self.body {
             Body::Data { direction, seq, payload, truncated } => {
                 m.serialize_entry("direction", direction.as_str())?;
@@ -326,6 +349,7 @@ mod tests {
             role: Role::Client,
             tls: false,
             remote_host: None,
+            k8s: None,
         }
     }
 

@@ -129,6 +129,7 @@ mod tests {
             midstream: false,
             tls: false,
             remote_host: None,
+            pod: None,
         }
     }
 

@@ -168,7 +168,7 @@ impl FrameHeader {
             SETTINGS => (
                 Some(false),
                 flag::ACK,
-                if self.flags & flag::ACK != 0 { self.len == 0 } else { self.len % 6 == 0 },
+                if self.flags & flag::ACK != 0 { self.len == 0 } else { self.len.is_multiple_of(6) },
             ),
             PUSH_PROMISE => (Some(true), flag::END_HEADERS | flag::PADDED, self.len >= 4),
             PING => (Some(false), flag::ACK, self.len == 8),

@@ -1,0 +1,114 @@
+//! Kubernetes mode: which pod each process belongs to, from its cgroup and
+//! the API server's view of this node's pods.
+//!
+//! `cgroup` reads `/proc/PID/cgroup`, `meta` builds the index from pods,
+//! `watch` keeps reflectors on the API server and rebuilds the index.
+
+pub mod cgroup;
+pub mod meta;
+pub mod watch;
+
+pub use meta::{PodIndex, PodMeta, PodOf, Workload};
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Errors of Kubernetes mode.
+#[derive(Debug, thiserror::Error)]
+pub enum KubernetesError {
+    /// No node name: the sensor must know which node's pods to watch.
+    #[error("Kubernetes mode needs the node's name (NODE_NAME, from the downward API, or --node-name)")]
+    NoNodeName,
+    /// No kubeconfig and not in a cluster.
+    #[error("no Kubernetes client configuration (KUBECONFIG, ~/.kube/config or in-cluster service account)")]
+    Config(#[source] kube::config::InferConfigError),
+    /// The kubeconfig named could not be used.
+    #[error("cannot use kubeconfig {path}")]
+    Kubeconfig {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// The client could not be built from the configuration.
+    #[error("cannot build the Kubernetes client")]
+    Client(#[source] kube::Error),
+    /// A reflector stopped before its first list.
+    #[error("the {0} reflector stopped before listing")]
+    ReflectorEnded(&'static str),
+}
+
+/// What Kubernetes mode needs to start.
+#[derive(Debug, Clone)]
+pub struct KubernetesOptions {
+    /// This node's name (`spec.nodeName` of its pods).
+    pub node_name: String,
+    /// A kubeconfig file; else KUBECONFIG, `~/.kube/config` or in-cluster.
+    pub kubeconfig: Option<PathBuf>,
+    /// How long start-up waits for the first list of every resource.
+    pub sync_timeout: Duration,
+}
+
+/// A Kubernetes client from `opts`.
+pub async fn client(opts: &KubernetesOptions) -> Result<kube::Client, KubernetesError> {
+    let config = match &opts.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|source| KubernetesError::Kubeconfig { path: path.clone(), source })?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|source| KubernetesError::Kubeconfig { path: path.clone(), source })?
+        }
+        None => kube::Config::infer().await.map_err(KubernetesError::Config)?,
+    };
+    kube::Client::try_from(config).map_err(KubernetesError::Client)
+}
+
+/// Process → pod, shared by the capture loop (lookups) and the reflectors
+/// (index updates): a cheap handle.
+#[derive(Debug, Clone)]
+pub struct PodResolver {
+    index: Arc<RwLock<Arc<PodIndex>>>,
+    proc: PathBuf,
+}
+
+impl Default for PodResolver {
+    fn default() -> Self {
+        Self::new("/proc")
+    }
+}
+
+impl PodResolver {
+    /// A resolver reading processes' cgroups under `proc` (the host's
+    /// `/proc`: the sensor runs with hostPID).
+    pub fn new(proc: impl Into<PathBuf>) -> Self {
+        Self { index: Arc::default(), proc: proc.into() }
+    }
+
+    /// The pod process `pid` runs in, if it is one of this node's known pods.
+    pub fn pod_of_pid(&self, pid: u32) -> Option<PodOf> {
+        let text = std::fs::read_to_string(self.proc.join(pid.to_string()).join("cgroup")).ok()?;
+        let cg = cgroup::parse(&text);
+        if cg.is_empty() {
+            return None;
+        }
+        self.snapshot().lookup(&cg)
+    }
+
+    /// The index as it is now.
+    pub fn snapshot(&self) -> Arc<PodIndex> {
+        self.index.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the index.
+    pub fn set(&self, index: PodIndex) {
+        *self.index.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(index);
+    }
+
+    /// Pods in the index.
+    pub fn pods(&self) -> usize {
+        self.snapshot().pods()
+    }
+}

@@ -1,0 +1,252 @@
+//! Kubernetes mode on a simulated node: a real API server holds the
+//! namespaces, workloads and pods; real processes run in the cgroups (and
+//! network namespaces) a kubelet would give those pods; the sensor names
+//! each record's pod, namespace, labels and workload.
+
+use nettap_e2e::jvm::KillOnDrop;
+use nettap_e2e::k8s::{ApiServer, Driver, Runtime, SimPod};
+use nettap_e2e::{in_ns, python, wait_child, wait_for_file, Capture, NetNsPair, Sensor};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// `http_peer.py server` on `listen:port` in `ns`, inside `pod`'s container; ready.
+fn server(pod: &SimPod, ns: Option<&str>, listen: &str, port: u16) -> (KillOnDrop, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let mut cmd = in_ns(ns, &python());
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/http_peer.py"))
+        .args(["server", "--listen", listen, "--port", &port.to_string(), "--ready"])
+        .arg(&ready);
+    let mut child = KillOnDrop(pod.cgroup.enter(&mut cmd).spawn().unwrap());
+    wait_for_file(&ready, || child.try_wait().unwrap().is_none());
+    (child, dir)
+}
+
+/// curl GET `url` from `ns`, inside `pod`'s container when given; its pid.
+fn curl(pod: Option<&SimPod>, ns: Option<&str>, url: &str) -> u32 {
+    let mut cmd = in_ns(ns, Path::new("/usr/bin/curl"));
+    cmd.args(["-sS", "--fail", "--max-time", "20", "-o", "/dev/null", url]).stdout(Stdio::null());
+    if let Some(pod) = pod {
+        pod.cgroup.enter(&mut cmd);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    assert!(wait_child(&mut child, "curl").success(), "curl {url} failed");
+    pid
+}
+
+fn kubernetes_sensor(api: &ApiServer, node: &str, ports: &[u16]) -> Sensor {
+    let kubeconfig = api.kubeconfig.display().to_string();
+    let mut args = vec!["--kubernetes", "--node-name", node, "--kubeconfig", &kubeconfig];
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    for p in &ports {
+        args.extend(["--port", p]);
+    }
+    let sensor = Sensor::start(&args);
+    sensor.wait_for_log(&["kubernetes state synchronised"]);
+    sensor
+}
+
+/// The `k8s` objects of a process's http records (one per exchange).
+fn k8s_of(cap: &Capture, pid: u32) -> Vec<Value> {
+    cap.of("http", pid).iter().map(|r| r.get("k8s").cloned().unwrap_or(Value::Null)).collect()
+}
+
+fn node_name(test: &str) -> String {
+    format!("e2e-{test}-{}", std::process::id())
+}
+
+#[test]
+fn records_name_pod_namespace_labels_and_workload() {
+    let api = ApiServer::start();
+    let node = node_name("enrich");
+    api.namespace("shop", json!({"team": "payments"}));
+    api.namespace("tools", json!({}));
+    let web_labels = json!({"app": "web", "tier": "front"});
+    let (_, rs) = api.deployment("shop", "web", &web_labels, json!({}));
+    let mut pod_labels = web_labels.clone();
+    pod_labels["pod-template-hash"] = rs["metadata"]["labels"]["pod-template-hash"].clone();
+    let web = SimPod::run(
+        &api,
+        "shop",
+        "web-5d8f7c9b6-x2x7k",
+        &node,
+        &pod_labels,
+        Some(("apps/v1", "ReplicaSet", &rs)),
+        json!({}),
+        (Driver::Systemd, Runtime::Containerd),
+    );
+    let loader_set = api.workload("StatefulSet", "tools", "loader", &json!({"app": "loader"}));
+    let loader = SimPod::run(
+        &api,
+        "tools",
+        "loader-0",
+        &node,
+        &json!({"app": "loader"}),
+        Some(("apps/v1", "StatefulSet", &loader_set)),
+        json!({}),
+        (Driver::Cgroupfs, Runtime::CriO),
+    );
+    let agent_set = api.workload("DaemonSet", "tools", "node-agent", &json!({"app": "node-agent"}));
+    let agent = SimPod::run(
+        &api,
+        "tools",
+        "node-agent-q8m2d",
+        &node,
+        &json!({"app": "node-agent"}),
+        Some(("apps/v1", "DaemonSet", &agent_set)),
+        json!({"hostNetwork": true}),
+        (Driver::Systemd, Runtime::Docker),
+    );
+    // A pod of another node, with a process here in its cgroup: not this node's.
+    let stray = SimPod::run(
+        &api,
+        "tools",
+        "stray",
+        "another-node",
+        &json!({"app": "stray"}),
+        None,
+        json!({}),
+        (Driver::Cgroupfs, Runtime::Containerd),
+    );
+
+    let net = NetNsPair::new(91);
+    let (web_port, agent_port) = (nettap_e2e::free_port(), nettap_e2e::free_port());
+    let (mut web_server, _w) = server(&web, Some(&net.a), "0.0.0.0", web_port);
+    let (mut agent_server, _a) = server(&agent, None, "127.0.0.1", agent_port);
+    let sensor = kubernetes_sensor(&api, &node, &[web_port, agent_port]);
+
+    let loader_curl = curl(Some(&loader), Some(&net.b), &format!("http://{}:{web_port}/orders", net.a4));
+    let host_curl = curl(None, None, &format!("http://127.0.0.1:{agent_port}/metrics"));
+    let stray_curl = curl(Some(&stray), None, &format!("http://127.0.0.1:{agent_port}/stray"));
+    let cap = sensor.stop();
+    let _ = web_server.kill();
+    let _ = agent_server.kill();
+    let _ = (web_server.wait(), agent_server.wait());
+
+    let web_k8s = web.record_k8s(Some(("Deployment", "web")));
+    assert_eq!(web_k8s["labels"], json!({"app": "web", "tier": "front", "pod-template-hash": "5d8f7c9b6"}));
+    assert_eq!(k8s_of(&cap, web_server.id()), vec![web_k8s], "web server; log:\n{}", cap.log);
+    assert_eq!(k8s_of(&cap, loader_curl), vec![loader.record_k8s(Some(("StatefulSet", "loader")))]);
+    let agent_k8s = agent.record_k8s(Some(("DaemonSet", "node-agent")));
+    assert_eq!(k8s_of(&cap, agent_server.id()), vec![agent_k8s.clone(), agent_k8s]);
+    assert_eq!(k8s_of(&cap, host_curl), vec![Value::Null], "a process in no pod");
+    assert_eq!(k8s_of(&cap, stray_curl), vec![Value::Null], "a pod of another node");
+}
+
+#[test]
+fn a_pod_recreated_with_the_same_name_is_a_new_pod() {
+    let api = ApiServer::start();
+    let node = node_name("recreate");
+    api.namespace("shop", json!({}));
+    let (_, rs) = api.deployment("shop", "web", &json!({"app": "web"}), json!({}));
+    let owner = Some(("apps/v1", "ReplicaSet", &rs));
+    let pod = |version: &str, driver| {
+        SimPod::run(
+            &api,
+            "shop",
+            "web-0",
+            &node,
+            &json!({"app": "web", "version": version}),
+            owner,
+            json!({}),
+            (driver, Runtime::Containerd),
+        )
+    };
+    let old = pod("v1", Driver::Systemd);
+    let (old_port, new_port) = (nettap_e2e::free_port(), nettap_e2e::free_port());
+    let (mut old_server, _o) = server(&old, None, "127.0.0.1", old_port);
+    let sensor = kubernetes_sensor(&api, &node, &[old_port, new_port]);
+    curl(None, None, &format!("http://127.0.0.1:{old_port}/before"));
+
+    api.delete("/api/v1/namespaces/shop/pods/web-0");
+    sensor.wait_for_log(&["kubernetes pod removed", old.object["metadata"]["uid"].as_str().unwrap()]);
+    let new = pod("v2", Driver::Cgroupfs);
+    assert_ne!(new.object["metadata"]["uid"], old.object["metadata"]["uid"]);
+    sensor.wait_for_log(&["kubernetes pod added", new.object["metadata"]["uid"].as_str().unwrap()]);
+    let (mut new_server, _n) = server(&new, None, "127.0.0.1", new_port);
+    curl(None, None, &format!("http://127.0.0.1:{new_port}/new"));
+    curl(None, None, &format!("http://127.0.0.1:{old_port}/after"));
+    let cap = sensor.stop();
+    for s in [&mut old_server, &mut new_server] {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+
+    let workload = Some(("Deployment", "web"));
+    let paths = |pid| -> Vec<(String, Value)> {
+        cap.of("http", pid)
+            .iter()
+            .map(|r| {
+                (
+                    r["request"]["path"].as_str().unwrap().to_string(),
+                    r.get("k8s").cloned().unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        paths(old_server.id()),
+        vec![("/before".to_string(), old.record_k8s(workload)), ("/after".to_string(), Value::Null)],
+        "the old pod's process, before and after its pod was deleted; log:\n{}",
+        cap.log
+    );
+    assert_eq!(paths(new_server.id()), vec![("/new".to_string(), new.record_k8s(workload))]);
+}
+
+#[test]
+fn the_api_server_stopped_and_restarted_keeps_the_last_state_then_resynchronises() {
+    let mut api = ApiServer::start();
+    let node = node_name("restart");
+    api.namespace("shop", json!({}));
+    let (_, rs) = api.deployment("shop", "web", &json!({"app": "web"}), json!({}));
+    let owner = Some(("apps/v1", "ReplicaSet", &rs));
+    let pod = |api: &ApiServer, name: &str| {
+        SimPod::run(
+            api,
+            "shop",
+            name,
+            &node,
+            &json!({"app": "web"}),
+            owner,
+            json!({}),
+            (Driver::Systemd, Runtime::Containerd),
+        )
+    };
+    let first = pod(&api, "web-a");
+    let (first_port, second_port) = (nettap_e2e::free_port(), nettap_e2e::free_port());
+    let (mut first_server, _f) = server(&first, None, "127.0.0.1", first_port);
+    let sensor = kubernetes_sensor(&api, &node, &[first_port, second_port]);
+
+    api.stop_apiserver();
+    sensor.wait_for_log(&["kubernetes API error"]);
+    curl(None, None, &format!("http://127.0.0.1:{first_port}/while-down"));
+    api.start_apiserver();
+    let second = pod(&api, "web-b");
+    sensor.wait_for_log(&["kubernetes pod added", second.object["metadata"]["uid"].as_str().unwrap()]);
+    sensor.wait_for_log(&["kubernetes API reachable again"]);
+    let (mut second_server, _s) = server(&second, None, "127.0.0.1", second_port);
+    curl(None, None, &format!("http://127.0.0.1:{second_port}/after"));
+    let cap = sensor.stop();
+    for s in [&mut first_server, &mut second_server] {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+
+    let workload = Some(("Deployment", "web"));
+    assert_eq!(k8s_of(&cap, first_server.id()), vec![first.record_k8s(workload)], "log:\n{}", cap.log);
+    assert_eq!(k8s_of(&cap, second_server.id()), vec![second.record_k8s(workload)]);
+}
+
+#[test]
+fn kubernetes_mode_without_a_node_name_is_refused() {
+    let out = Command::new(nettap_e2e::nettap_bin())
+        .args(["capture", "--kubernetes", "--duration", "1"])
+        .env_remove("NODE_NAME")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("node's name"), "{err}");
+}
