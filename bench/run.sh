@@ -1,0 +1,392 @@
+#!/usr/bin/env bash
+# nettap's cost against no sensor, in one run, written to docs/benchmarks.md:
+#   1. saturation: nginx (1 worker, keep-alive, 1 KiB responses) under wrk at
+#      fixed concurrency on loopback, HTTPS (libssl.so.3 at both ends) and
+#      plain HTTP; sensor off and on alternated; throughput and p50/p99 ratios;
+#   2. fixed rates: bench/goload (Go crypto/tls client, open loop) against the
+#      same nginx over HTTPS at each rate, off then on: the sensor's CPU
+#      (user + system from /proc/PID/stat, plus the run time of its BPF
+#      programs from the kernel's BPF statistics) and memory (RSS, and the
+#      memlock of its BPF maps);
+#   3. loss: at each rate, the http records of each end / the requests sent,
+#      and the drop records by reason;
+#   4. soak: 1000 requests/s for --soak-secs, RSS sampled every 5 s;
+#   5. pipeline: `cargo bench -p nettap-sensor --bench pipeline`.
+# The sensor is a release build capturing the whole host with its defaults
+# (JSON Lines to a file, or /dev/null at saturation), so both ends of every
+# exchange are captured.
+#
+#   bash bench/run.sh [--sat-secs N] [--rounds N] [--conns N] [--rate-secs N]
+#                     [--rates "100 500 1000 5000"] [--soak-secs N]
+#                     [--no-pipeline] [--output FILE|-]
+#
+# Defaults are the full run (~25 minutes). --output - prints the section
+# instead of replacing the marked one in docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$PWD"
+cmdline="bash bench/run.sh${*:+ $*}"
+
+sat_secs=20 rounds=3 conns=16 rate_secs=30 rates="100 500 1000 5000" soak_secs=600
+pipeline=1 output=docs/benchmarks.md
+while (($#)); do
+  case "$1" in
+    --sat-secs) sat_secs="$2"; shift 2 ;;
+    --rounds) rounds="$2"; shift 2 ;;
+    --conns) conns="$2"; shift 2 ;;
+    --rate-secs) rate_secs="$2"; shift 2 ;;
+    --rates) rates="$2"; shift 2 ;;
+    --soak-secs) soak_secs="$2"; shift 2 ;;
+    --no-pipeline) pipeline=0; shift ;;
+    --output) output="$2"; shift 2 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench/run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+soak_rate=1000
+https_port=19443 http_port=19080
+
+source ci/install.sh >&2
+command -v wrk >/dev/null || apt-get install -y -qq --no-install-recommends wrk >/dev/null
+command -v go >/dev/null || [ ! -x /usr/local/go/bin/go ] || export PATH="/usr/local/go/bin:$PATH"
+command -v go >/dev/null || { echo "bench/run.sh: go is required for bench/goload" >&2; exit 1; }
+log() { echo "bench/run.sh: $*" >&2; }
+load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+work="$(mktemp -d /tmp/nettap-bench.XXXXXX)"
+chmod 755 "$work" # nginx's workers (not root) read www/ from it
+nginx_pid="" sensor="" load_pid=""
+bpf_stats_was="$(sysctl -n kernel.bpf_stats_enabled)"
+cleanup() {
+  [ -z "$load_pid" ] || kill "$load_pid" 2>/dev/null || true
+  [ -z "$sensor" ] || kill -KILL "$sensor" 2>/dev/null || true
+  [ -z "$nginx_pid" ] || kill -QUIT "$nginx_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+  sysctl -q -w kernel.bpf_stats_enabled="$bpf_stats_was" || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log "building (release)"
+cargo build --release --locked -p nettap-sensor --bin nettap >&2
+bin="${CARGO_TARGET_DIR:-$root/target}/release/nettap"
+(cd bench/goload && go build -trimpath -o "$work/goload" .)
+goload="$work/goload"
+
+# One nginx serves every workload: HTTPS and HTTP, a 1 KiB file.
+mkdir -p "$work/www"
+head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 >"$work/www/1k"
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
+  -addext subjectAltName=IP:127.0.0.1 -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+cat >"$work/nginx.conf" <<CONF
+worker_processes 1;
+error_log $work/error.log;
+pid $work/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$https_port ssl;
+    listen 127.0.0.1:$http_port;
+    ssl_certificate $work/cert.pem;
+    ssl_certificate_key $work/key.pem;
+    location / { root $work/www; }
+  }
+}
+CONF
+nginx -p "$work" -c "$work/nginx.conf" -g "daemon off;" &
+nginx_pid=$!
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$https_port) 2>/dev/null && break; sleep 0.1; done
+
+# ---- helpers ---------------------------------------------------------------
+calc() { awk "BEGIN { printf \"$1\", $2 }"; }
+
+# sensor_start OUT: `nettap capture` on the whole host, waits for its probes.
+sensor_start() {
+  rm -f "$work/ready"
+  "$bin" capture --out "$1" --agent-socket none --ready-file "$work/ready" 2>"$work/sensor.log" &
+  sensor=$!
+  for _ in $(seq 600); do
+    [ -f "$work/ready" ] && return 0
+    kill -0 "$sensor" 2>/dev/null || break
+    sleep 0.1
+  done
+  log "the sensor did not get ready:"; tail -5 "$work/sensor.log" >&2; exit 1
+}
+# sensor_stop: SIGINT (flush, detach), SIGKILL after 60 s.
+sensor_stop() {
+  kill -INT "$sensor"
+  for _ in $(seq 600); do kill -0 "$sensor" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$sensor" 2>/dev/null || true
+  wait "$sensor" || log "the sensor exited with $?"
+  sensor=""
+}
+# Lost data the sensor logged: "reason count; …" or "none".
+logged_drops() {
+  { grep -F 'capture lost data' "$work/sensor.log" || true; } |
+    sed -E 's/.*count=([0-9]+).*reason="?([a-z0-9_]+).*/\2 \1/' |
+    awk '{ n[$1] += $2 } END { for (r in n) printf "%s%s %d", (s++ ? "; " : ""), r, n[r]; if (!s) printf "none" }'
+}
+# CPU ticks (user + system) of PID.
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+hz="$(getconf CLK_TCK)"
+# Summed run_time_ns of the BPF programs PID holds (each program once).
+bpf_ns() {
+  awk 'FNR == 1 { id = "" } /^prog_id:/ { id = $2 } /^run_time_ns:/ && id != "" && !(id in seen) { seen[id]; s += $2 } END { printf "%d", s }' \
+    /proc/"$1"/fdinfo/* 2>/dev/null
+}
+# Summed memlock bytes of the BPF maps PID holds (each map once).
+map_bytes() {
+  awk 'FNR == 1 { m = 0 } /^map_type:/ { m = 1 } /^memlock:/ && m { b = $2 } /^map_id:/ && m && !($2 in seen) { seen[$2]; s += b } END { printf "%d", s }' \
+    /proc/"$1"/fdinfo/* 2>/dev/null
+}
+status_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
+mib() { calc "%.1f" "$1 / 1024"; }
+jget() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
+# http records of one end of the HTTPS workload in a JSON Lines file.
+count_http() { grep -F '"kind":"http"' "$1" | grep -F "\"comm\":\"$2\"" | grep -cF "$3" || true; }
+# drop records in a JSON Lines file: "reason count; …" or "none".
+file_drops() {
+  { grep -F '"kind":"drop"' "$1" || true; } | python3 -c '
+import json, sys
+n = {}
+for line in sys.stdin:
+    r = json.loads(line)
+    n[r["reason"]] = n.get(r["reason"], 0) + r["count"]
+print("; ".join(f"{k} {v}" for k, v in sorted(n.items())) or "none")'
+}
+met() { awk "BEGIN { exit !($1) }" && echo met || echo "**missed**"; }
+
+# ---- 1. saturation ---------------------------------------------------------
+# One wrk run: "requests/s p50_ms p99_ms".
+wrk_run() {
+  timeout $((sat_secs + 60)) wrk -t1 -c"$conns" -d"${sat_secs}s" --latency "$1" >"$work/wrk.out"
+  ! grep -q 'Non-2xx\|Socket errors' "$work/wrk.out" || { log "wrk: failed requests:"; cat "$work/wrk.out" >&2; exit 1; }
+  ms() { awk -v p="$1" '$1 == p { v = $2; if (v ~ /us$/) { sub(/us/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms/, "", v) } else if (v ~ /s$/) { sub(/s/, "", v); v *= 1000 } print v }' "$work/wrk.out"; }
+  echo "$(awk '/Requests\/sec/ { print $2 }' "$work/wrk.out") $(ms 50%) $(ms 99%)"
+}
+sat_rows=""
+declare -A sat
+for proto in https http; do
+  port=$https_port; [ "$proto" = http ] && port=$http_port
+  for round in $(seq "$rounds"); do
+    for mode in off on; do
+      cpu="–" drops="–"
+      if [ "$mode" = on ]; then
+        sensor_start /dev/null
+        t0=$(cpu_ticks "$sensor") w0=$(date +%s.%N)
+      fi
+      log "saturation $proto round $round sensor $mode"
+      read -r rps p50 p99 < <(wrk_run "$proto://127.0.0.1:$port/1k")
+      if [ "$mode" = on ]; then
+        cpu="$(calc "%.0f%%" "($(cpu_ticks "$sensor") - $t0) / $hz / ($(date +%s.%N) - $w0) * 100")"
+        sensor_stop
+        drops="$(logged_drops)"
+      fi
+      sat_rows+="| $proto | $round | $mode | $rps | $p50 | $p99 | $cpu | $drops |"$'\n'
+      sat[$proto,$mode,rps]=$(calc "%f" "${sat[$proto,$mode,rps]:-0} + $rps")
+      sat[$proto,$mode,p50]=$(calc "%f" "${sat[$proto,$mode,p50]:-0} + $p50")
+      sat[$proto,$mode,p99]=$(calc "%f" "${sat[$proto,$mode,p99]:-0} + $p99")
+    done
+  done
+  for k in rps p50 p99; do sat[$proto,$k]=$(calc "%.3f" "${sat[$proto,on,$k]} / ${sat[$proto,off,$k]}"); done
+done
+
+# ---- 2 and 3. fixed rates --------------------------------------------------
+url="https://127.0.0.1:$https_port/1k"
+goload_run() { # RATE SECS OUTFILE
+  timeout $(($2 + 60)) "$goload" -url "$url" -cacert "$work/cert.pem" -rate "$1" -duration "${2}s" >"$3"
+  [ "$(jget "$3" errors)" = 0 ] || log "goload: $(cat "$3")"
+}
+sysctl -q -w kernel.bpf_stats_enabled=1
+rate_rows="" loss_rows=""
+declare -A at
+for rate in $rates; do
+  log "rate $rate/s sensor off"
+  goload_run "$rate" "$rate_secs" "$work/off.json"
+  log "rate $rate/s sensor on"
+  sensor_start "$work/out.jsonl"
+  t0=$(cpu_ticks "$sensor") b0=$(bpf_ns "$sensor") w0=$(date +%s.%N)
+  goload_run "$rate" "$rate_secs" "$work/on.json"
+  sleep 1 # what the load left in the ring buffer
+  t1=$(cpu_ticks "$sensor") b1=$(bpf_ns "$sensor") w1=$(date +%s.%N)
+  rss=$(status_kb "$sensor" VmRSS) hwm=$(status_kb "$sensor" VmHWM) anon=$(status_kb "$sensor" RssAnon)
+  maps=$(map_bytes "$sensor")
+  sensor_stop
+  wall=$(calc "%f" "$w1 - $w0")
+  user_m=$(calc "%.0f" "($t1 - $t0) / $hz / $wall * 1000")
+  bpf_m=$(calc "%.0f" "($b1 - $b0) / 1e9 / $wall * 1000")
+  total_m=$((user_m + bpf_m))
+  maps_kb=$((maps / 1024))
+  total_kb=$((rss + maps_kb))
+  sent=$(jget "$work/on.json" sent)
+  client=$(count_http "$work/out.jsonl" goload "\"remote\":\"127.0.0.1:$https_port\"")
+  server=$(count_http "$work/out.jsonl" nginx "\"local\":\"127.0.0.1:$https_port\"")
+  drops=$(file_drops "$work/out.jsonl")
+  rm -f "$work/out.jsonl"
+  rate_rows+="| $rate | $(jget "$work/off.json" ok) / $(jget "$work/off.json" sent) | $(jget "$work/on.json" ok) / $sent | $(jget "$work/off.json" p50_ms) → $(jget "$work/on.json" p50_ms) | $(jget "$work/off.json" p99_ms) → $(jget "$work/on.json" p99_ms) | $user_m | $bpf_m | **$total_m** | $(mib "$rss") ($(mib "$anon") anon) | $(mib "$hwm") | $(mib "$maps_kb") | **$(mib "$total_kb")** |"$'\n'
+  loss_rows+="| $rate | $sent | $client ($(calc "%.4f" "$client / $sent")) | $server ($(calc "%.4f" "$server / $sent")) | $drops |"$'\n'
+  at[$rate,cpu]=$total_m at[$rate,mem]=$total_kb
+  at[$rate,lost]=$(( (sent - client) + (sent - server) ))
+  [ "$drops" = none ] || at[$rate,lost]=$((at[$rate,lost] + 1))
+done
+
+# ---- 4. soak ---------------------------------------------------------------
+log "soak: $soak_rate/s for $soak_secs s"
+sensor_start "$work/out.jsonl"
+t0=$(cpu_ticks "$sensor") b0=$(bpf_ns "$sensor") w0=$(date +%s.%N)
+rss_load=$(status_kb "$sensor" VmRSS)
+"$goload" -url "$url" -cacert "$work/cert.pem" -rate "$soak_rate" -duration "${soak_secs}s" >"$work/soak.json" &
+load_pid=$!
+warm=$((soak_secs / 10 > 5 ? soak_secs / 10 : 5))
+series="" elapsed=0 rss_warm=""
+while kill -0 "$load_pid" 2>/dev/null; do
+  sleep 5
+  elapsed=$((elapsed + 5))
+  kill -0 "$load_pid" 2>/dev/null || break
+  r=$(status_kb "$sensor" VmRSS)
+  series+="$r "
+  [ -n "$rss_warm" ] || [ "$elapsed" -lt "$warm" ] || rss_warm=$r
+  [ "$elapsed" -lt $((soak_secs + 120)) ] || { log "soak load overran"; exit 1; }
+done
+wait "$load_pid"
+load_pid=""
+rss_end=$(status_kb "$sensor" VmRSS)
+[ -n "$rss_warm" ] || rss_warm=$rss_end
+sleep 1
+t1=$(cpu_ticks "$sensor") b1=$(bpf_ns "$sensor") w1=$(date +%s.%N)
+hwm=$(status_kb "$sensor" VmHWM) maps=$(map_bytes "$sensor")
+sensor_stop
+wall=$(calc "%f" "$w1 - $w0")
+soak_cpu=$(calc "%.0f" "($t1 - $t0) / $hz / $wall * 1000 + ($b1 - $b0) / 1e9 / $wall * 1000")
+soak_sent=$(jget "$work/soak.json" sent)
+soak_client=$(count_http "$work/out.jsonl" goload "\"remote\":\"127.0.0.1:$https_port\"")
+soak_server=$(count_http "$work/out.jsonl" nginx "\"local\":\"127.0.0.1:$https_port\"")
+soak_drops=$(file_drops "$work/out.jsonl")
+rm -f "$work/out.jsonl"
+growth=$(calc "%.1f" "($rss_end - $rss_warm) / $rss_warm * 100")
+# At most 12 points of the series, in MiB.
+series_mib=$(tr ' ' '\n' <<<"$series" | awk 'NF { v[n++] = $1 } END { step = n > 12 ? n / 12 : 1; for (i = 0; i < n; i += step) printf "%s%.1f", (i ? ", " : ""), v[int(i)] / 1024 }')
+sysctl -q -w kernel.bpf_stats_enabled="$bpf_stats_was"
+
+# ---- 5. pipeline -----------------------------------------------------------
+pipe_table="(skipped: --no-pipeline)"
+if ((pipeline)); then
+  log "cargo bench -p nettap-sensor --bench pipeline"
+  pipe_table="$(cargo bench --locked -p nettap-sensor --bench pipeline 2>/dev/null | grep '^|')"
+fi
+
+# ---- the section -----------------------------------------------------------
+r1000="${at[1000,cpu]:-}"
+no_loss=1
+for rate in $rates; do
+  awk "BEGIN { exit !($rate <= 5000) }" || continue
+  [ "${at[$rate,lost]}" = 0 ] || no_loss=0
+done
+{
+  echo "<!-- bench/run.sh: begin (generated; edit bench/run.sh instead) -->"
+  echo "## Overhead against no sensor"
+  echo
+  echo "    $cmdline"
+  echo
+  echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- sensor sensor-ebpf || echo ' (modified)'),"
+  echo "Linux $(uname -r) $(uname -m), $(nproc) × $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo),"
+  echo "load average $load_start at the start and $(cut -d' ' -f1-3 /proc/loadavg) at the end."
+  echo "The sensor is the release build capturing the whole host with its defaults"
+  echo "(\`--agent-socket none\`); both ends of every exchange are on this host, so it"
+  echo "captures each exchange twice (client and server). nginx, the load and the"
+  echo "sensor share the $(nproc) CPUs."
+  echo
+  echo "### Targets"
+  echo
+  echo "| target | measured | |"
+  echo "|---|---:|---|"
+  for proto in https http; do
+    echo "| ${proto^^} saturation: throughput on/off ≥ 0.97 | ${sat[$proto,rps]} | $(met "${sat[$proto,rps]} >= 0.97") |"
+    echo "| ${proto^^} saturation: p99 latency on/off ≤ 1.05 | ${sat[$proto,p99]} | $(met "${sat[$proto,p99]} <= 1.05") |"
+  done
+  if [ -n "$r1000" ]; then
+    echo "| 1000 req/s: sensor CPU ≤ 50 millicores (user + system + BPF) | ${at[1000,cpu]} m | $(met "${at[1000,cpu]} <= 50") |"
+    echo "| 1000 req/s: sensor memory ≤ 64 MiB (RSS + BPF maps) | $(mib "${at[1000,mem]}") MiB | $(met "${at[1000,mem]} <= 65536") |"
+  fi
+  echo "| no loss up to 5000 req/s (every exchange at both ends, no drop record) | $( ((no_loss)) && echo none lost || echo 'losses: see 3') | $( ((no_loss)) && echo met || echo '**missed**') |"
+  echo "| soak ($soak_secs s at $soak_rate req/s): RSS growth ≤ 5 % | $growth % | $(met "$growth <= 5") |"
+  echo
+  echo "### 1. Saturation"
+  echo
+  echo "nginx (1 worker, keep-alive, 1 KiB file) under \`wrk -t1 -c$conns\` for $sat_secs s per"
+  echo "run, sensor off and on alternated $rounds time(s); with the sensor on, its records"
+  echo "go to /dev/null. Sensor CPU is its user + system time over the run (100 % = one CPU)."
+  echo
+  echo "| workload | round | sensor | requests/s | p50 ms | p99 ms | sensor CPU | lost (logged) |"
+  echo "|---|---:|---|---:|---:|---:|---:|---|"
+  printf '%s' "$sat_rows"
+  echo
+  echo "| workload | throughput on/off | p50 on/off | p99 on/off |"
+  echo "|---|---:|---:|---:|"
+  for proto in https http; do echo "| ${proto^^} | ${sat[$proto,rps]} | ${sat[$proto,p50]} | ${sat[$proto,p99]} |"; done
+  echo
+  echo "### 2. Resource use at fixed rates"
+  echo
+  echo "\`bench/goload\` (Go net/http + crypto/tls, HTTP/1.1 keep-alive, open loop:"
+  echo "latency from each request's due time) GETs the 1 KiB file from the same nginx"
+  echo "over HTTPS for $rate_secs s per rate, first without the sensor, then with it"
+  echo "(records to a JSON Lines file). CPU in millicores over the load (+1 s): the"
+  echo "sensor's user + system time from \`/proc/PID/stat\`, and the run time of its"
+  echo "BPF programs (\`run_time_ns\` in their fdinfo, \`kernel.bpf_stats_enabled=1\`),"
+  echo "which the kernel spends in the traced processes, all of them on the host. Memory"
+  echo "at the end of the load: VmRSS (its anonymous part), VmHWM, and the \`memlock\` of"
+  echo "the BPF maps (the 8 MiB ring buffer is most of it; its pages the sensor has"
+  echo "read are in the RSS too, so the total counts them twice)."
+  echo
+  echo "| req/s | ok / sent, off | ok / sent, on | p50 ms off → on | p99 ms off → on | user+sys m | BPF m | CPU m | RSS MiB | HWM MiB | maps MiB | memory MiB |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  printf '%s' "$rate_rows"
+  echo
+  echo "### 3. Loss at fixed rates"
+  echo
+  echo "\`http\` records of each end (goload through the Go TLS probes, nginx through"
+  echo "the OpenSSL probes) against the requests goload sent, and the \`drop\` records."
+  echo
+  echo "| req/s | sent | client records (ratio) | server records (ratio) | drop records (reason count) |"
+  echo "|---:|---:|---:|---:|---|"
+  printf '%s' "$loss_rows"
+  echo
+  echo "### 4. Soak"
+  echo
+  echo "goload at $soak_rate req/s for $soak_secs s with the sensor on; RSS sampled"
+  echo "every 5 s, growth from the sample at $warm s (after warm-up) to the end."
+  echo
+  echo "| RSS at load start | at $warm s | at end | growth | VmHWM | BPF maps | CPU m | client / server records / sent | drop records |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|---|---|"
+  echo "| $(mib "$rss_load") MiB | $(mib "$rss_warm") MiB | $(mib "$rss_end") MiB | $growth % | $(mib "$hwm") MiB | $(mib $((maps / 1024))) MiB | $soak_cpu | $soak_client / $soak_server / $soak_sent | $soak_drops |"
+  echo
+  echo "RSS (MiB) over the soak: $series_mib."
+  echo
+  echo "### 5. User-space pipeline on one core"
+  echo
+  echo "\`cargo bench -p nettap-sensor --bench pipeline\` (replayed input, no kernel; see below)."
+  echo
+  echo "$pipe_table"
+  echo "<!-- bench/run.sh: end -->"
+} >"$work/section.md"
+
+if [ "$output" = - ]; then
+  cat "$work/section.md"
+else
+  python3 - "$output" "$work/section.md" <<'PY'
+import re, sys
+path, section = sys.argv[1], open(sys.argv[2]).read()
+doc = open(path).read()
+pat = re.compile(r"<!-- bench/run.sh: begin.*?<!-- bench/run.sh: end -->\n", re.S)
+if pat.search(doc):
+    doc = pat.sub(lambda _: section, doc)
+else:  # first run: after the introduction, before the first section
+    i = doc.find("\n## ")
+    doc = doc[: i + 1] + section + "\n" + doc[i + 1 :] if i >= 0 else doc + "\n" + section
+open(path, "w").write(doc)
+PY
+  log "wrote $output"
+fi
