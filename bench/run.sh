@@ -131,6 +131,12 @@ logged_drops() {
 }
 # CPU ticks (user + system) of PID.
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+# CPU ticks of nginx, master and workers.
+nginx_ticks() {
+  local t=0 p
+  for p in $nginx_pid $(pgrep -P "$nginx_pid"); do t=$((t + $(cpu_ticks "$p"))); done
+  echo "$t"
+}
 hz="$(getconf CLK_TCK)"
 # Summed run_time_ns of the BPF programs PID holds (each program once).
 bpf_ns() {
@@ -196,9 +202,20 @@ done
 
 # ---- 2 and 3. fixed rates --------------------------------------------------
 url="https://127.0.0.1:$https_port/1k"
-goload_run() { # RATE SECS OUTFILE
+# goload_run RATE SECS OUTFILE: adds "peers_m", the CPU of goload and nginx
+# over the run in millicores, to goload's JSON.
+goload_run() {
+  local n0 w0 n1 w1
+  n0=$(nginx_ticks) w0=$(date +%s.%N)
   timeout $(($2 + 60)) "$goload" -url "$url" -cacert "$work/cert.pem" -rate "$1" -duration "${2}s" >"$3"
+  n1=$(nginx_ticks) w1=$(date +%s.%N)
   [ "$(jget "$3" errors)" = 0 ] || log "goload: $(cat "$3")"
+  python3 - "$3" "$(calc "%f" "(($n1 - $n0) / $hz * 1000 + $(jget "$3" cpu_ms)) / ($w1 - $w0)")" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+r["peers_m"] = round(float(sys.argv[2]))
+json.dump(r, open(sys.argv[1], "w"))
+PY
 }
 sysctl -q -w kernel.bpf_stats_enabled=1
 rate_rows="" loss_rows=""
@@ -226,7 +243,7 @@ for rate in $rates; do
   server=$(count_http "$work/out.jsonl" nginx "\"local\":\"127.0.0.1:$https_port\"")
   drops=$(file_drops "$work/out.jsonl")
   rm -f "$work/out.jsonl"
-  rate_rows+="| $rate | $(jget "$work/off.json" ok) / $(jget "$work/off.json" sent) | $(jget "$work/on.json" ok) / $sent | $(jget "$work/off.json" p50_ms) → $(jget "$work/on.json" p50_ms) | $(jget "$work/off.json" p99_ms) → $(jget "$work/on.json" p99_ms) | $user_m | $bpf_m | **$total_m** | $(mib "$rss") ($(mib "$anon") anon) | $(mib "$hwm") | $(mib "$maps_kb") | **$(mib "$total_kb")** |"$'\n'
+  rate_rows+="| $rate | $(jget "$work/off.json" ok) / $(jget "$work/off.json" sent) | $(jget "$work/on.json" ok) / $sent | $(jget "$work/off.json" p50_ms) → $(jget "$work/on.json" p50_ms) | $(jget "$work/off.json" p99_ms) → $(jget "$work/on.json" p99_ms) | $(jget "$work/off.json" peers_m) → $(jget "$work/on.json" peers_m) | $user_m | $bpf_m | **$total_m** | $(mib "$rss") ($(mib "$anon") anon) | $(mib "$hwm") | $(mib "$maps_kb") | **$(mib "$total_kb")** |"$'\n'
   loss_rows+="| $rate | $sent | $client ($(calc "%.4f" "$client / $sent")) | $server ($(calc "%.4f" "$server / $sent")) | $drops |"$'\n'
   at[$rate,cpu]=$total_m at[$rate,mem]=$total_kb
   at[$rate,lost]=$(( (sent - client) + (sent - server) ))
@@ -339,10 +356,14 @@ done
   echo "which the kernel spends in the traced processes, all of them on the host. Memory"
   echo "at the end of the load: VmRSS (its anonymous part), VmHWM, and the \`memlock\` of"
   echo "the BPF maps (the 8 MiB ring buffer is most of it; its pages the sensor has"
-  echo "read are in the RSS too, so the total counts them twice)."
+  echo "read are in the RSS too, so the total counts them twice). The CPU of goload"
+  echo "and nginx themselves (their user + system time over the run) shows what the"
+  echo "probes cost the traced programs: the BPF run time and the uprobe traps (a"
+  echo "probe on an instruction the kernel does not emulate is single-stepped, a debug"
+  echo "trap more; see below), which no sensor process is charged for."
   echo
-  echo "| req/s | ok / sent, off | ok / sent, on | p50 ms off → on | p99 ms off → on | user+sys m | BPF m | CPU m | RSS MiB | HWM MiB | maps MiB | memory MiB |"
-  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| req/s | ok / sent, off | ok / sent, on | p50 ms off → on | p99 ms off → on | goload + nginx CPU m, off → on | sensor user+sys m | BPF m | CPU m | RSS MiB | HWM MiB | maps MiB | memory MiB |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   printf '%s' "$rate_rows"
   echo
   echo "### 3. Loss at fixed rates"

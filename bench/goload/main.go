@@ -7,7 +7,8 @@
 //	 "p50_ms":0.41,"p90_ms":…,"p99_ms":…,"max_ms":…}
 //
 // sent counts requests written; ok those answered with the expected status;
-// late counts due requests not sent because -max-inflight were outstanding.
+// late counts due requests not sent because -max-inflight were outstanding;
+// cpu_ms is goload's own user + system time.
 //
 //	goload -url https://127.0.0.1:19443/1k -rate 1000 -duration 10s [-cacert cert.pem] [-insecure]
 package main
@@ -24,6 +25,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -40,6 +42,7 @@ type result struct {
 	P90      float64 `json:"p90_ms"`
 	P99      float64 `json:"p99_ms"`
 	Max      float64 `json:"max_ms"`
+	CPUms    float64 `json:"cpu_ms"`
 	FirstErr string  `json:"first_error,omitempty"`
 }
 
@@ -144,6 +147,10 @@ func main() {
 		Sent: sent.Load(), OK: ok.Load(), Errors: errs.Load(), Late: late.Load(),
 		Achieved: float64(ok.Load()) / elapsed,
 		P50:      pct(0.50), P90: pct(0.90), P99: pct(0.99), Max: pct(1),
+	}
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		r.CPUms = float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e6
 	}
 	if e, _ := firstErr.Load().(string); e != "" {
 		r.FirstErr = e
