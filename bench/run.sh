@@ -18,17 +18,21 @@
 #
 #   bash bench/run.sh [--sat-secs N] [--rounds N] [--conns N] [--rate-secs N]
 #                     [--rates "100 500 1000 5000"] [--soak-secs N]
+#                     [--sensor-args "ARGS"] [--bin PATH]
 #                     [--no-pipeline] [--output FILE|-]
 #
 # Defaults are the full run (~25 minutes). --output - prints the section
-# instead of replacing the marked one in docs/benchmarks.md.
+# instead of replacing the marked one in docs/benchmarks.md. --sensor-args
+# adds options to `nettap capture` (e.g. "--port 19443 --port 19080" keeps
+# other traffic of a busy host out); --bin measures another nettap binary
+# (no build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
 cmdline="bash bench/run.sh${*:+ $*}"
 
 sat_secs=20 rounds=3 conns=16 rate_secs=30 rates="100 500 1000 5000" soak_secs=600
-pipeline=1 output=docs/benchmarks.md
+pipeline=1 output=docs/benchmarks.md sensor_args="" bin=""
 while (($#)); do
   case "$1" in
     --sat-secs) sat_secs="$2"; shift 2 ;;
@@ -37,6 +41,8 @@ while (($#)); do
     --rate-secs) rate_secs="$2"; shift 2 ;;
     --rates) rates="$2"; shift 2 ;;
     --soak-secs) soak_secs="$2"; shift 2 ;;
+    --sensor-args) sensor_args="$2"; shift 2 ;;
+    --bin) bin="$2"; shift 2 ;;
     --no-pipeline) pipeline=0; shift ;;
     --output) output="$2"; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -68,9 +74,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log "building (release)"
-cargo build --release --locked -p nettap-sensor --bin nettap >&2
-bin="${CARGO_TARGET_DIR:-$root/target}/release/nettap"
+if [ -z "$bin" ]; then
+  log "building (release)"
+  cargo build --release --locked -p nettap-sensor --bin nettap >&2
+  bin="${CARGO_TARGET_DIR:-$root/target}/release/nettap"
+fi
 (cd bench/goload && go build -trimpath -o "$work/goload" .)
 goload="$work/goload"
 
@@ -99,6 +107,8 @@ CONF
 nginx -p "$work" -c "$work/nginx.conf" -g "daemon off;" &
 nginx_pid=$!
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$https_port) 2>/dev/null && break; sleep 0.1; done
+sleep 0.2
+kill -0 "$nginx_pid" 2>/dev/null || { log "nginx did not start (ports $https_port, $http_port in use?)"; exit 1; }
 
 # ---- helpers ---------------------------------------------------------------
 calc() { awk "BEGIN { printf \"$1\", $2 }"; }
@@ -106,7 +116,8 @@ calc() { awk "BEGIN { printf \"$1\", $2 }"; }
 # sensor_start OUT: `nettap capture` on the whole host, waits for its probes.
 sensor_start() {
   rm -f "$work/ready"
-  "$bin" capture --out "$1" --agent-socket none --ready-file "$work/ready" 2>"$work/sensor.log" &
+  # shellcheck disable=SC2086 # word splitting of --sensor-args is meant
+  "$bin" capture --out "$1" --agent-socket none --ready-file "$work/ready" $sensor_args 2>"$work/sensor.log" &
   sensor=$!
   for _ in $(seq 600); do
     [ -f "$work/ready" ] && return 0
@@ -148,6 +159,8 @@ map_bytes() {
   awk 'FNR == 1 { m = 0 } /^map_type:/ { m = 1 } /^memlock:/ && m { b = $2 } /^map_id:/ && m && !($2 in seen) { seen[$2]; s += b } END { printf "%d", s }' \
     /proc/"$1"/fdinfo/* 2>/dev/null
 }
+# Voluntary context switches (wake-ups) of all PID's threads.
+wakeups() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '$1 == "voluntary_ctxt_switches:" { s += $2 } END { print s + 0 }'; }
 status_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 mib() { calc "%.1f" "$1 / 1024"; }
 jget() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
@@ -225,10 +238,10 @@ for rate in $rates; do
   goload_run "$rate" "$rate_secs" "$work/off.json"
   log "rate $rate/s sensor on"
   sensor_start "$work/out.jsonl"
-  t0=$(cpu_ticks "$sensor") b0=$(bpf_ns "$sensor") w0=$(date +%s.%N)
+  t0=$(cpu_ticks "$sensor") b0=$(bpf_ns "$sensor") c0=$(wakeups "$sensor") w0=$(date +%s.%N)
   goload_run "$rate" "$rate_secs" "$work/on.json"
   sleep 1 # what the load left in the ring buffer
-  t1=$(cpu_ticks "$sensor") b1=$(bpf_ns "$sensor") w1=$(date +%s.%N)
+  t1=$(cpu_ticks "$sensor") b1=$(bpf_ns "$sensor") c1=$(wakeups "$sensor") w1=$(date +%s.%N)
   rss=$(status_kb "$sensor" VmRSS) hwm=$(status_kb "$sensor" VmHWM) anon=$(status_kb "$sensor" RssAnon)
   maps=$(map_bytes "$sensor")
   sensor_stop
@@ -236,6 +249,7 @@ for rate in $rates; do
   user_m=$(calc "%.0f" "($t1 - $t0) / $hz / $wall * 1000")
   bpf_m=$(calc "%.0f" "($b1 - $b0) / 1e9 / $wall * 1000")
   total_m=$((user_m + bpf_m))
+  wake_s=$(calc "%.0f" "($c1 - $c0) / $wall")
   maps_kb=$((maps / 1024))
   total_kb=$((rss + maps_kb))
   sent=$(jget "$work/on.json" sent)
@@ -243,7 +257,7 @@ for rate in $rates; do
   server=$(count_http "$work/out.jsonl" nginx "\"local\":\"127.0.0.1:$https_port\"")
   drops=$(file_drops "$work/out.jsonl")
   rm -f "$work/out.jsonl"
-  rate_rows+="| $rate | $(jget "$work/off.json" ok) / $(jget "$work/off.json" sent) | $(jget "$work/on.json" ok) / $sent | $(jget "$work/off.json" p50_ms) → $(jget "$work/on.json" p50_ms) | $(jget "$work/off.json" p99_ms) → $(jget "$work/on.json" p99_ms) | $(jget "$work/off.json" peers_m) → $(jget "$work/on.json" peers_m) | $user_m | $bpf_m | **$total_m** | $(mib "$rss") ($(mib "$anon") anon) | $(mib "$hwm") | $(mib "$maps_kb") | **$(mib "$total_kb")** |"$'\n'
+  rate_rows+="| $rate | $(jget "$work/off.json" ok) / $(jget "$work/off.json" sent) | $(jget "$work/on.json" ok) / $sent | $(jget "$work/off.json" p50_ms) → $(jget "$work/on.json" p50_ms) | $(jget "$work/off.json" p99_ms) → $(jget "$work/on.json" p99_ms) | $(jget "$work/off.json" peers_m) → $(jget "$work/on.json" peers_m) | $user_m | $wake_s | $bpf_m | **$total_m** | $(mib "$rss") ($(mib "$anon") anon) | $(mib "$hwm") | $(mib "$maps_kb") | **$(mib "$total_kb")** |"$'\n'
   loss_rows+="| $rate | $sent | $client ($(calc "%.4f" "$client / $sent")) | $server ($(calc "%.4f" "$server / $sent")) | $drops |"$'\n'
   at[$rate,cpu]=$total_m at[$rate,mem]=$total_kb
   at[$rate,lost]=$(( (sent - client) + (sent - server) ))
@@ -311,8 +325,9 @@ done
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- sensor sensor-ebpf || echo ' (modified)'),"
   echo "Linux $(uname -r) $(uname -m), $(nproc) × $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo),"
   echo "load average $load_start at the start and $(cut -d' ' -f1-3 /proc/loadavg) at the end."
-  echo "The sensor is the release build capturing the whole host with its defaults"
-  echo "(\`--agent-socket none\`); both ends of every exchange are on this host, so it"
+  echo "The sensor is $([ "$bin" = "${CARGO_TARGET_DIR:-$root/target}/release/nettap" ] && echo "the release build" || echo "\`$bin\`"),"
+  echo "run as \`nettap capture --out FILE --agent-socket none${sensor_args:+ $sensor_args}\`"
+  echo "(defaults otherwise$([ -n "$sensor_args" ] || echo ": the whole host")); both ends of every exchange are on this host, so it"
   echo "captures each exchange twice (client and server). nginx, the load and the"
   echo "sensor share the $(nproc) CPUs."
   echo
@@ -362,8 +377,8 @@ done
   echo "probe on an instruction the kernel does not emulate is single-stepped, a debug"
   echo "trap more; see below), which no sensor process is charged for."
   echo
-  echo "| req/s | ok / sent, off | ok / sent, on | p50 ms off → on | p99 ms off → on | goload + nginx CPU m, off → on | sensor user+sys m | BPF m | CPU m | RSS MiB | HWM MiB | maps MiB | memory MiB |"
-  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| req/s | ok / sent, off | ok / sent, on | p50 ms off → on | p99 ms off → on | goload + nginx CPU m, off → on | sensor user+sys m | sensor wake-ups/s | BPF m | CPU m | RSS MiB | HWM MiB | maps MiB | memory MiB |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   printf '%s' "$rate_rows"
   echo
   echo "### 3. Loss at fixed rates"
