@@ -19,20 +19,20 @@
 #   bash bench/run.sh [--sat-secs N] [--rounds N] [--conns N] [--rate-secs N]
 #                     [--rates "100 500 1000 5000"] [--soak-secs N]
 #                     [--sensor-args "ARGS"] [--bin PATH]
-#                     [--no-pipeline] [--output FILE|-]
+#                     [--parts "sat rates soak pipeline"] [--output FILE|-]
 #
 # Defaults are the full run (~25 minutes). --output - prints the section
 # instead of replacing the marked one in docs/benchmarks.md. --sensor-args
 # adds options to `nettap capture` (e.g. "--port 19443 --port 19080" keeps
 # other traffic of a busy host out); --bin measures another nettap binary
-# (no build).
+# (no build); --parts runs only those workloads (a quick check: --output -).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
 cmdline="bash bench/run.sh${*:+ $*}"
 
 sat_secs=20 rounds=3 conns=16 rate_secs=30 rates="100 500 1000 5000" soak_secs=600
-pipeline=1 output=docs/benchmarks.md sensor_args="" bin=""
+parts="sat rates soak pipeline" output=docs/benchmarks.md sensor_args="" bin=""
 while (($#)); do
   case "$1" in
     --sat-secs) sat_secs="$2"; shift 2 ;;
@@ -43,13 +43,14 @@ while (($#)); do
     --soak-secs) soak_secs="$2"; shift 2 ;;
     --sensor-args) sensor_args="$2"; shift 2 ;;
     --bin) bin="$2"; shift 2 ;;
-    --no-pipeline) pipeline=0; shift ;;
+    --parts) parts="$2"; shift 2 ;;
     --output) output="$2"; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 soak_rate=1000
+part() { [[ " $parts " == *" $1 "* ]]; }
 https_port=19443 http_port=19080
 
 source ci/install.sh >&2
@@ -177,6 +178,10 @@ for line in sys.stdin:
 print("; ".join(f"{k} {v}" for k, v in sorted(n.items())) or "none")'
 }
 met() { awk "BEGIN { exit !($1) }" && echo met || echo "**missed**"; }
+# Each part appends its rows to the targets table and writes its section.
+targets="$work/targets.md"
+: >"$targets"
+target() { echo "| $1 | $2 | $(met "$3") |" >>"$targets"; }
 
 # ---- 1. saturation ---------------------------------------------------------
 # One wrk run: "requests/s p50_ms p99_ms".
@@ -186,36 +191,59 @@ wrk_run() {
   ms() { awk -v p="$1" '$1 == p { v = $2; if (v ~ /us$/) { sub(/us/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms/, "", v) } else if (v ~ /s$/) { sub(/s/, "", v); v *= 1000 } print v }' "$work/wrk.out"; }
   echo "$(awk '/Requests\/sec/ { print $2 }' "$work/wrk.out") $(ms 50%) $(ms 99%)"
 }
-sat_rows=""
-declare -A sat
-for proto in https http; do
-  port=$https_port; [ "$proto" = http ] && port=$http_port
-  for round in $(seq "$rounds"); do
-    for mode in off on; do
-      cpu="–" drops="–"
-      if [ "$mode" = on ]; then
-        sensor_start /dev/null
-        t0=$(cpu_ticks "$sensor") w0=$(date +%s.%N)
-      fi
-      log "saturation $proto round $round sensor $mode"
-      read -r rps p50 p99 < <(wrk_run "$proto://127.0.0.1:$port/1k")
-      if [ "$mode" = on ]; then
-        cpu="$(calc "%.0f%%" "($(cpu_ticks "$sensor") - $t0) / $hz / ($(date +%s.%N) - $w0) * 100")"
-        sensor_stop
-        drops="$(logged_drops)"
-      fi
-      sat_rows+="| $proto | $round | $mode | $rps | $p50 | $p99 | $cpu | $drops |"$'\n'
-      sat[$proto,$mode,rps]=$(calc "%f" "${sat[$proto,$mode,rps]:-0} + $rps")
-      sat[$proto,$mode,p50]=$(calc "%f" "${sat[$proto,$mode,p50]:-0} + $p50")
-      sat[$proto,$mode,p99]=$(calc "%f" "${sat[$proto,$mode,p99]:-0} + $p99")
+saturation() {
+  local proto port round mode cpu drops rps p50 p99 t0 w0 rows="" ratios="" k
+  declare -A sum r
+  for proto in https http; do
+    port=$https_port; [ "$proto" = http ] && port=$http_port
+    for round in $(seq "$rounds"); do
+      for mode in off on; do
+        cpu="–" drops="–"
+        if [ "$mode" = on ]; then
+          sensor_start /dev/null
+          t0=$(cpu_ticks "$sensor") w0=$(date +%s.%N)
+        fi
+        log "saturation $proto round $round sensor $mode"
+        read -r rps p50 p99 < <(wrk_run "$proto://127.0.0.1:$port/1k")
+        [ -n "${p99:-}" ] || exit 1
+        if [ "$mode" = on ]; then
+          cpu="$(calc "%.0f%%" "($(cpu_ticks "$sensor") - $t0) / $hz / ($(date +%s.%N) - $w0) * 100")"
+          sensor_stop
+          drops="$(logged_drops)"
+        fi
+        rows+="| ${proto^^} | $round | $mode | $rps | $p50 | $p99 | $cpu | $drops |"$'\n'
+        sum[$mode,rps]=$(calc "%f" "${sum[$mode,rps]:-0} + $rps")
+        sum[$mode,p50]=$(calc "%f" "${sum[$mode,p50]:-0} + $p50")
+        sum[$mode,p99]=$(calc "%f" "${sum[$mode,p99]:-0} + $p99")
+      done
     done
+    for k in rps p50 p99; do r[$k]=$(calc "%.3f" "${sum[on,$k]} / ${sum[off,$k]}"); done
+    unset sum; declare -A sum
+    ratios+="| ${proto^^} | ${r[rps]} | ${r[p50]} | ${r[p99]} |"$'\n'
+    target "${proto^^} saturation: throughput on/off ≥ 0.97" "${r[rps]}" "${r[rps]} >= 0.97"
+    target "${proto^^} saturation: p99 latency on/off ≤ 1.05" "${r[p99]}" "${r[p99]} <= 1.05"
   done
-  for k in rps p50 p99; do sat[$proto,$k]=$(calc "%.3f" "${sat[$proto,on,$k]} / ${sat[$proto,off,$k]}"); done
-done
+  cat <<MD
+### 1. Saturation
+
+nginx (1 worker, keep-alive, 1 KiB file) under \`wrk -t1 -c$conns\` for $sat_secs s per
+run, sensor off and on alternated $rounds time(s); with the sensor on, its records
+go to /dev/null. Sensor CPU is its user + system time over the run (100 % = one
+CPU); losses are those the sensor logged (\`capture lost data\`). Ratios are of
+the means over the rounds.
+
+| workload | round | sensor | requests/s | p50 ms | p99 ms | sensor CPU | lost (reason count) |
+|---|---:|---|---:|---:|---:|---:|---|
+${rows}
+| workload | throughput on/off | p50 on/off | p99 on/off |
+|---|---:|---:|---:|
+${ratios}
+MD
+}
 
 # ---- 2 and 3. fixed rates --------------------------------------------------
 url="https://127.0.0.1:$https_port/1k"
-# goload_run RATE SECS OUTFILE: adds "peers_m", the CPU of goload and nginx
+# goload_run RATE SECS OUTFILE: adds "goload_m" and "nginx_m", their CPU
 # over the run in millicores, to goload's JSON.
 goload_run() {
   local n0 w0 n1 w1
@@ -223,99 +251,169 @@ goload_run() {
   timeout $(($2 + 60)) "$goload" -url "$url" -cacert "$work/cert.pem" -rate "$1" -duration "${2}s" >"$3"
   n1=$(nginx_ticks) w1=$(date +%s.%N)
   [ "$(jget "$3" errors)" = 0 ] || log "goload: $(cat "$3")"
-  python3 - "$3" "$(calc "%f" "(($n1 - $n0) / $hz * 1000 + $(jget "$3" cpu_ms)) / ($w1 - $w0)")" <<'PY'
+  python3 - "$3" "$(calc "%f" "$w1 - $w0")" "$(calc "%f" "($n1 - $n0) / $hz")" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-r["peers_m"] = round(float(sys.argv[2]))
+wall, nginx = float(sys.argv[2]), float(sys.argv[3])
+r["goload_m"] = round(r["cpu_ms"] / wall)
+r["nginx_m"] = round(nginx * 1000 / wall)
 json.dump(r, open(sys.argv[1], "w"))
 PY
 }
-sysctl -q -w kernel.bpf_stats_enabled=1
-rate_rows="" loss_rows=""
-declare -A at
-for rate in $rates; do
-  log "rate $rate/s sensor off"
-  goload_run "$rate" "$rate_secs" "$work/off.json"
-  log "rate $rate/s sensor on"
+rates_part() {
+  local rate t0 b0 c0 w0 t1 b1 c1 w1 rss hwm anon maps wall user_m bpf_m total_m wake_s maps_kb total_kb
+  local sent client server drops lost rows="" loss_rows="" no_loss=1 upto=0
+  sysctl -q -w kernel.bpf_stats_enabled=1
+  for rate in $rates; do
+    log "rate $rate/s sensor off"
+    goload_run "$rate" "$rate_secs" "$work/off.json"
+    log "rate $rate/s sensor on"
+    sensor_start "$work/out.jsonl"
+    t0=$(cpu_ticks "$sensor") b0=$(bpf_ns "$sensor") c0=$(wakeups "$sensor") w0=$(date +%s.%N)
+    goload_run "$rate" "$rate_secs" "$work/on.json"
+    sleep 1 # what the load left in the ring buffer
+    t1=$(cpu_ticks "$sensor") b1=$(bpf_ns "$sensor") c1=$(wakeups "$sensor") w1=$(date +%s.%N)
+    rss=$(status_kb "$sensor" VmRSS) hwm=$(status_kb "$sensor" VmHWM) anon=$(status_kb "$sensor" RssAnon)
+    maps=$(map_bytes "$sensor")
+    sensor_stop
+    wall=$(calc "%f" "$w1 - $w0")
+    user_m=$(calc "%.0f" "($t1 - $t0) / $hz / $wall * 1000")
+    bpf_m=$(calc "%.0f" "($b1 - $b0) / 1e9 / $wall * 1000")
+    total_m=$((user_m + bpf_m))
+    wake_s=$(calc "%.0f" "($c1 - $c0) / $wall")
+    maps_kb=$((maps / 1024))
+    total_kb=$((rss + maps_kb))
+    sent=$(jget "$work/on.json" sent)
+    client=$(count_http "$work/out.jsonl" goload "\"remote\":\"127.0.0.1:$https_port\"")
+    server=$(count_http "$work/out.jsonl" nginx "\"local\":\"127.0.0.1:$https_port\"")
+    drops=$(file_drops "$work/out.jsonl")
+    rm -f "$work/out.jsonl"
+    rows+="| $rate | $(jget "$work/off.json" ok) / $(jget "$work/off.json" sent) | $(jget "$work/on.json" ok) / $sent | $(jget "$work/off.json" p50_ms) → $(jget "$work/on.json" p50_ms) | $(jget "$work/off.json" p99_ms) → $(jget "$work/on.json" p99_ms) | $(jget "$work/off.json" goload_m) → $(jget "$work/on.json" goload_m) | $(jget "$work/off.json" nginx_m) → $(jget "$work/on.json" nginx_m) | $user_m | $wake_s | $bpf_m | **$total_m** | $(mib "$rss") ($(mib "$anon") anon) | $(mib "$hwm") | $(mib "$maps_kb") | **$(mib "$total_kb")** |"$'\n'
+    loss_rows+="| $rate | $sent | $client ($(calc "%.4f" "$client / $sent")) | $server ($(calc "%.4f" "$server / $sent")) | $drops |"$'\n'
+    if [ "$rate" = 1000 ]; then
+      target "1000 req/s: sensor CPU ≤ 50 millicores (user + system + BPF)" "$total_m m" "$total_m <= 50"
+      target "1000 req/s: sensor memory ≤ 64 MiB (RSS + BPF maps)" "$(mib "$total_kb") MiB" "$total_kb <= 65536"
+    fi
+    if awk "BEGIN { exit !($rate <= 5000) }"; then
+      upto=$rate
+      lost=$(((sent - client) + (sent - server)))
+      [ "$lost" = 0 ] && [ "$drops" = none ] || no_loss=0
+    fi
+  done
+  sysctl -q -w kernel.bpf_stats_enabled="$bpf_stats_was"
+  if ((upto)); then
+    target "no loss up to 5000 req/s (both ends, no drop record; measured to $upto)" \
+      "$( ((no_loss)) && echo none lost || echo 'losses: see 3')" "$no_loss == 1"
+  fi
+  cat <<MD
+### 2. Resource use at fixed rates
+
+\`bench/goload\` (Go net/http + crypto/tls, HTTP/1.1 keep-alive, open loop:
+latency from each request's due time) GETs the 1 KiB file from the same nginx
+over HTTPS for $rate_secs s per rate, first without the sensor, then with it
+(records to a JSON Lines file). CPU in millicores over the load (+1 s): the
+sensor's user + system time from \`/proc/PID/stat\`, and the run time of its
+BPF programs (\`run_time_ns\` in their fdinfo, \`kernel.bpf_stats_enabled=1\`),
+which the kernel spends in the traced processes, all of them on the host.
+Wake-ups are the sensor's voluntary context switches. Memory at the end of
+the load: VmRSS (its anonymous part), VmHWM, and the \`memlock\` of the BPF
+maps (the 8 MiB ring buffer is most of it; its pages the sensor has read are
+in the RSS too, so the total counts them twice). The CPU of goload and nginx
+themselves (their user + system time over the run) shows what the probes cost
+the traced programs: the BPF run time and the uprobe traps (a probe on an
+instruction the kernel does not emulate is single-stepped, a debug trap more;
+see below), which no sensor process is charged for.
+
+| req/s | ok / sent, off | ok / sent, on | p50 ms off → on | p99 ms off → on | goload CPU m, off → on | nginx CPU m, off → on | sensor user+sys m | sensor wake-ups/s | BPF m | CPU m | RSS MiB | HWM MiB | maps MiB | memory MiB |
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+${rows}
+### 3. Loss at fixed rates
+
+\`http\` records of each end (goload through the Go TLS probes, nginx through
+the OpenSSL probes) against the requests goload sent, and the \`drop\` records.
+
+| req/s | sent | client records (ratio) | server records (ratio) | drop records (reason count) |
+|---:|---:|---:|---:|---|
+${loss_rows}
+MD
+}
+
+# ---- 4. soak ---------------------------------------------------------------
+soak() {
+  local t0 b0 w0 t1 b1 w1 rss_load warm series="" elapsed=0 rss_warm="" r rss_end hwm maps wall
+  local cpu sent client server drops growth series_mib
+  log "soak: $soak_rate/s for $soak_secs s"
+  sysctl -q -w kernel.bpf_stats_enabled=1
   sensor_start "$work/out.jsonl"
-  t0=$(cpu_ticks "$sensor") b0=$(bpf_ns "$sensor") c0=$(wakeups "$sensor") w0=$(date +%s.%N)
-  goload_run "$rate" "$rate_secs" "$work/on.json"
-  sleep 1 # what the load left in the ring buffer
-  t1=$(cpu_ticks "$sensor") b1=$(bpf_ns "$sensor") c1=$(wakeups "$sensor") w1=$(date +%s.%N)
-  rss=$(status_kb "$sensor" VmRSS) hwm=$(status_kb "$sensor" VmHWM) anon=$(status_kb "$sensor" RssAnon)
-  maps=$(map_bytes "$sensor")
+  t0=$(cpu_ticks "$sensor") b0=$(bpf_ns "$sensor") w0=$(date +%s.%N)
+  rss_load=$(status_kb "$sensor" VmRSS)
+  "$goload" -url "$url" -cacert "$work/cert.pem" -rate "$soak_rate" -duration "${soak_secs}s" >"$work/soak.json" &
+  load_pid=$!
+  warm=$((soak_secs / 10 > 5 ? soak_secs / 10 : 5))
+  while kill -0 "$load_pid" 2>/dev/null; do
+    sleep 5
+    elapsed=$((elapsed + 5))
+    kill -0 "$load_pid" 2>/dev/null || break
+    r=$(status_kb "$sensor" VmRSS)
+    series+="$r "
+    [ -n "$rss_warm" ] || [ "$elapsed" -lt "$warm" ] || rss_warm=$r
+    [ "$elapsed" -lt $((soak_secs + 120)) ] || { log "soak load overran"; exit 1; }
+  done
+  wait "$load_pid"
+  load_pid=""
+  rss_end=$(status_kb "$sensor" VmRSS)
+  [ -n "$rss_warm" ] || rss_warm=$rss_end
+  sleep 1
+  t1=$(cpu_ticks "$sensor") b1=$(bpf_ns "$sensor") w1=$(date +%s.%N)
+  hwm=$(status_kb "$sensor" VmHWM) maps=$(map_bytes "$sensor")
   sensor_stop
+  sysctl -q -w kernel.bpf_stats_enabled="$bpf_stats_was"
   wall=$(calc "%f" "$w1 - $w0")
-  user_m=$(calc "%.0f" "($t1 - $t0) / $hz / $wall * 1000")
-  bpf_m=$(calc "%.0f" "($b1 - $b0) / 1e9 / $wall * 1000")
-  total_m=$((user_m + bpf_m))
-  wake_s=$(calc "%.0f" "($c1 - $c0) / $wall")
-  maps_kb=$((maps / 1024))
-  total_kb=$((rss + maps_kb))
-  sent=$(jget "$work/on.json" sent)
+  cpu=$(calc "%.0f" "($t1 - $t0) / $hz / $wall * 1000 + ($b1 - $b0) / 1e9 / $wall * 1000")
+  sent=$(jget "$work/soak.json" sent)
   client=$(count_http "$work/out.jsonl" goload "\"remote\":\"127.0.0.1:$https_port\"")
   server=$(count_http "$work/out.jsonl" nginx "\"local\":\"127.0.0.1:$https_port\"")
   drops=$(file_drops "$work/out.jsonl")
   rm -f "$work/out.jsonl"
-  rate_rows+="| $rate | $(jget "$work/off.json" ok) / $(jget "$work/off.json" sent) | $(jget "$work/on.json" ok) / $sent | $(jget "$work/off.json" p50_ms) → $(jget "$work/on.json" p50_ms) | $(jget "$work/off.json" p99_ms) → $(jget "$work/on.json" p99_ms) | $(jget "$work/off.json" peers_m) → $(jget "$work/on.json" peers_m) | $user_m | $wake_s | $bpf_m | **$total_m** | $(mib "$rss") ($(mib "$anon") anon) | $(mib "$hwm") | $(mib "$maps_kb") | **$(mib "$total_kb")** |"$'\n'
-  loss_rows+="| $rate | $sent | $client ($(calc "%.4f" "$client / $sent")) | $server ($(calc "%.4f" "$server / $sent")) | $drops |"$'\n'
-  at[$rate,cpu]=$total_m at[$rate,mem]=$total_kb
-  at[$rate,lost]=$(( (sent - client) + (sent - server) ))
-  [ "$drops" = none ] || at[$rate,lost]=$((at[$rate,lost] + 1))
-done
+  growth=$(calc "%.1f" "($rss_end - $rss_warm) / $rss_warm * 100")
+  # At most 12 points of the series, in MiB.
+  series_mib=$(tr ' ' '\n' <<<"$series" | awk 'NF { v[n++] = $1 } END { step = n > 12 ? n / 12 : 1; for (i = 0; i < n; i += step) printf "%s%.1f", (i ? ", " : ""), v[int(i)] / 1024 }')
+  target "soak ($soak_secs s at $soak_rate req/s): RSS growth ≤ 5 %" "$growth %" "$growth <= 5"
+  cat <<MD
+### 4. Soak
 
-# ---- 4. soak ---------------------------------------------------------------
-log "soak: $soak_rate/s for $soak_secs s"
-sensor_start "$work/out.jsonl"
-t0=$(cpu_ticks "$sensor") b0=$(bpf_ns "$sensor") w0=$(date +%s.%N)
-rss_load=$(status_kb "$sensor" VmRSS)
-"$goload" -url "$url" -cacert "$work/cert.pem" -rate "$soak_rate" -duration "${soak_secs}s" >"$work/soak.json" &
-load_pid=$!
-warm=$((soak_secs / 10 > 5 ? soak_secs / 10 : 5))
-series="" elapsed=0 rss_warm=""
-while kill -0 "$load_pid" 2>/dev/null; do
-  sleep 5
-  elapsed=$((elapsed + 5))
-  kill -0 "$load_pid" 2>/dev/null || break
-  r=$(status_kb "$sensor" VmRSS)
-  series+="$r "
-  [ -n "$rss_warm" ] || [ "$elapsed" -lt "$warm" ] || rss_warm=$r
-  [ "$elapsed" -lt $((soak_secs + 120)) ] || { log "soak load overran"; exit 1; }
-done
-wait "$load_pid"
-load_pid=""
-rss_end=$(status_kb "$sensor" VmRSS)
-[ -n "$rss_warm" ] || rss_warm=$rss_end
-sleep 1
-t1=$(cpu_ticks "$sensor") b1=$(bpf_ns "$sensor") w1=$(date +%s.%N)
-hwm=$(status_kb "$sensor" VmHWM) maps=$(map_bytes "$sensor")
-sensor_stop
-wall=$(calc "%f" "$w1 - $w0")
-soak_cpu=$(calc "%.0f" "($t1 - $t0) / $hz / $wall * 1000 + ($b1 - $b0) / 1e9 / $wall * 1000")
-soak_sent=$(jget "$work/soak.json" sent)
-soak_client=$(count_http "$work/out.jsonl" goload "\"remote\":\"127.0.0.1:$https_port\"")
-soak_server=$(count_http "$work/out.jsonl" nginx "\"local\":\"127.0.0.1:$https_port\"")
-soak_drops=$(file_drops "$work/out.jsonl")
-rm -f "$work/out.jsonl"
-growth=$(calc "%.1f" "($rss_end - $rss_warm) / $rss_warm * 100")
-# At most 12 points of the series, in MiB.
-series_mib=$(tr ' ' '\n' <<<"$series" | awk 'NF { v[n++] = $1 } END { step = n > 12 ? n / 12 : 1; for (i = 0; i < n; i += step) printf "%s%.1f", (i ? ", " : ""), v[int(i)] / 1024 }')
-sysctl -q -w kernel.bpf_stats_enabled="$bpf_stats_was"
+goload at $soak_rate req/s for $soak_secs s with the sensor on; RSS sampled
+every 5 s, growth from the sample at $warm s (after warm-up) to the end.
+
+| RSS at load start | at $warm s | at end | growth | VmHWM | BPF maps | CPU m (user + system + BPF) | client / server records / sent | drop records |
+|---:|---:|---:|---:|---:|---:|---:|---|---|
+| $(mib "$rss_load") MiB | $(mib "$rss_warm") MiB | $(mib "$rss_end") MiB | $growth % | $(mib "$hwm") MiB | $(mib $((maps / 1024))) MiB | $cpu | $client / $server / $sent | $drops |
+
+RSS (MiB) over the soak: $series_mib.
+
+MD
+}
 
 # ---- 5. pipeline -----------------------------------------------------------
-pipe_table="(skipped: --no-pipeline)"
-if ((pipeline)); then
+pipeline() {
   log "cargo bench -p nettap-sensor --bench pipeline"
-  pipe_table="$(cargo bench --locked -p nettap-sensor --bench pipeline 2>/dev/null | grep '^|')"
-fi
+  cat <<MD
+### 5. User-space pipeline on one core
+
+\`cargo bench -p nettap-sensor --bench pipeline\` (replayed input, no kernel;
+what the rows are: see the section on it below).
+
+$(cargo bench --locked -p nettap-sensor --bench pipeline 2>/dev/null | grep '^|')
+
+MD
+}
 
 # ---- the section -----------------------------------------------------------
-r1000="${at[1000,cpu]:-}"
-no_loss=1
-for rate in $rates; do
-  awk "BEGIN { exit !($rate <= 5000) }" || continue
-  [ "${at[$rate,lost]}" = 0 ] || no_loss=0
-done
+: >"$work/parts.md"
+! part sat || saturation >>"$work/parts.md"
+! part rates || rates_part >>"$work/parts.md"
+! part soak || soak >>"$work/parts.md"
+! part pipeline || pipeline >>"$work/parts.md"
 {
   echo "<!-- bench/run.sh: begin (generated; edit bench/run.sh instead) -->"
   echo "## Overhead against no sensor"
@@ -331,83 +429,17 @@ done
   echo "captures each exchange twice (client and server). nginx, the load and the"
   echo "sensor share the $(nproc) CPUs."
   echo
-  echo "### Targets"
-  echo
-  echo "| target | measured | |"
-  echo "|---|---:|---|"
-  for proto in https http; do
-    echo "| ${proto^^} saturation: throughput on/off ≥ 0.97 | ${sat[$proto,rps]} | $(met "${sat[$proto,rps]} >= 0.97") |"
-    echo "| ${proto^^} saturation: p99 latency on/off ≤ 1.05 | ${sat[$proto,p99]} | $(met "${sat[$proto,p99]} <= 1.05") |"
-  done
-  if [ -n "$r1000" ]; then
-    echo "| 1000 req/s: sensor CPU ≤ 50 millicores (user + system + BPF) | ${at[1000,cpu]} m | $(met "${at[1000,cpu]} <= 50") |"
-    echo "| 1000 req/s: sensor memory ≤ 64 MiB (RSS + BPF maps) | $(mib "${at[1000,mem]}") MiB | $(met "${at[1000,mem]} <= 65536") |"
+  if [ -s "$targets" ]; then
+    echo "### Targets"
+    echo
+    echo "| target | measured | |"
+    echo "|---|---:|---|"
+    cat "$targets"
+    echo
   fi
-  echo "| no loss up to 5000 req/s (every exchange at both ends, no drop record) | $( ((no_loss)) && echo none lost || echo 'losses: see 3') | $( ((no_loss)) && echo met || echo '**missed**') |"
-  echo "| soak ($soak_secs s at $soak_rate req/s): RSS growth ≤ 5 % | $growth % | $(met "$growth <= 5") |"
-  echo
-  echo "### 1. Saturation"
-  echo
-  echo "nginx (1 worker, keep-alive, 1 KiB file) under \`wrk -t1 -c$conns\` for $sat_secs s per"
-  echo "run, sensor off and on alternated $rounds time(s); with the sensor on, its records"
-  echo "go to /dev/null. Sensor CPU is its user + system time over the run (100 % = one CPU)."
-  echo
-  echo "| workload | round | sensor | requests/s | p50 ms | p99 ms | sensor CPU | lost (logged) |"
-  echo "|---|---:|---|---:|---:|---:|---:|---|"
-  printf '%s' "$sat_rows"
-  echo
-  echo "| workload | throughput on/off | p50 on/off | p99 on/off |"
-  echo "|---|---:|---:|---:|"
-  for proto in https http; do echo "| ${proto^^} | ${sat[$proto,rps]} | ${sat[$proto,p50]} | ${sat[$proto,p99]} |"; done
-  echo
-  echo "### 2. Resource use at fixed rates"
-  echo
-  echo "\`bench/goload\` (Go net/http + crypto/tls, HTTP/1.1 keep-alive, open loop:"
-  echo "latency from each request's due time) GETs the 1 KiB file from the same nginx"
-  echo "over HTTPS for $rate_secs s per rate, first without the sensor, then with it"
-  echo "(records to a JSON Lines file). CPU in millicores over the load (+1 s): the"
-  echo "sensor's user + system time from \`/proc/PID/stat\`, and the run time of its"
-  echo "BPF programs (\`run_time_ns\` in their fdinfo, \`kernel.bpf_stats_enabled=1\`),"
-  echo "which the kernel spends in the traced processes, all of them on the host. Memory"
-  echo "at the end of the load: VmRSS (its anonymous part), VmHWM, and the \`memlock\` of"
-  echo "the BPF maps (the 8 MiB ring buffer is most of it; its pages the sensor has"
-  echo "read are in the RSS too, so the total counts them twice). The CPU of goload"
-  echo "and nginx themselves (their user + system time over the run) shows what the"
-  echo "probes cost the traced programs: the BPF run time and the uprobe traps (a"
-  echo "probe on an instruction the kernel does not emulate is single-stepped, a debug"
-  echo "trap more; see below), which no sensor process is charged for."
-  echo
-  echo "| req/s | ok / sent, off | ok / sent, on | p50 ms off → on | p99 ms off → on | goload + nginx CPU m, off → on | sensor user+sys m | sensor wake-ups/s | BPF m | CPU m | RSS MiB | HWM MiB | maps MiB | memory MiB |"
-  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-  printf '%s' "$rate_rows"
-  echo
-  echo "### 3. Loss at fixed rates"
-  echo
-  echo "\`http\` records of each end (goload through the Go TLS probes, nginx through"
-  echo "the OpenSSL probes) against the requests goload sent, and the \`drop\` records."
-  echo
-  echo "| req/s | sent | client records (ratio) | server records (ratio) | drop records (reason count) |"
-  echo "|---:|---:|---:|---:|---|"
-  printf '%s' "$loss_rows"
-  echo
-  echo "### 4. Soak"
-  echo
-  echo "goload at $soak_rate req/s for $soak_secs s with the sensor on; RSS sampled"
-  echo "every 5 s, growth from the sample at $warm s (after warm-up) to the end."
-  echo
-  echo "| RSS at load start | at $warm s | at end | growth | VmHWM | BPF maps | CPU m | client / server records / sent | drop records |"
-  echo "|---:|---:|---:|---:|---:|---:|---:|---|---|"
-  echo "| $(mib "$rss_load") MiB | $(mib "$rss_warm") MiB | $(mib "$rss_end") MiB | $growth % | $(mib "$hwm") MiB | $(mib $((maps / 1024))) MiB | $soak_cpu | $soak_client / $soak_server / $soak_sent | $soak_drops |"
-  echo
-  echo "RSS (MiB) over the soak: $series_mib."
-  echo
-  echo "### 5. User-space pipeline on one core"
-  echo
-  echo "\`cargo bench -p nettap-sensor --bench pipeline\` (replayed input, no kernel; see below)."
-  echo
-  echo "$pipe_table"
+  cat "$work/parts.md"
   echo "<!-- bench/run.sh: end -->"
-} >"$work/section.md"
+} | cat -s >"$work/section.md"
 
 if [ "$output" = - ]; then
   cat "$work/section.md"
