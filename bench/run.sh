@@ -155,6 +155,38 @@ bpf_ns() {
   awk 'FNR == 1 { id = "" } /^prog_id:/ { id = $2 } /^run_time_ns:/ && id != "" && !(id in seen) { seen[id]; s += $2 } END { printf "%d", s }' \
     /proc/"$1"/fdinfo/* 2>/dev/null
 }
+# The BPF programs PID holds, as JSON {id: [name, run_time_ns, run_cnt]}.
+bpf_progs() {
+  bpftool -j prog show | python3 -c '
+import glob, json, sys
+ids = set()
+for f in glob.glob(f"/proc/{sys.argv[1]}/fdinfo/*"):
+    try:
+        lines = open(f).read().splitlines()
+    except OSError:
+        continue
+    ids |= {int(l.split()[1]) for l in lines if l.startswith("prog_id:")}
+progs = {p["id"]: [p.get("name", "?"), p.get("run_time_ns", 0), p.get("run_cnt", 0)] for p in json.load(sys.stdin) if p["id"] in ids}
+json.dump(progs, sys.stdout)' "$1"
+}
+# bpf_breakdown BEFORE AFTER SECONDS: a Markdown table of the programs that ran.
+bpf_breakdown() {
+  python3 - "$1" "$2" "$3" <<'PY'
+import json, sys
+a, b, secs = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), float(sys.argv[3])
+rows = {}
+for i, (name, ns, cnt) in b.items():
+    _, ns0, cnt0 = a.get(i, [name, 0, 0])
+    r = rows.setdefault(name, [0, 0])
+    r[0] += ns - ns0
+    r[1] += cnt - cnt0
+print("| program | runs/s | ns per run | millicores |")
+print("|---|---:|---:|---:|")
+for name, (ns, cnt) in sorted(rows.items(), key=lambda kv: -kv[1][0]):
+    if cnt:
+        print(f"| `{name}` | {cnt / secs:.0f} | {ns / cnt:.0f} | {ns / secs / 1e6:.1f} |")
+PY
+}
 # Summed memlock bytes of the BPF maps PID holds (each map once).
 map_bytes() {
   awk 'FNR == 1 { m = 0 } /^map_type:/ { m = 1 } /^memlock:/ && m { b = $2 } /^map_id:/ && m && !($2 in seen) { seen[$2]; s += b } END { printf "%d", s }' \
@@ -269,10 +301,12 @@ rates_part() {
     goload_run "$rate" "$rate_secs" "$work/off.json"
     log "rate $rate/s sensor on"
     sensor_start "$work/out.jsonl"
+    bpf_progs "$sensor" >"$work/progs0.json"
     t0=$(cpu_ticks "$sensor") b0=$(bpf_ns "$sensor") c0=$(wakeups "$sensor") w0=$(date +%s.%N)
     goload_run "$rate" "$rate_secs" "$work/on.json"
     sleep 1 # what the load left in the ring buffer
     t1=$(cpu_ticks "$sensor") b1=$(bpf_ns "$sensor") c1=$(wakeups "$sensor") w1=$(date +%s.%N)
+    bpf_progs "$sensor" >"$work/progs1.json"
     rss=$(status_kb "$sensor" VmRSS) hwm=$(status_kb "$sensor" VmHWM) anon=$(status_kb "$sensor" RssAnon)
     maps=$(map_bytes "$sensor")
     sensor_stop
@@ -291,6 +325,7 @@ rates_part() {
     rows+="| $rate | $(jget "$work/off.json" ok) / $(jget "$work/off.json" sent) | $(jget "$work/on.json" ok) / $sent | $(jget "$work/off.json" p50_ms) → $(jget "$work/on.json" p50_ms) | $(jget "$work/off.json" p99_ms) → $(jget "$work/on.json" p99_ms) | $(jget "$work/off.json" goload_m) → $(jget "$work/on.json" goload_m) | $(jget "$work/off.json" nginx_m) → $(jget "$work/on.json" nginx_m) | $user_m | $wake_s | $bpf_m | **$total_m** | $(mib "$rss") ($(mib "$anon") anon) | $(mib "$hwm") | $(mib "$maps_kb") | **$(mib "$total_kb")** |"$'\n'
     loss_rows+="| $rate | $sent | $client ($(calc "%.4f" "$client / $sent")) | $server ($(calc "%.4f" "$server / $sent")) | $drops |"$'\n'
     if [ "$rate" = 1000 ]; then
+      bpf_breakdown "$work/progs0.json" "$work/progs1.json" "$wall" >"$work/progs1000.md"
       target "1000 req/s: sensor CPU ≤ 50 millicores (user + system + BPF)" "$total_m m" "$total_m <= 50"
       target "1000 req/s: sensor memory ≤ 64 MiB (RSS + BPF maps)" "$(mib "$total_kb") MiB" "$total_kb <= 65536"
     fi
@@ -301,6 +336,11 @@ rates_part() {
     fi
   done
   sysctl -q -w kernel.bpf_stats_enabled="$bpf_stats_was"
+  local progs_md=""
+  if [ -s "$work/progs1000.md" ]; then
+    progs_md="The BPF programs at 1000 req/s (\`bpftool prog show\` before and after; every"$'\n'
+    progs_md+="process's calls, not only the load's):"$'\n\n'"$(cat "$work/progs1000.md")"$'\n'
+  fi
   if ((upto)); then
     target "no loss up to 5000 req/s (both ends, no drop record; measured to $upto)" \
       "$( ((no_loss)) && echo none lost || echo 'losses: see 3')" "$no_loss == 1"
@@ -327,6 +367,7 @@ see below), which no sensor process is charged for.
 | req/s | ok / sent, off | ok / sent, on | p50 ms off → on | p99 ms off → on | goload CPU m, off → on | nginx CPU m, off → on | sensor user+sys m | sensor wake-ups/s | BPF m | CPU m | RSS MiB | HWM MiB | maps MiB | memory MiB |
 |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 ${rows}
+${progs_md}
 ### 3. Loss at fixed rates
 
 \`http\` records of each end (goload through the Go TLS probes, nginx through
