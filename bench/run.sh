@@ -2,7 +2,8 @@
 # nettap's cost against no sensor, in one run, written to docs/benchmarks.md:
 #   1. saturation: nginx (1 worker, keep-alive, 1 KiB responses) under wrk at
 #      fixed concurrency on loopback, HTTPS (libssl.so.3 at both ends) and
-#      plain HTTP; sensor off and on alternated; throughput and p50/p99 ratios;
+#      plain HTTP; sensor off, on, and "hooks" (attached, keeping nothing:
+#      --pid 1) alternated; throughput and p50/p99 ratios;
 #   2. fixed rates: bench/goload (Go crypto/tls client, open loop) against the
 #      same nginx over HTTPS at each rate, off then on: the sensor's CPU
 #      (user + system from /proc/PID/stat, plus the run time of its BPF
@@ -230,21 +231,23 @@ wrk_run() {
   echo "$(awk '/Requests\/sec/ { print $2 }' "$work/wrk.out") $(ms 50%) $(ms 99%)"
 }
 saturation() {
-  local proto port round mode cpu drops rps p50 p99 t0 w0 rows="" ratios="" k
+  local proto port round mode cpu drops rps p50 p99 t0 w0 rows="" ratios="" k sensor_args_was
   declare -A sum r
   for proto in https http; do
     port=$https_port; [ "$proto" = http ] && port=$http_port
     for round in $(seq "$rounds"); do
-      for mode in off on; do
+      for mode in off hooks on; do
         cpu="–" drops="–"
-        if [ "$mode" = on ]; then
+        if [ "$mode" != off ]; then
+          if [ "$mode" = hooks ]; then sensor_args_was=$sensor_args sensor_args+=" --pid 1"; fi
           sensor_start /dev/null
+          [ "$mode" != hooks ] || sensor_args=$sensor_args_was
           t0=$(cpu_ticks "$sensor") w0=$(date +%s.%N)
         fi
         log "saturation $proto round $round sensor $mode"
         read -r rps p50 p99 < <(wrk_run "$proto://127.0.0.1:$port/1k")
         [ -n "${p99:-}" ] || exit 1
-        if [ "$mode" = on ]; then
+        if [ "$mode" != off ]; then
           cpu="$(calc "%.0f%%" "($(cpu_ticks "$sensor") - $t0) / $hz / ($(date +%s.%N) - $w0) * 100")"
           sensor_stop
           drops="$(logged_drops)"
@@ -255,9 +258,12 @@ saturation() {
         sum[$mode,p99]=$(calc "%f" "${sum[$mode,p99]:-0} + $p99")
       done
     done
-    for k in rps p50 p99; do r[$k]=$(calc "%.3f" "${sum[on,$k]} / ${sum[off,$k]}"); done
+    for k in rps p50 p99; do
+      r[$k]=$(calc "%.3f" "${sum[on,$k]} / ${sum[off,$k]}")
+      r[hooks,$k]=$(calc "%.3f" "${sum[hooks,$k]} / ${sum[off,$k]}")
+    done
     unset sum; declare -A sum
-    ratios+="| ${proto^^} | ${r[rps]} | ${r[p50]} | ${r[p99]} |"$'\n'
+    ratios+="| ${proto^^} | ${r[rps]} | ${r[p50]} | ${r[p99]} | ${r[hooks,rps]} | ${r[hooks,p50]} | ${r[hooks,p99]} |"$'\n'
     target "${proto^^} saturation: throughput on/off ≥ 0.97" "${r[rps]}" "${r[rps]} >= 0.97"
     target "${proto^^} saturation: p99 latency on/off ≤ 1.05" "${r[p99]}" "${r[p99]} <= 1.05"
   done
@@ -265,16 +271,17 @@ saturation() {
 ### 1. Saturation
 
 nginx (1 worker, keep-alive, 1 KiB file) under \`wrk -t1 -c$conns\` for $sat_secs s per
-run, sensor off and on alternated $rounds time(s); with the sensor on, its records
-go to /dev/null. Sensor CPU is its user + system time over the run (100 % = one
-CPU); losses are those the sensor logged (\`capture lost data\`). Ratios are of
-the means over the rounds.
+run; in each of $rounds round(s) without the sensor (off), with it keeping nothing
+(hooks: \`--pid 1\`, so every probe and tracepoint fires and its program returns
+at the filter) and capturing (on, records to /dev/null). Sensor CPU is its
+user + system time over the run (100 % = one CPU); losses are those the sensor
+logged (\`capture lost data\`). Ratios are of the means over the rounds.
 
 | workload | round | sensor | requests/s | p50 ms | p99 ms | sensor CPU | lost (reason count) |
 |---|---:|---|---:|---:|---:|---:|---|
 ${rows}
-| workload | throughput on/off | p50 on/off | p99 on/off |
-|---|---:|---:|---:|
+| workload | throughput on/off | p50 on/off | p99 on/off | throughput hooks/off | p50 hooks/off | p99 hooks/off |
+|---|---:|---:|---:|---:|---:|---:|
 ${ratios}
 MD
 }
