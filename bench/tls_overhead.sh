@@ -15,6 +15,7 @@ cargo build --release --locked -p nettap-sensor --bin nettap >&2
 bin=target/release/nettap
 port=19443
 work="$(mktemp -d)"
+chmod 755 "$work" # nginx's workers (not root) must read www/: with 0700 every answer was a 403
 mkdir -p "$work/www"
 head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 >"$work/www/1k"
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
@@ -43,6 +44,7 @@ for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break;
 # One wrk run: "requests/s p50_ms p99_ms".
 load() {
   wrk -t1 -c"$conns" -d"${secs}s" --latency "https://127.0.0.1:$port/1k" >"$work/wrk.out"
+  ! grep -q 'Non-2xx\|Socket errors' "$work/wrk.out" || { cat "$work/wrk.out" >&2; exit 1; }
   ms() { awk -v p="$1" '$1 == p { v = $2; if (v ~ /us$/) { sub(/us/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms/, "", v) } else if (v ~ /s$/) { sub(/s/, "", v); v *= 1000 } print v }' "$work/wrk.out"; }
   echo "$(awk '/Requests\/sec/ { print $2 }' "$work/wrk.out") $(ms 50%) $(ms 99%)"
 }

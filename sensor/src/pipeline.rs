@@ -584,6 +584,13 @@ impl Processor {
     }
 }
 
+/// Shortest time between two drains of the ring buffer. The kernel wakes the
+/// reader only for a record submitted into an empty ring, so the records of
+/// the meantime are read in one wake-up instead of one wake-up (and one
+/// context switch each side) per record. 5 ms of records fit the default
+/// 8 MiB ring up to 1.6 GB/s.
+const DRAIN_EVERY: Duration = Duration::from_millis(5);
+
 fn drain(ring: &mut RingBuf<aya::maps::MapData>, p: &mut Processor) -> Result<()> {
     let start = Instant::now();
     while let Some(item) = ring.next() {
@@ -786,12 +793,18 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     let stop = stop_signal(opts.duration);
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_drain = Instant::now();
     let why = loop {
         tokio::select! {
             why = &mut stop => break why,
             guard = ring.readable_mut() => {
+                let gather = DRAIN_EVERY.saturating_sub(last_drain.elapsed());
+                if !gather.is_zero() {
+                    tokio::time::sleep(gather).await;
+                }
                 let mut guard = guard?;
                 drain(guard.get_inner_mut(), &mut proc)?;
+                last_drain = Instant::now();
                 guard.clear_ready();
                 for lib in proc.libraries.drain(..).filter(|_| tls_probes) {
                     openssl.attach_mapped(&mut ebpf, &lib, Clock::boot_now_ns());

@@ -1,0 +1,3 @@
+module nettap/bench/goload
+
+go 1.21
