@@ -37,6 +37,10 @@ enum Command {
         /// Where the agent is mounted in the Java containers.
         #[arg(long, default_value = "/nettap-agent")]
         agent_dir: String,
+        /// Also write every review body received to this directory (for
+        /// debugging: the bodies hold whole pod specs).
+        #[arg(long)]
+        dump_reviews: Option<PathBuf>,
     },
     /// Copy the JVM agent into DIR (the init container's command).
     InstallAgent {
@@ -52,13 +56,13 @@ enum Command {
 async fn main() -> Result<()> {
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
     match Cli::parse().command {
-        Command::Serve { listen, tls_cert, tls_key, agent_image, socket_dir, agent_dir } => {
+        Command::Serve { listen, tls_cert, tls_key, agent_image, socket_dir, agent_dir, dump_reviews } => {
             let tls = server::tls_config(&tls_cert, &tls_key)?;
             let cfg = Config { agent_image, socket_dir, agent_dir, ..Config::default() };
             let listener = server::bind(listen).await?;
             tracing::info!(%listen, agent_option = cfg.agent_option(), "nettap injector serving /mutate");
             tokio::select! {
-                _ = server::serve(listener, tls, cfg) => {}
+                _ = server::serve(listener, tls, cfg, dump_reviews) => {}
                 _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
             }
             Ok(())

@@ -9,7 +9,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_rustls::rustls;
@@ -72,10 +73,12 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })
 }
 
-/// Serves until the task is dropped.
-pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, cfg: Config) {
+/// Serves until the task is dropped; with `dump`, each review body is also
+/// written there (`review-N.json`).
+pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, cfg: Config, dump: Option<PathBuf>) {
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     let cfg = Arc::new(cfg);
+    let dump = Arc::new(dump);
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -85,7 +88,7 @@ pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, cfg: Config
                 continue;
             }
         };
-        let (acceptor, cfg) = (acceptor.clone(), cfg.clone());
+        let (acceptor, cfg, dump) = (acceptor.clone(), cfg.clone(), dump.clone());
         tokio::spawn(async move {
             let tls =
                 match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
@@ -93,7 +96,7 @@ pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, cfg: Config
                     Ok(Err(e)) => return warn!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => return warn!(%peer, "TLS handshake timed out"),
                 };
-            let service = hyper::service::service_fn(move |req| handle(req, cfg.clone()));
+            let service = hyper::service::service_fn(move |req| handle(req, cfg.clone(), dump.clone()));
             let io = hyper_util::rt::TokioIo::new(tls);
             if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
                 warn!(%peer, error = %e, "connection ended with an error");
@@ -105,6 +108,7 @@ pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, cfg: Config
 async fn handle(
     req: Request<Incoming>,
     cfg: Arc<Config>,
+    dump: Arc<Option<PathBuf>>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let reply = |status: StatusCode, body: Vec<u8>| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -123,6 +127,13 @@ async fn handle(
                     return reply(StatusCode::PAYLOAD_TOO_LARGE, a.body);
                 }
             };
+            if let Some(dir) = dump.as_ref() {
+                static DUMPED: AtomicU64 = AtomicU64::new(0);
+                let path = dir.join(format!("review-{}.json", DUMPED.fetch_add(1, Ordering::Relaxed)));
+                if let Err(e) = std::fs::write(&path, &body) {
+                    warn!(path = %path.display(), error = %e, "review not dumped");
+                }
+            }
             let a = review::answer(&body, &cfg);
             if a.status == 200 {
                 info!("{}", a.summary);

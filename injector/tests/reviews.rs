@@ -1,5 +1,8 @@
-//! The webhook's answers to AdmissionReview bodies shaped as kube-apiserver
-//! sends them (`tests/reviews/*.json`): each patch is applied to the pod it
+//! The webhook's answers to AdmissionReview bodies captured from
+//! kube-apiserver v1.37.2 (`tests/reviews/*.json`, written by
+//! `nettap-injector serve --dump-reviews` during dry-run creations; only
+//! `pod-not-a-pod.json` is made by hand, as the API server never sends an
+//! unreadable pod): each patch is applied to the pod it
 //! came with, the result must be a valid Pod with the agent wired exactly
 //! once, and a second pass over the result must change nothing.
 

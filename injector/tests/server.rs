@@ -59,7 +59,9 @@ fn serves_reviews_over_https_and_survives_bad_input() {
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["response"]["allowed"], true);
-    assert_eq!(v["response"]["uid"], "4f1c6b0e-0001-4c1a-8a00-000000000001");
+    let sent: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(reviews.join("java-pod.json")).unwrap()).unwrap();
+    assert_eq!(v["response"]["uid"], sent["request"]["uid"]);
     assert_eq!(v["response"]["patchType"], "JSONPatch");
     let patch: Vec<u8> = serde_json::from_value(v["response"]["patch"].clone()).unwrap();
     assert!(String::from_utf8(patch).unwrap().contains("example/agent:1"), "the configured image");
