@@ -23,7 +23,7 @@ int tp_exit_mmap(struct trace_event_raw_sys_exit *ctx)
 	if (fd < 0)
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
-	if (!pid_wanted(id >> 32))
+	if (!tgid_wanted(id >> 32))
 		return 0;
 
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
@@ -61,7 +61,7 @@ SEC("tracepoint/sched/sched_process_exec")
 int tp_sched_exec(void *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	if (!pid_wanted(id >> 32))
+	if (!tgid_wanted(id >> 32))
 		return 0;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct nt_lib_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);

@@ -163,4 +163,20 @@ struct {
 	__type(value, __u8);
 } port_filter SEC(".maps");
 
+/* Kubernetes mode: per-cgroup decisions (events.h), changed live by the
+ * sensor; sized by it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct nt_cgroup_policy);
+} cgroup_policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} cgroup_mode SEC(".maps");
+
 #endif

@@ -83,7 +83,8 @@ static __always_inline void read_endpoints(struct sock *sk, struct nt_conn_ident
 	}
 }
 
-static __always_inline bool pid_wanted(__u32 tgid)
+/* --pid: whether process `tgid` is wanted at all (also for finding its libraries). */
+static __always_inline bool tgid_wanted(__u32 tgid)
 {
 	if (tgid == CONFIG.self_tgid)
 		return false;
@@ -92,13 +93,57 @@ static __always_inline bool pid_wanted(__u32 tgid)
 	return true;
 }
 
+/*
+ * Kubernetes mode: the policy of the calling task's cgroup, if it has one,
+ * and in `wanted` whether its traffic is captured. Called in the context of
+ * the process whose traffic it is (syscall exits, uprobes, tcp_*msg).
+ */
+static __always_inline const struct nt_cgroup_policy *current_cgroup_policy(bool *wanted)
+{
+	__u32 zero = 0;
+	__u32 *mode = bpf_map_lookup_elem(&cgroup_mode, &zero);
+	*wanted = true;
+	if (!mode || *mode == NT_CGROUP_OFF)
+		return NULL;
+	__u64 cg = bpf_get_current_cgroup_id();
+	const struct nt_cgroup_policy *p = bpf_map_lookup_elem(&cgroup_policy, &cg);
+	if (!p) {
+		*wanted = *mode == NT_CGROUP_UNLISTED_CAPTURED;
+		return NULL;
+	}
+	*wanted = p->capture != 0;
+	return p;
+}
+
+/* --pid, and in Kubernetes mode the process's cgroup: whether its traffic is captured. */
+static __always_inline bool pid_wanted(__u32 tgid)
+{
+	if (!tgid_wanted(tgid))
+		return false;
+	bool wanted;
+	current_cgroup_policy(&wanted);
+	return wanted;
+}
+
+/* --port, and in Kubernetes mode the port filter of the process's workload. */
 static __always_inline bool ports_wanted(struct sock *sk)
 {
-	if (!CONFIG.filter_ports)
-		return true;
 	__u16 lport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	__u16 rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	return bpf_map_lookup_elem(&port_filter, &lport) || bpf_map_lookup_elem(&port_filter, &rport);
+	if (CONFIG.filter_ports && !bpf_map_lookup_elem(&port_filter, &lport) &&
+	    !bpf_map_lookup_elem(&port_filter, &rport))
+		return false;
+	bool wanted;
+	const struct nt_cgroup_policy *p = current_cgroup_policy(&wanted);
+	if (!p || p->nports == 0)
+		return true;
+	for (int i = 0; i < NT_CGROUP_PORTS; i++) {
+		if (i >= p->nports)
+			break;
+		if (p->ports[i] == lport || p->ports[i] == rport)
+			return true;
+	}
+	return false;
 }
 
 /*

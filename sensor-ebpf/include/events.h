@@ -178,6 +178,21 @@ struct nt_go_layout {
 	__u32 itab_hash;
 };
 
+/* Kubernetes mode: what is captured of the processes of one cgroup (its
+ * cgroup v2 id, the key of `cgroup_policy`), decided in user space from the
+ * capture targets and the Deployment annotations. */
+#define NT_CGROUP_PORTS 8 /* a port-filter annotation names at most this many ports */
+struct nt_cgroup_policy {
+	__u16 capture; /* 0: nothing of this cgroup's processes */
+	__u16 nports;  /* 0: any port; else only connections with one of `ports` at either end */
+	__u16 ports[NT_CGROUP_PORTS];
+};
+
+/* `cgroup_mode[0]`: whether `cgroup_policy` applies, and what a cgroup it does not list gets. */
+#define NT_CGROUP_OFF 0             /* no per-cgroup decisions (not Kubernetes mode) */
+#define NT_CGROUP_UNLISTED_CAPTURED 1 /* no capture targets: everything but what is listed off */
+#define NT_CGROUP_UNLISTED_SKIPPED 2  /* capture targets: only what is listed on */
+
 /* Load-time settings, written into the object's .rodata before load. */
 struct nt_config {
 	__u32 self_tgid;          /* the sensor never captures itself */

@@ -14,6 +14,8 @@ unsafe impl aya::Pod for events::nt_drop_counter {}
 unsafe impl aya::Pod for events::nt_go_exe {}
 // SAFETY: as above.
 unsafe impl aya::Pod for events::nt_go_layout {}
+// SAFETY: as above.
+unsafe impl aya::Pod for events::nt_cgroup_policy {}
 
 /// The object for the architecture `nettap` was built for.
 #[cfg(target_arch = "x86_64")]

@@ -36,6 +36,9 @@ pub struct CaptureConfig {
     pub exec_hold_ms: u32,
     /// What is redacted from exchanges before any output.
     pub redact: RedactConfig,
+    /// Pod cgroups the kernel can hold capture rules for (Kubernetes mode;
+    /// 0: 8192 there, none otherwise).
+    pub max_pod_cgroups: u32,
 }
 
 /// `[capture.redact]`: on by default; the named headers and fields are
@@ -102,6 +105,7 @@ impl Default for CaptureConfig {
             max_connections: 8192,
             exec_hold_ms: 1000,
             redact: RedactConfig::default(),
+            max_pod_cgroups: 0,
         }
     }
 }
@@ -126,6 +130,10 @@ pub struct KubernetesConfig {
     pub node_name: Option<String>,
     /// A kubeconfig file (else `KUBECONFIG`, `~/.kube/config` or in-cluster).
     pub kubeconfig: Option<std::path::PathBuf>,
+    /// The capture targets file (JSON; see `--capture-targets`).
+    pub capture_targets: Option<std::path::PathBuf>,
+    /// The host's cgroup v2 hierarchy, where it is not mounted at the usual place in the sensor.
+    pub cgroup_root: Option<std::path::PathBuf>,
 }
 
 /// Problems with the configuration.

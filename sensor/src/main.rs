@@ -180,6 +180,10 @@ struct CaptureArgs {
     /// Kubeconfig file (Kubernetes mode; default: KUBECONFIG, ~/.kube/config or in-cluster).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Capture only the pods these targets select (Kubernetes mode): JSON,
+    /// Helm's `ebpf.configuration.capture` (`{"targets": [...]}`), re-read when it changes.
+    #[arg(long)]
+    capture_targets: Option<PathBuf>,
 }
 
 /// The API's address with its TLS and token, refused when not safe to serve.
@@ -257,6 +261,8 @@ fn kubernetes_options(args: &CaptureArgs, file: &FileConfig) -> Result<Option<Ku
         node_name: node_name.ok_or(nettap_sensor::k8s::KubernetesError::NoNodeName)?,
         kubeconfig: args.kubeconfig.clone().or_else(|| k.kubeconfig.clone()),
         sync_timeout: Duration::from_secs(10),
+        targets_file: args.capture_targets.clone().or_else(|| k.capture_targets.clone()),
+        cgroup_root: k.cgroup_root.clone(),
     }))
 }
 
@@ -333,9 +339,14 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Capture(args) => {
             let file = file_config(&args)?;
+            let kubernetes = kubernetes_options(&args, &file)?;
+            let mut capture = capture_config(&args, &file)?;
+            if kubernetes.is_some() && capture.max_pod_cgroups == 0 {
+                capture.max_pod_cgroups = 8192;
+            }
             let opts = CaptureOptions {
-                capture: capture_config(&args, &file)?,
-                kubernetes: kubernetes_options(&args, &file)?,
+                capture,
+                kubernetes,
                 sink: sink(&args)?,
                 ready_file: args.ready_file.clone(),
                 duration: args.duration,

@@ -774,13 +774,19 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         _ => None,
     };
 
+    // Kubernetes mode: pods named in records, capture rules in the kernel.
+    let mut rules = None;
+    let mut applied = crate::k8s::policy::CgroupRules::default();
     if let Some(k8s) = &opts.kubernetes {
         let client = crate::k8s::client(k8s).await.context("Kubernetes mode")?;
         let pods = crate::k8s::PodResolver::default();
-        crate::k8s::watch::start(client, &k8s.node_name, pods.clone(), k8s.sync_timeout)
-            .await
-            .context("Kubernetes mode")?;
+        let (_stores, mut rx) =
+            crate::k8s::watch::start(client, k8s, pods.clone()).await.context("Kubernetes mode")?;
         proc.tracker.set_pods(pods);
+        if let Some(r) = rx.borrow_and_update().clone() {
+            crate::k8s::enforce::apply(&mut ebpf, &mut applied, &r)?;
+        }
+        rules = Some(rx);
     }
 
     if let Some(path) = &opts.ready_file {
@@ -842,6 +848,9 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                     gate = None;
                 }
             },
+            Some(r) = next_or_never(rules.as_mut().map(changed_rules)) => {
+                crate::k8s::enforce::apply(&mut ebpf, &mut applied, &r)?;
+            }
             _ = tick.tick() => {
                 proc.tick()?;
                 proc.report_drops(&mut drops)?;
@@ -876,4 +885,18 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         "capture finished; probes detached"
     );
     Ok(stats)
+}
+
+/// The next capture rules; pending forever once their sender is gone.
+async fn changed_rules(
+    rx: &mut crate::k8s::watch::RulesWatch,
+) -> Option<std::sync::Arc<crate::k8s::policy::CgroupRules>> {
+    loop {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        if let Some(r) = rx.borrow_and_update().clone() {
+            return Some(r);
+        }
+    }
 }

@@ -200,6 +200,21 @@ impl Sensor {
         }
     }
 
+    /// How many lines of the sensor's log contain every one of `words`.
+    pub fn log_count(&self, words: &[&str]) -> usize {
+        let log = std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default();
+        log.lines().filter(|l| words.iter().all(|w| l.contains(w))).count()
+    }
+
+    /// Waits until the log has more than `n` lines with every one of `words`.
+    pub fn wait_for_log_count(&self, words: &[&str], n: usize) {
+        let start = Instant::now();
+        while self.log_count(words) <= n {
+            assert!(start.elapsed() < TIMEOUT, "the sensor never logged {words:?} a {}th time", n + 1);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The sensor's pid.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()

@@ -5,7 +5,9 @@
 //! `watch` keeps reflectors on the API server and rebuilds the index.
 
 pub mod cgroup;
+pub mod enforce;
 pub mod meta;
+pub mod policy;
 pub mod watch;
 
 pub use meta::{PodIndex, PodMeta, PodOf, Workload};
@@ -35,6 +37,9 @@ pub enum KubernetesError {
     /// The client could not be built from the configuration.
     #[error("cannot build the Kubernetes client")]
     Client(#[source] kube::Error),
+    /// The capture targets file cannot be used.
+    #[error(transparent)]
+    Targets(#[from] policy::TargetsError),
     /// A reflector stopped before its first list.
     #[error("the {0} reflector stopped before listing")]
     ReflectorEnded(&'static str),
@@ -49,6 +54,10 @@ pub struct KubernetesOptions {
     pub kubeconfig: Option<PathBuf>,
     /// How long start-up waits for the first list of every resource.
     pub sync_timeout: Duration,
+    /// The capture targets (JSON: Helm's `ebpf.configuration.capture`), re-read when it changes.
+    pub targets_file: Option<PathBuf>,
+    /// Where the host's cgroup v2 hierarchy is (default: where it is mounted here).
+    pub cgroup_root: Option<PathBuf>,
 }
 
 /// A Kubernetes client from `opts`.

@@ -2,8 +2,10 @@
 //! Deployments and Namespaces, each object stripped to what the sensor
 //! reads, and the pod index rebuilt from them after every change.
 
-use super::meta::{controller, PodIndex, Workload};
-use super::{KubernetesError, PodResolver};
+use super::enforce;
+use super::meta::{controller, PodIndex, PodMeta, Workload};
+use super::policy::{decide, CaptureTargets, CgroupRules, Decision, Target};
+use super::{KubernetesError, KubernetesOptions, PodResolver};
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ContainerStatus, Namespace, Pod, PodStatus};
@@ -11,6 +13,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,16 +55,21 @@ impl Stores {
     }
 }
 
-/// Starts the reflectors of node `node` on the current tokio runtime and
-/// keeps `resolver`'s index up to date; returns once every reflector has
-/// listed its objects, or after `sync_timeout` (then the index follows
-/// when they have).
+/// The capture rules for the kernel, as they change (`None` until the first
+/// synchronisation).
+pub type RulesWatch = tokio::sync::watch::Receiver<Option<Arc<CgroupRules>>>;
+
+/// Starts the reflectors of `opts.node_name` on the current tokio runtime
+/// and keeps `resolver`'s index and the capture rules up to date; returns
+/// once every reflector has listed its objects, or after the sync timeout
+/// (then the index and rules follow when they have).
 pub async fn start(
     client: kube::Client,
-    node: &str,
+    opts: &KubernetesOptions,
     resolver: PodResolver,
-    sync_timeout: Duration,
-) -> Result<Stores, KubernetesError> {
+) -> Result<(Stores, RulesWatch), KubernetesError> {
+    let (node, sync_timeout) = (opts.node_name.as_str(), opts.sync_timeout);
+    let mut policy = PolicyState::new(opts)?;
     let changed = Arc::new(Notify::new());
     let listed: Arc<[AtomicBool; 4]> = Arc::default();
     let (pods, pods_w) = reflector::store();
@@ -112,11 +121,13 @@ pub async fn start(
         }
         Ok::<_, KubernetesError>(())
     };
+    let (rules_tx, rules_rx) = tokio::sync::watch::channel(None);
     match tokio::time::timeout(sync_timeout, synced).await {
         Ok(r) => {
             r?;
             let index = stores.index();
             info!(node, pods = index.pods(), "kubernetes state synchronised");
+            rules_tx.send_replace(Some(Arc::new(policy.rules(&stores, &index))));
             resolver.set(index);
         }
         Err(_) => warn!(
@@ -128,9 +139,14 @@ pub async fn start(
 
     let keep = stores.clone();
     tokio::spawn(async move {
+        // Changes of the objects, and each second new containers' cgroups
+        // and a changed targets file.
+        let mut tick = tokio::time::interval(RESCAN);
         loop {
-            changed.notified().await;
-            tokio::time::sleep(SETTLE).await;
+            tokio::select! {
+                _ = changed.notified() => tokio::time::sleep(SETTLE).await,
+                _ = tick.tick() => {}
+            }
             // Not before every store has listed once: a partial index would
             // name workloads wrong.
             if !listed.iter().all(|l| l.load(Ordering::Relaxed)) {
@@ -138,10 +154,116 @@ pub async fn start(
             }
             let index = keep.index();
             log_changes(&resolver.snapshot(), &index);
+            policy.reload_targets();
+            let rules = policy.rules(&keep, &index);
+            rules_tx.send_if_modified(|old| {
+                let same = old.as_deref() == Some(&rules);
+                if !same {
+                    *old = Some(Arc::new(rules));
+                }
+                !same
+            });
             resolver.set(index);
         }
     });
-    Ok(stores)
+    Ok((stores, rules_rx))
+}
+
+/// How often pod cgroups are looked for (new containers) and the targets file re-read.
+const RESCAN: Duration = Duration::from_secs(1);
+
+/// The capture decisions: the targets (re-read when their file changes),
+/// each pod's last decision (to log changes), the cgroup tree.
+struct PolicyState {
+    targets_file: Option<PathBuf>,
+    targets_mtime: Option<std::time::SystemTime>,
+    targets: Vec<Target>,
+    cgroup_root: Option<PathBuf>,
+    last: HashMap<String, (Decision, Arc<PodMeta>)>,
+}
+
+impl PolicyState {
+    fn new(opts: &KubernetesOptions) -> Result<Self, KubernetesError> {
+        let mut s = PolicyState {
+            targets_file: opts.targets_file.clone(),
+            targets_mtime: None,
+            targets: Vec::new(),
+            cgroup_root: opts.cgroup_root.clone().or_else(enforce::cgroup2_mount),
+            last: HashMap::new(),
+        };
+        if let Some(path) = &s.targets_file {
+            s.targets = CaptureTargets::load(path)?.targets;
+            s.targets_mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+            info!(file = %path.display(), targets = s.targets.len(), "capture targets read");
+        }
+        match &s.cgroup_root {
+            Some(root) => {
+                info!(root = %root.display(), "pod cgroups looked for under this cgroup v2 hierarchy")
+            }
+            None => warn!("no cgroup v2 hierarchy mounted: capture targets and annotations are not enforced"),
+        }
+        Ok(s)
+    }
+
+    /// Re-reads the targets file if it changed (a ConfigMap update); a
+    /// file that cannot be used leaves the targets as they were.
+    fn reload_targets(&mut self) {
+        let Some(path) = &self.targets_file else { return };
+        let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        if mtime == self.targets_mtime {
+            return;
+        }
+        self.targets_mtime = mtime;
+        match CaptureTargets::load(path) {
+            Ok(t) => {
+                info!(file = %path.display(), targets = t.targets.len(), "capture targets changed");
+                self.targets = t.targets;
+            }
+            Err(e) => warn!(error = %crate::probes::error_chain(&e), "capture targets unchanged"),
+        }
+    }
+
+    /// Each pod's decision (changes logged) and the rules of their cgroups.
+    fn rules(&mut self, stores: &Stores, index: &PodIndex) -> CgroupRules {
+        let no_labels = BTreeMap::new();
+        let mut decisions = HashMap::new();
+        for pod in index.iter() {
+            let ns = stores.namespaces.get(&ObjectRef::new(&pod.namespace));
+            let ns_labels = ns.as_ref().and_then(|n| n.metadata.labels.as_ref()).unwrap_or(&no_labels);
+            let deployment = pod
+                .workload
+                .as_ref()
+                .filter(|w| w.kind == "Deployment")
+                .and_then(|w| stores.deployments.get(&ObjectRef::new(&w.name).within(&pod.namespace)));
+            let annotations = deployment.as_ref().and_then(|d| d.metadata.annotations.as_ref());
+            let d = decide(pod, ns_labels, annotations, &self.targets);
+            let before = self.last.get(&pod.uid).map(|(d, _)| d);
+            if before != Some(&d) {
+                let was = before.is_some_and(|b| b.capture);
+                let (pod_name, namespace, ports) = (&pod.pod, &pod.namespace, format!("{:?}", d.ports));
+                match (was, d.capture) {
+                    (_, true) => info!(pod = pod_name, namespace, why = d.why, ports, "pod captured"),
+                    (true, false) => info!(pod = pod_name, namespace, why = d.why, "pod no longer captured"),
+                    (false, false) => {
+                        tracing::debug!(pod = pod_name, namespace, why = d.why, "pod not captured")
+                    }
+                }
+            }
+            decisions.insert(pod.uid.clone(), d);
+        }
+        let mut last = HashMap::new();
+        for pod in index.iter() {
+            last.insert(pod.uid.clone(), (decisions[&pod.uid].clone(), pod.clone()));
+        }
+        for (uid, (d, pod)) in &self.last {
+            if d.capture && !last.contains_key(uid) {
+                info!(pod = pod.pod, namespace = pod.namespace, "pod no longer captured: gone");
+            }
+        }
+        self.last = last;
+        let cgroups = self.cgroup_root.as_deref().map(enforce::pod_cgroups).unwrap_or_default();
+        CgroupRules::build(&cgroups, &decisions, self.targets.is_empty())
+    }
 }
 
 /// Logs each pod that came to or left this node between two indexes.

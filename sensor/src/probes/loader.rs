@@ -107,6 +107,7 @@ pub fn load_object(cfg: &CaptureConfig, self_tgid: u32) -> Result<Ebpf, ProbeErr
         .set_max_entries("inflight", inflight)
         .set_max_entries("pid_filter", cfg.pids.len().max(1) as u32)
         .set_max_entries("port_filter", cfg.ports.len().max(1) as u32)
+        .set_max_entries("cgroup_policy", cfg.max_pod_cgroups.max(1))
         .load(OBJECT)
         .map_err(|e| ProbeError::Object(Box::new(e)))?;
 
