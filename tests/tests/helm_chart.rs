@@ -114,10 +114,21 @@ fn the_sensor_daemonset_has_exactly_the_four_capabilities_and_its_host_access() 
     );
     let host: Vec<&str> =
         pod["volumes"].as_array().unwrap().iter().filter_map(|v| v["hostPath"]["path"].as_str()).collect();
-    assert_eq!(host, ["/sys/kernel/tracing", "/sys/fs/bpf", "/sys/kernel/btf", "/run/nettap"]);
+    assert_eq!(
+        host,
+        ["/sys/kernel/tracing", "/sys/fs/bpf", "/sys/kernel/btf", "/run/nettap", "/sys/fs/cgroup"]
+    );
     let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
     assert!(args.windows(2).any(|w| w == ["--agent-socket", "/run/nettap/agent.sock"]), "{args:?}");
-    assert!(args.contains(&"--kubernetes"));
+    assert!(args.windows(2).any(|w| w == ["--config", "/etc/nettap/nettap.toml"]), "{args:?}");
+    let config = find(&objects, "ConfigMap", "tap-nettap-sensor")["data"]["nettap.toml"].as_str().unwrap();
+    for line in [
+        "enabled = true",
+        "capture_targets = \"/etc/nettap/capture-targets.json\"",
+        "cgroup_root = \"/host/sys/fs/cgroup\"",
+    ] {
+        assert!(config.lines().any(|l| l.trim() == line), "{line} in {config}");
+    }
     assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
 
     let role = find(&objects, "ClusterRole", "tap-nettap-sensor");
