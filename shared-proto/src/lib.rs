@@ -30,6 +30,14 @@ mod tests {
                 tls: false,
                 remote_host: String::new(),
             }),
+            k8s: Some(K8s {
+                pod: "orders-7d9f8-abcde".into(),
+                namespace: "shop".into(),
+                labels: [("app".to_string(), "orders".to_string())].into(),
+                workload: Some(Workload { kind: "Deployment".into(), name: "orders".into() }),
+                uid: "9c5e2d1a".into(),
+                container: "app".into(),
+            }),
             kind: Some(record::Kind::Data(DataChunk {
                 direction: Direction::Send as i32,
                 seq: 7,

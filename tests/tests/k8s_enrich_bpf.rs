@@ -37,8 +37,13 @@ fn curl(pod: Option<&SimPod>, ns: Option<&str>, url: &str) -> u32 {
 }
 
 fn kubernetes_sensor(api: &ApiServer, node: &str, ports: &[u16]) -> Sensor {
+    kubernetes_sensor_with(api, node, ports, &[])
+}
+
+fn kubernetes_sensor_with(api: &ApiServer, node: &str, ports: &[u16], extra: &[&str]) -> Sensor {
     let kubeconfig = api.kubeconfig.display().to_string();
     let mut args = vec!["--kubernetes", "--node-name", node, "--kubeconfig", &kubeconfig];
+    args.extend_from_slice(extra);
     let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
     for p in &ports {
         args.extend(["--port", p]);
@@ -115,11 +120,25 @@ fn records_name_pod_namespace_labels_and_workload() {
     let (web_port, agent_port) = (nettap_e2e::free_port(), nettap_e2e::free_port());
     let (mut web_server, _w) = server(&web, Some(&net.a), "0.0.0.0", web_port);
     let (mut agent_server, _a) = server(&agent, None, "127.0.0.1", agent_port);
-    let sensor = kubernetes_sensor(&api, &node, &[web_port, agent_port]);
+    let scratch = tempfile::tempdir().unwrap();
+    let api_addr = format!("unix:{}", scratch.path().join("api.sock").display());
+    let sensor = kubernetes_sensor_with(&api, &node, &[web_port, agent_port], &["--api", &api_addr]);
+    // A subscriber of the streaming API sees the same pods (`nettap tail`
+    // prints namespace/pod after the process).
+    // Three exchanges, each seen by both ends: six http records.
+    let mut tail = std::process::Command::new(nettap_e2e::nettap_bin())
+        .args(["tail", "--connect", &api_addr, "--kind", "http", "--count", "6"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
 
     let loader_curl = curl(Some(&loader), Some(&net.b), &format!("http://{}:{web_port}/orders", net.a4));
     let host_curl = curl(None, None, &format!("http://127.0.0.1:{agent_port}/metrics"));
     let stray_curl = curl(Some(&stray), None, &format!("http://127.0.0.1:{agent_port}/stray"));
+    wait_child(&mut tail, "nettap tail");
+    let tail = tail.wait_with_output().unwrap();
+    let tail = String::from_utf8(tail.stdout).unwrap();
     let cap = sensor.stop();
     let _ = web_server.kill();
     let _ = agent_server.kill();
@@ -133,6 +152,21 @@ fn records_name_pod_namespace_labels_and_workload() {
     assert_eq!(k8s_of(&cap, agent_server.id()), vec![agent_k8s.clone(), agent_k8s]);
     assert_eq!(k8s_of(&cap, host_curl), vec![Value::Null], "a process in no pod");
     assert_eq!(k8s_of(&cap, stray_curl), vec![Value::Null], "a pod of another node");
+    for (pid, pod) in [
+        (web_server.id(), Some("shop/web-5d8f7c9b6-x2x7k")),
+        (loader_curl, Some("tools/loader-0")),
+        (agent_server.id(), Some("tools/node-agent-q8m2d")),
+        (host_curl, None),
+    ] {
+        let lines: Vec<&str> = tail.lines().filter(|l| l.contains(&format!("[{pid}]"))).collect();
+        assert!(!lines.is_empty(), "no API record of pid {pid}:\n{tail}");
+        for l in lines {
+            match pod {
+                Some(p) => assert!(l.ends_with(&format!("[{pid}] {p}")), "{l}"),
+                None => assert!(l.ends_with(&format!("[{pid}]")), "{l}"),
+            }
+        }
+    }
 }
 
 #[test]

@@ -30,6 +30,19 @@ fn conn(c: &ConnView<'_>) -> v1::Conn {
     }
 }
 
+fn k8s(c: &ConnView<'_>) -> Option<v1::K8s> {
+    let pod = c.k8s?;
+    let m = &pod.meta;
+    Some(v1::K8s {
+        pod: m.pod.clone(),
+        namespace: m.namespace.clone(),
+        labels: m.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        workload: m.workload.as_ref().map(|w| v1::Workload { kind: w.kind.clone(), name: w.name.clone() }),
+        uid: m.uid.clone(),
+        container: pod.container.as_deref().unwrap_or_default().to_string(),
+    })
+}
+
 fn origin(o: &Origin<'_>) -> v1::Origin {
     let source = match o.source {
         "openssl" => v1::Source::Openssl,
@@ -76,6 +89,7 @@ pub fn conn_record(o: &Origin<'_>, c: &ConnView<'_>, change: crate::events::Conn
     v1::Record {
         origin: Some(origin(o)),
         conn: Some(conn(c)),
+        k8s: k8s(c),
         kind: Some(v1::record::Kind::ConnEvent(v1::ConnEvent { event: event as i32 })),
     }
 }
@@ -101,6 +115,7 @@ pub fn http_record(o: &Origin<'_>, c: &ConnView<'_>, e: &Exchange) -> v1::Record
     v1::Record {
         origin: Some(origin(o)),
         conn: Some(conn(c)),
+        k8s: k8s(c),
         kind: Some(v1::record::Kind::Http(v1::HttpExchange {
             protocol: e.request.head.protocol().to_string(),
             request: Some(message(&e.request, true)),
@@ -129,6 +144,7 @@ pub fn dns_record(o: &Origin<'_>, c: &ConnView<'_>, m: &DnsMessage, direction: D
     v1::Record {
         origin: Some(origin(o)),
         conn: Some(conn(c)),
+        k8s: k8s(c),
         kind: Some(v1::record::Kind::Dns(v1::Dns {
             direction: match direction {
                 Direction::Send => v1::Direction::Send,

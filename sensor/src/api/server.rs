@@ -126,6 +126,7 @@ impl Capture for Service {
             Err(BroadcastStreamRecvError::Lagged(n)) => Some(Ok(v1::Record {
                 origin: None,
                 conn: None,
+                k8s: None,
                 kind: Some(v1::record::Kind::Drop(v1::Drop {
                     count: n,
                     bytes: 0,
@@ -197,6 +198,7 @@ mod tests {
                 remote: Some(v1::Endpoint { ip: vec![127, 0, 0, 1], port: 8080 }),
                 ..Default::default()
             }),
+            k8s: None,
             kind: Some(v1::record::Kind::Http(v1::HttpExchange {
                 request: Some(v1::HttpMessage { authority: "api.test:8080".into(), ..Default::default() }),
                 ..Default::default()

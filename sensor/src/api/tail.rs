@@ -23,7 +23,10 @@ fn addr(e: &Option<v1::Endpoint>) -> String {
 
 /// One line for a record.
 pub fn line(r: &v1::Record) -> String {
-    let who = r.origin.as_ref().map(|o| format!("{}[{}]", o.comm, o.pid)).unwrap_or_default();
+    let mut who = r.origin.as_ref().map(|o| format!("{}[{}]", o.comm, o.pid)).unwrap_or_default();
+    if let Some(k) = &r.k8s {
+        who.push_str(&format!(" {}/{}", k.namespace, k.pod));
+    }
     let conn = r.conn.clone().unwrap_or_default();
     match &r.kind {
         Some(Kind::Http(h)) => {
