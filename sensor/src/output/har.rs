@@ -147,6 +147,9 @@ pub fn entry(e: &Exchange, started_ns: u64, pid: u32, comm: &str, conn: &ConnVie
     if let Some(reset) = e.reset_name() {
         entry["_reset"] = json!(reset);
     }
+    if let Some(pod) = conn.k8s {
+        entry["_k8s"] = serde_json::to_value(super::record::K8s(pod)).expect("k8s serialises");
+    }
     entry
 }
 
@@ -252,6 +255,23 @@ mod tests {
         assert_eq!(entries[0]["response"]["content"]["encoding"], "base64");
         assert_eq!(entries[0]["time"], 2.0);
         assert_eq!(entries[1]["response"]["status"], 0);
+        assert!(entries[0].get("_k8s").is_none(), "no pod, no _k8s");
+        let pod = crate::k8s::PodOf {
+            meta: std::sync::Arc::new(crate::k8s::PodMeta {
+                pod: "web-1".into(),
+                namespace: "shop".into(),
+                labels: [("app".to_string(), "web".to_string())].into(),
+                workload: Some(crate::k8s::Workload { kind: "Deployment".into(), name: "web".into() }),
+                uid: "u-1".into(),
+            }),
+            container: Some("app".into()),
+        };
+        let in_pod = ConnView { k8s: Some(&pod), ..conn };
+        assert_eq!(
+            entry(&e, 0, 7, "curl", &in_pod)["_k8s"],
+            json!({"pod": "web-1", "namespace": "shop", "labels": {"app": "web"},
+                   "workload": {"kind": "Deployment", "name": "web"}, "uid": "u-1", "container": "app"})
+        );
         let empty: Value = {
             let mut b = Vec::new();
             HarWriter::new(&mut b).unwrap().finish().unwrap();

@@ -40,8 +40,9 @@ impl Serialize for ConnView<'_> {
     }
 }
 
-/// `k8s`: `{pod, namespace, labels, workload: {kind, name}, uid, container}`.
-struct K8s<'a>(&'a PodOf);
+/// `k8s`: `{pod, namespace, labels, workload: {kind, name}, uid, container}`
+/// (also a HAR entry's `_k8s`).
+pub struct K8s<'a>(pub &'a PodOf);
 
 impl Serialize for K8s<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
