@@ -3,6 +3,7 @@
 //! the records back. Needs root, BPF and the machine's python3: a missing
 //! prerequisite is a failure with a message, never a skip.
 
+pub mod helm;
 pub mod jvm;
 pub mod k8s;
 

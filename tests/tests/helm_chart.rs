@@ -5,50 +5,17 @@
 //! Secret's certificate, RBAC for exactly what the sensor reads, the
 //! targets as values gave them), and wrong values fail at install time.
 
+use nettap_e2e::helm::{chart, helm};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-fn helm() -> PathBuf {
-    let path = std::env::var_os("NETTAP_HELM").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/nettap/helm/v3.22.0-k1.37/helm")
-    });
-    assert!(path.exists(), "helm missing at {} (ci/install.sh builds it)", path.display());
-    path
-}
-
-fn chart() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/nettap")
-}
+use std::process::{Command, Output};
 
 fn run_helm(args: &[&str]) -> Output {
-    Command::new(helm())
-        .args(args)
-        .env("HELM_CACHE_HOME", std::env::temp_dir().join("nettap-helm-cache"))
-        .output()
-        .unwrap()
+    helm(&std::env::temp_dir().join("nettap-helm"), None, args)
 }
 
 /// `helm template` with `extra` arguments, as JSON objects.
 fn template(extra: &[&str]) -> Vec<Value> {
-    let chart = chart();
-    let mut args = vec!["template", "tap", chart.to_str().unwrap(), "--namespace", "nettap"];
-    args.extend_from_slice(extra);
-    let out = run_helm(&args);
-    assert!(out.status.success(), "helm template failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let mut py = Command::new("python3")
-        .args([
-            "-c",
-            "import sys, yaml, json; json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(py.stdin.as_mut().unwrap(), &out.stdout).unwrap();
-    let json = py.wait_with_output().unwrap();
-    assert!(json.status.success(), "helm's output is not YAML");
-    serde_json::from_slice(&json.stdout).unwrap()
+    nettap_e2e::helm::template(&std::env::temp_dir().join("nettap-helm"), None, extra)
 }
 
 fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {

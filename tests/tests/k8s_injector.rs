@@ -7,56 +7,22 @@
 //! untouched, and garbage sent to the injector gets a 400 while it keeps
 //! serving the API server.
 
+use nettap_e2e::helm::{chart, helm, template};
 use nettap_e2e::k8s::ApiServer;
 use nettap_e2e::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-fn helm() -> PathBuf {
-    let path = std::env::var_os("NETTAP_HELM").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/nettap/helm/v3.22.0-k1.37/helm")
-    });
-    assert!(path.exists(), "helm missing at {} (ci/install.sh builds it)", path.display());
-    path
-}
-
-fn chart() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/nettap")
-}
-
 fn run_helm(api: &ApiServer, args: &[&str]) -> String {
-    let out = Command::new(helm())
-        .args(args)
-        .arg("--kubeconfig")
-        .arg(&api.kubeconfig)
-        .env("HELM_CACHE_HOME", api.dir.path().join("helm-cache"))
-        .env("HELM_CONFIG_HOME", api.dir.path().join("helm-config"))
-        .env("HELM_DATA_HOME", api.dir.path().join("helm-data"))
-        .output()
-        .unwrap();
+    let out = helm(&api.dir.path().join("helm"), Some(&api.kubeconfig), args);
     assert!(out.status.success(), "helm {args:?}:\n{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// `helm template` output as JSON objects.
 fn rendered(api: &ApiServer, extra: &[&str]) -> Vec<Value> {
-    let chart = chart();
-    let mut args = vec!["template", "tap", chart.to_str().unwrap(), "--namespace", "nettap"];
-    args.extend_from_slice(extra);
-    let yaml = run_helm(api, &args);
-    let mut py = Command::new("python3")
-        .args([
-            "-c",
-            "import sys, yaml, json; json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(py.stdin.as_mut().unwrap(), yaml.as_bytes()).unwrap();
-    serde_json::from_slice(&py.wait_with_output().unwrap().stdout).unwrap()
+    template(&api.dir.path().join("helm"), Some(&api.kubeconfig), extra)
 }
 
 /// The API path of an object's collection.
