@@ -107,8 +107,9 @@ http {
   }
 }
 CONF
-for port in $https_port $http_port; do
-  ! (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null || { log "port $port is in use: stop what listens there"; exit 1; }
+for port in $https_port $http_port; do # an nginx of a run just ended may still be closing
+  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null || continue 2; sleep 0.2; done
+  log "port $port is in use: stop what listens there"; exit 1
 done
 nginx -p "$work" -c "$work/nginx.conf" -g "daemon off;" &
 nginx_pid=$!
