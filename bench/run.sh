@@ -30,7 +30,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
-cmdline="bash bench/run.sh${*:+ $*}"
+cmdline="bash bench/run.sh"
+for a in "$@"; do [[ "$a" == *" "* ]] && cmdline+=" \"$a\"" || cmdline+=" $a"; done
 
 sat_secs=20 rounds=3 conns=16 rate_secs=30 rates="100 500 1000 5000" soak_secs=600
 parts="sat rates soak pipeline" output=docs/benchmarks.md sensor_args="" bin=""
@@ -55,7 +56,7 @@ part() { [[ " $parts " == *" $1 "* ]]; }
 https_port=19443 http_port=19080
 
 source ci/install.sh >&2
-command -v wrk >/dev/null || apt-get install -y -qq --no-install-recommends wrk >/dev/null
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
 command -v go >/dev/null || [ ! -x /usr/local/go/bin/go ] || export PATH="/usr/local/go/bin:$PATH"
 command -v go >/dev/null || { echo "bench/run.sh: go is required for bench/goload" >&2; exit 1; }
 log() { echo "bench/run.sh: $*" >&2; }
@@ -106,8 +107,9 @@ http {
   }
 }
 CONF
-for port in $https_port $http_port; do
-  ! (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null || { log "port $port is in use: stop what listens there"; exit 1; }
+for port in $https_port $http_port; do # an nginx of a run just ended may still be closing
+  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null || continue 2; sleep 0.2; done
+  log "port $port is in use: stop what listens there"; exit 1
 done
 nginx -p "$work" -c "$work/nginx.conf" -g "daemon off;" &
 nginx_pid=$!

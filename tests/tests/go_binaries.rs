@@ -90,6 +90,15 @@ fn check_arch(bin: &Path, expect_symtab: bool, arm64: bool) -> GoBinary {
             assert!(is_ret(&data, (found.offset + r) as usize, arm64), "{f}+{r:#x} is a ret");
         }
         assert!(found.returns.iter().all(|&r| r < found.size));
+        // amd64: the entry probe is on the stack check's jbe (emulated by the
+        // kernel, not single-stepped); arm64 keeps the first instruction.
+        let at = (found.offset + found.entry) as usize;
+        if arm64 {
+            assert_eq!(found.entry, 0, "{f}");
+        } else {
+            assert!(found.entry > 0 && found.entry < 16, "{f}: entry at +{:#x}", found.entry);
+            assert!(data[at] == 0x76 || data[at..at + 2] == [0x0f, 0x86], "{f}+{:#x} is a jbe", found.entry);
+        }
     }
     go
 }

@@ -1,7 +1,8 @@
 //! Go's crypto/tls: every Go executable (running at start-up, or executed
 //! later) that links crypto/tls gets the probes of `go_tls.bpf.h`, once per
-//! file (device, inode): an entry uprobe on (*Conn).Write and (*Conn).Read,
-//! and a uprobe on each of their `ret` instructions.
+//! file (device, inode): an entry uprobe on (*Conn).Write and (*Conn).Read
+//! (on the jump of the stack check where there is one: see
+//! `golang::entry_site`), and a uprobe on each of their `ret` instructions.
 
 use super::go_layout::{TABLE as GO_LAYOUT_TABLE, TCPCONN_TYPE_HASHES};
 use super::golang::{self, GoBinary};
@@ -99,7 +100,11 @@ impl GoTlsProbes {
                 results.push((name.to_string(), Err(ProbeError::MissingSymbol(format!("{name}: no ret")))));
                 continue;
             }
-            let points = std::iter::once((entry_prog, f.offset, name.to_string())).chain(
+            let entry = match f.entry {
+                0 => name.to_string(),
+                at => format!("{name}+{at:#x}"),
+            };
+            let points = std::iter::once((entry_prog, f.offset + f.entry, entry)).chain(
                 f.returns.iter().map(|r| ("up_go_tls_ret", f.offset + r, format!("{name}+{r:#x} (return)"))),
             );
             for (prog, offset, label) in points {

@@ -29,6 +29,8 @@ pub struct GoFunction {
     pub offset: u64,
     /// Its size in bytes.
     pub size: u64,
+    /// Where its entry uprobe goes, from its first byte (see [`entry_site`]).
+    pub entry: u64,
     /// Offsets of its return instructions from its first byte.
     pub returns: Vec<u64>,
 }
@@ -81,7 +83,8 @@ pub fn inspect(data: &[u8], wanted: &[&str]) -> Result<Option<GoBinary>, GoError
     for (name, (addr, size)) in found {
         let Some((offset, code)) = file_bytes(&obj, data, addr, size) else { continue };
         let returns = return_offsets(obj.architecture(), code);
-        functions.insert(name, GoFunction { offset, size, returns });
+        let entry = entry_site(obj.architecture(), code);
+        functions.insert(name, GoFunction { offset, size, entry, returns });
     }
     // Only a program with the functions is probed and needs its layout;
     // reading DWARF is most of the time a held program waits.
@@ -202,6 +205,44 @@ fn file_bytes<'d>(obj: &object::File<'_>, data: &'d [u8], addr: u64, size: u64) 
     Some((at, data.get(at as usize..(at + size) as usize)?))
 }
 
+/// Where the entry uprobe of a Go function goes, from its first byte. On
+/// x86_64 a uprobe on the first instruction of Go's stack check (`cmp
+/// 0x10(%r14),%rsp`, or `lea -N(%rsp),%r12` then `cmp 0x10(%r14),%r12`) is
+/// single-stepped: a debug trap more on every call (~13 µs in our VMs). The
+/// `jbe` to `morestack` right after it is a conditional jump, which the
+/// kernel emulates, and there the argument registers and the goroutine (r14)
+/// are still as at entry (the prologue only wrote r12 and the flags). After
+/// a stack growth the function starts again and the probe fires once more,
+/// with the same arguments. Any other prologue (and other architectures):
+/// the first byte.
+pub fn entry_site(arch: object::Architecture, code: &[u8]) -> u64 {
+    use iced_x86::{Mnemonic, OpKind, Register};
+    if arch != object::Architecture::X86_64 {
+        return 0;
+    }
+    let mut insns =
+        iced_x86::Decoder::with_ip(64, code, 0, iced_x86::DecoderOptions::NONE).into_iter().take(3);
+    let Some(mut i) = insns.next() else { return 0 };
+    let mut guarded = Register::RSP;
+    if i.mnemonic() == Mnemonic::Lea && i.op0_register() == Register::R12 && i.memory_base() == Register::RSP
+    {
+        guarded = Register::R12;
+        let Some(next) = insns.next() else { return 0 };
+        i = next;
+    }
+    let stack_check = i.mnemonic() == Mnemonic::Cmp
+        && i.op0_kind() == OpKind::Register
+        && i.op0_register() == guarded
+        && i.op1_kind() == OpKind::Memory
+        && i.memory_base() == Register::R14
+        && i.memory_index() == Register::None
+        && i.memory_displacement64() == 0x10;
+    match insns.next() {
+        Some(j) if stack_check && j.mnemonic() == Mnemonic::Jbe => j.ip(),
+        _ => 0,
+    }
+}
+
 /// Offsets of the return instructions in `code`.
 fn return_offsets(arch: object::Architecture, code: &[u8]) -> Vec<u64> {
     match arch {
@@ -226,6 +267,28 @@ fn return_offsets(arch: object::Architecture, code: &[u8]) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entry_site_is_the_stack_check_jump() {
+        use object::Architecture::{Aarch64, X86_64};
+        // cmp 0x10(%r14),%rsp; jbe …; push %rbp (crypto/tls.(*Conn).Read, Go 1.26)
+        let small = [0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0x7a, 0x03, 0x00, 0x00, 0x55];
+        assert_eq!(entry_site(X86_64, &small), 4);
+        // lea -0x48(%rsp),%r12; cmp 0x10(%r14),%r12; jbe …; push %rbp ((*Conn).Write)
+        let large =
+            [0x4c, 0x8d, 0x64, 0x24, 0xb8, 0x4d, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0x93, 0x07, 0x00, 0x00, 0x55];
+        assert_eq!(entry_site(X86_64, &large), 9);
+        // jbe with an 8-bit displacement
+        assert_eq!(entry_site(X86_64, &[0x49, 0x3b, 0x66, 0x10, 0x76, 0x20]), 4);
+        // cmp of r12 without the lea that set it; another guard offset; no jbe
+        assert_eq!(entry_site(X86_64, &[0x4d, 0x3b, 0x66, 0x10, 0x76, 0x20]), 0);
+        assert_eq!(entry_site(X86_64, &[0x49, 0x3b, 0x66, 0x18, 0x76, 0x20]), 0);
+        assert_eq!(entry_site(X86_64, &[0x49, 0x3b, 0x66, 0x10, 0x55]), 0);
+        // push %rbp first (no stack check), too short, another architecture
+        assert_eq!(entry_site(X86_64, &[0x55, 0x48, 0x89, 0xe5]), 0);
+        assert_eq!(entry_site(X86_64, &[0x49, 0x3b]), 0);
+        assert_eq!(entry_site(Aarch64, &small), 0);
+    }
 
     #[test]
     fn build_info_strings() {
