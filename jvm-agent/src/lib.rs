@@ -140,8 +140,11 @@ unsafe fn start(vm: *mut sys::JavaVM, options: &str, live: bool) -> Result<(), S
     if ((**vm).GetEnv.expect("GetEnv"))(vm, &mut env, sys::JNI_VERSION_9 as sys::jint) != 0 {
         return Err("no JNI environment on the attaching thread".into());
     }
-    init(env as *mut sys::JNIEnv, true)?;
-    // Classes already loaded get their prologue by retransformation.
+    init(env as *mut sys::JNIEnv, true)
+}
+
+/// Gives the classes already loaded their prologue by retransformation.
+fn retransform_loaded(jvmti: &Jvmti) -> Result<(), String> {
     let targets = jvmti
         .loaded_classes(|sig| {
             transform::TARGETS.iter().any(|t| sig.len() > 2 && &sig[1..sig.len() - 1] == *t)
@@ -196,6 +199,12 @@ unsafe fn init(jni: *mut sys::JNIEnv, live: bool) -> Result<(), String> {
         .unwrap_or_default();
     let sender = Arc::new(Sender::new(agent.socket.clone()));
     let _ = agent.sender.set(sender.clone());
+    if live {
+        // Before the hello (the sensor says the JVM is probed when it gets
+        // it, so the hooks must be in place by then) and after the queue
+        // exists (what the hooks see from now on is kept).
+        retransform_loaded(&agent.jvmti)?;
+    }
     let hello = nettap_shared_proto::v1::AgentHello {
         pid: std::process::id(),
         runtime: name.clone(),
