@@ -11,7 +11,6 @@ use serde_json::Value;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::Stdio;
 
 /// Request/response body sizes, in order, over one keep-alive connection.
 const SIZES: [usize; 3] = [0, 1024, 1 << 20];
@@ -71,22 +70,36 @@ impl Modes {
 /// SSLSocket at both ends: the SSLServerSocket server, the HttpsURLConnection client.
 const SSL_SOCKET: Modes = Modes::of(URL_CLIENT, SOCKET_SERVER);
 
-/// The server and the client of `modes` on JDK `home`, both with the
-/// agent, run to completion.
-fn run_peers(modes: &Modes, home: &Path, tls: &TlsSetup, sock: &Path, scratch: &Path) -> Peers {
-    let ready = scratch.join(format!("{}.ready", modes.server));
-    let sizes = SIZES.map(|s| s.to_string()).join(",");
-    let mut server = java_mode(home, Some(sock), modes.server)
-        .args(["--port", &tls.port_s, "--requests", &SIZES.len().to_string()])
+/// Server `mode` of java-testapps on JDK `home` (with the agent when
+/// `agent_socket` is given) on `tls.port`, serving `requests` requests (0:
+/// until killed), started and listening (it writes `ready`).
+fn ready_server(
+    home: &Path,
+    agent_socket: Option<&Path>,
+    mode: &str,
+    tls: &TlsSetup,
+    requests: usize,
+    ready: &Path,
+) -> KillOnDrop {
+    let mut server = java_mode(home, agent_socket, mode)
+        .args(["--port", &tls.port_s, "--requests", &requests.to_string()])
         .arg("--cert")
         .arg(&tls.cert)
         .arg("--key")
         .arg(&tls.key)
         .arg("--ready")
-        .arg(&ready)
-        .stderr(Stdio::inherit())
+        .arg(ready)
         .spawn_guarded();
-    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
+    wait_for_file(ready, || server.try_wait().unwrap().is_none());
+    server
+}
+
+/// The server and the client of `modes` on JDK `home`, both with the
+/// agent, run to completion.
+fn run_peers(modes: &Modes, home: &Path, tls: &TlsSetup, sock: &Path, scratch: &Path) -> Peers {
+    let ready = scratch.join(format!("{}.ready", modes.server));
+    let sizes = SIZES.map(|s| s.to_string()).join(",");
+    let mut server = ready_server(home, Some(sock), modes.server, tls, SIZES.len(), &ready);
     let mut client = java_mode(home, Some(sock), modes.client)
         .args(["--port", &tls.port_s, "--sizes", &sizes, "--cert"])
         .arg(&tls.cert)
@@ -332,28 +345,12 @@ fn attach_to_running_jvms(major: u32) {
     let sensor = Sensor::start(&["--port", &tls.port_s, "--raw", "--agent-socket", sock.to_str().unwrap()]);
     let ready = scratch.path().join("server.ready");
     let go = scratch.path().join("go");
-    let sizes = SIZES.map(|s| s.to_string()).join(",");
-    let mut server = java_peer(&home, None)
-        .args(["socket-server", "--port", &tls.port_s, "--requests", &(SIZES.len() + 1).to_string()])
-        .arg("--cert")
-        .arg(&tls.cert)
-        .arg("--key")
-        .arg(&tls.key)
-        .arg("--ready")
-        .arg(&ready)
-        .spawn_guarded();
-    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
-    // One request before the attach (JSSE loaded and used), then it waits for `go`.
-    let mut client = java_peer(&home, None)
-        .args(["url-client", "--port", &tls.port_s, "--sizes", &sizes, "--cert"])
-        .arg(&tls.cert)
-        .arg("--wait-file")
-        .arg(&go)
-        .spawn_guarded();
+    let mut server = ready_server(&home, None, "socket-server", &tls, SIZES.len() + 1, &ready);
+    // One request before the attach (JSSE loaded and used), then it waits for
+    // `go`: attached once it waits (a JVM still starting has no attach
+    // listener yet).
+    let mut client = waiting_client(&home, &tls, &go);
     let (server_pid, client_pid) = (server.id(), client.id());
-    // Attach once the client has used JSSE and waits (a JVM still starting
-    // has no attach listener yet).
-    wait_for_file(&scratch.path().join("go.waiting"), || client.try_wait().unwrap().is_none());
     for pid in [client_pid, server_pid] {
         let out = std::process::Command::new(nettap_bin())
             .args(["attach", &pid.to_string(), "--agent-socket", sock.to_str().unwrap()])
@@ -390,17 +387,7 @@ fn attach_to_running_jvms(major: u32) {
 
 /// A socket-server without the agent that serves until dropped (then killed).
 fn plain_server(home: &Path, tls: &TlsSetup, scratch: &Path) -> KillOnDrop {
-    let ready = scratch.join("plain.ready");
-    let mut c = java_peer(home, None)
-        .args(["socket-server", "--port", &tls.port_s, "--requests", "0", "--cert"])
-        .arg(&tls.cert)
-        .arg("--key")
-        .arg(&tls.key)
-        .arg("--ready")
-        .arg(&ready)
-        .spawn_guarded();
-    wait_for_file(&ready, || c.try_wait().unwrap().is_none());
-    c
+    ready_server(home, None, "socket-server", tls, 0, &scratch.join("plain.ready"))
 }
 
 /// Runs url-client to completion; returns the time its requests took (ms) and its stderr.
@@ -515,16 +502,7 @@ fn sensor_attaches_to_jvms_by_itself(major: u32) {
     let scratch = tempfile::tempdir().unwrap();
     let sock = scratch.path().join("agent.sock");
     let ready = scratch.path().join("server.ready");
-    let mut server = java_peer(&home, None)
-        .args(["socket-server", "--port", &tls.port_s, "--requests", &(2 * (SIZES.len() + 1)).to_string()])
-        .arg("--cert")
-        .arg(&tls.cert)
-        .arg("--key")
-        .arg(&tls.key)
-        .arg("--ready")
-        .arg(&ready)
-        .spawn_guarded();
-    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
+    let mut server = ready_server(&home, None, "socket-server", &tls, 2 * (SIZES.len() + 1), &ready);
     let go = scratch.path().join("go");
     let mut early = waiting_client(&home, &tls, &go);
     let agent = nettap_e2e::jvm::agent_lib();
