@@ -127,16 +127,22 @@ impl Redactor {
     }
 
     fn message(&self, m: &mut Message, request: bool) {
+        let mut lower = String::new(); // one buffer for every name: this runs per exchange
         for (name, value) in m.head.headers.iter_mut().chain(m.trailers.iter_mut()) {
-            let lower = name.to_ascii_lowercase();
+            lower.clear();
+            lower.extend(name.chars().map(|c| c.to_ascii_lowercase()));
             if self.headers.contains(&lower) {
                 *value = self.header_value(&lower, value);
             } else if lower == ":path" {
-                *value = self.target(value);
+                if let Some(t) = self.target(value) {
+                    *value = t;
+                }
             }
         }
         if request {
-            m.head.target = self.target(&m.head.target);
+            if let Some(t) = self.target(&m.head.target) {
+                m.head.target = t;
+            }
         }
         if self.fields.is_empty() || m.body.is_empty() {
             return;
@@ -180,13 +186,14 @@ impl Redactor {
         }
     }
 
-    /// A request target with the named query parameters' values redacted.
-    fn target(&self, target: &str) -> String {
+    /// A request target with the named query parameters' values redacted;
+    /// `None` when it has no query to redact (left as it is).
+    fn target(&self, target: &str) -> Option<String> {
         match target.split_once('?') {
             Some((path, query)) if !self.fields.is_empty() => {
-                format!("{path}?{}", String::from_utf8_lossy(&self.form(query.as_bytes())))
+                Some(format!("{path}?{}", String::from_utf8_lossy(&self.form(query.as_bytes()))))
             }
-            _ => target.to_string(),
+            _ => None,
         }
     }
 

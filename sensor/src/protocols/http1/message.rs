@@ -195,11 +195,20 @@ impl MessageParser {
         }
         let before = self.buf.len();
         let take = data.len().min(self.limits.max_head + 1 - before.min(self.limits.max_head));
-        self.buf.extend_from_slice(&data[..take]);
-        let parsed = parse_head(self.kind, &self.buf);
+        // A head that arrives whole in one chunk (the usual case) is parsed
+        // where it lies; only a head split across chunks is gathered.
+        let parsed = if before == 0 {
+            parse_head(self.kind, &data[..take])
+        } else {
+            self.buf.extend_from_slice(&data[..take]);
+            parse_head(self.kind, &self.buf)
+        };
         match parsed {
             Err(e) => self.fail(ParseError::Head(e.to_string()), take),
             Ok(None) => {
+                if before == 0 {
+                    self.buf.extend_from_slice(&data[..take]);
+                }
                 if self.buf.len() > self.limits.max_head {
                     return self.fail(ParseError::HeadTooLarge(self.limits.max_head), take);
                 }
