@@ -15,7 +15,7 @@ use crate::protocols::exchange::Limits;
 use crate::stream::{Chunk, ConnSession, SessionOut};
 use anyhow::{anyhow, Context, Result};
 use aya::maps::{PerCpuArray, RingBuf};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -77,10 +77,11 @@ pub struct Stats {
 pub struct Processor {
     /// The connection table (Kubernetes mode names pods through it).
     pub tracker: ConnTracker,
-    sessions: HashMap<u64, ConnSession>,
+    /// By connection id, looked up for every record (foldhash: see ConnTracker).
+    sessions: foldhash::HashMap<u64, ConnSession>,
     max_sessions: usize,
     /// DNS over TCP: per connection, each direction's framing (send, recv).
-    tcp_dns: HashMap<u64, [TcpDns; 2]>,
+    tcp_dns: foldhash::HashMap<u64, [TcpDns; 2]>,
     sink: Sink,
     clock: Clock,
     raw: bool,
@@ -225,8 +226,8 @@ impl Processor {
     pub fn new(sink: Sink, max_conns: usize, raw: bool, limits: Limits) -> Self {
         Self {
             tracker: ConnTracker::new(max_conns, EphemeralPorts::of_host()),
-            sessions: HashMap::new(),
-            tcp_dns: HashMap::new(),
+            sessions: Default::default(),
+            tcp_dns: Default::default(),
             max_sessions: max_conns.max(1),
             sink,
             clock: Clock::new(),

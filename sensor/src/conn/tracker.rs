@@ -54,7 +54,9 @@ impl ConnInfo {
 /// Bounded table of live connections, oldest evicted first.
 #[derive(Debug)]
 pub struct ConnTracker {
-    conns: HashMap<u64, ConnInfo>,
+    /// By the kernel's connection id, looked up for every record: a fast
+    /// seeded hash (foldhash) instead of SipHash.
+    conns: foldhash::HashMap<u64, ConnInfo>,
     order: VecDeque<u64>,
     capacity: usize,
     roles: RoleGuesser,
@@ -73,7 +75,7 @@ impl ConnTracker {
     /// A table holding at most `capacity` connections.
     pub fn new(capacity: usize, ports: EphemeralPorts) -> Self {
         Self {
-            conns: HashMap::with_capacity(capacity.min(4096)),
+            conns: foldhash::HashMap::with_capacity_and_hasher(capacity.min(4096), Default::default()),
             order: VecDeque::new(),
             capacity: capacity.max(1),
             roles: RoleGuesser::new(ports),
