@@ -4,7 +4,9 @@
  * the entry of (*Conn).Write and (*Conn).Read saves the arguments per
  * goroutine; uprobes on their `ret` instructions (never uretprobes: Go moves
  * goroutine stacks) emit the bytes moved. The socket is the fd inside the
- * tls.Conn's net.Conn, found through the task's file table.
+ * tls.Conn's net.Conn, found through the task's file table at the entry,
+ * while the fd is certainly open: another goroutine may close the
+ * connection before a Read that got its bytes returns.
  */
 #ifndef NETTAP_GO_TLS_BPF_H
 #define NETTAP_GO_TLS_BPF_H
@@ -56,9 +58,11 @@ struct go_key {
 struct go_call {
 	__u64 conn; /* *tls.Conn */
 	__u64 buf;
+	__u64 sk; /* struct sock * found at the entry; 0: look again at the return */
 	__u16 probe;
 	__u8 direction;
-	__u8 _pad[5];
+	__u8 not_tcp; /* the entry found a net.Conn that is not a *net.TCPConn */
+	__u8 _pad[4];
 };
 
 struct {
@@ -67,22 +71,6 @@ struct {
 	__type(key, struct go_key);
 	__type(value, struct go_call);
 } go_calls SEC(".maps");
-
-static __always_inline int go_enter(struct pt_regs *ctx, __u16 probe, __u8 direction)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	if (!pid_wanted(id >> 32))
-		return 0;
-	struct go_key key = { .g = GO_G(ctx), .tgid = id >> 32 };
-	struct go_call call = {
-		.conn = GO_ARG0(ctx),
-		.buf = GO_ARG1(ctx),
-		.probe = probe,
-		.direction = direction,
-	};
-	bpf_map_update_elem(&go_calls, &key, &call, BPF_ANY);
-	return 0;
-}
 
 /* The layout of the running executable: its go_layouts entry, else the table. */
 static __always_inline struct nt_go_layout go_layout_of_current(void)
@@ -130,6 +118,41 @@ static __always_inline long go_conn_fd(__u64 conn)
 	return fd;
 }
 
+/* The socket of a *tls.Conn: NULL with *not_tcp set when its net.Conn is
+ * not a *net.TCPConn, NULL alone when it cannot be read. */
+static __always_inline struct sock *go_conn_sock(__u64 conn, __u8 *not_tcp)
+{
+	long fd = go_conn_fd(conn);
+	*not_tcp = fd == GO_NOT_TCP;
+	return fd >= 0 ? tcp_sock_of_fd(fd) : NULL;
+}
+
+/* A call starts: its arguments and socket, kept for its return unless the
+ * socket's ports are not wanted. */
+static __always_inline int go_enter(struct pt_regs *ctx, __u16 probe, __u8 direction)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!pid_wanted(id >> 32))
+		return 0;
+	struct go_key key = { .g = GO_G(ctx), .tgid = id >> 32 };
+	struct go_call call = {
+		.conn = GO_ARG0(ctx),
+		.buf = GO_ARG1(ctx),
+		.probe = probe,
+		.direction = direction,
+	};
+	struct sock *sk = go_conn_sock(call.conn, &call.not_tcp);
+	if (sk && !ports_wanted(sk)) {
+		/* Not kept; nor may an older call of this goroutine whose return
+		 * was never seen take this call's return. */
+		bpf_map_delete_elem(&go_calls, &key);
+		return 0;
+	}
+	call.sk = (__u64)sk;
+	bpf_map_update_elem(&go_calls, &key, &call, BPF_ANY);
+	return 0;
+}
+
 SEC("uprobe")
 int up_go_tls_write(struct pt_regs *ctx)
 {
@@ -156,18 +179,21 @@ int up_go_tls_ret(struct pt_regs *ctx)
 	long n = (long)GO_RET0(ctx);
 	if (n <= 0)
 		return 0;
-	long fd = go_conn_fd(call.conn);
-	if (fd == GO_NOT_TCP) {
+	struct sock *sk = (struct sock *)call.sk;
+	if (!sk && !call.not_tcp) {
+		/* The entry could not read the socket: try again now. */
+		sk = go_conn_sock(call.conn, &call.not_tcp);
+		if (sk && !ports_wanted(sk))
+			return 0;
+	}
+	if (call.not_tcp) {
 		count_drop(NT_DROP_GO_CONN_NOT_TCP, n);
 		return 0;
 	}
-	struct sock *sk = fd >= 0 ? tcp_sock_of_fd(fd) : NULL;
 	if (!sk) {
 		count_drop(NT_DROP_TLS_NO_SOCKET, n);
 		return 0;
 	}
-	if (!ports_wanted(sk))
-		return 0;
 	struct inflight io = {
 		.sk = (__u64)sk,
 		.buf = call.buf,

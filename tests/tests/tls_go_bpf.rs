@@ -239,3 +239,58 @@ fn go_tls_over_a_wrapped_conn_is_counted_not_misread() {
     assert!(count >= 4 && bytes > 2 * "go says: /go0".len() as u64, "{count} {bytes}");
     assert_exchanges(&cap.of("http", server.id()), "server", port, 2);
 }
+
+/// A Read that returns plaintext after its connection was closed by another
+/// goroutine (a Close racing a Read that is finishing): made deterministic
+/// by `tlspeer closeread`, whose client Read closes the connection itself,
+/// inside crypto/tls, after the bytes were read from the socket. The
+/// socket is the one the call started on, so the bytes are captured, not
+/// counted as `tls_socket_unknown`.
+#[test]
+fn a_go_tls_read_returning_after_its_conn_was_closed_is_captured() {
+    let tls = TlsSetup::new();
+    let (cap, pid) = closeread(&tls, &tls.port_s);
+
+    let answer = "plaintext read after its connection was closed";
+    let data = cap.of("data", pid);
+    let read: Vec<&&Value> =
+        data.iter().filter(|r| r["direction"] == "recv" && payload(r) == answer.as_bytes()).collect();
+    assert_eq!(read.len(), 1, "the client's last read, once: {data:#?}");
+    assert_eq!(read[0]["source"], "go-tls");
+    assert_eq!(read[0]["conn"]["tls"], true);
+    assert_eq!(read[0]["conn"]["remote"], format!("127.0.0.1:{}", tls.port));
+    let ping = data.iter().filter(|r| r["direction"] == "recv" && payload(r) == b"ping\n").count();
+    assert_eq!(ping, 1, "the server's read: {data:#?}");
+    assert_eq!(cap.dropped("tls_socket_unknown"), (0, 0));
+    assert_eq!(cap.dropped("go_conn_not_tcp"), (0, 0));
+}
+
+/// The same calls on a port `--port` does not want (now filtered at the
+/// entry probe): not captured, nothing counted.
+#[test]
+fn go_tls_calls_on_unwanted_ports_are_neither_captured_nor_counted() {
+    let tls = TlsSetup::new();
+    let other = free_port().to_string();
+    let (cap, pid) = closeread(&tls, &other);
+    assert!(cap.records.iter().all(|r| r["pid"] != pid), "nothing of pid {pid}");
+    assert_eq!(cap.dropped("tls_socket_unknown"), (0, 0));
+    assert_eq!(cap.dropped("go_conn_not_tcp"), (0, 0));
+}
+
+/// Runs `tlspeer closeread` on `tls.port` under a sensor capturing `port`;
+/// what the sensor wrote, and the program's pid.
+fn closeread(tls: &TlsSetup, port: &str) -> (Capture, u32) {
+    let (_dir, bin) = default_tlspeer();
+    let sensor = Sensor::start(&["--port", port]);
+    // A file the sensor has not seen: held at exec until it is probed.
+    sensor.wait_for_log(&["exec gate on"]);
+    let mut peer = Command::new(&bin)
+        .args(["closeread", "-addr", &format!("127.0.0.1:{}", tls.port), "-cert"])
+        .arg(&tls.cert)
+        .arg("-key")
+        .arg(&tls.key)
+        .spawn()
+        .unwrap();
+    assert!(wait_child(&mut peer, "Go closeread").success());
+    (sensor.stop(), peer.id())
+}

@@ -3,12 +3,15 @@
 //
 //	tlspeer server -addr 127.0.0.1:PORT -cert C -key K -ready FILE [-http1]
 //	tlspeer client -url https://127.0.0.1:PORT/path -ca C [-http1] [-n N] [-sizes 0,1024,...] [-wrap]
+//	tlspeer closeread -addr 127.0.0.1:PORT -cert C -key K
 //	tlspeer layout
 //
 // The server answers `POST /echo/N` with N bytes of pattern("resp", N) after
 // checking the request body is pattern("req", len); any other request with
 // "go says: " and the request path. The client makes N GET requests over one
 // connection, or with -sizes one POST per size, and checks every answer.
+// closeread is both ends of one TLS 1.3 connection, and a client Read that
+// returns plaintext after its connection was closed (see closeRead).
 // layout prints, as the running program sees them through reflect and
 // unsafe, the offsets nettap reads a tls.Conn's fd with and the type hash in
 // the (*net.TCPConn, net.Conn) itab.
@@ -29,6 +32,8 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -59,6 +64,8 @@ func main() {
 		} else {
 			err = get(*target, *ca, *n, *http1)
 		}
+	case "closeread":
+		err = closeRead(*addr, *cert, *key)
 	case "layout":
 		layout()
 	default:
@@ -213,4 +220,146 @@ func layout() {
 	itab := *(*unsafe.Pointer)(unsafe.Pointer(&c))
 	hash := *(*uint32)(unsafe.Add(itab, 16))
 	fmt.Println(tlsConn.Offset+8, tcpConn.Offset+fd.Offset, pfd.Offset+sysfd.Offset, hash)
+}
+
+// closeReadAnswer is what the server of closeread sends.
+const closeReadAnswer = "plaintext read after its connection was closed"
+
+// closeReadBufs are the buffers closeread reads into, on the heap: a
+// buffer on a goroutine's stack moves when the stack grows during the call
+// (the server's first Read runs the handshake), and the probe at the
+// return reads it where it was.
+var closeReadBufs = [2][]byte{make([]byte, 64), make([]byte, 4096)}
+
+// closingCache is a client session cache whose Put closes the connection:
+// Go calls Put for a TLS 1.3 NewSessionTicket from inside (*tls.Conn).Read,
+// after the record was read from the socket and before Read returns.
+type closingCache struct {
+	conn   *net.TCPConn
+	closed bool
+}
+
+func (c *closingCache) Get(string) (*tls.ClientSessionState, bool) { return nil, false }
+
+func (c *closingCache) Put(string, *tls.ClientSessionState) {
+	if !c.closed {
+		c.closed = true
+		c.conn.Close()
+	}
+}
+
+// closeRead makes a client Read that returns plaintext after another
+// goroutine would have closed the connection, deterministically: the
+// server requests a (optional) client certificate, so Go sends its session
+// ticket only after the client's handshake is over; the client waits until
+// the ticket and the server's answer are all in its socket, then one Read
+// takes both in one read(2), handles the ticket (Put closes the fd) and
+// returns the answer. The server keeps its end open until the client is
+// done, so the client's socket is not at TCP_CLOSE when Read returns.
+func closeRead(addr, cert, key string) error {
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	answered := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		raw, err := ln.Accept()
+		if err != nil {
+			answered <- err
+			return
+		}
+		defer raw.Close()
+		c := tls.Server(raw, &tls.Config{
+			Certificates: []tls.Certificate{pair},
+			MinVersion:   tls.VersionTLS13,
+			ClientAuth:   tls.RequestClientCert,
+		})
+		if _, err := c.Read(closeReadBufs[0]); err != nil {
+			answered <- err
+			return
+		}
+		if _, err := c.Write([]byte(closeReadAnswer)); err != nil {
+			answered <- err
+			return
+		}
+		// Everything sent is acknowledged, so it is in the client's socket.
+		answered <- waitSocket(raw.(*net.TCPConn), syscall.TIOCOUTQ, func(n int) bool { return n == 0 })
+		<-done
+	}()
+	defer close(done)
+
+	pem, err := os.ReadFile(cert)
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		return err
+	}
+	cache := &closingCache{conn: raw.(*net.TCPConn)}
+	c := tls.Client(raw, &tls.Config{
+		RootCAs:            pool,
+		ServerName:         "localhost",
+		MinVersion:         tls.VersionTLS13,
+		ClientSessionCache: cache,
+	})
+	if _, err := c.Write([]byte("ping\n")); err != nil {
+		return err
+	}
+	if err := <-answered; err != nil {
+		return err
+	}
+	// One read(2) of crypto/tls takes at least 512 bytes: all of it, then.
+	pending := 0
+	if err := waitSocket(cache.conn, syscall.TIOCINQ, func(n int) bool { pending = n; return true }); err != nil {
+		return err
+	}
+	if pending == 0 || pending > 512 {
+		return fmt.Errorf("%d bytes pending before Read, want 1 to 512", pending)
+	}
+	buf := closeReadBufs[1]
+	n, err := c.Read(buf)
+	if err != nil {
+		return err
+	}
+	if !cache.closed {
+		return fmt.Errorf("Read returned before the session ticket closed the connection")
+	}
+	if string(buf[:n]) != closeReadAnswer {
+		return fmt.Errorf("read %q, want %q", buf[:n], closeReadAnswer)
+	}
+	return nil
+}
+
+// waitSocket polls ioctl(req) on c's socket until ok accepts the count.
+func waitSocket(c *net.TCPConn, req uint, ok func(int) bool) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	for i := 0; i < 10000; i++ {
+		var n int32
+		var errno syscall.Errno
+		if err := rc.Control(func(fd uintptr) {
+			_, _, errno = syscall.Syscall(syscall.SYS_IOCTL, fd, uintptr(req), uintptr(unsafe.Pointer(&n)))
+		}); err != nil {
+			return err
+		}
+		if errno != 0 {
+			return errno
+		}
+		if ok(int(n)) {
+			return nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return fmt.Errorf("ioctl %#x: no end in sight", req)
 }
