@@ -16,10 +16,6 @@ use nettap_sensor::stream::{Chunk, ConnSession};
 use std::mem::{offset_of, size_of};
 use std::time::{Duration, Instant};
 
-/// The allocator the `nettap` binary runs with.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn exchange(body: usize) -> (Vec<u8>, Vec<u8>) {
     let req = format!(
         "POST /api/v1/items?id=42 HTTP/1.1\r\nHost: svc.test\r\nUser-Agent: bench\r\nAccept: */*\r\nContent-Type: application/json\r\nContent-Length: {body}\r\n\r\n"

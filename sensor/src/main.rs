@@ -12,11 +12,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Every captured exchange allocates and frees its headers and bodies;
-/// mimalloc's per-thread free lists make that a fraction of glibc's cost.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "nettap", version, about = "Capture the plaintext TCP and TLS traffic of this host")]
 struct Cli {

@@ -610,7 +610,12 @@ fn drain(ring: &mut RingBuf<aya::maps::MapData>, p: &mut Processor) -> Result<()
         p.handle(&item).context("writing records")?;
         n = n.wrapping_add(1);
         if n.is_multiple_of(32) && slice.elapsed() >= YIELD_AFTER {
-            std::thread::yield_now();
+            // A drain longer than DRAIN_EVERY is behind the programs: it
+            // keeps the CPU, or the ring overflows (each yield pushes the
+            // task's deadline back, and a yielding drain fell further behind).
+            if start.elapsed() < DRAIN_EVERY {
+                std::thread::yield_now();
+            }
             slice = Instant::now();
         }
     }
