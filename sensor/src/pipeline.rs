@@ -597,7 +597,7 @@ const DRAIN_EVERY: Duration = Duration::from_millis(5);
 /// preempts a task only at a tick (4 ms at HZ=250) or a wake-up, so
 /// without it one drain of a busy host holds the CPU for milliseconds and
 /// the traced programs' requests wait that long: at HTTP saturation their
-/// p99 latency went 0.3 → 3 ms with the sensor, and 0.6 ms with this. Much
+/// p99 latency went 0.3 → 3 ms with the sensor, and 0.4–1.5 ms with this. Much
 /// shorter turns starved the drain and overflowed the ring (measured at
 /// 100 and 250 µs).
 const YIELD_AFTER: Duration = Duration::from_micros(500);
