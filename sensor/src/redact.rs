@@ -130,7 +130,8 @@ impl Redactor {
         let mut lower = String::new(); // one buffer for every name: this runs per exchange
         for (name, value) in m.head.headers.iter_mut().chain(m.trailers.iter_mut()) {
             lower.clear();
-            lower.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+            lower.push_str(name);
+            lower.make_ascii_lowercase();
             if self.headers.contains(&lower) {
                 *value = self.header_value(&lower, value);
             } else if lower == ":path" {
