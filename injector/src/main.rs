@@ -31,9 +31,6 @@ enum Command {
         /// Image of the init container that provides the agent.
         #[arg(long, env = "NETTAP_AGENT_IMAGE")]
         agent_image: String,
-        /// The sensor's socket directory on the nodes.
-        #[arg(long, default_value = "/run/nettap")]
-        socket_dir: String,
         /// Where the agent is mounted in the Java containers.
         #[arg(long, default_value = "/nettap-agent")]
         agent_dir: String,
@@ -56,9 +53,9 @@ enum Command {
 async fn main() -> Result<()> {
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
     match Cli::parse().command {
-        Command::Serve { listen, tls_cert, tls_key, agent_image, socket_dir, agent_dir, dump_reviews } => {
+        Command::Serve { listen, tls_cert, tls_key, agent_image, agent_dir, dump_reviews } => {
             let tls = server::tls_config(&tls_cert, &tls_key)?;
-            let cfg = Config { agent_image, socket_dir, agent_dir, ..Config::default() };
+            let cfg = Config { agent_image, agent_dir, ..Config::default() };
             let listener = server::bind(listen).await?;
             tracing::info!(%listen, agent_option = cfg.agent_option(), "nettap injector serving /mutate");
             tokio::select! {

@@ -2,12 +2,14 @@
 //! out. No I/O, so every case is a unit test on real AdmissionReview JSON.
 //!
 //! A Java pod gets: an init container (the injector's image) that copies
-//! `libnettap_agent.so` into an `emptyDir`, that volume and the node's
-//! sensor socket directory (read-only: connecting to a socket needs no
-//! write access to its directory) mounted in each Java container, and
-//! `-agentpath:…` appended to its `JAVA_TOOL_OPTIONS`. The agent comes from
-//! an init container rather than from the node so that a JVM never starts
-//! with an `-agentpath` that is missing (the JVM refuses to start then).
+//! `libnettap_agent.so` into an `emptyDir`, that volume mounted read-only in
+//! each Java container, and `-agentpath:…` appended to its
+//! `JAVA_TOOL_OPTIONS`. Nothing of the node: the agent hands a socket of its
+//! own to the sensor (no hostPath, so Pod Security "baseline" and
+//! "restricted" admit the pod; the init container itself passes
+//! "restricted"). The agent comes from an init container rather than from
+//! the node so that a JVM never starts with an `-agentpath` that is missing
+//! (the JVM refuses to start then).
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod};
 use serde_json::{json, Value};
@@ -20,8 +22,9 @@ pub const INJECTED_ANNOTATION: &str = "ebpf.speedscale.com/java-agent-injected";
 pub const INIT_CONTAINER: &str = "nettap-agent-init";
 /// The `emptyDir` that carries the agent.
 pub const AGENT_VOLUME: &str = "nettap-agent";
-/// The node's sensor socket directory.
-pub const SOCKET_VOLUME: &str = "nettap-socket";
+/// The init container's user (the image's own `nonroot` user, said
+/// explicitly so the kubelet can check `runAsNonRoot` whatever the image says).
+pub const INIT_UID: i64 = 65532;
 
 /// Where things are, from the chart's values.
 #[derive(Debug, Clone)]
@@ -32,10 +35,6 @@ pub struct Config {
     pub install_command: Vec<String>,
     /// Where the agent directory is mounted in the pod's containers.
     pub agent_dir: String,
-    /// The sensor's socket directory on the node (and in the containers).
-    pub socket_dir: String,
-    /// The socket's file name in that directory.
-    pub socket_name: String,
 }
 
 impl Default for Config {
@@ -44,21 +43,15 @@ impl Default for Config {
             agent_image: "nettap/injector:latest".into(),
             install_command: vec!["/usr/local/bin/nettap-injector".into(), "install-agent".into()],
             agent_dir: "/nettap-agent".into(),
-            socket_dir: "/run/nettap".into(),
-            socket_name: "agent.sock".into(),
         }
     }
 }
 
 impl Config {
-    /// The option the JVM is given.
+    /// The option the JVM is given (no `socket=`: the agent hands its own
+    /// socket to the node's sensor).
     pub fn agent_option(&self) -> String {
-        format!(
-            "-agentpath:{}/libnettap_agent.so=socket={}/{}",
-            self.agent_dir.trim_end_matches('/'),
-            self.socket_dir.trim_end_matches('/'),
-            self.socket_name
-        )
+        format!("-agentpath:{}/libnettap_agent.so", self.agent_dir.trim_end_matches('/'))
     }
 }
 
@@ -108,10 +101,7 @@ pub fn mutate(pod: &Pod, cfg: &Config) -> Decision {
         Some(_) => push(format!("/metadata/annotations/{}", escape(INJECTED_ANNOTATION)), json!("true")),
         None => push("/metadata/annotations".into(), json!({ INJECTED_ANNOTATION: "true" })),
     }
-    let volumes = [
-        json!({"name": AGENT_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}}),
-        json!({"name": SOCKET_VOLUME, "hostPath": {"path": cfg.socket_dir, "type": "DirectoryOrCreate"}}),
-    ];
+    let volumes = [json!({"name": AGENT_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}})];
     append(&mut push, "/spec/volumes", spec.volumes.is_some(), &volumes);
     let mut command = cfg.install_command.clone();
     command.push(cfg.agent_dir.clone());
@@ -121,11 +111,15 @@ pub fn mutate(pod: &Pod, cfg: &Config) -> Decision {
         "command": command,
         "volumeMounts": [{"name": AGENT_VOLUME, "mountPath": cfg.agent_dir}],
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}},
+        // Everything Pod Security "restricted" asks of a container.
         "securityContext": {
             "allowPrivilegeEscalation": false,
             "readOnlyRootFilesystem": true,
             "runAsNonRoot": true,
-            "capabilities": {"drop": ["ALL"]}
+            "runAsUser": INIT_UID,
+            "runAsGroup": INIT_UID,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"}
         }
     });
     // First, so the agent is in place before any other init container runs Java.
@@ -133,10 +127,7 @@ pub fn mutate(pod: &Pod, cfg: &Config) -> Decision {
         Some(list) if !list.is_empty() => push("/spec/initContainers/0".into(), init),
         _ => push("/spec/initContainers".into(), json!([init])),
     }
-    let mounts = [
-        json!({"name": AGENT_VOLUME, "mountPath": cfg.agent_dir, "readOnly": true}),
-        json!({"name": SOCKET_VOLUME, "mountPath": cfg.socket_dir, "readOnly": true}),
-    ];
+    let mounts = [json!({"name": AGENT_VOLUME, "mountPath": cfg.agent_dir, "readOnly": true})];
     let option = cfg.agent_option();
     let mut containers = Vec::new();
     for i in wanted {
@@ -293,7 +284,7 @@ mod tests {
     #[test]
     fn java_tool_options_is_appended_to_in_every_form() {
         let opt = Config::default().agent_option();
-        assert_eq!(opt, "-agentpath:/nettap-agent/libnettap_agent.so=socket=/run/nettap/agent.sock");
+        assert_eq!(opt, "-agentpath:/nettap-agent/libnettap_agent.so");
         let env = |v: Value| -> Vec<EnvVar> { serde_json::from_value(v).unwrap() };
         assert_eq!(
             env_with_agent(&env(json!([{"name": "A", "value": "1"}])), &opt),

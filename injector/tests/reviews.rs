@@ -60,7 +60,7 @@ fn mounts_of(pod: &Pod, container: &str) -> Vec<String> {
     c.volume_mounts.iter().flatten().map(|m| format!("{}:{}", m.name, m.mount_path)).collect()
 }
 
-const OPTION: &str = "-agentpath:/nettap-agent/libnettap_agent.so=socket=/run/nettap/agent.sock";
+const OPTION: &str = "-agentpath:/nettap-agent/libnettap_agent.so";
 
 #[test]
 fn a_java_pod_gets_the_agent_in_its_java_container_only() {
@@ -72,9 +72,16 @@ fn a_java_pod_gets_the_agent_in_its_java_container_only() {
     assert_eq!(init.image.as_deref(), Some("nettap/injector:latest"));
     assert_eq!(init.command.as_ref().unwrap().last().unwrap(), "/nettap-agent");
     let volumes: Vec<&str> = spec.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
-    assert_eq!(volumes, ["kube-api-access-x7k2p", "nettap-agent", "nettap-socket"]);
-    let host = spec.volumes.as_ref().unwrap()[2].host_path.as_ref().unwrap();
-    assert_eq!(host.path, "/run/nettap");
+    assert_eq!(volumes, ["kube-api-access-x7k2p", "nettap-agent"]);
+    let agent = &spec.volumes.as_ref().unwrap()[1];
+    assert!(agent.empty_dir.is_some() && agent.host_path.is_none(), "nothing of the node: {agent:?}");
+    // What Pod Security "restricted" asks of the init container.
+    let sc = init.security_context.as_ref().unwrap();
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!((sc.run_as_non_root, sc.run_as_user), (Some(true), Some(65532)));
+    assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
+    assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
     assert_eq!(
         env_of(&pod, "orders"),
         [
@@ -87,7 +94,6 @@ fn a_java_pod_gets_the_agent_in_its_java_container_only() {
         [
             "kube-api-access-x7k2p:/var/run/secrets/kubernetes.io/serviceaccount",
             "nettap-agent:/nettap-agent",
-            "nettap-socket:/run/nettap"
         ]
     );
     assert!(env_of(&pod, "proxy").is_empty(), "the envoy sidecar is not Java");

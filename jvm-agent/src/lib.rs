@@ -1,7 +1,8 @@
 //! `libnettap_agent.so`: a JVMTI agent that captures the plaintext of JSSE
 //! (`javax.net.ssl`) inside the JVM and streams it to the nettap sensor.
 //!
-//! Loaded at start (`-agentpath:/path/libnettap_agent.so[=socket=/run/nettap/agent.sock]`)
+//! Loaded at start (`-agentpath:/path/libnettap_agent.so[=socket=/run/nettap/agent.sock]`;
+//! without `socket=` it hands a socket of its own to the sensor, see `sender`)
 //! or into a running JVM (`Agent_OnAttach`). The ClassFileLoadHook gives
 //! `SSLSocketImpl`'s application streams a prologue that hands each call to
 //! `nettap.agent.Hooks` (defined here in the boot loader, its one native
@@ -18,22 +19,19 @@ pub mod transform;
 
 use jvmti::sys;
 use jvmti::Jvmti;
-use sender::Sender;
+use sender::{Route, Sender};
 use std::ffi::{c_char, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-/// The sensor's socket when the options name none.
-pub const DEFAULT_SOCKET: &str = "/run/nettap/agent.sock";
-
 /// The bytecode of `nettap.agent.Hooks` (compiled by build.rs).
 const HOOKS_CLASS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/classes/nettap/agent/Hooks.class"));
 
 struct Agent {
     jvmti: Jvmti,
-    socket: PathBuf,
+    route: Route,
     /// Set once `Hooks` is defined, its native registered and java.base may
     /// call it: only then are classes instrumented (or they would fail to link).
     hooks_ready: AtomicBool,
@@ -58,16 +56,17 @@ fn guard<T>(what: &str, f: impl FnOnce() -> T) -> Option<T> {
     }
 }
 
-/// `socket=PATH` from the agent's option string (comma-separated key=value).
-pub fn parse_options(options: &str) -> Result<PathBuf, String> {
-    let mut socket = PathBuf::from(DEFAULT_SOCKET);
+/// The route from the agent's option string (comma-separated key=value):
+/// `socket=PATH`, else the handoff.
+pub fn parse_options(options: &str) -> Result<Route, String> {
+    let mut route = Route::Handoff;
     for opt in options.split(',').filter(|o| !o.is_empty()) {
         match opt.split_once('=') {
-            Some(("socket", path)) if !path.is_empty() => socket = PathBuf::from(path),
+            Some(("socket", path)) if !path.is_empty() => route = Route::Path(PathBuf::from(path)),
             _ => return Err(format!("unknown option {opt:?} (known: socket=PATH)")),
         }
     }
-    Ok(socket)
+    Ok(route)
 }
 
 /// Called by the JVM for `-agentpath:` at start-up.
@@ -112,7 +111,7 @@ unsafe fn entry(vm: *mut sys::JavaVM, options: *mut c_char, live: bool) {
 }
 
 unsafe fn start(vm: *mut sys::JavaVM, options: &str, live: bool) -> Result<(), String> {
-    let socket = parse_options(options)?;
+    let route = parse_options(options)?;
     if AGENT.get().is_some() {
         log("already loaded in this JVM");
         return Ok(());
@@ -126,7 +125,7 @@ unsafe fn start(vm: *mut sys::JavaVM, options: &str, live: bool) -> Result<(), S
         ..Default::default()
     };
     jvmti.set_callbacks(&callbacks).map_err(|e| e.to_string())?;
-    let agent = Agent { jvmti, socket, hooks_ready: AtomicBool::new(false), sender: OnceLock::new() };
+    let agent = Agent { jvmti, route, hooks_ready: AtomicBool::new(false), sender: OnceLock::new() };
     if AGENT.set(agent).is_err() {
         return Ok(());
     }
@@ -197,7 +196,7 @@ unsafe fn init(jni: *mut sys::JNIEnv, live: bool) -> Result<(), String> {
         .property("java.runtime.version")
         .or_else(|| agent.jvmti.property("java.vm.version"))
         .unwrap_or_default();
-    let sender = Arc::new(Sender::new(agent.socket.clone()));
+    let sender = Arc::new(Sender::new(agent.route.clone()));
     let _ = agent.sender.set(sender.clone());
     if live {
         // Before the hello (the sensor says the JVM is probed when it gets
@@ -218,7 +217,7 @@ unsafe fn init(jni: *mut sys::JNIEnv, live: bool) -> Result<(), String> {
             guard("the sender thread", || sender.run(hello));
         })
         .map_err(|e| format!("cannot start the sender thread: {e}"))?;
-    eprintln!("nettap agent attached: {name} {version}, socket {}", agent.socket.display());
+    eprintln!("nettap agent attached: {name} {version}, {}", agent.route);
     Ok(())
 }
 
@@ -275,8 +274,8 @@ mod tests {
 
     #[test]
     fn options() {
-        assert_eq!(parse_options("").unwrap(), PathBuf::from(DEFAULT_SOCKET));
-        assert_eq!(parse_options("socket=/tmp/a.sock").unwrap(), PathBuf::from("/tmp/a.sock"));
+        assert_eq!(parse_options("").unwrap(), Route::Handoff);
+        assert_eq!(parse_options("socket=/tmp/a.sock").unwrap(), Route::Path("/tmp/a.sock".into()));
         assert!(parse_options("sock=/x").is_err());
         assert!(parse_options("socket=").is_err());
     }

@@ -3,11 +3,19 @@
 //! only takes a short lock; when the queue is full or no sensor is
 //! connected, the chunk is dropped and counted, and the count rides on the
 //! next frame that gets through.
+//!
+//! Two routes to the sensor: by default the agent makes a Unix socket pair
+//! and names this thread `nettap-fd-<N>`, N being the pair's other end; the
+//! sensor copies that fd out of the process (pidfd_getfd) and writes one
+//! byte; then the agent closes its copy of that end and streams. No path,
+//! no name, no volume: nothing another process of the pod could reach. With
+//! `socket=PATH` it connects to that path instead (the older route).
 
 use nettap_shared_proto::v1 as pb;
 use prost::Message;
 use std::collections::{HashMap, VecDeque};
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,6 +32,51 @@ const MAX_CONNS: usize = 16384;
 const BATCH_DELAY: Duration = Duration::from_millis(1);
 /// How often a missing sensor is looked for again.
 const RECONNECT: Duration = Duration::from_secs(1);
+/// The sending thread's name while it offers a socket (the sensor's
+/// `agent::THREAD_PREFIX`), followed by the fd.
+pub const THREAD_PREFIX: &str = "nettap-fd-";
+/// The sensor's go-ahead byte.
+const READY: u8 = 1;
+
+/// How the agent reaches the sensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Offer a socket pair's end for the sensor to take (the default).
+    Handoff,
+    /// Connect to a Unix socket at this path.
+    Path(PathBuf),
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Route::Handoff => f.write_str("socket handoff"),
+            Route::Path(p) => write!(f, "socket {}", p.display()),
+        }
+    }
+}
+
+/// A socket pair offered to the sensor: our end, and the end it is to take.
+#[derive(Debug)]
+struct Offer {
+    mine: UnixStream,
+    theirs: OwnedFd,
+}
+
+/// Names the calling thread (at most 15 bytes are kept).
+fn name_thread(name: &str) {
+    if let Ok(c) = std::ffi::CString::new(name) {
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of the calling thread.
+        unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr() as libc::c_ulong, 0, 0, 0) };
+    }
+}
+
+/// Waits up to `limit` for `fd` to be readable (or hung up).
+fn readable(fd: &impl AsRawFd, limit: Duration) -> bool {
+    let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN | libc::POLLRDHUP, revents: 0 };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut p, 1, limit.as_millis() as libc::c_int) > 0 }
+}
 
 /// A connection's endpoints as the socket reports them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -77,7 +130,7 @@ pub struct Sender {
     dropped_bytes: AtomicU64,
     /// A batch taken from the queue is being written.
     sending: AtomicBool,
-    socket: PathBuf,
+    route: Route,
 }
 
 fn endpoint(ip: &[u8], port: u16) -> Option<pb::Endpoint> {
@@ -85,8 +138,8 @@ fn endpoint(ip: &[u8], port: u16) -> Option<pb::Endpoint> {
 }
 
 impl Sender {
-    /// A sender for the sensor at `socket` (not yet running).
-    pub fn new(socket: PathBuf) -> Sender {
+    /// A sender for the sensor reached by `route` (not yet running).
+    pub fn new(route: Route) -> Sender {
         Sender {
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
@@ -94,7 +147,7 @@ impl Sender {
             dropped_chunks: AtomicU64::new(0),
             dropped_bytes: AtomicU64::new(0),
             sending: AtomicBool::new(false),
-            socket,
+            route,
         }
     }
 
@@ -156,10 +209,15 @@ impl Sender {
     /// on any failure, drop what was being sent and connect again later.
     pub fn run(&self, hello: pb::AgentHello) -> ! {
         let mut stream: Option<UnixStream> = None;
+        let mut offer: Option<Offer> = None;
         let mut said_absent = false;
         loop {
             if stream.is_none() {
-                match self.connect(&hello) {
+                let connected = match &self.route {
+                    Route::Path(path) => Self::connect(path, &hello),
+                    Route::Handoff => Self::handed_over(&mut offer, &hello),
+                };
+                match connected {
                     Ok(s) => {
                         stream = Some(s);
                         self.connected.store(true, Ordering::Relaxed);
@@ -168,12 +226,15 @@ impl Sender {
                     Err(e) => {
                         if !said_absent {
                             crate::log(&format!(
-                                "sensor not reachable at {} ({e}); capture is dropped until it is",
-                                self.socket.display()
+                                "sensor not reachable by {} ({e}); capture is dropped until it is",
+                                self.route
                             ));
                             said_absent = true;
                         }
-                        std::thread::sleep(RECONNECT);
+                        // An offer waits in `handed_over` itself.
+                        if e.kind() != std::io::ErrorKind::TimedOut {
+                            std::thread::sleep(RECONNECT);
+                        }
                         continue;
                     }
                 }
@@ -193,6 +254,13 @@ impl Sender {
                 // Let a burst gather: one write and one wake of the sensor
                 // for many chunks instead of one each.
                 std::thread::sleep(BATCH_DELAY);
+            } else if stream.as_ref().is_some_and(|s| readable(s, Duration::ZERO)) {
+                // Idle, and the sensor hung up (it never writes after the
+                // go-ahead): look for the next one now, not at the next write.
+                crate::log(&format!("lost the sensor ({}); reconnecting", self.route));
+                self.connected.store(false, Ordering::Relaxed);
+                stream = None;
+                continue;
             }
             let batch = {
                 let Ok(mut q) = self.queue.lock() else { self.idle() };
@@ -217,7 +285,7 @@ impl Sender {
                 let _ = frame.encode_length_delimited(&mut buf);
             }
             if let Err(e) = stream.as_mut().expect("connected").write_all(&buf) {
-                crate::log(&format!("lost the sensor at {} ({e}); reconnecting", self.socket.display()));
+                crate::log(&format!("lost the sensor ({}: {e}); reconnecting", self.route));
                 self.connected.store(false, Ordering::Relaxed);
                 stream = None;
                 self.dropped_chunks.fetch_add(chunks, Ordering::Relaxed);
@@ -240,12 +308,43 @@ impl Sender {
         }
     }
 
-    fn connect(&self, hello: &pb::AgentHello) -> std::io::Result<UnixStream> {
-        let mut s = UnixStream::connect(&self.socket)?;
-        let frame =
-            pb::AgentFrame { kind: Some(pb::agent_frame::Kind::Hello(hello.clone())), ..Default::default() };
-        s.write_all(&frame.encode_length_delimited_to_vec())?;
+    fn connect(path: &std::path::Path, hello: &pb::AgentHello) -> std::io::Result<UnixStream> {
+        let mut s = UnixStream::connect(path)?;
+        say_hello(&mut s, hello)?;
         Ok(s)
+    }
+
+    /// Offers a socket (made once, kept until taken) and waits up to
+    /// [`RECONNECT`] for the sensor's go-ahead.
+    fn handed_over(offer: &mut Option<Offer>, hello: &pb::AgentHello) -> std::io::Result<UnixStream> {
+        if offer.is_none() {
+            let (mine, theirs) = UnixStream::pair()?;
+            let theirs = OwnedFd::from(theirs);
+            name_thread(&format!("{THREAD_PREFIX}{}", theirs.as_raw_fd()));
+            *offer = Some(Offer { mine, theirs });
+        }
+        let o = offer.as_mut().expect("made above");
+        if !readable(&o.mine, RECONNECT) {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no sensor took the offered socket"));
+        }
+        let mut go = [0u8; 1];
+        let read = o.mine.read(&mut go);
+        // Taken or not, this offer is spent: a new one is made next time.
+        let Offer { mut mine, theirs } = offer.take().expect("made above");
+        name_thread("nettap-agent");
+        drop(theirs); // the sensor's copy is now the only one: its exit is our hang-up
+        match read {
+            Ok(1) if go[0] == READY => {}
+            Ok(_) => return Err(std::io::Error::other("the offered socket's first byte is not the go-ahead")),
+            Err(e) => return Err(e),
+        }
+        say_hello(&mut mine, hello)?;
+        Ok(mine)
+    }
+
+    /// The route to the sensor.
+    pub fn route(&self) -> &Route {
+        &self.route
     }
 
     /// A poisoned lock (a panic while holding it) ends sending for good.
@@ -256,6 +355,11 @@ impl Sender {
             std::thread::park();
         }
     }
+}
+
+fn say_hello(s: &mut UnixStream, hello: &pb::AgentHello) -> std::io::Result<()> {
+    let frame = pb::AgentFrame { kind: Some(pb::agent_frame::Kind::Hello(hello.clone())), ..Default::default() };
+    s.write_all(&frame.encode_length_delimited_to_vec())
 }
 
 #[cfg(test)]
@@ -282,7 +386,7 @@ mod tests {
 
     #[test]
     fn offsets_advance_even_when_dropped_and_big_chunks_split() {
-        let s = Sender::new("/nonexistent".into());
+        let s = Sender::new(Route::Path("/nonexistent".into()));
         s.push(chunk(pb::Direction::Send), 10, Vec::new());
         assert_eq!(s.dropped_chunks.load(Ordering::Relaxed), 1);
         assert_eq!(s.dropped_bytes.load(Ordering::Relaxed), 10);
@@ -299,7 +403,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_and_counts() {
-        let s = Sender::new("/nonexistent".into());
+        let s = Sender::new(Route::Path("/nonexistent".into()));
         s.connected.store(true, Ordering::Relaxed);
         s.push(chunk(pb::Direction::Send), QUEUE_BYTES, vec![0; QUEUE_BYTES]);
         s.push(chunk(pb::Direction::Send), 1, vec![0]);

@@ -160,6 +160,7 @@ pub struct AutoAttach {
     agent: PathBuf,
     options: String,
     tried: std::collections::HashSet<u32>,
+    handoff: Option<crate::agent::Watcher>,
 }
 
 /// How long after its exec a JVM is first tried, and how often again.
@@ -167,9 +168,11 @@ const AFTER_EXEC: Duration = Duration::from_millis(1500);
 const TRIES: u32 = 5;
 
 impl AutoAttach {
-    /// Attaches `agent` with the agent socket `socket`.
-    pub fn new(agent: PathBuf, socket: &Path) -> AutoAttach {
-        AutoAttach { agent, options: format!("socket={}", socket.display()), tried: Default::default() }
+    /// Attaches `agent`, told the agent socket `socket` if given (else it
+    /// offers its socket, and `handoff` is told to look for it).
+    pub fn new(agent: PathBuf, socket: Option<&Path>, handoff: Option<crate::agent::Watcher>) -> AutoAttach {
+        let options = socket.map(|s| format!("socket={}", s.display())).unwrap_or_default();
+        AutoAttach { agent, options, tried: Default::default(), handoff }
     }
 
     /// Every JVM running now.
@@ -197,7 +200,7 @@ impl AutoAttach {
         if !self.tried.insert(pid) {
             return;
         }
-        let (agent, options) = (self.agent.clone(), self.options.clone());
+        let (agent, options, handoff) = (self.agent.clone(), self.options.clone(), self.handoff.clone());
         let spawned = std::thread::Builder::new().name(format!("attach-{pid}")).spawn(move || {
             std::thread::sleep(delay);
             let mut last = None;
@@ -208,7 +211,13 @@ impl AutoAttach {
                     continue;
                 }
                 match attach(pid, &agent, &options, Duration::from_secs(5)) {
-                    Ok(_) => return, // the agent's hello logs `probe attached`
+                    Ok(_) => {
+                        // The agent's hello logs `probe attached`.
+                        if let Some(h) = &handoff {
+                            h.watch(pid);
+                        }
+                        return;
+                    }
                     Err(e) => last = Some(e),
                 }
                 std::thread::sleep(Duration::from_secs(1));

@@ -51,9 +51,10 @@ struct AttachArgs {
     /// The agent library (default: libnettap_agent.so beside this program).
     #[arg(long)]
     agent: Option<PathBuf>,
-    /// The sensor's agent socket the agent is to stream to.
-    #[arg(long, default_value = nettap_sensor::agent::DEFAULT_SOCKET)]
-    agent_socket: PathBuf,
+    /// A socket path the agent is to stream to (default: none; the agent
+    /// offers its own socket, which a running sensor takes).
+    #[arg(long)]
+    agent_socket: Option<PathBuf>,
     /// How long to wait for the JVM, in seconds.
     #[arg(long, value_parser = parse_seconds, default_value = "10")]
     timeout: Duration,
@@ -149,9 +150,10 @@ struct CaptureArgs {
     /// socket or loopback, it needs TLS and a token or client certificates.
     #[arg(long)]
     api: Option<ApiAddr>,
-    /// Unix socket the JVM agent streams TLS plaintext to (`none`: not served).
-    #[arg(long, default_value = nettap_sensor::agent::DEFAULT_SOCKET)]
-    agent_socket: PathBuf,
+    /// Also serve this Unix socket path to JVM agents told it (`socket=PATH`);
+    /// by default agents hand their own socket over and no path is served.
+    #[arg(long)]
+    agent_socket: Option<PathBuf>,
     /// Load the JVM agent into every JVM running now and started later.
     #[arg(long)]
     attach_jvms: bool,
@@ -354,7 +356,7 @@ fn run(cli: Cli) -> Result<()> {
                 http_limits: Default::default(),
                 openssl_binaries: openssl_binaries_from_env()?,
                 api: api_listen(&args)?,
-                agent_socket: Some(args.agent_socket.clone()).filter(|p| p.as_os_str() != "none"),
+                agent_socket: args.agent_socket.clone().filter(|p| p.as_os_str() != "none"),
                 attach_jvms: if args.attach_jvms {
                     Some(jvm_agent_path(args.jvm_agent.clone())?)
                 } else {
@@ -366,7 +368,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Attach(args) => {
             let agent = jvm_agent_path(args.agent)?;
-            let options = format!("socket={}", args.agent_socket.display());
+            let options = args.agent_socket.map(|s| format!("socket={}", s.display())).unwrap_or_default();
             let answer = nettap_sensor::jvm_attach::attach(args.pid, &agent, &options, args.timeout)
                 .with_context(|| format!("attaching to JVM {}", args.pid))?;
             tracing::info!(pid = args.pid, agent = %agent.display(), answer, "agent loaded into the JVM");

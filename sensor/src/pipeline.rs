@@ -771,30 +771,21 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         proc.publisher = Some(publisher);
     }
 
-    // Capture goes on without it: agents are one source among several.
-    let (_agent_socket, mut agent_rx) = match opts.agent_socket.as_deref().map(crate::agent::listen) {
-        Some(Ok((socket, rx))) => {
-            info!(path = %opts.agent_socket.as_ref().unwrap().display(), "agent socket served");
-            (Some(socket), Some(rx))
-        }
-        Some(Err(e)) => {
-            warn!(error = %probes::error_chain(&e), "agent socket not served: JVM agents cannot send plaintext");
-            (None, None)
-        }
-        None => (None, None),
-    };
+    // Capture goes on without them: agents are one source among several.
+    let (agent_routes, agent_rx) = crate::agent::serve(opts.agent_socket.as_deref());
+    let mut agent_rx = Some(agent_rx);
 
-    let mut auto_attach = match (&opts.attach_jvms, &opts.agent_socket, &_agent_socket) {
-        (Some(agent), Some(socket), Some(_)) => {
-            let mut a = crate::jvm_attach::AutoAttach::new(agent.clone(), socket);
+    let mut auto_attach = match &opts.attach_jvms {
+        Some(agent) => {
+            let mut a = crate::jvm_attach::AutoAttach::new(
+                agent.clone(),
+                opts.agent_socket.as_deref(),
+                agent_routes.handoff.as_ref().map(crate::agent::Handoff::watcher),
+            );
             a.running();
             Some(a)
         }
-        (Some(_), _, _) => {
-            warn!("--attach-jvms needs the agent socket: JVMs are not attached");
-            None
-        }
-        _ => None,
+        None => None,
     };
 
     // Kubernetes mode: pods named in records, capture rules in the kernel.
@@ -848,6 +839,9 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                     }
                     if let Some(a) = &mut auto_attach {
                         a.on_exec(exe.pid, &exe.name);
+                    }
+                    if let Some(h) = &agent_routes.handoff {
+                        h.on_exec(exe.pid);
                     }
                 }
             }

@@ -184,7 +184,7 @@ fn the_api_server_calls_the_injector_and_java_pods_come_back_mutated_once() {
         spec["initContainers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(inits, ["nettap-agent-init"], "{pod}");
     assert_eq!(spec["initContainers"][0]["image"], "example/nettap-injector:1");
-    let option = "-agentpath:/nettap-agent/libnettap_agent.so=socket=/run/nettap/agent.sock";
+    let option = "-agentpath:/nettap-agent/libnettap_agent.so";
     assert_eq!(
         spec["containers"][0]["env"],
         json!([{"name": "JAVA_TOOL_OPTIONS", "value": format!("-Xss1m {option}")}])
@@ -193,7 +193,8 @@ fn the_api_server_calls_the_injector_and_java_pods_come_back_mutated_once() {
     assert!(spec["containers"][1].get("env").is_none(), "envoy is not Java");
     let volumes: Vec<&str> =
         spec["volumes"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
-    assert!(volumes.contains(&"nettap-agent") && volumes.contains(&"nettap-socket"), "{volumes:?}");
+    assert_eq!(volumes, ["nettap-agent"], "nothing of the node");
+    assert!(!pod.to_string().contains("hostPath"), "{pod}");
     assert_eq!(pod["metadata"]["annotations"]["ebpf.speedscale.com/java-agent-injected"], "true");
 
     for (name, body) in [
@@ -225,4 +226,48 @@ fn the_api_server_calls_the_injector_and_java_pods_come_back_mutated_once() {
     let log = std::fs::read_to_string(dir.path().join("injector.log")).unwrap();
     assert!(log.contains("shop/orders: injected the JVM agent into app"), "{log}");
     assert!(log.contains("review refused"), "{log}");
+
+    injected_pods_pass_pod_security(&api);
+}
+
+/// A Java pod that passes Pod Security "restricted" on its own.
+fn restricted_java_pod(name: &str) -> Value {
+    json!({"metadata": {"name": name}, "spec": {
+        "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{"name": "app", "image": "eclipse-temurin:21-jre", "command": ["java", "-jar", "/app/app.jar"],
+            "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]}})
+}
+
+/// In namespaces enforcing each Pod Security level, a Java pod that the
+/// level admits is injected and still admitted (a dry-run creation runs the
+/// webhook, then Pod Security on the mutated pod); a hostPath, as the
+/// injector added before, is refused there, so the check is live.
+fn injected_pods_pass_pod_security(api: &ApiServer) {
+    for level in ["restricted", "baseline", "privileged"] {
+        let ns = format!("pss-{level}");
+        api.namespace(
+            &ns,
+            json!({"nettap-e2e": "inject", "pod-security.kubernetes.io/enforce": level,
+                   "pod-security.kubernetes.io/enforce-version": "latest"}),
+        );
+        let pods = format!("/api/v1/namespaces/{ns}/pods?dryRun=All");
+        let (code, pod) =
+            api.try_request("POST", &pods, Some(("application/json", &restricted_java_pod("app")))).unwrap();
+        assert_eq!(code, 201, "{level}: the injected pod is admitted: {pod}");
+        let init = &pod["spec"]["initContainers"][0];
+        assert_eq!(init["name"], "nettap-agent-init", "{level}: injected: {pod}");
+        assert_eq!(init["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+        assert!(!pod.to_string().contains("hostPath"), "{pod}");
+
+        let mut with_host_path = restricted_java_pod("old-style");
+        with_host_path["spec"]["volumes"] = json!([{"name": "s", "hostPath": {"path": "/run/nettap"}}]);
+        let (code, answer) =
+            api.try_request("POST", &pods, Some(("application/json", &with_host_path))).unwrap();
+        if level == "privileged" {
+            assert_eq!(code, 201, "{answer}");
+        } else {
+            assert_eq!(code, 403, "{level} refuses a hostPath: {answer}");
+            assert!(answer["message"].as_str().unwrap().contains("hostPath"), "{answer}");
+        }
+    }
 }

@@ -92,6 +92,17 @@ impl Drop for AgentSocket {
 /// Listens on `path` (replacing a stale socket file) and returns the socket
 /// and the receiving end of the agents' frames. Must run inside a Tokio runtime.
 pub fn listen(path: &Path) -> Result<(AgentSocket, mpsc::Receiver<AgentMsg>), ListenError> {
+    let (tx, rx) = channel();
+    Ok((listen_to(path, tx)?, rx))
+}
+
+/// The channel every agent route feeds.
+pub(super) fn channel() -> (mpsc::Sender<AgentMsg>, mpsc::Receiver<AgentMsg>) {
+    mpsc::channel(CHANNEL_FRAMES)
+}
+
+/// [`listen`], its agents' frames sent to `tx`.
+pub(super) fn listen_to(path: &Path, tx: mpsc::Sender<AgentMsg>) -> Result<AgentSocket, ListenError> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !dir.exists() {
         let made = |source| ListenError::Dir { dir: dir.into(), source };
@@ -122,9 +133,8 @@ pub fn listen(path: &Path) -> Result<(AgentSocket, mpsc::Receiver<AgentMsg>), Li
     // JVMs of any user connect; what they send is tied to their own pid.
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666));
     let ino = std::fs::symlink_metadata(path).map(|m| m.ino()).unwrap_or(0);
-    let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
     let task = tokio::spawn(accept_loop(listener, tx));
-    Ok((AgentSocket { path: path.into(), ino, task }, rx))
+    Ok(AgentSocket { path: path.into(), ino, task })
 }
 
 async fn accept_loop(listener: UnixListener, tx: mpsc::Sender<AgentMsg>) {
@@ -149,7 +159,7 @@ async fn accept_loop(listener: UnixListener, tx: mpsc::Sender<AgentMsg>) {
 }
 
 /// Reads one agent's frames until it disconnects or sends a bad one.
-async fn read_agent(mut stream: UnixStream, pid: u32, tx: mpsc::Sender<AgentMsg>) {
+pub(super) async fn read_agent(mut stream: UnixStream, pid: u32, tx: mpsc::Sender<AgentMsg>) {
     let mut reader = FrameReader::new();
     let mut buf = vec![0u8; 64 << 10];
     loop {

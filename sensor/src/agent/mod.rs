@@ -1,10 +1,55 @@
-//! In-process agents (the JVM agent in `jvm-agent/`): the socket they
-//! stream plaintext to and the frames they send (`agent.proto`).
+//! In-process agents (the JVM agent in `jvm-agent/`): how their plaintext
+//! reaches the sensor and the frames they send (`agent.proto`). Two routes
+//! feed one channel: the socket handoff (`handoff.rs`, the default: no path,
+//! nothing any other process can reach) and, when named, a Unix socket path.
 
 mod frame;
+mod handoff;
 mod listener;
 
 pub use frame::{
     AgentChunk, AgentConn, AgentEvent, Frame, FrameError, FrameReader, Hook, MAX_FRAME, MAX_PAYLOAD,
 };
+pub use handoff::{offered_fd, take, Handoff, TakeError, Watcher, READY, THREAD_PREFIX};
 pub use listener::{listen, AgentMsg, AgentSocket, ListenError, DEFAULT_SOCKET};
+
+use std::path::Path;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// The routes served; dropping it stops them.
+#[derive(Debug)]
+pub struct AgentRoutes {
+    /// The handoff's discovery, told about new programs.
+    pub handoff: Option<Handoff>,
+    /// The path socket, if one was named and could be served.
+    pub socket: Option<AgentSocket>,
+}
+
+/// Serves the handoff and, if `path` is given, the socket at `path`; a route
+/// that cannot be served is logged and the others go on. Must run inside a
+/// Tokio runtime.
+pub fn serve(path: Option<&Path>) -> (AgentRoutes, mpsc::Receiver<AgentMsg>) {
+    let (tx, rx) = listener::channel();
+    let socket = path.and_then(|path| match listener::listen_to(path, tx.clone()) {
+        Ok(s) => {
+            info!(path = %path.display(), "agent socket served");
+            Some(s)
+        }
+        Err(e) => {
+            warn!(error = %crate::probes::error_chain(&e), "agent socket not served: JVM agents told to use it cannot send plaintext");
+            None
+        }
+    });
+    let handoff = match handoff::start(tx) {
+        Ok(h) => {
+            info!("agent handoff served: JVM agents are found by their thread names, their sockets taken with pidfd_getfd");
+            Some(h)
+        }
+        Err(e) => {
+            warn!(error = %e, "agent handoff not served: only JVM agents told a socket path can send plaintext");
+            None
+        }
+    };
+    (AgentRoutes { handoff, socket }, rx)
+}
