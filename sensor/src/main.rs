@@ -102,6 +102,16 @@ struct CaptureArgs {
     /// Write records to PATH (`-` for stdout) instead of the terminal summary.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Write records as JSON Lines into this directory (made 0700; files
+    /// 0600, rotated, the oldest removed first beyond --out-max-bytes).
+    #[arg(long, conflicts_with = "out")]
+    out_dir: Option<PathBuf>,
+    /// The records directory's bound, all files together.
+    #[arg(long, default_value_t = nettap_sensor::output::file_store::Limits::default().max_bytes)]
+    out_max_bytes: u64,
+    /// Files kept in the records directory (the one written included).
+    #[arg(long, default_value_t = nettap_sensor::output::file_store::Limits::default().max_files)]
+    out_max_files: usize,
     /// Record format: JSON Lines, or the HTTP exchanges as HAR 1.2 (to stdout without --out).
     #[arg(long, value_enum, default_value_t = Format::Jsonl)]
     format: Format,
@@ -294,6 +304,15 @@ fn capture_config(args: &CaptureArgs, file: &FileConfig) -> Result<CaptureConfig
 }
 
 fn sink(args: &CaptureArgs) -> Result<Sink> {
+    if let Some(dir) = &args.out_dir {
+        anyhow::ensure!(matches!(args.format, Format::Jsonl), "--out-dir writes JSON Lines only (not --format har)");
+        let limits = nettap_sensor::output::file_store::Limits {
+            max_bytes: args.out_max_bytes,
+            max_files: args.out_max_files,
+        };
+        let store = nettap_sensor::output::FileStore::open(dir, limits)?;
+        return Ok(Sink::Jsonl(JsonlWriter::new(Box::new(store))));
+    }
     let path = match (&args.out, args.format) {
         (Some(path), _) => path.clone(),
         (None, Format::Har) => PathBuf::from("-"),

@@ -119,6 +119,33 @@ pub fn java_mode(home: &Path, agent_socket: Option<&Path>, mode: &str) -> Comman
     c
 }
 
+/// `mode` of java-testapps on JDK `home` with the agent on its default
+/// route (no `socket=`: it hands its own socket to the sensor), run in
+/// network namespace `ns` and in a pid namespace of its own (`unshare --pid
+/// --fork`: the JVM is the child of the spawned process, see [`child_of`]).
+pub fn java_handoff_in_ns(home: &Path, ns: &str, mode: &str) -> Command {
+    let inner = java_mode(home, None, mode);
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, "unshare", "--pid", "--fork", "--kill-child"]).arg(inner.get_program());
+    c.arg(format!("-agentpath:{}", agent_lib().display()));
+    c.args(inner.get_args());
+    c
+}
+
+/// The one child of `pid` (waits up to 10 s for it): the host pid of a
+/// program started by `unshare --fork`.
+pub fn child_of(pid: u32) -> u32 {
+    let start = std::time::Instant::now();
+    loop {
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        if let Some(child) = children.split_whitespace().next() {
+            return child.parse().unwrap();
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "pid {pid} started no child");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// `java [-agentpath:…=socket=SOCK] -jar jdk-peers.jar` of JDK `home`.
 pub fn java_peer(home: &Path, agent_socket: Option<&Path>) -> Command {
     let mut c = Command::new(home.join("bin/java"));

@@ -5,7 +5,7 @@
 //! `tls: true`, with no ciphertext; bad frames on the agent socket must
 //! close only their own connection.
 
-use nettap_e2e::jvm::{java_mode, java_peer, jdk, KillOnDrop, SpawnGuarded};
+use nettap_e2e::jvm::{child_of, java_handoff_in_ns, java_mode, java_peer, jdk, KillOnDrop, SpawnGuarded};
 use nettap_e2e::*;
 use serde_json::Value;
 use std::io::Write;
@@ -227,8 +227,217 @@ on_both_jdks!(
     attach_to_running_jvms,
     without_a_sensor_the_application_runs_at_normal_speed,
     sensor_killed_and_restarted_capture_resumes,
-    sensor_attaches_to_jvms_by_itself
+    sensor_attaches_to_jvms_by_itself,
+    handoff_from_network_and_pid_namespaces,
+    handoff_sensor_started_later_killed_and_restarted
 );
+
+/// The capabilities of the DaemonSet, nothing more (no CAP_SYS_ADMIN).
+const FOUR_CAPS: &str = "-all,+bpf,+perfmon,+net_admin,+sys_ptrace";
+
+/// The agent's default route, no path anywhere: a server and a client in a
+/// network namespace the test makes, each in a pid namespace of its own, and
+/// a sensor with only the DaemonSet's four capabilities. Their plaintext is
+/// captured byte-exact under their host pids.
+fn handoff_from_network_and_pid_namespaces(major: u32) {
+    let home = jdk(major);
+    let tls = TlsSetup::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let ns = NetNsPair::new(40 + major as u8);
+    let sensor = Sensor::start_with_caps(FOUR_CAPS, &["--port", &tls.port_s, "--raw"]);
+    sensor.wait_for_log(&["agent handoff served"]);
+    let ready = scratch.path().join("server.ready");
+    let mut server = java_handoff_in_ns(&home, &ns.a, "socket-server")
+        .args(["--port", &tls.port_s, "--requests", &SIZES.len().to_string(), "--cert"])
+        .arg(&tls.cert)
+        .arg("--key")
+        .arg(&tls.key)
+        .arg("--ready")
+        .arg(&ready)
+        .spawn_guarded();
+    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
+    let server_pid = child_of(server.id());
+    let sizes = SIZES.map(|s| s.to_string()).join(",");
+    let mut client = java_handoff_in_ns(&home, &ns.a, "url-client")
+        .args(["--port", &tls.port_s, "--sizes", &sizes, "--cert"])
+        .arg(&tls.cert)
+        .spawn_guarded();
+    let client_pid = child_of(client.id());
+    assert!(wait_child(&mut client, "url-client").success(), "client failed");
+    assert!(wait_child(&mut server, "socket-server").success(), "server failed");
+    for pid in [server_pid, client_pid] {
+        sensor.wait_for_log(&["agent disconnected", &format!("pid={pid}")]);
+    }
+    let cap = sensor.stop();
+    for pid in [server_pid, client_pid] {
+        assert!(
+            cap.log.lines().any(|l| l.contains("agent socket taken") && l.contains(&format!("pid={pid}"))),
+            "pid {pid}'s socket was handed over:\n{}",
+            cap.log
+        );
+    }
+    assert_jvmti_records(&cap, client_pid, "client", &SSL_SOCKET);
+    assert_jvmti_records(&cap, server_pid, "server", &SSL_SOCKET);
+    assert_exchanges(&cap, client_pid, H1);
+    assert_exchanges(&cap, server_pid, H1);
+    let (cs, sr) = (cap.stream(client_pid, "send"), cap.stream(server_pid, "recv"));
+    assert!(cs.gaps.is_empty() && cs.start == 0 && cs.bytes == sr.bytes, "client to server exact");
+    assert_eq!(cap.dropped("jvmti_agent_dropped"), (0, 0));
+}
+
+/// On the default route, in a network and pid namespace of its own: a JVM
+/// started before any sensor runs at once; a sensor started later takes its
+/// socket, one killed mid-stream is replaced, and capture resumes with what
+/// was lost meanwhile counted.
+fn handoff_sensor_started_later_killed_and_restarted(major: u32) {
+    let home = jdk(major);
+    let tls = TlsSetup::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let ns = NetNsPair::new(50 + major as u8);
+    let ready = scratch.path().join("server.ready");
+    let mut server = java_handoff_in_ns(&home, &ns.a, "socket-server")
+        .args(["--port", &tls.port_s, "--requests", "0", "--cert"])
+        .arg(&tls.cert)
+        .arg("--key")
+        .arg(&tls.key)
+        .arg("--ready")
+        .arg(&ready)
+        .spawn_guarded();
+    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
+    let stop = scratch.path().join("stop");
+    let mut client = java_handoff_in_ns(&home, &ns.a, "url-client")
+        .args(["--port", &tls.port_s, "--sizes", "1024", "--cert"])
+        .arg(&tls.cert)
+        .arg("--until-file")
+        .arg(&stop)
+        .spawn_guarded();
+    let pid = child_of(client.id());
+    std::thread::sleep(std::time::Duration::from_secs(1)); // requests without a sensor
+    let sensor_args = ["--port", &tls.port_s, "--raw"];
+    let first = Sensor::start_with_caps(FOUR_CAPS, &sensor_args);
+    first.wait_for_log(&["probe attached", "JVMTI", &format!("pid={pid}")]);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    drop(first); // SIGKILL, mid-stream
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let second = Sensor::start_with_caps(FOUR_CAPS, &sensor_args);
+    second.wait_for_log(&["probe attached", "JVMTI", &format!("pid={pid}")]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    std::fs::write(&stop, b"").unwrap();
+    assert!(wait_child(&mut client, "url-client").success(), "the application failed");
+    second.wait_for_log(&["agent disconnected", &format!("pid={pid}")]);
+    let cap = second.stop();
+    drop(server);
+
+    let h = cap.of("http", pid);
+    assert!(h.len() >= 5, "capture resumed after the restart: {} exchanges", h.len());
+    for r in &h {
+        assert_eq!((r["source"].as_str(), r["conn"]["tls"].as_bool()), (Some("jvmti"), Some(true)), "{r}");
+        assert_eq!(r["request"]["path"], "/echo/1024");
+        assert_http_body(&r["request"], &pattern_body("req", 1024), "request");
+        assert_http_body(&r["response"], &pattern_body("resp", 1024), "response");
+    }
+    let (count, bytes) = cap.dropped("jvmti_agent_dropped");
+    assert!(count > 0 && bytes > 0, "what was lost without a sensor is counted: {count} chunks, {bytes} bytes");
+}
+
+/// A frame of data for a connection this process never had.
+fn forged_data_frame(payload: &[u8]) -> Vec<u8> {
+    use nettap_shared_proto::v1 as pb;
+    use prost::Message;
+    pb::AgentFrame {
+        kind: Some(pb::agent_frame::Kind::Data(pb::AgentData {
+            conn: Some(pb::AgentConn {
+                local: Some(pb::Endpoint { ip: vec![10, 9, 9, 1], port: 40000 }),
+                remote: Some(pb::Endpoint { ip: vec![10, 9, 9, 2], port: 443 }),
+                role: pb::Role::Client as i32,
+                fd: -1,
+                ..Default::default()
+            }),
+            direction: pb::Direction::Send as i32,
+            hook: pb::AgentHook::SslSocketWrite as i32,
+            seq: 0,
+            ts_boot_ns: 1,
+            tid: 1,
+            payload: payload.to_vec(),
+        })),
+        ..Default::default()
+    }
+    .encode_length_delimited_to_vec()
+}
+
+/// Offers `fd` the way the agent does: a thread named `nettap-fd-<fd>`,
+/// alive until `done` is set.
+fn offer(fd: i32, done: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(format!("nettap-fd-{fd}"))
+        .spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+        .unwrap()
+}
+
+/// Any process can offer a socket (this test process does, as no JVM): it
+/// gets the one go-ahead byte and nothing else, whatever it sends; what it
+/// sends is its own (a hello claiming pid 1 is this process); malformed
+/// frames close its connection and nothing else; an fd that is not a socket
+/// pair's end is refused and left untouched.
+#[test]
+fn handoff_from_a_process_that_is_not_a_jvm() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::sync::{atomic::AtomicBool, Arc};
+    let me = std::process::id();
+    let (mut mine, theirs) = UnixStream::pair().unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let offering = offer(theirs.as_raw_fd(), done.clone());
+    let mut sensor = Sensor::start_with_caps(FOUR_CAPS, &["--raw", "--port", "443"]);
+    mine.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let mut go = [0u8; 1];
+    mine.read_exact(&mut go).expect("the sensor takes an offered socket");
+    assert_eq!(go, [1]);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    offering.join().unwrap();
+    drop(theirs);
+
+    let nonce = format!("FORGED-{}", free_port());
+    mine.write_all(&hello_frame(1)).unwrap();
+    mine.write_all(&forged_data_frame(nonce.as_bytes())).unwrap();
+    sensor.wait_for_log(&["probe attached", "JVMTI", &format!("pid={me}")]);
+    mine.set_read_timeout(Some(std::time::Duration::from_millis(1500))).unwrap();
+    let mut back = [0u8; 64];
+    match mine.read(&mut back) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the sensor sends nothing after the go-ahead: {other:?}"),
+    }
+    // Garbage closes this connection, with the reason, and only it.
+    mine.write_all(&[0xff; 64]).unwrap();
+    sensor.wait_for_log(&["bad frame", "not a varint", &format!("pid={me}")]);
+    mine.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    assert_eq!(mine.read(&mut back).unwrap(), 0, "closed by the sensor");
+
+    // An fd that is a file, offered: refused, the file untouched.
+    let file = tempfile::tempfile().unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let offering = offer(file.as_raw_fd(), done.clone());
+    sensor.wait_for_log(&["agent socket not taken", "not a socket"]);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    offering.join().unwrap();
+    assert_eq!(file.metadata().unwrap().len(), 0);
+    assert!(sensor.running(), "the sensor survived");
+    let cap = sensor.stop();
+
+    let forged: Vec<&Value> = cap
+        .records
+        .iter()
+        .filter(|r| r["kind"] == "data" && payload(r) == nonce.as_bytes())
+        .collect();
+    assert_eq!(forged.len(), 1, "{forged:?}");
+    assert_eq!(forged[0]["pid"], me, "said by this process, whatever its hello claimed");
+    assert_eq!(forged[0]["source"], "jvmti");
+    assert!(cap.records.iter().all(|r| r["pid"] != 1), "nothing is attributed to pid 1");
+}
 
 /// Each client against each suitable server, on both JDKs:
 /// `client_vs_server::jdkN`. httpclient-h2-client fails unless HTTP/2 was

@@ -152,8 +152,10 @@ pub async fn serve(listen: &ApiListen, publisher: &Publisher) -> anyhow::Result<
     Ok(match &listen.addr {
         ApiAddr::Unix(path) => {
             let _ = std::fs::remove_file(path); // a socket left by an earlier run
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+                // A directory made here is root's alone (one that exists is left as it is).
+                std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+                    .create(dir)?;
             }
             let listener = tokio::net::UnixListener::bind(path)?;
             // Only root (who could read the ring buffer anyway) subscribes here.

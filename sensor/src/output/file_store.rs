@@ -108,6 +108,8 @@ pub struct FileStore {
     current_path: PathBuf,
     current_bytes: u64,
     current_records: u64,
+    /// The current file ends with a newline (or is empty).
+    at_line_start: bool,
     next_seq: u64,
     evicted_total: Evicted,
 }
@@ -177,11 +179,13 @@ impl FileStore {
             current_path,
             current_bytes: 0,
             current_records: 0,
+            at_line_start: true,
             next_seq: next_seq + 1,
             evicted_total: Evicted::default(),
         };
         let evicted = store.evict();
-        store.report(evicted)?;
+        let path = store.current_path.clone();
+        store.report(evicted).map_err(|source| FileStoreError::File { path, source })?;
         info!(
             dir = %dir.display(),
             max_bytes = limits.max_bytes,
@@ -257,6 +261,9 @@ impl FileStore {
         self.current.write_all(bytes)?;
         self.current_bytes += bytes.len() as u64;
         self.current_records += bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+        if let Some(&last) = bytes.last() {
+            self.at_line_start = last == b'\n';
+        }
         Ok(())
     }
 
@@ -274,6 +281,7 @@ impl FileStore {
         self.closed.push_back(closed);
         self.current_bytes = 0;
         self.current_records = 0;
+        self.at_line_start = true;
         let evicted = self.evict();
         self.report(evicted)
     }
@@ -308,26 +316,23 @@ impl Write for FileStore {
                 self.append(rest)?;
                 break;
             }
-            // Fill up to the last newline that fits, or (a record longer than
-            // the room) to the next newline: then rotate.
-            let cut = rest[..room as usize]
-                .iter()
-                .rposition(|&b| b == b'\n')
-                .or_else(|| rest.iter().position(|&b| b == b'\n'))
-                .map(|i| i + 1);
-            match cut {
-                Some(cut) => {
-                    self.append(&rest[..cut])?;
-                    rest = &rest[cut..];
-                    if !rest.is_empty() || self.current_bytes >= self.limits.file_bytes() {
-                        self.rotate()?;
-                    }
-                }
-                None => {
-                    // No newline at all: part of one record, kept in this file.
-                    self.append(rest)?;
-                    break;
-                }
+            // Fill up to the last newline that fits, then rotate. When none
+            // fits: rotate first if this file holds whole records only, else
+            // finish the record begun here (to its newline) and then rotate.
+            if let Some(i) = rest[..room as usize].iter().rposition(|&b| b == b'\n') {
+                self.append(&rest[..=i])?;
+                rest = &rest[i + 1..];
+                self.rotate()?;
+            } else if self.at_line_start && self.current_bytes > 0 {
+                self.rotate()?;
+            } else if let Some(i) = rest.iter().position(|&b| b == b'\n') {
+                self.append(&rest[..=i])?;
+                rest = &rest[i + 1..];
+                self.rotate()?;
+            } else {
+                // No newline at all: part of one record, kept in this file.
+                self.append(rest)?;
+                break;
             }
         }
         Ok(buf.len())
