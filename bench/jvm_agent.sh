@@ -4,9 +4,10 @@
 # loopback, loaded by java-testapps' load-client (java.net.http, HTTP/1.1
 # keep-alive) for SECONDS per round, rounds alternating without and with the
 # agent, while `nettap capture` (release) runs and takes the agent's
-# plaintext; a third mode has the agent with no sensor to send to (what the
-# agent costs inside the JVM alone). Prints one Markdown row per round and
-# the ratios of the medians.
+# plaintext: `with` on the agent's default route (it hands its socket to the
+# sensor), `path` told the sensor's socket path (`socket=PATH`); a fourth
+# mode has the agent with no sensor to send to (what the agent costs inside
+# the JVM alone). Prints one Markdown row per round and the ratios of the medians.
 #   bash bench/jvm_agent.sh [SECONDS] [ROUNDS] [SIZE] [THREADS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,12 +30,13 @@ sensor=$!
 for _ in $(seq 300); do [ -f "$work/sensor.ready" ] && break; sleep 0.1; done
 echo "| round | agent | requests/s ($threads threads, $size B each way, ${secs} s) |"
 echo "|---|---|---:|"
-declare -a without with absent
+declare -a without with path absent
 for round in $(seq "$rounds"); do
-  for mode in without with absent; do
+  for mode in without with path absent; do
     rm -f "$work/server.ready"
     opts=()
-    [ "$mode" = with ] && opts=("-agentpath:$agent=socket=$work/agent.sock")
+    [ "$mode" = with ] && opts=("-agentpath:$agent")
+    [ "$mode" = path ] && opts=("-agentpath:$agent=socket=$work/agent.sock")
     [ "$mode" = absent ] && opts=("-agentpath:$agent=socket=$work/nobody.sock")
     # nodelay: without it, Nagle and delayed ACKs cap each connection near 20 requests/s.
     "$java" "${opts[@]}" -Dsun.net.httpserver.nodelay=true -jar "$jar" https-server --port "$port" --requests 0 --threads "$threads" \
@@ -45,12 +47,12 @@ for round in $(seq "$rounds"); do
       --threads "$threads" --seconds "$secs" | sed -E 's/.*per_second=([0-9]+).*/\1/')"
     kill "$server"; wait "$server" 2>/dev/null || true
     echo "| $round | $mode | $rps |"
-    case "$mode" in with) with+=("$rps") ;; absent) absent+=("$rps") ;; *) without+=("$rps") ;; esac
+    case "$mode" in with) with+=("$rps") ;; path) path+=("$rps") ;; absent) absent+=("$rps") ;; *) without+=("$rps") ;; esac
   done
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-m0="$(median "${without[@]}")" m1="$(median "${with[@]}")" m2="$(median "${absent[@]}")"
+m0="$(median "${without[@]}")" m1="$(median "${with[@]}")" m2="$(median "${absent[@]}")" m3="$(median "${path[@]}")"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 echo
-echo "medians: without the agent $m0 requests/s; with it and the sensor $m1 ($(ratio "$m1" "$m0")); with it and no sensor $m2 ($(ratio "$m2" "$m0"))"
+echo "medians: without the agent $m0 requests/s; with it and the sensor $m1 ($(ratio "$m1" "$m0")); the same by a socket path $m3 ($(ratio "$m3" "$m0")); with it and no sensor $m2 ($(ratio "$m2" "$m0"))"
 grep -c "probe attached.*JVMTI" "$work/sensor.log" | xargs -I{} echo "JVMs the sensor saw attach: {}"

@@ -187,17 +187,22 @@ impl Sender {
         };
         // Only a sender that may be asleep needs waking (a wake is a system call).
         let was_empty = q.frames.is_empty();
-        for (i, part) in payload.chunks(FRAME_PAYLOAD).enumerate() {
-            q.bytes += part.len();
-            q.frames.push_back(pb::AgentData {
-                conn: Some(conn.clone()),
-                direction: c.direction,
-                hook: c.hook,
-                seq: seq + (i * FRAME_PAYLOAD) as u64,
-                ts_boot_ns: c.ts_boot_ns,
-                tid: c.tid,
-                payload: part.to_vec(),
-            });
+        let frame = |payload: Vec<u8>, at: usize| pb::AgentData {
+            conn: Some(conn.clone()),
+            direction: c.direction,
+            hook: c.hook,
+            seq: seq + at as u64,
+            ts_boot_ns: c.ts_boot_ns,
+            tid: c.tid,
+            payload,
+        };
+        q.bytes += len;
+        if len <= FRAME_PAYLOAD {
+            q.frames.push_back(frame(payload, 0)); // the common case: no copy
+        } else {
+            for (i, part) in payload.chunks(FRAME_PAYLOAD).enumerate() {
+                q.frames.push_back(frame(part.to_vec(), i * FRAME_PAYLOAD));
+            }
         }
         drop(q);
         if was_empty {

@@ -63,6 +63,7 @@ fn the_sensor_daemonset_has_exactly_the_four_capabilities_and_its_host_access() 
             "Deployment/tap-nettap-injector",
             "MutatingWebhookConfiguration/tap-nettap-injector",
             "Secret/tap-nettap-injector-tls",
+            "Secret/tap-nettap-redact-key",
             "Service/tap-nettap-injector",
             "ServiceAccount/tap-nettap-injector",
             "ServiceAccount/tap-nettap-sensor",
@@ -83,10 +84,21 @@ fn the_sensor_daemonset_has_exactly_the_four_capabilities_and_its_host_access() 
         pod["volumes"].as_array().unwrap().iter().filter_map(|v| v["hostPath"]["path"].as_str()).collect();
     assert_eq!(
         host,
-        ["/sys/kernel/tracing", "/sys/fs/bpf", "/sys/kernel/btf", "/run/nettap", "/sys/fs/cgroup"]
+        [
+            "/sys/kernel/tracing",
+            "/sys/fs/bpf",
+            "/sys/kernel/btf",
+            "/run/nettap",
+            "/var/lib/nettap/records",
+            "/sys/fs/cgroup"
+        ]
     );
     let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-    assert!(args.windows(2).any(|w| w == ["--agent-socket", "/run/nettap/agent.sock"]), "{args:?}");
+    // Records to the node's store, never to the container log; the API in its own directory.
+    assert!(args.windows(2).any(|w| w == ["--out-dir", "/var/lib/nettap/records"]), "{args:?}");
+    assert!(args.windows(2).any(|w| w == ["--out-max-bytes", "1073741824"]), "{args:?}");
+    assert!(args.windows(2).any(|w| w == ["--api", "unix:/run/nettap/api/api.sock"]), "{args:?}");
+    assert!(!args.contains(&"--out") && !args.contains(&"--agent-socket"), "{args:?}");
     assert!(args.windows(2).any(|w| w == ["--config", "/etc/nettap/nettap.toml"]), "{args:?}");
     let config = find(&objects, "ConfigMap", "tap-nettap-sensor")["data"]["nettap.toml"].as_str().unwrap();
     for line in [
@@ -97,6 +109,11 @@ fn the_sensor_daemonset_has_exactly_the_four_capabilities_and_its_host_access() 
         assert!(config.lines().any(|l| l.trim() == line), "{line} in {config}");
     }
     assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+    // The redaction key: a generated Secret, mounted read-only for root alone.
+    let key = &find(&objects, "Secret", "tap-nettap-redact-key")["data"]["key"];
+    assert!(base64_decode(key.as_str().unwrap()).len() >= 16);
+    let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "redact-key").unwrap();
+    assert_eq!(volume["secret"], json!({"secretName": "tap-nettap-redact-key", "defaultMode": 0o400}));
 
     let role = find(&objects, "ClusterRole", "tap-nettap-sensor");
     assert_eq!(
@@ -112,6 +129,61 @@ fn the_sensor_daemonset_has_exactly_the_four_capabilities_and_its_host_access() 
     )
     .unwrap();
     assert_eq!(targets, json!({"targets": []}));
+}
+
+/// The sensor's `nettap.toml` of a rendering, read by the sensor's own
+/// configuration code (and checked as the sensor checks it).
+fn sensor_config(objects: &[Value]) -> nettap_sensor::config::FileConfig {
+    let text = find(objects, "ConfigMap", "tap-nettap-sensor")["data"]["nettap.toml"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nettap.toml");
+    std::fs::write(&path, text).unwrap();
+    let cfg = nettap_sensor::config::FileConfig::load(&path).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+    cfg.capture.validate().unwrap();
+    cfg
+}
+
+#[test]
+fn capture_settings_and_redaction_come_from_values() {
+    let cfg = sensor_config(&template(&[]));
+    assert_eq!((cfg.capture.ring_buffer_bytes, cfg.capture.max_bytes_per_call), (8 << 20, 256 << 10));
+    assert!(cfg.capture.ports.is_empty() && cfg.capture.redact.enabled);
+    assert_eq!(cfg.capture.redact.key_file.as_deref(), Some(std::path::Path::new("/etc/nettap/redact/key")));
+
+    let objects = template(&[
+        "--set",
+        "sensor.capture.ports={443,8443}",
+        "--set",
+        "sensor.capture.ringBufferBytes=16777216",
+        "--set",
+        "sensor.capture.execHoldMs=0",
+        "--set",
+        "sensor.redaction.headers={x-api-key}",
+        "--set",
+        "sensor.redaction.fields={ssn,card_number}",
+        "--set",
+        "sensor.redaction.existingSecret=team-redact-key",
+    ]);
+    let cfg = sensor_config(&objects);
+    assert_eq!(cfg.capture.ports, [443, 8443]);
+    assert_eq!((cfg.capture.ring_buffer_bytes, cfg.capture.exec_hold_ms), (16 << 20, 0));
+    assert_eq!(cfg.capture.redact.headers, ["x-api-key"]);
+    assert_eq!(cfg.capture.redact.fields, ["ssn", "card_number"]);
+    assert!(objects.iter().all(|o| o["metadata"]["name"] != "tap-nettap-redact-key"), "the operator's Secret");
+    let pod = &find(&objects, "DaemonSet", "tap-nettap-sensor")["spec"]["template"]["spec"];
+    let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "redact-key").unwrap();
+    assert_eq!(volume["secret"]["secretName"], "team-redact-key");
+}
+
+#[test]
+fn records_go_to_stdout_only_when_asked() {
+    let objects = template(&["--set", "sensor.records.sink=stdout"]);
+    let pod = &find(&objects, "DaemonSet", "tap-nettap-sensor")["spec"]["template"]["spec"];
+    let args: Vec<&str> =
+        pod["containers"][0]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(args.windows(2).any(|w| w == ["--out", "-"]), "{args:?}");
+    assert!(!args.contains(&"--out-dir"), "{args:?}");
+    assert!(pod["volumes"].as_array().unwrap().iter().all(|v| v["name"] != "records"));
 }
 
 #[test]
@@ -194,7 +266,7 @@ fn example_values_reach_the_objects() {
         "payments"
     );
     // cert-manager: a Certificate instead of a generated Secret, and the CA injected by annotation.
-    assert!(objects.iter().all(|o| o["kind"] != "Secret"));
+    assert!(objects.iter().all(|o| o["metadata"]["name"] != "tap-nettap-injector-tls"));
     find(&objects, "Certificate", "tap-nettap-injector");
     let hook = find(&objects, "MutatingWebhookConfiguration", "tap-nettap-injector");
     assert_eq!(
@@ -214,7 +286,9 @@ fn wrong_values_are_refused_at_install_time() {
     for (set, why) in [
         ("injector.failurePolicy=Sometimes", "failurePolicy"),
         ("ebpf.configuration.capture.targets[0].nam=x", "targets"),
-        ("sensor.socketDir=relative/dir", "socketDir"),
+        ("sensor.apiDir=relative/dir", "apiDir"),
+        ("sensor.records.sink=syslog", "sink"),
+        ("sensor.records.maxFiles=1", "maxFiles"),
         ("ebpf.enabeld=true", "enabeld"),
     ] {
         let out = run_helm(&["template", "tap", chart.to_str().unwrap(), "--set", set]);

@@ -131,6 +131,10 @@ pub struct Frame {
 #[derive(Debug, Default)]
 pub struct FrameReader {
     buf: Vec<u8>,
+    /// Bytes of `buf` already taken as frames: dropped at the next `push`,
+    /// not after each frame (a 64 KiB read of 1 KiB frames would otherwise
+    /// move the rest of the buffer once per frame).
+    taken: usize,
     hello_seen: bool,
 }
 
@@ -160,21 +164,26 @@ impl FrameReader {
 
     /// Appends received bytes.
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.taken > 0 {
+            self.buf.drain(..self.taken);
+            self.taken = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
     /// The next whole frame, `Ok(None)` when more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        let Some((len, prefix)) = varint(&self.buf)? else { return Ok(None) };
+        let rest = &self.buf[self.taken..];
+        let Some((len, prefix)) = varint(rest)? else { return Ok(None) };
         if len > MAX_FRAME as u64 {
             return Err(FrameError::Oversized { len });
         }
         let end = prefix + len as usize;
-        if self.buf.len() < end {
+        if rest.len() < end {
             return Ok(None);
         }
-        let decoded = pb::AgentFrame::decode(&self.buf[prefix..end]);
-        self.buf.drain(..end);
+        let decoded = pb::AgentFrame::decode(&rest[prefix..end]);
+        self.taken += end;
         let frame = decoded.map_err(|e| FrameError::Decode(e.to_string()))?;
         let checked = check(frame)?;
         match (&checked.event, self.hello_seen) {
@@ -188,14 +197,15 @@ impl FrameReader {
 
     /// The connection ended: an error if it ended inside a frame.
     pub fn finish(&self) -> Result<(), FrameError> {
-        if self.buf.is_empty() {
+        let rest = &self.buf[self.taken..];
+        if rest.is_empty() {
             return Ok(());
         }
-        let want = match varint(&self.buf) {
+        let want = match varint(rest) {
             Ok(Some((len, prefix))) => prefix + len as usize,
-            _ => self.buf.len() + 1,
+            _ => rest.len() + 1,
         };
-        Err(FrameError::Truncated { have: self.buf.len(), want })
+        Err(FrameError::Truncated { have: rest.len(), want })
     }
 }
 
