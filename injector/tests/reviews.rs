@@ -91,10 +91,7 @@ fn a_java_pod_gets_the_agent_in_its_java_container_only() {
     );
     assert_eq!(
         mounts_of(&pod, "orders"),
-        [
-            "kube-api-access-x7k2p:/var/run/secrets/kubernetes.io/serviceaccount",
-            "nettap-agent:/nettap-agent",
-        ]
+        ["kube-api-access-x7k2p:/var/run/secrets/kubernetes.io/serviceaccount", "nettap-agent:/nettap-agent",]
     );
     assert!(env_of(&pod, "proxy").is_empty(), "the envoy sidecar is not Java");
     assert_eq!(mounts_of(&pod, "proxy").len(), 1);

@@ -330,7 +330,10 @@ impl Sender {
         }
         let o = offer.as_mut().expect("made above");
         if !readable(&o.mine, RECONNECT) {
-            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no sensor took the offered socket"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no sensor took the offered socket",
+            ));
         }
         let mut go = [0u8; 1];
         let read = o.mine.read(&mut go);
@@ -340,7 +343,9 @@ impl Sender {
         drop(theirs); // the sensor's copy is now the only one: its exit is our hang-up
         match read {
             Ok(1) if go[0] == READY => {}
-            Ok(_) => return Err(std::io::Error::other("the offered socket's first byte is not the go-ahead")),
+            Ok(_) => {
+                return Err(std::io::Error::other("the offered socket's first byte is not the go-ahead"))
+            }
             Err(e) => return Err(e),
         }
         say_hello(&mut mine, hello)?;
@@ -363,7 +368,8 @@ impl Sender {
 }
 
 fn say_hello(s: &mut UnixStream, hello: &pb::AgentHello) -> std::io::Result<()> {
-    let frame = pb::AgentFrame { kind: Some(pb::agent_frame::Kind::Hello(hello.clone())), ..Default::default() };
+    let frame =
+        pb::AgentFrame { kind: Some(pb::agent_frame::Kind::Hello(hello.clone())), ..Default::default() };
     s.write_all(&frame.encode_length_delimited_to_vec())
 }
 

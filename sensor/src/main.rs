@@ -37,7 +37,7 @@ enum Format {
 #[derive(Subcommand)]
 enum Command {
     /// Capture traffic on this host until SIGINT/SIGTERM or --duration.
-    Capture(CaptureArgs),
+    Capture(Box<CaptureArgs>),
     /// Print the records of a running `nettap capture --api ADDR` as they come.
     Tail(TailArgs),
     /// Load the JVM agent into a running JVM (HotSpot attach mechanism).
@@ -305,7 +305,10 @@ fn capture_config(args: &CaptureArgs, file: &FileConfig) -> Result<CaptureConfig
 
 fn sink(args: &CaptureArgs) -> Result<Sink> {
     if let Some(dir) = &args.out_dir {
-        anyhow::ensure!(matches!(args.format, Format::Jsonl), "--out-dir writes JSON Lines only (not --format har)");
+        anyhow::ensure!(
+            matches!(args.format, Format::Jsonl),
+            "--out-dir writes JSON Lines only (not --format har)"
+        );
         let limits = nettap_sensor::output::file_store::Limits {
             max_bytes: args.out_max_bytes,
             max_files: args.out_max_files,

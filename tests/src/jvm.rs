@@ -137,7 +137,8 @@ pub fn java_handoff_in_ns(home: &Path, ns: &str, mode: &str) -> Command {
 pub fn child_of(pid: u32) -> u32 {
     let start = std::time::Instant::now();
     loop {
-        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
         if let Some(child) = children.split_whitespace().next() {
             return child.parse().unwrap();
         }

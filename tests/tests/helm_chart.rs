@@ -169,7 +169,10 @@ fn capture_settings_and_redaction_come_from_values() {
     assert_eq!((cfg.capture.ring_buffer_bytes, cfg.capture.exec_hold_ms), (16 << 20, 0));
     assert_eq!(cfg.capture.redact.headers, ["x-api-key"]);
     assert_eq!(cfg.capture.redact.fields, ["ssn", "card_number"]);
-    assert!(objects.iter().all(|o| o["metadata"]["name"] != "tap-nettap-redact-key"), "the operator's Secret");
+    assert!(
+        objects.iter().all(|o| o["metadata"]["name"] != "tap-nettap-redact-key"),
+        "the operator's Secret"
+    );
     let pod = &find(&objects, "DaemonSet", "tap-nettap-sensor")["spec"]["template"]["spec"];
     let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "redact-key").unwrap();
     assert_eq!(volume["secret"]["secretName"], "team-redact-key");

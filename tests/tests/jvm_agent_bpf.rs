@@ -337,7 +337,10 @@ fn handoff_sensor_started_later_killed_and_restarted(major: u32) {
         assert_http_body(&r["response"], &pattern_body("resp", 1024), "response");
     }
     let (count, bytes) = cap.dropped("jvmti_agent_dropped");
-    assert!(count > 0 && bytes > 0, "what was lost without a sensor is counted: {count} chunks, {bytes} bytes");
+    assert!(
+        count > 0 && bytes > 0,
+        "what was lost without a sensor is counted: {count} chunks, {bytes} bytes"
+    );
 }
 
 /// A frame of data for a connection this process never had.
@@ -428,11 +431,8 @@ fn handoff_from_a_process_that_is_not_a_jvm() {
     assert!(sensor.running(), "the sensor survived");
     let cap = sensor.stop();
 
-    let forged: Vec<&Value> = cap
-        .records
-        .iter()
-        .filter(|r| r["kind"] == "data" && payload(r) == nonce.as_bytes())
-        .collect();
+    let forged: Vec<&Value> =
+        cap.records.iter().filter(|r| r["kind"] == "data" && payload(r) == nonce.as_bytes()).collect();
     assert_eq!(forged.len(), 1, "{forged:?}");
     assert_eq!(forged[0]["pid"], me, "said by this process, whatever its hello claimed");
     assert_eq!(forged[0]["source"], "jvmti");

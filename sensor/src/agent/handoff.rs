@@ -112,7 +112,8 @@ fn sockopt(fd: RawFd, opt: libc::c_int) -> std::io::Result<libc::c_int> {
     let mut v: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: v and len are valid for the call.
-    let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&mut v as *mut libc::c_int).cast(), &mut len) };
+    let r =
+        unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&mut v as *mut libc::c_int).cast(), &mut len) };
     last_error(r.into(), |_| v)
 }
 
@@ -121,7 +122,13 @@ fn peer_pid(fd: RawFd) -> std::io::Result<i32> {
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: cred and len are valid for the call.
     let r = unsafe {
-        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, (&mut cred as *mut libc::ucred).cast(), &mut len)
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
     };
     last_error(r.into(), |_| cred.pid)
 }
@@ -131,14 +138,16 @@ fn peer_pid(fd: RawFd) -> std::io::Result<i32> {
 pub fn take(pid: u32, fd: RawFd) -> Result<OwnedFd, TakeError> {
     let copy = |source| TakeError::Copy { pid, fd, source };
     // SAFETY: plain system calls; the returned fds are owned at once.
-    let pidfd = last_error(unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) }, |f| unsafe {
-        OwnedFd::from_raw_fd(f as RawFd)
-    })
-    .map_err(copy)?;
-    let ours = last_error(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) }, |f| unsafe {
-        OwnedFd::from_raw_fd(f as RawFd)
-    })
-    .map_err(copy)?;
+    let pidfd =
+        last_error(unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) }, |f| unsafe {
+            OwnedFd::from_raw_fd(f as RawFd)
+        })
+        .map_err(copy)?;
+    let ours =
+        last_error(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) }, |f| unsafe {
+            OwnedFd::from_raw_fd(f as RawFd)
+        })
+        .map_err(copy)?;
     let not = |why| TakeError::NotAgentSocket { pid, fd, why };
     // SAFETY: a zeroed stat is a valid out-parameter.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
