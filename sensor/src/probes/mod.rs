@@ -2,9 +2,11 @@
 //! attachment is logged as a `probe attached` line (CONTRACT.md).
 
 mod elf;
+pub mod exec_gate;
 mod go_layout;
 mod go_tls;
 pub mod golang;
+pub mod jvm_attach;
 mod kernel_hook;
 mod loader;
 mod openssl;

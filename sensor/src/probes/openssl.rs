@@ -4,7 +4,7 @@
 
 use super::openssl_plan::{self, FunctionPlan, FUNCTION_NAMES, SSL_FUNCTIONS};
 use super::{elf, loader, log_attach, log_program_probed, ProbeError};
-use crate::exec_gate::HeldExec;
+use crate::probes::exec_gate::HeldExec;
 use aya::Ebpf;
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -139,7 +139,7 @@ impl OpenSslProbes {
     /// A program was executed: if its file (examined once per identity)
     /// defines OpenSSL's SSL functions itself — Node.js, static builds — it
     /// gets the same probes as a libssl.
-    pub fn examine_exec(&mut self, ebpf: &mut Ebpf, exe: &crate::events::LibEvent, now_boot_ns: u64) {
+    pub fn examine_exec(&mut self, ebpf: &mut Ebpf, exe: &nettap_core::events::LibEvent, now_boot_ns: u64) {
         let path = PathBuf::from(format!("/proc/{}/exe", exe.pid));
         if let Some(in_place) = self.examine_program(ebpf, &path) {
             let what = "a program with OpenSSL linked in";
@@ -191,7 +191,7 @@ impl OpenSslProbes {
     /// A process mapped a libssl file (`lib`, from the kernel): finds it in
     /// the process's mappings by inode and probes it if new. Logs how long
     /// after the mapping the probes were in place.
-    pub fn attach_mapped(&mut self, ebpf: &mut Ebpf, lib: &crate::events::LibEvent, now_boot_ns: u64) {
+    pub fn attach_mapped(&mut self, ebpf: &mut Ebpf, lib: &nettap_core::events::LibEvent, now_boot_ns: u64) {
         let Ok(maps) = std::fs::read_to_string(format!("/proc/{}/maps", lib.pid)) else {
             return; // the process is already gone
         };
@@ -279,7 +279,7 @@ impl OpenSslProbes {
                 ));
             }
         }
-        let in_place = crate::clock::Clock::boot_now_ns();
+        let in_place = nettap_core::clock::Clock::boot_now_ns();
         // Logged after attaching: the version is read from another mapping.
         let version = library_version(path);
         for (kind, label, result) in &results {
