@@ -19,7 +19,7 @@ fn python_http11_client_and_server() {
     let port_s = port.to_string();
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready");
-    let peer = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/http_peer.py");
+    let peer = nettap_e2e::program("http_peer.py");
     let mut server = Command::new(python())
         .arg(&peer)
         .args(["server", "--port", &port_s, "--ready"])
