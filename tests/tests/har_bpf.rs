@@ -10,17 +10,9 @@ use std::process::{Command, Stdio};
 fn har_of_real_exchanges_loads_in_haralyzer() {
     let port = free_port();
     let port_s = port.to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let ready = dir.path().join("ready");
+    let (mut server, dir) = http_peer_server(port);
     let har = dir.path().join("x.har");
-    let peer = nettap_e2e::program("http_peer.py");
-    let mut server = Command::new(python())
-        .arg(&peer)
-        .args(["server", "--port", &port_s, "--ready"])
-        .arg(&ready)
-        .spawn()
-        .unwrap();
-    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
+    let peer = program("http_peer.py");
 
     let sensor_ready = dir.path().join("sensor.ready");
     let mut sensor = Command::new(nettap_bin())
