@@ -2,11 +2,13 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use nettap_core::record::JsonlWriter;
+use nettap_core::sink::Sink;
 use nettap_sensor::api::{ApiAddr, ApiListen, Dial, ServerTls, Token};
+use nettap_sensor::capture::{self, CaptureOptions};
 use nettap_sensor::config::{CaptureConfig, FileConfig, KernelHookChoice};
 use nettap_sensor::k8s::KubernetesOptions;
-use nettap_sensor::output::{HarWriter, JsonlWriter, TerminalSummary};
-use nettap_sensor::pipeline::{self, CaptureOptions, Sink};
+use nettap_sensor::output::{HarWriter, TerminalSummary};
 use nettap_shared_proto::v1::SubscribeRequest;
 use std::io::Write;
 use std::path::PathBuf;
@@ -303,7 +305,8 @@ fn capture_config(args: &CaptureArgs, file: &FileConfig) -> Result<CaptureConfig
     Ok(cfg)
 }
 
-fn sink(args: &CaptureArgs) -> Result<Sink> {
+/// The output the command line asks for.
+fn sink(args: &CaptureArgs) -> Result<Box<dyn Sink>> {
     if let Some(dir) = &args.out_dir {
         anyhow::ensure!(
             matches!(args.format, Format::Jsonl),
@@ -314,12 +317,12 @@ fn sink(args: &CaptureArgs) -> Result<Sink> {
             max_files: args.out_max_files,
         };
         let store = nettap_sensor::output::FileStore::open(dir, limits)?;
-        return Ok(Sink::Jsonl(JsonlWriter::new(Box::new(store))));
+        return Ok(Box::new(JsonlWriter::new(store, args.raw)));
     }
     let path = match (&args.out, args.format) {
         (Some(path), _) => path.clone(),
         (None, Format::Har) => PathBuf::from("-"),
-        (None, Format::Jsonl) => return Ok(Sink::Terminal(TerminalSummary::new(std::io::stdout(), 65536))),
+        (None, Format::Jsonl) => return Ok(Box::new(TerminalSummary::new(std::io::stdout(), 65536))),
     };
     let out: Box<dyn Write + Send> = if path.as_os_str() == "-" {
         Box::new(std::io::stdout())
@@ -341,8 +344,8 @@ fn sink(args: &CaptureArgs) -> Result<Sink> {
         Box::new(file)
     };
     Ok(match args.format {
-        Format::Jsonl => Sink::Jsonl(JsonlWriter::new(out)),
-        Format::Har => Sink::Har(HarWriter::new(out)?),
+        Format::Jsonl => Box::new(JsonlWriter::new(out, args.raw)),
+        Format::Har => Box::new(HarWriter::new(out)?),
     })
 }
 
@@ -371,7 +374,7 @@ fn run(cli: Cli) -> Result<()> {
             let opts = CaptureOptions {
                 capture,
                 kubernetes,
-                sink: sink(&args)?,
+                sinks: vec![sink(&args)?],
                 ready_file: args.ready_file.clone(),
                 duration: args.duration,
                 raw: args.raw,
@@ -386,12 +389,12 @@ fn run(cli: Cli) -> Result<()> {
                 },
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(pipeline::capture(opts))?;
+            rt.block_on(capture::capture(opts))?;
         }
         Command::Attach(args) => {
             let agent = jvm_agent_path(args.agent)?;
             let options = args.agent_socket.map(|s| format!("socket={}", s.display())).unwrap_or_default();
-            let answer = nettap_sensor::jvm_attach::attach(args.pid, &agent, &options, args.timeout)
+            let answer = nettap_sensor::probes::jvm_attach::attach(args.pid, &agent, &options, args.timeout)
                 .with_context(|| format!("attaching to JVM {}", args.pid))?;
             tracing::info!(pid = args.pid, agent = %agent.display(), answer, "agent loaded into the JVM");
         }
@@ -409,7 +412,7 @@ fn run(cli: Cli) -> Result<()> {
                 domain: args.tls_domain,
                 token: args.token_file.as_deref().map(Token::from_file).transpose()?,
             };
-            rt.block_on(nettap_sensor::api::tail(&args.connect, &dial, filter, args.count))
+            rt.block_on(nettap_sensor::tail::tail(&args.connect, &dial, filter, args.count))
                 .with_context(|| format!("streaming from {}", args.connect))?;
         }
     }

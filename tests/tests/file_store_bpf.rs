@@ -38,8 +38,7 @@ fn post(conn: &mut BufReader<std::net::TcpStream>, body: &str) {
 #[test]
 fn records_stay_in_the_bounded_private_store_and_out_of_the_log() {
     let port = free_port();
-    let (server, _server_dir) = http_peer_server(port);
-    let _server = jvm::KillOnDrop(server);
+    let _server = http_peer_server(port);
     let scratch = tempfile::tempdir().unwrap();
     let store = scratch.path().join("var/lib/nettap/records");
     let (ready, log) = (scratch.path().join("ready"), scratch.path().join("log"));

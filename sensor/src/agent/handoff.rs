@@ -17,7 +17,8 @@
 //! environment (`-agentpath:…libnettap_agent…`, as the injector sets it) is
 //! looked at every 50 ms for its first 2 s, then every second up to 30 s.
 
-use super::listener::{read_agent, AgentMsg};
+use super::listener::read_agent;
+use nettap_core::agent::AgentMsg;
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};

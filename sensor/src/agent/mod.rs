@@ -1,18 +1,15 @@
-//! In-process agents (the JVM agent in `jvm-agent/`): how their plaintext
-//! reaches the sensor and the frames they send (`agent.proto`). Two routes
+//! How in-process agents' plaintext (the JVM agent in `jvm-agent/`) reaches
+//! the sensor; their frames are decoded by `nettap_core::agent`. Two routes
 //! feed one channel: the socket handoff (`handoff.rs`, the default: no path,
 //! nothing any other process can reach) and, when named, a Unix socket path.
 
-mod frame;
 mod handoff;
 mod listener;
 
-pub use frame::{
-    AgentChunk, AgentConn, AgentEvent, Frame, FrameError, FrameReader, Hook, MAX_FRAME, MAX_PAYLOAD,
-};
 pub use handoff::{offered_fd, take, Handoff, TakeError, Watcher, READY, THREAD_PREFIX};
-pub use listener::{listen, AgentMsg, AgentSocket, ListenError, DEFAULT_SOCKET};
+pub use listener::{listen, AgentSocket, ListenError, DEFAULT_SOCKET};
 
+use nettap_core::agent::AgentMsg;
 use std::path::Path;
 use tokio::sync::mpsc;
 use tracing::{info, warn};

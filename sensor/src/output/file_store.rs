@@ -9,7 +9,7 @@
 //! through `io::Write` (behind a buffered JSON Lines writer) a file is
 //! rotated only right after a newline, so no record spans two files.
 
-use super::{Body, DropRecord, Origin, Record};
+use nettap_core::record::{Body, DropRecord, Origin, Record};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
@@ -243,7 +243,7 @@ impl FileStore {
         );
         let record = Record {
             origin: Origin {
-                ts_ns: crate::clock::Clock::new().now_ns(),
+                ts_ns: nettap_core::clock::Clock::new().now_ns(),
                 pid: 0,
                 comm: "",
                 source: "kernel",

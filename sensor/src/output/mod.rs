@@ -1,14 +1,15 @@
-//! Where records go: JSON Lines (CONTRACT.md), HAR 1.2, or the terminal
-//! summary; JSON Lines to a file, stdout, or the node-local store (`file_store`).
+//! The outputs that need more than a writer: a HAR document and the terminal
+//! summary. Each is a `nettap_core::sink::Sink`, as are JSON Lines
+//! (`nettap_core::record::JsonlWriter`) and the streaming API's publisher
+//! (`crate::api::Publisher`); an output is added by one file here and one
+//! line where the capture is wired (`main.rs`).
+//! The node-local records store (`file_store`) is the writer of a JSON
+//! Lines sink for `--out-dir`.
 
 pub mod file_store;
 mod har;
-mod jsonl;
-mod record;
 mod terminal;
 
 pub use file_store::FileStore;
-pub use har::{entry as har_entry, rfc3339, HarWriter};
-pub use jsonl::JsonlWriter;
-pub use record::{Body, ConnView, DropRecord, Origin, Record};
+pub use har::HarWriter;
 pub use terminal::TerminalSummary;
