@@ -76,7 +76,16 @@ fn stop_signal() -> Result<impl std::future::Future<Output = ()>> {
 async fn main() -> Result<()> {
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
     match Cli::parse().command {
-        Command::Serve { listen, tls_cert, tls_key, tls_check_secs, agent_image, socket_dir, agent_dir, dump_reviews } => {
+        Command::Serve {
+            listen,
+            tls_cert,
+            tls_key,
+            tls_check_secs,
+            agent_image,
+            socket_dir,
+            agent_dir,
+            dump_reviews,
+        } => {
             let stop = stop_signal()?;
             let tls = server::tls_config(&tls_cert, &tls_key, Duration::from_secs(tls_check_secs))?;
             let cfg = Config { agent_image, socket_dir, agent_dir, ..Config::default() };

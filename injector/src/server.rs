@@ -44,7 +44,11 @@ pub enum ServeError {
 
 /// A rustls server configuration from PEM files (certificate chain, private
 /// key), re-read when they change, looked at at most once per `check_every`.
-pub fn tls_config(cert: &Path, key: &Path, check_every: Duration) -> Result<rustls::ServerConfig, ServeError> {
+pub fn tls_config(
+    cert: &Path,
+    key: &Path,
+    check_every: Duration,
+) -> Result<rustls::ServerConfig, ServeError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let resolver = ReloadingCert::new(cert, key, check_every, provider.clone())?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)

@@ -61,12 +61,17 @@ impl TryFrom<SelectorSpec> for Selector {
             // kube accepts `In` with no values and `Exists` with some; the API server does not.
             match (r.operator.as_str(), r.values.is_empty()) {
                 ("In" | "NotIn", false) | ("Exists" | "DoesNotExist", true) => {}
-                ("In" | "NotIn", true) => return Err(format!("{} {}: values must not be empty", r.key, r.operator)),
+                ("In" | "NotIn", true) => {
+                    return Err(format!("{} {}: values must not be empty", r.key, r.operator))
+                }
                 ("Exists" | "DoesNotExist", false) => {
                     return Err(format!("{} {}: values must be empty", r.key, r.operator))
                 }
                 (op, _) => {
-                    return Err(format!("{}: unknown operator {op:?} (In, NotIn, Exists, DoesNotExist)", r.key))
+                    return Err(format!(
+                        "{}: unknown operator {op:?} (In, NotIn, Exists, DoesNotExist)",
+                        r.key
+                    ))
                 }
             }
             requirements.push(LabelSelectorRequirement {
@@ -75,10 +80,8 @@ impl TryFrom<SelectorSpec> for Selector {
                 values: (!r.values.is_empty()).then_some(r.values),
             });
         }
-        let selector = LabelSelector {
-            match_labels: Some(spec.match_labels),
-            match_expressions: Some(requirements),
-        };
+        let selector =
+            LabelSelector { match_labels: Some(spec.match_labels), match_expressions: Some(requirements) };
         kube::core::Selector::try_from(selector).map(Selector).map_err(|e| e.to_string())
     }
 }
@@ -259,15 +262,25 @@ mod tests {
         let none = "no capture target selects it";
         // In: the key with one of the values; NotIn and DoesNotExist also hold when the key is absent.
         assert_eq!(why(&[("env", "prod")], &[("app", "web")]), "target web-not-canary");
-        assert_eq!(why(&[("env", "staging")], &[("app", "web"), ("track", "stable")]), "target web-not-canary");
+        assert_eq!(
+            why(&[("env", "staging")], &[("app", "web"), ("track", "stable")]),
+            "target web-not-canary"
+        );
         assert_eq!(why(&[("env", "dev")], &[("app", "web")]), none);
         assert_eq!(why(&[], &[("app", "web")]), none, "In needs the key");
         assert_eq!(why(&[("env", "prod")], &[("app", "web"), ("track", "canary")]), none);
-        assert_eq!(why(&[("env", "prod")], &[("app", "web"), ("debug", "")]), none, "DoesNotExist, any value");
+        assert_eq!(
+            why(&[("env", "prod")], &[("app", "web"), ("debug", "")]),
+            none,
+            "DoesNotExist, any value"
+        );
         assert_eq!(why(&[("env", "prod")], &[("app", "api")]), none, "matchLabels still hold");
         // Exists: any value, the empty one included; matchLabels and expressions together.
         assert_eq!(why(&[("team", "payments")], &[("nettap/capture", "")]), "target opted-in");
-        assert_eq!(why(&[("team", "payments"), ("env", "dev")], &[("nettap/capture", "y")]), "target opted-in");
+        assert_eq!(
+            why(&[("team", "payments"), ("env", "dev")], &[("nettap/capture", "y")]),
+            "target opted-in"
+        );
         assert_eq!(why(&[("team", "payments"), ("env", "prod")], &[("nettap/capture", "y")]), none);
         assert_eq!(why(&[("team", "payments")], &[("capture", "y")]), none);
         assert_eq!(why(&[("team", "shop")], &[("nettap/capture", "y")]), none);
