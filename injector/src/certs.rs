@@ -19,7 +19,7 @@ use tracing::{info, warn};
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
     /// A file is missing, unreadable or not the PEM expected.
-    #[error("{path}: {source}")]
+    #[error("cannot use {path}")]
     Pem {
         /// The file.
         path: String,
@@ -28,7 +28,7 @@ pub enum CertError {
         source: pem::Error,
     },
     /// The key is not one rustls can sign with, or not the certificate's.
-    #[error("{cert} with {key}: {source}")]
+    #[error("{cert} and {key} are not a usable pair")]
     Pair {
         /// The certificate chain file.
         cert: String,
@@ -149,9 +149,23 @@ impl ReloadingCert {
                 state.current = Arc::new(pair);
                 info!(cert = %self.cert.display(), key = %self.key.display(), "TLS certificate reloaded");
             }
-            Err(e) => warn!(error = %e, "new TLS certificate refused: keeping the certificate in use"),
+            Err(e) => {
+                warn!(error = %with_causes(&e), "new TLS certificate refused: keeping the certificate in use")
+            }
         }
     }
+}
+
+/// `e: cause: cause…`, for a log line.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 impl ResolvesServerCert for ReloadingCert {

@@ -123,13 +123,13 @@ fn sigterm_finishes_the_request_in_flight_and_exits_0() {
     let (cert, key) = tls_cert(tmp.path());
     let mut injector = Injector::start(&cert, &key, &[], tmp.path());
 
-    // A review that takes ~2 s to upload (2 MiB of leading whitespace at 1 MiB/s).
+    // A review that takes ~4 s to upload (2 MiB of leading whitespace at 512 KiB/s).
     let reviews = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reviews");
     let review = std::fs::read(reviews.join("java-pod.json")).unwrap();
     let slow = tmp.path().join("slow-review.json");
     std::fs::write(&slow, [vec![b' '; 2 << 20], review.clone()].concat()).unwrap();
     let mut upload = curl_command(&cert, &format!("{}/mutate", injector.base()), Some(&slow))
-        .args(["--limit-rate", "1M"])
+        .args(["--limit-rate", "512K"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -139,9 +139,10 @@ fn sigterm_finishes_the_request_in_flight_and_exits_0() {
 
     let kill = Command::new("kill").args(["-TERM", &injector.pid().to_string()]).status().unwrap();
     assert!(kill.success());
+    assert!(upload.try_wait().unwrap().is_none(), "the upload is in flight at the signal");
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", injector.port)).is_ok() {
-        assert!(start.elapsed() < Duration::from_secs(1), "still accepting 1 s after SIGTERM");
+        assert!(start.elapsed() < Duration::from_secs(2), "still accepting 2 s after SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(injector.running(), "exited with a request in flight");
@@ -152,7 +153,6 @@ fn sigterm_finishes_the_request_in_flight_and_exits_0() {
     let sent: serde_json::Value = serde_json::from_slice(&review).unwrap();
     assert_eq!(v["response"]["uid"], sent["request"]["uid"]);
     assert_eq!(v["response"]["allowed"], true);
-    assert!(start.elapsed() > Duration::from_millis(500), "the upload went on after the signal");
 
     let status = injector.exit_status(Duration::from_secs(15));
     assert_eq!(status.code(), Some(0), "{}", injector.log());
