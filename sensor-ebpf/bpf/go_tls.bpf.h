@@ -177,19 +177,7 @@ int up_go_tls_ret(struct pt_regs *ctx)
 		count_drop(NT_DROP_GO_CONN_NOT_TCP, n);
 		return 0;
 	}
-	if (!sk) {
-		count_drop(NT_DROP_TLS_NO_SOCKET, n);
-		return 0;
-	}
-	struct inflight io = {
-		.sk = (__u64)sk,
-		.buf = call.buf,
-		.probe = call.probe,
-		.kind = IO_PLAIN,
-		.direction = call.direction,
-	};
-	emit_call(&io, n, id >> 32, (__u32)id, true);
-	return 0;
+	return emit_tls_plaintext((__u64)sk, call.buf, n, call.probe, call.direction, id);
 }
 
 #endif

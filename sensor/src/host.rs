@@ -34,12 +34,14 @@ impl ProcHost {
         let ns = std::fs::read_link(dir.join("ns/net")).ok()?.to_string_lossy().into_owned();
         let fresh = self.listeners.get(&ns).is_some_and(|(at, _)| at.elapsed() < LISTENERS_TTL);
         if !fresh {
-            let mut ports = HashSet::new();
-            for file in ["tcp", "tcp6"] {
-                if let Ok(text) = std::fs::read_to_string(dir.join("net").join(file)) {
-                    listening_ports(&text, &mut ports);
-                }
-            }
+            let process = procfs::process::Process::new(pid as i32).ok()?;
+            let ports: HashSet<u16> = [process.tcp(), process.tcp6()]
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.state == procfs::net::TcpState::Listen)
+                .map(|e| e.local_address.port())
+                .collect();
             if self.listeners.len() >= MAX_NAMESPACES {
                 self.listeners.retain(|_, (at, _)| at.elapsed() < LISTENERS_TTL);
                 if self.listeners.len() >= MAX_NAMESPACES {
@@ -80,44 +82,9 @@ pub fn ephemeral_ports() -> EphemeralPorts {
         .unwrap_or_default()
 }
 
-/// Listening TCP ports in `/proc/net/tcp` or `tcp6` text (state 0A).
-pub fn listening_ports(proc_net_tcp: &str, into: &mut HashSet<u16>) {
-    for line in proc_net_tcp.lines().skip(1) {
-        let mut fields = line.split_whitespace();
-        let (Some(_sl), Some(local), Some(_remote), Some(state)) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        if state != "0A" {
-            continue;
-        }
-        if let Some(port) = local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()) {
-            into.insert(port);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const PROC_NET_TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 123 1 0 100 0 0 10 0
-   1: 0100007F:A2C4 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 124 1 0 20 4 30 10 -1
-";
-    const PROC_NET_TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000000000000000000000000000:0016 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 5 1 0 100 0 0 10 0
-";
-
-    #[test]
-    fn parses_listeners_of_both_families() {
-        let mut ports = HashSet::new();
-        listening_ports(PROC_NET_TCP, &mut ports);
-        listening_ports(PROC_NET_TCP6, &mut ports);
-        listening_ports("garbage\nnot a table at all\n", &mut ports);
-        assert_eq!(ports, HashSet::from([0x1F90, 22]));
-    }
 
     #[test]
     fn a_listener_in_the_namespace_decides() {

@@ -184,17 +184,15 @@ impl Drop for ExecGate {
 
 /// Mount points of the filesystems in this mount namespace that can hold programs.
 fn program_mounts() -> Vec<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    text.lines().filter_map(mount_of_programs).collect()
+    let infos = procfs::process::Process::myself().and_then(|p| p.mountinfo());
+    infos.map(|m| m.into_iter().filter_map(program_mount).collect()).unwrap_or_default()
 }
 
-/// The mount point of a mountinfo line, unless its filesystem is a pseudo one.
-fn mount_of_programs(line: &str) -> Option<PathBuf> {
-    let fields: Vec<&str> = line.split(' ').collect();
-    let sep = fields.iter().position(|f| *f == "-")?;
-    let fstype = *fields.get(sep + 1)?;
-    let mount_point = fields.get(4)?;
-    (!PSEUDO_FS.contains(&fstype)).then(|| PathBuf::from(unescape_octal(mount_point)))
+/// The mount point of a mount, unless its filesystem is a pseudo one
+/// (procfs keeps mountinfo's octal escapes in the path).
+fn program_mount(m: procfs::process::MountInfo) -> Option<PathBuf> {
+    (!PSEUDO_FS.contains(&m.fs_type.as_str()))
+        .then(|| PathBuf::from(unescape_octal(&m.mount_point.to_string_lossy())))
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
@@ -348,16 +346,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mountinfo_lines_give_program_filesystems_only() {
-        let root = "25 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda rw";
-        assert_eq!(mount_of_programs(root), Some(PathBuf::from("/")));
-        let proc = "26 25 0:22 / /proc rw,nosuid shared:12 - proc proc rw";
-        assert_eq!(mount_of_programs(proc), None);
-        let spaced = "90 25 0:40 / /mnt/a\\040b rw shared:40 - tmpfs tmpfs rw";
-        assert_eq!(mount_of_programs(spaced), Some(PathBuf::from("/mnt/a b")));
-        let optional_fields = "91 25 0:41 / /srv rw shared:41 master:3 - overlay overlay rw";
-        assert_eq!(mount_of_programs(optional_fields), Some(PathBuf::from("/srv")));
-        assert_eq!(mount_of_programs("garbage"), None);
+    fn mountinfo_gives_program_filesystems_only() {
+        use procfs::FromBufRead;
+        let text = "25 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda rw
+26 25 0:22 / /proc rw,nosuid shared:12 - proc proc rw
+90 25 0:40 / /mnt/a\\040b rw shared:40 - tmpfs tmpfs rw
+91 25 0:41 / /srv rw shared:41 master:3 - overlay overlay rw
+";
+        let infos = procfs::process::MountInfos::from_buf_read(text.as_bytes()).unwrap();
+        let mounts: Vec<PathBuf> = infos.into_iter().filter_map(program_mount).collect();
+        assert_eq!(mounts, ["/", "/mnt/a b", "/srv"].map(PathBuf::from));
+        assert!(program_mounts().contains(&PathBuf::from("/")), "this host's root holds programs");
         assert_eq!(unescape_octal("a\\134b\\0"), "a\\b\\0");
     }
 

@@ -52,14 +52,10 @@ pub enum AttachError {
 
 /// The pid of `pid` inside its own pid namespace (the last `NSpid` entry).
 fn ns_pid(pid: u32) -> Result<u32, AttachError> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|source| AttachError::NoProcess { pid, source })?;
-    Ok(status
-        .lines()
-        .find_map(|l| l.strip_prefix("NSpid:"))
-        .and_then(|v| v.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(pid))
+    let status = procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.status())
+        .map_err(|e| AttachError::NoProcess { pid, source: std::io::Error::other(e) })?;
+    Ok(status.nspid.and_then(|ns| ns.last().copied()).map_or(pid, |p| p as u32))
 }
 
 /// Loads the agent at `agent` into JVM `pid` with `options`; returns the

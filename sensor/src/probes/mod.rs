@@ -9,6 +9,7 @@ pub mod golang;
 pub mod jvm_attach;
 mod kernel_hook;
 mod loader;
+pub mod mapped;
 mod openssl;
 mod openssl_plan;
 mod sites;

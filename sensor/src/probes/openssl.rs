@@ -27,17 +27,10 @@ pub fn is_libssl(path: &Path) -> bool {
 }
 
 /// Files mapped by process `pid` that are libssl, as paths reachable from
-/// here (through `/proc/PID/root`, so inside containers too).
+/// here (through `/proc/PID/root`, so inside containers too; a deleted one
+/// through `/proc/PID/map_files`).
 pub fn libssl_of_process(pid: u32) -> Vec<PathBuf> {
-    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return Vec::new() };
-    let mut out: Vec<PathBuf> = maps
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .filter(|p| p.starts_with('/') && is_libssl(Path::new(p)))
-        .map(|p| PathBuf::from(format!("/proc/{pid}/root{p}")))
-        .collect();
-    out.dedup();
-    out
+    super::mapped::mapped_files(pid, is_libssl).into_iter().map(|m| m.reachable).collect()
 }
 
 /// "OpenSSL 3.0.17" as found in the library's read-only data, if any.
@@ -192,15 +185,9 @@ impl OpenSslProbes {
     /// the process's mappings by inode and probes it if new. Logs how long
     /// after the mapping the probes were in place.
     pub fn attach_mapped(&mut self, ebpf: &mut Ebpf, lib: &nettap_core::events::LibEvent, now_boot_ns: u64) {
-        let Ok(maps) = std::fs::read_to_string(format!("/proc/{}/maps", lib.pid)) else {
-            return; // the process is already gone
-        };
-        let path = maps.lines().find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 6 && f[4].parse::<u64>().ok() == Some(lib.ino) && is_libssl(Path::new(f[5])))
-                .then(|| PathBuf::from(format!("/proc/{}/root{}", lib.pid, f[5])))
-        });
-        let Some(path) = path else { return };
+        // Nothing when the process is already gone.
+        let mapped = super::mapped::mapped_files(lib.pid, is_libssl);
+        let Some(path) = mapped.into_iter().find(|m| m.inode == lib.ino).map(|m| m.reachable) else { return };
         if let Some(in_place) = self.attach_file_at(ebpf, &path) {
             tracing::info!(
                 pid = lib.pid,
