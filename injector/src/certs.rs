@@ -122,6 +122,8 @@ impl ReloadingCert {
 
     /// The pair to serve now, after a check of the files if one is due.
     pub fn current(&self) -> Arc<CertifiedKey> {
+        // Blocking I/O on the handshake path, but small: two stat() calls per
+        // interval, and a read of a few KB only after the files changed.
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.checked.elapsed() >= self.interval {
             state.checked = Instant::now();
