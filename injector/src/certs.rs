@@ -122,6 +122,8 @@ impl ReloadingCert {
 
     /// The pair to serve now, after a check of the files if one is due.
     pub fn current(&self) -> Arc<CertifiedKey> {
+        // Blocking I/O on the handshake path, but small: two stat() calls per
+        // interval, and a read of a few KB only after the files changed.
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.checked.elapsed() >= self.interval {
             state.checked = Instant::now();
@@ -149,23 +151,13 @@ impl ReloadingCert {
                 state.current = Arc::new(pair);
                 info!(cert = %self.cert.display(), key = %self.key.display(), "TLS certificate reloaded");
             }
-            Err(e) => {
-                warn!(error = %with_causes(&e), "new TLS certificate refused: keeping the certificate in use")
-            }
+            // As an error value, so the log line carries its causes (`error.sources`).
+            Err(e) => warn!(
+                error = &e as &(dyn std::error::Error + 'static),
+                "new TLS certificate refused: keeping the certificate in use"
+            ),
         }
     }
-}
-
-/// `e: cause: cause…`, for a log line.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 impl ResolvesServerCert for ReloadingCert {
