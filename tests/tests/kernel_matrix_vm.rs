@@ -19,13 +19,25 @@ const KPROBE_SUITE: &[(&str, &str)] = &[
     ("tcp_exact_bpf", "loopback_ipv4"),
     ("tcp_exact_bpf", "loopback_ipv6"),
     ("tcp_exact_bpf", "veth_between_namespaces_ipv6"),
+    ("tcp_exact_bpf", "bytes_peeked_before_they_are_read_are_captured_once"),
     ("midstream_bpf", "connection_opened_before_the_sensor"),
+    ("blocked_readers_bpf", "every_reader_blocked_at_the_same_time_is_captured"),
+    ("syscalls_bpf", "sendfile_is_counted_not_invented"),
     ("filters_bpf", "port_filter_keeps_only_that_port"),
     ("filters_bpf", "pid_filter_keeps_only_that_process"),
     ("drops_bpf", "tiny_ring_buffer_counts_every_lost_byte"),
     ("tls_openssl_bpf", "python_ssl_plaintext_is_exact_and_ciphertext_never_written"),
     ("tls_go_bpf", "go_tls_default_stripped_pie_nodwarf_and_nocgo_builds"),
     ("dns_bpf", "connections_are_named_by_the_dns_answers_their_process_saw"),
+    ("bpf_cost_bpf", "bpf_run_time_per_call_of_the_chosen_path"),
+];
+
+/// Run on the same kernel with the hook forced to tracepoints
+/// (`NETTAP_KERNEL_HOOK=tracepoint`): both paths stay green where both exist.
+const TRACEPOINT_SUITE: &[(&str, &str)] = &[
+    ("tcp_exact_bpf", "loopback_ipv4"),
+    ("tls_openssl_bpf", "python_ssl_plaintext_is_exact_and_ciphertext_never_written"),
+    ("bpf_cost_bpf", "bpf_run_time_per_call_of_the_chosen_path"),
 ];
 
 /// Environment the guest's tests get from the host (tool locations and caches).
@@ -61,10 +73,11 @@ fn script(tests: &[(&str, &str)]) -> String {
 fails=0
 t() {
   local start=$(date +%s%N)
-  "$1" --exact --test-threads=1 "$2" >"logs/$2.log" 2>&1
+  "$1" --exact --test-threads=1 --nocapture "$2" >"logs/$2.log" 2>&1
   local rc=$? ms=$(( ($(date +%s%N) - start) / 1000000 ))
   if [ $rc = 0 ] && grep -q "test result: ok. 1 passed" "logs/$2.log"; then
     echo "nettap-guest-test $2 ok ${ms}ms"
+    grep "^nettap-report " "logs/$2.log"
   else
     echo "nettap-guest-test $2 FAILED ${ms}ms"
     tail -n 60 "logs/$2.log"
@@ -94,7 +107,11 @@ fn run_in_guest(hook: &str, env: &[(&str, &str)], tests: &[(&str, &str)]) {
     let timeout = Duration::from_secs(60 + 240 * tests.len() as u64);
     let run = guest.run(&script(tests), &all, timeout);
 
-    let outcomes: Vec<&str> = run.console.lines().filter(|l| l.starts_with("nettap-guest-test ")).collect();
+    let outcomes: Vec<&str> = run
+        .console
+        .lines()
+        .filter(|l| l.starts_with("nettap-guest-test ") || l.starts_with("nettap-report "))
+        .collect();
     eprintln!(
         "{} ({hook} path): guest ran {} tests in {:.1} s\n{}",
         guest.kernel_package(),
@@ -113,4 +130,9 @@ fn run_in_guest(hook: &str, env: &[(&str, &str)], tests: &[(&str, &str)]) {
 #[test]
 fn debian_6_1_kprobe_path() {
     run_in_guest("kprobe", &[], KPROBE_SUITE);
+}
+
+#[test]
+fn debian_6_1_tracepoint_path_by_override() {
+    run_in_guest("tracepoint", &[("NETTAP_KERNEL_HOOK", "tracepoint")], TRACEPOINT_SUITE);
 }
