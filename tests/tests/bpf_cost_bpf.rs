@@ -66,13 +66,11 @@ fn bpf_run_time_per_call_of_the_chosen_path() {
     let mut total_ns = 0;
     for (name, (runs, ns)) in &stats {
         total_ns += ns;
-        if *runs > 0 {
-            println!(
-                "nettap-report bpf-cost kernel={} hook={hook} program={name} runs={runs} ns_per_run={}",
-                kernel.trim(),
-                ns / runs
-            );
-        }
+        println!(
+            "nettap-report bpf-cost kernel={} hook={hook} program={name} runs={runs} ns_per_run={}",
+            kernel.trim(),
+            ns / runs.max(&1)
+        );
     }
     println!(
         "nettap-report bpf-cost kernel={} hook={hook} all-programs ns_per_data_record={} data_records={data}",

@@ -97,13 +97,19 @@ fn json_logs_carry_the_probe_fields() {
 }
 
 /// Open fds of this process whose link names contain `what`
-/// (`[perf_event]`: a kprobe attachment; `bpf-prog`: a loaded program).
+/// (`bpf-prog`: a loaded program).
 fn fds_named(what: &str) -> usize {
     std::fs::read_dir("/proc/self/fd")
         .unwrap()
         .flatten()
         .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().contains(what)))
         .count()
+}
+
+/// Kprobe attachments this process holds: a BPF link, or a perf event
+/// where the kernel has no BPF perf links.
+fn attachments() -> usize {
+    fds_named("bpf_link") + fds_named("[perf_event]")
 }
 
 /// Kprobes the kernel has registered on `function` (debugfs; 0 where the
@@ -116,19 +122,19 @@ fn kprobes_on(function: &str) -> usize {
 #[test]
 fn a_kprobe_path_failing_midway_leaves_nothing_attached() {
     let good = [("kp_tcp_sendmsg", "tcp_sendmsg"), ("kr_tcp_sendmsg", "tcp_sendmsg")];
-    let (perf, progs, registered) = (fds_named("[perf_event]"), fds_named("bpf-prog"), kprobes_on("tcp_sendmsg"));
+    let (links, progs, registered) = (attachments(), fds_named("bpf-prog"), kprobes_on("tcp_sendmsg"));
     if kernel_has_kprobes() {
         // The first two attach on their own, so the failure below is midway.
         let mut ebpf = load_object(&CaptureConfig::default(), std::process::id()).expect("object loads");
         attach_kprobes(&mut ebpf, &good).expect("kprobes attach on this kernel");
         assert_eq!(kprobes_on("tcp_sendmsg"), registered + 2, "kprobe and kretprobe registered");
-        assert_eq!(fds_named("[perf_event]"), perf + 2);
+        assert_eq!(attachments(), links + 2);
     }
     let mut ebpf = load_object(&CaptureConfig::default(), std::process::id()).expect("object loads");
     let mut list = good.to_vec();
     list.push(("kp_tcp_recvmsg", "nettap_no_such_kernel_function"));
     attach_kprobes(&mut ebpf, &list).expect_err("a kprobe on a missing function cannot attach");
     assert_eq!(kprobes_on("tcp_sendmsg"), registered, "a kprobe stayed registered");
-    assert_eq!(fds_named("[perf_event]"), perf, "a kprobe link leaked");
+    assert_eq!(attachments(), links, "a kprobe link leaked");
     assert_eq!(fds_named("bpf-prog"), progs, "a kprobe program stayed loaded");
 }
