@@ -253,9 +253,11 @@ impl Sensor {
 /// have chosen that kernel hook and every plaintext TCP record must come
 /// from it, so a test passing on the wrong path is a failure.
 pub fn assert_kernel_hook(cap: &Capture, hook: &str) {
-    let line = cap.log.lines().find(|l| l.contains("kernel hook selected")).unwrap_or_else(|| {
-        panic!("the sensor did not log its kernel hook:\n{}", cap.log)
-    });
+    let line = cap
+        .log
+        .lines()
+        .find(|l| l.contains("kernel hook selected"))
+        .unwrap_or_else(|| panic!("the sensor did not log its kernel hook:\n{}", cap.log));
     assert!(
         line.contains(&format!("hook=\"{hook}\"")) || line.contains(&format!("\"hook\":\"{hook}\"")),
         "expected the {hook} path: {line}"
@@ -267,7 +269,8 @@ pub fn assert_kernel_hook(cap: &Capture, hook: &str) {
         // user memory), come from the syscall tracepoints on both paths.
         let dns = port(&r["conn"]["local"]) == "53" || port(&r["conn"]["remote"]) == "53";
         let probe = r["probe"].as_str().unwrap_or("");
-        let pages = ["tracepoint:syscalls:sys_exit_sendfile64", "tracepoint:syscalls:sys_exit_splice"].contains(&probe);
+        let pages = ["tracepoint:syscalls:sys_exit_sendfile64", "tracepoint:syscalls:sys_exit_splice"]
+            .contains(&probe);
         assert!(dns || pages || probe.starts_with(prefix), "a kernel record not from the {hook} path: {r}");
     }
 }

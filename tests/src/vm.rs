@@ -41,11 +41,7 @@ impl Guest {
             panic!("NETTAP_VM is not set: run `source ci/install.sh` (ci/install-vm.sh fetches the guest kernel)")
         });
         for f in ["vmlinuz", "initrd", "complete"] {
-            assert!(
-                dir.join(f).exists(),
-                "{} is missing: ci/install-vm.sh builds it",
-                dir.join(f).display()
-            );
+            assert!(dir.join(f).exists(), "{} is missing: ci/install-vm.sh builds it", dir.join(f).display());
         }
         Guest { dir }
     }
@@ -94,7 +90,8 @@ impl Guest {
         if timed_out {
             console.push_str(&format!("\n[guest killed after {timeout:?}]\n"));
         }
-        let status = std::fs::read_to_string(share.path().join("status")).ok().and_then(|s| s.trim().parse().ok());
+        let status =
+            std::fs::read_to_string(share.path().join("status")).ok().and_then(|s| s.trim().parse().ok());
         GuestRun { status, console, share, wall }
     }
 

@@ -61,7 +61,10 @@ fn test_binary(name: &str) -> PathBuf {
         .collect();
     found.sort();
     found.pop().map(|(_, p)| p).unwrap_or_else(|| {
-        panic!("no test binary {name}-<hash> in {}: build them with `cargo test -p nettap-e2e --no-run`", deps.display())
+        panic!(
+            "no test binary {name}-<hash> in {}: build them with `cargo test -p nettap-e2e --no-run`",
+            deps.display()
+        )
     })
 }
 
@@ -123,7 +126,12 @@ fn run_in_guest(hook: &str, env: &[(&str, &str)], tests: &[(&str, &str)]) {
     if run.status != Some(0) || !tests.iter().all(|(_, test)| passed(test)) {
         // Kept for a look at every test's whole log (the console has the tail of each failure's).
         let logs = run.share.keep().join("logs");
-        panic!("the guest suite failed (status {:?}; logs in {}); console:\n{}", run.status, logs.display(), run.console);
+        panic!(
+            "the guest suite failed (status {:?}; logs in {}); console:\n{}",
+            run.status,
+            logs.display(),
+            run.console
+        );
     }
 }
 
