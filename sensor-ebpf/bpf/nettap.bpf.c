@@ -11,8 +11,8 @@
 #include <bpf/bpf_endian.h>
 
 #include "tcp_conn.bpf.h"
+#include "tcp_kprobe.bpf.h"   /* before tcp_syscalls.bpf.h, which uses kp_done */
 #include "tcp_syscalls.bpf.h"
-#include "tcp_kprobe.bpf.h"
 #include "openssl.bpf.h"
 #include "go_tls.bpf.h"
 #include "libs.bpf.h"

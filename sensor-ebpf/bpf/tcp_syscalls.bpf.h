@@ -13,7 +13,9 @@
 
 #include "dns.bpf.h"
 
+#ifndef NT_MSG_PEEK
 #define NT_MSG_PEEK 2
+#endif
 
 static __always_inline struct pt_regs *syscall_regs(void)
 {
@@ -46,8 +48,9 @@ static __always_inline int io_done(long ret, __u32 fd, __u64 buf, __u64 count, _
 	}
 	__u32 zero = 0;
 	__u32 *tcp_here = bpf_map_lookup_elem(&syscall_tcp, &zero);
-	if (!tcp_here || !*tcp_here)
-		return 0; /* kprobes carry TCP */
+	/* kprobes carry TCP (except sendfile/splice, whose pages they never see) */
+	if ((!tcp_here || !*tcp_here) && kind != IO_NONE)
+		return kp_missed_return(id, ret, sk, buf, count, kind);
 	learn_ssl_socket(sk, id >> 32);
 	if (!ports_wanted(sk))
 		return 0;
