@@ -228,7 +228,7 @@ static __always_inline bool socket_bytes_are_tls(struct conn_state *cs, const st
 			cs->tls = 1;
 	}
 	/* Ciphertext read outside an SSL call: the library uses memory BIOs
-	 * and this thread's next SSL_read may adopt the socket (openssl.bpf.h). */
+	 * and this thread's next SSL_read may adopt the socket (openssl.bpf.c). */
 	if (cs->tls && !in_ssl_call && io->direction == NT_DIR_RECV) {
 		__u64 sk = io->sk;
 		bpf_map_update_elem(&thread_tls_recv, &id, &sk, BPF_ANY);

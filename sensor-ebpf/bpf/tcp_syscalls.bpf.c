@@ -8,8 +8,6 @@
  * call already blocked when the sensor attaches is still captured when it
  * returns.
  */
-#ifndef NETTAP_TCP_SYSCALLS_BPF_H
-#define NETTAP_TCP_SYSCALLS_BPF_H
 
 #include "dns.bpf.h"
 
@@ -178,5 +176,3 @@ int tp_exit_splice(struct trace_event_raw_sys_exit *ctx)
 	return io_done(ctx->ret, PT_REGS_PARM1_CORE_SYSCALL(regs), 0, 0, IO_NONE, NT_PROBE_SYS_SPLICE,
 		       NT_DIR_RECV, 0);
 }
-
-#endif

@@ -4,26 +4,9 @@
  * method, used where the kernel has kprobes. Entry remembers where the
  * user's bytes are (from the msghdr's iov_iter); return emits what moved.
  */
-#ifndef NETTAP_TCP_KPROBE_BPF_H
-#define NETTAP_TCP_KPROBE_BPF_H
 
 #include "emit.bpf.h"
-
-/* iov_iter changed shape over time; these flavors let CO-RE pick the one this kernel has. */
-struct iov_iter___v64 { /* 6.4+: __iov, ubuf in an anonymous union */
-	__u8 iter_type;
-	size_t iov_offset;
-	const struct iovec *__iov;
-	void *ubuf;
-	unsigned long nr_segs;
-} __attribute__((preserve_access_index));
-
-struct iov_iter___v514 { /* 5.14 to 6.3: iov */
-	__u8 iter_type;
-	size_t iov_offset;
-	const struct iovec *iov;
-	unsigned long nr_segs;
-} __attribute__((preserve_access_index));
+#include "core_fixes.bpf.h"
 
 /*
  * Fill io with the user memory described by msg->msg_iter; false for kernel
@@ -164,5 +147,3 @@ int BPF_KRETPROBE(kr_tcp_recvmsg, int ret)
 {
 	return kp_exit(ret);
 }
-
-#endif
