@@ -63,6 +63,8 @@ fn bpf_run_time_per_call_of_the_chosen_path() {
     let data = cap.records.iter().filter(|r| r["kind"] == "data").count() as u64;
     assert!(data >= 4 * MESSAGES as u64 / 2, "{data} data records for {MESSAGES} messages each way");
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    // With --nocapture the harness's `test … ` has no newline yet.
+    println!();
     let mut total_ns = 0;
     for (name, (runs, ns)) in &stats {
         total_ns += ns;
