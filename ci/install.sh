@@ -18,6 +18,7 @@ need_pkgs=(
   php-cli php-curl      # PHP's https:// stream wrapper and curl extension over libssl
   openjdk-17-jdk-headless maven  # the JVM agent's build (javac, jvmti.h) and java-testapps
   python3-yaml          # the chart tests read `helm template` output
+  qemu-system-x86       # the guest kernels of the kernel matrix (ci/install-vm.sh)
   ca-certificates
 )
 
@@ -61,6 +62,9 @@ fi
 # A real etcd and kube-apiserver for the Kubernetes tests, built from their Go
 # modules once and cached (exports NETTAP_K8S_BIN).
 source "$root/ci/install-k8s.sh"
+# Debian's 6.1 kernel and the guest's initramfs for the kernel matrix tests
+# (exports NETTAP_VM).
+source "$root/ci/install-vm.sh"
 
 # The JVM tests run on JDK 17 and on the machine's second JDK (Temurin 25,
 # part of the machine image: Debian does not package it).

@@ -3,6 +3,7 @@
 //! `JAVA_TOOL_OPTIONS`, the sensor's socket directory mounted).
 #![deny(missing_docs)]
 
+pub mod certs;
 pub mod mutate;
 pub mod review;
 pub mod server;

@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 use nettap_injector::{mutate::Config, server};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Parser)]
 #[command(name = "nettap-injector", version, about = "Gives Java pods nettap's JVM agent")]
@@ -28,6 +30,10 @@ enum Command {
         /// Private key (PEM).
         #[arg(long, env = "NETTAP_INJECTOR_TLS_KEY")]
         tls_key: PathBuf,
+        /// Seconds between looks at the certificate and key files (they are
+        /// re-read when they changed, e.g. renewed by cert-manager).
+        #[arg(long, default_value_t = 5)]
+        tls_check_secs: u64,
         /// Image of the init container that provides the agent.
         #[arg(long, env = "NETTAP_AGENT_IMAGE")]
         agent_image: String,
@@ -49,19 +55,39 @@ enum Command {
     },
 }
 
+/// Resolves at SIGINT or SIGTERM (what the kubelet sends to stop a pod);
+/// the handlers are installed before it returns.
+fn stop_signal() -> Result<impl std::future::Future<Output = ()>> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "stopping");
+    })
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
     match Cli::parse().command {
-        Command::Serve { listen, tls_cert, tls_key, agent_image, agent_dir, dump_reviews } => {
-            let tls = server::tls_config(&tls_cert, &tls_key)?;
+        Command::Serve {
+            listen,
+            tls_cert,
+            tls_key,
+            tls_check_secs,
+            agent_image,
+            agent_dir,
+            dump_reviews,
+        } => {
+            let stop = stop_signal()?;
+            let tls = server::tls_config(&tls_cert, &tls_key, Duration::from_secs(tls_check_secs))?;
             let cfg = Config { agent_image, agent_dir, ..Config::default() };
             let listener = server::bind(listen).await?;
             tracing::info!(%listen, agent_option = cfg.agent_option(), "nettap injector serving /mutate");
-            tokio::select! {
-                _ = server::serve(listener, tls, cfg, dump_reviews) => {}
-                _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
-            }
+            server::serve(listener, tls, cfg, dump_reviews, stop).await;
             Ok(())
         }
         Command::InstallAgent { dir, agent } => {

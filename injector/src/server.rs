@@ -1,17 +1,22 @@
 //! The HTTPS server around `review::answer`: `POST /mutate` (the API server
 //! calls it), `GET /healthz` (probes). rustls with the certificate the chart
-//! generated; each connection is served on its own task, so a slow or
-//! broken client holds nothing but itself.
+//! or cert-manager made (re-read when renewed, `certs`); each connection is
+//! served on its own task, so a slow or broken client holds nothing but
+//! itself; at shutdown the requests in flight are finished.
 
+use crate::certs::{CertError, ReloadingCert};
 use crate::mutate::Config;
 use crate::review::{self, MAX_BODY};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::server::graceful::GracefulShutdown;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
@@ -20,16 +25,10 @@ use tracing::{info, warn};
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// A PEM file could not be read.
-    #[error("cannot read {path}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
     /// The certificate or key is unusable.
+    #[error("TLS certificate")]
+    Cert(#[from] CertError),
+    /// rustls refused the configuration.
     #[error("TLS setup: {0}")]
     Tls(String),
     /// bind() failed.
@@ -43,27 +42,20 @@ pub enum ServeError {
     },
 }
 
-/// A rustls server configuration from PEM files (certificate chain, private key).
-pub fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, ServeError> {
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|source| ServeError::Read { path: p.display().to_string(), source })
-    };
-    let certs = rustls_pemfile::certs(&mut read(cert)?.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ServeError::Tls(format!("{}: {e}", cert.display())))?;
-    if certs.is_empty() {
-        return Err(ServeError::Tls(format!("{}: no certificate", cert.display())));
-    }
-    let key = rustls_pemfile::private_key(&mut read(key)?.as_slice())
-        .map_err(|e| ServeError::Tls(format!("{}: {e}", key.display())))?
-        .ok_or_else(|| ServeError::Tls(format!("{}: no private key", key.display())))?;
+/// A rustls server configuration from PEM files (certificate chain, private
+/// key), re-read when they change, looked at at most once per `check_every`.
+pub fn tls_config(
+    cert: &Path,
+    key: &Path,
+    check_every: Duration,
+) -> Result<rustls::ServerConfig, ServeError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let resolver = ReloadingCert::new(cert, key, check_every, provider.clone())?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ServeError::Tls(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| ServeError::Tls(e.to_string()))?;
+        .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -73,35 +65,58 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })
 }
 
-/// Serves until the task is dropped; with `dump`, each review body is also
-/// written there (`review-N.json`).
-pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, cfg: Config, dump: Option<PathBuf>) {
+/// How long requests in flight may take to finish once `shutdown` resolved.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves until `shutdown` resolves, then accepts nothing more and lets the
+/// requests in flight finish (at most `SHUTDOWN_GRACE`); with `dump`, each
+/// review body is also written there (`review-N.json`).
+pub async fn serve(
+    listener: TcpListener,
+    tls: rustls::ServerConfig,
+    cfg: Config,
+    dump: Option<PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) {
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     let cfg = Arc::new(cfg);
     let dump = Arc::new(dump);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
         };
         let (acceptor, cfg, dump) = (acceptor.clone(), cfg.clone(), dump.clone());
+        // Taken before the handshake, so a connection still in it is waited for too.
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => return warn!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => return warn!(%peer, "TLS handshake timed out"),
-                };
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return warn!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => return warn!(%peer, "TLS handshake timed out"),
+            };
             let service = hyper::service::service_fn(move |req| handle(req, cfg.clone(), dump.clone()));
             let io = hyper_util::rt::TokioIo::new(tls);
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+            if let Err(e) = watcher.watch(conn).await {
                 warn!(%peer, error = %e, "connection ended with an error");
             }
         });
+    }
+    drop(listener);
+    let in_flight = graceful.count();
+    info!(connections = in_flight, "no longer accepting: finishing the requests in flight");
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        warn!(grace = ?SHUTDOWN_GRACE, "requests still in flight at exit");
     }
 }
 

@@ -3,55 +3,19 @@
 //! body a 413, plaintext on the TLS port is dropped, and the server keeps
 //! answering after all of them.
 
-use nettap_e2e::{free_port, tls_cert};
+mod support;
+
+use nettap_e2e::tls_cert;
 use std::path::Path;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
-
-struct Injector(Child);
-
-impl Drop for Injector {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// (status, body) of a curl request to the injector.
-fn curl(cert: &Path, url: &str, body: Option<&Path>) -> (u16, String) {
-    let mut c = Command::new("curl");
-    c.args(["-sS", "--max-time", "10", "--cacert"]).arg(cert).args(["-w", "\n%{http_code}"]);
-    if let Some(b) = body {
-        c.args(["-H", "Content-Type: application/json", "--data-binary"]).arg(format!("@{}", b.display()));
-    }
-    let out = c.arg(url).output().expect("curl runs");
-    assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
-    let (body, status) = text.rsplit_once('\n').unwrap();
-    (status.parse().unwrap(), body.to_string())
-}
+use std::process::Command;
+use support::{curl, Injector};
 
 #[test]
 fn serves_reviews_over_https_and_survives_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = tls_cert(dir.path());
-    let port = free_port();
-    let _injector = Injector(
-        Command::new(env!("CARGO_BIN_EXE_nettap-injector"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--agent-image", "example/agent:1"])
-            .arg("--tls-cert")
-            .arg(&cert)
-            .arg("--tls-key")
-            .arg(&key)
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("https://127.0.0.1:{port}");
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "the injector never listened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let injector = Injector::start(&cert, &key, &[], dir.path());
+    let (port, base) = (injector.port, injector.base());
     assert_eq!(curl(&cert, &format!("{base}/healthz"), None).0, 200);
 
     let reviews = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reviews");

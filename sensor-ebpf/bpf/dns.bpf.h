@@ -3,7 +3,7 @@
  * DNS over UDP: datagrams to or from port 53, and nothing else of UDP, as
  * NT_EV_DNS records (the data event layout, one message each). The sensor
  * parses them to name the peers of TCP connections. Called from the same
- * syscall exits as TCP (tcp_syscalls.bpf.h), plus sendmmsg/recvmmsg, which
+ * syscall exits as TCP (tcp_syscalls.bpf.c), plus sendmmsg/recvmmsg, which
  * glibc uses to ask for A and AAAA at once.
  */
 #ifndef NETTAP_DNS_BPF_H
@@ -109,18 +109,6 @@ static __always_inline int mmsg_done(long ret, __u16 probe, __u8 direction)
 			dns_emit(sk, (__u64)m.msg_hdr.msg_name, data, len, probe, direction, id >> 32, (__u32)id);
 	}
 	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_exit_sendmmsg")
-int tp_exit_sendmmsg(struct trace_event_raw_sys_exit *ctx)
-{
-	return mmsg_done(ctx->ret, NT_PROBE_SYS_SENDMMSG, NT_DIR_SEND);
-}
-
-SEC("tracepoint/syscalls/sys_exit_recvmmsg")
-int tp_exit_recvmmsg(struct trace_event_raw_sys_exit *ctx)
-{
-	return mmsg_done(ctx->ret, NT_PROBE_SYS_RECVMMSG, NT_DIR_RECV);
 }
 
 #endif

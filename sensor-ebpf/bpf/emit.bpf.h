@@ -115,8 +115,9 @@ static __always_inline struct conn_state *conn_get(struct sock *sk, __u32 probe,
 
 /* State of one call's payload walk, shared with the bpf_loop callback. */
 struct emit_walk {
-	__u64 iov;      /* user iovec array; 0 for a single buffer */
+	__u64 iov;      /* iovec array; 0 for a single buffer */
 	__u64 iovcnt;
+	__u64 kernel_iov; /* the iovec array is in kernel memory (the bytes never are) */
 	__u64 idx;      /* next iovec to load */
 	__u64 skip;     /* bytes to skip in the first iovec */
 	__u64 base;     /* current segment */
@@ -148,7 +149,8 @@ static long emit_chunk(__u64 index, void *arg)
 		if (!w->iov || w->idx >= w->iovcnt || w->idx >= NT_IOV_MAX)
 			return 1;
 		struct iovec v = {};
-		if (bpf_probe_read_user(&v, sizeof(v), (void *)(w->iov + w->idx * sizeof(v))))
+		void *at = (void *)(w->iov + w->idx * sizeof(v));
+		if (w->kernel_iov ? bpf_probe_read_kernel(&v, sizeof(v), at) : bpf_probe_read_user(&v, sizeof(v), at))
 			return 1;
 		w->base = (__u64)v.iov_base;
 		w->seg_left = v.iov_len;
@@ -191,9 +193,10 @@ static long emit_chunk(__u64 index, void *arg)
 static __always_inline bool starts_tls_record(const struct inflight *io)
 {
 	__u64 at = io->buf;
-	if (io->kind == IO_IOV) {
+	if (io->kind == IO_IOV || io->kind == IO_KIOV) {
 		struct iovec v = {};
-		if (bpf_probe_read_user(&v, sizeof(v), (void *)io->buf))
+		if (io->kind == IO_KIOV ? bpf_probe_read_kernel(&v, sizeof(v), (void *)io->buf)
+					: bpf_probe_read_user(&v, sizeof(v), (void *)io->buf))
 			return false;
 		at = (__u64)v.iov_base + io->skip;
 	} else if (io->kind != IO_PLAIN) {
@@ -225,7 +228,7 @@ static __always_inline bool socket_bytes_are_tls(struct conn_state *cs, const st
 			cs->tls = 1;
 	}
 	/* Ciphertext read outside an SSL call: the library uses memory BIOs
-	 * and this thread's next SSL_read may adopt the socket (openssl.bpf.h). */
+	 * and this thread's next SSL_read may adopt the socket (openssl.bpf.c). */
 	if (cs->tls && !in_ssl_call && io->direction == NT_DIR_RECV) {
 		__u64 sk = io->sk;
 		bpf_map_update_elem(&thread_tls_recv, &id, &sk, BPF_ANY);
@@ -289,6 +292,7 @@ static __always_inline void emit_call(const struct inflight *io, long ret, __u32
 		w->iov = io->buf;
 		w->iovcnt = io->count;
 		w->skip = io->skip;
+		w->kernel_iov = io->kind == IO_KIOV;
 	}
 	/* Enough iterations for every chunk of the largest cap plus every iovec load. */
 	bpf_loop(1 << 17, emit_chunk, NULL, 0);

@@ -53,14 +53,15 @@ enum io_kind {
 	IO_PLAIN = 1,   /* one user buffer */
 	IO_IOV = 2,     /* an iovec array in user memory */
 	IO_NONE = 3,    /* bytes move but are not in user memory (sendfile, splice) */
+	IO_KIOV = 4,    /* an iovec array in kernel memory (the kernel's copy: kprobe path) */
 };
 
 /* One call's arguments: built at syscall exit, or remembered from kprobe entry to return. */
 struct inflight {
 	__u64 sk;
-	__u64 buf;   /* IO_PLAIN: the buffer; IO_IOV: the iovec array */
-	__u64 count; /* IO_IOV: number of iovecs */
-	__u64 skip;  /* IO_IOV: bytes already consumed in the first iovec */
+	__u64 buf;   /* IO_PLAIN: the buffer; IO_IOV, IO_KIOV: the iovec array */
+	__u64 count; /* IO_IOV, IO_KIOV: number of iovecs */
+	__u64 skip;  /* IO_IOV, IO_KIOV: bytes already consumed in the first iovec */
 	__u32 fd;
 	__u16 probe; /* enum nt_probe */
 	__u8 kind;   /* enum io_kind */

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * The one eBPF object of the sensor. Program families live in their own
- * headers and share the maps of maps.bpf.h; the sensor loads and attaches
- * only the families it chooses at run time.
+ * .bpf.c fragments, included here, and share the maps of maps.bpf.h and the
+ * helpers of the other .bpf.h files; the sensor loads and attaches only the
+ * families it chooses at run time.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -10,11 +11,13 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 
-#include "tcp_conn.bpf.h"
-#include "tcp_syscalls.bpf.h"
-#include "tcp_kprobe.bpf.h"
-#include "openssl.bpf.h"
-#include "go_tls.bpf.h"
-#include "libs.bpf.h"
+/* Program families, one fragment each (helpers and maps live in *.bpf.h). */
+#include "tcp_conn.bpf.c"
+#include "tcp_kprobe.bpf.c"   /* before tcp_syscalls.bpf.c, which uses kp_done */
+#include "tcp_syscalls.bpf.c"
+#include "dns.bpf.c"
+#include "openssl.bpf.c"
+#include "go_tls.bpf.c"
+#include "libs.bpf.c"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

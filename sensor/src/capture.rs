@@ -93,20 +93,25 @@ async fn next_or_never<T>(next: Option<impl std::future::Future<Output = Option<
     }
 }
 
-async fn stop_signal(duration: Option<Duration>) -> &'static str {
+/// Installs the SIGINT/SIGTERM handlers at once (a signal sent as soon as
+/// the ready file appears must not find the default action, which kills)
+/// and resolves when one arrives or `duration` has passed.
+fn stop_signal(duration: Option<Duration>) -> impl std::future::Future<Output = &'static str> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let timer = async {
-        match duration {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
+    async move {
+        let timer = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+            _ = timer => "duration elapsed",
         }
-    };
-    tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-        _ = timer => "duration elapsed",
     }
 }
 
@@ -273,6 +278,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         rules = Some(rx);
     }
 
+    let stop = stop_signal(opts.duration);
     if let Some(path) = &opts.ready_file {
         std::fs::write(path, format!("{}\n", attached.hook.hook.as_str()))
             .with_context(|| format!("writing ready file {}", path.display()))?;
@@ -280,7 +286,6 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     info!(hook = attached.hook.hook.as_str(), "capturing");
 
     let started = Instant::now();
-    let stop = stop_signal(opts.duration);
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_drain = Instant::now();

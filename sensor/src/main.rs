@@ -136,7 +136,7 @@ struct CaptureArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Kernel hook for plaintext TCP.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, env = "NETTAP_KERNEL_HOOK")]
     kernel_hook: Option<KernelHookChoice>,
     /// BPF ring buffer size in bytes (power of two).
     #[arg(long)]

@@ -38,7 +38,7 @@ def send_all(sock: socket.socket, data: bytes, io: str) -> None:
     """Send with the syscall family `io` names, handling partial writes."""
     view = memoryview(data)
     while view:
-        if io == "send":
+        if io in ("send", "peek"):
             n = sock.send(view)            # sendto(2)
         elif io == "write":
             n = os.write(sock.fileno(), view)
@@ -55,6 +55,9 @@ def recv_some(sock: socket.socket, n: int, io: str) -> bytes:
     n = min(n, 1 << 20)
     if io == "send":
         return sock.recv(n)                # recvfrom(2)
+    if io == "peek":
+        sock.recv(n, socket.MSG_PEEK)      # looked at, left queued: read again below
+        return sock.recv(n)
     if io == "write":
         return os.read(sock.fileno(), n)
     bufs = [bytearray(max(1, n // 3)), bytearray(5), bytearray(n)]
@@ -183,8 +186,9 @@ def main() -> int:
     p.add_argument("--hold-at", type=int, default=1)
     p.add_argument("--hold-file")
     p.add_argument("--timeout", type=float, default=60.0)
-    p.add_argument("--io", choices=["send", "write", "vec", "msg"], default="send",
-                   help="syscalls: send/recv, write/read, writev/readv, sendmsg/recvmsg")
+    p.add_argument("--io", choices=["send", "write", "vec", "msg", "peek"], default="send",
+                   help="syscalls: send/recv, write/read, writev/readv, sendmsg/recvmsg, "
+                        "send/recv with a recv(MSG_PEEK) before each recv")
     p.add_argument("--sendfile", action="store_true", help="server answers with sendfile(2)")
     p.add_argument("--tls-cert", help="server: TLS with this certificate (and --tls-key)")
     p.add_argument("--tls-key")

@@ -12,6 +12,7 @@ pub mod netns;
 pub mod peers;
 pub mod pki;
 pub mod sensor;
+pub mod vm;
 pub mod wait;
 
 pub use assertions::*;

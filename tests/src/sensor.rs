@@ -186,7 +186,38 @@ impl Sensor {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
             .collect();
-        Capture { records, log }
+        let cap = Capture { records, log };
+        if let Ok(hook) = std::env::var("NETTAP_EXPECT_HOOK") {
+            assert_kernel_hook(&cap, &hook);
+        }
+        cap
+    }
+}
+
+/// With `NETTAP_EXPECT_HOOK` set (`kprobe` or `tracepoint`; the guest tests
+/// of tests/tests/kernel_matrix_vm.rs set it), every sensor of a test must
+/// have chosen that kernel hook and every plaintext TCP record must come
+/// from it, so a test passing on the wrong path is a failure.
+pub fn assert_kernel_hook(cap: &Capture, hook: &str) {
+    let line = cap
+        .log
+        .lines()
+        .find(|l| l.contains("kernel hook selected"))
+        .unwrap_or_else(|| panic!("the sensor did not log its kernel hook:\n{}", cap.log));
+    assert!(
+        line.contains(&format!("hook=\"{hook}\"")) || line.contains(&format!("\"hook\":\"{hook}\"")),
+        "expected the {hook} path: {line}"
+    );
+    let prefix = if hook == "kprobe" { "kprobe:" } else { "tracepoint:" };
+    let port = |a: &Value| a.as_str().and_then(|a| a.rsplit(':').next()).unwrap_or("").to_string();
+    for r in cap.records.iter().filter(|r| r["kind"] == "data" && r["source"] == "kernel") {
+        // DNS over UDP, and sendfile/splice (their bytes never pass through
+        // user memory), come from the syscall tracepoints on both paths.
+        let dns = port(&r["conn"]["local"]) == "53" || port(&r["conn"]["remote"]) == "53";
+        let probe = r["probe"].as_str().unwrap_or("");
+        let pages = ["tracepoint:syscalls:sys_exit_sendfile64", "tracepoint:syscalls:sys_exit_splice"]
+            .contains(&probe);
+        assert!(dns || pages || probe.starts_with(prefix), "a kernel record not from the {hook} path: {r}");
     }
 }
 

@@ -1,4 +1,4 @@
-//! The registers go_tls.bpf.h reads at the entry of crypto/tls.(*Conn).Write
+//! The registers go_tls.bpf.c reads at the entry of crypto/tls.(*Conn).Write
 //! and Read (`GO_ARG0`: the receiver, `GO_ARG1`: the buffer's data pointer)
 //! are where Go's register ABI puts them, on amd64 and arm64: checked
 //! against the parameter locations the compiler wrote into DWARF for real
@@ -9,10 +9,10 @@ use object::{Object, ObjectSection};
 use std::borrow::Cow;
 use std::path::Path;
 
-/// DWARF register number of `GO_ARGn` in go_tls.bpf.h for the architecture.
+/// DWARF register number of `GO_ARGn` in go_tls.bpf.c for the architecture.
 fn header_register(arch_x86: bool, macro_name: &str) -> u16 {
     let header = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../sensor-ebpf/bpf/go_tls.bpf.h"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../sensor-ebpf/bpf/go_tls.bpf.c"),
     )
     .unwrap();
     let section = if arch_x86 { "defined(__TARGET_ARCH_x86)" } else { "defined(__TARGET_ARCH_arm64)" };

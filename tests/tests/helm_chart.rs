@@ -265,6 +265,10 @@ fn example_values_reach_the_objects() {
     assert_eq!(targets["targets"][0]["name"], "shop-api");
     assert_eq!(targets["targets"][0]["podSelector"]["matchLabels"], json!({"tier": "api"}));
     assert_eq!(
+        targets["targets"][0]["podSelector"]["matchExpressions"],
+        json!([{"key": "track", "operator": "NotIn", "values": ["canary"]}])
+    );
+    assert_eq!(
         targets["targets"][1]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
         "payments"
     );
@@ -293,6 +297,18 @@ fn wrong_values_are_refused_at_install_time() {
         ("sensor.records.sink=syslog", "sink"),
         ("sensor.records.maxFiles=1", "maxFiles"),
         ("ebpf.enabeld=true", "enabeld"),
+        (
+            "ebpf.configuration.capture.targets[0].name=x,\
+             ebpf.configuration.capture.targets[0].podSelector.matchExpressions[0].key=app,\
+             ebpf.configuration.capture.targets[0].podSelector.matchExpressions[0].operator=Equals",
+            "operator",
+        ),
+        (
+            "ebpf.configuration.capture.targets[0].name=x,\
+             ebpf.configuration.capture.targets[0].namespaceSelector.matchExpressions[0].key=app,\
+             ebpf.configuration.capture.targets[0].namespaceSelector.matchExpressions[0].operator=In",
+            "values",
+        ),
     ] {
         let out = run_helm(&["template", "tap", chart.to_str().unwrap(), "--set", set]);
         let err = String::from_utf8_lossy(&out.stderr);

@@ -1,5 +1,7 @@
 //! What Kubernetes mode captures: the capture targets of the Helm values
-//! select pods by namespace and pod labels; a Deployment's annotations add
+//! select pods by namespace and pod labels (`matchLabels`, and
+//! `matchExpressions`: `shop`'s pods are not in `In`, `tools`' pod is); a
+//! Deployment's annotations add
 //! it (`capture: "true"`), remove it (`"false"`) and keep only some ports
 //! (`port-filter`), live, enforced in the kernel by the pods' cgroups.
 
@@ -62,7 +64,11 @@ fn targets_select_pods_and_annotations_change_capture_live() {
     std::fs::write(
         targets.path(),
         json!({"targets": [{"name": "payments-web", "namespaceSelector": {"matchLabels": {"team": "payments"}},
-            "podSelector": {"matchLabels": {"app": "web"}}}]})
+            "podSelector": {"matchLabels": {"app": "web"}}},
+            {"name": "platform", "namespaceSelector": {"matchExpressions": [
+                {"key": "team", "operator": "In", "values": ["platform", "infra"]}]},
+             "podSelector": {"matchExpressions": [{"key": "app", "operator": "Exists"},
+                {"key": "app", "operator": "NotIn", "values": ["web", "api"]}]}}]})
         .to_string(),
     )
     .unwrap();
@@ -83,6 +89,7 @@ fn targets_select_pods_and_annotations_change_capture_live() {
     }
     let sensor = Sensor::start(&args);
     sensor.wait_for_log(&["pod captured", "web-0", "target payments-web"]);
+    sensor.wait_for_log(&["pod captured", "tool-0", "target platform"]);
     let everyone = |phase: &str| {
         for p in &ports {
             get(*p, &format!("/{phase}"));
@@ -130,7 +137,8 @@ fn targets_select_pods_and_annotations_change_capture_live() {
     assert_eq!(paths(web_srv.id()), ["/targets", "/api-added", "/web-back"], "log:\n{}", cap.log);
     assert_eq!(paths(api_srv.id()), ["/api-added", "/web-removed", "/web-back"]);
     assert_eq!(any(api_other_srv.id()), 0, "port-filter keeps only its ports");
-    assert_eq!(any(tool_srv.id()), 0, "no target selects the tools namespace");
+    let all = ["/targets", "/api-added", "/web-removed", "/web-back"];
+    assert_eq!(paths(tool_srv.id()), all, "matchExpressions select the tools namespace and its pod");
     // The curl clients run in no pod: with targets, they are not captured.
     let servers = [web_srv.id(), api_srv.id(), api_other_srv.id(), tool_srv.id()];
     let others: Vec<&Value> = cap

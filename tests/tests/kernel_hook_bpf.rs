@@ -3,7 +3,7 @@
 
 use nettap_e2e::*;
 use nettap_sensor::config::CaptureConfig;
-use nettap_sensor::probes::{load_every_program, load_object};
+use nettap_sensor::probes::{attach_kprobes, load_every_program, load_object};
 use std::path::Path;
 use std::process::Command;
 
@@ -94,4 +94,47 @@ fn json_logs_carry_the_probe_fields() {
     assert_eq!(v["fields"]["probe_type"], "tracepoint");
     assert_eq!(v["fields"]["target"], "kernel");
     assert_eq!(v["fields"]["ok"], true);
+}
+
+/// Open fds of this process whose link names contain `what`
+/// (`bpf-prog`: a loaded program).
+fn fds_named(what: &str) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().contains(what)))
+        .count()
+}
+
+/// Kprobe attachments this process holds: a BPF link, or a perf event
+/// where the kernel has no BPF perf links.
+fn attachments() -> usize {
+    fds_named("bpf_link") + fds_named("[perf_event]")
+}
+
+/// Kprobes the kernel has registered on `function` (debugfs; 0 where the
+/// kernel has no kprobes).
+fn kprobes_on(function: &str) -> usize {
+    let list = std::fs::read_to_string("/sys/kernel/debug/kprobes/list").unwrap_or_default();
+    list.lines().filter(|l| l.split_whitespace().any(|w| w.starts_with(&format!("{function}+")))).count()
+}
+
+#[test]
+fn a_kprobe_path_failing_midway_leaves_nothing_attached() {
+    let good = [("kp_tcp_sendmsg", "tcp_sendmsg"), ("kr_tcp_sendmsg", "tcp_sendmsg")];
+    let (links, progs, registered) = (attachments(), fds_named("bpf-prog"), kprobes_on("tcp_sendmsg"));
+    if kernel_has_kprobes() {
+        // The first two attach on their own, so the failure below is midway.
+        let mut ebpf = load_object(&CaptureConfig::default(), std::process::id()).expect("object loads");
+        attach_kprobes(&mut ebpf, &good).expect("kprobes attach on this kernel");
+        assert_eq!(kprobes_on("tcp_sendmsg"), registered + 2, "kprobe and kretprobe registered");
+        assert_eq!(attachments(), links + 2);
+    }
+    let mut ebpf = load_object(&CaptureConfig::default(), std::process::id()).expect("object loads");
+    let mut list = good.to_vec();
+    list.push(("kp_tcp_recvmsg", "nettap_no_such_kernel_function"));
+    attach_kprobes(&mut ebpf, &list).expect_err("a kprobe on a missing function cannot attach");
+    assert_eq!(kprobes_on("tcp_sendmsg"), registered, "a kprobe stayed registered");
+    assert_eq!(attachments(), links, "a kprobe link leaked");
+    assert_eq!(fds_named("bpf-prog"), progs, "a kprobe program stayed loaded");
 }

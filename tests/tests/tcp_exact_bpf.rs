@@ -50,3 +50,20 @@ fn veth_between_namespaces_ipv6() {
     let ns = NetNsPair::new(2);
     exact(Some(&ns.b), &ns.b6, Some(&ns.a), &ns.b6);
 }
+
+#[test]
+fn bytes_peeked_before_they_are_read_are_captured_once() {
+    // recv(MSG_PEEK) leaves the bytes queued: only the read that takes them counts.
+    let port = free_port();
+    let port_s = port.to_string();
+    let mut args = vec!["--port", &port_s];
+    args.extend_from_slice(EXACT);
+    let sensor = Sensor::start(&args);
+    let peek = ["--io", "peek"];
+    let (server, client, _dir) = Exchange::server_with(None, "127.0.0.1", port, SIZES, &peek)
+        .client(None, "127.0.0.1", &peek)
+        .finish();
+    let cap = sensor.stop();
+    assert_exact(&cap, &client, "client", 0);
+    assert_exact(&cap, &server, "server", 0);
+}

@@ -87,6 +87,16 @@ fn capture_variant(bin: &Path) {
     assert_eq!(cap.dropped("tls_socket_unknown"), (0, 0));
 }
 
+/// The stripped build alone: what the kernel matrix runs in its guest,
+/// where every build and sensor start costs ten times as much.
+#[test]
+fn go_tls_stripped_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("stripped");
+    go_build(&bin, &["-ldflags=-s -w"], &[]);
+    capture_variant(&bin);
+}
+
 #[test]
 fn go_tls_default_stripped_pie_nodwarf_and_nocgo_builds() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,22 +6,11 @@ use crate::protocols::exchange::{Exchange, Message};
 use base64::Engine;
 use serde_json::{json, Value};
 
-/// RFC 3339 UTC time with milliseconds for realtime ns.
+/// RFC 3339 UTC time with milliseconds (truncated) for realtime ns.
 pub fn rfc3339(ts_ns: u64) -> String {
-    let secs = (ts_ns / 1_000_000_000) as i64;
-    let ms = (ts_ns / 1_000_000) % 1000;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z", rem / 3600, (rem / 60) % 60, rem % 60)
+    // A u64 of ns ends in 2554, inside jiff's range (years -9999 to 9999).
+    let ts = jiff::Timestamp::from_nanosecond(i128::from(ts_ns)).expect("u64 nanoseconds are in range");
+    format!("{ts:.3}")
 }
 
 fn fields(f: &[(String, String)]) -> Value {
@@ -152,5 +141,8 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(951_782_400_123_000_000), "2000-02-29T00:00:00.123Z");
         assert_eq!(rfc3339(1_795_586_074_118_280_366), "2026-11-25T05:54:34.118Z");
+        assert_eq!(rfc3339(1_795_586_074_999_999_999), "2026-11-25T05:54:34.999Z", "truncated, not rounded");
+        assert_eq!(rfc3339(4_102_444_799_000_000_000), "2099-12-31T23:59:59.000Z");
+        assert_eq!(rfc3339(u64::MAX), "2554-07-21T23:34:33.709Z");
     }
 }

@@ -3,6 +3,8 @@
 //! per-cgroup rules the kernel enforces.
 
 use super::meta::PodMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use kube::core::SelectorExt;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -14,19 +16,73 @@ pub const ANNOTATION_PORTS: &str = "ebpf.speedscale.com/port-filter";
 /// Ports a port filter may name (`NT_CGROUP_PORTS` in events.h).
 pub const MAX_PORTS: usize = crate::bpf::events::NT_CGROUP_PORTS as usize;
 
-/// `matchLabels`: every pair must be among the object's labels.
+/// A label selector as Kubernetes writes one: `matchLabels`, and
+/// `matchExpressions` with `In`, `NotIn`, `Exists` and `DoesNotExist`, all of
+/// which must hold; matched by kube's `Selector` (an empty one selects
+/// everything). Checked as the API server checks a `LabelSelector`, so a
+/// typo is an error rather than a selector that selects all.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Selector {
-    /// Labels the object must have, with these values.
-    #[serde(default)]
-    pub match_labels: BTreeMap<String, String>,
-}
+#[serde(try_from = "SelectorSpec")]
+pub struct Selector(kube::core::Selector);
 
 impl Selector {
-    /// True when `labels` has every pair (an empty selector matches everything).
+    /// True when `labels` satisfy every term.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+        self.0.matches(labels)
+    }
+}
+
+/// The JSON form of a selector, before it is checked.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SelectorSpec {
+    #[serde(default)]
+    match_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    match_expressions: Vec<RequirementSpec>,
+}
+
+/// One `matchExpressions` entry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequirementSpec {
+    key: String,
+    operator: String,
+    #[serde(default)]
+    values: Vec<String>,
+}
+
+impl TryFrom<SelectorSpec> for Selector {
+    type Error = String;
+
+    fn try_from(spec: SelectorSpec) -> Result<Self, String> {
+        let mut requirements = Vec::with_capacity(spec.match_expressions.len());
+        for r in spec.match_expressions {
+            // kube accepts `In` with no values and `Exists` with some; the API server does not.
+            match (r.operator.as_str(), r.values.is_empty()) {
+                ("In" | "NotIn", false) | ("Exists" | "DoesNotExist", true) => {}
+                ("In" | "NotIn", true) => {
+                    return Err(format!("{} {}: values must not be empty", r.key, r.operator))
+                }
+                ("Exists" | "DoesNotExist", false) => {
+                    return Err(format!("{} {}: values must be empty", r.key, r.operator))
+                }
+                (op, _) => {
+                    return Err(format!(
+                        "{}: unknown operator {op:?} (In, NotIn, Exists, DoesNotExist)",
+                        r.key
+                    ))
+                }
+            }
+            requirements.push(LabelSelectorRequirement {
+                key: r.key,
+                operator: r.operator,
+                values: (!r.values.is_empty()).then_some(r.values),
+            });
+        }
+        let selector =
+            LabelSelector { match_labels: Some(spec.match_labels), match_expressions: Some(requirements) };
+        kube::core::Selector::try_from(selector).map(Selector).map_err(|e| e.to_string())
     }
 }
 
@@ -196,6 +252,61 @@ mod tests {
         assert_eq!(decide(&pod(&[]), &tools, None, &t).why, "target all-of-tools");
         // No targets: every pod.
         assert!(decide(&pod(&[]), &labels(&[]), None, &[]).capture);
+    }
+
+    #[test]
+    fn match_expressions_select_as_kubernetes_does() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/k8s/testdata/capture-targets.json");
+        let t = CaptureTargets::load(&path).unwrap().targets;
+        let why = |ns: &[(&str, &str)], p: &[(&str, &str)]| decide(&pod(p), &labels(ns), None, &t).why;
+        let none = "no capture target selects it";
+        // In: the key with one of the values; NotIn and DoesNotExist also hold when the key is absent.
+        assert_eq!(why(&[("env", "prod")], &[("app", "web")]), "target web-not-canary");
+        assert_eq!(
+            why(&[("env", "staging")], &[("app", "web"), ("track", "stable")]),
+            "target web-not-canary"
+        );
+        assert_eq!(why(&[("env", "dev")], &[("app", "web")]), none);
+        assert_eq!(why(&[], &[("app", "web")]), none, "In needs the key");
+        assert_eq!(why(&[("env", "prod")], &[("app", "web"), ("track", "canary")]), none);
+        assert_eq!(
+            why(&[("env", "prod")], &[("app", "web"), ("debug", "")]),
+            none,
+            "DoesNotExist, any value"
+        );
+        assert_eq!(why(&[("env", "prod")], &[("app", "api")]), none, "matchLabels still hold");
+        // Exists: any value, the empty one included; matchLabels and expressions together.
+        assert_eq!(why(&[("team", "payments")], &[("nettap/capture", "")]), "target opted-in");
+        assert_eq!(
+            why(&[("team", "payments"), ("env", "dev")], &[("nettap/capture", "y")]),
+            "target opted-in"
+        );
+        assert_eq!(why(&[("team", "payments"), ("env", "prod")], &[("nettap/capture", "y")]), none);
+        assert_eq!(why(&[("team", "payments")], &[("capture", "y")]), none);
+        assert_eq!(why(&[("team", "shop")], &[("nettap/capture", "y")]), none);
+    }
+
+    #[test]
+    fn malformed_expressions_are_refused() {
+        let parse = |selector: serde_json::Value| {
+            serde_json::from_value::<CaptureTargets>(
+                serde_json::json!({"targets": [{"name": "a", "podSelector": selector}]}),
+            )
+            .map_err(|e| e.to_string())
+        };
+        let expr = |e: serde_json::Value| parse(serde_json::json!({"matchExpressions": [e]}));
+        let err = expr(serde_json::json!({"key": "app", "operator": "In"})).unwrap_err();
+        assert!(err.contains("app In: values must not be empty"), "{err}");
+        let err = expr(serde_json::json!({"key": "app", "operator": "NotIn", "values": []})).unwrap_err();
+        assert!(err.contains("app NotIn: values must not be empty"), "{err}");
+        let err = expr(serde_json::json!({"key": "app", "operator": "Exists", "values": ["x"]})).unwrap_err();
+        assert!(err.contains("app Exists: values must be empty"), "{err}");
+        let err = expr(serde_json::json!({"key": "app", "operator": "Equals", "values": ["x"]})).unwrap_err();
+        assert!(err.contains("unknown operator \"Equals\""), "{err}");
+        assert!(expr(serde_json::json!({"key": "app", "operator": "In", "valuse": ["x"]})).is_err());
+        // A misspelt field would otherwise be a selector that selects everything.
+        assert!(parse(serde_json::json!({"matchLabel": {"app": "web"}})).is_err());
+        assert!(parse(serde_json::json!({})).is_ok());
     }
 
     #[test]

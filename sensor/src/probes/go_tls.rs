@@ -1,5 +1,5 @@
 //! Go's crypto/tls: every Go executable (running at start-up, or executed
-//! later) that links crypto/tls gets the probes of `go_tls.bpf.h`, once per
+//! later) that links crypto/tls gets the probes of `go_tls.bpf.c`, once per
 //! file (device, inode): an entry uprobe on (*Conn).Write and (*Conn).Read
 //! (on the jump of the stack check where there is one: see
 //! `golang::entry_site`), and a uprobe on each of their `ret` instructions.

@@ -44,6 +44,22 @@ pub fn kprobes_possible() -> bool {
     .any(|p| std::path::Path::new(p).exists())
 }
 
+/// Which argument of the kernel's `tcp_recvmsg` holds its flags (the kprobe
+/// skips `MSG_PEEK` calls): Linux 5.19 removed the `nonblock` argument before
+/// them ("net: remove noblock parameter from recvmsg() entities").
+pub fn recv_flags_arg(release: &str) -> u32 {
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    match (numbers.next(), numbers.next()) {
+        (Some(major), Some(minor)) if (major, minor) < (5, 19) => 5,
+        _ => 4,
+    }
+}
+
+/// `recv_flags_arg` of the running kernel.
+pub fn running_recv_flags_arg() -> u32 {
+    recv_flags_arg(&std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default())
+}
+
 /// Decides from the configured preference and the outcome of attaching the
 /// kprobes (`Err` carries why they could not be attached).
 pub fn decide(choice: KernelHookChoice, kprobes: Result<(), String>) -> Result<HookDecision, ProbeError> {
@@ -85,6 +101,16 @@ mod tests {
     fn explicit_kprobe_fails_loudly() {
         let e = decide(KernelHookChoice::Kprobe, Err("no kprobe PMU".into())).unwrap_err();
         assert!(e.to_string().contains("no kprobe PMU"), "{e}");
+    }
+
+    #[test]
+    fn recv_flags_argument_moved_in_5_19() {
+        assert_eq!(recv_flags_arg("6.1.0-57-amd64"), 4);
+        assert_eq!(recv_flags_arg("5.19.0"), 4);
+        assert_eq!(recv_flags_arg("6.18.44-fc-v1252"), 4);
+        assert_eq!(recv_flags_arg("5.18.19-generic"), 5);
+        assert_eq!(recv_flags_arg("5.17.0-1"), 5);
+        assert_eq!(recv_flags_arg(""), 4);
     }
 
     #[test]

@@ -102,6 +102,7 @@ pub fn load_object(cfg: &CaptureConfig, self_tgid: u32) -> Result<Ebpf, ProbeErr
     let inflight = if super::kernel_hook::kprobes_possible() { 4096 } else { 1 };
     let mut ebpf = EbpfLoader::new()
         .set_global("CONFIG", &settings, true)
+        .set_global("recv_flags_arg", &super::kernel_hook::running_recv_flags_arg(), true)
         .set_max_entries("events", cfg.ring_buffer_bytes)
         .set_max_entries("conns", cfg.max_connections)
         .set_max_entries("inflight", inflight)

@@ -159,13 +159,24 @@ pub fn attach_kernel(
 
 /// Attaches all kprobes or none: a half-attached path would lose one direction.
 fn try_kprobes(ebpf: &mut Ebpf) -> Result<(), String> {
-    for (i, (prog, function)) in DATA_KPROBES.iter().enumerate() {
+    attach_kprobes(ebpf, DATA_KPROBES)
+}
+
+/// Attaches every `(program, kernel function)` kprobe of `list`, or, when one
+/// fails, detaches and unloads every program of `list` again (the failing one
+/// included: it may be loaded) and says why. Public for the tests, which make
+/// one fail midway on a kernel with kprobes.
+pub fn attach_kprobes(ebpf: &mut Ebpf, list: &[(&str, &str)]) -> Result<(), String> {
+    for (prog, function) in list {
         if let Err(e) = attach_kprobe(ebpf, prog, function) {
-            for (done, _) in &DATA_KPROBES[..i] {
-                if let Ok(p) = loader::program::<KProbe>(ebpf, done) {
+            for (other, _) in list {
+                if let Ok(p) = loader::program::<KProbe>(ebpf, other) {
+                    // Unloading drops the program's links with it; one never
+                    // loaded says so, which is fine.
                     let _ = p.unload();
                 }
             }
+            warn!(program = %prog, "kprobe attachment undone: every kprobe of the path detached");
             return Err(loader::chain(&e));
         }
     }

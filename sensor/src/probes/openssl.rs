@@ -1,5 +1,5 @@
 //! OpenSSL: find every libssl file in use (and the system's own), and attach
-//! the uprobes of `openssl.bpf.h` once per file (by device and inode, however
+//! the uprobes of `openssl.bpf.c` once per file (by device and inode, however
 //! many processes or mount namespaces map it).
 
 use super::openssl_plan::{self, FunctionPlan, FUNCTION_NAMES, SSL_FUNCTIONS};

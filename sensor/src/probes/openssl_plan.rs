@@ -6,7 +6,7 @@
 
 use super::elf::{self, ElfError};
 
-/// One probed OpenSSL function and its BPF programs (`openssl.bpf.h`).
+/// One probed OpenSSL function and its BPF programs (`openssl.bpf.c`).
 pub struct SslFunction {
     /// Symbol.
     pub name: &'static str,

@@ -423,13 +423,19 @@ fn line_end(line: &mut Vec<u8>, data: &[u8]) -> Option<usize> {
     }
 }
 
-fn parse_chunk_size(line: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(line).ok()?;
-    let hex = text.split(';').next()?.trim();
-    if hex.is_empty() || hex.len() > 16 {
+/// The size on a chunk-size line (`line`, its CRLF already taken off and
+/// given back here): httparse's parser, 1 to 16 hex digits, then optional
+/// whitespace and `;extensions`. An empty size is refused (httparse reads it
+/// as 0, which would end the body).
+fn parse_chunk_size(line: &mut Vec<u8>) -> Option<u64> {
+    if !line.first().is_some_and(u8::is_ascii_hexdigit) {
         return None;
     }
-    u64::from_str_radix(hex, 16).ok()
+    line.extend_from_slice(b"\r\n");
+    match httparse::parse_chunk_size(line) {
+        Ok(httparse::Status::Complete((used, size))) if used == line.len() => Some(size),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -581,6 +587,22 @@ mod tests {
         assert!(p.resync(b"GET / HTTP/1.1\r\n"));
         let (_, ev) = p.advance(b"GET / HTTP/1.1\r\n\r\n", 0, false);
         assert!(matches!(ev, Some(Event::Message(_))));
+    }
+
+    #[test]
+    fn chunk_size_lines() {
+        let size = |line: &[u8]| parse_chunk_size(&mut line.to_vec());
+        assert_eq!(size(b"1a"), Some(0x1a));
+        assert_eq!(size(b"1A;name=value"), Some(0x1a));
+        assert_eq!(size(b"5 \t;ext"), Some(5), "whitespace before the extensions");
+        assert_eq!(size(b"5;\xff"), Some(5), "extension bytes are not read");
+        assert_eq!(size(b"0"), Some(0));
+        assert_eq!(size(b"ffffffffffffffff"), Some(u64::MAX));
+        for bad in
+            [&b""[..], b";ext", b"zz", b"10000000000000000", b"5 5", b" 5", b"+5", b"-1", b"5\r", b"0x5"]
+        {
+            assert_eq!(size(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

@@ -8,12 +8,12 @@
  * call already blocked when the sensor attaches is still captured when it
  * returns.
  */
-#ifndef NETTAP_TCP_SYSCALLS_BPF_H
-#define NETTAP_TCP_SYSCALLS_BPF_H
 
 #include "dns.bpf.h"
 
+#ifndef NT_MSG_PEEK
 #define NT_MSG_PEEK 2
+#endif
 
 static __always_inline struct pt_regs *syscall_regs(void)
 {
@@ -46,8 +46,9 @@ static __always_inline int io_done(long ret, __u32 fd, __u64 buf, __u64 count, _
 	}
 	__u32 zero = 0;
 	__u32 *tcp_here = bpf_map_lookup_elem(&syscall_tcp, &zero);
-	if (!tcp_here || !*tcp_here)
-		return 0; /* kprobes carry TCP */
+	/* kprobes carry TCP (except sendfile/splice, whose pages they never see) */
+	if ((!tcp_here || !*tcp_here) && kind != IO_NONE)
+		return kp_missed_return(id, ret, sk, buf, count, kind);
 	learn_ssl_socket(sk, id >> 32);
 	if (!ports_wanted(sk))
 		return 0;
@@ -175,5 +176,3 @@ int tp_exit_splice(struct trace_event_raw_sys_exit *ctx)
 	return io_done(ctx->ret, PT_REGS_PARM1_CORE_SYSCALL(regs), 0, 0, IO_NONE, NT_PROBE_SYS_SPLICE,
 		       NT_DIR_RECV, 0);
 }
-
-#endif

@@ -4,8 +4,6 @@
  * a container): an executable mapping of a file named libssl* is reported,
  * so the sensor probes it while the process is still setting up.
  */
-#ifndef NETTAP_LIBS_BPF_H
-#define NETTAP_LIBS_BPF_H
 
 #include "emit.bpf.h"
 
@@ -78,5 +76,3 @@ int tp_sched_exec(void *ctx)
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
 }
-
-#endif

@@ -9,8 +9,6 @@
  * no per-version layout is needed. Where the library makes none (memory
  * BIOs: Node.js), from the socket syscalls of the same thread just before.
  */
-#ifndef NETTAP_OPENSSL_BPF_H
-#define NETTAP_OPENSSL_BPF_H
 
 #include "emit.bpf.h"
 
@@ -164,5 +162,3 @@ int BPF_KPROBE(up_ssl_read_ex_ret)
 {
 	return ssl_exit((int)PT_REGS_RC(ctx), true, NT_PROBE_UPROBE_SSL_READ_EX_SITE);
 }
-
-#endif

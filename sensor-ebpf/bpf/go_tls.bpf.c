@@ -8,8 +8,6 @@
  * while the fd is certainly open: another goroutine may close the
  * connection before a Read that got its bytes returns.
  */
-#ifndef NETTAP_GO_TLS_BPF_H
-#define NETTAP_GO_TLS_BPF_H
 
 #include "emit.bpf.h"
 
@@ -179,5 +177,3 @@ int up_go_tls_ret(struct pt_regs *ctx)
 	}
 	return emit_tls_plaintext((__u64)sk, call.buf, n, call.probe, call.direction, id);
 }
-
-#endif

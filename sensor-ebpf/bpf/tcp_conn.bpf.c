@@ -4,15 +4,13 @@
  * accept() say who opened a connection and in which role; the socket's move
  * to TCP_CLOSE (from any path, RST included) ends it.
  */
-#ifndef NETTAP_TCP_CONN_BPF_H
-#define NETTAP_TCP_CONN_BPF_H
 
 #include "emit.bpf.h"
 
 #define NT_EINPROGRESS 115
 #define NT_TCP_CLOSE 7
 
-/* connect(fd, …): the fd comes from the saved user registers, as in tcp_syscalls.bpf.h. */
+/* connect(fd, …): the fd comes from the saved user registers, as in tcp_syscalls.bpf.c. */
 SEC("tracepoint/syscalls/sys_exit_connect")
 int tp_exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
@@ -67,5 +65,3 @@ int tp_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	emit_conn((struct sock *)ctx->skaddr, &st, NT_CONN_CLOSE, NT_PROBE_SOCK_SET_STATE, st.pid, 0);
 	return 0;
 }
-
-#endif
