@@ -136,12 +136,16 @@ imports = []
     sandbox = "docker.io/nettap/pause:1"
 [plugins.'io.containerd.cri.v1.runtime']
   disable_apparmor = true
+  # Root here may lack CAP_SYS_RESOURCE (our CI machines do): the negative
+  # oom_score_adj the kubelet asks for sandboxes is capped at containerd's own.
+  restrict_oom_score_adj = true
   # Pods' network namespaces under the state directory, so \`down\` finds them.
   netns_mounts_under_state_dir = true
   [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
     runtime_type = "io.containerd.runc.v2"
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
       BinaryName = "$(command -v runc)"
+      Root = "$run/runc"
       SystemdCgroup = false
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = ["$cni_bin"]
