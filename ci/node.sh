@@ -257,6 +257,7 @@ up() {
     --token-auth-file "$p/tokens.csv" --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
     --service-account-issuer https://kubernetes.default.svc.cluster.local --service-account-key-file "$p/sa.pub" \
     --service-account-signing-key-file "$p/sa.key" --service-cluster-ip-range "$service_cidr" \
+    --kubelet-preferred-address-types InternalIP,Hostname \
     --enable-aggregator-routing --allow-privileged --profiling=false
   wait_for kube-apiserver 120 kubectl get --raw /readyz
   start kube-controller-manager "$(bin kube-controller-manager)" --kubeconfig "$state/controller-manager.kubeconfig" \
