@@ -14,8 +14,10 @@ empty. A second layer holds the image's own files.
         build stage would have written to /out). FROM, COPY --from=build,
         USER, WORKDIR, ENV, ENTRYPOINT, CMD and ARG are understood; anything
         else is refused.
-    image.py files BASE NAME OUTPUT SRC=DEST... [--entrypoint JSON] [--cmd JSON]
-                   [--user U] [--workdir DIR] [--env K=V]...
+    image.py files BASE NAME OUTPUT SRC=DEST... [--deb PACKAGE]... [--entrypoint JSON]
+                   [--cmd JSON] [--user U] [--workdir DIR] [--env K=V]...
+        BASE (`cc` or `scratch`), a layer with the files of the Debian
+        PACKAGEs installed here (no documentation), and the SRC files.
 
 NAME is the full reference (`docker.io/nettap/sensor:0.1.0`); OUTPUT is an
 OCI image layout in a tar, which `ctr images import` reads. Layers are
@@ -109,6 +111,21 @@ def in_image(path):
     return "/" + (MERGED[top] + "/" + rest if top in MERGED else path.lstrip("/"))
 
 
+def add_packages(layer, packages, keep=lambda p: True):
+    """The files of installed Debian `packages` (where `keep`), at their merged-/usr paths."""
+    seen = set()
+    for pkg in packages:
+        for p in sorted(package_files(pkg)):
+            # Directories are made with their files; /lib, /bin… are the base's links.
+            if not p.startswith("/") or p.strip("/") in MERGED or not keep(p) or DROP.search(p) \
+                    or os.path.isdir(p) and not os.path.islink(p):
+                continue
+            dest = in_image(p)
+            if dest not in seen and os.path.lexists(p):
+                seen.add(dest)
+                layer.host(p, dest)
+
+
 def base_layer(kind):
     layer = Layer()
     if kind == "scratch":
@@ -118,15 +135,7 @@ def base_layer(kind):
     for top, target in sorted(MERGED.items()):
         layer.dir("/" + target)
         layer.symlink("/" + top, target)
-    seen = set()
-    for pkg in CC_PACKAGES:
-        for p in sorted(package_files(pkg)):
-            if not KEEP.match(p) or DROP.search(p) or os.path.isdir(p) and not os.path.islink(p):
-                continue
-            dest = in_image(p)
-            if dest not in seen and os.path.lexists(p):
-                seen.add(dest)
-                layer.host(p, dest)
+    add_packages(layer, CC_PACKAGES, KEEP.match)
     # Made by update-ca-certificates on the host, not shipped in a package.
     layer.host("/etc/ssl/certs/ca-certificates.crt", "/etc/ssl/certs/ca-certificates.crt")
     layer.file("/etc/passwd", PASSWD.encode())
@@ -245,13 +254,15 @@ def from_dockerfile(dockerfile, stage_dir, name, output):
 
 
 def from_files(a):
+    debs = Layer()
+    add_packages(debs, a.deb)
     top = Layer()
     for spec in a.files:
         src, _, dest = spec.partition("=")
         top.host(src, dest)
     config = image_config(a.user, a.workdir, a.env, a.entrypoint and json.loads(a.entrypoint),
                           a.cmd and json.loads(a.cmd))
-    write_archive(a.output, a.name, [base_layer(a.base), top], config)
+    write_archive(a.output, a.name, [base_layer(a.base), debs, top], config)
 
 
 def main():
@@ -267,6 +278,7 @@ def main():
     for opt in ("--entrypoint", "--cmd", "--user", "--workdir"):
         f.add_argument(opt)
     f.add_argument("--env", action="append", default=[])
+    f.add_argument("--deb", action="append", default=[])
     a = p.parse_args()
     if a.mode == "dockerfile":
         from_dockerfile(a.dockerfile, a.stage_dir, a.name, a.output)
