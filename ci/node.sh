@@ -15,7 +15,8 @@
 # `up` on a node that is up takes it down first. State lives in
 # $NETTAP_NODE_STATE (/var/lib/nettap-node) and /run/nettap-node, logs in
 # $NETTAP_NODE_STATE/log. NETTAP_PROFILE (release) picks the cargo profile
-# whose binaries go into the images. Needs root.
+# whose binaries go into the images, NETTAP_BIN_DIR takes them ready-made.
+# Needs root.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,7 +26,9 @@ node_name=nettap-node
 pod_cidr=10.244.0.0/24
 service_cidr=10.96.0.0/24
 api_port=6443
-etcd_port=23790
+# Fixed ports outside the range the tests pick theirs from (20000-29999) and
+# the ephemeral range.
+etcd_port=2379
 bridge=nettap0
 
 say() { echo "ci/node.sh: $*" >&2; }
@@ -198,16 +201,19 @@ EOF
 
 # The images, built from this checkout without a daemon or registry:
 # pause (the pod sandbox), and the final stages of sensor/Dockerfile and
-# injector/Dockerfile from the cargo build of NETTAP_PROFILE, stripped as
-# the Dockerfiles strip theirs.
+# injector/Dockerfile from the cargo build of NETTAP_PROFILE (or the
+# binaries in NETTAP_BIN_DIR, as the tests give theirs), stripped as the
+# Dockerfiles strip theirs.
 images() {
-  local profile="${NETTAP_PROFILE:-release}" out="$state/images" stage version
-  local flag=(--profile "$profile")
-  [ "$profile" != debug ] || flag=()
-  say "building nettap ($profile) for the images"
-  (cd "$root" && cargo build "${flag[@]}" --locked -p nettap-sensor -p nettap-injector -p nettap-jvm-agent >&2)
+  local profile="${NETTAP_PROFILE:-release}" out="$state/images" stage version target="${NETTAP_BIN_DIR:-}"
+  if [ -z "$target" ]; then
+    local flag=(--profile "$profile")
+    [ "$profile" != debug ] || flag=()
+    say "building nettap ($profile) for the images"
+    (cd "$root" && cargo build "${flag[@]}" --locked -p nettap-sensor -p nettap-injector -p nettap-jvm-agent >&2)
+    target="$root/target/$profile"
+  fi
   version="$(sed -n 's/^appVersion: *"\?\([^"]*\)"\?$/\1/p' "$root/charts/nettap/Chart.yaml")"
-  local target="$root/target/$profile"
   mkdir -p "$out"
   stage="$(mktemp -d)"
   install -m 0755 "$target/nettap" "$target/nettap-injector" "$stage/"
@@ -239,14 +245,15 @@ up() {
   done
   sysctl -qw net.ipv4.ip_forward=1
   [ ! -e /proc/sys/net/bridge/bridge-nf-call-iptables ] || sysctl -qw net.bridge.bridge-nf-call-iptables=1
+  ports_free "$etcd_port" $((etcd_port + 1)) "$api_port" 10248 10249 10250 10256 10257 10259
   images
   pki "$ip"
   configs
 
   start etcd "$(bin etcd)" --name nettap-node --data-dir "$state/etcd" \
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
-    --listen-peer-urls http://127.0.0.1:$((etcd_port + 10)) --initial-advertise-peer-urls http://127.0.0.1:$((etcd_port + 10)) \
-    --initial-cluster nettap-node=http://127.0.0.1:$((etcd_port + 10)) --log-level error --unsafe-no-fsync
+    --listen-peer-urls http://127.0.0.1:$((etcd_port + 1)) --initial-advertise-peer-urls http://127.0.0.1:$((etcd_port + 1)) \
+    --initial-cluster nettap-node=http://127.0.0.1:$((etcd_port + 1)) --log-level error --unsafe-no-fsync
   local p="$state/pki"
   # Webhooks and aggregated APIs are called at their endpoints (no route to
   # Service IPs is needed from the API server).
@@ -299,12 +306,30 @@ daemonset_ready() {
   [ "${want:-0}" -gt 0 ] && [ "$ready" = "$want" ] && [ "$updated" = "$want" ]
 }
 
-# kill_cgroup DIR: every process in the cgroup DIR and below, SIGKILL.
+# cgroup_pids DIR: the processes in the cgroup DIR and below.
+cgroup_pids() {
+  find "$1" -name cgroup.procs -exec cat {} + 2>/dev/null || true
+}
+
+# kill_cgroup DIR: every process in the cgroup DIR and below, SIGKILL, and
+# waits (bounded) until they are gone, so their ports and mounts are free.
 kill_cgroup() {
-  local f pid
-  while read -r f; do
-    while read -r pid; do kill -9 "$pid" 2>/dev/null || true; done <"$f"
-  done < <(find "$1" -name cgroup.procs 2>/dev/null)
+  local pid
+  for _ in $(seq 1 100); do
+    [ -n "$(cgroup_pids "$1")" ] || return 0
+    for pid in $(cgroup_pids "$1"); do kill -9 "$pid" 2>/dev/null || true; done
+    sleep 0.1
+  done
+  say "processes left in $1: $(cgroup_pids "$1" | tr '\n' ' ')"
+}
+
+# ports_free PORT...: fails, naming who listens, when one is taken.
+ports_free() {
+  local p held
+  for p in "$@"; do
+    held="$(ss -Hltnp "sport = :$p")"
+    [ -z "$held" ] || die "port $p is taken, the node needs it: $held"
+  done
 }
 
 down() {
@@ -316,7 +341,7 @@ down() {
     [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
   done
   for _ in $(seq 1 20); do
-    [ -s "$daemons_cg/cgroup.procs" ] || break
+    [ -n "$(cgroup_pids "$daemons_cg")" ] || break
     sleep 0.5
   done
   [ ! -d "$daemons_cg" ] || kill_cgroup "$daemons_cg"

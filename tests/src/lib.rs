@@ -6,6 +6,7 @@
 pub mod helm;
 pub mod jvm;
 pub mod k8s;
+pub mod node;
 
 use base64::Engine;
 use serde_json::Value;
