@@ -7,12 +7,13 @@
 //! container and UID, with the host pid, both pod IPs and every byte.
 
 use nettap_e2e::node::{container_pid, python_image, Node};
-use nettap_e2e::{assert_exact, peer_info, sizes_arg, wait_for_file, Capture, PeerInfo, TIMEOUT};
+use nettap_e2e::{
+    assert_exact_from, peer_info, sizes_arg, tls_cert, wait_for_file, Capture, PeerInfo, TIMEOUT,
+};
 use serde_json::{json, Value};
 use std::path::Path;
 
 const SIZES: &[usize] = &[1, 100, 4095, 65537];
-const PORT: u16 = 9000;
 
 /// The pod of `selector` in `ns` once its container runs: (pod, container ID).
 fn running_pod(node: &Node, ns: &str, selector: &str) -> (Value, String) {
@@ -37,6 +38,118 @@ fn host_peer(dir: &Path, who: &str, pid: u32) -> PeerInfo {
     PeerInfo { pid, ..peer_info(dir, who) }
 }
 
+/// One exchange between pods: a Deployment `name` serving on `port` and a
+/// Job `name-client`, in namespace `ns`, over TLS when `tls`.
+struct PodExchange {
+    server: PeerInfo,
+    client: PeerInfo,
+    server_pod: Value,
+    client_pod: Value,
+    _dump: tempfile::TempDir,
+}
+
+fn pod_exchange(node: &Node, ns: &str, name: &str, port: u16, tls: bool) -> PodExchange {
+    let dump = tempfile::tempdir().unwrap();
+    let d = dump.path().display();
+    let sizes = sizes_arg(SIZES);
+    let (server_tls, client_tls) = if tls {
+        tls_cert(dump.path());
+        (", --tls-cert, /dump/cert.pem, --tls-key, /dump/key.pem", ", --tls, /dump/cert.pem")
+    } else {
+        ("", "")
+    };
+    let volume = format!(
+        r#"        volumeMounts: [{{name: dump, mountPath: /dump}}]
+      volumes: [{{name: dump, hostPath: {{path: "{d}", type: Directory}}}}]"#
+    );
+    node.apply(&format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}, tier: api}}}}
+    spec:
+      containers:
+      - name: server
+        image: docker.io/nettap/test-python:1
+        imagePullPolicy: Never
+        args: [/app/exchange.py, server, --listen, 0.0.0.0, --port, "{port}", --sizes, "{sizes}",
+               --dump, /dump, --ready, /dump/server.ready{server_tls}]
+{volume}
+"#
+    ));
+    wait_for_file(&dump.path().join("server.ready"), || true);
+    let (server_pod, server_cid) = running_pod(node, ns, &format!("app={name}"));
+    let server_ip = server_pod["status"]["podIP"].as_str().unwrap().to_string();
+    let server_pid = container_pid(&server_cid, "exchange.py").expect("the server's process on the host");
+
+    // The client holds after connecting until the test has its host pid.
+    node.apply(&format!(
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {{name: {name}-client, namespace: {ns}}}
+spec:
+  backoffLimit: 0
+  template:
+    metadata: {{labels: {{app: {name}-client}}}}
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: client
+        image: docker.io/nettap/test-python:1
+        imagePullPolicy: Never
+        args: [/app/exchange.py, hold, --connect, "{server_ip}", --port, "{port}", --sizes, "{sizes}",
+               --hold-at, "0", --hold-file, /dump/go, --dump, /dump{client_tls}]
+{volume}
+"#
+    ));
+    wait_for_file(&dump.path().join("go.waiting"), || true);
+    let (client_pod, client_cid) = running_pod(node, ns, &format!("app={name}-client"));
+    let client_pid = container_pid(&client_cid, "exchange.py").expect("the client's process on the host");
+    std::fs::write(dump.path().join("go"), "").unwrap();
+    wait_for_file(&dump.path().join("server.sent"), || true);
+    wait_for_file(&dump.path().join("client.sent"), || true);
+    let server = host_peer(dump.path(), "server", server_pid);
+    let client = host_peer(dump.path(), "client", client_pid);
+    assert_eq!(server.local, format!("{server_ip}:{port}"));
+    assert_eq!(client.remote, format!("{server_ip}:{port}"));
+    assert_eq!(client.local.rsplit_once(':').unwrap().0, client_pod["status"]["podIP"].as_str().unwrap());
+    PodExchange { server, client, server_pod, client_pod, _dump: dump }
+}
+
+/// The sensor's records once both directions of every peer are complete.
+fn records_of(node: &Node, peers: &[&PeerInfo]) -> Capture {
+    node.wait("the exchanges in the sensor's records", 2 * TIMEOUT, || {
+        let cap = Capture { records: node.sensor_records(), log: String::new() };
+        let complete = peers.iter().all(|p| {
+            cap.stream(p.pid, "send").bytes.len() >= p.sent.len()
+                && cap.stream(p.pid, "recv").bytes.len() >= p.recv.len()
+        });
+        complete.then_some(cap)
+    })
+}
+
+/// Every data record of the exchange's two sides: exact bytes from `source`
+/// and the `k8s` of its pod, container and workload.
+fn assert_exchange(cap: &Capture, x: &PodExchange, source: &str) {
+    assert_exact_from(cap, &x.server, "server", 0, source);
+    assert_exact_from(cap, &x.client, "client", 0, source);
+    let name = x.server_pod["metadata"]["labels"]["app"].as_str().unwrap();
+    let server_k8s = expected_k8s(&x.server_pod, "server", json!({"kind": "Deployment", "name": name}));
+    let client_k8s =
+        expected_k8s(&x.client_pod, "client", json!({"kind": "Job", "name": format!("{name}-client")}));
+    for (pid, want) in [(x.server.pid, &server_k8s), (x.client.pid, &client_k8s)] {
+        for r in cap.of("data", pid) {
+            assert_eq!(&r["k8s"], want, "{r}");
+        }
+    }
+}
+
 #[test]
 fn deployment_traffic_is_captured_with_its_pod() {
     let node = Node::up();
@@ -52,91 +165,14 @@ fn deployment_traffic_is_captured_with_its_pod() {
 
     let images = tempfile::tempdir().unwrap();
     node.load_image(&python_image(images.path()));
-    let dump = tempfile::tempdir().unwrap();
-    let d = dump.path().display();
-    let sizes = sizes_arg(SIZES);
-    node.apply(&format!(
-        r#"
-apiVersion: v1
-kind: Namespace
-metadata: {{name: shop, labels: {{team: shop}}}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: echo, namespace: shop}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: echo}}}}
-  template:
-    metadata: {{labels: {{app: echo, tier: api}}}}
-    spec:
-      containers:
-      - name: server
-        image: docker.io/nettap/test-python:1
-        imagePullPolicy: Never
-        args: [/app/exchange.py, server, --listen, 0.0.0.0, --port, "{PORT}", --sizes, "{sizes}",
-               --dump, /dump, --ready, /dump/server.ready]
-        volumeMounts: [{{name: dump, mountPath: /dump}}]
-      volumes: [{{name: dump, hostPath: {{path: "{d}", type: Directory}}}}]
-"#
-    ));
-    wait_for_file(&dump.path().join("server.ready"), || true);
-    let (server_pod, server_cid) = running_pod(&node, "shop", "app=echo");
-    let server_ip = server_pod["status"]["podIP"].as_str().unwrap().to_string();
-    let server_pid = container_pid(&server_cid, "exchange.py").expect("the server's process on the host");
+    node.apply("{apiVersion: v1, kind: Namespace, metadata: {name: shop, labels: {team: shop}}}");
 
-    // The client holds after connecting until the test has its host pid.
-    node.apply(&format!(
-        r#"
-apiVersion: batch/v1
-kind: Job
-metadata: {{name: client, namespace: shop}}
-spec:
-  backoffLimit: 0
-  template:
-    metadata: {{labels: {{app: client}}}}
-    spec:
-      restartPolicy: Never
-      containers:
-      - name: client
-        image: docker.io/nettap/test-python:1
-        imagePullPolicy: Never
-        args: [/app/exchange.py, hold, --connect, "{server_ip}", --port, "{PORT}", --sizes, "{sizes}",
-               --hold-at, "0", --hold-file, /dump/go, --dump, /dump]
-        volumeMounts: [{{name: dump, mountPath: /dump}}]
-      volumes: [{{name: dump, hostPath: {{path: "{d}", type: Directory}}}}]
-"#
-    ));
-    wait_for_file(&dump.path().join("go.waiting"), || true);
-    let (client_pod, client_cid) = running_pod(&node, "shop", "app=client");
-    let client_pid = container_pid(&client_cid, "exchange.py").expect("the client's process on the host");
-    std::fs::write(dump.path().join("go"), "").unwrap();
-    wait_for_file(&dump.path().join("server.sent"), || true);
-    wait_for_file(&dump.path().join("client.sent"), || true);
-    let server = host_peer(dump.path(), "server", server_pid);
-    let client = host_peer(dump.path(), "client", client_pid);
-    assert_eq!(server.local, format!("{server_ip}:{PORT}"));
-    assert_eq!(client.remote, format!("{server_ip}:{PORT}"));
-    assert_eq!(client.local.rsplit_once(':').unwrap().0, client_pod["status"]["podIP"].as_str().unwrap());
-
-    // Every byte of both directions of both sides reaches the sensor's output.
-    let total: usize = SIZES.iter().sum();
-    let cap = node.wait("the exchange in the sensor's records", 2 * TIMEOUT, || {
-        let cap = Capture { records: node.sensor_records(), log: String::new() };
-        let complete = [server_pid, client_pid]
-            .iter()
-            .all(|&p| ["send", "recv"].iter().all(|dir| cap.stream(p, dir).bytes.len() >= total));
-        complete.then_some(cap)
-    });
-    assert_exact(&cap, &server, "server", 0);
-    assert_exact(&cap, &client, "client", 0);
-
-    let server_k8s = expected_k8s(&server_pod, "server", json!({"kind": "Deployment", "name": "echo"}));
-    let client_k8s = expected_k8s(&client_pod, "client", json!({"kind": "Job", "name": "client"}));
-    for (pid, want) in [(server_pid, &server_k8s), (client_pid, &client_k8s)] {
-        for r in cap.of("data", pid) {
-            assert_eq!(&r["k8s"], want, "{r}");
-        }
-    }
+    // Plaintext from the kernel's hook; TLS plaintext from the uprobes on the
+    // libssl inside the image (a file of the container's root, not the host's).
+    let plain = pod_exchange(&node, "shop", "echo", 9000, false);
+    let tls = pod_exchange(&node, "shop", "echo-tls", 9443, true);
+    let cap = records_of(&node, &[&plain.server, &plain.client, &tls.server, &tls.client]);
+    assert_exchange(&cap, &plain, "kernel");
+    assert_exchange(&cap, &tls, "openssl");
     node.kubectl(&["delete", "namespace", "shop", "--wait=false"]);
 }
