@@ -6,6 +6,7 @@
 //! `kubectl logs`, name each side's pod, namespace, labels, workload,
 //! container and UID, with the host pid, both pod IPs and every byte.
 
+use nettap_e2e::helm::{chart, helm};
 use nettap_e2e::node::{container_pid, python_image, Node};
 use nettap_e2e::{
     assert_exact_from, peer_info, sizes_arg, tls_cert, wait_for_file, Capture, PeerInfo, TIMEOUT,
@@ -152,6 +153,13 @@ fn assert_exchange(cap: &Capture, x: &PodExchange, source: &str) {
 
 #[test]
 fn deployment_traffic_is_captured_with_its_pod() {
+    let bpffs = || {
+        let mut names: Vec<_> =
+            std::fs::read_dir("/sys/fs/bpf").unwrap().flatten().map(|e| e.file_name()).collect();
+        names.sort();
+        names
+    };
+    let bpffs_before = bpffs();
     let node = Node::up();
 
     // What `helm install` made is there and ready.
@@ -174,5 +182,63 @@ fn deployment_traffic_is_captured_with_its_pod() {
     let cap = records_of(&node, &[&plain.server, &plain.client, &tls.server, &tls.client]);
     assert_exchange(&cap, &plain, "kernel");
     assert_exchange(&cap, &tls, "openssl");
+
+    // A capture target selecting the `tier: api` pods of `team: shop`
+    // namespaces: the servers are captured, the clients are not (decided in
+    // the kernel per cgroup).
+    let home = tempfile::tempdir().unwrap();
+    let targets = r#"[{"name":"api","namespaceSelector":{"matchLabels":{"team":"shop"}},"podSelector":{"matchLabels":{"tier":"api"}}}]"#;
+    let chart = chart();
+    let up = helm(
+        home.path(),
+        Some(&node.kubeconfig),
+        &[
+            "upgrade",
+            "nettap",
+            chart.to_str().unwrap(),
+            "-n",
+            "nettap",
+            "--reuse-values",
+            "--set-json",
+            &format!("ebpf.configuration.capture.targets={targets}"),
+        ],
+    );
+    assert!(up.status.success(), "helm upgrade: {}", String::from_utf8_lossy(&up.stderr));
+    node.wait("the sensor restarted with the targets", 2 * TIMEOUT, || {
+        // Fails while the new pod's container is being created.
+        let out = node.kubectl_with(&["-n", "nettap", "logs", "daemonset/nettap-sensor", "--tail=-1"], None);
+        let log = String::from_utf8_lossy(&out.stdout);
+        let ds = node.get(&["-n", "nettap", "daemonset", "nettap-sensor"]);
+        let rolled = ds["status"]["updatedNumberScheduled"] == 1 && ds["status"]["numberReady"] == 1;
+        (rolled && log.contains(r#""targets":1"#) && log.contains("kubernetes capture rules applied"))
+            .then_some(())
+    });
+    let targeted = pod_exchange(&node, "shop", "echo-targeted", 9001, false);
+    let cap = records_of(&node, &[&targeted.server]);
+    assert_exact_from(&cap, &targeted.server, "server", 0, "kernel");
+    assert!(cap.of("data", targeted.client.pid).is_empty(), "the untargeted client was captured");
+
     node.kubectl(&["delete", "namespace", "shop", "--wait=false"]);
+
+    // `helm uninstall` leaves no object, no socket on the node, no pinned BPF object.
+    let un = helm(home.path(), Some(&node.kubeconfig), &["uninstall", "nettap", "-n", "nettap", "--wait"]);
+    assert!(un.status.success(), "helm uninstall: {}", String::from_utf8_lossy(&un.stderr));
+    node.wait("the sensor and injector pods gone", 2 * TIMEOUT, || {
+        let pods = node.get(&["-n", "nettap", "pods"]);
+        pods["items"].as_array().unwrap().is_empty().then_some(())
+    });
+    let left = node.kubectl(&[
+        "get",
+        "all,configmaps,secrets,serviceaccounts,roles,rolebindings,clusterroles,clusterrolebindings,mutatingwebhookconfigurations",
+        "-A",
+        "-l",
+        "app.kubernetes.io/instance=nettap",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(left.trim(), "", "objects left by helm uninstall");
+    for sock in ["/run/nettap/agent.sock", "/run/nettap/api.sock"] {
+        assert!(!Path::new(sock).exists(), "{sock} left on the node");
+    }
+    assert_eq!(bpffs(), bpffs_before, "BPF objects pinned by the sensor left");
 }

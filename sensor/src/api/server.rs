@@ -138,6 +138,29 @@ impl Capture for Service {
     }
 }
 
+/// A Unix socket's file, removed on drop if it is still the one bound
+/// (another sensor may have taken the path since).
+struct SocketFile {
+    path: PathBuf,
+    ino: Option<u64>,
+}
+
+impl SocketFile {
+    fn new(path: PathBuf) -> SocketFile {
+        let ino = std::fs::symlink_metadata(&path).ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        SocketFile { path, ino }
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let now = std::fs::symlink_metadata(&self.path).ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        if now.is_some() && now == self.ino {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 /// Starts serving `publisher`'s records in the background.
 pub async fn serve(listen: &ApiListen, publisher: &Publisher) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let svc = CaptureServer::with_interceptor(
@@ -158,8 +181,12 @@ pub async fn serve(listen: &ApiListen, publisher: &Publisher) -> anyhow::Result<
             let listener = tokio::net::UnixListener::bind(path)?;
             // Only root (who could read the ring buffer anyway) subscribes here.
             std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            let socket = SocketFile::new(path.clone());
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
             tokio::spawn(async move {
+                // Dropped with the task when the runtime ends: no socket left
+                // on the node (a DaemonSet's hostPath outlives the pod).
+                let _socket = socket;
                 if let Err(e) = router.serve_with_incoming(incoming).await {
                     tracing::warn!(error = %e, "streaming API stopped");
                 }
