@@ -31,7 +31,7 @@ api_port=6443
 etcd_port=2379
 bridge=nettap0
 
-say() { echo "ci/node.sh: $*" >&2; }
+say() { echo "ci/node.sh: [${SECONDS}s] $*" >&2; }
 die() { say "$*"; exit 1; }
 [ "$(id -u)" = 0 ] || die "a node needs root (containers, mounts, iptables)"
 
@@ -232,6 +232,7 @@ images() {
 
 up() {
   [ ! -d "$run" ] || down
+  say "up"
   # What the node and the images need (idempotent; exports NETTAP_K8S_BIN, NETTAP_HELM).
   source "$root/ci/install.sh" >&2
   local ip
@@ -247,6 +248,7 @@ up() {
   [ ! -e /proc/sys/net/bridge/bridge-nf-call-iptables ] || sysctl -qw net.bridge.bridge-nf-call-iptables=1
   ports_free "$etcd_port" $((etcd_port + 1)) "$api_port" 10248 10249 10250 10256 10257 10259
   images
+  say "images built"
   pki "$ip"
   configs
 
