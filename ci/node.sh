@@ -308,21 +308,23 @@ daemonset_ready() {
   [ "${want:-0}" -gt 0 ] && [ "$ready" = "$want" ] && [ "$updated" = "$want" ]
 }
 
-# cgroup_pids DIR: the processes in the cgroup DIR and below.
+# cgroup_pids DIR...: the processes in the cgroups DIR and below.
 cgroup_pids() {
-  find "$1" -name cgroup.procs -exec cat {} + 2>/dev/null || true
+  find "$@" -name cgroup.procs -exec cat {} + 2>/dev/null || true
 }
 
-# kill_cgroup DIR: every process in the cgroup DIR and below, SIGKILL, and
-# waits (bounded) until they are gone, so their ports and mounts are free.
-kill_cgroup() {
-  local pid
+# kill_cgroups DIR...: every process in the cgroups DIR and below, SIGKILL,
+# and waits (bounded) until they are gone, so their ports and mounts are free.
+kill_cgroups() {
+  local pids
   for _ in $(seq 1 100); do
-    [ -n "$(cgroup_pids "$1")" ] || return 0
-    for pid in $(cgroup_pids "$1"); do kill -9 "$pid" 2>/dev/null || true; done
+    pids="$(cgroup_pids "$@")"
+    [ -n "$pids" ] || return 0
+    # shellcheck disable=SC2086 # one pid per word
+    kill -9 $pids 2>/dev/null || true
     sleep 0.1
   done
-  say "processes left in $1: $(cgroup_pids "$1" | tr '\n' ' ')"
+  say "processes left: $(cgroup_pids "$@" | tr '\n' ' ')"
 }
 
 # ports_free PORT...: fails, naming who listens, when one is taken.
@@ -335,24 +337,22 @@ ports_free() {
 }
 
 down() {
-  local pid f name
+  local pid f name pids=()
   # Daemons: a clean stop first (the kubelet last writes its state), then
-  # whatever they left (containerd's shims) is killed.
+  # whatever they left (containerd's shims) and every container's process
+  # (in the kubelet's pod cgroups, in every hierarchy) are killed.
   for name in kubelet kube-proxy kube-scheduler kube-controller-manager kube-apiserver containerd etcd; do
     f="$run/$name.pid"
-    [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+    [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null && pids+=("$(cat "$f")")
   done
+  local alive
   for _ in $(seq 1 20); do
-    [ -n "$(cgroup_pids "$daemons_cg")" ] || break
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 1 ] || break
     sleep 0.5
   done
-  [ ! -d "$daemons_cg" ] || kill_cgroup "$daemons_cg"
-  # Containers: every process in the kubelet's pod cgroups, in every hierarchy.
-  local h
-  for h in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods "$cgroup2/kubepods"; do
-    [ -d "$h" ] && kill_cgroup "$h"
-  done
-  sleep 0.5
+  kill_cgroups "$daemons_cg" /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods "$cgroup2/kubepods"
   # Mounts (container root filesystems, volumes, network namespaces), deepest first.
   awk -v s="$state" -v r="$run" '$2 ~ "^(" s "|" r ")/" { print $2 }' /proc/mounts | sort -r |
     while read -r m; do umount -l "$m" 2>/dev/null || true; done
