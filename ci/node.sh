@@ -329,10 +329,10 @@ kill_cgroups() {
 
 # ports_free PORT...: fails, naming who listens, when one is taken.
 ports_free() {
-  local p held
+  local p listening
+  listening="$(ss -Hltnp)"
   for p in "$@"; do
-    held="$(ss -Hltnp "sport = :$p")"
-    [ -z "$held" ] || die "port $p is taken, the node needs it: $held"
+    ! grep -E ":$p[[:space:]]" <<<"$listening" >&2 || die "port $p is taken (above), the node needs it"
   done
 }
 
