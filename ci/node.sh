@@ -352,7 +352,14 @@ down() {
     [ "$alive" = 1 ] || break
     sleep 0.5
   done
-  kill_cgroups "$daemons_cg" /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods "$cgroup2/kubepods"
+  # Only this kubelet's pods (the tests' simulated pods share kubepods/).
+  local pod_cgs=() uid d
+  for uid in $(ls "$state/kubelet/pods" 2>/dev/null); do
+    for d in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods "$cgroup2/kubepods"; do
+      [ ! -d "$d" ] || pod_cgs+=($(find "$d" -maxdepth 2 -type d -name "pod$uid"))
+    done
+  done
+  kill_cgroups "$daemons_cg" "${pod_cgs[@]}"
   # Mounts (container root filesystems, volumes, network namespaces), deepest first.
   awk -v s="$state" -v r="$run" '$2 ~ "^(" s "|" r ")/" { print $2 }' /proc/mounts | sort -r |
     while read -r m; do umount -l "$m" 2>/dev/null || true; done
@@ -371,9 +378,13 @@ down() {
   if [ -e "$run/sysctl.saved" ]; then
     while read -r s; do sysctl -qw "$s" || true; done <"$run/sysctl.saved"
   fi
-  # Cgroups the kubelet and runc made (children first), and the daemons' own.
-  for h in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods "$cgroup2/kubepods" "$daemons_cg"; do
+  # Cgroups the kubelet and runc made (children first; what another user
+  # of kubepods/ still holds stays), and the daemons' own.
+  for h in "${pod_cgs[@]}" "$daemons_cg"; do
     [ -d "$h" ] && find "$h" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  done
+  for h in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods "$cgroup2/kubepods"; do
+    rmdir "$h/besteffort" "$h/burstable" "$h" 2>/dev/null || true
   done
   # The kubelet's links to container logs (it always writes them there).
   find /var/log/containers -maxdepth 1 -lname "$state/*" -delete 2>/dev/null || true
