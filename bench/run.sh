@@ -12,7 +12,7 @@
 #   3. loss: at each rate, the http records of each end / the requests sent,
 #      and the drop records by reason;
 #   4. soak: 1000 requests/s for --soak-secs, RSS sampled every 5 s;
-#   5. pipeline: `cargo bench -p nettap-sensor --bench pipeline`.
+#   5. pipeline: `cargo bench -p nettap-core --bench pipeline`.
 # The sensor is a release build capturing the whole host with its defaults
 # (JSON Lines to a file, or /dev/null at saturation), so both ends of every
 # exchange are captured.
@@ -454,14 +454,14 @@ MD
 
 # ---- 5. pipeline -----------------------------------------------------------
 pipeline() {
-  log "cargo bench -p nettap-sensor --bench pipeline"
+  log "cargo bench -p nettap-core --bench pipeline"
   cat <<MD
 ### 5. User-space pipeline on one core
 
-\`cargo bench -p nettap-sensor --bench pipeline\` (replayed input, no kernel;
+\`cargo bench -p nettap-core --bench pipeline\` (replayed input, no kernel;
 what the rows are: see the section on it below).
 
-$(cargo bench --locked -p nettap-sensor --bench pipeline 2>/dev/null | grep '^|')
+$(cargo bench --locked -p nettap-core --bench pipeline 2>/dev/null | grep '^|')
 
 MD
 }

@@ -33,7 +33,7 @@ fn main() {
         }
     }
 
-    bindings(&ebpf.join("include/events.h"), &out.join("events.rs"));
+    events_bindings(&ebpf.join("include/events.h"), &out.join("events.rs"));
 }
 
 fn compile(clang: &str, ebpf: &Path, bpf_arch: &str, src: &Path, obj: &Path) {
@@ -59,17 +59,4 @@ fn compile(clang: &str, ebpf: &Path, bpf_arch: &str, src: &Path, obj: &Path) {
     }
 }
 
-fn bindings(header: &Path, out: &Path) {
-    bindgen::Builder::default()
-        .header(header.to_str().unwrap())
-        .allowlist_type("nt_.*")
-        .allowlist_var("NT_.*")
-        .constified_enum_module("nt_.*")
-        .derive_default(true)
-        .derive_debug(true)
-        .layout_tests(true)
-        .generate()
-        .expect("bindgen failed on events.h")
-        .write_to_file(out)
-        .expect("cannot write events.rs");
-}
+include!("../sensor-ebpf/include/bindings.rs");

@@ -8,5 +8,11 @@ fn main() {
         println!("cargo:rerun-if-changed={f}");
     }
     let fds = protox::compile(files, ["proto"]).expect("the .proto files compile");
-    tonic_build::configure().compile_fds(fds).expect("prost-build and tonic-build generate the code");
+    // Without the `grpc` feature only the messages are generated (no tonic).
+    let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
+    tonic_build::configure()
+        .build_client(grpc)
+        .build_server(grpc)
+        .compile_fds(fds)
+        .expect("prost-build and tonic-build generate the code");
 }

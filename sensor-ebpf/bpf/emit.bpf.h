@@ -296,4 +296,27 @@ static __always_inline void emit_call(const struct inflight *io, long ret, __u32
 		count_drop(NT_DROP_READ_FAULT, w->left); /* iovecs ended or faulted */
 }
 
+/*
+ * TLS plaintext of `n` bytes at user address `buf`, returned by a TLS
+ * library call of thread `id` on the connection of socket `sk`: the one
+ * emit path of every TLS probe family (OpenSSL, Go). A call whose socket
+ * was never found is counted, never guessed.
+ */
+static __always_inline int emit_tls_plaintext(__u64 sk, __u64 buf, long n, __u16 probe, __u8 direction, __u64 id)
+{
+	if (!sk) {
+		count_drop(NT_DROP_TLS_NO_SOCKET, n);
+		return 0;
+	}
+	struct inflight io = {
+		.sk = sk,
+		.buf = buf,
+		.probe = probe,
+		.kind = IO_PLAIN,
+		.direction = direction,
+	};
+	emit_call(&io, n, id >> 32, (__u32)id, true);
+	return 0;
+}
+
 #endif

@@ -27,20 +27,7 @@
 #define GO_G(r) ((r)->regs[28])
 #endif
 
-/* Layout of the Go structs on the way from a *tls.Conn to its fd, the same
- * from Go 1.18 to 1.26 on 64-bit targets; a program whose DWARF says
- * otherwise has its own entry in go_layouts. */
-#define GO_TLS_CONN_NETCONN_DATA 8 /* tls.Conn.conn (net.Conn iface): data word */
-#define GO_TCPCONN_FD 0            /* net.TCPConn{conn{fd *netFD}} */
-#define GO_NETFD_SYSFD 16          /* netFD.pfd (poll.FD) after fdMutex{uint64, uint32, uint32} */
-#define GO_ITAB_HASH 16            /* itab{inter, _type *; hash uint32} */
-
-/* The type hash of *net.TCPConn as Go 1.18 (md5), 1.19-1.24 (NOT-SHA-256)
- * and later (SHA-256, first byte flipped) compute it: a net.Conn whose itab
- * has another is not a TCP connection and its "fd" would be misread. */
-#define GO_TCPCONN_HASH_MD5 0xb954d952u
-#define GO_TCPCONN_HASH_NOTSHA256 0xbc020cb9u
-#define GO_TCPCONN_HASH_SHA256X 0x43fdf3b9u
+#define GO_ITAB_HASH 16 /* itab{inter, _type *; hash uint32} */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -76,9 +63,9 @@ struct {
 static __always_inline struct nt_go_layout go_layout_of_current(void)
 {
 	struct nt_go_layout table = {
-		.conn_data = GO_TLS_CONN_NETCONN_DATA,
-		.tcpconn_fd = GO_TCPCONN_FD,
-		.netfd_sysfd = GO_NETFD_SYSFD,
+		.conn_data = NT_GO_TABLE_CONN_DATA,
+		.tcpconn_fd = NT_GO_TABLE_TCPCONN_FD,
+		.netfd_sysfd = NT_GO_TABLE_NETFD_SYSFD,
 	};
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct inode *inode = BPF_CORE_READ(task, mm, exe_file, f_inode);
@@ -106,8 +93,8 @@ static __always_inline long go_conn_fd(__u64 conn)
 	if (bpf_probe_read_user(&hash, sizeof(hash), (void *)(itab + GO_ITAB_HASH)))
 		return -1;
 	if (l.itab_hash ? hash != l.itab_hash
-			: hash != GO_TCPCONN_HASH_MD5 && hash != GO_TCPCONN_HASH_NOTSHA256 &&
-				  hash != GO_TCPCONN_HASH_SHA256X)
+			: hash != NT_GO_TCPCONN_HASH_MD5 && hash != NT_GO_TCPCONN_HASH_NOTSHA256 &&
+				  hash != NT_GO_TCPCONN_HASH_SHA256X)
 		return GO_NOT_TCP;
 	if (bpf_probe_read_user(&data, sizeof(data), (void *)(iface + 8)) || !data)
 		return -1;
@@ -190,19 +177,7 @@ int up_go_tls_ret(struct pt_regs *ctx)
 		count_drop(NT_DROP_GO_CONN_NOT_TCP, n);
 		return 0;
 	}
-	if (!sk) {
-		count_drop(NT_DROP_TLS_NO_SOCKET, n);
-		return 0;
-	}
-	struct inflight io = {
-		.sk = (__u64)sk,
-		.buf = call.buf,
-		.probe = call.probe,
-		.kind = IO_PLAIN,
-		.direction = call.direction,
-	};
-	emit_call(&io, n, id >> 32, (__u32)id, true);
-	return 0;
+	return emit_tls_plaintext((__u64)sk, call.buf, n, call.probe, call.direction, id);
 }
 
 #endif

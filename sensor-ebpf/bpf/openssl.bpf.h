@@ -81,23 +81,11 @@ static __always_inline int ssl_exit(long ret, bool ex, __u16 probe)
 		sk = adopt_thread_socket(&key, id);
 	if (n <= 0)
 		return 0;
-	if (!sk) {
-		/* No syscall of this SSL object seen yet (attached while the
-		 * connection was idle, or a memory BIO written first). */
-		count_drop(NT_DROP_TLS_NO_SOCKET, n);
+	/* No socket: no syscall of this SSL object seen yet (attached while the
+	 * connection was idle, or a memory BIO written first). */
+	if (sk && !ports_wanted((struct sock *)*sk))
 		return 0;
-	}
-	if (!ports_wanted((struct sock *)*sk))
-		return 0;
-	struct inflight io = {
-		.sk = *sk,
-		.buf = call.buf,
-		.probe = call.probe,
-		.kind = IO_PLAIN,
-		.direction = call.direction,
-	};
-	emit_call(&io, n, id >> 32, (__u32)id, true);
-	return 0;
+	return emit_tls_plaintext(sk ? *sk : 0, call.buf, n, call.probe, call.direction, id);
 }
 
 SEC("uprobe")

@@ -167,10 +167,25 @@ struct nt_go_exe {
 	__u32 _pad;
 };
 
+/* Layout of the Go structs on the way from a *tls.Conn to its fd, the same
+ * from Go 1.18 to 1.26 on 64-bit targets (the sensor checks it against DWARF
+ * and reflection in its tests); a program whose DWARF says otherwise has its
+ * own entry in go_layouts. */
+#define NT_GO_TABLE_CONN_DATA 8    /* tls.Conn.conn (net.Conn iface): data word */
+#define NT_GO_TABLE_TCPCONN_FD 0   /* net.TCPConn{conn{fd *netFD}} */
+#define NT_GO_TABLE_NETFD_SYSFD 16 /* netFD.pfd (poll.FD) after fdMutex{uint64, uint32, uint32} */
+
+/* The type hash of *net.TCPConn as Go 1.18 (md5), 1.19-1.24 (NOT-SHA-256)
+ * and later (SHA-256, first byte flipped) compute it: a net.Conn whose itab
+ * has another is not a TCP connection and its "fd" would be misread. */
+#define NT_GO_TCPCONN_HASH_MD5 0xb954d952u
+#define NT_GO_TCPCONN_HASH_NOTSHA256 0xbc020cb9u
+#define NT_GO_TCPCONN_HASH_SHA256X 0x43fdf3b9u
+
 /* Where a Go executable keeps a *tls.Conn's socket fd (from its DWARF),
  * and its (*net.TCPConn, net.Conn) itab type hash (from its symbol table;
  * 0: unknown, any hash of the known algorithms is accepted). Programs
- * without an entry use the 1.18-1.26 table of go_tls.bpf.h. */
+ * without an entry use the 1.18-1.26 table above. */
 struct nt_go_layout {
 	__u32 conn_data;   /* *tls.Conn -> data word of its net.Conn */
 	__u32 tcpconn_fd;  /* *net.TCPConn -> *netFD */

@@ -42,7 +42,7 @@ pub struct CaptureConfig {
 }
 
 /// `[capture.redact]`: on by default; the named headers and fields are
-/// redacted besides `crate::redact`'s defaults.
+/// redacted besides `nettap_core::redact`'s defaults.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedactConfig {

@@ -2,8 +2,8 @@
 //! is said, as the difference since the last look.
 
 use crate::bpf::events::{nt_drop_counter, nt_drop_reason};
-use crate::output::DropRecord;
 use aya::maps::{MapData, PerCpuArray};
+use nettap_core::record::DropRecord;
 
 /// The record's `reason` for a kernel drop slot.
 pub fn reason_name(slot: u32) -> &'static str {

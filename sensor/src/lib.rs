@@ -1,23 +1,19 @@
-//! nettap's node sensor: loads the eBPF programs, attaches probes, and turns
-//! kernel events into the records of CONTRACT.md.
+//! nettap's node sensor: loads the eBPF programs, attaches probes, and runs
+//! the capture loop that feeds `nettap_core`'s processor and hands its
+//! records to the outputs. Everything here touches the host (the kernel,
+//! /proc, sockets, files, the Kubernetes API); what does not lives in
+//! `nettap_core`.
 #![deny(missing_docs)]
 
 pub mod agent;
 pub mod api;
 pub mod bpf;
-pub mod clock;
+pub mod capture;
 pub mod config;
-pub mod conn;
-pub mod dns;
 pub mod drops;
-pub mod events;
-pub mod exec_gate;
-pub mod jvm_attach;
+pub mod host;
 pub mod k8s;
 pub mod output;
-pub mod pipeline;
 pub mod privileges;
 pub mod probes;
-pub mod protocols;
-pub mod redact;
-pub mod stream;
+pub mod tail;

@@ -2,11 +2,13 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use nettap_core::record::JsonlWriter;
+use nettap_core::sink::Sink;
 use nettap_sensor::api::{ApiAddr, ApiListen, Dial, ServerTls, Token};
+use nettap_sensor::capture::{self, CaptureOptions};
 use nettap_sensor::config::{CaptureConfig, FileConfig, KernelHookChoice};
 use nettap_sensor::k8s::KubernetesOptions;
-use nettap_sensor::output::{HarWriter, JsonlWriter, TerminalSummary};
-use nettap_sensor::pipeline::{self, CaptureOptions, Sink};
+use nettap_sensor::output::{HarWriter, TerminalSummary};
 use nettap_shared_proto::v1::SubscribeRequest;
 use std::io::Write;
 use std::path::PathBuf;
@@ -291,11 +293,12 @@ fn capture_config(args: &CaptureArgs, file: &FileConfig) -> Result<CaptureConfig
     Ok(cfg)
 }
 
-fn sink(args: &CaptureArgs) -> Result<Sink> {
+/// The output the command line asks for.
+fn sink(args: &CaptureArgs) -> Result<Box<dyn Sink>> {
     let path = match (&args.out, args.format) {
         (Some(path), _) => path.clone(),
         (None, Format::Har) => PathBuf::from("-"),
-        (None, Format::Jsonl) => return Ok(Sink::Terminal(TerminalSummary::new(std::io::stdout(), 65536))),
+        (None, Format::Jsonl) => return Ok(Box::new(TerminalSummary::new(std::io::stdout(), 65536))),
     };
     let out: Box<dyn Write + Send> = if path.as_os_str() == "-" {
         Box::new(std::io::stdout())
@@ -317,8 +320,8 @@ fn sink(args: &CaptureArgs) -> Result<Sink> {
         Box::new(file)
     };
     Ok(match args.format {
-        Format::Jsonl => Sink::Jsonl(JsonlWriter::new(out)),
-        Format::Har => Sink::Har(HarWriter::new(out)?),
+        Format::Jsonl => Box::new(JsonlWriter::new(out, args.raw)),
+        Format::Har => Box::new(HarWriter::new(out)?),
     })
 }
 
@@ -347,7 +350,7 @@ fn run(cli: Cli) -> Result<()> {
             let opts = CaptureOptions {
                 capture,
                 kubernetes,
-                sink: sink(&args)?,
+                sinks: vec![sink(&args)?],
                 ready_file: args.ready_file.clone(),
                 duration: args.duration,
                 raw: args.raw,
@@ -362,12 +365,12 @@ fn run(cli: Cli) -> Result<()> {
                 },
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(pipeline::capture(opts))?;
+            rt.block_on(capture::capture(opts))?;
         }
         Command::Attach(args) => {
             let agent = jvm_agent_path(args.agent)?;
             let options = format!("socket={}", args.agent_socket.display());
-            let answer = nettap_sensor::jvm_attach::attach(args.pid, &agent, &options, args.timeout)
+            let answer = nettap_sensor::probes::jvm_attach::attach(args.pid, &agent, &options, args.timeout)
                 .with_context(|| format!("attaching to JVM {}", args.pid))?;
             tracing::info!(pid = args.pid, agent = %agent.display(), answer, "agent loaded into the JVM");
         }
@@ -385,7 +388,7 @@ fn run(cli: Cli) -> Result<()> {
                 domain: args.tls_domain,
                 token: args.token_file.as_deref().map(Token::from_file).transpose()?,
             };
-            rt.block_on(nettap_sensor::api::tail(&args.connect, &dial, filter, args.count))
+            rt.block_on(nettap_sensor::tail::tail(&args.connect, &dial, filter, args.count))
                 .with_context(|| format!("streaming from {}", args.connect))?;
         }
     }

@@ -129,38 +129,4 @@ pub fn java_peer(home: &Path, agent_socket: Option<&Path>) -> Command {
     c
 }
 
-/// A child process killed and reaped when dropped, so a failing test
-/// leaves no JVM behind.
-pub struct KillOnDrop(pub std::process::Child);
-
-impl std::ops::Deref for KillOnDrop {
-    type Target = std::process::Child;
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for KillOnDrop {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `Command::spawn`, guarded.
-pub trait SpawnGuarded {
-    /// Starts the program (panics if it cannot) and kills it when the guard drops.
-    fn spawn_guarded(&mut self) -> KillOnDrop;
-}
-
-impl SpawnGuarded for Command {
-    fn spawn_guarded(&mut self) -> KillOnDrop {
-        KillOnDrop(self.spawn().unwrap_or_else(|e| panic!("cannot start {:?}: {e}", self.get_program())))
-    }
-}
+pub use crate::peers::{KillOnDrop, SpawnGuarded};

@@ -30,11 +30,6 @@ pub fn k8s_bin(name: &str) -> PathBuf {
     path
 }
 
-/// A port nothing listens on now (the kernel's choice).
-pub fn unused_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// 64 random hex digits, as container runtimes name containers.
 pub fn container_id() -> String {
     let mut b = [0u8; 32];
@@ -76,7 +71,7 @@ impl ApiServer {
         std::fs::write(d.join("tokens.csv"), format!("{ADMIN_TOKEN},nettap-admin,1,\"system:masters\"\n"))
             .unwrap();
 
-        let (client, peer, secure) = (unused_port(), unused_port(), unused_port());
+        let (client, peer, secure) = (crate::free_port(), crate::free_port(), crate::free_port());
         let etcd_url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let etcd = Command::new(k8s_bin("etcd"))

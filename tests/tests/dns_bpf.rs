@@ -48,7 +48,7 @@ impl World {
         let port = free_port();
         let ready = scratch.path().join("ready");
         let mut http = in_ns(Some(&pair.b), &python())
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/http_peer.py"))
+            .arg(nettap_e2e::program("http_peer.py"))
             .args(["server", "--listen", "::", "--port", &port.to_string(), "--ready"])
             .arg(&ready)
             .spawn()

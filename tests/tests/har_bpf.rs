@@ -4,24 +4,15 @@
 
 use nettap_e2e::*;
 use serde_json::Value;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 #[test]
 fn har_of_real_exchanges_loads_in_haralyzer() {
     let port = free_port();
     let port_s = port.to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let ready = dir.path().join("ready");
+    let (mut server, dir) = http_peer_server(port);
     let har = dir.path().join("x.har");
-    let peer = Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/http_peer.py");
-    let mut server = Command::new(python())
-        .arg(&peer)
-        .args(["server", "--port", &port_s, "--ready"])
-        .arg(&ready)
-        .spawn()
-        .unwrap();
-    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
+    let peer = program("http_peer.py");
 
     let sensor_ready = dir.path().join("sensor.ready");
     let mut sensor = Command::new(nettap_bin())
@@ -41,11 +32,8 @@ fn har_of_real_exchanges_loads_in_haralyzer() {
     let _ = server.kill();
     let _ = server.wait();
 
-    let out = Command::new(venv_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/har_check.py"))
-        .arg(&har)
-        .output()
-        .unwrap();
+    let out =
+        Command::new(venv_python()).arg(nettap_e2e::program("har_check.py")).arg(&har).output().unwrap();
     assert!(out.status.success(), "haralyzer refused the HAR: {}", String::from_utf8_lossy(&out.stderr));
     let entries: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     let client_pid = client.id() as u64;

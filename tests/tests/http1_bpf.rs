@@ -17,16 +17,8 @@ fn header<'a>(msg: &'a Value, name: &str) -> Option<&'a str> {
 fn python_http11_client_and_server() {
     let port = free_port();
     let port_s = port.to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let ready = dir.path().join("ready");
-    let peer = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/http_peer.py");
-    let mut server = Command::new(python())
-        .arg(&peer)
-        .args(["server", "--port", &port_s, "--ready"])
-        .arg(&ready)
-        .spawn()
-        .unwrap();
-    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
+    let (mut server, _dir) = http_peer_server(port);
+    let peer = program("http_peer.py");
     let sensor = Sensor::start(&["--port", &port_s]);
     let mut client = Command::new(python()).arg(&peer).args(["client", "--port", &port_s]).spawn().unwrap();
     assert!(wait_child(&mut client, "http client").success(), "the client checks its own answers");

@@ -224,11 +224,8 @@ fn har_of_a_curl_http2_run_loads_in_haralyzer() {
     assert!(wait_child(&mut sensor, "nettap").success());
     drop(server);
 
-    let out = Command::new(venv_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/har_check.py"))
-        .arg(&har)
-        .output()
-        .unwrap();
+    let out =
+        Command::new(venv_python()).arg(nettap_e2e::program("har_check.py")).arg(&har).output().unwrap();
     assert!(out.status.success(), "haralyzer refused the HAR: {}", String::from_utf8_lossy(&out.stderr));
     let entries: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     let e = entries.iter().find(|e| e["pid"] == pid as u64).expect("curl's entry");
@@ -245,7 +242,7 @@ fn grpc_calls_between_real_grpcio_peers() {
     let port_s = port.to_string();
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready");
-    let peer = Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/grpc_peer.py");
+    let peer = nettap_e2e::program("grpc_peer.py");
     let sensor = Sensor::start(&["--port", &port_s]);
     let mut server =
         Command::new(venv_python()).arg(&peer).args(["server", &port_s]).arg(&ready).spawn().unwrap();
@@ -309,7 +306,7 @@ fn grpc_connection_joined_midstream_decodes_what_it_can_and_never_guesses() {
     let dir = tempfile::tempdir().unwrap();
     let (server_ready, client_ready, go) =
         (dir.path().join("server"), dir.path().join("client"), dir.path().join("go"));
-    let peer = Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/grpc_peer.py");
+    let peer = nettap_e2e::program("grpc_peer.py");
     let mut server =
         Command::new(venv_python()).arg(&peer).args(["server", &port_s]).arg(&server_ready).spawn().unwrap();
     wait_for_file(&server_ready, || server.try_wait().unwrap().is_none());

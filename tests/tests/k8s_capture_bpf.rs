@@ -7,7 +7,6 @@ use nettap_e2e::jvm::KillOnDrop;
 use nettap_e2e::k8s::{ApiServer, Driver, Runtime, SimPod};
 use nettap_e2e::{python, wait_child, wait_for_file, Sensor};
 use serde_json::{json, Value};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ fn server(pod: &SimPod, port: u16) -> (KillOnDrop, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready");
     let mut cmd = Command::new(python());
-    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/http_peer.py"))
+    cmd.arg(nettap_e2e::program("http_peer.py"))
         .args(["server", "--listen", "127.0.0.1", "--port", &port.to_string(), "--ready"])
         .arg(&ready);
     let mut child = KillOnDrop(pod.cgroup.enter(&mut cmd).spawn().unwrap());

@@ -15,7 +15,7 @@ fn server(pod: &SimPod, ns: Option<&str>, listen: &str, port: u16) -> (KillOnDro
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready");
     let mut cmd = in_ns(ns, &python());
-    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/http_peer.py"))
+    cmd.arg(nettap_e2e::program("http_peer.py"))
         .args(["server", "--listen", listen, "--port", &port.to_string(), "--ready"])
         .arg(&ready);
     let mut child = KillOnDrop(pod.cgroup.enter(&mut cmd).spawn().unwrap());

@@ -6,7 +6,6 @@
 
 use nettap_e2e::*;
 use serde_json::Value;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 const SECRETS: [&str; 6] = [
@@ -65,7 +64,7 @@ fn secrets_are_redacted_in_records_and_har_and_equal_secrets_match() {
     // A subscriber we did not write (grpcio, generic call): the raw records.
     let (api_out, api_ready) = (dir.path().join("api.bin"), dir.path().join("api.ready"));
     let mut subscriber = Command::new(venv_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/api_raw.py"))
+        .arg(nettap_e2e::program("api_raw.py"))
         .args([&api, api_out.to_str().unwrap(), "1000000", "60", api_ready.to_str().unwrap()])
         .stdout(Stdio::null())
         .spawn()

@@ -110,7 +110,7 @@ fn php_stream_wrapper_and_curl_extension_against_nginx() {
     let worker = server.worker_pid();
     let sensor = Sensor::start(&["--port", port_s]);
 
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/php_https.php");
+    let script = nettap_e2e::program("php_https.php");
     let mut client = Command::new("php").arg(&script).arg(port_s).arg(cert).spawn().unwrap();
     assert!(wait_child(&mut client, "php").success());
     drop(server);

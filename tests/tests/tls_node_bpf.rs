@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn node_peer() -> PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/node_https.js")
+    nettap_e2e::program("node_https.js")
 }
 
 fn node() -> Command {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 fn program(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("programs").join(name)
+    nettap_e2e::program(name)
 }
 
 /// An HTTPS server (http_peer.py) on loopback `port`, ready; killed on drop.
@@ -179,7 +179,7 @@ fn libssl_loaded_after_start_is_found_and_captured_from_the_first_request() {
 /// Builds tests/programs/static_tls_client.c with OpenSSL linked in statically.
 fn static_client(dir: &Path) -> PathBuf {
     let out = dir.join("static_tls_client");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/static_tls_client.c");
+    let src = nettap_e2e::program("static_tls_client.c");
     let cc = Command::new("gcc")
         .args(["-static", "-O2", "-o"])
         .arg(&out)

@@ -3,7 +3,7 @@
 //! process is the socket's peer (SO_PEERCRED), whatever its frames say. A
 //! bad frame closes that one connection, with the reason logged.
 
-use super::frame::{AgentEvent, Frame, FrameReader};
+use nettap_core::agent::{AgentEvent, AgentMsg, FrameReader};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncReadExt;
@@ -17,15 +17,6 @@ pub const DEFAULT_SOCKET: &str = "/run/nettap/agent.sock";
 /// Frames waiting for the capture loop, across all agents: when full, readers
 /// stop reading, the agents' own queues fill, and the agents count the drops.
 const CHANNEL_FRAMES: usize = 1024;
-
-/// What a reader task hands the capture loop.
-#[derive(Debug)]
-pub struct AgentMsg {
-    /// The agent's process (from the socket, not from a frame).
-    pub pid: u32,
-    /// The frame.
-    pub frame: Frame,
-}
 
 /// Why the agent socket could not be served.
 #[derive(Debug, thiserror::Error)]

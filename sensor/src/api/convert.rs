@@ -1,10 +1,10 @@
 //! The sensor's records as protobuf (`nettap.v1.Record`), for subscribers.
 
-use crate::dns::{rcode_name, AnswerData, DnsMessage};
-use crate::events::{Direction, Role};
-use crate::output::{ConnView, Origin};
-use crate::protocols::exchange::{Exchange, Message};
-use crate::protocols::grpc;
+use nettap_core::dns::{rcode_name, AnswerData, DnsMessage};
+use nettap_core::events::{Direction, Role};
+use nettap_core::protocols::exchange::{Exchange, Message};
+use nettap_core::protocols::grpc;
+use nettap_core::record::{Body, ConnView, Origin, Record};
 use nettap_shared_proto::v1;
 use std::net::{IpAddr, SocketAddr};
 
@@ -78,9 +78,21 @@ fn message(m: &Message, request: bool) -> v1::HttpMessage {
     }
 }
 
+/// The subscribers' form of a record: exchanges, DNS messages and
+/// connection events (data chunks and drops are not streamed).
+pub fn record(r: &Record<'_>) -> Option<v1::Record> {
+    let c = r.conn.as_ref()?;
+    Some(match r.body {
+        Body::Http(e) => http_record(&r.origin, c, e),
+        Body::Dns(m, direction) => dns_record(&r.origin, c, m, direction),
+        Body::Conn(change) => conn_record(&r.origin, c, change),
+        Body::Data { .. } | Body::Drop(_) => return None,
+    })
+}
+
 /// A `conn` record.
-pub fn conn_record(o: &Origin<'_>, c: &ConnView<'_>, change: crate::events::ConnChange) -> v1::Record {
-    use crate::events::ConnChange;
+pub fn conn_record(o: &Origin<'_>, c: &ConnView<'_>, change: nettap_core::events::ConnChange) -> v1::Record {
+    use nettap_core::events::ConnChange;
     let event = match change {
         ConnChange::Open => v1::conn_event::Event::Open,
         ConnChange::Close => v1::conn_event::Event::Close,

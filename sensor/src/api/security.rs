@@ -198,7 +198,8 @@ pub struct Dial {
 }
 
 impl Dial {
-    pub(super) fn tls_config(&self) -> Result<Option<ClientTlsConfig>, ApiSecurityError> {
+    /// The client's TLS settings, when the sensor serves TLS.
+    pub fn tls_config(&self) -> Result<Option<ClientTlsConfig>, ApiSecurityError> {
         let Some(ca) = &self.ca else {
             return match self.identity {
                 Some(_) => Err(ApiSecurityError::HalfAnIdentity),
@@ -215,7 +216,8 @@ impl Dial {
         Ok(Some(c))
     }
 
-    pub(super) fn token_header(&self) -> Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+    /// The `authorization` header value, when a token is sent.
+    pub fn token_header(&self) -> Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
         self.token.as_ref().and_then(|t| t.header().parse().ok())
     }
 }

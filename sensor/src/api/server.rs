@@ -2,6 +2,8 @@
 //! broadcast; one that falls behind loses the oldest and is told how many.
 
 use super::security::{ApiListen, TokenCheck};
+use nettap_core::record::Record;
+use nettap_core::sink::Sink;
 use nettap_shared_proto::v1::capture_server::{Capture, CaptureServer};
 use nettap_shared_proto::v1::{self, SubscribeRequest};
 use std::net::SocketAddr;
@@ -76,6 +78,19 @@ impl Publisher {
     /// Sends a record to every subscriber.
     pub fn publish(&self, r: v1::Record) {
         let _ = self.tx.send(Arc::new(r));
+    }
+}
+
+impl Sink for Publisher {
+    /// Converted only while someone listens; a subscriber that falls behind
+    /// is told (`subscriber_lagged`), the capture never waits for it.
+    fn record(&mut self, r: &Record<'_>) -> std::io::Result<()> {
+        if self.active() {
+            if let Some(pb) = super::convert::record(r) {
+                self.publish(pb);
+            }
+        }
+        Ok(())
     }
 }
 

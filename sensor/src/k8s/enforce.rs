@@ -17,12 +17,9 @@ const MAX_DEPTH: usize = 12;
 
 /// Where the cgroup v2 hierarchy is mounted, from `/proc/self/mountinfo`.
 pub fn cgroup2_mount() -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|l| {
-        let (pre, post) = l.split_once(" - ")?;
-        let mount = pre.split(' ').nth(4)?;
-        (post.split(' ').next() == Some("cgroup2")).then(|| PathBuf::from(mount))
-    })
+    let infos = procfs::process::Process::myself().and_then(|p| p.mountinfo()).ok()?;
+    // Mount points with spaces would be octal-escaped; cgroup mounts have none.
+    infos.into_iter().find(|m| m.fs_type == "cgroup2").map(|m| m.mount_point)
 }
 
 /// `CGROUP2_SUPER_MAGIC` (linux/magic.h): `statfs` of a cgroup v2 mount.

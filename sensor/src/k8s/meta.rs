@@ -4,44 +4,10 @@
 use super::cgroup::{status_container_id, CgroupRef};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-/// A record's `k8s` object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PodMeta {
-    /// Pod name.
-    pub pod: String,
-    /// Pod namespace.
-    pub namespace: String,
-    /// The pod's labels.
-    pub labels: BTreeMap<String, String>,
-    /// The workload that owns the pod, if any.
-    pub workload: Option<Workload>,
-    /// The pod's UID (tells a pod from an earlier one of the same name).
-    pub uid: String,
-}
-
-/// The owning workload: a Deployment (through its ReplicaSet), StatefulSet,
-/// DaemonSet, Job, a ReplicaSet of its own…
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-pub struct Workload {
-    /// Kind, as in the owner reference (`Deployment`, `StatefulSet`, …).
-    pub kind: String,
-    /// Name.
-    pub name: String,
-}
-
-/// A pod as a process sees it: the pod, and the container the process is in
-/// when the pod's status names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodOf {
-    /// The pod.
-    pub meta: Arc<PodMeta>,
-    /// The container's name, when its ID is in the pod's status.
-    pub container: Option<Arc<str>>,
-}
+pub use nettap_core::pod::{PodMeta, PodOf, Workload};
 
 /// The controller among an object's owners.
 pub fn controller(owners: Option<&[OwnerReference]>) -> Option<&OwnerReference> {

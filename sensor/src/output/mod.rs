@@ -1,11 +1,11 @@
-//! Where records go: JSON Lines (CONTRACT.md), HAR 1.2, or the terminal summary.
+//! The outputs that need more than a writer: a HAR document and the terminal
+//! summary. Each is a `nettap_core::sink::Sink`, as are JSON Lines
+//! (`nettap_core::record::JsonlWriter`) and the streaming API's publisher
+//! (`crate::api::Publisher`); an output is added by one file here and one
+//! line where the capture is wired (`main.rs`).
 
 mod har;
-mod jsonl;
-mod record;
 mod terminal;
 
-pub use har::{entry as har_entry, rfc3339, HarWriter};
-pub use jsonl::JsonlWriter;
-pub use record::{Body, ConnView, DropRecord, Origin, Record};
+pub use har::HarWriter;
 pub use terminal::TerminalSummary;

@@ -2,9 +2,10 @@
 //! path, status, latency, process), so a first run shows something at once;
 //! connections that carried no HTTP get one line when they close.
 
-use crate::conn::ConnInfo;
-use crate::events::{comm_str, Direction};
-use crate::protocols::exchange::Exchange;
+use nettap_core::events::{ConnChange, Direction};
+use nettap_core::protocols::exchange::Exchange;
+use nettap_core::record::{Body, ConnView, DataKind, Origin, Record};
+use nettap_core::sink::Sink;
 use std::collections::HashMap;
 use std::io::{self, Write};
 
@@ -12,6 +13,8 @@ use std::io::{self, Write};
 struct Bytes {
     sent: u64,
     recv: u64,
+    /// An exchange was shown: no closing line.
+    http: bool,
 }
 
 /// Turns exchanges and connection ends into terminal lines.
@@ -41,24 +44,22 @@ impl<W: Write> TerminalSummary<W> {
         Self { out, bytes: HashMap::new(), max_conns }
     }
 
-    /// Counts a chunk's bytes for the connection's closing line.
-    pub fn on_data(&mut self, conn_id: u64, dir: Direction, len: usize) {
+    fn conn(&mut self, conn_id: u64) -> Option<&mut Bytes> {
         if !self.bytes.contains_key(&conn_id) && self.bytes.len() >= self.max_conns {
-            return; // bounded: a flood of connections only loses summary lines
+            return None; // bounded: a flood of connections only loses summary lines
         }
-        let b = self.bytes.entry(conn_id).or_default();
-        match dir {
-            Direction::Send => b.sent += len as u64,
-            Direction::Recv => b.recv += len as u64,
-        }
+        Some(self.bytes.entry(conn_id).or_default())
     }
 
     /// One line for an exchange; `ts_ns` is the request's realtime start.
-    pub fn on_exchange(&mut self, info: &ConnInfo, e: &Exchange, ts_ns: u64) -> io::Result<()> {
+    fn exchange(&mut self, o: &Origin<'_>, conn: &ConnView<'_>, e: &Exchange) -> io::Result<()> {
+        if let Some(b) = self.conn(conn.id) {
+            b.http = true;
+        }
         let req = &e.request.head;
         let host = match req.authority() {
             Some(h) => h.to_string(),
-            None => remote(info),
+            None => remote(conn),
         };
         let (status, latency) = match (&e.response, e.latency_ns()) {
             (Some(r), Some(ns)) => (r.head.status.to_string(), format!("{:.1} ms", ns as f64 / 1e6)),
@@ -70,67 +71,101 @@ impl<W: Write> TerminalSummary<W> {
         writeln!(
             self.out,
             "{}  {:<7} {}://{}{}  {}  {}  {}[{}]",
-            clock(ts_ns),
+            clock(o.ts_ns),
             req.method,
-            if info.tls { "https" } else { "http" },
+            if conn.tls { "https" } else { "http" },
             host,
             req.target,
             status,
             latency,
-            comm_str(&info.comm),
-            info.pid,
+            o.comm,
+            o.pid,
         )?;
         self.out.flush()
     }
 
     /// A connection ended; one line unless it carried HTTP (already shown).
-    pub fn on_close(&mut self, conn_id: u64, info: &ConnInfo, ts_ns: u64, was_http: bool) -> io::Result<()> {
-        let b = self.bytes.remove(&conn_id).unwrap_or_default();
-        if was_http || (b.sent == 0 && b.recv == 0) {
+    fn close(&mut self, o: &Origin<'_>, conn: &ConnView<'_>) -> io::Result<()> {
+        let b = self.bytes.remove(&conn.id).unwrap_or_default();
+        if b.http || (b.sent == 0 && b.recv == 0) {
             return Ok(());
         }
         writeln!(
             self.out,
             "{}  TCP     {} -> {} ({})  sent {}  recv {}  {}[{}]",
-            clock(ts_ns),
-            info.local,
-            remote(info),
-            info.role.as_str(),
+            clock(o.ts_ns),
+            conn.local,
+            remote(conn),
+            conn.role.as_str(),
             size(b.sent),
             size(b.recv),
-            comm_str(&info.comm),
-            info.pid,
+            o.comm,
+            o.pid,
         )?;
         self.out.flush()
     }
 }
 
+impl<W: Write + Send> Sink for TerminalSummary<W> {
+    fn record(&mut self, r: &Record<'_>) -> io::Result<()> {
+        let Some(conn) = &r.conn else { return Ok(()) };
+        match r.body {
+            Body::Data { kind: DataKind::Captured, direction, payload, .. } => {
+                if let Some(b) = self.conn(conn.id) {
+                    match direction {
+                        Direction::Send => b.sent += payload.len() as u64,
+                        Direction::Recv => b.recv += payload.len() as u64,
+                    }
+                }
+                Ok(())
+            }
+            Body::Http(e) => self.exchange(&r.origin, conn, e),
+            Body::Conn(ConnChange::Close) => self.close(&r.origin, conn),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The remote endpoint, by the name the process looked up when there was one.
-fn remote(info: &ConnInfo) -> String {
-    match &info.remote_host {
-        Some(name) => format!("{name}:{} [{}]", info.remote.port(), info.remote.ip()),
-        None => info.remote.to_string(),
+fn remote(conn: &ConnView<'_>) -> String {
+    match conn.remote_host {
+        Some(name) => format!("{name}:{} [{}]", conn.remote.port(), conn.remote.ip()),
+        None => conn.remote.to_string(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::Role;
-    use crate::protocols::exchange::{Head, Message};
+    use nettap_core::events::Role;
+    use nettap_core::protocols::exchange::{Head, Message};
 
-    fn info(role: Role) -> ConnInfo {
-        ConnInfo {
-            pid: 42,
-            comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
+    fn conn(role: Role) -> ConnView<'static> {
+        ConnView {
+            id: 1,
             local: "127.0.0.1:40000".parse().unwrap(),
             remote: "127.0.0.1:8000".parse().unwrap(),
             role,
-            midstream: false,
             tls: false,
             remote_host: None,
-            pod: None,
+            k8s: None,
         }
+    }
+
+    fn origin(ts_ns: u64) -> Origin<'static> {
+        Origin { ts_ns, pid: 42, comm: "curl", source: "kernel", probe: "tracepoint:syscalls:sys_exit_read" }
+    }
+
+    fn data<'a>(conn: ConnView<'a>, direction: Direction, payload: &'a [u8]) -> Record<'a> {
+        Record {
+            origin: origin(0),
+            conn: Some(conn),
+            body: Body::Data { direction, seq: 0, payload, truncated: 0, kind: DataKind::Captured },
+        }
+    }
+
+    fn close(conn: ConnView<'_>) -> Record<'_> {
+        Record { origin: origin(0), conn: Some(conn), body: Body::Conn(ConnChange::Close) }
     }
 
     #[test]
@@ -155,8 +190,10 @@ mod tests {
                 ..Message::default()
             }),
         };
-        t.on_exchange(&info(Role::Client), &e, 1_000_000_000).unwrap();
-        t.on_close(1, &info(Role::Client), 0, true).unwrap();
+        let c = conn(Role::Client);
+        t.record(&data(c, Direction::Send, b"GET /x?y=1 HTTP/1.1\r\n\r\n")).unwrap();
+        t.record(&Record { origin: origin(1_000_000_000), conn: Some(c), body: Body::Http(&e) }).unwrap();
+        t.record(&close(c)).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.contains("GET     http://a.test/x?y=1  404  2.5 ms  curl[42]"), "{text}");
@@ -166,8 +203,21 @@ mod tests {
     fn other_tcp_is_one_line_at_close() {
         let mut out = Vec::new();
         let mut t = TerminalSummary::new(&mut out, 16);
-        t.on_data(1, Direction::Recv, 2048);
-        t.on_close(1, &info(Role::Server), 0, false).unwrap();
+        let c = conn(Role::Server);
+        t.record(&data(c, Direction::Recv, &[0; 2048])).unwrap();
+        // The unparsed copy of the same bytes is not counted twice.
+        let unparsed = Record {
+            body: Body::Data {
+                direction: Direction::Recv,
+                seq: 0,
+                payload: &[0; 2048],
+                truncated: 0,
+                kind: DataKind::Unparsed,
+            },
+            ..data(c, Direction::Recv, b"")
+        };
+        t.record(&unparsed).unwrap();
+        t.record(&close(c)).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.contains("127.0.0.1:40000 -> 127.0.0.1:8000 (server)  sent 0 B  recv 2.0 KiB"),
@@ -179,9 +229,9 @@ mod tests {
     fn connections_show_the_name_looked_up() {
         let mut out = Vec::new();
         let mut t = TerminalSummary::new(&mut out, 16);
-        let named = ConnInfo { remote_host: Some("api.example.test".into()), ..info(Role::Client) };
-        t.on_data(1, Direction::Send, 10);
-        t.on_close(1, &named, 0, false).unwrap();
+        let named = ConnView { remote_host: Some("api.example.test"), ..conn(Role::Client) };
+        t.record(&data(named, Direction::Send, &[1; 10])).unwrap();
+        t.record(&close(named)).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("127.0.0.1:40000 -> api.example.test:8000 [127.0.0.1] (client)"), "{text}");
     }

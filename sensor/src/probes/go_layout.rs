@@ -10,6 +10,7 @@
 //! changed twice; the three results are fixed numbers (checked against real
 //! itabs of several releases in the tests).
 
+use crate::bpf::events as ev;
 use object::{Object, ObjectSection};
 use std::borrow::Cow;
 
@@ -26,13 +27,18 @@ pub struct GoLayout {
 
 /// Go 1.18–1.26, 64-bit: `conn` is `tls.Conn`'s first field (data word
 /// after the itab word), `net.TCPConn{conn{fd}}`, and `poll.FD` starts with
-/// `fdMutex{state uint64; rsema, wsema uint32}`.
-pub const TABLE: GoLayout = GoLayout { conn_data: 8, tcpconn_fd: 0, netfd_sysfd: 16 };
+/// `fdMutex{state uint64; rsema, wsema uint32}` (defined in `events.h`).
+pub const TABLE: GoLayout = GoLayout {
+    conn_data: ev::NT_GO_TABLE_CONN_DATA,
+    tcpconn_fd: ev::NT_GO_TABLE_TCPCONN_FD,
+    netfd_sysfd: ev::NT_GO_TABLE_NETFD_SYSFD,
+};
 
 /// `*net.TCPConn`'s type hash under each algorithm Go has used: md5 (1.18),
-/// NOT-SHA-256 (1.19–1.24), SHA-256 with the first byte flipped (later).
-/// Same numbers as `go_tls.bpf.h`.
-pub const TCPCONN_TYPE_HASHES: [u32; 3] = [0xb954_d952, 0xbc02_0cb9, 0x43fd_f3b9];
+/// NOT-SHA-256 (1.19–1.24), SHA-256 with the first byte flipped (later),
+/// as `events.h` defines them for the eBPF side.
+pub const TCPCONN_TYPE_HASHES: [u32; 3] =
+    [ev::NT_GO_TCPCONN_HASH_MD5, ev::NT_GO_TCPCONN_HASH_NOTSHA256, ev::NT_GO_TCPCONN_HASH_SHA256X];
 
 /// The itab symbol of (`*net.TCPConn`, `net.Conn`) in a symbol table
 /// (the separator became `:` in Go 1.20).

@@ -8,7 +8,7 @@ use super::go_layout::{TABLE as GO_LAYOUT_TABLE, TCPCONN_TYPE_HASHES};
 use super::golang::{self, GoBinary};
 use super::{loader, log_attach, log_program_probed, ProbeError};
 use crate::bpf::events::{nt_go_exe, nt_go_layout};
-use crate::exec_gate::HeldExec;
+use crate::probes::exec_gate::HeldExec;
 use aya::Ebpf;
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -41,7 +41,7 @@ impl GoTlsProbes {
     }
 
     /// A program was executed: probe it if it is Go with crypto/tls.
-    pub fn examine_exec(&mut self, ebpf: &mut Ebpf, exe: &crate::events::LibEvent, now_boot_ns: u64) {
+    pub fn examine_exec(&mut self, ebpf: &mut Ebpf, exe: &nettap_core::events::LibEvent, now_boot_ns: u64) {
         let path = PathBuf::from(format!("/proc/{}/exe", exe.pid));
         if let Some(in_place) = self.examine(ebpf, &path) {
             log_program_probed("a Go program", exe.pid, &path, exe.ts_boot_ns, Some(now_boot_ns), in_place);
@@ -112,7 +112,7 @@ impl GoTlsProbes {
             }
         }
         let offsets = self.set_layout(ebpf, file, go);
-        let in_place = crate::clock::Clock::boot_now_ns();
+        let in_place = nettap_core::clock::Clock::boot_now_ns();
         let version = format!(
             "{} ({}offsets: {offsets})",
             go.version,

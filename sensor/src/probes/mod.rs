@@ -2,11 +2,14 @@
 //! attachment is logged as a `probe attached` line (CONTRACT.md).
 
 mod elf;
+pub mod exec_gate;
 mod go_layout;
 mod go_tls;
 pub mod golang;
+pub mod jvm_attach;
 mod kernel_hook;
 mod loader;
+pub mod mapped;
 mod openssl;
 mod openssl_plan;
 mod sites;

@@ -4,7 +4,7 @@
 
 use super::openssl_plan::{self, FunctionPlan, FUNCTION_NAMES, SSL_FUNCTIONS};
 use super::{elf, loader, log_attach, log_program_probed, ProbeError};
-use crate::exec_gate::HeldExec;
+use crate::probes::exec_gate::HeldExec;
 use aya::Ebpf;
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -27,17 +27,10 @@ pub fn is_libssl(path: &Path) -> bool {
 }
 
 /// Files mapped by process `pid` that are libssl, as paths reachable from
-/// here (through `/proc/PID/root`, so inside containers too).
+/// here (through `/proc/PID/root`, so inside containers too; a deleted one
+/// through `/proc/PID/map_files`).
 pub fn libssl_of_process(pid: u32) -> Vec<PathBuf> {
-    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return Vec::new() };
-    let mut out: Vec<PathBuf> = maps
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .filter(|p| p.starts_with('/') && is_libssl(Path::new(p)))
-        .map(|p| PathBuf::from(format!("/proc/{pid}/root{p}")))
-        .collect();
-    out.dedup();
-    out
+    super::mapped::mapped_files(pid, is_libssl).into_iter().map(|m| m.reachable).collect()
 }
 
 /// "OpenSSL 3.0.17" as found in the library's read-only data, if any.
@@ -139,7 +132,7 @@ impl OpenSslProbes {
     /// A program was executed: if its file (examined once per identity)
     /// defines OpenSSL's SSL functions itself — Node.js, static builds — it
     /// gets the same probes as a libssl.
-    pub fn examine_exec(&mut self, ebpf: &mut Ebpf, exe: &crate::events::LibEvent, now_boot_ns: u64) {
+    pub fn examine_exec(&mut self, ebpf: &mut Ebpf, exe: &nettap_core::events::LibEvent, now_boot_ns: u64) {
         let path = PathBuf::from(format!("/proc/{}/exe", exe.pid));
         if let Some(in_place) = self.examine_program(ebpf, &path) {
             let what = "a program with OpenSSL linked in";
@@ -191,16 +184,10 @@ impl OpenSslProbes {
     /// A process mapped a libssl file (`lib`, from the kernel): finds it in
     /// the process's mappings by inode and probes it if new. Logs how long
     /// after the mapping the probes were in place.
-    pub fn attach_mapped(&mut self, ebpf: &mut Ebpf, lib: &crate::events::LibEvent, now_boot_ns: u64) {
-        let Ok(maps) = std::fs::read_to_string(format!("/proc/{}/maps", lib.pid)) else {
-            return; // the process is already gone
-        };
-        let path = maps.lines().find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 6 && f[4].parse::<u64>().ok() == Some(lib.ino) && is_libssl(Path::new(f[5])))
-                .then(|| PathBuf::from(format!("/proc/{}/root{}", lib.pid, f[5])))
-        });
-        let Some(path) = path else { return };
+    pub fn attach_mapped(&mut self, ebpf: &mut Ebpf, lib: &nettap_core::events::LibEvent, now_boot_ns: u64) {
+        // Nothing when the process is already gone.
+        let mapped = super::mapped::mapped_files(lib.pid, is_libssl);
+        let Some(path) = mapped.into_iter().find(|m| m.inode == lib.ino).map(|m| m.reachable) else { return };
         if let Some(in_place) = self.attach_file_at(ebpf, &path) {
             tracing::info!(
                 pid = lib.pid,
@@ -279,7 +266,7 @@ impl OpenSslProbes {
                 ));
             }
         }
-        let in_place = crate::clock::Clock::boot_now_ns();
+        let in_place = nettap_core::clock::Clock::boot_now_ns();
         // Logged after attaching: the version is read from another mapping.
         let version = library_version(path);
         for (kind, label, result) in &results {

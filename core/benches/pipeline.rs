@@ -1,0 +1,224 @@
+//! Throughput on one core, without the kernel: (1) the HTTP/1 and HTTP/2
+//! parsers behind a connection session, (2) the whole user-space pipeline
+//! (decode, connection table, session, JSON Lines) on replayed ring-buffer
+//! records.
+//!
+//!     cargo bench -p nettap-core --bench pipeline
+//!
+//! Prints a Markdown table (MB/s and records/s) for docs/benchmarks.md.
+
+use nettap_core::clock::Clock;
+use nettap_core::conn::EphemeralPorts;
+use nettap_core::events::{ConnChange, Direction};
+use nettap_core::host::NoHost;
+use nettap_core::processor::Processor;
+use nettap_core::protocols::exchange::Limits;
+use nettap_core::record::JsonlWriter;
+use nettap_core::stream::{Chunk, ConnSession};
+use nettap_core::testing::{Conn, EventGen};
+use std::time::{Duration, Instant};
+
+fn exchange(body: usize) -> (Vec<u8>, Vec<u8>) {
+    let req = format!(
+        "POST /api/v1/items?id=42 HTTP/1.1\r\nHost: svc.test\r\nUser-Agent: bench\r\nAccept: */*\r\nContent-Type: application/json\r\nContent-Length: {body}\r\n\r\n"
+    );
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nServer: bench\r\nContent-Length: {body}\r\n\r\n"
+    );
+    let payload: Vec<u8> = (0..body).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut q = req.into_bytes();
+    q.extend_from_slice(&payload);
+    let mut r = resp.into_bytes();
+    r.extend_from_slice(&payload);
+    (q, r)
+}
+
+/// One HTTP/2 frame.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A client's and a server's bytes for `streams` POSTs with `body`-byte
+/// bodies each way, HPACK-encoded (dynamic table in use, as real peers do).
+fn h2_conversation(body: usize, streams: u32) -> (Vec<u8>, Vec<u8>) {
+    let payload: Vec<u8> = (0..body).map(|i| b'a' + (i % 26) as u8).collect();
+    let (mut ce, mut se) = (loona_hpack::Encoder::new(), loona_hpack::Encoder::new());
+    let mut c = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    c.extend(h2_frame(4, 0, 0, &[]));
+    let mut s = h2_frame(4, 0, 0, &[]);
+    let len = body.to_string();
+    for i in 0..streams {
+        let id = 1 + 2 * i;
+        let req: [(&[u8], &[u8]); 7] = [
+            (b":method", b"POST"),
+            (b":scheme", b"https"),
+            (b":authority", b"svc.test"),
+            (b":path", b"/api/v1/items?id=42"),
+            (b"user-agent", b"bench"),
+            (b"content-type", b"application/json"),
+            (b"content-length", len.as_bytes()),
+        ];
+        c.extend(h2_frame(1, 4, id, &ce.encode(req)));
+        for (k, part) in payload.chunks(16384).enumerate() {
+            let last = (k + 1) * 16384 >= body;
+            c.extend(h2_frame(0, if last { 1 } else { 0 }, id, part));
+        }
+        let resp: [(&[u8], &[u8]); 4] = [
+            (b":status", b"200"),
+            (b"content-type", b"application/json"),
+            (b"server", b"bench"),
+            (b"content-length", len.as_bytes()),
+        ];
+        s.extend(h2_frame(1, 4, id, &se.encode(resp)));
+        for (k, part) in payload.chunks(16384).enumerate() {
+            let last = (k + 1) * 16384 >= body;
+            s.extend(h2_frame(0, if last { 1 } else { 0 }, id, part));
+        }
+    }
+    (c, s)
+}
+
+/// HTTP/2 through a connection session: MB/s and exchanges/s.
+fn h2_parser(body: usize) -> (f64, f64) {
+    let streams = 100;
+    let (c, srv) = h2_conversation(body, streams);
+    let bytes = c.len() + srv.len();
+    let (n, el) = time(Duration::from_secs(2), || {
+        let mut s = ConnSession::new(false, None, Limits::default(), 1 << 20);
+        let mut exchanges = 0;
+        for (dir, bytes) in [(Direction::Send, &c), (Direction::Recv, &srv)] {
+            let mut seq = 0u64;
+            for piece in bytes.chunks(16384) {
+                let chunk = Chunk { direction: dir, seq, ts_ns: 0, probe: 0, payload: piece, truncated: 0 };
+                s.on_chunk(chunk, &mut |o| {
+                    exchanges += matches!(o, nettap_core::stream::SessionOut::Exchange(..)) as u32
+                });
+                seq += piece.len() as u64;
+            }
+        }
+        assert_eq!(exchanges, streams);
+    });
+    let secs = el.as_secs_f64();
+    (n as f64 * bytes as f64 / secs / 1e6, n as f64 * streams as f64 / secs)
+}
+
+/// Runs `f` repeatedly for about `for_at_least`; returns (iterations, elapsed).
+fn time(for_at_least: Duration, mut f: impl FnMut()) -> (u64, Duration) {
+    let start = Instant::now();
+    let mut n = 0;
+    while start.elapsed() < for_at_least {
+        f();
+        n += 1;
+    }
+    (n, start.elapsed())
+}
+
+fn parser(body: usize) -> (f64, f64) {
+    let (req, resp) = exchange(body);
+    let per_conn = 100;
+    let bytes = (req.len() + resp.len()) * per_conn;
+    let (n, el) = time(Duration::from_secs(2), || {
+        let mut s = ConnSession::new(false, None, Limits::default(), 1 << 20);
+        let (mut sq, mut sr) = (0u64, 0u64);
+        let mut exchanges = 0;
+        for _ in 0..per_conn {
+            // One chunk per syscall-sized piece, as the kernel delivers them.
+            for piece in req.chunks(16384) {
+                let c = Chunk {
+                    direction: Direction::Send,
+                    seq: sq,
+                    ts_ns: 0,
+                    probe: 0,
+                    payload: piece,
+                    truncated: 0,
+                };
+                s.on_chunk(c, &mut |_| {});
+                sq += piece.len() as u64;
+            }
+            for piece in resp.chunks(16384) {
+                let c = Chunk {
+                    direction: Direction::Recv,
+                    seq: sr,
+                    ts_ns: 0,
+                    probe: 0,
+                    payload: piece,
+                    truncated: 0,
+                };
+                s.on_chunk(c, &mut |o| {
+                    exchanges += matches!(o, nettap_core::stream::SessionOut::Exchange(..)) as u32
+                });
+                sr += piece.len() as u64;
+            }
+        }
+        assert_eq!(exchanges, per_conn as u32);
+    });
+    let secs = el.as_secs_f64();
+    (n as f64 * bytes as f64 / secs / 1e6, n as f64 * per_conn as f64 / secs)
+}
+
+fn pipeline(records: &[(Vec<u8>, usize)], raw: bool) -> (f64, f64) {
+    let payload: usize = records.iter().map(|(_, len)| len).sum();
+    let (n, el) = time(Duration::from_secs(2), || {
+        let mut p = Processor::new(
+            8192,
+            Limits::default(),
+            Clock::with_offset(0),
+            Box::new(NoHost),
+            EphemeralPorts::default(),
+        );
+        p.add_sink(Box::new(JsonlWriter::new(std::io::sink(), raw)));
+        for (r, _) in records {
+            p.handle(r).unwrap();
+        }
+    });
+    let secs = el.as_secs_f64();
+    (n as f64 * payload as f64 / secs / 1e6, n as f64 * records.len() as f64 / secs)
+}
+
+fn main() {
+    println!("| workload | MB/s | per second |");
+    println!("|---|---:|---:|");
+    for body in [100, 4096, 65536] {
+        let (mbs, ex) = parser(body);
+        println!(
+            "| HTTP/1.1 parser (session + reassembly), {body} B bodies | {mbs:.0} | {ex:.0} exchanges |"
+        );
+    }
+    for body in [100, 4096, 65536] {
+        let (mbs, ex) = h2_parser(body);
+        println!("| HTTP/2 parser (session + HPACK), {body} B bodies | {mbs:.0} | {ex:.0} exchanges |");
+    }
+    // Replayed ring-buffer records: HTTP on 64 connections, and opaque binary.
+    // Records generated as the kernel lays them out (nettap_core::testing).
+    let mut g = EventGen::default();
+    let (req, resp) = exchange(1024);
+    let mut http = Vec::new();
+    for id in 0..64u64 {
+        let c = Conn::client(id + 1, 1234, &format!("127.0.0.1:{}", 40000 + id), "127.0.0.1:8080");
+        http.push((g.conn(&c, ConnChange::Open), 0));
+        for i in 0..50u64 {
+            http.push((g.plain(&c, Direction::Send, i * req.len() as u64, &req), req.len()));
+            http.push((g.plain(&c, Direction::Recv, i * resp.len() as u64, &resp), resp.len()));
+        }
+    }
+    let blob: Vec<u8> = (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let binary: Vec<(Vec<u8>, usize)> = (0..6400u64)
+        .map(|i| {
+            let c =
+                Conn::client(1000 + i % 64, 1234, &format!("127.0.0.1:{}", 41000 + i % 64), "127.0.0.1:9000");
+            (g.plain(&c, Direction::Send, (i / 64) * 4096, &blob), blob.len())
+        })
+        .collect();
+    for (name, recs, raw) in [
+        ("pipeline, HTTP/1.1 records (1 KiB bodies)", &http, false),
+        ("pipeline, HTTP/1.1 with --raw", &http, true),
+        ("pipeline, binary data records (4 KiB, base64)", &binary, false),
+    ] {
+        let (mbs, rps) = pipeline(recs, raw);
+        println!("| {name} | {mbs:.0} | {rps:.0} ring records |");
+    }
+}

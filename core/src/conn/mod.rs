@@ -1,0 +1,8 @@
+//! Connection tracking in user space: what the sensor knows about each
+//! connection beyond a single record.
+
+mod role;
+mod tracker;
+
+pub use role::{EphemeralPorts, RoleGuesser};
+pub use tracker::{ConnInfo, ConnTracker};

@@ -1,0 +1,323 @@
+//! The user-space connection table: process and endpoints per kernel conn id,
+//! so that close records (which run in no particular process) and midstream
+//! connections (role unknown to the kernel) are labelled right.
+
+use super::role::{EphemeralPorts, RoleGuesser};
+use crate::dns::{DnsMessage, HostTable};
+use crate::events::{ConnChange, ConnEvent, ConnId, Header, Role};
+use crate::host::Host;
+use crate::pod::PodOf;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// What is known about one connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Process that opened it or first used it.
+    pub pid: u32,
+    /// That process's name.
+    pub comm: [u8; 16],
+    /// Local endpoint.
+    pub local: SocketAddr,
+    /// Remote endpoint.
+    pub remote: SocketAddr,
+    /// Role, possibly inferred.
+    pub role: Role,
+    /// Not seen from its first byte (opened before the sensor, or its open was lost).
+    pub midstream: bool,
+    /// Carries TLS (learned from the first TLS plaintext or record seen).
+    pub tls: bool,
+    /// The name the process looked up for the remote address (DNS), when
+    /// an answer for it was seen before the connection was.
+    pub remote_host: Option<Arc<str>>,
+    /// The pod of the process (Kubernetes mode), when known.
+    pub pod: Option<crate::pod::PodOf>,
+}
+
+impl ConnInfo {
+    /// A connection the table no longer knows.
+    pub fn unknown() -> Self {
+        let any = SocketAddr::from(([0, 0, 0, 0], 0));
+        Self {
+            pid: 0,
+            comm: [0; 16],
+            local: any,
+            remote: any,
+            role: Role::Unknown,
+            midstream: true,
+            tls: false,
+            remote_host: None,
+            pod: None,
+        }
+    }
+}
+
+/// Bounded table of live connections, oldest evicted first.
+pub struct ConnTracker {
+    /// By the kernel's connection id, looked up for every record: a fast
+    /// seeded hash (foldhash) instead of SipHash.
+    conns: foldhash::HashMap<u64, ConnInfo>,
+    order: VecDeque<u64>,
+    capacity: usize,
+    roles: RoleGuesser,
+    hosts: HostTable,
+    /// (local, remote) → id of the newest connection with those endpoints,
+    /// so plaintext from an in-process agent finds the kernel's connection.
+    by_endpoints: HashMap<(SocketAddr, SocketAddr), u64>,
+    /// Listeners, process names and pods, asked once per new connection.
+    host: Box<dyn Host + Send>,
+}
+
+impl std::fmt::Debug for ConnTracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnTracker")
+            .field("conns", &self.conns.len())
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+/// Addresses remembered from DNS answers at most.
+const MAX_HOSTS: usize = 65536;
+
+impl ConnTracker {
+    /// A table holding at most `capacity` connections.
+    pub fn new(capacity: usize, ports: EphemeralPorts, host: Box<dyn Host + Send>) -> Self {
+        Self {
+            conns: foldhash::HashMap::with_capacity_and_hasher(capacity.min(4096), Default::default()),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+            roles: RoleGuesser::new(ports),
+            hosts: HostTable::new(MAX_HOSTS),
+            by_endpoints: HashMap::new(),
+            host,
+        }
+    }
+
+    /// The pod of process `pid` (Kubernetes mode), when known.
+    pub fn pod_of(&mut self, pid: u32) -> Option<PodOf> {
+        self.host.pod_of(pid)
+    }
+
+    /// The host the table asks about listeners, names and pods.
+    pub fn host(&mut self) -> &mut (dyn Host + Send) {
+        &mut *self.host
+    }
+
+    /// What is known of connection `id`.
+    pub fn info(&self, id: u64) -> Option<ConnInfo> {
+        self.conns.get(&id).cloned()
+    }
+
+    /// Learns the addresses a DNS answer gave, in namespace `netns`, at
+    /// `ts_boot_ns`: connections to them seen from now on are named.
+    pub fn learn_dns(&mut self, netns: u32, m: &DnsMessage, ts_boot_ns: u64) {
+        for (ip, name, ttl) in m.resolved() {
+            self.hosts.insert(netns, ip, name, ttl, ts_boot_ns);
+        }
+    }
+
+    /// The connection of process `pid` with these endpoints, if the kernel
+    /// reported it. Another process's connection is never returned, so an
+    /// agent can only speak for its own process's connections.
+    pub fn find(&self, pid: u32, local: SocketAddr, remote: SocketAddr) -> Option<u64> {
+        let id = *self.by_endpoints.get(&(local, remote))?;
+        self.conns.get(&id).filter(|c| c.pid == pid).map(|_| id)
+    }
+
+    /// The newest connection of process `pid` whose remote port is `port`,
+    /// other than those `taken` says are another's (for SSLEngine users,
+    /// which know only their peer's port); only connections the kernel
+    /// reported (ids below 2^63). Scans the table: called once per engine.
+    pub fn newest_to_port(&self, pid: u32, port: u16, taken: impl Fn(u64) -> bool) -> Option<u64> {
+        self.conns
+            .iter()
+            .filter(|(&id, c)| id < 1 << 63 && c.pid == pid && c.remote.port() == port && !taken(id))
+            .map(|(&id, _)| id)
+            .max()
+    }
+
+    fn remove(&mut self, id: u64) -> Option<ConnInfo> {
+        let info = self.conns.remove(&id)?;
+        if self.by_endpoints.get(&(info.local, info.remote)) == Some(&id) {
+            self.by_endpoints.remove(&(info.local, info.remote));
+        }
+        Some(info)
+    }
+
+    /// Number of connections tracked.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// True when nothing is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    fn insert(&mut self, h: &Header, midstream: bool) -> &ConnInfo {
+        let c: ConnId = h.conn;
+        let role = match c.role {
+            Role::Unknown => {
+                let listens = self.host.listens(h.pid, c.local.port());
+                self.roles.infer(listens, c.local, c.remote)
+            }
+            r => r,
+        };
+        if !self.conns.contains_key(&c.id) {
+            while self.conns.len() >= self.capacity {
+                match self.order.pop_front() {
+                    Some(old) => {
+                        self.remove(old);
+                    }
+                    None => break,
+                }
+            }
+            self.order.push_back(c.id);
+        }
+        let remote_host = self.hosts.lookup(c.netns, c.remote.ip(), h.ts_boot_ns);
+        let pod = self.pod_of(h.pid);
+        self.by_endpoints.insert((c.local, c.remote), c.id);
+        self.conns.insert(
+            c.id,
+            ConnInfo {
+                pid: h.pid,
+                comm: h.comm,
+                local: c.local,
+                remote: c.remote,
+                role,
+                midstream,
+                tls: c.tls,
+                remote_host,
+                pod,
+            },
+        );
+        &self.conns[&c.id]
+    }
+
+    /// The connection a data record belongs to, learning it if new (then
+    /// as mid-stream: its open, if any, was not seen).
+    pub fn on_data(&mut self, h: &Header) -> &ConnInfo {
+        if let Some(info) = self.conns.get_mut(&h.conn.id) {
+            info.tls |= h.conn.tls;
+            return &self.conns[&h.conn.id];
+        }
+        self.insert(h, true)
+    }
+
+    /// Applies a lifecycle event; returns what is known of the connection
+    /// (for close: as it was while open).
+    pub fn on_conn(&mut self, ev: &ConnEvent) -> ConnInfo {
+        match ev.change {
+            ConnChange::Open => self.insert(&ev.header, false).clone(),
+            ConnChange::Midstream => self.insert(&ev.header, true).clone(),
+            ConnChange::Close => match self.remove(ev.header.conn.id) {
+                Some(info) => {
+                    // `order` keeps the id until it reaches the front; removal there is a no-op.
+                    if self.order.len() > 2 * self.capacity {
+                        let conns = &self.conns;
+                        self.order.retain(|id| conns.contains_key(id));
+                    }
+                    info
+                }
+                None => {
+                    let mut info = self.insert(&ev.header, true).clone();
+                    self.remove(ev.header.conn.id);
+                    info.comm = [0; 16];
+                    info
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    /// A process the host knows nothing of: only the port rule infers roles.
+    const NO_SUCH_PID: u32 = u32::MAX - 1;
+
+    fn tracker(capacity: usize) -> ConnTracker {
+        ConnTracker::new(capacity, EphemeralPorts::default(), Box::new(crate::host::NoHost))
+    }
+
+    fn header(id: u64, lport: u16, rport: u16, role: Role) -> Header {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        Header {
+            probe: 0,
+            ts_boot_ns: 0,
+            pid: NO_SUCH_PID,
+            tid: NO_SUCH_PID,
+            comm: *b"python3\0\0\0\0\0\0\0\0\0",
+            conn: ConnId {
+                id,
+                local: SocketAddr::new(ip, lport),
+                remote: SocketAddr::new(ip, rport),
+                role,
+                tls: false,
+                netns: 0,
+            },
+        }
+    }
+
+    fn event(h: Header, change: ConnChange) -> ConnEvent {
+        ConnEvent { header: h, change, send_bytes: 0, recv_bytes: 0 }
+    }
+
+    #[test]
+    fn close_reports_the_opener_not_the_closing_context() {
+        let mut t = tracker(8);
+        t.on_conn(&event(header(1, 40000, 80, Role::Client), ConnChange::Open));
+        let mut closing = header(1, 40000, 80, Role::Client);
+        closing.pid = 99;
+        closing.comm = [0; 16];
+        let info = t.on_conn(&event(closing, ConnChange::Close));
+        assert_eq!(info.pid, NO_SUCH_PID);
+        assert_eq!(crate::events::comm_str(&info.comm), "python3");
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn midstream_role_is_inferred() {
+        let mut t = tracker(8);
+        assert_eq!(t.on_data(&header(1, 45000, 8080, Role::Unknown)).role, Role::Client);
+        assert_eq!(t.on_data(&header(2, 8080, 45000, Role::Unknown)).role, Role::Server);
+        assert_eq!(t.on_data(&header(3, 45000, 45001, Role::Unknown)).role, Role::Unknown);
+        assert_eq!(t.on_data(&header(4, 8080, 45000, Role::Client)).role, Role::Client);
+    }
+
+    #[test]
+    fn agents_find_only_their_own_process_connections() {
+        let mut t = tracker(2);
+        let h = header(1, 40000, 8443, Role::Client);
+        t.on_conn(&event(h, ConnChange::Open));
+        let (l, r) = (h.conn.local, h.conn.remote);
+        assert_eq!(t.find(NO_SUCH_PID, l, r), Some(1));
+        assert_eq!(t.find(NO_SUCH_PID, r, l), None);
+        assert_eq!(t.find(7, l, r), None, "another process");
+        t.on_conn(&event(h, ConnChange::Close));
+        assert_eq!(t.find(NO_SUCH_PID, l, r), None);
+        t.on_conn(&event(header(2, 40001, 8443, Role::Client), ConnChange::Open));
+        t.on_conn(&event(header(3, 40002, 8443, Role::Client), ConnChange::Open));
+        t.on_conn(&event(header(4, 40003, 8443, Role::Client), ConnChange::Open));
+        assert!(t.by_endpoints.len() <= 2, "evicted connections leave the index");
+    }
+
+    #[test]
+    fn table_is_bounded() {
+        let mut t = tracker(3);
+        for id in 0..10 {
+            t.on_data(&header(id, 40000, 80, Role::Client));
+        }
+        assert_eq!(t.len(), 3);
+        for id in 10..1000 {
+            let h = header(id, 40000, 80, Role::Client);
+            t.on_conn(&event(h, ConnChange::Open));
+            t.on_conn(&event(h, ConnChange::Close));
+        }
+        assert!(t.order.len() <= 7, "{}", t.order.len());
+    }
+}

@@ -1,0 +1,36 @@
+//! What the processor needs to know about the host beyond the events it is
+//! given. The sensor answers from /proc and the Kubernetes pod index; unit
+//! tests answer from tables. Nothing in this crate reads the host itself.
+
+use crate::pod::PodOf;
+
+/// The processor's questions to its host, asked at most once per new
+/// connection or process (never per chunk).
+pub trait Host {
+    /// Whether `port` has a TCP listener in the network namespace of process
+    /// `pid`; `None` when that cannot be known (the process is gone).
+    fn listens(&mut self, pid: u32, port: u16) -> Option<bool>;
+    /// The name of process `pid` (kernel events carry their own; agents' do not).
+    fn comm(&mut self, pid: u32) -> [u8; 16];
+    /// The pod process `pid` runs in (Kubernetes mode).
+    fn pod_of(&mut self, pid: u32) -> Option<PodOf>;
+}
+
+/// A host that knows nothing: roles come from ports alone, agents' processes
+/// have no name, and no process is in a pod.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoHost;
+
+impl Host for NoHost {
+    fn listens(&mut self, _pid: u32, _port: u16) -> Option<bool> {
+        None
+    }
+
+    fn comm(&mut self, _pid: u32) -> [u8; 16] {
+        [0; 16]
+    }
+
+    fn pod_of(&mut self, _pid: u32) -> Option<PodOf> {
+        None
+    }
+}

@@ -1,0 +1,381 @@
+//! The processor driven by generated kernel records and agent frames, the
+//! way the ring buffer and the agent socket feed it, with a fixed clock and
+//! a host that answers from tables.
+
+use super::*;
+use crate::agent::{AgentChunk, AgentConn, AgentEvent, AgentMsg, Frame, Hook};
+use crate::events::{user_probe, ConnChange, Direction, Role};
+use crate::pod::PodOf;
+use crate::record::JsonlWriter;
+use crate::testing::{Conn, EventGen};
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+
+/// A sink that keeps the JSON Lines it was given, shared with the test.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Lines {
+    fn records(&self) -> Vec<Value> {
+        let bytes = self.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    fn kind(&self, kind: &str) -> Vec<Value> {
+        self.records().into_iter().filter(|r| r["kind"] == kind).collect()
+    }
+}
+
+/// Answers from tables: which (pid, port) listen, names, pods.
+#[derive(Default)]
+struct TableHost {
+    listening: Vec<(u32, u16)>,
+    comms: Vec<(u32, &'static str)>,
+    pods: Vec<(u32, PodOf)>,
+}
+
+impl Host for TableHost {
+    fn listens(&mut self, pid: u32, port: u16) -> Option<bool> {
+        self.listening.iter().any(|&(p, _)| p == pid).then(|| self.listening.contains(&(pid, port)))
+    }
+
+    fn comm(&mut self, pid: u32) -> [u8; 16] {
+        let mut comm = [0; 16];
+        if let Some((_, name)) = self.comms.iter().find(|(p, _)| *p == pid) {
+            comm[..name.len()].copy_from_slice(name.as_bytes());
+        }
+        comm
+    }
+
+    fn pod_of(&mut self, pid: u32) -> Option<PodOf> {
+        self.pods.iter().find(|(p, _)| *p == pid).map(|(_, pod)| pod.clone())
+    }
+}
+
+/// Boot time 0 is realtime 1_700_000_000 s.
+const OFFSET: i128 = 1_700_000_000_000_000_000;
+
+fn processor_with(host: TableHost, raw: bool) -> (Processor, Lines) {
+    let mut p = Processor::new(
+        64,
+        Limits::default(),
+        Clock::with_offset(OFFSET),
+        Box::new(host),
+        EphemeralPorts::default(),
+    );
+    let lines = Lines::default();
+    p.add_sink(Box::new(JsonlWriter::new(lines.clone(), raw)));
+    (p, lines)
+}
+
+fn processor() -> (Processor, Lines) {
+    processor_with(TableHost::default(), false)
+}
+
+fn end(p: &mut Processor, now: u64) {
+    p.close_all(now).unwrap();
+    p.report_drops(Vec::new(), now).unwrap();
+    p.finish().unwrap();
+}
+
+const REQ: &[u8] = b"GET /items?id=1 HTTP/1.1\r\nHost: shop.test\r\n\r\n";
+const RESP: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+
+#[test]
+fn an_exchange_over_plain_tcp_becomes_an_http_record_between_open_and_close() {
+    let (mut p, out) = processor();
+    let mut g = EventGen::default();
+    let c = Conn::client(1, 100, "10.0.0.1:40000", "10.0.0.2:80");
+    for rec in [
+        g.conn(&c, ConnChange::Open),
+        g.plain(&c, Direction::Send, 0, REQ),
+        g.plain(&c, Direction::Recv, 0, RESP),
+        g.conn(&c, ConnChange::Close),
+    ] {
+        p.handle(&rec).unwrap();
+    }
+    end(&mut p, g.now);
+    let kinds: Vec<String> = out.records().iter().map(|r| r["kind"].as_str().unwrap().to_string()).collect();
+    assert_eq!(kinds, ["conn", "http", "conn"]);
+    let http = &out.kind("http")[0];
+    assert_eq!(http["request"]["path"], "/items?id=1");
+    assert_eq!(http["response"]["body"], "hello");
+    assert_eq!(http["pid"], 100);
+    assert_eq!(http["conn"]["local"], "10.0.0.1:40000");
+    assert_eq!(http["conn"]["role"], "client");
+    assert_eq!(http["source"], "kernel");
+    // The clock is the caller's: realtime = boot + offset.
+    assert_eq!(http["ts_ns"].as_u64().unwrap() as i128, 1_000_001_000 + OFFSET);
+}
+
+#[test]
+fn raw_output_has_every_chunk_as_captured_and_no_unparsed_copy() {
+    let (mut p, out) = processor_with(TableHost::default(), true);
+    let mut g = EventGen::default();
+    let c = Conn::client(1, 100, "10.0.0.1:40000", "10.0.0.2:6379");
+    p.handle(&g.plain(&c, Direction::Send, 0, b"*1\r\n$4\r\nPING\r\n")).unwrap();
+    p.handle(&g.plain(&c, Direction::Recv, 0, b"+PONG\r\n")).unwrap();
+    end(&mut p, g.now);
+    let data = out.kind("data");
+    assert_eq!(data.len(), 2, "{data:?}");
+    assert_eq!(data[1]["payload"], "+PONG\r\n");
+    assert_eq!(data[1]["direction"], "recv");
+}
+
+#[test]
+fn chunks_of_a_request_that_arrive_out_of_order_wait_for_their_turn() {
+    let (mut p, out) = processor();
+    let mut g = EventGen::default();
+    let c = Conn::client(1, 100, "10.0.0.1:40000", "10.0.0.2:80");
+    p.handle(&g.conn(&c, ConnChange::Open)).unwrap();
+    // The first bytes decide the protocol; later chunks may swap (two CPUs).
+    p.handle(&g.plain(&c, Direction::Send, 0, &REQ[..10])).unwrap();
+    p.handle(&g.plain(&c, Direction::Send, 20, &REQ[20..])).unwrap();
+    p.handle(&g.plain(&c, Direction::Send, 10, &REQ[10..20])).unwrap();
+    p.handle(&g.plain(&c, Direction::Recv, 0, RESP)).unwrap();
+    end(&mut p, g.now);
+    let http = out.kind("http");
+    assert_eq!(http.len(), 1, "{:?}", out.records());
+    assert_eq!(http[0]["request"]["authority"], "shop.test");
+    assert!(out.kind("drop").is_empty(), "{:?}", out.kind("drop"));
+}
+
+#[test]
+fn tls_plaintext_takes_over_the_sockets_bytes() {
+    let (mut p, out) = processor();
+    let mut g = EventGen::default();
+    let mut c = Conn::client(1, 100, "10.0.0.1:40000", "10.0.0.2:443");
+    p.handle(&g.conn(&c, ConnChange::Open)).unwrap();
+    // The kernel saw the ClientHello before the connection was known to be TLS.
+    p.handle(&g.plain(&c, Direction::Send, 0, &[0x16, 3, 1, 0, 4, 1, 2, 3, 4])).unwrap();
+    c.tls = true;
+    p.handle(&g.data(&c, nt_probe_ssl_write(), Direction::Send, 0, REQ, 0)).unwrap();
+    // Ciphertext after the plaintext started is not the connection's stream.
+    p.handle(&g.plain(&c, Direction::Recv, 0, &[0x17, 3, 3, 0, 2, 9, 9])).unwrap();
+    p.handle(&g.data(&c, nt_probe_ssl_read(), Direction::Recv, 0, RESP, 0)).unwrap();
+    p.handle(&g.conn(&c, ConnChange::Close)).unwrap();
+    end(&mut p, g.now);
+    let http = out.kind("http");
+    assert_eq!(http.len(), 1);
+    assert_eq!(http[0]["source"], "openssl");
+    assert_eq!(http[0]["conn"]["tls"], true);
+    assert_eq!(http[0]["response"]["body"], "hello");
+    // Only the handshake bytes seen before are left as data, never the ciphertext after.
+    assert!(out.kind("data").iter().all(|d| d["direction"] == "send"), "{:?}", out.kind("data"));
+}
+
+fn nt_probe_ssl_write() -> u32 {
+    crate::abi::nt_probe::NT_PROBE_UPROBE_SSL_WRITE_EX
+}
+
+fn nt_probe_ssl_read() -> u32 {
+    crate::abi::nt_probe::NT_PROBE_UPROBE_SSL_READ_EX
+}
+
+fn agent_chunk(
+    local: &str,
+    remote: &str,
+    hook: Hook,
+    direction: Direction,
+    seq: u64,
+    payload: &[u8],
+) -> AgentMsg {
+    AgentMsg {
+        pid: 300,
+        frame: Frame {
+            event: AgentEvent::Data(AgentChunk {
+                conn: AgentConn {
+                    local: Some(local.parse().unwrap()),
+                    remote: Some(remote.parse().unwrap()),
+                    role: Role::Client,
+                    object_id: 0,
+                    peer_port: 0,
+                },
+                hook,
+                direction,
+                seq,
+                ts_boot_ns: 2_000_000_000,
+                tid: 301,
+                payload: payload.to_vec(),
+            }),
+            dropped_chunks: 0,
+            dropped_bytes: 0,
+        },
+    }
+}
+
+#[test]
+fn an_agents_plaintext_joins_the_kernels_connection_and_its_close_waits_for_it() {
+    let host = TableHost { comms: vec![(300, "java")], ..TableHost::default() };
+    let (mut p, out) = processor_with(host, false);
+    let mut g = EventGen::default();
+    let c = Conn { comm: "java", ..Conn::client(7, 300, "10.0.0.1:40000", "10.0.0.2:8443") };
+    p.handle(&g.conn(&c, ConnChange::Open)).unwrap();
+    p.on_agent(agent_chunk("10.0.0.1:40000", "10.0.0.2:8443", Hook::SocketWrite, Direction::Send, 0, REQ))
+        .unwrap();
+    // The kernel's close arrives before the agent's last chunk.
+    p.handle(&g.conn(&c, ConnChange::Close)).unwrap();
+    p.on_agent(agent_chunk("10.0.0.1:40000", "10.0.0.2:8443", Hook::SocketRead, Direction::Recv, 0, RESP))
+        .unwrap();
+    p.flush().unwrap();
+    assert_eq!(out.kind("conn").len(), 1, "the close is held");
+    // A second later the close is applied: the exchange, then the close.
+    p.tick(g.now + 2_000_000_000).unwrap();
+    p.flush().unwrap();
+    let kinds: Vec<Value> = out.records().iter().map(|r| r["kind"].clone()).collect();
+    assert_eq!(kinds, ["conn", "http", "conn"]);
+    let http = &out.kind("http")[0];
+    assert_eq!(http["source"], "jvmti");
+    assert_eq!(http["comm"], "java");
+    assert_eq!(http["conn"]["tls"], true);
+    assert_eq!(http["response"]["body"], "hello");
+    assert_eq!(out.kind("conn")[1]["event"], "close");
+}
+
+#[test]
+fn an_agent_cannot_speak_for_another_process_connection() {
+    let (mut p, out) = processor();
+    let mut g = EventGen::default();
+    // The connection belongs to pid 100; the agent is pid 300.
+    let c = Conn::client(7, 100, "10.0.0.1:40000", "10.0.0.2:8443");
+    p.handle(&g.conn(&c, ConnChange::Open)).unwrap();
+    p.on_agent(agent_chunk("10.0.0.1:40000", "10.0.0.2:8443", Hook::SocketWrite, Direction::Send, 0, REQ))
+        .unwrap();
+    end(&mut p, g.now);
+    let theirs: Vec<Value> = out.records().into_iter().filter(|r| r["source"] == "jvmti").collect();
+    assert!(!theirs.is_empty());
+    assert!(theirs.iter().all(|r| r["pid"] == 300), "{theirs:?}");
+}
+
+#[test]
+fn the_oldest_session_is_evicted_and_its_exchange_still_written() {
+    let mut p = Processor::new(
+        2,
+        Limits::default(),
+        Clock::with_offset(0),
+        Box::new(crate::host::NoHost),
+        EphemeralPorts::default(),
+    );
+    let lines = Lines::default();
+    p.add_sink(Box::new(JsonlWriter::new(lines.clone(), false)));
+    let mut g = EventGen::default();
+    for id in 1..=3u64 {
+        let c = Conn::client(id, 100, &format!("10.0.0.1:{}", 40000 + id), "10.0.0.2:80");
+        p.handle(&g.plain(&c, Direction::Send, 0, REQ)).unwrap();
+        p.handle(&g.plain(&c, Direction::Recv, 0, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")).unwrap();
+    }
+    assert!(p.connections() <= 2);
+    end(&mut p, g.now);
+    assert_eq!(lines.kind("http").len(), 3);
+}
+
+#[test]
+fn dns_answers_name_later_connections_also_over_tcp() {
+    let (mut p, out) = processor();
+    let mut g = EventGen::default();
+    let answer = dns_answer("api.shop.test", [10, 0, 0, 9]);
+    // Over UDP.
+    let resolver = Conn { id: 0, ..Conn::client(0, 100, "10.0.0.1:50000", "10.0.0.53:53") };
+    p.handle(&g.dns(&resolver, Direction::Recv, &answer)).unwrap();
+    let c = Conn::client(1, 100, "10.0.0.1:40000", "10.0.0.9:80");
+    p.handle(&g.conn(&c, ConnChange::Open)).unwrap();
+    // Over TCP: a length-framed message split across chunks.
+    let answer2 = dns_answer("db.shop.test", [10, 0, 0, 10]);
+    let mut framed = (answer2.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&answer2);
+    let t = Conn::client(2, 100, "10.0.0.1:40001", "10.0.0.53:53");
+    p.handle(&g.plain(&t, Direction::Recv, 0, &framed[..7])).unwrap();
+    p.handle(&g.plain(&t, Direction::Recv, 7, &framed[7..])).unwrap();
+    let c2 = Conn::client(3, 100, "10.0.0.1:40002", "10.0.0.10:5432");
+    p.handle(&g.conn(&c2, ConnChange::Open)).unwrap();
+    end(&mut p, g.now);
+    let dns = out.kind("dns");
+    assert_eq!(dns.len(), 2, "{dns:?}");
+    assert_eq!(dns[0]["query"], "api.shop.test");
+    assert_eq!(dns[0]["answers"][0], "10.0.0.9");
+    let opens: Vec<Value> = out.kind("conn").into_iter().filter(|c| c["event"] == "open").collect();
+    assert_eq!(opens.len(), 2, "{opens:?}");
+    assert_eq!(opens[0]["conn"]["remote_host"], "api.shop.test");
+    assert_eq!(opens[1]["conn"]["remote_host"], "db.shop.test");
+}
+
+/// A DNS response: `name` A `ip`, TTL 60.
+fn dns_answer(name: &str, ip: [u8; 4]) -> Vec<u8> {
+    let mut m = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+    for label in name.split('.') {
+        m.push(label.len() as u8);
+        m.extend_from_slice(label.as_bytes());
+    }
+    m.extend_from_slice(&[0, 0, 1, 0, 1]);
+    m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+    m.extend_from_slice(&ip);
+    m
+}
+
+#[test]
+fn losses_become_drop_records_and_garbage_is_counted_not_fatal() {
+    let (mut p, out) = processor();
+    let mut g = EventGen::default();
+    let resolver = Conn { id: 0, ..Conn::client(0, 100, "10.0.0.1:50000", "10.0.0.53:53") };
+    p.handle(&g.dns(&resolver, Direction::Recv, b"\x00\x01garbage")).unwrap();
+    p.handle(&[9, 0, 0, 0, 1, 2]).unwrap();
+    let kernel = vec![DropRecord { count: 3, bytes: 4096, reason: "ringbuf_full" }];
+    p.report_drops(kernel, g.now).unwrap();
+    p.flush().unwrap();
+    let drops = out.kind("drop");
+    let reasons: Vec<&str> = drops.iter().map(|d| d["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["ringbuf_full", "dns_malformed"]);
+    assert_eq!(drops[0]["bytes"], 4096);
+    assert_eq!(drops[1]["bytes"], 9);
+    assert_eq!(p.stats.decode_errors, 1);
+}
+
+#[test]
+fn midstream_roles_come_from_the_hosts_listeners_and_pods_from_the_host() {
+    let pod = PodOf {
+        meta: Arc::new(crate::pod::PodMeta {
+            pod: "web-1".into(),
+            namespace: "shop".into(),
+            labels: Default::default(),
+            workload: None,
+            uid: "u1".into(),
+        }),
+        container: Some("app".into()),
+    };
+    let host = TableHost { listening: vec![(200, 45000)], pods: vec![(200, pod)], ..TableHost::default() };
+    let (mut p, out) = processor_with(host, true);
+    let mut g = EventGen::default();
+    // Both ports ephemeral: only the listener table can tell.
+    let c = Conn { role: Role::Unknown, ..Conn::client(1, 200, "10.0.0.2:45000", "10.0.0.1:45001") };
+    p.handle(&g.plain(&c, Direction::Recv, 0, b"x")).unwrap();
+    end(&mut p, g.now);
+    let d = &out.kind("data")[0];
+    assert_eq!(d["conn"]["role"], "server");
+    assert_eq!(d["k8s"]["pod"], "web-1");
+}
+
+#[test]
+fn libraries_and_programs_are_handed_out_as_probe_work() {
+    let (mut p, _) = processor();
+    let mut g = EventGen::default();
+    p.handle(&g.lib(42, 7, "libssl.so.3", false)).unwrap();
+    p.handle(&g.lib(43, 8, "python3", true)).unwrap();
+    let work = p.take_work();
+    assert_eq!(work.libraries.len(), 1);
+    assert_eq!(work.libraries[0].pid, 42);
+    assert_eq!(work.execs.len(), 1);
+    assert_eq!(work.execs[0].ino, 8);
+    assert!(p.take_work().libraries.is_empty());
+    let _ = user_probe::JVMTI_SOCKET_READ;
+}

@@ -1,0 +1,73 @@
+//! JSON Lines (CONTRACT.md): one record per line into a buffered writer.
+//! Without `raw`, data records are the connection's bytes no parser took;
+//! with it, every chunk as captured (`--raw`).
+
+use super::{Body, DataKind, Record};
+use crate::sink::Sink;
+use std::io::{self, Write};
+
+/// Writes records as JSON Lines.
+pub struct JsonlWriter<W: Write> {
+    out: io::BufWriter<W>,
+    raw: bool,
+}
+
+impl<W: Write> JsonlWriter<W> {
+    /// Wraps `out` in a large buffer: records arrive in bursts. With `raw`,
+    /// every captured chunk is a `data` record.
+    pub fn new(out: W, raw: bool) -> Self {
+        Self { out: io::BufWriter::with_capacity(1 << 20, out), raw }
+    }
+
+    /// Appends one record.
+    pub fn write(&mut self, record: &Record<'_>) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, record)?;
+        self.out.write_all(b"\n")
+    }
+
+    /// Pushes buffered records out.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl<W: Write + Send> Sink for JsonlWriter<W> {
+    fn record(&mut self, r: &Record<'_>) -> io::Result<()> {
+        match r.body {
+            Body::Data { kind: DataKind::Captured, .. } if !self.raw => Ok(()),
+            Body::Data { kind: DataKind::Unparsed, .. } if self.raw => Ok(()),
+            _ => self.write(r),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        JsonlWriter::flush(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Body, DropRecord, Origin};
+
+    #[test]
+    fn one_json_object_per_line() {
+        let mut buf = Vec::new();
+        {
+            let mut w = JsonlWriter::new(&mut buf, false);
+            for n in 0..3 {
+                w.write(&Record {
+                    origin: Origin { ts_ns: n, pid: 0, comm: "", source: "kernel", probe: "ringbuf:events" },
+                    conn: None,
+                    body: Body::Drop(DropRecord { count: n, bytes: 0, reason: "ringbuf_full" }),
+                })
+                .unwrap();
+            }
+            w.flush().unwrap();
+        }
+        let text = String::from_utf8(buf).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[2]["count"], 2);
+    }
+}

@@ -1,0 +1,398 @@
+//! The capture loop and its wiring: it loads and attaches the probes, feeds
+//! the ring buffer's records and the agents' frames to the processor
+//! (`nettap_core::processor`), hands the probes the work the processor
+//! found (libraries, programs), and applies Kubernetes capture rules. It is
+//! woken by the ring buffer's epoll readiness (no busy-waiting); drop
+//! counters are read once a second and at the end.
+
+use crate::config::CaptureConfig;
+use crate::drops::DropCounters;
+use crate::probes;
+use crate::probes::exec_gate::ExecGate;
+use anyhow::{anyhow, Context, Result};
+use aya::maps::{PerCpuArray, RingBuf};
+use nettap_core::clock::Clock;
+use nettap_core::processor::{Processor, Stats};
+use nettap_core::protocols::exchange::Limits;
+use nettap_core::sink::Sink;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::io::unix::AsyncFd;
+use tracing::{info, warn};
+
+/// What `nettap capture` was asked to do.
+pub struct CaptureOptions {
+    /// Kernel-side settings.
+    pub capture: CaptureConfig,
+    /// Outputs (the streaming API's publisher is added when `api` is set).
+    pub sinks: Vec<Box<dyn Sink>>,
+    /// Created once every start-up probe is attached.
+    pub ready_file: Option<PathBuf>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Every chunk is written as a `data` record (said in the log: not redacted).
+    pub raw: bool,
+    /// Bounds on HTTP messages kept in memory.
+    pub http_limits: Limits,
+    /// Binaries with OpenSSL linked in to probe at start (NETTAP_OPENSSL_BINARY).
+    pub openssl_binaries: Vec<PathBuf>,
+    /// Where to serve the streaming API, if anywhere.
+    pub api: Option<crate::api::ApiListen>,
+    /// The Unix socket in-process agents (the JVM agent) stream to, if any.
+    pub agent_socket: Option<PathBuf>,
+    /// Load the JVM agent (this library) into running and new JVMs.
+    pub attach_jvms: Option<PathBuf>,
+    /// Kubernetes mode: records name their pods.
+    pub kubernetes: Option<crate::k8s::KubernetesOptions>,
+}
+
+/// Shortest time between two drains of the ring buffer. The kernel wakes the
+/// reader only for a record submitted into an empty ring, so the records of
+/// the meantime are read in one wake-up instead of one wake-up (and one
+/// context switch each side) per record. 5 ms of records fit the default
+/// 8 MiB ring up to 1.6 GB/s.
+const DRAIN_EVERY: Duration = Duration::from_millis(5);
+
+/// A drain lets other runnable tasks have the CPU after this much work
+/// (`sched_yield`; it returns at once when nothing else waits). The kernel
+/// preempts a task only at a tick (4 ms at HZ=250) or a wake-up, so
+/// without it one drain of a busy host holds the CPU for milliseconds and
+/// the traced programs' requests wait that long: at HTTP saturation their
+/// p99 latency went 0.3 → 3 ms with the sensor, and 0.4–1.5 ms with this. Much
+/// shorter turns starved the drain and overflowed the ring (measured at
+/// 100 and 250 µs).
+const YIELD_AFTER: Duration = Duration::from_micros(500);
+
+fn drain(ring: &mut RingBuf<aya::maps::MapData>, p: &mut Processor) -> Result<()> {
+    let start = Instant::now();
+    let mut slice = start;
+    let mut n = 0u32;
+    while let Some(item) = ring.next() {
+        p.handle(&item).context("writing records")?;
+        n = n.wrapping_add(1);
+        if n.is_multiple_of(32) && slice.elapsed() >= YIELD_AFTER {
+            // A drain longer than DRAIN_EVERY is behind the programs: it
+            // keeps the CPU, or the ring overflows (each yield pushes the
+            // task's deadline back, and a yielding drain fell further behind).
+            if start.elapsed() < DRAIN_EVERY {
+                std::thread::yield_now();
+            }
+            slice = Instant::now();
+        }
+    }
+    p.stats.busy += start.elapsed();
+    Ok(())
+}
+
+/// What `next` gives, or never when the source is not there (no agent
+/// socket served, no exec gate): a `select!` branch that stays quiet.
+async fn next_or_never<T>(next: Option<impl std::future::Future<Output = Option<T>>>) -> Option<T> {
+    match next {
+        Some(next) => next.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn stop_signal(duration: Option<Duration>) -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let timer = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+        _ = timer => "duration elapsed",
+    }
+}
+
+/// The redaction the configuration asks for, said in the log either way.
+fn redactor(cfg: &crate::config::RedactConfig, raw: bool) -> Result<Option<nettap_core::redact::Policy>> {
+    if !cfg.enabled {
+        warn!("redaction off (--no-redact): records carry credentials, cookies and passwords as sent");
+        return Ok(None);
+    }
+    let key = match &cfg.key_file {
+        Some(path) => {
+            let key =
+                std::fs::read(path).with_context(|| format!("reading redact key {}", path.display()))?;
+            anyhow::ensure!(key.len() >= 16, "redact key {} is shorter than 16 bytes", path.display());
+            key
+        }
+        None => {
+            let mut key = [0u8; 32];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+                .map_err(|_| anyhow!("no randomness for the redaction key"))?;
+            key.to_vec()
+        }
+    };
+    let headers: Vec<&str> = nettap_core::redact::DEFAULT_HEADERS
+        .into_iter()
+        .chain(cfg.headers.iter().map(String::as_str))
+        .collect();
+    let fields: Vec<&str> = nettap_core::redact::DEFAULT_FIELDS
+        .into_iter()
+        .chain(cfg.fields.iter().map(String::as_str))
+        .collect();
+    info!(headers = ?headers, fields = ?fields, stable_key = cfg.key_file.is_some(), "redaction on");
+    if raw {
+        warn!("--raw: data records carry payloads as captured, not redacted");
+    }
+    let global = nettap_core::redact::Redactor::new(headers, fields, &key);
+    let targets = cfg
+        .targets
+        .iter()
+        .map(|t| {
+            let selector = nettap_core::redact::TargetMatch { processes: t.processes.clone(), ports: t.ports.clone() };
+            let (processes, ports) = (&t.processes, &t.ports);
+            if !t.enabled {
+                warn!(target = t.name, ?processes, ?ports, "redaction off for this capture target: its exchanges carry credentials as sent");
+                return (selector, None);
+            }
+            info!(target = t.name, ?processes, ?ports, headers = ?t.headers, fields = ?t.fields, "redaction for this capture target: also these");
+            let more = global.with(t.headers.iter().map(String::as_str), t.fields.iter().map(String::as_str));
+            (selector, Some(more))
+        })
+        .collect();
+    Ok(Some(nettap_core::redact::Policy::new(global, targets)))
+}
+
+/// The exec gate when configured and allowed; otherwise why not, once.
+fn start_exec_gate(hold_ms: u32, allowed: &crate::privileges::Assessment) -> Option<ExecGate> {
+    if hold_ms == 0 {
+        info!("exec gate off (exec_hold_ms = 0): new programs are probed after they start");
+        return None;
+    }
+    if !allowed.exec_gate || !allowed.uprobes {
+        // Already said with the capabilities at start-up.
+        return None;
+    }
+    match ExecGate::start(Duration::from_millis(hold_ms.into())) {
+        Ok(g) => {
+            info!(
+                filesystems = g.filesystems(),
+                hold_ms = g.hold().as_millis() as u64,
+                "exec gate on: programs run for the first time are probed before they start"
+            );
+            Some(g)
+        }
+        Err(e) => {
+            warn!(error = %e, "exec gate unavailable: new programs are probed 10-30 ms after they start");
+            None
+        }
+    }
+}
+
+/// Loads, attaches, captures until a signal or the duration, then detaches
+/// every probe, drains what was captured and flushes.
+pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
+    opts.capture.validate()?;
+    let allowed = crate::privileges::check(opts.attach_jvms.is_some()).map_err(|why| anyhow!(why))?;
+    probes::ensure_tracefs();
+    let mut ebpf = probes::load_object(&opts.capture, std::process::id())?;
+    let attached = probes::attach_kernel(&mut ebpf, opts.capture.kernel_hook)?;
+    // Without uprobes every TLS attachment would fail one by one: none is tried.
+    let tls_probes = allowed.uprobes;
+    let mut openssl = probes::OpenSslProbes::new();
+    let mut go_tls = probes::GoTlsProbes::new();
+    if tls_probes {
+        let mut files = openssl.attach_all(&mut ebpf);
+        for binary in &opts.openssl_binaries {
+            // Named on purpose (NETTAP_OPENSSL_BINARY): a failure here is said.
+            if openssl.attach_file(&mut ebpf, binary) || openssl.is_probed(binary) {
+                files += 1;
+            } else {
+                warn!(binary = %binary.display(), "NETTAP_OPENSSL_BINARY names a file that could not be probed");
+            }
+        }
+        info!(files, "OpenSSL libraries probed");
+        let go_programs = go_tls.attach_running(&mut ebpf);
+        info!(programs = go_programs, "Go programs with crypto/tls probed");
+    }
+    let mut gate = start_exec_gate(opts.capture.exec_hold_ms, &allowed);
+
+    let ring = RingBuf::try_from(ebpf.take_map("events").ok_or_else(|| anyhow!("map events missing"))?)?;
+    let drops_map: PerCpuArray<_, _> =
+        PerCpuArray::try_from(ebpf.take_map("drops").ok_or_else(|| anyhow!("map drops missing"))?)?;
+    let mut drops = DropCounters::new(drops_map);
+    // SAFETY: the RingBuf owns its map fd and keeps it open and unchanged until
+    // `into_inner` below hands it back.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow!("cannot watch the ring buffer: {e}"))?;
+    // Kubernetes mode names pods through this; the watchers fill it below.
+    let pods = opts.kubernetes.as_ref().map(|_| crate::k8s::PodResolver::default());
+    let host = Box::new(crate::host::ProcHost::new(pods.clone()));
+    let max_conns = opts.capture.max_connections as usize;
+    let mut proc =
+        Processor::new(max_conns, opts.http_limits, Clock::new(), host, crate::host::ephemeral_ports());
+    proc.set_redactor(redactor(&opts.capture.redact, opts.raw)?);
+    for sink in opts.sinks {
+        proc.add_sink(sink);
+    }
+    if let Some(listen) = &opts.api {
+        let publisher = crate::api::Publisher::new();
+        let addr = &listen.addr;
+        crate::api::serve(listen, &publisher)
+            .await
+            .with_context(|| format!("serving the streaming API at {addr}"))?;
+        info!(%addr, access = listen.describe(), "streaming API served");
+        proc.add_sink(Box::new(publisher));
+    }
+
+    // Capture goes on without it: agents are one source among several.
+    let (_agent_socket, mut agent_rx) = match opts.agent_socket.as_deref().map(crate::agent::listen) {
+        Some(Ok((socket, rx))) => {
+            info!(path = %opts.agent_socket.as_ref().unwrap().display(), "agent socket served");
+            (Some(socket), Some(rx))
+        }
+        Some(Err(e)) => {
+            warn!(error = %probes::error_chain(&e), "agent socket not served: JVM agents cannot send plaintext");
+            (None, None)
+        }
+        None => (None, None),
+    };
+
+    let mut auto_attach = match (&opts.attach_jvms, &opts.agent_socket, &_agent_socket) {
+        (Some(agent), Some(socket), Some(_)) => {
+            let mut a = crate::probes::jvm_attach::AutoAttach::new(agent.clone(), socket);
+            a.running();
+            Some(a)
+        }
+        (Some(_), _, _) => {
+            warn!("--attach-jvms needs the agent socket: JVMs are not attached");
+            None
+        }
+        _ => None,
+    };
+
+    // Kubernetes mode: pods named in records, capture rules in the kernel.
+    let mut rules = None;
+    let mut applied = crate::k8s::policy::CgroupRules::default();
+    if let (Some(k8s), Some(pods)) = (&opts.kubernetes, pods) {
+        let client = crate::k8s::client(k8s).await.context("Kubernetes mode")?;
+        let (_stores, mut rx) =
+            crate::k8s::watch::start(client, k8s, pods).await.context("Kubernetes mode")?;
+        if let Some(r) = rx.borrow_and_update().clone() {
+            crate::k8s::enforce::apply(&mut ebpf, &mut applied, &r)?;
+        }
+        rules = Some(rx);
+    }
+
+    if let Some(path) = &opts.ready_file {
+        std::fs::write(path, format!("{}\n", attached.hook.hook.as_str()))
+            .with_context(|| format!("writing ready file {}", path.display()))?;
+    }
+    info!(hook = attached.hook.hook.as_str(), "capturing");
+
+    let started = Instant::now();
+    let stop = stop_signal(opts.duration);
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_drain = Instant::now();
+    let why = loop {
+        tokio::select! {
+            why = &mut stop => break why,
+            guard = ring.readable_mut() => {
+                let gather = DRAIN_EVERY.saturating_sub(last_drain.elapsed());
+                if !gather.is_zero() {
+                    tokio::time::sleep(gather).await;
+                }
+                let mut guard = guard?;
+                drain(guard.get_inner_mut(), &mut proc)?;
+                last_drain = Instant::now();
+                guard.clear_ready();
+                let work = proc.take_work();
+                for lib in work.libraries.iter().filter(|_| tls_probes) {
+                    openssl.attach_mapped(&mut ebpf, lib, Clock::boot_now_ns());
+                }
+                for exe in work.execs {
+                    if let Some(g) = &mut gate {
+                        g.mark(Path::new(&format!("/proc/{}/exe", exe.pid)));
+                    }
+                    if tls_probes {
+                        openssl.examine_exec(&mut ebpf, &exe, Clock::boot_now_ns());
+                        go_tls.examine_exec(&mut ebpf, &exe, Clock::boot_now_ns());
+                    }
+                    if let Some(a) = &mut auto_attach {
+                        a.on_exec(exe.pid, &exe.name);
+                    }
+                }
+            }
+            Some(msg) = next_or_never(agent_rx.as_mut().map(|rx| rx.recv())) => {
+                // The kernel's records of the same moment first: a
+                // connection's open is in the ring before its plaintext is here.
+                drain(ring.get_mut(), &mut proc)?;
+                proc.on_agent(msg)?;
+                while let Some(msg) = agent_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
+                    proc.on_agent(msg)?;
+                }
+            }
+            held = next_or_never(gate.as_mut().map(ExecGate::next)) => match held {
+                Some(held) => {
+                    openssl.examine_held(&mut ebpf, &held);
+                    go_tls.examine_held(&mut ebpf, &held);
+                    // Dropping `held` lets the program run.
+                }
+                None => {
+                    warn!("exec gate stopped; new programs are probed after they start");
+                    gate = None;
+                }
+            },
+            Some(r) = next_or_never(rules.as_mut().map(changed_rules)) => {
+                crate::k8s::enforce::apply(&mut ebpf, &mut applied, &r)?;
+            }
+            _ = tick.tick() => {
+                let now = Clock::boot_now_ns();
+                proc.tick(now)?;
+                proc.report_drops(drops.poll(), now)?;
+                proc.flush()?;
+            }
+        }
+    };
+
+    // Detach first so nothing new arrives, then keep everything already captured.
+    drop(ebpf);
+    let mut ring = ring.into_inner();
+    drain(&mut ring, &mut proc)?;
+    while let Some(msg) = agent_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
+        proc.on_agent(msg)?;
+    }
+    let now = Clock::boot_now_ns();
+    proc.close_all(now)?;
+    proc.report_drops(drops.poll(), now)?;
+    proc.finish()?;
+
+    let stats = proc.stats;
+    let secs = started.elapsed().as_secs_f64();
+    let busy = stats.busy.as_secs_f64().max(1e-9);
+    info!(
+        reason = why,
+        events = stats.events,
+        payload_bytes = stats.payload_bytes,
+        decode_errors = stats.decode_errors,
+        seconds = format!("{secs:.1}"),
+        busy_seconds = format!("{busy:.3}"),
+        pipeline_events_per_busy_sec = format!("{:.0}", stats.events as f64 / busy),
+        pipeline_mb_per_busy_sec = format!("{:.1}", stats.payload_bytes as f64 / busy / 1e6),
+        "capture finished; probes detached"
+    );
+    Ok(stats)
+}
+
+/// The next capture rules; pending forever once their sender is gone.
+async fn changed_rules(
+    rx: &mut crate::k8s::watch::RulesWatch,
+) -> Option<std::sync::Arc<crate::k8s::policy::CgroupRules>> {
+    loop {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        if let Some(r) = rx.borrow_and_update().clone() {
+            return Some(r);
+        }
+    }
+}

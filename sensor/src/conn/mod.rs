@@ -1,8 +1,0 @@
-//! Connection tracking in user space: what the sensor knows about each
-//! connection beyond a single record.
-
-mod role;
-mod tracker;
-
-pub use role::{listening_ports, EphemeralPorts, RoleGuesser};
-pub use tracker::{ConnInfo, ConnTracker};

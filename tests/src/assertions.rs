@@ -1,0 +1,62 @@
+//! Checks of records against what peers sent and received: bytes, process,
+//! endpoints, role, source.
+
+use crate::peers::PeerInfo;
+use crate::sensor::Capture;
+use serde_json::Value;
+
+/// Checks that `peer`'s records say exactly what it sent and received,
+/// starting at byte `from` of each direction, with the right process,
+/// endpoints and role, all from the kernel's plaintext TCP probes.
+pub fn assert_exact(cap: &Capture, peer: &PeerInfo, role: &str, from: usize) {
+    assert_exact_from(cap, peer, role, from, "kernel");
+}
+
+/// `assert_exact` for records of `source` (`kernel`, or a TLS source whose
+/// records must say `tls: true` and be the only data records of the peer:
+/// no ciphertext).
+pub fn assert_exact_from(cap: &Capture, peer: &PeerInfo, role: &str, from: usize, source: &str) {
+    let data = cap.of("data", peer.pid);
+    assert!(!data.is_empty(), "no data records for pid {}", peer.pid);
+    let tls = source != "kernel";
+    for r in &data {
+        assert_eq!(r["comm"], peer.comm.as_str(), "{r}");
+        assert_eq!(r["source"], source, "{r}");
+        assert_eq!(r["conn"]["local"], peer.local.as_str(), "{r}");
+        assert_eq!(r["conn"]["remote"], peer.remote.as_str(), "{r}");
+        assert_eq!(r["conn"]["role"], role, "{r}");
+        assert_eq!(r["conn"]["tls"], tls, "{r}");
+        let probe = r["probe"].as_str().unwrap();
+        let ok = match source {
+            "kernel" => probe.starts_with("tracepoint:syscalls:sys_exit_") || probe.starts_with("kprobe:"),
+            _ => ["uprobe:SSL_write", "uretprobe:SSL_read", "uprobe:SSL_read"]
+                .iter()
+                .any(|p| probe.starts_with(p)),
+        };
+        assert!(ok, "{r}");
+    }
+    for (dir, want) in [("send", &peer.sent), ("recv", &peer.recv)] {
+        let s = cap.stream(peer.pid, dir);
+        assert!(s.gaps.is_empty(), "{dir} of pid {} has gaps {:?}", peer.pid, s.gaps);
+        assert_eq!(s.start, from as u64, "{dir} of pid {} starts at {}", peer.pid, s.start);
+        assert_eq!(s.bytes.len(), want.len() - from, "{dir} length of pid {}", peer.pid);
+        assert!(s.bytes == want[from..], "{dir} bytes of pid {} differ", peer.pid);
+    }
+}
+
+/// The test bodies the peers make (node_https.js, php_https.php, files
+/// served by nginx): `tag` + "0123456789" repeated to `n` bytes.
+pub fn pattern_body(tag: &str, n: usize) -> String {
+    let unit = format!("{tag}0123456789");
+    unit.bytes().cycle().take(n).map(char::from).collect()
+}
+
+/// An `http` record's request or response body is `want`: kept up to 1 MiB
+/// per message (the default limit), the rest counted in `body_truncated`.
+pub fn assert_http_body(message: &Value, want: &str, who: &str) {
+    const KEPT: usize = 1 << 20;
+    let got = message["body"].as_str().unwrap_or_else(|| panic!("{who}: no text body in {message}"));
+    let kept = want.len().min(KEPT);
+    assert!(got == &want[..kept], "{who}: body of {} bytes differs from the {kept} bytes sent", got.len());
+    assert_eq!(message["body_truncated"].as_u64().unwrap_or(0), (want.len() - kept) as u64, "{who}");
+}

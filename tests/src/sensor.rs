@@ -1,0 +1,265 @@
+//! The sensor under test: the real `nettap` binary started with a records
+//! file and a ready file, stopped by SIGINT (killed on drop), and what it wrote.
+
+use crate::netns::in_ns;
+use crate::wait::{wait_child, wait_for_file, TIMEOUT};
+use base64::Engine;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `nettap` binary under test: `$NETTAP_BIN`, else the workspace's debug build.
+pub fn nettap_bin() -> PathBuf {
+    let path = std::env::var_os("NETTAP_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/nettap"));
+    assert!(
+        path.exists(),
+        "{} does not exist: build it first (`cargo build -p nettap-sensor`) or set NETTAP_BIN",
+        path.display()
+    );
+    if std::env::var_os("NETTAP_BIN").is_none() {
+        assert_fresh(&path);
+    }
+    path
+}
+
+/// `cargo test -p nettap-e2e` does not rebuild the binary it runs: refuse a
+/// binary older than the sources it is built from, instead of testing old code.
+fn assert_fresh(bin: &Path) {
+    fn newest(dir: &Path, acc: &mut std::time::SystemTime) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                newest(&p, acc);
+            } else if let Ok(m) = entry.metadata().and_then(|m| m.modified()) {
+                *acc = (*acc).max(m);
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut src = std::time::UNIX_EPOCH;
+    for dir in ["core/src", "sensor/src", "sensor-ebpf/bpf", "sensor-ebpf/include"] {
+        newest(&root.join(dir), &mut src);
+    }
+    let built = std::fs::metadata(bin).and_then(|m| m.modified()).unwrap();
+    assert!(
+        built >= src,
+        "{} is older than its sources: run `cargo build -p nettap-sensor` first",
+        bin.display()
+    );
+}
+
+/// Sensor settings for tests that need every byte: a ring large enough for
+/// bursts on a loaded 2-core machine and no per-call cap below the largest write.
+pub const EXACT: &[&str] = &["--ring-buffer-bytes", "67108864", "--max-bytes-per-call", "16777216"];
+
+/// A running `nettap capture` writing JSON Lines.
+pub struct Sensor {
+    child: Option<Child>,
+    /// Scratch directory of this sensor (records, logs).
+    pub dir: tempfile::TempDir,
+}
+
+/// What a stopped sensor left.
+pub struct Capture {
+    /// Every record, in output order.
+    pub records: Vec<Value>,
+    /// Everything it logged.
+    pub log: String,
+}
+
+impl Sensor {
+    /// Starts `nettap capture --out … --ready-file … ARGS` and waits until it is ready.
+    pub fn start(args: &[&str]) -> Sensor {
+        Sensor::start_with_env(args, &[])
+    }
+
+    /// `start` with extra environment variables for the sensor.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Sensor {
+        Sensor::spawn(Command::new(nettap_bin()), args, env)
+    }
+
+    /// `start` in network namespace `ns` (its probes still see every
+    /// namespace; what it binds, such as the API, is in `ns`).
+    pub fn start_in_netns(ns: &str, args: &[&str]) -> Sensor {
+        // `ip netns exec` execs nettap in place: the child's pid is nettap's.
+        Sensor::spawn(in_ns(Some(ns), &nettap_bin()), args, &[])
+    }
+
+    /// `start` with the capability bounding set changed by `setpriv` (for
+    /// instance `-all,+bpf,+perfmon`): nettap, run as root, gets exactly what
+    /// the bounding set leaves.
+    pub fn start_with_caps(bounding: &str, args: &[&str]) -> Sensor {
+        Sensor::spawn(Sensor::with_caps(bounding), args, &[])
+    }
+
+    /// The command `start_with_caps` runs (`setpriv` execs nettap in place,
+    /// so the child's pid is nettap's).
+    pub fn with_caps(bounding: &str) -> Command {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--bounding-set={bounding}")).arg("--inh-caps=-all").arg("--").arg(nettap_bin());
+        c
+    }
+
+    fn spawn(mut command: Command, args: &[&str], env: &[(&str, &str)]) -> Sensor {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("records.jsonl");
+        let ready = dir.path().join("ready");
+        let log = std::fs::File::create(dir.path().join("log")).unwrap();
+        let child = command
+            .arg("capture")
+            .arg("--out")
+            .arg(&out)
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start nettap");
+        let mut s = Sensor { child: Some(child), dir };
+        let log_path = s.dir.path().join("log");
+        let child = s.child.as_mut().unwrap();
+        wait_for_file(&ready, || match child.try_wait().unwrap() {
+            None => true,
+            Some(st) => panic!(
+                "nettap exited ({st}) before it was ready:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            ),
+        });
+        s
+    }
+
+    /// Waits until the sensor's log has a line containing every one of `words`.
+    pub fn wait_for_log(&self, words: &[&str]) {
+        let log = self.dir.path().join("log");
+        let start = Instant::now();
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| words.iter().all(|w| l.contains(w)))
+        {
+            assert!(start.elapsed() < TIMEOUT, "the sensor never logged {words:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// How many lines of the sensor's log contain every one of `words`.
+    pub fn log_count(&self, words: &[&str]) -> usize {
+        let log = std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default();
+        log.lines().filter(|l| words.iter().all(|w| l.contains(w))).count()
+    }
+
+    /// Waits until the log has more than `n` lines with every one of `words`.
+    pub fn wait_for_log_count(&self, words: &[&str], n: usize) {
+        let start = Instant::now();
+        while self.log_count(words) <= n {
+            assert!(start.elapsed() < TIMEOUT, "the sensor never logged {words:?} a {}th time", n + 1);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The sensor's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// True while the sensor process runs.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
+    /// SIGINT, wait for a clean exit (status 0), and read what it wrote.
+    pub fn stop(mut self) -> Capture {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let status = wait_child(&mut child, "nettap after SIGINT");
+        let log = std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default();
+        assert!(status.success(), "nettap exited with {status}; log:\n{log}");
+        let text = std::fs::read_to_string(self.dir.path().join("records.jsonl")).unwrap();
+        let records = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+            .collect();
+        Capture { records, log }
+    }
+}
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The bytes of a data record.
+pub fn payload(r: &Value) -> Vec<u8> {
+    if let Some(t) = r["payload"].as_str() {
+        return t.as_bytes().to_vec();
+    }
+    let b64 = r["payload_b64"].as_str().unwrap_or_else(|| panic!("data record without payload: {r}"));
+    base64::engine::general_purpose::STANDARD.decode(b64).unwrap()
+}
+
+/// One direction of one process's connection, reassembled from `data` records.
+#[derive(Debug)]
+pub struct Stream {
+    /// seq of the first byte.
+    pub start: u64,
+    /// The bytes, in seq order.
+    pub bytes: Vec<u8>,
+    /// Missing byte ranges (from drops or truncation), as (seq, len).
+    pub gaps: Vec<(u64, u64)>,
+}
+
+impl Capture {
+    /// Records of `kind` from process `pid`.
+    pub fn of(&self, kind: &str, pid: u32) -> Vec<&Value> {
+        self.records.iter().filter(|r| r["kind"] == kind && r["pid"] == pid).collect()
+    }
+
+    /// Reassembles `direction` ("send"/"recv") of `pid`'s data records by seq,
+    /// checking that chunks never overlap.
+    pub fn stream(&self, pid: u32, direction: &str) -> Stream {
+        let mut chunks: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        let mut truncated: Vec<(u64, u64)> = Vec::new();
+        for r in self.of("data", pid).into_iter().filter(|r| r["direction"] == direction) {
+            let seq = r["seq"].as_u64().unwrap();
+            let bytes = payload(r);
+            if let Some(t) = r["truncated"].as_u64() {
+                truncated.push((seq + bytes.len() as u64, t));
+            }
+            if !bytes.is_empty() {
+                assert!(chunks.insert(seq, bytes).is_none(), "two chunks at seq {seq}");
+            }
+        }
+        let start = chunks.keys().next().copied().unwrap_or(0);
+        let mut bytes = Vec::new();
+        let mut gaps = Vec::new();
+        let mut next = start;
+        for (seq, chunk) in chunks {
+            assert!(seq >= next, "chunk at {seq} overlaps bytes up to {next}");
+            if seq > next {
+                gaps.push((next, seq - next));
+            }
+            next = seq + chunk.len() as u64;
+            bytes.extend_from_slice(&chunk);
+        }
+        Stream { start, bytes, gaps }
+    }
+
+    /// Sum of `drop` records' (count, bytes) for `reason`.
+    pub fn dropped(&self, reason: &str) -> (u64, u64) {
+        self.records
+            .iter()
+            .filter(|r| r["kind"] == "drop" && r["reason"] == reason)
+            .fold((0, 0), |(c, b), r| (c + r["count"].as_u64().unwrap(), b + r["bytes"].as_u64().unwrap()))
+    }
+}
