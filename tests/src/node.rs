@@ -144,6 +144,27 @@ pub fn container_pid(container_id: &str, word: &str) -> Option<u32> {
     })
 }
 
+/// The java binary of the Java workload image.
+pub const JAVA: &str = "/usr/lib/jvm/java-17-openjdk-amd64/bin/java";
+
+/// A Java image for workloads (`docker.io/nettap/test-java:1`): the
+/// machine's OpenJDK 17 runtime from its Debian packages on the `cc` base,
+/// with the java-testapps jar at /app/jdk-peers.jar. Written to `dir`.
+pub fn java_image(dir: &Path) -> PathBuf {
+    let out = dir.join("java.tar");
+    let st = Command::new("python3")
+        .arg(repo().join("ci/node/image.py"))
+        .args(["files", "cc", "docker.io/nettap/test-java:1"])
+        .arg(&out)
+        .arg(format!("{}=/app/jdk-peers.jar", crate::jvm::testapps_jar().display()))
+        .args(["--deb", "openjdk-17-jre-headless", "--deb", "zlib1g"])
+        .args(["--entrypoint", &format!(r#"["{JAVA}"]"#)])
+        .status()
+        .expect("python3 runs");
+    assert!(st.success(), "ci/node/image.py failed for the Java image");
+    out
+}
+
 /// A Python image for workloads (`docker.io/nettap/test-python:1`): the
 /// machine's Python 3.11 and OpenSSL from its Debian packages on the `cc`
 /// base, with the tests' peer programs under /app. Written to `dir`.

@@ -7,9 +7,10 @@
 //! container and UID, with the host pid, both pod IPs and every byte.
 
 use nettap_e2e::helm::{chart, helm};
-use nettap_e2e::node::{container_pid, python_image, Node};
+use nettap_e2e::node::{container_pid, java_image, python_image, Node, JAVA};
 use nettap_e2e::{
-    assert_exact_from, peer_info, sizes_arg, tls_cert, wait_for_file, Capture, PeerInfo, TIMEOUT,
+    assert_exact_from, assert_http_body, pattern_body, peer_info, sizes_arg, tls_cert, wait_for_file,
+    Capture, PeerInfo, TIMEOUT,
 };
 use serde_json::{json, Value};
 use std::path::Path;
@@ -151,6 +152,94 @@ fn assert_exchange(cap: &Capture, x: &PodExchange, source: &str) {
     }
 }
 
+/// A Java Deployment is injected by the webhook (init container copying the
+/// agent, JAVA_TOOL_OPTIONS), starts, and its JSSE plaintext arrives from the
+/// agent through the node's socket (`source: jvmti`) named with its pod; an
+/// opted-out Java Deployment is left as it was.
+fn java_is_injected_and_captured(node: &Node) {
+    const SIZES: [usize; 3] = [10, 5000, 70000];
+    let images = tempfile::tempdir().unwrap();
+    node.load_image(&java_image(images.path()));
+    let d = tempfile::tempdir().unwrap();
+    tls_cert(d.path());
+    let dp = d.path().display();
+    let deployment = |name: &str, annotations: &str| {
+        format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}, annotations: {{{annotations}}}}}
+    spec:
+      containers:
+      - name: server
+        image: docker.io/nettap/test-java:1
+        imagePullPolicy: Never
+        command: [{JAVA}, -jar, /app/jdk-peers.jar, https-server, --port, "8443", --requests, "0",
+                  --cert, /d/cert.pem, --key, /d/key.pem, --ready, /d/{name}.ready]
+        volumeMounts: [{{name: d, mountPath: /d}}]
+      volumes: [{{name: d, hostPath: {{path: "{dp}", type: Directory}}}}]
+"#
+        )
+    };
+    node.apply(&deployment("java", ""));
+    node.apply(&deployment("java-opted-out", r#""ebpf.speedscale.com/inject-java": "false""#));
+    for name in ["java", "java-opted-out"] {
+        let ready = d.path().join(format!("{name}.ready"));
+        node.wait(&format!("{name} serving"), 2 * TIMEOUT, || ready.exists().then_some(()));
+    }
+    let (pod, cid) = running_pod(node, "shop", "app=java");
+    let inits: Vec<&Value> =
+        pod["spec"]["initContainers"].as_array().unwrap().iter().map(|c| &c["name"]).collect();
+    assert_eq!(inits, [&json!("nettap-agent-init")]);
+    let env = pod["spec"]["containers"][0]["env"].to_string();
+    assert!(env.contains("JAVA_TOOL_OPTIONS") && env.contains("-agentpath:"), "{env}");
+    let (opted_out, _) = running_pod(node, "shop", "app=java-opted-out");
+    assert!(opted_out["spec"]["initContainers"].is_null(), "{}", opted_out["spec"]);
+    assert!(!opted_out["spec"].to_string().contains("JAVA_TOOL_OPTIONS"), "{}", opted_out["spec"]);
+    let server_pid = container_pid(&cid, "https-server").expect("the Java server's process on the host");
+
+    // The client in the same pod (the server listens on loopback), as
+    // `kubectl exec` runs it: the container's environment loads the agent too.
+    let sizes = SIZES.map(|n| n.to_string()).join(",");
+    let args =
+        ["-n", "shop", "exec", "deploy/java", "-c", "server", "--", JAVA, "-jar", "/app/jdk-peers.jar"];
+    let mut args = args.to_vec();
+    args.extend(["httpclient-client", "--port", "8443", "--cert", "/d/cert.pem", "--sizes", &sizes]);
+    let out = node.kubectl(&args);
+    assert!(out.contains("3 requests ok"), "{out}");
+
+    let want_k8s = expected_k8s(&pod, "server", json!({"kind": "Deployment", "name": "java"}));
+    let http = node.wait("the Java exchanges in the records", 2 * TIMEOUT, || {
+        let mine: Vec<Value> = node
+            .sensor_records()
+            .into_iter()
+            .filter(|r| r["kind"] == "http" && r["k8s"]["pod"] == pod["metadata"]["name"])
+            .collect();
+        (mine.len() >= 2 * SIZES.len()).then_some(mine)
+    });
+    for role in ["server", "client"] {
+        let side: Vec<&Value> = http.iter().filter(|r| r["conn"]["role"] == role).collect();
+        assert_eq!(side.len(), SIZES.len(), "{role}: {side:?}");
+        for n in SIZES {
+            let r =
+                side.iter().find(|r| r["request"]["path"] == format!("/echo/{n}")).expect("every request");
+            assert_eq!(r["source"], "jvmti", "{r}");
+            assert_eq!(r["conn"]["tls"], true, "{r}");
+            assert_eq!(r["k8s"], want_k8s, "{r}");
+            assert_http_body(&r["request"], &pattern_body("req", n), role);
+            assert_http_body(&r["response"], &pattern_body("resp", n), role);
+            if role == "server" {
+                assert_eq!(r["pid"], server_pid, "{r}");
+            }
+        }
+    }
+}
+
 #[test]
 fn deployment_traffic_is_captured_with_its_pod() {
     let bpffs = || {
@@ -182,6 +271,7 @@ fn deployment_traffic_is_captured_with_its_pod() {
     let cap = records_of(&node, &[&plain.server, &plain.client, &tls.server, &tls.client]);
     assert_exchange(&cap, &plain, "kernel");
     assert_exchange(&cap, &tls, "openssl");
+    java_is_injected_and_captured(&node);
 
     // A capture target selecting the `tier: api` pods of `team: shop`
     // namespaces: the servers are captured, the clients are not (decided in
