@@ -308,23 +308,37 @@ daemonset_ready() {
   [ "${want:-0}" -gt 0 ] && [ "$ready" = "$want" ] && [ "$updated" = "$want" ]
 }
 
-# cgroup_pids DIR...: the processes in the cgroups DIR and below.
+# cgroup_pids DIR...: the processes in the cgroups DIR and their children
+# (a pod's and its containers'), read without exec (see down).
 cgroup_pids() {
-  find "$@" -name cgroup.procs -exec cat {} + 2>/dev/null || true
+  local d f pid
+  for d in "$@"; do
+    for f in "$d/cgroup.procs" "$d"/*/cgroup.procs; do
+      [ -r "$f" ] || continue
+      while read -r pid; do echo "$pid"; done <"$f"
+    done
+  done
 }
 
-# kill_cgroups DIR...: every process in the cgroups DIR and below, SIGKILL,
-# and waits (bounded) until they are gone, so their ports and mounts are free.
+# nap SECONDS: sleep without exec (see down).
+nap() {
+  [ -n "${nap_fd:-}" ] || exec {nap_fd}<> <(:)
+  read -rt "$1" -u "$nap_fd" _ || true
+}
+
+# kill_cgroups DIR...: every process in the cgroups DIR (and children),
+# SIGKILL, and waits (10 s at most) until they are gone, so their ports and
+# mounts are free.
 kill_cgroups() {
-  local pids
-  for _ in $(seq 1 100); do
+  local pids deadline=$((SECONDS + 10))
+  while ((SECONDS < deadline)); do
     pids="$(cgroup_pids "$@")"
     [ -n "$pids" ] || return 0
     # shellcheck disable=SC2086 # one pid per word
     kill -9 $pids 2>/dev/null || true
-    sleep 0.1
+    nap 0.1
   done
-  say "processes left: $(cgroup_pids "$@" | tr '\n' ' ')"
+  say "processes left: $(cgroup_pids "$@" | sort -u | tr '\n' ' ')"
 }
 
 # ports_free PORT...: fails, naming who listens, when one is taken.
@@ -343,48 +357,62 @@ down() {
   # (in the kubelet's pod cgroups, in every hierarchy) are killed.
   for name in kubelet kube-proxy kube-scheduler kube-controller-manager kube-apiserver containerd etcd; do
     f="$run/$name.pid"
-    [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null && pids+=("$(cat "$f")")
+    [ -e "$f" ] && read -r pid <"$f" && kill "$pid" 2>/dev/null && pids+=("$pid")
   done
-  local alive
-  for _ in $(seq 1 20); do
+  local alive deadline=$((SECONDS + 10))
+  while ((SECONDS < deadline)); do
     alive=0
     for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
     [ "$alive" = 1 ] || break
-    sleep 0.5
+    nap 0.5
   done
   # Only this kubelet's pods (the tests' simulated pods share kubepods/).
-  local pod_cgs=() uid d
-  for uid in $(ls "$state/kubelet/pods" 2>/dev/null); do
-    for d in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods "$cgroup2/kubepods"; do
-      [ ! -d "$d" ] || pod_cgs+=($(find "$d" -maxdepth 2 -type d -name "pod$uid"))
+  local pod_cgs=() uid h c d
+  for uid in "$state"/kubelet/pods/*; do
+    uid="${uid##*/}"
+    for h in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods "$cgroup2/kubepods"; do
+      for c in "$h/pod$uid" "$h"/*/"pod$uid"; do
+        [ ! -d "$c" ] || pod_cgs+=("$c")
+      done
     done
   done
   kill_cgroups "$daemons_cg" "${pod_cgs[@]}"
   # Mounts (container root filesystems, volumes, network namespaces), deepest first.
+  # One umount for all: while a sensor detaches its uprobes at exit, every
+  # exec on the node waits (seconds each on our machines), so down execs little.
   awk -v s="$state" -v r="$run" '$2 ~ "^(" s "|" r ")/" { print $2 }' /proc/mounts | sort -r |
-    while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    xargs -r umount -l 2>/dev/null || true
   ip link del "$bridge" 2>/dev/null || true
   # iptables: the chains kube-proxy (KUBE-) and the CNI plugins (CNI-) made,
   # and the rules that jump to them.
-  local cmd t
+  local cmd rules
   for cmd in iptables ip6tables; do
     command -v "$cmd-save" >/dev/null || continue
-    for t in nat filter mangle; do
-      if "$cmd-save" -t "$t" 2>/dev/null | grep -qE '(^:|-j |-A )(KUBE|CNI)-'; then
-        "$cmd-save" -t "$t" | grep -vE '^:(KUBE|CNI)-|^-A (KUBE|CNI)-|-j (KUBE|CNI)-' | "$cmd-restore" -T "$t"
-      fi
-    done
+    rules="$("$cmd-save" 2>/dev/null)" || continue
+    if grep -qE '(^:|-j |-A )(KUBE|CNI)-' <<<"$rules"; then
+      grep -vE '^:(KUBE|CNI)-|^-A (KUBE|CNI)-|-j (KUBE|CNI)-' <<<"$rules" | "$cmd-restore"
+    fi
   done
   if [ -e "$run/sysctl.saved" ]; then
     while read -r s; do sysctl -qw "$s" || true; done <"$run/sysctl.saved"
   fi
   # Cgroups the kubelet and runc made (children first; what another user
-  # of kubepods/ still holds stays), and the daemons' own.
-  for h in "${pod_cgs[@]}" "$daemons_cg"; do
-    [ -d "$h" ] && find "$h" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  # of kubepods/ still holds stays), and the daemons' own: one rmdir.
+  local dirs=()
+  for c in "${pod_cgs[@]}"; do
+    for d in "$c"/*/; do [ ! -d "$d" ] || dirs+=("$d"); done
+    dirs+=("$c")
   done
+  dirs+=("$daemons_cg")
   for h in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods "$cgroup2/kubepods"; do
-    rmdir "$h/besteffort" "$h/burstable" "$h" 2>/dev/null || true
+    dirs+=("$h/besteffort" "$h/burstable" "$h")
+  done
+  # A sensor killed above may take half a minute to exit (detaching its
+  # uprobes): its pod's cgroups go when it has.
+  local deadline=$((SECONDS + 60))
+  while rmdir "${dirs[@]}" 2>/dev/null; [ -n "$(for d in "${dirs[@]}"; do [ ! -d "$d" ] || echo "$d"; done)" ]; do
+    ((SECONDS < deadline)) || { say "cgroups left: $(cgroup_pids "${pod_cgs[@]}" | sort -u | tr '\n' ' ')"; break; }
+    nap 1
   done
   # The kubelet's links to container logs (it always writes them there).
   find /var/log/containers -maxdepth 1 -lname "$state/*" -delete 2>/dev/null || true
