@@ -214,14 +214,36 @@ spec:
     assert!(out.contains("3 requests ok"), "{out}");
 
     let want_k8s = expected_k8s(&pod, "server", json!({"kind": "Deployment", "name": "java"}));
-    let http = node.wait("the Java exchanges in the records", 2 * TIMEOUT, || {
-        let mine: Vec<Value> = node
-            .sensor_records()
+    let pod_http = || -> Vec<Value> {
+        let records = node.sensor_records();
+        records
             .into_iter()
             .filter(|r| r["kind"] == "http" && r["k8s"]["pod"] == pod["metadata"]["name"])
+            .collect()
+    };
+    let start = std::time::Instant::now();
+    let mut http = pod_http();
+    while http.len() < 2 * SIZES.len() && start.elapsed() < 2 * TIMEOUT {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        http = pod_http();
+    }
+    if http.len() < 2 * SIZES.len() {
+        let log = node.kubectl(&["-n", "nettap", "logs", "daemonset/nettap-sensor", "--tail=-1"]);
+        let agent: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.starts_with("{\"kind\"") && (l.contains("agent") || l.contains("JVMTI")))
             .collect();
-        (mine.len() >= 2 * SIZES.len()).then_some(mine)
-    });
+        let java_log = node.kubectl_with(&["-n", "shop", "logs", "deploy/java", "--all-containers"], None);
+        eprintln!("java pod's log:\n{}", String::from_utf8_lossy(&java_log.stdout));
+        let jvmti: Vec<String> = node
+            .sensor_records()
+            .iter()
+            .filter(|r| r["source"] == "jvmti")
+            .map(|r| format!("{} {} {} {}", r["kind"], r["pid"], r["conn"]["role"], r["k8s"]["pod"]))
+            .collect();
+        panic!("Java exchanges of pod {}: {} of {} http records\n{http:?}\nsensor: {agent:#?}\njvmti records: {jvmti:#?}",
+            pod["metadata"]["name"], http.len(), 2 * SIZES.len());
+    }
     for role in ["server", "client"] {
         let side: Vec<&Value> = http.iter().filter(|r| r["conn"]["role"] == role).collect();
         assert_eq!(side.len(), SIZES.len(), "{role}: {side:?}");

@@ -154,8 +154,10 @@ impl Capture for Service {
 }
 
 /// A Unix socket's file, removed on drop if it is still the one bound
-/// (another sensor may have taken the path since).
-struct SocketFile {
+/// (another sensor may have taken the path since). The server keeps serving
+/// the connections it has.
+#[derive(Debug)]
+pub struct SocketFile {
     path: PathBuf,
     ino: Option<u64>,
 }
@@ -176,8 +178,9 @@ impl Drop for SocketFile {
     }
 }
 
-/// Starts serving `publisher`'s records in the background.
-pub async fn serve(listen: &ApiListen, publisher: &Publisher) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// Starts serving `publisher`'s records in the background (until the runtime
+/// ends); for a Unix socket, its file, removed when dropped.
+pub async fn serve(listen: &ApiListen, publisher: &Publisher) -> anyhow::Result<Option<SocketFile>> {
     let svc = CaptureServer::with_interceptor(
         Service { tx: publisher.tx.clone() },
         TokenCheck(listen.token.clone()),
@@ -196,16 +199,13 @@ pub async fn serve(listen: &ApiListen, publisher: &Publisher) -> anyhow::Result<
             let listener = tokio::net::UnixListener::bind(path)?;
             // Only root (who could read the ring buffer anyway) subscribes here.
             std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-            let socket = SocketFile::new(path.clone());
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
             tokio::spawn(async move {
-                // Dropped with the task when the runtime ends: no socket left
-                // on the node (a DaemonSet's hostPath outlives the pod).
-                let _socket = socket;
                 if let Err(e) = router.serve_with_incoming(incoming).await {
                     tracing::warn!(error = %e, "streaming API stopped");
                 }
-            })
+            });
+            Some(SocketFile::new(path.clone()))
         }
         ApiAddr::Tcp(a) => {
             let listener = tokio::net::TcpListener::bind(a).await?;
@@ -214,7 +214,8 @@ pub async fn serve(listen: &ApiListen, publisher: &Publisher) -> anyhow::Result<
                 if let Err(e) = router.serve_with_incoming(incoming).await {
                     tracing::warn!(error = %e, "streaming API stopped");
                 }
-            })
+            });
+            None
         }
     })
 }
