@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Builds the real etcd and kube-apiserver that the Kubernetes tests start, from
-# their Go modules (ci/etcd/go.mod, ci/kube-apiserver/go.mod pin the versions).
-# Built once: each binary is cached under $NETTAP_K8S_BIN (~/.cache/nettap/k8s)
-# keyed by the hash of its go.mod and go.sum, so a second run builds nothing.
-# Called by ci/install.sh; a missing prerequisite is an error, never a skip.
+# Builds the real Kubernetes the tests run, from Go modules that pin every
+# version: etcd (ci/etcd), the control plane and node binaries in one `go
+# build` (ci/kubernetes: kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubelet, kube-proxy, kubectl), containerd 2.x with its runc
+# shim and ctr (ci/containerd), and the CNI plugins the node's pods get
+# (ci/cni-plugins). Built once: each set is cached under $NETTAP_K8S_BIN
+# (~/.cache/nettap/k8s) keyed by the hash of its go.mod and go.sum, so a
+# second run builds nothing. Called by ci/install.sh; a missing prerequisite
+# is an error, never a skip.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,31 +15,49 @@ export NETTAP_K8S_BIN="${NETTAP_K8S_BIN:-$HOME/.cache/nettap/k8s}"
 mkdir -p "$NETTAP_K8S_BIN"
 
 command -v go >/dev/null || [ ! -x /usr/local/go/bin/go ] || export PATH="/usr/local/go/bin:$PATH"
-command -v go >/dev/null || { echo "ci/install-k8s.sh: Go (>= 1.26) is required to build etcd and kube-apiserver and is not found" >&2; exit 1; }
+command -v go >/dev/null || { echo "ci/install-k8s.sh: Go (>= 1.26.8) is required to build etcd, Kubernetes and containerd and is not found" >&2; exit 1; }
+go_patch="$(go env GOVERSION | sed -n 's/^go1\.26\.\([0-9]*\).*/\1/p')"
 go_minor="$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')"
-[ "${go_minor:-0}" -ge 26 ] || { echo "ci/install-k8s.sh: Go >= 1.26 is required (kube-apiserver's go.mod), found $(go env GOVERSION)" >&2; exit 1; }
+[ "${go_minor:-0}" -gt 26 ] || [ "${go_patch:-0}" -ge 8 ] ||
+  { echo "ci/install-k8s.sh: Go >= 1.26.8 is required (ci/cni-plugins/go.mod), found $(go env GOVERSION)" >&2; exit 1; }
 
-# build NAME DIR PACKAGE [LDFLAGS]: $NETTAP_K8S_BIN/NAME is the binary of
-# PACKAGE as pinned by DIR's go.mod; older builds of NAME are removed.
+# build SET DIR LDFLAGS PACKAGE...: the main PACKAGEs as pinned by DIR's
+# go.mod, built by one `go build` (shared packages compiled once) into
+# $NETTAP_K8S_BIN/SET.KEY/ (a single PACKAGE's binary is named SET), each
+# linked as $NETTAP_K8S_BIN/<binary>; older builds of SET are removed.
+# GOFLAGS and CGO_ENABLED from the caller apply.
 build() {
-  local name="$1" dir="$root/$2" pkg="$3" ldflags="${4:-}" key out
+  local set="$1" dir="$root/$2" ldflags="$3" key out
+  shift 3
   key="$(cat "$dir/go.mod" "$dir/go.sum" | sha256sum | cut -c1-16)"
-  out="$NETTAP_K8S_BIN/$name-$key"
-  if [ ! -x "$out" ]; then
-    echo "ci/install-k8s.sh: building $name ($pkg, pinned in ${dir#"$root"/}/go.mod; once, several minutes)"
+  out="$NETTAP_K8S_BIN/$set.$key"
+  if [ ! -d "$out" ]; then
+    echo "ci/install-k8s.sh: building $set ($*, pinned in ${dir#"$root"/}/go.mod; once, several minutes)"
     local started=$SECONDS
-    (cd "$dir" && GOFLAGS=-mod=readonly go build -trimpath -ldflags="-s -w $ldflags" -o "$out.tmp" "$pkg")
+    rm -rf "$out.tmp"
+    local dest="$out.tmp/"
+    [ $# -gt 1 ] || dest="$out.tmp/$set"
+    (cd "$dir" && nice -n 10 go build -mod=readonly -trimpath -ldflags="-s -w $ldflags" -o "$dest" "$@")
     mv "$out.tmp" "$out"
-    echo "ci/install-k8s.sh: built $name in $((SECONDS - started)) s"
-    find "$NETTAP_K8S_BIN" -maxdepth 1 -name "$name-*" ! -name "$name-$key" -delete
+    echo "ci/install-k8s.sh: built $set in $((SECONDS - started)) s"
+    find "$NETTAP_K8S_BIN" -maxdepth 1 -name "$set.*" ! -name "$set.$key" -exec rm -rf {} +
   fi
-  ln -sfn "$name-$key" "$NETTAP_K8S_BIN/$name"
+  local b
+  for b in "$out"/*; do ln -sfn "$set.$key/${b##*/}" "$NETTAP_K8S_BIN/${b##*/}"; done
 }
 
-build etcd ci/etcd go.etcd.io/etcd/server/v3
-# The version it reports (/version) is the module's, as a release build's would be.
-kube_version="$(cd "$root/ci/kube-apiserver" && go list -m -f '{{.Version}}' k8s.io/kubernetes)"
-[[ "$kube_version" =~ ^v1\.([0-9]+)\. ]] || { echo "ci/install-k8s.sh: no k8s.io/kubernetes version in ci/kube-apiserver/go.mod" >&2; exit 1; }
+build etcd ci/etcd "" go.etcd.io/etcd/server/v3
+# The version the binaries report is the module's, as a release build's would be.
+kube_version="$(cd "$root/ci/kubernetes" && go list -m -f '{{.Version}}' k8s.io/kubernetes)"
+[[ "$kube_version" =~ ^v1\.([0-9]+)\. ]] || { echo "ci/install-k8s.sh: no k8s.io/kubernetes version in ci/kubernetes/go.mod" >&2; exit 1; }
 v=k8s.io/component-base/version
-build kube-apiserver ci/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver \
-  "-X $v.gitVersion=$kube_version -X $v.gitMajor=1 -X $v.gitMinor=${BASH_REMATCH[1]} -X $v.gitTreeState=clean"
+build kubernetes ci/kubernetes \
+  "-X $v.gitVersion=$kube_version -X $v.gitMajor=1 -X $v.gitMinor=${BASH_REMATCH[1]} -X $v.gitTreeState=clean" \
+  k8s.io/kubernetes/cmd/{kube-apiserver,kube-controller-manager,kube-scheduler,kubelet,kube-proxy,kubectl}
+# Snapshotters that need C headers or devices the node does not use are left out.
+containerd_version="$(cd "$root/ci/containerd" && go list -m -f '{{.Version}}' github.com/containerd/containerd/v2)"
+GOFLAGS="-tags=no_btrfs,no_devmapper,no_zfs" build containerd ci/containerd \
+  "-X github.com/containerd/containerd/v2/version.Version=$containerd_version" \
+  github.com/containerd/containerd/v2/cmd/{containerd,containerd-shim-runc-v2,ctr}
+CGO_ENABLED=0 build cni ci/cni-plugins "" \
+  github.com/containernetworking/plugins/plugins/{main/bridge,main/loopback,ipam/host-local,meta/portmap}

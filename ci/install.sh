@@ -19,6 +19,7 @@ need_pkgs=(
   openjdk-17-jdk-headless maven  # the JVM agent's build (javac, jvmti.h) and java-testapps
   python3-yaml          # the chart tests read `helm template` output
   qemu-system-x86       # the guest kernels of the kernel matrix (ci/install-vm.sh)
+  runc iptables         # the real node (ci/node.sh): containerd's runtime; pod NAT, kube-proxy
   ca-certificates
 )
 
@@ -59,8 +60,9 @@ if [ ! -e "$NETTAP_M2/.nettap-poms-$poms_sum" ]; then
     mvn -q -B -Dstyle.color=never -Dmaven.repo.local="$NETTAP_M2" package >/dev/null)
   touch "$NETTAP_M2/.nettap-poms-$poms_sum"
 fi
-# A real etcd and kube-apiserver for the Kubernetes tests, built from their Go
-# modules once and cached (exports NETTAP_K8S_BIN).
+# A real etcd, Kubernetes control plane and node, containerd and CNI plugins
+# for the Kubernetes tests, built from their Go modules once and cached
+# (exports NETTAP_K8S_BIN).
 source "$root/ci/install-k8s.sh"
 # Debian's 6.1 kernel and the guest's initramfs for the kernel matrix tests
 # (exports NETTAP_VM).

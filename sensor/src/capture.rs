@@ -238,10 +238,11 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     for sink in opts.sinks {
         proc.add_sink(sink);
     }
+    let mut api_socket = None;
     if let Some(listen) = &opts.api {
         let publisher = crate::api::Publisher::new();
         let addr = &listen.addr;
-        crate::api::serve(listen, &publisher)
+        api_socket = crate::api::serve(listen, &publisher)
             .await
             .with_context(|| format!("serving the streaming API at {addr}"))?;
         info!(%addr, access = listen.describe(), "streaming API served");
@@ -353,6 +354,13 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         }
     };
 
+    // The sockets' files go first (connected clients and agents go on): a
+    // sensor killed while it detaches, which takes seconds per hundred
+    // uprobes, leaves none on the node.
+    drop(api_socket);
+    if let Some(s) = &agent_routes.socket {
+        s.unlink();
+    }
     // Detach first so nothing new arrives, then keep everything already captured.
     drop(ebpf);
     let mut ring = ring.into_inner();

@@ -9,6 +9,7 @@ pub mod helm;
 pub mod jvm;
 pub mod k8s;
 pub mod netns;
+pub mod node;
 pub mod peers;
 pub mod pki;
 pub mod sensor;

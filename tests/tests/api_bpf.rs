@@ -39,7 +39,10 @@ fn tail_prints_the_live_exchanges_of_a_running_sensor() {
     });
     let _ = server.kill();
     let _ = server.wait();
+    assert!(sock.exists());
     sensor.stop();
+    // A stopped sensor leaves no socket behind (on a node, a hostPath outlives the pod).
+    assert!(!sock.exists(), "{} left after the sensor stopped", sock.display());
 
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 4, "{text}");

@@ -70,13 +70,21 @@ pub struct AgentSocket {
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for AgentSocket {
-    fn drop(&mut self) {
-        self.task.abort();
+impl AgentSocket {
+    /// Removes the socket's file (no new agent connects); the connected
+    /// agents keep sending until drop.
+    pub fn unlink(&self) {
         // Another sensor may have taken the path since: leave its socket alone.
         if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.ino) {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+impl Drop for AgentSocket {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.unlink();
     }
 }
 

@@ -9,4 +9,4 @@ mod server;
 
 pub use convert::{conn_record, dns_record, http_record, record};
 pub use security::{ApiListen, ApiSecurityError, Dial, ServerTls, Token};
-pub use server::{serve, ApiAddr, Publisher};
+pub use server::{serve, ApiAddr, Publisher, SocketFile};

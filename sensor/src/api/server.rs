@@ -153,8 +153,34 @@ impl Capture for Service {
     }
 }
 
-/// Starts serving `publisher`'s records in the background.
-pub async fn serve(listen: &ApiListen, publisher: &Publisher) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// A Unix socket's file, removed on drop if it is still the one bound
+/// (another sensor may have taken the path since). The server keeps serving
+/// the connections it has.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    ino: Option<u64>,
+}
+
+impl SocketFile {
+    fn new(path: PathBuf) -> SocketFile {
+        let ino = std::fs::symlink_metadata(&path).ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        SocketFile { path, ino }
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let now = std::fs::symlink_metadata(&self.path).ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        if now.is_some() && now == self.ino {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Starts serving `publisher`'s records in the background (until the runtime
+/// ends); for a Unix socket, its file, removed when dropped.
+pub async fn serve(listen: &ApiListen, publisher: &Publisher) -> anyhow::Result<Option<SocketFile>> {
     let svc = CaptureServer::with_interceptor(
         Service { tx: publisher.tx.clone() },
         TokenCheck(listen.token.clone()),
@@ -180,7 +206,8 @@ pub async fn serve(listen: &ApiListen, publisher: &Publisher) -> anyhow::Result<
                 if let Err(e) = router.serve_with_incoming(incoming).await {
                     tracing::warn!(error = %e, "streaming API stopped");
                 }
-            })
+            });
+            Some(SocketFile::new(path.clone()))
         }
         ApiAddr::Tcp(a) => {
             let listener = tokio::net::TcpListener::bind(a).await?;
@@ -189,7 +216,8 @@ pub async fn serve(listen: &ApiListen, publisher: &Publisher) -> anyhow::Result<
                 if let Err(e) = router.serve_with_incoming(incoming).await {
                     tracing::warn!(error = %e, "streaming API stopped");
                 }
-            })
+            });
+            None
         }
     })
 }

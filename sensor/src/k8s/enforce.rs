@@ -22,6 +22,25 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
     infos.into_iter().find(|m| m.fs_type == "cgroup2").map(|m| m.mount_point)
 }
 
+/// `CGROUP2_SUPER_MAGIC` (linux/magic.h): `statfs` of a cgroup v2 mount.
+const CGROUP2_MAGIC: i64 = 0x6367_7270;
+
+fn is_cgroup2(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: `c` is a valid C string and `st` a properly sized, writable statfs.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == CGROUP2_MAGIC }
+}
+
+/// The cgroup v2 hierarchy at or under `root` (the host's `/sys/fs/cgroup`
+/// as configured): `root` itself on a cgroup v2 host, `root/unified` on a
+/// hybrid one (cgroup v1 controllers with v2 at `unified`, where runc puts
+/// each container into both). `None` when neither is cgroup v2: the
+/// directories of a v1 hierarchy are not the ids the kernel side looks up.
+pub fn cgroup2_under(root: &Path) -> Option<PathBuf> {
+    [root.to_path_buf(), root.join("unified")].into_iter().find(|p| is_cgroup2(p))
+}
+
 /// Every cgroup under `root` that belongs to a pod: (pod UID, cgroup id).
 /// The id of a cgroup v2 directory is its inode number, which is what
 /// `bpf_get_current_cgroup_id` returns for a task in it.
@@ -107,4 +126,17 @@ fn policy((capture, ports): &(bool, Vec<u16>)) -> nt_cgroup_policy {
         *slot = *port;
     }
     p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_v2_hierarchy_is_found_under_the_hosts_cgroup_root() {
+        // v2 at /sys/fs/cgroup, or at /sys/fs/cgroup/unified on a hybrid host
+        // (ours): the same mount /proc/self/mountinfo names.
+        assert_eq!(cgroup2_under(Path::new("/sys/fs/cgroup")), cgroup2_mount());
+        assert_eq!(cgroup2_under(Path::new("/proc")), None);
+    }
 }

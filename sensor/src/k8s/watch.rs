@@ -188,7 +188,10 @@ impl PolicyState {
             targets_file: opts.targets_file.clone(),
             targets_mtime: None,
             targets: Vec::new(),
-            cgroup_root: opts.cgroup_root.clone().or_else(enforce::cgroup2_mount),
+            cgroup_root: match &opts.cgroup_root {
+                Some(root) => enforce::cgroup2_under(root),
+                None => enforce::cgroup2_mount(),
+            },
             last: HashMap::new(),
         };
         if let Some(path) = &s.targets_file {
