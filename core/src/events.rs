@@ -80,8 +80,13 @@ pub enum ConnChange {
     Open,
     /// The socket reached TCP_CLOSE.
     Close,
-    /// First seen on a connection opened before the sensor.
+    /// First seen on a connection opened before the sensor (or whose
+    /// kernel table entry was evicted: the processor tells them apart).
     Midstream,
+    /// The kernel: a socket it had no entry for closed (its entry may have
+    /// been evicted); the processor turns it into the `Close` of the live
+    /// connection with those endpoints, or ignores it.
+    CloseUntracked,
 }
 
 impl ConnChange {
@@ -89,7 +94,7 @@ impl ConnChange {
     pub fn as_str(self) -> &'static str {
         match self {
             ConnChange::Open => "open",
-            ConnChange::Close => "close",
+            ConnChange::Close | ConnChange::CloseUntracked => "close",
             ConnChange::Midstream => "midstream",
         }
     }
@@ -270,6 +275,7 @@ pub fn decode(buf: &[u8]) -> Result<Event<'_>, DecodeError> {
             let change = match ev.event {
                 nt_conn_change::NT_CONN_OPEN => ConnChange::Open,
                 nt_conn_change::NT_CONN_CLOSE => ConnChange::Close,
+                nt_conn_change::NT_CONN_CLOSE_UNTRACKED => ConnChange::CloseUntracked,
                 _ => ConnChange::Midstream,
             };
             Ok(Event::Conn(ConnEvent {

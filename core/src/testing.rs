@@ -122,6 +122,9 @@ impl EventGen {
             }
             ConnChange::Open => (nt_conn_change::NT_CONN_OPEN, nt_probe::NT_PROBE_SYS_CONNECT),
             ConnChange::Close => (nt_conn_change::NT_CONN_CLOSE, nt_probe::NT_PROBE_SOCK_SET_STATE),
+            ConnChange::CloseUntracked => {
+                (nt_conn_change::NT_CONN_CLOSE_UNTRACKED, nt_probe::NT_PROBE_SOCK_SET_STATE)
+            }
             ConnChange::Midstream => (nt_conn_change::NT_CONN_MIDSTREAM, nt_probe::NT_PROBE_SYS_READ),
         };
         let ev = nt_conn_event {

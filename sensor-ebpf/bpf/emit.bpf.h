@@ -42,7 +42,7 @@ static __always_inline void emit_conn(struct sock *sk, const struct conn_state *
 	}
 	__builtin_memset(ev, 0, sizeof(*ev));
 	fill_header(&ev->hdr, NT_EV_CONN, probe, sk, cs, pid, tid);
-	if (event == NT_CONN_CLOSE) {
+	if (event == NT_CONN_CLOSE || event == NT_CONN_CLOSE_UNTRACKED) {
 		/* Runs in whatever context closed the socket: not the owner's comm. */
 		__builtin_memset(&ev->hdr.comm, 0, sizeof(ev->hdr.comm));
 		ev->hdr.tid = 0;

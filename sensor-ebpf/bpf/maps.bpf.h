@@ -41,13 +41,27 @@ struct conn_state {
 	__u8 _pad;
 };
 
-/* LRU: a socket whose close we never saw ages out instead of filling the table. */
+/* LRU: a socket whose close we never saw ages out instead of filling the
+ * table. An entry evicted while its connection lives is recognised in user
+ * space when the socket is seen again (its endpoints) or closes (see
+ * conn_pressure). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192); /* the sensor sets max_connections before load */
+	__uint(max_entries, 262144); /* the sensor sets max_connections before load */
 	__type(key, __u64); /* struct sock * */
 	__type(value, struct conn_state);
 } conns SEC(".maps");
+
+/* [0] is 1 while `conns` holds so many entries that the LRU may evict live
+ * ones (set by the sensor, which counts them): then a socket closing
+ * without an entry is still reported (NT_CONN_CLOSE_UNTRACKED). Off, every
+ * untracked socket's close on the host would cost a ring record. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} conn_pressure SEC(".maps");
 
 enum io_kind {
 	IO_PLAIN = 1,   /* one user buffer */

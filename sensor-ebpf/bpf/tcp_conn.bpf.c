@@ -9,6 +9,21 @@
 
 #define NT_EINPROGRESS 115
 #define NT_TCP_CLOSE 7
+#define NT_TCP_LISTEN 10
+
+/* A socket with no entry closed: reported only while entries may have been
+ * evicted, with TCP's counters for its byte totals. */
+static __always_inline void close_untracked(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	__u32 zero = 0;
+	__u32 *on = bpf_map_lookup_elem(&conn_pressure, &zero);
+	if (!on || !*on || ctx->oldstate == NT_TCP_LISTEN)
+		return;
+	struct sock *sk = (struct sock *)ctx->skaddr;
+	struct conn_state st = {};
+	stream_offsets(sk, &st.send_seq, &st.recv_seq);
+	emit_conn(sk, &st, NT_CONN_CLOSE_UNTRACKED, NT_PROBE_SOCK_SET_STATE, 0, 0);
+}
 
 /* connect(fd, …): the fd comes from the saved user registers, as in tcp_syscalls.bpf.c. */
 SEC("tracepoint/syscalls/sys_exit_connect")
@@ -58,8 +73,10 @@ int tp_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	__u64 key = (__u64)ctx->skaddr;
 	forget_ssl_socket(key);
 	struct conn_state *cs = bpf_map_lookup_elem(&conns, &key);
-	if (!cs)
+	if (!cs) {
+		close_untracked(ctx);
 		return 0;
+	}
 	struct conn_state st = *cs;
 	bpf_map_delete_elem(&conns, &key);
 	emit_conn((struct sock *)ctx->skaddr, &st, NT_CONN_CLOSE, NT_PROBE_SOCK_SET_STATE, st.pid, 0);

@@ -82,6 +82,11 @@ enum nt_conn_change {
 	NT_CONN_OPEN = 1,
 	NT_CONN_CLOSE = 2,
 	NT_CONN_MIDSTREAM = 3,
+	/* A socket with no entry in `conns` reached TCP_CLOSE while the sensor
+	 * said its table may be evicting (`conn_pressure`): conn_id 0, the
+	 * endpoints and TCP's own byte counts; user space matches it to the
+	 * connection it knows by namespace and endpoints, or ignores it. */
+	NT_CONN_CLOSE_UNTRACKED = 4,
 };
 
 /* Why something was not kept; index into the `drops` per-CPU array. */

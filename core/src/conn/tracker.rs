@@ -33,6 +33,11 @@ pub struct ConnInfo {
     pub remote_host: Option<Arc<str>>,
     /// The pod of the process (Kubernetes mode), when known.
     pub pod: Option<crate::pod::PodOf>,
+    /// Network namespace (inode) of the socket.
+    pub netns: u32,
+    /// Later kernel ids of this connection: the kernel's table evicted its
+    /// entry and made a new one when the socket was seen again.
+    pub aliases: Vec<u64>,
 }
 
 impl ConnInfo {
@@ -49,9 +54,15 @@ impl ConnInfo {
             tls: false,
             remote_host: None,
             pod: None,
+            netns: 0,
+            aliases: Vec::new(),
         }
     }
 }
+
+/// A socket by its network namespace and endpoints: unique among the live
+/// connections of a host, so it finds a connection again under a new kernel id.
+type Tuple = (u32, SocketAddr, SocketAddr);
 
 /// Bounded table of live connections, oldest evicted first.
 pub struct ConnTracker {
@@ -65,6 +76,11 @@ pub struct ConnTracker {
     /// (local, remote) → id of the newest connection with those endpoints,
     /// so plaintext from an in-process agent finds the kernel's connection.
     by_endpoints: HashMap<(SocketAddr, SocketAddr), u64>,
+    /// Live kernel connections by socket, and later kernel ids → the first.
+    by_tuple: foldhash::HashMap<Tuple, u64>,
+    aliases: foldhash::HashMap<u64, u64>,
+    /// Connections forgotten because the table was full, not yet reported.
+    evicted: u64,
     /// Listeners, process names and pods, asked once per new connection.
     host: Box<dyn Host + Send>,
 }
@@ -91,8 +107,41 @@ impl ConnTracker {
             roles: RoleGuesser::new(ports),
             hosts: HostTable::new(MAX_HOSTS),
             by_endpoints: HashMap::new(),
+            by_tuple: Default::default(),
+            aliases: Default::default(),
+            evicted: 0,
             host,
         }
+    }
+
+    /// The first kernel id of the connection the kernel now calls `id`.
+    pub fn resolve(&self, id: u64) -> u64 {
+        self.aliases.get(&id).copied().unwrap_or(id)
+    }
+
+    /// A kernel `midstream` (or untracked close) for a socket: the live
+    /// connection it already is, when the kernel's table had evicted it.
+    pub fn live_with(&self, c: &ConnId) -> Option<u64> {
+        let id = *self.by_tuple.get(&(c.netns, c.local, c.remote))?;
+        (id != c.id).then_some(id)
+    }
+
+    /// Kernel id `alias` is connection `id` again (its entry was evicted).
+    pub fn add_alias(&mut self, alias: u64, id: u64) {
+        if let Some(info) = self.conns.get_mut(&id) {
+            info.aliases.push(alias);
+            self.aliases.insert(alias, id);
+        }
+    }
+
+    /// Connections forgotten since the last call because the table was full.
+    pub fn take_evicted(&mut self) -> u64 {
+        std::mem::take(&mut self.evicted)
+    }
+
+    /// Kernel ids that are later names of live connections (bounded by them).
+    pub fn alias_count(&self) -> usize {
+        self.aliases.len()
     }
 
     /// The pod of process `pid` (Kubernetes mode), when known.
@@ -143,6 +192,13 @@ impl ConnTracker {
         if self.by_endpoints.get(&(info.local, info.remote)) == Some(&id) {
             self.by_endpoints.remove(&(info.local, info.remote));
         }
+        let tuple = (info.netns, info.local, info.remote);
+        if self.by_tuple.get(&tuple) == Some(&id) {
+            self.by_tuple.remove(&tuple);
+        }
+        for a in &info.aliases {
+            self.aliases.remove(a);
+        }
         Some(info)
     }
 
@@ -169,16 +225,23 @@ impl ConnTracker {
             while self.conns.len() >= self.capacity {
                 match self.order.pop_front() {
                     Some(old) => {
-                        self.remove(old);
+                        if self.remove(old).is_some() {
+                            self.evicted += 1;
+                        }
                     }
                     None => break,
                 }
             }
             self.order.push_back(c.id);
         }
+        let aliases = self.conns.get(&c.id).map(|i| i.aliases.clone()).unwrap_or_default();
         let remote_host = self.hosts.lookup(c.netns, c.remote.ip(), h.ts_boot_ns);
         let pod = self.pod_of(h.pid);
         self.by_endpoints.insert((c.local, c.remote), c.id);
+        // Kernel ids only: agents' connections (ids from 2^63) have no namespace.
+        if c.id != 0 && c.id < 1 << 63 {
+            self.by_tuple.insert((c.netns, c.local, c.remote), c.id);
+        }
         self.conns.insert(
             c.id,
             ConnInfo {
@@ -191,6 +254,8 @@ impl ConnTracker {
                 tls: c.tls,
                 remote_host,
                 pod,
+                netns: c.netns,
+                aliases,
             },
         );
         &self.conns[&c.id]
@@ -212,7 +277,7 @@ impl ConnTracker {
         match ev.change {
             ConnChange::Open => self.insert(&ev.header, false).clone(),
             ConnChange::Midstream => self.insert(&ev.header, true).clone(),
-            ConnChange::Close => match self.remove(ev.header.conn.id) {
+            ConnChange::Close | ConnChange::CloseUntracked => match self.remove(ev.header.conn.id) {
                 Some(info) => {
                     // `order` keeps the id until it reaches the front; removal there is a no-op.
                     if self.order.len() > 2 * self.capacity {

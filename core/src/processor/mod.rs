@@ -64,6 +64,11 @@ pub struct Processor {
 const SOURCE: &str = "kernel";
 /// Early bytes one direction may hold while waiting for a reordered chunk.
 const REORDER_LIMIT: usize = 4 << 20;
+/// Drop reason: the kernel's connection table evicted a live connection's
+/// entry (seen again when the socket was used or closed).
+pub const CONN_TABLE_EVICTED: &str = "conn_table_evicted";
+/// Drop reason: user space forgot a live connection (its table was full).
+pub const CONN_TRACKER_EVICTED: &str = "conn_tracker_evicted";
 /// A connection silent for this long has its session closed.
 const IDLE_NS: u64 = 300 * 1_000_000_000;
 
@@ -97,8 +102,13 @@ impl Outputs {
 
     /// Counts a loss for the next `drop` records.
     fn lost(&mut self, reason: &'static str, bytes: u64) {
+        self.lost_n(reason, 1, bytes);
+    }
+
+    /// Counts `count` losses of `bytes` in all.
+    fn lost_n(&mut self, reason: &'static str, count: u64, bytes: u64) {
         let d = self.user_drops.entry(reason).or_insert(DropRecord { count: 0, bytes: 0, reason });
-        d.count += 1;
+        d.count += count;
         d.bytes += bytes;
     }
 
@@ -184,7 +194,9 @@ impl Emit<'_> {
 }
 
 impl Processor {
-    /// A processor tracking at most `max_conns` connections, converting kernel
+    /// A processor tracking at most `max_conns` connections (sized by the
+    /// caller above the kernel's table, so that a connection whose kernel
+    /// entry was evicted is still known when it is seen again), converting kernel
     /// times with `clock`, asking `host` about processes, and guessing roles
     /// from `ports` when the host cannot tell. It has no sinks yet.
     pub fn new(
@@ -241,7 +253,10 @@ impl Processor {
             }
         };
         match ev {
-            Event::Data(d) => self.on_data(&d),
+            Event::Data(mut d) => {
+                d.header.conn.id = self.tracker.resolve(d.header.conn.id);
+                self.on_data(&d)
+            }
             Event::Conn(c) => self.on_conn(&c),
             Event::Lib(l) => {
                 self.work.libraries.push(l);
@@ -367,6 +382,28 @@ impl Processor {
     }
 
     fn on_conn(&mut self, c: &events::ConnEvent) -> io::Result<()> {
+        let mut c = *c;
+        match c.change {
+            events::ConnChange::Midstream => {
+                if let Some(id) = self.tracker.live_with(&c.header.conn) {
+                    // Not opened before the sensor: the same connection,
+                    // whose kernel entry was evicted, under a new kernel id.
+                    self.tracker.add_alias(c.header.conn.id, id);
+                    self.out.lost(CONN_TABLE_EVICTED, 0);
+                    return Ok(());
+                }
+            }
+            events::ConnChange::CloseUntracked => {
+                // Any socket of the host that closes while the kernel's table
+                // is under pressure: only those of live connections matter.
+                let Some(id) = self.tracker.live_with(&c.header.conn) else { return Ok(()) };
+                self.out.lost(CONN_TABLE_EVICTED, 0);
+                c.header.conn.id = id;
+                c.change = events::ConnChange::Close;
+            }
+            _ => c.header.conn.id = self.tracker.resolve(c.header.conn.id),
+        }
+        let c = &c;
         if self.hold_close(c) {
             // Written with the session's end, once the agents' last chunks are in.
             return Ok(());
@@ -453,6 +490,10 @@ impl Processor {
     /// the caller from the drop counters) and for user-space limits, at
     /// `now_boot_ns`.
     pub fn report_drops(&mut self, kernel: Vec<DropRecord>, now_boot_ns: u64) -> io::Result<()> {
+        let forgotten = self.tracker.take_evicted();
+        if forgotten > 0 {
+            self.out.lost_n(CONN_TRACKER_EVICTED, forgotten, 0);
+        }
         let user = std::mem::take(&mut self.out.user_drops).into_values();
         let ts_ns = self.out.clock.realtime_ns(now_boot_ns);
         for d in kernel.into_iter().chain(user) {

@@ -379,3 +379,97 @@ fn libraries_and_programs_are_handed_out_as_probe_work() {
     assert!(p.take_work().libraries.is_empty());
     let _ = user_probe::JVMTI_SOCKET_READ;
 }
+
+/// The kernel's table evicted a live connection's entry: the socket, seen
+/// again, gets a new kernel id and a `midstream` record; it is the same
+/// connection (same id, offsets going on, no `midstream`), and the eviction
+/// is counted. Its close, under either id or untracked, is its one close.
+#[test]
+fn a_connection_seen_again_after_eviction_continues_as_itself() {
+    for close in ["new id", "untracked"] {
+        let (mut p, out) = processor();
+        let mut g = EventGen::default();
+        let c = Conn::client(7, 100, "10.0.0.1:40000", "10.0.0.2:80");
+        p.handle(&g.conn(&c, ConnChange::Open)).unwrap();
+        p.handle(&g.plain(&c, Direction::Send, 0, REQ)).unwrap();
+        let again = Conn { id: 9, role: Role::Unknown, ..c.clone() };
+        p.handle(&g.conn(&again, ConnChange::Midstream)).unwrap();
+        p.handle(&g.plain(&again, Direction::Recv, 0, RESP)).unwrap();
+        match close {
+            "new id" => p.handle(&g.conn(&again, ConnChange::Close)).unwrap(),
+            _ => p
+                .handle(&g.conn(&Conn { id: 0, pid: 0, ..again.clone() }, ConnChange::CloseUntracked))
+                .unwrap(),
+        }
+        end(&mut p, g.now);
+        let conns: Vec<(Value, Value, Value)> = out
+            .kind("conn")
+            .iter()
+            .map(|r| (r["event"].clone(), r["conn"]["role"].clone(), r["pid"].clone()))
+            .collect();
+        let want = |e: &str| (Value::from(e), Value::from("client"), Value::from(100));
+        assert_eq!(conns, [want("open"), want("close")], "{close}");
+        let http = out.kind("http");
+        assert_eq!(http.len(), 1, "{close}: {:?}", out.records());
+        assert_eq!(http[0]["response"]["body"], "hello");
+        // An untracked close means the new entry was evicted too: twice.
+        let evictions = if close == "untracked" { 2 } else { 1 };
+        let drops = out.kind("drop");
+        assert_eq!(drops.len(), 1, "{drops:?}");
+        assert_eq!(
+            (drops[0]["reason"].as_str(), drops[0]["count"].as_u64()),
+            (Some(CONN_TABLE_EVICTED), Some(evictions))
+        );
+        assert_eq!(p.tracker.alias_count(), 0, "aliases go with their connection");
+        assert_eq!(p.connections(), 0);
+    }
+}
+
+/// A `midstream` of a socket no live connection has (opened before the
+/// sensor) stays one; an untracked close of a socket the sensor never
+/// tracked writes nothing; neither counts an eviction.
+#[test]
+fn true_midstream_and_foreign_untracked_closes_are_left_as_they_are() {
+    let (mut p, out) = processor();
+    let mut g = EventGen::default();
+    let c = Conn::client(7, 100, "10.0.0.1:40000", "10.0.0.2:80");
+    p.handle(&g.conn(&c, ConnChange::Open)).unwrap();
+    // Same endpoints in another network namespace: another socket.
+    let other_ns = Conn { id: 8, netns: 4026532000, role: Role::Unknown, ..c.clone() };
+    p.handle(&g.conn(&other_ns, ConnChange::Midstream)).unwrap();
+    let foreign = Conn::client(0, 0, "10.0.0.1:40001", "10.0.0.2:80");
+    p.handle(&g.conn(&foreign, ConnChange::CloseUntracked)).unwrap();
+    end(&mut p, g.now);
+    let events: Vec<Value> = out.kind("conn").iter().map(|r| r["event"].clone()).collect();
+    assert_eq!(events, ["open", "midstream"]);
+    assert!(out.kind("drop").is_empty(), "{:?}", out.kind("drop"));
+    assert_eq!(p.connections(), 2);
+}
+
+/// User space forgets its oldest connection when its own table is full,
+/// and says so.
+#[test]
+fn a_full_user_space_table_is_counted() {
+    let mut p = Processor::new(
+        2,
+        Limits::default(),
+        Clock::with_offset(OFFSET),
+        Box::new(TableHost::default()),
+        EphemeralPorts::default(),
+    );
+    let lines = Lines::default();
+    p.add_sink(Box::new(JsonlWriter::new(lines.clone(), false)));
+    let mut g = EventGen::default();
+    for i in 0..5u16 {
+        let c = Conn::client(u64::from(i) + 1, 100, &format!("10.0.0.1:{}", 40000 + i), "10.0.0.2:80");
+        p.handle(&g.conn(&c, ConnChange::Open)).unwrap();
+    }
+    end(&mut p, g.now);
+    let drops = lines.kind("drop");
+    assert_eq!(drops.len(), 1, "{drops:?}");
+    assert_eq!(
+        (drops[0]["reason"].as_str(), drops[0]["count"].as_u64()),
+        (Some(CONN_TRACKER_EVICTED), Some(3))
+    );
+    assert_eq!(p.connections(), 2);
+}
