@@ -62,7 +62,8 @@ static __always_inline void conn_open(struct sock *sk, __u8 role, __u32 probe, _
 		.pid = pid,
 		.role = role,
 	};
-	bpf_map_update_elem(&conns, &key, &st, BPF_ANY);
+	if (!bpf_map_update_elem(&conns, &key, &st, BPF_ANY))
+		__sync_fetch_and_add(&conn_entries_added, 1);
 	emit_conn(sk, &st, NT_CONN_OPEN, probe, pid, tid);
 }
 
@@ -109,6 +110,7 @@ static __always_inline struct conn_state *conn_get(struct sock *sk, __u32 probe,
 		st.recv_seq -= moved;
 	if (bpf_map_update_elem(&conns, &key, &st, BPF_NOEXIST))
 		return bpf_map_lookup_elem(&conns, &key); /* raced with another CPU */
+	__sync_fetch_and_add(&conn_entries_added, 1);
 	emit_conn(sk, &st, NT_CONN_MIDSTREAM, probe, pid, tid);
 	return bpf_map_lookup_elem(&conns, &key);
 }

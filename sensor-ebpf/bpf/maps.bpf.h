@@ -52,15 +52,25 @@ struct {
 	__type(value, struct conn_state);
 } conns SEC(".maps");
 
-/* [0] is 1 while `conns` holds so many entries that the LRU may evict live
- * ones (set by the sensor, which counts them): then a socket closing
- * without an entry is still reported (NT_CONN_CLOSE_UNTRACKED). Off, every
- * untracked socket's close on the host would cost a ring record. */
+/* Entries ever added to `conns`, and removed by a close: with the evictions
+ * user space has found, an estimate of the entries (and evicted entries
+ * not yet found) the table holds, kept here so it never lags. */
+__u64 conn_entries_added = 0;
+__u64 conn_entries_closed = 0;
+
+/* [NT_PRESSURE_AT]: from how many estimated entries the LRU may evict live
+ * ones; [NT_PRESSURE_EVICTIONS_SEEN]: evicted entries user space has
+ * found. Both written by the sensor. At or above that estimate a socket
+ * closing without an entry is still reported (NT_CONN_CLOSE_UNTRACKED);
+ * below it, not: each report costs a ring record, for every TCP socket of
+ * the host that closes. */
+#define NT_PRESSURE_AT 0
+#define NT_PRESSURE_EVICTIONS_SEEN 1
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, __u64);
 } conn_pressure SEC(".maps");
 
 enum io_kind {

@@ -72,6 +72,10 @@ static __always_inline void read_endpoints(struct sock *sk, struct nt_conn_ident
 {
 	id->family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	id->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	/* A closing socket may have given its port back (skc_num 0, as a
+	 * client's does on its way to TIME_WAIT); its source port stays. */
+	if (!id->lport)
+		id->lport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 	id->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	id->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	if (id->family == NT_AF_INET) {

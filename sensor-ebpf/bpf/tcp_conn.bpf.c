@@ -12,12 +12,16 @@
 #define NT_TCP_LISTEN 10
 
 /* A socket with no entry closed: reported only while entries may have been
- * evicted, with TCP's counters for its byte totals. */
+ * evicted (maps.bpf.h), with TCP's counters for its byte totals. */
 static __always_inline void close_untracked(struct trace_event_raw_inet_sock_set_state *ctx)
 {
-	__u32 zero = 0;
-	__u32 *on = bpf_map_lookup_elem(&conn_pressure, &zero);
-	if (!on || !*on || ctx->oldstate == NT_TCP_LISTEN)
+	__u32 k_at = NT_PRESSURE_AT, k_seen = NT_PRESSURE_EVICTIONS_SEEN;
+	__u64 *at = bpf_map_lookup_elem(&conn_pressure, &k_at);
+	__u64 *seen = bpf_map_lookup_elem(&conn_pressure, &k_seen);
+	if (!at || !seen || ctx->oldstate == NT_TCP_LISTEN)
+		return;
+	__s64 held = (__s64)(conn_entries_added - conn_entries_closed - *seen);
+	if (held < (__s64)*at)
 		return;
 	struct sock *sk = (struct sock *)ctx->skaddr;
 	struct conn_state st = {};
@@ -78,7 +82,8 @@ int tp_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		return 0;
 	}
 	struct conn_state st = *cs;
-	bpf_map_delete_elem(&conns, &key);
+	if (!bpf_map_delete_elem(&conns, &key))
+		__sync_fetch_and_add(&conn_entries_closed, 1);
 	emit_conn((struct sock *)ctx->skaddr, &st, NT_CONN_CLOSE, NT_PROBE_SOCK_SET_STATE, st.pid, 0);
 	return 0;
 }

@@ -224,6 +224,13 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     let drops_map: PerCpuArray<_, _> =
         PerCpuArray::try_from(ebpf.take_map("drops").ok_or_else(|| anyhow!("map drops missing"))?)?;
     let mut drops = DropCounters::new(drops_map);
+    let mut skipped = crate::recursion::RecursionMisses::default();
+    let pressure_map = aya::maps::Array::try_from(
+        ebpf.take_map("conn_pressure").ok_or_else(|| anyhow!("map conn_pressure missing"))?,
+    )?;
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| anyhow!("counting CPUs: {e}"))?;
+    let mut pressure =
+        crate::conn_table::ConnPressure::new(pressure_map, opts.capture.max_connections, cpus)?;
     // SAFETY: the RingBuf owns its map fd and keeps it open and unchanged until
     // `into_inner` below hands it back.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
@@ -231,7 +238,9 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     // Kubernetes mode names pods through this; the watchers fill it below.
     let pods = opts.kubernetes.as_ref().map(|_| crate::k8s::PodResolver::default());
     let host = Box::new(crate::host::ProcHost::new(pods.clone()));
-    let max_conns = opts.capture.max_connections as usize;
+    // Twice the kernel's table: a connection whose kernel entry was evicted
+    // is still known when its socket is seen again.
+    let max_conns = 2 * opts.capture.max_connections as usize;
     let mut proc =
         Processor::new(max_conns, opts.http_limits, Clock::new(), host, crate::host::ephemeral_ports());
     proc.set_redactor(redactor(&opts.capture.redact, opts.raw)?);
@@ -300,6 +309,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                 }
                 let mut guard = guard?;
                 drain(guard.get_inner_mut(), &mut proc)?;
+                pressure.update(proc.evictions_seen())?;
                 last_drain = Instant::now();
                 guard.clear_ready();
                 let work = proc.take_work();
@@ -348,7 +358,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
             _ = tick.tick() => {
                 let now = Clock::boot_now_ns();
                 proc.tick(now)?;
-                proc.report_drops(drops.poll(), now)?;
+                proc.report_drops(kernel_drops(&mut drops, &mut skipped, &ebpf), now)?;
                 proc.flush()?;
             }
         }
@@ -362,6 +372,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         s.unlink();
     }
     // Detach first so nothing new arrives, then keep everything already captured.
+    let last_skips = skipped.poll(&ebpf);
     drop(ebpf);
     let mut ring = ring.into_inner();
     drain(&mut ring, &mut proc)?;
@@ -370,7 +381,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     }
     let now = Clock::boot_now_ns();
     proc.close_all(now)?;
-    proc.report_drops(drops.poll(), now)?;
+    proc.report_drops(drops.poll().into_iter().chain(last_skips).collect(), now)?;
     proc.finish()?;
 
     let stats = proc.stats;
@@ -388,6 +399,15 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         "capture finished; probes detached"
     );
     Ok(stats)
+}
+
+/// The kernel's new losses: its drop counters and the program runs it skipped.
+fn kernel_drops(
+    drops: &mut DropCounters,
+    skipped: &mut crate::recursion::RecursionMisses,
+    ebpf: &aya::Ebpf,
+) -> Vec<nettap_core::record::DropRecord> {
+    drops.poll().into_iter().chain(skipped.poll(ebpf)).collect()
 }
 
 /// The next capture rules; pending forever once their sender is gone.

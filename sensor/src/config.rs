@@ -15,6 +15,12 @@ pub enum KernelHookChoice {
     Tracepoint,
 }
 
+/// Sockets the kernel tracks by default: 100 000 connections with both ends
+/// on the node, with room for what CPUs hold back (docs/benchmarks.md).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 262_144;
+/// The most `max_connections` may be (≈ 0.4 GiB of kernel memory).
+pub const MAX_CONNECTIONS_BOUND: u32 = 4 << 20;
+
 /// Everything that shapes what the kernel side captures.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -29,7 +35,9 @@ pub struct CaptureConfig {
     pub pids: Vec<u32>,
     /// Only connections with one of these ports at either end, when not empty.
     pub ports: Vec<u16>,
-    /// How many connections the kernel tracks at once (LRU beyond that).
+    /// How many sockets the kernel tracks at once (LRU beyond that; an
+    /// eviction is counted and recovered in user space, which tracks twice
+    /// as many). At most MAX_CONNECTIONS_BOUND.
     pub max_connections: u32,
     /// How long a program executed for the first time may be held at exec
     /// until its TLS code is probed (fanotify; needs CAP_SYS_ADMIN); 0: never.
@@ -102,7 +110,7 @@ impl Default for CaptureConfig {
             kernel_hook: KernelHookChoice::Auto,
             pids: Vec::new(),
             ports: Vec::new(),
-            max_connections: 8192,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             exec_hold_ms: 1000,
             redact: RedactConfig::default(),
             max_pod_cgroups: 0,
@@ -182,8 +190,11 @@ impl CaptureConfig {
                 "ring_buffer_bytes = {rb}: must be a power of two and at least {page}"
             )));
         }
-        if self.max_connections == 0 {
-            return Err(ConfigError::Invalid("max_connections must be > 0".into()));
+        if self.max_connections == 0 || self.max_connections > MAX_CONNECTIONS_BOUND {
+            return Err(ConfigError::Invalid(format!(
+                "max_connections = {}: must be between 1 and {MAX_CONNECTIONS_BOUND}",
+                self.max_connections
+            )));
         }
         if self.pids.len() > 1024 || self.ports.len() > 1024 {
             return Err(ConfigError::Invalid("at most 1024 pids and 1024 ports".into()));

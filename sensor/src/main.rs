@@ -144,6 +144,9 @@ struct CaptureArgs {
     /// Payload bytes captured per syscall; the rest is reported as `truncated`.
     #[arg(long)]
     max_bytes_per_call: Option<u32>,
+    /// Sockets the kernel tracks at once (default 262144; `max_connections` in the config file).
+    #[arg(long)]
+    max_connections: Option<u32>,
     /// Write credentials, cookies and passwords as captured (redacted by default).
     #[arg(long)]
     no_redact: bool,
@@ -290,6 +293,9 @@ fn capture_config(args: &CaptureArgs, file: &FileConfig) -> Result<CaptureConfig
     }
     if let Some(n) = args.max_bytes_per_call {
         cfg.max_bytes_per_call = n;
+    }
+    if let Some(n) = args.max_connections {
+        cfg.max_connections = n;
     }
     if args.no_redact {
         cfg.redact.enabled = false;

@@ -81,6 +81,7 @@ pub struct ConnTracker {
     aliases: foldhash::HashMap<u64, u64>,
     /// Connections forgotten because the table was full, not yet reported.
     evicted: u64,
+
     /// Listeners, process names and pods, asked once per new connection.
     host: Box<dyn Host + Send>,
 }

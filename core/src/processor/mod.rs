@@ -56,6 +56,8 @@ pub struct Processor {
     limits: Limits,
     work: ProbeWork,
     agents: agents::Agents,
+    /// See `evictions_seen`.
+    evictions_seen: u64,
     /// Counters.
     pub stats: Stats,
 }
@@ -215,6 +217,7 @@ impl Processor {
             limits,
             work: ProbeWork::default(),
             agents: Default::default(),
+            evictions_seen: 0,
             stats: Stats::default(),
         }
     }
@@ -237,6 +240,12 @@ impl Processor {
     /// Connections tracked now.
     pub fn connections(&self) -> usize {
         self.tracker.len()
+    }
+
+    /// Evictions of live connections' kernel entries found so far (the
+    /// kernel subtracts them from its count of entries).
+    pub fn evictions_seen(&self) -> u64 {
+        self.evictions_seen
     }
 
     /// Handles one ring-buffer record.
@@ -390,6 +399,7 @@ impl Processor {
                     // whose kernel entry was evicted, under a new kernel id.
                     self.tracker.add_alias(c.header.conn.id, id);
                     self.out.lost(CONN_TABLE_EVICTED, 0);
+                    self.evictions_seen += 1;
                     return Ok(());
                 }
             }
@@ -398,6 +408,7 @@ impl Processor {
                 // is under pressure: only those of live connections matter.
                 let Some(id) = self.tracker.live_with(&c.header.conn) else { return Ok(()) };
                 self.out.lost(CONN_TABLE_EVICTED, 0);
+                self.evictions_seen += 1;
                 c.header.conn.id = id;
                 c.change = events::ConnChange::Close;
             }

@@ -421,6 +421,7 @@ fn a_connection_seen_again_after_eviction_continues_as_itself() {
             (Some(CONN_TABLE_EVICTED), Some(evictions))
         );
         assert_eq!(p.tracker.alias_count(), 0, "aliases go with their connection");
+        assert_eq!(p.evictions_seen(), evictions);
         assert_eq!(p.connections(), 0);
     }
 }

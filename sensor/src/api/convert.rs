@@ -95,7 +95,7 @@ pub fn conn_record(o: &Origin<'_>, c: &ConnView<'_>, change: nettap_core::events
     use nettap_core::events::ConnChange;
     let event = match change {
         ConnChange::Open => v1::conn_event::Event::Open,
-        ConnChange::Close => v1::conn_event::Event::Close,
+        ConnChange::Close | ConnChange::CloseUntracked => v1::conn_event::Event::Close,
         ConnChange::Midstream => v1::conn_event::Event::Midstream,
     };
     v1::Record {

@@ -1,0 +1,77 @@
+//! Programs the kernel skipped: a BPF program does not run on a CPU where
+//! another one is running (a socket closed in softirq while a syscall's
+//! program ran, for example); the kernel counts each skip in the program's
+//! `recursion_misses`. Read once a second, the new skips become a `drop`
+//! record, so a lost close or chunk is never silent.
+
+use aya::Ebpf;
+use nettap_core::record::DropRecord;
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use tracing::warn;
+
+/// The `drop` reason for skipped program runs.
+pub const REASON: &str = "bpf_recursion_miss";
+
+/// `union bpf_attr` for BPF_OBJ_GET_INFO_BY_FD.
+#[repr(C)]
+struct InfoByFd {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+
+/// The kernel's count of runs of program `fd` it skipped (0 on kernels
+/// before 5.12, which do not count them).
+pub fn misses_of(fd: BorrowedFd<'_>) -> std::io::Result<u64> {
+    // SAFETY: a plain C struct of integers and arrays; all zeroes is valid.
+    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut attr = InfoByFd {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of_val(&info) as u32,
+        info: &mut info as *mut _ as u64,
+    };
+    // SAFETY: `attr` points to `info`, which outlives the call, with its size.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &mut attr as *mut InfoByFd,
+            std::mem::size_of::<InfoByFd>(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(info.recursion_misses)
+}
+
+/// What was already reported, per program.
+#[derive(Default)]
+pub struct RecursionMisses {
+    seen: HashMap<String, u64>,
+}
+
+impl RecursionMisses {
+    /// New skips of every loaded program since the last call, as one record.
+    pub fn poll(&mut self, ebpf: &Ebpf) -> Option<DropRecord> {
+        let mut new = 0;
+        for (name, prog) in ebpf.programs() {
+            let Ok(fd) = prog.fd() else { continue };
+            let Ok(total) = misses_of(fd.as_fd()) else { continue };
+            let seen = self.seen.entry(name.to_string()).or_default();
+            if total > *seen {
+                warn!(
+                    program = name,
+                    skipped = total - *seen,
+                    "the kernel skipped runs of a program (another BPF program ran on that CPU)"
+                );
+                new += total - *seen;
+                *seen = total;
+            }
+        }
+        (new > 0).then_some(DropRecord { count: new, bytes: 0, reason: REASON })
+    }
+}
