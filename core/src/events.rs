@@ -199,6 +199,8 @@ pub enum Event<'a> {
     Lib(LibEvent),
     /// A program was executed (`name` is its comm).
     Exec(LibEvent),
+    /// A process ended (`ino` 0, `name` its comm).
+    Exit(LibEvent),
     /// One DNS message over UDP (`header.conn`: the datagram's endpoints,
     /// id 0; `seq` 0).
     Dns(DataEvent<'a>),
@@ -285,10 +287,14 @@ pub fn decode(buf: &[u8]) -> Result<Event<'_>, DecodeError> {
                 recv_bytes: ev.recv_bytes,
             }))
         }
-        nt_event_kind::NT_EV_LIB | nt_event_kind::NT_EV_EXEC => {
+        nt_event_kind::NT_EV_LIB | nt_event_kind::NT_EV_EXEC | nt_event_kind::NT_EV_EXIT => {
             let ev: nt_lib_event = read(buf, 0, "library record")?;
             let lib = LibEvent { pid: ev.pid, ts_boot_ns: ev.ts_ns, ino: ev.ino, name: ev.name };
-            Ok(if kind == nt_event_kind::NT_EV_LIB { Event::Lib(lib) } else { Event::Exec(lib) })
+            Ok(match kind {
+                nt_event_kind::NT_EV_LIB => Event::Lib(lib),
+                nt_event_kind::NT_EV_EXEC => Event::Exec(lib),
+                _ => Event::Exit(lib),
+            })
         }
         other => Err(DecodeError::Kind(other)),
     }

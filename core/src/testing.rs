@@ -189,6 +189,13 @@ impl EventGen {
         bytes_of(&*ev, offset_of!(nt_data_event, payload) + payload.len())
     }
 
+    /// Process `pid` (named `comm`) ended.
+    pub fn exit(&mut self, pid: u32, comm: &str) -> Vec<u8> {
+        let mut ev = self.lib(pid, 0, comm, false);
+        ev[..4].copy_from_slice(&nt_event_kind::NT_EV_EXIT.to_ne_bytes());
+        ev
+    }
+
     /// A library mapped (`exec` false) or a program executed (`exec` true) by `pid`.
     pub fn lib(&mut self, pid: u32, ino: u64, name: &str, exec: bool) -> Vec<u8> {
         let mut ev = nt_lib_event {

@@ -76,3 +76,28 @@ int tp_sched_exec(void *ctx)
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
 }
+
+/* The last thread of a process ended (the kernel counted the group dead
+ * before this tracepoint): the sensor forgets what it kept for the pid. */
+SEC("tracepoint/sched/sched_process_exit")
+int tp_sched_exit(void *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!tgid_wanted(id >> 32))
+		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0; /* other threads live on */
+	struct nt_lib_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		count_drop(NT_DROP_RINGBUF_FULL_EVENT, 0);
+		return 0;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->kind = NT_EV_EXIT;
+	ev->pid = id >> 32;
+	ev->ts_ns = bpf_ktime_get_boot_ns();
+	bpf_get_current_comm(ev->name, sizeof(ev->name));
+	bpf_ringbuf_submit(ev, 0);
+	return 0;
+}

@@ -29,6 +29,8 @@ enum nt_event_kind {
 	NT_EV_EXEC = 4, /* struct nt_lib_event: a program was executed (name: comm) */
 	NT_EV_DNS = 5,  /* struct nt_data_event: one DNS message over UDP (conn: the
 	                   datagram's endpoints, conn_id 0; seq 0) */
+	NT_EV_EXIT = 6, /* struct nt_lib_event: a process ended, its last thread
+	                   gone (ino 0, name: comm); what is kept per pid goes */
 };
 
 /* DNS bytes kept per datagram (EDNS answers rarely exceed 1232; 4096 is

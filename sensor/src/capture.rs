@@ -331,6 +331,11 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                         h.on_exec(exe.pid);
                     }
                 }
+                for pid in work.exits {
+                    if let Some(a) = &mut auto_attach {
+                        a.on_exit(pid);
+                    }
+                }
             }
             Some(msg) = next_or_never(agent_rx.as_mut().map(|rx| rx.recv())) => {
                 // The kernel's records of the same moment first: a
@@ -384,6 +389,17 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     proc.report_drops(drops.poll().into_iter().chain(last_skips).collect(), now)?;
     proc.finish()?;
 
+    let t = proc.table_sizes();
+    info!(
+        connections = t.connections,
+        aliases = t.aliases,
+        sessions = t.sessions,
+        agent_processes = t.agent_processes,
+        openssl_files = openssl.files(),
+        go_programs = go_tls.programs(),
+        jvms_tried = auto_attach.as_ref().map_or(0, |a| a.tried()),
+        "tables at the end"
+    );
     let stats = proc.stats;
     let secs = started.elapsed().as_secs_f64();
     let busy = stats.busy.as_secs_f64().max(1e-9);

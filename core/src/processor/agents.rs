@@ -40,6 +40,13 @@ pub(super) struct Agents {
     late: HashSet<u32>,
 }
 
+impl Agents {
+    /// Processes with agent state.
+    pub(super) fn processes(&self) -> usize {
+        self.comms.len().max(self.late.len())
+    }
+}
+
 /// A connection id for plaintext whose connection the kernel never reported
 /// (kernel ids count up from 1, so the top bit keeps these apart).
 fn agent_conn_id(pid: u32, local: SocketAddr, remote: SocketAddr) -> u64 {
@@ -169,6 +176,13 @@ impl Processor {
         }
         let d = DataEvent { header, seq: c.seq, truncated: 0, direction: c.direction, payload: &c.payload };
         self.on_data(&d)
+    }
+
+    /// Process `pid` ended: its agent state goes (a new process may get the pid).
+    pub(super) fn forget_process(&mut self, pid: u32) {
+        self.agents.comms.remove(&pid);
+        self.agents.late.remove(&pid);
+        self.agents.engines.retain(|&(p, _), _| p != pid);
     }
 
     /// A kernel close of a connection agents fed is held back (true) for

@@ -36,6 +36,19 @@ pub struct Stats {
     pub busy: Duration,
 }
 
+/// Entries in the processor's tables (see `Processor::table_sizes`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TableSizes {
+    /// Connections tracked.
+    pub connections: usize,
+    /// Later kernel ids of tracked connections (after kernel evictions).
+    pub aliases: usize,
+    /// Connections with a stream session.
+    pub sessions: usize,
+    /// Processes with agent state (names, engines).
+    pub agent_processes: usize,
+}
+
 /// What the kernel reported since the last look that the probes must act on.
 #[derive(Debug, Default)]
 pub struct ProbeWork {
@@ -43,6 +56,8 @@ pub struct ProbeWork {
     pub libraries: Vec<events::LibEvent>,
     /// Programs executed (to examine for TLS code and JVMs).
     pub execs: Vec<events::LibEvent>,
+    /// Processes that ended (what is kept for their pid goes).
+    pub exits: Vec<u32>,
 }
 
 /// Everything between a raw ring-buffer record and the sinks.
@@ -242,6 +257,17 @@ impl Processor {
         self.tracker.len()
     }
 
+    /// How full each of the processor's tables is (logged, and checked by
+    /// the churn tests: none may grow with processes that came and went).
+    pub fn table_sizes(&self) -> TableSizes {
+        TableSizes {
+            connections: self.tracker.len(),
+            aliases: self.tracker.alias_count(),
+            sessions: self.sessions.len(),
+            agent_processes: self.agents.processes(),
+        }
+    }
+
     /// Evictions of live connections' kernel entries found so far (the
     /// kernel subtracts them from its count of entries).
     pub fn evictions_seen(&self) -> u64 {
@@ -273,6 +299,11 @@ impl Processor {
             }
             Event::Exec(e) => {
                 self.work.execs.push(e);
+                Ok(())
+            }
+            Event::Exit(e) => {
+                self.forget_process(e.pid);
+                self.work.exits.push(e.pid);
                 Ok(())
             }
             Event::Dns(d) => self.dns_message(d.payload, &d.header, d.direction),

@@ -474,3 +474,22 @@ fn a_full_user_space_table_is_counted() {
     );
     assert_eq!(p.connections(), 2);
 }
+
+/// A process that ended takes its agent state with it (its pid may come
+/// back as another process), and is handed to the probes as work.
+#[test]
+fn an_ended_process_leaves_nothing_behind() {
+    let host = TableHost { comms: vec![(300, "java")], ..TableHost::default() };
+    let (mut p, _out) = processor_with(host, false);
+    let mut g = EventGen::default();
+    let c = Conn { comm: "java", ..Conn::client(7, 300, "10.0.0.1:40000", "10.0.0.2:8443") };
+    p.handle(&g.conn(&c, ConnChange::Open)).unwrap();
+    p.on_agent(agent_chunk("10.0.0.1:40000", "10.0.0.2:8443", Hook::SocketWrite, Direction::Send, 0, REQ))
+        .unwrap();
+    p.handle(&g.conn(&c, ConnChange::Close)).unwrap();
+    p.tick(g.now + 2_000_000_000).unwrap();
+    assert_eq!(p.table_sizes().agent_processes, 1);
+    p.handle(&g.exit(300, "java")).unwrap();
+    assert_eq!(p.table_sizes(), TableSizes::default());
+    assert_eq!(p.take_work().exits, [300]);
+}

@@ -31,6 +31,11 @@ impl GoTlsProbes {
         Self::default()
     }
 
+    /// Executables examined (by identity).
+    pub fn programs(&self) -> usize {
+        self.examined.len()
+    }
+
     /// Examines the executables of every running process. Returns how many were probed.
     pub fn attach_running(&mut self, ebpf: &mut Ebpf) -> usize {
         let Ok(procs) = std::fs::read_dir("/proc") else { return 0 };

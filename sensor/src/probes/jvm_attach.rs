@@ -189,6 +189,16 @@ impl AutoAttach {
         }
     }
 
+    /// Process `pid` ended: a later process with its pid is a new one.
+    pub fn on_exit(&mut self, pid: u32) {
+        self.tried.remove(&pid);
+    }
+
+    /// Processes tried (live ones, or at most 65 536).
+    pub fn tried(&self) -> usize {
+        self.tried.len()
+    }
+
     fn spawn(&mut self, pid: u32, delay: Duration) {
         if self.tried.len() > 65536 {
             self.tried.clear();

@@ -31,6 +31,7 @@ use tracing::{info, warn};
 const LIFECYCLE_TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("tp_exit_mmap", "syscalls", "sys_exit_mmap"),
     ("tp_sched_exec", "sched", "sched_process_exec"),
+    ("tp_sched_exit", "sched", "sched_process_exit"),
     ("tp_exit_connect", "syscalls", "sys_exit_connect"),
     ("tp_exit_accept", "syscalls", "sys_exit_accept"),
     ("tp_exit_accept4", "syscalls", "sys_exit_accept4"),

@@ -93,6 +93,11 @@ impl OpenSslProbes {
         Self { seen: HashSet::new(), examined: HashSet::new(), loaded: false }
     }
 
+    /// Files examined or probed (by identity).
+    pub fn files(&self) -> usize {
+        self.seen.len() + self.examined.len()
+    }
+
     /// Attaches to the system libssl, to every libssl mapped by a running
     /// process, and to running and known programs with OpenSSL linked in.
     /// Returns how many files were probed.
