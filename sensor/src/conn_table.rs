@@ -64,7 +64,8 @@ mod tests {
     fn threshold_leaves_room_for_what_cpus_hold_back() {
         assert_eq!(pressure_threshold(262_144, 2), 131_072);
         assert_eq!(pressure_threshold(16_384, 64), 0);
-        assert_eq!(pressure_threshold(65_536, 64), 65_536 - 2 * 65 * 128);
+        assert_eq!(pressure_threshold(65_536, 64), 32_768);
+        assert_eq!(pressure_threshold(20_000, 64), 20_000 - 2 * 65 * 128);
         assert_eq!(pressure_threshold(6_144, 2), 3_072);
     }
 }

@@ -14,6 +14,7 @@
 //! `/proc/PID`): it only reads events and writes answers, so a sensor busy
 //! elsewhere cannot deadlock an exec.
 
+use super::file_id::FileId;
 use std::collections::HashSet;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -235,7 +236,7 @@ fn allow(fan: &OwnedFd, fd: &OwnedFd) {
 /// hands new ones to the capture loop and answers each when it is done or
 /// when the hold limit passes, whichever is first.
 fn answer(fan: &OwnedFd, tx: &tokio::sync::mpsc::Sender<HeldExec>, hold: Duration) {
-    let mut known: HashSet<(u64, u64)> = HashSet::new();
+    let mut known: HashSet<FileId> = HashSet::new();
     let mut late = 0u64;
     // Aligned for fanotify_event_metadata.
     let mut buf = vec![0u64; 1024];
@@ -252,7 +253,7 @@ fn answer(fan: &OwnedFd, tx: &tokio::sync::mpsc::Sender<HeldExec>, hold: Duratio
         }
         // SAFETY: the kernel wrote `n` bytes of the u64 buffer.
         let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const u8, n as usize) };
-        let mut waiting: Vec<(OwnedFd, (u64, u64), Receiver<()>)> = Vec::new();
+        let mut waiting: Vec<(OwnedFd, FileId, Receiver<()>)> = Vec::new();
         for ev in events(bytes) {
             if ev.fd < 0 {
                 continue; // queue overflow: nothing to answer
@@ -308,10 +309,9 @@ fn answer(fan: &OwnedFd, tx: &tokio::sync::mpsc::Sender<HeldExec>, hold: Duratio
 }
 
 /// (device, inode) of an open file.
-fn identity(fd: &OwnedFd) -> Option<(u64, u64)> {
-    // SAFETY: fstat into a zeroed stat we own.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    (unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+/// A new build on a reused inode is a new program (see file_id).
+fn identity(fd: &OwnedFd) -> Option<FileId> {
+    std::fs::File::from(fd.try_clone().ok()?).metadata().ok().map(|m| FileId::of(&m))
 }
 
 /// One event's fields the gate uses.

@@ -4,6 +4,7 @@
 //! (on the jump of the stack check where there is one: see
 //! `golang::entry_site`), and a uprobe on each of their `ret` instructions.
 
+use super::file_id::{Examined, FileId};
 use super::go_layout::{TABLE as GO_LAYOUT_TABLE, TCPCONN_TYPE_HASHES};
 use super::golang::{self, GoBinary};
 use super::{loader, log_attach, log_program_probed, ProbeError};
@@ -21,7 +22,9 @@ const PROGRAMS: [&str; 3] = ["up_go_tls_write", "up_go_tls_read", "up_go_tls_ret
 /// Attaches the Go TLS probes to Go executables, once per file identity.
 #[derive(Debug, Default)]
 pub struct GoTlsProbes {
-    examined: HashSet<(u64, u64)>,
+    examined: Examined,
+    /// Executables probed, never forgotten (probing one twice would report its calls twice).
+    probed: HashSet<FileId>,
     loaded: bool,
 }
 
@@ -33,7 +36,7 @@ impl GoTlsProbes {
 
     /// Executables examined (by identity).
     pub fn programs(&self) -> usize {
-        self.examined.len()
+        self.examined.len() + self.probed.len()
     }
 
     /// Examines the executables of every running process. Returns how many were probed.
@@ -65,7 +68,8 @@ impl GoTlsProbes {
     pub fn examine(&mut self, ebpf: &mut Ebpf, path: &Path) -> Option<u64> {
         let file = std::fs::File::open(path).ok()?;
         let meta = file.metadata().ok()?;
-        if !self.examined.insert((meta.dev(), meta.ino())) {
+        let key = FileId::of(&meta);
+        if self.probed.contains(&key) || !self.examined.insert(key) {
             return None;
         }
         // SAFETY: read-only private mapping of a file we hold open; only its
@@ -84,7 +88,11 @@ impl GoTlsProbes {
             return None; // Go without crypto/tls
         }
         drop(map);
-        self.attach(ebpf, &file, &target, &go)
+        let in_place = self.attach(ebpf, &file, &target, &go);
+        if in_place.is_some() {
+            self.probed.insert(key);
+        }
+        in_place
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, file: &std::fs::File, target: &str, go: &GoBinary) -> Option<u64> {

@@ -3,6 +3,7 @@
 
 mod elf;
 pub mod exec_gate;
+mod file_id;
 mod go_layout;
 mod go_tls;
 pub mod golang;

@@ -2,12 +2,12 @@
 //! the uprobes of `openssl.bpf.c` once per file (by device and inode, however
 //! many processes or mount namespaces map it).
 
+use super::file_id::{Examined, FileId};
 use super::openssl_plan::{self, FunctionPlan, FUNCTION_NAMES, SSL_FUNCTIONS};
 use super::{elf, loader, log_attach, log_program_probed, ProbeError};
 use crate::probes::exec_gate::HeldExec;
 use aya::Ebpf;
 use std::collections::HashSet;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Where distributions keep the system libssl, for processes not yet started.
@@ -75,9 +75,9 @@ const KNOWN_BUNDLERS: &[&str] = &["node", "nodejs"];
 
 /// Attaches the OpenSSL uprobes to libssl files, once per file identity.
 pub struct OpenSslProbes {
-    seen: HashSet<(u64, u64)>,
+    seen: HashSet<FileId>,
     /// Executables already examined for linked-in OpenSSL, by identity.
-    examined: HashSet<(u64, u64)>,
+    examined: Examined,
     loaded: bool,
 }
 
@@ -90,7 +90,7 @@ impl Default for OpenSslProbes {
 impl OpenSslProbes {
     /// Nothing attached yet.
     pub fn new() -> Self {
-        Self { seen: HashSet::new(), examined: HashSet::new(), loaded: false }
+        Self { seen: HashSet::new(), examined: Examined::default(), loaded: false }
     }
 
     /// Files examined or probed (by identity).
@@ -131,7 +131,7 @@ impl OpenSslProbes {
 
     /// Whether the file at `path` has the probes.
     pub fn is_probed(&self, path: &Path) -> bool {
-        std::fs::metadata(path).is_ok_and(|m| self.seen.contains(&(m.dev(), m.ino())))
+        std::fs::metadata(path).is_ok_and(|m| self.seen.contains(&FileId::of(&m)))
     }
 
     /// A program was executed: if its file (examined once per identity)
@@ -170,8 +170,8 @@ impl OpenSslProbes {
     fn examine_program(&mut self, ebpf: &mut Ebpf, path: &Path) -> Option<u64> {
         let file = std::fs::File::open(path).ok()?;
         let meta = file.metadata().ok()?;
-        let key = (meta.dev(), meta.ino());
-        if !self.examined.insert(key) || self.seen.contains(&key) {
+        let key = FileId::of(&meta);
+        if self.seen.contains(&key) || !self.examined.insert(key) {
             return None;
         }
         // SAFETY: read-only private mapping of a file we opened; only the
@@ -233,7 +233,7 @@ impl OpenSslProbes {
         plans: Result<Vec<FunctionPlan>, String>,
     ) -> Option<u64> {
         let meta = file.metadata().ok()?;
-        let key = (meta.dev(), meta.ino());
+        let key = FileId::of(&meta);
         if !self.seen.insert(key) {
             return None;
         }
