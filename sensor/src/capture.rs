@@ -240,7 +240,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     }
     let mut api_socket = None;
     if let Some(listen) = &opts.api {
-        let publisher = crate::api::Publisher::new();
+        let publisher = crate::api::Publisher::new(opts.raw);
         let addr = &listen.addr;
         api_socket = crate::api::serve(listen, &publisher)
             .await

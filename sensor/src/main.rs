@@ -91,9 +91,21 @@ struct TailArgs {
     /// Only exchanges with this authority or peer name (repeatable).
     #[arg(long = "host")]
     hosts: Vec<String>,
-    /// Only these kinds: http, dns, conn, drop (repeatable).
+    /// Only these kinds: http, dns, conn, drop, data (repeatable).
     #[arg(long = "kind")]
     kinds: Vec<String>,
+    /// Only records of pods in this namespace (repeatable).
+    #[arg(long = "namespace")]
+    namespaces: Vec<String>,
+    /// Only records of this pod (repeatable).
+    #[arg(long = "pod")]
+    pods: Vec<String>,
+    /// Only records of pods with this label, NAME=VALUE (repeatable: all must match).
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// `text`: a line per record; `json`: the records' JSON Lines bytes.
+    #[arg(long, value_enum, default_value_t)]
+    output: nettap_sensor::tail::Output,
     /// Exit after this many records.
     #[arg(long)]
     count: Option<u64>,
@@ -220,6 +232,13 @@ fn jvm_agent_path(named: Option<PathBuf>) -> Result<PathBuf> {
     };
     std::fs::canonicalize(&agent)
         .with_context(|| format!("the JVM agent library {} is not there", agent.display()))
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
+    }
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -404,6 +423,10 @@ fn run(cli: Cli) -> Result<()> {
                 ports: args.ports.into_iter().map(u32::from).collect(),
                 hosts: args.hosts,
                 kinds: args.kinds,
+                namespaces: args.namespaces,
+                pods: args.pods,
+                labels: args.labels.into_iter().collect(),
+                jsonl: false,
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let dial = Dial {
@@ -412,7 +435,7 @@ fn run(cli: Cli) -> Result<()> {
                 domain: args.tls_domain,
                 token: args.token_file.as_deref().map(Token::from_file).transpose()?,
             };
-            rt.block_on(nettap_sensor::tail::tail(&args.connect, &dial, filter, args.count))
+            rt.block_on(nettap_sensor::tail::tail(&args.connect, &dial, filter, args.count, args.output))
                 .with_context(|| format!("streaming from {}", args.connect))?;
         }
     }

@@ -13,7 +13,7 @@ mod har;
 mod jsonl;
 
 pub use har::{entry as har_entry, rfc3339};
-pub use jsonl::JsonlWriter;
+pub use jsonl::{in_jsonl, JsonlWriter};
 
 /// The `conn` object.
 #[derive(Debug, Clone, Copy)]
