@@ -41,7 +41,7 @@ enum Command {
     /// Capture traffic on this host until SIGINT/SIGTERM or --duration.
     Capture(Box<CaptureArgs>),
     /// Print the records of a running `nettap capture --api ADDR` as they come.
-    Tail(TailArgs),
+    Tail(Box<TailArgs>),
     /// Load the JVM agent into a running JVM (HotSpot attach mechanism).
     Attach(AttachArgs),
 }
