@@ -174,6 +174,10 @@ struct CaptureArgs {
     /// socket or loopback, it needs TLS and a token or client certificates.
     #[arg(long)]
     api: Option<ApiAddr>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, and /healthz and
+    /// /readyz (ready once every start-up probe is attached); host:port.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// Also serve this Unix socket path to JVM agents told it (`socket=PATH`);
     /// by default agents hand their own socket over and no path is served.
     #[arg(long)]
@@ -400,6 +404,7 @@ fn run(cli: Cli) -> Result<()> {
                 http_limits: Default::default(),
                 openssl_binaries: openssl_binaries_from_env()?,
                 api: api_listen(&args)?,
+                metrics: args.metrics,
                 agent_socket: args.agent_socket.clone().filter(|p| p.as_os_str() != "none"),
                 attach_jvms: if args.attach_jvms {
                     Some(jvm_agent_path(args.jvm_agent.clone())?)

@@ -138,19 +138,28 @@ fn wanted(f: &SubscribeRequest, r: &v1::Record) -> bool {
         && pod_wanted()
 }
 
-/// Counts a JSON Lines subscriber for as long as its stream lives.
-struct JsonlSubscriber(Arc<AtomicUsize>);
+/// One subscriber, counted (in the metrics, and among those that want JSON
+/// Lines bytes) for as long as its stream lives.
+struct Subscription {
+    jsonl: Option<Arc<AtomicUsize>>,
+}
 
-impl JsonlSubscriber {
-    fn new(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Self(count.clone())
+impl Subscription {
+    fn new(jsonl: Option<&Arc<AtomicUsize>>) -> Self {
+        crate::metrics::global().api_subscriber(true);
+        if let Some(count) = jsonl {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        Self { jsonl: jsonl.cloned() }
     }
 }
 
-impl Drop for JsonlSubscriber {
+impl Drop for Subscription {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        crate::metrics::global().api_subscriber(false);
+        if let Some(count) = &self.jsonl {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -193,7 +202,7 @@ impl Capture for Service {
         request: tonic::Request<SubscribeRequest>,
     ) -> Result<tonic::Response<Self::SubscribeStream>, tonic::Status> {
         let filter = request.into_inner();
-        let counted = filter.jsonl.then(|| JsonlSubscriber::new(&self.jsonl_subscribers));
+        let counted = Subscription::new(filter.jsonl.then_some(&self.jsonl_subscribers));
         let stream = BroadcastStream::new(self.tx.subscribe()).filter_map(move |item| {
             let _counted = &counted; // lives as long as the stream
             match item {

@@ -60,6 +60,22 @@ pub enum ProbeError {
     KprobesRequired(String),
 }
 
+impl ProbeError {
+    /// A short class of the failure, for metrics labels.
+    pub fn class(&self) -> &'static str {
+        match self {
+            ProbeError::Object(_) => "object",
+            ProbeError::MissingProgram(_) => "missing_program",
+            ProbeError::ProgramType { .. } => "program_type",
+            ProbeError::Load { .. } => "verifier",
+            ProbeError::Attach { .. } => "attach",
+            ProbeError::Map { .. } => "map",
+            ProbeError::MissingSymbol(_) => "missing_symbol",
+            ProbeError::KprobesRequired(_) => "kprobes_required",
+        }
+    }
+}
+
 /// What start-up attached.
 #[derive(Debug, Clone)]
 pub struct Attached {

@@ -61,6 +61,11 @@ fn log_attach(
     result: &Result<(), ProbeError>,
     version: Option<&str>,
 ) {
+    let metrics = crate::metrics::global();
+    match result {
+        Ok(()) => metrics.probe_attached(probe_type, target, version),
+        Err(e) => metrics.probe_failed(probe_type, target, e.class()),
+    }
     let version = version.unwrap_or("");
     match result {
         Ok(()) => info!(target, probe_type, probe, version, ok = true, "probe attached"),
