@@ -375,7 +375,10 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         s.unlink();
     }
     // Detach first so nothing new arrives, then keep everything already captured.
+    let detach_started = Instant::now();
+    let uprobes = probes::detach_uprobes();
     drop(ebpf);
+    info!(uprobes, seconds = format!("{:.1}", detach_started.elapsed().as_secs_f64()), "probes detached");
     let mut ring = ring.into_inner();
     drain(&mut ring, &mut proc)?;
     while let Some(msg) = agent_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
