@@ -14,6 +14,7 @@ pub mod conn_table;
 pub mod drops;
 pub mod host;
 pub mod k8s;
+pub mod metrics;
 pub mod output;
 pub mod privileges;
 pub mod probes;

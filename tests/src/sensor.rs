@@ -69,6 +69,8 @@ pub struct Capture {
     pub records: Vec<Value>,
     /// Everything it logged.
     pub log: String,
+    /// The records file as written (for byte-for-byte comparisons).
+    pub text: String,
 }
 
 impl Sensor {
@@ -186,7 +188,7 @@ impl Sensor {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
             .collect();
-        let cap = Capture { records, log };
+        let cap = Capture { records, log, text };
         if let Ok(hook) = std::env::var("NETTAP_EXPECT_HOOK") {
             assert_kernel_hook(&cap, &hook);
         }

@@ -38,6 +38,9 @@ pub struct ConnInfo {
     /// Later kernel ids of this connection: the kernel's table evicted its
     /// entry and made a new one when the socket was seen again.
     pub aliases: Vec<u64>,
+    /// A protocol session took this connection's bytes already (one that
+    /// starts later, after eviction or idleness, starts mid-stream).
+    pub had_session: bool,
 }
 
 impl ConnInfo {
@@ -56,6 +59,7 @@ impl ConnInfo {
             pod: None,
             netns: 0,
             aliases: Vec::new(),
+            had_session: false,
         }
     }
 }
@@ -257,6 +261,7 @@ impl ConnTracker {
                 pod,
                 netns: c.netns,
                 aliases,
+                had_session: false,
             },
         );
         &self.conns[&c.id]
@@ -270,6 +275,12 @@ impl ConnTracker {
             return &self.conns[&h.conn.id];
         }
         self.insert(h, true)
+    }
+
+    /// Marks that a protocol session starts on connection `id`; true when
+    /// it is the connection's first.
+    pub fn start_session(&mut self, id: u64) -> bool {
+        self.conns.get_mut(&id).is_some_and(|c| !std::mem::replace(&mut c.had_session, true))
     }
 
     /// Applies a lifecycle event; returns what is known of the connection
