@@ -4,7 +4,8 @@
 //! test binaries, so one boot runs a shell script of real peers (plaintext TCP
 //! over IPv4 through a DNS name and over IPv6, OpenSSL's command against a Go
 //! TLS server, a Go TLS client and server) under one sensor, and the checks
-//! are made here on the records, the peers' dumps and the sensor's log.
+//! are made here on the records, the peers' dumps and the sensor's log. Two
+//! boots: `auto` (which takes kprobes there) and `--kernel-hook tracepoint`.
 
 use nettap_e2e::vm::Guest;
 use nettap_e2e::*;
@@ -38,7 +39,7 @@ wait_log() {
 }
 echo "nameserver 127.0.0.1" >/etc/resolv.conf
 t0=$(date +%s)
-$H$NETTAP capture --out records.jsonl --ready-file /tmp/ready --raw \
+$H$NETTAP capture --out records.jsonl --ready-file /tmp/ready --raw --kernel-hook $HOOK \
   --ring-buffer-bytes 67108864 --max-bytes-per-call 16777216 2>sensor.log &
 sensor=$!
 wait_for /tmp/ready
@@ -102,7 +103,18 @@ fn local_of(cap: &Capture, pid: u32) -> String {
 }
 
 #[test]
-fn debian_6_1_arm64_plaintext_openssl_go_tls_and_dns() {
+fn debian_6_1_arm64_kprobe_path_by_auto() {
+    run_arm64("auto", "kprobe");
+}
+
+#[test]
+fn debian_6_1_arm64_tracepoint_path_by_override() {
+    run_arm64("tracepoint", "tracepoint");
+}
+
+/// One boot: the sensor with `--kernel-hook choice` must take `hook`, and
+/// everything above must be captured exactly.
+fn run_arm64(choice: &str, hook: &str) {
     let guest = Guest::debian_6_1_arm64();
     let nettap = nettap_bin_arm64();
     let work = tempfile::tempdir().unwrap();
@@ -122,6 +134,7 @@ fn debian_6_1_arm64_plaintext_openssl_go_tls_and_dns() {
         ("KEY", path(&key)),
         ("SIZES", sizes(SIZES)),
         ("GO_SIZES", sizes(GO_SIZES)),
+        ("HOOK", choice.to_string()),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut request =
@@ -133,7 +146,7 @@ fn debian_6_1_arm64_plaintext_openssl_go_tls_and_dns() {
     let share = run.share.path();
     let progress: Vec<&str> = run.console.lines().filter(|l| l.starts_with("nettap-guest:")).collect();
     eprintln!(
-        "{} (arm64): guest boot to power-off {:.1} s\n{}",
+        "{} (arm64, {hook} path): guest boot to power-off {:.1} s\n{}",
         guest.kernel_package(),
         run.wall.as_secs_f64(),
         progress.join("\n")
@@ -141,9 +154,9 @@ fn debian_6_1_arm64_plaintext_openssl_go_tls_and_dns() {
     let log = std::fs::read_to_string(share.join("sensor.log")).unwrap_or_default();
     assert_eq!(run.status, Some(0), "the guest script failed; sensor log:\n{log}\nconsole:\n{}", run.console);
     let cap = Capture::parse(&std::fs::read_to_string(share.join("records.jsonl")).unwrap(), log);
-    // Debian's arm64 kernel has kprobes: auto takes them, and every kernel
-    // record comes from them.
-    assert_kernel_hook(&cap, "kprobe");
+    // Debian's arm64 kernel has kprobes: auto takes them; every kernel
+    // record comes from the path taken.
+    assert_kernel_hook(&cap, hook);
     let mut by_probe = std::collections::BTreeMap::<String, usize>::new();
     for r in cap.records.iter().filter(|r| r["kind"] == "data") {
         *by_probe.entry(format!("{} {} {}", r["comm"], r["source"], r["probe"])).or_default() += 1;
