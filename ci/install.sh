@@ -43,12 +43,13 @@ fi
 command -v cargo >/dev/null || { echo "ci/install.sh: cargo (Rust >= 1.89) is required and not found" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "ci/install.sh: python3 is required by the tests" >&2; exit 1; }
 
-# Python packages the tests use (a HAR parser we did not write, real gRPC
-# peers), in a cached venv.
+# Python packages the tests use (a HAR parser and an OpenMetrics parser we
+# did not write, real gRPC peers), in a cached venv.
 export NETTAP_VENV="${NETTAP_VENV:-$HOME/.cache/nettap/venv}"
-if ! "$NETTAP_VENV/bin/python" -c "import haralyzer, grpc" 2>/dev/null; then
+if ! "$NETTAP_VENV/bin/python" -c "import haralyzer, grpc, prometheus_client" 2>/dev/null; then
   python3 -m venv "$NETTAP_VENV"
-  "$NETTAP_VENV/bin/pip" install -q --disable-pip-version-check "haralyzer==2.4.0" "grpcio==1.68.1"
+  "$NETTAP_VENV/bin/pip" install -q --disable-pip-version-check "haralyzer==2.4.0" "grpcio==1.68.1" \
+    "prometheus-client==0.21.1"
 fi
 
 # java-testapps' Maven plugins, fetched once into a cache the tests build

@@ -44,6 +44,8 @@ pub struct CaptureOptions {
     pub attach_jvms: Option<PathBuf>,
     /// Kubernetes mode: records name their pods.
     pub kubernetes: Option<crate::k8s::KubernetesOptions>,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz`, if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Shortest time between two drains of the ring buffer. The kernel wakes the
@@ -196,6 +198,11 @@ fn start_exec_gate(hold_ms: u32, allowed: &crate::privileges::Assessment) -> Opt
 /// every probe, drains what was captured and flushes.
 pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     opts.capture.validate()?;
+    // Before anything is attached: `/readyz` says so until it is.
+    if let Some(addr) = opts.metrics {
+        let bound = crate::metrics::serve(addr).with_context(|| format!("serving metrics at {addr}"))?;
+        info!(addr = %bound, "metrics served (/metrics, /healthz, /readyz)");
+    }
     let allowed = crate::privileges::check(opts.attach_jvms.is_some()).map_err(|why| anyhow!(why))?;
     probes::ensure_tracefs();
     let mut ebpf = probes::load_object(&opts.capture, std::process::id())?;
@@ -238,9 +245,12 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     for sink in opts.sinks {
         proc.add_sink(sink);
     }
+    if opts.metrics.is_some() {
+        proc.add_sink(Box::new(crate::metrics::RecordCounter::new(opts.raw)));
+    }
     let mut api_socket = None;
     if let Some(listen) = &opts.api {
-        let publisher = crate::api::Publisher::new();
+        let publisher = crate::api::Publisher::new(opts.raw);
         let addr = &listen.addr;
         api_socket = crate::api::serve(listen, &publisher)
             .await
@@ -284,6 +294,8 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         std::fs::write(path, format!("{}\n", attached.hook.hook.as_str()))
             .with_context(|| format!("writing ready file {}", path.display()))?;
     }
+    crate::metrics::global().heartbeat(Clock::boot_now_ns());
+    crate::metrics::global().set_ready();
     info!(hook = attached.hook.hook.as_str(), "capturing");
 
     let started = Instant::now();
@@ -347,6 +359,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
             }
             _ = tick.tick() => {
                 let now = Clock::boot_now_ns();
+                crate::metrics::global().heartbeat(now);
                 proc.tick(now)?;
                 proc.report_drops(drops.poll(), now)?;
                 proc.flush()?;
@@ -362,7 +375,10 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         s.unlink();
     }
     // Detach first so nothing new arrives, then keep everything already captured.
+    let detach_started = Instant::now();
+    let uprobes = probes::detach_uprobes();
     drop(ebpf);
+    info!(uprobes, seconds = format!("{:.1}", detach_started.elapsed().as_secs_f64()), "probes detached");
     let mut ring = ring.into_inner();
     drain(&mut ring, &mut proc)?;
     while let Some(msg) = agent_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod drops;
 pub mod host;
 pub mod k8s;
+pub mod metrics;
 pub mod output;
 pub mod privileges;
 pub mod probes;

@@ -41,7 +41,7 @@ enum Command {
     /// Capture traffic on this host until SIGINT/SIGTERM or --duration.
     Capture(Box<CaptureArgs>),
     /// Print the records of a running `nettap capture --api ADDR` as they come.
-    Tail(TailArgs),
+    Tail(Box<TailArgs>),
     /// Load the JVM agent into a running JVM (HotSpot attach mechanism).
     Attach(AttachArgs),
 }
@@ -91,9 +91,21 @@ struct TailArgs {
     /// Only exchanges with this authority or peer name (repeatable).
     #[arg(long = "host")]
     hosts: Vec<String>,
-    /// Only these kinds: http, dns, conn, drop (repeatable).
+    /// Only these kinds: http, dns, conn, drop, data (repeatable).
     #[arg(long = "kind")]
     kinds: Vec<String>,
+    /// Only records of pods in this namespace (repeatable).
+    #[arg(long = "namespace")]
+    namespaces: Vec<String>,
+    /// Only records of this pod (repeatable).
+    #[arg(long = "pod")]
+    pods: Vec<String>,
+    /// Only records of pods with this label, NAME=VALUE (repeatable: all must match).
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// `text`: a line per record; `json`: the records' JSON Lines bytes.
+    #[arg(long, value_enum, default_value_t)]
+    output: nettap_sensor::tail::Output,
     /// Exit after this many records.
     #[arg(long)]
     count: Option<u64>,
@@ -162,6 +174,10 @@ struct CaptureArgs {
     /// socket or loopback, it needs TLS and a token or client certificates.
     #[arg(long)]
     api: Option<ApiAddr>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, and /healthz and
+    /// /readyz (ready once every start-up probe is attached); host:port.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// Also serve this Unix socket path to JVM agents told it (`socket=PATH`);
     /// by default agents hand their own socket over and no path is served.
     #[arg(long)]
@@ -220,6 +236,13 @@ fn jvm_agent_path(named: Option<PathBuf>) -> Result<PathBuf> {
     };
     std::fs::canonicalize(&agent)
         .with_context(|| format!("the JVM agent library {} is not there", agent.display()))
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
+    }
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -381,6 +404,7 @@ fn run(cli: Cli) -> Result<()> {
                 http_limits: Default::default(),
                 openssl_binaries: openssl_binaries_from_env()?,
                 api: api_listen(&args)?,
+                metrics: args.metrics,
                 agent_socket: args.agent_socket.clone().filter(|p| p.as_os_str() != "none"),
                 attach_jvms: if args.attach_jvms {
                     Some(jvm_agent_path(args.jvm_agent.clone())?)
@@ -404,6 +428,10 @@ fn run(cli: Cli) -> Result<()> {
                 ports: args.ports.into_iter().map(u32::from).collect(),
                 hosts: args.hosts,
                 kinds: args.kinds,
+                namespaces: args.namespaces,
+                pods: args.pods,
+                labels: args.labels.into_iter().collect(),
+                jsonl: false,
             };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let dial = Dial {
@@ -412,7 +440,7 @@ fn run(cli: Cli) -> Result<()> {
                 domain: args.tls_domain,
                 token: args.token_file.as_deref().map(Token::from_file).transpose()?,
             };
-            rt.block_on(nettap_sensor::tail::tail(&args.connect, &dial, filter, args.count))
+            rt.block_on(nettap_sensor::tail::tail(&args.connect, &dial, filter, args.count, args.output))
                 .with_context(|| format!("streaming from {}", args.connect))?;
         }
     }

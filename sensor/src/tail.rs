@@ -1,5 +1,6 @@
 //! `nettap tail --connect ADDR`: subscribes to a running sensor and prints
-//! one line per record, like the terminal summary.
+//! one line per record, like the terminal summary, or each record's JSON
+//! Lines bytes (`--output json`); follows the sensor across restarts.
 
 use crate::api::{ApiAddr, ApiSecurityError, Dial};
 use nettap_shared_proto::v1::capture_client::CaptureClient;
@@ -89,14 +90,113 @@ fn refusal(s: &tonic::Status, addr: &ApiAddr, dial: &Dial) -> anyhow::Error {
     anyhow::anyhow!("{text}{hint}")
 }
 
-/// Prints the records matching `filter` until the sensor goes away, or
-/// after `count` of them.
+/// How `nettap tail` prints records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Output {
+    /// One summary line per record.
+    #[default]
+    Text,
+    /// Each record's JSON Lines bytes, exactly as the sensor's `--out` writes them.
+    Json,
+}
+
+/// Prints records, up to `count`.
+struct Printer {
+    output: Output,
+    count: Option<u64>,
+    seen: u64,
+    out: std::io::StdoutLock<'static>,
+}
+
+impl Printer {
+    /// Prints `r`; true once `count` records are printed.
+    fn print(&mut self, r: &v1::Record, addr: &ApiAddr) -> anyhow::Result<bool> {
+        match self.output {
+            Output::Text => writeln!(self.out, "{}", line(r))?,
+            Output::Json if r.jsonl.is_empty() => {
+                anyhow::bail!(
+                    "the sensor at {addr} sends no JSON Lines bytes (it is older than --output json)"
+                )
+            }
+            Output::Json => {
+                self.out.write_all(&r.jsonl)?;
+                self.out.write_all(b"\n")?;
+            }
+        }
+        self.out.flush()?;
+        self.seen += 1;
+        Ok(self.count.is_some_and(|c| self.seen >= c))
+    }
+}
+
+/// Statuses that mean the sensor went away (stopped, restarting), not
+/// that it refused us: worth reconnecting.
+fn went_away(s: &tonic::Status) -> bool {
+    matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled)
+}
+
+/// Prints the records matching `filter` (after `count` of them it exits).
+/// When the sensor goes away after the subscription was served, waits for
+/// it to come back and subscribes again, saying so on stderr; a first
+/// subscription that fails, or a refusal, is an error.
 pub async fn tail(
     addr: &ApiAddr,
     dial: &Dial,
-    filter: SubscribeRequest,
+    mut filter: SubscribeRequest,
     count: Option<u64>,
+    output: Output,
 ) -> anyhow::Result<()> {
+    filter.jsonl = output == Output::Json;
+    let mut printer = Printer { output, count, seen: 0, out: std::io::stdout().lock() };
+    let mut stream = subscribe(addr, dial, &filter).await?;
+    loop {
+        let why = match stream.message().await {
+            Ok(Some(r)) => {
+                if printer.print(&r, addr)? {
+                    return Ok(());
+                }
+                continue;
+            }
+            Ok(None) => "the sensor ended the stream".to_string(),
+            Err(s) if went_away(&s) => refusal(&s, addr, dial).to_string(),
+            Err(s) => return Err(refusal(&s, addr, dial)),
+        };
+        tracing::warn!(%addr, why, "sensor went away; reconnecting (records until then are not shown)");
+        stream = resubscribe(addr, dial, &filter).await?;
+        tracing::info!(%addr, "subscribed again");
+    }
+}
+
+/// Subscribes again once the sensor is back: retries, backing off to 2 s,
+/// for as long as it is unreachable; a refusal is an error.
+async fn resubscribe(
+    addr: &ApiAddr,
+    dial: &Dial,
+    filter: &SubscribeRequest,
+) -> anyhow::Result<tonic::Streaming<v1::Record>> {
+    let mut wait = std::time::Duration::from_millis(100);
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(std::time::Duration::from_secs(2));
+        match subscribe(addr, dial, filter).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) if e.downcast_ref::<Refused>().is_some() => return Err(e),
+            Err(e) => tracing::debug!(%addr, error = %e, "sensor not back yet"),
+        }
+    }
+}
+
+/// The sensor answered the subscription with a refusal (not a lost connection).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(anyhow::Error);
+
+/// Connects and subscribes.
+async fn subscribe(
+    addr: &ApiAddr,
+    dial: &Dial,
+    filter: &SubscribeRequest,
+) -> anyhow::Result<tonic::Streaming<v1::Record>> {
     let channel = match addr {
         ApiAddr::Tcp(a) => match dial.tls_config()? {
             Some(tls) => {
@@ -134,16 +234,9 @@ pub async fn tail(
         }
         Ok(req)
     });
-    let mut stream = client.subscribe(filter).await.map_err(|s| refusal(&s, addr, dial))?.into_inner();
-    let mut seen = 0;
-    let mut out = std::io::stdout().lock();
-    while let Some(r) = stream.message().await.map_err(|s| refusal(&s, addr, dial))? {
-        writeln!(out, "{}", line(&r))?;
-        out.flush()?;
-        seen += 1;
-        if count.is_some_and(|c| seen >= c) {
-            break;
-        }
+    match client.subscribe(filter.clone()).await {
+        Ok(response) => Ok(response.into_inner()),
+        Err(s) if went_away(&s) => Err(refusal(&s, addr, dial)),
+        Err(s) => Err(Refused(refusal(&s, addr, dial)).into()),
     }
-    Ok(())
 }

@@ -44,6 +44,7 @@ mod tests {
                 payload: b"GET / HTTP/1.1\r\n\r\n".to_vec(),
                 truncated: 0,
             })),
+            jsonl: br#"{"kind":"data"}"#.to_vec(),
         };
         let bytes = r.encode_to_vec();
         assert_eq!(Record::decode(bytes.as_slice()).unwrap(), r);

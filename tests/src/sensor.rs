@@ -86,6 +86,8 @@ pub struct Capture {
     pub records: Vec<Value>,
     /// Everything it logged.
     pub log: String,
+    /// The records file as written (for byte-for-byte comparisons).
+    pub text: String,
 }
 
 impl Sensor {
@@ -270,7 +272,7 @@ impl Capture {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
             .collect();
-        Capture { records, log }
+        Capture { records, log, text: text.to_string() }
     }
 
     /// Records of `kind` from process `pid`.

@@ -213,3 +213,100 @@ fn the_api_bound_elsewhere_serves_only_authenticated_tls_subscribers() {
     assert!(text.contains(&format!("GET     http://127.0.0.1:{port}/through-tls  200")), "{text}");
     assert!(text.contains(&format!("[{client}]")) || text.contains(&format!("[{}]", server.id())), "{text}");
 }
+
+/// Reads `tail`'s stdout lines on a thread; `wait_for` waits (bounded) for a
+/// line containing every one of some words.
+struct TailLines {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl TailLines {
+    fn read(stdout: std::process::ChildStdout) -> TailLines {
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(l);
+            }
+        });
+        TailLines { lines }
+    }
+
+    fn wait_for(&self, words: &[&str]) {
+        let start = std::time::Instant::now();
+        while !self.lines.lock().unwrap().iter().any(|l| words.iter().all(|w| l.contains(w))) {
+            assert!(start.elapsed().as_secs() < 30, "tail never printed {words:?}: {:?}", self.lines);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    fn all(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+/// `--output json` prints the very bytes of the sensor's JSON Lines output
+/// (every kind, data and drops included), and tail follows the sensor
+/// across a restart on the same socket.
+#[test]
+fn tail_json_prints_the_sensors_own_lines_and_follows_a_restart() {
+    let port = free_port();
+    let port_s = port.to_string();
+    let (mut server, dir) = http_peer_server(port);
+    let api = format!("unix:{}", dir.path().join("api.sock").display());
+    let first = Sensor::start(&["--port", &port_s, "--api", &api]);
+    let mut tail = KillOnDrop(
+        Command::new(nettap_bin())
+            .args(["tail", "--connect", &api, "--output", "json", "--port", &port_s])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = TailLines::read(tail.stdout.take().unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let before = curl(&format!("http://127.0.0.1:{port}/before-restart"));
+    lines.wait_for(&["\"kind\":\"http\"", "/before-restart", &format!("\"pid\":{before}")]);
+    // Every record of the connection, its close included, before the sensor goes.
+    lines.wait_for(&["\"event\":\"close\"", &format!("\"pid\":{before}")]);
+    let first = first.stop();
+
+    let second = Sensor::start(&["--port", &port_s, "--api", &api]);
+    let start = std::time::Instant::now();
+    // The tail subscribes again within its back-off (at most 2 s): probe with
+    // requests until one shows up (bounded), then check one made after that.
+    while !lines.all().iter().any(|l| l.contains("/probe") && l.contains("\"kind\":\"http\"")) {
+        assert!(start.elapsed().as_secs() < 30, "tail did not come back: {:?}", lines.all());
+        curl(&format!("http://127.0.0.1:{port}/probe"));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let after = curl(&format!("http://127.0.0.1:{port}/after-restart"));
+    lines.wait_for(&["\"kind\":\"http\"", "/after-restart", &format!("\"pid\":{after}")]);
+    lines.wait_for(&["\"event\":\"close\"", &format!("\"pid\":{after}")]);
+    let second = second.stop();
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = tail.kill();
+    let _ = tail.wait();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut tail.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("sensor went away; reconnecting") && err.contains("subscribed again"), "{err}");
+
+    // Every line tail printed is, byte for byte, a line of one sensor's output,
+    // and every line of that output for our connections reached tail.
+    let printed = lines.all();
+    let written: Vec<&str> = first.text.lines().chain(second.text.lines()).collect();
+    for l in &printed {
+        assert!(written.contains(&l.as_str()), "tail printed a line no sensor wrote: {l}");
+    }
+    for pid in [before, after] {
+        let ours: Vec<&&str> = written.iter().filter(|l| l.contains(&format!("\"pid\":{pid},"))).collect();
+        for k in ["\"kind\":\"conn\"", "\"kind\":\"http\""] {
+            assert!(ours.iter().any(|l| l.contains(k)), "no {k} record of curl {pid} in {written:?}");
+        }
+        for l in ours {
+            assert!(printed.iter().any(|p| p == *l), "tail missed {l}");
+        }
+    }
+}

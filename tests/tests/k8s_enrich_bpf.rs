@@ -131,6 +131,18 @@ fn records_name_pod_namespace_labels_and_workload() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Pod filters: the node agent's pod by namespace and label (its two
+    // exchanges, server side), the loader by pod name (its one, client side).
+    let pod_tail = |filter: &[&str], count: &str| {
+        std::process::Command::new(nettap_e2e::nettap_bin())
+            .args(["tail", "--connect", &api_addr, "--kind", "http", "--count", count])
+            .args(filter)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let agent_tail = pod_tail(&["--namespace", "tools", "--label", "app=node-agent"], "2");
+    let loader_tail = pod_tail(&["--pod", "loader-0"], "1");
     std::thread::sleep(std::time::Duration::from_millis(500));
 
     let loader_curl = curl(Some(&loader), Some(&net.b), &format!("http://{}:{web_port}/orders", net.a4));
@@ -139,6 +151,11 @@ fn records_name_pod_namespace_labels_and_workload() {
     wait_child(&mut tail, "nettap tail");
     let tail = tail.wait_with_output().unwrap();
     let tail = String::from_utf8(tail.stdout).unwrap();
+    let filtered = |mut c: std::process::Child| {
+        wait_child(&mut c, "nettap tail with pod filters");
+        String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap()
+    };
+    let (agent_lines, loader_lines) = (filtered(agent_tail), filtered(loader_tail));
     let cap = sensor.stop();
     let _ = web_server.kill();
     let _ = agent_server.kill();
@@ -152,6 +169,12 @@ fn records_name_pod_namespace_labels_and_workload() {
     assert_eq!(k8s_of(&cap, agent_server.id()), vec![agent_k8s.clone(), agent_k8s]);
     assert_eq!(k8s_of(&cap, host_curl), vec![Value::Null], "a process in no pod");
     assert_eq!(k8s_of(&cap, stray_curl), vec![Value::Null], "a pod of another node");
+    let agent_pid = format!("[{}] tools/node-agent-q8m2d", agent_server.id());
+    assert_eq!(agent_lines.lines().count(), 2, "{agent_lines}");
+    assert!(agent_lines.lines().all(|l| l.ends_with(&agent_pid)), "{agent_lines}");
+    assert!(agent_lines.contains("/metrics") && agent_lines.contains("/stray"), "{agent_lines}");
+    assert_eq!(loader_lines.lines().count(), 1, "{loader_lines}");
+    assert!(loader_lines.trim_end().ends_with(&format!("[{loader_curl}] tools/loader-0")), "{loader_lines}");
     for (pid, pod) in [
         (web_server.id(), Some("shop/web-5d8f7c9b6-x2x7k")),
         (loader_curl, Some("tools/loader-0")),

@@ -127,7 +127,7 @@ spec:
 /// The sensor's records once both directions of every peer are complete.
 fn records_of(node: &Node, peers: &[&PeerInfo]) -> Capture {
     node.wait("the exchanges in the sensor's records", 2 * TIMEOUT, || {
-        let cap = Capture { records: node.sensor_records(), log: String::new() };
+        let cap = Capture { records: node.sensor_records(), log: String::new(), text: String::new() };
         let complete = peers.iter().all(|p| {
             cap.stream(p.pid, "send").bytes.len() >= p.sent.len()
                 && cap.stream(p.pid, "recv").bytes.len() >= p.recv.len()

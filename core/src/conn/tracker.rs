@@ -33,6 +33,9 @@ pub struct ConnInfo {
     pub remote_host: Option<Arc<str>>,
     /// The pod of the process (Kubernetes mode), when known.
     pub pod: Option<crate::pod::PodOf>,
+    /// A protocol session took this connection's bytes already (one that
+    /// starts later, after eviction or idleness, starts mid-stream).
+    pub had_session: bool,
 }
 
 impl ConnInfo {
@@ -49,6 +52,7 @@ impl ConnInfo {
             tls: false,
             remote_host: None,
             pod: None,
+            had_session: false,
         }
     }
 }
@@ -191,6 +195,7 @@ impl ConnTracker {
                 tls: c.tls,
                 remote_host,
                 pod,
+                had_session: false,
             },
         );
         &self.conns[&c.id]
@@ -204,6 +209,12 @@ impl ConnTracker {
             return &self.conns[&h.conn.id];
         }
         self.insert(h, true)
+    }
+
+    /// Marks that a protocol session starts on connection `id`; true when
+    /// it is the connection's first.
+    pub fn start_session(&mut self, id: u64) -> bool {
+        self.conns.get_mut(&id).is_some_and(|c| !std::mem::replace(&mut c.had_session, true))
     }
 
     /// Applies a lifecycle event; returns what is known of the connection

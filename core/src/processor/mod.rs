@@ -342,6 +342,10 @@ impl Processor {
         if !self.sessions.contains_key(&id) && self.sessions.len() >= self.max_sessions {
             self.evict_oldest_session()?;
         }
+        // Socket bytes of a connection seen opened, and no session before:
+        // its first chunk to arrive may not be its first byte.
+        let fresh =
+            !joined && !plaintext && !self.sessions.contains_key(&id) && self.tracker.start_session(id);
         let limits = self.limits;
         let session = self.sessions.entry(id).or_insert_with(|| {
             let hint = match info.role {
@@ -350,6 +354,9 @@ impl Processor {
                 events::Role::Unknown => None,
             };
             let mut s = ConnSession::new(joined, hint, limits, REORDER_LIMIT);
+            if fresh {
+                s = s.from_first_byte();
+            }
             s.plaintext = plaintext;
             s
         });

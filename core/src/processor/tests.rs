@@ -152,6 +152,45 @@ fn chunks_of_a_request_that_arrive_out_of_order_wait_for_their_turn() {
 }
 
 #[test]
+fn a_later_chunk_arriving_first_does_not_decide_the_protocol() {
+    let (mut p, out) = processor();
+    let mut g = EventGen::default();
+    let c = Conn::client(1, 100, "10.0.0.1:40000", "10.0.0.2:80");
+    p.handle(&g.conn(&c, ConnChange::Open)).unwrap();
+    // The request's second chunk comes out of the ring buffer before its
+    // first, and the response's before either (three CPUs).
+    p.handle(&g.plain(&c, Direction::Send, 10, &REQ[10..])).unwrap();
+    p.handle(&g.plain(&c, Direction::Recv, 0, RESP)).unwrap();
+    p.handle(&g.plain(&c, Direction::Send, 0, &REQ[..10])).unwrap();
+    p.handle(&g.conn(&c, ConnChange::Close)).unwrap();
+    end(&mut p, g.now);
+    let http = out.kind("http");
+    assert_eq!(http.len(), 1, "{:?}", out.records());
+    assert_eq!(http[0]["request"]["path"], "/items?id=1");
+    assert_eq!(http[0]["response"]["body"], "hello");
+    assert!(out.kind("data").is_empty() && out.kind("drop").is_empty(), "{:?}", out.records());
+}
+
+#[test]
+fn a_connection_whose_first_byte_was_lost_is_still_parsed_from_what_came() {
+    let (mut p, out) = processor();
+    let mut g = EventGen::default();
+    let c = Conn::client(1, 100, "10.0.0.1:40000", "10.0.0.2:80");
+    p.handle(&g.conn(&c, ConnChange::Open)).unwrap();
+    // The first request's record was dropped: the next one starts at 100.
+    let second = [REQ, REQ].concat();
+    for (i, part) in second.chunks(10).enumerate() {
+        p.handle(&g.plain(&c, Direction::Send, 100 + 10 * i as u64, part)).unwrap();
+    }
+    p.handle(&g.plain(&c, Direction::Recv, 0, &[RESP, RESP].concat())).unwrap();
+    p.handle(&g.conn(&c, ConnChange::Close)).unwrap();
+    end(&mut p, g.now);
+    let http = out.kind("http");
+    assert_eq!(http.len(), 2, "{:?}", out.records());
+    assert_eq!(http[1]["request"]["authority"], "shop.test");
+}
+
+#[test]
 fn tls_plaintext_takes_over_the_sockets_bytes() {
     let (mut p, out) = processor();
     let mut g = EventGen::default();

@@ -31,13 +31,23 @@ impl<W: Write> JsonlWriter<W> {
     }
 }
 
+/// Whether JSON Lines output (with `--raw` or without) has a line for `body`:
+/// data records are either every chunk as captured (raw) or the bytes no
+/// parser took, never both.
+pub fn in_jsonl(body: &Body<'_>, raw: bool) -> bool {
+    !matches!(
+        (body, raw),
+        (Body::Data { kind: DataKind::Captured, .. }, false)
+            | (Body::Data { kind: DataKind::Unparsed, .. }, true)
+    )
+}
+
 impl<W: Write + Send> Sink for JsonlWriter<W> {
     fn record(&mut self, r: &Record<'_>) -> io::Result<()> {
-        match r.body {
-            Body::Data { kind: DataKind::Captured, .. } if !self.raw => Ok(()),
-            Body::Data { kind: DataKind::Unparsed, .. } if self.raw => Ok(()),
-            _ => self.write(r),
+        if in_jsonl(&r.body, self.raw) {
+            self.write(r)?;
         }
+        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -13,7 +13,7 @@ mod har;
 mod jsonl;
 
 pub use har::{entry as har_entry, rfc3339};
-pub use jsonl::JsonlWriter;
+pub use jsonl::{in_jsonl, JsonlWriter};
 
 /// The `conn` object.
 #[derive(Debug, Clone, Copy)]
@@ -148,15 +148,22 @@ pub struct Record<'a> {
     pub body: Body<'a>,
 }
 
-impl Serialize for Record<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let kind = match self.body {
+impl Record<'_> {
+    /// The record's `kind` (CONTRACT.md).
+    pub fn kind(&self) -> &'static str {
+        match self.body {
             Body::Data { .. } => "data",
             Body::Conn(_) => "conn",
             Body::Drop(_) => "drop",
             Body::Http(_) => "http",
             Body::Dns(..) => "dns",
-        };
+        }
+    }
+}
+
+impl Serialize for Record<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let kind = self.kind();
         let o = &self.origin;
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("kind", kind)?;

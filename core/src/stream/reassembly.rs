@@ -42,6 +42,17 @@ impl Reassembler {
         Self { next: None, early: BTreeMap::new(), early_bytes: 0, limit }
     }
 
+    /// Expects the first byte at `seq` (a direction seen from its start):
+    /// chunks arriving before it wait for it.
+    pub fn expect(&mut self, seq: u64) {
+        self.next.get_or_insert(seq);
+    }
+
+    /// The bound on early bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Bytes waiting for an earlier chunk.
     pub fn buffered(&self) -> usize {
         self.early_bytes

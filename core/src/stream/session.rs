@@ -113,6 +113,9 @@ pub struct ConnSession {
     proto: Proto,
     held: Vec<Held>,
     midstream: bool,
+    /// Seen from byte 0 of both directions: the protocol is decided by the
+    /// bytes at offset 0, whichever chunk arrives first.
+    from_first_byte: bool,
     request_hint: Option<Direction>,
     limits: Limits,
     scratch: Vec<HttpOutput>,
@@ -134,6 +137,27 @@ fn other(d: Direction) -> Direction {
         Direction::Send => Direction::Recv,
         Direction::Recv => Direction::Send,
     }
+}
+
+/// The bytes of `c`'s direction from offset 0 as far as they are
+/// contiguous among the held chunks and `c`; None before offset 0 arrived.
+fn start_bytes(held: &[Held], c: Chunk<'_>) -> Option<Vec<u8>> {
+    let mut parts: Vec<(u64, &[u8])> = held
+        .iter()
+        .filter(|h| h.direction == c.direction)
+        .map(|h| (h.seq, &h.payload[..]))
+        .chain(std::iter::once((c.seq, c.payload)))
+        .collect();
+    parts.sort_by_key(|&(seq, _)| seq);
+    let mut first = Vec::new();
+    for (seq, payload) in parts {
+        let at = first.len() as u64;
+        if seq > at {
+            break;
+        }
+        first.extend_from_slice(payload.get((at - seq) as usize..).unwrap_or_default());
+    }
+    (!first.is_empty()).then_some(first)
 }
 
 /// Hands one in-order delivery of `direction` to the HTTP session.
@@ -208,12 +232,29 @@ impl ConnSession {
             proto: Proto::Unknown,
             held: Vec::new(),
             midstream,
+            from_first_byte: false,
             request_hint,
             limits,
             scratch: Vec::new(),
             last_ts: 0,
             plaintext: false,
         }
+    }
+
+    /// A session for a connection whose every byte is yet to come (its open
+    /// was seen and no earlier session had its bytes): both directions start
+    /// at offset 0, and a later chunk that arrives first (calls on two CPUs
+    /// swap in the ring buffer) waits for the first instead of deciding the
+    /// protocol. Sessions re-created after eviction or idleness must not use
+    /// this: their bytes do not start at 0.
+    pub fn from_first_byte(mut self) -> Self {
+        if !self.midstream {
+            self.from_first_byte = true;
+            for d in &mut self.dirs {
+                d.expect(0);
+            }
+        }
+        self
     }
 
     /// True when the connection carries HTTP (1.x or 2).
@@ -243,6 +284,15 @@ impl ConnSession {
 
     /// Chooses the protocol from the first bytes; false when `c` was held instead.
     fn decide(&mut self, c: Chunk<'_>) -> bool {
+        if self.from_first_byte {
+            match start_bytes(&self.held, c) {
+                Some(first) => return self.classify_start(c, &first),
+                None if self.hold(c) => return false,
+                // Byte 0 never came (a lost record): decide as before, from
+                // what arrived, and let reassembly start where it can.
+                None => self.give_up_first_byte(),
+            }
+        }
         let mut first: Vec<u8> = self
             .held
             .iter()
@@ -269,7 +319,19 @@ impl ConnSession {
             }));
             return true;
         }
-        let verdict = classify(&first);
+        self.classify_start(c, &first)
+    }
+
+    fn give_up_first_byte(&mut self) {
+        self.from_first_byte = false;
+        let limit = self.dirs[0].limit();
+        self.dirs = [Reassembler::new(limit), Reassembler::new(limit)];
+    }
+
+    /// Decides from `first`, the first bytes of `c`'s direction; false when
+    /// `c` was held for more.
+    fn classify_start(&mut self, c: Chunk<'_>, first: &[u8]) -> bool {
+        let verdict = classify(first);
         self.proto = match verdict {
             Classification::Http1Request | Classification::Http1Response => {
                 let request =

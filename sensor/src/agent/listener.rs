@@ -177,12 +177,14 @@ pub(super) async fn read_agent(mut stream: UnixStream, pid: u32, tx: mpsc::Sende
                 Ok(Some(frame)) => {
                     if let AgentEvent::Hello { runtime, version, agent_version, attached_late } = &frame.event
                     {
+                        let jvm = format!("{runtime} {version}");
+                        crate::metrics::global().probe_attached("JVMTI", "jvm", Some(&jvm));
                         info!(
                             pid,
                             target = format!("pid {pid}"),
                             probe_type = "JVMTI",
                             probe = "javax.net.ssl (SSLSocket, SSLEngine)",
-                            version = format!("{runtime} {version}"),
+                            version = jvm,
                             agent_version = agent_version.as_str(),
                             attached_late,
                             ok = true,

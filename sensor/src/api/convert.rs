@@ -80,14 +80,53 @@ fn message(m: &Message, request: bool) -> v1::HttpMessage {
 
 /// The subscribers' form of a record: exchanges, DNS messages and
 /// connection events (data chunks and drops are not streamed).
-pub fn record(r: &Record<'_>) -> Option<v1::Record> {
-    let c = r.conn.as_ref()?;
-    Some(match r.body {
+pub fn record(r: &Record<'_>) -> v1::Record {
+    let Some(c) = r.conn.as_ref() else {
+        // Only drops have no connection.
+        return v1::Record {
+            origin: Some(origin(&r.origin)),
+            kind: match r.body {
+                Body::Drop(d) => Some(drop_kind(&d)),
+                _ => None,
+            },
+            ..Default::default()
+        };
+    };
+    match r.body {
         Body::Http(e) => http_record(&r.origin, c, e),
         Body::Dns(m, direction) => dns_record(&r.origin, c, m, direction),
         Body::Conn(change) => conn_record(&r.origin, c, change),
-        Body::Data { .. } | Body::Drop(_) => return None,
-    })
+        Body::Data { direction, seq, payload, truncated, .. } => v1::Record {
+            origin: Some(origin(&r.origin)),
+            conn: Some(conn(c)),
+            k8s: k8s(c),
+            kind: Some(v1::record::Kind::Data(v1::DataChunk {
+                direction: proto_direction(direction) as i32,
+                seq,
+                payload: payload.to_vec(),
+                truncated: u64::from(truncated),
+            })),
+            ..Default::default()
+        },
+        Body::Drop(d) => v1::Record {
+            origin: Some(origin(&r.origin)),
+            conn: Some(conn(c)),
+            k8s: k8s(c),
+            kind: Some(drop_kind(&d)),
+            ..Default::default()
+        },
+    }
+}
+
+fn drop_kind(d: &nettap_core::record::DropRecord) -> v1::record::Kind {
+    v1::record::Kind::Drop(v1::Drop { count: d.count, bytes: d.bytes, reason: d.reason.to_string() })
+}
+
+fn proto_direction(d: Direction) -> v1::Direction {
+    match d {
+        Direction::Send => v1::Direction::Send,
+        Direction::Recv => v1::Direction::Recv,
+    }
 }
 
 /// A `conn` record.
@@ -103,6 +142,7 @@ pub fn conn_record(o: &Origin<'_>, c: &ConnView<'_>, change: nettap_core::events
         conn: Some(conn(c)),
         k8s: k8s(c),
         kind: Some(v1::record::Kind::ConnEvent(v1::ConnEvent { event: event as i32 })),
+        ..Default::default()
     }
 }
 
@@ -136,6 +176,7 @@ pub fn http_record(o: &Origin<'_>, c: &ConnView<'_>, e: &Exchange) -> v1::Record
             grpc: grpc_call,
             reset: e.reset_name().unwrap_or_default(),
         })),
+        ..Default::default()
     }
 }
 
@@ -158,10 +199,7 @@ pub fn dns_record(o: &Origin<'_>, c: &ConnView<'_>, m: &DnsMessage, direction: D
         conn: Some(conn(c)),
         k8s: k8s(c),
         kind: Some(v1::record::Kind::Dns(v1::Dns {
-            direction: match direction {
-                Direction::Send => v1::Direction::Send,
-                Direction::Recv => v1::Direction::Recv,
-            } as i32,
+            direction: proto_direction(direction) as i32,
             id: u32::from(m.id),
             response: m.response,
             query: m.questions.first().map(|(n, _)| n.clone()).unwrap_or_default(),
@@ -177,5 +215,6 @@ pub fn dns_record(o: &Origin<'_>, c: &ConnView<'_>, m: &DnsMessage, direction: D
             records,
             rcode: rcode_name(m.rcode).into_owned(),
         })),
+        ..Default::default()
     }
 }

@@ -2,13 +2,15 @@
 //! broadcast; one that falls behind loses the oldest and is told how many.
 
 use super::security::{ApiListen, TokenCheck};
-use nettap_core::record::Record;
+use nettap_core::clock::Clock;
+use nettap_core::record::{in_jsonl, Body, DropRecord, Origin, Record};
 use nettap_core::sink::Sink;
 use nettap_shared_proto::v1::capture_server::{Capture, CaptureServer};
 use nettap_shared_proto::v1::{self, SubscribeRequest};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -56,18 +58,18 @@ impl std::fmt::Display for ApiAddr {
 #[derive(Debug, Clone)]
 pub struct Publisher {
     tx: broadcast::Sender<Arc<v1::Record>>,
-}
-
-impl Default for Publisher {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// Subscribers that asked for each record's JSON Lines bytes: they are
+    /// made only while there is one.
+    jsonl_subscribers: Arc<AtomicUsize>,
+    /// The sensor's `--raw`: which data records its JSON Lines output has.
+    raw: bool,
 }
 
 impl Publisher {
-    /// A publisher with no subscribers.
-    pub fn new() -> Self {
-        Self { tx: broadcast::channel(BACKLOG).0 }
+    /// A publisher with no subscribers, for a sensor whose JSON Lines
+    /// output is `raw` or not.
+    pub fn new(raw: bool) -> Self {
+        Self { tx: broadcast::channel(BACKLOG).0, jsonl_subscribers: Arc::default(), raw }
     }
 
     /// Whether anyone listens (records are only converted then).
@@ -83,25 +85,32 @@ impl Publisher {
 
 impl Sink for Publisher {
     /// Converted only while someone listens; a subscriber that falls behind
-    /// is told (`subscriber_lagged`), the capture never waits for it.
+    /// is told (`subscriber_lagged`), the capture never waits for it. The
+    /// records are those of the sensor's JSON Lines output.
     fn record(&mut self, r: &Record<'_>) -> std::io::Result<()> {
-        if self.active() {
-            if let Some(pb) = super::convert::record(r) {
-                self.publish(pb);
-            }
+        if !self.active() || !in_jsonl(&r.body, self.raw) {
+            return Ok(());
         }
+        let mut pb = super::convert::record(r);
+        if self.jsonl_subscribers.load(Ordering::Relaxed) > 0 {
+            pb.jsonl = serde_json::to_vec(r)?;
+        }
+        self.publish(pb);
         Ok(())
     }
 }
 
-fn wanted(f: &SubscribeRequest, r: &v1::Record) -> bool {
-    let kind = match &r.kind {
+fn kind_name(r: &v1::Record) -> &'static str {
+    match &r.kind {
         Some(v1::record::Kind::Http(_)) => "http",
         Some(v1::record::Kind::Dns(_)) => "dns",
         Some(v1::record::Kind::ConnEvent(_)) => "conn",
         Some(v1::record::Kind::Drop(_)) => "drop",
         Some(v1::record::Kind::Data(_)) | None => "data",
-    };
+    }
+}
+
+fn wanted(f: &SubscribeRequest, r: &v1::Record) -> bool {
     let pid = r.origin.as_ref().map_or(0, |o| o.pid);
     let ports: Vec<u32> =
         r.conn.iter().flat_map(|c| [c.local.as_ref(), c.remote.as_ref()]).flatten().map(|e| e.port).collect();
@@ -113,14 +122,71 @@ fn wanted(f: &SubscribeRequest, r: &v1::Record) -> bool {
             hosts.push(a.rsplit_once(':').map_or(a, |(h, _)| h));
         }
     }
-    (f.kinds.is_empty() || f.kinds.iter().any(|k| k == kind))
+    let pod_wanted = || {
+        if f.namespaces.is_empty() && f.pods.is_empty() && f.labels.is_empty() {
+            return true;
+        }
+        let Some(k) = &r.k8s else { return false };
+        (f.namespaces.is_empty() || f.namespaces.contains(&k.namespace))
+            && (f.pods.is_empty() || f.pods.contains(&k.pod))
+            && f.labels.iter().all(|(name, value)| k.labels.get(name) == Some(value))
+    };
+    (f.kinds.is_empty() || f.kinds.iter().any(|k| k == kind_name(r)))
         && (f.pids.is_empty() || f.pids.contains(&pid))
         && (f.ports.is_empty() || ports.iter().any(|p| f.ports.contains(p)))
         && (f.hosts.is_empty() || hosts.iter().any(|h| f.hosts.iter().any(|w| w == h)))
+        && pod_wanted()
+}
+
+/// One subscriber, counted (in the metrics, and among those that want JSON
+/// Lines bytes) for as long as its stream lives.
+struct Subscription {
+    jsonl: Option<Arc<AtomicUsize>>,
+}
+
+impl Subscription {
+    fn new(jsonl: Option<&Arc<AtomicUsize>>) -> Self {
+        crate::metrics::global().api_subscriber(true);
+        if let Some(count) = jsonl {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        Self { jsonl: jsonl.cloned() }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        crate::metrics::global().api_subscriber(false);
+        if let Some(count) = &self.jsonl {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A record that says `n` records were lost to a slow subscriber.
+fn lagged(n: u64, jsonl: bool) -> v1::Record {
+    let reason = "subscriber_lagged";
+    let record = Record {
+        origin: Origin {
+            ts_ns: Clock::new().now_ns(),
+            pid: 0,
+            comm: "",
+            source: "kernel",
+            probe: "api:subscribe",
+        },
+        conn: None,
+        body: Body::Drop(DropRecord { count: n, bytes: 0, reason }),
+    };
+    let mut pb = super::convert::record(&record);
+    if jsonl {
+        pb.jsonl = serde_json::to_vec(&record).unwrap_or_default();
+    }
+    pb
 }
 
 struct Service {
     tx: broadcast::Sender<Arc<v1::Record>>,
+    jsonl_subscribers: Arc<AtomicUsize>,
 }
 
 type RecordStream = Pin<Box<dyn Stream<Item = Result<v1::Record, tonic::Status>> + Send>>;
@@ -136,18 +202,19 @@ impl Capture for Service {
         request: tonic::Request<SubscribeRequest>,
     ) -> Result<tonic::Response<Self::SubscribeStream>, tonic::Status> {
         let filter = request.into_inner();
-        let stream = BroadcastStream::new(self.tx.subscribe()).filter_map(move |item| match item {
-            Ok(r) => wanted(&filter, &r).then(|| Ok((*r).clone())),
-            Err(BroadcastStreamRecvError::Lagged(n)) => Some(Ok(v1::Record {
-                origin: None,
-                conn: None,
-                k8s: None,
-                kind: Some(v1::record::Kind::Drop(v1::Drop {
-                    count: n,
-                    bytes: 0,
-                    reason: "subscriber_lagged".into(),
-                })),
-            })),
+        let counted = Subscription::new(filter.jsonl.then_some(&self.jsonl_subscribers));
+        let stream = BroadcastStream::new(self.tx.subscribe()).filter_map(move |item| {
+            let _counted = &counted; // lives as long as the stream
+            match item {
+                Ok(r) => wanted(&filter, &r).then(|| {
+                    let mut r = (*r).clone();
+                    if !filter.jsonl {
+                        r.jsonl = Vec::new();
+                    }
+                    Ok(r)
+                }),
+                Err(BroadcastStreamRecvError::Lagged(n)) => Some(Ok(lagged(n, filter.jsonl))),
+            }
         });
         Ok(tonic::Response::new(Box::pin(stream)))
     }
@@ -182,7 +249,7 @@ impl Drop for SocketFile {
 /// ends); for a Unix socket, its file, removed when dropped.
 pub async fn serve(listen: &ApiListen, publisher: &Publisher) -> anyhow::Result<Option<SocketFile>> {
     let svc = CaptureServer::with_interceptor(
-        Service { tx: publisher.tx.clone() },
+        Service { tx: publisher.tx.clone(), jsonl_subscribers: publisher.jsonl_subscribers.clone() },
         TokenCheck(listen.token.clone()),
     );
     let mut server = tonic::transport::Server::builder();
@@ -237,23 +304,24 @@ mod tests {
 
     #[test]
     fn filters_match_every_list_given() {
-        let r = v1::Record {
+        let mut r = v1::Record {
             origin: Some(v1::Origin { pid: 7, ..Default::default() }),
             conn: Some(v1::Conn {
                 remote: Some(v1::Endpoint { ip: vec![127, 0, 0, 1], port: 8080 }),
                 ..Default::default()
             }),
-            k8s: None,
             kind: Some(v1::record::Kind::Http(v1::HttpExchange {
                 request: Some(v1::HttpMessage { authority: "api.test:8080".into(), ..Default::default() }),
                 ..Default::default()
             })),
+            ..Default::default()
         };
         let f = |pids: &[u32], ports: &[u32], hosts: &[&str], kinds: &[&str]| SubscribeRequest {
             pids: pids.to_vec(),
             ports: ports.to_vec(),
             hosts: hosts.iter().map(|s| s.to_string()).collect(),
             kinds: kinds.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
         };
         assert!(wanted(&f(&[], &[], &[], &[]), &r));
         assert!(wanted(&f(&[7], &[8080], &["api.test"], &["http"]), &r));
@@ -261,5 +329,26 @@ mod tests {
         assert!(!wanted(&f(&[], &[9090], &[], &[]), &r));
         assert!(!wanted(&f(&[], &[], &["other.test"], &[]), &r));
         assert!(!wanted(&f(&[], &[], &[], &["dns"]), &r));
+
+        // Pod filters: a record without a pod never matches them.
+        let pod = |ns: &[&str], pods: &[&str], labels: &[(&str, &str)]| SubscribeRequest {
+            namespaces: ns.iter().map(|s| s.to_string()).collect(),
+            pods: pods.iter().map(|s| s.to_string()).collect(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        };
+        assert!(!wanted(&pod(&["shop"], &[], &[]), &r));
+        r.k8s = Some(v1::K8s {
+            pod: "web-1".into(),
+            namespace: "shop".into(),
+            labels: [("app".to_string(), "web".to_string()), ("tier".to_string(), "front".to_string())]
+                .into(),
+            ..Default::default()
+        });
+        assert!(wanted(&pod(&["shop"], &["web-1"], &[("app", "web")]), &r));
+        assert!(wanted(&pod(&[], &[], &[("app", "web"), ("tier", "front")]), &r));
+        assert!(!wanted(&pod(&["other"], &[], &[]), &r));
+        assert!(!wanted(&pod(&[], &["web-2"], &[]), &r));
+        assert!(!wanted(&pod(&[], &[], &[("app", "web"), ("tier", "back")]), &r));
     }
 }

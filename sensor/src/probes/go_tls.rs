@@ -71,6 +71,7 @@ impl GoTlsProbes {
             Ok(Some(go)) => go,
             Ok(None) | Err(golang::GoError::Elf(_)) => return None, // not Go
             Err(e) => {
+                crate::metrics::global().probe_failed("uprobe", &target, "go_layout");
                 tracing::warn!(target, probe_type = "uprobe", probe = WRITE, ok = false, error = %e, "probe attached: failed");
                 return None;
             }

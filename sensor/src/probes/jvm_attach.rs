@@ -219,6 +219,7 @@ impl AutoAttach {
                 std::thread::sleep(Duration::from_secs(1));
             }
             if let Some(e) = last {
+                crate::metrics::global().probe_failed("JVMTI", "jvm", "attach");
                 tracing::warn!(pid, probe_type = "JVMTI", ok = false, error = %e, "probe attached: failed");
             }
         });

@@ -60,6 +60,22 @@ pub enum ProbeError {
     KprobesRequired(String),
 }
 
+impl ProbeError {
+    /// A short class of the failure, for metrics labels.
+    pub fn class(&self) -> &'static str {
+        match self {
+            ProbeError::Object(_) => "object",
+            ProbeError::MissingProgram(_) => "missing_program",
+            ProbeError::ProgramType { .. } => "program_type",
+            ProbeError::Load { .. } => "verifier",
+            ProbeError::Attach { .. } => "attach",
+            ProbeError::Map { .. } => "map",
+            ProbeError::MissingSymbol(_) => "missing_symbol",
+            ProbeError::KprobesRequired(_) => "kprobes_required",
+        }
+    }
+}
+
 /// What start-up attached.
 #[derive(Debug, Clone)]
 pub struct Attached {
@@ -189,6 +205,14 @@ pub fn load_uprobes<'a>(
     Ok(())
 }
 
+/// Uprobe links, owned here rather than by their programs so that shutdown
+/// closes them from many threads at once: each close waits for the kernel's
+/// grace periods (uprobe unregister), and one after another — as the
+/// programs drop them — a few hundred probes took 40 s, past Kubernetes'
+/// default grace period, holding up execs meanwhile.
+static UPROBE_LINKS: std::sync::Mutex<Vec<aya::programs::uprobe::UProbeLink>> =
+    std::sync::Mutex::new(Vec::new());
+
 /// Attaches uprobe program `prog` at file offset `offset` of `file`, which
 /// is held open and named through `/proc/self/fd`, so a process that exits
 /// meanwhile (its `/proc/PID/...` path vanishing) does not matter.
@@ -200,8 +224,32 @@ pub fn attach_uprobe(
 ) -> Result<(), ProbeError> {
     use std::os::fd::AsRawFd;
     let via_fd = std::path::PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-    program::<aya::programs::UProbe>(ebpf, prog)?
-        .attach(None, offset, &via_fd, None)
-        .map(|_| ())
-        .map_err(|e| ProbeError::Attach { program: prog.to_string(), source: e })
+    let failed = |e| ProbeError::Attach { program: prog.to_string(), source: e };
+    let p = program::<aya::programs::UProbe>(ebpf, prog)?;
+    let id = p.attach(None, offset, &via_fd, None).map_err(failed)?;
+    let link = p.take_link(id).map_err(failed)?;
+    UPROBE_LINKS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(link);
+    Ok(())
+}
+
+/// Threads closing uprobe links at once at shutdown.
+const DETACH_THREADS: usize = 32;
+
+/// Detaches every uprobe, from up to DETACH_THREADS threads; returns how many.
+pub fn detach_uprobes() -> usize {
+    let links = std::mem::take(&mut *UPROBE_LINKS.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    let n = links.len();
+    let threads = DETACH_THREADS.min(n);
+    let mut shares: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, link) in links.into_iter().enumerate() {
+        shares[i % threads].push(link);
+    }
+    std::thread::scope(|scope| {
+        for share in shares {
+            // A thread that cannot start drops its share here, in turn.
+            let _ =
+                std::thread::Builder::new().name("detach".into()).spawn_scoped(scope, move || drop(share));
+        }
+    });
+    n
 }

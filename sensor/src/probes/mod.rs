@@ -18,7 +18,8 @@ pub use go_layout::{GoLayout, TABLE as GO_LAYOUT_TABLE, TCPCONN_TYPE_HASHES};
 pub use go_tls::GoTlsProbes;
 pub use kernel_hook::{decide, HookDecision, KernelHook};
 pub use loader::{
-    chain as error_chain, ensure_tracefs, load_every_program, load_object, Attached, ProbeError,
+    chain as error_chain, detach_uprobes, ensure_tracefs, load_every_program, load_object, Attached,
+    ProbeError,
 };
 pub use openssl::{is_libssl, libssl_of_process, openssl_version, OpenSslProbes};
 
@@ -61,6 +62,11 @@ fn log_attach(
     result: &Result<(), ProbeError>,
     version: Option<&str>,
 ) {
+    let metrics = crate::metrics::global();
+    match result {
+        Ok(()) => metrics.probe_attached(probe_type, target, version),
+        Err(e) => metrics.probe_failed(probe_type, target, e.class()),
+    }
     let version = version.unwrap_or("");
     match result {
         Ok(()) => info!(target, probe_type, probe, version, ok = true, "probe attached"),

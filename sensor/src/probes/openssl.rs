@@ -236,6 +236,7 @@ impl OpenSslProbes {
         let plans = match plans {
             Ok(p) => p,
             Err(e) => {
+                crate::metrics::global().probe_failed("uprobe", &target, "openssl_layout");
                 tracing::warn!(target, probe_type = "uprobe", ok = false, error = %e, "probe attached: failed");
                 return None;
             }
