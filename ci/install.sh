@@ -18,7 +18,8 @@ need_pkgs=(
   php-cli php-curl      # PHP's https:// stream wrapper and curl extension over libssl
   openjdk-17-jdk-headless maven  # the JVM agent's build (javac, jvmti.h) and java-testapps
   python3-yaml          # the chart tests read `helm template` output
-  qemu-system-x86       # the guest kernels of the kernel matrix (ci/install-vm.sh)
+  qemu-system-x86 qemu-system-arm  # the guest kernels of the kernel matrix (ci/install-vm.sh)
+  gcc-aarch64-linux-gnu # links the arm64 sensor for the arm64 guest (.cargo/config.toml)
   runc iptables         # the real node (ci/node.sh): containerd's runtime; pod NAT, kube-proxy
   ca-certificates
 )
@@ -65,9 +66,14 @@ fi
 # for the Kubernetes tests, built from their Go modules once and cached
 # (exports NETTAP_K8S_BIN).
 source "$root/ci/install-k8s.sh"
-# Debian's 6.1 kernel and the guest's initramfs for the kernel matrix tests
-# (exports NETTAP_VM).
+# Debian's 6.1 kernels (x86_64, arm64) and the guests' initramfs for the
+# kernel matrix tests (exports NETTAP_VM, NETTAP_VM_ARM64), and Rust's arm64
+# standard library for the arm64 sensor.
 source "$root/ci/install-vm.sh"
+if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
+  command -v rustup >/dev/null || { echo "ci/install.sh: rustup is needed to add the aarch64-unknown-linux-gnu target" >&2; exit 1; }
+  rustup target add aarch64-unknown-linux-gnu
+fi
 
 # The JVM tests run on JDK 17 and on the machine's second JDK (Temurin 25,
 # part of the machine image: Debian does not package it).

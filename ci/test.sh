@@ -14,6 +14,8 @@ fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --all-targets --locked
+# The arm64 sensor the arm64 guest runs (tests/tests/kernel_matrix_arm64_vm.rs).
+cargo build -p nettap-sensor --target aarch64-unknown-linux-gnu --locked
 # Parsers get a bounded fuzzing run on every test run (crashes fail it).
 bash ci/fuzz.sh
 log="$(mktemp)"

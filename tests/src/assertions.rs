@@ -29,6 +29,7 @@ pub fn assert_exact_from(cap: &Capture, peer: &PeerInfo, role: &str, from: usize
         let probe = r["probe"].as_str().unwrap();
         let ok = match source {
             "kernel" => probe.starts_with("tracepoint:syscalls:sys_exit_") || probe.starts_with("kprobe:"),
+            "go-tls" => probe.starts_with("uprobe:crypto/tls.(*Conn)."),
             _ => ["uprobe:SSL_write", "uretprobe:SSL_read", "uprobe:SSL_read"]
                 .iter()
                 .any(|p| probe.starts_with(p)),

@@ -310,7 +310,12 @@ impl Drop for Nginx {
 /// extra `go build` flags and environment (`GOTOOLCHAIN=go1.19.13` fetches
 /// that release as a Go toolchain module once, then it is cached).
 pub fn go_build(out: &Path, flags: &[&str], env: &[(&str, &str)]) {
-    let src = program("go/tlspeer");
+    go_build_program("tlspeer", out, flags, env);
+}
+
+/// `go_build` of tests/programs/go/NAME.
+pub fn go_build_program(name: &str, out: &Path, flags: &[&str], env: &[(&str, &str)]) {
+    let src = program(&format!("go/{name}"));
     let status = Command::new("go")
         .arg("build")
         .args(flags)
@@ -322,5 +327,5 @@ pub fn go_build(out: &Path, flags: &[&str], env: &[(&str, &str)]) {
         .envs(env.iter().copied())
         .status()
         .expect("the Go toolchain (`go`) is required to build the Go test programs");
-    assert!(status.success(), "go build {flags:?} {env:?} failed");
+    assert!(status.success(), "go build of {name} {flags:?} {env:?} failed");
 }

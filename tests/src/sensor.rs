@@ -26,6 +26,23 @@ pub fn nettap_bin() -> PathBuf {
     path
 }
 
+/// The arm64 `nettap` of the arm64 guest tests: `$NETTAP_BIN_ARM64`, else the
+/// workspace's debug cross-build (`cargo build -p nettap-sensor --target
+/// aarch64-unknown-linux-gnu`, which ci/test.sh runs).
+pub fn nettap_bin_arm64() -> PathBuf {
+    if let Some(path) = std::env::var_os("NETTAP_BIN_ARM64") {
+        return PathBuf::from(path);
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/aarch64-unknown-linux-gnu/debug/nettap");
+    assert!(
+        path.exists(),
+        "{} does not exist: build it first (`cargo build -p nettap-sensor --target aarch64-unknown-linux-gnu`)",
+        path.display()
+    );
+    assert_fresh(&path);
+    path
+}
+
 /// `cargo test -p nettap-e2e` does not rebuild the binary it runs: refuse a
 /// binary older than the sources it is built from, instead of testing old code.
 fn assert_fresh(bin: &Path) {
@@ -184,11 +201,7 @@ impl Sensor {
         let log = std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default();
         assert!(status.success(), "nettap exited with {status}; log:\n{log}");
         let text = std::fs::read_to_string(self.dir.path().join("records.jsonl")).unwrap();
-        let records = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
-            .collect();
-        let cap = Capture { records, log, text };
+        let cap = Capture::parse(&text, log);
         if let Ok(hook) = std::env::var("NETTAP_EXPECT_HOOK") {
             assert_kernel_hook(&cap, &hook);
         }
@@ -253,6 +266,15 @@ pub struct Stream {
 }
 
 impl Capture {
+    /// The records of a JSON Lines file's `text`, and the sensor's `log`.
+    pub fn parse(text: &str, log: String) -> Capture {
+        let records = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+            .collect();
+        Capture { records, log, text: text.to_string() }
+    }
+
     /// Records of `kind` from process `pid`.
     pub fn of(&self, kind: &str, pid: u32) -> Vec<&Value> {
         self.records.iter().filter(|r| r["kind"] == kind && r["pid"] == pid).collect()

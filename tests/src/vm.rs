@@ -1,5 +1,6 @@
 //! Runs a script inside another kernel, under qemu: the kernel matrix
-//! (Debian's 6.1, which has kprobes, where our machines' kernel has none).
+//! (Debian's 6.1, which has kprobes, where our machines' kernel has none, on
+//! x86_64 and on arm64).
 //!
 //! The guest's root is the host's own, shared read-only over 9p under a tmpfs
 //! overlay (ci/vm-init.sh), rather than an initramfs holding the test's
@@ -8,6 +9,11 @@
 //! its whole runtime. The same absolute paths work on both sides, so a test
 //! binary built on the host runs in the guest unchanged. The kernel and the
 //! initramfs (busybox and the 9p/overlay modules) come from ci/install-vm.sh.
+//!
+//! The arm64 guest cannot run the host's programs: its initramfs is its root
+//! (busybox, Debian's arm64 C library and OpenSSL), the host's root is at
+//! `/host` for the cross-built sensor and Go programs, and scripts run with
+//! busybox sh (ci/vm-init-arm64.sh).
 //!
 //! Software emulation only: `/dev/kvm` exists on our machines, but a KVM
 //! guest hangs right after the kernel is decompressed (nested virtualisation).
@@ -19,6 +25,7 @@ use std::time::{Duration, Instant};
 /// A bootable guest: the kernel and initramfs ci/install-vm.sh cached.
 pub struct Guest {
     dir: PathBuf,
+    arm64: bool,
 }
 
 /// What a guest run left.
@@ -37,13 +44,22 @@ pub struct GuestRun {
 impl Guest {
     /// Debian's 6.1 kernel for x86_64 (`$NETTAP_VM`, exported by ci/install.sh).
     pub fn debian_6_1() -> Guest {
-        let dir = std::env::var_os("NETTAP_VM").map(PathBuf::from).unwrap_or_else(|| {
-            panic!("NETTAP_VM is not set: run `source ci/install.sh` (ci/install-vm.sh fetches the guest kernel)")
+        Guest::from_env("NETTAP_VM", false)
+    }
+
+    /// Debian's 6.1 kernel for arm64 (`$NETTAP_VM_ARM64`, exported by ci/install.sh).
+    pub fn debian_6_1_arm64() -> Guest {
+        Guest::from_env("NETTAP_VM_ARM64", true)
+    }
+
+    fn from_env(var: &str, arm64: bool) -> Guest {
+        let dir = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+            panic!("{var} is not set: run `source ci/install.sh` (ci/install-vm.sh fetches the guest kernel)")
         });
         for f in ["vmlinuz", "initrd", "complete"] {
             assert!(dir.join(f).exists(), "{} is missing: ci/install-vm.sh builds it", dir.join(f).display());
         }
-        Guest { dir }
+        Guest { dir, arm64 }
     }
 
     /// The Debian package the kernel came from (`linux-image-6.1.0-…-amd64`).
@@ -51,10 +67,24 @@ impl Guest {
         std::fs::read_to_string(self.dir.join("kernel-package")).unwrap_or_default().trim().to_string()
     }
 
-    /// Boots the guest, runs `script` with bash as root in `/mnt/nettap`
+    /// Boots the guest, runs `script` with bash (busybox sh on arm64) as root in `/mnt/nettap`
     /// (after `export`s of `env`) and powers off. qemu is killed after `timeout`.
     pub fn run(&self, script: &str, env: &[(&str, &str)], timeout: Duration) -> GuestRun {
+        self.run_with_files(script, env, &[], timeout)
+    }
+
+    /// `run` with `files` (name, contents) put in `/mnt/nettap` first.
+    pub fn run_with_files(
+        &self,
+        script: &str,
+        env: &[(&str, &str)],
+        files: &[(&str, &[u8])],
+        timeout: Duration,
+    ) -> GuestRun {
         let share = tempfile::tempdir().unwrap();
+        for (name, contents) in files {
+            std::fs::write(share.path().join(name), contents).unwrap();
+        }
         let mut text = String::from("set -u\n");
         for (k, v) in env {
             text.push_str(&format!("export {k}={}\n", shell_quote(v)));
@@ -73,7 +103,7 @@ impl Guest {
             .stdout(console.try_clone().unwrap())
             .stderr(console)
             .spawn()
-            .expect("qemu-system-x86_64 is required for the guest tests: ci/install.sh installs it");
+            .expect("qemu-system-x86_64 and qemu-system-aarch64 are required for the guest tests: ci/install.sh installs them");
         let timed_out = loop {
             if qemu.try_wait().unwrap().is_some() {
                 break false;
@@ -96,15 +126,25 @@ impl Guest {
     }
 
     fn command(&self, share: &Path) -> Command {
-        let mut c = Command::new("qemu-system-x86_64");
-        c.args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "3072"])
-            .args(["-nographic", "-no-reboot", "-nic", "none"])
+        let mut c;
+        if self.arm64 {
+            c = Command::new("qemu-system-aarch64");
+            // pauth-impdef: pointer authentication with qemu's cheap
+            // algorithm (the architected one dominates emulation time).
+            c.args(["-M", "virt", "-accel", "tcg", "-cpu", "max,pauth-impdef=on", "-smp", "2", "-m", "2048"]);
+        } else {
+            c = Command::new("qemu-system-x86_64");
+            c.args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "3072"]);
+        }
+        let console = if self.arm64 { "ttyAMA0" } else { "ttyS0" };
+        c.args(["-nographic", "-no-reboot", "-nic", "none"])
             .arg("-kernel")
             .arg(self.dir.join("vmlinuz"))
             .arg("-initrd")
             .arg(self.dir.join("initrd"))
             // panic=-1 and -no-reboot: a guest that panics ends at once.
-            .args(["-append", "console=ttyS0 quiet loglevel=3 panic=-1"])
+            .arg("-append")
+            .arg(format!("console={console} quiet loglevel=3 panic=-1"))
             .arg("-virtfs")
             .arg("local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap")
             .arg("-virtfs")

@@ -12,6 +12,12 @@ fn kernel_has_kprobes() -> bool {
         || Path::new("/sys/kernel/tracing/kprobe_events").exists()
 }
 
+/// kprobes attach but never fire (`echo 0 > /sys/kernel/debug/kprobes/enabled`,
+/// as the kernel matrix's disarmed guest boot does).
+fn kprobes_disarmed() -> bool {
+    std::fs::read_to_string("/sys/kernel/debug/kprobes/enabled").is_ok_and(|s| s.trim() == "0")
+}
+
 #[test]
 fn every_program_of_both_paths_loads() {
     let mut ebpf = load_object(&CaptureConfig::default(), std::process::id()).expect("object loads");
@@ -53,7 +59,13 @@ fn auto_selection_logs_its_choice_and_reason() {
     let sensor = Sensor::start(&["--port", "1"]);
     let cap = sensor.stop();
     let line = cap.log.lines().find(|l| l.contains("kernel hook selected")).expect("selection is logged");
-    if kernel_has_kprobes() {
+    if kprobes_disarmed() {
+        assert!(line.contains("hook=\"tracepoint\""), "{line}");
+        assert!(line.contains("kprobes are disarmed"), "{line}");
+        let kprobe_lines =
+            cap.log.lines().filter(|l| l.contains("probe attached") && l.contains("probe_type=\"kprobe\""));
+        assert_eq!(kprobe_lines.count(), 0, "disarmed kprobes are not even attached:\n{}", cap.log);
+    } else if kernel_has_kprobes() {
         assert!(line.contains("hook=\"kprobe\""), "{line}");
     } else {
         assert!(line.contains("hook=\"tracepoint\""), "{line}");
@@ -66,7 +78,7 @@ fn auto_selection_logs_its_choice_and_reason() {
 
 #[test]
 fn required_kprobes_fail_clearly_where_the_kernel_has_none() {
-    if kernel_has_kprobes() {
+    if kernel_has_kprobes() && !kprobes_disarmed() {
         return; // on such kernels `kprobe` is simply used; see auto_selection_logs_its_choice_and_reason
     }
     let out = Command::new(nettap_bin())
@@ -76,6 +88,9 @@ fn required_kprobes_fail_clearly_where_the_kernel_has_none() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("kprobes were required"), "{err}");
+    if kprobes_disarmed() {
+        assert!(err.contains("kprobes are disarmed"), "{err}");
+    }
 }
 
 #[test]

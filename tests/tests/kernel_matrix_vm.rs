@@ -17,7 +17,9 @@ const KPROBE_SUITE: &[(&str, &str)] = &[
     ("kernel_hook_bpf", "auto_selection_logs_its_choice_and_reason"),
     ("kernel_hook_bpf", "a_kprobe_path_failing_midway_leaves_nothing_attached"),
     ("tcp_exact_bpf", "loopback_ipv4"),
+    ("tcp_exact_bpf", "loopback_ipv4_from_0_b_to_4_mib"),
     ("tcp_exact_bpf", "loopback_ipv6"),
+    ("tcp_exact_bpf", "veth_between_namespaces_ipv4"),
     ("tcp_exact_bpf", "veth_between_namespaces_ipv6"),
     ("tcp_exact_bpf", "bytes_peeked_before_they_are_read_are_captured_once"),
     ("midstream_bpf", "connection_opened_before_the_sensor"),
@@ -38,6 +40,15 @@ const TRACEPOINT_SUITE: &[(&str, &str)] = &[
     ("tcp_exact_bpf", "loopback_ipv4"),
     ("tls_openssl_bpf", "python_ssl_plaintext_is_exact_and_ciphertext_never_written"),
     ("bpf_cost_bpf", "bpf_run_time_per_call_of_the_chosen_path"),
+];
+
+/// Run with kprobes attachable but disarmed (`echo 0 >
+/// /sys/kernel/debug/kprobes/enabled`: attached kprobes never fire): `auto`
+/// must see it and take the tracepoints, `--kernel-hook kprobe` must refuse.
+const DISARMED_SUITE: &[(&str, &str)] = &[
+    ("kernel_hook_bpf", "auto_selection_logs_its_choice_and_reason"),
+    ("kernel_hook_bpf", "required_kprobes_fail_clearly_where_the_kernel_has_none"),
+    ("tcp_exact_bpf", "loopback_ipv4"),
 ];
 
 /// Environment the guest's tests get from the host (tool locations and caches).
@@ -70,8 +81,9 @@ fn test_binary(name: &str) -> PathBuf {
 
 /// The guest's script: each test on its own, its outcome and time on one
 /// `nettap-guest-test` line, the output of a failure on the console.
-fn script(tests: &[(&str, &str)]) -> String {
-    let mut s = String::from(
+fn script(setup: &str, tests: &[(&str, &str)]) -> String {
+    let mut s = format!("{setup}\n");
+    s.push_str(
         r#"mkdir -p logs
 fails=0
 t() {
@@ -96,9 +108,9 @@ t() {
     s
 }
 
-/// Boots the guest, runs `tests` there with `hook` expected (and `env`),
-/// and fails unless every one passed.
-fn run_in_guest(hook: &str, env: &[(&str, &str)], tests: &[(&str, &str)]) {
+/// Boots the guest, runs `setup` then `tests` there with `hook` expected
+/// (and `env`), and fails unless every one passed.
+fn run_in_guest(hook: &str, setup: &str, env: &[(&str, &str)], tests: &[(&str, &str)]) {
     let guest = Guest::debian_6_1();
     let host_env: Vec<(String, String)> = std::env::vars()
         .filter(|(k, _)| PASSED_ENV.contains(&k.as_str()) || (k.starts_with("NETTAP_") && k != "NETTAP_VM"))
@@ -108,7 +120,7 @@ fn run_in_guest(hook: &str, env: &[(&str, &str)], tests: &[(&str, &str)]) {
     all.extend_from_slice(env);
     // Software emulation is slow: a bound per test, not one for the whole boot.
     let timeout = Duration::from_secs(60 + 240 * tests.len() as u64);
-    let run = guest.run(&script(tests), &all, timeout);
+    let run = guest.run(&script(setup, tests), &all, timeout);
 
     let lines: Vec<&str> = run
         .console
@@ -141,10 +153,16 @@ fn debian_6_1_kprobe_path() {
     // build of the same program then only links.
     let warm = tempfile::tempdir().unwrap();
     nettap_e2e::go_build(&warm.path().join("tlspeer"), &["-ldflags=-s -w"], &[]);
-    run_in_guest("kprobe", &[], KPROBE_SUITE);
+    run_in_guest("kprobe", "", &[], KPROBE_SUITE);
 }
 
 #[test]
 fn debian_6_1_tracepoint_path_by_override() {
-    run_in_guest("tracepoint", &[("NETTAP_KERNEL_HOOK", "tracepoint")], TRACEPOINT_SUITE);
+    run_in_guest("tracepoint", "", &[("NETTAP_KERNEL_HOOK", "tracepoint")], TRACEPOINT_SUITE);
+}
+
+#[test]
+fn debian_6_1_kprobes_disarmed_auto_takes_tracepoints() {
+    let disarm = "echo 0 >/sys/kernel/debug/kprobes/enabled || exit 1";
+    run_in_guest("tracepoint", disarm, &[], DISARMED_SUITE);
 }

@@ -1,17 +1,28 @@
-//! Random payloads of 1 B … 1 MiB each way over one keep-alive connection,
-//! on loopback and across two network namespaces, IPv4 and IPv6: the records
+//! Random payloads of 1 B … 1 MiB (0 B … 4 MiB on IPv4 loopback) each way over
+//! one keep-alive connection, on loopback and across two network namespaces,
+//! IPv4 and IPv6: the records
 //! must reassemble to exactly those bytes with the right pid, comm,
 //! endpoints, role and direction.
 
 use nettap_e2e::*;
 
 fn exact(server_ns: Option<&str>, listen: &str, client_ns: Option<&str>, connect: &str) {
+    exact_sizes(server_ns, listen, client_ns, connect, SIZES);
+}
+
+fn exact_sizes(
+    server_ns: Option<&str>,
+    listen: &str,
+    client_ns: Option<&str>,
+    connect: &str,
+    sizes: &[usize],
+) {
     let port = free_port();
     let port_s = port.to_string();
     let mut args = vec!["--port", &port_s];
     args.extend_from_slice(EXACT);
     let sensor = Sensor::start(&args);
-    let ex = Exchange::start(server_ns, listen, client_ns, connect, port, SIZES, &[]);
+    let ex = Exchange::start(server_ns, listen, client_ns, connect, port, sizes, &[]);
     let (server, client, _dir) = ex.finish();
     let cap = sensor.stop();
 
@@ -32,6 +43,11 @@ fn exact(server_ns: Option<&str>, listen: &str, client_ns: Option<&str>, connect
 #[test]
 fn loopback_ipv4() {
     exact(None, "127.0.0.1", None, "127.0.0.1");
+}
+
+#[test]
+fn loopback_ipv4_from_0_b_to_4_mib() {
+    exact_sizes(None, "127.0.0.1", None, "127.0.0.1", &[0, 1, 100, 4095, 65537, 1 << 20, 4 << 20]);
 }
 
 #[test]

@@ -44,6 +44,21 @@ pub fn kprobes_possible() -> bool {
     .any(|p| std::path::Path::new(p).exists())
 }
 
+/// Where the kernel says whether kprobes are armed (debugfs): `0` after
+/// `echo 0 >` it, when every kprobe stays attached and never fires.
+pub const KPROBES_ENABLED: &str = "/sys/kernel/debug/kprobes/enabled";
+
+/// Why kprobes would attach and capture nothing, from the contents of
+/// `KPROBES_ENABLED` (`None` where debugfs is not mounted: nothing to tell).
+pub fn kprobes_disarmed(enabled: Option<&str>) -> Option<String> {
+    (enabled?.trim() == "0").then(|| format!("kprobes are disarmed ({KPROBES_ENABLED} is 0)"))
+}
+
+/// `kprobes_disarmed` of the running kernel.
+pub fn running_kprobes_disarmed() -> Option<String> {
+    kprobes_disarmed(std::fs::read_to_string(KPROBES_ENABLED).ok().as_deref())
+}
+
 /// Which argument of the kernel's `tcp_recvmsg` holds its flags (the kprobe
 /// skips `MSG_PEEK` calls): Linux 5.19 removed the `nonblock` argument before
 /// them ("net: remove noblock parameter from recvmsg() entities").
@@ -101,6 +116,17 @@ mod tests {
     fn explicit_kprobe_fails_loudly() {
         let e = decide(KernelHookChoice::Kprobe, Err("no kprobe PMU".into())).unwrap_err();
         assert!(e.to_string().contains("no kprobe PMU"), "{e}");
+    }
+
+    #[test]
+    fn disarmed_kprobes_are_named_and_unknown_or_armed_ones_are_not() {
+        let why = kprobes_disarmed(Some("0\n")).unwrap();
+        assert!(why.contains("disarmed") && why.contains(KPROBES_ENABLED), "{why}");
+        assert_eq!(kprobes_disarmed(Some("1\n")), None);
+        assert_eq!(kprobes_disarmed(None), None);
+        let d = decide(KernelHookChoice::Auto, Err(why)).unwrap();
+        assert_eq!(d.hook, KernelHook::Tracepoint);
+        assert!(d.reason.contains("disarmed"), "{}", d.reason);
     }
 
     #[test]

@@ -167,6 +167,10 @@ pub fn attach_kernel(
 
 /// Attaches all kprobes or none: a half-attached path would lose one direction.
 fn try_kprobes(ebpf: &mut Ebpf) -> Result<(), String> {
+    // Disarmed kprobes attach fine and never fire: not tried at all.
+    if let Some(why) = kernel_hook::running_kprobes_disarmed() {
+        return Err(why);
+    }
     attach_kprobes(ebpf, DATA_KPROBES)
 }
 

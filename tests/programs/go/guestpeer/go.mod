@@ -1,0 +1,3 @@
+module example.test/guestpeer
+
+go 1.18
