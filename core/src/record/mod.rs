@@ -4,11 +4,13 @@
 use crate::dns::{rcode_name, Answer, AnswerData, DnsMessage};
 use crate::events::{ConnChange, Direction, Role};
 use crate::pod::PodOf;
+use crate::protocols::db::DbExchange;
 use crate::protocols::exchange::{Exchange, Message};
 use crate::protocols::grpc;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use std::net::SocketAddr;
 
+mod db;
 mod har;
 mod jsonl;
 
@@ -135,6 +137,8 @@ pub enum Body<'a> {
     Http(&'a Exchange),
     /// A DNS message (query or answer) and which way it went.
     Dns(&'a DnsMessage, Direction),
+    /// A database or queue exchange (`redis`, …).
+    Db(&'a DbExchange),
 }
 
 /// One output record.
@@ -156,6 +160,7 @@ impl Serialize for Record<'_> {
             Body::Drop(_) => "drop",
             Body::Http(_) => "http",
             Body::Dns(..) => "dns",
+            Body::Db(e) => e.kind(),
         };
         let o = &self.origin;
         let mut m = s.serialize_map(None)?;
@@ -198,6 +203,7 @@ impl Serialize for Record<'_> {
                 m.serialize_entry("records", &Seq(d.answers.iter().map(AnswerView)))?;
                 m.serialize_entry("rcode", &rcode_name(d.rcode))?;
             }
+            Body::Db(e) => db::fields(&mut m, e)?,
             Body::Http(e) => {
                 m.serialize_entry("protocol", e.request.head.protocol())?;
                 m.serialize_entry("request", &HttpMessage { msg: &e.request, request: true })?;

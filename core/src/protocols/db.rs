@@ -1,0 +1,84 @@
+//! What the database and queue parsers (Redis, PostgreSQL, …) produce and
+//! how a connection's session drives whichever one its first bytes chose.
+//! Each protocol pairs its own requests and responses; this is the one
+//! shape the stream layer and the records see.
+
+use super::redis::{RedisExchange, RedisSession};
+use std::ops::Range;
+
+/// A finished exchange of one of the protocols.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbExchange {
+    /// A Redis command and its reply, or a push.
+    Redis(RedisExchange),
+}
+
+impl DbExchange {
+    /// The record kind (`redis`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DbExchange::Redis(_) => "redis",
+        }
+    }
+
+    /// Boot-time ns of the exchange's first byte (its request's, else its
+    /// response's).
+    pub fn start_ts(&self) -> u64 {
+        match self {
+            DbExchange::Redis(e) => e
+                .request
+                .as_ref()
+                .map(|r| r.start_ts)
+                .or(e.response.as_ref().map(|r| r.start_ts))
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// What feeding bytes to a protocol session produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DbOutput {
+    /// A finished exchange.
+    Exchange(Box<DbExchange>),
+    /// These bytes of the chunk just fed were not parsed (the direction
+    /// stopped parsing): the caller keeps them as raw data.
+    Raw(Range<usize>),
+    /// Something the parser gave up, for a `drop` record.
+    Drop {
+        /// Why.
+        reason: &'static str,
+        /// Bytes lost.
+        bytes: u64,
+    },
+}
+
+/// The protocol state of one connection.
+#[derive(Debug)]
+pub enum DbSession {
+    /// Redis (RESP2/RESP3).
+    Redis(RedisSession),
+}
+
+impl DbSession {
+    /// Feeds bytes of the request (`true`) or response direction.
+    pub fn feed(&mut self, request_side: bool, data: &[u8], ts: u64, out: &mut Vec<DbOutput>) {
+        match self {
+            DbSession::Redis(s) => s.feed(request_side, data, ts, out),
+        }
+    }
+
+    /// `len` bytes of a direction went missing; true when nothing was lost
+    /// beyond them.
+    pub fn gap(&mut self, request_side: bool, len: u64, ts: u64, out: &mut Vec<DbOutput>) -> bool {
+        match self {
+            DbSession::Redis(s) => s.gap(request_side, len, ts, out),
+        }
+    }
+
+    /// The connection ended.
+    pub fn close(&mut self, ts: u64, out: &mut Vec<DbOutput>) {
+        match self {
+            DbSession::Redis(s) => s.close(ts, out),
+        }
+    }
+}
