@@ -20,6 +20,7 @@ need_pkgs=(
   python3-yaml          # the chart tests read `helm template` output
   qemu-system-x86       # the guest kernels of the kernel matrix (ci/install-vm.sh)
   runc iptables         # the real node (ci/node.sh): containerd's runtime; pod NAT, kube-proxy
+  redis-server redis-tools  # a real Redis server and redis-cli (issue 23's protocol tests)
   ca-certificates
 )
 
@@ -43,11 +44,12 @@ command -v cargo >/dev/null || { echo "ci/install.sh: cargo (Rust >= 1.89) is re
 command -v python3 >/dev/null || { echo "ci/install.sh: python3 is required by the tests" >&2; exit 1; }
 
 # Python packages the tests use (a HAR parser we did not write, real gRPC
-# peers), in a cached venv.
+# peers, real database clients), in a cached venv.
 export NETTAP_VENV="${NETTAP_VENV:-$HOME/.cache/nettap/venv}"
-if ! "$NETTAP_VENV/bin/python" -c "import haralyzer, grpc" 2>/dev/null; then
+if ! "$NETTAP_VENV/bin/python" -c "import haralyzer, grpc, redis, psycopg" 2>/dev/null; then
   python3 -m venv "$NETTAP_VENV"
-  "$NETTAP_VENV/bin/pip" install -q --disable-pip-version-check "haralyzer==2.4.0" "grpcio==1.68.1"
+  "$NETTAP_VENV/bin/pip" install -q --disable-pip-version-check "haralyzer==2.4.0" "grpcio==1.68.1" \
+    "redis==8.1.0" "psycopg[binary]==3.3.9"
 fi
 
 # java-testapps' Maven plugins, fetched once into a cache the tests build

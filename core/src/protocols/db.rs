@@ -21,6 +21,21 @@ impl DbExchange {
         }
     }
 
+    /// One line's worth for a terminal: what was asked (shortened) and
+    /// what came back (or why nothing did).
+    pub fn summary(&self) -> (String, String) {
+        match self {
+            DbExchange::Redis(e) => e.summary(),
+        }
+    }
+
+    /// From the request's first byte to the response's last.
+    pub fn latency_ns(&self) -> Option<u64> {
+        match self {
+            DbExchange::Redis(e) => e.latency_ns(),
+        }
+    }
+
     /// Boot-time ns of the exchange's first byte (its request's, else its
     /// response's).
     pub fn start_ts(&self) -> u64 {

@@ -300,7 +300,7 @@ impl ConnSession {
             })),
             // A command: this direction carries requests.
             Classification::Redis => {
-                let session = DbSession::Redis(RedisSession::new(self.limits.max_body));
+                let session = DbSession::Redis(RedisSession::new(self.limits));
                 Proto::Db(Box::new(Db::new(session, c.direction, c.probe)))
             }
             Classification::NeedMore if self.hold(c) => return false,

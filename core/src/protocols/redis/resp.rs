@@ -210,6 +210,21 @@ impl RespParser {
         self.start_ts.is_none()
     }
 
+    /// `len` bytes went missing. Inside a bulk string's data the value
+    /// survives with them counted as truncated (true); anywhere else the
+    /// message's structure is lost (false).
+    pub fn gap(&mut self, len: u64) -> bool {
+        match &mut self.state {
+            State::Bulk { remaining, blob, .. } if *remaining >= len => {
+                *remaining -= len;
+                blob.truncated += len;
+                self.in_message += len;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Parses `data` (chunk time `ts`), calling `out` for each whole value.
     /// On an error the parser is left unusable; the caller gives up on the
     /// direction. Returns the offset in `data` where the failed message began
@@ -269,7 +284,7 @@ impl RespParser {
                 }
             }
             State::Bulk { remaining, blob, kind } => {
-                let n = (data.len() - *pos).min(*remaining as usize);
+                let n = (data.len() - *pos).min(usize::try_from(*remaining).unwrap_or(usize::MAX));
                 let room = self.limits.max_bytes.saturating_sub(self.kept_bytes).min(n);
                 blob.data.extend_from_slice(&data[*pos..*pos + room]);
                 blob.truncated += (n - room) as u64;
@@ -524,6 +539,23 @@ mod tests {
         assert_eq!(p.feed(b"*1\r\n*1\r\n*1\r\n:1\r\n", 1, &mut |_| {}), Err((0, RespError::Depth)));
         let mut p = RespParser::new(limits, false);
         assert_eq!(p.feed(b"+0123456789abcdefg", 1, &mut |_| {}), Err((0, RespError::Line)));
+    }
+
+    #[test]
+    fn a_gap_inside_bulk_data_is_counted_and_the_value_survives() {
+        let mut p = RespParser::new(RespLimits::default(), false);
+        let mut got = Vec::new();
+        p.feed(b"$10\r\nab", 1, &mut |v| got.push(v.value)).unwrap();
+        assert!(p.gap(5));
+        p.feed(b"hij\r\n+OK\r\n", 2, &mut |v| got.push(v.value)).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                Value::Bulk(Blob { data: b"abhij".to_vec(), truncated: 5 }),
+                Value::Simple(Blob::new(b"OK"))
+            ]
+        );
+        assert!(!p.gap(1), "between messages the structure is lost");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use super::resp::{Agg, Blob, Parsed, RespLimits, RespParser, Value};
 use crate::protocols::db::{DbExchange, DbOutput};
+use crate::protocols::exchange::Limits;
 use std::collections::VecDeque;
 
 /// A command: its name (upper-cased) and arguments.
@@ -61,6 +62,42 @@ impl RedisExchange {
     }
 }
 
+impl RedisExchange {
+    /// The command with its first arguments, and the reply in brief.
+    pub fn summary(&self) -> (String, String) {
+        let asked = match &self.request {
+            Some(q) => {
+                let mut line = q.command.name.clone();
+                for a in &q.command.args {
+                    if line.len() > 60 {
+                        line.push_str(" …");
+                        break;
+                    }
+                    line.push(' ');
+                    line.push_str(&String::from_utf8_lossy(&a.data));
+                }
+                line
+            }
+            None => "(push)".to_string(),
+        };
+        let answer = match self.response.as_ref().map(|r| &r.value) {
+            None => "no reply".to_string(),
+            Some(Value::Simple(b) | Value::Error(b) | Value::BulkError(b)) => {
+                String::from_utf8_lossy(&b.data).chars().take(60).collect()
+            }
+            Some(Value::Integer(n)) => n.to_string(),
+            Some(Value::Bulk(b) | Value::Verbatim(b)) => format!("{} B", b.data.len() as u64 + b.truncated),
+            Some(Value::Null) => "nil".to_string(),
+            Some(Value::Boolean(b)) => b.to_string(),
+            Some(Value::Double(t) | Value::BigNumber(t)) => t.clone(),
+            Some(v @ (Value::Array(a) | Value::Set(a) | Value::Map(a) | Value::Push(a))) => {
+                format!("{} of {}", v.type_name(), a.items.len() as u64 + a.omitted)
+            }
+        };
+        (asked, answer)
+    }
+}
+
 /// Commands waiting for replies, at most (a pipeline deeper than this
 /// loses its oldest pairings, counted).
 const MAX_PENDING: usize = 4096;
@@ -94,9 +131,11 @@ const SUBSCRIPTIONS: [(&str, &str); 6] = [
 ];
 
 impl RedisSession {
-    /// A session whose messages keep at most `max_bytes` bulk bytes each.
-    pub fn new(max_bytes: usize) -> Self {
-        let limits = RespLimits { max_bytes, ..RespLimits::default() };
+    /// A session within `limits`: a message keeps at most a body's worth
+    /// of bytes plus a head's (so a value of the body bound is kept whole
+    /// beside its command and key).
+    pub fn new(limits: Limits) -> Self {
+        let limits = RespLimits { max_bytes: limits.max_body + limits.max_head, ..RespLimits::default() };
         Self {
             parsers: [RespParser::new(limits, true), RespParser::new(limits, false)],
             pending: VecDeque::new(),
@@ -138,9 +177,13 @@ impl RedisSession {
         }
     }
 
-    /// `len` bytes of a direction never came: pairing cannot be trusted
-    /// after it, so what waits is written unanswered and the rest is raw.
-    pub fn gap(&mut self, _request_side: bool, _len: u64, _ts: u64, out: &mut Vec<DbOutput>) -> bool {
+    /// `len` bytes of a direction never came. Inside a bulk string they are
+    /// counted in its value (true); elsewhere pairing cannot be trusted
+    /// after them, so what waits is written unanswered and the rest is raw.
+    pub fn gap(&mut self, request_side: bool, len: u64, _ts: u64, out: &mut Vec<DbOutput>) -> bool {
+        if !self.broken && self.parsers[usize::from(!request_side)].gap(len) {
+            return true;
+        }
         self.give_up(out);
         false
     }
@@ -313,7 +356,7 @@ mod tests {
     use super::*;
 
     fn run(steps: &[(bool, &[u8])]) -> (Vec<RedisExchange>, Vec<DbOutput>) {
-        let mut s = RedisSession::new(1 << 20);
+        let mut s = RedisSession::new(Limits::default());
         let mut out = Vec::new();
         for (i, (req, bytes)) in steps.iter().enumerate() {
             s.feed(*req, bytes, i as u64 * 10, &mut out);
