@@ -21,6 +21,7 @@ need_pkgs=(
   qemu-system-x86       # the guest kernels of the kernel matrix (ci/install-vm.sh)
   runc iptables         # the real node (ci/node.sh): containerd's runtime; pod NAT, kube-proxy
   redis-server redis-tools  # a real Redis server and redis-cli (issue 23's protocol tests)
+  postgresql            # a real PostgreSQL server and psql (issue 23's protocol tests)
   ca-certificates
 )
 

@@ -49,3 +49,82 @@ impl RedisServer {
         self.child.id()
     }
 }
+
+/// Debian's PostgreSQL (the newest major under /usr/lib/postgresql), a
+/// fresh cluster made by initdb in a scratch directory and run as `nobody`
+/// (PostgreSQL refuses root) on 127.0.0.1:`port`. TCP logins need the
+/// password in clear (`password` method), so the test can check that it
+/// never reaches a record.
+pub struct PgServer {
+    child: KillOnDrop,
+    /// The cluster's directory (owned by nobody).
+    pub dir: tempfile::TempDir,
+}
+
+/// Where Debian installs the server programs of the newest major version.
+pub fn pg_bin(program: &str) -> std::path::PathBuf {
+    let root = Path::new("/usr/lib/postgresql");
+    let newest = std::fs::read_dir(root)
+        .unwrap_or_else(|_| panic!("PostgreSQL is required (ci/install.sh installs Debian's postgresql)"))
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|v| v.parse::<u32>().ok()))
+        .max()
+        .expect("no PostgreSQL version under /usr/lib/postgresql");
+    root.join(newest.to_string()).join("bin").join(program)
+}
+
+/// `program args…` as nobody, without root's groups.
+fn as_nobody(program: &Path) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]).arg(program);
+    c
+}
+
+impl PgServer {
+    /// initdb (superuser `postgres` with `password`) and start; waits until it listens.
+    pub fn start(port: u16, password: &str) -> PgServer {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), password).unwrap();
+        let chown = Command::new("chown").args(["-R", "nobody:nogroup"]).arg(dir.path()).status().unwrap();
+        assert!(chown.success());
+        let data = dir.path().join("data");
+        let out = as_nobody(&pg_bin("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth-local=trust", "--auth-host=password", "--no-sync", "-E", "UTF8"])
+            .arg(format!("--pwfile={}", dir.path().join("pw").display()))
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let mut child = as_nobody(&pg_bin("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .arg("-k")
+            .arg(dir.path())
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+            .spawn_guarded();
+        wait_listening(port, "postgres", || child.try_wait().unwrap().is_none());
+        PgServer { child, dir }
+    }
+
+    /// The postmaster's pid (each connection is served by a child of it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        // SIGINT: PostgreSQL's fast shutdown (ends every backend).
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let start = Instant::now();
+        while self.child.try_wait().ok().flatten().is_none() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

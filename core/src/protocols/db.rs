@@ -3,6 +3,7 @@
 //! Each protocol pairs its own requests and responses; this is the one
 //! shape the stream layer and the records see.
 
+use super::pgsql::{PgExchange, PgSession};
 use super::redis::{RedisExchange, RedisSession};
 use std::ops::Range;
 
@@ -11,6 +12,8 @@ use std::ops::Range;
 pub enum DbExchange {
     /// A Redis command and its reply, or a push.
     Redis(RedisExchange),
+    /// A PostgreSQL request and its answer.
+    Pgsql(PgExchange),
 }
 
 impl DbExchange {
@@ -18,6 +21,7 @@ impl DbExchange {
     pub fn kind(&self) -> &'static str {
         match self {
             DbExchange::Redis(_) => "redis",
+            DbExchange::Pgsql(_) => "pgsql",
         }
     }
 
@@ -26,6 +30,7 @@ impl DbExchange {
     pub fn summary(&self) -> (String, String) {
         match self {
             DbExchange::Redis(e) => e.summary(),
+            DbExchange::Pgsql(e) => e.summary(),
         }
     }
 
@@ -33,6 +38,7 @@ impl DbExchange {
     pub fn latency_ns(&self) -> Option<u64> {
         match self {
             DbExchange::Redis(e) => e.latency_ns(),
+            DbExchange::Pgsql(e) => e.latency_ns(),
         }
     }
 
@@ -46,6 +52,7 @@ impl DbExchange {
                 .map(|r| r.start_ts)
                 .or(e.response.as_ref().map(|r| r.start_ts))
                 .unwrap_or(0),
+            DbExchange::Pgsql(e) => e.request.ts,
         }
     }
 }
@@ -72,6 +79,8 @@ pub enum DbOutput {
 pub enum DbSession {
     /// Redis (RESP2/RESP3).
     Redis(RedisSession),
+    /// PostgreSQL (v3).
+    Pgsql(PgSession),
 }
 
 impl DbSession {
@@ -79,6 +88,7 @@ impl DbSession {
     pub fn feed(&mut self, request_side: bool, data: &[u8], ts: u64, out: &mut Vec<DbOutput>) {
         match self {
             DbSession::Redis(s) => s.feed(request_side, data, ts, out),
+            DbSession::Pgsql(s) => s.feed(request_side, data, ts, out),
         }
     }
 
@@ -87,6 +97,7 @@ impl DbSession {
     pub fn gap(&mut self, request_side: bool, len: u64, ts: u64, out: &mut Vec<DbOutput>) -> bool {
         match self {
             DbSession::Redis(s) => s.gap(request_side, len, ts, out),
+            DbSession::Pgsql(s) => s.gap(request_side, len, ts, out),
         }
     }
 
@@ -94,6 +105,7 @@ impl DbSession {
     pub fn close(&mut self, ts: u64, out: &mut Vec<DbOutput>) {
         match self {
             DbSession::Redis(s) => s.close(ts, out),
+            DbSession::Pgsql(s) => s.close(ts, out),
         }
     }
 }

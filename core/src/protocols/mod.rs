@@ -8,6 +8,7 @@ pub mod exchange;
 pub mod grpc;
 pub mod http1;
 pub mod http2;
+pub mod pgsql;
 pub mod redis;
 
 use exchange::{HttpOutput, Limits};
@@ -98,6 +99,8 @@ pub enum Classification {
     Http2,
     /// A Redis command (RESP).
     Redis,
+    /// A PostgreSQL startup, SSLRequest or CancelRequest.
+    Postgres,
     /// Not a protocol we parse.
     Other,
     /// Too few bytes to tell yet.
@@ -138,6 +141,11 @@ pub fn classify(first: &[u8]) -> Classification {
         Some(true) => return Classification::Http1Response,
         Some(false) => need_more = true,
         None => {}
+    }
+    match pgsql::classify(first) {
+        Some(true) => return Classification::Postgres,
+        None => need_more = true,
+        Some(false) => {}
     }
     match redis::classify(first) {
         Some(true) => return Classification::Redis,

@@ -2,7 +2,9 @@
 //! Binary values follow the body rule: text as a string, anything else as
 //! `{"b64": "…"}`; what a bound cut is said beside the value.
 
+use super::Seq;
 use crate::protocols::db::DbExchange;
+use crate::protocols::pgsql::{Cell, PgExchange, PgResponse};
 use crate::protocols::redis::{Agg, Blob, RedisExchange, Value};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
@@ -10,6 +12,88 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 pub(super) fn fields<M: SerializeMap>(m: &mut M, e: &DbExchange) -> Result<(), M::Error> {
     match e {
         DbExchange::Redis(r) => redis(m, r),
+        DbExchange::Pgsql(p) => pgsql(m, p),
+    }
+}
+
+fn pgsql<M: SerializeMap>(m: &mut M, e: &PgExchange) -> Result<(), M::Error> {
+    m.serialize_entry("request", &PgRequestView(e))?;
+    m.serialize_entry("response", &e.response.as_ref().map(PgResponseView))?;
+    m.serialize_entry("latency_ns", &e.latency_ns())?;
+    m.serialize_entry("database", &e.database)?;
+    m.serialize_entry("user", &e.user)
+}
+
+struct PgRequestView<'a>(&'a PgExchange);
+
+impl Serialize for PgRequestView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let q = &self.0.request;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("type", q.kind)?;
+        m.serialize_entry("query", &q.query)?;
+        m.serialize_entry("params", &Cells(&q.params))?;
+        if let Some(name) = &q.statement {
+            m.serialize_entry("statement", name)?;
+        }
+        m.end()
+    }
+}
+
+struct PgResponseView<'a>(&'a PgResponse);
+
+impl Serialize for PgResponseView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("status", if r.error.is_some() { "error" } else { "ok" })?;
+        m.serialize_entry("command_tag", &r.command_tag)?;
+        m.serialize_entry("columns", &r.columns)?;
+        m.serialize_entry("rows", &Seq(r.rows.iter().map(|row| Cells(row))))?;
+        m.serialize_entry("rows_truncated", &r.rows_truncated)?;
+        if let Some(e) = &r.error {
+            let mut v = serde_json::Map::new();
+            v.insert("severity".into(), e.severity.clone().into());
+            v.insert("code".into(), e.code.clone().into());
+            v.insert("message".into(), e.message.clone().into());
+            if let Some(d) = &e.detail {
+                v.insert("detail".into(), d.clone().into());
+            }
+            m.serialize_entry("error", &v)?;
+        }
+        if let Some((messages, bytes)) = r.copy {
+            m.serialize_entry("copy", &serde_json::json!({"messages": messages, "bytes": bytes}))?;
+        }
+        if let Some(b) = r.ssl {
+            m.serialize_entry("ssl", &b.to_string())?;
+        }
+        m.end()
+    }
+}
+
+struct Cells<'a>(&'a [Cell]);
+
+impl Serialize for Cells<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(CellView))
+    }
+}
+
+/// A cell: NULL as null, text as a string, numbers and truths as JSON's,
+/// other bytes as `{"b64": …}`.
+struct CellView<'a>(&'a Cell);
+
+impl Serialize for CellView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Cell::Null => s.serialize_none(),
+            Cell::Text(t) => s.serialize_str(t),
+            Cell::Bytes(b) => Bytes(b).serialize(s),
+            Cell::Int(n) => s.serialize_i64(*n),
+            Cell::Float(f) if f.is_finite() => s.serialize_f64(*f),
+            Cell::Float(f) => s.collect_str(f),
+            Cell::Bool(b) => s.serialize_bool(*b),
+        }
     }
 }
 

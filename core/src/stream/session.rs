@@ -11,6 +11,7 @@ use crate::events::Direction;
 use crate::protocols::db::{DbExchange, DbSession};
 use crate::protocols::exchange::{Exchange, HttpOutput, Limits};
 use crate::protocols::http1::Http1Session;
+use crate::protocols::pgsql::PgSession;
 use crate::protocols::redis::RedisSession;
 use crate::protocols::{classify, http2, Classification, HttpSession};
 
@@ -301,6 +302,10 @@ impl ConnSession {
             // A command: this direction carries requests.
             Classification::Redis => {
                 let session = DbSession::Redis(RedisSession::new(self.limits));
+                Proto::Db(Box::new(Db::new(session, c.direction, c.probe)))
+            }
+            Classification::Postgres => {
+                let session = DbSession::Pgsql(PgSession::new(self.limits));
                 Proto::Db(Box::new(Db::new(session, c.direction, c.probe)))
             }
             Classification::NeedMore if self.hold(c) => return false,
