@@ -7,8 +7,10 @@ use super::pgsql::{PgExchange, PgSession};
 use super::redis::{RedisExchange, RedisSession};
 use std::ops::Range;
 
-/// A finished exchange of one of the protocols.
+/// A finished exchange of one of the protocols (always carried boxed, so
+/// the variants' sizes do not matter).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
 pub enum DbExchange {
     /// A Redis command and its reply, or a push.
     Redis(RedisExchange),
@@ -74,8 +76,9 @@ pub enum DbOutput {
     },
 }
 
-/// The protocol state of one connection.
+/// The protocol state of one connection (its owner boxes it whole).
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum DbSession {
     /// Redis (RESP2/RESP3).
     Redis(RedisSession),

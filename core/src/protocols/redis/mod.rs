@@ -34,7 +34,7 @@ pub fn classify(first: &[u8]) -> Option<bool> {
 /// Reads `<tag><digits>\r\n` off the front of `rest`: `None` when more
 /// bytes are needed, `Some(None)` when it is not that.
 fn decimal_line(rest: &mut &[u8], tag: u8) -> Option<Option<u64>> {
-    let Some((&first, tail)) = rest.split_first() else { return None };
+    let (&first, tail) = rest.split_first()?;
     if first != tag {
         return Some(None);
     }

@@ -422,10 +422,7 @@ impl RespParser {
                 return None;
             }
             let f = self.stack.pop().expect("top exists");
-            value = self.close_frame(f);
-            if value.is_none() {
-                return None;
-            }
+            value = Some(self.close_frame(f)?);
         }
     }
 }

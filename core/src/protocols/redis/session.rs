@@ -314,32 +314,39 @@ fn command(v: Value) -> Command {
 fn redact(name: &str, args: &mut [Blob]) {
     let upper = |b: &Blob| String::from_utf8_lossy(&b.data).to_ascii_uppercase();
     let mut secret = vec![false; args.len()];
+    let mut mark = |i: usize| {
+        if let Some(s) = secret.get_mut(i) {
+            *s = true;
+        }
+    };
     match name {
         // AUTH [username] password
-        "AUTH" => secret.iter_mut().for_each(|s| *s = true),
-        // HELLO [protover [AUTH username password] …]
+        "AUTH" => (0..args.len()).for_each(&mut mark),
+        // HELLO [protover [AUTH username password] …]; MIGRATE … AUTH password | AUTH2 username password
         "HELLO" | "MIGRATE" => {
-            for i in 0..args.len() {
-                match upper(&args[i]).as_str() {
-                    "AUTH" if name == "HELLO" => secret.get_mut(i + 2).map(|s| *s = true),
-                    "AUTH" => secret.get_mut(i + 1).map(|s| *s = true),
-                    "AUTH2" => secret.get_mut(i + 2).map(|s| *s = true),
-                    _ => None,
-                };
+            for (i, a) in args.iter().enumerate() {
+                match upper(a).as_str() {
+                    "AUTH" if name == "HELLO" => mark(i + 2),
+                    "AUTH" => mark(i + 1),
+                    "AUTH2" => mark(i + 2),
+                    _ => {}
+                }
             }
         }
         // CONFIG SET requirepass|masterauth value …
         "CONFIG" if args.first().map(upper).as_deref() == Some("SET") => {
-            for i in (1..args.len()).step_by(2) {
-                if matches!(upper(&args[i]).as_str(), "REQUIREPASS" | "MASTERAUTH") {
-                    secret.get_mut(i + 1).map(|s| *s = true);
+            for (i, a) in args.iter().enumerate().skip(1).step_by(2) {
+                if matches!(upper(a).as_str(), "REQUIREPASS" | "MASTERAUTH") {
+                    mark(i + 1);
                 }
             }
         }
         // ACL SETUSER name >password #hash
         "ACL" => {
-            for (s, a) in secret.iter_mut().zip(args.iter()) {
-                *s = matches!(a.data.first(), Some(b'>' | b'<' | b'#' | b'!'));
+            for (i, a) in args.iter().enumerate() {
+                if matches!(a.data.first(), Some(b'>' | b'<' | b'#' | b'!')) {
+                    mark(i);
+                }
             }
         }
         _ => {}
