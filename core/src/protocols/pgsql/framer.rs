@@ -47,11 +47,6 @@ impl Framer {
         Self { state: State::Header, buf: Vec::new(), typed, max, in_message: 0 }
     }
 
-    /// From the next message on, messages have a type byte (after startup).
-    pub fn set_typed(&mut self) {
-        self.typed = true;
-    }
-
     /// The next message is a single byte (the answer to an SSLRequest).
     pub fn expect_byte(&mut self) {
         self.state = State::Byte;
@@ -104,6 +99,9 @@ impl Framer {
                         let kind = *kind;
                         self.state = State::Header;
                         self.in_message = 0;
+                        // After a v3 startup every message is typed (its
+                        // followers may be in the same chunk).
+                        self.typed |= self.buf.starts_with(&[0, 3]);
                         out(Frame::Message(kind, std::mem::take(&mut self.buf)));
                     }
                 }
@@ -170,21 +168,8 @@ mod tests {
         for cut in 0..bytes.len() {
             let mut f = Framer::new(false, 9);
             let mut got = Vec::new();
-            let (a, b) = bytes.split_at(cut);
-            // The startup is untyped; after it the framer is told so.
-            let first_len = 8;
-            let (a1, a2) = a.split_at(a.len().min(first_len));
-            f.feed(a1, &mut |fr| got.push(fr)).unwrap();
-            if a1.len() == first_len {
-                f.set_typed();
-                f.feed(a2, &mut |fr| got.push(fr)).unwrap();
-                f.feed(b, &mut |fr| got.push(fr)).unwrap();
-            } else {
-                let (b1, b2) = b.split_at(first_len - a1.len());
-                f.feed(b1, &mut |fr| got.push(fr)).unwrap();
-                f.set_typed();
-                f.feed(b2, &mut |fr| got.push(fr)).unwrap();
-            }
+            f.feed(&bytes[..cut], &mut |fr| got.push(fr)).unwrap();
+            f.feed(&bytes[cut..], &mut |fr| got.push(fr)).unwrap();
             assert_eq!(
                 got,
                 vec![

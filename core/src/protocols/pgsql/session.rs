@@ -274,7 +274,6 @@ impl PgSession {
                             _ => {}
                         }
                     }
-                    self.framers[0].set_typed();
                     self.push(OpKind::Startup, Some(Self::request("startup", String::new(), ts)), out);
                 }
                 _ => {
@@ -544,4 +543,172 @@ fn row_description(body: &[u8]) -> (Vec<String>, Vec<(u32, i16)>) {
         types.push((oid, format));
     }
     (names, types)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![kind];
+        m.extend(((body.len() + 4) as u32).to_be_bytes());
+        m.extend(body);
+        m
+    }
+
+    fn startup() -> Vec<u8> {
+        let body = b"\0\x03\0\0user\0alice\0database\0shop\0\0";
+        let mut m = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+        m.extend(body);
+        m
+    }
+
+    fn row_description(names: &[&str]) -> Vec<u8> {
+        let mut b = (names.len() as i16).to_be_bytes().to_vec();
+        for n in names {
+            b.extend(n.as_bytes());
+            b.push(0);
+            b.extend([0, 0, 0, 0, 0, 0]); // table, column
+            b.extend(23u32.to_be_bytes()); // int4
+            b.extend([0, 4, 0xff, 0xff, 0xff, 0xff, 0, 0]); // size, modifier, text format
+        }
+        msg(b'T', &b)
+    }
+
+    fn data_row(cells: &[Option<&str>]) -> Vec<u8> {
+        let mut b = (cells.len() as i16).to_be_bytes().to_vec();
+        for c in cells {
+            match c {
+                Some(t) => {
+                    b.extend((t.len() as i32).to_be_bytes());
+                    b.extend(t.as_bytes());
+                }
+                None => b.extend((-1i32).to_be_bytes()),
+            }
+        }
+        msg(b'D', &b)
+    }
+
+    fn ready() -> Vec<u8> {
+        msg(b'Z', b"I")
+    }
+
+    fn run(client: &[u8], server: &[u8], cut: usize) -> Vec<PgExchange> {
+        let mut s = PgSession::new(Limits::default());
+        let mut out = Vec::new();
+        // Requests first, then answers, each cut at `cut`.
+        for (side, bytes) in [(true, client), (false, server)] {
+            let c = cut.min(bytes.len());
+            s.feed(side, &bytes[..c], 1, &mut out);
+            s.feed(side, &bytes[c..], 2, &mut out);
+        }
+        s.close(3, &mut out);
+        out.into_iter()
+            .map(|o| match o {
+                DbOutput::Exchange(e) => match *e {
+                    DbExchange::Pgsql(p) => p,
+                    other => panic!("{other:?}"),
+                },
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn startup_and_a_simple_query_at_every_split() {
+        let mut client = startup();
+        client.extend(msg(b'p', b"hunter2\0"));
+        client.extend(msg(b'Q', b"SELECT a, b FROM t\0"));
+        let mut server = msg(b'R', &3u32.to_be_bytes()); // cleartext password asked
+        server.extend(msg(b'R', &0u32.to_be_bytes()));
+        server.extend(msg(b'S', b"server_version\x0015\0"));
+        server.extend(ready());
+        server.extend(row_description(&["a", "b"]));
+        server.extend(data_row(&[Some("1"), None]));
+        server.extend(msg(b'C', b"SELECT 1\0"));
+        server.extend(ready());
+        let cuts = client.len().max(server.len());
+        for cut in 0..=cuts {
+            let got = run(&client, &server, cut);
+            assert_eq!(got.len(), 2, "cut {cut}: {got:?}");
+            assert_eq!((got[0].request.kind, got[0].user.as_deref()), ("startup", Some("alice")));
+            assert_eq!(got[1].database.as_deref(), Some("shop"));
+            let r = got[1].response.as_ref().unwrap();
+            assert_eq!(got[1].request.query, "SELECT a, b FROM t");
+            assert_eq!(
+                (r.command_tag.as_deref(), r.columns.clone()),
+                (Some("SELECT 1"), vec!["a".into(), "b".into()])
+            );
+            assert_eq!(r.rows, vec![vec![Cell::Text("1".into()), Cell::Null]]);
+            assert!(!format!("{got:?}").contains("hunter2"), "the password is never kept");
+        }
+    }
+
+    #[test]
+    fn extended_protocol_pairs_executes_and_an_error_skips_to_sync() {
+        let mut client = startup();
+        // Parse (named, one int4 parameter), Bind text "7", Describe, Execute, Sync.
+        client.extend(msg(b'P', b"s1\0SELECT $1::int\0\0\x01\0\0\0\x17"));
+        client.extend(msg(b'B', b"\0s1\0\0\0\0\x01\0\0\0\x017\0\0"));
+        client.extend(msg(b'D', b"P\0"));
+        client.extend(msg(b'E', b"\0\0\0\0\0"));
+        client.extend(msg(b'S', b""));
+        // A second unit whose Bind fails: its Execute is never run.
+        client.extend(msg(b'B', b"\0s1\0\0\0\0\x01\0\0\0\x01x\0\0"));
+        client.extend(msg(b'E', b"\0\0\0\0\0"));
+        client.extend(msg(b'S', b""));
+        let mut server = msg(b'R', &0u32.to_be_bytes());
+        server.extend(ready());
+        server.extend(msg(b'1', b""));
+        server.extend(msg(b'2', b""));
+        server.extend(row_description(&["int4"]));
+        server.extend(data_row(&[Some("7")]));
+        server.extend(msg(b'C', b"SELECT 1\0"));
+        server.extend(ready());
+        server.extend(msg(b'E', b"SERROR\0C22P02\0Minvalid input syntax for type integer: \"x\"\0\0"));
+        server.extend(ready());
+        for cut in [0, 17, 40, 93, server.len()] {
+            let got = run(&client, &server, cut);
+            let kinds: Vec<_> = got.iter().map(|e| e.request.kind).collect();
+            assert_eq!(kinds, ["startup", "prepare", "execute", "execute"], "cut {cut}");
+            assert_eq!(got[1].request.statement.as_deref(), Some("s1"));
+            let ok = got[2].response.as_ref().unwrap();
+            assert_eq!(got[2].request.params, vec![Cell::Text("7".into())]);
+            assert_eq!(
+                (ok.rows.clone(), ok.command_tag.as_deref()),
+                (vec![vec![Cell::Text("7".into())]], Some("SELECT 1"))
+            );
+            assert_eq!(ok.columns, vec!["int4".to_string()]);
+            let failed = got[3].response.as_ref().unwrap();
+            assert_eq!(failed.error.as_ref().map(|e| e.code.as_str()), Some("22P02"));
+            assert_eq!(got[3].request.params, vec![Cell::Text("x".into())]);
+        }
+    }
+
+    #[test]
+    fn rows_are_kept_to_the_bound_then_counted_and_ssl_yes_means_raw() {
+        let mut client = startup();
+        client.extend(msg(b'Q', b"SELECT g\0"));
+        let mut server = msg(b'R', &0u32.to_be_bytes());
+        server.extend(ready());
+        server.extend(row_description(&["g"]));
+        for _ in 0..MAX_ROWS + 5 {
+            server.extend(data_row(&[Some("1")]));
+        }
+        server.extend(msg(b'C', b"SELECT 1005\0"));
+        server.extend(ready());
+        let got = run(&client, &server, 0);
+        let r = got[1].response.as_ref().unwrap();
+        assert_eq!((r.rows.len(), r.rows_truncated), (MAX_ROWS, 5));
+
+        let mut s = PgSession::new(Limits::default());
+        let mut out = Vec::new();
+        s.feed(true, &[0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f], 1, &mut out);
+        s.feed(false, b"S\x16\x03\x03", 2, &mut out);
+        s.feed(true, b"\x16\x03\x01", 3, &mut out);
+        assert!(
+            matches!(&out[0], DbOutput::Exchange(e) if matches!(&**e, DbExchange::Pgsql(p) if p.response.as_ref().unwrap().ssl == Some('S')))
+        );
+        assert_eq!(out[1..], [DbOutput::Raw(0..3)], "TLS bytes after the yes pass on raw");
+    }
 }
