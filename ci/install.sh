@@ -22,6 +22,7 @@ need_pkgs=(
   runc iptables         # the real node (ci/node.sh): containerd's runtime; pod NAT, kube-proxy
   redis-server redis-tools  # a real Redis server and redis-cli (issue 23's protocol tests)
   postgresql            # a real PostgreSQL server and psql (issue 23's protocol tests)
+  mariadb-server        # a real MySQL-protocol server and the mariadb client (issue 23)
   ca-certificates
 )
 
@@ -47,10 +48,10 @@ command -v python3 >/dev/null || { echo "ci/install.sh: python3 is required by t
 # Python packages the tests use (a HAR parser we did not write, real gRPC
 # peers, real database clients), in a cached venv.
 export NETTAP_VENV="${NETTAP_VENV:-$HOME/.cache/nettap/venv}"
-if ! "$NETTAP_VENV/bin/python" -c "import haralyzer, grpc, redis, psycopg" 2>/dev/null; then
+if ! "$NETTAP_VENV/bin/python" -c "import haralyzer, grpc, redis, psycopg, pymysql" 2>/dev/null; then
   python3 -m venv "$NETTAP_VENV"
   "$NETTAP_VENV/bin/pip" install -q --disable-pip-version-check "haralyzer==2.4.0" "grpcio==1.68.1" \
-    "redis==8.1.0" "psycopg[binary]==3.3.9"
+    "redis==8.1.0" "psycopg[binary]==3.3.9" "pymysql==1.2.4"
 fi
 
 # java-testapps' Maven plugins, fetched once into a cache the tests build

@@ -3,9 +3,29 @@
 //! Each protocol pairs its own requests and responses; this is the one
 //! shape the stream layer and the records see.
 
+use super::mysql::{MyExchange, MySession};
 use super::pgsql::{PgExchange, PgSession};
 use super::redis::{RedisExchange, RedisSession};
 use std::ops::Range;
+
+/// A parameter or cell value of the SQL protocols.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    /// SQL NULL.
+    Null,
+    /// Text (text format, or a binary text type).
+    Text(String),
+    /// Bytes that are not text (binary format of a type not decoded, bytea).
+    Bytes(Vec<u8>),
+    /// A binary integer.
+    Int(i64),
+    /// A binary float.
+    Float(f64),
+    /// A binary boolean.
+    Bool(bool),
+}
+
+impl Eq for Cell {}
 
 /// A finished exchange of one of the protocols (always carried boxed, so
 /// the variants' sizes do not matter).
@@ -16,6 +36,8 @@ pub enum DbExchange {
     Redis(RedisExchange),
     /// A PostgreSQL request and its answer.
     Pgsql(PgExchange),
+    /// A MySQL/MariaDB command and its answer.
+    Mysql(MyExchange),
 }
 
 impl DbExchange {
@@ -24,6 +46,7 @@ impl DbExchange {
         match self {
             DbExchange::Redis(_) => "redis",
             DbExchange::Pgsql(_) => "pgsql",
+            DbExchange::Mysql(_) => "mysql",
         }
     }
 
@@ -33,6 +56,7 @@ impl DbExchange {
         match self {
             DbExchange::Redis(e) => e.summary(),
             DbExchange::Pgsql(e) => e.summary(),
+            DbExchange::Mysql(e) => e.summary(),
         }
     }
 
@@ -41,6 +65,7 @@ impl DbExchange {
         match self {
             DbExchange::Redis(e) => e.latency_ns(),
             DbExchange::Pgsql(e) => e.latency_ns(),
+            DbExchange::Mysql(e) => e.latency_ns(),
         }
     }
 
@@ -55,6 +80,7 @@ impl DbExchange {
                 .or(e.response.as_ref().map(|r| r.start_ts))
                 .unwrap_or(0),
             DbExchange::Pgsql(e) => e.request.ts,
+            DbExchange::Mysql(e) => e.request.ts,
         }
     }
 }
@@ -84,6 +110,8 @@ pub enum DbSession {
     Redis(RedisSession),
     /// PostgreSQL (v3).
     Pgsql(PgSession),
+    /// MySQL/MariaDB (protocol 10).
+    Mysql(MySession),
 }
 
 impl DbSession {
@@ -92,6 +120,7 @@ impl DbSession {
         match self {
             DbSession::Redis(s) => s.feed(request_side, data, ts, out),
             DbSession::Pgsql(s) => s.feed(request_side, data, ts, out),
+            DbSession::Mysql(s) => s.feed(request_side, data, ts, out),
         }
     }
 
@@ -101,6 +130,7 @@ impl DbSession {
         match self {
             DbSession::Redis(s) => s.gap(request_side, len, ts, out),
             DbSession::Pgsql(s) => s.gap(request_side, len, ts, out),
+            DbSession::Mysql(s) => s.gap(request_side, len, ts, out),
         }
     }
 
@@ -109,6 +139,7 @@ impl DbSession {
         match self {
             DbSession::Redis(s) => s.close(ts, out),
             DbSession::Pgsql(s) => s.close(ts, out),
+            DbSession::Mysql(s) => s.close(ts, out),
         }
     }
 }

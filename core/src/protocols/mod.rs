@@ -8,6 +8,7 @@ pub mod exchange;
 pub mod grpc;
 pub mod http1;
 pub mod http2;
+pub mod mysql;
 pub mod pgsql;
 pub mod redis;
 
@@ -101,6 +102,8 @@ pub enum Classification {
     Redis,
     /// A PostgreSQL startup, SSLRequest or CancelRequest.
     Postgres,
+    /// A MySQL/MariaDB server's greeting (the server speaks first).
+    MysqlGreeting,
     /// Not a protocol we parse.
     Other,
     /// Too few bytes to tell yet.
@@ -144,6 +147,11 @@ pub fn classify(first: &[u8]) -> Classification {
     }
     match pgsql::classify(first) {
         Some(true) => return Classification::Postgres,
+        None => need_more = true,
+        Some(false) => {}
+    }
+    match mysql::classify(first) {
+        Some(true) => return Classification::MysqlGreeting,
         None => need_more = true,
         Some(false) => {}
     }

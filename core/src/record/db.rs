@@ -4,6 +4,7 @@
 
 use super::Seq;
 use crate::protocols::db::DbExchange;
+use crate::protocols::mysql::{MyExchange, MyResponse};
 use crate::protocols::pgsql::{Cell, PgExchange, PgResponse};
 use crate::protocols::redis::{Agg, Blob, RedisExchange, Value};
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -13,6 +14,62 @@ pub(super) fn fields<M: SerializeMap>(m: &mut M, e: &DbExchange) -> Result<(), M
     match e {
         DbExchange::Redis(r) => redis(m, r),
         DbExchange::Pgsql(p) => pgsql(m, p),
+        DbExchange::Mysql(e) => mysql(m, e),
+    }
+}
+
+fn mysql<M: SerializeMap>(m: &mut M, e: &MyExchange) -> Result<(), M::Error> {
+    let q = &e.request;
+    let mut request = serde_json::Map::new();
+    request.insert("command".into(), q.command.clone().into());
+    request.insert("query".into(), q.query.clone().into());
+    m.serialize_entry("request", &MyRequestView(e, request))?;
+    m.serialize_entry("response", &e.response.as_ref().map(MyResponseView))?;
+    m.serialize_entry("latency_ns", &e.latency_ns())?;
+    m.serialize_entry("database", &e.database)?;
+    m.serialize_entry("user", &e.user)
+}
+
+struct MyRequestView<'a>(&'a MyExchange, serde_json::Map<String, serde_json::Value>);
+
+impl Serialize for MyRequestView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in &self.1 {
+            m.serialize_entry(k, v)?;
+        }
+        m.serialize_entry("params", &Cells(&self.0.request.params))?;
+        if let Some(id) = self.0.request.statement_id {
+            m.serialize_entry("statement_id", &id)?;
+        }
+        m.end()
+    }
+}
+
+struct MyResponseView<'a>(&'a MyResponse);
+
+impl Serialize for MyResponseView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("status", if r.error.is_some() { "error" } else { "ok" })?;
+        m.serialize_entry("columns", &r.columns)?;
+        m.serialize_entry("rows", &Seq(r.rows.iter().map(|row| Cells(row))))?;
+        m.serialize_entry("rows_truncated", &r.rows_truncated)?;
+        m.serialize_entry("affected_rows", &r.affected_rows)?;
+        if let Some(id) = r.last_insert_id.filter(|&id| id > 0) {
+            m.serialize_entry("last_insert_id", &id)?;
+        }
+        if let Some(id) = r.statement_id {
+            m.serialize_entry("statement_id", &id)?;
+        }
+        if let Some(e) = &r.error {
+            m.serialize_entry(
+                "error",
+                &serde_json::json!({"code": e.code, "sqlstate": e.sqlstate, "message": e.message}),
+            )?;
+        }
+        m.end()
     }
 }
 

@@ -11,6 +11,7 @@ use crate::events::Direction;
 use crate::protocols::db::{DbExchange, DbSession};
 use crate::protocols::exchange::{Exchange, HttpOutput, Limits};
 use crate::protocols::http1::Http1Session;
+use crate::protocols::mysql::MySession;
 use crate::protocols::pgsql::PgSession;
 use crate::protocols::redis::RedisSession;
 use crate::protocols::{classify, http2, Classification, HttpSession};
@@ -307,6 +308,11 @@ impl ConnSession {
             Classification::Postgres => {
                 let session = DbSession::Pgsql(PgSession::new(self.limits));
                 Proto::Db(Box::new(Db::new(session, c.direction, c.probe)))
+            }
+            // The server speaks first: the other direction carries requests.
+            Classification::MysqlGreeting => {
+                let session = DbSession::Mysql(MySession::new(self.limits));
+                Proto::Db(Box::new(Db::new(session, other(c.direction), c.probe)))
             }
             Classification::NeedMore if self.hold(c) => return false,
             _ => Proto::Raw,

@@ -1,24 +1,7 @@
 //! Reading PostgreSQL message bodies: C strings, big-endian integers,
 //! parameter and cell values by format and type, error fields.
 
-/// A parameter or cell value: text, bytes, a number, a truth, or NULL.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Cell {
-    /// SQL NULL.
-    Null,
-    /// Text (text format, or a binary text type).
-    Text(String),
-    /// Bytes that are not text (binary format of a type not decoded, bytea).
-    Bytes(Vec<u8>),
-    /// A binary integer.
-    Int(i64),
-    /// A binary float.
-    Float(f64),
-    /// A binary boolean.
-    Bool(bool),
-}
-
-impl Eq for Cell {}
+pub use crate::protocols::db::Cell;
 
 /// A cursor over a message body.
 pub struct Reader<'a>(pub &'a [u8]);
