@@ -128,3 +128,65 @@ impl Drop for PgServer {
         }
     }
 }
+
+/// Debian's MariaDB: a fresh data directory made by mariadb-install-db in
+/// a scratch directory, the server run as `nobody` on 127.0.0.1:`port`,
+/// with a user `app` (password `password`, over TCP) and a database `shop`.
+pub struct MariaDbServer {
+    child: KillOnDrop,
+    /// The server's directory (owned by nobody).
+    pub dir: tempfile::TempDir,
+}
+
+impl MariaDbServer {
+    /// Makes the data directory, starts the server, creates the user and database.
+    pub fn start(port: u16, password: &str) -> MariaDbServer {
+        assert!(
+            Path::new("/usr/sbin/mariadbd").exists(),
+            "mariadbd is required (ci/install.sh installs Debian's mariadb-server)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let chown = Command::new("chown").args(["nobody:nogroup"]).arg(dir.path()).status().unwrap();
+        assert!(chown.success());
+        let data = dir.path().join("data");
+        let out = as_nobody(Path::new("/usr/bin/mariadb-install-db"))
+            .args(["--no-defaults", "--auth-root-authentication-method=normal", "--skip-test-db"])
+            .arg(format!("--datadir={}", data.display()))
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mariadb-install-db failed: {}", String::from_utf8_lossy(&out.stderr));
+        let sock = dir.path().join("sock");
+        let mut child = as_nobody(Path::new("/usr/sbin/mariadbd"))
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", sock.display()))
+            .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+            .args([&format!("--port={port}"), "--bind-address=127.0.0.1", "--skip-log-bin"])
+            .args(["--innodb-buffer-pool-size=16M", "--innodb-log-file-size=8M"])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+            .spawn_guarded();
+        wait_listening(port, "mariadbd", || child.try_wait().unwrap().is_none());
+        // Over the Unix socket (not captured: TCP only), as the server's root.
+        let setup = format!(
+            "CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY '{password}'; \
+             GRANT ALL ON *.* TO 'app'@'127.0.0.1'; CREATE DATABASE shop;"
+        );
+        let out = Command::new("mariadb")
+            .arg("--no-defaults")
+            .arg("-S")
+            .arg(&sock)
+            .args(["-u", "root", "-e", &setup])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mariadb setup failed: {}", String::from_utf8_lossy(&out.stderr));
+        MariaDbServer { child, dir }
+    }
+
+    /// The server's pid (one process, a thread per connection).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
