@@ -604,3 +604,117 @@ fn binary_row(body: &[u8], types: &[(u8, bool)]) -> Vec<Cell> {
     }
     row
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(seq: u8, body: &[u8]) -> Vec<u8> {
+        let mut p = (body.len() as u32).to_le_bytes()[..3].to_vec();
+        p.push(seq);
+        p.extend(body);
+        p
+    }
+
+    fn column(name: &str, t: u8) -> Vec<u8> {
+        let mut b = Vec::new();
+        for s in ["def", "shop", "t", "t", name, name] {
+            b.push(s.len() as u8);
+            b.extend(s.as_bytes());
+        }
+        b.extend([0x0c, 0x21, 0, 0x0b, 0, 0, 0, t, 0, 0, 0, 0, 0]);
+        b
+    }
+
+    fn eof(status: u16) -> Vec<u8> {
+        let mut b = vec![0xfe, 0, 0];
+        b.extend(status.to_le_bytes());
+        b
+    }
+
+    /// A greeting, a login (user `u`, database `d`), a text query, a
+    /// prepared statement with one parameter executed once (binary rows),
+    /// an error; without deprecate-EOF. In conversation order: (client?, bytes).
+    fn conversation() -> Vec<(bool, Vec<u8>)> {
+        let login = {
+            let mut b = (CLIENT_CONNECT_WITH_DB | CLIENT_SECURE_CONNECTION | 0x200).to_le_bytes().to_vec();
+            b.extend([0; 28]);
+            b.extend(b"u\0\x03pwd" as &[u8]);
+            b.extend(b"d\0");
+            packet(1, &b)
+        };
+        let mut text = packet(1, &[1]);
+        text.extend(packet(2, &column("a", 3)));
+        text.extend(packet(3, &eof(2)));
+        text.extend(packet(4, &[1, b'7']));
+        text.extend(packet(5, &[0xfb]));
+        text.extend(packet(6, &eof(2)));
+        let mut prepared = packet(1, &[0, 5, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0]);
+        prepared.extend(packet(2, &column("?", 253)));
+        prepared.extend(packet(3, &eof(2)));
+        prepared.extend(packet(4, &column("?", 8)));
+        prepared.extend(packet(5, &eof(2)));
+        let mut binary = packet(1, &[1]);
+        binary.extend(packet(2, &column("?", 8)));
+        binary.extend(packet(3, &eof(2)));
+        binary.extend(packet(4, &[0, 0, 42, 0, 0, 0, 0, 0, 0, 0]));
+        binary.extend(packet(5, &eof(2)));
+        vec![
+            (false, packet(0, b"\x0a5.5.5-10.11\0\x01\0\0\0abcdefgh\0\xff\xf7")),
+            (true, login),
+            (false, packet(2, &[0, 0, 0, 2, 0, 0, 0])),
+            (true, packet(0, b"\x03SELECT a FROM t")),
+            (false, text),
+            (true, packet(0, b"\x16SELECT ?")),
+            (false, prepared),
+            // Execute statement 5: no NULLs, types bound: LONGLONG 42.
+            (true, packet(0, &[0x17, 5, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 8, 0, 42, 0, 0, 0, 0, 0, 0, 0])),
+            (false, binary),
+            (true, packet(0, b"\x03SELECT * FROM nope")),
+            (false, packet(1, b"\xff\x7a\x04#42S02Table 'd.nope' doesn't exist")),
+        ]
+    }
+
+    #[test]
+    fn a_conversation_at_every_split() {
+        let steps = conversation();
+        let longest = steps.iter().map(|(_, b)| b.len()).max().unwrap();
+        for cut in 0..=longest {
+            let mut s = MySession::new(Limits::default());
+            let mut out = Vec::new();
+            for (client, bytes) in &steps {
+                let c = cut.min(bytes.len());
+                s.feed(*client, &bytes[..c], 2, &mut out);
+                s.feed(*client, &bytes[c..], 3, &mut out);
+            }
+            s.close(4, &mut out);
+            let got: Vec<MyExchange> = out
+                .into_iter()
+                .map(|o| match o {
+                    DbOutput::Exchange(e) => match *e {
+                        DbExchange::Mysql(m) => m,
+                        other => panic!("{other:?}"),
+                    },
+                    other => panic!("cut {cut}: {other:?}"),
+                })
+                .collect();
+            let names: Vec<_> = got.iter().map(|e| e.request.command.as_str()).collect();
+            assert_eq!(
+                names,
+                ["HANDSHAKE", "COM_QUERY", "COM_STMT_PREPARE", "COM_STMT_EXECUTE", "COM_QUERY"],
+                "cut {cut}"
+            );
+            assert_eq!((got[0].user.as_deref(), got[0].database.as_deref()), (Some("u"), Some("d")));
+            let text = got[1].response.as_ref().unwrap();
+            assert_eq!(text.rows, vec![vec![Cell::Text("7".into())], vec![Cell::Null]]);
+            assert_eq!(got[2].response.as_ref().unwrap().statement_id, Some(5));
+            assert_eq!(
+                (got[3].request.query.as_str(), got[3].request.params.clone()),
+                ("SELECT ?", vec![Cell::Int(42)])
+            );
+            assert_eq!(got[3].response.as_ref().unwrap().rows, vec![vec![Cell::Int(42)]]);
+            assert_eq!(got[4].response.as_ref().unwrap().error.as_ref().map(|e| e.code), Some(1146));
+            assert!(!format!("{got:?}").contains("pwd"), "auth data is never kept");
+        }
+    }
+}
