@@ -83,8 +83,22 @@ fn as_nobody(program: &Path) -> Command {
 impl PgServer {
     /// initdb (superuser `postgres` with `password`) and start; waits until it listens.
     pub fn start(port: u16, password: &str) -> PgServer {
+        PgServer::start_with(port, password, false)
+    }
+
+    /// `start`, with TLS on (a self-signed certificate for 127.0.0.1) when `tls`.
+    pub fn start_with(port: u16, password: &str, tls: bool) -> PgServer {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pw"), password).unwrap();
+        let mut settings =
+            vec!["-c".to_string(), "listen_addresses=127.0.0.1".into(), "-c".into(), "fsync=off".into()];
+        if tls {
+            let (cert, key) = crate::pki::tls_cert(dir.path());
+            for (name, path) in [("ssl_cert_file", &cert), ("ssl_key_file", &key)] {
+                settings.extend(["-c".into(), format!("{name}={}", path.display())]);
+            }
+            settings.extend(["-c".into(), "ssl=on".into()]);
+        }
         let chown = Command::new("chown").args(["-R", "nobody:nogroup"]).arg(dir.path()).status().unwrap();
         assert!(chown.success());
         let data = dir.path().join("data");
@@ -100,7 +114,8 @@ impl PgServer {
         let mut child = as_nobody(&pg_bin("postgres"))
             .arg("-D")
             .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(["-p", &port.to_string()])
+            .args(&settings)
             .arg("-k")
             .arg(dir.path())
             .current_dir(dir.path())

@@ -196,3 +196,64 @@ fn psql_and_psycopg_exchanges_at_both_ends() {
     assert!(!all.contains(PASSWORD), "the password was written");
     assert_eq!(cap.dropped("ringbuf_full"), (0, 0));
 }
+
+#[test]
+fn psql_over_tls_is_captured_as_plaintext_from_openssl() {
+    let port = free_port();
+    let port_s = port.to_string();
+    let server = PgServer::start_with(port, PASSWORD, true);
+    let mut args = vec!["--port", &port_s];
+    args.extend_from_slice(EXACT);
+    let sensor = Sensor::start(&args);
+    let mut psql = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &port_s, "-U", "postgres", "-d", "postgres", "-X", "-A", "-t"])
+        .args(["-c", "SELECT 'secret' || 'ive' AS word"])
+        .env("PGPASSWORD", PASSWORD)
+        .env("PGSSLMODE", "require")
+        .stdout(Stdio::null())
+        .spawn_guarded();
+    let psql_pid = psql.id();
+    assert!(wait_child(&mut psql, "psql").success());
+    let cap = sensor.stop();
+    drop(server);
+
+    // The SSLRequest and its `S` are the socket's plaintext; the rest comes
+    // decrypted from OpenSSL, with `tls: true`.
+    let mut ssl = ok(None, &[], json!([]));
+    ssl["ssl"] = json!("S");
+    let want = [
+        ("kernel", false, ex("ssl_request", "", json!([]), ssl)),
+        ("openssl", true, ex("startup", "", json!([]), ok(None, &[], json!([])))),
+        (
+            "openssl",
+            true,
+            ex(
+                "query",
+                "SELECT 'secret' || 'ive' AS word",
+                json!([]),
+                ok(Some("SELECT 1"), &["word"], json!([["secretive"]])),
+            ),
+        ),
+    ];
+    let client = cap.of("pgsql", psql_pid);
+    let local = client.first().expect("no psql records")["conn"]["local"].as_str().unwrap().to_string();
+    let server_side: Vec<&Value> = cap
+        .records
+        .iter()
+        .filter(|r| r["kind"] == "pgsql" && r["conn"]["remote"] == local.as_str())
+        .collect();
+    for (who, records) in [("client", client), ("server", server_side)] {
+        let got: Vec<(String, bool, Value)> = records
+            .iter()
+            .map(|r| {
+                let e = json!({"request": r["request"], "response": r["response"]});
+                (r["source"].as_str().unwrap().to_string(), r["conn"]["tls"].as_bool().unwrap(), e)
+            })
+            .collect();
+        let want: Vec<(String, bool, Value)> =
+            want.iter().map(|(s, t, e)| (s.to_string(), *t, e.clone())).collect();
+        assert_eq!(got, want, "psql over TLS at the {who}");
+    }
+    let all = cap.records.iter().map(Value::to_string).collect::<String>();
+    assert!(!all.contains(PASSWORD), "the password was written");
+}
