@@ -116,7 +116,12 @@ fn my_unit() -> Unit {
 }
 
 /// Feeds `units` repetitions of `unit` after `opening`; (seconds, bytes, messages).
-fn run(mut session: DbSession, opening: (Vec<u8>, Vec<u8>), unit: &Unit, units: usize) -> (Duration, u64, u64) {
+fn run(
+    mut session: DbSession,
+    opening: (Vec<u8>, Vec<u8>),
+    unit: &Unit,
+    units: usize,
+) -> (Duration, u64, u64) {
     let mut out = Vec::new();
     let mut exchanges = 0u64;
     let mut feed = |s: &mut DbSession, client: bool, bytes: &[u8], out: &mut Vec<DbOutput>| {

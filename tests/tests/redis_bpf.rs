@@ -235,3 +235,50 @@ fn redis_py_and_redis_cli_exchanges_at_both_ends() {
     assert_eq!(cap.dropped("ringbuf_full"), (0, 0));
     assert_eq!(cap.dropped("http_stream_gap"), (0, 0));
 }
+
+#[test]
+fn the_streaming_api_carries_redis_records_and_filters_by_their_kind() {
+    let port = free_port();
+    let port_s = port.to_string();
+    let server = RedisServer::start(port, PASSWORD);
+    let api = format!("unix:{}", server.dir.path().join("api.sock").display());
+    let sensor = Sensor::start(&["--port", &port_s, "--api", &api]);
+    // Only redis records: AUTH and SET at each end (the conn records are left out).
+    let tail = Command::new(nettap_bin())
+        .args(["tail", "--connect", &api, "--kind", "redis", "--count", "4"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut cli = Command::new("redis-cli")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port_s,
+            "-a",
+            PASSWORD,
+            "--no-auth-warning",
+            "SET",
+            "api-key",
+            "api value",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn_guarded();
+    let cli_pid = cli.id();
+    assert!(wait_child(&mut cli, "redis-cli").success());
+    let out = tail.wait_with_output().unwrap();
+    assert!(out.status.success(), "nettap tail failed");
+    sensor.stop();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines.iter().all(|l| l.starts_with("REDIS ")), "{text}");
+    for who in [format!("redis-cli[{cli_pid}]"), format!("redis-server[{}]", server.pid())] {
+        let set = lines.iter().find(|l| l.contains("SET api-key api value -> OK") && l.ends_with(&who));
+        assert!(set.is_some(), "{who}: {text}");
+        let auth = lines.iter().find(|l| l.contains("AUTH REDACTED -> OK") && l.ends_with(&who));
+        assert!(auth.is_some(), "{who}: {text}");
+    }
+    assert!(!text.contains(PASSWORD));
+}

@@ -9,6 +9,20 @@ use crate::protocols::pgsql::{Cell, PgExchange, PgResponse};
 use crate::protocols::redis::{Agg, Blob, RedisExchange, Value};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
+/// `e`'s own fields (`request`, `response`, `latency_ns`, and where the
+/// kind has them `database`, `user`) as a JSON object, for the streaming API.
+pub fn json(e: &DbExchange) -> serde_json::Value {
+    struct Fields<'a>(&'a DbExchange);
+    impl Serialize for Fields<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(None)?;
+            fields(&mut m, self.0)?;
+            m.end()
+        }
+    }
+    serde_json::to_value(Fields(e)).unwrap_or_default()
+}
+
 /// Writes `e`'s own fields into the record's map.
 pub(super) fn fields<M: SerializeMap>(m: &mut M, e: &DbExchange) -> Result<(), M::Error> {
     match e {

@@ -86,9 +86,30 @@ pub fn record(r: &Record<'_>) -> Option<v1::Record> {
         Body::Http(e) => http_record(&r.origin, c, e),
         Body::Dns(m, direction) => dns_record(&r.origin, c, m, direction),
         Body::Conn(change) => conn_record(&r.origin, c, change),
-        // Database and queue kinds are not in the protobuf yet (issue 23).
-        Body::Data { .. } | Body::Drop(_) | Body::Db(_) => return None,
+        Body::Db(e) => db_record(&r.origin, c, e),
+        Body::Data { .. } | Body::Drop(_) => return None,
     })
+}
+
+/// A `redis`, `pgsql` or `mysql` record: its fields as the JSON Lines record has them.
+pub fn db_record(o: &Origin<'_>, c: &ConnView<'_>, e: &nettap_core::protocols::db::DbExchange) -> v1::Record {
+    let fields = nettap_core::record::db_json(e);
+    let text = |k: &str| fields.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let (asked, answer) = e.summary();
+    v1::Record {
+        origin: Some(origin(o)),
+        conn: Some(conn(c)),
+        k8s: k8s(c),
+        kind: Some(v1::record::Kind::Db(v1::DbExchange {
+            kind: e.kind().to_string(),
+            request_json: fields["request"].to_string(),
+            response_json: fields["response"].to_string(),
+            latency_ns: e.latency_ns(),
+            database: text("database"),
+            user: text("user"),
+            summary: format!("{asked} -> {answer}"),
+        })),
+    }
 }
 
 /// A `conn` record.

@@ -100,6 +100,7 @@ fn wanted(f: &SubscribeRequest, r: &v1::Record) -> bool {
         Some(v1::record::Kind::Dns(_)) => "dns",
         Some(v1::record::Kind::ConnEvent(_)) => "conn",
         Some(v1::record::Kind::Drop(_)) => "drop",
+        Some(v1::record::Kind::Db(d)) => d.kind.as_str(),
         Some(v1::record::Kind::Data(_)) | None => "data",
     };
     let pid = r.origin.as_ref().map_or(0, |o| o.pid);
@@ -261,5 +262,11 @@ mod tests {
         assert!(!wanted(&f(&[], &[9090], &[], &[]), &r));
         assert!(!wanted(&f(&[], &[], &["other.test"], &[]), &r));
         assert!(!wanted(&f(&[], &[], &[], &["dns"]), &r));
+        let redis = v1::Record {
+            kind: Some(v1::record::Kind::Db(v1::DbExchange { kind: "redis".into(), ..Default::default() })),
+            ..r
+        };
+        assert!(wanted(&f(&[7], &[], &[], &["redis"]), &redis));
+        assert!(!wanted(&f(&[], &[], &[], &["pgsql", "http"]), &redis));
     }
 }
