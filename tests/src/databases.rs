@@ -29,13 +29,31 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts it and waits until it listens.
     pub fn start(port: u16, password: &str) -> RedisServer {
+        RedisServer::start_with(port, password, false)
+    }
+
+    /// `start`; with `tls`, the port speaks only TLS (a self-signed
+    /// certificate for 127.0.0.1, `cert.pem` in `dir`; clients need none).
+    pub fn start_with(port: u16, password: &str, tls: bool) -> RedisServer {
         assert!(
             Path::new("/usr/bin/redis-server").exists(),
             "redis-server is required (ci/install.sh installs Debian's redis-server)"
         );
         let dir = tempfile::tempdir().unwrap();
+        let mut ports = vec!["--port".to_string(), port.to_string()];
+        if tls {
+            let (cert, key) = crate::pki::tls_cert(dir.path());
+            ports = vec!["--port".into(), "0".into(), "--tls-port".into(), port.to_string()];
+            for (flag, path) in
+                [("--tls-cert-file", &cert), ("--tls-key-file", &key), ("--tls-ca-cert-file", &cert)]
+            {
+                ports.extend([flag.to_string(), path.display().to_string()]);
+            }
+            ports.extend(["--tls-auth-clients".into(), "no".into()]);
+        }
         let mut child = Command::new("/usr/bin/redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&ports)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--requirepass", password, "--daemonize", "no", "--dir"])
             .arg(dir.path())
             .stdout(Stdio::null())

@@ -282,3 +282,62 @@ fn the_streaming_api_carries_redis_records_and_filters_by_their_kind() {
     }
     assert!(!text.contains(PASSWORD));
 }
+
+#[test]
+fn redis_cli_over_tls_is_captured_as_plaintext_from_openssl() {
+    let port = free_port();
+    let port_s = port.to_string();
+    let server = RedisServer::start_with(port, PASSWORD, true);
+    let mut args = vec!["--port", &port_s];
+    args.extend_from_slice(EXACT);
+    let sensor = Sensor::start(&args);
+    let cert = server.dir.path().join("cert.pem");
+    let mut cli = Command::new("redis-cli")
+        .args(["--tls", "--cacert"])
+        .arg(&cert)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port_s,
+            "-a",
+            PASSWORD,
+            "--no-auth-warning",
+            "SET",
+            "tls-key",
+            "tls value",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn_guarded();
+    let cli_pid = cli.id();
+    assert!(wait_child(&mut cli, "redis-cli").success());
+    let cap = sensor.stop();
+
+    let client = cap.of("redis", cli_pid);
+    let local = client.first().expect("no redis-cli records")["conn"]["local"].as_str().unwrap().to_string();
+    for (who, records) in [("client", client), ("server", exchanges_raw(&cap, server.pid(), &local))] {
+        let got: Vec<Value> = records
+            .iter()
+            .map(|r| {
+                assert_eq!(
+                    (r["source"].as_str(), r["conn"]["tls"].as_bool()),
+                    (Some("openssl"), Some(true)),
+                    "{r}"
+                );
+                json!({"request": r["request"], "response": r["response"]})
+            })
+            .collect();
+        let want = vec![
+            ex("AUTH", &[json!("REDACTED")], ok()),
+            ex("SET", &[json!("tls-key"), json!("tls value")], ok()),
+        ];
+        assert_eq!(got, want, "over TLS at the {who}");
+    }
+    let all = cap.records.iter().map(Value::to_string).collect::<String>();
+    assert!(!all.contains(PASSWORD), "a password was written");
+}
+
+/// The redis records of `pid` on the connection whose remote end is `addr`.
+fn exchanges_raw<'a>(cap: &'a Capture, pid: u32, addr: &str) -> Vec<&'a Value> {
+    cap.of("redis", pid).into_iter().filter(|r| r["conn"]["remote"] == addr).collect()
+}
