@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 /// (client bytes, server bytes, messages) of one unit of work.
 type Unit = (Vec<u8>, Vec<u8>, u64);
 
+/// A protocol's name, workload, session maker, opening bytes and unit.
+type Case = (&'static str, &'static str, Box<dyn Fn() -> DbSession>, (Vec<u8>, Vec<u8>), Unit);
+
 fn redis_unit() -> Unit {
     let value = "v".repeat(100);
     let mut c = Vec::new();
@@ -162,7 +165,7 @@ fn main() {
     let units = 64 * 2000;
     println!("| protocol | workload | MB/s | messages/s |");
     println!("|---|---|---:|---:|");
-    let cases: [(&str, &str, Box<dyn Fn() -> DbSession>, (Vec<u8>, Vec<u8>), Unit); 3] = [
+    let cases: [Case; 3] = [
         (
             "Redis",
             "pipelined SET (100 B value) + GET",
