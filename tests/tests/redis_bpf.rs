@@ -341,3 +341,32 @@ fn redis_cli_over_tls_is_captured_as_plaintext_from_openssl() {
 fn exchanges_raw<'a>(cap: &'a Capture, pid: u32, addr: &str) -> Vec<&'a Value> {
     cap.of("redis", pid).into_iter().filter(|r| r["conn"]["remote"] == addr).collect()
 }
+
+#[test]
+fn a_connection_joined_mid_stream_is_parsed_from_its_next_command() {
+    let port = free_port();
+    let port_s = port.to_string();
+    let server = RedisServer::start(port, PASSWORD);
+    let d = server.dir.path().to_path_buf();
+    let mut client = Command::new(venv_python())
+        .arg(program("redis_hold.py"))
+        .args([&port_s, PASSWORD])
+        .arg(&d)
+        .spawn_guarded();
+    wait_for_file(&d.join("waiting"), || client.try_wait().unwrap().is_none());
+    let mut args = vec!["--port", &port_s];
+    args.extend_from_slice(EXACT);
+    let sensor = Sensor::start(&args);
+    std::fs::write(d.join("go"), b"").unwrap();
+    assert!(wait_child(&mut client, "redis_hold.py").success());
+    let cap = sensor.stop();
+    let peer: Value = serde_json::from_str(&std::fs::read_to_string(d.join("peer.json")).unwrap()).unwrap();
+    let (pid, local) = (peer["pid"].as_u64().unwrap() as u32, peer["local"].as_str().unwrap());
+    let want = vec![
+        ex("GET", &[json!("before")], ("bulk_string", json!("the sensor"))),
+        ex("INCRBY", &[json!("after"), json!("1")], ("integer", json!(1))),
+    ];
+    assert_eq!(exchanges(&cap, pid, "local", local, "client"), want, "at the client");
+    assert_eq!(exchanges(&cap, server.pid(), "remote", local, "server"), want, "at the server");
+    assert_eq!(cap.of("conn", pid)[0]["event"], "midstream");
+}

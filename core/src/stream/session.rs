@@ -184,6 +184,11 @@ fn deliver(
     }
 }
 
+/// A Redis session joined mid-stream at chunk `c`, which starts a command.
+fn redis_midstream(limits: Limits, c: Chunk<'_>) -> Db {
+    Db::new(DbSession::Redis(RedisSession::midstream(limits)), c.direction, c.probe)
+}
+
 /// The HTTP session's outputs as session outputs; `raw` makes the chunk of
 /// a range of the bytes just fed.
 fn pass_on<'a>(
@@ -261,6 +266,11 @@ impl ConnSession {
             .collect();
         first.extend_from_slice(c.payload);
         if self.midstream {
+            if classify(&first) == Classification::Redis {
+                // A Redis command starts here: its direction carries requests.
+                self.proto = Proto::Db(Box::new(redis_midstream(self.limits, c)));
+                return true;
+            }
             // Joined mid-stream: HTTP/2 if the bytes start with frames (a
             // write split over iovecs comes as several chunks: held until
             // its first frame is whole), else HTTP/1, which resynchronises
@@ -349,6 +359,11 @@ impl ConnSession {
             return;
         };
         if !http.session.synced() {
+            if self.midstream && classify(c.payload) == Classification::Redis {
+                // Not HTTP after all: a Redis command starts this chunk.
+                self.proto = Proto::Db(Box::new(redis_midstream(self.limits, c)));
+                return self.route(c, out);
+            }
             if classify(c.payload) == Classification::Http1Request {
                 // Mid-stream, the first request start tells which way requests go.
                 http.request = c.direction;

@@ -119,6 +119,9 @@ pub struct RedisSession {
     subscribed: bool,
     /// A direction stopped parsing: its bytes pass on raw, nothing pairs.
     broken: bool,
+    /// Joined mid-stream: replies are not parsed until a command was seen
+    /// (they may answer commands sent before the join, or start mid-reply).
+    await_command: bool,
 }
 
 const SUBSCRIPTIONS: [(&str, &str); 6] = [
@@ -141,7 +144,14 @@ impl RedisSession {
             pending: VecDeque::new(),
             subscribed: false,
             broken: false,
+            await_command: false,
         }
+    }
+
+    /// A session joined mid-stream at a command's first byte: replies count
+    /// from the first reply chunk after a command.
+    pub fn midstream(limits: Limits) -> Self {
+        Self { await_command: true, ..Self::new(limits) }
     }
 
     /// True when both directions are between messages.
@@ -151,9 +161,12 @@ impl RedisSession {
 
     /// Feeds bytes of the command (`true`) or reply direction.
     pub fn feed(&mut self, request_side: bool, data: &[u8], ts: u64, out: &mut Vec<DbOutput>) {
-        if self.broken {
+        if self.broken || (!request_side && self.await_command && self.pending.is_empty()) {
             out.push(DbOutput::Raw(0..data.len()));
             return;
+        }
+        if !request_side {
+            self.await_command = false;
         }
         let mut parsed = Vec::new();
         let parser = &mut self.parsers[usize::from(!request_side)];
@@ -463,6 +476,21 @@ mod tests {
         assert_eq!(args[3], ["SETUSER", "u", "REDACTED"]);
         assert_eq!(args[4], ["REDACTED"]);
         assert!(ex.iter().all(|e| e.response.is_none()));
+    }
+
+    #[test]
+    fn joined_mid_stream_replies_count_from_the_first_command() {
+        let mut s = RedisSession::midstream(Limits::default());
+        let mut out = Vec::new();
+        // The tail of a reply to a command sent before the join.
+        s.feed(false, b"lue\r\n", 1, &mut out);
+        assert_eq!(out, vec![DbOutput::Raw(0..5)]);
+        out.clear();
+        s.feed(true, b"*1\r\n$4\r\nPING\r\n", 2, &mut out);
+        s.feed(false, b"+PONG\r\n", 3, &mut out);
+        let [DbOutput::Exchange(e)] = &out[..] else { panic!("{out:?}") };
+        let DbExchange::Redis(e) = &**e else { panic!() };
+        assert_eq!(e.response.as_ref().unwrap().value, Value::Simple(Blob::new(b"PONG")));
     }
 
     #[test]
