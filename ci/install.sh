@@ -21,6 +21,9 @@ need_pkgs=(
   qemu-system-x86 qemu-system-arm  # the guest kernels of the kernel matrix (ci/install-vm.sh)
   gcc-aarch64-linux-gnu # links the arm64 sensor for the arm64 guest (.cargo/config.toml)
   runc iptables         # the real node (ci/node.sh): containerd's runtime; pod NAT, kube-proxy
+  redis-server redis-tools  # a real Redis server and redis-cli (issue 23's protocol tests)
+  postgresql            # a real PostgreSQL server and psql (issue 23's protocol tests)
+  mariadb-server        # a real MySQL-protocol server and the mariadb client (issue 23)
   ca-certificates
 )
 
@@ -44,12 +47,13 @@ command -v cargo >/dev/null || { echo "ci/install.sh: cargo (Rust >= 1.89) is re
 command -v python3 >/dev/null || { echo "ci/install.sh: python3 is required by the tests" >&2; exit 1; }
 
 # Python packages the tests use (a HAR parser and an OpenMetrics parser we
-# did not write, real gRPC peers), in a cached venv.
+# did not write, real gRPC peers, real database clients), in a cached venv.
 export NETTAP_VENV="${NETTAP_VENV:-$HOME/.cache/nettap/venv}"
-if ! "$NETTAP_VENV/bin/python" -c "import haralyzer, grpc, prometheus_client" 2>/dev/null; then
+if ! "$NETTAP_VENV/bin/python" -c "import haralyzer, grpc, prometheus_client, redis, psycopg, pymysql, mysql.connector" 2>/dev/null; then
   python3 -m venv "$NETTAP_VENV"
   "$NETTAP_VENV/bin/pip" install -q --disable-pip-version-check "haralyzer==2.4.0" "grpcio==1.68.1" \
-    "prometheus-client==0.21.1"
+    "prometheus-client==0.21.1" "redis==8.1.0" "psycopg[binary]==3.3.9" "pymysql==1.2.4" \
+    "mysql-connector-python==26.10.0"
 fi
 
 # java-testapps' Maven plugins, fetched once into a cache the tests build

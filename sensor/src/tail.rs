@@ -59,6 +59,15 @@ pub fn line(r: &v1::Record) -> String {
                 remote
             )
         }
+        Some(Kind::Db(d)) => {
+            let latency = d.latency_ns.map(|ns| format!("{:.1} ms", ns as f64 / 1e6)).unwrap_or_default();
+            format!(
+                "{:<7} {}  {}  {latency}  {who}",
+                d.kind.to_ascii_uppercase(),
+                addr(&conn.remote),
+                d.summary
+            )
+        }
         Some(Kind::Drop(d)) => format!("LOST    {} records, {} bytes ({})", d.count, d.bytes, d.reason),
         Some(Kind::Data(d)) => format!("DATA    {} bytes at {}  {who}", d.payload.len(), d.seq),
         None => String::new(),

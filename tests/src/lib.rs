@@ -5,6 +5,7 @@
 //! concern; everything is re-exported here for the tests.
 
 pub mod assertions;
+pub mod databases;
 pub mod helm;
 pub mod jvm;
 pub mod k8s;
@@ -17,6 +18,7 @@ pub mod vm;
 pub mod wait;
 
 pub use assertions::*;
+pub use databases::*;
 pub use netns::*;
 pub use peers::*;
 pub use pki::*;

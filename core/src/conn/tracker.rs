@@ -270,6 +270,16 @@ impl ConnTracker {
     /// The connection a data record belongs to, learning it if new (then
     /// as mid-stream: its open, if any, was not seen).
     pub fn on_data(&mut self, h: &Header) -> &ConnInfo {
+        let user = self.conns.get(&h.conn.id).map(|info| info.pid);
+        if user.is_some_and(|pid| pid != h.pid && h.pid != 0) {
+            // Another process uses the socket now (PostgreSQL's postmaster
+            // accepts, the backend it forks reads and writes): records name
+            // the process whose calls carried the bytes.
+            let pod = self.pod_of(h.pid);
+            if let Some(info) = self.conns.get_mut(&h.conn.id) {
+                (info.pid, info.comm, info.pod) = (h.pid, h.comm, pod);
+            }
+        }
         if let Some(info) = self.conns.get_mut(&h.conn.id) {
             info.tls |= h.conn.tls;
             return &self.conns[&h.conn.id];
@@ -355,6 +365,19 @@ mod tests {
         assert_eq!(info.pid, NO_SUCH_PID);
         assert_eq!(crate::events::comm_str(&info.comm), "python3");
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn data_from_a_process_that_inherited_the_socket_names_that_process() {
+        let mut t = tracker(8);
+        t.on_conn(&event(header(1, 5432, 40000, Role::Server), ConnChange::Open));
+        let mut backend = header(1, 5432, 40000, Role::Server);
+        backend.pid = 4242;
+        backend.comm = *b"postgres\0\0\0\0\0\0\0\0";
+        let info = t.on_data(&backend);
+        assert_eq!((info.pid, crate::events::comm_str(&info.comm)), (4242, "postgres"));
+        assert_eq!(info.role, Role::Server);
+        assert_eq!(t.find(4242, backend.conn.local, backend.conn.remote), Some(1));
     }
 
     #[test]

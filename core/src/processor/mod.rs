@@ -206,6 +206,14 @@ impl Emit<'_> {
                 };
                 self.out.emit(&r)
             }
+            SessionOut::Db(e, probe) => {
+                let r = Record {
+                    origin: origin(&self.out.clock, info, e.start_ts(), probe),
+                    conn: Some(conn_view(self.id, info)),
+                    body: Body::Db(&e),
+                };
+                self.out.emit(&r)
+            }
         }
     }
 }

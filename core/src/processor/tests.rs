@@ -532,3 +532,38 @@ fn an_ended_process_leaves_nothing_behind() {
     assert_eq!(p.table_sizes(), TableSizes::default());
     assert_eq!(p.take_work().exits, [300]);
 }
+
+#[test]
+fn a_redis_pipeline_becomes_redis_records_in_order() {
+    let (mut p, out) = processor();
+    let mut g = EventGen::default();
+    let c = Conn::client(1, 100, "10.0.0.1:40000", "10.0.0.2:6379");
+    p.handle(&g.conn(&c, ConnChange::Open)).unwrap();
+    let cmds = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nv1\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+    // Split inside a bulk string: the parser does not care where chunks end.
+    p.handle(&g.plain(&c, Direction::Send, 0, &cmds[..20])).unwrap();
+    p.handle(&g.plain(&c, Direction::Send, 20, &cmds[20..])).unwrap();
+    p.handle(&g.plain(&c, Direction::Recv, 0, b"+OK\r\n$2\r\nv1\r\n")).unwrap();
+    p.handle(&g.conn(&c, ConnChange::Close)).unwrap();
+    end(&mut p, g.now);
+    let kinds: Vec<String> = out.records().iter().map(|r| r["kind"].as_str().unwrap().to_string()).collect();
+    assert_eq!(kinds, ["conn", "redis", "redis", "conn"]);
+    let r = out.kind("redis");
+    assert_eq!(r[0]["request"], serde_json::json!({"command": "SET", "args": ["k", "v1"]}));
+    assert_eq!(r[0]["response"], serde_json::json!({"type": "simple_string", "value": "OK"}));
+    assert_eq!(r[1]["response"], serde_json::json!({"type": "bulk_string", "value": "v1"}));
+    assert_eq!((r[1]["pid"].clone(), r[1]["conn"]["role"].clone()), (100.into(), "client".into()));
+    assert!(r[1]["latency_ns"].as_u64().is_some());
+}
+
+#[test]
+fn garbage_on_the_redis_port_stays_data() {
+    let (mut p, out) = processor();
+    let mut g = EventGen::default();
+    let c = Conn::client(1, 100, "10.0.0.1:40000", "10.0.0.2:6379");
+    p.handle(&g.plain(&c, Direction::Send, 0, b"\x00\x01garbage\r\n")).unwrap();
+    p.handle(&g.plain(&c, Direction::Recv, 0, b"-ERR unknown\r\n")).unwrap();
+    end(&mut p, g.now);
+    assert!(out.kind("redis").is_empty());
+    assert_eq!(out.kind("data").len(), 2);
+}

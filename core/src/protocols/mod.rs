@@ -3,10 +3,14 @@
 //! or probes, so every source (kernel, OpenSSL, Go, JVM) feeds them alike.
 
 pub mod content;
+pub mod db;
 pub mod exchange;
 pub mod grpc;
 pub mod http1;
 pub mod http2;
+pub mod mysql;
+pub mod pgsql;
+pub mod redis;
 
 use exchange::{HttpOutput, Limits};
 use http1::Http1Session;
@@ -94,6 +98,12 @@ pub enum Classification {
     Http1Response,
     /// The HTTP/2 client preface.
     Http2,
+    /// A Redis command (RESP).
+    Redis,
+    /// A PostgreSQL startup, SSLRequest or CancelRequest.
+    Postgres,
+    /// A MySQL/MariaDB server's greeting (the server speaks first).
+    MysqlGreeting,
     /// Not a protocol we parse.
     Other,
     /// Too few bytes to tell yet.
@@ -135,6 +145,21 @@ pub fn classify(first: &[u8]) -> Classification {
         Some(false) => need_more = true,
         None => {}
     }
+    match pgsql::classify(first) {
+        Some(true) => return Classification::Postgres,
+        None => need_more = true,
+        Some(false) => {}
+    }
+    match mysql::classify(first) {
+        Some(true) => return Classification::MysqlGreeting,
+        None => need_more = true,
+        Some(false) => {}
+    }
+    match redis::classify(first) {
+        Some(true) => return Classification::Redis,
+        None => need_more = true,
+        Some(false) => {}
+    }
     // An HTTP/2 server may speak first (its SETTINGS frame, as Go's does):
     // the client's preface in the other direction will decide.
     if first.len() >= 9 && first[3] == 4 && first[4] & !1 == 0 && first[5..9] == [0; 4] {
@@ -171,6 +196,8 @@ mod tests {
             Classification::NeedMore
         );
         assert_eq!(classify(&[0, 0, 5, 4, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5]), Classification::Other);
+        assert_eq!(classify(b"*1\r\n$4\r\nPING\r\n"), Classification::Redis);
+        assert_eq!(classify(b"*1\r\n$4\r\nPI"), Classification::NeedMore);
     }
 
     #[test]

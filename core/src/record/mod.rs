@@ -4,14 +4,17 @@
 use crate::dns::{rcode_name, Answer, AnswerData, DnsMessage};
 use crate::events::{ConnChange, Direction, Role};
 use crate::pod::PodOf;
+use crate::protocols::db::DbExchange;
 use crate::protocols::exchange::{Exchange, Message};
 use crate::protocols::grpc;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use std::net::SocketAddr;
 
+mod db;
 mod har;
 mod jsonl;
 
+pub use db::json as db_json;
 pub use har::{entry as har_entry, rfc3339};
 pub use jsonl::{in_jsonl, JsonlWriter};
 
@@ -135,6 +138,8 @@ pub enum Body<'a> {
     Http(&'a Exchange),
     /// A DNS message (query or answer) and which way it went.
     Dns(&'a DnsMessage, Direction),
+    /// A database or queue exchange (`redis`, …).
+    Db(&'a DbExchange),
 }
 
 /// One output record.
@@ -157,6 +162,7 @@ impl Record<'_> {
             Body::Drop(_) => "drop",
             Body::Http(_) => "http",
             Body::Dns(..) => "dns",
+            Body::Db(e) => e.kind(),
         }
     }
 }
@@ -205,6 +211,7 @@ impl Serialize for Record<'_> {
                 m.serialize_entry("records", &Seq(d.answers.iter().map(AnswerView)))?;
                 m.serialize_entry("rcode", &rcode_name(d.rcode))?;
             }
+            Body::Db(e) => db::fields(&mut m, e)?,
             Body::Http(e) => {
                 m.serialize_entry("protocol", e.request.head.protocol())?;
                 m.serialize_entry("request", &HttpMessage { msg: &e.request, request: true })?;

@@ -2,6 +2,7 @@
 //! reassembly by `seq`, and the per-connection session that hands the bytes
 //! to a protocol parser.
 
+mod db;
 mod reassembly;
 mod session;
 

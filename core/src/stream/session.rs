@@ -5,10 +5,15 @@
 //! exchanges; everything else (other protocols, bytes after an upgrade,
 //! bytes that stopped parsing) comes out as raw chunks.
 
+use super::db::Db;
 use super::{Delivery, Reassembler};
 use crate::events::Direction;
+use crate::protocols::db::{DbExchange, DbSession};
 use crate::protocols::exchange::{Exchange, HttpOutput, Limits};
 use crate::protocols::http1::Http1Session;
+use crate::protocols::mysql::MySession;
+use crate::protocols::pgsql::PgSession;
+use crate::protocols::redis::RedisSession;
 use crate::protocols::{classify, http2, Classification, HttpSession};
 
 /// A chunk going in, or raw bytes coming out as a `data` record.
@@ -35,6 +40,9 @@ pub enum SessionOut<'a> {
     Data(Chunk<'a>),
     /// A finished HTTP exchange, with the hook of its request's bytes.
     Exchange(Box<Exchange>, u32),
+    /// A finished database or queue exchange, with the hook of its
+    /// request's bytes.
+    Db(Box<DbExchange>, u32),
     /// A parser's bound was reached: what it gave up (a `drop` record).
     Drop {
         /// Why.
@@ -96,6 +104,8 @@ enum Proto {
     Unknown,
     /// HTTP/1.x or HTTP/2.
     Http(Box<Http>),
+    /// A database or queue protocol.
+    Db(Box<Db>),
     /// Anything else: chunks pass straight through.
     Raw,
 }
@@ -196,6 +206,11 @@ fn deliver(
             pass_on(scratch, http.request_probe, raw, out);
         }
     }
+}
+
+/// A Redis session joined mid-stream at chunk `c`, which starts a command.
+fn redis_midstream(limits: Limits, c: Chunk<'_>) -> Db {
+    Db::new(DbSession::Redis(RedisSession::midstream(limits)), c.direction, c.probe)
 }
 
 /// The HTTP session's outputs as session outputs; `raw` makes the chunk of
@@ -301,6 +316,11 @@ impl ConnSession {
             .collect();
         first.extend_from_slice(c.payload);
         if self.midstream {
+            if classify(&first) == Classification::Redis {
+                // A Redis command starts here: its direction carries requests.
+                self.proto = Proto::Db(Box::new(redis_midstream(self.limits, c)));
+                return true;
+            }
             // Joined mid-stream: HTTP/2 if the bytes start with frames (a
             // write split over iovecs comes as several chunks: held until
             // its first frame is whole), else HTTP/1, which resynchronises
@@ -352,6 +372,20 @@ impl ConnSession {
                 unsynced_chunks: 0,
                 last_ts: 0,
             })),
+            // A command: this direction carries requests.
+            Classification::Redis => {
+                let session = DbSession::Redis(RedisSession::new(self.limits));
+                Proto::Db(Box::new(Db::new(session, c.direction, c.probe)))
+            }
+            Classification::Postgres => {
+                let session = DbSession::Pgsql(PgSession::new(self.limits));
+                Proto::Db(Box::new(Db::new(session, c.direction, c.probe)))
+            }
+            // The server speaks first: the other direction carries requests.
+            Classification::MysqlGreeting => {
+                let session = DbSession::Mysql(MySession::new(self.limits));
+                Proto::Db(Box::new(Db::new(session, other(c.direction), c.probe)))
+            }
             Classification::NeedMore if self.hold(c) => return false,
             _ => Proto::Raw,
         };
@@ -375,11 +409,23 @@ impl ConnSession {
     }
 
     fn route(&mut self, c: Chunk<'_>, out: &mut impl FnMut(SessionOut<'_>)) {
+        if let Proto::Db(db) = &mut self.proto {
+            let (direction, probe) = (c.direction, c.probe);
+            self.dirs[idx(direction)].push(c.seq, c.ts_ns, c.payload, c.truncated as u64, &mut |d| {
+                db.deliver(direction, probe, d, out)
+            });
+            return;
+        }
         let Proto::Http(http) = &mut self.proto else {
             out(SessionOut::Data(c));
             return;
         };
         if !http.session.synced() {
+            if self.midstream && classify(c.payload) == Classification::Redis {
+                // Not HTTP after all: a Redis command starts this chunk.
+                self.proto = Proto::Db(Box::new(redis_midstream(self.limits, c)));
+                return self.route(c, out);
+            }
             if classify(c.payload) == Classification::Http1Request {
                 // Mid-stream, the first request start tells which way requests go.
                 http.request = c.direction;
@@ -415,6 +461,10 @@ impl ConnSession {
                     let probe = http.request_probe;
                     dirs[idx(d)].flush(&mut |del| deliver(http, d, probe, del, scratch, out));
                 }
+                Proto::Db(db) => {
+                    let probe = db.request_probe();
+                    dirs[idx(d)].flush(&mut |del| db.deliver(d, probe, del, out));
+                }
                 // Raw connections never buffer; Unknown ones hold whole chunks instead.
                 _ => dirs[idx(d)].flush(&mut |_| {}),
             }
@@ -431,6 +481,9 @@ impl ConnSession {
             }
         }
         self.flush(out);
+        if let Proto::Db(db) = &mut self.proto {
+            db.close(ts_ns, out);
+        }
         if let Proto::Http(http) = &mut self.proto {
             self.scratch.clear();
             http.session.close(ts_ns, &mut self.scratch);
@@ -456,6 +509,7 @@ mod tests {
     struct Got {
         data: Vec<(Direction, u64, Vec<u8>)>,
         exchanges: Vec<Exchange>,
+        db: Vec<DbExchange>,
         gaps: Vec<(Direction, u64, u64)>,
         drops: Vec<(&'static str, u64)>,
     }
@@ -464,6 +518,7 @@ mod tests {
         match o {
             SessionOut::Data(c) => got.data.push((c.direction, c.seq, c.payload.to_vec())),
             SessionOut::Exchange(e, _) => got.exchanges.push(*e),
+            SessionOut::Db(e, _) => got.db.push(*e),
             SessionOut::Gap { direction, seq, len } => got.gaps.push((direction, seq, len)),
             SessionOut::Drop { reason, bytes } => got.drops.push((reason, bytes)),
         }

@@ -78,8 +78,8 @@ fn message(m: &Message, request: bool) -> v1::HttpMessage {
     }
 }
 
-/// The subscribers' form of a record: exchanges, DNS messages and
-/// connection events (data chunks and drops are not streamed).
+/// The subscribers' form of a record (every kind the JSON Lines output has;
+/// the publisher decides which data records, as that output does).
 pub fn record(r: &Record<'_>) -> v1::Record {
     let Some(c) = r.conn.as_ref() else {
         // Only drops have no connection.
@@ -96,6 +96,7 @@ pub fn record(r: &Record<'_>) -> v1::Record {
         Body::Http(e) => http_record(&r.origin, c, e),
         Body::Dns(m, direction) => dns_record(&r.origin, c, m, direction),
         Body::Conn(change) => conn_record(&r.origin, c, change),
+        Body::Db(e) => db_record(&r.origin, c, e),
         Body::Data { direction, seq, payload, truncated, .. } => v1::Record {
             origin: Some(origin(&r.origin)),
             conn: Some(conn(c)),
@@ -126,6 +127,28 @@ fn proto_direction(d: Direction) -> v1::Direction {
     match d {
         Direction::Send => v1::Direction::Send,
         Direction::Recv => v1::Direction::Recv,
+    }
+}
+
+/// A `redis`, `pgsql` or `mysql` record: its fields as the JSON Lines record has them.
+pub fn db_record(o: &Origin<'_>, c: &ConnView<'_>, e: &nettap_core::protocols::db::DbExchange) -> v1::Record {
+    let fields = nettap_core::record::db_json(e);
+    let text = |k: &str| fields.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let (asked, answer) = e.summary();
+    v1::Record {
+        origin: Some(origin(o)),
+        conn: Some(conn(c)),
+        k8s: k8s(c),
+        kind: Some(v1::record::Kind::Db(v1::DbExchange {
+            kind: e.kind().to_string(),
+            request_json: fields["request"].to_string(),
+            response_json: fields["response"].to_string(),
+            latency_ns: e.latency_ns(),
+            database: text("database"),
+            user: text("user"),
+            summary: format!("{asked} -> {answer}"),
+        })),
+        ..Default::default()
     }
 }
 

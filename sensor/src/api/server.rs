@@ -100,12 +100,13 @@ impl Sink for Publisher {
     }
 }
 
-fn kind_name(r: &v1::Record) -> &'static str {
+fn kind_name(r: &v1::Record) -> &str {
     match &r.kind {
         Some(v1::record::Kind::Http(_)) => "http",
         Some(v1::record::Kind::Dns(_)) => "dns",
         Some(v1::record::Kind::ConnEvent(_)) => "conn",
         Some(v1::record::Kind::Drop(_)) => "drop",
+        Some(v1::record::Kind::Db(d)) => d.kind.as_str(),
         Some(v1::record::Kind::Data(_)) | None => "data",
     }
 }
@@ -350,5 +351,11 @@ mod tests {
         assert!(!wanted(&pod(&["other"], &[], &[]), &r));
         assert!(!wanted(&pod(&[], &["web-2"], &[]), &r));
         assert!(!wanted(&pod(&[], &[], &[("app", "web"), ("tier", "back")]), &r));
+        let redis = v1::Record {
+            kind: Some(v1::record::Kind::Db(v1::DbExchange { kind: "redis".into(), ..Default::default() })),
+            ..r
+        };
+        assert!(wanted(&f(&[7], &[], &[], &["redis"]), &redis));
+        assert!(!wanted(&f(&[], &[], &[], &["pgsql", "http"]), &redis));
     }
 }

@@ -3,6 +3,7 @@
 //! connections that carried no HTTP get one line when they close.
 
 use nettap_core::events::{ConnChange, Direction};
+use nettap_core::protocols::db::DbExchange;
 use nettap_core::protocols::exchange::Exchange;
 use nettap_core::record::{Body, ConnView, DataKind, Origin, Record};
 use nettap_core::sink::Sink;
@@ -84,6 +85,28 @@ impl<W: Write> TerminalSummary<W> {
         self.out.flush()
     }
 
+    /// One line for a database or queue exchange: kind, what was asked, the answer.
+    fn db(&mut self, o: &Origin<'_>, conn: &ConnView<'_>, e: &DbExchange) -> io::Result<()> {
+        if let Some(b) = self.conn(conn.id) {
+            b.http = true;
+        }
+        let (asked, answer) = e.summary();
+        let latency = e.latency_ns().map(|ns| format!("{:.1} ms", ns as f64 / 1e6)).unwrap_or_default();
+        writeln!(
+            self.out,
+            "{}  {:<7} {}  {}  -> {}  {}  {}[{}]",
+            clock(o.ts_ns),
+            e.kind().to_ascii_uppercase(),
+            remote(conn),
+            asked,
+            answer,
+            latency,
+            o.comm,
+            o.pid,
+        )?;
+        self.out.flush()
+    }
+
     /// A connection ended; one line unless it carried HTTP (already shown).
     fn close(&mut self, o: &Origin<'_>, conn: &ConnView<'_>) -> io::Result<()> {
         let b = self.bytes.remove(&conn.id).unwrap_or_default();
@@ -120,6 +143,7 @@ impl<W: Write + Send> Sink for TerminalSummary<W> {
                 Ok(())
             }
             Body::Http(e) => self.exchange(&r.origin, conn, e),
+            Body::Db(e) => self.db(&r.origin, conn, e),
             Body::Conn(ConnChange::Close) => self.close(&r.origin, conn),
             _ => Ok(()),
         }

@@ -1,0 +1,196 @@
+//! Parser throughput on one core for the database protocols (Redis,
+//! PostgreSQL, MySQL): a realistic conversation repeated, fed to a session
+//! in 4 KiB pieces per direction in conversation order, as the stream layer
+//! would. Counts protocol messages (both directions) and bytes.
+//!
+//!     cargo bench -p nettap-core --bench db_parsers
+//!
+//! Prints a Markdown table for docs/benchmarks.md.
+
+use nettap_core::protocols::db::{DbOutput, DbSession};
+use nettap_core::protocols::exchange::Limits;
+use nettap_core::protocols::mysql::MySession;
+use nettap_core::protocols::pgsql::PgSession;
+use nettap_core::protocols::redis::RedisSession;
+use std::time::{Duration, Instant};
+
+/// (client bytes, server bytes, messages) of one unit of work.
+type Unit = (Vec<u8>, Vec<u8>, u64);
+
+/// A protocol's name, workload, session maker, opening bytes and unit.
+type Case = (&'static str, &'static str, Box<dyn Fn() -> DbSession>, (Vec<u8>, Vec<u8>), Unit);
+
+fn redis_unit() -> Unit {
+    let value = "v".repeat(100);
+    let mut c = Vec::new();
+    let mut s = Vec::new();
+    for i in 0..10 {
+        let key = format!("user:{i:04}");
+        c.extend(format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$100\r\n{value}\r\n", key.len()).bytes());
+        c.extend(format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len()).bytes());
+        s.extend(b"+OK\r\n");
+        s.extend(format!("$100\r\n{value}\r\n").bytes());
+    }
+    (c, s, 40)
+}
+
+fn pg_msg(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![kind];
+    m.extend(((body.len() + 4) as u32).to_be_bytes());
+    m.extend(body);
+    m
+}
+
+fn pg_startup() -> (Vec<u8>, Vec<u8>) {
+    let body = b"\0\x03\0\0user\0bench\0database\0shop\0\0";
+    let mut c = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    c.extend(body);
+    let mut s = pg_msg(b'R', &0u32.to_be_bytes());
+    s.extend(pg_msg(b'Z', b"I"));
+    (c, s)
+}
+
+fn pg_unit() -> Unit {
+    // Parse, Bind (one text parameter), Describe, Execute, Sync; 10 rows of 2 columns.
+    let mut c = pg_msg(b'P', b"\0SELECT id, name FROM items WHERE owner = $1\0\0\0");
+    c.extend(pg_msg(b'B', b"\0\0\0\0\0\x01\0\0\0\x05alice\0\0"));
+    c.extend(pg_msg(b'D', b"P\0"));
+    c.extend(pg_msg(b'E', b"\0\0\0\0\0"));
+    c.extend(pg_msg(b'S', b""));
+    let mut s = pg_msg(b'1', b"");
+    s.extend(pg_msg(b'2', b""));
+    let mut rd = 2i16.to_be_bytes().to_vec();
+    for (name, oid) in [("id", 23u32), ("name", 25)] {
+        rd.extend(name.as_bytes());
+        rd.extend([0, 0, 0, 0, 0, 0, 0]);
+        rd.extend(oid.to_be_bytes());
+        rd.extend([0, 4, 0xff, 0xff, 0xff, 0xff, 0, 0]);
+    }
+    s.extend(pg_msg(b'T', &rd));
+    for i in 0..10 {
+        let id = format!("{i}");
+        let mut row = 2i16.to_be_bytes().to_vec();
+        for v in [id.as_str(), "a name of some length"] {
+            row.extend((v.len() as i32).to_be_bytes());
+            row.extend(v.as_bytes());
+        }
+        s.extend(pg_msg(b'D', &row));
+    }
+    s.extend(pg_msg(b'C', b"SELECT 10\0"));
+    s.extend(pg_msg(b'Z', b"I"));
+    (c, s, 5 + 15)
+}
+
+fn my_packet(seq: u8, body: &[u8]) -> Vec<u8> {
+    let mut p = (body.len() as u32).to_le_bytes()[..3].to_vec();
+    p.push(seq);
+    p.extend(body);
+    p
+}
+
+fn my_login() -> (Vec<u8>, Vec<u8>) {
+    let greeting = my_packet(0, b"\x0a5.5.5-10.11\0\x01\0\0\0abcdefgh\0\xff\xf7");
+    let mut hello = (0x0100_8208u32).to_le_bytes().to_vec(); // protocol 41, secure connection, with db, deprecate EOF
+    hello.extend([0; 28]);
+    hello.extend(b"bench\0\x00shop\0");
+    (my_packet(1, &hello), [greeting, my_packet(2, &[0, 0, 0, 2, 0, 0, 0])].concat())
+}
+
+fn my_unit() -> Unit {
+    let c = my_packet(0, b"\x03SELECT id, name FROM items WHERE owner = 'alice'");
+    let mut s = my_packet(1, &[2]);
+    for name in ["id", "name"] {
+        let mut col = Vec::new();
+        for part in ["def", "shop", "items", "items", name, name] {
+            col.push(part.len() as u8);
+            col.extend(part.as_bytes());
+        }
+        col.extend([0x0c, 0x21, 0, 0x0b, 0, 0, 0, 253, 0, 0, 0, 0, 0]);
+        s.extend(my_packet(2, &col));
+    }
+    for i in 0..10u8 {
+        let mut row = vec![1, b'0' + i];
+        row.push(21);
+        row.extend(b"a name of some length");
+        s.extend(my_packet(3 + i, &row));
+    }
+    s.extend(my_packet(13, &[0xfe, 0, 0, 2, 0, 0, 0]));
+    (c, s, 1 + 14)
+}
+
+/// Feeds `units` repetitions of `unit` after `opening`; (seconds, bytes, messages).
+fn run(
+    mut session: DbSession,
+    opening: (Vec<u8>, Vec<u8>),
+    unit: &Unit,
+    units: usize,
+) -> (Duration, u64, u64) {
+    let mut out = Vec::new();
+    let mut exchanges = 0u64;
+    let mut feed = |s: &mut DbSession, client: bool, bytes: &[u8], out: &mut Vec<DbOutput>| {
+        for piece in bytes.chunks(4096) {
+            s.feed(client, piece, 1, out);
+        }
+        exchanges += out.iter().filter(|o| matches!(o, DbOutput::Exchange(_))).count() as u64;
+        assert!(out.iter().all(|o| matches!(o, DbOutput::Exchange(_))), "the parser gave up");
+        out.clear();
+    };
+    // MySQL's server speaks first; the others' clients do.
+    let mysql = matches!(session, DbSession::Mysql(_));
+    if mysql {
+        feed(&mut session, false, &opening.1[..opening.1.len() - 11], &mut out);
+        feed(&mut session, true, &opening.0, &mut out);
+        feed(&mut session, false, &opening.1[opening.1.len() - 11..], &mut out);
+    } else {
+        feed(&mut session, true, &opening.0, &mut out);
+        feed(&mut session, false, &opening.1, &mut out);
+    }
+    // Batches of 64 units per direction: pipelined, as a busy connection is.
+    let batch = 64;
+    let client: Vec<u8> = unit.0.repeat(batch);
+    let server: Vec<u8> = unit.1.repeat(batch);
+    let start = Instant::now();
+    for _ in 0..units / batch {
+        feed(&mut session, true, &client, &mut out);
+        feed(&mut session, false, &server, &mut out);
+    }
+    let took = start.elapsed();
+    let n = (units / batch * batch) as u64;
+    assert!(exchanges >= n, "{exchanges} exchanges for {n} units");
+    (took, n * (unit.0.len() + unit.1.len()) as u64, n * unit.2)
+}
+
+fn main() {
+    let limits = Limits::default();
+    let units = 64 * 2000;
+    println!("| protocol | workload | MB/s | messages/s |");
+    println!("|---|---|---:|---:|");
+    let cases: [Case; 3] = [
+        (
+            "Redis",
+            "pipelined SET (100 B value) + GET",
+            Box::new(move || DbSession::Redis(RedisSession::new(limits))),
+            (Vec::new(), Vec::new()),
+            redis_unit(),
+        ),
+        (
+            "PostgreSQL",
+            "Parse/Bind/Describe/Execute/Sync, 10 rows × 2 columns",
+            Box::new(move || DbSession::Pgsql(PgSession::new(limits))),
+            pg_startup(),
+            pg_unit(),
+        ),
+        (
+            "MySQL",
+            "COM_QUERY, 10 rows × 2 columns (deprecate-EOF)",
+            Box::new(move || DbSession::Mysql(MySession::new(limits))),
+            my_login(),
+            my_unit(),
+        ),
+    ];
+    for (name, workload, make, opening, unit) in cases {
+        let (took, bytes, messages) = run(make(), opening, &unit, units);
+        let s = took.as_secs_f64();
+        println!("| {name} | {workload} | {:.0} | {:.0} |", bytes as f64 / s / 1e6, messages as f64 / s);
+    }
+}

@@ -1,0 +1,170 @@
+//! MySQL protocol (issue 23): Debian's MariaDB (a data directory made by the
+//! test, run as nobody on loopback) with PyMySQL (text protocol),
+//! mysql-connector-python's prepared cursor (binary protocol) and the
+//! `mariadb` client. Every command appears exactly once at each end with
+//! its exact answer, pid, addresses and role; the password appears nowhere.
+
+use nettap_e2e::*;
+use serde_json::{json, Value};
+use std::process::{Command, Stdio};
+
+const PASSWORD: &str = "my-s3cret-password";
+
+fn ok(affected: Option<u64>) -> Value {
+    json!({"status": "ok", "columns": [], "rows": [], "rows_truncated": 0, "affected_rows": affected})
+}
+
+fn rows(columns: &[&str], rows: Value) -> Value {
+    json!({"status": "ok", "columns": columns, "rows": rows, "rows_truncated": 0, "affected_rows": null})
+}
+
+fn ex(command: &str, query: &str, params: Value, response: Value) -> Value {
+    json!({"request": {"command": command, "query": query, "params": params}, "response": response})
+}
+
+fn query(q: &str, response: Value) -> Value {
+    ex("COM_QUERY", q, json!([]), response)
+}
+
+fn handshake() -> Value {
+    let mut e = ex("HANDSHAKE", "", json!([]), ok(None));
+    e["response"]["affected_rows"] = Value::Null;
+    e
+}
+
+fn pymysql() -> Vec<Value> {
+    vec![
+        handshake(),
+        query("SET NAMES utf8mb4", ok(Some(0))),
+        query("CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(20), data BLOB)", ok(Some(0))),
+        query("INSERT INTO items VALUES (1, 'one', X'0001ff')", ok(Some(1))),
+        query(
+            "SELECT id, name, data FROM items WHERE id = 1",
+            rows(&["id", "name", "data"], json!([["1", "one", {"b64": "AAH/"}]])),
+        ),
+        query(
+            "SELECT * FROM nope",
+            json!({"status": "error", "columns": [], "rows": [], "rows_truncated": 0, "affected_rows": null,
+                   "error": {"code": 1146, "sqlstate": "42S02", "message": "Table 'shop.nope' doesn't exist"}}),
+        ),
+    ]
+}
+
+fn connector() -> Vec<Value> {
+    let insert = "INSERT INTO items VALUES (?, ?, ?)";
+    let select = "SELECT id, name, data FROM items WHERE id <= ? ORDER BY id";
+    let prepared = |q: &str, id: u64| {
+        let mut e = ex("COM_STMT_PREPARE", q, json!([]), ok(None));
+        e["response"]["statement_id"] = json!(id);
+        e
+    };
+    let executed = |q: &str, id: u64, params: Value, response: Value| {
+        let mut e = ex("COM_STMT_EXECUTE", q, params, response);
+        e["request"]["statement_id"] = json!(id);
+        e
+    };
+    vec![
+        handshake(),
+        query("SET NAMES 'utf8mb4' COLLATE 'utf8mb4_general_ci'", ok(Some(0))),
+        query("SET @@session.autocommit = ON", ok(Some(0))),
+        ex("COM_PING", "", json!([]), ok(Some(0))),
+        prepared(insert, 1),
+        ex("COM_STMT_RESET", "", json!([]), ok(Some(0))),
+        executed(insert, 1, json!([2, "two", null]), ok(Some(1))),
+        prepared(select, 2),
+        ex("COM_STMT_RESET", "", json!([]), ok(Some(0))),
+        // Binary rows: integers as numbers.
+        executed(
+            select,
+            2,
+            json!([2]),
+            rows(&["id", "name", "data"], json!([[1, "one", {"b64": "AAH/"}], [2, "two", null]])),
+        ),
+    ]
+}
+
+/// The mysql records of `pid` on the connection whose `end` is `addr`, as
+/// `{request, response}`, after checking role, user and database.
+fn exchanges(cap: &Capture, pid: u32, end: &str, addr: &str, role: &str) -> Vec<Value> {
+    cap.of("mysql", pid)
+        .into_iter()
+        .filter(|r| r["conn"][end] == addr)
+        .map(|r| {
+            assert_eq!(r["conn"]["role"], role, "{r}");
+            assert_eq!((r["user"].as_str(), r["database"].as_str()), (Some("app"), Some("shop")), "{r}");
+            assert!(r["latency_ns"].as_u64().is_some(), "{r}");
+            json!({"request": r["request"], "response": r["response"]})
+        })
+        .collect()
+}
+
+fn assert_same(got: &[Value], want: &[Value], what: &str) {
+    let names = |v: &[Value]| -> Vec<String> {
+        v.iter().map(|e| format!("{} {}", e["request"]["command"], e["request"]["query"])).collect()
+    };
+    assert_eq!(names(got), names(want), "{what}");
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g, w, "{what}");
+    }
+}
+
+#[test]
+fn pymysql_connector_and_mariadb_client_exchanges_at_both_ends() {
+    let port = free_port();
+    let port_s = port.to_string();
+    let server = MariaDbServer::start(port, PASSWORD);
+    let mut args = vec!["--port", &port_s];
+    args.extend_from_slice(EXACT);
+    let sensor = Sensor::start(&args);
+
+    let out = server.dir.path().join("peer.json");
+    let status = Command::new(venv_python())
+        .arg(program("my_peer.py"))
+        .args([&port_s, PASSWORD])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "my_peer.py failed");
+    let mut cli = Command::new("mariadb")
+        .args(["--no-defaults", "-h", "127.0.0.1", "-P", &port_s, "-u", "app"])
+        .arg(format!("-p{PASSWORD}"))
+        .args(["shop", "-e", "SELECT COUNT(*) FROM items"])
+        .stdout(Stdio::null())
+        .spawn_guarded();
+    let cli_pid = cli.id();
+    assert!(wait_child(&mut cli, "mariadb").success());
+    let cap = sensor.stop();
+    let peer: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let py_pid = peer["pid"].as_u64().unwrap() as u32;
+
+    for (name, want) in [("pymysql", pymysql()), ("connector", connector())] {
+        let local = peer[name]["local"].as_str().unwrap();
+        assert_same(
+            &exchanges(&cap, py_pid, "local", local, "client"),
+            &want,
+            &format!("{name} at the client"),
+        );
+        assert_same(
+            &exchanges(&cap, server.pid(), "remote", local, "server"),
+            &want,
+            &format!("{name} at the server"),
+        );
+    }
+    let cli_records = cap.of("mysql", cli_pid);
+    let cli_local =
+        cli_records.first().expect("no mariadb client records")["conn"]["local"].as_str().unwrap();
+    let want = vec![handshake(), query("SELECT COUNT(*) FROM items", rows(&["COUNT(*)"], json!([["2"]])))];
+    assert_same(&exchanges(&cap, cli_pid, "local", cli_local, "client"), &want, "mariadb at the client");
+    assert_same(
+        &exchanges(&cap, server.pid(), "remote", cli_local, "server"),
+        &want,
+        "mariadb at the server",
+    );
+    assert!(cli_records
+        .iter()
+        .all(|r| r["comm"] == "mariadb" && r["conn"]["remote"] == format!("127.0.0.1:{port}")));
+
+    let all = cap.records.iter().map(Value::to_string).collect::<String>();
+    assert!(!all.contains(PASSWORD), "the password was written");
+    assert_eq!(cap.dropped("ringbuf_full"), (0, 0));
+}
