@@ -167,6 +167,8 @@ fn assert_exchange(cap: &Capture, x: &PodExchange, source: &str) {
     for (pid, want) in [(x.server.pid, &server_k8s), (x.client.pid, &client_k8s)] {
         for r in cap.of("data", pid) {
             assert_eq!(&r["k8s"], want, "{r}");
+            // CONTRACT: the Kubernetes node's name (ci/node.sh's node).
+            assert_eq!(r["node"], "nettap-node", "{r}");
         }
     }
 }
