@@ -87,8 +87,14 @@ def hostile() -> None:
         if line.startswith("CapEff:"):
             out["cap_eff"] = line.split()[1]
     for p in ["/run/nettap", "/run/nettap/api", "/run/nettap/api/api.sock", "/var/lib/nettap",
-              "/var/lib/nettap/records", "/sys/fs/bpf", "/sys/kernel/tracing", "/host"]:
+              "/var/lib/nettap/records", "/host"]:
         out["paths"][p] = os.path.exists(p)
+    # sysfs has these directories; what matters is that nothing is in them.
+    for p in ["/sys/fs/bpf", "/sys/kernel/tracing", "/sys/kernel/debug"]:
+        try:
+            out["listing:" + p] = os.listdir(p)
+        except OSError as e:
+            out["listing:" + p] = type(e).__name__
     try:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.connect("/run/nettap/api/api.sock")

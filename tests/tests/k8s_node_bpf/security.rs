@@ -254,6 +254,10 @@ spec:
     for (path, exists) in found["paths"].as_object().unwrap() {
         assert_eq!(exists, false, "{path} reachable from a workload pod");
     }
+    for dir in ["/sys/fs/bpf", "/sys/kernel/tracing", "/sys/kernel/debug"] {
+        let listing = &found[format!("listing:{dir}")];
+        assert!(listing == &json!([]) || listing.is_string(), "{dir} in a workload pod: {listing}");
+    }
     assert_eq!(found["api_connect"], "FileNotFoundError", "{found}");
     assert_eq!(found["sockets"], json!([]), "sockets on a workload's filesystem");
     assert_eq!(found["jsonl"], json!([]), "records files on a workload's filesystem");
