@@ -813,7 +813,10 @@ fn a_jvm_flooding_the_sensor_is_bounded_and_counted() {
     let cap = sensor.stop();
     let (count, bytes) = cap.dropped("jvmti_agent_dropped");
     eprintln!("dropped and counted: {count} chunks, {bytes} bytes; the sensor's peak RSS {hwm} KiB");
-    assert!(count > 0 && bytes > 16 << 20, "what the queue could not hold is counted: {count} chunks, {bytes} bytes");
+    assert!(
+        count > 0 && bytes > 16 << 20,
+        "what the queue could not hold is counted: {count} chunks, {bytes} bytes"
+    );
     assert!(hwm < 256 << 10, "the sensor's peak memory: {hwm} KiB");
     let body = pattern_body("resp", 1 << 20);
     let exact = cap

@@ -167,7 +167,10 @@ fn captured(node: &Node, server: &Value, run: &str) -> BTreeMap<u64, usize> {
     let prefix = format!("nettap-nonce-{run}-");
     let mut seen = BTreeMap::new();
     for r in node.sensor_records() {
-        if r["kind"] != "http" || r["k8s"]["pod"] != server["metadata"]["name"] || r["conn"]["role"] != "server" {
+        if r["kind"] != "http"
+            || r["k8s"]["pod"] != server["metadata"]["name"]
+            || r["conn"]["role"] != "server"
+        {
             continue;
         }
         let body = r["request"]["body"].as_str().unwrap_or_default();
@@ -210,7 +213,9 @@ pub fn sensor_deleted_mid_traffic(node: &Node, server: &Value) -> String {
     std::thread::sleep(Duration::from_secs(3));
     let requests = client.finish(node);
     let last = requests.last().unwrap().i;
-    node.wait("the last request captured", TIMEOUT, || captured(node, server, "load-del").contains_key(&last).then_some(()));
+    node.wait("the last request captured", TIMEOUT, || {
+        captured(node, server, "load-del").contains_key(&last).then_some(())
+    });
     let seen = captured(node, server, "load-del");
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "requests captured more than once: {twice:?}");
@@ -233,7 +238,8 @@ pub fn sensor_deleted_mid_traffic(node: &Node, server: &Value) -> String {
 /// 2 s, `port-filter=9003` keeps only port 9003 within 2 s.
 pub fn annotations_switch_capture(node: &Node, server: &Value) {
     let dump = tempfile::tempdir().unwrap();
-    let args = ["--port", "9002", "--port", "9003", "--count", "5000", "--interval", "0.02", "--max-seconds", "90"];
+    let args =
+        ["--port", "9002", "--port", "9003", "--count", "5000", "--interval", "0.02", "--max-seconds", "90"];
     let client = LoadClient::start(node, server, "load-ann", dump.path(), &args);
     client.wait_requests(node, 50);
     let annotate = |kv: &str| {
@@ -247,7 +253,9 @@ pub fn annotations_switch_capture(node: &Node, server: &Value) {
     let t_ports = annotate("ebpf.speedscale.com/port-filter=9003");
     let requests = client.finish(node);
     let last_9003 = requests.iter().rev().find(|r| r.port == 9003).unwrap().i;
-    node.wait("the last request captured", TIMEOUT, || captured(node, server, "load-ann").contains_key(&last_9003).then_some(()));
+    node.wait("the last request captured", TIMEOUT, || {
+        captured(node, server, "load-ann").contains_key(&last_9003).then_some(())
+    });
     let seen = captured(node, server, "load-ann");
     // What each request's time says, 2 s after each change allowed for it.
     let expected = |r: &Request| -> Option<bool> {
@@ -271,7 +279,10 @@ pub fn annotations_switch_capture(node: &Node, server: &Value) {
             (seen.contains_key(&r.i) != want).then(|| format!("{r:?} captured={}", !want))
         })
         .collect();
-    assert!(wrong.is_empty(), "annotations not applied within 2 s (off {t_off:.2}, on {t_on:.2}, ports {t_ports:.2}):\n{wrong:#?}");
+    assert!(
+        wrong.is_empty(),
+        "annotations not applied within 2 s (off {t_off:.2}, on {t_on:.2}, ports {t_ports:.2}):\n{wrong:#?}"
+    );
     // How fast each change took hold: the first request that followed it.
     let took = |t0: f64, f: &dyn Fn(&Request) -> bool| {
         requests.iter().filter(|r| r.t >= t0 && f(r)).map(|r| r.t - t0).next().unwrap_or(f64::NAN)
@@ -295,7 +306,9 @@ pub fn store_rotates_and_logs_stay_clean(node: &Node, server: &Value, old_log: &
     let client = LoadClient::start(node, server, "load-rot", dump.path(), &args);
     let requests = client.finish(node);
     assert_eq!(requests.len(), 800, "the rotation's requests");
-    node.wait("the last request captured", TIMEOUT, || captured(node, server, "load-rot").contains_key(&799).then_some(()));
+    node.wait("the last request captured", TIMEOUT, || {
+        captured(node, server, "load-rot").contains_key(&799).then_some(())
+    });
     let seen = captured(node, server, "load-rot");
     for i in 780..800 {
         assert_eq!(seen.get(&i), Some(&1), "newest request {i} in the store");
@@ -303,7 +316,12 @@ pub fn store_rotates_and_logs_stay_clean(node: &Node, server: &Value, old_log: &
     let files: Vec<std::fs::Metadata> =
         std::fs::read_dir(RECORDS).unwrap().flatten().map(|e| e.metadata().unwrap()).collect();
     let total: u64 = files.iter().map(|m| m.len()).sum();
-    eprintln!("store after {} requests of 16 KiB: {} files, {total} bytes; {} of them kept", requests.len(), files.len(), seen.len());
+    eprintln!(
+        "store after {} requests of 16 KiB: {} files, {total} bytes; {} of them kept",
+        requests.len(),
+        files.len(),
+        seen.len()
+    );
     assert!(files.len() <= STORE_MAX_FILES, "{} files", files.len());
     // One record may pass a file's bound: a 16 KiB request and answer.
     assert!(total <= STORE_MAX_BYTES + (64 << 10), "{total} bytes in the store");

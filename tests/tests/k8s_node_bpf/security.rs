@@ -50,9 +50,8 @@ pub fn java_deployment(node: &Node, ns: &str, name: &str, cert_dir: &Path, annot
 /// and the server's host pid.
 pub fn java_serving(node: &Node, ns: &str, name: &str) -> (Value, u32) {
     let (pod, cid) = running_pod(node, ns, &format!("app={name}"));
-    let pid = node.wait(&format!("{ns}/{name}'s Java server process"), TIMEOUT, || {
-        container_pid(&cid, "https-server")
-    });
+    let pid = node
+        .wait(&format!("{ns}/{name}'s Java server process"), TIMEOUT, || container_pid(&cid, "https-server"));
     // The ready file in the container's emptyDir, seen through its root.
     let ready = PathBuf::from(format!("/proc/{pid}/root/r/ready"));
     node.wait(&format!("{ns}/{name} serving"), 2 * TIMEOUT, || ready.exists().then_some(()));
@@ -91,7 +90,10 @@ pub fn assert_java_captured(node: &Node, pod: &Value, name: &str, server_pid: u3
     let want_k8s = expected_k8s(pod, "server", json!({"kind": "Deployment", "name": name}));
     let pod_http = || -> Vec<Value> {
         let records = node.sensor_records();
-        records.into_iter().filter(|r| r["kind"] == "http" && r["k8s"]["pod"] == pod["metadata"]["name"]).collect()
+        records
+            .into_iter()
+            .filter(|r| r["kind"] == "http" && r["k8s"]["pod"] == pod["metadata"]["name"])
+            .collect()
     };
     let start = std::time::Instant::now();
     let mut http = pod_http();
@@ -152,7 +154,13 @@ pub fn java_under_every_pod_security_level(node: &Node, cert_dir: &Path) {
         ));
         java_deployment(node, &ns, "java", cert_dir, json!({}));
     }
-    java_deployment(node, "shop", "java-opted-out", cert_dir, json!({"ebpf.speedscale.com/inject-java": "false"}));
+    java_deployment(
+        node,
+        "shop",
+        "java-opted-out",
+        cert_dir,
+        json!({"ebpf.speedscale.com/inject-java": "false"}),
+    );
     let (opted_out, _) = java_serving(node, "shop", "java-opted-out");
     assert!(opted_out["spec"]["initContainers"].is_null(), "{}", opted_out["spec"]);
     assert!(!opted_out["spec"].to_string().contains("JAVA_TOOL_OPTIONS"), "{}", opted_out["spec"]);
@@ -174,7 +182,8 @@ pub fn java_under_every_pod_security_level(node: &Node, cert_dir: &Path) {
 pub fn sensor_pid(node: &Node) -> u32 {
     node.wait("the sensor's process", TIMEOUT, || {
         let pods = node.get(&["-n", "nettap", "pods", "-l", "app.kubernetes.io/component=sensor"]);
-        let pod = pods["items"].as_array()?.iter().find(|p| p["metadata"]["deletionTimestamp"].is_null())?.clone();
+        let pod =
+            pods["items"].as_array()?.iter().find(|p| p["metadata"]["deletionTimestamp"].is_null())?.clone();
         let id = pod["status"]["containerStatuses"][0]["containerID"].as_str()?;
         container_pid(id.strip_prefix("containerd://")?, "capture")
     })
