@@ -53,7 +53,9 @@ pub fn java_pod_before_the_sensor(node: &Node, home: &Path, cert_dir: &Path) {
     let (pod, pid) = java_serving(node, "shop", "java-early");
     java_client(node, "shop", &pod);
 
-    upgrade(node, home, &[r#"sensor.nodeSelector={"nettap.io/sensor":null}"#]);
+    // Back on the node (the chart's own nodeSelector again).
+    let back = r#"[{"op": "remove", "path": "/spec/template/spec/nodeSelector/nettap.io~1sensor"}]"#;
+    node.kubectl(&["-n", "nettap", "patch", "daemonset/nettap-sensor", "--type", "json", "-p", back]);
     wait_new_sensor(node, None);
     java_client(node, "shop", &pod);
     assert_java_captured(node, &pod, "java-early", pid);
