@@ -37,9 +37,9 @@ fn dropped(node: &Node, reason: &str) -> (u64, u64) {
 
 /// A Java Deployment created while no sensor runs on the node (the
 /// DaemonSet's nodeSelector matches no node meanwhile) serves requests
-/// (the agent drops their plaintext, counted); once the sensor is back its
-/// agent hands its socket over and its exchanges are captured exactly. The
-/// same `helm upgrade` sets the `tier: api` targets and the store's bound.
+/// (their plaintext is not kept); once the sensor is back its agent hands
+/// its socket over and its exchanges are captured exactly. The same `helm
+/// upgrade` sets the `tier: api` targets and the store's bound.
 pub fn java_pod_before_the_sensor(node: &Node, home: &Path, cert_dir: &Path) {
     let dropped_before = dropped(node, "jvmti_agent_dropped");
     let bytes = format!("sensor.records.maxBytes={STORE_MAX_BYTES}");
@@ -59,12 +59,11 @@ pub fn java_pod_before_the_sensor(node: &Node, home: &Path, cert_dir: &Path) {
     wait_new_sensor(node, None);
     java_client(node, "shop", &pod);
     assert_java_captured(node, &pod, "java-early", pid);
-    let dropped_after = node.wait("the agent's drops without a sensor counted", TIMEOUT, || {
-        let d = dropped(node, "jvmti_agent_dropped");
-        (d.0 > dropped_before.0).then_some(d)
-    });
+    // Not counted: with no sensor connected the agent's hooks skip the
+    // copy and the count altogether (the JVM's speed without a sensor).
+    let dropped_after = dropped(node, "jvmti_agent_dropped");
     eprintln!(
-        "Java pod started before the sensor: captured once it came up; dropped meanwhile: {} chunks, {} bytes",
+        "Java pod started before the sensor: captured once it came up; counted as dropped meanwhile: {} chunks, {} bytes",
         dropped_after.0 - dropped_before.0,
         dropped_after.1 - dropped_before.1
     );
