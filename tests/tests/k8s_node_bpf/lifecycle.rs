@@ -56,7 +56,18 @@ pub fn java_pod_before_the_sensor(node: &Node, home: &Path, cert_dir: &Path) {
     // Back on the node (the chart's own nodeSelector again).
     let back = r#"[{"op": "remove", "path": "/spec/template/spec/nodeSelector/nettap.io~1sensor"}]"#;
     node.kubectl(&["-n", "nettap", "patch", "daemonset/nettap-sensor", "--type", "json", "-p", back]);
-    wait_new_sensor(node, None);
+    let sensor = wait_new_sensor(node, None);
+    let t0 = std::time::Instant::now();
+    // The server's agent offered its socket all along: the new sensor takes it.
+    let taken = format!("\"pid\":{pid},");
+    node.wait("the early Java server's socket taken by the new sensor", TIMEOUT, || {
+        let log = sensor_log(node, &sensor);
+        log.lines().any(|l| l.contains("agent socket taken") && l.contains(&taken)).then_some(())
+    });
+    eprintln!(
+        "the early JVM's socket taken {:.1} s after the sensor applied its rules",
+        t0.elapsed().as_secs_f64()
+    );
     java_client(node, "shop", &pod);
     assert_java_captured(node, &pod, "java-early", pid);
     // Not counted: with no sensor connected the agent's hooks skip the
