@@ -154,6 +154,11 @@ impl LoadClient {
     /// application does not notice the sensor).
     fn finish(&self, node: &Node) -> Vec<Request> {
         std::fs::write(&self.stop, "").unwrap();
+        self.done(node)
+    }
+
+    /// Its requests once it is done by itself, none of which failed.
+    fn done(&self, node: &Node) -> Vec<Request> {
         let lines = node.wait("the load client done", 2 * TIMEOUT, || {
             let l = self.lines();
             l.iter().any(|v| v["done"] == true).then_some(l)
@@ -316,7 +321,7 @@ pub fn store_rotates_and_logs_stay_clean(node: &Node, server: &Value, old_log: &
     let dump = tempfile::tempdir().unwrap();
     let args = ["--port", "9003", "--count", "800", "--size", "16384", "--max-seconds", "120"];
     let client = LoadClient::start(node, server, "load-rot", dump.path(), &args);
-    let requests = client.finish(node);
+    let requests = client.done(node);
     assert_eq!(requests.len(), 800, "the rotation's requests");
     node.wait("the last request captured", TIMEOUT, || {
         captured(node, server, "load-rot").contains_key(&799).then_some(())
