@@ -15,7 +15,7 @@
 //! Discovery: a full scan of `/proc/*/task/*/comm` at start and every
 //! [`SCAN_EVERY`]; a process executed with the agent in its command line or
 //! environment (`-agentpath:…libnettap_agent…`, as the injector sets it) is
-//! looked at every 50 ms for its first 2 s, then every second up to 30 s.
+//! looked at every 50 ms for its first 10 s, then every second up to 30 s.
 
 use super::listener::read_agent;
 use nettap_core::agent::AgentMsg;
@@ -38,7 +38,11 @@ const SCAN_EVERY: Duration = Duration::from_secs(10);
 /// socket within half a second of noticing.
 const EARLY_SCANS: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(3)];
 /// How long a new process with the agent is looked at every 50 ms.
-const FAST_WATCH: Duration = Duration::from_secs(2);
+/// A JVM on a loaded node can take several seconds to offer its socket, and a
+/// short-lived one (a `kubectl exec`'d client) is done within a second of
+/// that: watched closely for 10 s (measured on the real node: 2 s missed
+/// one client in three).
+const FAST_WATCH: Duration = Duration::from_secs(10);
 /// How long a new process with the agent is watched.
 const WATCH_FOR: Duration = Duration::from_secs(30);
 /// Processes watched at once; more are left to the periodic scan.
