@@ -770,7 +770,10 @@ fn a_jvm_flooding_the_sensor_is_bounded_and_counted() {
     let scratch = tempfile::tempdir().unwrap();
     let sock = scratch.path().join("agent.sock");
     let _server = plain_server(&home, &tls, scratch.path());
-    let mut sensor = Sensor::start(&["--port", &tls.port_s, "--agent-socket", sock.to_str().unwrap()]);
+    // The DaemonSet's four capabilities: no exec gate, which would hold every
+    // exec on the host while the sensor is stopped.
+    let args = ["--port", &tls.port_s, "--agent-socket", sock.to_str().unwrap()];
+    let mut sensor = Sensor::start_with_caps(FOUR_CAPS, &args);
     let flood = |agent: bool| {
         let out = java_peer(&home, agent.then_some(sock.as_path()))
             .args(["url-client", "--port", &tls.port_s, "--sizes", "1048576", "--repeat", "40", "--cert"])
