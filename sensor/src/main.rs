@@ -283,6 +283,11 @@ fn init_logs(format: LogFormat) {
     }
 }
 
+/// This host's name (records' `node` outside Kubernetes).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+}
+
 fn file_config(args: &CaptureArgs) -> Result<FileConfig> {
     Ok(match &args.config {
         Some(path) => FileConfig::load(path)?,
@@ -396,6 +401,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Capture(args) => {
             let file = file_config(&args)?;
             let kubernetes = kubernetes_options(&args, &file)?;
+            nettap_core::record::set_node(&match &kubernetes {
+                Some(k) => k.node_name.clone(),
+                None => host_name(),
+            });
             let mut capture = capture_config(&args, &file)?;
             if kubernetes.is_some() && capture.max_pod_cgroups == 0 {
                 capture.max_pod_cgroups = 8192;

@@ -191,7 +191,7 @@ pub fn python_image(dir: &Path) -> PathBuf {
     let programs = repo().join("tests/programs");
     let mut c = Command::new("python3");
     c.arg(repo().join("ci/node/image.py")).args(["files", "cc", "docker.io/nettap/test-python:1"]).arg(&out);
-    for p in ["exchange.py", "http_peer.py"] {
+    for p in ["exchange.py", "http_peer.py", "node_load.py"] {
         c.arg(format!("{}=/app/{p}", programs.join(p).display()));
     }
     for deb in [

@@ -86,13 +86,21 @@ fn the_sensor_daemonset_has_exactly_the_four_capabilities_and_its_host_access() 
         host,
         [
             "/sys/kernel/tracing",
-            "/sys/fs/bpf",
             "/sys/kernel/btf",
             "/run/nettap",
             "/var/lib/nettap/records",
             "/sys/fs/cgroup"
         ]
     );
+    // Read-only but for the API socket's directory and the records store.
+    let writable: Vec<&str> = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["readOnly"] != true)
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(writable, ["api", "records"]);
     let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
     // Records to the node's store, never to the container log; the API in its own directory.
     assert!(args.windows(2).any(|w| w == ["--out-dir", "/var/lib/nettap/records"]), "{args:?}");
@@ -119,8 +127,8 @@ fn the_sensor_daemonset_has_exactly_the_four_capabilities_and_its_host_access() 
     assert_eq!(
         role["rules"],
         json!([
-            {"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["get", "list", "watch"]},
-            {"apiGroups": ["apps"], "resources": ["replicasets", "deployments"], "verbs": ["get", "list", "watch"]}
+            {"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["apps"], "resources": ["replicasets", "deployments"], "verbs": ["list", "watch"]}
         ]),
         "read-only, and only what the sensor reads"
     );

@@ -740,3 +740,100 @@ fn sensor_attaches_to_jvms_by_itself(major: u32) {
         assert_exchanges(&cap, pid, H1);
     }
 }
+
+/// Sends SIGSTOP or SIGCONT to `pid`.
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: plain syscall on the sensor this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0, "kill {pid} {sig}");
+}
+
+/// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("{field} in {status}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A JVM sending far more plaintext than the sensor takes: the sensor is
+/// stopped (SIGSTOP: it reads nothing) while a JVM with the agent sends
+/// 1 MiB requests and answers, 80 MiB per run against a queue of 16 MiB.
+/// The application is not slowed: its requests take at most 1.25× those
+/// of the same client without the agent (best of three each, alternating).
+/// Then a JVM that keeps running through a flood of a stopped sensor has
+/// what its agent dropped counted once the sensor reads again, and its
+/// later exchanges captured exactly; the sensor stays within 256 MiB.
+/// (The test server serves one connection at a time: one client at once.)
+#[test]
+fn a_jvm_flooding_the_sensor_is_bounded_and_counted() {
+    let home = jdk(17);
+    let tls = TlsSetup::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let sock = scratch.path().join("agent.sock");
+    let _server = plain_server(&home, &tls, scratch.path());
+    // The DaemonSet's four capabilities: no exec gate, which would hold every
+    // exec on the host while the sensor is stopped.
+    let args = ["--port", &tls.port_s, "--agent-socket", sock.to_str().unwrap()];
+    let mut sensor = Sensor::start_with_caps(FOUR_CAPS, &args);
+    let flood = |agent: bool| {
+        let out = java_peer(&home, agent.then_some(sock.as_path()))
+            .args(["url-client", "--port", &tls.port_s, "--sizes", "1048576", "--repeat", "40", "--cert"])
+            .arg(&tls.cert)
+            .output()
+            .expect("cannot run java");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "url-client failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        stdout.split("elapsed_ms=").nth(1).and_then(|v| v.trim().parse::<u64>().ok()).expect("elapsed_ms")
+    };
+
+    signal(sensor.pid(), libc::SIGSTOP);
+    let (mut plain, mut agent) = (u64::MAX, u64::MAX);
+    for _ in 0..3 {
+        plain = plain.min(flood(false));
+        agent = agent.min(flood(true));
+    }
+    signal(sensor.pid(), libc::SIGCONT);
+    eprintln!("80 MiB with the sensor stopped: {plain} ms without the agent, {agent} ms with it");
+    assert!(agent * 4 <= plain * 5, "{agent} ms with the agent vs {plain} ms without");
+
+    // A JVM that stays: connected while the sensor reads, flooding it
+    // stopped for 3 s, then read again: its next frames carry its drop count.
+    let stop = scratch.path().join("stop");
+    let mut stays = java_peer(&home, Some(&sock))
+        .args(["url-client", "--port", &tls.port_s, "--sizes", "1048576", "--cert"])
+        .arg(&tls.cert)
+        .arg("--until-file")
+        .arg(&stop)
+        .spawn_guarded();
+    let pid = stays.id();
+    sensor.wait_for_log(&["probe attached", "JVMTI", &format!("pid={pid}")]);
+    signal(sensor.pid(), libc::SIGSTOP);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let jvm_rss = status_kib(pid, "VmRSS");
+    signal(sensor.pid(), libc::SIGCONT);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    std::fs::write(&stop, b"").unwrap();
+    assert!(wait_child(&mut stays, "url-client").success(), "the flooding application failed");
+    sensor.wait_for_log(&["agent disconnected", &format!("pid={pid}")]);
+    assert!(sensor.running(), "the sensor died");
+    let hwm = status_kib(sensor.pid(), "VmHWM");
+    let cap = sensor.stop();
+    let (count, bytes) = cap.dropped("jvmti_agent_dropped");
+    eprintln!(
+        "dropped and counted: {count} chunks, {bytes} bytes; the flooding JVM's RSS {jvm_rss} KiB; the sensor's peak RSS {hwm} KiB"
+    );
+    assert!(
+        count > 0 && bytes > 0,
+        "what the queue could not hold is counted: {count} chunks, {bytes} bytes"
+    );
+    assert!(hwm < 256 << 10, "the sensor's peak memory: {hwm} KiB");
+    let body = pattern_body("resp", 1 << 20);
+    let exact = cap
+        .of("http", pid)
+        .iter()
+        .filter(|r| {
+            assert_eq!(r["source"], "jvmti", "{r}");
+            r["response"]["body"].as_str() == Some(body.as_str())
+        })
+        .count();
+    assert!(exact >= 3, "the staying JVM's exchanges after the flood captured exactly: {exact}");
+}

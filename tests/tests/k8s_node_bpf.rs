@@ -2,18 +2,25 @@
 //! control plane, containerd and a kubelet on this host, loads the sensor and
 //! injector images built from this checkout and `helm install`s
 //! charts/nettap. A Deployment's pod and a Job's pod then exchange exact
-//! bytes over the pod network, and the sensor DaemonSet's records, read with
-//! `kubectl logs`, name each side's pod, namespace, labels, workload,
-//! container and UID, with the host pid, both pod IPs and every byte.
+//! bytes over the pod network, and the sensor DaemonSet's records, read from
+//! the node's records store, name each side's pod, namespace, labels,
+//! workload, container and UID, with the host pid, both pod IPs and every
+//! byte. Then (one node, one test, to keep the bring-up once): Java pods
+//! under each Pod Security level and a hostile pod (`security`), the
+//! sensor's life under traffic (`lifecycle`).
 
 use nettap_e2e::helm::{chart, helm};
-use nettap_e2e::node::{container_pid, java_image, python_image, Node, JAVA};
+use nettap_e2e::node::{container_pid, java_image, python_image, Node};
 use nettap_e2e::{
-    assert_exact_from, assert_http_body, pattern_body, peer_info, sizes_arg, tls_cert, wait_for_file,
-    Capture, PeerInfo, TIMEOUT,
+    assert_exact_from, peer_info, sizes_arg, tls_cert, wait_for_file, Capture, PeerInfo, TIMEOUT,
 };
 use serde_json::{json, Value};
 use std::path::Path;
+
+#[path = "k8s_node_bpf/lifecycle.rs"]
+mod lifecycle;
+#[path = "k8s_node_bpf/security.rs"]
+mod security;
 
 const SIZES: &[usize] = &[1, 100, 4095, 65537];
 
@@ -21,11 +28,23 @@ const SIZES: &[usize] = &[1, 100, 4095, 65537];
 fn running_pod(node: &Node, ns: &str, selector: &str) -> (Value, String) {
     node.wait(&format!("a running pod {selector} in {ns}"), 2 * TIMEOUT, || {
         let pods = node.get(&["-n", ns, "pods", "-l", selector]);
-        let pod = pods["items"].as_array()?.first()?.clone();
+        let Some(pod) = pods["items"].as_array()?.first().cloned() else {
+            assert_admitted(node, ns);
+            return None;
+        };
         let id = pod["status"]["containerStatuses"][0]["containerID"].as_str()?;
         let id = id.strip_prefix("containerd://").expect("containerd names its containers").to_string();
         pod["status"]["containerStatuses"][0]["state"]["running"].is_object().then_some((pod, id))
     })
+}
+
+/// No ReplicaSet in `ns` was refused its pods (Pod Security, the webhook).
+fn assert_admitted(node: &Node, ns: &str) {
+    for rs in node.get(&["-n", ns, "replicasets"])["items"].as_array().unwrap() {
+        for c in rs["status"]["conditions"].as_array().into_iter().flatten() {
+            assert!(c["type"] != "ReplicaFailure", "{ns}: pods refused: {}", c["message"]);
+        }
+    }
 }
 
 /// The `k8s` object records of `pod`'s container carry.
@@ -148,142 +167,48 @@ fn assert_exchange(cap: &Capture, x: &PodExchange, source: &str) {
     for (pid, want) in [(x.server.pid, &server_k8s), (x.client.pid, &client_k8s)] {
         for r in cap.of("data", pid) {
             assert_eq!(&r["k8s"], want, "{r}");
+            // CONTRACT: the Kubernetes node's name (ci/node.sh's node).
+            assert_eq!(r["node"], "nettap-node", "{r}");
         }
     }
 }
 
-/// A Java Deployment is injected by the webhook (init container copying the
-/// agent, JAVA_TOOL_OPTIONS), starts, and its JSSE plaintext arrives from the
-/// agent through the node's socket (`source: jvmti`) named with its pod; an
-/// opted-out Java Deployment is left as it was.
-fn java_is_injected_and_captured(node: &Node) {
-    const SIZES: [usize; 3] = [10, 5000, 70000];
-    let images = tempfile::tempdir().unwrap();
-    node.load_image(&java_image(images.path()));
-    let d = tempfile::tempdir().unwrap();
-    tls_cert(d.path());
-    let dp = d.path().display();
-    let deployment = |name: &str, annotations: &str| {
-        format!(
-            r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: shop}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}, annotations: {{{annotations}}}}}
-    spec:
-      containers:
-      - name: server
-        image: docker.io/nettap/test-java:1
-        imagePullPolicy: Never
-        command: [{JAVA}, -jar, /app/jdk-peers.jar, https-server, --port, "8443", --requests, "0",
-                  --cert, /d/cert.pem, --key, /d/key.pem, --ready, /d/{name}.ready]
-        volumeMounts: [{{name: d, mountPath: /d}}]
-      volumes: [{{name: d, hostPath: {{path: "{dp}", type: Directory}}}}]
-"#
-        )
-    };
-    node.apply(&deployment("java", ""));
-    node.apply(&deployment("java-opted-out", r#""ebpf.speedscale.com/inject-java": "false""#));
-    for name in ["java", "java-opted-out"] {
-        let ready = d.path().join(format!("{name}.ready"));
-        node.wait(&format!("{name} serving"), 2 * TIMEOUT, || ready.exists().then_some(()));
-    }
-    let (pod, cid) = running_pod(node, "shop", "app=java");
-    let inits: Vec<&Value> =
-        pod["spec"]["initContainers"].as_array().unwrap().iter().map(|c| &c["name"]).collect();
-    assert_eq!(inits, [&json!("nettap-agent-init")]);
-    let env = pod["spec"]["containers"][0]["env"].to_string();
-    assert!(env.contains("JAVA_TOOL_OPTIONS") && env.contains("-agentpath:"), "{env}");
-    let (opted_out, _) = running_pod(node, "shop", "app=java-opted-out");
-    assert!(opted_out["spec"]["initContainers"].is_null(), "{}", opted_out["spec"]);
-    assert!(!opted_out["spec"].to_string().contains("JAVA_TOOL_OPTIONS"), "{}", opted_out["spec"]);
-    let server_pid = container_pid(&cid, "https-server").expect("the Java server's process on the host");
+/// The sensor DaemonSet's pod that is not being deleted, if any.
+fn sensor_pod(node: &Node) -> Option<String> {
+    let pods = node.get(&["-n", "nettap", "pods", "-l", "app.kubernetes.io/component=sensor"]);
+    let p = pods["items"].as_array()?.iter().find(|p| p["metadata"]["deletionTimestamp"].is_null())?.clone();
+    Some(p["metadata"]["name"].as_str()?.to_string())
+}
 
-    // The client in the same pod (the server listens on loopback), as
-    // `kubectl exec` runs it: the container's environment loads the agent too.
-    let sizes = SIZES.map(|n| n.to_string()).join(",");
-    let args =
-        ["-n", "shop", "exec", "deploy/java", "-c", "server", "--", JAVA, "-jar", "/app/jdk-peers.jar"];
-    let mut args = args.to_vec();
-    args.extend(["httpclient-client", "--port", "8443", "--cert", "/d/cert.pem", "--sizes", &sizes]);
-    let out = node.kubectl(&args);
-    assert!(out.contains("3 requests ok"), "{out}");
+/// Waits until a sensor pod other than `old` has applied the capture rules;
+/// its name.
+fn wait_new_sensor(node: &Node, old: Option<&str>) -> String {
+    node.wait("a new sensor pod with its capture rules applied", 2 * TIMEOUT, || {
+        let new = sensor_pod(node).filter(|p| Some(p.as_str()) != old)?;
+        // Fails while the new pod's container is being created.
+        let out = node.kubectl_with(&["-n", "nettap", "logs", &format!("pod/{new}")], None);
+        String::from_utf8_lossy(&out.stdout).contains("kubernetes capture rules applied").then_some(new)
+    })
+}
 
-    let want_k8s = expected_k8s(&pod, "server", json!({"kind": "Deployment", "name": "java"}));
-    let pod_http = || -> Vec<Value> {
-        let records = node.sensor_records();
-        records
-            .into_iter()
-            .filter(|r| r["kind"] == "http" && r["k8s"]["pod"] == pod["metadata"]["name"])
-            .collect()
-    };
-    let start = std::time::Instant::now();
-    let mut http = pod_http();
-    while http.len() < 2 * SIZES.len() && start.elapsed() < 2 * TIMEOUT {
-        std::thread::sleep(std::time::Duration::from_secs(1));
-        http = pod_http();
+/// `helm upgrade --reuse-values` of the release with `sets` (`--set-json`
+/// values).
+fn upgrade(node: &Node, home: &Path, sets: &[&str]) {
+    let chart = chart();
+    let mut args = vec!["upgrade", "nettap", chart.to_str().unwrap(), "-n", "nettap", "--reuse-values"];
+    for s in sets {
+        args.extend(["--set-json", s]);
     }
-    if http.len() < 2 * SIZES.len() {
-        let log = node.kubectl(&["-n", "nettap", "logs", "daemonset/nettap-sensor", "--tail=-1"]);
-        let agent: Vec<&str> = log
-            .lines()
-            .filter(|l| !l.starts_with("{\"kind\"") && (l.contains("agent") || l.contains("JVMTI")))
-            .collect();
-        let java_log = node.kubectl_with(&["-n", "shop", "logs", "deploy/java", "--all-containers"], None);
-        eprintln!("java pod's log:\n{}", String::from_utf8_lossy(&java_log.stdout));
-        let jvmti: Vec<String> = node
-            .sensor_records()
-            .iter()
-            .filter(|r| r["source"] == "jvmti")
-            .map(|r| format!("{} {} {} {}", r["kind"], r["pid"], r["conn"]["role"], r["k8s"]["pod"]))
-            .collect();
-        panic!("Java exchanges of pod {}: {} of {} http records\n{http:?}\nsensor: {agent:#?}\njvmti records: {jvmti:#?}",
-            pod["metadata"]["name"], http.len(), 2 * SIZES.len());
-    }
-    for role in ["server", "client"] {
-        let side: Vec<&Value> = http.iter().filter(|r| r["conn"]["role"] == role).collect();
-        assert_eq!(side.len(), SIZES.len(), "{role}: {side:?}");
-        for n in SIZES {
-            let r =
-                side.iter().find(|r| r["request"]["path"] == format!("/echo/{n}")).expect("every request");
-            assert_eq!(r["source"], "jvmti", "{r}");
-            assert_eq!(r["conn"]["tls"], true, "{r}");
-            assert_eq!(r["k8s"], want_k8s, "{r}");
-            assert_http_body(&r["request"], &pattern_body("req", n), role);
-            assert_http_body(&r["response"], &pattern_body("resp", n), role);
-            if role == "server" {
-                assert_eq!(r["pid"], server_pid, "{r}");
-            }
-        }
-    }
+    let up = helm(home, Some(&node.kubeconfig), &args);
+    assert!(up.status.success(), "helm upgrade: {}", String::from_utf8_lossy(&up.stderr));
 }
 
 /// `helm upgrade` with capture targets `targets` (JSON); waits until the
 /// DaemonSet's new sensor pod has applied them.
 fn set_targets(node: &Node, home: &Path, targets: &str) {
-    let sensor_pod = || -> Option<String> {
-        let pods = node.get(&["-n", "nettap", "pods", "-l", "app.kubernetes.io/component=sensor"]);
-        let p =
-            pods["items"].as_array()?.iter().find(|p| p["metadata"]["deletionTimestamp"].is_null())?.clone();
-        Some(p["metadata"]["name"].as_str()?.to_string())
-    };
-    let old = sensor_pod();
-    let chart = chart();
-    let set = format!("ebpf.configuration.capture.targets={targets}");
-    let args =
-        ["upgrade", "nettap", chart.to_str().unwrap(), "-n", "nettap", "--reuse-values", "--set-json", &set];
-    let up = helm(home, Some(&node.kubeconfig), &args);
-    assert!(up.status.success(), "helm upgrade: {}", String::from_utf8_lossy(&up.stderr));
-    node.wait("the sensor restarted with the targets", 2 * TIMEOUT, || {
-        let new = sensor_pod().filter(|p| Some(p) != old.as_ref())?;
-        // Fails while the new pod's container is being created.
-        let out = node.kubectl_with(&["-n", "nettap", "logs", &format!("pod/{new}")], None);
-        String::from_utf8_lossy(&out.stdout).contains("kubernetes capture rules applied").then_some(())
-    });
+    let old = sensor_pod(node);
+    upgrade(node, home, &[&format!("ebpf.configuration.capture.targets={targets}")]);
+    wait_new_sensor(node, old.as_deref());
 }
 
 #[test]
@@ -308,6 +233,7 @@ fn deployment_traffic_is_captured_with_its_pod() {
 
     let images = tempfile::tempdir().unwrap();
     node.load_image(&python_image(images.path()));
+    node.load_image(&java_image(images.path()));
     node.apply("{apiVersion: v1, kind: Namespace, metadata: {name: shop, labels: {team: shop}}}");
     // The pods of `team: shop` namespaces only: the node's own daemons (the
     // API server carrying `kubectl logs` of the sensor's records, among
@@ -326,17 +252,26 @@ fn deployment_traffic_is_captured_with_its_pod() {
     let cap = records_of(&node, &[&plain.server, &plain.client, &tls.server, &tls.client]);
     assert_exchange(&cap, &plain, "kernel");
     assert_exchange(&cap, &tls, "openssl");
-    java_is_injected_and_captured(&node);
 
-    // A capture target selecting the `tier: api` pods of `team: shop`
-    // namespaces: the servers are captured, the clients are not (decided in
-    // the kernel per cgroup).
-    let targets = r#"[{"name":"api","namespaceSelector":{"matchLabels":{"team":"shop"}},"podSelector":{"matchLabels":{"tier":"api"}}}]"#;
-    set_targets(&node, home.path(), targets);
+    let certs = tempfile::tempdir().unwrap();
+    tls_cert(certs.path());
+    security::java_under_every_pod_security_level(&node, certs.path());
+    security::a_uid0_pod_reaches_nothing(&node);
+
+    // From here a capture target selecting the `tier: api` pods of `team:
+    // shop` namespaces, set while the sensor is away.
+    lifecycle::java_pod_before_the_sensor(&node, home.path(), certs.path());
+    // The servers are captured, the clients are not (decided in the kernel
+    // per cgroup).
     let targeted = pod_exchange(&node, "shop", "echo-targeted", 9001, false);
     let cap = records_of(&node, &[&targeted.server]);
     assert_exact_from(&cap, &targeted.server, "server", 0, "kernel");
     assert!(cap.of("data", targeted.client.pid).is_empty(), "the untargeted client was captured");
+
+    let load = lifecycle::load_server(&node);
+    let old_log = lifecycle::sensor_deleted_mid_traffic(&node, &load);
+    lifecycle::annotations_switch_capture(&node, &load);
+    lifecycle::store_rotates_and_logs_stay_clean(&node, &load, &old_log);
 
     node.kubectl(&["delete", "namespace", "shop", "--wait=false"]);
 

@@ -18,6 +18,16 @@ pub use db::json as db_json;
 pub use har::{entry as har_entry, rfc3339};
 pub use jsonl::{in_jsonl, JsonlWriter};
 
+/// The `node` every record names (CONTRACT.md: the Kubernetes node name,
+/// else the host name): one value for the whole process, set once at start
+/// by the program that writes records.
+static NODE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Sets the `node` of every record from now on (the first call wins).
+pub fn set_node(name: &str) {
+    let _ = NODE.set(name.to_string());
+}
+
 /// The `conn` object.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnView<'a> {
@@ -178,6 +188,9 @@ impl Serialize for Record<'_> {
         m.serialize_entry("comm", o.comm)?;
         m.serialize_entry("source", o.source)?;
         m.serialize_entry("probe", o.probe)?;
+        if let Some(node) = NODE.get() {
+            m.serialize_entry("node", node)?;
+        }
         m.serialize_entry("conn", &self.conn)?;
         if let Some(pod) = self.conn.and_then(|c| c.k8s) {
             m.serialize_entry("k8s", &K8s(pod))?;
