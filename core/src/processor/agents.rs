@@ -38,6 +38,9 @@ pub(super) struct Agents {
     engines: HashMap<(u32, u64), u64>,
     /// Processes whose agent was loaded while they ran.
     late: HashSet<u32>,
+    /// Processes the kernel said ended, and when their state goes: their
+    /// agent's last chunks come over its socket after the ring said so.
+    ended: Vec<(u32, u64)>,
 }
 
 impl Agents {
@@ -178,8 +181,25 @@ impl Processor {
         self.on_data(&d)
     }
 
-    /// Process `pid` ended: its agent state goes (a new process may get the pid).
-    pub(super) fn forget_process(&mut self, pid: u32) {
+    /// Process `pid` ended at `ts_boot_ns`: its agent state goes once its
+    /// agent's last chunks are in (a new process may get the pid).
+    pub(super) fn process_ended(&mut self, pid: u32, ts_boot_ns: u64) {
+        if self.agents.comms.contains_key(&pid) || self.agents.late.contains(&pid) {
+            self.agents.ended.push((pid, ts_boot_ns + CLOSE_GRACE_NS));
+        }
+    }
+
+    /// Forgets the ended processes whose time has come at `now` (all with `all`).
+    fn forget_ended(&mut self, now: u64, all: bool) {
+        let (due, later): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.agents.ended).into_iter().partition(|&(_, at)| all || at <= now);
+        self.agents.ended = later;
+        for (pid, _) in due {
+            self.forget_process(pid);
+        }
+    }
+
+    fn forget_process(&mut self, pid: u32) {
         self.agents.comms.remove(&pid);
         self.agents.late.remove(&pid);
         self.agents.engines.retain(|&(p, _), _| p != pid);
@@ -199,6 +219,7 @@ impl Processor {
     /// Applies held-back closes whose time has come at `now` (boot-time ns;
     /// all of them with `all`): the session's last records, then the close.
     pub(super) fn finish_held_closes(&mut self, now: u64, all: bool) -> std::io::Result<()> {
+        self.forget_ended(now, all);
         let due: Vec<u64> =
             self.agents.closing.iter().filter(|(_, (_, at))| all || *at <= now).map(|(&id, _)| id).collect();
         for id in due {

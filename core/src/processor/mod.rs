@@ -310,7 +310,7 @@ impl Processor {
                 Ok(())
             }
             Event::Exit(e) => {
-                self.forget_process(e.pid);
+                self.process_ended(e.pid, e.ts_boot_ns);
                 self.work.exits.push(e.pid);
                 Ok(())
             }

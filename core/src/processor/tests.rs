@@ -43,6 +43,8 @@ struct TableHost {
     listening: Vec<(u32, u16)>,
     comms: Vec<(u32, &'static str)>,
     pods: Vec<(u32, PodOf)>,
+    /// Processes that ended since (their /proc entry is gone).
+    gone: Arc<Mutex<Vec<u32>>>,
 }
 
 impl Host for TableHost {
@@ -52,6 +54,9 @@ impl Host for TableHost {
 
     fn comm(&mut self, pid: u32) -> [u8; 16] {
         let mut comm = [0; 16];
+        if self.gone.lock().unwrap().contains(&pid) {
+            return comm;
+        }
         if let Some((_, name)) = self.comms.iter().find(|(p, _)| *p == pid) {
             comm[..name.len()].copy_from_slice(name.as_bytes());
         }
@@ -529,8 +534,42 @@ fn an_ended_process_leaves_nothing_behind() {
     p.tick(g.now + 2_000_000_000).unwrap();
     assert_eq!(p.table_sizes().agent_processes, 1);
     p.handle(&g.exit(300, "java")).unwrap();
-    assert_eq!(p.table_sizes(), TableSizes::default());
     assert_eq!(p.take_work().exits, [300]);
+    // Kept for the agent's last chunks, then gone.
+    assert_eq!(p.table_sizes().agent_processes, 1);
+    p.tick(g.now + 2_000_000_000).unwrap();
+    assert_eq!(p.table_sizes(), TableSizes::default());
+}
+
+/// The kernel's close and the process's end come through the ring before
+/// the agent's last chunks come through its socket (two queues): those
+/// chunks still name the process.
+#[test]
+fn an_agents_last_chunks_after_its_process_ended_keep_the_process_name() {
+    let host = TableHost { comms: vec![(300, "java")], ..TableHost::default() };
+    let gone = host.gone.clone();
+    let (mut p, out) = processor_with(host, false);
+    let mut g = EventGen::default();
+    let c = Conn { comm: "java", ..Conn::client(7, 300, "10.0.0.1:40000", "10.0.0.2:8443") };
+    p.handle(&g.conn(&c, ConnChange::Open)).unwrap();
+    p.on_agent(agent_chunk("10.0.0.1:40000", "10.0.0.2:8443", Hook::SocketWrite, Direction::Send, 0, REQ))
+        .unwrap();
+    p.handle(&g.conn(&c, ConnChange::Close)).unwrap();
+    p.tick(g.now + 2_000_000_000).unwrap();
+    // A second connection whose close and the process's end overtake its plaintext.
+    let c2 = Conn { comm: "java", ..Conn::client(8, 300, "10.0.0.1:40001", "10.0.0.2:8443") };
+    p.handle(&g.conn(&c2, ConnChange::Open)).unwrap();
+    p.handle(&g.conn(&c2, ConnChange::Close)).unwrap();
+    p.handle(&g.exit(300, "java")).unwrap();
+    gone.lock().unwrap().push(300);
+    p.on_agent(agent_chunk("10.0.0.1:40001", "10.0.0.2:8443", Hook::SocketWrite, Direction::Send, 0, REQ))
+        .unwrap();
+    end(&mut p, g.now + 4_000_000_000);
+    let data: Vec<Value> = out.records().into_iter().filter(|r| r["source"] == "jvmti").collect();
+    assert!(!data.is_empty());
+    for r in data {
+        assert_eq!(r["comm"], "java", "{r}");
+    }
 }
 
 #[test]
