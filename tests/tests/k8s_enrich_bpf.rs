@@ -143,7 +143,9 @@ fn records_name_pod_namespace_labels_and_workload() {
     };
     let agent_tail = pod_tail(&["--namespace", "tools", "--label", "app=node-agent"], "2");
     let loader_tail = pod_tail(&["--pod", "loader-0"], "1");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Three new programs: the exec gate may hold each up to its 1 s limit
+    // before it subscribes (seen once: a tail missed the first exchange).
+    std::thread::sleep(std::time::Duration::from_millis(2500));
 
     let loader_curl = curl(Some(&loader), Some(&net.b), &format!("http://{}:{web_port}/orders", net.a4));
     let host_curl = curl(None, None, &format!("http://127.0.0.1:{agent_port}/metrics"));
