@@ -5,7 +5,8 @@
 #                          images, starts etcd, kube-apiserver, the controller
 #                          manager, scheduler, containerd, kube-proxy and the
 #                          kubelet, waits for the node to be Ready, loads the
-#                          images into containerd, `helm install`s
+#                          images into containerd, starts CoreDNS as the
+#                          cluster DNS, `helm install`s
 #                          charts/nettap and waits for the sensor DaemonSet and
 #                          the injector; its last line is the kubeconfig path.
 #   bash ci/node.sh down   stops every process it started and removes what it
@@ -200,7 +201,7 @@ EOF
 }
 
 # The images, built from this checkout without a daemon or registry:
-# pause (the pod sandbox), and the final stages of sensor/Dockerfile and
+# pause (the pod sandbox), CoreDNS (ci/coredns), and the final stages of sensor/Dockerfile and
 # injector/Dockerfile from the cargo build of NETTAP_PROFILE (or the
 # binaries in NETTAP_BIN_DIR, as the tests give theirs), stripped as the
 # Dockerfiles strip theirs.
@@ -226,8 +227,15 @@ images() {
   gcc -static -Os -s -o "$stage/pause" "$root/ci/node/pause.c"
   python3 "$root/ci/node/image.py" files scratch docker.io/nettap/pause:1 "$out/pause.tar" \
     "$stage/pause=/pause" --entrypoint '["/pause"]'
+  python3 "$root/ci/node/image.py" files scratch "$(coredns_image)" "$out/coredns.tar" \
+    "$(readlink -f "$(bin coredns)")=/coredns" --entrypoint '["/coredns"]'
   rm -rf "$stage"
   ls -l "$out" >&2
+}
+
+# The CoreDNS image's name: its version as ci/coredns/go.mod pins it.
+coredns_image() {
+  echo "docker.io/nettap/coredns:$(sed -n 's|^require github.com/coredns/coredns v||p' "$root/ci/coredns/go.mod")"
 }
 
 up() {
@@ -279,13 +287,17 @@ up() {
   PATH="$NETTAP_K8S_BIN:$PATH" start containerd "$(bin containerd)" --config "$state/containerd.toml"
   wait_for containerd 60 "$(bin ctr)" --address "$run/containerd.sock" version
   local i
-  for i in pause sensor injector; do
+  for i in pause coredns sensor injector; do
     "$(bin ctr)" --address "$run/containerd.sock" -n k8s.io images import "$state/images/$i.tar" >&2
   done
   start kube-proxy "$(bin kube-proxy)" --config "$state/kube-proxy.yaml"
   start kubelet "$(bin kubelet)" --config "$state/kubelet.yaml" --kubeconfig "$state/kubelet.kubeconfig" \
     --root-dir "$state/kubelet" --cert-dir "$state/kubelet/pki" --hostname-override "$node_name" --node-ip "$ip"
   wait_for "node $node_name" 180 node_ready
+  # The cluster DNS at the kubelet's clusterDNS address (pods resolve
+  # Service names through it); waited for after the chart's pods start.
+  sed -e "s|@IMAGE@|$(coredns_image)|" -e "s|@DNS_IP@|${service_cidr%.0/*}.10|" "$root/ci/node/coredns.yaml" |
+    kubectl apply -f - >&2
 
   # The chart as a user installs it; uprobes on this kernel need CAP_SYS_ADMIN
   # (see charts/nettap/values.yaml).
@@ -293,6 +305,7 @@ up() {
     --namespace nettap --create-namespace --set 'sensor.extraCapabilities={SYS_ADMIN}' >&2
   wait_for "DaemonSet nettap-sensor" 180 daemonset_ready nettap nettap-sensor
   wait_for "Deployment nettap-injector" 180 kubectl -n nettap rollout status deployment/nettap-injector --timeout 1s
+  wait_for "CoreDNS" 120 kubectl -n kube-system rollout status deployment/coredns --timeout 1s
   echo "$state/admin.kubeconfig"
 }
 

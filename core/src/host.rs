@@ -2,7 +2,8 @@
 //! given. The sensor answers from /proc and the Kubernetes pod index; unit
 //! tests answer from tables. Nothing in this crate reads the host itself.
 
-use crate::pod::PodOf;
+use crate::pod::{Peer, PodOf};
+use std::net::IpAddr;
 
 /// The processor's questions to its host, asked at most once per new
 /// connection or process (never per chunk).
@@ -14,6 +15,11 @@ pub trait Host {
     fn comm(&mut self, pid: u32) -> [u8; 16];
     /// The pod process `pid` runs in (Kubernetes mode).
     fn pod_of(&mut self, pid: u32) -> Option<PodOf>;
+    /// The pod or Service whose address `ip` is, anywhere in the cluster
+    /// (Kubernetes mode): a record's `k8s.peer`.
+    fn peer_of(&mut self, _ip: IpAddr) -> Option<Peer> {
+        None
+    }
 }
 
 /// A host that knows nothing: roles come from ports alone, agents' processes

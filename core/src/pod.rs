@@ -39,3 +39,24 @@ pub struct PodOf {
     /// The container's name, when its ID is in the pod's status.
     pub container: Option<Arc<str>>,
 }
+
+/// What a connection's remote address is in the cluster (a record's
+/// `k8s.peer`): a pod, by its IP, or a Service, by its cluster IP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// A pod's IP (hostNetwork pods share their node's and are not named).
+    Pod(Arc<PodMeta>),
+    /// A Service's cluster IP (which pod answers is the proxy's choice).
+    Service(Arc<ServiceMeta>),
+}
+
+/// A Service, as a record's `k8s.peer` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceMeta {
+    /// Service name.
+    pub service: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+}

@@ -4,7 +4,7 @@
 use crate::k8s::PodResolver;
 use nettap_core::conn::EphemeralPorts;
 use nettap_core::host::Host;
-use nettap_core::pod::PodOf;
+use nettap_core::pod::{Peer, PodOf};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -71,6 +71,10 @@ impl Host for ProcHost {
 
     fn pod_of(&mut self, pid: u32) -> Option<PodOf> {
         self.pods.as_ref()?.pod_of_pid(pid)
+    }
+
+    fn peer_of(&mut self, ip: std::net::IpAddr) -> Option<Peer> {
+        self.pods.as_ref()?.peers.peer_of(ip)
     }
 }
 

@@ -2,12 +2,14 @@
 // BIOs): the peers of the Node.js TLS test.
 //
 //   node node_https.js server --port P --cert C --key K --ready FILE
-//   node node_https.js client --port P --ca C --sizes 0,1024,...
+//   node node_https.js client --port P --ca C --sizes 0,1024,... [--host H] [--hold FILE]
 //
 // The server answers `POST /echo/N` with N bytes made by body(N) after reading
 // the whole request body; the client sends, for each size N, a request body
 // of N bytes and asks for N bytes back, on one keep-alive connection, and
-// checks every answer.
+// checks every answer. --host is the server's address (127.0.0.1; the
+// certificate is checked for `localhost`); with --hold the client writes
+// FILE.waiting and waits for FILE before its first request.
 'use strict';
 const fs = require('fs');
 const https = require('https');
@@ -50,6 +52,11 @@ function server() {
 }
 
 async function client() {
+  const hold = arg('hold');
+  if (hold) {
+    fs.writeFileSync(hold + '.waiting', '');
+    while (!fs.existsSync(hold)) await new Promise((r) => setTimeout(r, 20));
+  }
   const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: fs.readFileSync(arg('ca')) });
   const sizes = arg('sizes', '0').split(',').map(Number);
   for (const n of sizes) {
@@ -57,7 +64,7 @@ async function client() {
     const got = await new Promise((resolve, reject) => {
       const req = https.request(
         {
-          host: '127.0.0.1',
+          host: arg('host', '127.0.0.1'),
           servername: 'localhost',
           port: Number(arg('port')),
           method: 'POST',

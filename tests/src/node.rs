@@ -165,36 +165,43 @@ pub fn container_pid(container_id: &str, word: &str) -> Option<u32> {
 /// The java binary of the Java workload image.
 pub const JAVA: &str = "/usr/lib/jvm/java-17-openjdk-amd64/bin/java";
 
-/// A Java image for workloads (`docker.io/nettap/test-java:1`): the
-/// machine's OpenJDK 17 runtime from its Debian packages on the `cc` base,
-/// with the java-testapps jar at /app/jdk-peers.jar. Written to `dir`.
-pub fn java_image(dir: &Path) -> PathBuf {
-    let out = dir.join("java.tar");
-    let st = Command::new("python3")
-        .arg(repo().join("ci/node/image.py"))
-        .args(["files", "cc", "docker.io/nettap/test-java:1"])
-        .arg(&out)
-        .arg(format!("{}=/app/jdk-peers.jar", crate::jvm::testapps_jar().display()))
-        .args(["--deb", "openjdk-17-jre-headless", "--deb", "zlib1g"])
-        .args(["--entrypoint", &format!(r#"["{JAVA}"]"#)])
-        .status()
-        .expect("python3 runs");
-    assert!(st.success(), "ci/node/image.py failed for the Java image");
+/// A workload image `docker.io/nettap/test-NAME:1` on the `cc` base (glibc,
+/// OpenSSL, CA certificates): the files of the machine's Debian packages
+/// `debs` and `files` (host path, image path), started as `entrypoint`.
+/// Written to `dir`/NAME.tar without a daemon or registry (ci/node/image.py).
+fn workload_image(dir: &Path, name: &str, files: &[(PathBuf, &str)], debs: &[&str], entrypoint: &str) -> PathBuf {
+    let out = dir.join(format!("{name}.tar"));
+    let mut c = Command::new("python3");
+    c.arg(repo().join("ci/node/image.py")).args(["files", "cc", &format!("docker.io/nettap/test-{name}:1")]);
+    c.arg(&out);
+    for (src, dest) in files {
+        c.arg(format!("{}={dest}", src.display()));
+    }
+    for deb in debs {
+        c.args(["--deb", deb]);
+    }
+    c.args(["--entrypoint", &format!(r#"["{entrypoint}"]"#)]);
+    let st = c.status().expect("python3 runs");
+    assert!(st.success(), "ci/node/image.py failed for the {name} image");
     out
 }
 
+/// A Java image for workloads (`docker.io/nettap/test-java:1`): the
+/// machine's OpenJDK 17 runtime with the java-testapps jar at
+/// /app/jdk-peers.jar.
+pub fn java_image(dir: &Path) -> PathBuf {
+    let jar = crate::jvm::testapps_jar();
+    workload_image(dir, "java", &[(jar, "/app/jdk-peers.jar")], &["openjdk-17-jre-headless", "zlib1g"], JAVA)
+}
+
 /// A Python image for workloads (`docker.io/nettap/test-python:1`): the
-/// machine's Python 3.11 and OpenSSL from its Debian packages on the `cc`
-/// base, with the tests' peer programs under /app. Written to `dir`.
+/// machine's Python 3.11 (OpenSSL from the base), with the tests' peer
+/// programs under /app.
 pub fn python_image(dir: &Path) -> PathBuf {
-    let out = dir.join("python.tar");
-    let programs = repo().join("tests/programs");
-    let mut c = Command::new("python3");
-    c.arg(repo().join("ci/node/image.py")).args(["files", "cc", "docker.io/nettap/test-python:1"]).arg(&out);
-    for p in ["exchange.py", "http_peer.py", "node_load.py"] {
-        c.arg(format!("{}=/app/{p}", programs.join(p).display()));
-    }
-    for deb in [
+    let files = ["exchange.py", "http_peer.py", "node_load.py"]
+        .map(|p| (crate::program(p), ["/app/", p].concat()));
+    let files: Vec<(PathBuf, &str)> = files.iter().map(|(src, dest)| (src.clone(), dest.as_str())).collect();
+    let debs = [
         "python3.11-minimal",
         "libpython3.11-minimal",
         "libpython3.11-stdlib",
@@ -204,11 +211,44 @@ pub fn python_image(dir: &Path) -> PathBuf {
         "libbz2-1.0",
         "liblzma5",
         "libuuid1",
-    ] {
-        c.args(["--deb", deb]);
-    }
-    c.args(["--entrypoint", r#"["/usr/bin/python3.11"]"#]);
-    let st = c.status().expect("python3 runs");
-    assert!(st.success(), "ci/node/image.py failed for the Python image");
-    out
+    ];
+    workload_image(dir, "python", &files, &debs, "/usr/bin/python3.11")
+}
+
+/// The Go peer in the Go workload image.
+pub const GO_PEER: &str = "/app/tlspeer";
+
+/// A Go image for workloads (`docker.io/nettap/test-go:1`): the Go TLS
+/// tests' HTTPS server and client (tests/programs/go/tlspeer), stripped
+/// (`-ldflags=-s -w`, as the Go TLS tests build it: the build is cached).
+pub fn go_image(dir: &Path) -> PathBuf {
+    let bin = dir.join("tlspeer");
+    crate::go_build(&bin, &["-ldflags=-s -w"], &[]);
+    workload_image(dir, "go", &[(bin, GO_PEER)], &[], GO_PEER)
+}
+
+/// A Node.js image for workloads (`docker.io/nettap/test-node:1`): the
+/// machine's `node` (OpenSSL linked in statically) and the tests'
+/// node_https.js at /app.
+pub fn node_image(dir: &Path) -> PathBuf {
+    let node = which("node").expect("the Node.js workload image needs `node` (Node.js 20) on PATH");
+    let files = [(node, "/usr/bin/node"), (crate::program("node_https.js"), "/app/node_https.js")];
+    workload_image(dir, "node", &files, &[], "/usr/bin/node")
+}
+
+/// A curl image for workloads (`docker.io/nettap/test-curl:1`): Debian's
+/// curl and the libraries it loads.
+pub fn curl_image(dir: &Path) -> PathBuf {
+    let debs = [
+        "curl", "libcurl4", "libbrotli1", "libffi8", "libgmp10", "libgnutls30", "libgssapi-krb5-2", "libhogweed6",
+        "libidn2-0", "libk5crypto3", "libkrb5-3", "libkrb5support0", "libldap-2.5-0", "libnettle8", "libnghttp2-14",
+        "libp11-kit0", "libpsl5", "librtmp1", "libsasl2-2", "libssh2-1", "libtasn1-6", "libunistring2", "libzstd1",
+        "libcom-err2", "libkeyutils1", "zlib1g",
+    ];
+    workload_image(dir, "curl", &[], &debs, "/usr/bin/curl")
+}
+
+/// `name`'s path on PATH.
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
 }

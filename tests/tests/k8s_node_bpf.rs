@@ -5,12 +5,13 @@
 //! bytes over the pod network, and the sensor DaemonSet's records, read from
 //! the node's records store, name each side's pod, namespace, labels,
 //! workload, container and UID, with the host pid, both pod IPs and every
-//! byte. Then (one node, one test, to keep the bring-up once): Java pods
+//! byte. Then (one node, one test, to keep the bring-up once): Go, Node.js
+//! and curl workloads calling Services and pods (`workloads`), Java pods
 //! under each Pod Security level and a hostile pod (`security`), the
 //! sensor's life under traffic (`lifecycle`).
 
 use nettap_e2e::helm::{chart, helm};
-use nettap_e2e::node::{container_pid, java_image, python_image, Node};
+use nettap_e2e::node::{container_pid, curl_image, go_image, java_image, node_image, python_image, Node};
 use nettap_e2e::{
     assert_exact_from, peer_info, sizes_arg, tls_cert, wait_for_file, Capture, PeerInfo, TIMEOUT,
 };
@@ -21,6 +22,8 @@ use std::path::Path;
 mod lifecycle;
 #[path = "k8s_node_bpf/security.rs"]
 mod security;
+#[path = "k8s_node_bpf/workloads.rs"]
+mod workloads;
 
 const SIZES: &[usize] = &[1, 100, 4095, 65537];
 
@@ -234,6 +237,9 @@ fn deployment_traffic_is_captured_with_its_pod() {
     let images = tempfile::tempdir().unwrap();
     node.load_image(&python_image(images.path()));
     node.load_image(&java_image(images.path()));
+    for image in [go_image, node_image, curl_image] {
+        node.load_image(&image(images.path()));
+    }
     node.apply("{apiVersion: v1, kind: Namespace, metadata: {name: shop, labels: {team: shop}}}");
     // The pods of `team: shop` namespaces only: the node's own daemons (the
     // API server carrying `kubectl logs` of the sensor's records, among
@@ -255,6 +261,8 @@ fn deployment_traffic_is_captured_with_its_pod() {
 
     let certs = tempfile::tempdir().unwrap();
     tls_cert(certs.path());
+    // Go, Node.js and curl, by Service names (CoreDNS, kube-proxy) and pod IPs.
+    workloads::go_node_and_curl(&node, certs.path());
     security::java_under_every_pod_security_level(&node, certs.path());
     security::a_uid0_pod_reaches_nothing(&node);
 

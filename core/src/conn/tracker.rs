@@ -33,6 +33,8 @@ pub struct ConnInfo {
     pub remote_host: Option<Arc<str>>,
     /// The pod of the process (Kubernetes mode), when known.
     pub pod: Option<crate::pod::PodOf>,
+    /// The pod or Service of the remote address (Kubernetes mode), when known.
+    pub peer: Option<crate::pod::Peer>,
     /// Network namespace (inode) of the socket.
     pub netns: u32,
     /// Later kernel ids of this connection: the kernel's table evicted its
@@ -57,6 +59,7 @@ impl ConnInfo {
             tls: false,
             remote_host: None,
             pod: None,
+            peer: None,
             netns: 0,
             aliases: Vec::new(),
             had_session: false,
@@ -242,6 +245,7 @@ impl ConnTracker {
         let aliases = self.conns.get(&c.id).map(|i| i.aliases.clone()).unwrap_or_default();
         let remote_host = self.hosts.lookup(c.netns, c.remote.ip(), h.ts_boot_ns);
         let pod = self.pod_of(h.pid);
+        let peer = self.host.peer_of(c.remote.ip());
         self.by_endpoints.insert((c.local, c.remote), c.id);
         // Kernel ids only: agents' connections (ids from 2^63) have no namespace.
         if c.id != 0 && c.id < 1 << 63 {
@@ -259,6 +263,7 @@ impl ConnTracker {
                 tls: c.tls,
                 remote_host,
                 pod,
+                peer,
                 netns: c.netns,
                 aliases,
                 had_session: false,

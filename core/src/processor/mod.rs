@@ -98,6 +98,7 @@ fn conn_view(id: u64, info: &ConnInfo) -> ConnView<'_> {
         tls: info.tls,
         remote_host: info.remote_host.as_deref(),
         k8s: info.pod.as_ref(),
+        peer: info.peer.as_ref(),
     }
 }
 
@@ -355,6 +356,7 @@ impl Processor {
                 tls: false,
                 remote_host: None,
                 k8s: pod.as_ref(),
+                peer: None,
             }),
             body: Body::Dns(&m, direction),
         };

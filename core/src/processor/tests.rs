@@ -5,7 +5,7 @@
 use super::*;
 use crate::agent::{AgentChunk, AgentConn, AgentEvent, AgentMsg, Frame, Hook};
 use crate::events::{user_probe, ConnChange, Direction, Role};
-use crate::pod::PodOf;
+use crate::pod::{Peer, PodOf, ServiceMeta};
 use crate::record::JsonlWriter;
 use crate::testing::{Conn, EventGen};
 use serde_json::Value;
@@ -43,6 +43,8 @@ struct TableHost {
     listening: Vec<(u32, u16)>,
     comms: Vec<(u32, &'static str)>,
     pods: Vec<(u32, PodOf)>,
+    /// Remote addresses that are pods or Services.
+    peers: Vec<(std::net::IpAddr, Peer)>,
     /// Processes that ended since (their /proc entry is gone).
     gone: Arc<Mutex<Vec<u32>>>,
 }
@@ -65,6 +67,10 @@ impl Host for TableHost {
 
     fn pod_of(&mut self, pid: u32) -> Option<PodOf> {
         self.pods.iter().find(|(p, _)| *p == pid).map(|(_, pod)| pod.clone())
+    }
+
+    fn peer_of(&mut self, ip: std::net::IpAddr) -> Option<Peer> {
+        self.peers.iter().find(|(a, _)| *a == ip).map(|(_, peer)| peer.clone())
     }
 }
 
@@ -407,6 +413,62 @@ fn midstream_roles_come_from_the_hosts_listeners_and_pods_from_the_host() {
     let d = &out.kind("data")[0];
     assert_eq!(d["conn"]["role"], "server");
     assert_eq!(d["k8s"]["pod"], "web-1");
+}
+
+fn web_pod() -> PodOf {
+    PodOf {
+        meta: Arc::new(crate::pod::PodMeta {
+            pod: "web-1".into(),
+            namespace: "shop".into(),
+            labels: [("app".to_string(), "web".to_string())].into(),
+            workload: Some(crate::pod::Workload { kind: "Deployment".into(), name: "web".into() }),
+            uid: "u1".into(),
+        }),
+        container: Some("app".into()),
+    }
+}
+
+/// `k8s.peer` names the remote address's pod (its IP) or Service (its
+/// cluster IP), as the host knows them; an address that is neither has none.
+#[test]
+fn peers_are_the_pods_and_services_of_remote_addresses() {
+    let db = PodOf {
+        meta: Arc::new(crate::pod::PodMeta { pod: "db-0".into(), uid: "u2".into(), ..(*web_pod().meta).clone() }),
+        container: None,
+    };
+    let svc = ServiceMeta {
+        service: "db".into(),
+        namespace: "shop".into(),
+        labels: [("tier".to_string(), "data".to_string())].into(),
+    };
+    let host = TableHost {
+        pods: vec![(200, web_pod())],
+        peers: vec![
+            ("10.244.0.7".parse().unwrap(), Peer::Pod(db.meta.clone())),
+            ("10.96.0.20".parse().unwrap(), Peer::Service(Arc::new(svc))),
+        ],
+        ..TableHost::default()
+    };
+    let (mut p, out) = processor_with(host, true);
+    let mut g = EventGen::default();
+    for (id, remote) in [(1, "10.244.0.7:5432"), (2, "10.96.0.20:5432"), (3, "10.1.2.3:5432")] {
+        let c = Conn::client(id, 200, &format!("10.244.0.5:4000{id}"), remote);
+        p.handle(&g.conn(&c, ConnChange::Open)).unwrap();
+        p.handle(&g.plain(&c, Direction::Send, 0, b"x")).unwrap();
+    }
+    end(&mut p, g.now);
+    let peers: Vec<Value> = out.kind("data").iter().map(|d| d["k8s"]["peer"].clone()).collect();
+    assert_eq!(
+        peers,
+        [
+            serde_json::json!({"pod": "db-0", "namespace": "shop", "labels": {"app": "web"},
+                "workload": {"kind": "Deployment", "name": "web"}, "uid": "u2"}),
+            serde_json::json!({"service": "db", "namespace": "shop", "labels": {"tier": "data"}}),
+            Value::Null,
+        ]
+    );
+    // The local pod is as before.
+    assert!(out.kind("data").iter().all(|d| d["k8s"]["pod"] == "web-1"));
 }
 
 #[test]

@@ -127,7 +127,7 @@ pub fn entry(e: &Exchange, started_ns: u64, pid: u32, comm: &str, conn: &ConnVie
         entry["_reset"] = json!(reset);
     }
     if let Some(pod) = conn.k8s {
-        entry["_k8s"] = serde_json::to_value(super::K8s(pod)).expect("k8s serialises");
+        entry["_k8s"] = serde_json::to_value(super::K8s(pod, conn.peer)).expect("k8s serialises");
     }
     entry
 }

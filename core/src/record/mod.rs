@@ -3,7 +3,7 @@
 
 use crate::dns::{rcode_name, Answer, AnswerData, DnsMessage};
 use crate::events::{ConnChange, Direction, Role};
-use crate::pod::PodOf;
+use crate::pod::{Peer, PodOf};
 use crate::protocols::db::DbExchange;
 use crate::protocols::exchange::{Exchange, Message};
 use crate::protocols::grpc;
@@ -46,6 +46,8 @@ pub struct ConnView<'a> {
     pub remote_host: Option<&'a str>,
     /// The local process's pod (Kubernetes mode), written as the record's `k8s`.
     pub k8s: Option<&'a PodOf>,
+    /// The remote address's pod or Service, written as `k8s.peer` (with `k8s`).
+    pub peer: Option<&'a Peer>,
 }
 
 impl Serialize for ConnView<'_> {
@@ -63,8 +65,10 @@ impl Serialize for ConnView<'_> {
 }
 
 /// `k8s`: `{pod, namespace, labels, workload: {kind, name}, uid, container}`
-/// (also a HAR entry's `_k8s`).
-pub struct K8s<'a>(pub &'a PodOf);
+/// and, when the remote address is a pod or Service of the cluster, `peer`:
+/// `{pod, namespace, labels, workload, uid}` or `{service, namespace,
+/// labels}` (also a HAR entry's `_k8s`).
+pub struct K8s<'a>(pub &'a PodOf, pub Option<&'a Peer>);
 
 impl Serialize for K8s<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -76,7 +80,30 @@ impl Serialize for K8s<'_> {
         m.serialize_entry("workload", &p.workload)?;
         m.serialize_entry("uid", &p.uid)?;
         m.serialize_entry("container", &self.0.container.as_deref())?;
+        if let Some(peer) = self.1 {
+            m.serialize_entry("peer", &PeerView(peer))?;
+        }
         m.end()
+    }
+}
+
+/// `k8s.peer`.
+struct PeerView<'a>(&'a Peer);
+
+impl Serialize for PeerView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Peer::Pod(p) => {
+                let mut m = s.serialize_map(Some(5))?;
+                m.serialize_entry("pod", &p.pod)?;
+                m.serialize_entry("namespace", &p.namespace)?;
+                m.serialize_entry("labels", &p.labels)?;
+                m.serialize_entry("workload", &p.workload)?;
+                m.serialize_entry("uid", &p.uid)?;
+                m.end()
+            }
+            Peer::Service(svc) => svc.serialize(s),
+        }
     }
 }
 
@@ -193,7 +220,7 @@ impl Serialize for Record<'_> {
         }
         m.serialize_entry("conn", &self.conn)?;
         if let Some(pod) = self.conn.and_then(|c| c.k8s) {
-            m.serialize_entry("k8s", &K8s(pod))?;
+            m.serialize_entry("k8s", &K8s(pod, self.conn.and_then(|c| c.peer)))?;
         }
         match self.body {
             Body::Data { direction, seq, payload, truncated, .. } => {
@@ -400,6 +427,7 @@ mod tests {
             tls: false,
             remote_host: None,
             k8s: None,
+            peer: None,
         }
     }
 

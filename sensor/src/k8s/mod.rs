@@ -2,11 +2,13 @@
 //! the API server's view of this node's pods.
 //!
 //! `cgroup` reads `/proc/PID/cgroup`, `meta` builds the index from pods,
-//! `watch` keeps reflectors on the API server and rebuilds the index.
+//! `watch` keeps reflectors on the API server and rebuilds the index;
+//! `peers` names remote addresses (every pod's and Service's in the cluster).
 
 pub mod cgroup;
 pub mod enforce;
 pub mod meta;
+pub mod peers;
 pub mod policy;
 pub mod watch;
 
@@ -81,6 +83,8 @@ pub async fn client(opts: &KubernetesOptions) -> Result<kube::Client, Kubernetes
 pub struct PodResolver {
     index: Arc<RwLock<Arc<PodIndex>>>,
     proc: PathBuf,
+    /// Remote addresses → pods and Services of the whole cluster.
+    pub peers: peers::PeerResolver,
 }
 
 impl Default for PodResolver {
@@ -93,7 +97,7 @@ impl PodResolver {
     /// A resolver reading processes' cgroups under `proc` (the host's
     /// `/proc`: the sensor runs with hostPID).
     pub fn new(proc: impl Into<PathBuf>) -> Self {
-        Self { index: Arc::default(), proc: proc.into() }
+        Self { index: Arc::default(), proc: proc.into(), peers: Default::default() }
     }
 
     /// The pod process `pid` runs in, if it is one of this node's known pods.

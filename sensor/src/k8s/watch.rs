@@ -103,7 +103,7 @@ pub async fn start(
     );
     spawn_reflector(
         "namespaces",
-        watcher(Api::<PartialObjectMeta<Namespace>>::all(client), all())
+        watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), all())
             .default_backoff()
             .modify(|n| keep_labels(&mut n.metadata))
             .reflect(ns_w),
@@ -137,6 +137,7 @@ pub async fn start(
         ),
     }
 
+    super::peers::start(client, stores.clone(), resolver.peers.clone());
     let keep = stores.clone();
     tokio::spawn(async move {
         // Changes of the objects, and each second new containers' cgroups
@@ -335,7 +336,7 @@ pub fn strip_pod(pod: &mut Pod) {
 }
 
 /// Name, namespace, UID, labels and owners.
-fn keep_labels(m: &mut ObjectMeta) {
+pub(super) fn keep_labels(m: &mut ObjectMeta) {
     *m = ObjectMeta {
         name: m.name.take(),
         namespace: m.namespace.take(),

@@ -112,6 +112,7 @@ mod tests {
             tls: false,
             remote_host: None,
             k8s: None,
+            peer: None,
         };
         let mut buf = Vec::new();
         {

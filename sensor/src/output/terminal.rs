@@ -173,6 +173,7 @@ mod tests {
             tls: false,
             remote_host: None,
             k8s: None,
+            peer: None,
         }
     }
 

@@ -73,8 +73,14 @@ pub fn java_client(node: &Node, ns: &str, pod: &Value) {
     let args = ["-n", ns, "exec", name, "-c", "server", "--", JAVA, "-jar", "/app/jdk-peers.jar"];
     let mut args = args.to_vec();
     args.extend(["httpclient-client", "--port", "8443", "--cert", "/d/cert.pem", "--sizes", &sizes]);
-    let out = node.kubectl(&args);
-    assert!(out.contains(&format!("{} requests ok", ROUNDS * JAVA_SIZES.len())), "{out}");
+    let started = std::time::Instant::now();
+    let out = node.kubectl_with(&args, None);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "kubectl exec: {stderr}");
+    assert!(stdout.contains(&format!("{} requests ok", ROUNDS * JAVA_SIZES.len())), "{stdout}");
+    // What its agent said (a socket not taken within a second is said).
+    let agent: Vec<&str> = stderr.lines().filter(|l| l.contains("nettap agent")).collect();
+    eprintln!("{name}: exec'd Java client done in {:.1} s; its agent: {agent:?}", started.elapsed().as_secs_f64());
 }
 
 /// The webhook's injection in `pod`: its init container and JAVA_TOOL_OPTIONS,

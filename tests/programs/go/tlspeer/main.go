@@ -2,14 +2,16 @@
 // of nettap's Go TLS tests.
 //
 //	tlspeer server -addr 127.0.0.1:PORT -cert C -key K -ready FILE [-http1]
-//	tlspeer client -url https://127.0.0.1:PORT/path -ca C [-http1] [-n N] [-sizes 0,1024,...] [-wrap]
+//	tlspeer client -url https://127.0.0.1:PORT/path -ca C [-http1] [-n N] [-sizes 0,1024,...] [-wrap] [-hold FILE]
 //	tlspeer closeread -addr 127.0.0.1:PORT -cert C -key K
 //	tlspeer layout
 //
 // The server answers `POST /echo/N` with N bytes of pattern("resp", N) after
 // checking the request body is pattern("req", len); any other request with
 // "go says: " and the request path. The client makes N GET requests over one
-// connection, or with -sizes one POST per size, and checks every answer.
+// connection, or with -sizes one POST per size, and checks every answer;
+// with -hold it first writes FILE.waiting and waits for FILE (the test
+// learns its pid meanwhile).
 // closeread is both ends of one TLS 1.3 connection, and a client Read that
 // returns plaintext after its connection was closed (see closeRead).
 // layout prints, as the running program sees them through reflect and
@@ -53,7 +55,14 @@ func main() {
 	n := fs.Int("n", 1, "client: requests")
 	sizes := fs.String("sizes", "", "client: POST bodies of these sizes instead of GETs")
 	http1 := fs.Bool("http1", false, "HTTP/1.1 only (no HTTP/2)")
+	hold := fs.String("hold", "", "client: wait for this file before the first request")
 	fs.Parse(os.Args[2:])
+	if *hold != "" {
+		if err := waitFor(*hold); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
 	var err error
 	switch os.Args[1] {
 	case "server":
@@ -75,6 +84,19 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+}
+
+// waitFor writes file.waiting, then waits (at most a minute) until file exists.
+func waitFor(file string) error {
+	if err := os.WriteFile(file+".waiting", nil, 0o644); err != nil {
+		return err
+	}
+	for start := time.Now(); time.Since(start) < time.Minute; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(file); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s did not appear within a minute", file)
 }
 
 func serve(addr, cert, key, ready string, http1 bool) error {
