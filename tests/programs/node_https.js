@@ -9,7 +9,8 @@
 // of N bytes and asks for N bytes back, on one keep-alive connection, and
 // checks every answer. --host is the server's address (127.0.0.1; the
 // certificate is checked for `localhost`); with --hold the client writes
-// FILE.waiting and waits for FILE before its first request.
+// FILE.waiting and waits for FILE before its first request, and for
+// FILE.exit at the end (the test reads its records while it still runs).
 'use strict';
 const fs = require('fs');
 const https = require('https');
@@ -51,12 +52,15 @@ function server() {
   srv.listen(Number(arg('port')), '127.0.0.1', () => fs.writeFileSync(arg('ready'), 'ready\n'));
 }
 
+// Writes FILE.waiting, then waits until FILE exists.
+async function waitFor(file) {
+  fs.writeFileSync(file + '.waiting', '');
+  while (!fs.existsSync(file)) await new Promise((r) => setTimeout(r, 20));
+}
+
 async function client() {
   const hold = arg('hold');
-  if (hold) {
-    fs.writeFileSync(hold + '.waiting', '');
-    while (!fs.existsSync(hold)) await new Promise((r) => setTimeout(r, 20));
-  }
+  if (hold) await waitFor(hold);
   const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: fs.readFileSync(arg('ca')) });
   const sizes = arg('sizes', '0').split(',').map(Number);
   for (const n of sizes) {
@@ -86,6 +90,7 @@ async function client() {
     }
   }
   agent.destroy();
+  if (hold) await waitFor(hold + '.exit');
 }
 
 const mode = process.argv[2];

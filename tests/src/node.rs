@@ -144,6 +144,11 @@ fn down() -> bool {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        // To look at a failed run's node: `bash ci/node.sh down` afterwards.
+        if std::env::var_os("NETTAP_NODE_KEEP").is_some() {
+            eprintln!("NETTAP_NODE_KEEP: the node stays up (kubeconfig {})", self.kubeconfig.display());
+            return;
+        }
         if !down() && !std::thread::panicking() {
             panic!("ci/node.sh down failed");
         }
@@ -216,7 +221,7 @@ pub fn python_image(dir: &Path) -> PathBuf {
 }
 
 /// The Go peer in the Go workload image.
-pub const GO_PEER: &str = "/app/tlspeer";
+const GO_PEER: &str = "/app/tlspeer";
 
 /// A Go image for workloads (`docker.io/nettap/test-go:1`): the Go TLS
 /// tests' HTTPS server and client (tests/programs/go/tlspeer), stripped

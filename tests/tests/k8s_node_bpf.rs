@@ -57,6 +57,13 @@ fn expected_k8s(pod: &Value, container: &str, workload: Value) -> Value {
         "uid": m["uid"], "container": container})
 }
 
+/// `k8s.peer` of a pod's address: the pod, its workload.
+fn pod_peer(pod: &Value, workload: Value) -> Value {
+    let m = &pod["metadata"];
+    json!({"pod": m["name"], "namespace": m["namespace"], "labels": m["labels"], "workload": workload,
+        "uid": m["uid"]})
+}
+
 /// A peer's dump with its host pid (the dump has its pid inside the pod).
 fn host_peer(dir: &Path, who: &str, pid: u32) -> PeerInfo {
     PeerInfo { pid, ..peer_info(dir, who) }
@@ -159,14 +166,18 @@ fn records_of(node: &Node, peers: &[&PeerInfo]) -> Capture {
 }
 
 /// Every data record of the exchange's two sides: exact bytes from `source`
-/// and the `k8s` of its pod, container and workload.
+/// and the `k8s` of its pod, container and workload, with the other side's
+/// pod as `peer` (they talk by pod IP).
 fn assert_exchange(cap: &Capture, x: &PodExchange, source: &str) {
     assert_exact_from(cap, &x.server, "server", 0, source);
     assert_exact_from(cap, &x.client, "client", 0, source);
     let name = x.server_pod["metadata"]["labels"]["app"].as_str().unwrap();
-    let server_k8s = expected_k8s(&x.server_pod, "server", json!({"kind": "Deployment", "name": name}));
-    let client_k8s =
-        expected_k8s(&x.client_pod, "client", json!({"kind": "Job", "name": format!("{name}-client")}));
+    let server_workload = json!({"kind": "Deployment", "name": name});
+    let client_workload = json!({"kind": "Job", "name": format!("{name}-client")});
+    let mut server_k8s = expected_k8s(&x.server_pod, "server", server_workload.clone());
+    server_k8s["peer"] = pod_peer(&x.client_pod, client_workload.clone());
+    let mut client_k8s = expected_k8s(&x.client_pod, "client", client_workload);
+    client_k8s["peer"] = pod_peer(&x.server_pod, server_workload);
     for (pid, want) in [(x.server.pid, &server_k8s), (x.client.pid, &client_k8s)] {
         for r in cap.of("data", pid) {
             assert_eq!(&r["k8s"], want, "{r}");

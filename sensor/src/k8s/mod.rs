@@ -102,12 +102,22 @@ impl PodResolver {
 
     /// The pod process `pid` runs in, if it is one of this node's known pods.
     pub fn pod_of_pid(&self, pid: u32) -> Option<PodOf> {
-        let text = std::fs::read_to_string(self.proc.join(pid.to_string()).join("cgroup")).ok()?;
+        let text = match std::fs::read_to_string(self.proc.join(pid.to_string()).join("cgroup")) {
+            Ok(t) => t,
+            Err(e) => {
+                unnamed(pid, "its cgroup cannot be read (the process ended)", &e.to_string());
+                return None;
+            }
+        };
         let cg = cgroup::parse(&text);
         if cg.is_empty() {
             return None;
         }
-        self.snapshot().lookup(&cg)
+        let found = self.snapshot().lookup(&cg);
+        if found.is_none() {
+            unnamed(pid, "its pod is not known yet", cg.pod_uid.as_deref().unwrap_or_default());
+        }
+        found
     }
 
     /// The index as it is now.
@@ -125,3 +135,16 @@ impl PodResolver {
         self.snapshot().pods()
     }
 }
+
+/// Says (the first [`UNNAMED_LOGGED`] times) that a process's records go
+/// without `k8s`: a process that ended before the sensor looked it up, or a
+/// pod the API server has not told of yet.
+fn unnamed(pid: u32, why: &str, detail: &str) {
+    static LOGGED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    if LOGGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < UNNAMED_LOGGED {
+        tracing::info!(pid, why, detail, "process not named by pod");
+    }
+}
+
+/// How many unnamed processes are logged.
+const UNNAMED_LOGGED: u32 = 50;

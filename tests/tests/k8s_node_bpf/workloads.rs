@@ -8,8 +8,8 @@
 //! `remote_host` from the DNS the pod did, and `k8s.peer` naming the remote
 //! pod (by pod IP) or Service (by cluster IP).
 
-use super::{expected_k8s, running_pod};
-use nettap_e2e::node::{container_pid, Node, GO_PEER};
+use super::{expected_k8s, pod_peer, running_pod};
+use nettap_e2e::node::{container_pid, Node};
 use nettap_e2e::{assert_http_body, pattern_body, wait_for_file, TIMEOUT};
 use serde_json::{json, Value};
 use std::io::Write;
@@ -21,6 +21,12 @@ const NS: &str = "shop";
 /// curl's request body (both requests), read from a FIFO: curl blocks on it
 /// until the test has its host pid.
 const CURL_BODY_LEN: usize = 20000;
+
+// Every client waits, after its requests, until the test has read their
+// records: a process that has ended cannot be named by pod any more (the
+// sensor reads its cgroup when it handles its first event, and on a loaded
+// node its loop can be seconds behind: one libssl's uprobes took 9.7 s to
+// attach on this shared machine while curl came and went).
 
 /// A client Job's pod and its host pid (found while it holds).
 struct Client {
@@ -101,13 +107,6 @@ fn http_of(node: &Node, pid: u32, n: usize) -> Vec<Value> {
             node.sensor_records().into_iter().filter(|r| r["kind"] == "http" && r["pid"] == pid).collect();
         (http.len() >= n).then_some(http)
     })
-}
-
-/// `k8s.peer` of a pod's address.
-fn pod_peer(pod: &Value, workload: Value) -> Value {
-    let m = &pod["metadata"];
-    json!({"pod": m["name"], "namespace": m["namespace"], "labels": m["labels"], "workload": workload,
-        "uid": m["uid"]})
 }
 
 /// `k8s.peer` of a Service's cluster IP.
@@ -195,13 +194,15 @@ pub fn go_node_and_curl(node: &Node, cert_dir: &Path) {
     let dump = tempfile::tempdir().unwrap();
     let d = dump.path();
     let sizes = SIZES.map(|n| n.to_string()).join(",");
-    let hold_release = |name: &'static str| {
+    // The file `name` once `name.waiting` is there: a held client goes on.
+    let release = |name: String| {
         let d = d.to_path_buf();
         move || {
             wait_for_file(&d.join(format!("{name}.waiting")), || true);
             std::fs::write(d.join(name), "").unwrap();
         }
     };
+    let hold_release = |name: &str| release(name.to_string());
     // The Go client by the Service's name: CoreDNS answers, kube-proxy
     // takes the cluster IP to the pod.
     let go_args = json!(["client", "-url", "https://go-echo:8443/", "-ca", "/d/cert.pem", "-sizes", sizes,
@@ -217,13 +218,25 @@ pub fn go_node_and_curl(node: &Node, cert_dir: &Path) {
     let st = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(st.success(), "mkfifo");
     let curl_body = pattern_body("curl", CURL_BODY_LEN);
+    // Then it reads a second FIFO (a third transfer, file://) until the test closes it.
+    let exit_fifo = d.join("curl-exit");
+    let st = std::process::Command::new("mkfifo").arg(&exit_fifo).status().unwrap();
+    assert!(st.success(), "mkfifo");
     let curl_args = json!(["-sS", "--fail", "--data-binary", "@/dump/curl-body", "-H",
-        "Content-Type: application/octet-stream", "http://http-echo/echo/a", "http://http-echo/echo/b"]);
+        "Content-Type: application/octet-stream", "http://http-echo/echo/a", "http://http-echo/echo/b",
+        "--next", "file:///dump/curl-exit"]);
     let body = curl_body.clone();
     let curl = client_job(node, "curl-client", "docker.io/nettap/test-curl:1", curl_args, d, "curl", move || {
         let mut f = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
         f.write_all(body.as_bytes()).unwrap();
     });
+    let n = SIZES.len();
+    for (pid, count) in [(go_client.pid, n), (node_client.pid, n), (curl.pid, 2)] {
+        http_of(node, pid, count);
+    }
+    release("go-client.exit".into())();
+    release("node-client.exit".into())();
+    drop(std::fs::OpenOptions::new().write(true).open(&exit_fifo).unwrap());
     for job in ["go-client", "node-client", "curl-client"] {
         job_succeeded(node, job);
     }
@@ -235,7 +248,6 @@ pub fn go_node_and_curl(node: &Node, cert_dir: &Path) {
     let dns_name = |svc: &str| format!("{svc}.{NS}.svc.cluster.local");
 
     // The Go server: both clients' connections, from their pod IPs.
-    let n = SIZES.len();
     let server_records = http_of(node, go_pid, 2 * n);
     assert_eq!(server_records.len(), 2 * n, "{server_records:#?}");
     let go_server = Side {

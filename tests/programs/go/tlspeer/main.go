@@ -11,7 +11,8 @@
 // "go says: " and the request path. The client makes N GET requests over one
 // connection, or with -sizes one POST per size, and checks every answer;
 // with -hold it first writes FILE.waiting and waits for FILE (the test
-// learns its pid meanwhile).
+// learns its pid meanwhile), and at the end waits for FILE.exit (the test
+// reads the sensor's records of it while it still runs).
 // closeread is both ends of one TLS 1.3 connection, and a client Read that
 // returns plaintext after its connection was closed (see closeRead).
 // layout prints, as the running program sees them through reflect and
@@ -79,6 +80,9 @@ func main() {
 		layout()
 	default:
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
+	}
+	if err == nil && *hold != "" {
+		err = waitFor(*hold + ".exit")
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
