@@ -2,7 +2,10 @@
 //! background thread that sends it to the sensor. An application thread
 //! only takes a short lock; when the queue is full or no sensor is
 //! connected, the chunk is dropped and counted, and the count rides on the
-//! next frame that gets through.
+//! next frame that gets through. Until a sensor first takes the socket, for
+//! [`EARLY_WINDOW`] after the agent starts, chunks are kept (within the
+//! queue's bound) instead: a short-lived JVM (a `kubectl exec`'d client)
+//! is often done before a busy sensor gets to it.
 //!
 //! Two routes to the sensor: by default the agent makes a Unix socket pair
 //! and names this thread `nettap-fd-<N>`, N being the pair's other end; the
@@ -37,6 +40,9 @@ const RECONNECT: Duration = Duration::from_secs(1);
 pub const THREAD_PREFIX: &str = "nettap-fd-";
 /// The sensor's go-ahead byte.
 const READY: u8 = 1;
+/// How long after start chunks wait in the queue for a first sensor (the
+/// sensor watches a new JVM closely for as long).
+pub const EARLY_WINDOW: Duration = Duration::from_secs(10);
 
 /// How the agent reaches the sensor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +137,9 @@ pub struct Sender {
     /// A batch taken from the queue is being written.
     sending: AtomicBool,
     route: Route,
+    /// Until then, and while no sensor has ever taken the socket, chunks wait in the queue.
+    early_until: std::time::Instant,
+    ever_connected: AtomicBool,
 }
 
 fn endpoint(ip: &[u8], port: u16) -> Option<pb::Endpoint> {
@@ -148,13 +157,25 @@ impl Sender {
             dropped_bytes: AtomicU64::new(0),
             sending: AtomicBool::new(false),
             route,
+            early_until: std::time::Instant::now() + EARLY_WINDOW,
+            ever_connected: AtomicBool::new(false),
         }
+    }
+
+    /// Whether chunks wait for a first sensor (see [`EARLY_WINDOW`]).
+    fn early(&self) -> bool {
+        !self.ever_connected.load(Ordering::Relaxed) && std::time::Instant::now() < self.early_until
+    }
+
+    /// Whether chunks are taken now: a sensor is connected, or a first one is awaited.
+    fn accepting(&self) -> bool {
+        self.connected.load(Ordering::Relaxed) || self.early()
     }
 
     /// Whether a chunk of `len` bytes would be queued now (so the caller can
     /// skip copying it out of the JVM when it would not).
     pub fn wants(&self, len: usize) -> bool {
-        self.connected.load(Ordering::Relaxed) && len <= QUEUE_BYTES
+        self.accepting() && len <= QUEUE_BYTES
     }
 
     /// Queues `payload` (empty when the caller did not copy it: then it is
@@ -171,7 +192,7 @@ impl Sender {
             *s += len as u64;
             seq
         };
-        if payload.len() != len || q.bytes + len > QUEUE_BYTES || !self.connected.load(Ordering::Relaxed) {
+        if payload.len() != len || q.bytes + len > QUEUE_BYTES || !self.accepting() {
             drop(q);
             self.dropped_chunks.fetch_add(1, Ordering::Relaxed);
             self.dropped_bytes.fetch_add(len as u64, Ordering::Relaxed);
@@ -226,9 +247,11 @@ impl Sender {
                     Ok(s) => {
                         stream = Some(s);
                         self.connected.store(true, Ordering::Relaxed);
+                        self.ever_connected.store(true, Ordering::Relaxed);
                         said_absent = false;
                     }
                     Err(e) => {
+                        self.drop_early_chunks();
                         if !said_absent {
                             crate::log(&format!(
                                 "sensor not reachable by {} ({e}); capture is dropped until it is",
@@ -304,13 +327,32 @@ impl Sender {
     /// JVM that exits right after its last request still has it captured.
     pub fn flush(&self, limit: Duration) {
         let deadline = std::time::Instant::now() + limit;
-        while self.connected.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+        // Chunks waiting for a first sensor wait for it too.
+        while self.accepting() && std::time::Instant::now() < deadline {
             let empty = self.queue.lock().map(|q| q.frames.is_empty()).unwrap_or(true);
             if empty && !self.sending.load(Ordering::Acquire) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// Once the early window is over with no sensor ever connected, what
+    /// waited for one is dropped and counted.
+    fn drop_early_chunks(&self) {
+        if self.accepting() {
+            return;
+        }
+        let Ok(mut q) = self.queue.lock() else { return };
+        if q.frames.is_empty() {
+            return;
+        }
+        let frames = std::mem::take(&mut q.frames);
+        q.bytes = 0;
+        drop(q);
+        self.dropped_chunks.fetch_add(frames.len() as u64, Ordering::Relaxed);
+        let bytes: usize = frames.iter().map(|d| d.payload.len()).sum();
+        self.dropped_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     fn connect(path: &std::path::Path, hello: &pb::AgentHello) -> std::io::Result<UnixStream> {
@@ -397,7 +439,10 @@ mod tests {
 
     #[test]
     fn offsets_advance_even_when_dropped_and_big_chunks_split() {
-        let s = Sender::new(Route::Path("/nonexistent".into()));
+        let s = Sender {
+            early_until: std::time::Instant::now(),
+            ..Sender::new(Route::Path("/nonexistent".into()))
+        };
         s.push(chunk(pb::Direction::Send), 10, Vec::new());
         assert_eq!(s.dropped_chunks.load(Ordering::Relaxed), 1);
         assert_eq!(s.dropped_bytes.load(Ordering::Relaxed), 10);
@@ -420,5 +465,31 @@ mod tests {
         s.push(chunk(pb::Direction::Send), 1, vec![0]);
         assert_eq!(s.dropped_chunks.load(Ordering::Relaxed), 1);
         assert_eq!(s.queue.lock().unwrap().frames.len(), QUEUE_BYTES / FRAME_PAYLOAD);
+    }
+
+    /// Before any sensor: chunks wait (the hooks copy them); once one took
+    /// the socket and went, they are dropped as before; a window that ends
+    /// with no sensor drops what waited, counted.
+    #[test]
+    fn chunks_wait_for_a_first_sensor_within_the_early_window() {
+        let s = Sender::new(Route::Path("/nonexistent".into()));
+        assert!(s.wants(3));
+        s.push(chunk(pb::Direction::Send), 3, vec![1, 2, 3]);
+        assert_eq!(s.queue.lock().unwrap().frames.len(), 1);
+        assert_eq!(s.dropped_chunks.load(Ordering::Relaxed), 0);
+        s.ever_connected.store(true, Ordering::Relaxed);
+        assert!(!s.wants(3), "a sensor came and went: no copies");
+        s.push(chunk(pb::Direction::Send), 3, vec![1, 2, 3]);
+        assert_eq!(s.dropped_chunks.load(Ordering::Relaxed), 1);
+
+        let late = Sender { early_until: std::time::Instant::now(), ..Sender::new(Route::Handoff) };
+        late.queue
+            .lock()
+            .unwrap()
+            .frames
+            .push_back(pb::AgentData { payload: vec![0; 5], ..Default::default() });
+        late.drop_early_chunks();
+        assert!(late.queue.lock().unwrap().frames.is_empty());
+        assert_eq!(late.dropped_bytes.load(Ordering::Relaxed), 5);
     }
 }

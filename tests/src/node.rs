@@ -174,7 +174,13 @@ pub const JAVA: &str = "/usr/lib/jvm/java-17-openjdk-amd64/bin/java";
 /// OpenSSL, CA certificates): the files of the machine's Debian packages
 /// `debs` and `files` (host path, image path), started as `entrypoint`.
 /// Written to `dir`/NAME.tar without a daemon or registry (ci/node/image.py).
-fn workload_image(dir: &Path, name: &str, files: &[(PathBuf, &str)], debs: &[&str], entrypoint: &str) -> PathBuf {
+fn workload_image(
+    dir: &Path,
+    name: &str,
+    files: &[(PathBuf, &str)],
+    debs: &[&str],
+    entrypoint: &str,
+) -> PathBuf {
     let out = dir.join(format!("{name}.tar"));
     let mut c = Command::new("python3");
     c.arg(repo().join("ci/node/image.py")).args(["files", "cc", &format!("docker.io/nettap/test-{name}:1")]);
@@ -203,8 +209,8 @@ pub fn java_image(dir: &Path) -> PathBuf {
 /// machine's Python 3.11 (OpenSSL from the base), with the tests' peer
 /// programs under /app.
 pub fn python_image(dir: &Path) -> PathBuf {
-    let files = ["exchange.py", "http_peer.py", "node_load.py"]
-        .map(|p| (crate::program(p), ["/app/", p].concat()));
+    let files =
+        ["exchange.py", "http_peer.py", "node_load.py"].map(|p| (crate::program(p), ["/app/", p].concat()));
     let files: Vec<(PathBuf, &str)> = files.iter().map(|(src, dest)| (src.clone(), dest.as_str())).collect();
     let debs = [
         "python3.11-minimal",
@@ -245,10 +251,32 @@ pub fn node_image(dir: &Path) -> PathBuf {
 /// curl and the libraries it loads.
 pub fn curl_image(dir: &Path) -> PathBuf {
     let debs = [
-        "curl", "libcurl4", "libbrotli1", "libffi8", "libgmp10", "libgnutls30", "libgssapi-krb5-2", "libhogweed6",
-        "libidn2-0", "libk5crypto3", "libkrb5-3", "libkrb5support0", "libldap-2.5-0", "libnettle8", "libnghttp2-14",
-        "libp11-kit0", "libpsl5", "librtmp1", "libsasl2-2", "libssh2-1", "libtasn1-6", "libunistring2", "libzstd1",
-        "libcom-err2", "libkeyutils1", "zlib1g",
+        "curl",
+        "libcurl4",
+        "libbrotli1",
+        "libffi8",
+        "libgmp10",
+        "libgnutls30",
+        "libgssapi-krb5-2",
+        "libhogweed6",
+        "libidn2-0",
+        "libk5crypto3",
+        "libkrb5-3",
+        "libkrb5support0",
+        "libldap-2.5-0",
+        "libnettle8",
+        "libnghttp2-14",
+        "libp11-kit0",
+        "libpsl5",
+        "librtmp1",
+        "libsasl2-2",
+        "libssh2-1",
+        "libtasn1-6",
+        "libunistring2",
+        "libzstd1",
+        "libcom-err2",
+        "libkeyutils1",
+        "zlib1g",
     ];
     workload_image(dir, "curl", &[], &debs, "/usr/bin/curl")
 }

@@ -433,7 +433,11 @@ fn web_pod() -> PodOf {
 #[test]
 fn peers_are_the_pods_and_services_of_remote_addresses() {
     let db = PodOf {
-        meta: Arc::new(crate::pod::PodMeta { pod: "db-0".into(), uid: "u2".into(), ..(*web_pod().meta).clone() }),
+        meta: Arc::new(crate::pod::PodMeta {
+            pod: "db-0".into(),
+            uid: "u2".into(),
+            ..(*web_pod().meta).clone()
+        }),
         container: None,
     };
     let svc = ServiceMeta {

@@ -176,7 +176,11 @@ async fn rebuild(
             MAX_PEERS,
         );
         if left_out > 0 && !said_left_out {
-            warn!(left_out, max = MAX_PEERS, "more pod and Service addresses than the peer index holds: some peers are not named");
+            warn!(
+                left_out,
+                max = MAX_PEERS,
+                "more pod and Service addresses than the peer index holds: some peers are not named"
+            );
         }
         said_left_out = left_out > 0;
         tracing::debug!(addresses = index.len(), "peer index rebuilt");
@@ -290,7 +294,11 @@ mod tests {
     fn pods_and_services_by_address() {
         let pods = [
             pod("web", "10.244.0.5", json!({})),
-            pod("dual", "10.244.0.6", json!({"status": {"podIPs": [{"ip": "10.244.0.6"}, {"ip": "fd00::6"}]}})),
+            pod(
+                "dual",
+                "10.244.0.6",
+                json!({"status": {"podIPs": [{"ip": "10.244.0.6"}, {"ip": "fd00::6"}]}}),
+            ),
             pod("agent", "192.168.1.10", json!({"spec": {"hostNetwork": true}})),
             pod("done", "10.244.0.9", json!({"status": {"phase": "Succeeded"}})),
         ];
@@ -304,7 +312,9 @@ mod tests {
         for a in ["10.244.0.6", "fd00::6"] {
             assert!(matches!(index.get(ip(a)), Some(Peer::Pod(p)) if p.pod == "dual"), "{a}");
         }
-        let Some(Peer::Service(svc)) = index.get(ip("10.96.0.20")) else { panic!("the Service by its cluster IP") };
+        let Some(Peer::Service(svc)) = index.get(ip("10.96.0.20")) else {
+            panic!("the Service by its cluster IP")
+        };
         assert_eq!((svc.service.as_str(), svc.namespace.as_str()), ("web", "shop"));
         // The node's address (hostNetwork), a finished pod's: no one's.
         assert_eq!(index.get(ip("192.168.1.10")), None);
@@ -314,7 +324,8 @@ mod tests {
 
     #[test]
     fn bounded_services_first() {
-        let pods: Vec<Pod> = (0..10).map(|i| pod(&format!("p{i}"), &format!("10.244.0.{i}"), json!({}))).collect();
+        let pods: Vec<Pod> =
+            (0..10).map(|i| pod(&format!("p{i}"), &format!("10.244.0.{i}"), json!({}))).collect();
         let services = [service("a", json!(["10.96.0.1"])), service("b", json!(["10.96.0.2"]))];
         let (index, left_out) = PeerIndex::build(&pods, &services, |_, _| None, 5);
         assert_eq!((index.len(), left_out), (5, 7));

@@ -28,6 +28,16 @@ const CURL_BODY_LEN: usize = 20000;
 // node its loop can be seconds behind: one libssl's uprobes took 9.7 s to
 // attach on this shared machine while curl came and went).
 
+/// A client Job: its name, image, arguments, a word of its command line,
+/// whether it speaks TLS.
+struct Job<'a> {
+    name: &'a str,
+    image: &'a str,
+    args: Value,
+    word: &'a str,
+    tls: bool,
+}
+
 /// A client Job's pod and its host pid (found while it holds).
 struct Client {
     pod: Value,
@@ -37,16 +47,13 @@ struct Client {
 /// Starts Job `name` (container `client`, image `image`, `args`), with the
 /// certificate Secret at /d and `dump` at /dump; once it runs, its host pid
 /// (its process's command line holds `word`), found while it holds on
-/// `/dump/<name>` (then released), or on a FIFO `release` fills.
-fn client_job(
-    node: &Node,
-    name: &str,
-    image: &str,
-    args: Value,
-    dump: &Path,
-    word: &str,
-    release: impl FnOnce(),
-) -> Client {
+/// `/dump/<name>` (then released), or on a FIFO `release` fills. With `tls`
+/// it is released once the sensor has probed its TLS library (Go's
+/// crypto/tls, Node.js's OpenSSL): the exec gate holds a new program for
+/// 1 s at most, and examining the 98 MB `node` took 11-26 s on this
+/// machine at load 37.
+fn client_job(node: &Node, job: Job, dump: &Path, release: impl FnOnce()) -> Client {
+    let Job { name, image, args, word, tls } = job;
     let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": NS},
         "spec": {"backoffLimit": 0, "template": {"metadata": {"labels": {"app": name}}, "spec": {
             "restartPolicy": "Never",
@@ -58,6 +65,13 @@ fn client_job(
     node.apply(&job.to_string());
     let (pod, cid) = running_pod(node, NS, &format!("app={name}"));
     let pid = node.wait(&format!("{name}'s process"), TIMEOUT, || container_pid(&cid, word));
+    if tls {
+        let pid_field = format!("\"pid\":{pid},");
+        node.wait(&format!("{name}'s TLS probed by the sensor"), 2 * TIMEOUT, || {
+            let log = node.kubectl(&["-n", "nettap", "logs", "daemonset/nettap-sensor", "--tail=-1"]);
+            log.lines().any(|l| l.contains("probes attached to") && l.contains(&pid_field)).then_some(())
+        });
+    }
     release();
     Client { pod, pid }
 }
@@ -66,7 +80,11 @@ fn client_job(
 fn job_succeeded(node: &Node, name: &str) {
     node.wait(&format!("Job {name} done"), 2 * TIMEOUT, || {
         let job = node.get(&["-n", NS, "job", name]);
-        assert!(job["status"]["failed"].as_u64().unwrap_or(0) == 0, "Job {name} failed: {}", logs(node, name));
+        assert!(
+            job["status"]["failed"].as_u64().unwrap_or(0) == 0,
+            "Job {name} failed: {}",
+            logs(node, name)
+        );
         (job["status"]["succeeded"].as_u64() == Some(1)).then_some(())
     });
 }
@@ -78,7 +96,15 @@ fn logs(node: &Node, job: &str) -> String {
 
 /// A Deployment `name` (`app: name`), one container `server`, and Service
 /// `name` (`port` → `target`); its running pod.
-fn server(node: &Node, name: &str, image: &str, args: Value, target: u16, port: u16, volumes: Value) -> Value {
+fn server(
+    node: &Node,
+    name: &str,
+    image: &str,
+    args: Value,
+    target: u16,
+    port: u16,
+    volumes: Value,
+) -> Value {
     let mounts: Vec<Value> = volumes
         .as_array()
         .unwrap()
@@ -171,12 +197,24 @@ pub fn go_node_and_curl(node: &Node, cert_dir: &Path) {
     let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "go-echo-tls", "namespace": NS},
         "stringData": {"cert.pem": read("cert.pem"), "key.pem": read("key.pem")}});
     node.apply(&secret.to_string());
-    let go_args = json!(["server", "-addr", "0.0.0.0:8443", "-cert", "/d/cert.pem", "-key", "/d/key.pem",
-        "-ready", "/r/ready", "-http1"]);
-    let volumes = json!([{"name": "d", "secret": {"secretName": "go-echo-tls"}}, {"name": "r", "emptyDir": {}}]);
+    let go_args = json!([
+        "server",
+        "-addr",
+        "0.0.0.0:8443",
+        "-cert",
+        "/d/cert.pem",
+        "-key",
+        "/d/key.pem",
+        "-ready",
+        "/r/ready",
+        "-http1"
+    ]);
+    let volumes =
+        json!([{"name": "d", "secret": {"secretName": "go-echo-tls"}}, {"name": "r", "emptyDir": {}}]);
     let go_pod = server(node, "go-echo", "docker.io/nettap/test-go:1", go_args, 8443, 8443, volumes);
     let http_args = json!(["/app/node_load.py", "server", "--port", "8080"]);
-    let http_pod = server(node, "http-echo", "docker.io/nettap/test-python:1", http_args, 8080, 80, json!([]));
+    let http_pod =
+        server(node, "http-echo", "docker.io/nettap/test-python:1", http_args, 8080, 80, json!([]));
     let go_cid = go_pod["status"]["containerStatuses"][0]["containerID"].as_str().unwrap();
     let go_pid = node.wait("the Go server's process", TIMEOUT, || {
         container_pid(go_cid.strip_prefix("containerd://").unwrap(), "-ready")
@@ -188,7 +226,8 @@ pub fn go_node_and_curl(node: &Node, cert_dir: &Path) {
     let http_pid = node.wait("the HTTP server's process", TIMEOUT, || {
         container_pid(http_cid.strip_prefix("containerd://").unwrap(), "node_load.py")
     });
-    let cluster_ip = |svc: &str| node.get(&["-n", NS, "service", svc])["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let cluster_ip =
+        |svc: &str| node.get(&["-n", NS, "service", svc])["spec"]["clusterIP"].as_str().unwrap().to_string();
     let (go_svc, http_svc) = (cluster_ip("go-echo"), cluster_ip("http-echo"));
 
     let dump = tempfile::tempdir().unwrap();
@@ -205,14 +244,49 @@ pub fn go_node_and_curl(node: &Node, cert_dir: &Path) {
     let hold_release = |name: &str| release(name.to_string());
     // The Go client by the Service's name: CoreDNS answers, kube-proxy
     // takes the cluster IP to the pod.
-    let go_args = json!(["client", "-url", "https://go-echo:8443/", "-ca", "/d/cert.pem", "-sizes", sizes,
-        "-http1", "-hold", "/dump/go-client"]);
-    let go_client = client_job(node, "go-client", "docker.io/nettap/test-go:1", go_args, d, "-hold", hold_release("go-client"));
+    let go_args = json!([
+        "client",
+        "-url",
+        "https://go-echo:8443/",
+        "-ca",
+        "/d/cert.pem",
+        "-sizes",
+        sizes,
+        "-http1",
+        "-hold",
+        "/dump/go-client"
+    ]);
+    let go = Job {
+        name: "go-client",
+        image: "docker.io/nettap/test-go:1",
+        args: go_args,
+        word: "-hold",
+        tls: true,
+    };
+    let go_client = client_job(node, go, d, hold_release("go-client"));
     // Node.js by the Go server's pod IP.
-    let node_args = json!(["/app/node_https.js", "client", "--host", ip(&go_pod), "--port", "8443", "--ca",
-        "/d/cert.pem", "--sizes", sizes, "--hold", "/dump/node-client"]);
-    let node_client =
-        client_job(node, "node-client", "docker.io/nettap/test-node:1", node_args, d, "node_https", hold_release("node-client"));
+    let node_args = json!([
+        "/app/node_https.js",
+        "client",
+        "--host",
+        ip(&go_pod),
+        "--port",
+        "8443",
+        "--ca",
+        "/d/cert.pem",
+        "--sizes",
+        sizes,
+        "--hold",
+        "/dump/node-client"
+    ]);
+    let job = Job {
+        name: "node-client",
+        image: "docker.io/nettap/test-node:1",
+        args: node_args,
+        word: "node_https",
+        tls: true,
+    };
+    let node_client = client_job(node, job, d, hold_release("node-client"));
     // curl by the HTTP Service's name, two requests on one connection.
     let fifo = d.join("curl-body");
     let st = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
@@ -222,11 +296,27 @@ pub fn go_node_and_curl(node: &Node, cert_dir: &Path) {
     let exit_fifo = d.join("curl-exit");
     let st = std::process::Command::new("mkfifo").arg(&exit_fifo).status().unwrap();
     assert!(st.success(), "mkfifo");
-    let curl_args = json!(["-sS", "--fail", "--data-binary", "@/dump/curl-body", "-H",
-        "Content-Type: application/octet-stream", "http://http-echo/echo/a", "http://http-echo/echo/b",
-        "--next", "file:///dump/curl-exit"]);
+    let curl_args = json!([
+        "-sS",
+        "--fail",
+        "--data-binary",
+        "@/dump/curl-body",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "http://http-echo/echo/a",
+        "http://http-echo/echo/b",
+        "--next",
+        "file:///dump/curl-exit"
+    ]);
     let body = curl_body.clone();
-    let curl = client_job(node, "curl-client", "docker.io/nettap/test-curl:1", curl_args, d, "curl", move || {
+    let job = Job {
+        name: "curl-client",
+        image: "docker.io/nettap/test-curl:1",
+        args: curl_args,
+        word: "curl",
+        tls: false,
+    };
+    let curl = client_job(node, job, d, move || {
         let mut f = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
         f.write_all(body.as_bytes()).unwrap();
     });
@@ -264,12 +354,17 @@ pub fn go_node_and_curl(node: &Node, cert_dir: &Path) {
     ];
     let peer_by_ip = |remote: &Value| {
         let remote_ip = remote.as_str().unwrap().rsplit_once(':').unwrap().0;
-        let p = peers.iter().find(|(a, _)| a == remote_ip).unwrap_or_else(|| panic!("a client's address: {remote}"));
+        let p = peers
+            .iter()
+            .find(|(a, _)| a == remote_ip)
+            .unwrap_or_else(|| panic!("a client's address: {remote}"));
         (p.1.clone(), None)
     };
     assert_side(&server_records, &go_server, true, peer_by_ip, echo_bodies);
     for (client_ip, _) in &peers {
-        let from = server_records.iter().filter(|r| r["conn"]["remote"].as_str().unwrap().starts_with(&format!("{client_ip}:")));
+        let from = server_records
+            .iter()
+            .filter(|r| r["conn"]["remote"].as_str().unwrap().starts_with(&format!("{client_ip}:")));
         assert_eq!(from.count(), n, "the Go server's exchanges with {client_ip}");
     }
 

@@ -90,17 +90,17 @@ func main() {
 	}
 }
 
-// waitFor writes file.waiting, then waits (at most a minute) until file exists.
+// waitFor writes file.waiting, then waits (at most five minutes) until file exists.
 func waitFor(file string) error {
 	if err := os.WriteFile(file+".waiting", nil, 0o644); err != nil {
 		return err
 	}
-	for start := time.Now(); time.Since(start) < time.Minute; time.Sleep(20 * time.Millisecond) {
+	for start := time.Now(); time.Since(start) < 5*time.Minute; time.Sleep(20 * time.Millisecond) {
 		if _, err := os.Stat(file); err == nil {
 			return nil
 		}
 	}
-	return fmt.Errorf("%s did not appear within a minute", file)
+	return fmt.Errorf("%s did not appear within five minutes", file)
 }
 
 func serve(addr, cert, key, ready string, http1 bool) error {
