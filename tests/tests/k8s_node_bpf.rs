@@ -273,7 +273,9 @@ fn deployment_traffic_is_captured_with_its_pod() {
     let certs = tempfile::tempdir().unwrap();
     tls_cert(certs.path());
     // Go, Node.js and curl, by Service names (CoreDNS, kube-proxy) and pod IPs.
+    let t = std::time::Instant::now();
     workloads::go_node_and_curl(&node, certs.path());
+    eprintln!("Go, Node.js and curl workloads checked in {:.1} s", t.elapsed().as_secs_f64());
     security::java_under_every_pod_security_level(&node, certs.path());
     security::a_uid0_pod_reaches_nothing(&node);
 
