@@ -127,7 +127,7 @@ fn the_sensor_daemonset_has_exactly_the_four_capabilities_and_its_host_access() 
     assert_eq!(
         role["rules"],
         json!([
-            {"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["list", "watch"]},
+            {"apiGroups": [""], "resources": ["pods", "namespaces", "services"], "verbs": ["list", "watch"]},
             {"apiGroups": ["apps"], "resources": ["replicasets", "deployments"], "verbs": ["list", "watch"]}
         ]),
         "read-only, and only what the sensor reads"
