@@ -43,7 +43,15 @@ if ! command -v cargo >/dev/null; then
     [ -x "$d/cargo" ] && export PATH="$d:$PATH"
   done
 fi
-command -v cargo >/dev/null || { echo "ci/install.sh: cargo (Rust >= 1.89) is required and not found" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "ci/install.sh: cargo is required and not found" >&2; exit 1; }
+command -v rustup >/dev/null || { echo "ci/install.sh: rustup is required (it installs the Rust toolchain rust-toolchain.toml names)" >&2; exit 1; }
+# The Rust toolchain rust-toolchain.toml names, with clippy, rustfmt and the
+# arm64 standard library for the arm64 sensor (machines come with an older
+# stable; rustup does not install on demand where RUSTUP_AUTO_INSTALL=0).
+rust_channel="$(sed -n 's/^channel = "\(.*\)"$/\1/p' "$(dirname "${BASH_SOURCE[0]}")/../rust-toolchain.toml")"
+if ! rustup target list --toolchain "$rust_channel" --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
+  rustup toolchain install "$rust_channel" --profile minimal -c clippy,rustfmt -t aarch64-unknown-linux-gnu
+fi
 command -v python3 >/dev/null || { echo "ci/install.sh: python3 is required by the tests" >&2; exit 1; }
 
 # Python packages the tests use (a HAR parser and an OpenMetrics parser we
@@ -74,10 +82,6 @@ source "$root/ci/install-k8s.sh"
 # kernel matrix tests (exports NETTAP_VM, NETTAP_VM_ARM64), and Rust's arm64
 # standard library for the arm64 sensor.
 source "$root/ci/install-vm.sh"
-if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
-  command -v rustup >/dev/null || { echo "ci/install.sh: rustup is needed to add the aarch64-unknown-linux-gnu target" >&2; exit 1; }
-  rustup target add aarch64-unknown-linux-gnu
-fi
 
 # The JVM tests run on JDK 17 and on the machine's second JDK (Temurin 25,
 # part of the machine image: Debian does not package it).

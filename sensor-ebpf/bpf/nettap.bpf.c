@@ -16,6 +16,7 @@
 #include "tcp_kprobe.bpf.c"   /* before tcp_syscalls.bpf.c, which uses kp_done */
 #include "tcp_syscalls.bpf.c"
 #include "dns.bpf.c"
+#include "uprobe.bpf.h"
 #include "openssl.bpf.c"
 #include "go_tls.bpf.c"
 #include "libs.bpf.c"

@@ -236,8 +236,11 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         ebpf.take_map("conn_pressure").ok_or_else(|| anyhow!("map conn_pressure missing"))?,
     )?;
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| anyhow!("counting CPUs: {e}"))?;
-    let mut pressure =
-        crate::conn_table::ConnPressure::new(pressure_map, opts.capture.max_connections, cpus)?;
+    let mut pressure = crate::conn_table::ConnPressure::new(
+        pressure_map,
+        opts.capture.max_connections,
+        cpus.get() as usize,
+    )?;
     // SAFETY: the RingBuf owns its map fd and keeps it open and unchanged until
     // `into_inner` below hands it back.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }

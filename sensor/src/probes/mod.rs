@@ -158,7 +158,7 @@ pub fn attach_kernel(
     let map = ebpf.map_mut("syscall_tcp").ok_or_else(|| map_err("missing from the object".into()))?;
     let mut flag: aya::maps::Array<_, u32> =
         aya::maps::Array::try_from(map).map_err(|e| map_err(e.to_string()))?;
-    flag.set(0, tcp_here, 0).map_err(|e| map_err(e.to_string()))?;
+    flag.set(0, &tcp_here, 0).map_err(|e| map_err(e.to_string()))?;
     for sc in DATA_SYSCALLS.iter().chain(DNS_ONLY_SYSCALLS) {
         attach_tracepoint(ebpf, &format!("tp_exit_{sc}"), "syscalls", &format!("sys_exit_{sc}"))?;
     }

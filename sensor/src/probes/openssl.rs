@@ -9,6 +9,7 @@ use crate::probes::exec_gate::HeldExec;
 use aya::Ebpf;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// Where distributions keep the system libssl, for processes not yet started.
 const SYSTEM_DIRS: &[&str] = &[
@@ -254,23 +255,21 @@ impl OpenSslProbes {
             }
             self.loaded = true;
         }
-        let mut results: Vec<(&'static str, String, Result<(), ProbeError>)> = Vec::new();
+        let mut results: Vec<(&'static str, String, Rc<Result<(), ProbeError>>)> = Vec::new();
+        let mut points = Vec::new();
         for plan in &plans {
-            let points = match plan {
-                Ok(points) => points,
+            match plan {
+                Ok(p) => points.extend(p),
                 Err(missing) => {
                     let e = Err(ProbeError::MissingSymbol(missing.to_string()));
-                    results.push(("uprobe", missing.to_string(), e));
-                    continue;
+                    results.push(("uprobe", missing.to_string(), Rc::new(e)));
                 }
-            };
-            for pt in points {
-                results.push((
-                    pt.kind,
-                    pt.label.clone(),
-                    loader::attach_uprobe(ebpf, pt.program, pt.offset, &file),
-                ));
             }
+        }
+        let at: Vec<(&str, u64)> = points.iter().map(|pt| (pt.program, pt.offset)).collect();
+        let attached = loader::attach_uprobes(ebpf, &at, &file);
+        for (pt, r) in points.iter().zip(attached) {
+            results.push((pt.kind, pt.label.clone(), r));
         }
         let in_place = nettap_core::clock::Clock::boot_now_ns();
         // Logged after attaching: the version is read from another mapping.
