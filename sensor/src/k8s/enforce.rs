@@ -89,7 +89,7 @@ pub fn apply(ebpf: &mut Ebpf, applied: &mut CgroupRules, rules: &CgroupRules) ->
         }
         let mut full = 0;
         for (id, rule) in rules.rules.iter().filter(|(id, r)| applied.rules.get(id) != Some(r)) {
-            if map.insert(&id, &policy(rule), 0).is_err() {
+            if map.insert(id, &policy(rule), 0).is_err() {
                 full += 1;
             }
         }

@@ -130,12 +130,12 @@ pub fn load_object(cfg: &CaptureConfig, self_tgid: u32) -> Result<Ebpf, ProbeErr
 
     let mut pids: BpfHashMap<_, u32, u8> = map(&mut ebpf, "pid_filter")?;
     for pid in &cfg.pids {
-        pids.insert(&pid, &1, 0).map_err(|e| ProbeError::Map { map: "pid_filter", detail: e.to_string() })?;
+        pids.insert(pid, &1, 0).map_err(|e| ProbeError::Map { map: "pid_filter", detail: e.to_string() })?;
     }
     let mut ports: BpfHashMap<_, u16, u8> = map(&mut ebpf, "port_filter")?;
     for port in &cfg.ports {
         ports
-            .insert(&port, &1, 0)
+            .insert(port, &1, 0)
             .map_err(|e| ProbeError::Map { map: "port_filter", detail: e.to_string() })?;
     }
     Ok(ebpf)
@@ -261,17 +261,16 @@ pub fn load_uprobes<'a>(
 static UPROBE_LINKS: std::sync::Mutex<Vec<aya::programs::uprobe::UProbeLink>> =
     std::sync::Mutex::new(Vec::new());
 
+/// One uprobe point's attachment, shared by the points of one program.
+pub type PointResult = std::rc::Rc<Result<(), ProbeError>>;
+
 /// Attaches uprobe points `(program, file offset)` to `file`, which is held
 /// open and named through `/proc/self/fd`, so a process that exits meanwhile
 /// (its `/proc/PID/...` path vanishing) does not matter. Each program is
 /// attached once for all of its offsets (one uprobe_multi link, or one perf
 /// event per point where the kernel has no such links). One result per
 /// point, in order: the points of a program share its result.
-pub fn attach_uprobes(
-    ebpf: &mut Ebpf,
-    points: &[(&str, u64)],
-    file: &std::fs::File,
-) -> Vec<std::rc::Rc<Result<(), ProbeError>>> {
+pub fn attach_uprobes(ebpf: &mut Ebpf, points: &[(&str, u64)], file: &std::fs::File) -> Vec<PointResult> {
     let mut by_program: Vec<(&str, Vec<u64>)> = Vec::new();
     for &(prog, offset) in points {
         match by_program.iter_mut().find(|(p, _)| *p == prog) {
@@ -279,7 +278,7 @@ pub fn attach_uprobes(
             None => by_program.push((prog, vec![offset])),
         }
     }
-    let results: Vec<(&str, std::rc::Rc<Result<(), ProbeError>>)> = by_program
+    let results: Vec<(&str, PointResult)> = by_program
         .into_iter()
         .map(|(prog, offsets)| (prog, std::rc::Rc::new(attach_program(ebpf, prog, &offsets, file))))
         .collect();

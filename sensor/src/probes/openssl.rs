@@ -255,7 +255,7 @@ impl OpenSslProbes {
             }
             self.loaded = true;
         }
-        let mut results: Vec<(&'static str, String, Rc<Result<(), ProbeError>>)> = Vec::new();
+        let mut results: Vec<(&'static str, String, loader::PointResult)> = Vec::new();
         let mut points = Vec::new();
         for plan in &plans {
             match plan {
