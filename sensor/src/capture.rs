@@ -396,8 +396,15 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     let last_skips = skipped.poll(&ebpf);
     let detach_started = Instant::now();
     let uprobes = probes::detach_uprobes();
+    let uprobes_seconds = detach_started.elapsed().as_secs_f64();
+    probes::unload_all(&mut ebpf);
     drop(ebpf);
-    info!(uprobes, seconds = format!("{:.1}", detach_started.elapsed().as_secs_f64()), "probes detached");
+    info!(
+        uprobes,
+        uprobes_seconds = format!("{uprobes_seconds:.1}"),
+        seconds = format!("{:.1}", detach_started.elapsed().as_secs_f64()),
+        "probes detached"
+    );
     let mut ring = ring.into_inner();
     drain(&mut ring, &mut proc)?;
     while let Some(msg) = agent_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {

@@ -310,21 +310,49 @@ fn attach_program(
 /// Threads closing uprobe links at once at shutdown.
 const DETACH_THREADS: usize = 32;
 
-/// Detaches every uprobe, from up to DETACH_THREADS threads; returns how many.
+/// Detaches every uprobe, from up to DETACH_THREADS threads; returns how many
+/// links there were.
 pub fn detach_uprobes() -> usize {
     let links = std::mem::take(&mut *UPROBE_LINKS.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     let n = links.len();
-    let threads = DETACH_THREADS.min(n);
-    let mut shares: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
-    for (i, link) in links.into_iter().enumerate() {
-        shares[i % threads].push(link);
+    in_parallel(links, drop);
+    n
+}
+
+/// Unloads every program of the object, detaching the tracepoints and
+/// kprobes they own, from up to DETACH_THREADS threads: each perf-event
+/// link's detach waits for an RCU tasks-trace grace period, which waiters
+/// at the same time share (one after another, on a loaded node, this took
+/// 12-18 s for some 15 links once the uprobes went in 0.1 s).
+pub fn unload_all(ebpf: &mut Ebpf) {
+    let programs: Vec<&mut Program> = ebpf.programs_mut().map(|(_, p)| p).collect();
+    in_parallel(programs, |p| {
+        // A program never loaded (the other kernel path's) says so: fine.
+        let _ = match p {
+            Program::TracePoint(p) => p.unload(),
+            Program::KProbe(p) => p.unload(),
+            Program::UProbe(p) => p.unload(),
+            _ => Ok(()),
+        };
+    });
+}
+
+/// Runs `f` on every item, spread over up to DETACH_THREADS threads.
+fn in_parallel<T: Send>(items: Vec<T>, f: impl Fn(T) + Sync) {
+    let threads = DETACH_THREADS.min(items.len());
+    let mut shares: Vec<Vec<T>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, item) in items.into_iter().enumerate() {
+        shares[i % threads].push(item);
     }
+    let f = &f;
     std::thread::scope(|scope| {
         for share in shares {
-            // A thread that cannot start drops its share here, in turn.
-            let _ =
-                std::thread::Builder::new().name("detach".into()).spawn_scoped(scope, move || drop(share));
+            // A thread that cannot start drops its share here: links detach in
+            // turn, programs go with the object.
+            let builder = std::thread::Builder::new().name("detach".into());
+            if let Err(e) = builder.spawn_scoped(scope, move || share.into_iter().for_each(f)) {
+                tracing::debug!(error = %e, "detach thread did not start");
+            }
         }
     });
-    n
 }

@@ -19,8 +19,8 @@ pub use go_layout::{GoLayout, TABLE as GO_LAYOUT_TABLE, TCPCONN_TYPE_HASHES};
 pub use go_tls::GoTlsProbes;
 pub use kernel_hook::{decide, HookDecision, KernelHook};
 pub use loader::{
-    chain as error_chain, detach_uprobes, ensure_tracefs, load_every_program, load_object, Attached,
-    ProbeError,
+    chain as error_chain, detach_uprobes, ensure_tracefs, load_every_program, load_object, unload_all,
+    Attached, ProbeError,
 };
 pub use openssl::{is_libssl, libssl_of_process, openssl_version, OpenSslProbes};
 
