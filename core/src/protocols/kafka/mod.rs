@@ -122,6 +122,22 @@ pub fn flexible(key: i16, version: i16) -> bool {
     usize::try_from(key).ok().and_then(|k| APIS.get(k)).and_then(|a| a.3).is_some_and(|f| version >= f)
 }
 
+/// The oldest version a Kafka 4 broker accepts, where it is not 0: older
+/// ones are not taken for Kafka when classifying (an HTTP/2 SETTINGS frame
+/// reads as a Produce v0 header).
+fn oldest_version(key: i16) -> i16 {
+    match key {
+        0 => 3,
+        1 => 4,
+        8 | 19 | 23 | 56 => 2,
+        2 | 9 | 20 | 27 | 29..=32 | 34 | 35 | 38..=41 | 76..=79 => 1,
+        _ => 0,
+    }
+}
+
+/// Longest client id believed when classifying.
+const MAX_CLASSIFY_CLIENT_ID: i16 = 512;
+
 /// Versions past the newest this table knows that a newer client may send
 /// and still be taken for Kafka.
 const VERSION_SLACK: i16 = 4;
@@ -147,10 +163,12 @@ pub fn request_start(b: &[u8]) -> Option<bool> {
     let Some(&(_, _, max, _)) = usize::try_from(key).ok().and_then(|k| APIS.get(k)) else {
         return Some(false);
     };
-    if !(10..=MAX_CLASSIFY_FRAME).contains(&size) || !(0..=max + VERSION_SLACK).contains(&version) {
+    if !(10..=MAX_CLASSIFY_FRAME).contains(&size)
+        || !(oldest_version(key)..=max + VERSION_SLACK).contains(&version)
+    {
         return Some(false);
     }
-    if client_len < -1 || i32::from(client_len) > size - 10 {
+    if !(-1..=MAX_CLASSIFY_CLIENT_ID).contains(&client_len) || i32::from(client_len) > size - 10 {
         return Some(false);
     }
     let id = &b[14..b.len().min(14 + client_len.max(0) as usize)];
