@@ -1,4 +1,4 @@
-//! Arbitrary bytes, cut into pieces and fed to both directions of a Redis
+//! Arbitrary bytes, cut into pieces and fed to both directions of a Kafka
 //! session: no panic, memory within the parser's budgets, and every byte a
 //! broken direction gives up handed back as raw.
 #![no_main]

@@ -107,8 +107,21 @@ fn topic_head(r: &mut Reader<'_>, version: i16, ids_from: i16) -> R<Topic> {
     }
 }
 
-fn records(bytes: Option<&[u8]>, limits: SetLimits) -> Option<RecordSet> {
-    bytes.map(|b| batch::decode(b, limits))
+/// A `records` field: decoded, or said not captured when bytes of it never
+/// came (a broker sends stored batches with sendfile, whose bytes the
+/// sensor counts but does not see).
+fn records(r: &mut Reader<'_>, limits: SetLimits) -> R<Option<RecordSet>> {
+    let Some(b) = r.nullable_bytes()? else { return Ok(None) };
+    let end = r.pos();
+    if r.uncaptured(end - b.len()..end) {
+        return Ok(Some(RecordSet {
+            bytes: b.len() as u64,
+            undecoded: 1,
+            undecoded_reason: Some("bytes not captured"),
+            ..RecordSet::default()
+        }));
+    }
+    Ok(Some(batch::decode(b, limits)))
 }
 
 /// Decodes the body of request `key` v`version` (after the header).
@@ -125,7 +138,7 @@ pub fn request(key: i16, version: i16, r: &mut Reader<'_>, limits: SetLimits) ->
                 let mut t = topic_head(r, version, 13)?;
                 t.partitions = r.vec(|r| {
                     let partition = r.i32()?;
-                    let records = records(r.nullable_bytes()?, limits);
+                    let records = records(r, limits)?;
                     Ok(Partition { partition, records, ..Partition::default() })
                 })?;
                 Ok(t)
@@ -249,7 +262,7 @@ pub fn response(key: i16, version: i16, r: &mut Reader<'_>, limits: SetLimits) -
                     if version >= 11 {
                         let _preferred_read_replica = r.i32()?;
                     }
-                    p.records = records(r.nullable_bytes()?, limits);
+                    p.records = records(r, limits)?;
                     Ok(p)
                 })?;
                 Ok(t)

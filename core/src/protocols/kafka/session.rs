@@ -126,6 +126,8 @@ struct Framer {
     start_ts: u64,
     /// Framing lost: bytes pass on raw until a chunk starts a frame.
     lost: bool,
+    /// Ranges of `buf` that never came (zeros stand in).
+    holes: Vec<std::ops::Range<usize>>,
 }
 
 /// A whole frame (or its head, when it was larger than the bound).
@@ -133,6 +135,8 @@ struct Frame {
     data: Vec<u8>,
     size: u64,
     cut: bool,
+    /// Ranges of `data` that never came.
+    holes: Vec<std::ops::Range<usize>>,
     start_ts: u64,
     end_ts: u64,
 }
@@ -173,19 +177,39 @@ impl Framer {
             self.buf.extend_from_slice(&data[..keep]);
             self.skipped += (n - keep) as u64;
             data = &data[n..];
-            if self.buf.len() as u64 + self.skipped == size {
-                out.push(Frame {
-                    data: std::mem::take(&mut self.buf),
-                    size,
-                    cut: self.skipped > 0,
-                    start_ts: self.start_ts,
-                    end_ts: ts,
-                });
-                self.size = None;
-                self.skipped = 0;
-            }
+            self.complete(ts, out);
         }
         Ok(())
+    }
+
+    fn complete(&mut self, ts: u64, out: &mut Vec<Frame>) {
+        if self.size == Some(self.buf.len() as u64 + self.skipped) {
+            out.push(Frame {
+                data: std::mem::take(&mut self.buf),
+                size: self.size.take().expect("a size"),
+                cut: std::mem::take(&mut self.skipped) > 0,
+                holes: std::mem::take(&mut self.holes),
+                start_ts: self.start_ts,
+                end_ts: ts,
+            });
+        }
+    }
+
+    /// `len` bytes never came. Inside a frame's body (a broker's sendfile
+    /// of stored batches) zeros stand in and the frame goes on; elsewhere
+    /// the framing is lost (false).
+    fn fill(&mut self, len: u64, ts: u64, max: usize, out: &mut Vec<Frame>) -> bool {
+        let Some(size) = self.size.filter(|_| !self.lost) else { return false };
+        if self.buf.len() as u64 + self.skipped + len > size {
+            return false;
+        }
+        let at = self.buf.len();
+        let keep = (len.min(max.max(HEAD_KEPT).saturating_sub(at) as u64)) as usize;
+        self.buf.resize(at + keep, 0);
+        self.holes.push(at..at + len as usize);
+        self.skipped += len - keep as u64;
+        self.complete(ts, out);
+        true
     }
 
     /// Bytes of the frame in progress.
@@ -258,18 +282,22 @@ impl KafkaSession {
         let mut frames = Vec::new();
         let carried = self.framers[i].in_frame();
         let result = self.framers[i].feed(data, ts, self.max_frame, &mut frames);
+        self.on_frames(request_side, frames, out);
+        if let Err(at) = result {
+            let earlier = if at <= 4 { carried } else { 0 };
+            out.push(DbOutput::Drop { reason: "kafka_parse_error", bytes: earlier + at.min(4) as u64 });
+            out.push(DbOutput::Raw(at.min(data.len())..data.len()));
+            self.lose(i);
+        }
+    }
+
+    fn on_frames(&mut self, request_side: bool, frames: Vec<Frame>, out: &mut Vec<DbOutput>) {
         for f in frames {
             let ok = if request_side { self.on_request(f, out) } else { self.on_response(f, out) };
             if let Err(e) = ok {
                 tracing::debug!(error = %e, "Kafka frame not understood; the direction passes on raw until it resynchronises");
                 out.push(DbOutput::Drop { reason: "kafka_parse_error", bytes: 0 });
             }
-        }
-        if let Err(at) = result {
-            let earlier = if at <= 4 { carried } else { 0 };
-            out.push(DbOutput::Drop { reason: "kafka_parse_error", bytes: earlier + at.min(4) as u64 });
-            out.push(DbOutput::Raw(at.min(data.len())..data.len()));
-            self.lose(i);
         }
     }
 
@@ -290,11 +318,19 @@ impl KafkaSession {
         self.framers[i].lost = true;
     }
 
-    /// `len` bytes of a direction never came: its framing is lost until a
-    /// chunk starts a frame again; requests waiting on a lost response go
+    /// `len` bytes of a direction never came. Inside a frame's body the
+    /// frame goes on, the fields they held said not captured (true: a
+    /// broker sends stored record batches with sendfile, whose bytes are
+    /// counted, not seen). Elsewhere its framing is lost until a chunk
+    /// starts a frame again, and requests waiting on a lost response go
     /// unanswered.
-    pub fn gap(&mut self, request_side: bool, _len: u64, _ts: u64, out: &mut Vec<DbOutput>) -> bool {
+    pub fn gap(&mut self, request_side: bool, len: u64, ts: u64, out: &mut Vec<DbOutput>) -> bool {
         let i = usize::from(!request_side);
+        let mut frames = Vec::new();
+        if self.framers[i].fill(len, ts, self.max_frame, &mut frames) {
+            self.on_frames(request_side, frames, out);
+            return true;
+        }
         self.lose(i);
         if !request_side {
             self.flush_pending(out);
@@ -317,7 +353,7 @@ impl KafkaSession {
         if std::mem::take(&mut self.sasl_tokens[0]) {
             return Ok(()); // a raw SASL token: never kept
         }
-        let mut r = Reader::new(&f.data, false);
+        let mut r = Reader::with_holes(&f.data, &f.holes);
         let (api_key, api_version, correlation_id) = (r.i16()?, r.i16()?, r.i32()?);
         if api_name(api_key).is_none() {
             self.lose(0);
@@ -332,6 +368,7 @@ impl KafkaSession {
             undecoded = Some("frame over the bound");
         } else {
             match api::request(api_key, api_version, &mut r, self.set_limits) {
+                Ok(_) if !r.holes_accounted() => undecoded = Some("bytes not captured"),
                 Ok(b) => body = b,
                 Err(_) => undecoded = Some("body not understood"),
             }
@@ -368,7 +405,7 @@ impl KafkaSession {
         if std::mem::take(&mut self.sasl_tokens[1]) {
             return Ok(()); // the server's raw SASL token
         }
-        let mut r = Reader::new(&f.data, false);
+        let mut r = Reader::with_holes(&f.data, &f.holes);
         let corr = r.i32()?;
         let Some(at) = self.pending.iter().position(|q| q.correlation_id == corr) else {
             // Nothing asked for this (the request came before a join, or
@@ -397,6 +434,7 @@ impl KafkaSession {
             undecoded = Some("frame over the bound");
         } else {
             match api::response(key, version, &mut r, self.set_limits) {
+                Ok(_) if !r.holes_accounted() => undecoded = Some("bytes not captured"),
                 Ok(b) => body = b,
                 Err(_) => undecoded = Some("body not understood"),
             }

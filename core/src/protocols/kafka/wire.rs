@@ -22,6 +22,11 @@ pub struct Reader<'a> {
     buf: &'a [u8],
     /// Compact encodings and tagged fields (a flexible version).
     pub flexible: bool,
+    len0: usize,
+    /// Ranges of the body that were never captured (zeros stand in).
+    holes: &'a [std::ops::Range<usize>],
+    /// Bytes of those ranges that fell inside fields said not captured.
+    pub accounted: u64,
 }
 
 type R<T> = Result<T, WireError>;
@@ -29,7 +34,31 @@ type R<T> = Result<T, WireError>;
 impl<'a> Reader<'a> {
     /// Reads `buf`, flexible or not.
     pub fn new(buf: &'a [u8], flexible: bool) -> Self {
-        Self { buf, flexible }
+        Self { buf, flexible, len0: buf.len(), holes: &[], accounted: 0 }
+    }
+
+    /// Reads `buf`, whose `holes` were never captured.
+    pub fn with_holes(buf: &'a [u8], holes: &'a [std::ops::Range<usize>]) -> Self {
+        Self { holes, ..Self::new(buf, false) }
+    }
+
+    /// Offset of the next byte in the body.
+    pub fn pos(&self) -> usize {
+        self.len0 - self.buf.len()
+    }
+
+    /// Whether any of `range` (body offsets) was never captured; what was
+    /// is counted in `accounted`.
+    pub fn uncaptured(&mut self, range: std::ops::Range<usize>) -> bool {
+        let overlap: usize =
+            self.holes.iter().map(|h| h.end.min(range.end).saturating_sub(h.start.max(range.start))).sum();
+        self.accounted += overlap as u64;
+        overlap > 0
+    }
+
+    /// Whether every byte that never came fell in a field said not captured.
+    pub fn holes_accounted(&self) -> bool {
+        self.accounted >= self.holes.iter().map(|h| h.len() as u64).sum::<u64>()
     }
 
     /// Bytes not read yet.

@@ -441,29 +441,69 @@ fn joined_mid_stream_responses_wait_for_a_request() {
     assert_eq!(out.len(), 1, "{out:?}");
 }
 
-#[test]
-fn a_response_lost_in_a_gap_leaves_its_request_unanswered_and_the_next_pairs() {
-    let steps = conversation();
-    let mut s = KafkaSession::new(Limits::default());
-    let mut out = Vec::new();
-    s.feed(true, &steps[0].1, 1, &mut out);
-    s.feed(false, &steps[1].1[..10], 2, &mut out);
-    assert!(!s.gap(false, 5, 3, &mut out));
-    s.feed(false, &steps[1].1[15..], 4, &mut out);
-    s.feed(true, &steps[2].1, 5, &mut out);
-    s.feed(false, &steps[3].1, 6, &mut out);
-    let kinds: Vec<_> = out
-        .iter()
+fn outline(out: &[DbOutput]) -> Vec<String> {
+    out.iter()
         .map(|o| match o {
             DbOutput::Exchange(e) => match &**e {
-                DbExchange::Kafka(k) => format!("{} {}", k.api(), k.response.is_some()),
+                DbExchange::Kafka(k) => {
+                    let undecoded = k.response.as_ref().and_then(|r| r.undecoded).unwrap_or("");
+                    format!("{} {} {undecoded}", k.api(), k.response.is_some()).trim().to_string()
+                }
                 _ => unreachable!(),
             },
             DbOutput::Raw(_) => "raw".into(),
             DbOutput::Drop { reason, .. } => reason.to_string(),
         })
-        .collect();
-    assert_eq!(kinds, ["ApiVersions false", "raw", "Metadata true"]);
+        .collect()
+}
+
+#[test]
+fn a_gap_in_a_size_loses_the_response_and_the_next_pairs() {
+    let steps = conversation();
+    let mut s = KafkaSession::new(Limits::default());
+    let mut out = Vec::new();
+    s.feed(true, &steps[0].1, 1, &mut out);
+    s.feed(false, &steps[1].1[..2], 2, &mut out);
+    assert!(!s.gap(false, 5, 3, &mut out));
+    s.feed(false, &steps[1].1[7..], 4, &mut out);
+    s.feed(true, &steps[2].1, 5, &mut out);
+    s.feed(false, &steps[3].1, 6, &mut out);
+    assert_eq!(outline(&out), ["ApiVersions false", "raw", "Metadata true"]);
+}
+
+#[test]
+fn a_gap_inside_a_frame_keeps_the_pairing_and_says_what_was_not_captured() {
+    let steps = conversation();
+    let mut s = KafkaSession::new(Limits::default());
+    let mut out = Vec::new();
+    s.feed(true, &steps[0].1, 1, &mut out);
+    s.feed(false, &steps[1].1[..10], 2, &mut out);
+    assert!(s.gap(false, 5, 3, &mut out));
+    s.feed(false, &steps[1].1[15..], 4, &mut out);
+    assert_eq!(outline(&out), ["ApiVersions true bytes not captured"]);
+    // A broker's fetch response whose stored batch went by sendfile: the
+    // partition's fields are read, its records said not captured.
+    out.clear();
+    for (req, bytes) in &steps[2..9] {
+        s.feed(*req, bytes, 5, &mut out);
+    }
+    let fetch = &steps[9].1;
+    let batch_len = encode::batch(5, 1000, 0, &[(Some(b"k1"), Some(b"v1"), &[("trace", b"t1")])]).len();
+    let records_at = fetch.len() - 3 - batch_len;
+    s.feed(false, &fetch[..records_at], 6, &mut out);
+    assert!(s.gap(false, batch_len as u64, 7, &mut out));
+    s.feed(false, &fetch[records_at + batch_len..], 8, &mut out);
+    let DbOutput::Exchange(e) = out.last().unwrap() else { panic!("{out:?}") };
+    let DbExchange::Kafka(e) = &**e else { panic!() };
+    let r = e.response.as_ref().unwrap();
+    assert_eq!((e.api(), r.undecoded), ("Fetch".into(), None));
+    let p = &r.body.topics[0].partitions[0];
+    assert_eq!(p.high_watermark, Some(6));
+    let set = p.records.as_ref().unwrap();
+    assert_eq!(
+        (set.records.len(), set.undecoded_reason, set.bytes),
+        (0, Some("bytes not captured"), batch_len as u64)
+    );
 }
 
 #[test]

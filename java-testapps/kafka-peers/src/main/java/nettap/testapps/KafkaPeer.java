@@ -23,12 +23,13 @@ import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
 
 /**
- * {@code KafkaPeer BOOTSTRAP TOPIC COMPRESSION COUNT OUT}: creates TOPIC
- * (one partition), produces COUNT records (key {@code key-i}, value
- * {@code value-i}, a header {@code trace: t-i}; every third value binary)
- * with COMPRESSION (none, gzip, snappy, lz4, zstd) in one batch, acks=all,
- * then consumes them from offset 0 with assign (no group), and writes the
- * pid, the topic id and what was consumed to OUT as JSON.
+ * {@code KafkaPeer BOOTSTRAP TOPIC COMPRESSION[,…] COUNT OUT}: per
+ * compression codec (none, gzip, snappy, lz4, zstd) creates topic
+ * TOPIC-CODEC (one partition), produces COUNT records (key {@code key-i},
+ * value {@code value-i}, a header {@code trace: t-i}; every third value
+ * binary) in one batch, acks=all, idempotent, then consumes them from
+ * offset 0 with assign (no group); writes the pid, and per topic its id
+ * and what was consumed, to OUT as JSON.
  */
 public final class KafkaPeer {
     private KafkaPeer() {}
@@ -42,10 +43,17 @@ public final class KafkaPeer {
 
     public static void main(String[] args) throws Exception {
         String bootstrap = args[0];
-        String topic = args[1];
-        String compression = args[2];
         int count = Integer.parseInt(args[3]);
         Path out = Path.of(args[4]);
+        List<String> topics = new ArrayList<>();
+        for (String codec : args[2].split(",")) {
+            topics.add(run(bootstrap, args[1] + "-" + codec, codec, count));
+        }
+        String pid = ManagementFactory.getRuntimeMXBean().getName().split("@")[0];
+        write(out, "{\"pid\": " + pid + ", \"topics\": [" + String.join(", ", topics) + "]}");
+    }
+
+    static String run(String bootstrap, String topic, String compression, int count) throws Exception {
 
         Properties common = new Properties();
         common.put("bootstrap.servers", bootstrap);
@@ -96,10 +104,8 @@ public final class KafkaPeer {
                 }
             }
         }
-        String pid = ManagementFactory.getRuntimeMXBean().getName().split("@")[0];
-        String json = "{\"pid\": " + pid + ", \"topic_id\": \"" + topicId + "\", \"consumed\": ["
+        return "{\"name\": \"" + topic + "\", \"topic_id\": \"" + topicId + "\", \"consumed\": ["
             + String.join(", ", got) + "]}";
-        write(out, json);
     }
 
     static void write(Path out, String json) throws IOException {
