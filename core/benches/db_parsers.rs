@@ -138,8 +138,8 @@ fn kafka_unit() -> Unit {
     // uncompressed records (16 B key, 100 B value, one header); its answer.
     let value = [b'v'; 100];
     let keys: Vec<String> = (0..10).map(|i| format!("order-{i:010}")).collect();
-    let records: Vec<_> =
-        keys.iter().map(|k| (Some(k.as_bytes()), Some(&value[..]), &[("trace", &b"abc"[..])][..])).collect();
+    const HEADERS: &[(&str, &[u8])] = &[("trace", b"abc")];
+    let records: Vec<_> = keys.iter().map(|k| (Some(k.as_bytes()), Some(&value[..]), HEADERS)).collect();
     let batch = encode::batch(0, 1000, 0, &records);
     let mut c = vec![0, 0, 0, 9, 0, 0, 0, 7, 0, 5];
     c.extend(b"bench\0\0\xff\xff\0\0\x75\x30\x02\x07orders\x02\0\0\0\0");

@@ -186,7 +186,7 @@ pub fn request(key: i16, version: i16, r: &mut Reader<'_>, limits: SetLimits) ->
                 let name = r.nullable_string()?;
                 Ok(Topic { name, topic_id: topic_id.filter(|id| *id != [0; 16]), ..Topic::default() })
             })?;
-            body.topics = (!all && !(version == 0 && topics.is_empty())).then_some(topics);
+            body.topics = (!(all || version == 0 && topics.is_empty())).then_some(topics);
         }
         key::API_VERSIONS if version >= 3 => {
             body.client_software = Some((r.string()?, r.string()?));

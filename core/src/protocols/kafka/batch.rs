@@ -250,6 +250,9 @@ fn snappy(data: &[u8], max: usize) -> Result<Vec<u8>, &'static str> {
 /// Record batches as a client writes them, for tests, benchmarks and fuzzing seeds.
 #[doc(hidden)]
 pub mod encode {
+    /// A record to encode: key, value, headers.
+    pub type Rec<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, &'a [(&'a str, &'a [u8])]);
+
     /// Zig-zag varint.
     pub fn varint(out: &mut Vec<u8>, v: i64) {
         let mut u = ((v << 1) ^ (v >> 63)) as u64;
@@ -262,13 +265,7 @@ pub mod encode {
 
     /// A v2 batch of `records` (key, value, headers) with codec `codec`
     /// (0 none, 1 gzip), base offset and producer id as given.
-    #[allow(clippy::type_complexity)]
-    pub fn batch(
-        base_offset: i64,
-        producer_id: i64,
-        codec: i16,
-        records: &[(Option<&[u8]>, Option<&[u8]>, &[(&str, &[u8])])],
-    ) -> Vec<u8> {
+    pub fn batch(base_offset: i64, producer_id: i64, codec: i16, records: &[Rec<'_>]) -> Vec<u8> {
         let mut body = Vec::new();
         for (i, (k, v, hs)) in records.iter().enumerate() {
             let mut rec = vec![0u8];
@@ -327,7 +324,7 @@ mod tests {
 
     #[test]
     fn plain_and_gzip_batches_decode() {
-        let recs: &[(Option<&[u8]>, Option<&[u8]>, &[(&str, &[u8])])] = &[
+        let recs: &[encode::Rec<'_>] = &[
             (Some(b"k1"), Some(b"v1"), &[("h", b"x")]),
             (None, Some(&[0xff, 0]), &[]),
             (Some(b"k3"), None, &[]),
