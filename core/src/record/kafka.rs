@@ -202,3 +202,90 @@ impl Serialize for RecordView<'_> {
         m.end()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocols::kafka::api::{RequestBody, ResponseBody};
+    use serde_json::json;
+
+    fn json_of(e: &KafkaExchange) -> serde_json::Value {
+        struct W<'a>(&'a KafkaExchange);
+        impl Serialize for W<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(None)?;
+                fields(&mut m, self.0)?;
+                m.end()
+            }
+        }
+        serde_json::to_value(W(e)).unwrap()
+    }
+
+    #[test]
+    fn produce_fields() {
+        let set = RecordSet {
+            records: vec![Record {
+                offset: 0,
+                timestamp: 5,
+                key: Some(b"k".to_vec()),
+                value: Some(vec![0xff, 0]),
+                truncated: 3,
+                headers: vec![("h".into(), Some(b"v".to_vec())), ("n".into(), None)],
+            }],
+            compression: vec!["gzip"],
+            producer_id: Some(3),
+            bytes: 70,
+            ..RecordSet::default()
+        };
+        let topic = |p: Partition| Topic {
+            name: Some("t".into()),
+            topic_id: Some([0; 16]),
+            partitions: vec![p],
+            ..Topic::default()
+        };
+        let e = KafkaExchange {
+            request: KafkaRequest {
+                api_key: 0,
+                api_version: 13,
+                correlation_id: 7,
+                client_id: Some("c".into()),
+                body: RequestBody {
+                    acks: Some(-1),
+                    topics: Some(vec![topic(Partition { records: Some(set), ..Partition::default() })]),
+                    ..RequestBody::default()
+                },
+                undecoded: None,
+                size: 100,
+                start_ts: 10,
+                end_ts: 11,
+            },
+            response: Some(KafkaResponse {
+                body: ResponseBody {
+                    topics: vec![topic(Partition {
+                        error_code: Some(0),
+                        base_offset: Some(42),
+                        ..Partition::default()
+                    })],
+                    ..ResponseBody::default()
+                },
+                undecoded: None,
+                size: 20,
+                start_ts: 20,
+                end_ts: 25,
+            }),
+        };
+        let id = "AAAAAAAAAAAAAAAAAAAAAA";
+        assert_eq!(
+            json_of(&e),
+            json!({
+                "request": {"api": "Produce", "api_key": 0, "api_version": 13, "correlation_id": 7, "client_id": "c", "acks": -1,
+                            "topics": [{"name": "t", "topic_id": id, "partitions": [{"partition": 0,
+                                "records": [{"timestamp": 5, "key": "k", "value": {"b64": "/wA="}, "headers": [["h", "v"], ["n", null]], "truncated_bytes": 3}],
+                                "compression": ["gzip"], "producer_id": 3, "records_bytes": 70}]}],
+                            "size": 100},
+                "response": {"error_code": 0, "topics": [{"name": "t", "topic_id": id, "partitions": [{"partition": 0, "error_code": 0, "base_offset": 42}]}], "size": 20},
+                "latency_ns": 15
+            })
+        );
+    }
+}
