@@ -210,15 +210,7 @@ mod tests {
     use serde_json::json;
 
     fn json_of(e: &KafkaExchange) -> serde_json::Value {
-        struct W<'a>(&'a KafkaExchange);
-        impl Serialize for W<'_> {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                let mut m = s.serialize_map(None)?;
-                fields(&mut m, self.0)?;
-                m.end()
-            }
-        }
-        serde_json::to_value(W(e)).unwrap()
+        super::super::db::json(&crate::protocols::db::DbExchange::Kafka(e.clone()))
     }
 
     #[test]
