@@ -185,6 +185,17 @@ fn java_and_python_clients_produce_and_consume_compressed_batches() {
         assert_eq!(names.get(id).map(String::as_str), Some(topic), "{names:?}");
         check_topic(&cap, &names, &broker, java_pid, topic, codec, &java_records());
     }
+    // Produce v13 and Fetch v18 name topics by id: the names come from the
+    // Metadata answers of the clients' other connections.
+    for r in cap
+        .of("kafka", java_pid)
+        .into_iter()
+        .filter(|r| matches!(r["request"]["api"].as_str(), Some("Produce" | "Fetch")))
+    {
+        for t in r["request"]["topics"].as_array().unwrap() {
+            assert!(t["name"].as_str().is_some_and(|n| n.starts_with("orders-")), "{r}");
+        }
+    }
     let java_client_ids: Vec<_> =
         cap.of("kafka", java_pid).iter().map(|r| r["request"]["client_id"].clone()).collect();
     assert!(

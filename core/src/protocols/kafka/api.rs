@@ -1,8 +1,8 @@
 //! The bodies of the APIs decoded field by field: Produce (0), Fetch (1),
 //! Metadata (3) and ApiVersions (18), each request and response in every
 //! version Kafka 4.1 defines (topic names up to v12 of Produce and Fetch,
-//! topic ids from v13, where the name comes from the connection's
-//! Metadata answers when it saw one).
+//! topic ids from v13, where the name comes from a Metadata answer the
+//! sensor saw on any connection).
 
 use super::batch::{self, RecordSet, SetLimits};
 use super::wire::{Reader, WireError};
@@ -26,7 +26,7 @@ pub mod key {
 /// A topic of a request or response.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Topic {
-    /// Its name (up to v12; from v13 when the connection's Metadata named its id).
+    /// Its name (up to v12; from v13 when a Metadata answer named its id).
     pub name: Option<String>,
     /// Its id (Produce and Fetch v13+, Metadata v10+).
     pub topic_id: Option<[u8; 16]>,

@@ -11,7 +11,8 @@ use super::wire::{Reader, WireError};
 use super::{api_name, flexible, request_start};
 use crate::protocols::db::{DbExchange, DbOutput};
 use crate::protocols::exchange::Limits;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{LazyLock, Mutex};
 
 /// A request: its header, what its body said, its times.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +114,40 @@ impl KafkaExchange {
 const MAX_PENDING: usize = 1024;
 /// Topic ids named by Metadata responses, at most.
 const MAX_TOPIC_IDS: usize = 4096;
+
+/// Topic ids to names, from every connection's Metadata responses. One
+/// table for the whole sensor: a topic id is a random UUID that names one
+/// topic of one cluster, and a client learns it on another connection than
+/// the one it produces or fetches on (the Java client asks its bootstrap
+/// connection). Oldest entries go first past the bound.
+static TOPIC_NAMES: LazyLock<Mutex<(HashMap<[u8; 16], String>, VecDeque<[u8; 16]>)>> =
+    LazyLock::new(Mutex::default);
+
+fn remember(id: [u8; 16], name: &str) {
+    let mut table = TOPIC_NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    let (names, order) = &mut *table;
+    if id == [0; 16] || names.get(&id).is_some_and(|n| n == name) {
+        return;
+    }
+    if names.insert(id, name.to_string()).is_none() {
+        order.push_back(id);
+    }
+    if order.len() > MAX_TOPIC_IDS {
+        let oldest = order.pop_front().expect("over the bound");
+        names.remove(&oldest);
+    }
+}
+
+fn name_topics<'a>(topics: impl Iterator<Item = &'a mut Topic>) {
+    let mut unnamed = topics.filter(|t| t.name.is_none() && t.topic_id.is_some()).peekable();
+    if unnamed.peek().is_none() {
+        return;
+    }
+    let table = TOPIC_NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    for t in unnamed {
+        t.name = t.topic_id.and_then(|id| table.0.get(&id).cloned());
+    }
+}
 /// Bytes of a skipped (oversized) frame kept for its header.
 const HEAD_KEPT: usize = 4096;
 
@@ -223,8 +258,6 @@ impl Framer {
 pub struct KafkaSession {
     framers: [Framer; 2],
     pending: VecDeque<KafkaRequest>,
-    /// Topic ids to names, from this connection's Metadata responses.
-    topic_names: Vec<([u8; 16], String)>,
     /// Largest frame decoded whole.
     max_frame: usize,
     set_limits: SetLimits,
@@ -244,7 +277,6 @@ impl KafkaSession {
         Self {
             framers: [Framer::default(), Framer::default()],
             pending: VecDeque::new(),
-            topic_names: Vec::new(),
             max_frame,
             set_limits: SetLimits { max_records: 1000, max_value: limits.max_body, max_inflated: max_frame },
             sasl_tokens: [false; 2],
@@ -376,7 +408,7 @@ impl KafkaSession {
         if api_key == key::SASL_HANDSHAKE && api_version == 0 {
             self.sasl_tokens[0] = true;
         }
-        self.name_topics(body.topics.iter_mut().flatten());
+        name_topics(body.topics.iter_mut().flatten());
         let request = KafkaRequest {
             api_key,
             api_version,
@@ -442,33 +474,15 @@ impl KafkaSession {
         if key == key::METADATA {
             for t in &body.topics {
                 if let (Some(id), Some(name)) = (t.topic_id, &t.name) {
-                    self.remember(id, name);
+                    remember(id, name);
                 }
             }
         }
-        self.name_topics(body.topics.iter_mut());
+        name_topics(body.topics.iter_mut());
         let response =
             KafkaResponse { body, undecoded, size: f.size, start_ts: f.start_ts, end_ts: f.end_ts };
         emit(out, request, Some(response));
         Ok(())
-    }
-
-    fn remember(&mut self, id: [u8; 16], name: &str) {
-        if id == [0; 16] || self.topic_names.iter().any(|(i, _)| *i == id) {
-            return;
-        }
-        if self.topic_names.len() >= MAX_TOPIC_IDS {
-            self.topic_names.remove(0);
-        }
-        self.topic_names.push((id, name.to_string()));
-    }
-
-    fn name_topics<'a>(&self, topics: impl Iterator<Item = &'a mut Topic>) {
-        for t in topics {
-            if let (None, Some(id)) = (&t.name, t.topic_id) {
-                t.name = self.topic_names.iter().find(|(i, _)| *i == id).map(|(_, n)| n.clone());
-            }
-        }
     }
 }
 
