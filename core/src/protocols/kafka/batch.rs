@@ -90,7 +90,11 @@ pub fn decode(data: &[u8], limits: SetLimits) -> RecordSet {
         }
         let batch = &rest[..total];
         rest = &rest[total..];
-        let magic = batch[16] as i8;
+        let Some(&magic) = batch.get(16) else {
+            set.undecoded += 1;
+            set.undecoded_reason = Some("short batch");
+            continue;
+        };
         if magic != 2 {
             set.undecoded += 1;
             set.undecoded_reason = Some("message format before v2");
@@ -355,6 +359,12 @@ mod tests {
         let mut old = data.clone();
         old[16] = 1;
         assert_eq!(decode(&old, LIMITS).undecoded, 1);
+        // A batch length too short to hold the magic byte (found by the fuzzer).
+        let short = [&[0u8; 8][..], &4i32.to_be_bytes(), &[0; 5]].concat();
+        assert_eq!(
+            (decode(&short, LIMITS).undecoded, decode(&short, LIMITS).undecoded_reason),
+            (1, Some("short batch"))
+        );
     }
 
     #[test]
