@@ -120,8 +120,10 @@ const MAX_TOPIC_IDS: usize = 4096;
 /// topic of one cluster, and a client learns it on another connection than
 /// the one it produces or fetches on (the Java client asks its bootstrap
 /// connection). Oldest entries go first past the bound.
-static TOPIC_NAMES: LazyLock<Mutex<(HashMap<[u8; 16], String>, VecDeque<[u8; 16]>)>> =
-    LazyLock::new(Mutex::default);
+static TOPIC_NAMES: LazyLock<Mutex<TopicTable>> = LazyLock::new(Mutex::default);
+
+/// Names by id, and the ids in the order they came (oldest first).
+type TopicTable = (HashMap<[u8; 16], String>, VecDeque<[u8; 16]>);
 
 fn remember(id: [u8; 16], name: &str) {
     let mut table = TOPIC_NAMES.lock().unwrap_or_else(|e| e.into_inner());
