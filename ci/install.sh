@@ -57,11 +57,11 @@ command -v python3 >/dev/null || { echo "ci/install.sh: python3 is required by t
 # Python packages the tests use (a HAR parser and an OpenMetrics parser we
 # did not write, real gRPC peers, real database clients), in a cached venv.
 export NETTAP_VENV="${NETTAP_VENV:-$HOME/.cache/nettap/venv}"
-if ! "$NETTAP_VENV/bin/python" -c "import haralyzer, grpc, prometheus_client, redis, psycopg, pymysql, mysql.connector" 2>/dev/null; then
+if ! "$NETTAP_VENV/bin/python" -c "import haralyzer, grpc, prometheus_client, redis, psycopg, pymysql, mysql.connector, kafka" 2>/dev/null; then
   python3 -m venv "$NETTAP_VENV"
   "$NETTAP_VENV/bin/pip" install -q --disable-pip-version-check "haralyzer==2.4.0" "grpcio==1.68.1" \
     "prometheus-client==0.21.1" "redis==8.1.0" "psycopg[binary]==3.3.9" "pymysql==1.2.4" \
-    "mysql-connector-python==26.10.0"
+    "mysql-connector-python==26.10.0" "kafka-python==3.0.12"
 fi
 
 # java-testapps' Maven plugins, fetched once into a cache the tests build
@@ -74,6 +74,8 @@ if [ ! -e "$NETTAP_M2/.nettap-poms-$poms_sum" ]; then
     mvn -q -B -Dstyle.color=never -Dmaven.repo.local="$NETTAP_M2" package >/dev/null)
   touch "$NETTAP_M2/.nettap-poms-$poms_sum"
 fi
+# A real Kafka broker's jars (KRaft, one node, started by the tests).
+source "$root/ci/install-kafka.sh"
 # A real etcd, Kubernetes control plane and node, containerd and CNI plugins
 # for the Kubernetes tests, built from their Go modules once and cached
 # (exports NETTAP_K8S_BIN).

@@ -9,6 +9,7 @@ pub mod databases;
 pub mod helm;
 pub mod jvm;
 pub mod k8s;
+pub mod kafka;
 pub mod netns;
 pub mod node;
 pub mod peers;
@@ -19,6 +20,7 @@ pub mod wait;
 
 pub use assertions::*;
 pub use databases::*;
+pub use kafka::{kafka_peer, KafkaBroker};
 pub use netns::*;
 pub use peers::*;
 pub use pki::*;

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 mod db;
 mod har;
 mod jsonl;
+mod kafka;
 
 pub use db::json as db_json;
 pub use har::{entry as har_entry, rfc3339};

@@ -130,7 +130,7 @@ fn proto_direction(d: Direction) -> v1::Direction {
     }
 }
 
-/// A `redis`, `pgsql` or `mysql` record: its fields as the JSON Lines record has them.
+/// A `redis`, `pgsql`, `mysql` or `kafka` record: its fields as the JSON Lines record has them.
 pub fn db_record(o: &Origin<'_>, c: &ConnView<'_>, e: &nettap_core::protocols::db::DbExchange) -> v1::Record {
     let fields = nettap_core::record::db_json(e);
     let text = |k: &str| fields.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
