@@ -17,6 +17,7 @@
 #include "tcp_syscalls.bpf.c"
 #include "dns.bpf.c"
 #include "openssl.bpf.c"
+#include "gnutls.bpf.c"     /* after openssl.bpf.c, whose call tracking it shares */
 #include "go_tls.bpf.c"
 #include "libs.bpf.c"
 
