@@ -230,7 +230,10 @@ impl TlsLibProbes {
             }
         };
         if !self.loaded {
-            let programs = self.lib.functions.iter().flat_map(TlsFunction::programs);
+            // Functions may share a program (GnuTLS's one exit): loaded once.
+            let mut programs: Vec<&str> = self.lib.functions.iter().flat_map(TlsFunction::programs).collect();
+            programs.sort_unstable();
+            programs.dedup();
             if let Err(e) = loader::load_uprobes(ebpf, programs) {
                 tracing::warn!(library = self.lib.name, error = %loader::chain(&e), "TLS probes cannot load");
                 return None;
