@@ -1,10 +1,12 @@
 // Calls a library's read and write functions N times each (taken with
-// dlopen, as .NET loads libssl); prints ns per call of each.
+// dlopen, as .NET loads libssl); prints ns per call of each. N = 0: keeps
+// the library mapped until killed (so the sensor finds it in the maps).
 //   calls LIBRARY READ_SYMBOL WRITE_SYMBOL N
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef long (*io_fn)(void *, void *, unsigned long);
 
@@ -33,6 +35,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     long n = atol(argv[4]);
+    if (n == 0) {
+        pause();
+        return 0;
+    }
     // The callees ignore the width of their int/ssize_t result here: -1 either way.
     printf("%.0f %.0f\n", ns_per_call(r, n), ns_per_call(w, n));
     return 0;
