@@ -7,7 +7,7 @@
 use nettap_e2e::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SIZES: [usize; 4] = [0, 1024, 100 * 1024, 4 << 20];
@@ -116,6 +116,7 @@ impl EchoServer {
         let (out, err) = (dir.path().join("serv.out"), dir.path().join("serv.err"));
         // Line-buffered (stdbuf execs it, same pid): its "Accepted
         // connection" lines are read while it runs.
+        // Guarded at once: a failed wait below must not leave it running.
         let mut child = Command::new("stdbuf")
             .args(["-oL", "gnutls-serv", "--echo", "-p", &port.to_string()])
             .arg("--x509certfile")
@@ -125,15 +126,14 @@ impl EchoServer {
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .expect("gnutls-serv is required: ci/install.sh installs gnutls-bin");
+            .spawn_guarded();
         let start = Instant::now();
         while !std::fs::read_to_string(&err).unwrap_or_default().contains("listening on IPv4") {
             assert!(child.try_wait().unwrap().is_none(), "gnutls-serv exited");
             assert!(start.elapsed() < TIMEOUT, "gnutls-serv did not listen on {port}");
             std::thread::sleep(Duration::from_millis(20));
         }
-        EchoServer { child: KillOnDrop(child), port, out, err, _dir: dir }
+        EchoServer { child, port, out, err, _dir: dir }
     }
 
     fn pid(&self) -> u32 {
@@ -152,7 +152,7 @@ impl EchoServer {
 
 /// gnutls-cli connected to `port` with its input kept open.
 struct EchoClient {
-    child: Child,
+    child: KillOnDrop,
     out: PathBuf,
     log: PathBuf,
     _dir: tempfile::TempDir,
@@ -179,7 +179,7 @@ impl EchoClient {
             cmd.env("LD_LIBRARY_PATH", d);
         }
         let before = server.accepted_ports().len();
-        let mut child = cmd.spawn().expect("gnutls-cli is required: ci/install.sh installs gnutls-bin");
+        let mut child = cmd.spawn_guarded();
         let start = Instant::now();
         let port = loop {
             if let Some(&p) = server.accepted_ports().get(before) {
