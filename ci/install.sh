@@ -24,6 +24,7 @@ need_pkgs=(
   redis-server redis-tools  # a real Redis server and redis-cli (issue 23's protocol tests)
   postgresql            # a real PostgreSQL server and psql (issue 23's protocol tests)
   mariadb-server        # a real MySQL-protocol server and the mariadb client (issue 23)
+  gnutls-bin wget       # GnuTLS programs (gnutls-cli, gnutls-serv, wget) for the GnuTLS tests
   ca-certificates
 )
 

@@ -18,6 +18,7 @@
 #include "dns.bpf.c"
 #include "uprobe.bpf.h"
 #include "openssl.bpf.c"
+#include "gnutls.bpf.c"     /* after openssl.bpf.c, whose call tracking it shares */
 #include "go_tls.bpf.c"
 #include "libs.bpf.c"
 

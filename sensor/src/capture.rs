@@ -209,7 +209,8 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     let attached = probes::attach_kernel(&mut ebpf, opts.capture.kernel_hook)?;
     // Without uprobes every TLS attachment would fail one by one: none is tried.
     let tls_probes = allowed.uprobes;
-    let mut openssl = probes::OpenSslProbes::new();
+    let mut openssl = probes::TlsLibProbes::new(&probes::OPENSSL);
+    let mut gnutls = probes::TlsLibProbes::new(&probes::GNUTLS);
     let mut go_tls = probes::GoTlsProbes::new();
     if tls_probes {
         let mut files = openssl.attach_all(&mut ebpf);
@@ -222,6 +223,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
             }
         }
         info!(files, "OpenSSL libraries probed");
+        info!(files = gnutls.attach_all(&mut ebpf), "GnuTLS libraries probed");
         let go_programs = go_tls.attach_running(&mut ebpf);
         info!(programs = go_programs, "Go programs with crypto/tls probed");
     }
@@ -330,6 +332,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                 let work = proc.take_work();
                 for lib in work.libraries.iter().filter(|_| tls_probes) {
                     openssl.attach_mapped(&mut ebpf, lib, Clock::boot_now_ns());
+                    gnutls.attach_mapped(&mut ebpf, lib, Clock::boot_now_ns());
                 }
                 for exe in work.execs {
                     if let Some(g) = &mut gate {
@@ -422,6 +425,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         sessions = t.sessions,
         agent_processes = t.agent_processes,
         openssl_files = openssl.files(),
+        gnutls_files = gnutls.files(),
         go_programs = go_tls.programs(),
         jvms_tried = auto_attach.as_ref().map_or(0, |a| a.tried()),
         "tables at the end"

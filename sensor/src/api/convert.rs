@@ -48,6 +48,10 @@ fn origin(o: &Origin<'_>) -> v1::Origin {
         "openssl" => v1::Source::Openssl,
         "go-tls" => v1::Source::GoTls,
         "jvmti" => v1::Source::Jvmti,
+        "boringssl" => v1::Source::Boringssl,
+        "gnutls" => v1::Source::Gnutls,
+        "nss" => v1::Source::Nss,
+        "rustls" => v1::Source::Rustls,
         _ => v1::Source::Kernel,
     };
     v1::Origin {

@@ -4,6 +4,7 @@
 mod elf;
 pub mod exec_gate;
 mod file_id;
+mod gnutls;
 mod go_layout;
 mod go_tls;
 pub mod golang;
@@ -12,9 +13,11 @@ mod kernel_hook;
 mod loader;
 pub mod mapped;
 mod openssl;
-mod openssl_plan;
 mod sites;
+mod tls_lib;
+mod uprobe_plan;
 
+pub use gnutls::GNUTLS;
 pub use go_layout::{GoLayout, TABLE as GO_LAYOUT_TABLE, TCPCONN_TYPE_HASHES};
 pub use go_tls::GoTlsProbes;
 pub use kernel_hook::{decide, HookDecision, KernelHook};
@@ -22,7 +25,8 @@ pub use loader::{
     chain as error_chain, detach_uprobes, ensure_tracefs, load_every_program, load_object, unload_all,
     Attached, ProbeError,
 };
-pub use openssl::{is_libssl, libssl_of_process, openssl_version, OpenSslProbes};
+pub use openssl::{is_libssl, openssl_version, OPENSSL};
+pub use tls_lib::{library_of_process, TlsLibProbes};
 
 use aya::programs::{KProbe, TracePoint};
 use aya::Ebpf;
