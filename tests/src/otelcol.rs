@@ -37,26 +37,27 @@ impl Collector {
     pub fn start() -> Collector {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Collector { child: None, dir, grpc: free_port(), http: free_port(), runs: 0 };
-        let d = c.dir.path().display();
-        let config = format!(
-            "receivers:\n  otlp:\n    protocols:\n      grpc: {{endpoint: \"127.0.0.1:{}\"}}\n      \
-             http: {{endpoint: \"127.0.0.1:{}\"}}\n\
-             exporters:\n  file/traces: {{path: {d}/traces.json, flush_interval: 100ms}}\n  \
-             file/logs: {{path: {d}/logs.json, flush_interval: 100ms}}\n\
-             service:\n  telemetry:\n    metrics: {{level: none}}\n  pipelines:\n    \
-             traces: {{receivers: [otlp], exporters: [file/traces]}}\n    \
-             logs: {{receivers: [otlp], exporters: [file/logs]}}\n",
-            c.grpc, c.http
-        );
-        std::fs::write(c.dir.path().join("config.yaml"), config).unwrap();
         c.run();
         c
     }
 
-    /// Starts it again on the same ports (after `stop`); it appends to the same files.
+    /// Starts it again on the same ports (after `stop`), writing new files
+    /// (the file exporter truncates its file when it starts).
     pub fn run(&mut self) {
         assert!(self.child.is_none(), "the collector is running");
         self.runs += 1;
+        let (d, n) = (self.dir.path().display(), self.runs);
+        let config = format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc: {{endpoint: \"127.0.0.1:{}\"}}\n      \
+             http: {{endpoint: \"127.0.0.1:{}\"}}\n\
+             exporters:\n  file/traces: {{path: {d}/traces.{n}.json, flush_interval: 100ms}}\n  \
+             file/logs: {{path: {d}/logs.{n}.json, flush_interval: 100ms}}\n\
+             service:\n  telemetry:\n    metrics: {{level: none}}\n  pipelines:\n    \
+             traces: {{receivers: [otlp], exporters: [file/traces]}}\n    \
+             logs: {{receivers: [otlp], exporters: [file/logs]}}\n",
+            self.grpc, self.http
+        );
+        std::fs::write(self.dir.path().join("config.yaml"), config).unwrap();
         let log = std::fs::File::create(self.dir.path().join(format!("log.{}", self.runs))).unwrap();
         let child = Command::new(k8s_bin("otelcol"))
             .arg("--config")
@@ -100,15 +101,22 @@ impl Collector {
         format!("http://127.0.0.1:{port}")
     }
 
-    fn requests(&self, file: &str) -> Vec<Value> {
-        let text = std::fs::read_to_string(self.dir.path().join(file)).unwrap_or_default();
-        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{file}: {e}: {l}"))).collect()
+    /// Every request of `signal` (`traces`, `logs`) received, all runs.
+    fn requests(&self, signal: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        for n in 1..=self.runs {
+            let file = self.dir.path().join(format!("{signal}.{n}.json"));
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            // The last line may be half written.
+            out.extend(text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()));
+        }
+        out
     }
 
     /// Every span received so far.
     pub fn spans(&self) -> Vec<OtlpSpan> {
         let mut out = Vec::new();
-        for req in self.requests("traces.json") {
+        for req in self.requests("traces") {
             for rs in req["resourceSpans"].as_array().into_iter().flatten() {
                 let resource = attributes(&rs["resource"]["attributes"]);
                 for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
@@ -125,7 +133,7 @@ impl Collector {
     /// Every log record received so far: (record, its resource's attributes).
     pub fn logs(&self) -> Vec<(Value, Map<String, Value>)> {
         let mut out = Vec::new();
-        for req in self.requests("logs.json") {
+        for req in self.requests("logs") {
             for rl in req["resourceLogs"].as_array().into_iter().flatten() {
                 let resource = attributes(&rl["resource"]["attributes"]);
                 for sl in rl["scopeLogs"].as_array().into_iter().flatten() {

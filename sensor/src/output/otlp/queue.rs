@@ -58,8 +58,10 @@ impl<T: Weighed> Queue<T> {
         s.bytes += n;
         s.items.push_back(item);
         // The exporter wakes on its own every linger period; waking it per
-        // item would be a system call per record.
-        if s.items.len() == self.batch {
+        // item would be a system call per record. A burst wakes it early:
+        // a full batch, or half the bound reached.
+        let half = self.max_bytes / 2;
+        if s.items.len() == self.batch || (s.bytes >= half && s.bytes - n < half) {
             self.wake.notify_one();
         }
         Ok((s.items.len(), s.bytes))
@@ -76,7 +78,7 @@ impl<T: Weighed> Queue<T> {
     pub fn pop_batch(&self, linger: Duration) -> Batch<T> {
         let deadline = Instant::now() + linger;
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        while s.items.len() < self.batch && !s.closed {
+        while s.items.len() < self.batch && s.bytes < self.max_bytes / 2 && !s.closed {
             let now = Instant::now();
             if now >= deadline {
                 break;
