@@ -191,7 +191,7 @@ struct CaptureArgs {
     otlp_protocol: Option<String>,
     /// Memory the OTLP export queue may hold; beyond it exchanges are shed
     /// and counted as `drop` records (`export_queue_full`).
-    #[arg(long, default_value_t = nettap_sensor::output::otlp::config::DEFAULT_QUEUE_BYTES)]
+    #[arg(long, env = "NETTAP_OTLP_QUEUE_BYTES", default_value_t = nettap_sensor::output::otlp::config::DEFAULT_QUEUE_BYTES)]
     otlp_queue_bytes: usize,
     /// Also serve this Unix socket path to JVM agents told it (`socket=PATH`);
     /// by default agents hand their own socket over and no path is served.
