@@ -13,6 +13,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     trace_service_client::TraceServiceClient, ExportTraceServiceRequest,
 };
 use prost::Message;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,7 +129,7 @@ impl Transport {
         let mut roots = rustls::RootCertStore::empty();
         match &c.certificate {
             Some(ca) => {
-                for cert in rustls_pemfile::certs(&mut read(ca)?.as_slice()) {
+                for cert in CertificateDer::pem_slice_iter(&read(ca)?) {
                     roots.add(cert.map_err(|e| tls(&e))?).map_err(|e| tls(&e))?;
                 }
             }
@@ -145,12 +147,10 @@ impl Transport {
             .with_root_certificates(roots);
         let config = match &c.client_identity {
             Some((cert, key)) => {
-                let certs = rustls_pemfile::certs(&mut read(cert)?.as_slice())
+                let certs = CertificateDer::pem_slice_iter(&read(cert)?)
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| tls(&e))?;
-                let key = rustls_pemfile::private_key(&mut read(key)?.as_slice())
-                    .map_err(|e| tls(&e))?
-                    .ok_or_else(|| SetupError::Tls("no private key in the client key file".into()))?;
+                let key = PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| tls(&e))?;
                 builder.with_client_auth_cert(certs, key).map_err(|e| tls(&e))?
             }
             None => builder.with_no_client_auth(),
