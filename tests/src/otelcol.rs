@@ -18,6 +18,8 @@ pub struct Collector {
     /// OTLP/HTTP port.
     pub http: u16,
     runs: u32,
+    /// The receivers' TLS block (server certificate, and the CA clients must present a certificate of).
+    tls: String,
 }
 
 /// A received span with its resource: attributes as a JSON map (integers as numbers).
@@ -35,8 +37,22 @@ pub struct OtlpSpan {
 impl Collector {
     /// Starts the collector on two free loopback ports and waits until both listen.
     pub fn start() -> Collector {
+        Collector::start_with_tls(None)
+    }
+
+    /// `start`, its receivers serving TLS with `pki`'s server certificate
+    /// and requiring a client certificate its CA signed.
+    pub fn start_with_tls(pki: Option<&crate::pki::Pki>) -> Collector {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = Collector { child: None, dir, grpc: free_port(), http: free_port(), runs: 0 };
+        let tls = pki.map_or_else(String::new, |p| {
+            format!(
+                ", tls: {{cert_file: {}, key_file: {}, client_ca_file: {}}}",
+                p.server_cert.display(),
+                p.server_key.display(),
+                p.ca.display()
+            )
+        });
+        let mut c = Collector { child: None, dir, grpc: free_port(), http: free_port(), runs: 0, tls };
         c.run();
         c
     }
@@ -46,10 +62,10 @@ impl Collector {
     pub fn run(&mut self) {
         assert!(self.child.is_none(), "the collector is running");
         self.runs += 1;
-        let (d, n) = (self.dir.path().display(), self.runs);
+        let (d, n, tls) = (self.dir.path().display(), self.runs, &self.tls);
         let config = format!(
-            "receivers:\n  otlp:\n    protocols:\n      grpc: {{endpoint: \"127.0.0.1:{}\"}}\n      \
-             http: {{endpoint: \"127.0.0.1:{}\"}}\n\
+            "receivers:\n  otlp:\n    protocols:\n      grpc: {{endpoint: \"127.0.0.1:{}\"{tls}}}\n      \
+             http: {{endpoint: \"127.0.0.1:{}\"{tls}}}\n\
              exporters:\n  file/traces: {{path: {d}/traces.{n}.json, flush_interval: 100ms}}\n  \
              file/logs: {{path: {d}/logs.{n}.json, flush_interval: 100ms}}\n\
              service:\n  telemetry:\n    metrics: {{level: none}}\n  pipelines:\n    \
@@ -95,10 +111,11 @@ impl Collector {
             .collect()
     }
 
-    /// `http://127.0.0.1:PORT` of `protocol` (`grpc` or `http/protobuf`).
+    /// `http(s)://127.0.0.1:PORT` of `protocol` (`grpc` or `http/protobuf`).
     pub fn endpoint(&self, protocol: &str) -> String {
         let port = if protocol == "grpc" { self.grpc } else { self.http };
-        format!("http://127.0.0.1:{port}")
+        let scheme = if self.tls.is_empty() { "http" } else { "https" };
+        format!("{scheme}://127.0.0.1:{port}")
     }
 
     /// Every request of `signal` (`traces`, `logs`) received, all runs.

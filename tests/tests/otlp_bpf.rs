@@ -5,7 +5,8 @@
 //! over both OTLP/gRPC and OTLP/HTTP. With the collector stopped under
 //! load, the sensor's memory stays within its queue's bound, every exchange
 //! is either exported or counted as shed, and export resumes when the
-//! collector returns.
+//! collector returns. Over TLS with a client certificate, configured by the
+//! standard OTEL_EXPORTER_OTLP_* variables alone, both protocols work.
 
 use nettap_e2e::*;
 use serde_json::Value;
@@ -156,6 +157,57 @@ fn spans_and_logs_over_otlp_http() {
 
 /// The process's anonymous resident memory (its heap: where the queue
 /// lives; the ring buffer's shared pages are not in it).
+#[test]
+fn export_over_tls_with_a_client_certificate_and_the_standard_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), &["127.0.0.1"]);
+    let collector = Collector::start_with_tls(Some(&pki));
+    let (h1, h2c) = (free_port(), free_port());
+    let _nginx = nginx(h1, h2c, &[("page.txt", PAGE.as_bytes())]);
+    for protocol in ["grpc", "http/protobuf"] {
+        let port = h1.to_string();
+        let endpoint = collector.endpoint(protocol);
+        let (ca, cert, key) = (
+            pki.ca.display().to_string(),
+            pki.client_cert.display().to_string(),
+            pki.client_key.display().to_string(),
+        );
+        let sensor = Sensor::start_with_env(
+            &["--port", &port],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.as_str()),
+                ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", cert.as_str()),
+                ("OTEL_EXPORTER_OTLP_CLIENT_KEY", key.as_str()),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=t%201"),
+            ],
+        );
+        curl(&[], &format!("http://127.0.0.1:{h1}/page.txt?over={protocol}"));
+        let cap = sensor.stop();
+        assert_eq!(cap.log.matches("OTLP export failed").count(), 0, "{protocol}: {}", cap.log);
+        let lines: Vec<&str> = cap.text.lines().filter(|l| l.starts_with(r#"{"kind":"http""#)).collect();
+        assert_eq!(lines.len(), 2, "{protocol}: both ends");
+        let start = Instant::now();
+        while collector
+            .logs()
+            .iter()
+            .filter(|(l, _)| lines.contains(&l["body"]["stringValue"].as_str().unwrap_or("")))
+            .count()
+            < 2
+        {
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "{protocol}: the exchanges never arrived over TLS:\n{}",
+                collector.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let found = by_line(&collector, &lines);
+        assert!(found.iter().all(|(s, _)| s.attrs["url.query"] == format!("over={protocol}")));
+    }
+}
+
 fn rss_anon_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
