@@ -397,6 +397,41 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_postgresql_query_is_a_db_span_with_the_error() {
+        use nettap_core::protocols::pgsql::{PgError, PgExchange, PgRequest, PgResponse};
+        let e = DbExchange::Pgsql(PgExchange {
+            request: PgRequest {
+                kind: "query",
+                query: "SELECT * FROM missing".into(),
+                statement: None,
+                params: Vec::new(),
+                ts: 10,
+            },
+            response: Some(PgResponse {
+                error: Some(PgError { code: "42P01".into(), ..Default::default() }),
+                ..Default::default()
+            }),
+            user: Some("app".into()),
+            database: Some("shop".into()),
+        });
+        let (_, conn) = exchange_with(Role::Client, Head::default(), 200);
+        let r = Record {
+            origin: Origin { ts_ns: 5, pid: 7, comm: "psql", source: "kernel", probe: "p" },
+            conn: Some(conn),
+            body: Body::Db(&e),
+        };
+        let c = exchange(&r, "{}".into()).unwrap();
+        let a = &c.span.attributes;
+        assert_eq!((c.span.name.as_str(), c.span.kind), ("SELECT", SpanKind::Client as i32));
+        assert_eq!(attr(a, "db.system").cloned(), s("postgresql"));
+        assert_eq!(attr(a, "db.query.text").cloned(), s("SELECT * FROM missing"));
+        assert_eq!(attr(a, "db.namespace").cloned(), s("shop"));
+        assert_eq!(attr(a, "db.response.status_code").cloned(), s("42P01"));
+        assert_eq!(attr(a, "server.address").cloned(), s("api.internal"), "the DNS name of the peer");
+        assert_eq!(c.span.status.unwrap().code, StatusCode::Error as i32);
+    }
+
+    #[test]
     fn authorities_split() {
         assert_eq!(split_authority("a:80"), ("a", Some(80)));
         assert_eq!(split_authority("[::1]:443"), ("::1", Some(443)));
