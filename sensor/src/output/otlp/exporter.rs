@@ -98,6 +98,13 @@ impl Exporter {
             }
             let n = items.len() as u64;
             let bytes: u64 = items.iter().map(|i| i.bytes as u64).sum();
+            if self.stop_by.is_some_and(|t| Instant::now() >= t) {
+                // Stopping and out of time: no more attempts (each could
+                // wait a whole timeout on an unreachable collector).
+                warn!(records = n, "OTLP export given up at shutdown");
+                self.failed.add(n, bytes);
+                continue;
+            }
             let (traces, logs) = requests(items);
             let spans_ok = self.send(Signal::Spans, n, |t| Box::pin(t.traces(traces.clone()))).await;
             let logs_ok = self.send(Signal::Logs, n, |t| Box::pin(t.logs(logs.clone()))).await;
