@@ -4,7 +4,8 @@
 # build` (ci/kubernetes: kube-apiserver, kube-controller-manager,
 # kube-scheduler, kubelet, kube-proxy, kubectl), containerd 2.x with its runc
 # shim and ctr (ci/containerd), and the CNI plugins the node's pods get
-# (ci/cni-plugins). Built once: each set is cached under $NETTAP_K8S_BIN
+# (ci/cni-plugins), and the OpenTelemetry Collector of the OTLP tests
+# (ci/otelcol). Built once: each set is cached under $NETTAP_K8S_BIN
 # (~/.cache/nettap/k8s) keyed by the hash of its go.mod and go.sum, so a
 # second run builds nothing. Called by ci/install.sh; a missing prerequisite
 # is an error, never a skip.
@@ -29,7 +30,8 @@ go_minor="$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')"
 build() {
   local set="$1" dir="$root/$2" ldflags="$3" key out
   shift 3
-  key="$(cat "$dir/go.mod" "$dir/go.sum" | sha256sum | cut -c1-16)"
+  # A set with its own main package (ci/otelcol) is keyed by its source too.
+  key="$(cat "$dir/go.mod" "$dir/go.sum" $(find "$dir" -maxdepth 1 -name '*.go' | sort) | sha256sum | cut -c1-16)"
   out="$NETTAP_K8S_BIN/$set.$key"
   if [ ! -d "$out" ]; then
     echo "ci/install-k8s.sh: building $set ($*, pinned in ${dir#"$root"/}/go.mod; once, several minutes)"
@@ -61,3 +63,6 @@ GOFLAGS="-tags=no_btrfs,no_devmapper,no_zfs" build containerd ci/containerd \
   github.com/containerd/containerd/v2/cmd/{containerd,containerd-shim-runc-v2,ctr}
 CGO_ENABLED=0 build cni ci/cni-plugins "" \
   github.com/containernetworking/plugins/plugins/{main/bridge,main/loopback,ipam/host-local,meta/portmap}
+# The OpenTelemetry Collector the OTLP export tests send to (OTLP receiver
+# and file exporter only; tests/src/otelcol.rs).
+CGO_ENABLED=0 build otelcol ci/otelcol "" .

@@ -26,6 +26,8 @@ pub struct CaptureOptions {
     pub capture: CaptureConfig,
     /// Outputs (the streaming API's publisher is added when `api` is set).
     pub sinks: Vec<Box<dyn Sink>>,
+    /// What the sinks shed (exporters' full queues), reported as `drop` records.
+    pub shed: Vec<crate::shed::Shed>,
     /// Created once every start-up probe is attached.
     pub ready_file: Option<PathBuf>,
     /// Stop after this long.
@@ -382,7 +384,8 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                 let now = Clock::boot_now_ns();
                 crate::metrics::global().heartbeat(now);
                 proc.tick(now)?;
-                proc.report_drops(kernel_drops(&mut drops, &mut skipped, &ebpf), now)?;
+                let shed = opts.shed.iter().filter_map(crate::shed::Shed::take);
+                proc.report_drops(kernel_drops(&mut drops, &mut skipped, &ebpf).into_iter().chain(shed).collect(), now)?;
                 proc.flush()?;
             }
         }
@@ -415,7 +418,8 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     }
     let now = Clock::boot_now_ns();
     proc.close_all(now)?;
-    proc.report_drops(drops.poll().into_iter().chain(last_skips).collect(), now)?;
+    let shed = opts.shed.iter().filter_map(crate::shed::Shed::take);
+    proc.report_drops(drops.poll().into_iter().chain(last_skips).chain(shed).collect(), now)?;
     proc.finish()?;
 
     let t = proc.table_sizes();

@@ -29,6 +29,11 @@ pub fn set_node(name: &str) {
     let _ = NODE.set(name.to_string());
 }
 
+/// The `node` set by `set_node`, if it was.
+pub fn node() -> Option<&'static str> {
+    NODE.get().map(String::as_str)
+}
+
 /// The `conn` object.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnView<'a> {
