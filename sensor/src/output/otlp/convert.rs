@@ -7,6 +7,7 @@ use nettap_core::pod::PodOf;
 use nettap_core::protocols::db::DbExchange;
 use nettap_core::protocols::exchange::{Exchange, Version};
 use nettap_core::protocols::grpc;
+use nettap_core::protocols::kafka::KafkaExchange;
 use nettap_core::protocols::redis::Value;
 use nettap_core::record::{Body, ConnView, Record};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
@@ -151,6 +152,7 @@ fn db(e: &DbExchange, conn: &ConnView<'_>) -> Parts {
             m.database.clone(),
             m.response.as_ref().and_then(|r| r.error.as_ref()).map(|e| e.code.to_string()),
         ),
+        DbExchange::Kafka(k) => return kafka(k, conn),
         DbExchange::Redis(r) => {
             let command = r.request.as_ref().map(|q| &q.command);
             let text = command.map(|c| {
@@ -184,6 +186,24 @@ fn db(e: &DbExchange, conn: &ConnView<'_>) -> Parts {
         a.push(kv("db.response.status_code", code.as_str()));
     }
     (operation, e.latency_ns(), a, error)
+}
+
+/// A Kafka exchange as a messaging span (OpenTelemetry's messaging
+/// conventions): the API as the operation, the first topic as destination.
+fn kafka(k: &KafkaExchange, conn: &ConnView<'_>) -> Parts {
+    let mut a = server(conn, None);
+    let operation = k.api();
+    a.push(kv("messaging.system", "kafka"));
+    a.push(kv("messaging.operation.name", operation.as_str()));
+    let topic = k.request.body.topics.iter().flatten().find_map(|t| t.name.as_deref());
+    if let Some(topic) = topic {
+        a.push(kv("messaging.destination.name", topic));
+    }
+    if let Some(id) = &k.request.client_id {
+        a.push(kv("messaging.client.id", id.as_str()));
+    }
+    let name = topic.map_or_else(|| operation.clone(), |t| format!("{operation} {t}"));
+    (name, k.latency_ns(), a, None)
 }
 
 /// `server.address`/`server.port`: the name the client asked for when the
