@@ -4,7 +4,8 @@
 # build` (ci/kubernetes: kube-apiserver, kube-controller-manager,
 # kube-scheduler, kubelet, kube-proxy, kubectl), containerd 2.x with its runc
 # shim and ctr (ci/containerd), the CNI plugins the node's pods get
-# (ci/cni-plugins) and CoreDNS, the node's cluster DNS (ci/coredns). Built once: each set is cached under $NETTAP_K8S_BIN
+# (ci/cni-plugins), CoreDNS, the node's cluster DNS (ci/coredns), and the
+# OpenTelemetry Collector of the OTLP tests (ci/otelcol). Built once: each set is cached under $NETTAP_K8S_BIN
 # (~/.cache/nettap/k8s) keyed by the hash of its go.mod and go.sum, so a
 # second run builds nothing. Called by ci/install.sh; a missing prerequisite
 # is an error, never a skip.
@@ -29,7 +30,7 @@ go_minor="$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')"
 build() {
   local set="$1" dir="$root/$2" ldflags="$3" key out
   shift 3
-  # The set's own main package (ci/coredns), if any, is part of the key.
+  # A set with its own main package (ci/coredns, ci/otelcol) is keyed by its source too.
   key="$(cat "$dir/go.mod" "$dir/go.sum" $(find "$dir" -maxdepth 1 -name '*.go' | sort) | sha256sum | cut -c1-16)"
   out="$NETTAP_K8S_BIN/$set.$key"
   if [ ! -d "$out" ]; then
@@ -64,3 +65,6 @@ CGO_ENABLED=0 build cni ci/cni-plugins "" \
   github.com/containernetworking/plugins/plugins/{main/bridge,main/loopback,ipam/host-local,meta/portmap}
 # Only the plugins the node's Corefile names (ci/coredns/main.go).
 CGO_ENABLED=0 build coredns ci/coredns "" .
+# The OpenTelemetry Collector the OTLP export tests send to (OTLP receiver
+# and file exporter only; tests/src/otelcol.rs).
+CGO_ENABLED=0 build otelcol ci/otelcol "" .

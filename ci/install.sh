@@ -24,6 +24,7 @@ need_pkgs=(
   redis-server redis-tools  # a real Redis server and redis-cli (issue 23's protocol tests)
   postgresql            # a real PostgreSQL server and psql (issue 23's protocol tests)
   mariadb-server        # a real MySQL-protocol server and the mariadb client (issue 23)
+  gnutls-bin wget       # GnuTLS programs (gnutls-cli, gnutls-serv, wget) for the GnuTLS tests
   ca-certificates
 )
 
@@ -43,17 +44,25 @@ if ! command -v cargo >/dev/null; then
     [ -x "$d/cargo" ] && export PATH="$d:$PATH"
   done
 fi
-command -v cargo >/dev/null || { echo "ci/install.sh: cargo (Rust >= 1.89) is required and not found" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "ci/install.sh: cargo is required and not found" >&2; exit 1; }
+command -v rustup >/dev/null || { echo "ci/install.sh: rustup is required (it installs the Rust toolchain rust-toolchain.toml names)" >&2; exit 1; }
+# The Rust toolchain rust-toolchain.toml names, with clippy, rustfmt and the
+# arm64 standard library for the arm64 sensor (machines come with an older
+# stable; rustup does not install on demand where RUSTUP_AUTO_INSTALL=0).
+rust_channel="$(sed -n 's/^channel = "\(.*\)"$/\1/p' "$(dirname "${BASH_SOURCE[0]}")/../rust-toolchain.toml")"
+if ! rustup target list --toolchain "$rust_channel" --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
+  rustup toolchain install "$rust_channel" --profile minimal -c clippy,rustfmt -t aarch64-unknown-linux-gnu
+fi
 command -v python3 >/dev/null || { echo "ci/install.sh: python3 is required by the tests" >&2; exit 1; }
 
 # Python packages the tests use (a HAR parser and an OpenMetrics parser we
 # did not write, real gRPC peers, real database clients), in a cached venv.
 export NETTAP_VENV="${NETTAP_VENV:-$HOME/.cache/nettap/venv}"
-if ! "$NETTAP_VENV/bin/python" -c "import haralyzer, grpc, prometheus_client, redis, psycopg, pymysql, mysql.connector" 2>/dev/null; then
+if ! "$NETTAP_VENV/bin/python" -c "import haralyzer, grpc, prometheus_client, redis, psycopg, pymysql, mysql.connector, kafka" 2>/dev/null; then
   python3 -m venv "$NETTAP_VENV"
   "$NETTAP_VENV/bin/pip" install -q --disable-pip-version-check "haralyzer==2.4.0" "grpcio==1.68.1" \
     "prometheus-client==0.21.1" "redis==8.1.0" "psycopg[binary]==3.3.9" "pymysql==1.2.4" \
-    "mysql-connector-python==26.10.0"
+    "mysql-connector-python==26.10.0" "kafka-python==3.0.12"
 fi
 
 # java-testapps' Maven plugins, fetched once into a cache the tests build
@@ -66,6 +75,8 @@ if [ ! -e "$NETTAP_M2/.nettap-poms-$poms_sum" ]; then
     mvn -q -B -Dstyle.color=never -Dmaven.repo.local="$NETTAP_M2" package >/dev/null)
   touch "$NETTAP_M2/.nettap-poms-$poms_sum"
 fi
+# A real Kafka broker's jars (KRaft, one node, started by the tests).
+source "$root/ci/install-kafka.sh"
 # A real etcd, Kubernetes control plane and node, containerd and CNI plugins
 # for the Kubernetes tests, built from their Go modules once and cached
 # (exports NETTAP_K8S_BIN).
@@ -74,10 +85,6 @@ source "$root/ci/install-k8s.sh"
 # kernel matrix tests (exports NETTAP_VM, NETTAP_VM_ARM64), and Rust's arm64
 # standard library for the arm64 sensor.
 source "$root/ci/install-vm.sh"
-if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
-  command -v rustup >/dev/null || { echo "ci/install.sh: rustup is needed to add the aarch64-unknown-linux-gnu target" >&2; exit 1; }
-  rustup target add aarch64-unknown-linux-gnu
-fi
 
 # The JVM tests run on JDK 17 and on the machine's second JDK (Temurin 25,
 # part of the machine image: Debian does not package it).

@@ -1,5 +1,5 @@
-//! Parser throughput on one core for the database protocols (Redis,
-//! PostgreSQL, MySQL): a realistic conversation repeated, fed to a session
+//! Parser throughput on one core for the database and queue protocols
+//! (Redis, PostgreSQL, MySQL, Kafka): a realistic conversation repeated, fed to a session
 //! in 4 KiB pieces per direction in conversation order, as the stream layer
 //! would. Counts protocol messages (both directions) and bytes.
 //!
@@ -9,6 +9,7 @@
 
 use nettap_core::protocols::db::{DbOutput, DbSession};
 use nettap_core::protocols::exchange::Limits;
+use nettap_core::protocols::kafka::{batch::encode, KafkaSession};
 use nettap_core::protocols::mysql::MySession;
 use nettap_core::protocols::pgsql::PgSession;
 use nettap_core::protocols::redis::RedisSession;
@@ -118,6 +119,42 @@ fn my_unit() -> Unit {
     (c, s, 1 + 14)
 }
 
+fn uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn sized(body: Vec<u8>) -> Vec<u8> {
+    let mut m = (body.len() as u32).to_be_bytes().to_vec();
+    m.extend(body);
+    m
+}
+
+fn kafka_unit() -> Unit {
+    // Produce v9 (flexible): one topic, one partition, a batch of 10
+    // uncompressed records (16 B key, 100 B value, one header); its answer.
+    let value = [b'v'; 100];
+    let keys: Vec<String> = (0..10).map(|i| format!("order-{i:010}")).collect();
+    const HEADERS: &[(&str, &[u8])] = &[("trace", b"abc")];
+    let records: Vec<_> = keys.iter().map(|k| (Some(k.as_bytes()), Some(&value[..]), HEADERS)).collect();
+    let batch = encode::batch(0, 1000, 0, &records);
+    let mut c = vec![0, 0, 0, 9, 0, 0, 0, 7, 0, 5];
+    c.extend(b"bench\0\0\xff\xff\0\0\x75\x30\x02\x07orders\x02\0\0\0\0");
+    uvarint(&mut c, batch.len() as u64 + 1);
+    c.extend(&batch);
+    c.extend([0, 0, 0]);
+    let mut s = vec![0, 0, 0, 7, 0, 2, 7];
+    s.extend(b"orders\x02\0\0\0\0\0\0");
+    s.extend(42i64.to_be_bytes());
+    s.extend((-1i64).to_be_bytes());
+    s.extend(0i64.to_be_bytes());
+    s.extend([1, 0, 0, 0, 0, 0, 0, 0, 0]);
+    (sized(c), sized(s), 2)
+}
+
 /// Feeds `units` repetitions of `unit` after `opening`; (seconds, bytes, messages).
 fn run(
     mut session: DbSession,
@@ -165,7 +202,7 @@ fn main() {
     let units = 64 * 2000;
     println!("| protocol | workload | MB/s | messages/s |");
     println!("|---|---|---:|---:|");
-    let cases: [Case; 3] = [
+    let cases: [Case; 4] = [
         (
             "Redis",
             "pipelined SET (100 B value) + GET",
@@ -186,6 +223,13 @@ fn main() {
             Box::new(move || DbSession::Mysql(MySession::new(limits))),
             my_login(),
             my_unit(),
+        ),
+        (
+            "Kafka",
+            "Produce v9, a batch of 10 records (100 B values, a header) + its answer",
+            Box::new(move || DbSession::Kafka(KafkaSession::new(limits))),
+            (Vec::new(), Vec::new()),
+            kafka_unit(),
         ),
     ];
     for (name, workload, make, opening, unit) in cases {

@@ -346,6 +346,9 @@ pub fn probe_name(probe: u32) -> &'static str {
         nt_probe::NT_PROBE_UPROBE_SSL_READ_EX => "uretprobe:SSL_read_ex",
         nt_probe::NT_PROBE_UPROBE_SSL_READ_SITE => "uprobe:SSL_read:return",
         nt_probe::NT_PROBE_UPROBE_SSL_READ_EX_SITE => "uprobe:SSL_read_ex:return",
+        nt_probe::NT_PROBE_UPROBE_GNUTLS_SEND => "uprobe:gnutls_record_send2",
+        nt_probe::NT_PROBE_UPROBE_GNUTLS_RECV => "uretprobe:gnutls_record_recv",
+        nt_probe::NT_PROBE_UPROBE_GNUTLS_RECV_SEQ => "uretprobe:gnutls_record_recv_seq",
         _ => "unknown",
     }
 }
@@ -360,6 +363,9 @@ pub fn source_of(probe: u32) -> &'static str {
         | nt_probe::NT_PROBE_UPROBE_SSL_READ_SITE
         | nt_probe::NT_PROBE_UPROBE_SSL_READ_EX_SITE => "openssl",
         nt_probe::NT_PROBE_UPROBE_GO_TLS_WRITE | nt_probe::NT_PROBE_UPROBE_GO_TLS_READ => "go-tls",
+        nt_probe::NT_PROBE_UPROBE_GNUTLS_SEND
+        | nt_probe::NT_PROBE_UPROBE_GNUTLS_RECV
+        | nt_probe::NT_PROBE_UPROBE_GNUTLS_RECV_SEQ => "gnutls",
         user_probe::JVMTI_SOCKET_READ..=user_probe::JVMTI_ENGINE_WRAP => "jvmti",
         _ => "kernel",
     }

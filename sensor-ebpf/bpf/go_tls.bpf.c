@@ -138,21 +138,18 @@ static __always_inline int go_enter(struct pt_regs *ctx, __u16 probe, __u8 direc
 	return 0;
 }
 
-SEC("uprobe")
-int up_go_tls_write(struct pt_regs *ctx)
+NT_UPROBE(up_go_tls_write)
 {
 	return go_enter(ctx, NT_PROBE_UPROBE_GO_TLS_WRITE, NT_DIR_SEND);
 }
 
-SEC("uprobe")
-int up_go_tls_read(struct pt_regs *ctx)
+NT_UPROBE(up_go_tls_read)
 {
 	return go_enter(ctx, NT_PROBE_UPROBE_GO_TLS_READ, NT_DIR_RECV);
 }
 
 /* On every `ret` of both functions: the call of this goroutine ends. */
-SEC("uprobe")
-int up_go_tls_ret(struct pt_regs *ctx)
+NT_UPROBE(up_go_tls_ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct go_key key = { .g = GO_G(ctx), .tgid = id >> 32 };

@@ -1,13 +1,35 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Libraries loaded after start-up (dlopen, a new process with its own copy,
- * a container): an executable mapping of a file named libssl* is reported,
- * so the sensor probes it while the process is still setting up.
+ * a container): an executable mapping of a TLS library's file (libssl*,
+ * libgnutls*) is reported, so the sensor probes it while the process is
+ * still setting up.
  */
 
 #include "emit.bpf.h"
 
 #define NT_PROT_EXEC 4
+
+/* Whether `name` starts with `prefix` (a string literal: the loop unrolls). */
+#define NAME_STARTS(name, prefix) name_starts(name, prefix, sizeof(prefix) - 1)
+
+static __always_inline bool name_starts(const char *name, const char *prefix, int n)
+{
+#pragma unroll
+	for (int i = 0; i < 16; i++) {
+		if (i >= n)
+			return true;
+		if (name[i] != prefix[i])
+			return false;
+	}
+	return true;
+}
+
+/* The libraries whose mapping the sensor wants to hear about. */
+static __always_inline bool tls_library_name(const char *name)
+{
+	return NAME_STARTS(name, "libssl") || NAME_STARTS(name, "libgnutls.so");
+}
 
 SEC("tracepoint/syscalls/sys_exit_mmap")
 int tp_exit_mmap(struct trace_event_raw_sys_exit *ctx)
@@ -36,8 +58,7 @@ int tp_exit_mmap(struct trace_event_raw_sys_exit *ctx)
 	const unsigned char *dname = BPF_CORE_READ(file, f_path.dentry, d_name.name);
 	if (bpf_probe_read_kernel_str(name, sizeof(name), dname) < 7)
 		return 0;
-	if (name[0] != 'l' || name[1] != 'i' || name[2] != 'b' || name[3] != 's' || name[4] != 's' ||
-	    name[5] != 'l')
+	if (!tls_library_name(name))
 		return 0;
 
 	struct nt_lib_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);

@@ -16,7 +16,9 @@
 #include "tcp_kprobe.bpf.c"   /* before tcp_syscalls.bpf.c, which uses kp_done */
 #include "tcp_syscalls.bpf.c"
 #include "dns.bpf.c"
+#include "uprobe.bpf.h"
 #include "openssl.bpf.c"
+#include "gnutls.bpf.c"     /* after openssl.bpf.c, whose call tracking it shares */
 #include "go_tls.bpf.c"
 #include "libs.bpf.c"
 

@@ -86,52 +86,50 @@ static __always_inline int ssl_exit(long ret, bool ex, __u16 probe)
 	return emit_tls_plaintext(sk ? *sk : 0, call.buf, n, call.probe, call.direction, id);
 }
 
-SEC("uprobe")
-int BPF_KPROBE(up_ssl_write, void *ssl, const void *buf, int num)
+NT_UPROBE(up_ssl_write)
 {
-	return ssl_enter(ssl, (void *)buf, NULL, NT_PROBE_UPROBE_SSL_WRITE, NT_DIR_SEND);
+	void *ssl = (void *)PT_REGS_PARM1(ctx), *buf = (void *)PT_REGS_PARM2(ctx);
+	return ssl_enter(ssl, buf, NULL, NT_PROBE_UPROBE_SSL_WRITE, NT_DIR_SEND);
 }
 
-SEC("uretprobe")
-int BPF_KRETPROBE(ur_ssl_write, int ret)
+NT_URETPROBE(ur_ssl_write)
 {
-	return ssl_exit(ret, false, 0);
+	return ssl_exit((int)PT_REGS_RC(ctx), false, 0);
 }
 
-SEC("uprobe")
-int BPF_KPROBE(up_ssl_write_ex, void *ssl, const void *buf, size_t num, size_t *written)
+NT_UPROBE(up_ssl_write_ex)
 {
-	return ssl_enter(ssl, (void *)buf, written, NT_PROBE_UPROBE_SSL_WRITE_EX, NT_DIR_SEND);
+	void *ssl = (void *)PT_REGS_PARM1(ctx), *buf = (void *)PT_REGS_PARM2(ctx);
+	size_t *written = (size_t *)PT_REGS_PARM4(ctx);
+	return ssl_enter(ssl, buf, written, NT_PROBE_UPROBE_SSL_WRITE_EX, NT_DIR_SEND);
 }
 
-SEC("uretprobe")
-int BPF_KRETPROBE(ur_ssl_write_ex, int ret)
+NT_URETPROBE(ur_ssl_write_ex)
 {
-	return ssl_exit(ret, true, 0);
+	return ssl_exit((int)PT_REGS_RC(ctx), true, 0);
 }
 
-SEC("uprobe")
-int BPF_KPROBE(up_ssl_read, void *ssl, void *buf, int num)
+NT_UPROBE(up_ssl_read)
 {
+	void *ssl = (void *)PT_REGS_PARM1(ctx), *buf = (void *)PT_REGS_PARM2(ctx);
 	return ssl_enter(ssl, buf, NULL, NT_PROBE_UPROBE_SSL_READ, NT_DIR_RECV);
 }
 
-SEC("uretprobe")
-int BPF_KRETPROBE(ur_ssl_read, int ret)
+NT_URETPROBE(ur_ssl_read)
 {
-	return ssl_exit(ret, false, 0);
+	return ssl_exit((int)PT_REGS_RC(ctx), false, 0);
 }
 
-SEC("uprobe")
-int BPF_KPROBE(up_ssl_read_ex, void *ssl, void *buf, size_t num, size_t *readbytes)
+NT_UPROBE(up_ssl_read_ex)
 {
+	void *ssl = (void *)PT_REGS_PARM1(ctx), *buf = (void *)PT_REGS_PARM2(ctx);
+	size_t *readbytes = (size_t *)PT_REGS_PARM4(ctx);
 	return ssl_enter(ssl, buf, readbytes, NT_PROBE_UPROBE_SSL_READ_EX, NT_DIR_RECV);
 }
 
-SEC("uretprobe")
-int BPF_KRETPROBE(ur_ssl_read_ex, int ret)
+NT_URETPROBE(ur_ssl_read_ex)
 {
-	return ssl_exit(ret, true, 0);
+	return ssl_exit((int)PT_REGS_RC(ctx), true, 0);
 }
 
 /*
@@ -139,26 +137,22 @@ int BPF_KRETPROBE(ur_ssl_read_ex, int ret)
  * uretprobe (probes/sites.rs): where the kernel emulates the instruction
  * there, a probed call costs no single-step. The result is still in %rax.
  */
-SEC("uprobe")
-int BPF_KPROBE(up_ssl_write_ret)
+NT_UPROBE(up_ssl_write_ret)
 {
 	return ssl_exit((int)PT_REGS_RC(ctx), false, 0);
 }
 
-SEC("uprobe")
-int BPF_KPROBE(up_ssl_write_ex_ret)
+NT_UPROBE(up_ssl_write_ex_ret)
 {
 	return ssl_exit((int)PT_REGS_RC(ctx), true, 0);
 }
 
-SEC("uprobe")
-int BPF_KPROBE(up_ssl_read_ret)
+NT_UPROBE(up_ssl_read_ret)
 {
 	return ssl_exit((int)PT_REGS_RC(ctx), false, NT_PROBE_UPROBE_SSL_READ_SITE);
 }
 
-SEC("uprobe")
-int BPF_KPROBE(up_ssl_read_ex_ret)
+NT_UPROBE(up_ssl_read_ex_ret)
 {
 	return ssl_exit((int)PT_REGS_RC(ctx), true, NT_PROBE_UPROBE_SSL_READ_EX_SITE);
 }

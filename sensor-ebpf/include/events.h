@@ -66,6 +66,9 @@ enum nt_probe {
 	NT_PROBE_SYS_RECVMMSG,
 	NT_PROBE_UPROBE_GO_TLS_WRITE, /* crypto/tls.(*Conn).Write, bytes taken at its return */
 	NT_PROBE_UPROBE_GO_TLS_READ,  /* crypto/tls.(*Conn).Read, at its return */
+	NT_PROBE_UPROBE_GNUTLS_SEND,  /* gnutls_record_send2 (gnutls_record_send jumps there) */
+	NT_PROBE_UPROBE_GNUTLS_RECV,  /* gnutls_record_recv, at its return */
+	NT_PROBE_UPROBE_GNUTLS_RECV_SEQ, /* gnutls_record_recv_seq, at its return */
 	NT_PROBE_MAX,
 };
 

@@ -26,6 +26,8 @@ pub struct CaptureOptions {
     pub capture: CaptureConfig,
     /// Outputs (the streaming API's publisher is added when `api` is set).
     pub sinks: Vec<Box<dyn Sink>>,
+    /// What the sinks shed (exporters' full queues), reported as `drop` records.
+    pub shed: Vec<crate::shed::Shed>,
     /// Created once every start-up probe is attached.
     pub ready_file: Option<PathBuf>,
     /// Stop after this long.
@@ -209,7 +211,8 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     let attached = probes::attach_kernel(&mut ebpf, opts.capture.kernel_hook)?;
     // Without uprobes every TLS attachment would fail one by one: none is tried.
     let tls_probes = allowed.uprobes;
-    let mut openssl = probes::OpenSslProbes::new();
+    let mut openssl = probes::TlsLibProbes::new(&probes::OPENSSL);
+    let mut gnutls = probes::TlsLibProbes::new(&probes::GNUTLS);
     let mut go_tls = probes::GoTlsProbes::new();
     if tls_probes {
         let mut files = openssl.attach_all(&mut ebpf);
@@ -222,6 +225,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
             }
         }
         info!(files, "OpenSSL libraries probed");
+        info!(files = gnutls.attach_all(&mut ebpf), "GnuTLS libraries probed");
         let go_programs = go_tls.attach_running(&mut ebpf);
         info!(programs = go_programs, "Go programs with crypto/tls probed");
     }
@@ -236,8 +240,11 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         ebpf.take_map("conn_pressure").ok_or_else(|| anyhow!("map conn_pressure missing"))?,
     )?;
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| anyhow!("counting CPUs: {e}"))?;
-    let mut pressure =
-        crate::conn_table::ConnPressure::new(pressure_map, opts.capture.max_connections, cpus)?;
+    let mut pressure = crate::conn_table::ConnPressure::new(
+        pressure_map,
+        opts.capture.max_connections,
+        cpus.get() as usize,
+    )?;
     // SAFETY: the RingBuf owns its map fd and keeps it open and unchanged until
     // `into_inner` below hands it back.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
@@ -327,6 +334,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                 let work = proc.take_work();
                 for lib in work.libraries.iter().filter(|_| tls_probes) {
                     openssl.attach_mapped(&mut ebpf, lib, Clock::boot_now_ns());
+                    gnutls.attach_mapped(&mut ebpf, lib, Clock::boot_now_ns());
                 }
                 for exe in work.execs {
                     if let Some(g) = &mut gate {
@@ -376,7 +384,8 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                 let now = Clock::boot_now_ns();
                 crate::metrics::global().heartbeat(now);
                 proc.tick(now)?;
-                proc.report_drops(kernel_drops(&mut drops, &mut skipped, &ebpf), now)?;
+                let shed = opts.shed.iter().filter_map(crate::shed::Shed::take);
+                proc.report_drops(kernel_drops(&mut drops, &mut skipped, &ebpf).into_iter().chain(shed).collect(), now)?;
                 proc.flush()?;
             }
         }
@@ -393,8 +402,15 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     let last_skips = skipped.poll(&ebpf);
     let detach_started = Instant::now();
     let uprobes = probes::detach_uprobes();
+    let uprobes_seconds = detach_started.elapsed().as_secs_f64();
+    probes::unload_all(&mut ebpf);
     drop(ebpf);
-    info!(uprobes, seconds = format!("{:.1}", detach_started.elapsed().as_secs_f64()), "probes detached");
+    info!(
+        uprobes,
+        uprobes_seconds = format!("{uprobes_seconds:.1}"),
+        seconds = format!("{:.1}", detach_started.elapsed().as_secs_f64()),
+        "probes detached"
+    );
     let mut ring = ring.into_inner();
     drain(&mut ring, &mut proc)?;
     while let Some(msg) = agent_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
@@ -402,7 +418,8 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     }
     let now = Clock::boot_now_ns();
     proc.close_all(now)?;
-    proc.report_drops(drops.poll().into_iter().chain(last_skips).collect(), now)?;
+    let shed = opts.shed.iter().filter_map(crate::shed::Shed::take);
+    proc.report_drops(drops.poll().into_iter().chain(last_skips).chain(shed).collect(), now)?;
     proc.finish()?;
 
     let t = proc.table_sizes();
@@ -412,6 +429,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         sessions = t.sessions,
         agent_processes = t.agent_processes,
         openssl_files = openssl.files(),
+        gnutls_files = gnutls.files(),
         go_programs = go_tls.programs(),
         jvms_tried = auto_attach.as_ref().map_or(0, |a| a.tried()),
         "tables at the end"

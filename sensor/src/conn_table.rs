@@ -39,7 +39,7 @@ impl ConnPressure {
     /// `max_connections` on `cpus` CPUs and writes the threshold.
     pub fn new(mut map: Array<MapData, u64>, max_connections: u32, cpus: usize) -> Result<Self> {
         let threshold = pressure_threshold(max_connections, cpus);
-        map.set(NT_PRESSURE_AT, threshold as u64, 0).map_err(|e| anyhow!("setting conn_pressure: {e}"))?;
+        map.set(NT_PRESSURE_AT, &(threshold as u64), 0).map_err(|e| anyhow!("setting conn_pressure: {e}"))?;
         info!(max_connections, untracked_closes_from = threshold, "kernel connection table");
         Ok(Self { map, seen: 0 })
     }
@@ -48,7 +48,7 @@ impl ConnPressure {
     pub fn update(&mut self, evictions_seen: u64) -> Result<()> {
         if evictions_seen != self.seen {
             self.map
-                .set(NT_PRESSURE_EVICTIONS_SEEN, evictions_seen, 0)
+                .set(NT_PRESSURE_EVICTIONS_SEEN, &evictions_seen, 0)
                 .map_err(|e| anyhow!("setting conn_pressure: {e}"))?;
             self.seen = evictions_seen;
         }

@@ -19,4 +19,5 @@ pub mod output;
 pub mod privileges;
 pub mod probes;
 pub mod recursion;
+pub mod shed;
 pub mod tail;

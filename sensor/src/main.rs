@@ -181,6 +181,18 @@ struct CaptureArgs {
     /// /readyz (ready once every start-up probe is attached); host:port.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// Export a span and a log record per exchange to this OpenTelemetry
+    /// collector (OTLP; default from OTEL_EXPORTER_OTLP_ENDPOINT; headers,
+    /// certificates and timeout from the other OTEL_EXPORTER_OTLP_* variables).
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// `grpc` or `http/protobuf` (default: OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf).
+    #[arg(long)]
+    otlp_protocol: Option<String>,
+    /// Memory the OTLP export queue may hold; beyond it exchanges are shed
+    /// and counted as `drop` records (`export_queue_full`).
+    #[arg(long, env = "NETTAP_OTLP_QUEUE_BYTES", default_value_t = nettap_sensor::output::otlp::config::DEFAULT_QUEUE_BYTES)]
+    otlp_queue_bytes: usize,
     /// Also serve this Unix socket path to JVM agents told it (`socket=PATH`);
     /// by default agents hand their own socket over and no path is served.
     #[arg(long)]
@@ -383,6 +395,19 @@ fn sink(args: &CaptureArgs) -> Result<Box<dyn Sink>> {
     })
 }
 
+/// The OTLP exporter, when the flags or OTEL_EXPORTER_OTLP_* name an endpoint.
+fn otlp_sink(args: &CaptureArgs) -> Result<Option<nettap_sensor::output::otlp::OtlpSink>> {
+    use nettap_sensor::output::otlp::{OtlpConfig, OtlpSink};
+    let config = OtlpConfig::from_env(
+        args.otlp_endpoint.as_deref(),
+        args.otlp_protocol.as_deref(),
+        Some(args.otlp_queue_bytes),
+        |name| std::env::var(name).ok(),
+    )?;
+    let node = nettap_core::record::node().unwrap_or_default().to_string();
+    config.map(|c| OtlpSink::start(c, node)).transpose().context("OTLP export")
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
@@ -409,10 +434,17 @@ fn run(cli: Cli) -> Result<()> {
             if kubernetes.is_some() && capture.max_pod_cgroups == 0 {
                 capture.max_pod_cgroups = 8192;
             }
+            let mut sinks = vec![sink(&args)?];
+            let mut shed = Vec::new();
+            if let Some(otlp) = otlp_sink(&args)? {
+                shed.extend(otlp.sheds());
+                sinks.push(Box::new(otlp));
+            }
             let opts = CaptureOptions {
                 capture,
                 kubernetes,
-                sinks: vec![sink(&args)?],
+                sinks,
+                shed,
                 ready_file: args.ready_file.clone(),
                 duration: args.duration,
                 raw: args.raw,

@@ -30,6 +30,10 @@ pub fn assert_exact_from(cap: &Capture, peer: &PeerInfo, role: &str, from: usize
         let ok = match source {
             "kernel" => probe.starts_with("tracepoint:syscalls:sys_exit_") || probe.starts_with("kprobe:"),
             "go-tls" => probe.starts_with("uprobe:crypto/tls.(*Conn)."),
+            "gnutls" => {
+                probe.starts_with("uprobe:gnutls_record_send")
+                    || probe.starts_with("uretprobe:gnutls_record_recv")
+            }
             _ => ["uprobe:SSL_write", "uretprobe:SSL_read", "uprobe:SSL_read"]
                 .iter()
                 .any(|p| probe.starts_with(p)),
@@ -60,4 +64,24 @@ pub fn assert_http_body(message: &Value, want: &str, who: &str) {
     let kept = want.len().min(KEPT);
     assert!(got == &want[..kept], "{who}: body of {} bytes differs from the {kept} bytes sent", got.len());
     assert_eq!(message["body_truncated"].as_u64().unwrap_or(0), (want.len() - kept) as u64, "{who}");
+}
+
+/// `records` are one `http` exchange per size: a POST of `req` pattern bytes
+/// to `/resp_N` on `localhost:port` answered 200 with the `resp_N` pattern
+/// file (`Nginx::tls_pattern_files`), seen from `role`'s end through `source`.
+pub fn assert_posts(records: &[&Value], sizes: &[usize], role: &str, port: u16, source: &str) {
+    assert_eq!(records.len(), sizes.len(), "{role}: one exchange per request: {}", records.len());
+    for (r, &n) in records.iter().zip(sizes) {
+        assert_eq!(r["source"], source, "{role}");
+        assert_eq!(r["conn"]["tls"], true, "{role}");
+        assert_eq!(r["conn"]["role"], role);
+        let server_end = if role == "client" { &r["conn"]["remote"] } else { &r["conn"]["local"] };
+        assert_eq!(server_end, &format!("127.0.0.1:{port}"));
+        assert_eq!(r["request"]["method"], "POST");
+        assert_eq!(r["request"]["path"], format!("/resp_{n}"));
+        assert_eq!(r["request"]["authority"], format!("localhost:{port}"));
+        assert_http_body(&r["request"], &pattern_body("req", n), role);
+        assert_eq!(r["response"]["status"], 200, "{role}: /resp_{n}");
+        assert_http_body(&r["response"], &pattern_body("resp", n), role);
+    }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// Waits until `port` on 127.0.0.1 accepts connections while `alive` says
 /// the server still runs.
-fn wait_listening(port: u16, what: &str, mut alive: impl FnMut() -> bool) {
+pub(crate) fn wait_listening(port: u16, what: &str, mut alive: impl FnMut() -> bool) {
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(alive(), "{what} exited before it listened on {port}");

@@ -278,6 +278,24 @@ impl Nginx {
         n
     }
 
+    /// nginx over TLS on loopback `port` serving `resp_N` (pattern bodies of
+    /// N bytes) for each of `sizes`; a POST to one is answered like a GET
+    /// (nginx reads and discards the request body).
+    pub fn tls_pattern_files(port: u16, cert: &Path, key: &Path, sizes: &[usize]) -> Nginx {
+        let files: Vec<(String, Vec<u8>)> = sizes
+            .iter()
+            .map(|&n| (format!("resp_{n}"), crate::pattern_body("resp", n).into_bytes()))
+            .collect();
+        let files: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+        let server = format!(
+            "    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    \
+             keepalive_requests 1000;\n    location / {{ root WWW; error_page 405 =200 $uri; }}",
+            cert.display(),
+            key.display()
+        );
+        Nginx::start(port, &server, &files)
+    }
+
     /// The pid of its (one) worker process, which serves the connections.
     pub fn worker_pid(&self) -> u32 {
         let start = Instant::now();

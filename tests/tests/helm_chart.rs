@@ -296,6 +296,84 @@ fn example_values_reach_the_objects() {
 }
 
 #[test]
+fn probes_metrics_otlp_and_pod_settings_come_from_values() {
+    let pod_of =
+        |objects: &[Value]| find(objects, "DaemonSet", "tap-nettap-sensor")["spec"]["template"].clone();
+    let objects = template(&[]);
+    let pod = pod_of(&objects);
+    let c = &pod["spec"]["containers"][0];
+    let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    // The probes need the endpoints: --metrics is always on, on the node's port.
+    assert!(args.windows(2).any(|w| w == ["--metrics", "0.0.0.0:9464"]), "{args:?}");
+    assert_eq!(c["ports"], json!([{"name": "metrics", "containerPort": 9464}]));
+    assert_eq!(c["livenessProbe"]["httpGet"], json!({"path": "/healthz", "port": "metrics"}));
+    assert_eq!(c["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "metrics"}));
+    assert!(c["env"].as_array().unwrap().iter().all(|e| !e["name"].as_str().unwrap().starts_with("OTEL_")));
+    assert_eq!(c["image"], "nettap/sensor:0.1.0");
+
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let objects = template(&[
+        "--set",
+        "sensor.otlp.endpoint=https://collector.observability:4317",
+        "--set",
+        "sensor.otlp.headers.api-key=k 1/2",
+        "--set",
+        "sensor.otlp.tlsSecret=otlp-ca",
+        "--set",
+        "sensor.metrics.port=9555",
+        "--set",
+        "sensor.metrics.serviceMonitor.enabled=true",
+        "--set",
+        "sensor.podLabels.team=obs",
+        "--set",
+        "sensor.podAnnotations.note=kept",
+        "--set",
+        "sensor.extraArgs={--raw}",
+        "--set",
+        "sensor.env[0].name=NETTAP_LOG,sensor.env[0].value=debug",
+        "--set",
+        "sensor.updateStrategy.type=OnDelete",
+        "--set",
+        "global.imageRegistry=registry.example",
+        "--set",
+        &format!("image.sensor.digest={digest}"),
+    ]);
+    let pod = pod_of(&objects);
+    let c = &pod["spec"]["containers"][0];
+    assert_eq!(c["image"], format!("registry.example/nettap/sensor@{digest}"));
+    assert_eq!(pod["metadata"]["labels"]["team"], "obs");
+    assert_eq!(pod["metadata"]["annotations"]["note"], "kept");
+    let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(args[args.len() - 3..], ["--metrics", "0.0.0.0:9555", "--raw"]);
+    let ds = find(&objects, "DaemonSet", "tap-nettap-sensor");
+    assert_eq!(ds["spec"]["updateStrategy"], json!({"type": "OnDelete"}));
+    let env: std::collections::HashMap<&str, &Value> =
+        c["env"].as_array().unwrap().iter().map(|e| (e["name"].as_str().unwrap(), e)).collect();
+    assert_eq!(env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"], "https://collector.observability:4317");
+    assert_eq!(env["OTEL_EXPORTER_OTLP_PROTOCOL"]["value"], "grpc");
+    assert_eq!(env["OTEL_EXPORTER_OTLP_CERTIFICATE"]["value"], "/etc/nettap/otlp/ca.crt");
+    assert_eq!(env["NETTAP_LOG"]["value"], "debug");
+    assert_eq!(
+        env["OTEL_EXPORTER_OTLP_HEADERS"]["valueFrom"]["secretKeyRef"],
+        json!({"name": "tap-nettap-otlp", "key": "headers"})
+    );
+    // The headers' Secret, percent-encoded as the variable has them; never in the pod spec.
+    let secret = find(&objects, "Secret", "tap-nettap-otlp");
+    assert_eq!(secret["stringData"]["headers"], "api-key=k%201%2F2");
+    assert!(!pod.to_string().contains("k 1/2") && !pod.to_string().contains("k%201"));
+    let volume = pod["spec"]["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "otlp-tls").unwrap();
+    assert_eq!(volume["secret"]["secretName"], "otlp-ca");
+    let monitor = find(&objects, "ServiceMonitor", "tap-nettap-sensor");
+    let service = find(&objects, "Service", "tap-nettap-sensor-metrics");
+    assert_eq!(service["spec"]["clusterIP"], "None");
+    assert_eq!(service["spec"]["ports"][0]["port"], 9555);
+    for (k, v) in monitor["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&service["metadata"]["labels"][k], v, "the ServiceMonitor selects the Service");
+    }
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+}
+
+#[test]
 fn wrong_values_are_refused_at_install_time() {
     let chart = chart();
     for (set, why) in [
@@ -305,6 +383,10 @@ fn wrong_values_are_refused_at_install_time() {
         ("sensor.records.sink=syslog", "sink"),
         ("sensor.records.maxFiles=1", "maxFiles"),
         ("ebpf.enabeld=true", "enabeld"),
+        ("sensor.otlp.protocol=http/json", "protocol"),
+        ("sensor.otlp.endpoint=collector:4317", "endpoint"),
+        ("image.sensor.digest=latest", "digest"),
+        ("sensor.metrics.port=0", "port"),
         (
             "ebpf.configuration.capture.targets[0].name=x,\
              ebpf.configuration.capture.targets[0].podSelector.matchExpressions[0].key=app,\

@@ -143,9 +143,9 @@ fn records_name_pod_namespace_labels_and_workload() {
     };
     let agent_tail = pod_tail(&["--namespace", "tools", "--label", "app=node-agent"], "2");
     let loader_tail = pod_tail(&["--pod", "loader-0"], "1");
-    // Three new programs: the exec gate may hold each up to its 1 s limit
-    // before it subscribes (seen once: a tail missed the first exchange).
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // Traffic only once all three are subscribed (the exec gate may hold
+    // each new program up to 1 s first: a tail once missed an exchange).
+    sensor.wait_for_log_count(&["API subscriber joined"], 2);
 
     let loader_curl = curl(Some(&loader), Some(&net.b), &format!("http://{}:{web_port}/orders", net.a4));
     let host_curl = curl(None, None, &format!("http://127.0.0.1:{agent_port}/metrics"));

@@ -16,6 +16,7 @@ use std::time::Duration;
 const KPROBE_SUITE: &[(&str, &str)] = &[
     ("kernel_hook_bpf", "auto_selection_logs_its_choice_and_reason"),
     ("kernel_hook_bpf", "a_kprobe_path_failing_midway_leaves_nothing_attached"),
+    ("kernel_hook_bpf", "required_kprobes_are_used_or_refused_clearly"),
     ("tcp_exact_bpf", "loopback_ipv4"),
     ("tcp_exact_bpf", "loopback_ipv4_from_0_b_to_4_mib"),
     ("tcp_exact_bpf", "loopback_ipv6"),
@@ -47,7 +48,7 @@ const TRACEPOINT_SUITE: &[(&str, &str)] = &[
 /// must see it and take the tracepoints, `--kernel-hook kprobe` must refuse.
 const DISARMED_SUITE: &[(&str, &str)] = &[
     ("kernel_hook_bpf", "auto_selection_logs_its_choice_and_reason"),
-    ("kernel_hook_bpf", "required_kprobes_fail_clearly_where_the_kernel_has_none"),
+    ("kernel_hook_bpf", "required_kprobes_are_used_or_refused_clearly"),
     ("tcp_exact_bpf", "loopback_ipv4"),
 ];
 

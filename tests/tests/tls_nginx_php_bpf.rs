@@ -4,49 +4,15 @@
 //! processes, with no ciphertext written.
 
 use nettap_e2e::*;
-use serde_json::Value;
 use std::process::Command;
 
 const SIZES: [usize; 4] = [0, 1024, 100 * 1024, 4 << 20];
-
-/// nginx serving `resp_N` (pattern bodies) over TLS; POST to a static file
-/// is answered like GET (nginx reads and discards the request body).
-fn nginx(port: u16, cert: &std::path::Path, key: &std::path::Path) -> Nginx {
-    let files: Vec<(String, Vec<u8>)> =
-        SIZES.iter().map(|&n| (format!("resp_{n}"), pattern_body("resp", n).into_bytes())).collect();
-    let files: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
-    let server = format!(
-        "    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    \
-         keepalive_requests 1000;\n    location / {{ root WWW; error_page 405 =200 $uri; }}",
-        cert.display(),
-        key.display()
-    );
-    Nginx::start(port, &server, &files)
-}
-
-/// Each record is a POST of `req` pattern bytes answered with the `resp_N` file.
-fn assert_posts(records: &[&Value], sizes: &[usize], role: &str, port: u16) {
-    assert_eq!(records.len(), sizes.len(), "{role}: one exchange per request: {}", records.len());
-    for (r, &n) in records.iter().zip(sizes) {
-        assert_eq!(r["source"], "openssl", "{role}");
-        assert_eq!(r["conn"]["tls"], true, "{role}");
-        assert_eq!(r["conn"]["role"], role);
-        let server_end = if role == "client" { &r["conn"]["remote"] } else { &r["conn"]["local"] };
-        assert_eq!(server_end, &format!("127.0.0.1:{port}"));
-        assert_eq!(r["request"]["method"], "POST");
-        assert_eq!(r["request"]["path"], format!("/resp_{n}"));
-        assert_eq!(r["request"]["authority"], format!("localhost:{port}"));
-        assert_http_body(&r["request"], &pattern_body("req", n), role);
-        assert_eq!(r["response"]["status"], 200, "{role}: /resp_{n}");
-        assert_http_body(&r["response"], &pattern_body("resp", n), role);
-    }
-}
 
 #[test]
 fn curl_against_nginx_over_https_both_ends_exact() {
     let TlsSetup { cert, key, port, port_s, .. } = &TlsSetup::new();
     let port = *port;
-    let server = nginx(port, cert, key);
+    let server = Nginx::tls_pattern_files(port, cert, key, &SIZES);
     let worker = server.worker_pid();
     let mut args = vec!["--port", port_s.as_str()];
     args.extend_from_slice(EXACT);
@@ -80,8 +46,8 @@ fn curl_against_nginx_over_https_both_ends_exact() {
         "{}",
         cap.log
     );
-    assert_posts(&cap.of("http", curl.id()), &SIZES, "client", port);
-    assert_posts(&cap.of("http", worker), &SIZES, "server", port);
+    assert_posts(&cap.of("http", curl.id()), &SIZES, "client", port, "openssl");
+    assert_posts(&cap.of("http", worker), &SIZES, "server", port, "openssl");
     // Debian's SSL_read begins with `sub $…,%rsp`: its result is taken by a
     // uprobe on an emulated return site, not a uretprobe (probes/sites.rs).
     for r in cap.of("http", worker) {
@@ -106,7 +72,7 @@ fn php_stream_wrapper_and_curl_extension_against_nginx() {
     );
     let TlsSetup { cert, key, port, port_s, .. } = &TlsSetup::new();
     let port = *port;
-    let server = nginx(port, cert, key);
+    let server = Nginx::tls_pattern_files(port, cert, key, &SIZES);
     let worker = server.worker_pid();
     let sensor = Sensor::start(&["--port", port_s]);
 
@@ -117,8 +83,8 @@ fn php_stream_wrapper_and_curl_extension_against_nginx() {
     let cap = sensor.stop();
 
     // Two connections (stream wrapper, then curl), one POST each.
-    assert_posts(&cap.of("http", client.id()), &[1024, 100 * 1024], "client", port);
-    assert_posts(&cap.of("http", worker), &[1024, 100 * 1024], "server", port);
+    assert_posts(&cap.of("http", client.id()), &[1024, 100 * 1024], "client", port, "openssl");
+    assert_posts(&cap.of("http", worker), &[1024, 100 * 1024], "server", port, "openssl");
     let conns: std::collections::BTreeSet<&str> =
         cap.of("http", client.id()).iter().map(|r| r["conn"]["local"].as_str().unwrap()).collect();
     assert_eq!(conns.len(), 2, "the stream wrapper and the curl extension each open a connection");
@@ -136,7 +102,7 @@ fn bodies_beyond_the_per_call_cap_keep_their_exchange() {
     // enough that only the per-call cap loses bytes.)
     let TlsSetup { cert, key, port, port_s, .. } = &TlsSetup::new();
     let port = *port;
-    let server = nginx(port, cert, key);
+    let server = Nginx::tls_pattern_files(port, cert, key, &SIZES);
     let sensor =
         Sensor::start(&["--port", port_s, "--max-bytes-per-call", "4096", "--ring-buffer-bytes", "67108864"]);
     let n = 4 << 20;

@@ -32,7 +32,14 @@ app.kubernetes.io/component: injector
 
 {{- define "nettap.image" -}}
 {{- $img := index .Values.image .component -}}
-{{- printf "%s:%s" $img.repository (default .Chart.AppVersion $img.tag) -}}
+{{- $registry := .Values.image.registry | default (dig "imageRegistry" "" (.Values.global | default dict)) -}}
+{{- $repo := $img.repository -}}
+{{- if $registry }}{{ $repo = printf "%s/%s" (trimSuffix "/" $registry) $repo }}{{ end -}}
+{{- if $img.digest -}}
+{{- printf "%s@%s" $repo $img.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repo (default .Chart.AppVersion $img.tag) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "nettap.injectorName" -}}

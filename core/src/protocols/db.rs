@@ -3,6 +3,7 @@
 //! Each protocol pairs its own requests and responses; this is the one
 //! shape the stream layer and the records see.
 
+use super::kafka::{KafkaExchange, KafkaSession};
 use super::mysql::{MyExchange, MySession};
 use super::pgsql::{PgExchange, PgSession};
 use super::redis::{RedisExchange, RedisSession};
@@ -38,6 +39,8 @@ pub enum DbExchange {
     Pgsql(PgExchange),
     /// A MySQL/MariaDB command and its answer.
     Mysql(MyExchange),
+    /// A Kafka request and its response.
+    Kafka(KafkaExchange),
 }
 
 impl DbExchange {
@@ -47,6 +50,7 @@ impl DbExchange {
             DbExchange::Redis(_) => "redis",
             DbExchange::Pgsql(_) => "pgsql",
             DbExchange::Mysql(_) => "mysql",
+            DbExchange::Kafka(_) => "kafka",
         }
     }
 
@@ -57,6 +61,7 @@ impl DbExchange {
             DbExchange::Redis(e) => e.summary(),
             DbExchange::Pgsql(e) => e.summary(),
             DbExchange::Mysql(e) => e.summary(),
+            DbExchange::Kafka(e) => e.summary(),
         }
     }
 
@@ -66,6 +71,7 @@ impl DbExchange {
             DbExchange::Redis(e) => e.latency_ns(),
             DbExchange::Pgsql(e) => e.latency_ns(),
             DbExchange::Mysql(e) => e.latency_ns(),
+            DbExchange::Kafka(e) => e.latency_ns(),
         }
     }
 
@@ -81,6 +87,7 @@ impl DbExchange {
                 .unwrap_or(0),
             DbExchange::Pgsql(e) => e.request.ts,
             DbExchange::Mysql(e) => e.request.ts,
+            DbExchange::Kafka(e) => e.request.start_ts,
         }
     }
 }
@@ -112,6 +119,8 @@ pub enum DbSession {
     Pgsql(PgSession),
     /// MySQL/MariaDB (protocol 10).
     Mysql(MySession),
+    /// Kafka.
+    Kafka(KafkaSession),
 }
 
 impl DbSession {
@@ -121,6 +130,7 @@ impl DbSession {
             DbSession::Redis(s) => s.feed(request_side, data, ts, out),
             DbSession::Pgsql(s) => s.feed(request_side, data, ts, out),
             DbSession::Mysql(s) => s.feed(request_side, data, ts, out),
+            DbSession::Kafka(s) => s.feed(request_side, data, ts, out),
         }
     }
 
@@ -131,6 +141,7 @@ impl DbSession {
             DbSession::Redis(s) => s.gap(request_side, len, ts, out),
             DbSession::Pgsql(s) => s.gap(request_side, len, ts, out),
             DbSession::Mysql(s) => s.gap(request_side, len, ts, out),
+            DbSession::Kafka(s) => s.gap(request_side, len, ts, out),
         }
     }
 
@@ -140,6 +151,7 @@ impl DbSession {
             DbSession::Redis(s) => s.close(ts, out),
             DbSession::Pgsql(s) => s.close(ts, out),
             DbSession::Mysql(s) => s.close(ts, out),
+            DbSession::Kafka(s) => s.close(ts, out),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod exchange;
 pub mod grpc;
 pub mod http1;
 pub mod http2;
+pub mod kafka;
 pub mod mysql;
 pub mod pgsql;
 pub mod redis;
@@ -104,6 +105,8 @@ pub enum Classification {
     Postgres,
     /// A MySQL/MariaDB server's greeting (the server speaks first).
     MysqlGreeting,
+    /// A Kafka request header.
+    Kafka,
     /// Not a protocol we parse.
     Other,
     /// Too few bytes to tell yet.
@@ -157,6 +160,12 @@ pub fn classify(first: &[u8]) -> Classification {
     }
     match redis::classify(first) {
         Some(true) => return Classification::Redis,
+        None => need_more = true,
+        Some(false) => {}
+    }
+    // After PostgreSQL: its startup message reads as a Metadata v0 header.
+    match kafka::classify(first) {
+        Some(true) => return Classification::Kafka,
         None => need_more = true,
         Some(false) => {}
     }

@@ -29,6 +29,7 @@ pub(super) fn fields<M: SerializeMap>(m: &mut M, e: &DbExchange) -> Result<(), M
         DbExchange::Redis(r) => redis(m, r),
         DbExchange::Pgsql(p) => pgsql(m, p),
         DbExchange::Mysql(e) => mysql(m, e),
+        DbExchange::Kafka(e) => super::kafka::fields(m, e),
     }
 }
 

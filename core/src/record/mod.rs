@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 mod db;
 mod har;
 mod jsonl;
+mod kafka;
 
 pub use db::json as db_json;
 pub use har::{entry as har_entry, rfc3339};
@@ -26,6 +27,11 @@ static NODE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 /// Sets the `node` of every record from now on (the first call wins).
 pub fn set_node(name: &str) {
     let _ = NODE.set(name.to_string());
+}
+
+/// The `node` set by `set_node`, if it was.
+pub fn node() -> Option<&'static str> {
+    NODE.get().map(String::as_str)
 }
 
 /// The `conn` object.

@@ -11,6 +11,7 @@ use crate::events::Direction;
 use crate::protocols::db::{DbExchange, DbSession};
 use crate::protocols::exchange::{Exchange, HttpOutput, Limits};
 use crate::protocols::http1::Http1Session;
+use crate::protocols::kafka::KafkaSession;
 use crate::protocols::mysql::MySession;
 use crate::protocols::pgsql::PgSession;
 use crate::protocols::redis::RedisSession;
@@ -213,6 +214,20 @@ fn redis_midstream(limits: Limits, c: Chunk<'_>) -> Db {
     Db::new(DbSession::Redis(RedisSession::midstream(limits)), c.direction, c.probe)
 }
 
+/// A Kafka session joined mid-stream at chunk `c`, which starts a request.
+fn kafka_midstream(limits: Limits, c: Chunk<'_>) -> Db {
+    Db::new(DbSession::Kafka(KafkaSession::midstream(limits)), c.direction, c.probe)
+}
+
+/// The database session a chunk that starts mid-stream begins, if any.
+fn db_midstream(limits: Limits, c: Chunk<'_>, first: &[u8]) -> Option<Db> {
+    match classify(first) {
+        Classification::Redis => Some(redis_midstream(limits, c)),
+        Classification::Kafka => Some(kafka_midstream(limits, c)),
+        _ => None,
+    }
+}
+
 /// The HTTP session's outputs as session outputs; `raw` makes the chunk of
 /// a range of the bytes just fed.
 fn pass_on<'a>(
@@ -316,9 +331,9 @@ impl ConnSession {
             .collect();
         first.extend_from_slice(c.payload);
         if self.midstream {
-            if classify(&first) == Classification::Redis {
-                // A Redis command starts here: its direction carries requests.
-                self.proto = Proto::Db(Box::new(redis_midstream(self.limits, c)));
+            if let Some(db) = db_midstream(self.limits, c, &first) {
+                // A Redis command or Kafka request starts here: its direction carries requests.
+                self.proto = Proto::Db(Box::new(db));
                 return true;
             }
             // Joined mid-stream: HTTP/2 if the bytes start with frames (a
@@ -381,6 +396,10 @@ impl ConnSession {
                 let session = DbSession::Pgsql(PgSession::new(self.limits));
                 Proto::Db(Box::new(Db::new(session, c.direction, c.probe)))
             }
+            Classification::Kafka => {
+                let session = DbSession::Kafka(KafkaSession::new(self.limits));
+                Proto::Db(Box::new(Db::new(session, c.direction, c.probe)))
+            }
             // The server speaks first: the other direction carries requests.
             Classification::MysqlGreeting => {
                 let session = DbSession::Mysql(MySession::new(self.limits));
@@ -421,9 +440,9 @@ impl ConnSession {
             return;
         };
         if !http.session.synced() {
-            if self.midstream && classify(c.payload) == Classification::Redis {
-                // Not HTTP after all: a Redis command starts this chunk.
-                self.proto = Proto::Db(Box::new(redis_midstream(self.limits, c)));
+            if let Some(db) = self.midstream.then(|| db_midstream(self.limits, c, c.payload)).flatten() {
+                // Not HTTP after all: a Redis command or Kafka request starts this chunk.
+                self.proto = Proto::Db(Box::new(db));
                 return self.route(c, out);
             }
             if classify(c.payload) == Classification::Http1Request {

@@ -48,6 +48,10 @@ fn origin(o: &Origin<'_>) -> v1::Origin {
         "openssl" => v1::Source::Openssl,
         "go-tls" => v1::Source::GoTls,
         "jvmti" => v1::Source::Jvmti,
+        "boringssl" => v1::Source::Boringssl,
+        "gnutls" => v1::Source::Gnutls,
+        "nss" => v1::Source::Nss,
+        "rustls" => v1::Source::Rustls,
         _ => v1::Source::Kernel,
     };
     v1::Origin {
@@ -130,7 +134,7 @@ fn proto_direction(d: Direction) -> v1::Direction {
     }
 }
 
-/// A `redis`, `pgsql` or `mysql` record: its fields as the JSON Lines record has them.
+/// A `redis`, `pgsql`, `mysql` or `kafka` record: its fields as the JSON Lines record has them.
 pub fn db_record(o: &Origin<'_>, c: &ConnView<'_>, e: &nettap_core::protocols::db::DbExchange) -> v1::Record {
     let fields = nettap_core::record::db_json(e);
     let text = |k: &str| fields.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();

@@ -151,6 +151,9 @@ impl Subscription {
         if let Some(count) = jsonl {
             count.fetch_add(1, Ordering::Relaxed);
         }
+        // From here on it gets every record: said, so a tool (or a test)
+        // knows when its subscription is live.
+        tracing::info!(jsonl = jsonl.is_some(), "API subscriber joined");
         Self { jsonl: jsonl.cloned() }
     }
 }
@@ -161,6 +164,7 @@ impl Drop for Subscription {
         if let Some(count) = &self.jsonl {
             count.fetch_sub(1, Ordering::Relaxed);
         }
+        tracing::info!("API subscriber left");
     }
 }
 
@@ -203,8 +207,10 @@ impl Capture for Service {
         request: tonic::Request<SubscribeRequest>,
     ) -> Result<tonic::Response<Self::SubscribeStream>, tonic::Status> {
         let filter = request.into_inner();
+        // Receiving before it is counted (and logged as joined).
+        let rx = self.tx.subscribe();
         let counted = Subscription::new(filter.jsonl.then_some(&self.jsonl_subscribers));
-        let stream = BroadcastStream::new(self.tx.subscribe()).filter_map(move |item| {
+        let stream = BroadcastStream::new(rx).filter_map(move |item| {
             let _counted = &counted; // lives as long as the stream
             match item {
                 Ok(r) => wanted(&filter, &r).then(|| {

@@ -89,7 +89,7 @@ pub fn apply(ebpf: &mut Ebpf, applied: &mut CgroupRules, rules: &CgroupRules) ->
         }
         let mut full = 0;
         for (id, rule) in rules.rules.iter().filter(|(id, r)| applied.rules.get(id) != Some(r)) {
-            if map.insert(id, policy(rule), 0).is_err() {
+            if map.insert(id, &policy(rule), 0).is_err() {
                 full += 1;
             }
         }
@@ -104,7 +104,7 @@ pub fn apply(ebpf: &mut Ebpf, applied: &mut CgroupRules, rules: &CgroupRules) ->
     let mut mode: Array<_, u32> = Array::try_from(ebpf.map_mut("cgroup_mode").ok_or(missing("cgroup_mode"))?)
         .map_err(err("cgroup_mode"))?;
     let m = if rules.unlisted_captured { NT_CGROUP_UNLISTED_CAPTURED } else { NT_CGROUP_UNLISTED_SKIPPED };
-    mode.set(0, m, 0).map_err(err("cgroup_mode"))?;
+    mode.set(0, &m, 0).map_err(err("cgroup_mode"))?;
     let captured = rules.rules.values().filter(|(c, _)| *c).count();
     tracing::info!(
         cgroups = rules.rules.len(),

@@ -4,9 +4,11 @@
 //! process-wide registry (probes report from deep inside attach code); the
 //! endpoint and the record counter exist only with `--metrics`.
 
+mod export;
 mod records;
 mod server;
 
+pub use export::ExportMetrics;
 pub use records::RecordCounter;
 pub use server::serve;
 
@@ -66,6 +68,8 @@ pub struct Metrics {
     pod_tls_bytes: Family<PodLabels, Counter>,
     pods_not_labelled: Counter,
     api_subscribers: Gauge,
+    /// Exporters' queues and results.
+    pub export: ExportMetrics,
     ready: AtomicBool,
     /// Boot-time ns of the capture loop's latest turn (0: not started).
     heartbeat: AtomicU64,
@@ -84,6 +88,7 @@ impl Metrics {
             pod_tls_bytes: Family::default(),
             pods_not_labelled: Counter::default(),
             api_subscribers: Gauge::default(),
+            export: ExportMetrics::default(),
             ready: AtomicBool::new(false),
             heartbeat: AtomicU64::new(0),
             registry: Registry::default(),
@@ -134,6 +139,7 @@ impl Metrics {
             "Subscribers of the streaming API now",
             m.api_subscribers.clone(),
         );
+        m.export.register(&mut registry);
         Metrics { registry, ..m }
     }
 

@@ -61,6 +61,26 @@ pub fn rodata(data: &[u8]) -> &[u8] {
         .unwrap_or(&[])
 }
 
+/// The machine code of function `name` and the address it is linked at,
+/// if the file defines it with a size.
+pub fn function_code<'a>(data: &'a [u8], name: &str) -> Option<(u64, &'a [u8])> {
+    let obj = object::File::parse(data).ok()?;
+    let sym =
+        obj.dynamic_symbols().chain(obj.symbols()).find(|s| s.name() == Ok(name) && !s.is_undefined())?;
+    Some((sym.address(), at_address(data, sym.address(), sym.size())?))
+}
+
+/// `len` bytes of the file at link-time address `address`, from the
+/// section that holds them.
+pub fn at_address(data: &[u8], address: u64, len: u64) -> Option<&[u8]> {
+    let obj = object::File::parse(data).ok()?;
+    let section = obj.sections().find(|s| s.address() <= address && address < s.address() + s.size())?;
+    let (off, size) = section.file_range()?;
+    let start = address - section.address();
+    let len = len.min(size - start);
+    data.get((off + start) as usize..(off + start + len) as usize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@ use aya::Ebpf;
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 const WRITE: &str = "crypto/tls.(*Conn).Write";
 const READ: &str = "crypto/tls.(*Conn).Read";
@@ -107,23 +108,30 @@ impl GoTlsProbes {
         let mut results = Vec::new();
         for (name, entry_prog) in [(WRITE, "up_go_tls_write"), (READ, "up_go_tls_read")] {
             let Some(f) = go.functions.get(name) else {
-                results.push((name.to_string(), Err(ProbeError::MissingSymbol(name.to_string()))));
+                results.push((name.to_string(), Rc::new(Err(ProbeError::MissingSymbol(name.to_string())))));
                 continue;
             };
             if f.returns.is_empty() {
-                results.push((name.to_string(), Err(ProbeError::MissingSymbol(format!("{name}: no ret")))));
+                results.push((
+                    name.to_string(),
+                    Rc::new(Err(ProbeError::MissingSymbol(format!("{name}: no ret")))),
+                ));
                 continue;
             }
             let entry = match f.entry {
                 0 => name.to_string(),
                 at => format!("{name}+{at:#x}"),
             };
-            let points = std::iter::once((entry_prog, f.offset + f.entry, entry)).chain(
-                f.returns.iter().map(|r| ("up_go_tls_ret", f.offset + r, format!("{name}+{r:#x} (return)"))),
-            );
-            for (prog, offset, label) in points {
-                results.push((label, loader::attach_uprobe(ebpf, prog, offset, file)));
-            }
+            let points: Vec<_> = std::iter::once((entry_prog, f.offset + f.entry, entry))
+                .chain(
+                    f.returns
+                        .iter()
+                        .map(|r| ("up_go_tls_ret", f.offset + r, format!("{name}+{r:#x} (return)"))),
+                )
+                .collect();
+            let at: Vec<(&str, u64)> = points.iter().map(|(prog, offset, _)| (*prog, *offset)).collect();
+            let attached = loader::attach_uprobes(ebpf, &at, file);
+            results.extend(points.into_iter().zip(attached).map(|((_, _, label), r)| (label, r)));
         }
         let offsets = self.set_layout(ebpf, file, go);
         let in_place = nettap_core::clock::Clock::boot_now_ns();
@@ -166,7 +174,7 @@ impl GoTlsProbes {
             .and_then(|m| {
                 aya::maps::HashMap::<_, nt_go_exe, nt_go_layout>::try_from(m).map_err(|e| e.to_string())
             })
-            .and_then(|mut m| m.insert(key, value, 0).map_err(|e| e.to_string()));
+            .and_then(|mut m| m.insert(&key, &value, 0).map_err(|e| e.to_string()));
         if let Err(e) = set {
             tracing::warn!(error = %e, "Go layout not given to the eBPF side; it uses the table");
         }

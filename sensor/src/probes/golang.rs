@@ -255,9 +255,11 @@ fn return_offsets(arch: object::Architecture, code: &[u8]) -> Vec<u64> {
                 .collect()
         }
         object::Architecture::Aarch64 => code
-            .chunks_exact(4)
+            .as_chunks::<4>()
+            .0
+            .iter()
             .enumerate()
-            .filter(|(_, w)| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) == 0xd65f_03c0) // ret (x30)
+            .filter(|(_, w)| u32::from_le_bytes(**w) == 0xd65f_03c0) // ret (x30)
             .map(|(i, _)| i as u64 * 4)
             .collect(),
         _ => Vec::new(),

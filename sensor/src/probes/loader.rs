@@ -117,25 +117,25 @@ pub fn load_object(cfg: &CaptureConfig, self_tgid: u32) -> Result<Ebpf, ProbeErr
     // kprobe path, which a kernel without kprobe support can never take.
     let inflight = if super::kernel_hook::kprobes_possible() { 4096 } else { 1 };
     let mut ebpf = EbpfLoader::new()
-        .set_global("CONFIG", &settings, true)
-        .set_global("recv_flags_arg", &super::kernel_hook::running_recv_flags_arg(), true)
-        .set_max_entries("events", cfg.ring_buffer_bytes)
-        .set_max_entries("conns", cfg.max_connections)
-        .set_max_entries("inflight", inflight)
-        .set_max_entries("pid_filter", cfg.pids.len().max(1) as u32)
-        .set_max_entries("port_filter", cfg.ports.len().max(1) as u32)
-        .set_max_entries("cgroup_policy", cfg.max_pod_cgroups.max(1))
+        .override_global("CONFIG", &settings, true)
+        .override_global("recv_flags_arg", &super::kernel_hook::running_recv_flags_arg(), true)
+        .map_max_entries("events", cfg.ring_buffer_bytes)
+        .map_max_entries("conns", cfg.max_connections)
+        .map_max_entries("inflight", inflight)
+        .map_max_entries("pid_filter", cfg.pids.len().max(1) as u32)
+        .map_max_entries("port_filter", cfg.ports.len().max(1) as u32)
+        .map_max_entries("cgroup_policy", cfg.max_pod_cgroups.max(1))
         .load(OBJECT)
         .map_err(|e| ProbeError::Object(Box::new(e)))?;
 
     let mut pids: BpfHashMap<_, u32, u8> = map(&mut ebpf, "pid_filter")?;
     for pid in &cfg.pids {
-        pids.insert(pid, 1, 0).map_err(|e| ProbeError::Map { map: "pid_filter", detail: e.to_string() })?;
+        pids.insert(pid, &1, 0).map_err(|e| ProbeError::Map { map: "pid_filter", detail: e.to_string() })?;
     }
     let mut ports: BpfHashMap<_, u16, u8> = map(&mut ebpf, "port_filter")?;
     for port in &cfg.ports {
         ports
-            .insert(port, 1, 0)
+            .insert(port, &1, 0)
             .map_err(|e| ProbeError::Map { map: "port_filter", detail: e.to_string() })?;
     }
     Ok(ebpf)
@@ -151,9 +151,12 @@ where
 
 /// Loads every program of the object into the kernel (the verifier's
 /// verdict) without attaching any: both kernel paths are checked this way
-/// even where only one can attach. Returns the names loaded.
+/// even where only one can attach; uprobes in the mode this kernel uses
+/// (`NAME_m` for uprobe_multi). Returns the names loaded.
 pub fn load_every_program(ebpf: &mut Ebpf) -> Result<Vec<String>, ProbeError> {
-    let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
+    let mut names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
+    let all = names.clone();
+    names.retain(|n| !unused_twin(n, &all));
     for name in &names {
         let p = ebpf.program_mut(name).ok_or_else(|| ProbeError::MissingProgram(name.clone()))?;
         let loaded = match p {
@@ -192,13 +195,58 @@ pub fn ensure_tracefs() {
     }
 }
 
+/// Whether uprobes go through uprobe_multi links: one link for all of a
+/// file's points of a program (Linux 6.6+), whose detach waits for the
+/// kernel's grace periods once, not once per point. `NETTAP_UPROBE_MULTI=0`
+/// takes the per-point perf events older kernels need, to test and measure
+/// that path here. Probed once.
+pub fn uprobe_multi() -> bool {
+    static MULTI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MULTI.get_or_init(|| {
+        if std::env::var_os("NETTAP_UPROBE_MULTI").is_some_and(|v| v == "0") {
+            return false;
+        }
+        match aya::sys::is_uprobe_multi_supported(aya::sys::UProbeMultiFeature::LinkCreation) {
+            Ok(yes) => yes,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell whether the kernel has uprobe_multi links: using one perf event per uprobe");
+                false
+            }
+        }
+    })
+}
+
+/// Suffix of a uprobe program's uprobe_multi twin in the object
+/// (sensor-ebpf/bpf/uprobe.bpf.h).
+const MULTI_TWIN: &str = "_m";
+
+/// The object's program for uprobe `name` on this kernel.
+fn uprobe_program(name: &str) -> std::borrow::Cow<'_, str> {
+    if uprobe_multi() {
+        format!("{name}{MULTI_TWIN}").into()
+    } else {
+        name.into()
+    }
+}
+
+/// True for a uprobe program of the mode this kernel does not use (its twin
+/// is among `names`): never loaded.
+fn unused_twin(name: &str, names: &[String]) -> bool {
+    let twin_of = |base: &str| names.iter().any(|n| n == base);
+    match name.strip_suffix(MULTI_TWIN) {
+        Some(base) if twin_of(base) => !uprobe_multi(),
+        _ => uprobe_multi() && twin_of(&format!("{name}{MULTI_TWIN}")),
+    }
+}
+
 /// Loads uprobe programs (done once, before their first attachment).
 pub fn load_uprobes<'a>(
     ebpf: &mut Ebpf,
     programs: impl IntoIterator<Item = &'a str>,
 ) -> Result<(), ProbeError> {
     for prog in programs {
-        program::<aya::programs::UProbe>(ebpf, prog)?
+        let prog = uprobe_program(prog);
+        program::<aya::programs::UProbe>(ebpf, &prog)?
             .load()
             .map_err(|e| ProbeError::Load { program: prog.to_string(), source: e })?;
     }
@@ -208,25 +256,52 @@ pub fn load_uprobes<'a>(
 /// Uprobe links, owned here rather than by their programs so that shutdown
 /// closes them from many threads at once: each close waits for the kernel's
 /// grace periods (uprobe unregister), and one after another — as the
-/// programs drop them — a few hundred probes took 40 s, past Kubernetes'
-/// default grace period, holding up execs meanwhile.
+/// programs drop them — a few hundred per-point probes took 40 s, past
+/// Kubernetes' default grace period, holding up execs meanwhile.
 static UPROBE_LINKS: std::sync::Mutex<Vec<aya::programs::uprobe::UProbeLink>> =
     std::sync::Mutex::new(Vec::new());
 
-/// Attaches uprobe program `prog` at file offset `offset` of `file`, which
-/// is held open and named through `/proc/self/fd`, so a process that exits
-/// meanwhile (its `/proc/PID/...` path vanishing) does not matter.
-pub fn attach_uprobe(
+/// One uprobe point's attachment, shared by the points of one program.
+pub type PointResult = std::rc::Rc<Result<(), ProbeError>>;
+
+/// Attaches uprobe points `(program, file offset)` to `file`, which is held
+/// open and named through `/proc/self/fd`, so a process that exits meanwhile
+/// (its `/proc/PID/...` path vanishing) does not matter. Each program is
+/// attached once for all of its offsets (one uprobe_multi link, or one perf
+/// event per point where the kernel has no such links). One result per
+/// point, in order: the points of a program share its result.
+pub fn attach_uprobes(ebpf: &mut Ebpf, points: &[(&str, u64)], file: &std::fs::File) -> Vec<PointResult> {
+    let mut by_program: Vec<(&str, Vec<u64>)> = Vec::new();
+    for &(prog, offset) in points {
+        match by_program.iter_mut().find(|(p, _)| *p == prog) {
+            Some((_, offsets)) => offsets.push(offset),
+            None => by_program.push((prog, vec![offset])),
+        }
+    }
+    let results: Vec<(&str, PointResult)> = by_program
+        .into_iter()
+        .map(|(prog, offsets)| (prog, std::rc::Rc::new(attach_program(ebpf, prog, &offsets, file))))
+        .collect();
+    points
+        .iter()
+        .map(|(prog, _)| results.iter().find(|(p, _)| p == prog).map(|(_, r)| r.clone()).unwrap())
+        .collect()
+}
+
+fn attach_program(
     ebpf: &mut Ebpf,
     prog: &str,
-    offset: u64,
+    offsets: &[u64],
     file: &std::fs::File,
 ) -> Result<(), ProbeError> {
     use std::os::fd::AsRawFd;
     let via_fd = std::path::PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-    let failed = |e| ProbeError::Attach { program: prog.to_string(), source: e };
-    let p = program::<aya::programs::UProbe>(ebpf, prog)?;
-    let id = p.attach(None, offset, &via_fd, None).map_err(failed)?;
+    let name = uprobe_program(prog);
+    let failed = |e| ProbeError::Attach { program: name.to_string(), source: e };
+    let p = program::<aya::programs::UProbe>(ebpf, &name)?;
+    let id = p
+        .attach(offsets.iter().copied(), &via_fd, aya::programs::uprobe::UProbeScope::AllProcesses)
+        .map_err(failed)?;
     let link = p.take_link(id).map_err(failed)?;
     UPROBE_LINKS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(link);
     Ok(())
@@ -235,21 +310,49 @@ pub fn attach_uprobe(
 /// Threads closing uprobe links at once at shutdown.
 const DETACH_THREADS: usize = 32;
 
-/// Detaches every uprobe, from up to DETACH_THREADS threads; returns how many.
+/// Detaches every uprobe, from up to DETACH_THREADS threads; returns how many
+/// links there were.
 pub fn detach_uprobes() -> usize {
     let links = std::mem::take(&mut *UPROBE_LINKS.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     let n = links.len();
-    let threads = DETACH_THREADS.min(n);
-    let mut shares: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
-    for (i, link) in links.into_iter().enumerate() {
-        shares[i % threads].push(link);
+    in_parallel(links, drop);
+    n
+}
+
+/// Unloads every program of the object, detaching the tracepoints and
+/// kprobes they own, from up to DETACH_THREADS threads: each perf-event
+/// link's detach waits for an RCU tasks-trace grace period, which waiters
+/// at the same time share (one after another, on a loaded node, this took
+/// 12-18 s for some 15 links once the uprobes went in 0.1 s).
+pub fn unload_all(ebpf: &mut Ebpf) {
+    let programs: Vec<&mut Program> = ebpf.programs_mut().map(|(_, p)| p).collect();
+    in_parallel(programs, |p| {
+        // A program never loaded (the other kernel path's) says so: fine.
+        let _ = match p {
+            Program::TracePoint(p) => p.unload(),
+            Program::KProbe(p) => p.unload(),
+            Program::UProbe(p) => p.unload(),
+            _ => Ok(()),
+        };
+    });
+}
+
+/// Runs `f` on every item, spread over up to DETACH_THREADS threads.
+fn in_parallel<T: Send>(items: Vec<T>, f: impl Fn(T) + Sync) {
+    let threads = DETACH_THREADS.min(items.len());
+    let mut shares: Vec<Vec<T>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, item) in items.into_iter().enumerate() {
+        shares[i % threads].push(item);
     }
+    let f = &f;
     std::thread::scope(|scope| {
         for share in shares {
-            // A thread that cannot start drops its share here, in turn.
-            let _ =
-                std::thread::Builder::new().name("detach".into()).spawn_scoped(scope, move || drop(share));
+            // A thread that cannot start drops its share here: links detach in
+            // turn, programs go with the object.
+            let builder = std::thread::Builder::new().name("detach".into());
+            if let Err(e) = builder.spawn_scoped(scope, move || share.into_iter().for_each(f)) {
+                tracing::debug!(error = %e, "detach thread did not start");
+            }
         }
     });
-    n
 }

@@ -4,6 +4,7 @@
 mod elf;
 pub mod exec_gate;
 mod file_id;
+mod gnutls;
 mod go_layout;
 mod go_tls;
 pub mod golang;
@@ -12,17 +13,20 @@ mod kernel_hook;
 mod loader;
 pub mod mapped;
 mod openssl;
-mod openssl_plan;
 mod sites;
+mod tls_lib;
+mod uprobe_plan;
 
+pub use gnutls::GNUTLS;
 pub use go_layout::{GoLayout, TABLE as GO_LAYOUT_TABLE, TCPCONN_TYPE_HASHES};
 pub use go_tls::GoTlsProbes;
 pub use kernel_hook::{decide, HookDecision, KernelHook};
 pub use loader::{
-    chain as error_chain, detach_uprobes, ensure_tracefs, load_every_program, load_object, Attached,
-    ProbeError,
+    chain as error_chain, detach_uprobes, ensure_tracefs, load_every_program, load_object, unload_all,
+    Attached, ProbeError,
 };
-pub use openssl::{is_libssl, libssl_of_process, openssl_version, OpenSslProbes};
+pub use openssl::{is_libssl, openssl_version, OPENSSL};
+pub use tls_lib::{library_of_process, TlsLibProbes};
 
 use aya::programs::{KProbe, TracePoint};
 use aya::Ebpf;
@@ -158,7 +162,7 @@ pub fn attach_kernel(
     let map = ebpf.map_mut("syscall_tcp").ok_or_else(|| map_err("missing from the object".into()))?;
     let mut flag: aya::maps::Array<_, u32> =
         aya::maps::Array::try_from(map).map_err(|e| map_err(e.to_string()))?;
-    flag.set(0, tcp_here, 0).map_err(|e| map_err(e.to_string()))?;
+    flag.set(0, &tcp_here, 0).map_err(|e| map_err(e.to_string()))?;
     for sc in DATA_SYSCALLS.iter().chain(DNS_ONLY_SYSCALLS) {
         attach_tracepoint(ebpf, &format!("tp_exit_{sc}"), "syscalls", &format!("sys_exit_{sc}"))?;
     }

@@ -191,6 +191,17 @@ fn ends_with_rax_unchanged(d: &Decoded, ip: u64, info: &mut InstructionInfoFacto
     false
 }
 
+/// The address the first `lea reg, [rip + disp]` among the first 16
+/// instructions of `code` (linked at `address`) computes: where a function
+/// that returns a constant string finds it.
+pub fn first_rip_relative_lea(code: &[u8], address: u64) -> Option<u64> {
+    Decoder::with_ip(64, code, address, DecoderOptions::NONE)
+        .into_iter()
+        .take(16)
+        .find(|i| i.mnemonic() == iced_x86::Mnemonic::Lea && i.is_ip_rel_memory_operand())
+        .map(|i| i.ip_rel_memory_address())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

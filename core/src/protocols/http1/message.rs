@@ -320,7 +320,7 @@ impl MessageParser {
                     (n, None)
                 }
                 Chunk::DataEnd(seen) => {
-                    let want = [b'\r', b'\n'];
+                    let want = *b"\r\n";
                     let mut used = 0;
                     while (*seen as usize) < 2 && used < data.len() {
                         if data[used] != want[*seen as usize] {

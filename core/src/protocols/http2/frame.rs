@@ -331,7 +331,7 @@ impl<'a> Frame<'a> {
             RST_STREAM => Frame::RstStream { stream, code: be32(payload) },
             SETTINGS => {
                 let mut settings = Settings::default();
-                for p in payload.chunks_exact(6) {
+                for p in payload.as_chunks::<6>().0 {
                     let value = be32(&p[2..]);
                     match u16::from_be_bytes([p[0], p[1]]) {
                         0x1 => settings.header_table_size = Some(value),

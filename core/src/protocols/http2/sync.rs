@@ -48,7 +48,9 @@ fn sane_payload(h: &FrameHeader, p: &[u8]) -> bool {
         kind::RST_STREAM => be32(p) <= 13,
         kind::GOAWAY => be32(&p[4..]) <= 13,
         kind::WINDOW_UPDATE => be32(p) & 0x7fff_ffff != 0,
-        kind::SETTINGS => p.chunks_exact(6).all(|s| (1..=9).contains(&u16::from_be_bytes([s[0], s[1]]))),
+        kind::SETTINGS => {
+            p.as_chunks::<6>().0.iter().all(|s| (1..=9).contains(&u16::from_be_bytes([s[0], s[1]])))
+        }
         _ => true,
     }
 }

@@ -1,60 +1,31 @@
-//! Which OpenSSL functions get which probes, and where in the file: an
-//! entry uprobe and a uretprobe on each function's first instruction, or,
-//! where that instruction would be single-stepped and the function allows it
-//! (see `sites`), uprobes on emulated instructions at entry and before each
-//! return.
+//! Which functions of a TLS library get which probes, and where in the
+//! file: an entry uprobe and a uretprobe on each function's first
+//! instruction, or, where that instruction would be single-stepped and the
+//! function allows it (see `sites`), uprobes on emulated instructions at
+//! entry and before each return.
 
 use super::elf::{self, ElfError};
 
-/// One probed OpenSSL function and its BPF programs (`openssl.bpf.c`).
-pub struct SslFunction {
+/// One probed function and its BPF programs.
+pub struct TlsFunction {
     /// Symbol.
     pub name: &'static str,
     /// Reads the arguments (uprobe).
     pub entry: &'static str,
     /// Reads the result at return (uretprobe).
     pub uretprobe: &'static str,
-    /// Reads the result on a return site (uprobe).
-    pub return_site: &'static str,
+    /// Reads the result on a return site (uprobe); `None`: always a uretprobe.
+    pub return_site: Option<&'static str>,
     /// Arguments the entry program reads.
     pub args: usize,
 }
 
-/// The functions probed.
-pub const SSL_FUNCTIONS: [SslFunction; 4] = [
-    SslFunction {
-        name: "SSL_write",
-        entry: "up_ssl_write",
-        uretprobe: "ur_ssl_write",
-        return_site: "up_ssl_write_ret",
-        args: 3,
-    },
-    SslFunction {
-        name: "SSL_write_ex",
-        entry: "up_ssl_write_ex",
-        uretprobe: "ur_ssl_write_ex",
-        return_site: "up_ssl_write_ex_ret",
-        args: 4,
-    },
-    SslFunction {
-        name: "SSL_read",
-        entry: "up_ssl_read",
-        uretprobe: "ur_ssl_read",
-        return_site: "up_ssl_read_ret",
-        args: 3,
-    },
-    SslFunction {
-        name: "SSL_read_ex",
-        entry: "up_ssl_read_ex",
-        uretprobe: "ur_ssl_read_ex",
-        return_site: "up_ssl_read_ex_ret",
-        args: 4,
-    },
-];
-
-/// The symbols looked up.
-pub const FUNCTION_NAMES: [&str; 4] =
-    [SSL_FUNCTIONS[0].name, SSL_FUNCTIONS[1].name, SSL_FUNCTIONS[2].name, SSL_FUNCTIONS[3].name];
+impl TlsFunction {
+    /// Every program this function may use.
+    pub fn programs(&self) -> impl Iterator<Item = &'static str> {
+        [Some(self.entry), Some(self.uretprobe), self.return_site].into_iter().flatten()
+    }
+}
 
 /// One attachment: a program at a file offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,10 +44,11 @@ pub struct ProbePoint {
 /// What to attach for one function, or the symbol it lacks.
 pub type FunctionPlan = Result<Vec<ProbePoint>, &'static str>;
 
-/// Plans every function of `SSL_FUNCTIONS` in the ELF file `data`.
-pub fn plan(data: &[u8]) -> Result<Vec<FunctionPlan>, ElfError> {
-    let symbols = elf::symbol_offsets(data, &FUNCTION_NAMES)?;
-    Ok(SSL_FUNCTIONS
+/// Plans every function of `functions` in the ELF file `data`.
+pub fn plan(data: &[u8], functions: &[TlsFunction]) -> Result<Vec<FunctionPlan>, ElfError> {
+    let names: Vec<&str> = functions.iter().map(|f| f.name).collect();
+    let symbols = elf::symbol_offsets(data, &names)?;
+    Ok(functions
         .iter()
         .map(|f| {
             let sym = symbols.get(f.name).ok_or(f.name)?;
@@ -86,9 +58,14 @@ pub fn plan(data: &[u8]) -> Result<Vec<FunctionPlan>, ElfError> {
         .collect())
 }
 
-fn plan_function(f: &SslFunction, offset: u64, code: &[u8]) -> Vec<ProbePoint> {
-    let sites = if cfg!(target_arch = "x86_64") { super::sites::x86_64_sites(code, f.args) } else { None };
-    let Some(sites) = sites else {
+fn plan_function(f: &TlsFunction, offset: u64, code: &[u8]) -> Vec<ProbePoint> {
+    let sites = match f.return_site {
+        Some(site) if cfg!(target_arch = "x86_64") => {
+            super::sites::x86_64_sites(code, f.args).map(|s| (s, site))
+        }
+        _ => None,
+    };
+    let Some((sites, return_site)) = sites else {
         return vec![
             ProbePoint { program: f.entry, offset, kind: "uprobe", label: f.name.to_string() },
             ProbePoint { program: f.uretprobe, offset, kind: "uretprobe", label: f.name.to_string() },
@@ -102,7 +79,7 @@ fn plan_function(f: &SslFunction, offset: u64, code: &[u8]) -> Vec<ProbePoint> {
         label: at(sites.entry),
     }];
     points.extend(sites.returns.iter().map(|&r| ProbePoint {
-        program: f.return_site,
+        program: return_site,
         offset: offset + r,
         kind: "uprobe",
         label: format!("{} (return)", at(r)),
@@ -113,12 +90,13 @@ fn plan_function(f: &SslFunction, offset: u64, code: &[u8]) -> Vec<ProbePoint> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probes::openssl::SSL_FUNCTIONS;
 
     #[test]
     fn debian_libssl_read_and_write_use_sites_and_the_ex_forms_keep_uretprobes() {
         // ci/install.sh installs libssl-dev.
         let data = std::fs::read("/usr/lib/x86_64-linux-gnu/libssl.so.3").expect("the system libssl.so.3");
-        let plans = plan(&data).unwrap();
+        let plans = plan(&data, &SSL_FUNCTIONS).unwrap();
         let kinds = |p: &FunctionPlan| p.as_ref().unwrap().iter().map(|pt| pt.kind).collect::<Vec<_>>();
         for (f, p) in SSL_FUNCTIONS.iter().zip(&plans) {
             let points = p.as_ref().unwrap();
@@ -129,7 +107,7 @@ mod tests {
             } else {
                 assert_eq!(kinds(p), ["uprobe", "uprobe"], "{}: {points:?}", f.name);
                 assert!(points[0].label.starts_with(&format!("{}+0x", f.name)));
-                assert!(points[1].label.ends_with("(return)") && points[1].program == f.return_site);
+                assert!(points[1].label.ends_with("(return)") && Some(points[1].program) == f.return_site);
             }
         }
     }
@@ -138,7 +116,7 @@ mod tests {
     fn a_missing_symbol_is_named() {
         let data =
             std::fs::read("/usr/lib/x86_64-linux-gnu/libcrypto.so.3").expect("the system libcrypto.so.3");
-        let plans = plan(&data).unwrap();
+        let plans = plan(&data, &SSL_FUNCTIONS).unwrap();
         assert!(plans.iter().all(|p| p.is_err()));
         assert_eq!(plans[2], Err("SSL_read"));
     }
