@@ -35,6 +35,10 @@ pub struct ConnInfo {
     pub pod: Option<crate::pod::PodOf>,
     /// The pod or Service of the remote address (Kubernetes mode), when known.
     pub peer: Option<crate::pod::Peer>,
+    /// Lookups of `peer` left: a pod's address reaches the index a moment
+    /// after the pod starts, so a connection it makes at once is looked up
+    /// again on its next chunks.
+    pub peer_tries: u8,
     /// Network namespace (inode) of the socket.
     pub netns: u32,
     /// Later kernel ids of this connection: the kernel's table evicted its
@@ -60,12 +64,16 @@ impl ConnInfo {
             remote_host: None,
             pod: None,
             peer: None,
+            peer_tries: 0,
             netns: 0,
             aliases: Vec::new(),
             had_session: false,
         }
     }
 }
+
+/// Chunks on which a connection's unknown peer is looked up again.
+const PEER_TRIES: u8 = 16;
 
 /// A socket by its network namespace and endpoints: unique among the live
 /// connections of a host, so it finds a connection again under a new kernel id.
@@ -264,6 +272,7 @@ impl ConnTracker {
                 remote_host,
                 pod,
                 peer,
+                peer_tries: PEER_TRIES,
                 netns: c.netns,
                 aliases,
                 had_session: false,
@@ -287,6 +296,10 @@ impl ConnTracker {
         }
         if let Some(info) = self.conns.get_mut(&h.conn.id) {
             info.tls |= h.conn.tls;
+            if info.peer.is_none() && info.peer_tries > 0 {
+                info.peer_tries -= 1;
+                info.peer = self.host.peer_of(info.remote.ip());
+            }
             return &self.conns[&h.conn.id];
         }
         self.insert(h, true)

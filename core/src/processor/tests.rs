@@ -43,8 +43,8 @@ struct TableHost {
     listening: Vec<(u32, u16)>,
     comms: Vec<(u32, &'static str)>,
     pods: Vec<(u32, PodOf)>,
-    /// Remote addresses that are pods or Services.
-    peers: Vec<(std::net::IpAddr, Peer)>,
+    /// Remote addresses that are pods or Services (shared: the test adds some later).
+    peers: Arc<Mutex<Vec<(std::net::IpAddr, Peer)>>>,
     /// Processes that ended since (their /proc entry is gone).
     gone: Arc<Mutex<Vec<u32>>>,
 }
@@ -70,7 +70,7 @@ impl Host for TableHost {
     }
 
     fn peer_of(&mut self, ip: std::net::IpAddr) -> Option<Peer> {
-        self.peers.iter().find(|(a, _)| *a == ip).map(|(_, peer)| peer.clone())
+        self.peers.lock().unwrap().iter().find(|(a, _)| *a == ip).map(|(_, peer)| peer.clone())
     }
 }
 
@@ -447,12 +447,13 @@ fn peers_are_the_pods_and_services_of_remote_addresses() {
     };
     let host = TableHost {
         pods: vec![(200, web_pod())],
-        peers: vec![
+        peers: Arc::new(Mutex::new(vec![
             ("10.244.0.7".parse().unwrap(), Peer::Pod(db.meta.clone())),
             ("10.96.0.20".parse().unwrap(), Peer::Service(Arc::new(svc))),
-        ],
+        ])),
         ..TableHost::default()
     };
+    let peers = host.peers.clone();
     let (mut p, out) = processor_with(host, true);
     let mut g = EventGen::default();
     for (id, remote) in [(1, "10.244.0.7:5432"), (2, "10.96.0.20:5432"), (3, "10.1.2.3:5432")] {
@@ -460,15 +461,23 @@ fn peers_are_the_pods_and_services_of_remote_addresses() {
         p.handle(&g.conn(&c, ConnChange::Open)).unwrap();
         p.handle(&g.plain(&c, Direction::Send, 0, b"x")).unwrap();
     }
+    // A pod whose address reaches the index after the connection opened:
+    // named from its next chunk on.
+    let c = Conn::client(4, 200, "10.244.0.5:40004", "10.244.0.8:5432");
+    p.handle(&g.conn(&c, ConnChange::Open)).unwrap();
+    peers.lock().unwrap().push(("10.244.0.8".parse().unwrap(), Peer::Pod(db.meta.clone())));
+    p.handle(&g.plain(&c, Direction::Send, 0, b"x")).unwrap();
     end(&mut p, g.now);
-    let peers: Vec<Value> = out.kind("data").iter().map(|d| d["k8s"]["peer"].clone()).collect();
+    let got: Vec<Value> = out.kind("data").iter().map(|d| d["k8s"]["peer"].clone()).collect();
+    let db_peer = serde_json::json!({"pod": "db-0", "namespace": "shop", "labels": {"app": "web"},
+        "workload": {"kind": "Deployment", "name": "web"}, "uid": "u2"});
     assert_eq!(
-        peers,
+        got,
         [
-            serde_json::json!({"pod": "db-0", "namespace": "shop", "labels": {"app": "web"},
-                "workload": {"kind": "Deployment", "name": "web"}, "uid": "u2"}),
+            db_peer.clone(),
             serde_json::json!({"service": "db", "namespace": "shop", "labels": {"tier": "data"}}),
             Value::Null,
+            db_peer,
         ]
     );
     // The local pod is as before.
