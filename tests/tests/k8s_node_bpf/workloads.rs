@@ -72,6 +72,10 @@ fn client_job(node: &Node, job: Job, dump: &Path, release: impl FnOnce()) -> Cli
             log.lines().any(|l| l.contains("probes attached to") && l.contains(&pid_field)).then_some(())
         });
     }
+    // The sensor's peer index learns a new pod's address from the API
+    // server's watch (and 200 ms of settling): a client done within a
+    // moment of its start would be unnamed at its server (seen with curl).
+    std::thread::sleep(std::time::Duration::from_secs(1));
     release();
     Client { pod, pid }
 }
