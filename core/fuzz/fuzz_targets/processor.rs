@@ -31,7 +31,13 @@ impl std::io::Write for Shared {
 
 fuzz_target!(|data: &[u8]| {
     let out = Shared::default();
-    let mut p = Processor::new(4, Limits::default(), Clock::with_offset(0), Box::new(NoHost), EphemeralPorts::default());
+    let mut p = Processor::new(
+        4,
+        Limits::default(),
+        Clock::with_offset(0),
+        Box::new(NoHost),
+        EphemeralPorts::default(),
+    );
     p.add_sink(Box::new(JsonlWriter::new(out.clone(), data.first().is_some_and(|b| b & 1 == 1))));
     let mut g = EventGen::default();
     let conns: Vec<Conn> = (0..6u64)
@@ -66,7 +72,11 @@ fuzz_target!(|data: &[u8]| {
             5 => g.conn(&c, ConnChange::Close),
             6 => {
                 c.tls = true;
-                let probe = if op & 16 == 0 { nt_probe::NT_PROBE_UPROBE_SSL_WRITE_EX } else { nt_probe::NT_PROBE_UPROBE_SSL_READ_EX };
+                let probe = if op & 16 == 0 {
+                    nt_probe::NT_PROBE_UPROBE_SSL_WRITE_EX
+                } else {
+                    nt_probe::NT_PROBE_UPROBE_SSL_READ_EX
+                };
                 g.data(&c, probe, dir, u64::from(op >> 5) * 7, payload, u32::from(op >> 6))
             }
             _ => g.dns(&Conn { id: 0, ..c }, dir, payload),

@@ -12,7 +12,8 @@ fuzz_target!(|data: &[u8]| {
     let split = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
     let (head_bytes, body) = (&rest[..split], rest.get(split + 1..).unwrap_or(&[]));
     let text = String::from_utf8_lossy(head_bytes).into_owned();
-    let content_type = ["application/json", "application/x-www-form-urlencoded", "text/plain", ""][kind as usize % 4];
+    let content_type =
+        ["application/json", "application/x-www-form-urlencoded", "text/plain", ""][kind as usize % 4];
     let head = Head {
         method: "POST".into(),
         target: text.clone(),
@@ -29,8 +30,9 @@ fuzz_target!(|data: &[u8]| {
     r.exchange(&mut e);
     if content_type == "application/json" {
         if let Ok(before) = serde_json::from_slice::<serde_json::Value>(body) {
-            let after: serde_json::Value = serde_json::from_slice(&e.request.body)
-                .unwrap_or_else(|err| panic!("redaction broke JSON: {err}: {}", String::from_utf8_lossy(&e.request.body)));
+            let after: serde_json::Value = serde_json::from_slice(&e.request.body).unwrap_or_else(|err| {
+                panic!("redaction broke JSON: {err}: {}", String::from_utf8_lossy(&e.request.body))
+            });
             assert_eq!(shape(&before), shape(&after), "the same members in the same places");
         }
     }
