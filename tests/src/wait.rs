@@ -10,13 +10,16 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A port no one listens on, for a test's server: below the ephemeral range
 /// (32768+, where role inference expects clients), distinct per process and
-/// per call, and checked free on the host's loopback.
+/// per call, and checked free on every IPv4 address of the host (a server of
+/// the node test listening on one address only once made a test's
+/// 0.0.0.0 server die at start: free on loopback is not enough).
 pub fn free_port() -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let base = 20000 + (std::process::id() % 1000) * 12;
     loop {
         let port = (base + NEXT.fetch_add(1, Ordering::Relaxed) % 12_000) as u16;
-        if port < 32768 && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let free = |ip: &str| std::net::TcpListener::bind((ip, port)).is_ok();
+        if port < 32768 && free("0.0.0.0") {
             return port;
         }
     }

@@ -305,7 +305,24 @@ spec:
     node.kubectl(&["-n", "shop", "delete", "pod", "hostile", "--wait=false"]);
 
     let pid = sensor_pid(node);
-    assert_eq!(listeners(pid), ["unix /run/nettap/api/api.sock"], "the sensor's listening sockets");
+    // The API's Unix socket, and the metrics port the chart opens on the
+    // node's addresses for Prometheus and the kubelet's probes (9464 =
+    // 0x24F8): counts and names, never captured bytes, and nothing else.
+    assert_eq!(
+        listeners(pid),
+        ["tcp 00000000:24F8", "unix /run/nettap/api/api.sock"],
+        "the sensor's listening sockets"
+    );
+    let metrics_get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", 9464)).expect("the metrics port");
+        write!(s, "GET {path} HTTP/1.1\r\nHost: n\r\nConnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    };
+    assert!(metrics_get("/records").starts_with("HTTP/1.1 404"), "the metrics port serves only metrics");
+    assert!(metrics_get("/healthz").starts_with("HTTP/1.1 200"), "the liveness endpoint");
     assert_eq!(mode("/run/nettap/api"), 0o700);
     assert_eq!(mode("/run/nettap/api/api.sock") & 0o077, 0, "the API socket is root's alone");
     assert_eq!(mode("/var/lib/nettap/records"), 0o700);
