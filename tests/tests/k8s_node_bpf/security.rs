@@ -102,7 +102,11 @@ fn assert_injected(pod: &Value) {
 /// The Java client's exchanges with the server of `pod` (workload
 /// Deployment `name`) in the sensor's records: both sides from the agent
 /// (`source: jvmti`), TLS, the pod's `k8s`, exact bodies, the server's host pid.
-pub fn assert_java_captured(node: &Node, pod: &Value, name: &str, server_pid: u32) {
+/// `early_rounds`: client runs made before any sensor took the server's
+/// socket, which its agent may still deliver (it queues for 10 s after the
+/// JVM starts, until a first sensor connects): the server side then has
+/// those exchanges too, each as exact as the rest.
+pub fn assert_java_captured(node: &Node, pod: &Value, name: &str, server_pid: u32, early_rounds: usize) {
     let want_k8s = expected_k8s(pod, "server", json!({"kind": "Deployment", "name": name}));
     let pod_http = || -> Vec<Value> {
         let records = node.sensor_records();
@@ -138,7 +142,13 @@ pub fn assert_java_captured(node: &Node, pod: &Value, name: &str, server_pid: u3
         );
     }
     let (server, client) = (side(&http, "server"), side(&http, "client"));
-    assert_eq!(server.len(), ROUNDS * JAVA_SIZES.len(), "server: {server:?}");
+    let per_run = ROUNDS * JAVA_SIZES.len();
+    let allowed: Vec<usize> = (0..=early_rounds).map(|early| (1 + early) * per_run).collect();
+    assert!(
+        allowed.contains(&server.len()),
+        "server: {} exchanges, not one of {allowed:?}: {server:?}",
+        server.len()
+    );
     assert_eq!(client.len(), ROUNDS * JAVA_SIZES.len(), "client: {client:?}");
     for r in server.iter().chain(&client) {
         let role = r["conn"]["role"].as_str().unwrap();
@@ -197,7 +207,7 @@ pub fn java_under_every_pod_security_level(node: &Node, cert_dir: &Path) {
         let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
         assert_eq!(uid.split_whitespace().nth(1), Some("1000"), "{ns}: {uid}");
         java_client(node, &ns, &pod);
-        assert_java_captured(node, &pod, "java", pid);
+        assert_java_captured(node, &pod, "java", pid, 0);
         eprintln!("{ns}: injected Java pod admitted and captured");
     }
 }
