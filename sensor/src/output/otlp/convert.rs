@@ -453,6 +453,41 @@ mod tests {
     }
 
     #[test]
+    fn a_kafka_produce_is_a_messaging_span_not_a_db_one() {
+        use nettap_core::protocols::kafka::api::{RequestBody, Topic};
+        use nettap_core::protocols::kafka::KafkaRequest;
+        let topic = Topic { name: Some("orders".into()), ..Default::default() };
+        let e = DbExchange::Kafka(KafkaExchange {
+            request: KafkaRequest {
+                api_key: 0,
+                api_version: 9,
+                correlation_id: 4,
+                client_id: Some("checkout".into()),
+                body: RequestBody { acks: Some(-1), topics: Some(vec![topic]), ..Default::default() },
+                undecoded: None,
+                size: 100,
+                start_ts: 10,
+                end_ts: 20,
+            },
+            response: None,
+        });
+        let (_, conn) = exchange_with(Role::Client, Head::default(), 200);
+        let r = Record {
+            origin: Origin { ts_ns: 5, pid: 7, comm: "java", source: "kernel", probe: "p" },
+            conn: Some(conn),
+            body: Body::Db(&e),
+        };
+        let c = exchange(&r, "{}".into()).unwrap();
+        let a = &c.span.attributes;
+        assert_eq!((c.span.name.as_str(), c.span.kind), ("Produce orders", SpanKind::Client as i32));
+        assert_eq!(attr(a, "messaging.system").cloned(), s("kafka"));
+        assert_eq!(attr(a, "messaging.operation.name").cloned(), s("Produce"));
+        assert_eq!(attr(a, "messaging.destination.name").cloned(), s("orders"));
+        assert_eq!(attr(a, "messaging.client.id").cloned(), s("checkout"));
+        assert!(attr(a, "db.system").is_none(), "not a database span");
+    }
+
+    #[test]
     fn authorities_split() {
         assert_eq!(split_authority("a:80"), ("a", Some(80)));
         assert_eq!(split_authority("[::1]:443"), ("::1", Some(443)));
