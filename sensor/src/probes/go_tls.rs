@@ -105,7 +105,10 @@ impl GoTlsProbes {
             }
             self.loaded = true;
         }
+        // Both functions' points go in one attachment: the return program is
+        // then one link for every `ret` of Write and Read.
         let mut results = Vec::new();
+        let mut points = Vec::new();
         for (name, entry_prog) in [(WRITE, "up_go_tls_write"), (READ, "up_go_tls_read")] {
             let Some(f) = go.functions.get(name) else {
                 results.push((name.to_string(), Rc::new(Err(ProbeError::MissingSymbol(name.to_string())))));
@@ -122,17 +125,12 @@ impl GoTlsProbes {
                 0 => name.to_string(),
                 at => format!("{name}+{at:#x}"),
             };
-            let points: Vec<_> = std::iter::once((entry_prog, f.offset + f.entry, entry))
-                .chain(
-                    f.returns
-                        .iter()
-                        .map(|r| ("up_go_tls_ret", f.offset + r, format!("{name}+{r:#x} (return)"))),
-                )
-                .collect();
-            let at: Vec<(&str, u64)> = points.iter().map(|(prog, offset, _)| (*prog, *offset)).collect();
-            let attached = loader::attach_uprobes(ebpf, &at, file);
-            results.extend(points.into_iter().zip(attached).map(|((_, _, label), r)| (label, r)));
+            points.push((entry_prog, f.offset + f.entry, entry));
+            points.extend(
+                f.returns.iter().map(|r| ("up_go_tls_ret", f.offset + r, format!("{name}+{r:#x} (return)"))),
+            );
         }
+        results.extend(loader::attach_uprobes(ebpf, points, file));
         let offsets = self.set_layout(ebpf, file, go);
         let in_place = nettap_core::clock::Clock::boot_now_ns();
         let version = format!(

@@ -264,27 +264,34 @@ static UPROBE_LINKS: std::sync::Mutex<Vec<aya::programs::uprobe::UProbeLink>> =
 /// One uprobe point's attachment, shared by the points of one program.
 pub type PointResult = std::rc::Rc<Result<(), ProbeError>>;
 
-/// Attaches uprobe points `(program, file offset)` to `file`, which is held
-/// open and named through `/proc/self/fd`, so a process that exits meanwhile
-/// (its `/proc/PID/...` path vanishing) does not matter. Each program is
-/// attached once for all of its offsets (one uprobe_multi link, or one perf
-/// event per point where the kernel has no such links). One result per
-/// point, in order: the points of a program share its result.
-pub fn attach_uprobes(ebpf: &mut Ebpf, points: &[(&str, u64)], file: &std::fs::File) -> Vec<PointResult> {
-    let mut by_program: Vec<(&str, Vec<u64>)> = Vec::new();
-    for &(prog, offset) in points {
-        match by_program.iter_mut().find(|(p, _)| *p == prog) {
-            Some((_, offsets)) => offsets.push(offset),
-            None => by_program.push((prog, vec![offset])),
+/// Attaches uprobe points `(program, file offset, label)` to `file`, which
+/// is held open and named through `/proc/self/fd`, so a process that exits
+/// meanwhile (its `/proc/PID/...` path vanishing) does not matter. Each
+/// program is attached once for all of its offsets (one uprobe_multi link,
+/// or one perf event per point where the kernel has no such links). Each
+/// label comes back with its point's result, in order: the points of a
+/// program share its result.
+pub fn attach_uprobes<L>(
+    ebpf: &mut Ebpf,
+    points: Vec<(&str, u64, L)>,
+    file: &std::fs::File,
+) -> Vec<(L, PointResult)> {
+    let mut by_program: Vec<(&str, Vec<u64>, Option<PointResult>)> = Vec::new();
+    for &(prog, offset, _) in &points {
+        match by_program.iter_mut().find(|(p, _, _)| *p == prog) {
+            Some((_, offsets, _)) => offsets.push(offset),
+            None => by_program.push((prog, vec![offset], None)),
         }
     }
-    let results: Vec<(&str, PointResult)> = by_program
-        .into_iter()
-        .map(|(prog, offsets)| (prog, std::rc::Rc::new(attach_program(ebpf, prog, &offsets, file))))
-        .collect();
+    for (prog, offsets, result) in &mut by_program {
+        *result = Some(std::rc::Rc::new(attach_program(ebpf, prog, offsets, file)));
+    }
     points
-        .iter()
-        .map(|(prog, _)| results.iter().find(|(p, _)| p == prog).map(|(_, r)| r.clone()).unwrap())
+        .into_iter()
+        .filter_map(|(prog, _, label)| {
+            let (_, _, result) = by_program.iter().find(|(p, _, _)| *p == prog)?;
+            Some((label, result.clone()?))
+        })
         .collect()
 }
 

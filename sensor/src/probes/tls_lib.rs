@@ -251,10 +251,9 @@ impl TlsLibProbes {
                 }
             }
         }
-        let at: Vec<(&str, u64)> = points.iter().map(|pt| (pt.program, pt.offset)).collect();
-        let attached = loader::attach_uprobes(ebpf, &at, &file);
-        for (pt, r) in points.iter().zip(attached) {
-            results.push((pt.kind, pt.label.clone(), r));
+        let labelled = points.iter().map(|pt| (pt.program, pt.offset, (pt.kind, pt.label.clone()))).collect();
+        for ((kind, label), r) in loader::attach_uprobes(ebpf, labelled, &file) {
+            results.push((kind, label, r));
         }
         let in_place = nettap_core::clock::Clock::boot_now_ns();
         // Logged after attaching: the version is read from another mapping.
