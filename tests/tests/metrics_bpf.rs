@@ -6,26 +6,13 @@
 
 use nettap_e2e::*;
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// GET `path` from the metrics endpoint: (status, body); None if nothing listens yet.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Some((status, body))
-}
-
 /// Every sample of `/metrics`, through the parser.
 fn samples(port: u16) -> Vec<Value> {
-    let (status, text) = get(port, "/metrics").expect("metrics endpoint");
+    let (status, text) = metrics_get(port, "/metrics").expect("metrics endpoint");
     assert_eq!(status, 200);
     let mut parser = Command::new(venv_python())
         .arg(program("metrics_check.py"))
@@ -70,7 +57,7 @@ fn metrics_and_health_say_what_the_records_say() {
     let poll = std::thread::spawn(move || {
         let (start, mut seen) = (Instant::now(), Vec::new());
         while start.elapsed() < Duration::from_secs(120) {
-            if let Some((status, _)) = get(metrics_port, "/readyz") {
+            if let Some((status, _)) = metrics_get(metrics_port, "/readyz") {
                 if seen.last() != Some(&status) {
                     seen.push(status);
                 }
@@ -102,8 +89,8 @@ fn metrics_and_health_say_what_the_records_say() {
         &[("NETTAP_OPENSSL_STATIC", "true"), ("NETTAP_OPENSSL_BINARY", not_ssl.to_str().unwrap())],
     );
     assert_eq!(poll.join().unwrap(), [503, 200], "/readyz while probes attach, then once attached");
-    assert_eq!(get(metrics_port, "/healthz"), Some((200, "ok\n".into())));
-    assert_eq!(get(metrics_port, "/nothing-here").map(|r| r.0), Some(404));
+    assert_eq!(metrics_get(metrics_port, "/healthz"), Some((200, "ok\n".into())));
+    assert_eq!(metrics_get(metrics_port, "/nothing-here").map(|r| r.0), Some(404));
 
     // A subscriber of the API is counted while it is there.
     let mut tail = KillOnDrop(

@@ -5,7 +5,7 @@
 
 use super::{expected_k8s, running_pod};
 use nettap_e2e::node::{container_pid, Node, JAVA};
-use nettap_e2e::{assert_http_body, pattern_body, TIMEOUT};
+use nettap_e2e::{assert_http_body, metrics_get, pattern_body, TIMEOUT};
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -323,16 +323,9 @@ spec:
         ["tcp 00000000:24F8", "unix /run/nettap/api/api.sock"],
         "the sensor's listening sockets"
     );
-    let metrics_get = |path: &str| {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", 9464)).expect("the metrics port");
-        write!(s, "GET {path} HTTP/1.1\r\nHost: n\r\nConnection: close\r\n\r\n").unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        text
-    };
-    assert!(metrics_get("/records").starts_with("HTTP/1.1 404"), "the metrics port serves only metrics");
-    assert!(metrics_get("/healthz").starts_with("HTTP/1.1 200"), "the liveness endpoint");
+    let status = |path| metrics_get(9464, path).expect("the metrics port").0;
+    assert_eq!(status("/records"), 404, "the metrics port serves only metrics");
+    assert_eq!(status("/healthz"), 200, "the liveness endpoint");
     assert_eq!(mode("/run/nettap/api"), 0o700);
     assert_eq!(mode("/run/nettap/api/api.sock") & 0o077, 0, "the API socket is root's alone");
     assert_eq!(mode("/var/lib/nettap/records"), 0o700);
