@@ -14,12 +14,25 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 /// the node test listening on one address only once made a test's
 /// 0.0.0.0 server die at start: free on loopback is not enough).
 pub fn free_port() -> u16 {
+    free_port_from(20000, 32768)
+}
+
+/// A free port inside the kernel's ephemeral range (45000..57000), for tests
+/// whose roles must not be told apart by port numbers alone.
+pub fn free_ephemeral_port() -> u16 {
+    free_port_from(45000, 57000)
+}
+
+/// Ports are spread by pid so concurrent test binaries rarely meet, and each
+/// is checked free where it will be used: bound on 0.0.0.0, nobody listening
+/// or connected from it.
+fn free_port_from(low: u32, high: u32) -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let base = 20000 + (std::process::id() % 1000) * 12;
+    let span = high - low;
+    let base = (std::process::id() % 1000) * 12;
     loop {
-        let port = (base + NEXT.fetch_add(1, Ordering::Relaxed) % 12_000) as u16;
-        let free = |ip: &str| std::net::TcpListener::bind((ip, port)).is_ok();
-        if port < 32768 && free("0.0.0.0") {
+        let port = (low + (base + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
             return port;
         }
     }

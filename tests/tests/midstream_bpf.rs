@@ -8,7 +8,7 @@ use nettap_e2e::*;
 fn connection_opened_before_the_sensor() {
     // Inside the ephemeral range, ports alone cannot tell the roles apart:
     // the listener in the server's namespace must.
-    let port = free_port() + 25000;
+    let port = free_ephemeral_port();
     let hold = tempfile::tempdir().unwrap();
     let hold_file = hold.path().join("go");
     let hold_s = hold_file.to_str().unwrap().to_string();
