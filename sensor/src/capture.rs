@@ -239,7 +239,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow!("cannot watch the ring buffer: {e}"))?;
     // Kubernetes mode names pods through this; the watchers fill it below.
-    let pods = opts.kubernetes.as_ref().map(|_| crate::k8s::PodResolver::default());
+    let pods = opts.kubernetes.as_ref().map(crate::k8s::PodResolver::for_node);
     let host = Box::new(crate::host::ProcHost::new(pods.clone()));
     // Twice the kernel's table: a connection whose kernel entry was evicted
     // is still known when its socket is seen again.
