@@ -337,7 +337,7 @@ pub fn probe_name(probe: u32) -> &'static str {
         nt_probe::NT_PROBE_SYS_CONNECT => "tracepoint:syscalls:sys_exit_connect",
         nt_probe::NT_PROBE_SYS_ACCEPT => "tracepoint:syscalls:sys_exit_accept",
         nt_probe::NT_PROBE_SYS_ACCEPT4 => "tracepoint:syscalls:sys_exit_accept4",
-        nt_probe::NT_PROBE_SOCK_SET_STATE => "tracepoint:sock:inet_sock_set_state",
+        nt_probe::NT_PROBE_SOCK_SET_STATE => "raw_tracepoint:inet_sock_set_state",
         nt_probe::NT_PROBE_SYS_SENDMMSG => "tracepoint:syscalls:sys_exit_sendmmsg",
         nt_probe::NT_PROBE_SYS_RECVMMSG => "tracepoint:syscalls:sys_exit_recvmmsg",
         nt_probe::NT_PROBE_UPROBE_GO_TLS_WRITE => "uprobe:crypto/tls.(*Conn).Write",

@@ -48,19 +48,40 @@ pub fn misses_of(fd: BorrowedFd<'_>) -> std::io::Result<u64> {
     Ok(info.recursion_misses)
 }
 
+/// The program for socket state changes whose skipped runs its second
+/// program runs instead (tcp_conn.bpf.c), and that second program, whose own
+/// skips lose nothing (the first ran).
+const SET_STATE: &str = "rtp_sock_set_state";
+const SET_STATE_NESTED: &str = "rtp_sock_set_state_nested";
+
 /// What was already reported, per program.
 #[derive(Default)]
 pub struct RecursionMisses {
     seen: HashMap<String, u64>,
 }
 
+/// Runs of SET_STATE the kernel skipped and SET_STATE_NESTED ran, on every CPU.
+fn recovered(ebpf: &Ebpf) -> u64 {
+    let Some(map) = ebpf.map("set_state_recovered") else { return 0 };
+    let Ok(counts) = aya::maps::PerCpuArray::<_, u64>::try_from(map) else { return 0 };
+    counts.get(&0, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0)
+}
+
 impl RecursionMisses {
-    /// New skips of every loaded program since the last call, as one record.
+    /// New skips of every loaded program since the last call that nothing
+    /// ran instead, as one record.
     pub fn poll(&mut self, ebpf: &Ebpf) -> Option<DropRecord> {
         let mut new = 0;
+        let recovered = recovered(ebpf);
         for (name, prog) in ebpf.programs() {
+            if name == SET_STATE_NESTED {
+                continue;
+            }
             let Ok(fd) = prog.fd() else { continue };
-            let Ok(total) = misses_of(fd.as_fd()) else { continue };
+            let Ok(mut total) = misses_of(fd.as_fd()) else { continue };
+            if name == SET_STATE {
+                total = total.saturating_sub(recovered);
+            }
             let seen = self.seen.entry(name.to_string()).or_default();
             if total > *seen {
                 warn!(

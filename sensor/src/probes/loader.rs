@@ -164,6 +164,7 @@ pub fn load_every_program(ebpf: &mut Ebpf) -> Result<Vec<String>, ProbeError> {
         let p = ebpf.program_mut(name).ok_or_else(|| ProbeError::MissingProgram(name.clone()))?;
         let loaded = match p {
             Program::TracePoint(p) => p.load(),
+            Program::RawTracePoint(p) => p.load(),
             Program::KProbe(p) => p.load(),
             Program::UProbe(p) => p.load(),
             _ => Err(ProgramError::AlreadyLoaded),
@@ -366,6 +367,7 @@ pub fn unload_all(ebpf: &mut Ebpf) {
         // A program never loaded (the other kernel path's) says so: fine.
         let _ = match p {
             Program::TracePoint(p) => p.unload(),
+            Program::RawTracePoint(p) => p.unload(),
             Program::KProbe(p) => p.unload(),
             Program::UProbe(p) => p.unload(),
             _ => Ok(()),

@@ -31,7 +31,7 @@ pub use openssl::{is_libssl, openssl_version, OPENSSL};
 pub use tls_lib::{library_of_process, TlsLibProbes};
 pub use tls_probers::TlsProbers;
 
-use aya::programs::{KProbe, TracePoint};
+use aya::programs::{KProbe, RawTracePoint, TracePoint};
 use aya::Ebpf;
 use tracing::{info, warn};
 
@@ -44,8 +44,14 @@ const LIFECYCLE_TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("tp_exit_connect", "syscalls", "sys_exit_connect"),
     ("tp_exit_accept", "syscalls", "sys_exit_accept"),
     ("tp_exit_accept4", "syscalls", "sys_exit_accept4"),
-    ("tp_sock_set_state", "sock", "inet_sock_set_state"),
 ];
+
+/// (program, raw tracepoint), attached in this order: closes, which mostly
+/// come in softirq, where a perf tracepoint's program is skipped while any
+/// other BPF program runs on the CPU; the second program runs what the
+/// kernel skipped of the first (tcp_conn.bpf.c).
+const LIFECYCLE_RAW_TRACEPOINTS: &[(&str, &str)] =
+    &[("rtp_sock_set_state", "inet_sock_set_state"), ("rtp_sock_set_state_nested", "inet_sock_set_state")];
 
 /// Syscalls whose payload the tracepoint data path captures (at exit).
 const DATA_SYSCALLS: &[&str] =
@@ -128,6 +134,17 @@ fn attach_tracepoint(ebpf: &mut Ebpf, prog: &str, category: &str, name: &str) ->
     result
 }
 
+fn attach_raw_tracepoint(ebpf: &mut Ebpf, prog: &str, name: &str) -> Result<(), ProbeError> {
+    let result = (|| {
+        let p: &mut RawTracePoint = loader::program(ebpf, prog)?;
+        p.load().map_err(|e| ProbeError::Load { program: prog.into(), source: e })?;
+        p.attach(name).map_err(|e| ProbeError::Attach { program: prog.into(), source: e })?;
+        Ok(())
+    })();
+    log_attach("kernel", "raw_tracepoint", name, &result, None);
+    result
+}
+
 fn attach_kprobe(ebpf: &mut Ebpf, prog: &str, function: &str) -> Result<(), ProbeError> {
     let result = (|| {
         let p: &mut KProbe = loader::program(ebpf, prog)?;
@@ -148,6 +165,9 @@ pub fn attach_kernel(
 ) -> Result<Attached, ProbeError> {
     for (prog, cat, name) in LIFECYCLE_TRACEPOINTS {
         attach_tracepoint(ebpf, prog, cat, name)?;
+    }
+    for (prog, name) in LIFECYCLE_RAW_TRACEPOINTS {
+        attach_raw_tracepoint(ebpf, prog, name)?;
     }
 
     let kprobes = if choice == crate::config::KernelHookChoice::Tracepoint {
