@@ -1,0 +1,42 @@
+// nettap-ferretdb: a real MongoDB wire-protocol server for the MongoDB
+// tests (tests/tests/mongodb_bpf.rs): FerretDB 1.x's embeddable package on
+// its pure-Go SQLite backend, so no PostgreSQL is needed. Built and cached
+// by ci/install-k8s.sh. Its own main package because FerretDB's refuses to
+// start without the version files its release build generates.
+//
+// Usage: ferretdb LISTEN_ADDR DATA_DIR (prints "listening ADDR" once bound).
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/FerretDB/FerretDB/ferretdb"
+)
+
+func main() {
+	if len(os.Args) != 3 {
+		log.Fatalf("usage: %s LISTEN_ADDR DATA_DIR", os.Args[0])
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	f, err := ferretdb.New(&ferretdb.Config{
+		Listener:  ferretdb.ListenerConfig{TCP: os.Args[1]},
+		Logger:    logger,
+		Handler:   "sqlite",
+		SQLiteURL: "file:" + os.Args[2] + "/",
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fmt.Println("listening", os.Args[1])
+	if err := f.Run(ctx); err != nil {
+		log.Fatal(err)
+	}
+}
