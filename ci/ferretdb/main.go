@@ -23,7 +23,7 @@ func main() {
 	if len(os.Args) != 3 {
 		log.Fatalf("usage: %s LISTEN_ADDR DATA_DIR", os.Args[0])
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	f, err := ferretdb.New(&ferretdb.Config{
 		Listener:  ferretdb.ListenerConfig{TCP: os.Args[1]},
 		Logger:    logger,

@@ -84,7 +84,7 @@ impl MongoExchange {
         let answer = match (&self.response, self.ok()) {
             (None, _) if q.message.flag(MORE_TO_COME) => "no reply asked".to_string(),
             (None, _) => "no reply".to_string(),
-            (Some(_), Some(ok)) if ok == 1.0 => "ok".to_string(),
+            (Some(_), Some(1.0)) => "ok".to_string(),
             (Some(r), Some(_)) => {
                 let d = r.message.document.as_ref();
                 let code = d.and_then(|d| d.number("code")).map(|c| c as i64);
@@ -199,9 +199,10 @@ impl Framer {
 #[derive(Debug)]
 pub struct MongoSession {
     framers: [Framer; 2],
-    /// Requests (and exhaust continuations, under the id of the reply
-    /// that announced more) waiting for a reply, oldest first.
-    pending: VecDeque<MongoRequest>,
+    /// Requests waiting for a reply, oldest first, under the id their
+    /// reply will answer: their own, or after a reply with moreToCome
+    /// (exhaust), that reply's.
+    pending: VecDeque<(i32, MongoRequest)>,
     /// Largest message decoded whole (and largest decompressed body).
     max_message: usize,
     /// Joined mid-stream: replies wait until a request was seen.
@@ -276,7 +277,7 @@ impl MongoSession {
         let Some(h) = Header::parse(data) else { return false };
         h.sane_len()
             && [message::OP_MSG, message::OP_REPLY, message::OP_COMPRESSED].contains(&h.op_code)
-            && self.pending.iter().any(|q| q.request_id == h.response_to)
+            && self.pending.iter().any(|(id, _)| *id == h.response_to)
     }
 
     fn lose(&mut self, i: usize) {
@@ -301,7 +302,7 @@ impl MongoSession {
     }
 
     fn flush_pending(&mut self, out: &mut Vec<DbOutput>) {
-        for request in self.pending.drain(..) {
+        for (_, request) in self.pending.drain(..) {
             emit(out, request, None);
         }
     }
@@ -339,26 +340,26 @@ impl MongoSession {
             emit(out, request, None);
             return;
         }
-        self.wait(request, out);
+        self.wait(request.request_id, request, out);
     }
 
-    fn wait(&mut self, request: MongoRequest, out: &mut Vec<DbOutput>) {
+    fn wait(&mut self, id: i32, request: MongoRequest, out: &mut Vec<DbOutput>) {
         if self.pending.len() >= MAX_PENDING {
-            let oldest = self.pending.pop_front().expect("full");
+            let (_, oldest) = self.pending.pop_front().expect("full");
             out.push(DbOutput::Drop { reason: "mongodb_pending_over_limit", bytes: 0 });
             emit(out, oldest, None);
         }
-        self.pending.push_back(request);
+        self.pending.push_back((id, request));
     }
 
     fn on_reply(&mut self, f: Frame, out: &mut Vec<DbOutput>) {
-        let Some(at) = self.pending.iter().position(|q| q.request_id == f.header.response_to) else {
+        let Some(at) = self.pending.iter().position(|(id, _)| *id == f.header.response_to) else {
             // Nothing asked for this (the request came before a join, or
             // was lost): its bytes are counted.
             out.push(DbOutput::Drop { reason: "mongodb_unpaired_response", bytes: u64::from(f.header.len) });
             return;
         };
-        let request = self.pending.remove(at).expect("found");
+        let (_, request) = self.pending.remove(at).expect("found");
         let mut m = self.decode(&f, out);
         if let Some(d) = &mut m.document {
             if request
@@ -372,8 +373,7 @@ impl MongoSession {
         }
         if m.flag(MORE_TO_COME) {
             // More replies follow, each answering the one before it.
-            let next = MongoRequest { request_id: f.header.request_id, ..request.clone() };
-            self.wait(next, out);
+            self.wait(f.header.request_id, request.clone(), out);
         }
         let response = MongoResponse {
             message: m,

@@ -60,7 +60,7 @@ mod tests {
             }
         }
         let doc_len = (d.len() + 5) as i32;
-        let mut m = ((21 + doc_len) as i32).to_le_bytes().to_vec();
+        let mut m = (21 + doc_len).to_le_bytes().to_vec();
         m.extend(id.to_le_bytes());
         m.extend(to.to_le_bytes());
         m.extend(2013i32.to_le_bytes());

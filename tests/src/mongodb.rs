@@ -1,0 +1,47 @@
+//! A real MongoDB wire-protocol server: FerretDB 1.x on its SQLite backend
+//! (ci/ferretdb, built by ci/install-k8s.sh), and the relay that adds the
+//! server's half of OP_COMPRESSED in front of it (FerretDB 1.x has none).
+//! Both on loopback, in a scratch directory, stopped on drop.
+
+use crate::databases::wait_listening;
+use crate::k8s::k8s_bin;
+use crate::peers::{program, venv_python, KillOnDrop, SpawnGuarded};
+use std::process::{Command, Stdio};
+
+/// FerretDB on 127.0.0.1:`port`, and the compressing relay on `zport`.
+pub struct FerretDb {
+    server: KillOnDrop,
+    relay: KillOnDrop,
+    /// Its data directory; the relay's `legs.jsonl` is there too.
+    pub dir: tempfile::TempDir,
+}
+
+impl FerretDb {
+    /// Starts both and waits until they listen.
+    pub fn start(port: u16, zport: u16) -> FerretDb {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Command::new(k8s_bin("ferretdb"))
+            .arg(format!("127.0.0.1:{port}"))
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn_guarded();
+        wait_listening(port, "ferretdb", || server.try_wait().unwrap().is_none());
+        let mut relay = Command::new(venv_python())
+            .arg(program("mongo_zproxy.py"))
+            .args([zport.to_string(), port.to_string()])
+            .arg(dir.path().join("legs.jsonl"))
+            .spawn_guarded();
+        wait_listening(zport, "mongo_zproxy.py", || relay.try_wait().unwrap().is_none());
+        FerretDb { server, relay, dir }
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.server.id()
+    }
+
+    /// The relay's pid.
+    pub fn relay_pid(&self) -> u32 {
+        self.relay.id()
+    }
+}
