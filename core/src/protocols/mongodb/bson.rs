@@ -133,6 +133,32 @@ impl Doc {
     }
 }
 
+impl Doc {
+    /// Replaces the value of every field whose name `wanted` accepts, at
+    /// any depth, with what `replace` makes of it (redaction by name).
+    pub fn replace_named(&mut self, wanted: &impl Fn(&str) -> bool, replace: &impl Fn(&Bson) -> Bson) {
+        for (k, v) in &mut self.fields {
+            if wanted(k) {
+                *v = replace(v);
+            } else {
+                match v {
+                    Bson::Document(d) | Bson::CodeWithScope { scope: d, .. } => {
+                        d.replace_named(wanted, replace)
+                    }
+                    Bson::Array(a) => {
+                        for item in a {
+                            if let Bson::Document(d) = item {
+                                d.replace_named(wanted, replace);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
 impl Bson {
     /// The value as a number, for the numeric types.
     pub fn as_f64(&self) -> Option<f64> {

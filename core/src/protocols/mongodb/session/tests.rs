@@ -275,3 +275,30 @@ fn pending_requests_are_bounded() {
     assert_eq!(drops(&out).len(), 3);
     assert_eq!(exchanges(&out).iter().map(|e| e.request.request_id).collect::<Vec<_>>(), [1, 2, 3]);
 }
+
+#[test]
+fn named_fields_are_redacted_at_any_depth_by_the_redactor() {
+    use crate::redact::{Redactor, DEFAULT_FIELDS, DEFAULT_HEADERS};
+    let mut s = MongoSession::new(limits());
+    let mut out = Vec::new();
+    let user = doc(&[("name", V::S("ada")), ("password", V::S("hunter2")), ("token", V::I(42))]);
+    s.feed(
+        true,
+        &op_msg(1, 0, 0, &doc(&[("insert", V::S("users")), ("doc", V::D(user)), ("$db", V::S("d"))])),
+        1,
+        &mut out,
+    );
+    s.feed(false, &op_msg(2, 1, 0, &doc(&[("ok", V::F(1.0)), ("secret", V::S("shh"))])), 2, &mut out);
+    let [DbOutput::Exchange(e)] = &mut out[..] else { panic!("{out:?}") };
+    let r = Redactor::new(DEFAULT_HEADERS, DEFAULT_FIELDS, b"test key");
+    r.db(e);
+    let DbExchange::Mongodb(m) = &**e else { unreachable!() };
+    assert_eq!(
+        doc_json(&m.request.message),
+        json!({"insert": "users", "doc": {"name": "ada", "password": r.marker(b"hunter2"), "token": r.marker(b"42")}, "$db": "d"})
+    );
+    assert_eq!(
+        doc_json(&m.response.as_ref().unwrap().message),
+        json!({"ok": 1.0, "secret": r.marker(b"shh")})
+    );
+}
