@@ -173,3 +173,45 @@ fn pymongo_and_ferretdb_exchanges_at_both_ends_compressed_and_not() {
     assert!(!all.contains(PASSWORD) && !all.contains(&plain_payload), "a password was written");
     assert_eq!(cap.dropped("ringbuf_full"), (0, 0));
 }
+
+#[test]
+fn a_connection_joined_mid_stream_is_parsed_from_its_next_request() {
+    let (port, zport) = (free_port(), free_port());
+    let db = FerretDb::start(port, zport);
+    let d = db.dir.path().to_path_buf();
+    let mut client = Command::new(venv_python())
+        .arg(program("mongo_hold.py"))
+        .arg(port.to_string())
+        .arg(&d)
+        .spawn_guarded();
+    wait_for_file(&d.join("waiting"), || client.try_wait().unwrap().is_none());
+    let port_s = port.to_string();
+    let mut args = vec!["--port", &port_s];
+    args.extend_from_slice(EXACT);
+    let sensor = Sensor::start(&args);
+    std::fs::write(d.join("go"), b"").unwrap();
+    assert!(wait_child(&mut client, "mongo_hold.py").success());
+    let cap = sensor.stop();
+    let peer: Value = serde_json::from_str(&std::fs::read_to_string(d.join("peer.json")).unwrap()).unwrap();
+    let (pid, local) = (peer["pid"].as_u64().unwrap() as u32, peer["local"].as_str().unwrap());
+    // find, count's aggregate and endSessions at close, exactly as the driver saw them.
+    let want: Vec<Value> =
+        peer["after"].as_array().unwrap().iter().map(|e| json!([e["command"], e["reply"]])).collect();
+    assert_eq!(want.len(), 3, "{want:?}");
+    assert_eq!(
+        (&want[0][0]["find"], &want[1][0]["aggregate"]),
+        (&json!("people"), &json!("people")),
+        "{want:?}"
+    );
+    for (who, p, end) in [("client", pid, "local"), ("server", db.pid(), "remote")] {
+        let got: Vec<Value> = cap
+            .of("mongodb", p)
+            .into_iter()
+            .filter(|r| r["conn"][end] == local)
+            .map(|r| json!([r["request"]["document"], r["response"]["document"]]))
+            .collect();
+        assert_eq!(got, want, "at the {who}");
+        let conn = cap.of("conn", p).into_iter().find(|r| r["conn"][end] == local).expect("a conn record");
+        assert_eq!(conn["event"], "midstream", "at the {who}");
+    }
+}
