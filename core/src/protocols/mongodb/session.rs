@@ -99,6 +99,10 @@ impl MongoExchange {
 
 /// Requests waiting for a reply, at most (their oldest go unanswered).
 const MAX_PENDING: usize = 1024;
+/// Bytes of requests waiting for a reply, at most, in largest messages
+/// (decoded documents are kept until the reply: drivers rarely pipeline,
+/// but a peer that never answers must not grow the session).
+const MAX_PENDING_MESSAGES: u64 = 4;
 /// Bytes of a message kept beyond the bound, for its head.
 const HEAD_KEPT: usize = 4096;
 
@@ -203,6 +207,8 @@ pub struct MongoSession {
     /// reply will answer: their own, or after a reply with moreToCome
     /// (exhaust), that reply's.
     pending: VecDeque<(i32, MongoRequest)>,
+    /// Their sizes, summed.
+    pending_bytes: u64,
     /// Largest message decoded whole (and largest decompressed body).
     max_message: usize,
     /// Joined mid-stream: replies wait until a request was seen.
@@ -217,6 +223,7 @@ impl MongoSession {
         Self {
             framers: [Framer::default(), Framer::default()],
             pending: VecDeque::new(),
+            pending_bytes: 0,
             max_message: limits.max_body.saturating_mul(4).max(HEAD_KEPT),
             await_request: false,
         }
@@ -302,6 +309,7 @@ impl MongoSession {
     }
 
     fn flush_pending(&mut self, out: &mut Vec<DbOutput>) {
+        self.pending_bytes = 0;
         for (_, request) in self.pending.drain(..) {
             emit(out, request, None);
         }
@@ -344,8 +352,11 @@ impl MongoSession {
     }
 
     fn wait(&mut self, id: i32, request: MongoRequest, out: &mut Vec<DbOutput>) {
-        if self.pending.len() >= MAX_PENDING {
-            let (_, oldest) = self.pending.pop_front().expect("full");
+        let budget = MAX_PENDING_MESSAGES * self.max_message as u64;
+        self.pending_bytes += request.size;
+        while !self.pending.is_empty() && (self.pending.len() >= MAX_PENDING || self.pending_bytes > budget) {
+            let (_, oldest) = self.pending.pop_front().expect("not empty");
+            self.pending_bytes -= oldest.size;
             out.push(DbOutput::Drop { reason: "mongodb_pending_over_limit", bytes: 0 });
             emit(out, oldest, None);
         }
@@ -360,6 +371,7 @@ impl MongoSession {
             return;
         };
         let (_, request) = self.pending.remove(at).expect("found");
+        self.pending_bytes -= request.size;
         let mut m = self.decode(&f, out);
         if let Some(d) = &mut m.document {
             if request

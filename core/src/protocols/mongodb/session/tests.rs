@@ -266,7 +266,7 @@ fn a_message_over_the_bound_keeps_its_head_and_counts_the_rest() {
 
 #[test]
 fn pending_requests_are_bounded() {
-    let mut s = MongoSession::new(limits());
+    let mut s = MongoSession::new(Limits::default());
     let mut out = Vec::new();
     for id in 1..=(MAX_PENDING as i32 + 3) {
         s.feed(true, &find(id), 1, &mut out);
@@ -274,6 +274,19 @@ fn pending_requests_are_bounded() {
     assert_eq!(s.pending.len(), MAX_PENDING);
     assert_eq!(drops(&out).len(), 3);
     assert_eq!(exchanges(&out).iter().map(|e| e.request.request_id).collect::<Vec<_>>(), [1, 2, 3]);
+    // And by their bytes: four largest messages' worth.
+    let mut s = MongoSession::new(limits());
+    out.clear();
+    let big = "x".repeat(3000);
+    let insert =
+        |id| op_msg(id, 0, 0, &doc(&[("insert", V::S("c")), ("pad", V::S(&big)), ("$db", V::S("d"))]));
+    let per = insert(1).len() as u64;
+    let fit = (MAX_PENDING_MESSAGES * s.max_message as u64 / per) as i32;
+    for id in 1..=fit + 2 {
+        s.feed(true, &insert(id), 1, &mut out);
+    }
+    assert_eq!((s.pending.len() as i32, drops(&out).len()), (fit, 2));
+    assert_eq!(s.pending_bytes, fit as u64 * per);
 }
 
 #[test]
