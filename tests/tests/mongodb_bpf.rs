@@ -184,14 +184,7 @@ fn a_connection_joined_mid_stream_is_parsed_from_its_next_request() {
         .arg(port.to_string())
         .arg(&d)
         .spawn_guarded();
-    wait_for_file(&d.join("waiting"), || client.try_wait().unwrap().is_none());
-    let port_s = port.to_string();
-    let mut args = vec!["--port", &port_s];
-    args.extend_from_slice(EXACT);
-    let sensor = Sensor::start(&args);
-    std::fs::write(d.join("go"), b"").unwrap();
-    assert!(wait_child(&mut client, "mongo_hold.py").success());
-    let cap = sensor.stop();
+    let cap = capture_held(&mut client, "mongo_hold.py", &d, port);
     let peer: Value = serde_json::from_str(&std::fs::read_to_string(d.join("peer.json")).unwrap()).unwrap();
     let (pid, local) = (peer["pid"].as_u64().unwrap() as u32, peer["local"].as_str().unwrap());
     // find, count's aggregate and endSessions at close, exactly as the driver saw them.
