@@ -9,7 +9,7 @@
 //! that stop being MongoDB's. Every command appears exactly once
 //! at each end with the exact documents the driver's own command
 //! monitoring saw both ways, the right pid, addresses and role; the
-//! password appears nowhere.
+//! password appears nowhere. Exported over OTLP, each is a database span.
 
 use base64::Engine;
 use nettap_e2e::*;
@@ -207,4 +207,65 @@ fn a_connection_joined_mid_stream_is_parsed_from_its_next_request() {
         let conn = cap.of("conn", p).into_iter().find(|r| r["conn"][end] == local).expect("a conn record");
         assert_eq!(conn["event"], "midstream", "at the {who}");
     }
+}
+
+#[test]
+fn mongodb_exchanges_export_as_database_spans_over_otlp() {
+    let collector = Collector::start();
+    let (port, zport) = (free_port(), free_port());
+    let db = FerretDb::start(port, zport);
+    let endpoint = collector.endpoint("grpc");
+    let sensor = Sensor::start(&[
+        "--port",
+        &port.to_string(),
+        "--otlp-endpoint",
+        &endpoint,
+        "--otlp-protocol",
+        "grpc",
+    ]);
+    // mongo_hold.py without the hold: insert, whatsmyuri, find, count, endSessions.
+    let d = db.dir.path();
+    std::fs::write(d.join("go"), b"").unwrap();
+    let mut client = Command::new(venv_python())
+        .arg(program("mongo_hold.py"))
+        .arg(port.to_string())
+        .arg(d)
+        .spawn_guarded();
+    assert!(wait_child(&mut client, "mongo_hold.py").success());
+    let cap = sensor.stop();
+
+    let lines: Vec<&str> = cap.text.lines().filter(|l| l.starts_with(r#"{"kind":"mongodb""#)).collect();
+    assert!(lines.len() >= 10, "both ends of five commands and the handshakes: {lines:#?}");
+    collector.wait_for(lines.len(), lines.len());
+    let spans = collector.spans();
+    let logs = collector.logs();
+    let mut errors = 0;
+    for line in &lines {
+        let r: Value = serde_json::from_str(line).unwrap();
+        let (log, _) =
+            logs.iter().find(|(l, _)| l["body"]["stringValue"] == *line).expect("a log record per record");
+        let span = spans.iter().find(|s| s.span["spanId"] == log["spanId"]).expect("the log's span");
+        let (a, q) = (&span.attrs, &r["request"]);
+        assert_eq!((&a["db.system"], &a["db.system.name"]), (&json!("mongodb"), &json!("mongodb")), "{line}");
+        assert_eq!((&a["db.operation.name"], &a["db.namespace"]), (&q["command"], &q["database"]), "{line}");
+        assert_eq!(a.get("db.collection.name").unwrap_or(&Value::Null), &q["collection"], "{line}");
+        let name = match q["collection"].as_str() {
+            Some(c) => format!("{} {c}", q["command"].as_str().unwrap()),
+            None => q["command"].as_str().unwrap().to_string(),
+        };
+        assert_eq!(span.span["name"], name, "{line}");
+        assert_eq!(span.span["kind"], if r["conn"]["role"] == "server" { 2 } else { 3 }, "{line}");
+        assert_eq!(a["server.port"], port, "{line}");
+        // FerretDB has no endSessions: ok 0, code 59 (CommandNotFound).
+        let failed = r["response"]["ok"] == 0.0;
+        assert_eq!(span.span["status"]["code"] == 2, failed, "{line}: {:?}", span.span);
+        if failed {
+            errors += 1;
+            assert_eq!(
+                (&a["db.response.status_code"], &span.span["status"]["message"]),
+                (&json!("59"), &json!("CommandNotFound"))
+            );
+        }
+    }
+    assert_eq!(errors, 2, "endSessions at both ends");
 }
