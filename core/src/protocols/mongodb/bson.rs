@@ -123,17 +123,9 @@ impl Doc {
     /// Replaces the values of the fields named in `names`, at any depth,
     /// with [`Bson::Omitted`]`(why)`.
     pub fn omit(&mut self, names: &[&str], why: &'static str) {
-        for (k, v) in &mut self.fields {
-            if names.contains(&k.as_str()) {
-                *v = Bson::Omitted(why);
-            } else {
-                v.omit(names, why);
-            }
-        }
+        self.replace_named(&|k| names.contains(&k), &|_| Bson::Omitted(why));
     }
-}
 
-impl Doc {
     /// Replaces the value of every field whose name `wanted` accepts, at
     /// any depth, with what `replace` makes of it (redaction by name).
     pub fn replace_named(&mut self, wanted: &impl Fn(&str) -> bool, replace: &impl Fn(&Bson) -> Bson) {
@@ -141,19 +133,7 @@ impl Doc {
             if wanted(k) {
                 *v = replace(v);
             } else {
-                match v {
-                    Bson::Document(d) | Bson::CodeWithScope { scope: d, .. } => {
-                        d.replace_named(wanted, replace)
-                    }
-                    Bson::Array(a) => {
-                        for item in a {
-                            if let Bson::Document(d) = item {
-                                d.replace_named(wanted, replace);
-                            }
-                        }
-                    }
-                    _ => {}
-                }
+                v.replace_named(wanted, replace);
             }
         }
     }
@@ -170,10 +150,10 @@ impl Bson {
         }
     }
 
-    fn omit(&mut self, names: &[&str], why: &'static str) {
+    fn replace_named(&mut self, wanted: &impl Fn(&str) -> bool, replace: &impl Fn(&Bson) -> Bson) {
         match self {
-            Bson::Document(d) | Bson::CodeWithScope { scope: d, .. } => d.omit(names, why),
-            Bson::Array(a) => a.iter_mut().for_each(|v| v.omit(names, why)),
+            Bson::Document(d) | Bson::CodeWithScope { scope: d, .. } => d.replace_named(wanted, replace),
+            Bson::Array(a) => a.iter_mut().for_each(|v| v.replace_named(wanted, replace)),
             _ => {}
         }
     }

@@ -325,14 +325,7 @@ impl MongoSession {
     fn on_request(&mut self, f: Frame, out: &mut Vec<DbOutput>) {
         let mut m = self.decode(&f, out);
         let (command, database, collection) = names(&m);
-        if command.as_deref().is_some_and(|c| AUTH_COMMANDS.contains(&c.to_ascii_lowercase().as_str())) {
-            if let Some(d) = &mut m.document {
-                d.omit(AUTH_FIELDS, "auth");
-            }
-        }
-        if let Some(d) = &mut m.document {
-            d.omit(SECRET_FIELDS, "auth");
-        }
+        keep_secrets(&mut m, command.as_deref());
         let more_to_come = m.flag(MORE_TO_COME);
         let request = MongoRequest {
             request_id: f.header.request_id,
@@ -373,16 +366,7 @@ impl MongoSession {
         let (_, request) = self.pending.remove(at).expect("found");
         self.pending_bytes -= request.size;
         let mut m = self.decode(&f, out);
-        if let Some(d) = &mut m.document {
-            if request
-                .command
-                .as_deref()
-                .is_some_and(|c| AUTH_COMMANDS.contains(&c.to_ascii_lowercase().as_str()))
-            {
-                d.omit(AUTH_FIELDS, "auth");
-            }
-            d.omit(SECRET_FIELDS, "auth");
-        }
+        keep_secrets(&mut m, request.command.as_deref());
         if m.flag(MORE_TO_COME) {
             // More replies follow, each answering the one before it.
             self.wait(f.header.request_id, request.clone(), out);
@@ -394,6 +378,18 @@ impl MongoSession {
             end_ts: f.end_ts,
         };
         emit(out, request, Some(response));
+    }
+}
+
+/// Leaves out of `m`'s documents what is never kept: the auth fields of an
+/// auth `command` (a request or its reply), secret fields of any.
+fn keep_secrets(m: &mut Message, command: Option<&str>) {
+    let auth = command.is_some_and(|c| AUTH_COMMANDS.contains(&c.to_ascii_lowercase().as_str()));
+    for d in m.document.iter_mut().chain(m.more_documents.iter_mut()) {
+        if auth {
+            d.omit(AUTH_FIELDS, "auth");
+        }
+        d.omit(SECRET_FIELDS, "auth");
     }
 }
 
