@@ -76,6 +76,17 @@ if [ ! -e "$NETTAP_M2/.nettap-poms-$poms_sum" ]; then
     mvn -q -B -Dstyle.color=never -Dmaven.repo.local="$NETTAP_M2" package >/dev/null)
   touch "$NETTAP_M2/.nettap-poms-$poms_sum"
 fi
+# The Node.js MongoDB driver of the MongoDB tests (ci/node-mongodb, exact
+# versions in its package-lock.json), in a prefix keyed by the lock file.
+lock_sum="$(sha256sum "$root/ci/node-mongodb/package-lock.json" | cut -c1-16)"
+export NETTAP_NODE_MONGODB="${NETTAP_NODE_MONGODB:-$HOME/.cache/nettap/npm/mongodb.$lock_sum}"
+if [ ! -e "$NETTAP_NODE_MONGODB/.complete" ]; then
+  command -v npm >/dev/null || { echo "ci/install.sh: npm is required (the Node.js MongoDB driver of the tests)" >&2; exit 1; }
+  rm -rf "$NETTAP_NODE_MONGODB" && mkdir -p "$NETTAP_NODE_MONGODB"
+  cp "$root"/ci/node-mongodb/package*.json "$NETTAP_NODE_MONGODB/"
+  (cd "$NETTAP_NODE_MONGODB" && npm ci --no-audit --no-fund --silent)
+  touch "$NETTAP_NODE_MONGODB/.complete"
+fi
 # A real Kafka broker's jars (KRaft, one node, started by the tests).
 source "$root/ci/install-kafka.sh"
 # A real etcd, Kubernetes control plane and node, containerd and CNI plugins

@@ -23,7 +23,7 @@ pub mod wait;
 pub use assertions::*;
 pub use databases::*;
 pub use kafka::{kafka_peer, KafkaBroker};
-pub use mongodb::FerretDb;
+pub use mongodb::{node_mongodb, FerretDb};
 pub use netns::*;
 pub use otelcol::*;
 pub use peers::*;

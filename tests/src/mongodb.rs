@@ -6,7 +6,22 @@
 use crate::databases::wait_listening;
 use crate::k8s::k8s_bin;
 use crate::peers::{program, venv_python, KillOnDrop, SpawnGuarded};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
+
+/// `node` running `tests/programs/<name>` with the Node.js MongoDB driver
+/// ci/install.sh installed (`$NETTAP_NODE_MONGODB`) on its module path.
+pub fn node_mongodb(name: &str) -> Command {
+    let dir = std::env::var_os("NETTAP_NODE_MONGODB").map(PathBuf::from).unwrap_or_default();
+    assert!(
+        dir.join(".complete").exists(),
+        "the Node.js MongoDB driver is missing ({}): run `source ci/install.sh`, which installs it and exports NETTAP_NODE_MONGODB",
+        dir.display()
+    );
+    let mut c = Command::new("node");
+    c.arg(program(name)).env("NODE_PATH", dir.join("node_modules"));
+    c
+}
 
 /// FerretDB on 127.0.0.1:`port`, and the compressing relay on `zport`.
 pub struct FerretDb {
