@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""A pymongo connection opened and used before the sensor starts: an
-insert, then DIR/waiting is made and the client waits for DIR/go, then a
-find and a count on the same connection, and endSessions at close
-(FerretDB has none: an error) (one in the pool). The driver's
-command monitoring gives the commands after the go with their replies as
-relaxed Extended JSON. Writes {pid, local, after: [{request_id, command,
-reply}]} as JSON to DIR/peer.json."""
+"""A pymongo connection (one in the pool; over TLS when a CAFILE is given)
+opened and used before the sensor starts: an insert, then DIR/waiting is
+made and the client waits for DIR/go, then a find and a count on the same
+connection, and endSessions at close (FerretDB has none: an error). The
+driver's command monitoring gives the commands after the go with their
+replies as relaxed Extended JSON. Usage: PORT DIR [CAFILE]. Writes {pid,
+local, after: [{request_id, command, reply}]} as JSON to DIR/peer.json."""
 import json
 import os
 import sys
@@ -16,6 +16,8 @@ from bson import json_util
 from pymongo import monitoring
 
 port, d = int(sys.argv[1]), sys.argv[2]
+# An optional CA file: the server speaks TLS.
+tls = {"tls": True, "tlsCAFile": sys.argv[3]} if len(sys.argv) > 3 else {}
 
 
 def ejson(doc):
@@ -43,7 +45,7 @@ class Events(monitoring.CommandListener):
 
 
 events = Events()
-client = pymongo.MongoClient("127.0.0.1", port, maxPoolSize=1, event_listeners=[events])
+client = pymongo.MongoClient("127.0.0.1", port, maxPoolSize=1, event_listeners=[events], **tls)
 people = client.hold.people
 people.insert_one({"_id": 1, "when": "before the sensor"})
 local = client.admin.command("whatsmyuri")["you"]

@@ -23,16 +23,16 @@ pub fn node_mongodb(name: &str) -> Command {
     c
 }
 
-/// FerretDB on 127.0.0.1:`port`, and the compressing relay on `zport`.
+/// FerretDB, and the compressing relay in front of it unless it speaks TLS.
 pub struct FerretDb {
     server: KillOnDrop,
-    relay: KillOnDrop,
+    relay: Option<KillOnDrop>,
     /// Its data directory; the relay's `legs.jsonl` is there too.
     pub dir: tempfile::TempDir,
 }
 
 impl FerretDb {
-    /// Starts both and waits until they listen.
+    /// FerretDB on 127.0.0.1:`port` and the relay on `zport`; waits until both listen.
     pub fn start(port: u16, zport: u16) -> FerretDb {
         let dir = tempfile::tempdir().unwrap();
         let mut server = Command::new(k8s_bin("ferretdb"))
@@ -47,7 +47,22 @@ impl FerretDb {
             .arg(dir.path().join("legs.jsonl"))
             .spawn_guarded();
         wait_listening(zport, "mongo_zproxy.py", || relay.try_wait().unwrap().is_none());
-        FerretDb { server, relay, dir }
+        FerretDb { server, relay: Some(relay), dir }
+    }
+
+    /// FerretDB alone on 127.0.0.1:`port`, speaking only TLS (a
+    /// self-signed certificate for 127.0.0.1, `cert.pem` in `dir`).
+    pub fn start_tls(port: u16) -> FerretDb {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = crate::pki::tls_cert(dir.path());
+        let mut server = Command::new(k8s_bin("ferretdb"))
+            .arg(format!("127.0.0.1:{port}"))
+            .arg(dir.path())
+            .args([&cert, &key])
+            .stdout(Stdio::null())
+            .spawn_guarded();
+        wait_listening(port, "ferretdb", || server.try_wait().unwrap().is_none());
+        FerretDb { server, relay: None, dir }
     }
 
     /// The server's pid.
@@ -57,6 +72,6 @@ impl FerretDb {
 
     /// The relay's pid.
     pub fn relay_pid(&self) -> u32 {
-        self.relay.id()
+        self.relay.as_ref().expect("started without the relay").id()
     }
 }

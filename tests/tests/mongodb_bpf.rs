@@ -8,7 +8,8 @@
 //! zlib), negotiated with a relay that adds the server's half of
 //! OP_COMPRESSED (FerretDB 1.x has none: tests/programs/mongo_zproxy.py);
 //! a legacy isMaster followed by bytes that stop being MongoDB's; a
-//! connection joined mid-stream. Every command appears exactly once at each
+//! connection joined mid-stream; pymongo over TLS (plaintext from OpenSSL
+//! at the client, from Go's crypto/tls in FerretDB). Every command appears exactly once at each
 //! end with the exact documents the driver's own command monitoring saw
 //! both ways, the right pid, addresses and role; the password appears
 //! nowhere. Exported over OTLP, each is a database span.
@@ -369,4 +370,55 @@ fn mongodb_exchanges_export_as_database_spans_over_otlp() {
         }
     }
     assert_eq!(errors, 2, "endSessions at both ends");
+}
+
+#[test]
+fn pymongo_over_tls_is_captured_as_plaintext_from_openssl_and_go() {
+    let port = free_port();
+    let db = FerretDb::start_tls(port);
+    let port_s = port.to_string();
+    let mut args = vec!["--port", &port_s];
+    args.extend_from_slice(EXACT);
+    let sensor = Sensor::start(&args);
+    // mongo_hold.py without the hold, over TLS.
+    let d = db.dir.path();
+    std::fs::write(d.join("go"), b"").unwrap();
+    let mut client = Command::new(venv_python())
+        .arg(program("mongo_hold.py"))
+        .arg(&port_s)
+        .arg(d)
+        .arg(d.join("cert.pem"))
+        .spawn_guarded();
+    assert!(wait_child(&mut client, "mongo_hold.py").success());
+    let cap = sensor.stop();
+    let peer: Value = serde_json::from_str(&std::fs::read_to_string(d.join("peer.json")).unwrap()).unwrap();
+    let (pid, local) = (peer["pid"].as_u64().unwrap() as u32, peer["local"].as_str().unwrap());
+    let want: Vec<Value> =
+        peer["after"].as_array().unwrap().iter().map(|e| json!([e["command"], e["reply"]])).collect();
+    assert_eq!(want.len(), 3, "find, count's aggregate, endSessions: {want:?}");
+    // Python's ssl module is OpenSSL; FerretDB's TLS is Go's crypto/tls.
+    for (who, p, end, source) in
+        [("client", pid, "local", "openssl"), ("server", db.pid(), "remote", "go-tls")]
+    {
+        let records: Vec<&Value> =
+            cap.of("mongodb", p).into_iter().filter(|r| r["conn"][end] == local).collect();
+        for r in &records {
+            assert_eq!(
+                (r["source"].as_str(), r["conn"]["tls"].as_bool()),
+                (Some(source), Some(true)),
+                "{who}: {r}"
+            );
+        }
+        let commands: Vec<&Value> = records.iter().map(|r| &r["request"]["command"]).collect();
+        assert_eq!(
+            commands[..3],
+            [&json!("ismaster"), &json!("insert"), &json!("whatsmyuri")],
+            "at the {who}"
+        );
+        let got: Vec<Value> = records[3..]
+            .iter()
+            .map(|r| json!([r["request"]["document"], r["response"]["document"]]))
+            .collect();
+        assert_eq!(got, want, "at the {who}");
+    }
 }
