@@ -1,9 +1,10 @@
 // nettap-ferretdb: a real MongoDB wire-protocol server for the MongoDB
 // tests (tests/tests/mongodb_bpf.rs): FerretDB 1.x's embeddable package on
-// its pure-Go SQLite backend, so no PostgreSQL is needed; with a certificate
-// it speaks TLS through Go's crypto/tls (the Go TLS probes' server end). Built and cached
-// by ci/install-k8s.sh. Its own main package because FerretDB's refuses to
-// start without the version files its release build generates.
+// its pure-Go SQLite backend, so no PostgreSQL is needed; with a
+// certificate it speaks TLS through Go's crypto/tls (the Go TLS probes'
+// server end). Built and cached by ci/install-k8s.sh. Its own main package
+// because FerretDB's refuses to start without the version files its
+// release build generates.
 //
 // Usage: ferretdb LISTEN_ADDR DATA_DIR [CERT KEY] (with CERT and KEY, the
 // address speaks only TLS; prints "listening ADDR" once bound).
