@@ -332,3 +332,18 @@ pub fn metrics_get(port: u16, path: &str) -> Option<(u16, String)> {
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Some((status, body))
 }
+
+/// Joins a held connection mid-stream: waits until `client` (a
+/// `tests/programs/*_hold.py`, which opened and used its connection) made
+/// `dir/waiting`, starts a sensor capturing `port` exactly, lets the client
+/// go on (`dir/go`), and once it exited successfully stops the sensor.
+pub fn capture_held(client: &mut Child, what: &str, dir: &Path, port: u16) -> Capture {
+    wait_for_file(&dir.join("waiting"), || client.try_wait().unwrap().is_none());
+    let port = port.to_string();
+    let mut args = vec!["--port", &port];
+    args.extend_from_slice(EXACT);
+    let sensor = Sensor::start(&args);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    assert!(wait_child(client, what).success(), "{what} failed");
+    sensor.stop()
+}
