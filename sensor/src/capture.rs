@@ -213,6 +213,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     let tls_probes = allowed.uprobes;
     let mut openssl = probes::TlsLibProbes::new(&probes::OPENSSL);
     let mut gnutls = probes::TlsLibProbes::new(&probes::GNUTLS);
+    let mut nss = probes::TlsLibProbes::new(&probes::NSS);
     let mut go_tls = probes::GoTlsProbes::new();
     if tls_probes {
         let mut files = openssl.attach_all(&mut ebpf);
@@ -226,6 +227,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         }
         info!(files, "OpenSSL libraries probed");
         info!(files = gnutls.attach_all(&mut ebpf), "GnuTLS libraries probed");
+        info!(files = nss.attach_all(&mut ebpf), "NSS libraries probed");
         let go_programs = go_tls.attach_running(&mut ebpf);
         info!(programs = go_programs, "Go programs with crypto/tls probed");
     }
@@ -335,6 +337,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                 for lib in work.libraries.iter().filter(|_| tls_probes) {
                     openssl.attach_mapped(&mut ebpf, lib, Clock::boot_now_ns());
                     gnutls.attach_mapped(&mut ebpf, lib, Clock::boot_now_ns());
+                    nss.attach_mapped(&mut ebpf, lib, Clock::boot_now_ns());
                 }
                 for exe in work.execs {
                     if let Some(g) = &mut gate {
@@ -430,6 +433,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         agent_processes = t.agent_processes,
         openssl_files = openssl.files(),
         gnutls_files = gnutls.files(),
+        nss_files = nss.files(),
         go_programs = go_tls.programs(),
         jvms_tried = auto_attach.as_ref().map_or(0, |a| a.tried()),
         "tables at the end"

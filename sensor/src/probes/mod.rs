@@ -12,12 +12,15 @@ pub mod jvm_attach;
 mod kernel_hook;
 mod loader;
 pub mod mapped;
+mod nss;
+mod nss_methods;
 mod openssl;
 mod sites;
 mod tls_lib;
 mod uprobe_plan;
 
 pub use gnutls::GNUTLS;
+pub use nss::NSS;
 pub use go_layout::{GoLayout, TABLE as GO_LAYOUT_TABLE, TCPCONN_TYPE_HASHES};
 pub use go_tls::GoTlsProbes;
 pub use kernel_hook::{decide, HookDecision, KernelHook};

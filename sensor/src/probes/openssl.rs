@@ -47,6 +47,7 @@ pub static OPENSSL: TlsLibrary = TlsLibrary {
     linked_in: &["SSL_write", "SSL_read"],
     bundlers: &["node", "nodejs"],
     version: library_version,
+    locate: None,
 };
 
 /// Whether a file name is a shared libssl (`libssl.so`, `libssl.so.3`, …).

@@ -9,7 +9,8 @@ use super::uprobe_plan::{self, FunctionPlan, TlsFunction};
 use super::{elf, loader, log_attach, log_program_probed, ProbeError};
 use crate::probes::exec_gate::HeldExec;
 use aya::Ebpf;
-use std::collections::HashSet;
+use super::elf::FileSymbol;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// Where distributions keep the system libraries, for processes not yet started.
@@ -42,6 +43,9 @@ pub struct TlsLibrary {
     pub bundlers: &'static [&'static str],
     /// The version a file of it carries, for the `probe attached` lines.
     pub version: fn(&Path) -> String,
+    /// Where the functions are when the symbol table does not say (NSS's
+    /// static SSL-layer methods), or why they cannot be found; `None`: by symbol.
+    pub locate: Option<fn(&[u8]) -> Result<HashMap<String, FileSymbol>, String>>,
 }
 
 /// Files mapped by process `pid` that `is_file` accepts, as paths reachable
@@ -160,7 +164,7 @@ impl TlsLibProbes {
         if found.len() < self.lib.linked_in.len() {
             return None;
         }
-        let plans = uprobe_plan::plan(&map, self.lib.functions).map_err(|e| e.to_string());
+        let plans = self.plan(&map);
         drop(map);
         self.attach_opened(ebpf, path, file, plans)
     }
@@ -202,8 +206,16 @@ impl TlsLibProbes {
         // headers, symbol tables and the probed functions' code are read.
         let plans = unsafe { memmap2::Mmap::map(&file) }
             .map_err(|e| e.to_string())
-            .and_then(|map| uprobe_plan::plan(&map, self.lib.functions).map_err(|e| e.to_string()));
+            .and_then(|map| self.plan(&map));
         self.attach_opened(ebpf, path, file, plans)
+    }
+
+    /// Where each function's probes go in the file `data`.
+    fn plan(&self, data: &[u8]) -> Result<Vec<FunctionPlan>, String> {
+        match self.lib.locate {
+            None => uprobe_plan::plan(data, self.lib.functions).map_err(|e| e.to_string()),
+            Some(locate) => Ok(uprobe_plan::plan_located(data, self.lib.functions, &locate(data)?)),
+        }
     }
 
     /// Attaches to an open file whose probes were planned, unless a file
