@@ -77,8 +77,12 @@ fn post(port: u16, n: usize) -> Vec<u8> {
 /// The local address of the connection `pid` opened, from the kernel's
 /// connection record (not from the TLS records under test).
 fn client_end(cap: &Capture, pid: u32) -> String {
-    let open = cap.of("conn", pid).into_iter().find(|r| r["event"] == "open" && r["conn"]["role"] == "client");
-    open.unwrap_or_else(|| panic!("no connection opened by pid {pid}"))["conn"]["local"].as_str().unwrap().to_string()
+    let open =
+        cap.of("conn", pid).into_iter().find(|r| r["event"] == "open" && r["conn"]["role"] == "client");
+    open.unwrap_or_else(|| panic!("no connection opened by pid {pid}"))["conn"]["local"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// One direction of the connection of `pid` whose remote end is `remote`,
@@ -109,7 +113,8 @@ fn assert_all_nss(records: &[&Value], comm: &str, role: &str) {
         assert_eq!(r["conn"]["tls"], true, "{r}");
         assert_eq!(r["conn"]["role"], role, "{r}");
         let probe = r["probe"].as_str().unwrap();
-        assert!(["uprobe:ssl_Write", "uprobe:ssl_Send", "uretprobe:ssl_Read", "uretprobe:ssl_Recv"].contains(&probe));
+        assert!(["uprobe:ssl_Write", "uprobe:ssl_Send", "uretprobe:ssl_Read", "uretprobe:ssl_Recv"]
+            .contains(&probe));
     }
 }
 
@@ -152,7 +157,10 @@ fn tstclnt_against_nginx_exact_from_the_first_request() {
         assert_posts(&cap.of("http", pid), &[n], "client", port, "nss");
     }
     assert_posts(&cap.of("http", worker), &SIZES, "server", port, "openssl");
-    assert!(cap.of("data", worker).iter().all(|r| r["source"] == "openssl"), "no ciphertext written for nginx");
+    assert!(
+        cap.of("data", worker).iter().all(|r| r["source"] == "openssl"),
+        "no ciphertext written for nginx"
+    );
     assert_eq!(cap.dropped("tls_socket_unknown"), (0, 0));
     assert_eq!(cap.dropped("ringbuf_full"), (0, 0));
 }
@@ -187,7 +195,11 @@ fn selfserv(port: u16, db: &str, dir: &Path) -> KillOnDrop {
         .spawn_guarded();
     let start = Instant::now();
     while !std::fs::read_to_string(&err).unwrap_or_default().contains("About to call accept") {
-        assert!(child.try_wait().unwrap().is_none(), "selfserv exited: {}", std::fs::read_to_string(&err).unwrap());
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "selfserv exited: {}",
+            std::fs::read_to_string(&err).unwrap()
+        );
         assert!(start.elapsed() < TIMEOUT, "selfserv did not listen on {port}");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -301,7 +313,8 @@ fn libssl3_loaded_after_start_is_probed_before_the_first_record() {
     let cap = sensor.stop();
 
     assert_nss_attached(&cap.log, &copy_s);
-    let mapped = cap.log.lines().find(|l| l.contains("mapped after start-up") && l.contains(&copy_s)).unwrap();
+    let mapped =
+        cap.log.lines().find(|l| l.contains("mapped after start-up") && l.contains(&copy_s)).unwrap();
     eprintln!("attach cost of a late libssl3: {mapped}");
     let client = PeerInfo {
         pid,

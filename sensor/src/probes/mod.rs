@@ -20,7 +20,6 @@ mod tls_lib;
 mod uprobe_plan;
 
 pub use gnutls::GNUTLS;
-pub use nss::NSS;
 pub use go_layout::{GoLayout, TABLE as GO_LAYOUT_TABLE, TCPCONN_TYPE_HASHES};
 pub use go_tls::GoTlsProbes;
 pub use kernel_hook::{decide, HookDecision, KernelHook};
@@ -28,6 +27,7 @@ pub use loader::{
     chain as error_chain, detach_uprobes, ensure_tracefs, load_every_program, load_object, unload_all,
     Attached, ProbeError,
 };
+pub use nss::NSS;
 pub use openssl::{is_libssl, openssl_version, OPENSSL};
 pub use tls_lib::{library_of_process, TlsLibProbes};
 

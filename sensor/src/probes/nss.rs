@@ -17,10 +17,34 @@ use std::path::Path;
 /// The functions probed: each starts with `push` (an emulated instruction),
 /// so entry uprobe + uretprobe cost no single-step.
 pub const NSS_FUNCTIONS: [TlsFunction; 4] = [
-    TlsFunction { name: "ssl_Read", entry: "up_nss_read", uretprobe: "ur_nss_ret", return_site: None, args: 3 },
-    TlsFunction { name: "ssl_Write", entry: "up_nss_write", uretprobe: "ur_nss_ret", return_site: None, args: 3 },
-    TlsFunction { name: "ssl_Recv", entry: "up_nss_recv", uretprobe: "ur_nss_ret", return_site: None, args: 5 },
-    TlsFunction { name: "ssl_Send", entry: "up_nss_send", uretprobe: "ur_nss_ret", return_site: None, args: 5 },
+    TlsFunction {
+        name: "ssl_Read",
+        entry: "up_nss_read",
+        uretprobe: "ur_nss_ret",
+        return_site: None,
+        args: 3,
+    },
+    TlsFunction {
+        name: "ssl_Write",
+        entry: "up_nss_write",
+        uretprobe: "ur_nss_ret",
+        return_site: None,
+        args: 3,
+    },
+    TlsFunction {
+        name: "ssl_Recv",
+        entry: "up_nss_recv",
+        uretprobe: "ur_nss_ret",
+        return_site: None,
+        args: 5,
+    },
+    TlsFunction {
+        name: "ssl_Send",
+        entry: "up_nss_send",
+        uretprobe: "ur_nss_ret",
+        return_site: None,
+        args: 5,
+    },
 ];
 
 /// NSS's libssl3, shared only (NSS is not linked statically in practice).
@@ -37,7 +61,9 @@ pub static NSS: TlsLibrary = TlsLibrary {
 /// Whether a file name is NSS's SSL library (`libssl3.so`), not OpenSSL's
 /// `libssl.so.3`.
 pub fn is_libssl3(path: &Path) -> bool {
-    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n == "libssl3.so" || n.starts_with("libssl3.so."))
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n == "libssl3.so" || n.starts_with("libssl3.so."))
 }
 
 /// "NSS 3.87.1": the string `NSSSSL_GetVersion()` returns (its first
@@ -47,7 +73,8 @@ pub fn nss_version(data: &[u8]) -> Option<String> {
     let string_at = sites::first_rip_relative_lea(code, address)?;
     let bytes = elf::at_address(data, string_at, 32)?;
     let text = std::str::from_utf8(&bytes[..bytes.iter().position(|&b| b == 0)?]).ok()?;
-    let digits = text.split(['.', ' ']).next().is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let digits =
+        text.split(['.', ' ']).next().is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     (digits && text.contains('.')).then(|| format!("NSS {text}"))
 }
 

@@ -20,7 +20,9 @@
 
 use super::elf::FileSymbol;
 use gimli::UnwindSection;
-use iced_x86::{Decoder, DecoderOptions, Instruction, InstructionInfoFactory, Mnemonic, OpAccess, OpKind, Register};
+use iced_x86::{
+    Decoder, DecoderOptions, Instruction, InstructionInfoFactory, Mnemonic, OpAccess, OpKind, Register,
+};
 use object::{Object, ObjectSection, ObjectSymbol, ObjectSymbolTable, RelocationTarget};
 use std::collections::HashMap;
 
@@ -36,7 +38,8 @@ const SENDFILE: u64 = 0xf0;
 const PR_DESC_LAYERED: u64 = 4;
 
 /// The SSL layer's entries, as (name in logs, table slot).
-pub const ENTRIES: [(&str, u64); 4] = [("ssl_Read", READ), ("ssl_Write", WRITE), ("ssl_Recv", RECV), ("ssl_Send", SEND)];
+pub const ENTRIES: [(&str, u64); 4] =
+    [("ssl_Read", READ), ("ssl_Write", WRITE), ("ssl_Recv", RECV), ("ssl_Send", SEND)];
 
 /// Why the SSL layer's methods were not found.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +112,9 @@ impl Machine {
 
     fn load(&self, ins: &Instruction, relocs: &HashMap<u64, Val>, word: u64) -> Option<Val> {
         match self.place(ins)? {
-            Place::At(a) => self.stores.get(&(a + word * 8)).copied().or_else(|| loaded(relocs, a + word * 8)),
+            Place::At(a) => {
+                self.stores.get(&(a + word * 8)).copied().or_else(|| loaded(relocs, a + word * 8))
+            }
             Place::Stack(s) => self.stack.get(&(s + word as i64 * 8)).copied(),
         }
     }
@@ -136,7 +141,10 @@ impl Machine {
     /// Forgets every register `ins` writes.
     fn clobber(&mut self, info: &mut InstructionInfoFactory, ins: &Instruction) {
         for u in info.info(ins).used_registers() {
-            if matches!(u.access(), OpAccess::Read | OpAccess::CondRead | OpAccess::NoMemAccess | OpAccess::None) {
+            if matches!(
+                u.access(),
+                OpAccess::Read | OpAccess::CondRead | OpAccess::NoMemAccess | OpAccess::None
+            ) {
                 continue;
             }
             let r = u.register();
@@ -210,7 +218,11 @@ impl Machine {
                 let high = self.xmm.get(&s.number()).and_then(|x| x[0]);
                 self.xmm.insert(d.number(), [low, high]);
             }
-            Mnemonic::Movaps | Mnemonic::Movups | Mnemonic::Movdqa | Mnemonic::Movdqu | Mnemonic::Movapd
+            Mnemonic::Movaps
+            | Mnemonic::Movups
+            | Mnemonic::Movdqa
+            | Mnemonic::Movdqu
+            | Mnemonic::Movapd
             | Mnemonic::Movupd => {
                 if mem0 && src_reg {
                     let x = self.xmm.get(&s.number()).copied().unwrap_or([None, None]);
@@ -265,13 +277,20 @@ impl Machine {
 fn is_immediate(k: OpKind) -> bool {
     matches!(
         k,
-        OpKind::Immediate8 | OpKind::Immediate16 | OpKind::Immediate32 | OpKind::Immediate8to64 | OpKind::Immediate32to64
+        OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64
     )
 }
 
 /// What the dynamic relocations put in memory: a GOT slot of an import, or
 /// a pointer into the file itself. Also returns the slots of `imports`.
-fn relocations(obj: &object::File, imports: &[&'static str]) -> (HashMap<u64, Val>, HashMap<&'static str, u64>) {
+fn relocations(
+    obj: &object::File,
+    imports: &[&'static str],
+) -> (HashMap<u64, Val>, HashMap<&'static str, u64>) {
     let mut words = HashMap::new();
     let mut slots = HashMap::new();
     let symtab = obj.dynamic_symbol_table();
@@ -279,7 +298,8 @@ fn relocations(obj: &object::File, imports: &[&'static str]) -> (HashMap<u64, Va
         match r.target() {
             RelocationTarget::Symbol(i) => {
                 words.insert(at, Val::Slot(at));
-                let name = symtab.as_ref().and_then(|t| t.symbol_by_index(i).ok()).and_then(|s| s.name().ok());
+                let name =
+                    symtab.as_ref().and_then(|t| t.symbol_by_index(i).ok()).and_then(|s| s.name().ok());
                 if let Some(&n) = imports.iter().find(|&&n| Some(n) == name) {
                     slots.insert(n, at);
                 }
@@ -333,7 +353,8 @@ pub fn ssl_layer_methods(data: &[u8]) -> Result<HashMap<String, FileSymbol>, Met
             continue;
         }
         let bytes = &code[(start - text.address()) as usize..(start - text.address() + len) as usize];
-        let instrs: Vec<Instruction> = Decoder::with_ip(64, bytes, start, DecoderOptions::NONE).into_iter().collect();
+        let instrs: Vec<Instruction> =
+            Decoder::with_ip(64, bytes, start, DecoderOptions::NONE).into_iter().collect();
         let reads_slot = |i: &Instruction| {
             i.is_ip_rel_memory_operand() && [accept, sendfile].contains(&i.ip_rel_memory_address())
         };
@@ -355,7 +376,9 @@ pub fn ssl_layer_methods(data: &[u8]) -> Result<HashMap<String, FileSymbol>, Met
         [one] => Ok(ENTRIES
             .iter()
             .zip(one)
-            .map(|((name, _), &a)| (name.to_string(), FileSymbol { offset: a - text.address() + text_off, size: 0 }))
+            .map(|((name, _), &a)| {
+                (name.to_string(), FileSymbol { offset: a - text.address() + text_off, size: 0 })
+            })
             .collect()),
         _ => Err(MethodsError::Tables(found.len())),
     }
@@ -402,10 +425,13 @@ mod tests {
         assert_eq!(offsets.len(), 4, "{found:?}");
         for (name, sym) in &found {
             let code = &data[sym.offset as usize..sym.offset as usize + 64];
-            let instrs: Vec<Instruction> = Decoder::new(64, code, DecoderOptions::NONE).into_iter().take(10).collect();
+            let instrs: Vec<Instruction> =
+                Decoder::new(64, code, DecoderOptions::NONE).into_iter().take(10).collect();
             assert_eq!(instrs[0].mnemonic(), Mnemonic::Push, "{name}");
             let checks_layered = instrs.iter().any(|i| {
-                i.mnemonic() == Mnemonic::Cmp && i.op0_kind() == OpKind::Memory && i.immediate(1) == PR_DESC_LAYERED
+                i.mnemonic() == Mnemonic::Cmp
+                    && i.op0_kind() == OpKind::Memory
+                    && i.immediate(1) == PR_DESC_LAYERED
             });
             assert!(checks_layered, "{name}: {instrs:?}");
         }
@@ -439,6 +465,10 @@ mod tests {
         let at = (load.ip() - text.address() + off) as usize;
         drop(obj);
         data[at..at + load.len()].fill(0x90);
-        assert!(matches!(ssl_layer_methods(&data), Err(MethodsError::Tables(0))), "{:?}", ssl_layer_methods(&data));
+        assert!(
+            matches!(ssl_layer_methods(&data), Err(MethodsError::Tables(0))),
+            "{:?}",
+            ssl_layer_methods(&data)
+        );
     }
 }

@@ -4,12 +4,12 @@
 //! processes or mount namespaces map it). What differs per library is its
 //! `TlsLibrary` description.
 
+use super::elf::FileSymbol;
 use super::file_id::{Examined, FileId};
 use super::uprobe_plan::{self, FunctionPlan, TlsFunction};
 use super::{elf, loader, log_attach, log_program_probed, ProbeError};
 use crate::probes::exec_gate::HeldExec;
 use aya::Ebpf;
-use super::elf::FileSymbol;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -45,8 +45,11 @@ pub struct TlsLibrary {
     pub version: fn(&Path) -> String,
     /// Where the functions are when the symbol table does not say (NSS's
     /// static SSL-layer methods), or why they cannot be found; `None`: by symbol.
-    pub locate: Option<fn(&[u8]) -> Result<HashMap<String, FileSymbol>, String>>,
+    pub locate: Option<Locate>,
 }
+
+/// Finds a library's functions in its file's bytes, or says why it cannot.
+pub type Locate = fn(&[u8]) -> Result<HashMap<String, FileSymbol>, String>;
 
 /// Files mapped by process `pid` that `is_file` accepts, as paths reachable
 /// from here (through `/proc/PID/root`, so inside containers too; a deleted
@@ -204,9 +207,8 @@ impl TlsLibProbes {
         let file = std::fs::File::open(path).ok()?;
         // SAFETY: read-only private mapping of a file we hold open; only its
         // headers, symbol tables and the probed functions' code are read.
-        let plans = unsafe { memmap2::Mmap::map(&file) }
-            .map_err(|e| e.to_string())
-            .and_then(|map| self.plan(&map));
+        let plans =
+            unsafe { memmap2::Mmap::map(&file) }.map_err(|e| e.to_string()).and_then(|map| self.plan(&map));
         self.attach_opened(ebpf, path, file, plans)
     }
 
