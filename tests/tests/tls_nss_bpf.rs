@@ -326,3 +326,73 @@ fn libssl3_loaded_after_start_is_probed_before_the_first_record() {
     };
     assert_exact_from(&cap, &client, "client", 0, "nss");
 }
+
+/// Builds tests/programs/nss_echo_server.c against Debian's NSS.
+fn nss_echo_server(dir: &Path) -> std::path::PathBuf {
+    let out = dir.join("nss_echo_server");
+    let cc = Command::new("gcc")
+        .args(["-O2", "-o"])
+        .arg(&out)
+        .arg(program("nss_echo_server.c"))
+        .args(["-I/usr/include/nss", "-I/usr/include/nspr", "-lssl3", "-lnss3", "-lnspr4"])
+        .output()
+        .expect("gcc is required to build the NSS echo server");
+    assert!(cc.status.success(), "gcc (needs libnss3-dev): {}", String::from_utf8_lossy(&cc.stderr));
+    out
+}
+
+/// An NSS server receiving 0 B..4 MiB (selfserv keeps 10 KiB at most) and
+/// echoing it: both ends NSS, every byte each way.
+#[test]
+fn tstclnt_against_an_nss_echo_server_up_to_4_mib_each_way() {
+    require_nss_tools();
+    let TlsSetup { cert, key, port, port_s, .. } = &TlsSetup::new();
+    let port = *port;
+    let dir = tempfile::tempdir().unwrap();
+    let db = nss_db(dir.path(), cert, key);
+    let bin = nss_echo_server(dir.path());
+    let mut args = vec!["--port", port_s.as_str(), "--raw"];
+    args.extend_from_slice(EXACT);
+    let sensor = Sensor::start(&args);
+    let mut server = Command::new(&bin)
+        .args([db.as_str(), "server", &port.to_string(), &SIZES.len().to_string()])
+        .stdout(Stdio::piped())
+        .spawn_guarded();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.take().unwrap()), &mut ready)
+        .unwrap();
+    assert_eq!(ready, "listening\n", "the NSS echo server did not start");
+
+    let mut exchanges = Vec::new();
+    for n in SIZES {
+        let body = pattern_body("req", n);
+        let request = format!("{n}\n{body}").into_bytes();
+        let (pid, response) = tstclnt_exchange(port, &request, dir.path());
+        assert!(response == body.as_bytes(), "echoed {} of {n} bytes", response.len());
+        exchanges.push((pid, request, response));
+    }
+    assert!(wait_child(&mut server, "nss_echo_server").success());
+    let server_pid = server.0.id();
+    let cap = sensor.stop();
+
+    let listen = format!("127.0.0.1:{port}");
+    for (pid, request, response) in &exchanges {
+        let local = client_end(&cap, *pid);
+        let client = PeerInfo {
+            pid: *pid,
+            comm: "tstclnt".into(),
+            local: local.clone(),
+            remote: listen.clone(),
+            sent: request.clone(),
+            recv: response.clone(),
+        };
+        assert_exact_from(&cap, &client, "client", 0, "nss");
+        assert!(conn_stream(&cap, server_pid, &local, "recv") == *request, "the server received the request");
+        assert!(conn_stream(&cap, server_pid, &local, "send") == *response, "the server sent the echo");
+    }
+    let served = cap.of("data", server_pid);
+    assert_all_nss(&served, "nss_echo_server", "server");
+    assert!(served.iter().all(|r| r["conn"]["local"] == listen.as_str()));
+    assert_eq!(cap.dropped("tls_socket_unknown"), (0, 0));
+    assert_eq!(cap.dropped("ringbuf_full"), (0, 0));
+}
