@@ -7,7 +7,6 @@
 
 use nettap_e2e::*;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -83,24 +82,6 @@ fn client_end(cap: &Capture, pid: u32) -> String {
         .as_str()
         .unwrap()
         .to_string()
-}
-
-/// One direction of the connection of `pid` whose remote end is `remote`,
-/// reassembled from its data records (no gaps, no overlaps, from byte 0).
-fn conn_stream(cap: &Capture, pid: u32, remote: &str, direction: &str) -> Vec<u8> {
-    let mut chunks = BTreeMap::new();
-    for r in cap.of("data", pid) {
-        if r["conn"]["remote"] == remote && r["direction"] == direction {
-            assert!(r["truncated"].as_u64().unwrap_or(0) == 0, "{r}");
-            assert!(chunks.insert(r["seq"].as_u64().unwrap(), payload(r)).is_none(), "two chunks at one seq");
-        }
-    }
-    let mut bytes = Vec::new();
-    for (seq, chunk) in chunks {
-        assert_eq!(seq, bytes.len() as u64, "{direction} of pid {pid} to {remote}: gap or overlap at {seq}");
-        bytes.extend_from_slice(&chunk);
-    }
-    bytes
 }
 
 /// Every data record of `pid` is NSS plaintext in `role` (no ciphertext
@@ -254,8 +235,8 @@ fn tstclnt_against_selfserv_both_ends_exact() {
         };
         assert_exact_from(&cap, &client, "client", 0, "nss");
         // The server's side of the same connection: the same bytes, crossed.
-        assert!(conn_stream(&cap, server_pid, &local, "recv") == *request, "selfserv received the request");
-        assert!(conn_stream(&cap, server_pid, &local, "send") == *response, "selfserv sent the response");
+        assert!(cap.conn_stream(server_pid, &local, "recv") == *request, "selfserv received the request");
+        assert!(cap.conn_stream(server_pid, &local, "send") == *response, "selfserv sent the response");
     }
     let served = cap.of("data", server_pid);
     assert_all_nss(&served, "selfserv", "server");
@@ -387,8 +368,8 @@ fn tstclnt_against_an_nss_echo_server_up_to_4_mib_each_way() {
             recv: response.clone(),
         };
         assert_exact_from(&cap, &client, "client", 0, "nss");
-        assert!(conn_stream(&cap, server_pid, &local, "recv") == *request, "the server received the request");
-        assert!(conn_stream(&cap, server_pid, &local, "send") == *response, "the server sent the echo");
+        assert!(cap.conn_stream(server_pid, &local, "recv") == *request, "the server received the request");
+        assert!(cap.conn_stream(server_pid, &local, "send") == *response, "the server sent the echo");
     }
     let served = cap.of("data", server_pid);
     assert_all_nss(&served, "nss_echo_server", "server");
