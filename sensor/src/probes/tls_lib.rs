@@ -238,7 +238,9 @@ impl TlsLibProbes {
         let plans = match plans {
             Ok(p) => p,
             Err(e) => {
-                crate::metrics::global().probe_failed("uprobe", &target, "elf_unreadable");
+                // A library found without symbols (NSS) says why it refused.
+                let reason = if self.lib.locate.is_some() { "functions_not_found" } else { "elf_unreadable" };
+                crate::metrics::global().probe_failed("uprobe", &target, reason);
                 tracing::warn!(target, probe_type = "uprobe", ok = false, error = %e, "probe attached: failed");
                 return None;
             }
