@@ -28,9 +28,15 @@ NT_UPROBE(up_nss_read)
 	return ssl_enter(fd, buf, NULL, NT_PROBE_UPROBE_NSS_READ, NT_DIR_RECV);
 }
 
+/* PR_MSG_PEEK (prio.h): the bytes stay, to be read again. */
+#define NT_PR_MSG_PEEK 0x2
+
 NT_UPROBE(up_nss_recv)
 {
 	void *fd = (void *)PT_REGS_PARM1(ctx), *buf = (void *)PT_REGS_PARM2(ctx);
+	/* A peek is not a read: its bytes come again from the next call. */
+	if ((int)PT_REGS_PARM4(ctx) & NT_PR_MSG_PEEK)
+		return 0;
 	return ssl_enter(fd, buf, NULL, NT_PROBE_UPROBE_NSS_RECV, NT_DIR_RECV);
 }
 

@@ -2,7 +2,8 @@
 // more than its 10 KiB request buffer). Serves COUNT connections on
 // 127.0.0.1:PORT one after another with the certificate NICKNAME of the NSS
 // database DB: each starts with a line "N\n"; the N bytes after it are
-// echoed back as they are read, then the connection is closed. Prints
+// echoed back as they are read (after a peek at the first bytes), then the
+// connection is closed. Prints
 // "listening" once it accepts connections.
 //   nss_echo_server DB NICKNAME PORT COUNT
 #include <cert.h>
@@ -30,6 +31,10 @@ static void write_all(PRFileDesc *s, const char *buf, int n) {
 }
 
 static void serve(PRFileDesc *s) {
+    // A peek first, as some servers do to sniff a protocol: the bytes are
+    // read again below, and must be captured once.
+    char peek[4];
+    if (PR_Recv(s, peek, sizeof peek, PR_MSG_PEEK, PR_INTERVAL_NO_TIMEOUT) <= 0) fail("PR_Recv(PR_MSG_PEEK)");
     char line[32];
     int len = 0;
     for (;;) {
