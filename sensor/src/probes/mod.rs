@@ -15,8 +15,10 @@ pub mod mapped;
 mod nss;
 mod nss_methods;
 mod openssl;
+mod probed_files;
 mod sites;
 mod tls_lib;
+mod tls_probers;
 mod uprobe_plan;
 
 pub use gnutls::GNUTLS;
@@ -30,6 +32,7 @@ pub use loader::{
 pub use nss::NSS;
 pub use openssl::{is_libssl, openssl_version, OPENSSL};
 pub use tls_lib::{library_of_process, TlsLibProbes};
+pub use tls_probers::TlsProbers;
 
 use aya::programs::{KProbe, TracePoint};
 use aya::Ebpf;
