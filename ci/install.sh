@@ -25,6 +25,8 @@ need_pkgs=(
   postgresql            # a real PostgreSQL server and psql (issue 23's protocol tests)
   mariadb-server        # a real MySQL-protocol server and the mariadb client (issue 23)
   gnutls-bin wget       # GnuTLS programs (gnutls-cli, gnutls-serv, wget) for the GnuTLS tests
+  libnss3-tools         # NSS programs (tstclnt, selfserv, certutil, pk12util) for the NSS tests
+  libnss3-dev           # headers for the NSS echo server the NSS tests build
   ca-certificates
 )
 
@@ -58,11 +60,13 @@ command -v python3 >/dev/null || { echo "ci/install.sh: python3 is required by t
 # Python packages the tests use (a HAR parser and an OpenMetrics parser we
 # did not write, real gRPC peers, real database clients), in a cached venv.
 export NETTAP_VENV="${NETTAP_VENV:-$HOME/.cache/nettap/venv}"
-if ! "$NETTAP_VENV/bin/python" -c "import haralyzer, grpc, prometheus_client, redis, psycopg, pymysql, mysql.connector, kafka, pymongo, backports.zstd, snappy" 2>/dev/null; then
+# psycopg2-binary 2.9.5: its wheel bundles OpenSSL 1.1.1 (libssl-*.so.1.1), the
+# OpenSSL 1.1 the TLS tests drive (Debian 12 has none).
+if ! "$NETTAP_VENV/bin/python" -c "import haralyzer, grpc, prometheus_client, redis, psycopg, psycopg2, pymysql, mysql.connector, kafka, pymongo, backports.zstd, snappy" 2>/dev/null; then
   python3 -m venv "$NETTAP_VENV"
   "$NETTAP_VENV/bin/pip" install -q --disable-pip-version-check "haralyzer==2.4.0" "grpcio==1.68.1" \
     "prometheus-client==0.21.1" "redis==8.1.0" "psycopg[binary]==3.3.9" "pymysql==1.2.4" \
-    "mysql-connector-python==26.10.0" "kafka-python==3.0.12" \
+    "mysql-connector-python==26.10.0" "kafka-python==3.0.12" "psycopg2-binary==2.9.5" \
     "pymongo==4.20.0" "backports.zstd==1.8.0" "python-snappy==0.7.3"
 fi
 

@@ -310,6 +310,32 @@ impl Capture {
         Stream { start, bytes, gaps }
     }
 
+    /// One direction of the connection of `pid` whose remote end is
+    /// `remote` (a server's connections apart), reassembled from its data
+    /// records: from byte 0, with no gap, overlap or truncation.
+    pub fn conn_stream(&self, pid: u32, remote: &str, direction: &str) -> Vec<u8> {
+        let mut chunks = BTreeMap::new();
+        for r in self.of("data", pid) {
+            if r["conn"]["remote"] == remote && r["direction"] == direction {
+                assert!(r["truncated"].as_u64().unwrap_or(0) == 0, "{r}");
+                assert!(
+                    chunks.insert(r["seq"].as_u64().unwrap(), payload(r)).is_none(),
+                    "two chunks at one seq"
+                );
+            }
+        }
+        let mut bytes = Vec::new();
+        for (seq, chunk) in chunks {
+            assert_eq!(
+                seq,
+                bytes.len() as u64,
+                "{direction} of pid {pid} with {remote}: gap or overlap at {seq}"
+            );
+            bytes.extend_from_slice(&chunk);
+        }
+        bytes
+    }
+
     /// Sum of `drop` records' (count, bytes) for `reason`.
     pub fn dropped(&self, reason: &str) -> (u64, u64) {
         self.records
