@@ -21,7 +21,7 @@ pub mod wait;
 
 pub use assertions::*;
 pub use databases::*;
-pub use kafka::{kafka_peer, KafkaBroker};
+pub use kafka::{kafka_peer, KafkaBroker, SecureListener, TopicRecord};
 pub use netns::*;
 pub use otelcol::*;
 pub use peers::*;
