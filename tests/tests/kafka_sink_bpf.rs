@@ -193,14 +193,17 @@ fn a_stopped_broker_costs_the_buffer_bound_sheds_counted_and_duplicates_nothing(
     }
     let before = rss_anon_kib(sensor.pid());
 
-    // The broker is killed (records in flight may have been written without
-    // their acknowledgement: the retry must not write them twice) and stays
-    // down for 8 s while 500 exchanges with 64 KiB bodies (some 65 MB of
+    // The broker is killed in the middle of a burst (records in flight may
+    // have been written without their acknowledgement: the retry must not
+    // write them twice) and stays down for 8 s while 500 exchanges with 64 KiB bodies (some 65 MB of
     // records, both ends) are made.
+    let first_burst = std::thread::spawn(move || load(h1, "/big.txt", 100));
+    std::thread::sleep(Duration::from_millis(300));
     broker.stop();
+    first_burst.join().unwrap();
     let down = Instant::now();
     let (mut peak, mut queued) = (0, 0.0f64);
-    let mut bursts = 0;
+    let mut bursts = 1;
     while down.elapsed() < Duration::from_secs(8) {
         if bursts < 5 {
             load(h1, "/big.txt", 100);

@@ -141,7 +141,8 @@ impl Sink for KafkaSink {
         }
         let value = serde_json::to_vec(r).map_err(io::Error::other)?;
         let key = key(r);
-        let bytes = value.len() + key.as_ref().map_or(0, String::len);
+        // The record's size as librdkafka bounds its buffer (the value alone).
+        let bytes = value.len();
         let mut record = BaseRecord::with_opaque_to(&self.topic, bytes).payload(&value);
         if let Some(k) = &key {
             record = record.key(k);
