@@ -56,7 +56,8 @@ fn values(got: &[TopicRecord]) -> Vec<String> {
             let text = String::from_utf8(r.value.clone()).expect("a record is JSON text");
             assert!(!text.ends_with('\n'), "one record, no newline: {text}");
             let v: Value = serde_json::from_str(&text).unwrap();
-            let key = v["conn"]["local"].as_str().map(|l| format!("{l}-{}", v["conn"]["remote"].as_str().unwrap()));
+            let key =
+                v["conn"]["local"].as_str().map(|l| format!("{l}-{}", v["conn"]["remote"].as_str().unwrap()));
             assert_eq!(r.key, key, "the key of {text}");
             text
         })
@@ -101,7 +102,8 @@ fn every_record_arrives_byte_identical_keyed_by_connection_and_in_order() {
     let h1 = free_port();
     let _nginx = nginx(h1, &[("page.txt", PAGE.as_bytes())]);
     let brokers = format!("127.0.0.1:{}", broker.port);
-    let sensor = Sensor::start(&["--port", &h1.to_string(), "--kafka-brokers", &brokers, "--kafka-topic", TOPIC]);
+    let sensor =
+        Sensor::start(&["--port", &h1.to_string(), "--kafka-brokers", &brokers, "--kafka-topic", TOPIC]);
     // Eight connections of five requests each.
     for _ in 0..8 {
         load(h1, "/page.txt", 5);
@@ -196,7 +198,7 @@ fn a_stopped_broker_costs_the_buffer_bound_sheds_counted_and_duplicates_nothing(
     // The broker is killed in the middle of a burst (records in flight may
     // have been written without their acknowledgement: the retry must not
     // write them twice; the window is narrow, so with enable.idempotence=false
-    // this passed too in the tries made, see the README) and stays down for 8 s while 500 exchanges with 64 KiB bodies (some 65 MB of
+    // this passed too in the tries made) and stays down for 8 s while 500 exchanges with 64 KiB bodies (some 65 MB of
     // records, both ends) are made.
     let first_burst = std::thread::spawn(move || load(h1, "/big.txt", 100));
     std::thread::sleep(Duration::from_millis(300));
@@ -247,6 +249,7 @@ fn a_stopped_broker_costs_the_buffer_bound_sheds_counted_and_duplicates_nothing(
     );
     // Delivery resumed: the 20 requests after the restart, both ends, all
     // arrived (and the 50 before the broker stopped).
-    let small = have.iter().filter(|v| v.starts_with(r#"{"kind":"http""#) && v.contains("/page.txt?n=")).count();
+    let small =
+        have.iter().filter(|v| v.starts_with(r#"{"kind":"http""#) && v.contains("/page.txt?n=")).count();
     assert_eq!(small, 140, "the exchanges before the broker stopped and after it came back");
 }

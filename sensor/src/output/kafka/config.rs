@@ -157,7 +157,11 @@ impl KafkaConfig {
             if let Some(path) = path {
                 // librdkafka reads them later, in its own threads: a wrong
                 // path is said here, at start-up.
-                std::fs::metadata(path).map_err(|source| ConfigError::File { flag, path: path.clone(), source })?;
+                std::fs::metadata(path).map_err(|source| ConfigError::File {
+                    flag,
+                    path: path.clone(),
+                    source,
+                })?;
                 set(key, path.display().to_string());
             }
         }

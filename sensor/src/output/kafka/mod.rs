@@ -111,7 +111,8 @@ impl KafkaSink {
     pub fn start(config: KafkaConfig, raw: bool) -> Result<Self, SetupError> {
         let queued = Arc::new(AtomicUsize::new(0));
         let failed = Shed::new("export_failed");
-        let context = Context { failed: failed.clone(), queued: queued.clone(), down: AtomicBool::new(false) };
+        let context =
+            Context { failed: failed.clone(), queued: queued.clone(), down: AtomicBool::new(false) };
         let producer = config.client_config().create_with_context(context)?;
         info!(
             brokers = config.properties.iter().find(|(k, _)| k == "bootstrap.servers").map_or("", |(_, v)| v),
