@@ -155,6 +155,66 @@ fn spans_and_logs_over_otlp_http() {
     export_over("http/protobuf");
 }
 
+/// `OTEL_EXPORTER_OTLP_COMPRESSION=gzip`, both protocols: the collector
+/// takes the compressed requests (spans of every exchange arrive), and the
+/// sensor, capturing the collector's own port too, sees each export request
+/// arrive with gzip on the wire (`grpc-encoding` / `content-encoding`).
+#[test]
+fn gzip_compressed_export_over_both_protocols() {
+    for (protocol, path, header) in [
+        ("grpc", "/opentelemetry.proto.collector.trace.v1.TraceService/Export", "grpc-encoding"),
+        ("http/protobuf", "/v1/traces", "content-encoding"),
+    ] {
+        let collector = Collector::start();
+        let (h1, h2c) = (free_port(), free_port());
+        let _nginx = nginx(h1, h2c, &[("page.txt", PAGE.as_bytes())]);
+        let endpoint = collector.endpoint(protocol);
+        let collector_port = endpoint.rsplit_once(':').unwrap().1.to_string();
+        let port = h1.to_string();
+        let sensor = Sensor::start_with_env(
+            &[
+                "--port",
+                &port,
+                "--port",
+                &collector_port,
+                "--otlp-endpoint",
+                &endpoint,
+                "--otlp-protocol",
+                protocol,
+            ],
+            &[("OTEL_EXPORTER_OTLP_COMPRESSION", "none")],
+        );
+        load(h1, "/page.txt", 5);
+        collector.wait_for(10, 10);
+        // The export requests' own exchanges, as the records file has them (flushed each second).
+        let start = Instant::now();
+        let records = sensor.dir.path().join("records.jsonl");
+        while !std::fs::read_to_string(&records).unwrap_or_default().contains(path) {
+            assert!(start.elapsed() < TIMEOUT, "{protocol}: the export requests were never captured");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let cap = sensor.stop();
+        let pages = collector.spans().iter().filter(|s| s.attrs["url.path"] == "/page.txt").count();
+        assert_eq!(pages, 10, "{protocol}: both ends of 5 exchanges");
+        let exports: Vec<&Value> = cap
+            .records
+            .iter()
+            .filter(|r| r["kind"] == "http" && r["request"]["path"] == path && r["conn"]["role"] == "server")
+            .collect();
+        assert!(!exports.is_empty(), "{protocol}: no export request captured at the collector");
+        for r in exports {
+            let encoding = r["request"]["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(header)))
+                .map(|h| h[1].clone());
+            assert_eq!(encoding, Some(Value::from("gzip")), "{protocol}: {}", r["request"]["headers"]);
+            assert_eq!(r["response"]["status"], 200, "{r}");
+        }
+    }
+}
+
 /// The process's anonymous resident memory (its heap: where the queue
 /// lives; the ring buffer's shared pages are not in it).
 #[test]
