@@ -332,3 +332,22 @@ pub fn metrics_get(port: u16, path: &str) -> Option<(u16, String)> {
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Some((status, body))
 }
+
+/// The sum of the samples on the metrics endpoint at `port` whose line
+/// starts with `prefix` (name and labels).
+pub fn metric_sum(port: u16, prefix: &str) -> f64 {
+    let (status, text) = metrics_get(port, "/metrics").expect("the metrics endpoint answers");
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+/// A process's anonymous resident memory in KiB: its heap, where an
+/// exporter's queue lives (the ring buffer's shared pages are not in it).
+pub fn rss_anon_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}

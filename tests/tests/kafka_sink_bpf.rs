@@ -32,22 +32,6 @@ fn load(port: u16, path: &str, n: u32) {
     assert!(wait_child(&mut c, "curl").success());
 }
 
-fn rss_anon_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-/// The sum of the samples whose line starts with `prefix` (name and labels).
-fn metric(port: u16, prefix: &str) -> f64 {
-    let (status, text) = metrics_get(port, "/metrics").expect("the metrics endpoint answers");
-    assert_eq!(status, 200);
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum()
-}
-
 /// The topic's values as text (they are JSON), checking that each record's
 /// key names its connection.
 fn values(got: &[TopicRecord]) -> Vec<String> {
@@ -189,7 +173,7 @@ fn a_stopped_broker_costs_the_buffer_bound_sheds_counted_and_duplicates_nothing(
     ]);
     load(h1, "/page.txt", 50);
     let start = Instant::now();
-    while metric(metrics, r#"nettap_exported_total{exporter="kafka""#) < 100.0 {
+    while metric_sum(metrics, r#"nettap_exported_total{exporter="kafka""#) < 100.0 {
         assert!(start.elapsed() < TIMEOUT, "the first 100 records were never delivered");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -198,8 +182,8 @@ fn a_stopped_broker_costs_the_buffer_bound_sheds_counted_and_duplicates_nothing(
     // The broker is killed in the middle of a burst (records in flight may
     // have been written without their acknowledgement: the retry must not
     // write them twice; the window is narrow, so with enable.idempotence=false
-    // this passed too in the tries made) and stays down for 8 s while 500 exchanges with 64 KiB bodies (some 65 MB of
-    // records, both ends) are made.
+    // this passed too in the tries made) and stays down for 8 s while 500
+    // exchanges with 64 KiB bodies (some 65 MB of records, both ends) are made.
     let first_burst = std::thread::spawn(move || load(h1, "/big.txt", 100));
     std::thread::sleep(Duration::from_millis(300));
     broker.stop();
@@ -213,11 +197,11 @@ fn a_stopped_broker_costs_the_buffer_bound_sheds_counted_and_duplicates_nothing(
             bursts += 1;
         }
         peak = peak.max(rss_anon_kib(sensor.pid()));
-        queued = queued.max(metric(metrics, r#"nettap_export_queue_bytes{exporter="kafka""#));
+        queued = queued.max(metric_sum(metrics, r#"nettap_export_queue_bytes{exporter="kafka""#));
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(queued > 0.0 && queued <= QUEUE as f64, "queue bytes {queued}");
-    let shed_so_far = metric(metrics, r#"nettap_dropped_total{reason="export_queue_full"}"#);
+    let shed_so_far = metric_sum(metrics, r#"nettap_dropped_total{reason="export_queue_full"}"#);
     assert!(shed_so_far > 0.0, "nothing counted as shed while the broker was down");
     let grown = peak.saturating_sub(before);
     eprintln!("sensor heap {before} KiB before, {peak} KiB at most while the broker was down (+{grown} KiB)");

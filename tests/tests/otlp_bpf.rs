@@ -268,23 +268,6 @@ fn export_over_tls_with_a_client_certificate_and_the_standard_variables() {
     }
 }
 
-fn rss_anon_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-/// The sum of the samples whose line starts with `prefix` (name and labels).
-fn metric(port: u16, prefix: &str) -> f64 {
-    let out =
-        Command::new("curl").args(["-sS", &format!("http://127.0.0.1:{port}/metrics")]).output().unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum()
-}
-
 /// Requests of one curl on one keep-alive connection.
 fn load(port: u16, path: &str, n: u32) {
     curl(&[], &format!("http://127.0.0.1:{port}{path}?n=[1-{n}]"));
@@ -332,12 +315,12 @@ fn a_stopped_collector_costs_the_queue_bound_and_every_exchange_is_exported_or_c
             bursts += 1;
         }
         peak = peak.max(rss_anon_kib(sensor.pid()));
-        queued = queued.max(metric(metrics, "nettap_export_queue_bytes{"));
+        queued = queued.max(metric_sum(metrics, "nettap_export_queue_bytes{"));
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(queued > 0.0 && queued <= QUEUE as f64, "queue bytes {queued}");
-    assert!(metric(metrics, "nettap_export_failures_total{") > 0.0);
-    let shed_so_far = metric(metrics, r#"nettap_dropped_total{reason="export_queue_full"}"#);
+    assert!(metric_sum(metrics, "nettap_export_failures_total{") > 0.0);
+    let shed_so_far = metric_sum(metrics, r#"nettap_dropped_total{reason="export_queue_full"}"#);
     assert!(shed_so_far > 0.0, "nothing counted as shed while the collector was down");
     let grown = peak.saturating_sub(before);
     eprintln!(
