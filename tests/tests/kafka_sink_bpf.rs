@@ -144,7 +144,7 @@ fn over_tls_with_sasl_plain() {
     let env = [("NETTAP_KAFKA_SASL_USERNAME", "nettap"), ("NETTAP_KAFKA_SASL_PASSWORD", "wrong")];
     let sensor = Sensor::start_with_env(&args, &env);
     load(h1, "/page.txt", 1);
-    sensor.wait_for_log(&["Authentication failed"]);
+    sensor.wait_for_log(&["Kafka producer error", "Authentication failed"]);
     let cap = sensor.stop();
     assert!(!cap.log.contains("\"wrong\""), "the password was logged");
 }

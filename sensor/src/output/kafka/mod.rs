@@ -49,23 +49,26 @@ struct Context {
 
 impl ClientContext for Context {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        // librdkafka's own lines; they never hold captured payloads.
+        // librdkafka's own lines (never captured payloads). Its errors also
+        // come to `error` below, which says an outage once: here they are debug.
         match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error
-            | RDKafkaLogLevel::Warning => warn!(facility = fac, "librdkafka: {message}"),
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+                warn!(facility = fac, "librdkafka: {message}")
+            }
             _ => debug!(facility = fac, "librdkafka: {message}"),
         }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        let all_down = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
-        if !all_down {
+        use RDKafkaErrorCode::{AllBrokersDown, BrokerTransportFailure, Resolve};
+        let unreachable =
+            matches!(error.rdkafka_error_code(), Some(AllBrokersDown | BrokerTransportFailure | Resolve));
+        if !unreachable {
             warn!(error = %error, reason, "Kafka producer error");
         } else if !self.down.swap(true, Ordering::Relaxed) {
             warn!(reason, "Kafka brokers unreachable; records are buffered up to the bound, then shed");
+        } else {
+            debug!(reason, "Kafka brokers still unreachable");
         }
     }
 }
