@@ -20,8 +20,8 @@ pub fn kafka_libs() -> PathBuf {
     libs
 }
 
-/// A second listener, SASL_SSL (TLS, then SASL/PLAIN as user `nettap`),
-/// for a client that must authenticate over TLS.
+/// A second listener, SASL_SSL (TLS, then SASL/PLAIN or SCRAM-SHA-256 as
+/// user `nettap`), for a client that must authenticate over TLS.
 pub struct SecureListener {
     /// Its port.
     pub port: u16,
@@ -53,6 +53,7 @@ impl KafkaBroker {
         let dir = tempfile::tempdir().unwrap();
         let (mut listeners, mut advertised) = (String::new(), String::new());
         let mut secure_config = String::new();
+        let mut format_args = Vec::new();
         if let Some(s) = secure {
             // The PEM keystore is one file: the key, then the certificate.
             let keystore = dir.path().join("keystore.pem");
@@ -61,12 +62,20 @@ impl KafkaBroker {
             listeners = format!(",SASL_SSL://127.0.0.1:{}", s.port);
             advertised = listeners.clone();
             secure_config = format!(
-                "ssl.keystore.type=PEM\nssl.keystore.location={}\nsasl.enabled.mechanisms=PLAIN\n\
+                "ssl.keystore.type=PEM\nssl.keystore.location={}\n\
+                 sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256\n\
                  listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule \
-                 required username=\"nettap\" password=\"{pw}\" user_nettap=\"{pw}\";\n",
+                 required username=\"nettap\" password=\"{pw}\" user_nettap=\"{pw}\";\n\
+                 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=\
+                 org.apache.kafka.common.security.scram.ScramLoginModule required;\n",
                 keystore.display(),
                 pw = s.password
             );
+            // SCRAM credentials live in the cluster metadata: written at format time.
+            format_args = vec![
+                "--add-scram".to_string(),
+                format!("SCRAM-SHA-256=[name=nettap,password={}]", s.password),
+            ];
         }
         let config = format!(
             "process.roles=broker,controller\nnode.id=1\n\
@@ -85,6 +94,7 @@ impl KafkaBroker {
         let out = Self::java(&dir)
             .args(["kafka.tools.StorageTool", "format", "-t", "bmV0dGFwLWthZmthLXRlc3Q", "-c"])
             .arg(dir.path().join("server.properties"))
+            .args(&format_args)
             .output()
             .unwrap();
         assert!(

@@ -3,10 +3,10 @@
 //! the sensor writes to its JSON Lines file arrives in the topic with the
 //! same bytes, keyed by connection, each connection's records in one
 //! partition in file order (a topic of three partitions); over TLS with
-//! SASL/PLAIN; and with the broker killed under load and started again, the
-//! sensor's memory stays within its buffer's bound, what it shed is counted
-//! as drop records, nothing arrives twice (the idempotent producer's
-//! retries across the restart), and delivery resumes.
+//! SASL/PLAIN and SCRAM-SHA-256; and with the broker killed under load and
+//! started again, the sensor's memory stays within its buffer's bound, what
+//! it shed is counted as drop records, nothing arrives twice (the idempotent
+//! producer's retries across the restart), and delivery resumes.
 
 use nettap_e2e::*;
 use serde_json::Value;
@@ -103,7 +103,7 @@ fn every_record_arrives_byte_identical_keyed_by_connection_and_in_order() {
 }
 
 #[test]
-fn over_tls_with_sasl_plain() {
+fn over_tls_with_sasl_plain_and_scram() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), &["127.0.0.1"]);
     let secure = SecureListener {
@@ -139,6 +139,23 @@ fn over_tls_with_sasl_plain() {
     assert_eq!(cap.records.iter().filter(|r| r["kind"] == "http").count(), 6);
     assert!(!cap.log.contains("a-sasl-password"), "the password was logged");
     check_same_records(&cap.text, &broker.read_topic(TOPIC, cap.text.lines().count()));
+
+    // SCRAM-SHA-256 (a salted challenge instead of the password), to a topic of its own.
+    let scram_topic = "nettap-scram";
+    broker.create_topic(scram_topic, 1);
+    let scram: Vec<&str> = args
+        .iter()
+        .map(|a| match *a {
+            "PLAIN" => "SCRAM-SHA-256",
+            TOPIC => scram_topic,
+            a => a,
+        })
+        .collect();
+    let sensor = Sensor::start_with_env(&scram, &env);
+    load(h1, "/page.txt", 2);
+    let cap = sensor.stop();
+    assert_eq!(cap.records.iter().filter(|r| r["kind"] == "http").count(), 4);
+    check_same_records(&cap.text, &broker.read_topic(scram_topic, cap.text.lines().count()));
 
     // A wrong password: nothing is delivered, and the sensor says why.
     let env = [("NETTAP_KAFKA_SASL_USERNAME", "nettap"), ("NETTAP_KAFKA_SASL_PASSWORD", "wrong")];
