@@ -130,6 +130,9 @@ pub struct Header {
     pub tid: u32,
     /// NUL-padded process name.
     pub comm: [u8; 16],
+    /// The process's cgroup v2 id at the event (0: not known), which still
+    /// names its pod once it has exited.
+    pub cgroup: u64,
     /// Connection.
     pub conn: ConnId,
 }
@@ -241,6 +244,7 @@ fn header(h: &nt_event_header) -> Header {
         pid: h.pid,
         tid: h.tid,
         comm: h.comm,
+        cgroup: h.cgroup,
         conn: conn_id(&h.conn),
     }
 }

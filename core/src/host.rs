@@ -13,8 +13,10 @@ pub trait Host {
     fn listens(&mut self, pid: u32, port: u16) -> Option<bool>;
     /// The name of process `pid` (kernel events carry their own; agents' do not).
     fn comm(&mut self, pid: u32) -> [u8; 16];
-    /// The pod process `pid` runs in (Kubernetes mode).
-    fn pod_of(&mut self, pid: u32) -> Option<PodOf>;
+    /// The pod process `pid` runs in (Kubernetes mode); `cgroup` is its
+    /// cgroup v2 id as its event gave it (0: not known), which still names
+    /// the pod once the process has exited.
+    fn pod_of(&mut self, pid: u32, cgroup: u64) -> Option<PodOf>;
     /// The pod or Service whose address `ip` is, anywhere in the cluster
     /// (Kubernetes mode): a record's `k8s.peer`.
     fn peer_of(&mut self, _ip: IpAddr) -> Option<Peer> {
@@ -36,7 +38,7 @@ impl Host for NoHost {
         [0; 16]
     }
 
-    fn pod_of(&mut self, _pid: u32) -> Option<PodOf> {
+    fn pod_of(&mut self, _pid: u32, _cgroup: u64) -> Option<PodOf> {
         None
     }
 }

@@ -58,6 +58,7 @@ static __always_inline void dns_emit(struct sock *sk, __u64 peer, __u64 data, __
 	ev->hdr.tid = tid;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	BPF_CORE_READ_STR_INTO(&ev->hdr.comm, task, group_leader, comm);
+	ev->hdr.cgroup = bpf_get_current_cgroup_id();
 	ev->seq = 0;
 	ev->direction = direction;
 	__u64 n = len < NT_DNS_MAX ? len : NT_DNS_MAX;

@@ -26,6 +26,7 @@ static __always_inline void fill_header(struct nt_event_header *h, __u32 kind, _
 	h->tid = tid;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	BPF_CORE_READ_STR_INTO(&h->comm, task, group_leader, comm);
+	h->cgroup = bpf_get_current_cgroup_id();
 	read_endpoints(sk, &h->conn);
 	h->conn.conn_id = cs->conn_id;
 	h->conn.role = cs->role;
@@ -46,6 +47,7 @@ static __always_inline void emit_conn(struct sock *sk, const struct conn_state *
 		/* Runs in whatever context closed the socket: not the owner's comm. */
 		__builtin_memset(&ev->hdr.comm, 0, sizeof(ev->hdr.comm));
 		ev->hdr.tid = 0;
+		ev->hdr.cgroup = 0;
 	}
 	ev->event = event;
 	ev->send_bytes = cs->send_seq;

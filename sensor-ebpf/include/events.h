@@ -130,6 +130,8 @@ struct nt_event_header {
 	__u32 pid;       /* tgid */
 	__u32 tid;
 	__u8 comm[16];   /* the thread-group leader's comm */
+	__u64 cgroup;    /* the calling task's cgroup v2 id, which names its pod after it
+	                    exited; 0 where the context is not the owner's (closes) */
 	struct nt_conn_ident conn;
 };
 

@@ -211,24 +211,13 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     let attached = probes::attach_kernel(&mut ebpf, opts.capture.kernel_hook)?;
     // Without uprobes every TLS attachment would fail one by one: none is tried.
     let tls_probes = allowed.uprobes;
-    let mut openssl = probes::TlsLibProbes::new(&probes::OPENSSL);
-    let mut gnutls = probes::TlsLibProbes::new(&probes::GNUTLS);
-    let mut go_tls = probes::GoTlsProbes::new();
+    let mut tls = probes::TlsProbers::default();
     if tls_probes {
-        let mut files = openssl.attach_all(&mut ebpf);
-        for binary in &opts.openssl_binaries {
-            // Named on purpose (NETTAP_OPENSSL_BINARY): a failure here is said.
-            if openssl.attach_file(&mut ebpf, binary) || openssl.is_probed(binary) {
-                files += 1;
-            } else {
-                warn!(binary = %binary.display(), "NETTAP_OPENSSL_BINARY names a file that could not be probed");
-            }
-        }
-        info!(files, "OpenSSL libraries probed");
-        info!(files = gnutls.attach_all(&mut ebpf), "GnuTLS libraries probed");
-        let go_programs = go_tls.attach_running(&mut ebpf);
-        info!(programs = go_programs, "Go programs with crypto/tls probed");
+        tls.attach_all(&mut ebpf, &opts.openssl_binaries);
     }
+    // A process ended since the last tick: a deleted file's probes may go
+    // once its last process has.
+    let mut exited = false;
     let mut gate = start_exec_gate(opts.capture.exec_hold_ms, &allowed);
 
     let ring = RingBuf::try_from(ebpf.take_map("events").ok_or_else(|| anyhow!("map events missing"))?)?;
@@ -250,7 +239,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow!("cannot watch the ring buffer: {e}"))?;
     // Kubernetes mode names pods through this; the watchers fill it below.
-    let pods = opts.kubernetes.as_ref().map(|_| crate::k8s::PodResolver::default());
+    let pods = opts.kubernetes.as_ref().map(crate::k8s::PodResolver::for_node);
     let host = Box::new(crate::host::ProcHost::new(pods.clone()));
     // Twice the kernel's table: a connection whose kernel entry was evicted
     // is still known when its socket is seen again.
@@ -333,16 +322,14 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                 guard.clear_ready();
                 let work = proc.take_work();
                 for lib in work.libraries.iter().filter(|_| tls_probes) {
-                    openssl.attach_mapped(&mut ebpf, lib, Clock::boot_now_ns());
-                    gnutls.attach_mapped(&mut ebpf, lib, Clock::boot_now_ns());
+                    tls.library_mapped(&mut ebpf, lib, Clock::boot_now_ns());
                 }
                 for exe in work.execs {
                     if let Some(g) = &mut gate {
                         g.mark(Path::new(&format!("/proc/{}/exe", exe.pid)));
                     }
                     if tls_probes {
-                        openssl.examine_exec(&mut ebpf, &exe, Clock::boot_now_ns());
-                        go_tls.examine_exec(&mut ebpf, &exe, Clock::boot_now_ns());
+                        tls.program_executed(&mut ebpf, &exe, Clock::boot_now_ns());
                     }
                     if let Some(a) = &mut auto_attach {
                         a.on_exec(exe.pid, &exe.name);
@@ -351,6 +338,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                         h.on_exec(exe.pid);
                     }
                 }
+                exited |= !work.exits.is_empty();
                 for pid in work.exits {
                     if let Some(a) = &mut auto_attach {
                         a.on_exit(pid);
@@ -368,8 +356,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
             }
             held = next_or_never(gate.as_mut().map(ExecGate::next)) => match held {
                 Some(held) => {
-                    openssl.examine_held(&mut ebpf, &held);
-                    go_tls.examine_held(&mut ebpf, &held);
+                    tls.program_held(&mut ebpf, &held);
                     // Dropping `held` lets the program run.
                 }
                 None => {
@@ -387,6 +374,9 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                 let shed = opts.shed.iter().filter_map(crate::shed::Shed::take);
                 proc.report_drops(kernel_drops(&mut drops, &mut skipped, &ebpf).into_iter().chain(shed).collect(), now)?;
                 proc.flush()?;
+                if tls_probes {
+                    tls.release_unused(&mut ebpf, std::mem::take(&mut exited));
+                }
             }
         }
     };
@@ -428,9 +418,9 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         aliases = t.aliases,
         sessions = t.sessions,
         agent_processes = t.agent_processes,
-        openssl_files = openssl.files(),
-        gnutls_files = gnutls.files(),
-        go_programs = go_tls.programs(),
+        openssl_files = tls.files(&probes::OPENSSL),
+        gnutls_files = tls.files(&probes::GNUTLS),
+        go_programs = tls.go_programs(),
         jvms_tried = auto_attach.as_ref().map_or(0, |a| a.tried()),
         "tables at the end"
     );

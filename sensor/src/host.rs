@@ -69,8 +69,8 @@ impl Host for ProcHost {
         comm
     }
 
-    fn pod_of(&mut self, pid: u32) -> Option<PodOf> {
-        self.pods.as_ref()?.pod_of_pid(pid)
+    fn pod_of(&mut self, pid: u32, cgroup: u64) -> Option<PodOf> {
+        self.pods.as_ref()?.pod_of(pid, cgroup)
     }
 
     fn peer_of(&mut self, ip: std::net::IpAddr) -> Option<Peer> {

@@ -309,3 +309,46 @@ fn kubernetes_mode_without_a_node_name_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("node's name"), "{err}");
 }
+
+/// A process that exited before the sensor looked it up (a job's `curl`,
+/// a `kubectl exec`, while the capture loop was busy: here stopped) is still
+/// named by its pod, through the cgroup id its events carry: its
+/// `/proc/PID/cgroup` went with it, its container's cgroup did not.
+#[test]
+fn a_process_gone_before_the_sensor_looked_is_still_named_by_its_pod() {
+    let api = ApiServer::start();
+    let node = node_name("gone");
+    api.namespace("jobs", json!({}));
+    let job_labels = json!({"app": "report"});
+    let job = SimPod::run(
+        &api,
+        "jobs",
+        "report-28411-x7kq2",
+        &node,
+        &job_labels,
+        None,
+        json!({}),
+        (Driver::Systemd, Runtime::Containerd),
+    );
+    let port = nettap_e2e::free_port();
+    let (mut host_server, _dir) = nettap_e2e::http_peer_server(port);
+    // No exec gate: a stopped sensor would hold every exec on the host.
+    let sensor = kubernetes_sensor_with(&api, &node, &[port], &["--exec-hold-ms", "0"]);
+    let stop = |sig| {
+        // SAFETY: plain syscall on the sensor this test started.
+        assert_eq!(unsafe { libc::kill(sensor.pid() as i32, sig) }, 0);
+    };
+    stop(libc::SIGSTOP);
+    let gone = curl(Some(&job), None, &format!("http://127.0.0.1:{port}/report"));
+    assert!(!Path::new(&format!("/proc/{gone}")).exists(), "the client has exited");
+    stop(libc::SIGCONT);
+    let cap = sensor.stop();
+    let _ = host_server.kill();
+    let _ = host_server.wait();
+
+    assert_eq!(k8s_of(&cap, gone), vec![job.record_k8s(None)], "log:\n{}", cap.log);
+    let paths: Vec<&str> =
+        cap.of("http", gone).iter().map(|r| r["request"]["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["/report"]);
+    assert_eq!(k8s_of(&cap, host_server.id()), vec![Value::Null], "the host's server is in no pod");
+}

@@ -160,9 +160,9 @@ impl ConnTracker {
         self.aliases.len()
     }
 
-    /// The pod of process `pid` (Kubernetes mode), when known.
-    pub fn pod_of(&mut self, pid: u32) -> Option<PodOf> {
-        self.host.pod_of(pid)
+    /// The pod of process `pid` in cgroup `cgroup` (Kubernetes mode), when known.
+    pub fn pod_of(&mut self, pid: u32, cgroup: u64) -> Option<PodOf> {
+        self.host.pod_of(pid, cgroup)
     }
 
     /// The host the table asks about listeners, names and pods.
@@ -252,7 +252,7 @@ impl ConnTracker {
         }
         let aliases = self.conns.get(&c.id).map(|i| i.aliases.clone()).unwrap_or_default();
         let remote_host = self.hosts.lookup(c.netns, c.remote.ip(), h.ts_boot_ns);
-        let pod = self.pod_of(h.pid);
+        let pod = self.pod_of(h.pid, h.cgroup);
         let peer = self.host.peer_of(c.remote.ip());
         self.by_endpoints.insert((c.local, c.remote), c.id);
         // Kernel ids only: agents' connections (ids from 2^63) have no namespace.
@@ -289,7 +289,7 @@ impl ConnTracker {
             // Another process uses the socket now (PostgreSQL's postmaster
             // accepts, the backend it forks reads and writes): records name
             // the process whose calls carried the bytes.
-            let pod = self.pod_of(h.pid);
+            let pod = self.pod_of(h.pid, h.cgroup);
             if let Some(info) = self.conns.get_mut(&h.conn.id) {
                 (info.pid, info.comm, info.pod) = (h.pid, h.comm, pod);
             }
@@ -357,6 +357,7 @@ mod tests {
             pid: NO_SUCH_PID,
             tid: NO_SUCH_PID,
             comm: *b"python3\0\0\0\0\0\0\0\0\0",
+            cgroup: 0,
             conn: ConnId {
                 id,
                 local: SocketAddr::new(ip, lport),

@@ -160,6 +160,7 @@ impl Processor {
             pid,
             tid: c.tid as u32,
             comm,
+            cgroup: 0,
             conn: ConnId { id, local, remote, role: c.conn.role, tls: true, netns: 0 },
         };
         if self.agents.late.contains(&pid) && !self.sessions.contains_key(&id) {

@@ -339,7 +339,7 @@ impl Processor {
             self.tracker.learn_dns(c.netns, &m, header.ts_boot_ns);
         }
         let role = if c.remote.port() == 53 { events::Role::Client } else { events::Role::Server };
-        let pod = self.tracker.pod_of(header.pid);
+        let pod = self.tracker.pod_of(header.pid, header.cgroup);
         let r = Record {
             origin: Origin {
                 ts_ns: self.out.clock.realtime_ns(header.ts_boot_ns),

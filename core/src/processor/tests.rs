@@ -65,7 +65,7 @@ impl Host for TableHost {
         comm
     }
 
-    fn pod_of(&mut self, pid: u32) -> Option<PodOf> {
+    fn pod_of(&mut self, pid: u32, _cgroup: u64) -> Option<PodOf> {
         self.pods.iter().find(|(p, _)| *p == pid).map(|(_, pod)| pod.clone())
     }
 

@@ -42,9 +42,15 @@ pub fn cgroup2_under(root: &Path) -> Option<PathBuf> {
 }
 
 /// Every cgroup under `root` that belongs to a pod: (pod UID, cgroup id).
-/// The id of a cgroup v2 directory is its inode number, which is what
-/// `bpf_get_current_cgroup_id` returns for a task in it.
 pub fn pod_cgroups(root: &Path) -> Vec<(String, u64)> {
+    pod_cgroup_refs(root).into_iter().filter_map(|(id, cg)| Some((cg.pod_uid?, id))).collect()
+}
+
+/// Every cgroup under `root` that belongs to a pod (its own and its
+/// containers'): (cgroup id, what its path says). The id of a cgroup v2
+/// directory is its inode number, which is what `bpf_get_current_cgroup_id`
+/// returns for a task in it.
+pub fn pod_cgroup_refs(root: &Path) -> Vec<(u64, cgroup::CgroupRef)> {
     let mut found = Vec::new();
     let mut stack = vec![(root.to_path_buf(), 0usize)];
     let mut visited = 0;
@@ -61,9 +67,10 @@ pub fn pod_cgroups(root: &Path) -> Vec<(String, u64)> {
             }
             let path = e.path();
             let Ok(rel) = path.strip_prefix(root) else { continue };
-            if let Some(uid) = cgroup::parse_path(&rel.to_string_lossy()).pod_uid {
+            let cg = cgroup::parse_path(&rel.to_string_lossy());
+            if cg.pod_uid.is_some() {
                 if let Ok(m) = e.metadata() {
-                    found.push((uid, m.ino()));
+                    found.push((m.ino(), cg));
                 }
             }
             if depth + 1 < MAX_DEPTH {

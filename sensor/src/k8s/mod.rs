@@ -6,6 +6,7 @@
 //! `peers` names remote addresses (every pod's and Service's in the cluster).
 
 pub mod cgroup;
+mod cgroup_ids;
 pub mod enforce;
 pub mod meta;
 pub mod peers;
@@ -15,7 +16,7 @@ pub mod watch;
 pub use meta::{PodIndex, PodMeta, PodOf, Workload};
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// Errors of Kubernetes mode.
@@ -83,33 +84,61 @@ pub async fn client(opts: &KubernetesOptions) -> Result<kube::Client, Kubernetes
 pub struct PodResolver {
     index: Arc<RwLock<Arc<PodIndex>>>,
     proc: PathBuf,
+    /// Pod cgroups by id, for processes that have exited.
+    ids: Arc<Mutex<cgroup_ids::CgroupIds>>,
     /// Remote addresses → pods and Services of the whole cluster.
     pub peers: peers::PeerResolver,
 }
 
 impl Default for PodResolver {
     fn default() -> Self {
-        Self::new("/proc")
+        Self::new("/proc", None)
     }
 }
 
 impl PodResolver {
     /// A resolver reading processes' cgroups under `proc` (the host's
-    /// `/proc`: the sensor runs with hostPID).
-    pub fn new(proc: impl Into<PathBuf>) -> Self {
-        Self { index: Arc::default(), proc: proc.into(), peers: Default::default() }
+    /// `/proc`: the sensor runs with hostPID), and, for processes that
+    /// have exited, the cgroup v2 hierarchy at `cgroups`.
+    pub fn new(proc: impl Into<PathBuf>, cgroups: Option<PathBuf>) -> Self {
+        let ids = Arc::new(Mutex::new(cgroup_ids::CgroupIds::new(cgroups)));
+        Self { index: Arc::default(), proc: proc.into(), ids, peers: Default::default() }
     }
 
-    /// The pod process `pid` runs in, if it is one of this node's known pods.
-    pub fn pod_of_pid(&self, pid: u32) -> Option<PodOf> {
-        let text = match std::fs::read_to_string(self.proc.join(pid.to_string()).join("cgroup")) {
-            Ok(t) => t,
-            Err(e) => {
-                unnamed(pid, "its cgroup cannot be read (the process ended)", &e.to_string());
-                return None;
-            }
+    /// The resolver Kubernetes mode uses: the host's /proc, and the cgroup
+    /// v2 hierarchy as configured.
+    pub fn for_node(opts: &KubernetesOptions) -> Self {
+        let cgroups = match &opts.cgroup_root {
+            Some(root) => enforce::cgroup2_under(root),
+            None => enforce::cgroup2_mount(),
         };
-        let cg = cgroup::parse(&text);
+        Self::new("/proc", cgroups)
+    }
+
+    /// The pod process `pid` runs in, if it is one of this node's known
+    /// pods; `cgroup` is its cgroup id from its event (0: not known). By the
+    /// id when it was seen before (no reading of /proc), else from
+    /// `/proc/PID/cgroup`, else, the process having exited, from the tree.
+    pub fn pod_of(&self, pid: u32, cgroup: u64) -> Option<PodOf> {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        let cg = match ids.get_learnt(cgroup) {
+            Some(cg) => cg,
+            None => match std::fs::read_to_string(self.proc.join(pid.to_string()).join("cgroup")) {
+                Ok(text) => {
+                    let cg = cgroup::parse(&text);
+                    ids.learn(cgroup, &cg);
+                    cg
+                }
+                Err(e) => match ids.get(cgroup) {
+                    Some(cg) => cg,
+                    None => {
+                        unnamed(pid, "its cgroup cannot be read (the process ended)", &e.to_string());
+                        return None;
+                    }
+                },
+            },
+        };
+        drop(ids);
         if cg.is_empty() {
             return None;
         }

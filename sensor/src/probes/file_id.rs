@@ -23,6 +23,16 @@ impl FileId {
     pub fn of(meta: &std::fs::Metadata) -> Self {
         Self { dev: meta.dev(), ino: meta.ino(), ctime: meta.ctime(), ctime_nsec: meta.ctime_nsec() }
     }
+
+    /// Its device as `stat` gives it.
+    pub fn dev(&self) -> u64 {
+        self.dev
+    }
+
+    /// Its inode number.
+    pub fn ino(&self) -> u64 {
+        self.ino
+    }
 }
 
 /// Files examined at most (≈ 50 B each).

@@ -7,6 +7,7 @@
 use super::file_id::{Examined, FileId};
 use super::go_layout::{TABLE as GO_LAYOUT_TABLE, TCPCONN_TYPE_HASHES};
 use super::golang::{self, GoBinary};
+use super::probed_files::{MapsName, ProbedFiles};
 use super::{loader, log_attach, log_program_probed, ProbeError};
 use crate::bpf::events::{nt_go_exe, nt_go_layout};
 use crate::probes::exec_gate::HeldExec;
@@ -21,11 +22,12 @@ const READ: &str = "crypto/tls.(*Conn).Read";
 const PROGRAMS: [&str; 3] = ["up_go_tls_write", "up_go_tls_read", "up_go_tls_ret"];
 
 /// Attaches the Go TLS probes to Go executables, once per file identity.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct GoTlsProbes {
     examined: Examined,
-    /// Executables probed, never forgotten (probing one twice would report its calls twice).
-    probed: HashSet<FileId>,
+    /// Executables probed, kept while they exist or run (probing one twice
+    /// would report its calls twice).
+    probed: ProbedFiles,
     loaded: bool,
 }
 
@@ -38,6 +40,28 @@ impl GoTlsProbes {
     /// Executables examined (by identity).
     pub fn programs(&self) -> usize {
         self.examined.len() + self.probed.len()
+    }
+
+    /// Probed executables that were deleted, as maps name them.
+    pub fn deleted(&self) -> impl Iterator<Item = MapsName> + '_ {
+        self.probed.deleted()
+    }
+
+    /// Detaches the probes of deleted executables no process runs (`in_use`:
+    /// what some process maps) and forgets their layouts. Returns how many
+    /// lost their probes.
+    pub fn release_unused(&mut self, ebpf: &mut Ebpf, in_use: &HashSet<MapsName>) -> usize {
+        let gone = self.probed.take_unused(in_use);
+        for (id, target) in &gone {
+            let links = loader::release_uprobes(std::slice::from_ref(id));
+            let forgotten = layouts(ebpf)
+                .and_then(|mut m| m.remove(&exe_key(id.dev(), id.ino())).map_err(|e| e.to_string()));
+            if let Err(e) = forgotten {
+                tracing::debug!(error = %e, target, "Go layout not removed");
+            }
+            tracing::info!(target, links, "probes detached from a deleted Go program no process runs");
+        }
+        gone.len()
     }
 
     /// Examines the executables of every running process. Returns how many were probed.
@@ -90,14 +114,21 @@ impl GoTlsProbes {
             return None; // Go without crypto/tls
         }
         drop(map);
-        let in_place = self.attach(ebpf, &file, &target, &go);
+        let in_place = self.attach(ebpf, &file, key, &target, &go);
         if in_place.is_some() {
-            self.probed.insert(key);
+            self.probed.insert(key, &file, &target);
         }
         in_place
     }
 
-    fn attach(&mut self, ebpf: &mut Ebpf, file: &std::fs::File, target: &str, go: &GoBinary) -> Option<u64> {
+    fn attach(
+        &mut self,
+        ebpf: &mut Ebpf,
+        file: &std::fs::File,
+        key: FileId,
+        target: &str,
+        go: &GoBinary,
+    ) -> Option<u64> {
         if !self.loaded {
             if let Err(e) = loader::load_uprobes(ebpf, PROGRAMS) {
                 tracing::warn!(error = %loader::chain(&e), "Go TLS probes cannot load");
@@ -130,7 +161,7 @@ impl GoTlsProbes {
                 f.returns.iter().map(|r| ("up_go_tls_ret", f.offset + r, format!("{name}+{r:#x} (return)"))),
             );
         }
-        results.extend(loader::attach_uprobes(ebpf, points, file));
+        results.extend(loader::attach_uprobes(ebpf, points, file, key));
         let offsets = self.set_layout(ebpf, file, go);
         let in_place = nettap_core::clock::Clock::boot_now_ns();
         let version = format!(
@@ -158,24 +189,30 @@ impl GoTlsProbes {
             ));
         }
         let Ok(meta) = file.metadata() else { return source };
-        let dev = meta.dev();
-        let key = nt_go_exe { ino: meta.ino(), dev: (libc::major(dev) << 20) | libc::minor(dev), _pad: 0 };
+        let key = exe_key(meta.dev(), meta.ino());
         let value = nt_go_layout {
             conn_data: layout.conn_data,
             tcpconn_fd: layout.tcpconn_fd,
             netfd_sysfd: layout.netfd_sysfd,
             itab_hash: go.tcpconn_itab_hash.unwrap_or(0),
         };
-        let set = ebpf
-            .map_mut("go_layouts")
-            .ok_or_else(|| "map missing".to_string())
-            .and_then(|m| {
-                aya::maps::HashMap::<_, nt_go_exe, nt_go_layout>::try_from(m).map_err(|e| e.to_string())
-            })
-            .and_then(|mut m| m.insert(&key, &value, 0).map_err(|e| e.to_string()));
+        let set = layouts(ebpf).and_then(|mut m| m.insert(&key, &value, 0).map_err(|e| e.to_string()));
         if let Err(e) = set {
             tracing::warn!(error = %e, "Go layout not given to the eBPF side; it uses the table");
         }
         source
     }
+}
+
+/// The eBPF side's layouts by executable.
+fn layouts(
+    ebpf: &mut Ebpf,
+) -> Result<aya::maps::HashMap<&mut aya::maps::MapData, nt_go_exe, nt_go_layout>, String> {
+    let map = ebpf.map_mut("go_layouts").ok_or_else(|| "map missing".to_string())?;
+    aya::maps::HashMap::try_from(map).map_err(|e| e.to_string())
+}
+
+/// An executable as the kernel names it (`stat`'s device in the kernel's encoding).
+fn exe_key(dev: u64, ino: u64) -> nt_go_exe {
+    nt_go_exe { ino, dev: (libc::major(dev) << 20) | libc::minor(dev), _pad: 0 }
 }

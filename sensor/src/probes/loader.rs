@@ -1,10 +1,13 @@
 //! The eBPF object: settings written before load, maps sized, filters filled.
 
+use super::file_id::FileId;
 use crate::bpf::{events::nt_config, OBJECT};
 use crate::config::CaptureConfig;
 use aya::maps::HashMap as BpfHashMap;
+use aya::programs::uprobe::UProbeLink;
 use aya::programs::{Program, ProgramError};
 use aya::{Ebpf, EbpfError, EbpfLoader};
+use std::collections::HashMap;
 
 use super::HookDecision;
 
@@ -253,18 +256,24 @@ pub fn load_uprobes<'a>(
     Ok(())
 }
 
-/// Uprobe links, owned here rather than by their programs so that shutdown
-/// closes them from many threads at once: each close waits for the kernel's
-/// grace periods (uprobe unregister), and one after another — as the
-/// programs drop them — a few hundred per-point probes took 40 s, past
+/// Uprobe links by the file they probe, owned here rather than by their
+/// programs: a file's links go when it does (`release_uprobes`), and
+/// shutdown closes them from many threads at once: each close waits for the
+/// kernel's grace periods (uprobe unregister), and one after another — as
+/// the programs drop them — a few hundred per-point probes took 40 s, past
 /// Kubernetes' default grace period, holding up execs meanwhile.
-static UPROBE_LINKS: std::sync::Mutex<Vec<aya::programs::uprobe::UProbeLink>> =
-    std::sync::Mutex::new(Vec::new());
+static UPROBE_LINKS: std::sync::LazyLock<std::sync::Mutex<HashMap<FileId, Vec<UProbeLink>>>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn uprobe_links() -> std::sync::MutexGuard<'static, HashMap<FileId, Vec<UProbeLink>>> {
+    UPROBE_LINKS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// One uprobe point's attachment, shared by the points of one program.
 pub type PointResult = std::rc::Rc<Result<(), ProbeError>>;
 
-/// Attaches uprobe points `(program, file offset, label)` to `file`, which
+/// Attaches uprobe points `(program, file offset, label)` to `file` (whose
+/// identity is `owner`), which
 /// is held open and named through `/proc/self/fd`, so a process that exits
 /// meanwhile (its `/proc/PID/...` path vanishing) does not matter. Each
 /// program is attached once for all of its offsets (one uprobe_multi link,
@@ -275,6 +284,7 @@ pub fn attach_uprobes<L>(
     ebpf: &mut Ebpf,
     points: Vec<(&str, u64, L)>,
     file: &std::fs::File,
+    owner: FileId,
 ) -> Vec<(L, PointResult)> {
     let mut by_program: Vec<(&str, Vec<u64>, Option<PointResult>)> = Vec::new();
     for &(prog, offset, _) in &points {
@@ -284,7 +294,7 @@ pub fn attach_uprobes<L>(
         }
     }
     for (prog, offsets, result) in &mut by_program {
-        *result = Some(std::rc::Rc::new(attach_program(ebpf, prog, offsets, file)));
+        *result = Some(std::rc::Rc::new(attach_program(ebpf, prog, offsets, file, owner)));
     }
     points
         .into_iter()
@@ -300,6 +310,7 @@ fn attach_program(
     prog: &str,
     offsets: &[u64],
     file: &std::fs::File,
+    owner: FileId,
 ) -> Result<(), ProbeError> {
     use std::os::fd::AsRawFd;
     let via_fd = std::path::PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
@@ -310,8 +321,26 @@ fn attach_program(
         .attach(offsets.iter().copied(), &via_fd, aya::programs::uprobe::UProbeScope::AllProcesses)
         .map_err(failed)?;
     let link = p.take_link(id).map_err(failed)?;
-    UPROBE_LINKS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(link);
+    uprobe_links().entry(owner).or_default().push(link);
     Ok(())
+}
+
+/// Detaches the uprobes of files that are gone, from a thread of their own
+/// (each close waits for grace periods the capture loop must not wait
+/// for). Returns how many links they had.
+pub fn release_uprobes(owners: &[FileId]) -> usize {
+    let links: Vec<UProbeLink> = {
+        let mut all = uprobe_links();
+        owners.iter().filter_map(|o| all.remove(o)).flatten().collect()
+    };
+    let n = links.len();
+    if n > 0 {
+        let spawned = std::thread::Builder::new().name("release".into()).spawn(move || drop(links));
+        if let Err(e) = spawned {
+            tracing::debug!(error = %e, "release thread did not start; links detached in place");
+        }
+    }
+    n
 }
 
 /// Threads closing uprobe links at once at shutdown.
@@ -320,7 +349,7 @@ const DETACH_THREADS: usize = 32;
 /// Detaches every uprobe, from up to DETACH_THREADS threads; returns how many
 /// links there were.
 pub fn detach_uprobes() -> usize {
-    let links = std::mem::take(&mut *UPROBE_LINKS.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    let links: Vec<UProbeLink> = std::mem::take(&mut *uprobe_links()).into_values().flatten().collect();
     let n = links.len();
     in_parallel(links, drop);
     n

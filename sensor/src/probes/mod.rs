@@ -13,8 +13,10 @@ mod kernel_hook;
 mod loader;
 pub mod mapped;
 mod openssl;
+mod probed_files;
 mod sites;
 mod tls_lib;
+mod tls_probers;
 mod uprobe_plan;
 
 pub use gnutls::GNUTLS;
@@ -27,6 +29,7 @@ pub use loader::{
 };
 pub use openssl::{is_libssl, openssl_version, OPENSSL};
 pub use tls_lib::{library_of_process, TlsLibProbes};
+pub use tls_probers::TlsProbers;
 
 use aya::programs::{KProbe, TracePoint};
 use aya::Ebpf;

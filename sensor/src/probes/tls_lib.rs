@@ -5,6 +5,7 @@
 //! `TlsLibrary` description.
 
 use super::file_id::{Examined, FileId};
+use super::probed_files::{MapsName, ProbedFiles};
 use super::uprobe_plan::{self, FunctionPlan, TlsFunction};
 use super::{elf, loader, log_attach, log_program_probed, ProbeError};
 use crate::probes::exec_gate::HeldExec;
@@ -54,21 +55,55 @@ pub fn library_of_process(pid: u32, is_file: fn(&Path) -> bool) -> Vec<PathBuf> 
 /// Attaches one library's uprobes to its files, once per file identity.
 pub struct TlsLibProbes {
     lib: &'static TlsLibrary,
-    seen: HashSet<FileId>,
+    probed: ProbedFiles,
     /// Executables already examined for linked-in OpenSSL, by identity.
     examined: Examined,
+    /// Files whose ELF could not be read, said once each.
+    unreadable: Examined,
     loaded: bool,
 }
 
 impl TlsLibProbes {
     /// Nothing attached yet.
     pub fn new(lib: &'static TlsLibrary) -> Self {
-        Self { lib, seen: HashSet::new(), examined: Examined::default(), loaded: false }
+        Self {
+            lib,
+            probed: ProbedFiles::default(),
+            examined: Examined::default(),
+            unreadable: Examined::default(),
+            loaded: false,
+        }
+    }
+
+    /// The library.
+    pub fn library(&self) -> &'static TlsLibrary {
+        self.lib
     }
 
     /// Files examined or probed (by identity).
     pub fn files(&self) -> usize {
-        self.seen.len() + self.examined.len()
+        self.probed.len() + self.examined.len()
+    }
+
+    /// Probed files that were deleted, as maps name them.
+    pub fn deleted(&self) -> impl Iterator<Item = MapsName> + '_ {
+        self.probed.deleted()
+    }
+
+    /// Detaches the probes of deleted files no process maps (`in_use`:
+    /// what some process maps). Returns how many files lost their probes.
+    pub fn release_unused(&mut self, in_use: &HashSet<MapsName>) -> usize {
+        let gone = self.probed.take_unused(in_use);
+        for (id, target) in &gone {
+            let links = loader::release_uprobes(std::slice::from_ref(id));
+            tracing::info!(
+                target,
+                links,
+                library = self.lib.name,
+                "probes detached from a deleted file no process maps"
+            );
+        }
+        gone.len()
     }
 
     /// Attaches to the system's copy of the library, to every copy mapped by
@@ -107,7 +142,7 @@ impl TlsLibProbes {
 
     /// Whether the file at `path` has the probes.
     pub fn is_probed(&self, path: &Path) -> bool {
-        std::fs::metadata(path).is_ok_and(|m| self.seen.contains(&FileId::of(&m)))
+        std::fs::metadata(path).is_ok_and(|m| self.probed.contains(&FileId::of(&m)))
     }
 
     /// A program was executed: if its file (examined once per identity)
@@ -150,7 +185,7 @@ impl TlsLibProbes {
         let file = std::fs::File::open(path).ok()?;
         let meta = file.metadata().ok()?;
         let key = FileId::of(&meta);
-        if self.seen.contains(&key) || !self.examined.insert(key) {
+        if self.probed.contains(&key) || !self.examined.insert(key) {
             return None;
         }
         // SAFETY: read-only private mapping of a file we opened; only the
@@ -217,15 +252,17 @@ impl TlsLibProbes {
     ) -> Option<u64> {
         let meta = file.metadata().ok()?;
         let key = FileId::of(&meta);
-        if !self.seen.insert(key) {
+        if self.probed.contains(&key) {
             return None;
         }
         let target = path.display().to_string();
         let plans = match plans {
             Ok(p) => p,
             Err(e) => {
-                crate::metrics::global().probe_failed("uprobe", &target, "elf_unreadable");
-                tracing::warn!(target, probe_type = "uprobe", ok = false, error = %e, "probe attached: failed");
+                if self.unreadable.insert(key) {
+                    crate::metrics::global().probe_failed("uprobe", &target, "elf_unreadable");
+                    tracing::warn!(target, probe_type = "uprobe", ok = false, error = %e, "probe attached: failed");
+                }
                 return None;
             }
         };
@@ -252,7 +289,7 @@ impl TlsLibProbes {
             }
         }
         let labelled = points.iter().map(|pt| (pt.program, pt.offset, (pt.kind, pt.label.clone()))).collect();
-        for ((kind, label), r) in loader::attach_uprobes(ebpf, labelled, &file) {
+        for ((kind, label), r) in loader::attach_uprobes(ebpf, labelled, &file, key) {
             results.push((kind, label, r));
         }
         let in_place = nettap_core::clock::Clock::boot_now_ns();
@@ -261,11 +298,9 @@ impl TlsLibProbes {
         for (kind, label, result) in &results {
             log_attach(&target, kind, label, result, Some(&version));
         }
-        if results.iter().any(|(_, _, r)| r.is_ok()) {
-            Some(in_place)
-        } else {
-            self.seen.remove(&key); // a later mapping may succeed
-            None
-        }
+        // None probed: a later mapping may succeed.
+        let probed = results.iter().any(|(_, _, r)| r.is_ok());
+        probed.then(|| self.probed.insert(key, &file, &target));
+        probed.then_some(in_place)
     }
 }
