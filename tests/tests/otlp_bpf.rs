@@ -182,7 +182,7 @@ fn gzip_compressed_export_over_both_protocols() {
                 "--otlp-protocol",
                 protocol,
             ],
-            &[("OTEL_EXPORTER_OTLP_COMPRESSION", "none")],
+            &[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")],
         );
         load(h1, "/page.txt", 5);
         collector.wait_for(10, 10);
