@@ -206,21 +206,11 @@ fn a_stopped_broker_costs_the_buffer_bound_sheds_counted_and_duplicates_nothing(
     std::thread::sleep(Duration::from_millis(300));
     broker.stop();
     first_burst.join().unwrap();
-    let down = Instant::now();
-    let (mut peak, mut queued) = (0, 0.0f64);
-    let mut bursts = 1;
-    // Every burst is made however slow the machine (as in otlp_bpf: a loaded
-    // one made only some of them within the 8 s, and shed too little).
-    while bursts < 5 || down.elapsed() < Duration::from_secs(8) {
-        assert!(down.elapsed() < TIMEOUT, "the bursts did not finish in {TIMEOUT:?}");
-        if bursts < 5 {
-            load(h1, "/big.txt", 100);
-            bursts += 1;
-        }
-        peak = peak.max(rss_anon_kib(sensor.pid()));
-        queued = queued.max(metric_sum(metrics, r#"nettap_export_queue_bytes{exporter="kafka""#));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let queue_metric = r#"nettap_export_queue_bytes{exporter="kafka""#;
+    let (peak, queued) =
+        load_while_sampling(sensor.pid(), metrics, queue_metric, 4, Duration::from_secs(8), || {
+            load(h1, "/big.txt", 100)
+        });
     assert!(queued > 0.0 && queued <= QUEUE as f64, "queue bytes {queued}");
     let shed_so_far = metric_sum(metrics, r#"nettap_dropped_total{reason="export_queue_full"}"#);
     assert!(shed_so_far > 0.0, "nothing counted as shed while the broker was down");

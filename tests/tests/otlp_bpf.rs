@@ -305,22 +305,14 @@ fn a_stopped_collector_costs_the_queue_bound_and_every_exchange_is_exported_or_c
     // exchanges with 64 KiB bodies (some 65 MB of records, both ends) are
     // made, in bursts the sensor can keep up with.
     collector.stop();
-    let down = Instant::now();
-    let mut peak = 0;
-    let mut queued = 0.0f64;
-    let mut bursts = 0;
-    // Every burst is made however slow the machine (a loaded one made only
-    // some of them within the 8 s, and shed too little to show the bound).
-    while bursts < 5 || down.elapsed() < Duration::from_secs(8) {
-        assert!(down.elapsed() < TIMEOUT, "the bursts did not finish in {TIMEOUT:?}");
-        if bursts < 5 {
-            load(h1, "/big.txt", 100);
-            bursts += 1;
-        }
-        peak = peak.max(rss_anon_kib(sensor.pid()));
-        queued = queued.max(metric_sum(metrics, "nettap_export_queue_bytes{"));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (peak, queued) = load_while_sampling(
+        sensor.pid(),
+        metrics,
+        "nettap_export_queue_bytes{",
+        5,
+        Duration::from_secs(8),
+        || load(h1, "/big.txt", 100),
+    );
     assert!(queued > 0.0 && queued <= QUEUE as f64, "queue bytes {queued}");
     assert!(metric_sum(metrics, "nettap_export_failures_total{") > 0.0);
     let shed_so_far = metric_sum(metrics, r#"nettap_dropped_total{reason="export_queue_full"}"#);
