@@ -22,7 +22,7 @@ pub mod wait;
 
 pub use assertions::*;
 pub use databases::*;
-pub use kafka::{kafka_peer, KafkaBroker};
+pub use kafka::{kafka_peer, KafkaBroker, SecureListener, TopicRecord};
 pub use mongodb::{node_mongodb, FerretDb};
 pub use netns::*;
 pub use otelcol::*;

@@ -373,3 +373,50 @@ pub fn capture_held(client: &mut Child, what: &str, dir: &Path, port: u16) -> Ca
     assert!(wait_child(client, what).success(), "{what} failed");
     sensor.stop()
 }
+
+/// The sum of the samples on the metrics endpoint at `port` whose line
+/// starts with `prefix` (name and labels).
+pub fn metric_sum(port: u16, prefix: &str) -> f64 {
+    let (status, text) = metrics_get(port, "/metrics").expect("the metrics endpoint answers");
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+/// An exporter's outage under load: calls `burst` until it has run `bursts`
+/// times and at least `min` has passed (however slow the machine: a loaded
+/// one made only some bursts within the time, and shed too little to show a
+/// bound), sampling every 200 ms the sensor's heap and the metric samples
+/// starting with `metric`. Returns the peaks (RssAnon KiB, metric).
+pub fn load_while_sampling(
+    sensor_pid: u32,
+    metrics_port: u16,
+    metric: &str,
+    bursts: u32,
+    min: Duration,
+    mut burst: impl FnMut(),
+) -> (u64, f64) {
+    let start = Instant::now();
+    let (mut made, mut peak, mut peak_metric) = (0, 0, 0.0f64);
+    while made < bursts || start.elapsed() < min {
+        assert!(start.elapsed() < TIMEOUT, "the bursts did not finish in {TIMEOUT:?}");
+        if made < bursts {
+            burst();
+            made += 1;
+        }
+        peak = peak.max(rss_anon_kib(sensor_pid));
+        peak_metric = peak_metric.max(metric_sum(metrics_port, metric));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (peak, peak_metric)
+}
+
+/// A process's anonymous resident memory in KiB: its heap, where an
+/// exporter's queue lives (the ring buffer's shared pages are not in it).
+pub fn rss_anon_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
