@@ -153,6 +153,21 @@ impl Sensor {
         s
     }
 
+    /// Waits until a record written so far satisfies `want` (the sensor
+    /// writes its records out at least once a second).
+    pub fn wait_for_record(&self, what: &str, want: impl Fn(&Value) -> bool) {
+        let path = self.dir.path().join("records.jsonl");
+        let start = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).any(|r| want(&r)) {
+                return;
+            }
+            assert!(start.elapsed() < TIMEOUT, "no record of {what} in {TIMEOUT:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits until the sensor's log has a line containing every one of `words`.
     pub fn wait_for_log(&self, words: &[&str]) {
         let log = self.dir.path().join("log");
