@@ -174,7 +174,8 @@ impl Processor {
             if self.sessions.len() >= self.max_sessions {
                 self.evict_oldest_session()?;
             }
-            let mut s = ConnSession::new(true, hint, self.limits, super::REORDER_LIMIT);
+            let mut s = ConnSession::new(true, hint, self.limits, super::REORDER_LIMIT)
+                .with_kafka_topics(self.kafka_topics.clone());
             s.plaintext = true;
             self.sessions.insert(id, s);
         }

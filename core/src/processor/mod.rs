@@ -14,6 +14,7 @@ use crate::conn::{ConnInfo, ConnTracker, EphemeralPorts};
 use crate::events::{self, Event};
 use crate::host::Host;
 use crate::protocols::exchange::Limits;
+use crate::protocols::kafka::TopicNames;
 use crate::record::{Body, ConnView, DataKind, DropRecord, Origin, Record};
 use crate::redact::Policy;
 use crate::sink::Sink;
@@ -69,6 +70,8 @@ pub struct Processor {
     tcp_dns: tcp_dns::TcpDnsStreams,
     out: Outputs,
     limits: Limits,
+    /// Kafka topic ids to names, for every connection of this processor.
+    kafka_topics: TopicNames,
     work: ProbeWork,
     agents: agents::Agents,
     /// See `evictions_seen`.
@@ -245,6 +248,7 @@ impl Processor {
             max_sessions: max_conns.max(1),
             out: Outputs { sinks: Vec::new(), clock, user_drops: BTreeMap::new(), redactor: None },
             limits,
+            kafka_topics: TopicNames::default(),
             work: ProbeWork::default(),
             agents: Default::default(),
             evictions_seen: 0,
@@ -418,13 +422,15 @@ impl Processor {
         let fresh =
             !joined && !plaintext && !self.sessions.contains_key(&id) && self.tracker.start_session(id);
         let limits = self.limits;
+        let topics = &self.kafka_topics;
         let session = self.sessions.entry(id).or_insert_with(|| {
             let hint = match info.role {
                 events::Role::Client => Some(events::Direction::Send),
                 events::Role::Server => Some(events::Direction::Recv),
                 events::Role::Unknown => None,
             };
-            let mut s = ConnSession::new(joined, hint, limits, REORDER_LIMIT);
+            let mut s =
+                ConnSession::new(joined, hint, limits, REORDER_LIMIT).with_kafka_topics(topics.clone());
             if fresh {
                 s = s.from_first_byte();
             }

@@ -11,7 +11,7 @@ use crate::events::Direction;
 use crate::protocols::db::{DbExchange, DbSession};
 use crate::protocols::exchange::{Exchange, HttpOutput, Limits};
 use crate::protocols::http1::Http1Session;
-use crate::protocols::kafka::KafkaSession;
+use crate::protocols::kafka::{KafkaSession, TopicNames};
 use crate::protocols::mongodb::MongoSession;
 use crate::protocols::mysql::MySession;
 use crate::protocols::pgsql::PgSession;
@@ -130,6 +130,8 @@ pub struct ConnSession {
     from_first_byte: bool,
     request_hint: Option<Direction>,
     limits: Limits,
+    /// Kafka topic names, shared with the processor's other connections.
+    kafka_topics: TopicNames,
     scratch: Vec<HttpOutput>,
     /// Event time of the latest chunk (boot-time ns), for idle expiry.
     pub last_ts: u64,
@@ -216,15 +218,16 @@ fn redis_midstream(limits: Limits, c: Chunk<'_>) -> Db {
 }
 
 /// A Kafka session joined mid-stream at chunk `c`, which starts a request.
-fn kafka_midstream(limits: Limits, c: Chunk<'_>) -> Db {
-    Db::new(DbSession::Kafka(KafkaSession::midstream(limits)), c.direction, c.probe)
+fn kafka_midstream(limits: Limits, topics: &TopicNames, c: Chunk<'_>) -> Db {
+    let session = KafkaSession::midstream(limits).with_topics(topics.clone());
+    Db::new(DbSession::Kafka(session), c.direction, c.probe)
 }
 
 /// The database session a chunk that starts mid-stream begins, if any.
-fn db_midstream(limits: Limits, c: Chunk<'_>, first: &[u8]) -> Option<Db> {
+fn db_midstream(limits: Limits, topics: &TopicNames, c: Chunk<'_>, first: &[u8]) -> Option<Db> {
     match classify(first) {
         Classification::Redis => Some(redis_midstream(limits, c)),
-        Classification::Kafka => Some(kafka_midstream(limits, c)),
+        Classification::Kafka => Some(kafka_midstream(limits, topics, c)),
         Classification::Mongodb => {
             Some(Db::new(DbSession::Mongodb(MongoSession::midstream(limits)), c.direction, c.probe))
         }
@@ -269,10 +272,18 @@ impl ConnSession {
             from_first_byte: false,
             request_hint,
             limits,
+            kafka_topics: TopicNames::default(),
             scratch: Vec::new(),
             last_ts: 0,
             plaintext: false,
         }
+    }
+
+    /// The same, naming Kafka topic ids from `topics`, which the caller
+    /// shares between its connections (a client learns ids on one and
+    /// uses them on another).
+    pub fn with_kafka_topics(self, topics: TopicNames) -> Self {
+        Self { kafka_topics: topics, ..self }
     }
 
     /// A session for a connection whose every byte is yet to come (its open
@@ -335,7 +346,7 @@ impl ConnSession {
             .collect();
         first.extend_from_slice(c.payload);
         if self.midstream {
-            if let Some(db) = db_midstream(self.limits, c, &first) {
+            if let Some(db) = db_midstream(self.limits, &self.kafka_topics, c, &first) {
                 // A Redis command or Kafka request starts here: its direction carries requests.
                 self.proto = Proto::Db(Box::new(db));
                 return true;
@@ -401,7 +412,8 @@ impl ConnSession {
                 Proto::Db(Box::new(Db::new(session, c.direction, c.probe)))
             }
             Classification::Kafka => {
-                let session = DbSession::Kafka(KafkaSession::new(self.limits));
+                let session =
+                    DbSession::Kafka(KafkaSession::new(self.limits).with_topics(self.kafka_topics.clone()));
                 Proto::Db(Box::new(Db::new(session, c.direction, c.probe)))
             }
             Classification::Mongodb => {
@@ -448,7 +460,9 @@ impl ConnSession {
             return;
         };
         if !http.session.synced() {
-            if let Some(db) = self.midstream.then(|| db_midstream(self.limits, c, c.payload)).flatten() {
+            if let Some(db) =
+                self.midstream.then(|| db_midstream(self.limits, &self.kafka_topics, c, c.payload)).flatten()
+            {
                 // Not HTTP after all: a Redis command or Kafka request starts this chunk.
                 self.proto = Proto::Db(Box::new(db));
                 return self.route(c, out);

@@ -11,7 +11,7 @@ pub mod batch;
 pub mod session;
 pub mod wire;
 
-pub use session::{KafkaExchange, KafkaRequest, KafkaResponse, KafkaSession};
+pub use session::{KafkaExchange, KafkaRequest, KafkaResponse, KafkaSession, TopicNames};
 
 /// Every API key Kafka 4.1 defines (and the four inter-broker ones 4.0
 /// removed): name, newest version, first flexible version (tagged fields,

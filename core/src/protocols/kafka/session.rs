@@ -12,7 +12,7 @@ use super::{api_name, flexible, request_start};
 use crate::protocols::db::{DbExchange, DbOutput};
 use crate::protocols::exchange::Limits;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
 /// A request: its header, what its body said, its times.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,39 +115,48 @@ const MAX_PENDING: usize = 1024;
 /// Topic ids named by Metadata responses, at most.
 const MAX_TOPIC_IDS: usize = 4096;
 
-/// Topic ids to names, from every connection's Metadata responses. One
-/// table for the whole sensor: a topic id is a random UUID that names one
-/// topic of one cluster, and a client learns it on another connection than
-/// the one it produces or fetches on (the Java client asks its bootstrap
-/// connection). Oldest entries go first past the bound.
-static TOPIC_NAMES: LazyLock<Mutex<TopicTable>> = LazyLock::new(Mutex::default);
+/// Topic ids to names, from the Metadata responses of every connection that
+/// shares the table (the processor gives all its Kafka connections one): a
+/// topic id is a random UUID that names one topic of one cluster, and a
+/// client learns it on another connection than the one it produces or
+/// fetches on (the Java client asks its bootstrap connection). Oldest
+/// entries go first past the bound. A cheap handle; a session made without
+/// one has a table of its own.
+#[derive(Debug, Clone, Default)]
+pub struct TopicNames(Arc<Mutex<TopicTable>>);
 
 /// Names by id, and the ids in the order they came (oldest first).
 type TopicTable = (HashMap<[u8; 16], String>, VecDeque<[u8; 16]>);
 
-fn remember(id: [u8; 16], name: &str) {
-    let mut table = TOPIC_NAMES.lock().unwrap_or_else(|e| e.into_inner());
-    let (names, order) = &mut *table;
-    if id == [0; 16] || names.get(&id).is_some_and(|n| n == name) {
-        return;
+impl TopicNames {
+    fn table(&self) -> std::sync::MutexGuard<'_, TopicTable> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
-    if names.insert(id, name.to_string()).is_none() {
-        order.push_back(id);
-    }
-    if order.len() > MAX_TOPIC_IDS {
-        let oldest = order.pop_front().expect("over the bound");
-        names.remove(&oldest);
-    }
-}
 
-fn name_topics<'a>(topics: impl Iterator<Item = &'a mut Topic>) {
-    let mut unnamed = topics.filter(|t| t.name.is_none() && t.topic_id.is_some()).peekable();
-    if unnamed.peek().is_none() {
-        return;
+    fn remember(&self, id: [u8; 16], name: &str) {
+        let mut table = self.table();
+        let (names, order) = &mut *table;
+        if id == [0; 16] || names.get(&id).is_some_and(|n| n == name) {
+            return;
+        }
+        if names.insert(id, name.to_string()).is_none() {
+            order.push_back(id);
+        }
+        if order.len() > MAX_TOPIC_IDS {
+            let oldest = order.pop_front().expect("over the bound");
+            names.remove(&oldest);
+        }
     }
-    let table = TOPIC_NAMES.lock().unwrap_or_else(|e| e.into_inner());
-    for t in unnamed {
-        t.name = t.topic_id.and_then(|id| table.0.get(&id).cloned());
+
+    fn name_topics<'a>(&self, topics: impl Iterator<Item = &'a mut Topic>) {
+        let mut unnamed = topics.filter(|t| t.name.is_none() && t.topic_id.is_some()).peekable();
+        if unnamed.peek().is_none() {
+            return;
+        }
+        let table = self.table();
+        for t in unnamed {
+            t.name = t.topic_id.and_then(|id| table.0.get(&id).cloned());
+        }
     }
 }
 /// Bytes of a skipped (oversized) frame kept for its header.
@@ -268,6 +277,7 @@ pub struct KafkaSession {
     sasl_tokens: [bool; 2],
     /// Joined mid-stream: responses wait until a request was seen.
     await_request: bool,
+    topics: TopicNames,
 }
 
 impl KafkaSession {
@@ -283,7 +293,13 @@ impl KafkaSession {
             set_limits: SetLimits { max_records: 1000, max_value: limits.max_body, max_inflated: max_frame },
             sasl_tokens: [false; 2],
             await_request: false,
+            topics: TopicNames::default(),
         }
+    }
+
+    /// The same, naming topic ids from `topics` (shared with other connections).
+    pub fn with_topics(self, topics: TopicNames) -> Self {
+        Self { topics, ..self }
     }
 
     /// A session joined mid-stream at a request's first byte.
@@ -410,7 +426,7 @@ impl KafkaSession {
         if api_key == key::SASL_HANDSHAKE && api_version == 0 {
             self.sasl_tokens[0] = true;
         }
-        name_topics(body.topics.iter_mut().flatten());
+        self.topics.name_topics(body.topics.iter_mut().flatten());
         let request = KafkaRequest {
             api_key,
             api_version,
@@ -476,11 +492,11 @@ impl KafkaSession {
         if key == key::METADATA {
             for t in &body.topics {
                 if let (Some(id), Some(name)) = (t.topic_id, &t.name) {
-                    remember(id, name);
+                    self.topics.remember(id, name);
                 }
             }
         }
-        name_topics(body.topics.iter_mut());
+        self.topics.name_topics(body.topics.iter_mut());
         let response =
             KafkaResponse { body, undecoded, size: f.size, start_ts: f.start_ts, end_ts: f.end_ts };
         emit(out, request, Some(response));

@@ -519,3 +519,25 @@ fn sasl_v0_tokens_are_never_kept() {
     assert_eq!(out.len(), 2, "{out:?}");
     assert!(!format!("{out:?}").contains("secret"));
 }
+
+/// A client learns a topic's id on one connection and produces by id on
+/// another: sessions sharing a table name it there; a session with a table
+/// of its own cannot.
+#[test]
+fn topic_ids_learnt_on_one_connection_name_them_on_another() {
+    let steps = conversation();
+    assert_eq!(steps.iter().map(|s| s.0).collect::<Vec<_>>(), [true, false].repeat(5), "request, response");
+    let (metadata, produce_by_id) = (&steps[..4], &steps[6..8]);
+    let shared = TopicNames::default();
+    let (ex, _) =
+        run(&mut KafkaSession::new(Limits::default()).with_topics(shared.clone()), metadata, 1 << 20);
+    assert_eq!(ex[1].api(), "Metadata");
+    let name = |s: &mut KafkaSession| {
+        let (ex, _) = run(s, produce_by_id, 1 << 20);
+        let topic = &ex[0].request.body.topics.as_ref().unwrap()[0];
+        assert_eq!(topic.topic_id, Some(TOPIC_ID));
+        topic.name.clone()
+    };
+    assert_eq!(name(&mut KafkaSession::new(Limits::default()).with_topics(shared)), Some("orders".into()));
+    assert_eq!(name(&mut KafkaSession::new(Limits::default())), None);
+}
