@@ -51,9 +51,8 @@ impl GoTlsProbes {
     /// what some process maps) and forgets their layouts. Returns how many
     /// lost their probes.
     pub fn release_unused(&mut self, ebpf: &mut Ebpf, in_use: &HashSet<MapsName>) -> usize {
-        let gone = self.probed.take_unused(in_use);
-        for (id, target) in &gone {
-            let links = loader::release_uprobes(std::slice::from_ref(id));
+        let gone = self.probed.release_unused(in_use);
+        for (id, target, links) in &gone {
             let forgotten = layouts(ebpf)
                 .and_then(|mut m| m.remove(&exe_key(id.dev(), id.ino())).map_err(|e| e.to_string()));
             if let Err(e) = forgotten {

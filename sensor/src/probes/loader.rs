@@ -326,22 +326,23 @@ fn attach_program(
     Ok(())
 }
 
-/// Detaches the uprobes of files that are gone, from a thread of their own
-/// (each close waits for grace periods the capture loop must not wait
-/// for). Returns how many links they had.
-pub fn release_uprobes(owners: &[FileId]) -> usize {
-    let links: Vec<UProbeLink> = {
+/// Detaches the uprobes of files that are gone, from one thread of their
+/// own (each close waits for grace periods the capture loop must not wait
+/// for). Returns how many links each owner had, in order.
+pub fn release_uprobes(owners: &[FileId]) -> Vec<usize> {
+    let per_owner: Vec<Vec<UProbeLink>> = {
         let mut all = uprobe_links();
-        owners.iter().filter_map(|o| all.remove(o)).flatten().collect()
+        owners.iter().map(|o| all.remove(o).unwrap_or_default()).collect()
     };
-    let n = links.len();
-    if n > 0 {
+    let counts = per_owner.iter().map(Vec::len).collect();
+    let links: Vec<UProbeLink> = per_owner.into_iter().flatten().collect();
+    if !links.is_empty() {
         let spawned = std::thread::Builder::new().name("release".into()).spawn(move || drop(links));
         if let Err(e) = spawned {
             tracing::debug!(error = %e, "release thread did not start; links detached in place");
         }
     }
-    n
+    counts
 }
 
 /// Threads closing uprobe links at once at shutdown.

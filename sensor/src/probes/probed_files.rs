@@ -16,11 +16,10 @@
 use super::file_id::FileId;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 
 /// A file as `/proc/PID/maps` names it: (major, minor, inode).
-pub type MapsName = (u32, u32, u64);
+pub type MapsName = (i32, i32, u64);
 
 /// One probed file, held so that its link count can be read.
 struct Held {
@@ -65,17 +64,22 @@ impl ProbedFiles {
         self.files.values().flatten().filter(|h| h.deleted()).map(|h| h.name)
     }
 
-    /// Removes and returns the deleted files no process maps (`in_use`
-    /// holds what some process maps, from [`mapped_by_others`]), with
-    /// their names in logs.
-    pub fn take_unused(&mut self, in_use: &HashSet<MapsName>) -> Vec<(FileId, String)> {
+    /// Removes the deleted files no process maps (`in_use` holds what some
+    /// process maps, from [`mapped_by_others`]) and detaches their uprobes
+    /// (all on one thread: `loader::release_uprobes`). Returns each file's
+    /// identity, its name in logs and how many links it had.
+    pub fn release_unused(&mut self, in_use: &HashSet<MapsName>) -> Vec<(FileId, String, usize)> {
         let gone: Vec<FileId> = self
             .files
             .iter()
             .filter(|(_, h)| h.as_ref().is_some_and(|h| h.deleted() && !in_use.contains(&h.name)))
             .map(|(id, _)| *id)
             .collect();
-        gone.into_iter().filter_map(|id| Some((id, self.files.remove(&id)??.target))).collect()
+        let links = super::loader::release_uprobes(&gone);
+        gone.into_iter()
+            .zip(links)
+            .filter_map(|(id, links)| Some((id, self.files.remove(&id)??.target, links)))
+            .collect()
     }
 }
 
@@ -90,36 +94,25 @@ fn hold(file: &File, target: &str) -> std::io::Result<Held> {
     // SAFETY: a read-only private mapping of one page that is never read.
     let page = unsafe { memmap2::MmapOptions::new().len(1).map(&file)? };
     let start = page.as_ptr() as u64;
-    let own = read_maps("self")?;
-    let name = parse_maps(&own)
+    let name = file_mappings(std::process::id() as i32)?
+        .into_iter()
         .find(|(addr, _)| *addr == start)
         .map(|(_, name)| name)
         .ok_or_else(|| std::io::Error::other("our own mapping is not in /proc/self/maps"))?;
     Ok(Held { file, target: target.to_string(), _page: page, name })
 }
 
-fn read_maps(pid: &str) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    File::open(format!("/proc/{pid}/maps"))?.read_to_end(&mut out)?;
-    Ok(out)
-}
-
-/// (start address, file name) of each file mapping of a maps text.
-fn parse_maps(text: &[u8]) -> impl Iterator<Item = (u64, MapsName)> + '_ {
-    text.split(|&b| b == b'\n').filter_map(|line| {
-        // start-end perms offset major:minor inode [path]
-        let mut fields = line.split(|&b| b == b' ').filter(|f| !f.is_empty());
-        let range = std::str::from_utf8(fields.next()?).ok()?;
-        let start = u64::from_str_radix(range.split('-').next()?, 16).ok()?;
-        let (_perms, _offset) = (fields.next()?, fields.next()?);
-        let dev = std::str::from_utf8(fields.next()?).ok()?;
-        let (major, minor) = dev.split_once(':')?;
-        let inode: u64 = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
-        (inode != 0).then_some((
-            start,
-            (u32::from_str_radix(major, 16).ok()?, u32::from_str_radix(minor, 16).ok()?, inode),
-        ))
-    })
+/// (start address, file name) of each file mapping of process `pid`, read
+/// by `procfs` as `mapped.rs` reads them.
+fn file_mappings(pid: i32) -> std::io::Result<Vec<(u64, MapsName)>> {
+    let maps = procfs::process::Process::new(pid)
+        .and_then(|p| p.maps())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(maps
+        .into_iter()
+        .filter(|m| m.inode != 0)
+        .map(|m| (m.address.0, (m.dev.0, m.dev.1, m.inode)))
+        .collect())
 }
 
 /// Which of `wanted` some process other than this one maps. Reads every
@@ -138,8 +131,8 @@ pub fn mapped_by_others(wanted: &HashSet<MapsName>) -> HashSet<MapsName> {
             continue;
         }
         // A process that exits meanwhile maps nothing.
-        let Ok(text) = read_maps(&pid.to_string()) else { continue };
-        found.extend(parse_maps(&text).map(|(_, name)| name).filter(|n| wanted.contains(n)));
+        let Ok(mappings) = file_mappings(pid as i32) else { continue };
+        found.extend(mappings.into_iter().map(|(_, name)| name).filter(|n| wanted.contains(n)));
         if found.len() == wanted.len() {
             break;
         }
@@ -150,17 +143,8 @@ pub fn mapped_by_others(wanted: &HashSet<MapsName>) -> HashSet<MapsName> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
     use std::process::{Command, Stdio};
-
-    #[test]
-    fn maps_lines_are_parsed_and_anonymous_ones_skipped() {
-        let text = b"7f00-7f10 r-xp 00001000 fd:01 1234   /usr/lib/libssl.so.3\n\
-                     7f20-7f30 rw-p 00000000 00:00 0 \n\
-                     7f40-7f50 r--p 00000000 00:2a 99 /a path/with spaces (deleted)\n\
-                     garbage\n";
-        let got: Vec<_> = parse_maps(text).collect();
-        assert_eq!(got, vec![(0x7f00, (0xfd, 1, 1234)), (0x7f40, (0, 0x2a, 99))]);
-    }
 
     /// The real thing: a deleted file is released only once the process
     /// that maps it is gone; one still on disk never is.
@@ -191,13 +175,13 @@ mod tests {
         assert_eq!(deleted.len(), 1, "only the deleted file is a candidate");
         let in_use = mapped_by_others(&deleted);
         assert_eq!(in_use, deleted, "the child maps it");
-        assert!(probed.take_unused(&in_use).is_empty());
+        assert!(probed.release_unused(&in_use).is_empty());
 
         child.kill().unwrap();
         child.wait().unwrap();
         let in_use = mapped_by_others(&deleted);
         assert!(in_use.is_empty(), "our own page does not count");
-        assert_eq!(probed.take_unused(&in_use), vec![(gone_id, "gone".to_string())]);
+        assert_eq!(probed.release_unused(&in_use), vec![(gone_id, "gone".to_string(), 0)]);
         assert!(probed.contains(&kept_id) && !probed.contains(&gone_id));
         assert_eq!(probed.deleted().count(), 0);
     }

@@ -100,9 +100,8 @@ impl TlsLibProbes {
     /// Detaches the probes of deleted files no process maps (`in_use`:
     /// what some process maps). Returns how many files lost their probes.
     pub fn release_unused(&mut self, in_use: &HashSet<MapsName>) -> usize {
-        let gone = self.probed.take_unused(in_use);
-        for (id, target) in &gone {
-            let links = loader::release_uprobes(std::slice::from_ref(id));
+        let gone = self.probed.release_unused(in_use);
+        for (_, target, links) in &gone {
             tracing::info!(
                 target,
                 links,
