@@ -50,11 +50,8 @@ impl CgroupIds {
     /// (at most once per WALK_EVERY; the walk replaces what was remembered,
     /// so cgroups removed since are forgotten).
     pub fn get(&mut self, id: u64) -> Option<CgroupRef> {
-        if id == 0 {
-            return None;
-        }
-        if let Some(cg) = self.by_id.get(&id) {
-            return Some(cg.clone());
+        if id == 0 || self.by_id.contains_key(&id) {
+            return self.get_learnt(id);
         }
         let root = self.root.as_deref()?;
         if self.walked.is_some_and(|at| at.elapsed() < WALK_EVERY) {
