@@ -186,13 +186,10 @@ fn gzip_compressed_export_over_both_protocols() {
         );
         load(h1, "/page.txt", 5);
         collector.wait_for(10, 10);
-        // The export requests' own exchanges, as the records file has them (flushed each second).
-        let start = Instant::now();
-        let records = sensor.dir.path().join("records.jsonl");
-        while !std::fs::read_to_string(&records).unwrap_or_default().contains(path) {
-            assert!(start.elapsed() < TIMEOUT, "{protocol}: the export requests were never captured");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        // An export request's own exchange, answered, as the records file has it.
+        sensor.wait_for_record(&format!("{protocol}: an answered export"), |r| {
+            r["request"]["path"] == path && r["conn"]["role"] == "server" && r["response"]["status"] == 200
+        });
         let cap = sensor.stop();
         let pages = collector.spans().iter().filter(|s| s.attrs["url.path"] == "/page.txt").count();
         assert_eq!(pages, 10, "{protocol}: both ends of 5 exchanges");
@@ -202,6 +199,13 @@ fn gzip_compressed_export_over_both_protocols() {
             .filter(|r| r["kind"] == "http" && r["request"]["path"] == path && r["conn"]["role"] == "server")
             .collect();
         assert!(!exports.is_empty(), "{protocol}: no export request captured at the collector");
+        // The sensor's last exports go out while it stops capturing, so their
+        // answers may be missing from the records; any answer seen is a 200,
+        // and at least one is seen.
+        assert!(
+            exports.iter().any(|r| r["response"]["status"] == 200),
+            "{protocol}: no export's answer captured: {exports:?}"
+        );
         for r in exports {
             let encoding = r["request"]["headers"]
                 .as_array()
@@ -210,7 +214,7 @@ fn gzip_compressed_export_over_both_protocols() {
                 .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(header)))
                 .map(|h| h[1].clone());
             assert_eq!(encoding, Some(Value::from("gzip")), "{protocol}: {}", r["request"]["headers"]);
-            assert_eq!(r["response"]["status"], 200, "{r}");
+            assert!(r["response"].is_null() || r["response"]["status"] == 200, "{r}");
         }
     }
 }
