@@ -3,6 +3,15 @@
 # installs nothing and takes a second. Safe to run as root on Debian.
 set -euo pipefail
 
+# Each part that did work says how long it took, so a CI log shows what a
+# cold machine pays where (a warm run prints nothing here).
+install_part_start=$SECONDS
+install_part() {
+  local took=$((SECONDS - install_part_start))
+  [ "$took" -lt 2 ] || echo "ci/install.sh: $1 took $took s"
+  install_part_start=$SECONDS
+}
+
 need_pkgs=(
   clang-19 llvm-19      # compile the C CO-RE eBPF programs (bpf target, llvm-strip)
   libclang1-19          # bindgen reads sensor-ebpf/include/events.h through libclang
@@ -41,6 +50,7 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+install_part "apt packages"
 
 if ! command -v cargo >/dev/null; then
   for d in "$HOME/.cargo/bin" /usr/local/cargo/bin; do
@@ -56,6 +66,7 @@ rust_channel="$(sed -n 's/^channel = "\(.*\)"$/\1/p' "$(dirname "${BASH_SOURCE[0
 if ! rustup target list --toolchain "$rust_channel" --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
   rustup toolchain install "$rust_channel" --profile minimal -c clippy,rustfmt -t aarch64-unknown-linux-gnu
 fi
+install_part "the Rust toolchain"
 command -v python3 >/dev/null || { echo "ci/install.sh: python3 is required by the tests" >&2; exit 1; }
 
 # Python packages the tests use (a HAR parser and an OpenMetrics parser we
@@ -70,6 +81,7 @@ if ! "$NETTAP_VENV/bin/python" -c "import haralyzer, grpc, prometheus_client, re
     "mysql-connector-python==26.10.0" "kafka-python==3.0.12" "psycopg2-binary==2.9.5" \
     "pymongo==4.20.0" "backports.zstd==1.8.0" "python-snappy==0.7.3"
 fi
+install_part "the Python venv"
 
 # java-testapps' Maven plugins, fetched once into a cache the tests build
 # from offline (`mvn -o`); redone only when a pom changes.
@@ -81,6 +93,7 @@ if [ ! -e "$NETTAP_M2/.nettap-poms-$poms_sum" ]; then
     mvn -q -B -Dstyle.color=never -Dmaven.repo.local="$NETTAP_M2" package >/dev/null)
   touch "$NETTAP_M2/.nettap-poms-$poms_sum"
 fi
+install_part "the Maven cache"
 # The Node.js MongoDB driver of the MongoDB tests (ci/node-mongodb, exact
 # versions in its package-lock.json), in a prefix keyed by the lock file.
 lock_sum="$(sha256sum "$root/ci/node-mongodb/package-lock.json" | cut -c1-16)"
@@ -92,16 +105,20 @@ if [ ! -e "$NETTAP_NODE_MONGODB/.complete" ]; then
   (cd "$NETTAP_NODE_MONGODB" && npm ci --no-audit --no-fund --silent)
   touch "$NETTAP_NODE_MONGODB/.complete"
 fi
+install_part "the Node MongoDB driver"
 # A real Kafka broker's jars (KRaft, one node, started by the tests).
 source "$root/ci/install-kafka.sh"
+install_part "Kafka"
 # A real etcd, Kubernetes control plane and node, containerd and CNI plugins
 # for the Kubernetes tests, built from their Go modules once and cached
 # (exports NETTAP_K8S_BIN).
 source "$root/ci/install-k8s.sh"
+install_part "the Go builds (Kubernetes, containerd, CNI, CoreDNS, collector, FerretDB)"
 # Debian's 6.1 kernels (x86_64, arm64) and the guests' initramfs for the
 # kernel matrix tests (exports NETTAP_VM, NETTAP_VM_ARM64), and Rust's arm64
 # standard library for the arm64 sensor.
 source "$root/ci/install-vm.sh"
+install_part "the guest kernels and initramfs"
 
 # The JVM tests run on JDK 17 and on the machine's second JDK (Temurin 25,
 # part of the machine image: Debian does not package it).
@@ -118,6 +135,7 @@ if [ ! -x "$NETTAP_HELM" ]; then
   kv="$kv -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37"
   GOBIN="$(dirname "$NETTAP_HELM")" go install -trimpath -ldflags "$kv" helm.sh/helm/v3/cmd/helm@v3.22.0
 fi
+install_part "helm"
 
 # Tracepoints are attached through tracefs; bpffs is where other tools look.
 if [ ! -d /sys/kernel/tracing/events ] && [ ! -d /sys/kernel/debug/tracing/events ]; then
