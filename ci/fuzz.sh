@@ -13,7 +13,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 cd core/fuzz
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-for target in http1_session http2_session redis_session pgsql_session mysql_session kafka_session conn_session event_decode redact agent_frames processor; do
+for target in http1_session http2_session redis_session pgsql_session mysql_session kafka_session mongodb_session conn_session event_decode redact agent_frames processor; do
   echo "fuzz: $target for ${secs}s"
   if ! cargo +nightly fuzz build "$target" >"$log" 2>&1; then
     tail -n 60 "$log"

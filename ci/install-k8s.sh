@@ -5,7 +5,8 @@
 # kube-scheduler, kubelet, kube-proxy, kubectl), containerd 2.x with its runc
 # shim and ctr (ci/containerd), the CNI plugins the node's pods get
 # (ci/cni-plugins), CoreDNS, the node's cluster DNS (ci/coredns), and the
-# OpenTelemetry Collector of the OTLP tests (ci/otelcol). Built once: each set is cached under $NETTAP_K8S_BIN
+# OpenTelemetry Collector of the OTLP tests (ci/otelcol), and FerretDB, the
+# MongoDB wire-protocol server of tests/tests/mongodb_bpf.rs (ci/ferretdb). Built once: each set is cached under $NETTAP_K8S_BIN
 # (~/.cache/nettap/k8s) keyed by the hash of its go.mod and go.sum, so a
 # second run builds nothing. Called by ci/install.sh; a missing prerequisite
 # is an error, never a skip.
@@ -68,3 +69,5 @@ CGO_ENABLED=0 build coredns ci/coredns "" .
 # The OpenTelemetry Collector the OTLP export tests send to (OTLP receiver
 # and file exporter only; tests/src/otelcol.rs).
 CGO_ENABLED=0 build otelcol ci/otelcol "" .
+# FerretDB 1.x embedded on its pure-Go SQLite backend (no PostgreSQL needed).
+CGO_ENABLED=0 build ferretdb ci/ferretdb "" .

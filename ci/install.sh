@@ -20,11 +20,14 @@ need_pkgs=(
   python3-yaml          # the chart tests read `helm template` output
   qemu-system-x86 qemu-system-arm  # the guest kernels of the kernel matrix (ci/install-vm.sh)
   gcc-aarch64-linux-gnu # links the arm64 sensor for the arm64 guest (.cargo/config.toml)
+  g++-aarch64-linux-gnu cmake # librdkafka's vendored build (the Kafka sink) for both targets
   runc iptables         # the real node (ci/node.sh): containerd's runtime; pod NAT, kube-proxy
   redis-server redis-tools  # a real Redis server and redis-cli (issue 23's protocol tests)
   postgresql            # a real PostgreSQL server and psql (issue 23's protocol tests)
   mariadb-server        # a real MySQL-protocol server and the mariadb client (issue 23)
   gnutls-bin wget       # GnuTLS programs (gnutls-cli, gnutls-serv, wget) for the GnuTLS tests
+  libnss3-tools         # NSS programs (tstclnt, selfserv, certutil, pk12util) for the NSS tests
+  libnss3-dev           # headers for the NSS echo server the NSS tests build
   ca-certificates
 )
 
@@ -58,11 +61,14 @@ command -v python3 >/dev/null || { echo "ci/install.sh: python3 is required by t
 # Python packages the tests use (a HAR parser and an OpenMetrics parser we
 # did not write, real gRPC peers, real database clients), in a cached venv.
 export NETTAP_VENV="${NETTAP_VENV:-$HOME/.cache/nettap/venv}"
-if ! "$NETTAP_VENV/bin/python" -c "import haralyzer, grpc, prometheus_client, redis, psycopg, pymysql, mysql.connector, kafka" 2>/dev/null; then
+# psycopg2-binary 2.9.5: its wheel bundles OpenSSL 1.1.1 (libssl-*.so.1.1), the
+# OpenSSL 1.1 the TLS tests drive (Debian 12 has none).
+if ! "$NETTAP_VENV/bin/python" -c "import haralyzer, grpc, prometheus_client, redis, psycopg, psycopg2, pymysql, mysql.connector, kafka, pymongo, backports.zstd, snappy" 2>/dev/null; then
   python3 -m venv "$NETTAP_VENV"
   "$NETTAP_VENV/bin/pip" install -q --disable-pip-version-check "haralyzer==2.4.0" "grpcio==1.68.1" \
     "prometheus-client==0.21.1" "redis==8.1.0" "psycopg[binary]==3.3.9" "pymysql==1.2.4" \
-    "mysql-connector-python==26.10.0" "kafka-python==3.0.12"
+    "mysql-connector-python==26.10.0" "kafka-python==3.0.12" "psycopg2-binary==2.9.5" \
+    "pymongo==4.20.0" "backports.zstd==1.8.0" "python-snappy==0.7.3"
 fi
 
 # java-testapps' Maven plugins, fetched once into a cache the tests build
@@ -74,6 +80,17 @@ if [ ! -e "$NETTAP_M2/.nettap-poms-$poms_sum" ]; then
   (cd "$root/java-testapps" && JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64 \
     mvn -q -B -Dstyle.color=never -Dmaven.repo.local="$NETTAP_M2" package >/dev/null)
   touch "$NETTAP_M2/.nettap-poms-$poms_sum"
+fi
+# The Node.js MongoDB driver of the MongoDB tests (ci/node-mongodb, exact
+# versions in its package-lock.json), in a prefix keyed by the lock file.
+lock_sum="$(sha256sum "$root/ci/node-mongodb/package-lock.json" | cut -c1-16)"
+export NETTAP_NODE_MONGODB="${NETTAP_NODE_MONGODB:-$HOME/.cache/nettap/npm/mongodb.$lock_sum}"
+if [ ! -e "$NETTAP_NODE_MONGODB/.complete" ]; then
+  command -v npm >/dev/null || { echo "ci/install.sh: npm is required (the Node.js MongoDB driver of the tests)" >&2; exit 1; }
+  rm -rf "$NETTAP_NODE_MONGODB" && mkdir -p "$NETTAP_NODE_MONGODB"
+  cp "$root"/ci/node-mongodb/package*.json "$NETTAP_NODE_MONGODB/"
+  (cd "$NETTAP_NODE_MONGODB" && npm ci --no-audit --no-fund --silent)
+  touch "$NETTAP_NODE_MONGODB/.complete"
 fi
 # A real Kafka broker's jars (KRaft, one node, started by the tests).
 source "$root/ci/install-kafka.sh"

@@ -1,5 +1,5 @@
 //! Parser throughput on one core for the database and queue protocols
-//! (Redis, PostgreSQL, MySQL, Kafka): a realistic conversation repeated, fed to a session
+//! (Redis, PostgreSQL, MySQL, Kafka, MongoDB): a realistic conversation repeated, fed to a session
 //! in 4 KiB pieces per direction in conversation order, as the stream layer
 //! would. Counts protocol messages (both directions) and bytes.
 //!
@@ -10,6 +10,7 @@
 use nettap_core::protocols::db::{DbOutput, DbSession};
 use nettap_core::protocols::exchange::Limits;
 use nettap_core::protocols::kafka::{batch::encode, KafkaSession};
+use nettap_core::protocols::mongodb::MongoSession;
 use nettap_core::protocols::mysql::MySession;
 use nettap_core::protocols::pgsql::PgSession;
 use nettap_core::protocols::redis::RedisSession;
@@ -33,6 +34,83 @@ fn redis_unit() -> Unit {
         s.extend(format!("$100\r\n{value}\r\n").bytes());
     }
     (c, s, 40)
+}
+
+/// A BSON document of string, int32 and double fields (`Err` ints, `Ok`
+/// strings; a `f64` as its bits under a name starting with `f`).
+fn bson(fields: &[(&str, Result<&str, i32>)]) -> Vec<u8> {
+    let mut d = Vec::new();
+    for (k, v) in fields {
+        d.push(if v.is_ok() { 2 } else { 0x10 });
+        d.extend(k.as_bytes());
+        d.push(0);
+        match v {
+            Ok(s) => {
+                d.extend((s.len() as i32 + 1).to_le_bytes());
+                d.extend(s.as_bytes());
+                d.push(0);
+            }
+            Err(n) => d.extend(n.to_le_bytes()),
+        }
+    }
+    let mut out = ((d.len() + 5) as i32).to_le_bytes().to_vec();
+    out.extend(d);
+    out.push(0);
+    out
+}
+
+/// An OP_MSG: a body section, then one document sequence if `docs`.
+fn op_msg(id: i32, to: i32, body: &[u8], docs: Option<(&str, &[Vec<u8>])>) -> Vec<u8> {
+    let mut b = vec![0, 0, 0, 0, 0];
+    b.extend(body);
+    if let Some((name, docs)) = docs {
+        b.push(1);
+        b.extend(((4 + name.len() + 1 + docs.iter().map(Vec::len).sum::<usize>()) as i32).to_le_bytes());
+        b.extend(name.as_bytes());
+        b.push(0);
+        docs.iter().for_each(|d| b.extend(d));
+    }
+    let mut m = ((16 + b.len()) as i32).to_le_bytes().to_vec();
+    m.extend(id.to_le_bytes());
+    m.extend(to.to_le_bytes());
+    m.extend(2013i32.to_le_bytes());
+    m.extend(b);
+    m
+}
+
+fn mongo_unit() -> Unit {
+    // An insert of 10 documents (a 100 B value each) as a document
+    // sequence, and a find answered with those 10 documents.
+    let value = "v".repeat(100);
+    let docs: Vec<Vec<u8>> = (0..10).map(|i| bson(&[("_id", Err(i)), ("value", Ok(&value))])).collect();
+    let mut c = op_msg(
+        1,
+        0,
+        &bson(&[("insert", Ok("items")), ("ordered", Err(1)), ("$db", Ok("shop"))]),
+        Some(("documents", &docs)),
+    );
+    c.extend(op_msg(2, 0, &bson(&[("find", Ok("items")), ("$db", Ok("shop"))]), None));
+    let mut s = op_msg(3, 1, &bson(&[("n", Err(10)), ("ok", Err(1))]), None);
+    let mut batch = Vec::new();
+    for (i, d) in docs.iter().enumerate() {
+        batch.push(3);
+        batch.extend(i.to_string().as_bytes());
+        batch.push(0);
+        batch.extend(d);
+    }
+    let mut array = ((batch.len() + 5) as i32).to_le_bytes().to_vec();
+    array.extend(batch);
+    array.push(0);
+    let mut cursor = vec![4];
+    cursor.extend(b"firstBatch\0");
+    cursor.extend(array);
+    let mut reply = bson(&[("ns", Ok("shop.items")), ("ok", Err(1))]);
+    let at = reply.len() - 1;
+    reply.splice(at..at, cursor);
+    let n = reply.len() as i32;
+    reply[..4].copy_from_slice(&n.to_le_bytes());
+    s.extend(op_msg(4, 2, &reply, None));
+    (c, s, 4)
 }
 
 fn pg_msg(kind: u8, body: &[u8]) -> Vec<u8> {
@@ -202,7 +280,7 @@ fn main() {
     let units = 64 * 2000;
     println!("| protocol | workload | MB/s | messages/s |");
     println!("|---|---|---:|---:|");
-    let cases: [Case; 4] = [
+    let cases: [Case; 5] = [
         (
             "Redis",
             "pipelined SET (100 B value) + GET",
@@ -230,6 +308,13 @@ fn main() {
             Box::new(move || DbSession::Kafka(KafkaSession::new(limits))),
             (Vec::new(), Vec::new()),
             kafka_unit(),
+        ),
+        (
+            "MongoDB",
+            "OP_MSG insert of 10 documents (100 B values) + find returning them",
+            Box::new(move || DbSession::Mongodb(MongoSession::new(limits))),
+            (Vec::new(), Vec::new()),
+            mongo_unit(),
         ),
     ];
     for (name, workload, make, opening, unit) in cases {

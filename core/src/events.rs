@@ -353,6 +353,10 @@ pub fn probe_name(probe: u32) -> &'static str {
         nt_probe::NT_PROBE_UPROBE_GNUTLS_SEND => "uprobe:gnutls_record_send2",
         nt_probe::NT_PROBE_UPROBE_GNUTLS_RECV => "uretprobe:gnutls_record_recv",
         nt_probe::NT_PROBE_UPROBE_GNUTLS_RECV_SEQ => "uretprobe:gnutls_record_recv_seq",
+        nt_probe::NT_PROBE_UPROBE_NSS_WRITE => "uprobe:ssl_Write",
+        nt_probe::NT_PROBE_UPROBE_NSS_SEND => "uprobe:ssl_Send",
+        nt_probe::NT_PROBE_UPROBE_NSS_READ => "uretprobe:ssl_Read",
+        nt_probe::NT_PROBE_UPROBE_NSS_RECV => "uretprobe:ssl_Recv",
         _ => "unknown",
     }
 }
@@ -370,6 +374,10 @@ pub fn source_of(probe: u32) -> &'static str {
         nt_probe::NT_PROBE_UPROBE_GNUTLS_SEND
         | nt_probe::NT_PROBE_UPROBE_GNUTLS_RECV
         | nt_probe::NT_PROBE_UPROBE_GNUTLS_RECV_SEQ => "gnutls",
+        nt_probe::NT_PROBE_UPROBE_NSS_WRITE
+        | nt_probe::NT_PROBE_UPROBE_NSS_SEND
+        | nt_probe::NT_PROBE_UPROBE_NSS_READ
+        | nt_probe::NT_PROBE_UPROBE_NSS_RECV => "nss",
         user_probe::JVMTI_SOCKET_READ..=user_probe::JVMTI_ENGINE_WRAP => "jvmti",
         _ => "kernel",
     }

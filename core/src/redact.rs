@@ -9,7 +9,9 @@
 //! without the key. Names of cookies and the scheme of `Authorization`
 //! stay: they are not secret and say what was sent.
 
+use crate::protocols::db::DbExchange;
 use crate::protocols::exchange::{Exchange, Message};
+use crate::protocols::mongodb::bson::Bson;
 use ring::hmac;
 use std::collections::HashSet;
 
@@ -116,6 +118,28 @@ impl Redactor {
         let tag = hmac::sign(&self.key, secret);
         let hex: String = tag.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect();
         format!("REDACTED(len={},hmac={hex})", length_class(secret.len()))
+    }
+
+    /// Redacts the named fields of a database exchange's documents (MongoDB:
+    /// at any depth, whatever the value's type; a string's marker hashes its
+    /// text, another value's its relaxed Extended JSON).
+    pub fn db(&self, e: &mut DbExchange) {
+        let DbExchange::Mongodb(m) = e else { return };
+        if self.fields.is_empty() {
+            return;
+        }
+        let wanted = |k: &str| self.fields.contains(&k.to_ascii_lowercase());
+        let replace = |v: &Bson| match v {
+            Bson::String(t) => Bson::String(self.marker(t.as_bytes())),
+            other => Bson::String(self.marker(serde_json::to_string(other).unwrap_or_default().as_bytes())),
+        };
+        let messages =
+            std::iter::once(&mut m.request.message).chain(m.response.as_mut().map(|r| &mut r.message));
+        for msg in messages {
+            for d in msg.document.iter_mut().chain(msg.more_documents.iter_mut()) {
+                d.replace_named(&wanted, &replace);
+            }
+        }
     }
 
     /// Redacts both halves of an exchange in place.

@@ -19,6 +19,7 @@
 #include "uprobe.bpf.h"
 #include "openssl.bpf.c"
 #include "gnutls.bpf.c"     /* after openssl.bpf.c, whose call tracking it shares */
+#include "nss.bpf.c"        /* likewise */
 #include "go_tls.bpf.c"
 #include "libs.bpf.c"
 

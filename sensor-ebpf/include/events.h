@@ -69,6 +69,10 @@ enum nt_probe {
 	NT_PROBE_UPROBE_GNUTLS_SEND,  /* gnutls_record_send2 (gnutls_record_send jumps there) */
 	NT_PROBE_UPROBE_GNUTLS_RECV,  /* gnutls_record_recv, at its return */
 	NT_PROBE_UPROBE_GNUTLS_RECV_SEQ, /* gnutls_record_recv_seq, at its return */
+	NT_PROBE_UPROBE_NSS_WRITE,    /* NSS's ssl_Write (the SSL layer's PR_Write), static */
+	NT_PROBE_UPROBE_NSS_SEND,     /* NSS's ssl_Send (PR_Send, PR_Writev) */
+	NT_PROBE_UPROBE_NSS_READ,     /* NSS's ssl_Read, at its return */
+	NT_PROBE_UPROBE_NSS_RECV,     /* NSS's ssl_Recv, at its return */
 	NT_PROBE_MAX,
 };
 

@@ -420,6 +420,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         agent_processes = t.agent_processes,
         openssl_files = tls.files(&probes::OPENSSL),
         gnutls_files = tls.files(&probes::GNUTLS),
+        nss_files = tls.files(&probes::NSS),
         go_programs = tls.go_programs(),
         jvms_tried = auto_attach.as_ref().map_or(0, |a| a.tried()),
         "tables at the end"

@@ -193,6 +193,8 @@ struct CaptureArgs {
     /// and counted as `drop` records (`export_queue_full`).
     #[arg(long, env = "NETTAP_OTLP_QUEUE_BYTES", default_value_t = nettap_sensor::output::otlp::config::DEFAULT_QUEUE_BYTES)]
     otlp_queue_bytes: usize,
+    #[command(flatten)]
+    kafka: nettap_sensor::output::kafka::KafkaArgs,
     /// Also serve this Unix socket path to JVM agents told it (`socket=PATH`);
     /// by default agents hand their own socket over and no path is served.
     #[arg(long)]
@@ -408,6 +410,13 @@ fn otlp_sink(args: &CaptureArgs) -> Result<Option<nettap_sensor::output::otlp::O
     config.map(|c| OtlpSink::start(c, node)).transpose().context("OTLP export")
 }
 
+/// The Kafka sink, when --kafka-brokers names brokers.
+fn kafka_sink(args: &CaptureArgs) -> Result<Option<nettap_sensor::output::kafka::KafkaSink>> {
+    use nettap_sensor::output::kafka::{KafkaConfig, KafkaSink};
+    let config = KafkaConfig::from_args(&args.kafka)?;
+    config.map(|c| KafkaSink::start(c, args.raw)).transpose().context("Kafka export")
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
@@ -439,6 +448,10 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(otlp) = otlp_sink(&args)? {
                 shed.extend(otlp.sheds());
                 sinks.push(Box::new(otlp));
+            }
+            if let Some(kafka) = kafka_sink(&args)? {
+                shed.extend(kafka.sheds());
+                sinks.push(Box::new(kafka));
             }
             let opts = CaptureOptions {
                 capture,

@@ -147,6 +147,9 @@ def run(args) -> None:
         except (ssl.SSLError, OSError):
             pass  # a TLS peer may close without close_notify
         conn.close()
+        if args.exit_file:
+            # Still listening until the test has seen what it waits for.
+            wait_for(args.exit_file, args.timeout)
         srv.close()
     else:
         conn = socket.create_connection((args.connect, args.port), timeout=args.timeout)
@@ -185,6 +188,7 @@ def main() -> int:
     p.add_argument("--ready")
     p.add_argument("--hold-at", type=int, default=1)
     p.add_argument("--hold-file")
+    p.add_argument("--exit-file", help="server: keep listening until this file exists")
     p.add_argument("--timeout", type=float, default=60.0)
     p.add_argument("--io", choices=["send", "write", "vec", "msg", "peek"], default="send",
                    help="syscalls: send/recv, write/read, writev/readv, sendmsg/recvmsg, "

@@ -34,6 +34,8 @@ pub fn assert_exact_from(cap: &Capture, peer: &PeerInfo, role: &str, from: usize
                 probe.starts_with("uprobe:gnutls_record_send")
                     || probe.starts_with("uretprobe:gnutls_record_recv")
             }
+            "nss" => ["uprobe:ssl_Write", "uprobe:ssl_Send", "uretprobe:ssl_Read", "uretprobe:ssl_Recv"]
+                .contains(&probe),
             _ => ["uprobe:SSL_write", "uretprobe:SSL_read", "uprobe:SSL_read"]
                 .iter()
                 .any(|p| probe.starts_with(p)),

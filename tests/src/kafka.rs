@@ -20,6 +20,19 @@ pub fn kafka_libs() -> PathBuf {
     libs
 }
 
+/// A second listener, SASL_SSL (TLS, then SASL/PLAIN or SCRAM-SHA-256 as
+/// user `nettap`), for a client that must authenticate over TLS.
+pub struct SecureListener {
+    /// Its port.
+    pub port: u16,
+    /// The broker's certificate and key (PEM; the key PKCS#8, unencrypted).
+    pub cert: PathBuf,
+    /// The key of `cert`.
+    pub key: PathBuf,
+    /// User `nettap`'s password.
+    pub password: String,
+}
+
 /// One broker on 127.0.0.1:`port` (its controller on the next port).
 pub struct KafkaBroker {
     child: Option<KillOnDrop>,
@@ -32,15 +45,46 @@ pub struct KafkaBroker {
 impl KafkaBroker {
     /// Formats a fresh log directory and starts the broker; waits until it listens.
     pub fn start(port: u16, controller_port: u16) -> KafkaBroker {
+        Self::start_with(port, controller_port, None)
+    }
+
+    /// `start`, with a SASL_SSL listener beside the plaintext one.
+    pub fn start_with(port: u16, controller_port: u16, secure: Option<&SecureListener>) -> KafkaBroker {
         let dir = tempfile::tempdir().unwrap();
+        let (mut listeners, mut advertised) = (String::new(), String::new());
+        let mut secure_config = String::new();
+        let mut format_args = Vec::new();
+        if let Some(s) = secure {
+            // The PEM keystore is one file: the key, then the certificate.
+            let keystore = dir.path().join("keystore.pem");
+            let pem = std::fs::read_to_string(&s.key).unwrap() + &std::fs::read_to_string(&s.cert).unwrap();
+            std::fs::write(&keystore, pem).unwrap();
+            listeners = format!(",SASL_SSL://127.0.0.1:{}", s.port);
+            advertised = listeners.clone();
+            secure_config = format!(
+                "ssl.keystore.type=PEM\nssl.keystore.location={}\n\
+                 sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256\n\
+                 listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule \
+                 required username=\"nettap\" password=\"{pw}\" user_nettap=\"{pw}\";\n\
+                 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=\
+                 org.apache.kafka.common.security.scram.ScramLoginModule required;\n",
+                keystore.display(),
+                pw = s.password
+            );
+            // SCRAM credentials live in the cluster metadata: written at format time.
+            format_args = vec![
+                "--add-scram".to_string(),
+                format!("SCRAM-SHA-256=[name=nettap,password={}]", s.password),
+            ];
+        }
         let config = format!(
             "process.roles=broker,controller\nnode.id=1\n\
              controller.quorum.voters=1@127.0.0.1:{controller_port}\n\
-             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}{listeners}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{port}{advertised}\n\
              controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n\
-             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
-             log.dirs={}\n\
+             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL\n\
+             {secure_config}log.dirs={}\n\
              offsets.topic.replication.factor=1\ntransaction.state.log.replication.factor=1\n\
              transaction.state.log.min.isr=1\nnum.partitions=1\ngroup.initial.rebalance.delay.ms=0\n",
             dir.path().join("logs").display()
@@ -50,6 +94,7 @@ impl KafkaBroker {
         let out = Self::java(&dir)
             .args(["kafka.tools.StorageTool", "format", "-t", "bmV0dGFwLWthZmthLXRlc3Q", "-c"])
             .arg(dir.path().join("server.properties"))
+            .args(&format_args)
             .output()
             .unwrap();
         assert!(
@@ -88,8 +133,55 @@ impl KafkaBroker {
     /// Stops the broker (SIGKILL: nothing it acknowledged is lost, its log
     /// is flushed per write) and starts it again on the same log directory.
     pub fn restart(&mut self) {
+        self.stop();
+        self.resume();
+    }
+
+    /// Kills the broker (SIGKILL), leaving its log directory.
+    pub fn stop(&mut self) {
         self.child = None;
+    }
+
+    /// Starts the stopped broker again on its log directory.
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none(), "the broker is running");
         self.run();
+    }
+
+    /// kafka-python (tests/programs/kafka_topic.py) creates `topic` with `partitions` partitions.
+    pub fn create_topic(&self, topic: &str, partitions: u32) {
+        let out = Command::new(crate::peers::venv_python())
+            .arg(crate::peers::program("kafka_topic.py"))
+            .args(["create", &self.port.to_string(), topic, &partitions.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "creating {topic}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Every record of `topic` (at least `count` expected), read back with kafka-python from offset 0.
+    pub fn read_topic(&self, topic: &str, count: usize) -> Vec<TopicRecord> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("records.json");
+        let st = Command::new(crate::peers::venv_python())
+            .arg(crate::peers::program("kafka_topic.py"))
+            .args(["read", &self.port.to_string(), topic, &count.to_string()])
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(st.success(), "reading {topic}: {st}");
+        let v: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        v.into_iter()
+            .map(|r| TopicRecord {
+                partition: r["partition"].as_u64().unwrap() as u32,
+                offset: r["offset"].as_u64().unwrap(),
+                key: r["key"].as_str().map(String::from),
+                value: base64::Engine::decode(
+                    &base64::engine::general_purpose::STANDARD,
+                    r["value_b64"].as_str().unwrap(),
+                )
+                .unwrap(),
+            })
+            .collect()
     }
 
     /// The broker's pid.
@@ -101,6 +193,19 @@ impl KafkaBroker {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
     }
+}
+
+/// One record read back from a topic.
+#[derive(Clone, Debug)]
+pub struct TopicRecord {
+    /// Its partition.
+    pub partition: u32,
+    /// Its offset there.
+    pub offset: u64,
+    /// Its key (UTF-8), if any.
+    pub key: Option<String>,
+    /// Its value as stored.
+    pub value: Vec<u8>,
 }
 
 /// `java … nettap.testapps.KafkaPeer ARGS` on JDK 17 (java-testapps' kafka-peers).

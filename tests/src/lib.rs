@@ -10,6 +10,7 @@ pub mod helm;
 pub mod jvm;
 pub mod k8s;
 pub mod kafka;
+pub mod mongodb;
 pub mod netns;
 pub mod node;
 pub mod otelcol;
@@ -21,7 +22,8 @@ pub mod wait;
 
 pub use assertions::*;
 pub use databases::*;
-pub use kafka::{kafka_peer, KafkaBroker};
+pub use kafka::{kafka_peer, KafkaBroker, SecureListener, TopicRecord};
+pub use mongodb::{node_mongodb, FerretDb};
 pub use netns::*;
 pub use otelcol::*;
 pub use peers::*;

@@ -153,6 +153,21 @@ impl Sensor {
         s
     }
 
+    /// Waits until a record written so far satisfies `want` (the sensor
+    /// writes its records out at least once a second).
+    pub fn wait_for_record(&self, what: &str, want: impl Fn(&Value) -> bool) {
+        let path = self.dir.path().join("records.jsonl");
+        let start = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).any(|r| want(&r)) {
+                return;
+            }
+            assert!(start.elapsed() < TIMEOUT, "no record of {what} in {TIMEOUT:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits until the sensor's log has a line containing every one of `words`.
     pub fn wait_for_log(&self, words: &[&str]) {
         let log = self.dir.path().join("log");
@@ -310,6 +325,32 @@ impl Capture {
         Stream { start, bytes, gaps }
     }
 
+    /// One direction of the connection of `pid` whose remote end is
+    /// `remote` (a server's connections apart), reassembled from its data
+    /// records: from byte 0, with no gap, overlap or truncation.
+    pub fn conn_stream(&self, pid: u32, remote: &str, direction: &str) -> Vec<u8> {
+        let mut chunks = BTreeMap::new();
+        for r in self.of("data", pid) {
+            if r["conn"]["remote"] == remote && r["direction"] == direction {
+                assert!(r["truncated"].as_u64().unwrap_or(0) == 0, "{r}");
+                assert!(
+                    chunks.insert(r["seq"].as_u64().unwrap(), payload(r)).is_none(),
+                    "two chunks at one seq"
+                );
+            }
+        }
+        let mut bytes = Vec::new();
+        for (seq, chunk) in chunks {
+            assert_eq!(
+                seq,
+                bytes.len() as u64,
+                "{direction} of pid {pid} with {remote}: gap or overlap at {seq}"
+            );
+            bytes.extend_from_slice(&chunk);
+        }
+        bytes
+    }
+
     /// Sum of `drop` records' (count, bytes) for `reason`.
     pub fn dropped(&self, reason: &str) -> (u64, u64) {
         self.records
@@ -331,4 +372,66 @@ pub fn metrics_get(port: u16, path: &str) -> Option<(u16, String)> {
     let status = text.split(' ').nth(1)?.parse().ok()?;
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Some((status, body))
+}
+
+/// Joins a held connection mid-stream: waits until `client` (a
+/// `tests/programs/*_hold.py`, which opened and used its connection) made
+/// `dir/waiting`, starts a sensor capturing `port` exactly, lets the client
+/// go on (`dir/go`), and once it exited successfully stops the sensor.
+pub fn capture_held(client: &mut Child, what: &str, dir: &Path, port: u16) -> Capture {
+    wait_for_file(&dir.join("waiting"), || client.try_wait().unwrap().is_none());
+    let port = port.to_string();
+    let mut args = vec!["--port", &port];
+    args.extend_from_slice(EXACT);
+    let sensor = Sensor::start(&args);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    assert!(wait_child(client, what).success(), "{what} failed");
+    sensor.stop()
+}
+
+/// The sum of the samples on the metrics endpoint at `port` whose line
+/// starts with `prefix` (name and labels).
+pub fn metric_sum(port: u16, prefix: &str) -> f64 {
+    let (status, text) = metrics_get(port, "/metrics").expect("the metrics endpoint answers");
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+/// An exporter's outage under load: calls `burst` until it has run `bursts`
+/// times and at least `min` has passed (however slow the machine: a loaded
+/// one made only some bursts within the time, and shed too little to show a
+/// bound), sampling every 200 ms the sensor's heap and the metric samples
+/// starting with `metric`. Returns the peaks (RssAnon KiB, metric).
+pub fn load_while_sampling(
+    sensor_pid: u32,
+    metrics_port: u16,
+    metric: &str,
+    bursts: u32,
+    min: Duration,
+    mut burst: impl FnMut(),
+) -> (u64, f64) {
+    let start = Instant::now();
+    let (mut made, mut peak, mut peak_metric) = (0, 0, 0.0f64);
+    while made < bursts || start.elapsed() < min {
+        assert!(start.elapsed() < TIMEOUT, "the bursts did not finish in {TIMEOUT:?}");
+        if made < bursts {
+            burst();
+            made += 1;
+        }
+        peak = peak.max(rss_anon_kib(sensor_pid));
+        peak_metric = peak_metric.max(metric_sum(metrics_port, metric));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (peak, peak_metric)
+}
+
+/// A process's anonymous resident memory in KiB: its heap, where an
+/// exporter's queue lives (the ring buffer's shared pages are not in it).
+pub fn rss_anon_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }

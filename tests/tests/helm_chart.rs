@@ -374,6 +374,79 @@ fn probes_metrics_otlp_and_pod_settings_come_from_values() {
 }
 
 #[test]
+fn kafka_values_set_the_sinks_environment_and_keep_credentials_in_a_secret() {
+    let objects = template(&[
+        "--set-string",
+        "sensor.kafka.brokers=k1:9093\\,k2:9093",
+        "--set",
+        "sensor.kafka.tls.enabled=true",
+        "--set",
+        "sensor.kafka.tls.secret=kafka-ca",
+        "--set",
+        "sensor.kafka.tls.clientCertificate=true",
+        "--set",
+        "sensor.kafka.sasl.mechanism=SCRAM-SHA-512",
+        "--set",
+        "sensor.kafka.sasl.username=nettap",
+        "--set",
+        "sensor.kafka.sasl.password=pa55-word",
+    ]);
+    let pod = find(&objects, "DaemonSet", "tap-nettap-sensor")["spec"]["template"].clone();
+    let c = &pod["spec"]["containers"][0];
+    let env: std::collections::HashMap<&str, &Value> =
+        c["env"].as_array().unwrap().iter().map(|e| (e["name"].as_str().unwrap(), e)).collect();
+    let value = |name: &str| env[name]["value"].as_str().unwrap().to_string();
+    assert_eq!(value("NETTAP_KAFKA_BROKERS"), "k1:9093,k2:9093");
+    assert_eq!(value("NETTAP_KAFKA_TOPIC"), "nettap-records");
+    assert_eq!(value("NETTAP_KAFKA_QUEUE_BYTES"), "33554432");
+    assert_eq!(value("NETTAP_KAFKA_TLS"), "true");
+    assert_eq!(value("NETTAP_KAFKA_CA"), "/etc/nettap/kafka/ca.crt");
+    assert_eq!(value("NETTAP_KAFKA_CERT"), "/etc/nettap/kafka/tls.crt");
+    assert_eq!(value("NETTAP_KAFKA_KEY"), "/etc/nettap/kafka/tls.key");
+    assert_eq!(value("NETTAP_KAFKA_SASL_MECHANISM"), "SCRAM-SHA-512");
+    for (var, key) in [("NETTAP_KAFKA_SASL_USERNAME", "username"), ("NETTAP_KAFKA_SASL_PASSWORD", "password")]
+    {
+        assert_eq!(env[var]["valueFrom"]["secretKeyRef"], json!({"name": "tap-nettap-kafka", "key": key}));
+    }
+    let secret = find(&objects, "Secret", "tap-nettap-kafka");
+    assert_eq!(secret["stringData"], json!({"username": "nettap", "password": "pa55-word"}));
+    assert!(!pod.to_string().contains("pa55-word"), "the password is in the pod spec");
+    let volume =
+        pod["spec"]["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "kafka-tls").unwrap();
+    assert_eq!(volume["secret"]["secretName"], "kafka-ca");
+    let mount = c["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == "kafka-tls").unwrap();
+    assert_eq!(mount["mountPath"], "/etc/nettap/kafka");
+
+    // Your own Secret: none is made.
+    let objects = template(&[
+        "--set",
+        "sensor.kafka.brokers=k1:9093",
+        "--set",
+        "sensor.kafka.sasl.mechanism=PLAIN",
+        "--set",
+        "sensor.kafka.sasl.existingSecret=mine",
+    ]);
+    assert!(objects.iter().all(|o| o["metadata"]["name"] != "tap-nettap-kafka"));
+    let pod = &find(&objects, "DaemonSet", "tap-nettap-sensor")["spec"]["template"];
+    assert!(pod.to_string().contains(r#"{"key":"password","name":"mine"}"#), "{pod}");
+    // Off by default: no variable, no Secret.
+    let objects = template(&[]);
+    assert!(!serde_json::to_string(&objects).unwrap().contains("NETTAP_KAFKA"));
+    // A mechanism without credentials is refused with the reason.
+    let out = run_helm(&[
+        "template",
+        "tap",
+        chart().to_str().unwrap(),
+        "--set",
+        "sensor.kafka.brokers=k1:9093",
+        "--set",
+        "sensor.kafka.sasl.mechanism=PLAIN",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a mechanism needs username and password"));
+}
+
+#[test]
 fn wrong_values_are_refused_at_install_time() {
     let chart = chart();
     for (set, why) in [
@@ -385,6 +458,8 @@ fn wrong_values_are_refused_at_install_time() {
         ("ebpf.enabeld=true", "enabeld"),
         ("sensor.otlp.protocol=http/json", "protocol"),
         ("sensor.otlp.endpoint=collector:4317", "endpoint"),
+        ("sensor.kafka.brokers=kafka", "brokers"),
+        ("sensor.kafka.sasl.mechanism=GSSAPI", "mechanism"),
         ("image.sensor.digest=latest", "digest"),
         ("sensor.metrics.port=0", "port"),
         (

@@ -233,3 +233,44 @@ fn java_and_python_clients_produce_and_consume_compressed_batches() {
     assert!(raw.contains("this is not kafka"), "{raw:?}");
     assert_eq!(cap.dropped("ringbuf_full"), (0, 0));
 }
+
+#[test]
+fn a_producer_joined_mid_stream_is_parsed_from_its_next_request() {
+    let port = free_port();
+    let broker = KafkaBroker::start(port, free_port());
+    let d = broker.dir.path().to_path_buf();
+    let port_s = port.to_string();
+    let mut client = std::process::Command::new(venv_python())
+        .arg(program("kafka_hold.py"))
+        .args([&port_s, "held"])
+        .arg(&d)
+        .spawn_guarded();
+    let cap = capture_held(&mut client, "kafka_hold.py", &d, port);
+    let peer: Value = serde_json::from_str(&std::fs::read_to_string(d.join("peer.json")).unwrap()).unwrap();
+    let pid = peer["pid"].as_u64().unwrap() as u32;
+    let names = topic_names(&cap);
+    // The producer's connections (it opened them all before the sensor started).
+    let locals: Vec<&str> = cap.of("kafka", pid).iter().filter_map(|r| r["conn"]["local"].as_str()).collect();
+    assert!(!locals.is_empty(), "no kafka record of the producer");
+    // Records 1 and 2 (sent after the join), each once, at both ends; record 0 went before.
+    let want: Vec<Value> = (1..3)
+        .map(|i| json!({"key": format!("key-{i}"), "value": format!("value-{i}"), "headers": []}))
+        .collect();
+    for (who, p, end) in [("client", pid, "local"), ("broker", broker.pid(), "remote")] {
+        let produced: Vec<_> = partitions(&cap, &names, p, "Produce", "request", "held")
+            .into_iter()
+            .filter(|(r, _)| locals.contains(&r["conn"][end].as_str().unwrap_or_default()))
+            .collect();
+        assert_eq!(records_of(&produced), want, "at the {who}");
+        for (r, _) in &produced {
+            assert_eq!(r["response"]["error_code"], 0, "{r}");
+            let conn = cap
+                .of("conn", p)
+                .into_iter()
+                .find(|c| c["conn"][end] == r["conn"][end])
+                .expect("a conn record");
+            assert_eq!(conn["event"], "midstream", "at the {who}: {conn}");
+        }
+    }
+    assert_eq!(cap.dropped("kafka_parse_error"), (0, 0));
+}

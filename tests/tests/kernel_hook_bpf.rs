@@ -50,6 +50,11 @@ fn every_program_of_both_paths_loads() {
         "up_go_tls_ret",
         "tp_exit_sendmmsg",
         "tp_exit_recvmmsg",
+        "up_nss_write",
+        "up_nss_send",
+        "up_nss_read",
+        "up_nss_recv",
+        "ur_nss_ret",
     ] {
         // A uprobe in the mode this kernel uses: NAME, or its uprobe_multi twin NAME_m.
         let twin = format!("{expected}_m");

@@ -12,16 +12,18 @@ fn connection_opened_before_the_sensor() {
     let hold = tempfile::tempdir().unwrap();
     let hold_file = hold.path().join("go");
     let hold_s = hold_file.to_str().unwrap().to_string();
+    // The server keeps its listener until the sensor has seen its side: a
+    // server gone before the sensor handled its first event leaves no
+    // listener to tell its role by (said in the README).
+    let exit_file = hold.path().join("exit");
+    let exit_s = exit_file.to_str().unwrap().to_string();
     // The client finishes message 0 before the sensor exists, then waits.
-    let ex = Exchange::start(
+    let ex = Exchange::server_with(None, "127.0.0.1", port, SIZES, &["--exit-file", &exit_s]).client(
         None,
         "127.0.0.1",
-        None,
-        "127.0.0.1",
-        port,
-        SIZES,
         &["--hold-at", "1", "--hold-file", &hold_s],
     );
+    let server_pid = ex.server_pid();
     wait_for_file(&hold.path().join("go.waiting"), || true);
 
     let port_s = port.to_string();
@@ -29,6 +31,10 @@ fn connection_opened_before_the_sensor() {
     args.extend_from_slice(EXACT);
     let sensor = Sensor::start(&args);
     std::fs::write(&hold_file, b"").unwrap();
+    sensor.wait_for_record("the server's midstream record", |r| {
+        r["kind"] == "conn" && r["event"] == "midstream" && r["pid"] == server_pid
+    });
+    std::fs::write(&exit_file, b"").unwrap();
     let (server, client, _dir) = ex.finish();
     let cap = sensor.stop();
 

@@ -155,6 +155,66 @@ fn spans_and_logs_over_otlp_http() {
     export_over("http/protobuf");
 }
 
+/// `OTEL_EXPORTER_OTLP_COMPRESSION=gzip`, both protocols: the collector
+/// takes the compressed requests (spans of every exchange arrive), and the
+/// sensor, capturing the collector's own port too, sees each export request
+/// arrive with gzip on the wire (`grpc-encoding` / `content-encoding`).
+#[test]
+fn gzip_compressed_export_over_both_protocols() {
+    for (protocol, path, header) in [
+        ("grpc", "/opentelemetry.proto.collector.trace.v1.TraceService/Export", "grpc-encoding"),
+        ("http/protobuf", "/v1/traces", "content-encoding"),
+    ] {
+        let collector = Collector::start();
+        let (h1, h2c) = (free_port(), free_port());
+        let _nginx = nginx(h1, h2c, &[("page.txt", PAGE.as_bytes())]);
+        let endpoint = collector.endpoint(protocol);
+        let collector_port = endpoint.rsplit_once(':').unwrap().1.to_string();
+        let port = h1.to_string();
+        let sensor = Sensor::start_with_env(
+            &[
+                "--port",
+                &port,
+                "--port",
+                &collector_port,
+                "--otlp-endpoint",
+                &endpoint,
+                "--otlp-protocol",
+                protocol,
+            ],
+            &[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")],
+        );
+        load(h1, "/page.txt", 5);
+        collector.wait_for(10, 10);
+        // The export requests' own exchanges, as the records file has them (flushed each second).
+        let start = Instant::now();
+        let records = sensor.dir.path().join("records.jsonl");
+        while !std::fs::read_to_string(&records).unwrap_or_default().contains(path) {
+            assert!(start.elapsed() < TIMEOUT, "{protocol}: the export requests were never captured");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let cap = sensor.stop();
+        let pages = collector.spans().iter().filter(|s| s.attrs["url.path"] == "/page.txt").count();
+        assert_eq!(pages, 10, "{protocol}: both ends of 5 exchanges");
+        let exports: Vec<&Value> = cap
+            .records
+            .iter()
+            .filter(|r| r["kind"] == "http" && r["request"]["path"] == path && r["conn"]["role"] == "server")
+            .collect();
+        assert!(!exports.is_empty(), "{protocol}: no export request captured at the collector");
+        for r in exports {
+            let encoding = r["request"]["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(header)))
+                .map(|h| h[1].clone());
+            assert_eq!(encoding, Some(Value::from("gzip")), "{protocol}: {}", r["request"]["headers"]);
+            assert_eq!(r["response"]["status"], 200, "{r}");
+        }
+    }
+}
+
 /// The process's anonymous resident memory (its heap: where the queue
 /// lives; the ring buffer's shared pages are not in it).
 #[test]
@@ -208,23 +268,6 @@ fn export_over_tls_with_a_client_certificate_and_the_standard_variables() {
     }
 }
 
-fn rss_anon_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-/// The sum of the samples whose line starts with `prefix` (name and labels).
-fn metric(port: u16, prefix: &str) -> f64 {
-    let out =
-        Command::new("curl").args(["-sS", &format!("http://127.0.0.1:{port}/metrics")]).output().unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum()
-}
-
 /// Requests of one curl on one keep-alive connection.
 fn load(port: u16, path: &str, n: u32) {
     curl(&[], &format!("http://127.0.0.1:{port}{path}?n=[1-{n}]"));
@@ -262,25 +305,17 @@ fn a_stopped_collector_costs_the_queue_bound_and_every_exchange_is_exported_or_c
     // exchanges with 64 KiB bodies (some 65 MB of records, both ends) are
     // made, in bursts the sensor can keep up with.
     collector.stop();
-    let down = Instant::now();
-    let mut peak = 0;
-    let mut queued = 0.0f64;
-    let mut bursts = 0;
-    // Every burst is made however slow the machine (a loaded one made only
-    // some of them within the 8 s, and shed too little to show the bound).
-    while bursts < 5 || down.elapsed() < Duration::from_secs(8) {
-        assert!(down.elapsed() < TIMEOUT, "the bursts did not finish in {TIMEOUT:?}");
-        if bursts < 5 {
-            load(h1, "/big.txt", 100);
-            bursts += 1;
-        }
-        peak = peak.max(rss_anon_kib(sensor.pid()));
-        queued = queued.max(metric(metrics, "nettap_export_queue_bytes{"));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (peak, queued) = load_while_sampling(
+        sensor.pid(),
+        metrics,
+        "nettap_export_queue_bytes{",
+        5,
+        Duration::from_secs(8),
+        || load(h1, "/big.txt", 100),
+    );
     assert!(queued > 0.0 && queued <= QUEUE as f64, "queue bytes {queued}");
-    assert!(metric(metrics, "nettap_export_failures_total{") > 0.0);
-    let shed_so_far = metric(metrics, r#"nettap_dropped_total{reason="export_queue_full"}"#);
+    assert!(metric_sum(metrics, "nettap_export_failures_total{") > 0.0);
+    let shed_so_far = metric_sum(metrics, r#"nettap_dropped_total{reason="export_queue_full"}"#);
     assert!(shed_so_far > 0.0, "nothing counted as shed while the collector was down");
     let grown = peak.saturating_sub(before);
     eprintln!(

@@ -353,13 +353,7 @@ fn a_connection_joined_mid_stream_is_parsed_from_its_next_command() {
         .args([&port_s, PASSWORD])
         .arg(&d)
         .spawn_guarded();
-    wait_for_file(&d.join("waiting"), || client.try_wait().unwrap().is_none());
-    let mut args = vec!["--port", &port_s];
-    args.extend_from_slice(EXACT);
-    let sensor = Sensor::start(&args);
-    std::fs::write(d.join("go"), b"").unwrap();
-    assert!(wait_child(&mut client, "redis_hold.py").success());
-    let cap = sensor.stop();
+    let cap = capture_held(&mut client, "redis_hold.py", &d, port);
     let peer: Value = serde_json::from_str(&std::fs::read_to_string(d.join("peer.json")).unwrap()).unwrap();
     let (pid, local) = (peer["pid"].as_u64().unwrap() as u32, peer["local"].as_str().unwrap());
     let want = vec![

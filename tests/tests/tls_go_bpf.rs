@@ -180,6 +180,13 @@ fn go_http2_client_and_server_over_tls() {
         .spawn()
         .unwrap();
     assert!(wait_child(&mut client, "Go client").success());
+    // The client has the last answer once the server's Write put it on the
+    // socket, a moment before that Write returns (and its return probe
+    // fires): the server is killed only after its last exchange is written.
+    let server_pid = server.id();
+    sensor.wait_for_record("the server's last exchange", |r| {
+        r["kind"] == "http" && r["pid"] == server_pid && r["request"]["path"] == "/h2-2"
+    });
     let _ = server.kill();
     let _ = server.wait();
     let cap = sensor.stop();

@@ -207,7 +207,13 @@ impl Emit<'_> {
                 };
                 self.out.emit(&r)
             }
-            SessionOut::Db(e, probe) => {
+            SessionOut::Db(mut e, probe) => {
+                let ports = [info.local.port(), info.remote.port()];
+                if let Some(r) =
+                    self.out.redactor.as_ref().and_then(|p| p.for_conn(events::comm_str(&info.comm), ports))
+                {
+                    r.db(&mut e);
+                }
                 let r = Record {
                     origin: origin(&self.out.clock, info, e.start_ts(), probe),
                     conn: Some(conn_view(self.id, info)),

@@ -681,3 +681,65 @@ fn garbage_on_the_redis_port_stays_data() {
     assert!(out.kind("redis").is_empty());
     assert_eq!(out.kind("data").len(), 2);
 }
+
+/// An OP_MSG whose body has string fields.
+fn mongo_msg(id: i32, to: i32, fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut d = Vec::new();
+    for (k, v) in fields {
+        d.push(2);
+        d.extend(k.as_bytes());
+        d.push(0);
+        d.extend((v.len() as i32 + 1).to_le_bytes());
+        d.extend(v.as_bytes());
+        d.push(0);
+    }
+    let doc_len = d.len() as i32 + 5;
+    let mut m = (21 + doc_len).to_le_bytes().to_vec();
+    for w in [id, to, 2013, 0] {
+        m.extend(w.to_le_bytes());
+    }
+    m.push(0);
+    m.extend(doc_len.to_le_bytes());
+    m.extend(d);
+    m.push(0);
+    m
+}
+
+#[test]
+fn a_mongodb_command_becomes_a_record_with_named_fields_redacted_and_garbage_a_drop() {
+    use crate::redact::{Policy, Redactor, DEFAULT_FIELDS, DEFAULT_HEADERS};
+    let (mut p, out) = processor();
+    let redactor = Redactor::new(DEFAULT_HEADERS, DEFAULT_FIELDS, b"test key");
+    let marker = redactor.marker(b"hunter2");
+    p.set_redactor(Some(Policy::new(redactor, Vec::new())));
+    let mut g = EventGen::default();
+    let c = Conn::client(1, 100, "10.0.0.1:40000", "10.0.0.2:27017");
+    p.handle(&g.conn(&c, ConnChange::Open)).unwrap();
+    let q = mongo_msg(5, 0, &[("update", "users"), ("password", "hunter2"), ("$db", "shop")]);
+    p.handle(&g.plain(&c, Direction::Send, 0, &q[..30])).unwrap();
+    p.handle(&g.plain(&c, Direction::Send, 30, &q[30..])).unwrap();
+    let r = mongo_msg(9, 5, &[("ok", "yes")]);
+    p.handle(&g.plain(&c, Direction::Recv, 0, &r)).unwrap();
+    // A header whose length is shorter than a header.
+    let garbage = b"\x05\x00\x00\x00garbage-garbage!";
+    p.handle(&g.plain(&c, Direction::Send, q.len() as u64, garbage)).unwrap();
+    p.handle(&g.conn(&c, ConnChange::Close)).unwrap();
+    end(&mut p, g.now);
+    let m = out.kind("mongodb");
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert_eq!(
+        (&m[0]["request"]["command"], &m[0]["request"]["collection"], &m[0]["request"]["database"]),
+        (&"update".into(), &"users".into(), &"shop".into())
+    );
+    assert_eq!(
+        m[0]["request"]["document"],
+        serde_json::json!({"update": "users", "password": marker, "$db": "shop"})
+    );
+    assert_eq!(m[0]["response"]["document"], serde_json::json!({"ok": "yes"}));
+    let drops = out.kind("drop");
+    assert!(drops.iter().any(|d| d["reason"] == "mongodb_parse_error" && d["bytes"] == 16), "{drops:?}");
+    let data = out.kind("data");
+    assert_eq!(data.len(), 1, "{data:?}");
+    // The header's 16 bytes are the drop; what follows them is kept raw.
+    assert_eq!(data[0]["payload"], "age!");
+}

@@ -4,6 +4,7 @@
 //! shape the stream layer and the records see.
 
 use super::kafka::{KafkaExchange, KafkaSession};
+use super::mongodb::{MongoExchange, MongoSession};
 use super::mysql::{MyExchange, MySession};
 use super::pgsql::{PgExchange, PgSession};
 use super::redis::{RedisExchange, RedisSession};
@@ -41,6 +42,8 @@ pub enum DbExchange {
     Mysql(MyExchange),
     /// A Kafka request and its response.
     Kafka(KafkaExchange),
+    /// A MongoDB request and its reply.
+    Mongodb(MongoExchange),
 }
 
 impl DbExchange {
@@ -51,6 +54,7 @@ impl DbExchange {
             DbExchange::Pgsql(_) => "pgsql",
             DbExchange::Mysql(_) => "mysql",
             DbExchange::Kafka(_) => "kafka",
+            DbExchange::Mongodb(_) => "mongodb",
         }
     }
 
@@ -62,6 +66,7 @@ impl DbExchange {
             DbExchange::Pgsql(e) => e.summary(),
             DbExchange::Mysql(e) => e.summary(),
             DbExchange::Kafka(e) => e.summary(),
+            DbExchange::Mongodb(e) => e.summary(),
         }
     }
 
@@ -72,6 +77,7 @@ impl DbExchange {
             DbExchange::Pgsql(e) => e.latency_ns(),
             DbExchange::Mysql(e) => e.latency_ns(),
             DbExchange::Kafka(e) => e.latency_ns(),
+            DbExchange::Mongodb(e) => e.latency_ns(),
         }
     }
 
@@ -88,6 +94,7 @@ impl DbExchange {
             DbExchange::Pgsql(e) => e.request.ts,
             DbExchange::Mysql(e) => e.request.ts,
             DbExchange::Kafka(e) => e.request.start_ts,
+            DbExchange::Mongodb(e) => e.request.start_ts,
         }
     }
 }
@@ -121,6 +128,8 @@ pub enum DbSession {
     Mysql(MySession),
     /// Kafka.
     Kafka(KafkaSession),
+    /// MongoDB.
+    Mongodb(MongoSession),
 }
 
 impl DbSession {
@@ -131,6 +140,7 @@ impl DbSession {
             DbSession::Pgsql(s) => s.feed(request_side, data, ts, out),
             DbSession::Mysql(s) => s.feed(request_side, data, ts, out),
             DbSession::Kafka(s) => s.feed(request_side, data, ts, out),
+            DbSession::Mongodb(s) => s.feed(request_side, data, ts, out),
         }
     }
 
@@ -142,6 +152,7 @@ impl DbSession {
             DbSession::Pgsql(s) => s.gap(request_side, len, ts, out),
             DbSession::Mysql(s) => s.gap(request_side, len, ts, out),
             DbSession::Kafka(s) => s.gap(request_side, len, ts, out),
+            DbSession::Mongodb(s) => s.gap(request_side, len, ts, out),
         }
     }
 
@@ -152,6 +163,7 @@ impl DbSession {
             DbSession::Pgsql(s) => s.close(ts, out),
             DbSession::Mysql(s) => s.close(ts, out),
             DbSession::Kafka(s) => s.close(ts, out),
+            DbSession::Mongodb(s) => s.close(ts, out),
         }
     }
 }

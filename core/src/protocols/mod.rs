@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod http1;
 pub mod http2;
 pub mod kafka;
+pub mod mongodb;
 pub mod mysql;
 pub mod pgsql;
 pub mod redis;
@@ -107,6 +108,8 @@ pub enum Classification {
     MysqlGreeting,
     /// A Kafka request header.
     Kafka,
+    /// A MongoDB request (its message header and what follows it).
+    Mongodb,
     /// Not a protocol we parse.
     Other,
     /// Too few bytes to tell yet.
@@ -166,6 +169,11 @@ pub fn classify(first: &[u8]) -> Classification {
     // After PostgreSQL: its startup message reads as a Metadata v0 header.
     match kafka::classify(first) {
         Some(true) => return Classification::Kafka,
+        None => need_more = true,
+        Some(false) => {}
+    }
+    match mongodb::classify(first) {
+        Some(true) => return Classification::Mongodb,
         None => need_more = true,
         Some(false) => {}
     }

@@ -30,6 +30,7 @@ pub(super) fn fields<M: SerializeMap>(m: &mut M, e: &DbExchange) -> Result<(), M
         DbExchange::Pgsql(p) => pgsql(m, p),
         DbExchange::Mysql(e) => mysql(m, e),
         DbExchange::Kafka(e) => super::kafka::fields(m, e),
+        DbExchange::Mongodb(e) => super::mongodb::fields(m, e),
     }
 }
 

@@ -14,6 +14,7 @@ mod db;
 mod har;
 mod jsonl;
 mod kafka;
+mod mongodb;
 
 pub use db::json as db_json;
 pub use har::{entry as har_entry, rfc3339};

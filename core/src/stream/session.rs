@@ -12,6 +12,7 @@ use crate::protocols::db::{DbExchange, DbSession};
 use crate::protocols::exchange::{Exchange, HttpOutput, Limits};
 use crate::protocols::http1::Http1Session;
 use crate::protocols::kafka::KafkaSession;
+use crate::protocols::mongodb::MongoSession;
 use crate::protocols::mysql::MySession;
 use crate::protocols::pgsql::PgSession;
 use crate::protocols::redis::RedisSession;
@@ -224,6 +225,9 @@ fn db_midstream(limits: Limits, c: Chunk<'_>, first: &[u8]) -> Option<Db> {
     match classify(first) {
         Classification::Redis => Some(redis_midstream(limits, c)),
         Classification::Kafka => Some(kafka_midstream(limits, c)),
+        Classification::Mongodb => {
+            Some(Db::new(DbSession::Mongodb(MongoSession::midstream(limits)), c.direction, c.probe))
+        }
         _ => None,
     }
 }
@@ -398,6 +402,10 @@ impl ConnSession {
             }
             Classification::Kafka => {
                 let session = DbSession::Kafka(KafkaSession::new(self.limits));
+                Proto::Db(Box::new(Db::new(session, c.direction, c.probe)))
+            }
+            Classification::Mongodb => {
+                let session = DbSession::Mongodb(MongoSession::new(self.limits));
                 Proto::Db(Box::new(Db::new(session, c.direction, c.probe)))
             }
             // The server speaks first: the other direction carries requests.

@@ -148,7 +148,8 @@ pub fn db_record(o: &Origin<'_>, c: &ConnView<'_>, e: &nettap_core::protocols::d
             request_json: fields["request"].to_string(),
             response_json: fields["response"].to_string(),
             latency_ns: e.latency_ns(),
-            database: text("database"),
+            // MongoDB names the database per request.
+            database: fields["request"]["database"].as_str().map_or_else(|| text("database"), str::to_string),
             user: text("user"),
             summary: format!("{asked} -> {answer}"),
         })),

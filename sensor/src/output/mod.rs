@@ -4,10 +4,12 @@
 //! (`crate::api::Publisher`); an output is added by one file here and one
 //! line where the capture is wired (`main.rs`).
 //! The node-local records store (`file_store`) is the writer of a JSON
-//! Lines sink for `--out-dir`. `otlp` exports exchanges as spans and log records.
+//! Lines sink for `--out-dir`. `otlp` exports exchanges as spans and log records; `kafka` sends every
+//! record to a Kafka topic.
 
 pub mod file_store;
 mod har;
+pub mod kafka;
 pub mod otlp;
 mod terminal;
 

@@ -44,6 +44,7 @@ pub static GNUTLS: TlsLibrary = TlsLibrary {
     linked_in: &[],
     bundlers: &[],
     version: library_version,
+    locate: None,
 };
 
 /// Whether a file name is the shared GnuTLS (`libgnutls.so.30`), not one of

@@ -12,6 +12,8 @@ pub mod jvm_attach;
 mod kernel_hook;
 mod loader;
 pub mod mapped;
+mod nss;
+mod nss_methods;
 mod openssl;
 mod probed_files;
 mod sites;
@@ -27,6 +29,7 @@ pub use loader::{
     chain as error_chain, detach_uprobes, ensure_tracefs, load_every_program, load_object, unload_all,
     Attached, ProbeError,
 };
+pub use nss::NSS;
 pub use openssl::{is_libssl, openssl_version, OPENSSL};
 pub use tls_lib::{library_of_process, TlsLibProbes};
 pub use tls_probers::TlsProbers;

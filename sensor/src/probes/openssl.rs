@@ -47,11 +47,22 @@ pub static OPENSSL: TlsLibrary = TlsLibrary {
     linked_in: &["SSL_write", "SSL_read"],
     bundlers: &["node", "nodejs"],
     version: library_version,
+    locate: None,
 };
 
-/// Whether a file name is a shared libssl (`libssl.so`, `libssl.so.3`, …).
+/// Whether a file name is a shared libssl (`libssl.so`, `libssl.so.3`, …),
+/// also as Python wheels bundle it, renamed by auditwheel with a hash
+/// (`libssl-3a880ada.so.1.1`, `libssl-6a9b88ec.so.3`). NSS's `libssl3.so`
+/// is not one.
 pub fn is_libssl(path: &Path) -> bool {
-    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libssl.so"))
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
+    if name.starts_with("libssl.so") {
+        return true;
+    }
+    let Some((hash, _)) = name.strip_prefix("libssl-").and_then(|rest| rest.split_once(".so")) else {
+        return false;
+    };
+    hash.len() == 8 && hash.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// "OpenSSL 3.0.17" as found in the library's read-only data, if any.
@@ -80,11 +91,23 @@ fn file_version(path: &Path) -> Option<String> {
 
 /// The OpenSSL version of a libssl file: from the file itself (a static
 /// build carries the string), else from the libcrypto beside it (where
-/// OpenSSL keeps `OpenSSL_version`'s text).
+/// OpenSSL keeps `OpenSSL_version`'s text): `libcrypto.so.N` for
+/// `libssl.so.N`, or for a wheel's `libssl-HASH.so.N` the `libcrypto-*.so.N`
+/// in the same directory (auditwheel gives each its own hash).
 pub fn library_version(path: &Path) -> String {
     let sibling = || {
-        let name = path.file_name()?.to_str()?.replacen("libssl", "libcrypto", 1);
-        file_version(&path.with_file_name(name))
+        let name = path.file_name()?.to_str()?;
+        let same = path.with_file_name(name.replacen("libssl", "libcrypto", 1));
+        if let Some(v) = file_version(&same) {
+            return Some(v);
+        }
+        let soversion = &name[name.find(".so")?..];
+        let hashed = |n: &str| n.starts_with("libcrypto-") && n.ends_with(soversion);
+        std::fs::read_dir(path.parent()?)
+            .ok()?
+            .flatten()
+            .filter(|e| e.file_name().to_str().is_some_and(hashed))
+            .find_map(|e| file_version(&e.path()))
     };
     file_version(path).or_else(sibling).unwrap_or_else(|| "unknown version".into())
 }
@@ -100,6 +123,11 @@ mod tests {
         assert!(is_libssl(Path::new("/opt/app/libssl.so")));
         assert!(!is_libssl(Path::new("/usr/lib/libssl3.so")));
         assert!(!is_libssl(Path::new("/usr/lib/libcrypto.so.3")));
+        // Wheels' copies, renamed by auditwheel.
+        assert!(is_libssl(Path::new("/venv/psycopg2_binary.libs/libssl-3a880ada.so.1.1")));
+        assert!(is_libssl(Path::new("/venv/psycopg_binary.libs/libssl-6a9b88ec.so.3")));
+        assert!(!is_libssl(Path::new("/venv/x.libs/libssl-notahash.so.3")));
+        assert!(!is_libssl(Path::new("/usr/lib/x86_64-linux-gnu/libssl3.so")));
     }
 
     #[test]

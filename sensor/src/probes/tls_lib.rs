@@ -4,13 +4,14 @@
 //! processes or mount namespaces map it). What differs per library is its
 //! `TlsLibrary` description.
 
+use super::elf::FileSymbol;
 use super::file_id::{Examined, FileId};
 use super::probed_files::{MapsName, ProbedFiles};
 use super::uprobe_plan::{self, FunctionPlan, TlsFunction};
 use super::{elf, loader, log_attach, log_program_probed, ProbeError};
 use crate::probes::exec_gate::HeldExec;
 use aya::Ebpf;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// Where distributions keep the system libraries, for processes not yet started.
@@ -43,7 +44,13 @@ pub struct TlsLibrary {
     pub bundlers: &'static [&'static str],
     /// The version a file of it carries, for the `probe attached` lines.
     pub version: fn(&Path) -> String,
+    /// Where the functions are when the symbol table does not say (NSS's
+    /// static SSL-layer methods), or why they cannot be found; `None`: by symbol.
+    pub locate: Option<Locate>,
 }
+
+/// Finds a library's functions in its file's bytes, or says why it cannot.
+pub type Locate = fn(&[u8]) -> Result<HashMap<String, FileSymbol>, String>;
 
 /// Files mapped by process `pid` that `is_file` accepts, as paths reachable
 /// from here (through `/proc/PID/root`, so inside containers too; a deleted
@@ -195,7 +202,7 @@ impl TlsLibProbes {
         if found.len() < self.lib.linked_in.len() {
             return None;
         }
-        let plans = uprobe_plan::plan(&map, self.lib.functions).map_err(|e| e.to_string());
+        let plans = self.plan(&map);
         drop(map);
         self.attach_opened(ebpf, path, file, plans)
     }
@@ -235,10 +242,17 @@ impl TlsLibProbes {
         let file = std::fs::File::open(path).ok()?;
         // SAFETY: read-only private mapping of a file we hold open; only its
         // headers, symbol tables and the probed functions' code are read.
-        let plans = unsafe { memmap2::Mmap::map(&file) }
-            .map_err(|e| e.to_string())
-            .and_then(|map| uprobe_plan::plan(&map, self.lib.functions).map_err(|e| e.to_string()));
+        let plans =
+            unsafe { memmap2::Mmap::map(&file) }.map_err(|e| e.to_string()).and_then(|map| self.plan(&map));
         self.attach_opened(ebpf, path, file, plans)
+    }
+
+    /// Where each function's probes go in the file `data`.
+    fn plan(&self, data: &[u8]) -> Result<Vec<FunctionPlan>, String> {
+        match self.lib.locate {
+            None => uprobe_plan::plan(data, self.lib.functions).map_err(|e| e.to_string()),
+            Some(locate) => Ok(uprobe_plan::plan_located(data, self.lib.functions, &locate(data)?)),
+        }
     }
 
     /// Attaches to an open file whose probes were planned, unless a file
@@ -260,7 +274,10 @@ impl TlsLibProbes {
             Ok(p) => p,
             Err(e) => {
                 if self.unreadable.insert(key) {
-                    crate::metrics::global().probe_failed("uprobe", &target, "elf_unreadable");
+                    // A library found without symbols (NSS) says why it refused.
+                    let reason =
+                        if self.lib.locate.is_some() { "functions_not_found" } else { "elf_unreadable" };
+                    crate::metrics::global().probe_failed("uprobe", &target, reason);
                     tracing::warn!(target, probe_type = "uprobe", ok = false, error = %e, "probe attached: failed");
                 }
                 return None;

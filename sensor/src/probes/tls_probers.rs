@@ -5,7 +5,7 @@
 use super::go_tls::GoTlsProbes;
 use super::probed_files::{self, MapsName};
 use super::tls_lib::{TlsLibProbes, TlsLibrary};
-use super::{GNUTLS, OPENSSL};
+use super::{GNUTLS, NSS, OPENSSL};
 use crate::probes::exec_gate::HeldExec;
 use aya::Ebpf;
 use nettap_core::events::LibEvent;
@@ -30,7 +30,7 @@ const LOOK_AGAIN: Duration = Duration::from_secs(10);
 impl Default for TlsProbers {
     fn default() -> Self {
         Self {
-            libraries: [&OPENSSL, &GNUTLS].map(TlsLibProbes::new).into(),
+            libraries: [&OPENSSL, &GNUTLS, &NSS].map(TlsLibProbes::new).into(),
             go: GoTlsProbes::new(),
             still_mapped: HashSet::new(),
             looked: Instant::now(),

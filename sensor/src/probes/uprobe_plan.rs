@@ -4,7 +4,8 @@
 //! function allows it (see `sites`), uprobes on emulated instructions at
 //! entry and before each return.
 
-use super::elf::{self, ElfError};
+use super::elf::{self, ElfError, FileSymbol};
+use std::collections::HashMap;
 
 /// One probed function and its BPF programs.
 pub struct TlsFunction {
@@ -48,14 +49,24 @@ pub type FunctionPlan = Result<Vec<ProbePoint>, &'static str>;
 pub fn plan(data: &[u8], functions: &[TlsFunction]) -> Result<Vec<FunctionPlan>, ElfError> {
     let names: Vec<&str> = functions.iter().map(|f| f.name).collect();
     let symbols = elf::symbol_offsets(data, &names)?;
-    Ok(functions
+    Ok(plan_located(data, functions, &symbols))
+}
+
+/// Plans every function of `functions` at the offsets `symbols` gives
+/// (from the symbol table, or found otherwise: `nss_methods`).
+pub fn plan_located(
+    data: &[u8],
+    functions: &[TlsFunction],
+    symbols: &HashMap<String, FileSymbol>,
+) -> Vec<FunctionPlan> {
+    functions
         .iter()
         .map(|f| {
             let sym = symbols.get(f.name).ok_or(f.name)?;
             let code = data.get(sym.offset as usize..(sym.offset + sym.size) as usize).unwrap_or(&[]);
             Ok(plan_function(f, sym.offset, code))
         })
-        .collect())
+        .collect()
 }
 
 fn plan_function(f: &TlsFunction, offset: u64, code: &[u8]) -> Vec<ProbePoint> {

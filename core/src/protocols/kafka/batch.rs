@@ -207,10 +207,12 @@ fn record(r: &mut Reader<'_>, base_offset: i64, base_ts: i64, max: usize) -> Res
     })
 }
 
-/// Decompresses a batch's records, at most `max` bytes.
-fn inflate(codec: &str, data: &[u8], max: usize) -> Result<Vec<u8>, &'static str> {
+/// Decompresses a batch's records, at most `max` bytes (MongoDB's
+/// OP_COMPRESSED uses it too, with zlib).
+pub(crate) fn inflate(codec: &str, data: &[u8], max: usize) -> Result<Vec<u8>, &'static str> {
     let reader: Box<dyn Read + '_> = match codec {
         "gzip" => Box::new(flate2::read::MultiGzDecoder::new(data)),
+        "zlib" => Box::new(flate2::read::ZlibDecoder::new(data)),
         "snappy" => return snappy(data, max),
         "lz4" => Box::new(lz4_flex::frame::FrameDecoder::new(data)),
         "zstd" => Box::new(ruzstd::StreamingDecoder::new(data).map_err(|_| "bad zstd frame")?),

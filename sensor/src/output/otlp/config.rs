@@ -33,6 +33,26 @@ impl Protocol {
     }
 }
 
+/// How request bodies are compressed (`OTEL_EXPORTER_OTLP_COMPRESSION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// As they are (the specification's default).
+    #[default]
+    None,
+    /// gzip: gRPC's `grpc-encoding: gzip`, HTTP's `Content-Encoding: gzip`.
+    Gzip,
+}
+
+impl Compression {
+    fn parse(s: &str) -> Result<Self, ConfigError> {
+        match s.trim() {
+            "none" => Ok(Compression::None),
+            "gzip" => Ok(Compression::Gzip),
+            other => Err(ConfigError::Compression(other.to_string())),
+        }
+    }
+}
+
 /// What the exporter needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OtlpConfig {
@@ -50,6 +70,8 @@ pub struct OtlpConfig {
     pub client_identity: Option<(PathBuf, PathBuf)>,
     /// Per export request.
     pub timeout: Duration,
+    /// Request body compression.
+    pub compression: Compression,
     /// Memory the queue of records waiting for export may hold.
     pub queue_bytes: usize,
 }
@@ -69,6 +91,9 @@ pub enum ConfigError {
     /// Not milliseconds.
     #[error("OTEL_EXPORTER_OTLP_TIMEOUT: {0:?} is not a number of milliseconds")]
     Timeout(String),
+    /// Not `gzip` or `none`.
+    #[error("OTEL_EXPORTER_OTLP_COMPRESSION: {0:?} is not supported (gzip or none)")]
+    Compression(String),
     /// Only one of the client certificate and its key.
     #[error("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY go together")]
     HalfIdentity,
@@ -138,6 +163,10 @@ impl OtlpConfig {
             certificate: var("OTEL_EXPORTER_OTLP_CERTIFICATE").map(PathBuf::from),
             client_identity: identity,
             timeout,
+            compression: var("OTEL_EXPORTER_OTLP_COMPRESSION")
+                .map(|c| Compression::parse(&c))
+                .transpose()?
+                .unwrap_or_default(),
             queue_bytes: queue_bytes.unwrap_or(DEFAULT_QUEUE_BYTES),
         }))
     }
@@ -215,6 +244,9 @@ mod tests {
             ("https://c:4317", "https://logs:4317")
         );
         assert_eq!(c.timeout, Duration::from_millis(2500));
+        assert_eq!(c.compression, Compression::None);
+        let c = cfg(Some("http://c"), &[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")]).unwrap().unwrap();
+        assert_eq!(c.compression, Compression::Gzip);
     }
 
     #[test]
@@ -243,6 +275,10 @@ mod tests {
             Err(ConfigError::Protocol(_))
         ));
         assert!(matches!(cfg(Some("c:4317"), &[]), Err(ConfigError::Endpoint(_))));
+        assert!(matches!(
+            cfg(Some("http://c"), &[("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")]),
+            Err(ConfigError::Compression(_))
+        ));
         assert!(matches!(
             cfg(Some("http://c"), &[("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem")]),
             Err(ConfigError::HalfIdentity)

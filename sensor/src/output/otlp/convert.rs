@@ -77,7 +77,7 @@ pub fn exchange(r: &Record<'_>, jsonl: String) -> Option<Converted> {
     Some(Converted { span, log })
 }
 
-type Parts = (String, Option<u64>, Vec<KeyValue>, Option<String>);
+pub(super) type Parts = (String, Option<u64>, Vec<KeyValue>, Option<String>);
 
 fn http(e: &Exchange, conn: &ConnView<'_>) -> Parts {
     let req = &e.request.head;
@@ -153,6 +153,7 @@ fn db(e: &DbExchange, conn: &ConnView<'_>) -> Parts {
             m.response.as_ref().and_then(|r| r.error.as_ref()).map(|e| e.code.to_string()),
         ),
         DbExchange::Kafka(k) => return kafka(k, conn),
+        DbExchange::Mongodb(m) => return super::mongodb::span(m, conn),
         DbExchange::Redis(r) => {
             let command = r.request.as_ref().map(|q| &q.command);
             let text = command.map(|c| {
@@ -208,7 +209,7 @@ fn kafka(k: &KafkaExchange, conn: &ConnView<'_>) -> Parts {
 
 /// `server.address`/`server.port`: the name the client asked for when the
 /// bytes say it (HTTP authority), else the DNS name, else the address.
-fn server(conn: &ConnView<'_>, authority: Option<&str>) -> Vec<KeyValue> {
+pub(super) fn server(conn: &ConnView<'_>, authority: Option<&str>) -> Vec<KeyValue> {
     let server_end = if conn.role == Role::Server { conn.local } else { conn.remote };
     let (host, port) = match authority.map(split_authority) {
         Some((h, p)) => (h.to_string(), p.unwrap_or(server_end.port())),
@@ -308,7 +309,7 @@ pub fn resource(pid: u32, comm: &str, pod: Option<&PodOf>, node: &str) -> Vec<Ke
     a
 }
 
-fn kv(key: &str, value: impl Into<String>) -> KeyValue {
+pub(super) fn kv(key: &str, value: impl Into<String>) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),

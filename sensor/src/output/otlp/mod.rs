@@ -7,6 +7,7 @@
 pub mod config;
 mod convert;
 mod exporter;
+mod mongodb;
 mod queue;
 mod transport;
 
