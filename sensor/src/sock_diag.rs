@@ -7,12 +7,12 @@
 //! a process in it or a bind mount under /run/netns. The thread is made for
 //! one listing and ends with it: it never has to find its way back.
 
-use nettap_core::conn::NetnsSockets;
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
 use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
 use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket};
+use nettap_core::conn::{endpoints_key, NetnsSockets};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
@@ -78,7 +78,7 @@ pub fn list(namespaces: &HashMap<u32, Vec<u32>>) -> HashMap<u32, NetnsSockets> {
     out
 }
 
-fn listing(r: io::Result<HashSet<(SocketAddr, SocketAddr)>>) -> NetnsSockets {
+fn listing(r: io::Result<HashSet<u64>>) -> NetnsSockets {
     r.map_or(NetnsSockets::Unknown, NetnsSockets::Live)
 }
 
@@ -120,10 +120,10 @@ fn enter(path: &std::path::Path) -> io::Result<()> {
     Ok(())
 }
 
-/// The (local, remote) endpoints of the TCP sockets of this thread's
-/// network namespace whose close is still to come, IPv4-mapped addresses
-/// as IPv4 (as records have them).
-fn dump() -> io::Result<HashSet<(SocketAddr, SocketAddr)>> {
+/// The TCP sockets of this thread's network namespace whose close is still
+/// to come, by `endpoints_key` (IPv4-mapped addresses as IPv4, as records
+/// have them).
+fn dump() -> io::Result<HashSet<u64>> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
     socket.bind_auto()?;
     socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
@@ -158,9 +158,9 @@ fn dump() -> io::Result<HashSet<(SocketAddr, SocketAddr)>> {
                 match m.payload {
                     NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
                         let id = &r.header.socket_id;
-                        live.insert((
-                            SocketAddr::new(id.source_address.to_canonical(), id.source_port),
-                            SocketAddr::new(id.destination_address.to_canonical(), id.destination_port),
+                        live.insert(endpoints_key(
+                            &SocketAddr::new(id.source_address.to_canonical(), id.source_port),
+                            &SocketAddr::new(id.destination_address.to_canonical(), id.destination_port),
                         ));
                     }
                     NetlinkPayload::Done(_) => break 'messages,
@@ -193,14 +193,14 @@ mod tests {
             .join()
             .unwrap();
         let NetnsSockets::Live(live) = &listed[&own] else { panic!("not listed: {listed:?}") };
-        assert!(live.contains(&pair), "{pair:?} not among {} sockets", live.len());
-        assert!(live.contains(&(pair.1, pair.0)), "the server's end");
+        assert!(live.contains(&endpoints_key(&pair.0, &pair.1)), "{pair:?} not among {} sockets", live.len());
+        assert!(live.contains(&endpoints_key(&pair.1, &pair.0)), "the server's end");
         drop((client, server));
         // The FINs cross on loopback at once; TIME_WAIT is after the close.
         for tries in 0.. {
             let listed = std::thread::spawn(move || list(&HashMap::from([(own, vec![])]))).join().unwrap();
             let NetnsSockets::Live(live) = &listed[&own] else { panic!() };
-            if !live.contains(&pair) {
+            if !live.contains(&endpoints_key(&pair.0, &pair.1)) {
                 break;
             }
             assert!(tries < 100, "still listed after a second");

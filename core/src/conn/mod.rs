@@ -5,6 +5,6 @@ mod reconcile;
 mod role;
 mod tracker;
 
-pub use reconcile::{MissingSockets, NetnsSockets, TrackedSocket};
+pub use reconcile::{endpoints_key, MissingSockets, NetnsSockets, TrackedSocket};
 pub use role::{EphemeralPorts, RoleGuesser};
 pub use tracker::{ConnInfo, ConnTracker};

@@ -9,7 +9,19 @@
 //! listing is taken. Sans-IO: the listing is the caller's.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
+
+/// A socket's endpoints as a listing keeps them: 8 bytes instead of 64, for
+/// listings of hundreds of thousands of sockets. Two pairs with one key can
+/// only make a gone socket look present (its close comes from the kernel or
+/// not at all, as without listings), never invent a close.
+pub fn endpoints_key(local: &SocketAddr, remote: &SocketAddr) -> u64 {
+    // SipHash with fixed keys: the same key in the listing thread and here.
+    let mut h = std::hash::DefaultHasher::new();
+    (local, remote).hash(&mut h);
+    h.finish()
+}
 
 /// A kernel connection the tracker holds, as the comparison needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,8 +41,8 @@ pub struct TrackedSocket {
 /// What a listing found in one network namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetnsSockets {
-    /// The (local, remote) pairs of its TCP sockets that are not closed yet.
-    Live(HashSet<(SocketAddr, SocketAddr)>),
+    /// Its TCP sockets that are not closed yet, by `endpoints_key`.
+    Live(HashSet<u64>),
     /// The namespace no longer exists: none of its sockets do.
     Gone,
     /// It could not be listed (no permission to enter it): nothing is
@@ -60,20 +72,31 @@ impl MissingSockets {
         listing: &HashMap<u32, NetnsSockets>,
         final_listing: bool,
     ) -> Vec<u64> {
-        let mut newest: HashMap<(u32, SocketAddr, SocketAddr), u64> = HashMap::new();
-        for t in tracked {
-            let e = newest.entry((t.netns, t.local, t.remote)).or_insert(t.id);
-            *e = (*e).max(t.id);
+        // Tracked connections sharing a namespace and both endpoints: all
+        // but the newest (highest id) are gone. Sorted indices, not a map:
+        // the table may hold hundreds of thousands.
+        let mut order: Vec<u32> = (0..tracked.len() as u32).collect();
+        order.sort_unstable_by_key(|&i| {
+            let t = &tracked[i as usize];
+            (t.netns, t.local, t.remote, std::cmp::Reverse(t.id))
+        });
+        let mut superseded = HashSet::new();
+        for w in order.windows(2) {
+            let (newer, older) = (&tracked[w[0] as usize], &tracked[w[1] as usize]);
+            if (newer.netns, newer.local, newer.remote) == (older.netns, older.local, older.remote) {
+                superseded.insert(older.id);
+            }
         }
+        drop(order);
         let mut gone = Vec::new();
         let mut missing = HashSet::new();
         for t in tracked {
-            if newest[&(t.netns, t.local, t.remote)] != t.id {
+            if superseded.contains(&t.id) {
                 gone.push(t.id);
                 continue;
             }
             let absent = match listing.get(&t.netns) {
-                Some(NetnsSockets::Live(live)) => !live.contains(&(t.local, t.remote)),
+                Some(NetnsSockets::Live(live)) => !live.contains(&endpoints_key(&t.local, &t.remote)),
                 Some(NetnsSockets::Gone) => true,
                 Some(NetnsSockets::Unknown) | None => false,
             };
@@ -111,7 +134,7 @@ mod tests {
     }
 
     fn live(socks: &[TrackedSocket]) -> NetnsSockets {
-        NetnsSockets::Live(socks.iter().map(|s| (s.local, s.remote)).collect())
+        NetnsSockets::Live(socks.iter().map(|s| endpoints_key(&s.local, &s.remote)).collect())
     }
 
     #[test]

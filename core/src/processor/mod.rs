@@ -546,7 +546,8 @@ impl Processor {
                     self.reconciled.0.remove(&old);
                 }
             }
-            let ev = events::ConnEvent { header, change: events::ConnChange::Close, send_bytes: 0, recv_bytes: 0 };
+            let ev =
+                events::ConnEvent { header, change: events::ConnChange::Close, send_bytes: 0, recv_bytes: 0 };
             let info = self.tracker.on_conn(&ev);
             self.close_session(id, &info, ts_boot_ns)?;
             self.conn_record(&ev, &info)?;

@@ -760,7 +760,9 @@ fn a_close_found_by_listing_sockets_ends_the_exchange_and_a_late_kernel_close_is
     }
     let tracked = p.tracked_sockets();
     assert_eq!(tracked.len(), 2);
-    assert!(tracked.iter().any(|t| t.id == 1 && t.pid == 100 && t.local.port() == 40000 && t.netns == c.netns));
+    assert!(tracked
+        .iter()
+        .any(|t| t.id == 1 && t.pid == 100 && t.local.port() == 40000 && t.netns == c.netns));
     assert_eq!(p.close_gone(&[1, 7], g.now).unwrap(), 1, "an id not tracked is skipped");
     assert_eq!(p.tracked_sockets().iter().map(|t| t.id).collect::<Vec<_>>(), [2]);
     // The kernel's own close after all: not a second close record.
