@@ -189,12 +189,7 @@ fn two_hundred_processes_a_second_half_of_them_tls_on_fresh_libssl_copies() {
         };
         let n = clients.iter().filter(|c| c[1] == kind).count();
         assert_eq!(
-            (
-                count("conn", "open"),
-                count("conn", "close"),
-                count("conn", "midstream"),
-                count("http", "")
-            ),
+            (count("conn", "open"), count("conn", "close"), count("conn", "midstream"), count("http", "")),
             (n, n, 0, n),
             "{kind} server side"
         );
