@@ -68,6 +68,8 @@ const DRAIN_EVERY: Duration = Duration::from_millis(5);
 const YIELD_AFTER: Duration = Duration::from_micros(500);
 
 fn drain(ring: &mut RingBuf<aya::maps::MapData>, p: &mut Processor) -> Result<()> {
+    let meter = &crate::metrics::global().ring;
+    let consumed = meter.drain_started();
     let start = Instant::now();
     let mut slice = start;
     let mut n = 0u32;
@@ -85,6 +87,7 @@ fn drain(ring: &mut RingBuf<aya::maps::MapData>, p: &mut Processor) -> Result<()
         }
     }
     p.stats.busy += start.elapsed();
+    meter.drained(consumed);
     Ok(())
 }
 
@@ -221,6 +224,10 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     let mut gate = start_exec_gate(opts.capture.exec_hold_ms, &allowed);
 
     let ring = RingBuf::try_from(ebpf.take_map("events").ok_or_else(|| anyhow!("map events missing"))?)?;
+    match crate::ring_meter::RingMeter::new(std::os::fd::AsFd::as_fd(&ring), opts.capture.ring_buffer_bytes) {
+        Ok(m) => crate::metrics::global().ring.watch(m),
+        Err(e) => warn!(error = %e, "ring buffer fill is not measured"),
+    }
     let drops_map: PerCpuArray<_, _> =
         PerCpuArray::try_from(ebpf.take_map("drops").ok_or_else(|| anyhow!("map drops missing"))?)?;
     let mut drops = DropCounters::new(drops_map);

@@ -19,5 +19,6 @@ pub mod output;
 pub mod privileges;
 pub mod probes;
 pub mod recursion;
+pub mod ring_meter;
 pub mod shed;
 pub mod tail;
