@@ -254,11 +254,9 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     let mut proc =
         Processor::new(max_conns, opts.http_limits, Clock::new(), host, crate::host::ephemeral_ports());
     proc.set_redactor(redactor(&opts.capture.redact, opts.raw)?);
-    for sink in opts.sinks {
-        proc.add_sink(sink);
-    }
+    let mut sinks = opts.sinks;
     if opts.metrics.is_some() {
-        proc.add_sink(Box::new(crate::metrics::RecordCounter::new(opts.raw)));
+        sinks.push(Box::new(crate::metrics::RecordCounter::new(opts.raw)));
     }
     let mut api_socket = None;
     if let Some(listen) = &opts.api {
@@ -268,8 +266,14 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
             .await
             .with_context(|| format!("serving the streaming API at {addr}"))?;
         info!(%addr, access = listen.describe(), "streaming API served");
-        proc.add_sink(Box::new(publisher));
+        sinks.push(Box::new(publisher));
     }
+    // Every output behind one filter: the peers of the sensor's own
+    // connections (a broker on a captured port) are not exported again.
+    let own = crate::own_traffic::OwnTraffic::new(sinks, opts.raw);
+    let mut sheds = opts.shed;
+    sheds.push(own.shed());
+    proc.add_sink(Box::new(own));
 
     // Capture goes on without them: agents are one source among several.
     let (agent_routes, agent_rx) = crate::agent::serve(opts.agent_socket.as_deref());
@@ -378,7 +382,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                 let now = Clock::boot_now_ns();
                 crate::metrics::global().heartbeat(now);
                 proc.tick(now)?;
-                let shed = opts.shed.iter().filter_map(crate::shed::Shed::take);
+                let shed = sheds.iter().filter_map(crate::shed::Shed::take);
                 proc.report_drops(kernel_drops(&mut drops, &mut skipped, &ebpf).into_iter().chain(shed).collect(), now)?;
                 proc.flush()?;
                 if tls_probes {
@@ -415,7 +419,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     }
     let now = Clock::boot_now_ns();
     proc.close_all(now)?;
-    let shed = opts.shed.iter().filter_map(crate::shed::Shed::take);
+    let shed = sheds.iter().filter_map(crate::shed::Shed::take);
     proc.report_drops(drops.poll().into_iter().chain(last_skips).chain(shed).collect(), now)?;
     proc.finish()?;
 

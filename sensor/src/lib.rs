@@ -16,6 +16,7 @@ pub mod host;
 pub mod k8s;
 pub mod metrics;
 pub mod output;
+pub mod own_traffic;
 pub mod privileges;
 pub mod probes;
 pub mod recursion;
