@@ -156,9 +156,13 @@ fn spans_and_logs_over_otlp_http() {
 }
 
 /// `OTEL_EXPORTER_OTLP_COMPRESSION=gzip`, both protocols: the collector
-/// takes the compressed requests (spans of every exchange arrive), and the
-/// sensor, capturing the collector's own port too, sees each export request
-/// arrive with gzip on the wire (`grpc-encoding` / `content-encoding`).
+/// takes the compressed requests (spans of every exchange arrive), and a
+/// second sensor, capturing the collector's port, sees each export request
+/// arrive with gzip on the wire (`grpc-encoding` / `content-encoding`). The
+/// exporting sensor captures the collector's port too, and writes none of
+/// its own export requests (they are the collector's side of its own
+/// connection: held back as `sensor_own_traffic`, or they would be
+/// exported again, and again).
 #[test]
 fn gzip_compressed_export_over_both_protocols() {
     for (protocol, path, header) in [
@@ -171,6 +175,7 @@ fn gzip_compressed_export_over_both_protocols() {
         let endpoint = collector.endpoint(protocol);
         let collector_port = endpoint.rsplit_once(':').unwrap().1.to_string();
         let port = h1.to_string();
+        let wire = Sensor::start(&["--port", &collector_port]);
         let sensor = Sensor::start_with_env(
             &[
                 "--port",
@@ -187,12 +192,23 @@ fn gzip_compressed_export_over_both_protocols() {
         load(h1, "/page.txt", 5);
         collector.wait_for(10, 10);
         // An export request's own exchange, answered, as the records file has it.
-        sensor.wait_for_record(&format!("{protocol}: an answered export"), |r| {
+        wire.wait_for_record(&format!("{protocol}: an answered export"), |r| {
             r["request"]["path"] == path && r["conn"]["role"] == "server" && r["response"]["status"] == 200
         });
-        let cap = sensor.stop();
+        let own = sensor.stop();
+        let cap = wire.stop();
         let pages = collector.spans().iter().filter(|s| s.attrs["url.path"] == "/page.txt").count();
         assert_eq!(pages, 10, "{protocol}: both ends of 5 exchanges");
+        let collector_port: u16 = collector_port.parse().unwrap();
+        let at_collector = |r: &&Value| {
+            r["conn"]["local"].as_str().is_some_and(|l| l.ends_with(&format!(":{collector_port}")))
+        };
+        assert_eq!(
+            own.records.iter().filter(at_collector).count(),
+            0,
+            "{protocol}: the sensor wrote its own export"
+        );
+        assert!(own.dropped("sensor_own_traffic").0 > 0, "{protocol}: the collector's side was never seen");
         let exports: Vec<&Value> = cap
             .records
             .iter()
