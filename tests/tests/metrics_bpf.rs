@@ -233,45 +233,57 @@ fn ring_buffer_fill_rises_while_the_reader_is_stopped_and_drains_after() {
         "--max-bytes-per-call",
         "16777216",
     ]);
-    // The client is running before the sensor stops (no exec waits for it).
-    let hold = tempfile::tempdir().unwrap();
-    let go = hold.path().join("go");
-    let exchange = Exchange::server(None, "127.0.0.1", port, &[SIDE, SIDE]).client(
-        None,
-        "127.0.0.1",
-        &["--hold-at", "0", "--hold-file", go.to_str().unwrap()],
-    );
-    wait_for_file(&hold.path().join("go.waiting"), || true);
-    let before = samples(metrics_port);
-    assert_eq!(value(&before, "nettap_ring_buffer_size_bytes", json!({})), 4 << 20);
-    assert!(
-        value(&before, "nettap_ring_buffer_fill_bytes", json!({})) < 64 << 10,
-        "a busy ring before the load"
-    );
+    // A stop that lands inside a drain (another process's exec event woke
+    // it) lets that drain read the whole exchange without a new look at the
+    // fill: tried again then, a few times at most.
+    let mut found = false;
+    for attempt in 1..=3 {
+        // The client is running before the sensor stops (no exec waits for it).
+        let hold = tempfile::tempdir().unwrap();
+        let go = hold.path().join("go");
+        let exchange = Exchange::server(None, "127.0.0.1", port, &[SIDE, SIDE]).client(
+            None,
+            "127.0.0.1",
+            &["--hold-at", "0", "--hold-file", go.to_str().unwrap()],
+        );
+        wait_for_file(&hold.path().join("go.waiting"), || true);
+        let before = samples(metrics_port);
+        assert_eq!(value(&before, "nettap_ring_buffer_size_bytes", json!({})), 4 << 20);
+        assert!(
+            value(&before, "nettap_ring_buffer_fill_bytes", json!({})) < 64 << 10,
+            "a busy ring before the load"
+        );
 
-    let stopped = Stopped::stop(sensor.pid());
-    std::fs::write(&go, b"").unwrap();
-    exchange.finish();
-    drop(stopped);
+        let stopped = Stopped::stop(sensor.pid());
+        std::fs::write(&go, b"").unwrap();
+        exchange.finish();
+        drop(stopped);
 
-    let payload = 4 * 2 * SIDE as u64;
-    let start = Instant::now();
-    let after = loop {
-        let now = samples(metrics_port);
-        let read = value(&now, "nettap_ring_buffer_read_bytes_total", json!({}))
-            - value(&before, "nettap_ring_buffer_read_bytes_total", json!({}));
-        if read >= payload {
-            break now;
+        let payload = 4 * 2 * SIDE as u64;
+        let start = Instant::now();
+        let after = loop {
+            let now = samples(metrics_port);
+            let read = value(&now, "nettap_ring_buffer_read_bytes_total", json!({}))
+                - value(&before, "nettap_ring_buffer_read_bytes_total", json!({}));
+            if read >= payload {
+                break now;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "the reader took {read} of {payload} bytes");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert!(
+            value(&after, "nettap_ring_buffer_fill_bytes", json!({})) < 64 << 10,
+            "the ring was not drained"
+        );
+        let full = drains_above(&after, "0.5") - drains_above(&before, "0.5");
+        assert!(full <= 1, "{full} drains found more than half the ring: one exchange fills it once");
+        if full == 1 {
+            found = true;
+            break;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "the reader took {read} of {payload} bytes");
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert_eq!(
-        drains_above(&after, "0.5") - drains_above(&before, "0.5"),
-        1,
-        "one drain found the stopped time's records: more than half the ring"
-    );
-    assert!(value(&after, "nettap_ring_buffer_fill_bytes", json!({})) < 64 << 10, "the ring was not drained");
+        eprintln!("attempt {attempt}: the stop came inside a drain");
+    }
+    assert!(found, "no drain found the stopped time's records: more than half the ring");
     let cap = sensor.stop();
     assert_eq!(cap.dropped("ringbuf_full"), (0, 0), "the ring overflowed: the fill says less than the load");
 }
