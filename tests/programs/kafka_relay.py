@@ -27,7 +27,10 @@ lock = threading.Lock()
 def read_exact(sock, n):
     buf = b""
     while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
+        try:
+            chunk = sock.recv(n - len(buf))
+        except OSError:  # the other thread closed it, or the peer reset it
+            return None
         if not chunk:
             return None
         buf += chunk
