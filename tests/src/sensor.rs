@@ -135,6 +135,10 @@ impl Sensor {
             .arg("--ready-file")
             .arg(&ready)
             .args(args)
+            // The comparison with the sockets that exist runs often in every
+            // test (10 s in use), so a close it wrongly wrote would break the
+            // tests' exact checks of each connection's records.
+            .env("NETTAP_RECONCILE_SECS", "2")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
