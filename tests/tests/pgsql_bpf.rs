@@ -364,3 +364,59 @@ fn psycopg_over_tls_is_captured_as_plaintext_from_openssl_at_both_ends() {
     assert!(!all.contains(PASSWORD), "the password was written");
     assert_eq!(cap.dropped("ringbuf_full"), (0, 0));
 }
+
+#[test]
+fn a_connection_joined_mid_stream_is_parsed_from_its_next_request() {
+    let port = free_port();
+    let port_s = port.to_string();
+    let server = PgServer::start(port, PASSWORD);
+    let d = server.dir.path().to_path_buf();
+    let mut client = Command::new(venv_python())
+        .arg(program("pg_hold.py"))
+        .args([&port_s, PASSWORD])
+        .arg(&d)
+        .spawn_guarded();
+    let cap = capture_held(&mut client, "pg_hold.py", &d, port);
+    let peer: Value = serde_json::from_str(&std::fs::read_to_string(d.join("peer.json")).unwrap()).unwrap();
+    let (pid, local) = (peer["pid"].as_u64().unwrap() as u32, peer["local"].as_str().unwrap());
+    let backend = peer["backend"].as_u64().unwrap() as u32;
+
+    // No startup was seen: user and database are unknown; every request
+    // after the join is paired with its own answer.
+    let want = vec![
+        ex(
+            "execute",
+            "SELECT $1::int + 1 AS answer",
+            json!([41]),
+            ok(Some("SELECT 1"), &["answer"], json!([["42"]])),
+        ),
+        ex("query", "SELECT 'after' AS word", json!([]), ok(Some("SELECT 1"), &["word"], json!([["after"]]))),
+        ex(
+            "query",
+            "SELECT * FROM nope",
+            json!([]),
+            json!({"status": "error", "command_tag": null, "columns": [], "rows": [], "rows_truncated": 0,
+                   "error": {"severity": "ERROR", "code": "42P01", "message": "relation \"nope\" does not exist"}}),
+        ),
+    ];
+    for (who, p, end, role) in [("client", pid, "local", "client"), ("server", backend, "remote", "server")] {
+        let got: Vec<Value> = cap
+            .of("pgsql", p)
+            .into_iter()
+            .filter(|r| r["conn"][end] == local)
+            .map(|r| {
+                assert_eq!(r["conn"]["role"], role, "{r}");
+                assert_eq!(
+                    (&r["user"], &r["database"], &r["source"]),
+                    (&Value::Null, &Value::Null, &json!("kernel"))
+                );
+                json!({"request": r["request"], "response": r["response"]})
+            })
+            .collect();
+        assert_same(&got, &want, &format!("joined mid-stream, at the {who}"));
+        assert_eq!(cap.of("conn", p).iter().filter(|r| r["event"] == "midstream").count(), 1, "{who}");
+    }
+    // The Terminate has no answer; nothing else of the connection is data.
+    assert_eq!(cap.of("data", pid), Vec::<&Value>::new());
+    assert_eq!(cap.dropped("pgsql_parse_error"), (0, 0));
+}
