@@ -168,3 +168,72 @@ fn pymysql_connector_and_mariadb_client_exchanges_at_both_ends() {
     assert!(!all.contains(PASSWORD), "the password was written");
     assert_eq!(cap.dropped("ringbuf_full"), (0, 0));
 }
+
+#[test]
+fn connections_joined_mid_stream_are_parsed_from_their_next_command() {
+    let port = free_port();
+    let port_s = port.to_string();
+    let server = MariaDbServer::start(port, PASSWORD);
+    let d = server.dir.path().to_path_buf();
+    let mut client = Command::new(venv_python())
+        .arg(program("my_hold.py"))
+        .args([&port_s, PASSWORD])
+        .arg(&d)
+        .spawn_guarded();
+    let cap = capture_held(&mut client, "my_hold.py", &d, port);
+    let peer: Value = serde_json::from_str(&std::fs::read_to_string(d.join("peer.json")).unwrap()).unwrap();
+    let pid = peer["pid"].as_u64().unwrap() as u32;
+
+    // No handshake was seen: user and database are unknown, and whether
+    // result sets end with EOF is learnt from the first one.
+    let select = "SELECT id, name FROM held WHERE id <= ? ORDER BY id";
+    let mut prepared = ex("COM_STMT_PREPARE", select, json!([]), ok(None));
+    prepared["response"]["statement_id"] = json!(1);
+    let mut executed =
+        ex("COM_STMT_EXECUTE", select, json!([2]), rows(&["id", "name"], json!([[1, "one"], [2, "two"]])));
+    executed["request"]["statement_id"] = json!(1);
+    let wants = [
+        (
+            "pymysql",
+            vec![
+                query("SELECT id, name FROM held ORDER BY id", rows(&["id", "name"], json!([["1", "one"]]))),
+                query(
+                    "SELECT * FROM nope",
+                    json!({"status": "error", "columns": [], "rows": [], "rows_truncated": 0, "affected_rows": null,
+                           "error": {"code": 1146, "sqlstate": "42S02", "message": "Table 'shop.nope' doesn't exist"}}),
+                ),
+                query("INSERT INTO held VALUES (2, 'two')", ok(Some(1))),
+            ],
+        ),
+        (
+            "connector",
+            vec![
+                ex("COM_PING", "", json!([]), ok(Some(0))),
+                prepared,
+                ex("COM_STMT_RESET", "", json!([]), ok(Some(0))),
+                executed,
+            ],
+        ),
+    ];
+    for (name, want) in wants {
+        let local = peer[name]["local"].as_str().unwrap();
+        for (who, p, end, role) in
+            [("client", pid, "local", "client"), ("server", server.pid(), "remote", "server")]
+        {
+            let got: Vec<Value> = cap
+                .of("mysql", p)
+                .into_iter()
+                .filter(|r| r["conn"][end] == local)
+                .map(|r| {
+                    assert_eq!(r["conn"]["role"], role, "{r}");
+                    assert_eq!((&r["user"], &r["database"]), (&Value::Null, &Value::Null), "{r}");
+                    json!({"request": r["request"], "response": r["response"]})
+                })
+                .collect();
+            assert_same(&got, &want, &format!("{name} joined mid-stream, at the {who}"));
+        }
+    }
+    assert_eq!(cap.of("conn", pid).iter().filter(|r| r["event"] == "midstream").count(), 2);
+    let all = cap.records.iter().map(Value::to_string).collect::<String>();
+    assert!(!all.contains(PASSWORD), "the password was written");
+}

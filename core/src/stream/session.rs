@@ -13,7 +13,7 @@ use crate::protocols::exchange::{Exchange, HttpOutput, Limits};
 use crate::protocols::http1::Http1Session;
 use crate::protocols::kafka::{KafkaSession, TopicNames};
 use crate::protocols::mongodb::MongoSession;
-use crate::protocols::mysql::MySession;
+use crate::protocols::mysql::{self, MySession};
 use crate::protocols::pgsql::{self, PgSession};
 use crate::protocols::redis::RedisSession;
 use crate::protocols::{classify, http2, Classification, HttpSession};
@@ -233,6 +233,9 @@ fn db_midstream(limits: Limits, topics: &TopicNames, c: Chunk<'_>, first: &[u8])
         }
         _ if pgsql::resync::request_start(first) => {
             Some(Db::new(DbSession::Pgsql(PgSession::midstream(limits)), c.direction, c.probe))
+        }
+        _ if mysql::resync::request_start(first) => {
+            Some(Db::new(DbSession::Mysql(MySession::midstream(limits)), c.direction, c.probe))
         }
         _ => None,
     }

@@ -5,6 +5,7 @@
 //! Compression is not decoded: said (a drop) and the bytes kept raw.
 
 use super::packet::{Framer, Packet, Reader};
+use super::resync;
 use super::values::{binary, error, text, MyError};
 use crate::protocols::db::{Cell, DbExchange, DbOutput};
 use crate::protocols::exchange::Limits;
@@ -159,6 +160,12 @@ pub struct MySession {
     /// The client asked for compression: packets after the handshake are
     /// compressed, which is not decoded.
     compressed_after_auth: bool,
+    /// Whether result sets end with OK instead of EOF (the deprecate-EOF
+    /// capability); `None` joined mid-stream until a result set shows it.
+    deprecate_eof: Option<bool>,
+    /// Joined mid-stream: the server's bytes are not parsed until a
+    /// command waits and a chunk starts an answer.
+    await_answer: bool,
 }
 
 fn command_name(c: u8) -> String {
@@ -197,7 +204,20 @@ impl MySession {
             kept_bytes: 0,
             broken: false,
             compressed_after_auth: false,
+            deprecate_eof: None,
+            await_answer: false,
         }
+    }
+
+    /// A session joined mid-stream at a chunk that is a command (see
+    /// [`resync::request_start`]): the server's bytes count from the first
+    /// chunk that starts an answer while a command waits; bytes before it
+    /// pass on raw, and commands waiting when a chunk of the server's does
+    /// not start an answer are written unanswered, never paired with what
+    /// may answer an older one. Whether result sets end with EOF is learnt
+    /// from the first one (an EOF after the column definitions).
+    pub fn midstream(limits: Limits) -> Self {
+        Self { phase: Phase::Command, await_answer: true, ..Self::new(limits) }
     }
 
     /// True when both directions are between packets.
@@ -210,6 +230,14 @@ impl MySession {
         if self.broken {
             out.push(DbOutput::Raw(0..data.len()));
             return;
+        }
+        if !client && self.await_answer {
+            if self.pending.is_empty() || !resync::answer_start(data) {
+                self.unanswered(out);
+                out.push(DbOutput::Raw(0..data.len()));
+                return;
+            }
+            self.await_answer = false;
         }
         let mut packets = Vec::new();
         self.framers[usize::from(!client)].feed(data, &mut |p| packets.push(p));
@@ -251,6 +279,11 @@ impl MySession {
 
     fn give_up(&mut self, out: &mut Vec<DbOutput>) {
         self.broken = true;
+        self.unanswered(out);
+    }
+
+    /// Writes the commands that wait, with what they got so far.
+    fn unanswered(&mut self, out: &mut Vec<DbOutput>) {
         while let Some(p) = self.pending.pop_front() {
             let response = p.responded.then_some(p.response);
             self.emit(out, p.request, response);
@@ -322,6 +355,7 @@ impl MySession {
                     self.database = (!db.is_empty()).then_some(db);
                 }
                 self.phase = Phase::Auth;
+                self.deprecate_eof = Some(self.caps & CLIENT_DEPRECATE_EOF != 0);
                 self.push(request("HANDSHAKE".into(), String::new()), false, out);
                 if self.caps & CLIENT_COMPRESS != 0 {
                     out.push(DbOutput::Drop { reason: "mysql_compressed", bytes: 0 });
@@ -390,8 +424,8 @@ impl MySession {
     }
 
     fn on_server(&mut self, p: Packet, ts: u64, out: &mut Vec<DbOutput>) {
-        let body = match p {
-            Packet::Whole(_, body) => body,
+        let (seq, body) = match p {
+            Packet::Whole(seq, body) => (seq, body),
             Packet::Skipped(_, len) => {
                 if let Some(front) = self.pending.front_mut() {
                     if front.reading == Reading::Rows {
@@ -432,14 +466,45 @@ impl MySession {
             }
             Phase::Command => {}
         }
-        let deprecate_eof = self.caps & CLIENT_DEPRECATE_EOF != 0;
+        let first = body.first().copied();
+        // An EOF packet: 0xfe, warnings and status (an OK that ends a
+        // result set under deprecate-EOF has at least 7 bytes).
+        let eof_packet = first == Some(0xfe) && body.len() == 5;
+        if self.deprecate_eof.is_none() {
+            // Joined mid-stream: the packet after a block of definitions
+            // tells whether EOFs end blocks.
+            let after_block = match self.pending.front().map(|f| f.reading) {
+                Some(Reading::ColumnsEof | Reading::Prepare { eof: true, .. }) => true,
+                _ => false,
+            };
+            if after_block {
+                self.deprecate_eof = Some(!eof_packet);
+                if !eof_packet {
+                    // No EOF: this packet is already the next part (or,
+                    // after a whole prepare answer, the next answer).
+                    let front = self.pending.front_mut().expect("a front");
+                    front.reading = match front.reading {
+                        Reading::Prepare { params, columns, .. } => {
+                            Reading::Prepare { params, columns, eof: false }
+                        }
+                        _ => Reading::Rows,
+                    };
+                    if front.reading == (Reading::Prepare { params: 0, columns: 0, eof: false }) {
+                        self.finish(out);
+                    }
+                    return self.on_server(Packet::Whole(seq, body), ts, out);
+                }
+            }
+        }
+        // Unknown only before the first block of definitions ended: an
+        // EOF may follow it.
+        let deprecate_eof = self.deprecate_eof == Some(true);
         let Some(front) = self.pending.front_mut() else { return };
         if !front.responded {
             front.response.start_ts = ts;
         }
         front.responded = true;
         front.response.end_ts = ts;
-        let first = body.first().copied();
         let is_eof = first == Some(0xfe) && body.len() < 0xff_ffff && (body.len() < 9 || deprecate_eof);
         match front.reading {
             Reading::First => match first {
@@ -716,5 +781,109 @@ mod tests {
             assert_eq!(got[4].response.as_ref().unwrap().error.as_ref().map(|e| e.code), Some(1146));
             assert!(!format!("{got:?}").contains("pwd"), "auth data is never kept");
         }
+    }
+
+    /// A session joined mid-stream fed `steps`, each cut at `cut` (the
+    /// first answer's first piece at least a header): the exchanges and the
+    /// bytes passed on raw.
+    fn run_midstream(steps: &[(bool, Vec<u8>)], cut: usize) -> (Vec<MyExchange>, usize) {
+        let mut s = MySession::midstream(Limits::default());
+        let mut out = Vec::new();
+        let mut answered = false;
+        for (i, (client, bytes)) in steps.iter().enumerate() {
+            let at = if *client || answered { cut } else { cut.max(4) };
+            answered |= !client && i > 0;
+            let c = at.min(bytes.len());
+            for piece in [&bytes[..c], &bytes[c..]] {
+                if !piece.is_empty() {
+                    s.feed(*client, piece, i as u64, &mut out);
+                }
+            }
+        }
+        s.close(99, &mut out);
+        let mut raw = 0;
+        let mut got = Vec::new();
+        for o in out {
+            match o {
+                DbOutput::Exchange(e) => match *e {
+                    DbExchange::Mysql(m) => got.push(m),
+                    other => panic!("{other:?}"),
+                },
+                DbOutput::Raw(r) => raw += r.len(),
+                other => panic!("{other:?}"),
+            }
+        }
+        (got, raw)
+    }
+
+    #[test]
+    fn joined_mid_stream_pairs_from_the_next_command_at_every_split() {
+        // The end of an answer to a command sent before the join, then the
+        // conversation's commands (without deprecate-EOF).
+        let old = [packet(4, &[1, b'9']), packet(5, &eof(2))].concat();
+        let mut steps = vec![(false, old.clone())];
+        steps.extend(conversation().into_iter().skip(3));
+        let longest = steps.iter().map(|(_, b)| b.len()).max().unwrap();
+        for cut in 0..=longest {
+            let (got, raw) = run_midstream(&steps, cut);
+            assert_eq!(raw, old.len(), "cut {cut}");
+            let names: Vec<_> = got.iter().map(|e| e.request.command.as_str()).collect();
+            assert_eq!(
+                names,
+                ["COM_QUERY", "COM_STMT_PREPARE", "COM_STMT_EXECUTE", "COM_QUERY"],
+                "cut {cut}"
+            );
+            assert_eq!((got[0].user.as_deref(), got[0].database.as_deref()), (None, None));
+            let text = got[0].response.as_ref().unwrap();
+            assert_eq!(text.rows, vec![vec![Cell::Text("7".into())], vec![Cell::Null]], "cut {cut}");
+            assert_eq!(got[1].response.as_ref().unwrap().statement_id, Some(5));
+            assert_eq!(
+                (got[2].request.query.as_str(), got[2].request.params.clone()),
+                ("SELECT ?", vec![Cell::Int(42)])
+            );
+            assert_eq!(got[2].response.as_ref().unwrap().rows, vec![vec![Cell::Int(42)]], "cut {cut}");
+            assert_eq!(got[3].response.as_ref().unwrap().error.as_ref().map(|e| e.code), Some(1146));
+        }
+        // With deprecate-EOF: no EOF after the definitions, OKs (0xfe, at
+        // least 7 bytes) end the result sets; an empty one first, then a
+        // prepare whose definitions end the answer.
+        let ok_end = |seq: u8| packet(seq, &[0xfe, 0, 0, 2, 0, 0, 0]);
+        let empty = [packet(1, &[1]), packet(2, &column("a", 3)), ok_end(3)].concat();
+        let rows = [packet(1, &[1]), packet(2, &column("a", 3)), packet(3, &[1, b'7']), ok_end(4)].concat();
+        let prepared =
+            [packet(1, &[0, 6, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]), packet(2, &column("a", 3))].concat();
+        let steps = vec![
+            (true, packet(0, b"\x03SELECT a FROM t WHERE 0")),
+            (false, empty),
+            (true, packet(0, b"\x03SELECT a FROM t")),
+            (false, rows),
+            (true, packet(0, b"\x16SELECT a FROM t")),
+            (false, prepared),
+            (true, packet(0, b"\x0e")),
+            (false, packet(1, &[0, 0, 0, 2, 0, 0, 0])),
+        ];
+        for cut in 0..=40 {
+            let (got, raw) = run_midstream(&steps, cut);
+            assert_eq!(raw, 0);
+            let brief: Vec<_> = got
+                .iter()
+                .map(|e| (e.request.command.as_str(), e.response.as_ref().map(|r| r.rows.len())))
+                .collect();
+            assert_eq!(
+                brief,
+                [
+                    ("COM_QUERY", Some(0)),
+                    ("COM_QUERY", Some(1)),
+                    ("COM_STMT_PREPARE", Some(0)),
+                    ("COM_PING", Some(0))
+                ],
+                "cut {cut}"
+            );
+            assert_eq!(got[0].response.as_ref().unwrap().columns, ["a"]);
+        }
+        // An old answer's tail after the command is never paired with it.
+        let steps = vec![(true, packet(0, b"\x03SELECT 1")), (false, old.clone())];
+        let (got, raw) = run_midstream(&steps, 100);
+        assert_eq!((got.len(), got[0].response.is_none(), raw), (1, true, old.len()));
     }
 }
