@@ -175,13 +175,7 @@ fn connections_joined_mid_stream_are_parsed_from_their_next_command() {
     let port_s = port.to_string();
     let server = MariaDbServer::start(port, PASSWORD);
     let d = server.dir.path().to_path_buf();
-    let mut client = Command::new(venv_python())
-        .arg(program("my_hold.py"))
-        .args([&port_s, PASSWORD])
-        .arg(&d)
-        .spawn_guarded();
-    let cap = capture_held(&mut client, "my_hold.py", &d, port);
-    let peer: Value = serde_json::from_str(&std::fs::read_to_string(d.join("peer.json")).unwrap()).unwrap();
+    let (cap, peer) = capture_held("my_hold.py", &[&port_s, PASSWORD], &d, port);
     let pid = peer["pid"].as_u64().unwrap() as u32;
 
     // No handshake was seen: user and database are unknown, and whether

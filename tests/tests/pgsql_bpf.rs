@@ -371,13 +371,7 @@ fn a_connection_joined_mid_stream_is_parsed_from_its_next_request() {
     let port_s = port.to_string();
     let server = PgServer::start(port, PASSWORD);
     let d = server.dir.path().to_path_buf();
-    let mut client = Command::new(venv_python())
-        .arg(program("pg_hold.py"))
-        .args([&port_s, PASSWORD])
-        .arg(&d)
-        .spawn_guarded();
-    let cap = capture_held(&mut client, "pg_hold.py", &d, port);
-    let peer: Value = serde_json::from_str(&std::fs::read_to_string(d.join("peer.json")).unwrap()).unwrap();
+    let (cap, peer) = capture_held("pg_hold.py", &[&port_s, PASSWORD], &d, port);
     let (pid, local) = (peer["pid"].as_u64().unwrap() as u32, peer["local"].as_str().unwrap());
     let backend = peer["backend"].as_u64().unwrap() as u32;
 

@@ -86,14 +86,8 @@ pub fn answer_start(chunk: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::session::tests::packet;
     use super::*;
-
-    fn packet(seq: u8, body: &[u8]) -> Vec<u8> {
-        let mut p = (body.len() as u32).to_le_bytes()[..3].to_vec();
-        p.push(seq);
-        p.extend(body);
-        p
-    }
 
     #[test]
     fn a_command_is_found_and_other_bytes_are_not() {

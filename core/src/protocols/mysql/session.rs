@@ -473,10 +473,10 @@ impl MySession {
         if self.deprecate_eof.is_none() {
             // Joined mid-stream: the packet after a block of definitions
             // tells whether EOFs end blocks.
-            let after_block = match self.pending.front().map(|f| f.reading) {
-                Some(Reading::ColumnsEof | Reading::Prepare { eof: true, .. }) => true,
-                _ => false,
-            };
+            let after_block = matches!(
+                self.pending.front().map(|f| f.reading),
+                Some(Reading::ColumnsEof | Reading::Prepare { eof: true, .. })
+            );
             if after_block {
                 self.deprecate_eof = Some(!eof_packet);
                 if !eof_packet {
@@ -671,10 +671,12 @@ fn binary_row(body: &[u8], types: &[(u8, bool)]) -> Vec<Cell> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::protocols::db::DbSession;
 
-    fn packet(seq: u8, body: &[u8]) -> Vec<u8> {
+    /// A packet: 3-byte length, sequence id, payload.
+    pub(crate) fn packet(seq: u8, body: &[u8]) -> Vec<u8> {
         let mut p = (body.len() as u32).to_le_bytes()[..3].to_vec();
         p.push(seq);
         p.extend(body);
@@ -787,33 +789,23 @@ mod tests {
     /// first answer's first piece at least a header): the exchanges and the
     /// bytes passed on raw.
     fn run_midstream(steps: &[(bool, Vec<u8>)], cut: usize) -> (Vec<MyExchange>, usize) {
-        let mut s = MySession::midstream(Limits::default());
-        let mut out = Vec::new();
         let mut answered = false;
-        for (i, (client, bytes)) in steps.iter().enumerate() {
-            let at = if *client || answered { cut } else { cut.max(4) };
-            answered |= !client && i > 0;
-            let c = at.min(bytes.len());
-            for piece in [&bytes[..c], &bytes[c..]] {
-                if !piece.is_empty() {
-                    s.feed(*client, piece, i as u64, &mut out);
-                }
-            }
-        }
-        s.close(99, &mut out);
-        let mut raw = 0;
-        let mut got = Vec::new();
-        for o in out {
-            match o {
-                DbOutput::Exchange(e) => match *e {
-                    DbExchange::Mysql(m) => got.push(m),
-                    other => panic!("{other:?}"),
-                },
-                DbOutput::Raw(r) => raw += r.len(),
-                other => panic!("{other:?}"),
-            }
-        }
-        (got, raw)
+        let cuts: Vec<(bool, &[u8], usize)> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, (client, bytes))| {
+                let at = if *client || answered { cut } else { cut.max(4) };
+                answered |= !client && i > 0;
+                (*client, &bytes[..], at)
+            })
+            .collect();
+        let s = DbSession::Mysql(MySession::midstream(Limits::default()));
+        let (got, raw) = crate::protocols::db::testing::feed_cut(s, &cuts);
+        let my = got.into_iter().map(|e| match e {
+            DbExchange::Mysql(m) => m,
+            other => panic!("{other:?}"),
+        });
+        (my.collect(), raw)
     }
 
     #[test]

@@ -95,14 +95,8 @@ pub fn answer_start(chunk: &[u8], first_types: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::session::tests::msg;
     use super::*;
-
-    fn msg(kind: u8, body: &[u8]) -> Vec<u8> {
-        let mut m = vec![kind];
-        m.extend(((body.len() + 4) as u32).to_be_bytes());
-        m.extend(body);
-        m
-    }
 
     #[test]
     fn a_request_start_is_found_and_the_middle_of_one_is_not() {

@@ -594,10 +594,12 @@ fn row_description(body: &[u8]) -> (Vec<String>, Vec<(u32, i16)>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::protocols::db::DbSession;
 
-    fn msg(kind: u8, body: &[u8]) -> Vec<u8> {
+    /// A typed message: type, length, body.
+    pub(crate) fn msg(kind: u8, body: &[u8]) -> Vec<u8> {
         let mut m = vec![kind];
         m.extend(((body.len() + 4) as u32).to_be_bytes());
         m.extend(body);
@@ -760,34 +762,16 @@ mod tests {
         assert_eq!(out[1..], [DbOutput::Raw(0..3)], "TLS bytes after the yes pass on raw");
     }
 
-    /// A session joined mid-stream fed `steps` (client side?, bytes, cut:
-    /// each fed in two pieces at the cut): the exchanges and the bytes
-    /// passed on raw.
+    /// A session joined mid-stream fed `steps` (client side?, bytes, cut):
+    /// the exchanges and the bytes passed on raw.
     fn run_midstream(steps: &[(bool, &[u8], usize)]) -> (Vec<PgExchange>, usize) {
-        let mut s = PgSession::midstream(Limits::default());
-        let mut out = Vec::new();
-        for (i, &(side, bytes, cut)) in steps.iter().enumerate() {
-            let c = cut.min(bytes.len());
-            for piece in [&bytes[..c], &bytes[c..]] {
-                if !piece.is_empty() {
-                    s.feed(side, piece, i as u64, &mut out);
-                }
-            }
-        }
-        s.close(99, &mut out);
-        let mut raw = 0;
-        let mut exchanges = Vec::new();
-        for o in out {
-            match o {
-                DbOutput::Exchange(e) => match *e {
-                    DbExchange::Pgsql(p) => exchanges.push(p),
-                    other => panic!("{other:?}"),
-                },
-                DbOutput::Raw(r) => raw += r.len(),
-                other => panic!("{other:?}"),
-            }
-        }
-        (exchanges, raw)
+        let s = DbSession::Pgsql(PgSession::midstream(Limits::default()));
+        let (got, raw) = crate::protocols::db::testing::feed_cut(s, steps);
+        let pg = got.into_iter().map(|e| match e {
+            DbExchange::Pgsql(p) => p,
+            other => panic!("{other:?}"),
+        });
+        (pg.collect(), raw)
     }
 
     #[test]
