@@ -2,7 +2,8 @@
 //! test, run as nobody on loopback) with PyMySQL (text protocol),
 //! mysql-connector-python's prepared cursor (binary protocol) and the
 //! `mariadb` client. Every command appears exactly once at each end with
-//! its exact answer, pid, addresses and role; the password appears nowhere.
+//! its exact answer, pid, addresses and role; the password appears nowhere;
+//! bytes that are no handshake response are a counted drop.
 
 use nettap_e2e::*;
 use serde_json::{json, Value};
@@ -164,9 +165,29 @@ fn pymysql_connector_and_mariadb_client_exchanges_at_both_ends() {
         .iter()
         .all(|r| r["comm"] == "mariadb" && r["conn"]["remote"] == format!("127.0.0.1:{port}")));
 
+    // Bytes that are no handshake response: counted, kept raw, no record
+    // made of them.
+    let garbage = peer["garbage"]["local"].as_str().unwrap();
+    let sent: Vec<u8> = cap
+        .of("data", py_pid)
+        .into_iter()
+        .filter(|r| r["conn"]["local"] == garbage && r["direction"] == "send")
+        .flat_map(payload)
+        .collect();
+    assert_eq!(hex(&sent), peer["garbage"]["sent"].as_str().unwrap());
+    // At least the client's end: MariaDB's end of this connection (accepted,
+    // greeting sent, garbage read, closed) shows no data at all here, a
+    // capture question left open (issue 23's report).
+    assert!(cap.dropped("mysql_parse_error").0 >= 1, "no mysql_parse_error drop");
+    assert!(cap.of("mysql", py_pid).iter().all(|r| r["conn"]["local"] != garbage));
+
     let all = cap.records.iter().map(Value::to_string).collect::<String>();
     assert!(!all.contains(PASSWORD), "the password was written");
     assert_eq!(cap.dropped("ringbuf_full"), (0, 0));
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[test]

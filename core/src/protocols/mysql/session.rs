@@ -86,6 +86,7 @@ impl MyExchange {
 
 const CLIENT_CONNECT_WITH_DB: u32 = 1 << 3;
 const CLIENT_COMPRESS: u32 = 1 << 5;
+const CLIENT_PROTOCOL_41: u32 = 1 << 9;
 const CLIENT_SSL: u32 = 1 << 11;
 const CLIENT_PLUGIN_AUTH_LENENC: u32 = 1 << 21;
 const CLIENT_SECURE_CONNECTION: u32 = 1 << 15;
@@ -166,6 +167,8 @@ pub struct MySession {
     /// Joined mid-stream: the server's bytes are not parsed until a
     /// command waits and a chunk starts an answer.
     await_answer: bool,
+    /// The client's bytes just fed are not MySQL: said once, then raw.
+    not_mysql: bool,
 }
 
 fn command_name(c: u8) -> String {
@@ -206,6 +209,7 @@ impl MySession {
             compressed_after_auth: false,
             deprecate_eof: None,
             await_answer: false,
+            not_mysql: false,
         }
     }
 
@@ -240,12 +244,20 @@ impl MySession {
             self.await_answer = false;
         }
         let mut packets = Vec::new();
-        self.framers[usize::from(!client)].feed(data, &mut |p| packets.push(p));
+        let framer = &mut self.framers[usize::from(!client)];
+        let carried = framer.in_packet;
+        framer.feed(data, &mut |p| packets.push(p));
         for p in packets {
             if client {
                 self.on_client(p, ts, out);
             } else {
                 self.on_server(p, ts, out);
+            }
+            if std::mem::take(&mut self.not_mysql) {
+                // Its bytes from earlier chunks are lost; this one is raw.
+                out.push(DbOutput::Drop { reason: "mysql_parse_error", bytes: carried });
+                out.push(DbOutput::Raw(0..data.len()));
+                return;
             }
             // TLS or compression from the next chunk on: raw.
             if self.broken {
@@ -331,6 +343,14 @@ impl MySession {
             Phase::Hello => {
                 let mut r = Reader(&body);
                 self.caps = r.uint(4).unwrap_or(0) as u32;
+                // A handshake response is packet 1 of protocol 4.1 (what
+                // every server since 4.1 asks for), 32 fixed bytes at least.
+                if seq != 1 || self.caps & CLIENT_PROTOCOL_41 == 0 || body.len() < 32 {
+                    tracing::debug!("not a MySQL handshake response; the connection's bytes pass on raw");
+                    self.not_mysql = true;
+                    self.give_up(out);
+                    return;
+                }
                 if self.caps & CLIENT_SSL != 0 && body.len() <= 32 {
                     // TLS follows: its plaintext comes from the TLS probes.
                     self.emit(out, request("SSL_REQUEST".into(), String::new()), None);
@@ -877,5 +897,29 @@ pub(crate) mod tests {
         let steps = vec![(true, packet(0, b"\x03SELECT 1")), (false, old.clone())];
         let (got, raw) = run_midstream(&steps, 100);
         assert_eq!((got.len(), got[0].response.is_none(), raw), (1, true, old.len()));
+    }
+
+    #[test]
+    fn bytes_that_are_no_handshake_response_are_a_counted_drop_then_raw() {
+        let greeting = conversation().remove(0).1;
+        for garbage in [packet(7, b"junk"), packet(1, b"\x05\0\0\0short"), packet(1, &[0; 40])] {
+            let mut s = MySession::new(Limits::default());
+            let mut out = Vec::new();
+            s.feed(false, &greeting, 1, &mut out);
+            // The head in one chunk, the rest in the next.
+            s.feed(true, &garbage[..2], 2, &mut out);
+            s.feed(true, &garbage[2..], 3, &mut out);
+            s.feed(false, &packet(2, b"\xff\x13\x04Bad handshake"), 4, &mut out);
+            s.close(5, &mut out);
+            assert_eq!(
+                out,
+                [
+                    DbOutput::Drop { reason: "mysql_parse_error", bytes: 2 },
+                    DbOutput::Raw(0..garbage.len() - 2),
+                    DbOutput::Raw(0..20),
+                ],
+                "{garbage:?}"
+            );
+        }
     }
 }
