@@ -110,6 +110,20 @@ fn exchanges(cap: &Capture, pid: u32, end: &str, addr: &str, role: &str) -> Vec<
         .collect()
 }
 
+/// Runs pg_peer.py (psycopg, libpq's `sslmode`) against `server` on
+/// `port`: what it wrote.
+fn pg_peer(server: &PgServer, port: &str, sslmode: &str) -> Value {
+    let out = server.dir.path().join("peer.json");
+    let status = Command::new(venv_python())
+        .arg(program("pg_peer.py"))
+        .args([port, PASSWORD])
+        .arg(&out)
+        .arg(sslmode)
+        .status();
+    assert!(status.unwrap().success(), "pg_peer.py (sslmode {sslmode}) failed");
+    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+}
+
 fn assert_same(got: &[Value], want: &[Value], what: &str) {
     let kinds = |v: &[Value]| -> Vec<String> {
         v.iter().map(|e| format!("{} {}", e["request"]["type"], e["request"]["query"])).collect()
@@ -137,16 +151,8 @@ fn psql_and_psycopg_exchanges_at_both_ends() {
         .spawn_guarded();
     let psql_pid = psql.id();
     assert!(wait_child(&mut psql, "psql").success());
-    let out = server.dir.path().join("peer.json");
-    let status = Command::new(venv_python())
-        .arg(program("pg_peer.py"))
-        .args([&port_s, PASSWORD])
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(status.success(), "pg_peer.py failed");
+    let peer = pg_peer(&server, &port_s, "prefer");
     let cap = sensor.stop();
-    let peer: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
 
     // psycopg: the client's end and the backend's (forked by the postmaster
     // after accept: the records name the backend, which reads and writes).
@@ -288,17 +294,8 @@ fn psycopg_over_tls_is_captured_as_plaintext_from_openssl_at_both_ends() {
     let mut args = vec!["--port", &port_s];
     args.extend_from_slice(EXACT);
     let sensor = Sensor::start(&args);
-    let out = server.dir.path().join("peer.json");
-    let status = Command::new(venv_python())
-        .arg(program("pg_peer.py"))
-        .args([&port_s, PASSWORD])
-        .arg(&out)
-        .arg("require")
-        .status()
-        .unwrap();
-    assert!(status.success(), "pg_peer.py over TLS failed");
+    let peer = pg_peer(&server, &port_s, "require");
     let cap = sensor.stop();
-    let peer: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
 
     // psycopg's wheel bundles libpq and an OpenSSL 3 (libssl-<hash>.so.3);
     // the backend uses Debian's libssl.so.3. The SSLRequest and its `S` are
