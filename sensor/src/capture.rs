@@ -307,6 +307,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_drain = Instant::now();
+    let mut missing_closes = crate::missing_closes::MissingCloses::new(reconcile_every());
     let why = loop {
         tokio::select! {
             why = &mut stop => break why,
@@ -367,8 +368,12 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
             Some(r) = next_or_never(rules.as_mut().map(changed_rules)) => {
                 crate::k8s::enforce::apply(&mut ebpf, &mut applied, &r)?;
             }
+            listing = missing_closes.listed() => {
+                missing_closes.apply(listing, &mut proc, Clock::boot_now_ns())?;
+            }
             _ = tick.tick() => {
                 let now = Clock::boot_now_ns();
+                missing_closes.maybe_start(&proc);
                 crate::metrics::global().heartbeat(now);
                 proc.tick(now)?;
                 let shed = opts.shed.iter().filter_map(crate::shed::Shed::take);
@@ -406,6 +411,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     while let Some(msg) = agent_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
         proc.on_agent(msg)?;
     }
+    missing_closes.finish(&mut proc, LAST_LISTING_TIMEOUT, Clock::boot_now_ns())?;
     let now = Clock::boot_now_ns();
     proc.close_all(now)?;
     let shed = opts.shed.iter().filter_map(crate::shed::Shed::take);
@@ -441,6 +447,18 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     );
     Ok(stats)
 }
+
+/// How often tracked connections are compared with the sockets that exist
+/// (`NETTAP_RECONCILE_SECS`, for tests; default 10 s): a close the kernel
+/// did not report is written within two of these.
+fn reconcile_every() -> Duration {
+    let secs = std::env::var("NETTAP_RECONCILE_SECS").ok().and_then(|v| v.parse::<f64>().ok());
+    Duration::from_secs_f64(secs.filter(|s| *s > 0.0).unwrap_or(10.0))
+}
+
+/// The shutdown's listing waits at most this long (each namespace's listing
+/// takes milliseconds per thousand sockets).
+const LAST_LISTING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The kernel's new losses: its drop counters and the program runs it skipped.
 fn kernel_drops(

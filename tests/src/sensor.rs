@@ -135,6 +135,10 @@ impl Sensor {
             .arg("--ready-file")
             .arg(&ready)
             .args(args)
+            // The comparison with the sockets that exist runs often in every
+            // test (10 s in use), so a close it wrongly wrote would break the
+            // tests' exact checks of each connection's records.
+            .env("NETTAP_RECONCILE_SECS", "2")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
@@ -440,4 +444,26 @@ pub fn rss_anon_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// What the sensor holds of the files under `dir`: descriptors, uprobe
+/// links (a uprobe_multi link's fdinfo names its file) and mappings. Other
+/// programs on the host may come and go with probed files of their own: only
+/// the test's files are counted.
+pub fn held_under(pid: u32, dir: &Path) -> (usize, usize, usize) {
+    let dir = dir.display().to_string();
+    let (mut files, mut links) = (0, 0);
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let target = std::fs::read_link(fd.path()).map(|t| t.display().to_string()).unwrap_or_default();
+        if target.contains(&dir) {
+            files += 1;
+        } else if target == "anon_inode:bpf_link" {
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().display()));
+            links += usize::from(
+                info.unwrap_or_default().lines().any(|l| l.starts_with("path:") && l.contains(&dir)),
+            );
+        }
+    }
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    (files, links, maps.lines().filter(|l| l.contains(&dir)).count())
 }
