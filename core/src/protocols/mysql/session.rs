@@ -167,8 +167,10 @@ pub struct MySession {
     /// Joined mid-stream: the server's bytes are not parsed until a
     /// command waits and a chunk starts an answer.
     await_answer: bool,
-    /// The client's bytes just fed are not MySQL: said once, then raw.
-    not_mysql: bool,
+    /// The bytes just fed show the client's are not MySQL: said once (with
+    /// this many of the client's bytes lost beyond the chunk's direction's),
+    /// then raw.
+    not_mysql: Option<u64>,
 }
 
 fn command_name(c: u8) -> String {
@@ -209,7 +211,7 @@ impl MySession {
             compressed_after_auth: false,
             deprecate_eof: None,
             await_answer: false,
-            not_mysql: false,
+            not_mysql: None,
         }
     }
 
@@ -253,9 +255,9 @@ impl MySession {
             } else {
                 self.on_server(p, ts, out);
             }
-            if std::mem::take(&mut self.not_mysql) {
-                // Its bytes from earlier chunks are lost; this one is raw.
-                out.push(DbOutput::Drop { reason: "mysql_parse_error", bytes: carried });
+            if let Some(lost) = self.not_mysql.take() {
+                // Bytes from earlier chunks are lost; this one is raw.
+                out.push(DbOutput::Drop { reason: "mysql_parse_error", bytes: carried + lost });
                 out.push(DbOutput::Raw(0..data.len()));
                 return;
             }
@@ -347,7 +349,7 @@ impl MySession {
                 // every server since 4.1 asks for), 32 fixed bytes at least.
                 if seq != 1 || self.caps & CLIENT_PROTOCOL_41 == 0 || body.len() < 32 {
                     tracing::debug!("not a MySQL handshake response; the connection's bytes pass on raw");
-                    self.not_mysql = true;
+                    self.not_mysql = Some(0);
                     self.give_up(out);
                     return;
                 }
@@ -461,6 +463,14 @@ impl MySession {
             Phase::Greeting => {
                 // Protocol 10 greeting: nothing in it names the client.
                 self.phase = Phase::Hello;
+                return;
+            }
+            // The server spoke before a handshake response was whole (MariaDB
+            // refuses a packet out of order after reading its header alone):
+            // the client's bytes held were none.
+            Phase::Hello if self.framers[0].in_packet > 0 => {
+                self.not_mysql = Some(self.framers[0].in_packet);
+                self.give_up(out);
                 return;
             }
             Phase::Hello => return,
@@ -921,5 +931,21 @@ pub(crate) mod tests {
                 "{garbage:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_refusal_after_a_head_that_is_no_handshake_response_counts_it() {
+        let greeting = conversation().remove(0).1;
+        let refusal = packet(2, b"\xff\x84\x04#08S01Got packets out of order");
+        let mut s = MySession::new(Limits::default());
+        let mut out = Vec::new();
+        s.feed(false, &greeting, 1, &mut out);
+        s.feed(true, &[4, 0, 0, 7], 2, &mut out);
+        s.feed(false, &refusal, 3, &mut out);
+        s.close(4, &mut out);
+        assert_eq!(
+            out,
+            [DbOutput::Drop { reason: "mysql_parse_error", bytes: 4 }, DbOutput::Raw(0..refusal.len())]
+        );
     }
 }
