@@ -378,19 +378,25 @@ pub fn metrics_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-/// Joins a held connection mid-stream: waits until `client` (a
-/// `tests/programs/*_hold.py`, which opened and used its connection) made
-/// `dir/waiting`, starts a sensor capturing `port` exactly, lets the client
-/// go on (`dir/go`), and once it exited successfully stops the sensor.
-pub fn capture_held(client: &mut Child, what: &str, dir: &Path, port: u16) -> Capture {
+/// Joins a held connection mid-stream: runs `tests/programs/<hold>` (a
+/// `*_hold.py`, which opens and uses its connection, makes `dir/waiting`
+/// and waits for `dir/go`) on the venv's Python with `args` and `dir`,
+/// starts a sensor capturing `port` exactly once it waits, lets it go on,
+/// and once it exited successfully stops the sensor. Returns the capture
+/// and what the program wrote to `dir/peer.json`.
+pub fn capture_held(hold: &str, args: &[&str], dir: &Path, port: u16) -> (Capture, Value) {
+    use crate::peers::{program, venv_python, SpawnGuarded};
+    let mut client = Command::new(venv_python()).arg(program(hold)).args(args).arg(dir).spawn_guarded();
     wait_for_file(&dir.join("waiting"), || client.try_wait().unwrap().is_none());
     let port = port.to_string();
     let mut args = vec!["--port", &port];
     args.extend_from_slice(EXACT);
     let sensor = Sensor::start(&args);
     std::fs::write(dir.join("go"), b"").unwrap();
-    assert!(wait_child(client, what).success(), "{what} failed");
-    sensor.stop()
+    assert!(wait_child(&mut client, hold).success(), "{hold} failed");
+    let cap = sensor.stop();
+    let peer = std::fs::read_to_string(dir.join("peer.json")).unwrap();
+    (cap, serde_json::from_str(&peer).unwrap())
 }
 
 /// The sum of the samples on the metrics endpoint at `port` whose line
