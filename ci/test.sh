@@ -23,8 +23,12 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step clippy
 cargo build --workspace --all-targets --locked
 step build
-# The arm64 sensor the arm64 guest runs (tests/tests/kernel_matrix_arm64_vm.rs).
-cargo build -p nettap-sensor --target aarch64-unknown-linux-gnu --locked
+# The arm64 sensor the arm64 guest runs (tests/tests/kernel_matrix_arm64_vm.rs),
+# its librdkafka linked with Debian's arm64 OpenSSL (ci/install-vm.sh) rather
+# than one built from source (sensor/Cargo.toml's fallback).
+AARCH64_UNKNOWN_LINUX_GNU_OPENSSL_NO_VENDOR=1 AARCH64_UNKNOWN_LINUX_GNU_OPENSSL_STATIC=1 \
+  AARCH64_UNKNOWN_LINUX_GNU_OPENSSL_DIR="$NETTAP_ARM64_OPENSSL" OPENSSL_ROOT_DIR="$NETTAP_ARM64_OPENSSL" \
+  cargo build -p nettap-sensor --target aarch64-unknown-linux-gnu --locked
 step "arm64 build"
 # Parsers get a bounded fuzzing run on every test run (crashes fail it).
 bash ci/fuzz.sh
