@@ -133,6 +133,60 @@ static __always_inline void rustls_count_conflict(__u64 fn, __u32 tgid)
 		__sync_fetch_and_add(&d->conflicts, 1);
 }
 
+/*
+ * Bytes of a connection key (write: ConnectionCommon; read: its plaintext
+ * buffer) that could not be bound when they moved: counted unbound then, and
+ * added to the connection's plaintext offset once the key is bound, so its
+ * stream shows a gap there instead of joining what came before and after.
+ * (A connection object moved in memory with plaintext already buffered
+ * reads it under a new address before any ciphertext call there binds it.)
+ */
+struct rustls_gap_key {
+	__u64 key;
+	__u32 tgid;
+	__u32 direction;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct rustls_gap_key);
+	__type(value, __u64);
+} rustls_gaps SEC(".maps");
+
+static __always_inline void rustls_unbound(__u64 key, __u32 tgid, __u8 direction, __u64 n)
+{
+	count_drop(NT_DROP_TLS_UNBOUND, n);
+	struct rustls_gap_key k = { .key = key, .tgid = tgid, .direction = direction };
+	__u64 *gap = bpf_map_lookup_elem(&rustls_gaps, &k);
+	if (gap)
+		__sync_fetch_and_add(gap, n);
+	else
+		bpf_map_update_elem(&rustls_gaps, &k, &n, BPF_NOEXIST);
+}
+
+/* `key` is now bound to `sk`: its unbound bytes are reported on the
+ * connection as a chunk not captured (their offsets, length 0, all
+ * truncated), so the stream shows the gap where it was. */
+static __always_inline void rustls_apply_gap(__u64 key, __u64 id, __u8 direction, __u64 sk)
+{
+	struct rustls_gap_key k = { .key = key, .tgid = id >> 32, .direction = direction };
+	__u64 *gap = bpf_map_lookup_elem(&rustls_gaps, &k);
+	if (!gap)
+		return;
+	__u64 n = *gap;
+	bpf_map_delete_elem(&rustls_gaps, &k);
+	if (!ports_wanted((struct sock *)sk))
+		return;
+	struct inflight io = {
+		.sk = sk,
+		.probe = direction == NT_DIR_SEND ? NT_PROBE_UPROBE_RUSTLS_WRITE : NT_PROBE_UPROBE_RUSTLS_READ,
+		.kind = IO_NONE,
+		.direction = direction,
+	};
+	emit_call(&io, n, id >> 32, (__u32)id, true);
+}
+
 /* ---- ciphertext windows ---- */
 
 static __always_inline int rustls_window_enter(struct pt_regs *ctx, __u8 direction)
@@ -182,9 +236,10 @@ NT_URETPROBE(ur_rustls_write_tls)
 	if (!io.sk || !rustls_same_conn(w.fn, id >> 32, w.key, io.key)) {
 		if (io.sk)
 			rustls_count_conflict(w.fn, id >> 32);
-		count_drop(NT_DROP_TLS_UNBOUND, w.n);
+		rustls_unbound(w.key, id >> 32, NT_DIR_SEND, w.n);
 		return 0;
 	}
+	rustls_apply_gap(w.key, id, NT_DIR_SEND, io.sk);
 	if (!ports_wanted((struct sock *)io.sk))
 		return 0;
 	return emit_tls_plaintext(io.sk, w.buf, w.n, NT_PROBE_UPROBE_RUSTLS_WRITE, NT_DIR_SEND, id);
@@ -250,7 +305,7 @@ NT_URETPROBE(ur_rustls_write)
 	/* A write still held had no write_to of its own before this one. */
 	struct rustls_call *stale = bpf_map_lookup_elem(&rustls_held, &id);
 	if (stale)
-		count_drop(NT_DROP_TLS_UNBOUND, stale->n);
+		rustls_unbound(stale->key, id >> 32, NT_DIR_SEND, stale->n);
 	call.n = n;
 	bpf_map_update_elem(&rustls_held, &id, &call, BPF_ANY);
 	return 0;
@@ -268,6 +323,7 @@ static __always_inline __u64 rustls_read_socket(__u64 id, __u64 fn, __u64 reader
 	if (last && rustls_same_conn(fn, tgid, reader_key, last->key)) {
 		__u64 sk = last->sk;
 		bind_ssl_socket(&key, sk);
+		rustls_apply_gap(reader_key, id, NT_DIR_RECV, sk);
 		return sk;
 	}
 	__u64 *bound = bpf_map_lookup_elem(&ssl_sockets, &key);
@@ -278,7 +334,7 @@ static __always_inline int rustls_emit_read(__u64 id, __u64 fn, __u64 reader_key
 {
 	__u64 sk = rustls_read_socket(id, fn, reader_key);
 	if (!sk) {
-		count_drop(NT_DROP_TLS_UNBOUND, n);
+		rustls_unbound(reader_key, id >> 32, NT_DIR_RECV, n);
 		return 0;
 	}
 	if (!ports_wanted((struct sock *)sk))
@@ -359,7 +415,7 @@ NT_UPROBE(up_rustls_consume)
 	struct rustls_call *c = bpf_map_lookup_elem(&rustls_chunks, &id);
 	if (!c || c->key != key || amt > c->n) {
 		if (amt)
-			count_drop(NT_DROP_TLS_UNBOUND, amt);
+			rustls_unbound(key, id >> 32, NT_DIR_RECV, amt);
 		return 0;
 	}
 	struct rustls_call chunk = *c;

@@ -83,14 +83,28 @@ impl RustlsProbes {
     pub fn examine_exec(&mut self, ebpf: &mut Ebpf, exe: &nettap_core::events::LibEvent, now_boot_ns: u64) {
         let path = PathBuf::from(format!("/proc/{}/exe", exe.pid));
         if let Some(in_place) = self.examine(ebpf, &path) {
-            log_program_probed("a rustls program", exe.pid, &path, exe.ts_boot_ns, Some(now_boot_ns), in_place);
+            log_program_probed(
+                "a rustls program",
+                exe.pid,
+                &path,
+                exe.ts_boot_ns,
+                Some(now_boot_ns),
+                in_place,
+            );
         }
     }
 
     /// A program held at exec: probe it, before it runs, if it has rustls.
     pub fn examine_held(&mut self, ebpf: &mut Ebpf, held: &HeldExec) {
         if let Some(in_place) = self.examine(ebpf, &held.path()) {
-            log_program_probed("a rustls program", held.pid, &held.path(), held.held_at_boot_ns, None, in_place);
+            log_program_probed(
+                "a rustls program",
+                held.pid,
+                &held.path(),
+                held.held_at_boot_ns,
+                None,
+                in_place,
+            );
         }
     }
 

@@ -33,8 +33,14 @@ pub enum Role {
 
 impl Role {
     /// Every role, in the order they are reported.
-    pub const ALL: [Role; 6] =
-        [Role::PlaintextWrite, Role::PlaintextRead, Role::TlsWrite, Role::TlsRead, Role::FirstChunk, Role::Consume];
+    pub const ALL: [Role; 6] = [
+        Role::PlaintextWrite,
+        Role::PlaintextRead,
+        Role::TlsWrite,
+        Role::TlsRead,
+        Role::FirstChunk,
+        Role::Consume,
+    ];
 
     /// How logs name it.
     pub fn name(self) -> &'static str {
@@ -59,12 +65,14 @@ impl Role {
         {
             return Some(Role::PlaintextWrite);
         }
-        if (name.starts_with("<rustls::conn::Reader as ") || name.starts_with("<rustls::conn::connection::Reader as "))
+        if (name.starts_with("<rustls::conn::Reader as ")
+            || name.starts_with("<rustls::conn::connection::Reader as "))
             && name.ends_with("::Read>::read")
         {
             return Some(Role::PlaintextRead);
         }
-        if name.starts_with("<rustls::conn::connection::Reader as ") && name.ends_with("::BufRead>::consume") {
+        if name.starts_with("<rustls::conn::connection::Reader as ") && name.ends_with("::BufRead>::consume")
+        {
             return Some(Role::Consume);
         }
         match plain {
@@ -165,7 +173,8 @@ pub fn locate(data: &[u8]) -> Result<Located, object::Error> {
 /// both directions can be.
 pub fn missing(functions: &[Found]) -> Vec<Role> {
     let has = |r: Role| functions.iter().any(|f| f.role == r);
-    let mut out: Vec<Role> = [Role::PlaintextWrite, Role::TlsWrite, Role::TlsRead].into_iter().filter(|r| !has(*r)).collect();
+    let mut out: Vec<Role> =
+        [Role::PlaintextWrite, Role::TlsWrite, Role::TlsRead].into_iter().filter(|r| !has(*r)).collect();
     let buf_read = has(Role::FirstChunk) && has(Role::Consume);
     if !has(Role::PlaintextRead) && !buf_read {
         out.push(Role::PlaintextRead);

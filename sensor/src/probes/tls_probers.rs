@@ -93,8 +93,13 @@ impl TlsProbers {
     /// file was deleted since the last look, or a process ended
     /// (`exited`), or LOOK_AGAIN passed. Returns how many files lost their probes.
     pub fn release_unused(&mut self, ebpf: &mut Ebpf, exited: bool) -> usize {
-        let deleted: HashSet<MapsName> =
-            self.libraries.iter().flat_map(TlsLibProbes::deleted).chain(self.go.deleted()).chain(self.rustls.deleted()).collect();
+        let deleted: HashSet<MapsName> = self
+            .libraries
+            .iter()
+            .flat_map(TlsLibProbes::deleted)
+            .chain(self.go.deleted())
+            .chain(self.rustls.deleted())
+            .collect();
         let newly_deleted = deleted.iter().any(|d| !self.still_mapped.contains(d));
         if deleted.is_empty() || !(newly_deleted || exited || self.looked.elapsed() >= LOOK_AGAIN) {
             return 0;
