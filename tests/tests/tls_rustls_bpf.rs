@@ -136,6 +136,10 @@ fn rustls_client_and_server_bodies_from_0_b_to_4_mib_exact_at_both_ends() {
         "no probe attached line naming the rustls versions:\n{}",
         cap.log
     );
+    // The attach cost (exec to probed) as the sensor logs it.
+    for l in cap.log.lines().filter(|l| l.contains("probes attached to a rustls program")) {
+        eprintln!("{l}");
+    }
     for (pid, role) in [(raw021, "client"), (ureq, "client"), (raw022, "client"), (server_pid, "server")] {
         assert_rustls_data(&cap, pid, role, port);
     }
@@ -177,6 +181,28 @@ fn rustls_client_and_server_bodies_from_0_b_to_4_mib_exact_at_both_ends() {
     }
     assert_eq!(cap.dropped("tls_socket_unknown"), (0, 0));
     assert_eq!(cap.dropped("ringbuf_full"), (0, 0));
+}
+
+/// The finder on the peer: every role in every rustls version linked in,
+/// from the symbol table, and nothing from the stripped copy.
+#[test]
+fn rustls_functions_are_found_by_symbol_in_every_version() {
+    use nettap_sensor::probes::rustls_find::{locate, Located, Role};
+    let data = std::fs::read(peer("rustlspeer")).unwrap();
+    let start = std::time::Instant::now();
+    let Located::Found { functions, versions, missing } = locate(&data).unwrap() else { panic!("rustls not found") };
+    eprintln!("rustls_find::locate: {:?} for {} bytes", start.elapsed(), data.len());
+    assert_eq!(versions, ["0.21.12", "0.22.4", "0.23.48"]);
+    assert!(missing.is_empty(), "{missing:?}");
+    let count = |r: Role| functions.iter().filter(|f| f.role == r).count();
+    // Writes: 0.21 and 0.22 clients, 0.23 client (ureq) and server (tokio-rustls).
+    assert_eq!(count(Role::PlaintextWrite), 4, "{functions:#?}");
+    assert_eq!(count(Role::PlaintextRead), 3, "{functions:#?}");
+    assert_eq!(count(Role::TlsWrite), 3);
+    assert_eq!(count(Role::TlsRead), 3);
+    assert_eq!((count(Role::FirstChunk), count(Role::Consume)), (1, 1), "0.23 only");
+    let stripped = std::fs::read(peer("rustlspeer-stripped")).unwrap();
+    assert_eq!(locate(&stripped).unwrap(), Located::Stripped { versions });
 }
 
 /// Many connections at once on a multi-threaded server: every exchange at

@@ -82,6 +82,8 @@ fn server(addr: &str, cert: &str, key: &str, ready: &str, threads: usize) -> Res
         std::fs::write(ready, format!("{}\n", listener.local_addr()?))?;
         loop {
             let (tcp, _) = listener.accept().await?;
+            // Head and body go out as two writes: no Nagle wait between them.
+            tcp.set_nodelay(true)?;
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let result = async { serve_conn(acceptor.accept(tcp).await?).await }.await;
@@ -222,7 +224,7 @@ fn one_connection(lib: &str, authority: &str, ca: &[Vec<u8>], exchanges: &[Excha
                 .with_no_client_auth();
             let name = rustls021::ServerName::try_from("localhost")?;
             let conn = rustls021::ClientConnection::new(Arc::new(config), name)?;
-            raw_exchanges(rustls021::StreamOwned::new(conn, TcpStream::connect(authority)?), exchanges)
+            raw_exchanges(rustls021::StreamOwned::new(conn, connect(authority)?), exchanges)
         }
         "0.22" => {
             let mut roots = rustls022::RootCertStore::empty();
@@ -233,10 +235,17 @@ fn one_connection(lib: &str, authority: &str, ca: &[Vec<u8>], exchanges: &[Excha
                 rustls022::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
             let name = rustls::pki_types::ServerName::try_from("localhost")?.to_owned();
             let conn = rustls022::ClientConnection::new(Arc::new(config), name)?;
-            raw_exchanges(rustls022::StreamOwned::new(conn, TcpStream::connect(authority)?), exchanges)
+            raw_exchanges(rustls022::StreamOwned::new(conn, connect(authority)?), exchanges)
         }
         other => Err(format!("unknown --lib {other}").into()),
     }
+}
+
+/// A TCP connection without Nagle's wait (head and body are two writes).
+fn connect(authority: &str) -> std::io::Result<TcpStream> {
+    let tcp = TcpStream::connect(authority)?;
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
 }
 
 fn ureq_exchanges(authority: &str, ca: &[Vec<u8>], exchanges: &[Exchange]) -> Result<(), Error> {
