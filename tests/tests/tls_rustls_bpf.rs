@@ -190,7 +190,9 @@ fn rustls_functions_are_found_by_symbol_in_every_version() {
     use nettap_sensor::probes::rustls_find::{locate, Located, Role};
     let data = std::fs::read(peer("rustlspeer")).unwrap();
     let start = std::time::Instant::now();
-    let Located::Found { functions, versions, missing } = locate(&data).unwrap() else { panic!("rustls not found") };
+    let Located::Found { functions, versions, missing } = locate(&data).unwrap() else {
+        panic!("rustls not found")
+    };
     eprintln!("rustls_find::locate: {:?} for {} bytes", start.elapsed(), data.len());
     assert_eq!(versions, ["0.21.12", "0.22.4", "0.23.48"]);
     assert!(missing.is_empty(), "{missing:?}");
