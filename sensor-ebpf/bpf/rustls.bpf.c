@@ -70,10 +70,13 @@ struct {
 	__type(value, struct rustls_call);
 } rustls_held SEC(".maps");
 
-/* The deframer read that last ended on a thread: its buffer and socket. */
+/* The deframer read that last ended on a thread: its buffer and socket
+ * (and the socket's connection id, so a socket closed and reused since is
+ * not taken for it). */
 struct rustls_io {
 	__u64 key;
 	__u64 sk;
+	__u64 conn_id;
 };
 
 struct {
@@ -82,6 +85,29 @@ struct {
 	__type(key, __u64); /* pid_tgid */
 	__type(value, struct rustls_io);
 } rustls_last_read SEC(".maps");
+
+/* A read key (a connection's plaintext buffer) → its socket, bound by a
+ * read right after that connection's deframer read. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct ssl_key);
+	__type(value, struct rustls_io);
+} rustls_readers SEC(".maps");
+
+/* The socket of `io` if its connection is still the one seen then (memory
+ * of a connection that ended may hold another one now), else 0. */
+static __always_inline __u64 rustls_live_socket(const struct rustls_io *io)
+{
+	struct conn_state *cs = bpf_map_lookup_elem(&conns, &io->sk);
+	return cs && cs->conn_id == io->conn_id ? io->sk : 0;
+}
+
+static __always_inline __u64 rustls_conn_id(__u64 sk)
+{
+	struct conn_state *cs = bpf_map_lookup_elem(&conns, &sk);
+	return cs ? cs->conn_id : 0;
+}
 
 struct rustls_fn {
 	__u64 fn;
@@ -228,6 +254,10 @@ NT_URETPROBE(ur_rustls_write_tls)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct rustls_io io = rustls_window_exit(id, NT_DIR_SEND);
+	/* A window that moved nothing keeps the buffer's earlier binding; one
+	 * left by a connection that has closed since is not taken. */
+	if (io.sk && !rustls_conn_id(io.sk))
+		io.sk = 0;
 	struct rustls_call *held = bpf_map_lookup_elem(&rustls_held, &id);
 	if (!held || !io.key)
 		return 0;
@@ -256,9 +286,15 @@ NT_URETPROBE(ur_rustls_read_tls)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct rustls_io io = rustls_window_exit(id, NT_DIR_RECV);
-	if (io.key && io.sk)
+	io.conn_id = rustls_conn_id(io.sk);
+	if (io.key && io.sk && io.conn_id) {
 		bpf_map_update_elem(&rustls_last_read, &id, &io, BPF_ANY);
-	else
+		return 0;
+	}
+	/* Nothing read (would block) on the same connection: what it read
+	 * before stays the thread's last read; another connection's ends it. */
+	struct rustls_io *last = bpf_map_lookup_elem(&rustls_last_read, &id);
+	if (last && last->key != io.key)
 		bpf_map_delete_elem(&rustls_last_read, &id);
 	return 0;
 }
@@ -320,14 +356,20 @@ static __always_inline __u64 rustls_read_socket(__u64 id, __u64 fn, __u64 reader
 	__u32 tgid = id >> 32;
 	struct ssl_key key = { .ssl = reader_key, .tgid = tgid };
 	struct rustls_io *last = bpf_map_lookup_elem(&rustls_last_read, &id);
-	if (last && rustls_same_conn(fn, tgid, reader_key, last->key)) {
-		__u64 sk = last->sk;
-		bind_ssl_socket(&key, sk);
-		rustls_apply_gap(reader_key, id, NT_DIR_RECV, sk);
-		return sk;
+	if (last) {
+		/* One read per deframer read: a later read on this thread (of
+		 * another connection, maybe at memory this one left) never takes it. */
+		struct rustls_io io = *last;
+		bpf_map_delete_elem(&rustls_last_read, &id);
+		__u64 sk = rustls_live_socket(&io);
+		if (sk && rustls_same_conn(fn, tgid, reader_key, io.key)) {
+			bpf_map_update_elem(&rustls_readers, &key, &io, BPF_ANY);
+			rustls_apply_gap(reader_key, id, NT_DIR_RECV, sk);
+			return sk;
+		}
 	}
-	__u64 *bound = bpf_map_lookup_elem(&ssl_sockets, &key);
-	return bound ? *bound : 0;
+	struct rustls_io *bound = bpf_map_lookup_elem(&rustls_readers, &key);
+	return bound ? rustls_live_socket(bound) : 0;
 }
 
 static __always_inline int rustls_emit_read(__u64 id, __u64 fn, __u64 reader_key, __u64 buf, __u64 n)
