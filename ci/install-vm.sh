@@ -103,3 +103,32 @@ export NETTAP_VM
 # initramfs; the sensor and Go programs cross-built on the host, read over 9p.
 NETTAP_VM_ARM64="$(vm_guest arm64 vm-init-arm64.sh libc6 libgcc-s1 libssl3 openssl)"
 export NETTAP_VM_ARM64
+
+# Debian's arm64 OpenSSL (libssl-dev: static libraries and headers) for the
+# arm64 sensor's librdkafka, instead of building OpenSSL from source on every
+# cold target (about 150 s): ci/test.sh points the arm64 build at it.
+# Cached by the package's version; the headers that differ by architecture
+# are merged into one include directory, as openssl-sys and cmake expect.
+vm_arm64_openssl() {
+  local version dir tmp
+  version="$(vm_apt_arm64 apt-cache policy libssl-dev 2>/dev/null | awk '/Candidate:/ { print $2 }')"
+  if [ -z "$version" ] || [ "$version" = "(none)" ]; then
+    vm_apt_arm64 apt-get update -qq
+    version="$(vm_apt_arm64 apt-cache policy libssl-dev | awk '/Candidate:/ { print $2 }')"
+  fi
+  dir="$vm_cache/arm64-openssl-$version"
+  if [ ! -e "$dir/.complete" ]; then
+    tmp="$(mktemp -d)"
+    chmod 755 "$tmp" # apt-get download drops privileges to _apt
+    (cd "$tmp" && vm_apt_arm64 apt-get download -qq "libssl-dev=$version" && dpkg-deb -x libssl-dev_*.deb x) ||
+      { echo "ci/install-vm.sh: cannot fetch Debian's arm64 libssl-dev $version" >&2; exit 1; }
+    rm -rf "$dir" && mkdir -p "$dir/include/openssl" "$dir/lib"
+    cp "$tmp"/x/usr/include/openssl/*.h "$tmp"/x/usr/include/aarch64-linux-gnu/openssl/*.h "$dir/include/openssl/"
+    cp "$tmp"/x/usr/lib/aarch64-linux-gnu/libssl.a "$tmp"/x/usr/lib/aarch64-linux-gnu/libcrypto.a "$dir/lib/"
+    rm -rf "$tmp"
+    touch "$dir/.complete"
+  fi
+  echo "$dir"
+}
+NETTAP_ARM64_OPENSSL="$(vm_arm64_openssl)"
+export NETTAP_ARM64_OPENSSL

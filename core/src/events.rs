@@ -315,6 +315,9 @@ pub mod user_probe {
     pub const JVMTI_ENGINE_UNWRAP: u32 = 0x1_0002;
     /// `SSLEngineImpl.wrap`.
     pub const JVMTI_ENGINE_WRAP: u32 = 0x1_0003;
+    /// A close found by listing the sockets that exist (sock_diag), where
+    /// the kernel's own report of it never arrived.
+    pub const SOCK_DIAG: u32 = 0x1_0100;
 }
 
 /// The concrete hook's name as records show it.
@@ -324,6 +327,7 @@ pub fn probe_name(probe: u32) -> &'static str {
         user_probe::JVMTI_SOCKET_WRITE => "jvmti:sun.security.ssl.SSLSocketImpl$AppOutputStream.write",
         user_probe::JVMTI_ENGINE_UNWRAP => "jvmti:sun.security.ssl.SSLEngineImpl.unwrap",
         user_probe::JVMTI_ENGINE_WRAP => "jvmti:sun.security.ssl.SSLEngineImpl.wrap",
+        user_probe::SOCK_DIAG => "sock_diag:inet",
         nt_probe::NT_PROBE_SYS_READ => "tracepoint:syscalls:sys_exit_read",
         nt_probe::NT_PROBE_SYS_WRITE => "tracepoint:syscalls:sys_exit_write",
         nt_probe::NT_PROBE_SYS_READV => "tracepoint:syscalls:sys_exit_readv",

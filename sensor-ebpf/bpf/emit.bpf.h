@@ -240,6 +240,28 @@ static __always_inline bool socket_bytes_are_tls(struct conn_state *cs, const st
 	return cs->tls;
 }
 
+#define NT_TCP_CLOSE 7
+
+/*
+ * Whether the call ended on a socket already closed, whose entry its close
+ * took: on loopback a reset can come in while a write is still in the
+ * kernel, so the close was reported before the call's bytes. A new entry
+ * would be a false `midstream` after the close: the bytes are counted
+ * instead (`conn_closed_in_call`), unless they are TLS records, which are
+ * never written anyway.
+ */
+static __always_inline bool closed_in_call(struct sock *sk, const struct inflight *io, long ret, bool plaintext)
+{
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) != NT_TCP_CLOSE)
+		return false;
+	__u64 key = (__u64)sk;
+	if (bpf_map_lookup_elem(&conns, &key))
+		return false;
+	if (plaintext || !starts_tls_record(io))
+		count_drop(NT_DROP_CLOSED_IN_CALL, ret);
+	return true;
+}
+
 /*
  * Emit the payload of one finished call of `ret` bytes on `sk`: reserve its
  * byte range in the connection's direction, then one record per chunk.
@@ -250,6 +272,8 @@ static __always_inline void emit_call(const struct inflight *io, long ret, __u32
 				      bool plaintext)
 {
 	struct sock *sk = (struct sock *)io->sk;
+	if (closed_in_call(sk, io, ret, plaintext))
+		return;
 	struct conn_state *cs = conn_get(sk, io->probe, pid, tid, io->direction, plaintext ? 0 : ret);
 	if (!cs)
 		return;

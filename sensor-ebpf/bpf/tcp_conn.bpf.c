@@ -8,7 +8,6 @@
 #include "emit.bpf.h"
 
 #define NT_EINPROGRESS 115
-#define NT_TCP_CLOSE 7
 #define NT_TCP_LISTEN 10
 
 /* A socket with no entry closed: reported only while entries may have been

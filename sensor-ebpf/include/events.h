@@ -108,8 +108,9 @@ enum nt_drop_reason {
 	NT_DROP_READ_FAULT = 3,        /* user memory could not be read (paged out) */
 	NT_DROP_TLS_NO_SOCKET = 4,     /* TLS plaintext whose socket was never seen */
 	NT_DROP_GO_CONN_NOT_TCP = 5,   /* Go TLS over a net.Conn that is not a *net.TCPConn */
-	NT_DROP_TLS_UNBOUND = 6,       /* rustls plaintext not tied to its connection for sure */
-	NT_DROP_REASON_MAX = 7,
+	NT_DROP_CLOSED_IN_CALL = 6,    /* bytes of a call that ended after its socket's close */
+	NT_DROP_TLS_UNBOUND = 7,       /* rustls plaintext not tied to its connection for sure */
+	NT_DROP_REASON_MAX = 8,
 };
 
 /* One endpoint pair; IPv4 is stored as an IPv4-mapped IPv6 address. */

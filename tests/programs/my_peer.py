@@ -2,11 +2,15 @@
 """Real MySQL clients doing a fixed script against the MariaDB server on
 127.0.0.1:PORT: PyMySQL (text protocol: DDL, an insert, a select, an error)
 and mysql-connector-python's pure-Python prepared cursor (binary protocol:
-COM_STMT_PREPARE/EXECUTE with integer, text, bytes and NULL parameters).
-Writes {pid, pymysql: {local, thread}, connector: {local, thread}} to OUT."""
+COM_STMT_PREPARE/EXECUTE with integer, text, bytes and NULL parameters);
+then a connection that answers the greeting with bytes that are not a
+handshake response. Writes {pid, pymysql: {local}, connector: {local},
+garbage: {local, sent}} to OUT."""
 import json
 import os
+import socket
 import sys
+import time
 
 import mysql.connector
 import pymysql
@@ -39,6 +43,24 @@ rows = cur.fetchall()
 assert [tuple(r) for r in rows] == [(1, "one", bytearray(b"\x00\x01\xff")), (2, "two", None)], rows
 cur.close()
 k.close()
+
+# The server's greeting, then a packet 7 of 4 bytes: no handshake response
+# (the server refuses it and hangs up; the parser gives up, counted).
+g = socket.create_connection(("127.0.0.1", port))
+head = g.recv(4, socket.MSG_WAITALL)
+greeting = g.recv(int.from_bytes(head[:3], "little"), socket.MSG_WAITALL)
+assert greeting[0] == 10, greeting
+garbage = b"\x04\x00\x00\x07junk"
+time.sleep(0.2)
+g.sendall(garbage)
+g.settimeout(5)
+try:
+    while g.recv(1000):
+        pass
+except ConnectionResetError:
+    pass
+info["garbage"] = {"local": "%s:%d" % g.getsockname(), "sent": garbage.hex()}
+g.close()
 
 with open(out, "w") as f:
     json.dump(info, f)

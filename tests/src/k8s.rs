@@ -239,11 +239,25 @@ impl ApiServer {
     /// Creates `objects` in `collection` with one curl per 100 (one
     /// connection each), checking that each was created.
     pub fn create_many(&self, collection: &str, objects: &[Value]) {
-        for chunk in objects.chunks(100) {
+        let requests: Vec<(String, &Value)> = objects.iter().map(|o| (collection.to_string(), o)).collect();
+        self.bulk("POST", "application/json", &requests, "201");
+    }
+
+    /// Sets many pods' status as `pod_running` does, one curl per 100.
+    pub fn pods_running(&self, pods: &[(&Value, String)]) {
+        let patches: Vec<(String, Value)> = pods.iter().map(|(p, id)| Self::running_patch(p, id)).collect();
+        let requests: Vec<(String, &Value)> = patches.iter().map(|(path, v)| (path.clone(), v)).collect();
+        self.bulk("PATCH", "application/merge-patch+json", &requests, "200");
+    }
+
+    /// `method` requests (path, JSON body) with one curl per 100 (one
+    /// connection each), checking that each answered `code`.
+    fn bulk(&self, method: &str, content_type: &str, requests: &[(String, &Value)], code: &str) {
+        for chunk in requests.chunks(100) {
             let dir = tempfile::tempdir().unwrap();
             let mut c = Command::new("curl");
             c.args(["-sS", "--max-time", "120"]);
-            for (i, o) in chunk.iter().enumerate() {
+            for (i, (path, o)) in chunk.iter().enumerate() {
                 let f = dir.path().join(i.to_string());
                 std::fs::write(&f, o.to_string()).unwrap();
                 if i > 0 {
@@ -251,15 +265,23 @@ impl ApiServer {
                 }
                 c.arg("--cacert")
                     .arg(&self.ca)
+                    .args(["-X", method])
                     .args(["-H", &format!("Authorization: Bearer {}", self.token)])
-                    .args(["-H", "Content-Type: application/json", "-o", "/dev/null", "-w", "%{http_code}\n"])
+                    .args([
+                        "-H",
+                        &format!("Content-Type: {content_type}"),
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code}\n",
+                    ])
                     .arg("--data-binary")
                     .arg(format!("@{}", f.display()))
-                    .arg(format!("{}{collection}", self.url));
+                    .arg(format!("{}{path}", self.url));
             }
             let out = c.output().expect("curl is required");
             let codes = String::from_utf8_lossy(&out.stdout);
-            assert_eq!(codes.lines().filter(|l| *l == "201").count(), chunk.len(), "{codes}");
+            assert_eq!(codes.lines().filter(|l| *l == code).count(), chunk.len(), "{codes}");
         }
     }
 
@@ -359,11 +381,17 @@ impl ApiServer {
     /// Sets a pod's status as its kubelet would once container `app` runs
     /// as `runtime://id` (status subresource).
     pub fn pod_running(&self, pod: &Value, container_id: &str) -> Value {
+        let (path, patch) = Self::running_patch(pod, container_id);
+        self.merge_patch(&path, &patch)
+    }
+
+    /// The status subresource's path and the patch `pod_running` sends.
+    fn running_patch(pod: &Value, container_id: &str) -> (String, Value) {
         let (ns, name) =
             (pod["metadata"]["namespace"].as_str().unwrap(), pod["metadata"]["name"].as_str().unwrap());
-        self.merge_patch(
-            &format!("/api/v1/namespaces/{ns}/pods/{name}/status"),
-            &json!({"status": {"phase": "Running", "containerStatuses": [{
+        (
+            format!("/api/v1/namespaces/{ns}/pods/{name}/status"),
+            json!({"status": {"phase": "Running", "containerStatuses": [{
                 "name": "app", "image": "registry.invalid/app:1", "imageID": "", "ready": true, "restartCount": 0,
                 "started": true, "containerID": container_id, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}}),
         )

@@ -50,8 +50,27 @@ impl KafkaBroker {
 
     /// `start`, with a SASL_SSL listener beside the plaintext one.
     pub fn start_with(port: u16, controller_port: u16, secure: Option<&SecureListener>) -> KafkaBroker {
+        Self::start_listeners(port, controller_port, secure, None)
+    }
+
+    /// `start`, with a second plaintext listener on `listen` that tells its
+    /// clients to connect to `advertised` (where a relay forwards to `listen`).
+    pub fn start_relayed(port: u16, controller_port: u16, listen: u16, advertised: u16) -> KafkaBroker {
+        Self::start_listeners(port, controller_port, None, Some((listen, advertised)))
+    }
+
+    fn start_listeners(
+        port: u16,
+        controller_port: u16,
+        secure: Option<&SecureListener>,
+        relayed: Option<(u16, u16)>,
+    ) -> KafkaBroker {
         let dir = tempfile::tempdir().unwrap();
         let (mut listeners, mut advertised) = (String::new(), String::new());
+        if let Some((listen, to)) = relayed {
+            listeners = format!(",RELAYED://127.0.0.1:{listen}");
+            advertised = format!(",RELAYED://127.0.0.1:{to}");
+        }
         let mut secure_config = String::new();
         let mut format_args = Vec::new();
         if let Some(s) = secure {
@@ -59,8 +78,8 @@ impl KafkaBroker {
             let keystore = dir.path().join("keystore.pem");
             let pem = std::fs::read_to_string(&s.key).unwrap() + &std::fs::read_to_string(&s.cert).unwrap();
             std::fs::write(&keystore, pem).unwrap();
-            listeners = format!(",SASL_SSL://127.0.0.1:{}", s.port);
-            advertised = listeners.clone();
+            listeners += &format!(",SASL_SSL://127.0.0.1:{}", s.port);
+            advertised += &format!(",SASL_SSL://127.0.0.1:{}", s.port);
             secure_config = format!(
                 "ssl.keystore.type=PEM\nssl.keystore.location={}\n\
                  sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256\n\
@@ -83,7 +102,7 @@ impl KafkaBroker {
              listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}{listeners}\n\
              advertised.listeners=PLAINTEXT://127.0.0.1:{port}{advertised}\n\
              controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n\
-             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL\n\
+             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,RELAYED:PLAINTEXT\n\
              {secure_config}log.dirs={}\n\
              offsets.topic.replication.factor=1\ntransaction.state.log.replication.factor=1\n\
              transaction.state.log.min.isr=1\nnum.partitions=1\ngroup.initial.rebalance.delay.ms=0\n",

@@ -135,6 +135,10 @@ impl Sensor {
             .arg("--ready-file")
             .arg(&ready)
             .args(args)
+            // The comparison with the sockets that exist runs often in every
+            // test (10 s in use), so a close it wrongly wrote would break the
+            // tests' exact checks of each connection's records.
+            .env("NETTAP_RECONCILE_SECS", "2")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
@@ -374,19 +378,25 @@ pub fn metrics_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-/// Joins a held connection mid-stream: waits until `client` (a
-/// `tests/programs/*_hold.py`, which opened and used its connection) made
-/// `dir/waiting`, starts a sensor capturing `port` exactly, lets the client
-/// go on (`dir/go`), and once it exited successfully stops the sensor.
-pub fn capture_held(client: &mut Child, what: &str, dir: &Path, port: u16) -> Capture {
+/// Joins a held connection mid-stream: runs `tests/programs/<hold>` (a
+/// `*_hold.py`, which opens and uses its connection, makes `dir/waiting`
+/// and waits for `dir/go`) on the venv's Python with `args` and `dir`,
+/// starts a sensor capturing `port` exactly once it waits, lets it go on,
+/// and once it exited successfully stops the sensor. Returns the capture
+/// and what the program wrote to `dir/peer.json`.
+pub fn capture_held(hold: &str, args: &[&str], dir: &Path, port: u16) -> (Capture, Value) {
+    use crate::peers::{program, venv_python, SpawnGuarded};
+    let mut client = Command::new(venv_python()).arg(program(hold)).args(args).arg(dir).spawn_guarded();
     wait_for_file(&dir.join("waiting"), || client.try_wait().unwrap().is_none());
     let port = port.to_string();
     let mut args = vec!["--port", &port];
     args.extend_from_slice(EXACT);
     let sensor = Sensor::start(&args);
     std::fs::write(dir.join("go"), b"").unwrap();
-    assert!(wait_child(client, what).success(), "{what} failed");
-    sensor.stop()
+    assert!(wait_child(&mut client, hold).success(), "{hold} failed");
+    let cap = sensor.stop();
+    let peer = std::fs::read_to_string(dir.join("peer.json")).unwrap();
+    (cap, serde_json::from_str(&peer).unwrap())
 }
 
 /// The sum of the samples on the metrics endpoint at `port` whose line
@@ -434,4 +444,26 @@ pub fn rss_anon_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("RssAnon:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// What the sensor holds of the files under `dir`: descriptors, uprobe
+/// links (a uprobe_multi link's fdinfo names its file) and mappings. Other
+/// programs on the host may come and go with probed files of their own: only
+/// the test's files are counted.
+pub fn held_under(pid: u32, dir: &Path) -> (usize, usize, usize) {
+    let dir = dir.display().to_string();
+    let (mut files, mut links) = (0, 0);
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let target = std::fs::read_link(fd.path()).map(|t| t.display().to_string()).unwrap_or_default();
+        if target.contains(&dir) {
+            files += 1;
+        } else if target == "anon_inode:bpf_link" {
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().display()));
+            links += usize::from(
+                info.unwrap_or_default().lines().any(|l| l.starts_with("path:") && l.contains(&dir)),
+            );
+        }
+    }
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    (files, links, maps.lines().filter(|l| l.contains(&dir)).count())
 }

@@ -240,13 +240,7 @@ fn a_producer_joined_mid_stream_is_parsed_from_its_next_request() {
     let broker = KafkaBroker::start(port, free_port());
     let d = broker.dir.path().to_path_buf();
     let port_s = port.to_string();
-    let mut client = std::process::Command::new(venv_python())
-        .arg(program("kafka_hold.py"))
-        .args([&port_s, "held"])
-        .arg(&d)
-        .spawn_guarded();
-    let cap = capture_held(&mut client, "kafka_hold.py", &d, port);
-    let peer: Value = serde_json::from_str(&std::fs::read_to_string(d.join("peer.json")).unwrap()).unwrap();
+    let (cap, peer) = capture_held("kafka_hold.py", &[&port_s, "held"], &d, port);
     let pid = peer["pid"].as_u64().unwrap() as u32;
     let names = topic_names(&cap);
     // The producer's connections (it opened them all before the sensor started).

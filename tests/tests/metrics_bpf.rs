@@ -31,6 +31,12 @@ fn samples(port: u16) -> Vec<Value> {
     String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
+/// The samples but the ring buffer's, which move with any process's exec
+/// events on the host (a quiet sensor is not a quiet ring on a busy machine).
+fn settled(samples: Vec<Value>) -> Vec<Value> {
+    samples.into_iter().filter(|s| !s["name"].as_str().unwrap().starts_with("nettap_ring_buffer_")).collect()
+}
+
 /// The value of sample `name` with exactly `labels` (0 when absent).
 fn value(samples: &[Value], name: &str, labels: Value) -> u64 {
     samples
@@ -115,11 +121,11 @@ fn metrics_and_health_say_what_the_records_say() {
     // A burst the tiny ring cannot hold: drops.
     Exchange::start(None, "127.0.0.1", None, "127.0.0.1", burst_port, &[1 << 20, 1 << 20], &[]).finish();
     // Quiet: the same numbers twice, a second apart (closes and drops come with the 1 s tick).
-    let mut last = samples(metrics_port);
+    let mut last = settled(samples(metrics_port));
     let start = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(1500));
-        let now = samples(metrics_port);
+        let now = settled(samples(metrics_port));
         if now == last {
             break;
         }
@@ -170,4 +176,114 @@ fn metrics_and_health_say_what_the_records_say() {
     assert_eq!(kernel_probes, attached, "kernel probes attached ({hook} path)");
     let failed = json!({"probe_type": "uprobe", "library": "not-openssl", "reason": "missing_symbol"});
     assert_eq!(value(&snapshot, "nettap_probe_failures_total", failed), 4, "SSL_read/_ex, SSL_write/_ex");
+}
+
+/// Sends SIGCONT when dropped: a failing test leaves no stopped sensor.
+struct Stopped(u32);
+
+impl Stopped {
+    fn stop(pid: u32) -> Stopped {
+        signal(pid, libc::SIGSTOP);
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        signal(self.0, libc::SIGCONT);
+    }
+}
+
+/// A system call, not `kill(1)`: a program started while the sensor is
+/// stopped waits at exec for the sensor's exec gate.
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill has no memory preconditions.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig}): {}", std::io::Error::last_os_error());
+}
+
+/// Drains (of the fill-at-drain histogram) that found more than `ratio` of the ring waiting.
+fn drains_above(samples: &[Value], ratio: &str) -> u64 {
+    value(samples, "nettap_ring_buffer_drain_fill_ratio_count", json!({}))
+        - value(samples, "nettap_ring_buffer_drain_fill_ratio_bucket", json!({"le": ratio}))
+}
+
+/// The ring buffer's fill: a sensor stopped (SIGSTOP) while an exchange of
+/// known size runs cannot read its ring, so it finds the whole exchange
+/// waiting when it goes on (SIGCONT): one drain sees more than half of the
+/// 4 MiB ring full (2 MiB of payload, each byte once sent and once received
+/// on both ends), the reader's byte count grows by at least that much, and
+/// the fill is back near zero once drained. A stopped sensor serves no
+/// scrape, so the rise is read from the drains' histogram, which records the
+/// fill each drain began with.
+#[test]
+fn ring_buffer_fill_rises_while_the_reader_is_stopped_and_drains_after() {
+    const SIDE: usize = 1 << 18;
+    let port = free_port();
+    let port_s = port.to_string();
+    let metrics_port = free_port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let sensor = Sensor::start(&[
+        "--port",
+        &port_s,
+        "--metrics",
+        &metrics,
+        "--ring-buffer-bytes",
+        "4194304",
+        "--max-bytes-per-call",
+        "16777216",
+    ]);
+    // A stop that lands inside a drain (another process's exec event woke
+    // it) lets that drain read the whole exchange without a new look at the
+    // fill: tried again then, a few times at most.
+    let mut found = false;
+    for attempt in 1..=3 {
+        // The client is running before the sensor stops (no exec waits for it).
+        let hold = tempfile::tempdir().unwrap();
+        let go = hold.path().join("go");
+        let exchange = Exchange::server(None, "127.0.0.1", port, &[SIDE, SIDE]).client(
+            None,
+            "127.0.0.1",
+            &["--hold-at", "0", "--hold-file", go.to_str().unwrap()],
+        );
+        wait_for_file(&hold.path().join("go.waiting"), || true);
+        let before = samples(metrics_port);
+        assert_eq!(value(&before, "nettap_ring_buffer_size_bytes", json!({})), 4 << 20);
+        assert!(
+            value(&before, "nettap_ring_buffer_fill_bytes", json!({})) < 64 << 10,
+            "a busy ring before the load"
+        );
+
+        let stopped = Stopped::stop(sensor.pid());
+        std::fs::write(&go, b"").unwrap();
+        exchange.finish();
+        drop(stopped);
+
+        let payload = 4 * 2 * SIDE as u64;
+        let start = Instant::now();
+        let after = loop {
+            let now = samples(metrics_port);
+            let read = value(&now, "nettap_ring_buffer_read_bytes_total", json!({}))
+                - value(&before, "nettap_ring_buffer_read_bytes_total", json!({}));
+            if read >= payload {
+                break now;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "the reader took {read} of {payload} bytes");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert!(
+            value(&after, "nettap_ring_buffer_fill_bytes", json!({})) < 64 << 10,
+            "the ring was not drained"
+        );
+        let full = drains_above(&after, "0.5") - drains_above(&before, "0.5");
+        assert!(full <= 1, "{full} drains found more than half the ring: one exchange fills it once");
+        if full == 1 {
+            found = true;
+            break;
+        }
+        eprintln!("attempt {attempt}: the stop came inside a drain");
+    }
+    assert!(found, "no drain found the stopped time's records: more than half the ring");
+    let cap = sensor.stop();
+    assert_eq!(cap.dropped("ringbuf_full"), (0, 0), "the ring overflowed: the fill says less than the load");
 }

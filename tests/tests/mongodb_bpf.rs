@@ -281,13 +281,7 @@ fn a_connection_joined_mid_stream_is_parsed_from_its_next_request() {
     let (port, zport) = (free_port(), free_port());
     let db = FerretDb::start(port, zport);
     let d = db.dir.path().to_path_buf();
-    let mut client = Command::new(venv_python())
-        .arg(program("mongo_hold.py"))
-        .arg(port.to_string())
-        .arg(&d)
-        .spawn_guarded();
-    let cap = capture_held(&mut client, "mongo_hold.py", &d, port);
-    let peer: Value = serde_json::from_str(&std::fs::read_to_string(d.join("peer.json")).unwrap()).unwrap();
+    let (cap, peer) = capture_held("mongo_hold.py", &[&port.to_string()], &d, port);
     let (pid, local) = (peer["pid"].as_u64().unwrap() as u32, peer["local"].as_str().unwrap());
     // find, count's aggregate and endSessions at close, exactly as the driver saw them.
     let want: Vec<Value> =

@@ -2,7 +2,8 @@
 //! test, run as nobody on loopback) with PyMySQL (text protocol),
 //! mysql-connector-python's prepared cursor (binary protocol) and the
 //! `mariadb` client. Every command appears exactly once at each end with
-//! its exact answer, pid, addresses and role; the password appears nowhere.
+//! its exact answer, pid, addresses and role; the password appears nowhere;
+//! bytes that are no handshake response are a counted drop.
 
 use nettap_e2e::*;
 use serde_json::{json, Value};
@@ -164,7 +165,89 @@ fn pymysql_connector_and_mariadb_client_exchanges_at_both_ends() {
         .iter()
         .all(|r| r["comm"] == "mariadb" && r["conn"]["remote"] == format!("127.0.0.1:{port}")));
 
+    // Bytes that are no handshake response: counted, kept raw, no record
+    // made of them.
+    let garbage = peer["garbage"]["local"].as_str().unwrap();
+    let sent: Vec<u8> = cap
+        .of("data", py_pid)
+        .into_iter()
+        .filter(|r| r["conn"]["local"] == garbage && r["direction"] == "send")
+        .flat_map(payload)
+        .collect();
+    assert_eq!(hex(&sent), peer["garbage"]["sent"].as_str().unwrap());
+    // MariaDB reads the bad packet's head alone and refuses it: at its end
+    // the head is what is counted.
+    assert_eq!(cap.dropped("mysql_parse_error").0, 2, "one per end");
+    assert!(cap.of("mysql", py_pid).iter().all(|r| r["conn"]["local"] != garbage));
+
     let all = cap.records.iter().map(Value::to_string).collect::<String>();
     assert!(!all.contains(PASSWORD), "the password was written");
     assert_eq!(cap.dropped("ringbuf_full"), (0, 0));
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn connections_joined_mid_stream_are_parsed_from_their_next_command() {
+    let port = free_port();
+    let port_s = port.to_string();
+    let server = MariaDbServer::start(port, PASSWORD);
+    let d = server.dir.path().to_path_buf();
+    let (cap, peer) = capture_held("my_hold.py", &[&port_s, PASSWORD], &d, port);
+    let pid = peer["pid"].as_u64().unwrap() as u32;
+
+    // No handshake was seen: user and database are unknown, and whether
+    // result sets end with EOF is learnt from the first one.
+    let select = "SELECT id, name FROM held WHERE id <= ? ORDER BY id";
+    let mut prepared = ex("COM_STMT_PREPARE", select, json!([]), ok(None));
+    prepared["response"]["statement_id"] = json!(1);
+    let mut executed =
+        ex("COM_STMT_EXECUTE", select, json!([2]), rows(&["id", "name"], json!([[1, "one"], [2, "two"]])));
+    executed["request"]["statement_id"] = json!(1);
+    let wants = [
+        (
+            "pymysql",
+            vec![
+                query("SELECT id, name FROM held ORDER BY id", rows(&["id", "name"], json!([["1", "one"]]))),
+                query(
+                    "SELECT * FROM nope",
+                    json!({"status": "error", "columns": [], "rows": [], "rows_truncated": 0, "affected_rows": null,
+                           "error": {"code": 1146, "sqlstate": "42S02", "message": "Table 'shop.nope' doesn't exist"}}),
+                ),
+                query("INSERT INTO held VALUES (2, 'two')", ok(Some(1))),
+            ],
+        ),
+        (
+            "connector",
+            vec![
+                ex("COM_PING", "", json!([]), ok(Some(0))),
+                prepared,
+                ex("COM_STMT_RESET", "", json!([]), ok(Some(0))),
+                executed,
+            ],
+        ),
+    ];
+    for (name, want) in wants {
+        let local = peer[name]["local"].as_str().unwrap();
+        for (who, p, end, role) in
+            [("client", pid, "local", "client"), ("server", server.pid(), "remote", "server")]
+        {
+            let got: Vec<Value> = cap
+                .of("mysql", p)
+                .into_iter()
+                .filter(|r| r["conn"][end] == local)
+                .map(|r| {
+                    assert_eq!(r["conn"]["role"], role, "{r}");
+                    assert_eq!((&r["user"], &r["database"]), (&Value::Null, &Value::Null), "{r}");
+                    json!({"request": r["request"], "response": r["response"]})
+                })
+                .collect();
+            assert_same(&got, &want, &format!("{name} joined mid-stream, at the {who}"));
+        }
+    }
+    assert_eq!(cap.of("conn", pid).iter().filter(|r| r["event"] == "midstream").count(), 2);
+    let all = cap.records.iter().map(Value::to_string).collect::<String>();
+    assert!(!all.contains(PASSWORD), "the password was written");
 }

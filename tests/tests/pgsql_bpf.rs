@@ -22,12 +22,18 @@ fn ex(kind: &str, query: &str, params: Value, response: Value) -> Value {
 /// The opening every client makes here: SSLRequest (refused: no TLS on this
 /// server) and the startup.
 fn opening() -> Vec<Value> {
+    opening_answered("N")
+}
+
+/// SSLRequest answered `answer` (`S`: TLS follows), and the startup.
+fn opening_answered(answer: &str) -> Vec<Value> {
     let mut ssl = ok(None, &[], json!([]));
-    ssl["ssl"] = json!("N");
+    ssl["ssl"] = json!(answer);
     vec![ex("ssl_request", "", json!([]), ssl), ex("startup", "", json!([]), ok(None, &[], json!([])))]
 }
 
-fn psycopg(port: u64, backend: u64) -> Vec<Value> {
+/// pg_peer.py's exchanges, opened with `opening`.
+fn psycopg(port: u64, backend: u64, opening: Vec<Value>) -> Vec<Value> {
     let insert = "INSERT INTO items VALUES ($1, $2, NULL)";
     let prepared = |params: Value| {
         let mut e = ex("execute", insert, params, ok(Some("INSERT 0 1"), &[], json!([])));
@@ -39,7 +45,7 @@ fn psycopg(port: u64, backend: u64) -> Vec<Value> {
     let series: Vec<Value> = (1..=1000).map(|n| json!([n.to_string()])).collect();
     let mut ten_thousand = ok(Some("SELECT 10000"), &["g"], json!(series));
     ten_thousand["rows_truncated"] = json!(9000);
-    let mut v = opening();
+    let mut v = opening;
     v.extend([
         ex(
             "query",
@@ -104,6 +110,27 @@ fn exchanges(cap: &Capture, pid: u32, end: &str, addr: &str, role: &str) -> Vec<
         .collect()
 }
 
+/// Runs pg_peer.py (psycopg, libpq's `sslmode`) against `server` on
+/// `port`: what it wrote.
+fn pg_peer(server: &PgServer, port: &str, sslmode: &str) -> Value {
+    let out = server.dir.path().join("peer.json");
+    let status = Command::new(venv_python())
+        .arg(program("pg_peer.py"))
+        .args([port, PASSWORD])
+        .arg(&out)
+        .arg(sslmode)
+        .status();
+    assert!(status.unwrap().success(), "pg_peer.py (sslmode {sslmode}) failed");
+    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+}
+
+/// The password appears in no record, and the ring buffer lost nothing.
+fn no_password_and_no_loss(cap: &Capture) {
+    let all = cap.records.iter().map(Value::to_string).collect::<String>();
+    assert!(!all.contains(PASSWORD), "the password was written");
+    assert_eq!(cap.dropped("ringbuf_full"), (0, 0));
+}
+
 fn assert_same(got: &[Value], want: &[Value], what: &str) {
     let kinds = |v: &[Value]| -> Vec<String> {
         v.iter().map(|e| format!("{} {}", e["request"]["type"], e["request"]["query"])).collect()
@@ -131,22 +158,14 @@ fn psql_and_psycopg_exchanges_at_both_ends() {
         .spawn_guarded();
     let psql_pid = psql.id();
     assert!(wait_child(&mut psql, "psql").success());
-    let out = server.dir.path().join("peer.json");
-    let status = Command::new(venv_python())
-        .arg(program("pg_peer.py"))
-        .args([&port_s, PASSWORD])
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(status.success(), "pg_peer.py failed");
+    let peer = pg_peer(&server, &port_s, "prefer");
     let cap = sensor.stop();
-    let peer: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
 
     // psycopg: the client's end and the backend's (forked by the postmaster
     // after accept: the records name the backend, which reads and writes).
     let (py_pid, local) = (peer["pid"].as_u64().unwrap() as u32, peer["local"].as_str().unwrap());
     let backend = peer["backend"].as_u64().unwrap();
-    let want = psycopg(local.rsplit(':').next().unwrap().parse().unwrap(), backend);
+    let want = psycopg(local.rsplit(':').next().unwrap().parse().unwrap(), backend, opening());
     assert_same(&exchanges(&cap, py_pid, "local", local, "client"), &want, "psycopg at the client");
     assert_same(&exchanges(&cap, backend as u32, "remote", local, "server"), &want, "psycopg at the server");
     for r in cap.of("pgsql", backend as u32) {
@@ -192,9 +211,7 @@ fn psql_and_psycopg_exchanges_at_both_ends() {
         .collect();
     assert_eq!(sent, [0, 0, 0, 2]);
     assert_eq!(cap.dropped("pgsql_parse_error").0, 2, "one per end");
-    let all = cap.records.iter().map(Value::to_string).collect::<String>();
-    assert!(!all.contains(PASSWORD), "the password was written");
-    assert_eq!(cap.dropped("ringbuf_full"), (0, 0));
+    no_password_and_no_loss(&cap);
 }
 
 #[test]
@@ -254,6 +271,146 @@ fn psql_over_tls_is_captured_as_plaintext_from_openssl() {
             want.iter().map(|(s, t, e)| (s.to_string(), *t, e.clone())).collect();
         assert_eq!(got, want, "psql over TLS at the {who}");
     }
-    let all = cap.records.iter().map(Value::to_string).collect::<String>();
-    assert!(!all.contains(PASSWORD), "the password was written");
+    no_password_and_no_loss(&cap);
+}
+
+/// The pgsql records of `pid` on the connection whose `end` is `addr`, as
+/// (source, tls, exchange), after checking role, user and database.
+fn sourced(cap: &Capture, pid: u32, end: &str, addr: &str, role: &str) -> Vec<(String, bool, Value)> {
+    let records: Vec<&Value> = cap
+        .records
+        .iter()
+        .filter(|r| r["kind"] == "pgsql" && r["pid"] == pid && r["conn"][end] == addr)
+        .collect();
+    let exchanges = exchanges(cap, pid, end, addr, role);
+    records
+        .iter()
+        .zip(exchanges)
+        .map(|(r, e)| (r["source"].as_str().unwrap().to_string(), r["conn"]["tls"].as_bool().unwrap(), e))
+        .collect()
+}
+
+#[test]
+fn psycopg_over_tls_is_captured_as_plaintext_from_openssl_at_both_ends() {
+    let port = free_port();
+    let port_s = port.to_string();
+    let server = PgServer::start_with(port, PASSWORD, true);
+    let mut args = vec!["--port", &port_s];
+    args.extend_from_slice(EXACT);
+    let sensor = Sensor::start(&args);
+    let peer = pg_peer(&server, &port_s, "require");
+    let cap = sensor.stop();
+
+    // psycopg's wheel bundles libpq and an OpenSSL 3 (libssl-<hash>.so.3);
+    // the backend uses Debian's libssl.so.3. The SSLRequest and its `S` are
+    // the socket's plaintext; from the startup on, every byte is OpenSSL's
+    // plaintext, parsed from its own first byte (the startup message).
+    let (py_pid, local) = (peer["pid"].as_u64().unwrap() as u32, peer["local"].as_str().unwrap());
+    let backend = peer["backend"].as_u64().unwrap();
+    let want: Vec<(String, bool, Value)> =
+        psycopg(local.rsplit(':').next().unwrap().parse().unwrap(), backend, opening_answered("S"))
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| if i == 0 { ("kernel".into(), false, e) } else { ("openssl".into(), true, e) })
+            .collect();
+    let kinds = |v: &[(String, bool, Value)]| -> Vec<String> {
+        v.iter().map(|(s, _, e)| format!("{s} {} {}", e["request"]["type"], e["request"]["query"])).collect()
+    };
+    for (who, got) in [
+        ("client", sourced(&cap, py_pid, "local", local, "client")),
+        ("server", sourced(&cap, backend as u32, "remote", local, "server")),
+    ] {
+        assert_eq!(kinds(&got), kinds(&want), "psycopg over TLS at the {who}");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g, w, "psycopg over TLS at the {who}");
+        }
+    }
+    for r in cap.of("pgsql", backend as u32) {
+        assert_eq!(
+            (r["comm"].as_str(), r["conn"]["local"].as_str()),
+            (Some("postgres"), Some(&*format!("127.0.0.1:{port}")))
+        );
+    }
+    // The TLS handshake the socket carried before the plaintext started is
+    // left as `data` (as for every TLS connection); nothing after it is.
+    for (pid, end) in [(py_pid, "local"), (backend as u32, "remote")] {
+        let on_conn = |r: &&Value| r["pid"] == pid && r["conn"][end] == local;
+        let first_plain = cap
+            .records
+            .iter()
+            .filter(on_conn)
+            .filter(|r| r["source"] == "openssl")
+            .map(|r| r["ts_ns"].as_u64().unwrap())
+            .min()
+            .unwrap();
+        let data: Vec<&Value> = cap.records.iter().filter(on_conn).filter(|r| r["kind"] == "data").collect();
+        let client_sends = if end == "local" { "send" } else { "recv" };
+        for r in &data {
+            assert!(r["ts_ns"].as_u64().unwrap() < first_plain, "data after the plaintext started: {r}");
+            assert!(r["seq"].as_u64().unwrap() >= if r["direction"] == client_sends { 8 } else { 1 }, "{r}");
+        }
+        let hello: Vec<u8> = data
+            .iter()
+            .filter(|r| r["direction"] == client_sends && r["seq"] == 8)
+            .flat_map(|r| payload(r))
+            .collect();
+        assert_eq!(
+            hello.get(..2),
+            Some(&[0x16, 3][..]),
+            "the ClientHello follows the SSLRequest at pid {pid}"
+        );
+    }
+    assert_eq!(cap.dropped("pgsql_parse_error"), (0, 0));
+    no_password_and_no_loss(&cap);
+}
+
+#[test]
+fn a_connection_joined_mid_stream_is_parsed_from_its_next_request() {
+    let port = free_port();
+    let port_s = port.to_string();
+    let server = PgServer::start(port, PASSWORD);
+    let d = server.dir.path().to_path_buf();
+    let (cap, peer) = capture_held("pg_hold.py", &[&port_s, PASSWORD], &d, port);
+    let (pid, local) = (peer["pid"].as_u64().unwrap() as u32, peer["local"].as_str().unwrap());
+    let backend = peer["backend"].as_u64().unwrap() as u32;
+
+    // No startup was seen: user and database are unknown; every request
+    // after the join is paired with its own answer.
+    let want = vec![
+        ex(
+            "execute",
+            "SELECT $1::int + 1 AS answer",
+            json!([41]),
+            ok(Some("SELECT 1"), &["answer"], json!([["42"]])),
+        ),
+        ex("query", "SELECT 'after' AS word", json!([]), ok(Some("SELECT 1"), &["word"], json!([["after"]]))),
+        ex(
+            "query",
+            "SELECT * FROM nope",
+            json!([]),
+            json!({"status": "error", "command_tag": null, "columns": [], "rows": [], "rows_truncated": 0,
+                   "error": {"severity": "ERROR", "code": "42P01", "message": "relation \"nope\" does not exist"}}),
+        ),
+    ];
+    for (who, p, end, role) in [("client", pid, "local", "client"), ("server", backend, "remote", "server")] {
+        let got: Vec<Value> = cap
+            .of("pgsql", p)
+            .into_iter()
+            .filter(|r| r["conn"][end] == local)
+            .map(|r| {
+                assert_eq!(r["conn"]["role"], role, "{r}");
+                assert_eq!(
+                    (&r["user"], &r["database"], &r["source"]),
+                    (&Value::Null, &Value::Null, &json!("kernel"))
+                );
+                json!({"request": r["request"], "response": r["response"]})
+            })
+            .collect();
+        assert_same(&got, &want, &format!("joined mid-stream, at the {who}"));
+        assert_eq!(cap.of("conn", p).iter().filter(|r| r["event"] == "midstream").count(), 1, "{who}");
+    }
+    // The Terminate has no answer; nothing else of the connection is data.
+    assert_eq!(cap.of("data", pid), Vec::<&Value>::new());
+    assert_eq!(cap.dropped("pgsql_parse_error"), (0, 0));
+    no_password_and_no_loss(&cap);
 }

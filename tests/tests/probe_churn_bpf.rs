@@ -23,28 +23,6 @@ fn system_lib_dir() -> &'static Path {
         .expect("Debian's libssl.so.3")
 }
 
-/// What the sensor holds of the files under `dir`: descriptors, uprobe
-/// links (a uprobe_multi link's fdinfo names its file) and mappings. Other
-/// programs on the host may come and go with probed files of their own: only
-/// the test's files are counted.
-fn held_in(pid: u32, dir: &Path) -> (usize, usize, usize) {
-    let dir = dir.display().to_string();
-    let (mut files, mut links) = (0, 0);
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
-        let target = std::fs::read_link(fd.path()).map(|t| t.display().to_string()).unwrap_or_default();
-        if target.contains(&dir) {
-            files += 1;
-        } else if target == "anon_inode:bpf_link" {
-            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().display()));
-            links += usize::from(
-                info.unwrap_or_default().lines().any(|l| l.starts_with("path:") && l.contains(&dir)),
-            );
-        }
-    }
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    (files, links, maps.lines().filter(|l| l.contains(&dir)).count())
-}
-
 /// Whether this run's sensor uses uprobe_multi links (whose fdinfo names
 /// their file); `NETTAP_UPROBE_MULTI=0` takes the per-point path.
 fn uprobe_multi_here() -> bool {
@@ -81,7 +59,7 @@ fn libssl_client(sensor: &Sensor, tls: &TlsSetup, dir: &Path, delete_while_runni
             0,
             "a deleted copy still mapped keeps its probes"
         );
-        let (files, links, mappings) = held_in(sensor.pid(), dir);
+        let (files, links, mappings) = held_under(sensor.pid(), dir);
         assert_eq!((files, mappings), (1, 1), "the sensor holds the deleted copy once");
         assert!(links > 0 || !uprobe_multi_here(), "its links are there");
     }
@@ -157,10 +135,10 @@ fn fresh_libssl_copies_and_go_builds_lose_their_probes_when_gone() {
     }
     // The links close on a thread of their own after the release is logged.
     let start = Instant::now();
-    while held_in(sensor.pid(), work.path()) != (0, 0, 0) && start.elapsed() < TIMEOUT {
+    while held_under(sensor.pid(), work.path()) != (0, 0, 0) && start.elapsed() < TIMEOUT {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let after = held_in(sensor.pid(), work.path());
+    let after = held_under(sensor.pid(), work.path());
     let cap = sensor.stop();
     eprintln!("{ROUNDS} rounds in {:.1} s", took.as_secs_f64());
     assert_eq!(after, (0, 0, 0), "(files, links, mappings) of the deleted copies the sensor still holds");

@@ -348,13 +348,7 @@ fn a_connection_joined_mid_stream_is_parsed_from_its_next_command() {
     let port_s = port.to_string();
     let server = RedisServer::start(port, PASSWORD);
     let d = server.dir.path().to_path_buf();
-    let mut client = Command::new(venv_python())
-        .arg(program("redis_hold.py"))
-        .args([&port_s, PASSWORD])
-        .arg(&d)
-        .spawn_guarded();
-    let cap = capture_held(&mut client, "redis_hold.py", &d, port);
-    let peer: Value = serde_json::from_str(&std::fs::read_to_string(d.join("peer.json")).unwrap()).unwrap();
+    let (cap, peer) = capture_held("redis_hold.py", &[&port_s, PASSWORD], &d, port);
     let (pid, local) = (peer["pid"].as_u64().unwrap() as u32, peer["local"].as_str().unwrap());
     let want = vec![
         ex("GET", &[json!("before")], ("bulk_string", json!("the sensor"))),

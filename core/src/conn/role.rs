@@ -27,7 +27,8 @@ impl EphemeralPorts {
         Some(Self::new(it.next()?.ok()?, it.next()?.ok()?))
     }
 
-    fn contains(&self, port: u16) -> bool {
+    /// Whether `port` is in the range.
+    pub fn contains(&self, port: u16) -> bool {
         (self.low..=self.high).contains(&port)
     }
 

@@ -2,6 +2,7 @@
 //! so that close records (which run in no particular process) and midstream
 //! connections (role unknown to the kernel) are labelled right.
 
+use super::reconcile::TrackedSocket;
 use super::role::{EphemeralPorts, RoleGuesser};
 use crate::dns::{DnsMessage, HostTable};
 use crate::events::{ConnChange, ConnEvent, ConnId, Header, Role};
@@ -216,6 +217,13 @@ impl ConnTracker {
             self.aliases.remove(a);
         }
         Some(info)
+    }
+
+    /// The kernel's connections tracked now (not the agents' own ids).
+    pub fn kernel_sockets(&self) -> impl Iterator<Item = TrackedSocket> + '_ {
+        self.conns.iter().filter(|(&id, c)| id != 0 && id < 1 << 63 && c.netns != 0).map(|(&id, c)| {
+            TrackedSocket { id, netns: c.netns, local: c.local, remote: c.remote, pid: c.pid }
+        })
     }
 
     /// Number of connections tracked.

@@ -44,6 +44,11 @@ pub(super) struct Agents {
 }
 
 impl Agents {
+    /// Whether connection `id`'s close is held back for its agent's last plaintext.
+    pub(super) fn close_held(&self, id: u64) -> bool {
+        self.closing.contains_key(&id)
+    }
+
     /// Processes with agent state.
     pub(super) fn processes(&self) -> usize {
         self.comms.len().max(self.late.len())

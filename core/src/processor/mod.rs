@@ -10,7 +10,7 @@ mod tcp_dns;
 mod tests;
 
 use crate::clock::Clock;
-use crate::conn::{ConnInfo, ConnTracker, EphemeralPorts};
+use crate::conn::{ConnInfo, ConnTracker, EphemeralPorts, TrackedSocket};
 use crate::events::{self, Event};
 use crate::host::Host;
 use crate::protocols::exchange::Limits;
@@ -19,7 +19,7 @@ use crate::record::{Body, ConnView, DataKind, DropRecord, Origin, Record};
 use crate::redact::Policy;
 use crate::sink::Sink;
 use crate::stream::{Chunk, ConnSession, SessionOut};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io;
 use std::time::Duration;
 use tracing::warn;
@@ -76,6 +76,10 @@ pub struct Processor {
     agents: agents::Agents,
     /// See `evictions_seen`.
     evictions_seen: u64,
+    /// Kernel ids (and their aliases) of connections `close_gone` closed,
+    /// oldest first: a close the kernel reports for them after all is not
+    /// written twice. Bounded by `RECONCILED_KEPT`.
+    reconciled: (HashSet<u64>, VecDeque<u64>),
     /// Counters.
     pub stats: Stats,
 }
@@ -89,6 +93,9 @@ const REORDER_LIMIT: usize = 4 << 20;
 pub const CONN_TABLE_EVICTED: &str = "conn_table_evicted";
 /// Drop reason: user space forgot a live connection (its table was full).
 pub const CONN_TRACKER_EVICTED: &str = "conn_tracker_evicted";
+/// Ids of reconciled closes remembered (a late kernel close of an older one
+/// is written as a close of an unknown connection).
+const RECONCILED_KEPT: usize = 65_536;
 /// A connection silent for this long has its session closed.
 const IDLE_NS: u64 = 300 * 1_000_000_000;
 
@@ -252,6 +259,7 @@ impl Processor {
             work: ProbeWork::default(),
             agents: Default::default(),
             evictions_seen: 0,
+            reconciled: Default::default(),
             stats: Stats::default(),
         }
     }
@@ -474,6 +482,13 @@ impl Processor {
             }
             _ => c.header.conn.id = self.tracker.resolve(c.header.conn.id),
         }
+        if c.change == events::ConnChange::Close
+            && self.tracker.info(c.header.conn.id).is_none()
+            && self.reconciled.0.remove(&c.header.conn.id)
+        {
+            // Closed already from a listing of the sockets (`close_gone`).
+            return Ok(());
+        }
         let c = &c;
         if self.hold_close(c) {
             // Written with the session's end, once the agents' last chunks are in.
@@ -485,6 +500,60 @@ impl Processor {
             self.close_session(c.header.conn.id, &info, c.header.ts_boot_ns)?;
         }
         self.conn_record(c, &info)
+    }
+
+    /// The kernel connections tracked now, to compare with the sockets that
+    /// exist (`conn::MissingSockets`); not those whose close is held back
+    /// for an agent's last plaintext.
+    pub fn tracked_sockets(&self) -> Vec<TrackedSocket> {
+        self.tracker.kernel_sockets().filter(|t| !self.agents.close_held(t.id)).collect()
+    }
+
+    /// Closes connections whose sockets no longer exist, at `ts_boot_ns`:
+    /// each session's last records, then a close record whose probe says
+    /// how it was found. Ids no longer tracked are skipped; returns how
+    /// many were closed.
+    pub fn close_gone(&mut self, ids: &[u64], ts_boot_ns: u64) -> io::Result<usize> {
+        let mut closed = 0;
+        for &id in ids {
+            let Some(info) = self.tracker.info(id) else { continue };
+            if self.agents.close_held(id) {
+                continue;
+            }
+            let header = events::Header {
+                probe: events::user_probe::SOCK_DIAG,
+                ts_boot_ns,
+                pid: info.pid,
+                tid: 0,
+                comm: info.comm,
+                cgroup: 0,
+                conn: events::ConnId {
+                    id,
+                    local: info.local,
+                    remote: info.remote,
+                    role: info.role,
+                    tls: info.tls,
+                    netns: info.netns,
+                },
+            };
+            for &k in std::iter::once(&id).chain(&info.aliases) {
+                if self.reconciled.0.insert(k) {
+                    self.reconciled.1.push_back(k);
+                }
+            }
+            while self.reconciled.1.len() > RECONCILED_KEPT {
+                if let Some(old) = self.reconciled.1.pop_front() {
+                    self.reconciled.0.remove(&old);
+                }
+            }
+            let ev =
+                events::ConnEvent { header, change: events::ConnChange::Close, send_bytes: 0, recv_bytes: 0 };
+            let info = self.tracker.on_conn(&ev);
+            self.close_session(id, &info, ts_boot_ns)?;
+            self.conn_record(&ev, &info)?;
+            closed += 1;
+        }
+        Ok(closed)
     }
 
     fn conn_record(&mut self, c: &events::ConnEvent, info: &ConnInfo) -> io::Result<()> {

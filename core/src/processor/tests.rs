@@ -743,3 +743,37 @@ fn a_mongodb_command_becomes_a_record_with_named_fields_redacted_and_garbage_a_d
     // The header's 16 bytes are the drop; what follows them is kept raw.
     assert_eq!(data[0]["payload"], "age!");
 }
+
+#[test]
+fn a_close_found_by_listing_sockets_ends_the_exchange_and_a_late_kernel_close_is_not_written_twice() {
+    let (mut p, out) = processor();
+    let mut g = EventGen::default();
+    let c = Conn::client(1, 100, "10.0.0.1:40000", "10.0.0.2:80");
+    let other = Conn::client(2, 100, "10.0.0.1:40001", "10.0.0.2:80");
+    for rec in [
+        g.conn(&c, ConnChange::Open),
+        g.conn(&other, ConnChange::Open),
+        g.plain(&c, Direction::Send, 0, REQ),
+        g.plain(&c, Direction::Recv, 0, RESP),
+    ] {
+        p.handle(&rec).unwrap();
+    }
+    let tracked = p.tracked_sockets();
+    assert_eq!(tracked.len(), 2);
+    assert!(tracked
+        .iter()
+        .any(|t| t.id == 1 && t.pid == 100 && t.local.port() == 40000 && t.netns == c.netns));
+    assert_eq!(p.close_gone(&[1, 7], g.now).unwrap(), 1, "an id not tracked is skipped");
+    assert_eq!(p.tracked_sockets().iter().map(|t| t.id).collect::<Vec<_>>(), [2]);
+    // The kernel's own close after all: not a second close record.
+    p.handle(&g.conn(&c, ConnChange::Close)).unwrap();
+    end(&mut p, g.now);
+    let kinds: Vec<String> = out.records().iter().map(|r| r["kind"].as_str().unwrap().to_string()).collect();
+    assert_eq!(kinds, ["conn", "conn", "http", "conn"]);
+    let close = out.kind("conn").pop().unwrap();
+    assert_eq!(close["event"], "close");
+    assert_eq!(close["probe"], "sock_diag:inet");
+    assert_eq!((close["pid"].as_u64(), close["comm"].as_str()), (Some(100), Some("client")));
+    assert_eq!(close["conn"]["local"], "10.0.0.1:40000");
+    assert_eq!(out.kind("http")[0]["response"]["body"], "hello");
+}

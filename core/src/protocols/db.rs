@@ -167,3 +167,34 @@ impl DbSession {
         }
     }
 }
+
+/// Helpers for the sessions' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{DbExchange, DbOutput, DbSession};
+
+    /// Feeds `steps` (request side?, bytes, cut) to `s`, each in two pieces
+    /// at its cut (the i-th at time i), then closes it: the exchanges and
+    /// how many bytes passed on raw (any other output fails the test).
+    pub(crate) fn feed_cut(mut s: DbSession, steps: &[(bool, &[u8], usize)]) -> (Vec<DbExchange>, usize) {
+        let mut out = Vec::new();
+        for (i, &(side, bytes, cut)) in steps.iter().enumerate() {
+            let c = cut.min(bytes.len());
+            for piece in [&bytes[..c], &bytes[c..]] {
+                if !piece.is_empty() {
+                    s.feed(side, piece, i as u64, &mut out);
+                }
+            }
+        }
+        s.close(u64::MAX, &mut out);
+        let (mut exchanges, mut raw) = (Vec::new(), 0);
+        for o in out {
+            match o {
+                DbOutput::Exchange(e) => exchanges.push(*e),
+                DbOutput::Raw(r) => raw += r.len(),
+                other => panic!("{other:?}"),
+            }
+        }
+        (exchanges, raw)
+    }
+}

@@ -13,8 +13,8 @@ use crate::protocols::exchange::{Exchange, HttpOutput, Limits};
 use crate::protocols::http1::Http1Session;
 use crate::protocols::kafka::{KafkaSession, TopicNames};
 use crate::protocols::mongodb::MongoSession;
-use crate::protocols::mysql::MySession;
-use crate::protocols::pgsql::PgSession;
+use crate::protocols::mysql::{self, MySession};
+use crate::protocols::pgsql::{self, PgSession};
 use crate::protocols::redis::RedisSession;
 use crate::protocols::{classify, http2, Classification, HttpSession};
 
@@ -231,6 +231,12 @@ fn db_midstream(limits: Limits, topics: &TopicNames, c: Chunk<'_>, first: &[u8])
         Classification::Mongodb => {
             Some(Db::new(DbSession::Mongodb(MongoSession::midstream(limits)), c.direction, c.probe))
         }
+        _ if pgsql::resync::request_start(first) => {
+            Some(Db::new(DbSession::Pgsql(PgSession::midstream(limits)), c.direction, c.probe))
+        }
+        _ if mysql::resync::request_start(first) => {
+            Some(Db::new(DbSession::Mysql(MySession::midstream(limits)), c.direction, c.probe))
+        }
         _ => None,
     }
 }
@@ -347,7 +353,7 @@ impl ConnSession {
         first.extend_from_slice(c.payload);
         if self.midstream {
             if let Some(db) = db_midstream(self.limits, &self.kafka_topics, c, &first) {
-                // A Redis command or Kafka request starts here: its direction carries requests.
+                // A request (Redis, Kafka, MongoDB, PostgreSQL) starts here: its direction carries requests.
                 self.proto = Proto::Db(Box::new(db));
                 return true;
             }
@@ -463,7 +469,7 @@ impl ConnSession {
             if let Some(db) =
                 self.midstream.then(|| db_midstream(self.limits, &self.kafka_topics, c, c.payload)).flatten()
             {
-                // Not HTTP after all: a Redis command or Kafka request starts this chunk.
+                // Not HTTP after all: a database or queue request starts this chunk.
                 self.proto = Proto::Db(Box::new(db));
                 return self.route(c, out);
             }
@@ -784,6 +790,39 @@ mod tests {
         assert_eq!(got.data, vec![(Recv, 100, b"old body bytes".to_vec())]);
         assert_eq!(got.exchanges.len(), 1, "the server's view: requests arrive on recv");
         assert_eq!(got.exchanges[0].request.head.target, "/new");
+    }
+
+    #[test]
+    fn postgres_joined_midstream_is_found_at_its_next_query() {
+        use Direction::*;
+        let msg = |kind: u8, body: &[u8]| {
+            let mut m = vec![kind];
+            m.extend(((body.len() + 4) as u32).to_be_bytes());
+            m.extend(body);
+            m
+        };
+        // The tail of an answer to a query sent before the join, then a
+        // query and its answer (one int4 column, one row).
+        let old = [msg(b'C', b"SELECT 5\0"), msg(b'Z', b"I")].concat();
+        let q = msg(b'Q', b"SELECT 1 AS n\0");
+        let answer = [
+            msg(b'T', b"\0\x01n\0\0\0\0\0\0\0\0\0\0\x17\0\x04\xff\xff\xff\xff\0\0"),
+            msg(b'D', b"\0\x01\0\0\0\x011"),
+            msg(b'C', b"SELECT 1\0"),
+            msg(b'Z', b"I"),
+        ]
+        .concat();
+        let mut s = ConnSession::new(true, Some(Send), Limits::default(), 1 << 20);
+        let mut got = Got::default();
+        let at = 1000 + old.len() as u64;
+        feed(&mut s, &[chunk(Recv, 1000, &old), chunk(Send, 300, &q), chunk(Recv, at, &answer)], &mut got);
+        close(&mut s, &mut got);
+        assert_eq!(got.data, vec![(Recv, 1000, old.clone())], "the old answer stays data");
+        assert_eq!(got.db.len(), 1, "{got:?}");
+        let DbExchange::Pgsql(e) = &got.db[0] else { panic!("{:?}", got.db[0]) };
+        assert_eq!((e.request.kind, e.request.query.as_str()), ("query", "SELECT 1 AS n"));
+        let r = e.response.as_ref().unwrap();
+        assert_eq!((r.columns.clone(), r.command_tag.as_deref()), (vec!["n".to_string()], Some("SELECT 1")));
     }
 
     #[test]

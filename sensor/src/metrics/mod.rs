@@ -6,10 +6,12 @@
 
 mod export;
 mod records;
+mod ring;
 mod server;
 
 pub use export::ExportMetrics;
 pub use records::RecordCounter;
+pub use ring::RingMetrics;
 pub use server::serve;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -70,6 +72,8 @@ pub struct Metrics {
     api_subscribers: Gauge,
     /// Exporters' queues and results.
     pub export: ExportMetrics,
+    /// The BPF ring buffer's fill and reads.
+    pub ring: RingMetrics,
     ready: AtomicBool,
     /// Boot-time ns of the capture loop's latest turn (0: not started).
     heartbeat: AtomicU64,
@@ -89,6 +93,7 @@ impl Metrics {
             pods_not_labelled: Counter::default(),
             api_subscribers: Gauge::default(),
             export: ExportMetrics::default(),
+            ring: RingMetrics::default(),
             ready: AtomicBool::new(false),
             heartbeat: AtomicU64::new(0),
             registry: Registry::default(),
@@ -140,6 +145,7 @@ impl Metrics {
             m.api_subscribers.clone(),
         );
         m.export.register(&mut registry);
+        m.ring.register(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -192,6 +198,7 @@ impl Metrics {
     }
 
     fn encode(&self) -> Result<String, std::fmt::Error> {
+        self.ring.refresh();
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)

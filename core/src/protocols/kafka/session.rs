@@ -11,6 +11,7 @@ use super::wire::{Reader, WireError};
 use super::{api_name, flexible, request_start};
 use crate::protocols::db::{DbExchange, DbOutput};
 use crate::protocols::exchange::Limits;
+use crate::protocols::framing::{Frame, Framer, HEAD_KEPT};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -159,111 +160,6 @@ impl TopicNames {
         }
     }
 }
-/// Bytes of a skipped (oversized) frame kept for its header.
-const HEAD_KEPT: usize = 4096;
-
-#[derive(Debug, Default)]
-struct Framer {
-    buf: Vec<u8>,
-    /// Frame size once the 4 size bytes are in.
-    size: Option<u64>,
-    /// Bytes of the frame in progress beyond what `buf` keeps.
-    skipped: u64,
-    start_ts: u64,
-    /// Framing lost: bytes pass on raw until a chunk starts a frame.
-    lost: bool,
-    /// Ranges of `buf` that never came (zeros stand in).
-    holes: Vec<std::ops::Range<usize>>,
-}
-
-/// A whole frame (or its head, when it was larger than the bound).
-struct Frame {
-    data: Vec<u8>,
-    size: u64,
-    cut: bool,
-    /// Ranges of `data` that never came.
-    holes: Vec<std::ops::Range<usize>>,
-    start_ts: u64,
-    end_ts: u64,
-}
-
-impl Framer {
-    fn at_boundary(&self) -> bool {
-        !self.lost && self.buf.is_empty() && self.size.is_none()
-    }
-
-    fn reset(&mut self) {
-        *self = Framer::default();
-    }
-
-    /// Frames `data`; `Err(at)` when a size makes no sense at offset `at`.
-    fn feed(&mut self, mut data: &[u8], ts: u64, max: usize, out: &mut Vec<Frame>) -> Result<(), usize> {
-        let total = data.len();
-        while !data.is_empty() {
-            if self.buf.is_empty() && self.size.is_none() {
-                self.start_ts = ts;
-            }
-            let Some(size) = self.size else {
-                let n = (4 - self.buf.len()).min(data.len());
-                self.buf.extend_from_slice(&data[..n]);
-                data = &data[n..];
-                if self.buf.len() == 4 {
-                    let s = i32::from_be_bytes(self.buf[..4].try_into().expect("4 bytes"));
-                    if s < 0 {
-                        return Err(total - data.len());
-                    }
-                    self.size = Some(s as u64);
-                    self.buf.clear();
-                }
-                continue;
-            };
-            let want = size - self.skipped - self.buf.len() as u64;
-            let n = (want.min(data.len() as u64)) as usize;
-            let keep = n.min((max.max(HEAD_KEPT)).saturating_sub(self.buf.len()));
-            self.buf.extend_from_slice(&data[..keep]);
-            self.skipped += (n - keep) as u64;
-            data = &data[n..];
-            self.complete(ts, out);
-        }
-        Ok(())
-    }
-
-    fn complete(&mut self, ts: u64, out: &mut Vec<Frame>) {
-        if self.size == Some(self.buf.len() as u64 + self.skipped) {
-            out.push(Frame {
-                data: std::mem::take(&mut self.buf),
-                size: self.size.take().expect("a size"),
-                cut: std::mem::take(&mut self.skipped) > 0,
-                holes: std::mem::take(&mut self.holes),
-                start_ts: self.start_ts,
-                end_ts: ts,
-            });
-        }
-    }
-
-    /// `len` bytes never came. Inside a frame's body (a broker's sendfile
-    /// of stored batches) zeros stand in and the frame goes on; elsewhere
-    /// the framing is lost (false).
-    fn fill(&mut self, len: u64, ts: u64, max: usize, out: &mut Vec<Frame>) -> bool {
-        let Some(size) = self.size.filter(|_| !self.lost) else { return false };
-        if self.buf.len() as u64 + self.skipped + len > size {
-            return false;
-        }
-        let at = self.buf.len();
-        let keep = (len.min(max.max(HEAD_KEPT).saturating_sub(at) as u64)) as usize;
-        self.buf.resize(at + keep, 0);
-        self.holes.push(at..at + len as usize);
-        self.skipped += len - keep as u64;
-        self.complete(ts, out);
-        true
-    }
-
-    /// Bytes of the frame in progress.
-    fn in_frame(&self) -> u64 {
-        self.buf.len() as u64 + self.skipped + if self.size.is_some() { 4 } else { 0 }
-    }
-}
-
 /// The state of one Kafka connection.
 #[derive(Debug)]
 pub struct KafkaSession {
@@ -280,6 +176,15 @@ pub struct KafkaSession {
     topics: TopicNames,
 }
 
+/// A Kafka frame's head: the size of what follows (negative sizes make no sense).
+fn frame_size(head: &[u8]) -> Option<u64> {
+    u64::try_from(i32::from_be_bytes(head.try_into().ok()?)).ok()
+}
+
+fn framer() -> Framer {
+    Framer::new(4, frame_size)
+}
+
 impl KafkaSession {
     /// A session within `limits`: frames up to 8 bodies' worth are decoded
     /// (a fetch response carries many values), each key or value keeps a
@@ -287,7 +192,7 @@ impl KafkaSession {
     pub fn new(limits: Limits) -> Self {
         let max_frame = limits.max_body.saturating_mul(8).max(HEAD_KEPT);
         Self {
-            framers: [Framer::default(), Framer::default()],
+            framers: [framer(), framer()],
             pending: VecDeque::new(),
             max_frame,
             set_limits: SetLimits { max_records: 1000, max_value: limits.max_body, max_inflated: max_frame },
@@ -324,21 +229,15 @@ impl KafkaSession {
                 out.push(DbOutput::Raw(0..data.len()));
                 return;
             }
-            self.framers[i].reset();
+            self.framers[i].reset(false);
         }
         if !request_side {
             self.await_request = false;
         }
         let mut frames = Vec::new();
-        let carried = self.framers[i].in_frame();
-        let result = self.framers[i].feed(data, ts, self.max_frame, &mut frames);
+        let lost = self.framers[i].feed_or_lose(data, ts, self.max_frame, "kafka_parse_error", &mut frames);
         self.on_frames(request_side, frames, out);
-        if let Err(at) = result {
-            let earlier = if at <= 4 { carried } else { 0 };
-            out.push(DbOutput::Drop { reason: "kafka_parse_error", bytes: earlier + at.min(4) as u64 });
-            out.push(DbOutput::Raw(at.min(data.len())..data.len()));
-            self.lose(i);
-        }
+        out.extend(lost);
     }
 
     fn on_frames(&mut self, request_side: bool, frames: Vec<Frame>, out: &mut Vec<DbOutput>) {
@@ -364,8 +263,7 @@ impl KafkaSession {
     }
 
     fn lose(&mut self, i: usize) {
-        self.framers[i].reset();
-        self.framers[i].lost = true;
+        self.framers[i].reset(true);
     }
 
     /// `len` bytes of a direction never came. Inside a frame's body the
@@ -403,7 +301,7 @@ impl KafkaSession {
         if std::mem::take(&mut self.sasl_tokens[0]) {
             return Ok(()); // a raw SASL token: never kept
         }
-        let mut r = Reader::with_holes(&f.data, &f.holes);
+        let mut r = Reader::with_holes(&f.body, &f.holes);
         let (api_key, api_version, correlation_id) = (r.i16()?, r.i16()?, r.i32()?);
         if api_name(api_key).is_none() {
             self.lose(0);
@@ -414,7 +312,7 @@ impl KafkaSession {
         r.tags()?;
         let mut undecoded = None;
         let mut body = RequestBody::default();
-        if f.cut {
+        if f.skipped > 0 {
             undecoded = Some("frame over the bound");
         } else {
             match api::request(api_key, api_version, &mut r, self.set_limits) {
@@ -434,7 +332,7 @@ impl KafkaSession {
             client_id,
             body,
             undecoded,
-            size: f.size,
+            size: f.body_len,
             start_ts: f.start_ts,
             end_ts: f.end_ts,
         };
@@ -455,12 +353,12 @@ impl KafkaSession {
         if std::mem::take(&mut self.sasl_tokens[1]) {
             return Ok(()); // the server's raw SASL token
         }
-        let mut r = Reader::with_holes(&f.data, &f.holes);
+        let mut r = Reader::with_holes(&f.body, &f.holes);
         let corr = r.i32()?;
         let Some(at) = self.pending.iter().position(|q| q.correlation_id == corr) else {
             // Nothing asked for this (the request came before a join, or
             // was lost): its bytes are counted.
-            out.push(DbOutput::Drop { reason: "kafka_unpaired_response", bytes: f.size + 4 });
+            out.push(DbOutput::Drop { reason: "kafka_unpaired_response", bytes: f.body_len + 4 });
             return Ok(());
         };
         // Those before it will not be answered (a broker answers in order).
@@ -480,7 +378,7 @@ impl KafkaSession {
         r.flexible = flexible(key, version);
         let mut undecoded = None;
         let mut body = ResponseBody::default();
-        if f.cut {
+        if f.skipped > 0 {
             undecoded = Some("frame over the bound");
         } else {
             match api::response(key, version, &mut r, self.set_limits) {
@@ -498,7 +396,7 @@ impl KafkaSession {
         }
         self.topics.name_topics(body.topics.iter_mut());
         let response =
-            KafkaResponse { body, undecoded, size: f.size, start_ts: f.start_ts, end_ts: f.end_ts };
+            KafkaResponse { body, undecoded, size: f.body_len, start_ts: f.start_ts, end_ts: f.end_ts };
         emit(out, request, Some(response));
         Ok(())
     }

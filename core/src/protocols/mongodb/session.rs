@@ -14,6 +14,7 @@ use super::message::{self, Message, Op, MORE_TO_COME};
 use super::{request_start, Header, HEADER};
 use crate::protocols::db::{DbExchange, DbOutput};
 use crate::protocols::exchange::Limits;
+use crate::protocols::framing::{self, Framer, HEAD_KEPT};
 use std::collections::VecDeque;
 
 /// A request: what it asked, of which database and collection, its times.
@@ -103,8 +104,6 @@ const MAX_PENDING: usize = 1024;
 /// (decoded documents are kept until the reply: drivers rarely pipeline,
 /// but a peer that never answers must not grow the session).
 const MAX_PENDING_MESSAGES: u64 = 4;
-/// Bytes of a message kept beyond the bound, for its head.
-const HEAD_KEPT: usize = 4096;
 
 /// Commands whose payloads are credentials or steps of an auth exchange.
 const AUTH_COMMANDS: &[&str] =
@@ -115,17 +114,15 @@ const AUTH_FIELDS: &[&str] = &["payload", "key", "nonce", "password"];
 /// its answer), and user passwords (createUser, updateUser).
 const SECRET_FIELDS: &[&str] = &["speculativeAuthenticate", "pwd"];
 
-/// One direction's framing.
-#[derive(Debug, Default)]
-struct Framer {
-    head: Vec<u8>,
-    header: Option<Header>,
-    body: Vec<u8>,
-    /// Body bytes beyond what `body` keeps.
-    skipped: u64,
-    start_ts: u64,
-    /// Framing lost: bytes pass on raw until a chunk starts a message.
-    lost: bool,
+/// A message's head: its header, whose length (header included) must be
+/// one a server accepts.
+fn body_len(head: &[u8]) -> Option<u64> {
+    let h = Header::parse(head)?;
+    h.sane_len().then(|| u64::from(h.len) - HEADER as u64)
+}
+
+fn framer() -> Framer {
+    Framer::new(HEADER, body_len)
 }
 
 /// A whole message (or its head, when it was larger than the bound).
@@ -137,65 +134,10 @@ struct Frame {
     end_ts: u64,
 }
 
-impl Framer {
-    fn at_boundary(&self) -> bool {
-        !self.lost && self.head.is_empty() && self.header.is_none()
-    }
-
-    fn reset(&mut self) {
-        *self = Framer::default();
-    }
-
-    /// Bytes of the message in progress.
-    fn in_message(&self) -> u64 {
-        (self.head.len() + self.body.len()) as u64 + self.skipped + if self.header.is_some() { 16 } else { 0 }
-    }
-
-    /// Frames `data`; `Err(at)` when a length makes no sense, its header
-    /// ending at offset `at`.
-    fn feed(&mut self, mut data: &[u8], ts: u64, max: usize, out: &mut Vec<Frame>) -> Result<(), usize> {
-        let total = data.len();
-        while !data.is_empty() {
-            if self.head.is_empty() && self.header.is_none() {
-                self.start_ts = ts;
-            }
-            let Some(h) = self.header else {
-                let n = (HEADER - self.head.len()).min(data.len());
-                self.head.extend_from_slice(&data[..n]);
-                data = &data[n..];
-                if let Some(h) = Header::parse(&self.head) {
-                    if !h.sane_len() {
-                        return Err(total - data.len());
-                    }
-                    self.header = Some(h);
-                    self.head.clear();
-                    self.complete(ts, out);
-                }
-                continue;
-            };
-            let want = u64::from(h.len) - HEADER as u64 - self.skipped - self.body.len() as u64;
-            let n = want.min(data.len() as u64) as usize;
-            let keep = n.min(max.max(HEAD_KEPT).saturating_sub(self.body.len()));
-            self.body.extend_from_slice(&data[..keep]);
-            self.skipped += (n - keep) as u64;
-            data = &data[n..];
-            self.complete(ts, out);
-        }
-        Ok(())
-    }
-
-    fn complete(&mut self, ts: u64, out: &mut Vec<Frame>) {
-        let Some(h) = self.header else { return };
-        if u64::from(h.len) == HEADER as u64 + self.body.len() as u64 + self.skipped {
-            out.push(Frame {
-                header: h,
-                body: std::mem::take(&mut self.body),
-                skipped: std::mem::take(&mut self.skipped),
-                start_ts: self.start_ts,
-                end_ts: ts,
-            });
-            self.header = None;
-        }
+impl From<framing::Frame> for Frame {
+    fn from(f: framing::Frame) -> Self {
+        let header = Header::parse(&f.head).expect("a frame's head is a header");
+        Self { header, body: f.body, skipped: f.skipped, start_ts: f.start_ts, end_ts: f.end_ts }
     }
 }
 
@@ -221,7 +163,7 @@ impl MongoSession {
     /// the head kept.
     pub fn new(limits: Limits) -> Self {
         Self {
-            framers: [Framer::default(), Framer::default()],
+            framers: [framer(), framer()],
             pending: VecDeque::new(),
             pending_bytes: 0,
             max_message: limits.max_body.saturating_mul(4).max(HEAD_KEPT),
@@ -251,28 +193,22 @@ impl MongoSession {
                 out.push(DbOutput::Raw(0..data.len()));
                 return;
             }
-            self.framers[i].reset();
+            self.framers[i].reset(false);
         }
         if !request_side {
             self.await_request = false;
         }
         let mut frames = Vec::new();
-        let carried = self.framers[i].in_message();
-        let result = self.framers[i].feed(data, ts, self.max_message, &mut frames);
+        let lost =
+            self.framers[i].feed_or_lose(data, ts, self.max_message, "mongodb_parse_error", &mut frames);
         for f in frames {
             if request_side {
-                self.on_request(f, out);
+                self.on_request(f.into(), out);
             } else {
-                self.on_reply(f, out);
+                self.on_reply(f.into(), out);
             }
         }
-        if let Err(at) = result {
-            let earlier = if at <= HEADER { carried } else { 0 };
-            let header_here = at.min(HEADER) as u64;
-            out.push(DbOutput::Drop { reason: "mongodb_parse_error", bytes: earlier + header_here });
-            out.push(DbOutput::Raw(at.min(data.len())..data.len()));
-            self.lose(i);
-        }
+        out.extend(lost);
     }
 
     /// Whether `data` starts a message: a sensible request, or a reply to
@@ -288,8 +224,7 @@ impl MongoSession {
     }
 
     fn lose(&mut self, i: usize) {
-        self.framers[i].reset();
-        self.framers[i].lost = true;
+        self.framers[i].reset(true);
     }
 
     /// `len` bytes of a direction never came: its framing is lost until a

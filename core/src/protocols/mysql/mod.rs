@@ -4,6 +4,7 @@
 //! first bytes from the server are a protocol-10 greeting.
 
 pub mod packet;
+pub mod resync;
 pub mod session;
 pub mod values;
 

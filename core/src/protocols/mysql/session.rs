@@ -5,6 +5,7 @@
 //! Compression is not decoded: said (a drop) and the bytes kept raw.
 
 use super::packet::{Framer, Packet, Reader};
+use super::resync;
 use super::values::{binary, error, text, MyError};
 use crate::protocols::db::{Cell, DbExchange, DbOutput};
 use crate::protocols::exchange::Limits;
@@ -85,6 +86,7 @@ impl MyExchange {
 
 const CLIENT_CONNECT_WITH_DB: u32 = 1 << 3;
 const CLIENT_COMPRESS: u32 = 1 << 5;
+const CLIENT_PROTOCOL_41: u32 = 1 << 9;
 const CLIENT_SSL: u32 = 1 << 11;
 const CLIENT_PLUGIN_AUTH_LENENC: u32 = 1 << 21;
 const CLIENT_SECURE_CONNECTION: u32 = 1 << 15;
@@ -159,6 +161,16 @@ pub struct MySession {
     /// The client asked for compression: packets after the handshake are
     /// compressed, which is not decoded.
     compressed_after_auth: bool,
+    /// Whether result sets end with OK instead of EOF (the deprecate-EOF
+    /// capability); `None` joined mid-stream until a result set shows it.
+    deprecate_eof: Option<bool>,
+    /// Joined mid-stream: the server's bytes are not parsed until a
+    /// command waits and a chunk starts an answer.
+    await_answer: bool,
+    /// The bytes just fed show the client's are not MySQL: said once (with
+    /// this many of the client's bytes lost beyond the chunk's direction's),
+    /// then raw.
+    not_mysql: Option<u64>,
 }
 
 fn command_name(c: u8) -> String {
@@ -197,7 +209,21 @@ impl MySession {
             kept_bytes: 0,
             broken: false,
             compressed_after_auth: false,
+            deprecate_eof: None,
+            await_answer: false,
+            not_mysql: None,
         }
+    }
+
+    /// A session joined mid-stream at a chunk that is a command (see
+    /// [`resync::request_start`]): the server's bytes count from the first
+    /// chunk that starts an answer while a command waits; bytes before it
+    /// pass on raw, and commands waiting when a chunk of the server's does
+    /// not start an answer are written unanswered, never paired with what
+    /// may answer an older one. Whether result sets end with EOF is learnt
+    /// from the first one (an EOF after the column definitions).
+    pub fn midstream(limits: Limits) -> Self {
+        Self { phase: Phase::Command, await_answer: true, ..Self::new(limits) }
     }
 
     /// True when both directions are between packets.
@@ -211,13 +237,29 @@ impl MySession {
             out.push(DbOutput::Raw(0..data.len()));
             return;
         }
+        if !client && self.await_answer {
+            if self.pending.is_empty() || !resync::answer_start(data) {
+                self.unanswered(out);
+                out.push(DbOutput::Raw(0..data.len()));
+                return;
+            }
+            self.await_answer = false;
+        }
         let mut packets = Vec::new();
-        self.framers[usize::from(!client)].feed(data, &mut |p| packets.push(p));
+        let framer = &mut self.framers[usize::from(!client)];
+        let carried = framer.in_packet;
+        framer.feed(data, &mut |p| packets.push(p));
         for p in packets {
             if client {
                 self.on_client(p, ts, out);
             } else {
                 self.on_server(p, ts, out);
+            }
+            if let Some(lost) = self.not_mysql.take() {
+                // Bytes from earlier chunks are lost; this one is raw.
+                out.push(DbOutput::Drop { reason: "mysql_parse_error", bytes: carried + lost });
+                out.push(DbOutput::Raw(0..data.len()));
+                return;
             }
             // TLS or compression from the next chunk on: raw.
             if self.broken {
@@ -251,6 +293,11 @@ impl MySession {
 
     fn give_up(&mut self, out: &mut Vec<DbOutput>) {
         self.broken = true;
+        self.unanswered(out);
+    }
+
+    /// Writes the commands that wait, with what they got so far.
+    fn unanswered(&mut self, out: &mut Vec<DbOutput>) {
         while let Some(p) = self.pending.pop_front() {
             let response = p.responded.then_some(p.response);
             self.emit(out, p.request, response);
@@ -298,6 +345,14 @@ impl MySession {
             Phase::Hello => {
                 let mut r = Reader(&body);
                 self.caps = r.uint(4).unwrap_or(0) as u32;
+                // A handshake response is packet 1 of protocol 4.1 (what
+                // every server since 4.1 asks for), 32 fixed bytes at least.
+                if seq != 1 || self.caps & CLIENT_PROTOCOL_41 == 0 || body.len() < 32 {
+                    tracing::debug!("not a MySQL handshake response; the connection's bytes pass on raw");
+                    self.not_mysql = Some(0);
+                    self.give_up(out);
+                    return;
+                }
                 if self.caps & CLIENT_SSL != 0 && body.len() <= 32 {
                     // TLS follows: its plaintext comes from the TLS probes.
                     self.emit(out, request("SSL_REQUEST".into(), String::new()), None);
@@ -322,6 +377,7 @@ impl MySession {
                     self.database = (!db.is_empty()).then_some(db);
                 }
                 self.phase = Phase::Auth;
+                self.deprecate_eof = Some(self.caps & CLIENT_DEPRECATE_EOF != 0);
                 self.push(request("HANDSHAKE".into(), String::new()), false, out);
                 if self.caps & CLIENT_COMPRESS != 0 {
                     out.push(DbOutput::Drop { reason: "mysql_compressed", bytes: 0 });
@@ -390,8 +446,8 @@ impl MySession {
     }
 
     fn on_server(&mut self, p: Packet, ts: u64, out: &mut Vec<DbOutput>) {
-        let body = match p {
-            Packet::Whole(_, body) => body,
+        let (seq, body) = match p {
+            Packet::Whole(seq, body) => (seq, body),
             Packet::Skipped(_, len) => {
                 if let Some(front) = self.pending.front_mut() {
                     if front.reading == Reading::Rows {
@@ -407,6 +463,14 @@ impl MySession {
             Phase::Greeting => {
                 // Protocol 10 greeting: nothing in it names the client.
                 self.phase = Phase::Hello;
+                return;
+            }
+            // The server spoke before a handshake response was whole (MariaDB
+            // refuses a packet out of order after reading its header alone):
+            // the client's bytes held were none.
+            Phase::Hello if self.framers[0].in_packet > 0 => {
+                self.not_mysql = Some(self.framers[0].in_packet);
+                self.give_up(out);
                 return;
             }
             Phase::Hello => return,
@@ -432,14 +496,45 @@ impl MySession {
             }
             Phase::Command => {}
         }
-        let deprecate_eof = self.caps & CLIENT_DEPRECATE_EOF != 0;
+        let first = body.first().copied();
+        // An EOF packet: 0xfe, warnings and status (an OK that ends a
+        // result set under deprecate-EOF has at least 7 bytes).
+        let eof_packet = first == Some(0xfe) && body.len() == 5;
+        if self.deprecate_eof.is_none() {
+            // Joined mid-stream: the packet after a block of definitions
+            // tells whether EOFs end blocks.
+            let after_block = matches!(
+                self.pending.front().map(|f| f.reading),
+                Some(Reading::ColumnsEof | Reading::Prepare { eof: true, .. })
+            );
+            if after_block {
+                self.deprecate_eof = Some(!eof_packet);
+                if !eof_packet {
+                    // No EOF: this packet is already the next part (or,
+                    // after a whole prepare answer, the next answer).
+                    let front = self.pending.front_mut().expect("a front");
+                    front.reading = match front.reading {
+                        Reading::Prepare { params, columns, .. } => {
+                            Reading::Prepare { params, columns, eof: false }
+                        }
+                        _ => Reading::Rows,
+                    };
+                    if front.reading == (Reading::Prepare { params: 0, columns: 0, eof: false }) {
+                        self.finish(out);
+                    }
+                    return self.on_server(Packet::Whole(seq, body), ts, out);
+                }
+            }
+        }
+        // Unknown only before the first block of definitions ended: an
+        // EOF may follow it.
+        let deprecate_eof = self.deprecate_eof == Some(true);
         let Some(front) = self.pending.front_mut() else { return };
         if !front.responded {
             front.response.start_ts = ts;
         }
         front.responded = true;
         front.response.end_ts = ts;
-        let first = body.first().copied();
         let is_eof = first == Some(0xfe) && body.len() < 0xff_ffff && (body.len() < 9 || deprecate_eof);
         match front.reading {
             Reading::First => match first {
@@ -606,10 +701,12 @@ fn binary_row(body: &[u8], types: &[(u8, bool)]) -> Vec<Cell> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::protocols::db::DbSession;
 
-    fn packet(seq: u8, body: &[u8]) -> Vec<u8> {
+    /// A packet: 3-byte length, sequence id, payload.
+    pub(crate) fn packet(seq: u8, body: &[u8]) -> Vec<u8> {
         let mut p = (body.len() as u32).to_le_bytes()[..3].to_vec();
         p.push(seq);
         p.extend(body);
@@ -716,5 +813,139 @@ mod tests {
             assert_eq!(got[4].response.as_ref().unwrap().error.as_ref().map(|e| e.code), Some(1146));
             assert!(!format!("{got:?}").contains("pwd"), "auth data is never kept");
         }
+    }
+
+    /// A session joined mid-stream fed `steps`, each cut at `cut` (the
+    /// first answer's first piece at least a header): the exchanges and the
+    /// bytes passed on raw.
+    fn run_midstream(steps: &[(bool, Vec<u8>)], cut: usize) -> (Vec<MyExchange>, usize) {
+        let mut answered = false;
+        let cuts: Vec<(bool, &[u8], usize)> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, (client, bytes))| {
+                let at = if *client || answered { cut } else { cut.max(4) };
+                answered |= !client && i > 0;
+                (*client, &bytes[..], at)
+            })
+            .collect();
+        let s = DbSession::Mysql(MySession::midstream(Limits::default()));
+        let (got, raw) = crate::protocols::db::testing::feed_cut(s, &cuts);
+        let my = got.into_iter().map(|e| match e {
+            DbExchange::Mysql(m) => m,
+            other => panic!("{other:?}"),
+        });
+        (my.collect(), raw)
+    }
+
+    #[test]
+    fn joined_mid_stream_pairs_from_the_next_command_at_every_split() {
+        // The end of an answer to a command sent before the join, then the
+        // conversation's commands (without deprecate-EOF).
+        let old = [packet(4, &[1, b'9']), packet(5, &eof(2))].concat();
+        let mut steps = vec![(false, old.clone())];
+        steps.extend(conversation().into_iter().skip(3));
+        let longest = steps.iter().map(|(_, b)| b.len()).max().unwrap();
+        for cut in 0..=longest {
+            let (got, raw) = run_midstream(&steps, cut);
+            assert_eq!(raw, old.len(), "cut {cut}");
+            let names: Vec<_> = got.iter().map(|e| e.request.command.as_str()).collect();
+            assert_eq!(
+                names,
+                ["COM_QUERY", "COM_STMT_PREPARE", "COM_STMT_EXECUTE", "COM_QUERY"],
+                "cut {cut}"
+            );
+            assert_eq!((got[0].user.as_deref(), got[0].database.as_deref()), (None, None));
+            let text = got[0].response.as_ref().unwrap();
+            assert_eq!(text.rows, vec![vec![Cell::Text("7".into())], vec![Cell::Null]], "cut {cut}");
+            assert_eq!(got[1].response.as_ref().unwrap().statement_id, Some(5));
+            assert_eq!(
+                (got[2].request.query.as_str(), got[2].request.params.clone()),
+                ("SELECT ?", vec![Cell::Int(42)])
+            );
+            assert_eq!(got[2].response.as_ref().unwrap().rows, vec![vec![Cell::Int(42)]], "cut {cut}");
+            assert_eq!(got[3].response.as_ref().unwrap().error.as_ref().map(|e| e.code), Some(1146));
+        }
+        // With deprecate-EOF: no EOF after the definitions, OKs (0xfe, at
+        // least 7 bytes) end the result sets; an empty one first, then a
+        // prepare whose definitions end the answer.
+        let ok_end = |seq: u8| packet(seq, &[0xfe, 0, 0, 2, 0, 0, 0]);
+        let empty = [packet(1, &[1]), packet(2, &column("a", 3)), ok_end(3)].concat();
+        let rows = [packet(1, &[1]), packet(2, &column("a", 3)), packet(3, &[1, b'7']), ok_end(4)].concat();
+        let prepared =
+            [packet(1, &[0, 6, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]), packet(2, &column("a", 3))].concat();
+        let steps = vec![
+            (true, packet(0, b"\x03SELECT a FROM t WHERE 0")),
+            (false, empty),
+            (true, packet(0, b"\x03SELECT a FROM t")),
+            (false, rows),
+            (true, packet(0, b"\x16SELECT a FROM t")),
+            (false, prepared),
+            (true, packet(0, b"\x0e")),
+            (false, packet(1, &[0, 0, 0, 2, 0, 0, 0])),
+        ];
+        for cut in 0..=40 {
+            let (got, raw) = run_midstream(&steps, cut);
+            assert_eq!(raw, 0);
+            let brief: Vec<_> = got
+                .iter()
+                .map(|e| (e.request.command.as_str(), e.response.as_ref().map(|r| r.rows.len())))
+                .collect();
+            assert_eq!(
+                brief,
+                [
+                    ("COM_QUERY", Some(0)),
+                    ("COM_QUERY", Some(1)),
+                    ("COM_STMT_PREPARE", Some(0)),
+                    ("COM_PING", Some(0))
+                ],
+                "cut {cut}"
+            );
+            assert_eq!(got[0].response.as_ref().unwrap().columns, ["a"]);
+        }
+        // An old answer's tail after the command is never paired with it.
+        let steps = vec![(true, packet(0, b"\x03SELECT 1")), (false, old.clone())];
+        let (got, raw) = run_midstream(&steps, 100);
+        assert_eq!((got.len(), got[0].response.is_none(), raw), (1, true, old.len()));
+    }
+
+    #[test]
+    fn bytes_that_are_no_handshake_response_are_a_counted_drop_then_raw() {
+        let greeting = conversation().remove(0).1;
+        for garbage in [packet(7, b"junk"), packet(1, b"\x05\0\0\0short"), packet(1, &[0; 40])] {
+            let mut s = MySession::new(Limits::default());
+            let mut out = Vec::new();
+            s.feed(false, &greeting, 1, &mut out);
+            // The head in one chunk, the rest in the next.
+            s.feed(true, &garbage[..2], 2, &mut out);
+            s.feed(true, &garbage[2..], 3, &mut out);
+            s.feed(false, &packet(2, b"\xff\x13\x04Bad handshake"), 4, &mut out);
+            s.close(5, &mut out);
+            assert_eq!(
+                out,
+                [
+                    DbOutput::Drop { reason: "mysql_parse_error", bytes: 2 },
+                    DbOutput::Raw(0..garbage.len() - 2),
+                    DbOutput::Raw(0..20),
+                ],
+                "{garbage:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refusal_after_a_head_that_is_no_handshake_response_counts_it() {
+        let greeting = conversation().remove(0).1;
+        let refusal = packet(2, b"\xff\x84\x04#08S01Got packets out of order");
+        let mut s = MySession::new(Limits::default());
+        let mut out = Vec::new();
+        s.feed(false, &greeting, 1, &mut out);
+        s.feed(true, &[4, 0, 0, 7], 2, &mut out);
+        s.feed(false, &refusal, 3, &mut out);
+        s.close(4, &mut out);
+        assert_eq!(
+            out,
+            [DbOutput::Drop { reason: "mysql_parse_error", bytes: 4 }, DbOutput::Raw(0..refusal.len())]
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! nothing else starts with.
 
 pub mod framer;
+pub mod resync;
 pub mod session;
 pub mod values;
 

@@ -6,6 +6,7 @@
 //! do we.
 
 use super::framer::{Frame, Framer};
+use super::resync;
 use super::values::{error_fields, Cell, PgError, Reader};
 use crate::protocols::db::{DbExchange, DbOutput};
 use crate::protocols::exchange::Limits;
@@ -142,6 +143,25 @@ pub struct PgSession {
     max_bytes: usize,
     kept_bytes: usize,
     broken: bool,
+    /// Joined mid-stream: the server's bytes are not parsed until a
+    /// request waits and a chunk starts its answer (before that they may
+    /// answer requests sent before the join, or start inside a message).
+    await_answer: bool,
+}
+
+/// The first message types (besides asynchronous ones) that may answer
+/// an op: a chunk the server writes first after it must start with one.
+fn answer_types(kind: OpKind) -> &'static [u8] {
+    match kind {
+        OpKind::Query => b"TCEIGHW",
+        OpKind::Parse => b"1E",
+        OpKind::Bind => b"2E",
+        OpKind::Describe => b"tTnE",
+        OpKind::Execute => b"DCIsE",
+        OpKind::Close => b"3E",
+        OpKind::Sync => b"ZE",
+        OpKind::Startup | OpKind::Ssl => b"",
+    }
 }
 
 impl PgSession {
@@ -159,7 +179,21 @@ impl PgSession {
             max_bytes: limits.max_body,
             kept_bytes: 0,
             broken: false,
+            await_answer: false,
         }
+    }
+
+    /// A session joined mid-stream at a chunk that starts a request (see
+    /// [`resync::request_start`]): every message is typed, and the
+    /// server's bytes count from the first chunk that starts the answer to
+    /// a request seen. Bytes before that pass on raw; requests waiting when
+    /// a chunk of the server's does not start their answer are written
+    /// unanswered, never paired with what may be an older answer.
+    pub fn midstream(limits: Limits) -> Self {
+        let mut s = Self::new(limits);
+        s.framers[0] = Framer::new(true, limits.max_body + limits.max_head);
+        s.await_answer = true;
+        s
     }
 
     /// Feeds bytes of the client (`true`) or server direction.
@@ -167,6 +201,15 @@ impl PgSession {
         if self.broken {
             out.push(DbOutput::Raw(0..data.len()));
             return;
+        }
+        if !frontend && self.await_answer {
+            let starts = self.ops.front().is_some_and(|o| resync::answer_start(data, answer_types(o.kind)));
+            if !starts {
+                self.unanswered(out);
+                out.push(DbOutput::Raw(0..data.len()));
+                return;
+            }
+            self.await_answer = false;
         }
         let mut frames = Vec::new();
         let framer = &mut self.framers[usize::from(!frontend)];
@@ -221,6 +264,11 @@ impl PgSession {
 
     fn give_up(&mut self, out: &mut Vec<DbOutput>) {
         self.broken = true;
+        self.unanswered(out);
+    }
+
+    /// Writes the requests that wait, with what they got so far.
+    fn unanswered(&mut self, out: &mut Vec<DbOutput>) {
         while let Some(op) = self.ops.pop_front() {
             if let Some((request, response)) = op.exchange {
                 let response = op.responded.then_some(response);
@@ -546,10 +594,12 @@ fn row_description(body: &[u8]) -> (Vec<String>, Vec<(u32, i16)>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::protocols::db::DbSession;
 
-    fn msg(kind: u8, body: &[u8]) -> Vec<u8> {
+    /// A typed message: type, length, body.
+    pub(crate) fn msg(kind: u8, body: &[u8]) -> Vec<u8> {
         let mut m = vec![kind];
         m.extend(((body.len() + 4) as u32).to_be_bytes());
         m.extend(body);
@@ -710,5 +760,92 @@ mod tests {
             matches!(&out[0], DbOutput::Exchange(e) if matches!(&**e, DbExchange::Pgsql(p) if p.response.as_ref().unwrap().ssl == Some('S')))
         );
         assert_eq!(out[1..], [DbOutput::Raw(0..3)], "TLS bytes after the yes pass on raw");
+    }
+
+    /// A session joined mid-stream fed `steps` (client side?, bytes, cut):
+    /// the exchanges and the bytes passed on raw.
+    fn run_midstream(steps: &[(bool, &[u8], usize)]) -> (Vec<PgExchange>, usize) {
+        let s = DbSession::Pgsql(PgSession::midstream(Limits::default()));
+        let (got, raw) = crate::protocols::db::testing::feed_cut(s, steps);
+        let pg = got.into_iter().map(|e| match e {
+            DbExchange::Pgsql(p) => p,
+            other => panic!("{other:?}"),
+        });
+        (pg.collect(), raw)
+    }
+
+    #[test]
+    fn joined_mid_stream_pairs_from_the_next_request_at_every_split() {
+        // The tail of an answer to a request sent before the join.
+        let mut old = data_row(&[Some("9")]);
+        old.extend(msg(b'C', b"SELECT 2\0"));
+        old.extend(ready());
+        let q = msg(b'Q', b"SELECT a\0");
+        let mut answer = row_description(&["a"]);
+        answer.extend(data_row(&[Some("1")]));
+        answer.extend(msg(b'C', b"SELECT 1\0"));
+        answer.extend(ready());
+        // An unnamed extended-protocol unit with one text parameter.
+        let mut batch = msg(b'P', b"\0SELECT $1::int\0\0\x01\0\0\0\x17");
+        batch.extend(msg(b'B', b"\0\0\0\0\0\x01\0\0\0\x017\0\0"));
+        batch.extend(msg(b'D', b"P\0"));
+        batch.extend(msg(b'E', b"\0\0\0\0\0"));
+        batch.extend(msg(b'S', b""));
+        let mut answer2 = msg(b'1', b"");
+        answer2.extend(msg(b'2', b""));
+        answer2.extend(row_description(&["int4"]));
+        answer2.extend(data_row(&[Some("7")]));
+        answer2.extend(msg(b'C', b"SELECT 1\0"));
+        answer2.extend(ready());
+        let longest = [&old, &answer, &batch, &answer2].iter().map(|b| b.len()).max().unwrap();
+        for cut in 0..=longest {
+            // The first answer's first chunk must show a message header.
+            let first = cut.clamp(5, answer.len());
+            let steps = [
+                (false, &old[..], cut),
+                (true, &q[..], q.len()),
+                (false, &answer[..], first),
+                (true, &batch[..], cut),
+                (false, &answer2[..], cut),
+            ];
+            let (got, raw) = run_midstream(&steps);
+            assert_eq!(raw, old.len(), "only the old answer is raw, cut {cut}");
+            let brief: Vec<_> = got
+                .iter()
+                .map(|e| {
+                    let r = e.response.as_ref().expect("answered");
+                    (e.request.kind, e.request.query.as_str(), r.rows.clone(), r.command_tag.clone())
+                })
+                .collect();
+            let row = |v: &str| vec![vec![Cell::Text(v.into())]];
+            assert_eq!(
+                brief,
+                [
+                    ("query", "SELECT a", row("1"), Some("SELECT 1".into())),
+                    ("execute", "SELECT $1::int", row("7"), Some("SELECT 1".into())),
+                ],
+                "cut {cut}"
+            );
+            assert_eq!(got[1].request.params, vec![Cell::Text("7".into())]);
+            assert_eq!((got[0].user.as_deref(), got[0].database.as_deref()), (None, None));
+        }
+        // A server chunk too short to show a header, or one that does not
+        // start the answer to what waits (here: the old tail after the
+        // request), is never paired with it: the request goes unanswered
+        // and the server's bytes stay raw until the next request's answer.
+        for first in [1, 4] {
+            let steps = [
+                (true, &q[..], q.len()),
+                (false, &answer[..], first),
+                (true, &batch[..], batch.len()),
+                (false, &answer2[..], answer2.len()),
+            ];
+            let (got, raw) = run_midstream(&steps);
+            assert_eq!(raw, answer.len(), "first piece {first}");
+            assert!(got[0].response.is_none());
+            assert_eq!(got[1].response.as_ref().unwrap().rows, vec![vec![Cell::Text("7".into())]]);
+        }
+        let (got, raw) = run_midstream(&[(true, &q[..], q.len()), (false, &old[..], old.len())]);
+        assert_eq!((got.len(), got[0].response.is_none(), raw), (1, true, old.len()));
     }
 }

@@ -44,25 +44,23 @@ pub enum Compression {
 }
 
 impl Compression {
-    fn parse(s: &str) -> Result<Self, ConfigError> {
+    fn parse(s: &str) -> Option<Self> {
         match s.trim() {
-            "none" => Ok(Compression::None),
-            "gzip" => Ok(Compression::Gzip),
-            other => Err(ConfigError::Compression(other.to_string())),
+            "none" => Some(Compression::None),
+            "gzip" => Some(Compression::Gzip),
+            _ => None,
         }
     }
 }
 
-/// What the exporter needs.
+/// How one signal (spans or log records) is sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OtlpConfig {
+pub struct SignalConfig {
     /// gRPC or HTTP.
     pub protocol: Protocol,
-    /// Spans go here (gRPC: the collector's URL; HTTP: the full URL).
-    pub traces_endpoint: String,
-    /// Log records go here.
-    pub logs_endpoint: String,
-    /// Sent with every request (`OTEL_EXPORTER_OTLP_HEADERS`, values URL-decoded).
+    /// Where (gRPC: the collector's URL; HTTP: the full URL).
+    pub endpoint: String,
+    /// Sent with every request (`…_HEADERS`, values URL-decoded).
     pub headers: Vec<(String, String)>,
     /// CA certificate (PEM) for the collector's certificate; else the system's roots.
     pub certificate: Option<PathBuf>,
@@ -72,11 +70,20 @@ pub struct OtlpConfig {
     pub timeout: Duration,
     /// Request body compression.
     pub compression: Compression,
+}
+
+/// What the exporter needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpConfig {
+    /// Spans.
+    pub traces: SignalConfig,
+    /// Log records.
+    pub logs: SignalConfig,
     /// Memory the queue of records waiting for export may hold.
     pub queue_bytes: usize,
 }
 
-/// A setting that cannot be used.
+/// A setting that cannot be used (each names the variable it came from).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// Not `grpc` or `http/protobuf`.
@@ -86,16 +93,16 @@ pub enum ConfigError {
     #[error("OTLP endpoint {0:?} is not an http:// or https:// URL")]
     Endpoint(String),
     /// Not `name=value[,name=value…]`.
-    #[error("OTEL_EXPORTER_OTLP_HEADERS: {0:?} is not name=value")]
-    Header(String),
+    #[error("{0}: {1:?} is not name=value")]
+    Header(String, String),
     /// Not milliseconds.
-    #[error("OTEL_EXPORTER_OTLP_TIMEOUT: {0:?} is not a number of milliseconds")]
-    Timeout(String),
+    #[error("{0}: {1:?} is not a number of milliseconds")]
+    Timeout(String, String),
     /// Not `gzip` or `none`.
-    #[error("OTEL_EXPORTER_OTLP_COMPRESSION: {0:?} is not supported (gzip or none)")]
-    Compression(String),
+    #[error("{0}: {1:?} is not supported (gzip or none)")]
+    Compression(String, String),
     /// Only one of the client certificate and its key.
-    #[error("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY go together")]
+    #[error("OTEL_EXPORTER_OTLP_[SIGNAL_]CLIENT_CERTIFICATE and …CLIENT_KEY go together")]
     HalfIdentity,
 }
 
@@ -107,6 +114,14 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 impl OtlpConfig {
     /// The configuration from the flags and `env` (the variables), or
     /// `None` when neither names an endpoint (no export).
+    ///
+    /// As the OpenTelemetry exporter specification says, each setting of a
+    /// signal is its own variable (`OTEL_EXPORTER_OTLP_TRACES_*`,
+    /// `OTEL_EXPORTER_OTLP_LOGS_*`) if set, else the general one
+    /// (`OTEL_EXPORTER_OTLP_*`), else the default; a signal's own endpoint
+    /// is used as given, the general one gets `/v1/traces` or `/v1/logs`
+    /// for HTTP. `--otlp-endpoint` and `--otlp-protocol` stand in for the
+    /// general variables; a signal's own variable still wins over them.
     pub fn from_env(
         endpoint_flag: Option<&str>,
         protocol_flag: Option<&str>,
@@ -115,72 +130,86 @@ impl OtlpConfig {
     ) -> Result<Option<Self>, ConfigError> {
         let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
         let base = endpoint_flag.map(str::to_string).or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"));
-        let traces = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
-        let logs = var("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT");
-        if base.is_none() && traces.is_none() && logs.is_none() {
+        let named =
+            ["TRACES", "LOGS"].iter().any(|s| var(&format!("OTEL_EXPORTER_OTLP_{s}_ENDPOINT")).is_some());
+        if base.is_none() && !named {
             return Ok(None);
         }
-        // The specification's default is http/protobuf.
-        let protocol = match protocol_flag.map(str::to_string).or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"))
-        {
-            Some(p) => Protocol::parse(&p)?,
-            None => Protocol::HttpProtobuf,
+        let general = |key: &str, flag: Option<&str>| {
+            flag.map(|v| (format!("--otlp-{}", key.to_ascii_lowercase()), v.to_string())).or_else(|| {
+                let name = format!("OTEL_EXPORTER_OTLP_{key}");
+                var(&name).map(|v| (name, v))
+            })
         };
-        let base = base.unwrap_or_else(|| match protocol {
-            Protocol::Grpc => "http://localhost:4317".into(),
-            Protocol::HttpProtobuf => "http://localhost:4318".into(),
-        });
-        let signal = |own: Option<String>, path: &str| -> Result<String, ConfigError> {
-            let url = match (own, protocol) {
-                (Some(url), _) => url,
-                (None, Protocol::Grpc) => base.clone(),
-                (None, Protocol::HttpProtobuf) => format!("{}/{path}", base.trim_end_matches('/')),
+        let signal = |sig: &str, path: &str| -> Result<SignalConfig, ConfigError> {
+            // (variable name, value): the signal's own, else the general one.
+            let setting = |key: &str, flag: Option<&str>| {
+                let own = format!("OTEL_EXPORTER_OTLP_{sig}_{key}");
+                var(&own).map(|v| (own, v)).or_else(|| general(key, flag))
             };
-            if url.starts_with("http://") || url.starts_with("https://") {
-                Ok(url)
-            } else {
-                Err(ConfigError::Endpoint(url))
+            // The specification's default is http/protobuf.
+            let protocol = match setting("PROTOCOL", protocol_flag) {
+                Some((_, p)) => Protocol::parse(&p)?,
+                None => Protocol::HttpProtobuf,
+            };
+            let own_endpoint = var(&format!("OTEL_EXPORTER_OTLP_{sig}_ENDPOINT"));
+            let endpoint = match (own_endpoint, protocol) {
+                (Some(url), _) => url,
+                (None, Protocol::Grpc) => base.clone().unwrap_or_else(|| "http://localhost:4317".into()),
+                (None, Protocol::HttpProtobuf) => {
+                    let base = base.clone().unwrap_or_else(|| "http://localhost:4318".into());
+                    format!("{}/{path}", base.trim_end_matches('/'))
+                }
+            };
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(ConfigError::Endpoint(endpoint));
             }
-        };
-        let identity =
-            match (var("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"), var("OTEL_EXPORTER_OTLP_CLIENT_KEY")) {
-                (Some(c), Some(k)) => Some((c.into(), k.into())),
+            let client_identity = match (setting("CLIENT_CERTIFICATE", None), setting("CLIENT_KEY", None)) {
+                (Some((_, c)), Some((_, k))) => Some((c.into(), k.into())),
                 (None, None) => None,
                 _ => return Err(ConfigError::HalfIdentity),
             };
-        let timeout = match var("OTEL_EXPORTER_OTLP_TIMEOUT") {
-            Some(t) => Duration::from_millis(t.trim().parse().map_err(|_| ConfigError::Timeout(t))?),
-            None => DEFAULT_TIMEOUT,
+            let timeout = match setting("TIMEOUT", None) {
+                Some((name, t)) => {
+                    Duration::from_millis(t.trim().parse().map_err(|_| ConfigError::Timeout(name, t))?)
+                }
+                None => DEFAULT_TIMEOUT,
+            };
+            let headers = match setting("HEADERS", None) {
+                Some((name, h)) => parse_headers(&name, &h)?,
+                None => Vec::new(),
+            };
+            let compression = match setting("COMPRESSION", None) {
+                Some((name, c)) => Compression::parse(&c).ok_or(ConfigError::Compression(name, c))?,
+                None => Compression::None,
+            };
+            Ok(SignalConfig {
+                protocol,
+                endpoint,
+                headers,
+                certificate: setting("CERTIFICATE", None).map(|(_, c)| PathBuf::from(c)),
+                client_identity,
+                timeout,
+                compression,
+            })
         };
         Ok(Some(OtlpConfig {
-            protocol,
-            traces_endpoint: signal(traces, "v1/traces")?,
-            logs_endpoint: signal(logs, "v1/logs")?,
-            headers: var("OTEL_EXPORTER_OTLP_HEADERS")
-                .map(|h| parse_headers(&h))
-                .transpose()?
-                .unwrap_or_default(),
-            certificate: var("OTEL_EXPORTER_OTLP_CERTIFICATE").map(PathBuf::from),
-            client_identity: identity,
-            timeout,
-            compression: var("OTEL_EXPORTER_OTLP_COMPRESSION")
-                .map(|c| Compression::parse(&c))
-                .transpose()?
-                .unwrap_or_default(),
+            traces: signal("TRACES", "v1/traces")?,
+            logs: signal("LOGS", "v1/logs")?,
             queue_bytes: queue_bytes.unwrap_or(DEFAULT_QUEUE_BYTES),
         }))
     }
 }
 
 /// `name=value,name2=value2` (W3C Baggage-like, values percent-encoded).
-fn parse_headers(s: &str) -> Result<Vec<(String, String)>, ConfigError> {
+fn parse_headers(var: &str, s: &str) -> Result<Vec<(String, String)>, ConfigError> {
     s.split(',')
         .filter(|p| !p.trim().is_empty())
         .map(|pair| match pair.split_once('=') {
             Some((k, v)) if !k.trim().is_empty() => {
                 Ok((k.trim().to_ascii_lowercase(), percent_decode(v.trim())))
             }
-            _ => Err(ConfigError::Header(pair.to_string())),
+            _ => Err(ConfigError::Header(var.to_string(), pair.to_string())),
         })
         .collect()
 }
@@ -224,10 +253,10 @@ mod tests {
     #[test]
     fn http_adds_the_signal_paths_and_grpc_does_not() {
         let c = cfg(Some("http://c:4318/"), &[]).unwrap().unwrap();
-        assert_eq!(c.protocol, Protocol::HttpProtobuf);
-        assert_eq!(c.traces_endpoint, "http://c:4318/v1/traces");
-        assert_eq!(c.logs_endpoint, "http://c:4318/v1/logs");
-        assert_eq!(c.timeout, Duration::from_secs(10));
+        assert_eq!(c.traces.protocol, Protocol::HttpProtobuf);
+        assert_eq!(c.traces.endpoint, "http://c:4318/v1/traces");
+        assert_eq!(c.logs.endpoint, "http://c:4318/v1/logs");
+        assert_eq!(c.traces.timeout, Duration::from_secs(10));
         let c = cfg(
             None,
             &[
@@ -240,20 +269,66 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(
-            (c.traces_endpoint.as_str(), c.logs_endpoint.as_str()),
+            (c.traces.endpoint.as_str(), c.logs.endpoint.as_str()),
             ("https://c:4317", "https://logs:4317")
         );
-        assert_eq!(c.timeout, Duration::from_millis(2500));
-        assert_eq!(c.compression, Compression::None);
+        assert_eq!(
+            (c.traces.timeout, c.logs.timeout),
+            (Duration::from_millis(2500), Duration::from_millis(2500))
+        );
+        assert_eq!(c.traces.compression, Compression::None);
         let c = cfg(Some("http://c"), &[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")]).unwrap().unwrap();
-        assert_eq!(c.compression, Compression::Gzip);
+        assert_eq!((c.traces.compression, c.logs.compression), (Compression::Gzip, Compression::Gzip));
     }
 
     #[test]
     fn the_flag_wins_over_the_variable() {
         let c =
             cfg(Some("http://flag:1"), &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:2")]).unwrap().unwrap();
-        assert_eq!(c.traces_endpoint, "http://flag:1/v1/traces");
+        assert_eq!(c.traces.endpoint, "http://flag:1/v1/traces");
+    }
+
+    /// The specification: a signal's own variable, else the general one, else the default.
+    #[test]
+    fn a_signals_own_variable_wins_over_the_general_one() {
+        let c = cfg(
+            Some("http://c:4318"),
+            &[
+                ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+                ("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "none"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "tenant=all"),
+                ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "tenant=spans,x=1"),
+                ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "700"),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/all.pem"),
+                ("OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE", "/logs.pem"),
+                ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "grpc"),
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:9/spans"),
+            ],
+        )
+        .unwrap()
+        .unwrap();
+        let (t, l) = (&c.traces, &c.logs);
+        assert_eq!((t.compression, l.compression), (Compression::Gzip, Compression::None));
+        assert_eq!(t.headers, vec![("tenant".into(), "spans".into()), ("x".into(), "1".into())]);
+        assert_eq!(l.headers, vec![("tenant".into(), "all".into())]);
+        assert_eq!((t.timeout, l.timeout), (Duration::from_millis(700), Duration::from_secs(10)));
+        assert_eq!(t.certificate.as_deref(), Some(std::path::Path::new("/all.pem")));
+        assert_eq!(l.certificate.as_deref(), Some(std::path::Path::new("/logs.pem")));
+        // The signal's own endpoint as given; logs over gRPC take the general endpoint as it is.
+        assert_eq!((t.protocol, t.endpoint.as_str()), (Protocol::HttpProtobuf, "http://t:9/spans"));
+        assert_eq!((l.protocol, l.endpoint.as_str()), (Protocol::Grpc, "http://c:4318"));
+        // A signal's own endpoint alone turns export on; the other signal gets the default.
+        let c = cfg(None, &[("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://l:1/logs")]).unwrap().unwrap();
+        assert_eq!(
+            (c.traces.endpoint.as_str(), c.logs.endpoint.as_str()),
+            ("http://localhost:4318/v1/traces", "http://l:1/logs")
+        );
+        // Errors name the variable they came from.
+        let e = cfg(Some("http://c"), &[("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "zstd")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION: \"zstd\" is not supported (gzip or none)"
+        );
     }
 
     #[test]
@@ -261,10 +336,10 @@ mod tests {
         let c = cfg(Some("http://c"), &[("OTEL_EXPORTER_OTLP_HEADERS", "Api-Key=a%20b%3D,x-tenant=t1")])
             .unwrap()
             .unwrap();
-        assert_eq!(c.headers, vec![("api-key".into(), "a b=".into()), ("x-tenant".into(), "t1".into())]);
+        assert_eq!(c.logs.headers, vec![("api-key".into(), "a b=".into()), ("x-tenant".into(), "t1".into())]);
         assert!(matches!(
             cfg(Some("http://c"), &[("OTEL_EXPORTER_OTLP_HEADERS", "novalue")]),
-            Err(ConfigError::Header(_))
+            Err(ConfigError::Header(..))
         ));
     }
 
@@ -277,7 +352,7 @@ mod tests {
         assert!(matches!(cfg(Some("c:4317"), &[]), Err(ConfigError::Endpoint(_))));
         assert!(matches!(
             cfg(Some("http://c"), &[("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")]),
-            Err(ConfigError::Compression(_))
+            Err(ConfigError::Compression(..))
         ));
         assert!(matches!(
             cfg(Some("http://c"), &[("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem")]),

@@ -35,18 +35,20 @@ pub(super) fn spawn(
         .enable_all()
         .build()
         .map_err(|e| SetupError::Invalid(e.to_string()))?;
-    let transport = {
+    let (traces, logs) = {
         let _in_runtime = rt.enter();
-        Transport::new(&config)?
+        (Transport::new(&config.traces)?, Transport::new(&config.logs)?)
     };
     info!(
-        protocol = config.protocol.as_str(),
-        traces = %config.traces_endpoint,
-        logs = %config.logs_endpoint,
+        traces = %config.traces.endpoint,
+        traces_protocol = config.traces.protocol.as_str(),
+        logs = %config.logs.endpoint,
+        logs_protocol = config.logs.protocol.as_str(),
         queue_bytes = config.queue_bytes,
         "OTLP export on"
     );
-    let mut e = Exporter { transport, queue, failed, timeout: config.timeout, stop_by: None, failing: false };
+    let timeout = config.traces.timeout.max(config.logs.timeout);
+    let mut e = Exporter { traces, logs, queue, failed, timeout, stop_by: None, failing: false };
     std::thread::Builder::new()
         .name("otlp-export".into())
         .spawn(move || rt.block_on(e.run()))
@@ -54,10 +56,14 @@ pub(super) fn spawn(
 }
 
 struct Exporter {
-    transport: Transport,
+    /// Spans' connection.
+    traces: Transport,
+    /// Log records' connection.
+    logs: Transport,
     queue: Arc<Queue<Item>>,
     /// Batches the collector refused, or still failing at shutdown (`export_failed`).
     failed: Shed,
+    /// The longer of the two signals' timeouts: how long retries go on at shutdown.
     timeout: Duration,
     /// Set once the queue is closed: retries end then.
     stop_by: Option<Instant>,
@@ -127,7 +133,11 @@ impl Exporter {
         let m = &crate::metrics::global().export;
         let mut backoff = FIRST_BACKOFF;
         loop {
-            match attempt(&mut self.transport).await {
+            let transport = match signal {
+                Signal::Spans => &mut self.traces,
+                Signal::Logs => &mut self.logs,
+            };
+            match attempt(transport).await {
                 Ok(rejected) => {
                     if self.failing {
                         info!(signal = signal.name(), "OTLP export resumed");

@@ -2,7 +2,7 @@
 //! HTTP with protobuf bodies (hyper), TLS by rustls either way; and which
 //! failures are worth retrying (the OTLP specification's lists).
 
-use super::config::{Compression, OtlpConfig, Protocol};
+use super::config::{Compression, Protocol, SignalConfig};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
@@ -53,7 +53,7 @@ pub enum SetupError {
     Invalid(String),
 }
 
-/// A connection to the collector, for both signals.
+/// A connection to the collector for one signal (each has its own settings).
 pub enum Transport {
     /// OTLP/gRPC.
     Grpc {
@@ -68,8 +68,8 @@ pub enum Transport {
     Http {
         /// Pooled connections.
         client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
-        /// URLs of the two signals.
-        urls: (hyper::Uri, hyper::Uri),
+        /// The signal's URL.
+        url: hyper::Uri,
         /// Sent with every request.
         headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
         /// Per request.
@@ -87,14 +87,14 @@ impl Transport {
     /// Sets up the client; it connects lazily (a collector that is not up
     /// yet is a retryable failure of the first export, not a start-up error).
     /// Needs a Tokio runtime (the exporter's).
-    pub fn new(c: &OtlpConfig) -> Result<Self, SetupError> {
+    pub fn new(c: &SignalConfig) -> Result<Self, SetupError> {
         match c.protocol {
             Protocol::Grpc => Self::grpc(c),
             Protocol::HttpProtobuf => Self::http(c),
         }
     }
 
-    fn grpc(c: &OtlpConfig) -> Result<Self, SetupError> {
+    fn grpc(c: &SignalConfig) -> Result<Self, SetupError> {
         let channel = |url: &str| -> Result<Channel, SetupError> {
             let mut ep = Endpoint::from_shared(url.to_string())
                 .map_err(|e| SetupError::Invalid(e.to_string()))?
@@ -121,8 +121,10 @@ impl Transport {
                 MetadataValue::try_from(v.as_str()).map_err(|e| SetupError::Invalid(e.to_string()))?;
             headers.insert(key, value);
         }
-        let mut traces = TraceServiceClient::new(channel(&c.traces_endpoint)?);
-        let mut logs = LogsServiceClient::new(channel(&c.logs_endpoint)?);
+        // One channel; the client of the other signal is never called.
+        let channel = channel(&c.endpoint)?;
+        let mut traces = TraceServiceClient::new(channel.clone());
+        let mut logs = LogsServiceClient::new(channel);
         if c.compression == Compression::Gzip {
             traces = traces.send_compressed(CompressionEncoding::Gzip);
             logs = logs.send_compressed(CompressionEncoding::Gzip);
@@ -130,7 +132,7 @@ impl Transport {
         Ok(Transport::Grpc { traces, logs, headers })
     }
 
-    fn http(c: &OtlpConfig) -> Result<Self, SetupError> {
+    fn http(c: &SignalConfig) -> Result<Self, SetupError> {
         let tls = |e: &dyn std::fmt::Display| SetupError::Tls(e.to_string());
         let mut roots = rustls::RootCertStore::empty();
         match &c.certificate {
@@ -178,7 +180,7 @@ impl Transport {
         }
         Ok(Transport::Http {
             client,
-            urls: (uri(&c.traces_endpoint)?, uri(&c.logs_endpoint)?),
+            url: uri(&c.endpoint)?,
             headers,
             timeout: c.timeout,
             gzip: c.compression == Compression::Gzip,
@@ -194,8 +196,8 @@ impl Transport {
                 let resp = traces.export(r).await.map_err(grpc_error)?;
                 Ok(resp.into_inner().partial_success.map_or(0, |p| p.rejected_spans))
             }
-            Transport::Http { urls, .. } => {
-                let url = urls.0.clone();
+            Transport::Http { url, .. } => {
+                let url = url.clone();
                 let body = self.post(url, req.encode_to_vec()).await?;
                 let resp =
                     opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(
@@ -216,8 +218,8 @@ impl Transport {
                 let resp = logs.export(r).await.map_err(grpc_error)?;
                 Ok(resp.into_inner().partial_success.map_or(0, |p| p.rejected_log_records))
             }
-            Transport::Http { urls, .. } => {
-                let url = urls.1.clone();
+            Transport::Http { url, .. } => {
+                let url = url.clone();
                 let body = self.post(url, req.encode_to_vec()).await?;
                 let resp =
                     opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse::decode(body)
