@@ -84,6 +84,38 @@ fn assert_rustls_data(cap: &Capture, pid: u32, role: &str, port: u16) {
     }
 }
 
+/// One direction of `pid`'s connection with `remote`, from its data records:
+/// (bytes not captured at its start, the bytes after them, contiguous). A
+/// leading chunk not captured is a tokio-rustls server's first request read
+/// before its moved connection was bound (README, rustls); any other gap fails.
+fn conn_bytes(cap: &Capture, pid: u32, remote: &str, direction: &str) -> (usize, Vec<u8>) {
+    let mut chunks: Vec<(u64, u64, Vec<u8>)> = cap
+        .of("data", pid)
+        .into_iter()
+        .filter(|r| r["conn"]["remote"] == remote && r["direction"] == direction)
+        .map(|r| (r["seq"].as_u64().unwrap(), r["truncated"].as_u64().unwrap_or(0), payload(r)))
+        .collect();
+    chunks.sort_by_key(|c| c.0);
+    let mut skipped = 0;
+    if let Some((0, t, b)) = chunks.first() {
+        if b.is_empty() && *t > 0 {
+            skipped = *t as usize;
+            chunks.remove(0);
+        }
+    }
+    let mut bytes = Vec::new();
+    for (seq, truncated, chunk) in chunks {
+        assert_eq!(
+            seq as usize,
+            skipped + bytes.len(),
+            "{direction} of pid {pid} with {remote}: gap at {seq}"
+        );
+        assert_eq!(truncated, 0, "{direction} of pid {pid} with {remote}: truncated at {seq}");
+        bytes.extend_from_slice(&chunk);
+    }
+    (skipped, bytes)
+}
+
 /// The client's end as the records name it (its local address).
 fn client_end(cap: &Capture, pid: u32) -> String {
     cap.of("data", pid)[0]["conn"]["local"].as_str().unwrap().to_string()
@@ -147,15 +179,22 @@ fn rustls_client_and_server_bodies_from_0_b_to_4_mib_exact_at_both_ends() {
     let want_sent: Vec<u8> = SIZES.iter().flat_map(|&n| request_bytes(n)).collect();
     let want_recv: Vec<u8> = SIZES.iter().flat_map(|&n| response_bytes(n)).collect();
     let end = client_end(&cap, raw021);
+    let server_end = format!("127.0.0.1:{port}");
+    let mut missed_first = 0;
     for (pid, dir, remote, want) in [
-        (raw021, "send", format!("127.0.0.1:{port}"), &want_sent),
-        (raw021, "recv", format!("127.0.0.1:{port}"), &want_recv),
-        (server_pid, "recv", end.clone(), &want_sent),
-        (server_pid, "send", end.clone(), &want_recv),
+        (raw021, "send", &server_end, &want_sent),
+        (raw021, "recv", &server_end, &want_recv),
+        (server_pid, "recv", &end, &want_sent),
+        (server_pid, "send", &end, &want_recv),
     ] {
-        let got = cap.conn_stream(pid, &remote, dir);
-        assert_eq!(got.len(), want.len(), "{dir} of pid {pid} on the 0.21 connection");
-        assert!(got == *want, "{dir} of pid {pid} on the 0.21 connection: bytes differ");
+        let (skipped, got) = conn_bytes(&cap, pid, remote, dir);
+        if skipped > 0 {
+            // Only the server's first request may be missing, and all of it.
+            assert_eq!((pid, dir, skipped), (server_pid, "recv", request_bytes(SIZES[0]).len()));
+            missed_first += 1;
+        }
+        assert_eq!(got.len(), want.len() - skipped, "{dir} of pid {pid} on the 0.21 connection");
+        assert!(got == want[skipped..], "{dir} of pid {pid} on the 0.21 connection: bytes differ");
     }
     // ureq (0.23) at the client, tokio-rustls at the server: the HTTP exchanges.
     assert_posts_of(&cap.of("http", ureq), "client", 0);
@@ -164,15 +203,23 @@ fn rustls_client_and_server_bodies_from_0_b_to_4_mib_exact_at_both_ends() {
     let of_conn = |end: &str| -> Vec<&Value> {
         server_http.iter().copied().filter(|r| r["conn"]["remote"] == end).collect()
     };
-    assert_posts_of(&of_conn(&end), "server (0.21 client)", 0);
+    assert_posts_of(&of_conn(&end), "server (0.21 client)", missed_first);
     // tokio-rustls moves the connection once its handshake is done; a
     // request that came with the handshake's last flight is read from the
-    // moved object before any ciphertext call binds its new address: not
-    // captured, counted unbound (see README, rustls). Only a first request.
+    // moved object before a deframer read there binds it: not captured,
+    // counted unbound (see README, rustls). Only a connection's first request.
+    let ureq_server = of_conn(&ureq_end);
+    let missed_ureq = SIZES.len() - ureq_server.len();
+    assert!(missed_ureq <= 1, "server (ureq client): {} exchanges", ureq_server.len());
+    assert_posts_of(&ureq_server, "server (ureq client)", missed_ureq);
+    let raw022_end = client_end(&cap, raw022);
+    let server_gets: Vec<&str> =
+        of_conn(&raw022_end).iter().map(|r| r["request"]["path"].as_str().unwrap()).collect();
+    let missed_gets = 3 - server_gets.len();
+    assert!(server_gets == ["/r0", "/r1", "/r2"][missed_gets..], "server (0.22 client): {server_gets:?}");
     let unbound = cap.dropped("tls_unbound");
-    let missed = usize::from(unbound.0 > 0);
-    assert!(unbound.0 <= 1, "only the ureq connection's first request may be unbound: {unbound:?}");
-    assert_posts_of(&of_conn(&ureq_end), "server (ureq client)", missed);
+    assert_eq!(unbound.0 as usize, missed_first + missed_ureq + missed_gets, "unbound reads: {unbound:?}");
+    eprintln!("rustls binding: server connections missing their first request: {}", unbound.0);
     let gets: Vec<&Value> = cap.of("http", raw022);
     let paths: Vec<&str> = gets.iter().map(|r| r["request"]["path"].as_str().unwrap()).collect();
     assert_eq!(paths, ["/r0", "/r1", "/r2"], "rustls 0.22 client");
