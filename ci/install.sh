@@ -106,6 +106,9 @@ if [ ! -e "$NETTAP_NODE_MONGODB/.complete" ]; then
   touch "$NETTAP_NODE_MONGODB/.complete"
 fi
 install_part "the Node MongoDB driver"
+# The rustls test peer, built once per lock file (exports NETTAP_RUSTLSPEER).
+source "$root/ci/install-rustls-peer.sh"
+install_part "the rustls test peer"
 # A real Kafka broker's jars (KRaft, one node, started by the tests).
 source "$root/ci/install-kafka.sh"
 install_part "Kafka"

@@ -361,6 +361,8 @@ pub fn probe_name(probe: u32) -> &'static str {
         nt_probe::NT_PROBE_UPROBE_NSS_SEND => "uprobe:ssl_Send",
         nt_probe::NT_PROBE_UPROBE_NSS_READ => "uretprobe:ssl_Read",
         nt_probe::NT_PROBE_UPROBE_NSS_RECV => "uretprobe:ssl_Recv",
+        nt_probe::NT_PROBE_UPROBE_RUSTLS_WRITE => "uprobe:rustls::conn::PlaintextSink::write",
+        nt_probe::NT_PROBE_UPROBE_RUSTLS_READ => "uretprobe:rustls::conn::Reader::read",
         _ => "unknown",
     }
 }
@@ -382,6 +384,7 @@ pub fn source_of(probe: u32) -> &'static str {
         | nt_probe::NT_PROBE_UPROBE_NSS_SEND
         | nt_probe::NT_PROBE_UPROBE_NSS_READ
         | nt_probe::NT_PROBE_UPROBE_NSS_RECV => "nss",
+        nt_probe::NT_PROBE_UPROBE_RUSTLS_WRITE | nt_probe::NT_PROBE_UPROBE_RUSTLS_READ => "rustls",
         user_probe::JVMTI_SOCKET_READ..=user_probe::JVMTI_ENGINE_WRAP => "jvmti",
         _ => "kernel",
     }

@@ -73,6 +73,8 @@ enum nt_probe {
 	NT_PROBE_UPROBE_NSS_SEND,     /* NSS's ssl_Send (PR_Send, PR_Writev) */
 	NT_PROBE_UPROBE_NSS_READ,     /* NSS's ssl_Read, at its return */
 	NT_PROBE_UPROBE_NSS_RECV,     /* NSS's ssl_Recv, at its return */
+	NT_PROBE_UPROBE_RUSTLS_WRITE, /* rustls's PlaintextSink::write of a ConnectionCommon */
+	NT_PROBE_UPROBE_RUSTLS_READ,  /* rustls's Reader::read, at its return */
 	NT_PROBE_MAX,
 };
 
@@ -107,7 +109,8 @@ enum nt_drop_reason {
 	NT_DROP_TLS_NO_SOCKET = 4,     /* TLS plaintext whose socket was never seen */
 	NT_DROP_GO_CONN_NOT_TCP = 5,   /* Go TLS over a net.Conn that is not a *net.TCPConn */
 	NT_DROP_CLOSED_IN_CALL = 6,    /* bytes of a call that ended after its socket's close */
-	NT_DROP_REASON_MAX = 7,
+	NT_DROP_TLS_UNBOUND = 7,       /* rustls plaintext not tied to its connection for sure */
+	NT_DROP_REASON_MAX = 8,
 };
 
 /* One endpoint pair; IPv4 is stored as an IPv4-mapped IPv6 address. */

@@ -15,6 +15,7 @@ pub fn reason_name(slot: u32) -> &'static str {
         nt_drop_reason::NT_DROP_TLS_NO_SOCKET => "tls_socket_unknown",
         nt_drop_reason::NT_DROP_GO_CONN_NOT_TCP => "go_conn_not_tcp",
         nt_drop_reason::NT_DROP_CLOSED_IN_CALL => "conn_closed_in_call",
+        nt_drop_reason::NT_DROP_TLS_UNBOUND => "tls_unbound",
         _ => "unknown",
     }
 }

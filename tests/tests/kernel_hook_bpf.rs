@@ -55,6 +55,17 @@ fn every_program_of_both_paths_loads() {
         "up_nss_read",
         "up_nss_recv",
         "ur_nss_ret",
+        "up_rustls_write",
+        "ur_rustls_write",
+        "up_rustls_read",
+        "ur_rustls_read",
+        "up_rustls_write_tls",
+        "ur_rustls_write_tls",
+        "up_rustls_read_tls",
+        "ur_rustls_read_tls",
+        "up_rustls_first_chunk",
+        "ur_rustls_first_chunk",
+        "up_rustls_consume",
     ] {
         // A uprobe in the mode this kernel uses: NAME, or its uprobe_multi twin NAME_m.
         let twin = format!("{expected}_m");

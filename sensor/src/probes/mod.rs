@@ -16,6 +16,8 @@ mod nss;
 mod nss_methods;
 mod openssl;
 mod probed_files;
+mod rustls;
+pub mod rustls_find;
 mod sites;
 mod tls_lib;
 mod tls_probers;

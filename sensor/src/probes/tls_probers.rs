@@ -4,6 +4,7 @@
 
 use super::go_tls::GoTlsProbes;
 use super::probed_files::{self, MapsName};
+use super::rustls::RustlsProbes;
 use super::tls_lib::{TlsLibProbes, TlsLibrary};
 use super::{GNUTLS, NSS, OPENSSL};
 use crate::probes::exec_gate::HeldExec;
@@ -18,6 +19,7 @@ use tracing::{info, warn};
 pub struct TlsProbers {
     libraries: Vec<TlsLibProbes>,
     go: GoTlsProbes,
+    rustls: RustlsProbes,
     /// The deleted files still mapped at the last look, and when that was.
     still_mapped: HashSet<MapsName>,
     looked: Instant,
@@ -32,6 +34,7 @@ impl Default for TlsProbers {
         Self {
             libraries: [&OPENSSL, &GNUTLS, &NSS].map(TlsLibProbes::new).into(),
             go: GoTlsProbes::new(),
+            rustls: RustlsProbes::new(),
             still_mapped: HashSet::new(),
             looked: Instant::now(),
         }
@@ -57,6 +60,7 @@ impl TlsProbers {
             info!(files, "{} libraries probed", lib.library().name);
         }
         info!(programs = self.go.attach_running(ebpf), "Go programs with crypto/tls probed");
+        info!(programs = self.rustls.attach_running(ebpf), "programs with rustls probed");
     }
 
     /// A process mapped a TLS library's file.
@@ -72,6 +76,7 @@ impl TlsProbers {
             l.examine_exec(ebpf, exe, now_boot_ns);
         }
         self.go.examine_exec(ebpf, exe, now_boot_ns);
+        self.rustls.examine_exec(ebpf, exe, now_boot_ns);
     }
 
     /// A program is held at exec, not yet run.
@@ -80,6 +85,7 @@ impl TlsProbers {
             l.examine_held(ebpf, held);
         }
         self.go.examine_held(ebpf, held);
+        self.rustls.examine_held(ebpf, held);
     }
 
     /// Detaches the probes of every deleted file no process maps any more.
@@ -87,8 +93,13 @@ impl TlsProbers {
     /// file was deleted since the last look, or a process ended
     /// (`exited`), or LOOK_AGAIN passed. Returns how many files lost their probes.
     pub fn release_unused(&mut self, ebpf: &mut Ebpf, exited: bool) -> usize {
-        let deleted: HashSet<MapsName> =
-            self.libraries.iter().flat_map(TlsLibProbes::deleted).chain(self.go.deleted()).collect();
+        let deleted: HashSet<MapsName> = self
+            .libraries
+            .iter()
+            .flat_map(TlsLibProbes::deleted)
+            .chain(self.go.deleted())
+            .chain(self.rustls.deleted())
+            .collect();
         let newly_deleted = deleted.iter().any(|d| !self.still_mapped.contains(d));
         if deleted.is_empty() || !(newly_deleted || exited || self.looked.elapsed() >= LOOK_AGAIN) {
             return 0;
@@ -97,7 +108,7 @@ impl TlsProbers {
         self.looked = Instant::now();
         self.still_mapped = in_use.clone();
         let libs: usize = self.libraries.iter_mut().map(|l| l.release_unused(&in_use)).sum();
-        libs + self.go.release_unused(ebpf, &in_use)
+        libs + self.go.release_unused(ebpf, &in_use) + self.rustls.release_unused(&in_use)
     }
 
     /// Files examined or probed for `lib`.
