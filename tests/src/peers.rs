@@ -347,3 +347,12 @@ pub fn go_build_program(name: &str, out: &Path, flags: &[&str], env: &[(&str, &s
         .expect("the Go toolchain (`go`) is required to build the Go test programs");
     assert!(status.success(), "go build of {name} {flags:?} {env:?} failed");
 }
+
+/// Where Debian keeps the system libssl.so.3 and libcrypto.so.3 (tests copy them).
+pub fn system_lib_dir() -> &'static Path {
+    ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu"]
+        .iter()
+        .map(Path::new)
+        .find(|d| d.join("libssl.so.3").exists())
+        .expect("Debian's libssl.so.3")
+}

@@ -15,14 +15,6 @@ const ROUNDS: usize = 24;
 /// Requests per TLS client.
 const REQUESTS: usize = 2;
 
-fn system_lib_dir() -> &'static Path {
-    ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu"]
-        .iter()
-        .map(Path::new)
-        .find(|d| d.join("libssl.so.3").exists())
-        .expect("Debian's libssl.so.3")
-}
-
 /// Whether this run's sensor uses uprobe_multi links (whose fdinfo names
 /// their file); `NETTAP_UPROBE_MULTI=0` takes the per-point path.
 fn uprobe_multi_here() -> bool {

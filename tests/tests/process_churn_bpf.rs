@@ -70,14 +70,6 @@ fn build_client(dir: &Path) -> std::path::PathBuf {
     out
 }
 
-fn system_lib_dir() -> &'static Path {
-    ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu"]
-        .iter()
-        .map(Path::new)
-        .find(|d| d.join("libssl.so.3").exists())
-        .expect("Debian's libssl.so.3")
-}
-
 #[test]
 fn two_hundred_processes_a_second_half_of_them_tls_on_fresh_libssl_copies() {
     let tls = TlsSetup::new();
