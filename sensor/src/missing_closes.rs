@@ -112,8 +112,9 @@ impl MissingCloses {
         if !self.warned_unknown && listing.values().any(|l| *l == NetnsSockets::Unknown) {
             self.warned_unknown = true;
             warn!(
-                "some network namespaces cannot be listed (entering them needs CAP_SYS_ADMIN): \
-                 a close the kernel does not report there stays missing"
+                "some network namespaces cannot be listed (entering them needs CAP_SYS_ADMIN, \
+                 and no process is left in them to read their tables through): a close the \
+                 kernel does not report there stays missing"
             );
         }
         let gone = self.missing.compare(tracked, listing, final_listing);

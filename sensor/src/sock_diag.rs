@@ -5,7 +5,10 @@
 //! A netlink socket lists the namespace it was created in, so the listing
 //! thread enters each namespace (`setns`, which needs CAP_SYS_ADMIN) through
 //! a process in it or a bind mount under /run/netns. The thread is made for
-//! one listing and ends with it: it never has to find its way back.
+//! one listing and ends with it: it never has to find its way back. Where
+//! it may not enter (the DaemonSet's four capabilities), a process's own
+//! `/proc/PID/net/tcp{,6}` lists its namespace instead: text, slower for
+//! many sockets, but no setns.
 
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
@@ -70,7 +73,11 @@ pub fn list(namespaces: &HashMap<u32, Vec<u32>>) -> HashMap<u32, NetnsSockets> {
             None => NetnsSockets::Unknown,
             Some(path) => match enter(&path) {
                 Ok(()) => listing(dump()),
-                Err(_) => NetnsSockets::Unknown,
+                // /proc/PID/ns/net → /proc/PID: that process's view of its namespace.
+                Err(_) => match path.parent().and_then(|ns| ns.parent()) {
+                    Some(proc_dir) if proc_dir.starts_with("/proc") => listing(from_procfs(proc_dir)),
+                    _ => NetnsSockets::Unknown,
+                },
             },
         };
         out.insert(netns, sockets);
@@ -177,6 +184,28 @@ fn dump() -> io::Result<HashSet<u64>> {
     Ok(live)
 }
 
+/// The same as `dump`, from the text tables of the namespace of the process
+/// at `proc_dir` (`/proc/PID`).
+fn from_procfs(proc_dir: &std::path::Path) -> io::Result<HashSet<u64>> {
+    use procfs::net::TcpState::*;
+    let pid: i32 = proc_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a /proc/PID directory"))?;
+    let p = procfs::process::Process::new(pid).map_err(io::Error::other)?;
+    let mut live = HashSet::new();
+    for e in p.tcp().map_err(io::Error::other)?.into_iter().chain(p.tcp6().map_err(io::Error::other)?) {
+        if matches!(e.state, Established | SynSent | FinWait1 | FinWait2 | CloseWait | LastAck | Closing) {
+            live.insert(endpoints_key(
+                &SocketAddr::new(e.local_address.ip().to_canonical(), e.local_address.port()),
+                &SocketAddr::new(e.remote_address.ip().to_canonical(), e.remote_address.port()),
+            ));
+        }
+    }
+    Ok(live)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +235,20 @@ mod tests {
             assert!(tries < 100, "still listed after a second");
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+    }
+
+    #[test]
+    fn the_text_tables_list_what_netlink_lists() {
+        let listener = TcpListener::bind("[::1]:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_server, _) = listener.accept().unwrap();
+        let pair = (client.local_addr().unwrap(), client.peer_addr().unwrap());
+        let me = PathBuf::from(format!("/proc/{}", std::process::id()));
+        let text = from_procfs(&me).unwrap();
+        assert!(text.contains(&endpoints_key(&pair.0, &pair.1)), "{pair:?}");
+        assert!(text.contains(&endpoints_key(&pair.1, &pair.0)));
+        let netlink = std::thread::spawn(dump).join().unwrap().unwrap();
+        assert!(netlink.contains(&endpoints_key(&pair.0, &pair.1)));
     }
 
     #[test]
