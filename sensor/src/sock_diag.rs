@@ -98,9 +98,7 @@ fn netns_of(link: impl AsRef<std::path::Path>) -> Option<u32> {
 /// One process per network namespace, from every process's link.
 fn every_processes_netns() -> HashMap<u32, u32> {
     let mut out = HashMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+    for pid in crate::probes::running_pids() {
         if let Some(ns) = netns_of(format!("/proc/{pid}/ns/net")) {
             out.entry(ns).or_insert(pid);
         }

@@ -102,6 +102,12 @@ fn log_attach(
     }
 }
 
+/// The pids of the processes running now (as /proc lists them).
+pub(crate) fn running_pids() -> Vec<u32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+    procs.flatten().filter_map(|p| p.file_name().to_str()?.parse().ok()).collect()
+}
+
 /// One line per program probed after start-up: `since` is when it was seen
 /// (the exec tracepoint, or the exec gate holding it), `noticed` when the
 /// sensor read that, `in_place` when its probes were attached (boot ns).

@@ -72,9 +72,8 @@ impl RustlsProbes {
 
     /// Examines the executables of every running process. Returns how many were probed.
     pub fn attach_running(&mut self, ebpf: &mut Ebpf) -> usize {
-        let Ok(procs) = std::fs::read_dir("/proc") else { return 0 };
-        let pids: Vec<u32> = procs.flatten().filter_map(|p| p.file_name().to_str()?.parse().ok()).collect();
-        pids.into_iter()
+        super::running_pids()
+            .into_iter()
             .filter(|pid| self.examine(ebpf, &PathBuf::from(format!("/proc/{pid}/exe"))).is_some())
             .count()
     }
