@@ -7,7 +7,9 @@
 # plaintext: `with` on the agent's default route (it hands its socket to the
 # sensor), `path` told the sensor's socket path (`socket=PATH`); a fourth
 # mode has the agent with no sensor to send to (what the agent costs inside
-# the JVM alone). Prints one Markdown row per round and the ratios of the medians.
+# the JVM alone). Prints one Markdown row per round (throughput, and the CPU
+# time the server, the client and the sensor spent per request) and the
+# ratios of the medians.
 #   bash bench/jvm_agent.sh [SECONDS] [ROUNDS] [SIZE] [THREADS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,9 +30,12 @@ target/release/nettap capture --out /dev/null --port "$port" --agent-socket "$wo
   --ready-file "$work/sensor.ready" 2>"$work/sensor.log" &
 sensor=$!
 for _ in $(seq 300); do [ -f "$work/sensor.ready" ] && break; sleep 0.1; done
-echo "| round | agent | requests/s ($threads threads, $size B each way, ${secs} s) |"
-echo "|---|---|---:|"
-declare -a without with path absent
+# CPU time (clock ticks) of a process so far: user + system.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz="$(getconf CLK_TCK)"
+echo "| round | agent | requests/s ($threads threads, $size B each way, ${secs} s) | CPU µs per request: server + client + sensor |"
+echo "|---|---|---:|---:|"
+declare -a without with path absent cpu_without cpu_with cpu_path cpu_absent
 for round in $(seq "$rounds"); do
   for mode in without with path absent; do
     rm -f "$work/server.ready"
@@ -43,11 +48,23 @@ for round in $(seq "$rounds"); do
       --cert "$work/cert.pem" --key "$work/key.pem" --ready "$work/server.ready" 2>>"$work/server.log" &
     server=$!
     for _ in $(seq 300); do [ -f "$work/server.ready" ] && break; sleep 0.1; done
-    rps="$("$java" -jar "$jar" load-client --port "$port" --cert "$work/cert.pem" --size "$size" \
-      --threads "$threads" --seconds "$secs" | sed -E 's/.*per_second=([0-9]+).*/\1/')"
+    s0="$(ticks "$sensor")" j0="$(ticks "$server")"
+    out="$(/usr/bin/time -f "client_cpu=%U %S" "$java" -jar "$jar" load-client --port "$port" --cert "$work/cert.pem" \
+      --size "$size" --threads "$threads" --seconds "$secs" 2>&1)"
+    s1="$(ticks "$sensor")" j1="$(ticks "$server")"
     kill "$server"; wait "$server" 2>/dev/null || true
-    echo "| $round | $mode | $rps |"
-    case "$mode" in with) with+=("$rps") ;; path) path+=("$rps") ;; absent) absent+=("$rps") ;; *) without+=("$rps") ;; esac
+    rps="$(sed -nE 's/.*per_second=([0-9]+).*/\1/p' <<<"$out")"
+    reqs="$(sed -nE 's/.*requests=([0-9]+).*/\1/p' <<<"$out")"
+    client="$(sed -nE 's/.*client_cpu=([0-9.]+) ([0-9.]+).*/\1 \2/p' <<<"$out")"
+    cpu="$(awk -v s=$((s1 - s0)) -v j=$((j1 - j0)) -v c="$client" -v hz="$hz" -v n="$reqs" \
+      'BEGIN { split(c, t, " "); printf "%.0f", ((s + j) / hz + t[1] + t[2]) * 1e6 / n }')"
+    echo "| $round | $mode | $rps | $cpu |"
+    case "$mode" in
+      with) with+=("$rps") cpu_with+=("$cpu") ;;
+      path) path+=("$rps") cpu_path+=("$cpu") ;;
+      absent) absent+=("$rps") cpu_absent+=("$cpu") ;;
+      *) without+=("$rps") cpu_without+=("$cpu") ;;
+    esac
   done
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -55,4 +72,6 @@ m0="$(median "${without[@]}")" m1="$(median "${with[@]}")" m2="$(median "${absen
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 echo
 echo "medians: without the agent $m0 requests/s; with it and the sensor $m1 ($(ratio "$m1" "$m0")); the same by a socket path $m3 ($(ratio "$m3" "$m0")); with it and no sensor $m2 ($(ratio "$m2" "$m0"))"
+c0="$(median "${cpu_without[@]}")" c1="$(median "${cpu_with[@]}")" c2="$(median "${cpu_absent[@]}")" c3="$(median "${cpu_path[@]}")"
+echo "CPU per request, medians: without the agent $c0 µs; with it and the sensor $c1 ($(ratio "$c1" "$c0")); by a socket path $c3 ($(ratio "$c3" "$c0")); with it and no sensor $c2 ($(ratio "$c2" "$c0"))"
 grep -c "probe attached.*JVMTI" "$work/sensor.log" | xargs -I{} echo "JVMs the sensor saw attach: {}"

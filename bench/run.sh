@@ -458,8 +458,9 @@ pipeline() {
   cat <<MD
 ### 5. User-space pipeline on one core
 
-\`cargo bench -p nettap-core --bench pipeline\` (replayed input, no kernel;
-what the rows are: see the section on it below).
+\`cargo bench -p nettap-core --bench pipeline\` (replayed input, no kernel,
+per second of the bench thread's CPU time; what the rows are: see the
+section on it below).
 
 $(cargo bench --locked -p nettap-core --bench pipeline 2>/dev/null | grep '^|')
 

@@ -76,7 +76,20 @@ impl Policy {
 pub struct Redactor {
     headers: HashSet<String>,
     fields: HashSet<String>,
+    /// The lengths of `headers` and of `fields` (`len_bit`): a name of
+    /// another length is passed over without lower-casing or hashing it.
+    header_lens: u64,
+    field_lens: u64,
     key: hmac::Key,
+}
+
+/// One bit per name length up to 63; every longer length shares bit 0.
+fn len_bit(len: usize) -> u64 {
+    1 << if len < 64 { len } else { 0 }
+}
+
+fn len_bits(names: &HashSet<String>) -> u64 {
+    names.iter().fold(0, |bits, n| bits | len_bit(n.len()))
 }
 
 impl std::fmt::Debug for Redactor {
@@ -93,9 +106,13 @@ impl Redactor {
         fields: impl IntoIterator<Item = &'a str>,
         key: &[u8],
     ) -> Self {
+        let headers: HashSet<String> = headers.into_iter().map(str::to_ascii_lowercase).collect();
+        let fields: HashSet<String> = fields.into_iter().map(str::to_ascii_lowercase).collect();
         Redactor {
-            headers: headers.into_iter().map(str::to_ascii_lowercase).collect(),
-            fields: fields.into_iter().map(str::to_ascii_lowercase).collect(),
+            header_lens: len_bits(&headers),
+            field_lens: len_bits(&fields),
+            headers,
+            fields,
             key: hmac::Key::new(hmac::HMAC_SHA256, key),
         }
     }
@@ -110,6 +127,8 @@ impl Redactor {
         let mut more = self.clone();
         more.headers.extend(headers.into_iter().map(str::to_ascii_lowercase));
         more.fields.extend(fields.into_iter().map(str::to_ascii_lowercase));
+        more.header_lens = len_bits(&more.headers);
+        more.field_lens = len_bits(&more.fields);
         more
     }
 
@@ -153,12 +172,16 @@ impl Redactor {
     fn message(&self, m: &mut Message, request: bool) {
         let mut lower = String::new(); // one buffer for every name: this runs per exchange
         for (name, value) in m.head.headers.iter_mut().chain(m.trailers.iter_mut()) {
-            lower.clear();
-            lower.push_str(name);
-            lower.make_ascii_lowercase();
-            if self.headers.contains(&lower) {
-                *value = self.header_value(&lower, value);
-            } else if lower == ":path" {
+            if self.header_lens & len_bit(name.len()) != 0 {
+                lower.clear();
+                lower.push_str(name);
+                lower.make_ascii_lowercase();
+                if self.headers.contains(&lower) {
+                    *value = self.header_value(&lower, value);
+                    continue;
+                }
+            }
+            if name.eq_ignore_ascii_case(":path") {
                 if let Some(t) = self.target(value) {
                     *value = t;
                 }
@@ -174,9 +197,13 @@ impl Redactor {
         }
         let kind = m.head.header("content-type").map(str::to_ascii_lowercase).unwrap_or_default();
         if kind.contains("x-www-form-urlencoded") {
-            m.body = self.form(&m.body);
+            if let Some(body) = self.form(&m.body) {
+                m.body = body;
+            }
         } else if kind.contains("json") || (kind.is_empty() && m.body.first() == Some(&b'{')) {
-            m.body = self.json(&m.body);
+            if let Some(body) = self.json(&m.body) {
+                m.body = body;
+            }
         }
     }
 
@@ -212,40 +239,52 @@ impl Redactor {
     }
 
     /// A request target with the named query parameters' values redacted;
-    /// `None` when it has no query to redact (left as it is).
+    /// `None` when it has no query or its query names no field (left as it is).
     fn target(&self, target: &str) -> Option<String> {
         match target.split_once('?') {
             Some((path, query)) if !self.fields.is_empty() => {
-                Some(format!("{path}?{}", String::from_utf8_lossy(&self.form(query.as_bytes()))))
+                let query = self.form(query.as_bytes())?;
+                Some(format!("{path}?{}", String::from_utf8_lossy(&query)))
             }
             _ => None,
         }
     }
 
     /// `a=1&password=x`: the named fields' values redacted, the rest as sent.
-    fn form(&self, body: &[u8]) -> Vec<u8> {
+    /// `None` when no field is named (the body stays as it is, uncopied).
+    fn form(&self, body: &[u8]) -> Option<Vec<u8>> {
         let mut out = Vec::with_capacity(body.len());
+        let mut redacted = false;
         for (i, pair) in body.split(|&b| b == b'&').enumerate() {
             if i > 0 {
                 out.push(b'&');
             }
             match pair.iter().position(|&b| b == b'=') {
                 Some(eq) if self.fields.contains(&form_name(&pair[..eq])) => {
+                    redacted = true;
                     out.extend_from_slice(&pair[..=eq]);
                     out.extend_from_slice(self.marker(&pair[eq + 1..]).as_bytes());
                 }
                 _ => out.extend_from_slice(pair),
             }
         }
-        out
+        redacted.then_some(out)
     }
 
     /// The named members' values (whatever their type) replaced by the
     /// marker as a JSON string, everywhere in the document; bytes outside
     /// them are kept as sent. A body cut short or not quite JSON is
-    /// redacted as far as it can be read.
-    fn json(&self, body: &[u8]) -> Vec<u8> {
-        let spans = json_value_spans(body, |key| self.fields.contains(&key.to_ascii_lowercase()));
+    /// redacted as far as it can be read. `None` when no member is named.
+    fn json(&self, body: &[u8]) -> Option<Vec<u8>> {
+        if !body.contains(&b'{') {
+            return None; // no object, no member
+        }
+        let spans = json_value_spans(body, |key| {
+            self.field_lens & len_bit(key.len()) != 0 && self.fields.contains(&key.to_ascii_lowercase())
+        });
+        if spans.is_empty() {
+            return None;
+        }
         let mut out = Vec::with_capacity(body.len());
         let mut at = 0;
         for (start, end) in spans {
@@ -258,7 +297,7 @@ impl Redactor {
             at = end;
         }
         out.extend_from_slice(&body[at..]);
-        out
+        Some(out)
     }
 }
 
@@ -334,9 +373,16 @@ fn json_value_spans(b: &[u8], wanted: impl Fn(&str) -> bool) -> Vec<(usize, usiz
                     continue;
                 }
                 expect_key = false;
+                let raw = &b[i + 1..end - 1];
                 // Escapes decoded: `"pass\u0077ord"` is `password` to every JSON reader.
-                let key = serde_json::from_slice::<String>(&b[i..end])
-                    .unwrap_or_else(|_| String::from_utf8_lossy(&b[i + 1..end - 1]).into_owned());
+                // A key without them is its bytes (no copy).
+                let key = match std::str::from_utf8(raw) {
+                    Ok(k) if !raw.contains(&b'\\') => std::borrow::Cow::Borrowed(k),
+                    _ => std::borrow::Cow::Owned(
+                        serde_json::from_slice::<String>(&b[i..end])
+                            .unwrap_or_else(|_| String::from_utf8_lossy(raw).into_owned()),
+                    ),
+                };
                 i = end;
                 // The value after the colon.
                 while i < b.len() && (b[i].is_ascii_whitespace() || b[i] == b':') {
@@ -422,6 +468,24 @@ mod tests {
             ..Head::default()
         };
         Exchange::new(Message { head, body: body.to_vec(), ..Message::default() }, None)
+    }
+
+    #[test]
+    fn nothing_named_leaves_the_message_as_sent() {
+        let r = redactor();
+        for body in [&b"[1, \"password\", {\"passwordx\": 1}]"[..], b"password=1", b"no object: token"] {
+            let headers = [("Content-Type", "application/json"), ("Authorizations", "x"), ("X-Cookie", "y")];
+            let mut e = request(&headers, "/a?passwords=1&x=token", body);
+            let before = e.clone();
+            r.exchange(&mut e);
+            assert_eq!(e, before, "{}", String::from_utf8_lossy(body));
+        }
+        // The same names are found whatever their case.
+        let mut e = request(&[("COOKIE", "a=b")], "/a?TOKEN=1", br#"{"Token": 1}"#);
+        r.exchange(&mut e);
+        assert!(e.request.head.headers[0].1.starts_with("a=REDACTED("), "{:?}", e.request.head);
+        assert!(e.request.head.target.starts_with("/a?TOKEN=REDACTED("), "{}", e.request.head.target);
+        assert!(String::from_utf8_lossy(&e.request.body).starts_with(r#"{"Token": "REDACTED("#));
     }
 
     #[test]

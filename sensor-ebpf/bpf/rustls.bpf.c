@@ -54,6 +54,7 @@ struct rustls_call {
 	__u64 buf;
 	__u64 fn;  /* the function's address in the process: distances are per function */
 	__u64 n;   /* held writes: bytes taken */
+	__u64 iovcnt; /* write_vectored: `buf` is that many IoSlices (iovecs); else 0 */
 };
 
 struct {
@@ -112,10 +113,16 @@ static __always_inline __u64 rustls_conn_id(__u64 sk)
 struct rustls_fn {
 	__u64 fn;
 	__u32 tgid;
-	__u32 _pad;
+	__u32 kind; /* RUSTLS_DELTA_* */
 };
 
-/* Learnt distance (ciphertext buffer − plaintext key) per process and function. */
+/* Ciphertext buffer − plaintext key, per plaintext function. */
+#define RUSTLS_DELTA_IO 0
+/* Read key − write key (the received-plaintext buffer − the ConnectionCommon)
+ * per write function (one per connection type, so one layout). */
+#define RUSTLS_DELTA_RW 1
+
+/* Learnt distance per process, function and kind. */
 struct rustls_delta {
 	__s64 delta;
 	__u64 agreed;    /* pairs that confirmed it */
@@ -131,9 +138,9 @@ struct {
 
 /* Whether `io_key` (a ciphertext buffer) belongs to the connection of
  * plaintext key `key` of function `fn`; learns the distance on first sight. */
-static __always_inline bool rustls_same_conn(__u64 fn, __u32 tgid, __u64 key, __u64 io_key)
+static __always_inline bool rustls_same_conn_kind(__u64 fn, __u32 tgid, __u64 key, __u64 io_key, __u32 kind)
 {
-	struct rustls_fn k = { .fn = fn, .tgid = tgid };
+	struct rustls_fn k = { .fn = fn, .tgid = tgid, .kind = kind };
 	__s64 delta = (__s64)(io_key - key);
 	struct rustls_delta *d = bpf_map_lookup_elem(&rustls_deltas, &k);
 	if (!d) {
@@ -149,6 +156,11 @@ static __always_inline bool rustls_same_conn(__u64 fn, __u32 tgid, __u64 key, __
 		return true;
 	}
 	return false;
+}
+
+static __always_inline bool rustls_same_conn(__u64 fn, __u32 tgid, __u64 key, __u64 io_key)
+{
+	return rustls_same_conn_kind(fn, tgid, key, io_key, RUSTLS_DELTA_IO);
 }
 
 static __always_inline void rustls_count_conflict(__u64 fn, __u32 tgid)
@@ -213,6 +225,8 @@ static __always_inline void rustls_apply_gap(__u64 key, __u64 id, __u8 direction
 	emit_call(&io, n, id >> 32, (__u32)id, true);
 }
 
+#include "rustls_held.bpf.h"
+
 /* ---- ciphertext windows ---- */
 
 static __always_inline int rustls_window_enter(struct pt_regs *ctx, __u8 direction)
@@ -269,10 +283,23 @@ NT_URETPROBE(ur_rustls_write_tls)
 		rustls_unbound(w.key, id >> 32, NT_DIR_SEND, w.n);
 		return 0;
 	}
+	rustls_held_on_write_bound(id, w.fn, w.key, io.sk);
 	rustls_apply_gap(w.key, id, NT_DIR_SEND, io.sk);
 	if (!ports_wanted((struct sock *)io.sk))
 		return 0;
-	return emit_tls_plaintext(io.sk, w.buf, w.n, NT_PROBE_UPROBE_RUSTLS_WRITE, NT_DIR_SEND, id);
+	if (!w.iovcnt)
+		return emit_tls_plaintext(io.sk, w.buf, w.n, NT_PROBE_UPROBE_RUSTLS_WRITE, NT_DIR_SEND, id);
+	/* IoSlice is an iovec on Unix: the first n bytes across them. */
+	struct inflight out = {
+		.sk = io.sk,
+		.buf = w.buf,
+		.count = w.iovcnt,
+		.probe = NT_PROBE_UPROBE_RUSTLS_WRITE,
+		.kind = IO_IOV,
+		.direction = NT_DIR_SEND,
+	};
+	emit_call(&out, w.n, id >> 32, (__u32)id, true);
+	return 0;
 }
 
 /* The deframer's read(&mut self, &mut dyn Read, …): MessageDeframer (0.21,
@@ -331,7 +358,7 @@ NT_UPROBE(up_rustls_write)
 	return rustls_plain_enter(ctx, PT_REGS_PARM1(ctx));
 }
 
-NT_URETPROBE(ur_rustls_write)
+static __always_inline int rustls_write_exit(struct pt_regs *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct rustls_call call = {};
@@ -347,11 +374,38 @@ NT_URETPROBE(ur_rustls_write)
 	return 0;
 }
 
+NT_URETPROBE(ur_rustls_write)
+{
+	return rustls_write_exit(ctx);
+}
+
+/* <ConnectionCommon<Data> as PlaintextSink>::write_vectored(&mut self, bufs: &[IoSlice]) -> io::Result<usize> */
+NT_UPROBE(up_rustls_write_vectored)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!pid_wanted(id >> 32) || !PT_REGS_PARM3(ctx))
+		return 0;
+	struct rustls_call call = {
+		.key = PT_REGS_PARM1(ctx),
+		.buf = PT_REGS_PARM2(ctx),
+		.fn = PT_REGS_IP(ctx),
+		.iovcnt = PT_REGS_PARM3(ctx),
+	};
+	if (bpf_map_update_elem(&rustls_calls, &id, &call, BPF_ANY))
+		count_drop(NT_DROP_INFLIGHT_FULL, 0);
+	return 0;
+}
+
+NT_URETPROBE(ur_rustls_write_vectored)
+{
+	return rustls_write_exit(ctx);
+}
+
 /* The socket of plaintext just read through Reader `key` by function `fn`:
  * the deframer read just before on this thread if it is the same
  * connection's (the buffer is then bound for later reads of what was
  * buffered), else the buffer's binding. 0: unknown. */
-static __always_inline __u64 rustls_read_socket(__u64 id, __u64 fn, __u64 reader_key)
+static __always_inline __u64 rustls_read_socket(__u64 id, __u64 fn, __u64 reader_key, struct rustls_io *cand)
 {
 	__u32 tgid = id >> 32;
 	struct ssl_key key = { .ssl = reader_key, .tgid = tgid };
@@ -364,9 +418,13 @@ static __always_inline __u64 rustls_read_socket(__u64 id, __u64 fn, __u64 reader
 		__u64 sk = rustls_live_socket(&io);
 		if (sk && rustls_same_conn(fn, tgid, reader_key, io.key)) {
 			bpf_map_update_elem(&rustls_readers, &key, &io, BPF_ANY);
+			rustls_held_on_read_bound(id, reader_key, sk, io.conn_id);
 			rustls_apply_gap(reader_key, id, NT_DIR_RECV, sk);
 			return sk;
 		}
+		/* Not this read's: the socket it may be held under (rustls_held.bpf.h). */
+		if (sk)
+			*cand = io;
 	}
 	struct rustls_io *bound = bpf_map_lookup_elem(&rustls_readers, &key);
 	return bound ? rustls_live_socket(bound) : 0;
@@ -374,9 +432,10 @@ static __always_inline __u64 rustls_read_socket(__u64 id, __u64 fn, __u64 reader
 
 static __always_inline int rustls_emit_read(__u64 id, __u64 fn, __u64 reader_key, __u64 buf, __u64 n)
 {
-	__u64 sk = rustls_read_socket(id, fn, reader_key);
+	struct rustls_io cand = {};
+	__u64 sk = rustls_read_socket(id, fn, reader_key, &cand);
 	if (!sk) {
-		rustls_unbound(reader_key, id >> 32, NT_DIR_RECV, n);
+		rustls_hold_read(id, fn, reader_key, buf, n, &cand);
 		return 0;
 	}
 	if (!ports_wanted((struct sock *)sk))

@@ -338,6 +338,11 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                 }
                 for exe in work.execs {
                     if let Some(g) = &mut gate {
+                        // Held programs first: after start-up the ring holds
+                        // every program started meanwhile, seconds of examining.
+                        while let Some(held) = g.try_next() {
+                            tls.program_held(&mut ebpf, &held);
+                        }
                         g.mark(Path::new(&format!("/proc/{}/exe", exe.pid)));
                     }
                     if tls_probes {

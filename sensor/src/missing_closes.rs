@@ -54,12 +54,8 @@ impl MissingCloses {
         if tracked.is_empty() {
             return;
         }
-        let namespaces = ways_in(&tracked);
         let (tx, rx) = oneshot::channel();
-        let spawned = std::thread::Builder::new().name("sock-diag".into()).spawn(move || {
-            let _ = tx.send(sock_diag::list(&namespaces));
-        });
-        match spawned {
+        match list_on_thread(&tracked, move |listing| drop(tx.send(listing))) {
             Ok(_) => self.pending = Some((tracked, rx)),
             Err(e) => warn!(error = %e, "cannot start a sock_diag listing"),
         }
@@ -85,11 +81,8 @@ impl MissingCloses {
     pub fn finish(&mut self, proc: &mut Processor, timeout: Duration, now_boot_ns: u64) -> Result<()> {
         let tracked = proc.tracked_sockets();
         if !tracked.is_empty() {
-            let namespaces = ways_in(&tracked);
             let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::Builder::new().name("sock-diag".into()).spawn(move || {
-                let _ = tx.send(sock_diag::list(&namespaces));
-            })?;
+            list_on_thread(&tracked, move |listing| drop(tx.send(listing)))?;
             match rx.recv_timeout(timeout) {
                 Ok(listing) => self.close(&tracked, &listing, true, proc, now_boot_ns)?,
                 Err(_) => warn!(?timeout, "the last sock_diag listing did not finish in time"),
@@ -125,6 +118,19 @@ impl MissingCloses {
         }
         Ok(())
     }
+}
+
+/// Lists the namespaces of `tracked` on a thread of its own (entering a
+/// namespace changes the calling thread's) and hands the listing to `done`.
+fn list_on_thread(
+    tracked: &[TrackedSocket],
+    done: impl FnOnce(Listing) + Send + 'static,
+) -> std::io::Result<()> {
+    let namespaces = ways_in(tracked);
+    std::thread::Builder::new()
+        .name("sock-diag".into())
+        .spawn(move || done(sock_diag::list(&namespaces)))
+        .map(drop)
 }
 
 /// Each namespace of `tracked` with a few of its processes.

@@ -174,12 +174,23 @@ pub struct MariaDbServer {
 impl MariaDbServer {
     /// Makes the data directory, starts the server, creates the user and database.
     pub fn start(port: u16, password: &str) -> MariaDbServer {
+        MariaDbServer::start_with(port, password, false)
+    }
+
+    /// `start`, with TLS offered (a self-signed certificate for 127.0.0.1)
+    /// when `tls`.
+    pub fn start_with(port: u16, password: &str, tls: bool) -> MariaDbServer {
         assert!(
             Path::new("/usr/sbin/mariadbd").exists(),
             "mariadbd is required (ci/install.sh installs Debian's mariadb-server)"
         );
         let dir = tempfile::tempdir().unwrap();
-        let chown = Command::new("chown").args(["nobody:nogroup"]).arg(dir.path()).status().unwrap();
+        let mut ssl = Vec::new();
+        if tls {
+            let (cert, key) = crate::pki::tls_cert(dir.path());
+            ssl = vec![format!("--ssl-cert={}", cert.display()), format!("--ssl-key={}", key.display())];
+        }
+        let chown = Command::new("chown").args(["-R", "nobody:nogroup"]).arg(dir.path()).status().unwrap();
         assert!(chown.success());
         let data = dir.path().join("data");
         let out = as_nobody(Path::new("/usr/bin/mariadb-install-db"))
@@ -197,6 +208,7 @@ impl MariaDbServer {
             .arg(format!("--pid-file={}", dir.path().join("pid").display()))
             .args([&format!("--port={port}"), "--bind-address=127.0.0.1", "--skip-log-bin"])
             .args(["--innodb-buffer-pool-size=16M", "--innodb-log-file-size=8M"])
+            .args(&ssl)
             .current_dir(dir.path())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("log")).unwrap())

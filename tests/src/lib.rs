@@ -7,6 +7,7 @@
 pub mod assertions;
 pub mod databases;
 pub mod helm;
+pub mod inspect;
 pub mod jvm;
 pub mod k8s;
 pub mod kafka;

@@ -5,6 +5,7 @@
 //! `tls: true`, with no ciphertext; bad frames on the agent socket must
 //! close only their own connection.
 
+use nettap_e2e::inspect::status_kib;
 use nettap_e2e::jvm::{child_of, java_handoff_in_ns, java_mode, java_peer, jdk, KillOnDrop, SpawnGuarded};
 use nettap_e2e::*;
 use serde_json::Value;
@@ -747,13 +748,6 @@ fn sensor_attaches_to_jvms_by_itself(major: u32) {
 fn signal(pid: u32, sig: libc::c_int) {
     // SAFETY: plain syscall on the sensor this test started.
     assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0, "kill {pid} {sig}");
-}
-
-/// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("{field} in {status}"));
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// A JVM sending far more plaintext than the sensor takes: the sensor is

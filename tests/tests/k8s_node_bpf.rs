@@ -8,7 +8,8 @@
 //! byte. Then (one node, one test, to keep the bring-up once): Go, Node.js
 //! and curl workloads calling Services and pods (`workloads`), Java pods
 //! under each Pod Security level and a hostile pod (`security`), the
-//! sensor's life under traffic (`lifecycle`).
+//! sensor's life under traffic (`lifecycle`), pods coming and going
+//! (`churn`).
 
 use nettap_e2e::helm::{chart, helm};
 use nettap_e2e::node::{container_pid, curl_image, go_image, java_image, node_image, python_image, Node};
@@ -18,6 +19,8 @@ use nettap_e2e::{
 use serde_json::{json, Value};
 use std::path::Path;
 
+#[path = "k8s_node_bpf/churn.rs"]
+mod churn;
 #[path = "k8s_node_bpf/lifecycle.rs"]
 mod lifecycle;
 #[path = "k8s_node_bpf/security.rs"]
@@ -293,6 +296,7 @@ fn deployment_traffic_is_captured_with_its_pod() {
     let old_log = lifecycle::sensor_deleted_mid_traffic(&node, &load);
     lifecycle::annotations_switch_capture(&node, &load);
     lifecycle::store_rotates_and_logs_stay_clean(&node, &load, &old_log);
+    churn::pods_come_and_go(&node);
 
     node.kubectl(&["delete", "namespace", "shop", "--wait=false"]);
 

@@ -1,18 +1,13 @@
 //! Kubernetes mode with 1,000 pods on the node: the sensor learns every
 //! one and its memory stays bounded (the number is printed for the notes).
 
+use nettap_e2e::inspect::{map_entries, rss_kib};
 use nettap_e2e::k8s::ApiServer;
 use nettap_e2e::Sensor;
 use serde_json::json;
 use std::time::Instant;
 
 const PODS: usize = 1000;
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
 
 #[test]
 fn a_thousand_pods_are_indexed_in_bounded_memory() {
@@ -65,33 +60,6 @@ fn a_thousand_pods_are_indexed_in_bounded_memory() {
     sensor.stop();
 }
 
-/// Entries of the sensor's own `cgroup_policy` map (its map fds' fdinfo
-/// name the map id; other sensors on the host have their own).
-fn policy_entries(pid: u32) -> usize {
-    let mut ids = Vec::new();
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
-        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.file_name().display()))
-            .unwrap_or_default();
-        if let Some(id) = info.lines().find_map(|l| l.strip_prefix("map_id:")) {
-            ids.push(id.trim().to_string());
-        }
-    }
-    for id in ids {
-        let out =
-            std::process::Command::new("bpftool").args(["-j", "map", "show", "id", &id]).output().unwrap();
-        let show: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        if show["name"] == "cgroup_policy" {
-            let out = std::process::Command::new("bpftool")
-                .args(["-j", "map", "dump", "id", &id])
-                .output()
-                .unwrap();
-            let dump: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            return dump.as_array().unwrap().len();
-        }
-    }
-    panic!("the sensor {pid} holds no cgroup_policy map");
-}
-
 /// Waits until `what` holds, polling.
 fn until(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -125,7 +93,7 @@ fn a_thousand_pods_come_and_go_and_the_tables_return_to_their_baseline() {
     let sensor =
         Sensor::start(&["--kubernetes", "--node-name", &node, "--kubeconfig", &kubeconfig, "--port", &port]);
     sensor.wait_for_log(&["kubernetes state synchronised"]);
-    let baseline = policy_entries(sensor.pid());
+    let baseline = map_entries(sensor.pid(), "cgroup_policy");
     let mut rss = Vec::new();
     for round in 0..ROUNDS {
         let t = Instant::now();
@@ -158,7 +126,7 @@ fn a_thousand_pods_come_and_go_and_the_tables_return_to_their_baseline() {
         });
         // One rule for the pod's cgroup, one for its container's.
         until(&format!("round {round}: a rule for every pod's cgroups"), || {
-            policy_entries(sensor.pid()) == baseline + 2 * PODS
+            map_entries(sensor.pid(), "cgroup_policy") == baseline + 2 * PODS
         });
         let ruled = t.elapsed();
         let t = Instant::now();
@@ -171,7 +139,7 @@ fn a_thousand_pods_come_and_go_and_the_tables_return_to_their_baseline() {
             sensor.log_count(&["kubernetes pod removed"]) == (round + 1) * PODS
         });
         until(&format!("round {round}: the rule map back to its baseline"), || {
-            policy_entries(sensor.pid()) == baseline
+            map_entries(sensor.pid(), "cgroup_policy") == baseline
         });
         drop(cgroups);
         std::thread::sleep(std::time::Duration::from_secs(1));

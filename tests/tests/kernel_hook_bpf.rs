@@ -57,6 +57,8 @@ fn every_program_of_both_paths_loads() {
         "ur_nss_ret",
         "up_rustls_write",
         "ur_rustls_write",
+        "up_rustls_write_vectored",
+        "ur_rustls_write_vectored",
         "up_rustls_read",
         "ur_rustls_read",
         "up_rustls_write_tls",

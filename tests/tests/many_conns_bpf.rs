@@ -4,6 +4,7 @@
 //! its role, every byte at its offset, never a false `midstream`; a
 //! connection table that overflows says so in a `drop` record.
 
+use nettap_e2e::inspect::status_kib;
 use nettap_e2e::*;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -254,13 +255,6 @@ fn exact_connections(
         drops(&cap)
     );
     (cap, peak_kib)
-}
-
-/// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("{field} in {status}"));
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// Reasons of the capture's `drop` records with their counts.

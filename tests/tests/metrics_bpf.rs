@@ -156,6 +156,22 @@ fn metrics_and_health_say_what_the_records_say() {
     let captured: u64 =
         cap.records.iter().filter(|r| r["kind"] == "data").map(|r| payload(r).len() as u64).sum();
     assert_eq!(value(&snapshot, "nettap_captured_bytes_total", json!({"source": "kernel"})), captured);
+    // Bytes by kind: each connection's captured bytes under the kind of its
+    // exchanges, `data` for the burst's (no protocol parsed).
+    let mut conns: std::collections::HashMap<String, (u64, bool)> = Default::default();
+    for r in cap.records.iter().filter(|r| r["conn"].is_object()) {
+        let c =
+            conns.entry(format!("{} {} {}", r["pid"], r["conn"]["local"], r["conn"]["remote"])).or_default();
+        if r["kind"] == "data" {
+            c.0 += payload(r).len() as u64;
+        }
+        c.1 |= r["kind"] == "http";
+    }
+    let bytes_of = |http: bool| conns.values().filter(|c| c.1 == http).map(|c| c.0).sum::<u64>();
+    let (http_bytes, data_bytes) = (bytes_of(true), bytes_of(false));
+    assert!(http_bytes > 0 && data_bytes > 0, "{conns:?}");
+    assert_eq!(value(&snapshot, "nettap_record_bytes_total", json!({"kind": "http"})), http_bytes);
+    assert_eq!(value(&snapshot, "nettap_record_bytes_total", json!({"kind": "data"})), data_bytes);
     // Drops: the drop records' counts and bytes.
     let (count, bytes) = cap.dropped("ringbuf_full");
     assert!(count > 0, "the burst overflowed nothing");

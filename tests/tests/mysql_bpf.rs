@@ -3,7 +3,10 @@
 //! mysql-connector-python's prepared cursor (binary protocol) and the
 //! `mariadb` client. Every command appears exactly once at each end with
 //! its exact answer, pid, addresses and role; the password appears nowhere;
-//! bytes that are no handshake response are a counted drop.
+//! bytes that are no handshake response are a counted drop. Over TLS
+//! (PyMySQL on the stdlib's ssl module, `mariadb --ssl`, and mariadbd: all
+//! the system's libssl.so.3) the SSLRequest is the socket's and every
+//! exchange from the login on is OpenSSL's plaintext, at both ends.
 
 use nettap_e2e::*;
 use serde_json::{json, Value};
@@ -250,4 +253,106 @@ fn connections_joined_mid_stream_are_parsed_from_their_next_command() {
     assert_eq!(cap.of("conn", pid).iter().filter(|r| r["event"] == "midstream").count(), 2);
     let all = cap.records.iter().map(Value::to_string).collect::<String>();
     assert!(!all.contains(PASSWORD), "the password was written");
+}
+
+/// The mysql records of `pid` on the connection whose `end` is `addr`, as
+/// (source, tls, exchange), after checking role, and user and database
+/// from the login on.
+fn sourced(cap: &Capture, pid: u32, end: &str, addr: &str, role: &str) -> Vec<(String, bool, Value)> {
+    cap.of("mysql", pid)
+        .into_iter()
+        .filter(|r| r["conn"][end] == addr)
+        .map(|r| {
+            assert_eq!(r["conn"]["role"], role, "{r}");
+            if r["request"]["command"] != "SSL_REQUEST" {
+                assert_eq!((r["user"].as_str(), r["database"].as_str()), (Some("app"), Some("shop")), "{r}");
+            }
+            let e = json!({"request": r["request"], "response": r["response"]});
+            (r["source"].as_str().unwrap().to_string(), r["conn"]["tls"].as_bool().unwrap(), e)
+        })
+        .collect()
+}
+
+#[test]
+fn pymysql_and_the_mariadb_client_over_tls_are_captured_as_plaintext_from_openssl_at_both_ends() {
+    let port = free_port();
+    let port_s = port.to_string();
+    let server = MariaDbServer::start_with(port, PASSWORD, true);
+    let mut args = vec!["--port", &port_s];
+    args.extend_from_slice(EXACT);
+    let sensor = Sensor::start(&args);
+
+    // PyMySQL over the stdlib's ssl module, the mariadb client with --ssl:
+    // both, and mariadbd, use the system's libssl.so.3.
+    let out = server.dir.path().join("tls_peer.json");
+    let status = Command::new(venv_python())
+        .arg(program("my_tls_peer.py"))
+        .args([&port_s, PASSWORD])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "my_tls_peer.py failed");
+    let word = "SELECT CONCAT('secret', 'ive') AS word";
+    let mut cli = Command::new("mariadb")
+        .args(["--no-defaults", "--ssl", "-h", "127.0.0.1", "-P", &port_s, "-u", "app"])
+        .arg(format!("-p{PASSWORD}"))
+        .args(["shop", "-e", word])
+        .stdout(Stdio::null())
+        .spawn_guarded();
+    let cli_pid = cli.id();
+    assert!(wait_child(&mut cli, "mariadb").success());
+    let cap = sensor.stop();
+    let peer: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let py_pid = peer["pid"].as_u64().unwrap() as u32;
+    let cli_records = cap.of("mysql", cli_pid);
+    let cli_local =
+        cli_records.first().expect("no mariadb client records")["conn"]["local"].as_str().unwrap();
+
+    // The greeting's answer is an SSLRequest on the socket (no answer comes
+    // to it); from the login on, every exchange is OpenSSL's plaintext.
+    let ssl_request = ex("SSL_REQUEST", "", json!([]), Value::Null);
+    let error = json!({"status": "error", "columns": [], "rows": [], "rows_truncated": 0, "affected_rows": null,
+                       "error": {"code": 1146, "sqlstate": "42S02", "message": "Table 'shop.nope' doesn't exist"}});
+    let over_tls = |exchanges: Vec<Value>| -> Vec<(String, bool, Value)> {
+        std::iter::once(("kernel".to_string(), false, ssl_request.clone()))
+            .chain(exchanges.into_iter().map(|e| ("openssl".to_string(), true, e)))
+            .collect()
+    };
+    let pymysql = over_tls(vec![
+        handshake(),
+        query("SET NAMES utf8mb4", ok(Some(0))),
+        query("CREATE TABLE secure (id INT PRIMARY KEY, name VARCHAR(20))", ok(Some(0))),
+        query("INSERT INTO secure VALUES (1, 'over tls')", ok(Some(1))),
+        query("SELECT id, name FROM secure", rows(&["id", "name"], json!([["1", "over tls"]]))),
+        query("SELECT * FROM nope", error),
+    ]);
+    let client = over_tls(vec![handshake(), query(word, rows(&["word"], json!([["secretive"]])))]);
+    let py_local = peer["local"].as_str().unwrap();
+    for (name, pid, local, want) in
+        [("pymysql", py_pid, py_local, pymysql), ("mariadb", cli_pid, cli_local, client)]
+    {
+        for (who, got) in [
+            ("client", sourced(&cap, pid, "local", local, "client")),
+            ("server", sourced(&cap, server.pid(), "remote", local, "server")),
+        ] {
+            let brief = |v: &[(String, bool, Value)]| -> Vec<String> {
+                v.iter()
+                    .map(|(s, _, e)| format!("{s} {} {}", e["request"]["command"], e["request"]["query"]))
+                    .collect()
+            };
+            assert_eq!(brief(&got), brief(&want), "{name} over TLS at the {who}");
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(g, w, "{name} over TLS at the {who}");
+            }
+        }
+    }
+    assert!(cli_records.iter().all(|r| r["comm"] == "mariadb"));
+    assert!(cap
+        .of("mysql", server.pid())
+        .iter()
+        .all(|r| r["comm"] == "mariadbd" && r["conn"]["local"] == format!("127.0.0.1:{port}")));
+    assert_eq!(cap.dropped("mysql_parse_error").0, 0);
+    let all = cap.records.iter().map(Value::to_string).collect::<String>();
+    assert!(!all.contains(PASSWORD), "the password was written");
+    assert_eq!(cap.dropped("ringbuf_full"), (0, 0));
 }

@@ -6,6 +6,7 @@
 //! its memory after warm-up, its tables are back to empty at the end, and it
 //! holds nothing of the deleted copies.
 
+use nettap_e2e::inspect::rss_kib;
 use nettap_e2e::*;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -39,12 +40,6 @@ const OURS: &[&str] = &[
 ];
 /// Growth of the sensor's resident memory allowed over the churn.
 const RSS_GROWTH_PERCENT: u64 = 5;
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
 
 /// The numbers of the sensor's `tables at the end` log line.
 fn tables(log: &str) -> HashMap<String, u64> {

@@ -1,6 +1,7 @@
 //! Arbitrary bytes fed to both directions of a MySQL session (db_driver.rs),
 //! half the time after a greeting and a handshake so commands are reached,
-//! and (the first byte's second bit) to a session joined mid-stream; the
+//! and (the first byte's second bit) to a session joined mid-stream, or
+//! (its third bit alone) to one that goes on after TLS (the login next); the
 //! mid-stream boundary checks get the bytes whole.
 #![no_main]
 
@@ -20,10 +21,10 @@ fuzz_target!(|data: &[u8]| {
         [(false, b"\x0b\0\0\0\x0a5.5.5-x\0\0\0\0"), (true, &hello), (false, b"\x07\0\0\x02\0\0\0\x02\0\0\0")];
     resync::request_start(data);
     resync::answer_start(data);
-    let session = if data.first().is_some_and(|b| b & 2 != 0) {
-        MySession::midstream(db_driver::LIMITS)
-    } else {
-        MySession::new(db_driver::LIMITS)
+    let session = match data.first().map(|b| b & 6) {
+        Some(2 | 6) => MySession::midstream(db_driver::LIMITS),
+        Some(4) => MySession::after_tls(db_driver::LIMITS),
+        _ => MySession::new(db_driver::LIMITS),
     };
     db_driver::drive(DbSession::Mysql(session), data, 3, &prelude);
 });

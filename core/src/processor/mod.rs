@@ -417,8 +417,14 @@ impl Processor {
         // Plaintext whose first chunk seen is not its first byte (an agent
         // attached or reconnected late) is joined mid-stream too.
         let joined = if plaintext { d.seq > 0 } else { info.midstream };
+        let mut after_tls = None;
         match self.sessions.get(&id).map(|s| s.plaintext) {
-            Some(false) if plaintext => self.close_session(id, &info, d.header.ts_boot_ns)?,
+            Some(false) if plaintext => {
+                // A MySQL login follows its greeting and SSLRequest, which
+                // only the socket's session saw.
+                after_tls = self.sessions.get(&id).filter(|_| !joined).and_then(ConnSession::after_tls);
+                self.close_session(id, &info, d.header.ts_boot_ns)?
+            }
             Some(true) if !plaintext => return Ok(()),
             _ => {}
         }
@@ -432,6 +438,9 @@ impl Processor {
         let limits = self.limits;
         let topics = &self.kafka_topics;
         let session = self.sessions.entry(id).or_insert_with(|| {
+            if let Some(s) = after_tls {
+                return s;
+            }
             let hint = match info.role {
                 events::Role::Client => Some(events::Direction::Send),
                 events::Role::Server => Some(events::Direction::Recv),

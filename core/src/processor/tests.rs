@@ -777,3 +777,68 @@ fn a_close_found_by_listing_sockets_ends_the_exchange_and_a_late_kernel_close_is
     assert_eq!(close["conn"]["local"], "10.0.0.1:40000");
     assert_eq!(out.kind("http")[0]["response"]["body"], "hello");
 }
+
+/// A MySQL packet: 3-byte length, sequence id, body.
+fn my_packet(seq: u8, body: &[u8]) -> Vec<u8> {
+    let mut p = (body.len() as u32).to_le_bytes()[..3].to_vec();
+    p.push(seq);
+    p.extend(body);
+    p
+}
+
+#[test]
+fn a_mysql_login_after_an_ssl_request_on_the_socket_is_parsed_from_the_tls_plaintext() {
+    let (mut p, out) = processor();
+    let mut g = EventGen::default();
+    let mut c = Conn::client(1, 100, "10.0.0.1:40000", "10.0.0.2:3306");
+    // Protocol 4.1, SSL, secure connection, with a database.
+    let fixed = || {
+        let mut b = (0x200u32 | 0x800 | 0x8000 | 0x8).to_le_bytes().to_vec();
+        b.extend([0; 28]);
+        b
+    };
+    p.handle(&g.conn(&c, ConnChange::Open)).unwrap();
+    p.handle(&g.plain(
+        &c,
+        Direction::Recv,
+        0,
+        &my_packet(0, b"\x0a5.5.5-10.11.19-MariaDB\0\x01\0\0\0abcdefgh\0\xff\xf7"),
+    ))
+    .unwrap();
+    let ssl_request = my_packet(1, &fixed());
+    p.handle(&g.plain(&c, Direction::Send, 0, &ssl_request)).unwrap();
+    // The ClientHello, on the socket.
+    p.handle(&g.plain(&c, Direction::Send, ssl_request.len() as u64, &[0x16, 3, 1, 0, 4, 1, 2, 3, 4]))
+        .unwrap();
+    c.tls = true;
+    let mut login = fixed();
+    login.extend(b"app\0\x03pwd" as &[u8]);
+    login.extend(b"shop\0");
+    let ok = [0, 0, 0, 2, 0, 0, 0];
+    let login = my_packet(2, &login);
+    let query = my_packet(0, b"\x03DO 1");
+    p.handle(&g.data(&c, nt_probe_ssl_write(), Direction::Send, 0, &login, 0)).unwrap();
+    p.handle(&g.data(&c, nt_probe_ssl_read(), Direction::Recv, 0, &my_packet(3, &ok), 0)).unwrap();
+    p.handle(&g.data(&c, nt_probe_ssl_write(), Direction::Send, login.len() as u64, &query, 0)).unwrap();
+    p.handle(&g.data(&c, nt_probe_ssl_read(), Direction::Recv, 11, &my_packet(1, &ok), 0)).unwrap();
+    p.handle(&g.conn(&c, ConnChange::Close)).unwrap();
+    end(&mut p, g.now);
+    let my = out.kind("mysql");
+    let brief: Vec<_> = my
+        .iter()
+        .map(|r| (r["source"].as_str(), r["request"]["command"].as_str(), r["request"]["query"].as_str()))
+        .collect();
+    assert_eq!(
+        brief,
+        [
+            (Some("kernel"), Some("SSL_REQUEST"), Some("")),
+            (Some("openssl"), Some("HANDSHAKE"), Some("")),
+            (Some("openssl"), Some("COM_QUERY"), Some("DO 1"))
+        ]
+    );
+    assert_eq!((&my[2]["user"], &my[2]["database"]), (&Value::from("app"), &Value::from("shop")));
+    assert_eq!(my[2]["response"]["affected_rows"], 0);
+    assert_eq!((&my[2]["pid"], &my[2]["conn"]["role"]), (&Value::from(100), &Value::from("client")));
+    assert!(out.kind("drop").is_empty(), "{:?}", out.kind("drop"));
+    assert!(!String::from_utf8_lossy(&out.0.lock().unwrap()).contains("pwd"));
+}

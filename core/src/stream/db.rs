@@ -5,6 +5,8 @@
 use super::{Chunk, Delivery, SessionOut};
 use crate::events::Direction;
 use crate::protocols::db::{DbOutput, DbSession};
+use crate::protocols::exchange::Limits;
+use crate::protocols::mysql::MySession;
 
 /// The protocol state and which way requests go.
 #[derive(Debug)]
@@ -22,6 +24,20 @@ pub(super) struct Db {
 impl Db {
     pub(super) fn new(session: DbSession, request: Direction, probe: u32) -> Self {
         Self { session, request, request_probe: probe, last_ts: 0, scratch: Vec::new() }
+    }
+
+    /// The state that goes on in the connection's TLS plaintext, when the
+    /// socket's bytes asked for TLS in a way the plaintext cannot show
+    /// (MySQL: the greeting and the SSLRequest came before it).
+    pub(super) fn after_tls(&self, limits: Limits) -> Option<Db> {
+        match &self.session {
+            DbSession::Mysql(s) if s.tls_requested() => Some(Db::new(
+                DbSession::Mysql(MySession::after_tls(limits)),
+                self.request,
+                self.request_probe,
+            )),
+            _ => None,
+        }
     }
 
     /// The hook of the latest request bytes (for bytes whose own is not kept).

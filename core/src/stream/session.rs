@@ -308,6 +308,21 @@ impl ConnSession {
         self
     }
 
+    /// The session for the connection's TLS plaintext when this one (fed
+    /// the socket's bytes) saw the client ask for TLS in a way the
+    /// plaintext will not repeat (a MySQL greeting and SSLRequest); None
+    /// when the plaintext's first bytes tell its protocol alone.
+    pub fn after_tls(&self) -> Option<ConnSession> {
+        let Proto::Db(db) = &self.proto else { return None };
+        let db = db.after_tls(self.limits)?;
+        let limit = self.dirs[0].limit();
+        let mut s = ConnSession::new(false, self.request_hint, self.limits, limit)
+            .with_kafka_topics(self.kafka_topics.clone());
+        s.proto = Proto::Db(Box::new(db));
+        s.plaintext = true;
+        Some(s)
+    }
+
     /// True when the connection carries HTTP (1.x or 2).
     pub fn is_http(&self) -> bool {
         matches!(self.proto, Proto::Http(_))

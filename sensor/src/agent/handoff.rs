@@ -224,8 +224,7 @@ fn scan() -> (Vec<(u32, RawFd)>, usize, Duration) {
     let started = Instant::now();
     let mut found = Vec::new();
     let mut processes = 0;
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+    for pid in crate::probes::running_pids() {
         processes += 1;
         if let Some(fd) = offered_fd(pid) {
             found.push((pid, fd));

@@ -5,6 +5,7 @@
 //! endpoint and the record counter exist only with `--metrics`.
 
 mod export;
+mod kind_bytes;
 mod records;
 mod ring;
 mod server;
@@ -64,6 +65,7 @@ pub struct Metrics {
     probes_attached: Family<AttachedLabels, Counter>,
     probe_failures: Family<FailedLabels, Counter>,
     records: Family<KindLabels, Counter>,
+    record_bytes: Family<KindLabels, Counter>,
     captured_bytes: Family<SourceLabels, Counter>,
     drops: Family<ReasonLabels, Counter>,
     dropped_bytes: Family<ReasonLabels, Counter>,
@@ -86,6 +88,7 @@ impl Metrics {
             probes_attached: Family::default(),
             probe_failures: Family::default(),
             records: Family::default(),
+            record_bytes: Family::default(),
             captured_bytes: Family::default(),
             drops: Family::default(),
             dropped_bytes: Family::default(),
@@ -113,6 +116,11 @@ impl Metrics {
             "records",
             "Records written, by kind (as the JSON Lines output has them)",
             m.records.clone(),
+        );
+        registry.register(
+            "record_bytes",
+            "Payload bytes captured, by the kind of record they became (http, pgsql, …; data: a connection closed with no exchange); a TLS connection's plaintext, not its ciphertext",
+            m.record_bytes.clone(),
         );
         registry.register(
             "captured_bytes",

@@ -1,8 +1,10 @@
 //! The records' side of the metrics: a sink that counts what the outputs
 //! are given — records by kind, captured bytes by source, losses by reason,
 //! and TLS bytes per pod (ciphertext seen by the kernel vs plaintext from
-//! the TLS library: the answer to "is decryption working for my pod?").
+//! the TLS library: the answer to "is decryption working for my pod?"),
+//! and captured bytes by the kind of record they became.
 
+use super::kind_bytes::KindBytes;
 use super::{global, KindLabels, PodLabels, ReasonLabels, SourceLabels};
 use nettap_core::record::{in_jsonl, Body, DataKind, Record};
 use nettap_core::sink::Sink;
@@ -19,12 +21,15 @@ pub struct RecordCounter {
     /// Pod UID → its TLS byte counter per source, so that a chunk costs a
     /// lookup, not a label set built and hashed; bounded by MAX_PODS.
     pods: HashMap<String, Vec<(&'static str, Counter)>>,
+    kind_bytes: KindBytes,
+    /// Kind → its byte counter (a handful of kinds).
+    kinds: Vec<(&'static str, Counter)>,
 }
 
 impl RecordCounter {
     /// Counts records as a JSON Lines output with `raw` (or without) has them.
     pub fn new(raw: bool) -> Self {
-        Self { raw, pods: HashMap::new() }
+        Self { raw, pods: HashMap::new(), kind_bytes: KindBytes::default(), kinds: Vec::new() }
     }
 
     fn pod_tls(&mut self, r: &Record<'_>, bytes: u64) {
@@ -54,6 +59,17 @@ impl RecordCounter {
 impl Sink for RecordCounter {
     fn record(&mut self, r: &Record<'_>) -> io::Result<()> {
         let m = global();
+        let kinds = &mut self.kinds;
+        self.kind_bytes.record(r, &mut |kind, bytes| {
+            let counter = match kinds.iter().find(|(k, _)| *k == kind) {
+                Some((_, c)) => c,
+                None => {
+                    kinds.push((kind, m.record_bytes.get_or_create(&KindLabels { kind }).clone()));
+                    &kinds.last().expect("pushed").1
+                }
+            };
+            counter.inc_by(bytes);
+        });
         if in_jsonl(&r.body, self.raw) {
             m.records.get_or_create(&KindLabels { kind: r.kind() }).inc();
         }

@@ -164,6 +164,13 @@ impl ExecGate {
     pub async fn next(&mut self) -> Option<HeldExec> {
         self.held.recv().await
     }
+
+    /// A held program waiting now, if any: the capture loop takes these
+    /// between other pieces of work, so a program is not held while the
+    /// loop examines a backlog of programs that already run.
+    pub fn try_next(&mut self) -> Option<HeldExec> {
+        self.held.try_recv().ok()
+    }
 }
 
 impl Drop for ExecGate {
@@ -253,7 +260,7 @@ fn answer(fan: &OwnedFd, tx: &tokio::sync::mpsc::Sender<HeldExec>, hold: Duratio
         }
         // SAFETY: the kernel wrote `n` bytes of the u64 buffer.
         let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const u8, n as usize) };
-        let mut waiting: Vec<(OwnedFd, FileId, Receiver<()>)> = Vec::new();
+        let mut waiting: Vec<(OwnedFd, FileId, Receiver<()>, i32)> = Vec::new();
         for ev in events(bytes) {
             if ev.fd < 0 {
                 continue; // queue overflow: nothing to answer
@@ -267,7 +274,10 @@ fn answer(fan: &OwnedFd, tx: &tokio::sync::mpsc::Sender<HeldExec>, hold: Duratio
                 allow(fan, &fd);
                 continue;
             };
-            if known.contains(&key) {
+            // Known files, and files that are not ELF (a script: the kernel
+            // opens its interpreter for exec next, and that one is held),
+            // go at once.
+            if known.contains(&key) || !is_elf(&fd) {
                 allow(fan, &fd);
                 continue;
             }
@@ -279,13 +289,17 @@ fn answer(fan: &OwnedFd, tx: &tokio::sync::mpsc::Sender<HeldExec>, hold: Duratio
                 _release: release,
             });
             match held.map(|h| tx.try_send(h)) {
-                Ok(Ok(())) => waiting.push((fd, key, released)),
+                Ok(Ok(())) => waiting.push((fd, key, released, ev.pid)),
                 _ => allow(fan, &fd), // queue full, capture loop gone, or no fd left
             }
         }
-        let deadline = Instant::now() + hold;
-        for (fd, key, released) in waiting {
-            match released.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        let read_at = Instant::now();
+        let deadline = read_at + hold;
+        for (fd, key, released, pid) in waiting {
+            let answer = released.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+            let held_us = read_at.elapsed().as_micros() as u64;
+            tracing::debug!(pid, held_us, "exec gate answers a held program");
+            match answer {
                 Err(RecvTimeoutError::Timeout) => {
                     late += 1;
                     if late.is_power_of_two() {
@@ -306,6 +320,16 @@ fn answer(fan: &OwnedFd, tx: &tokio::sync::mpsc::Sender<HeldExec>, hold: Duratio
             allow(fan, &fd);
         }
     }
+}
+
+/// Whether the open file starts with the ELF magic (read at offset 0,
+/// leaving the file position alone).
+fn is_elf(fd: &OwnedFd) -> bool {
+    let mut magic = [0u8; 4];
+    // SAFETY: reads at most 4 bytes into a local array.
+    let n = unsafe { libc::pread(fd.as_raw_fd(), magic.as_mut_ptr() as *mut libc::c_void, 4, 0) };
+    // A file that cannot be read is examined as before.
+    n < 0 || magic == *b"\x7fELF"
 }
 
 /// (device, inode) of an open file.
@@ -344,6 +368,18 @@ fn events(mut bytes: &[u8]) -> impl Iterator<Item = GateEvent> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_elf_files_are_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |p: &Path| OwnedFd::from(File::open(p).unwrap());
+        let script = dir.path().join("s.sh");
+        std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "").unwrap();
+        assert!(!is_elf(&open(&script)) && !is_elf(&open(&empty)));
+        assert!(is_elf(&open(Path::new("/bin/true"))));
+    }
 
     #[test]
     fn mountinfo_gives_program_filesystems_only() {

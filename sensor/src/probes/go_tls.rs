@@ -7,14 +7,13 @@
 use super::file_id::{Examined, FileId};
 use super::go_layout::{TABLE as GO_LAYOUT_TABLE, TCPCONN_TYPE_HASHES};
 use super::golang::{self, GoBinary};
-use super::probed_files::{MapsName, ProbedFiles};
-use super::{loader, log_attach, log_program_probed, ProbeError};
+use super::probed_files::{open_unexamined, MapsName, ProbedFiles, Unexamined};
+use super::{loader, log_attach, ProbeError, ProgramProber};
 use crate::bpf::events::{nt_go_exe, nt_go_layout};
-use crate::probes::exec_gate::HeldExec;
 use aya::Ebpf;
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 
 const WRITE: &str = "crypto/tls.(*Conn).Write";
@@ -61,62 +60,6 @@ impl GoTlsProbes {
             tracing::info!(target, links, "probes detached from a deleted Go program no process runs");
         }
         gone.len()
-    }
-
-    /// Examines the executables of every running process. Returns how many were probed.
-    pub fn attach_running(&mut self, ebpf: &mut Ebpf) -> usize {
-        super::running_pids()
-            .into_iter()
-            .filter(|pid| self.examine(ebpf, &PathBuf::from(format!("/proc/{pid}/exe"))).is_some())
-            .count()
-    }
-
-    /// A program was executed: probe it if it is Go with crypto/tls.
-    pub fn examine_exec(&mut self, ebpf: &mut Ebpf, exe: &nettap_core::events::LibEvent, now_boot_ns: u64) {
-        let path = PathBuf::from(format!("/proc/{}/exe", exe.pid));
-        if let Some(in_place) = self.examine(ebpf, &path) {
-            log_program_probed("a Go program", exe.pid, &path, exe.ts_boot_ns, Some(now_boot_ns), in_place);
-        }
-    }
-
-    /// A program held at exec: probe it, before it runs, if it is Go with crypto/tls.
-    pub fn examine_held(&mut self, ebpf: &mut Ebpf, held: &HeldExec) {
-        if let Some(in_place) = self.examine(ebpf, &held.path()) {
-            log_program_probed("a Go program", held.pid, &held.path(), held.held_at_boot_ns, None, in_place);
-        }
-    }
-
-    /// Probes the executable at `path` once per identity; when the probes
-    /// were in place (boot-time ns), if it was newly probed.
-    pub fn examine(&mut self, ebpf: &mut Ebpf, path: &Path) -> Option<u64> {
-        let file = std::fs::File::open(path).ok()?;
-        let meta = file.metadata().ok()?;
-        let key = FileId::of(&meta);
-        if self.probed.contains(&key) || !self.examined.insert(key) {
-            return None;
-        }
-        // SAFETY: read-only private mapping of a file we hold open; only its
-        // headers, build info, symbol tables and the probed functions are read.
-        let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-        let target = std::fs::read_link(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string();
-        let go = match golang::inspect(&map, &[WRITE, READ]) {
-            Ok(Some(go)) => go,
-            Ok(None) | Err(golang::GoError::Elf(_)) => return None, // not Go
-            Err(e) => {
-                crate::metrics::global().probe_failed("uprobe", &target, "go_layout");
-                tracing::warn!(target, probe_type = "uprobe", probe = WRITE, ok = false, error = %e, "probe attached: failed");
-                return None;
-            }
-        };
-        if !go.functions.contains_key(WRITE) && !go.functions.contains_key(READ) {
-            return None; // Go without crypto/tls
-        }
-        drop(map);
-        let in_place = self.attach(ebpf, &file, key, &target, &go);
-        if in_place.is_some() {
-            self.probed.insert(key, &file, &target);
-        }
-        in_place
     }
 
     fn attach(
@@ -199,6 +142,35 @@ impl GoTlsProbes {
             tracing::warn!(error = %e, "Go layout not given to the eBPF side; it uses the table");
         }
         source
+    }
+}
+
+impl ProgramProber for GoTlsProbes {
+    const WHAT: &'static str = "a Go program";
+
+    /// Probes the executable at `path` once per identity; when the probes
+    /// were in place (boot-time ns), if it was newly probed.
+    fn examine(&mut self, ebpf: &mut Ebpf, path: &Path) -> Option<u64> {
+        let Unexamined { file, key, map } = open_unexamined(path, &self.probed, &mut self.examined)?;
+        let target = std::fs::read_link(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string();
+        let go = match golang::inspect(&map, &[WRITE, READ]) {
+            Ok(Some(go)) => go,
+            Ok(None) | Err(golang::GoError::Elf(_)) => return None, // not Go
+            Err(e) => {
+                crate::metrics::global().probe_failed("uprobe", &target, "go_layout");
+                tracing::warn!(target, probe_type = "uprobe", probe = WRITE, ok = false, error = %e, "probe attached: failed");
+                return None;
+            }
+        };
+        if !go.functions.contains_key(WRITE) && !go.functions.contains_key(READ) {
+            return None; // Go without crypto/tls
+        }
+        drop(map);
+        let in_place = self.attach(ebpf, &file, key, &target, &go);
+        if in_place.is_some() {
+            self.probed.insert(key, &file, &target);
+        }
+        in_place
     }
 }
 

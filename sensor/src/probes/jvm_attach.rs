@@ -174,8 +174,7 @@ impl AutoAttach {
     /// Every JVM running now.
     pub fn running(&mut self) {
         let me = std::process::id();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        for pid in super::running_pids() {
             if pid != me && is_jvm(pid) {
                 self.spawn(pid, Duration::ZERO);
             }

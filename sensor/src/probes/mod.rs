@@ -108,6 +108,42 @@ pub(crate) fn running_pids() -> Vec<u32> {
     procs.flatten().filter_map(|p| p.file_name().to_str()?.parse().ok()).collect()
 }
 
+/// A prober of whole executables (Go programs with crypto/tls, Rust programs
+/// with rustls): what it probes differs, how a program comes to be examined
+/// does not — the processes running at start-up, each program executed
+/// later, each program the exec gate holds.
+pub(crate) trait ProgramProber {
+    /// What a probed program is, for the logs ("a Go program").
+    const WHAT: &'static str;
+
+    /// Probes the executable at `path` once per identity; when the probes
+    /// were in place (boot-time ns), if it was newly probed.
+    fn examine(&mut self, ebpf: &mut aya::Ebpf, path: &std::path::Path) -> Option<u64>;
+
+    /// Examines the executables of every running process. Returns how many were probed.
+    fn attach_running(&mut self, ebpf: &mut aya::Ebpf) -> usize {
+        running_pids()
+            .into_iter()
+            .filter(|pid| self.examine(ebpf, std::path::Path::new(&format!("/proc/{pid}/exe"))).is_some())
+            .count()
+    }
+
+    /// A program was executed: probe it if it is one of ours.
+    fn examine_exec(&mut self, ebpf: &mut aya::Ebpf, exe: &nettap_core::events::LibEvent, now_boot_ns: u64) {
+        let path = std::path::PathBuf::from(format!("/proc/{}/exe", exe.pid));
+        if let Some(in_place) = self.examine(ebpf, &path) {
+            log_program_probed(Self::WHAT, exe.pid, &path, exe.ts_boot_ns, Some(now_boot_ns), in_place);
+        }
+    }
+
+    /// A program held at exec: probe it, before it runs, if it is one of ours.
+    fn examine_held(&mut self, ebpf: &mut aya::Ebpf, held: &exec_gate::HeldExec) {
+        if let Some(in_place) = self.examine(ebpf, &held.path()) {
+            log_program_probed(Self::WHAT, held.pid, &held.path(), held.held_at_boot_ns, None, in_place);
+        }
+    }
+}
+
 /// One line per program probed after start-up: `since` is when it was seen
 /// (the exec tracepoint, or the exec gate holding it), `noticed` when the
 /// sensor read that, `in_place` when its probes were attached (boot ns).

@@ -13,7 +13,7 @@
 //! never touched, and our own maps line gives the name every other
 //! process's line carries for it.
 
-use super::file_id::FileId;
+use super::file_id::{Examined, FileId};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -29,6 +29,32 @@ struct Held {
     /// Keeps our own maps line (see the module's comment).
     _page: memmap2::Mmap,
     name: MapsName,
+}
+
+/// A file opened to be examined for the first time: held open (its probes
+/// name it), its identity, and a read-only mapping of it.
+pub struct Unexamined {
+    pub file: File,
+    pub key: FileId,
+    pub map: memmap2::Mmap,
+}
+
+/// Opens and maps `path` unless a file of its identity is probed already or
+/// was examined before (it counts as examined from now on).
+pub fn open_unexamined(
+    path: &std::path::Path,
+    probed: &ProbedFiles,
+    examined: &mut Examined,
+) -> Option<Unexamined> {
+    let file = File::open(path).ok()?;
+    let key = FileId::of(&file.metadata().ok()?);
+    if probed.contains(&key) || !examined.insert(key) {
+        return None;
+    }
+    // SAFETY: read-only private mapping of a file we hold open; callers read
+    // only headers, symbol tables, strings and the functions they probe.
+    let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    Some(Unexamined { file, key, map })
 }
 
 /// Probed files by identity; `None` for one that could not be held, which

@@ -5,19 +5,20 @@
 //! functions and on the ciphertext functions that bind them to a socket.
 //! An executable with rustls but no symbol table is refused with the reason.
 
-use super::file_id::{Examined, FileId};
-use super::probed_files::{MapsName, ProbedFiles};
+use super::file_id::Examined;
+use super::probed_files::{open_unexamined, MapsName, ProbedFiles, Unexamined};
 use super::rustls_find::{self, Located, Role};
-use super::{loader, log_attach, log_program_probed, ProbeError};
-use crate::probes::exec_gate::HeldExec;
+use super::{loader, log_attach, ProbeError, ProgramProber};
 use aya::Ebpf;
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 
-const PROGRAMS: [&str; 11] = [
+const PROGRAMS: [&str; 13] = [
     "up_rustls_write",
     "ur_rustls_write",
+    "up_rustls_write_vectored",
+    "ur_rustls_write_vectored",
     "up_rustls_read",
     "ur_rustls_read",
     "up_rustls_write_tls",
@@ -33,6 +34,7 @@ const PROGRAMS: [&str; 11] = [
 fn programs(role: Role) -> (&'static str, Option<&'static str>) {
     match role {
         Role::PlaintextWrite => ("up_rustls_write", Some("ur_rustls_write")),
+        Role::PlaintextWriteVectored => ("up_rustls_write_vectored", Some("ur_rustls_write_vectored")),
         Role::PlaintextRead => ("up_rustls_read", Some("ur_rustls_read")),
         Role::TlsWrite => ("up_rustls_write_tls", Some("ur_rustls_write_tls")),
         Role::TlsRead => ("up_rustls_read_tls", Some("ur_rustls_read_tls")),
@@ -69,55 +71,15 @@ impl RustlsProbes {
         }
         gone.len()
     }
+}
 
-    /// Examines the executables of every running process. Returns how many were probed.
-    pub fn attach_running(&mut self, ebpf: &mut Ebpf) -> usize {
-        super::running_pids()
-            .into_iter()
-            .filter(|pid| self.examine(ebpf, &PathBuf::from(format!("/proc/{pid}/exe"))).is_some())
-            .count()
-    }
-
-    /// A program was executed: probe it if it has rustls.
-    pub fn examine_exec(&mut self, ebpf: &mut Ebpf, exe: &nettap_core::events::LibEvent, now_boot_ns: u64) {
-        let path = PathBuf::from(format!("/proc/{}/exe", exe.pid));
-        if let Some(in_place) = self.examine(ebpf, &path) {
-            log_program_probed(
-                "a rustls program",
-                exe.pid,
-                &path,
-                exe.ts_boot_ns,
-                Some(now_boot_ns),
-                in_place,
-            );
-        }
-    }
-
-    /// A program held at exec: probe it, before it runs, if it has rustls.
-    pub fn examine_held(&mut self, ebpf: &mut Ebpf, held: &HeldExec) {
-        if let Some(in_place) = self.examine(ebpf, &held.path()) {
-            log_program_probed(
-                "a rustls program",
-                held.pid,
-                &held.path(),
-                held.held_at_boot_ns,
-                None,
-                in_place,
-            );
-        }
-    }
+impl ProgramProber for RustlsProbes {
+    const WHAT: &'static str = "a rustls program";
 
     /// Probes the executable at `path` once per identity; when the probes
     /// were in place (boot-time ns), if it was newly probed.
-    pub fn examine(&mut self, ebpf: &mut Ebpf, path: &Path) -> Option<u64> {
-        let file = std::fs::File::open(path).ok()?;
-        let key = FileId::of(&file.metadata().ok()?);
-        if self.probed.contains(&key) || !self.examined.insert(key) {
-            return None;
-        }
-        // SAFETY: read-only private mapping of a file we hold open; its
-        // symbol table and read-only strings are read.
-        let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    fn examine(&mut self, ebpf: &mut Ebpf, path: &Path) -> Option<u64> {
+        let Unexamined { file, key, map } = open_unexamined(path, &self.probed, &mut self.examined)?;
         let located = rustls_find::locate(&map).ok()?; // not ELF
         drop(map);
         let target = std::fs::read_link(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string();

@@ -17,6 +17,10 @@ use object::{Object, ObjectKind, ObjectSection, ObjectSymbol, SymbolKind};
 pub enum Role {
     /// `<ConnectionCommon<_> as PlaintextSink>::write`: plaintext taken for sending.
     PlaintextWrite,
+    /// `<ConnectionCommon<_> as PlaintextSink>::write_vectored`: the same from
+    /// `IoSlice`s (tokio-rustls's `poll_write_vectored`, which hyper uses).
+    /// Optional: a program that never writes vectored may have none.
+    PlaintextWriteVectored,
     /// `<Reader as io::Read>::read`: plaintext handed to the application.
     PlaintextRead,
     /// `ChunkVecBuffer::write_to`: the records to send, written to the transport.
@@ -33,8 +37,9 @@ pub enum Role {
 
 impl Role {
     /// Every role, in the order they are reported.
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::PlaintextWrite,
+        Role::PlaintextWriteVectored,
         Role::PlaintextRead,
         Role::TlsWrite,
         Role::TlsRead,
@@ -46,6 +51,7 @@ impl Role {
     pub fn name(self) -> &'static str {
         match self {
             Role::PlaintextWrite => "rustls::conn::PlaintextSink::write",
+            Role::PlaintextWriteVectored => "rustls::conn::PlaintextSink::write_vectored",
             Role::PlaintextRead => "rustls::conn::Reader::read",
             Role::TlsWrite => "rustls::vecbuf::ChunkVecBuffer::write_to",
             Role::TlsRead => "rustls::msgs::deframer read",
@@ -64,6 +70,12 @@ impl Role {
                 || name.ends_with(" as rustls::conn::connection::PlaintextSink>::write"))
         {
             return Some(Role::PlaintextWrite);
+        }
+        if name.starts_with("<rustls::conn::ConnectionCommon<")
+            && (name.ends_with(" as rustls::conn::PlaintextSink>::write_vectored")
+                || name.ends_with(" as rustls::conn::connection::PlaintextSink>::write_vectored"))
+        {
+            return Some(Role::PlaintextWriteVectored);
         }
         if (name.starts_with("<rustls::conn::Reader as ")
             || name.starts_with("<rustls::conn::connection::Reader as "))
@@ -211,7 +223,8 @@ mod tests {
         let cases = [
             ("<rustls::conn::ConnectionCommon<rustls::server::server_conn::ServerConnectionData> as rustls::conn::connection::PlaintextSink>::write", Some(Role::PlaintextWrite)),
             ("<rustls::conn::ConnectionCommon<T> as rustls::conn::PlaintextSink>::write", Some(Role::PlaintextWrite)),
-            ("<rustls::conn::ConnectionCommon<rustls::client::client_conn::ClientConnectionData> as rustls::conn::PlaintextSink>::write_vectored", None),
+            ("<rustls::conn::ConnectionCommon<rustls::client::client_conn::ClientConnectionData> as rustls::conn::PlaintextSink>::write_vectored", Some(Role::PlaintextWriteVectored)),
+            ("<rustls::conn::ConnectionCommon<rustls::server::server_conn::ServerConnectionData> as rustls::conn::connection::PlaintextSink>::write_vectored", Some(Role::PlaintextWriteVectored)),
             ("<rustls::conn::connection::Reader as alloc::io::read::Read>::read", Some(Role::PlaintextRead)),
             ("<rustls::conn::Reader as std::io::Read>::read", Some(Role::PlaintextRead)),
             ("<rustls::vecbuf::ChunkVecBuffer>::write_to", Some(Role::TlsWrite)),

@@ -6,7 +6,7 @@
 
 use super::elf::FileSymbol;
 use super::file_id::{Examined, FileId};
-use super::probed_files::{MapsName, ProbedFiles};
+use super::probed_files::{open_unexamined, MapsName, ProbedFiles, Unexamined};
 use super::uprobe_plan::{self, FunctionPlan, TlsFunction};
 use super::{elf, loader, log_attach, log_program_probed, ProbeError};
 use crate::probes::exec_gate::HeldExec;
@@ -188,15 +188,7 @@ impl TlsLibProbes {
         if self.lib.linked_in.is_empty() {
             return None;
         }
-        let file = std::fs::File::open(path).ok()?;
-        let meta = file.metadata().ok()?;
-        let key = FileId::of(&meta);
-        if self.probed.contains(&key) || !self.examined.insert(key) {
-            return None;
-        }
-        // SAFETY: read-only private mapping of a file we opened; only the
-        // pages the ELF parser touches (headers, symbol tables) are read.
-        let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+        let Unexamined { file, map, .. } = open_unexamined(path, &self.probed, &mut self.examined)?;
         let found = elf::symbol_offsets(&map, self.lib.linked_in).ok()?;
         if found.len() < self.lib.linked_in.len() {
             return None;

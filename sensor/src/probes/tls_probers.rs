@@ -6,6 +6,7 @@ use super::go_tls::GoTlsProbes;
 use super::probed_files::{self, MapsName};
 use super::rustls::RustlsProbes;
 use super::tls_lib::{TlsLibProbes, TlsLibrary};
+use super::ProgramProber;
 use super::{GNUTLS, NSS, OPENSSL};
 use crate::probes::exec_gate::HeldExec;
 use aya::Ebpf;

@@ -75,6 +75,8 @@ pub struct MessageParser {
     /// Bytes of the current body went missing: what follows is counted,
     /// not kept, so the kept body stays a true prefix of what was sent.
     body_hole: bool,
+    /// The current head names a content encoding (to undo when it ends).
+    encoded: bool,
 }
 
 const MAX_HEADERS: usize = 128;
@@ -82,7 +84,15 @@ const MAX_HEADERS: usize = 128;
 impl MessageParser {
     /// A parser for `kind` messages.
     pub fn new(kind: Kind, limits: Limits) -> Self {
-        Self { kind, limits, state: State::Head, buf: Vec::new(), msg: Message::default(), body_hole: false }
+        Self {
+            kind,
+            limits,
+            state: State::Head,
+            buf: Vec::new(),
+            msg: Message::default(),
+            body_hole: false,
+            encoded: false,
+        }
     }
 
     /// True after an upgrade: the caller treats the rest as raw bytes.
@@ -112,6 +122,7 @@ impl MessageParser {
         self.buf.clear();
         self.msg = Message::default();
         self.body_hole = false;
+        self.encoded = false;
     }
 
     /// `len` bytes went missing inside the body being read: when its framing
@@ -245,18 +256,32 @@ impl MessageParser {
         self.kind == Kind::Response && self.msg.head.status == 101
     }
 
-    /// How the body is delimited (RFC 9112 §6.3); `None` when there is no body.
-    fn framing(&self, request_was_head: bool) -> Result<Option<Framing>, ParseError> {
+    /// How the body is delimited (RFC 9112 §6.3); `None` when there is no
+    /// body. Notes whether the head names a content encoding on the way.
+    fn framing(&mut self, request_was_head: bool) -> Result<Option<Framing>, ParseError> {
         let h = &self.msg.head;
+        // One pass over the headers; a name is compared only when its length fits.
+        let (mut chunked, mut length, mut encoded) = (false, None, false);
+        for (n, v) in &h.headers {
+            match n.len() {
+                17 if n.eq_ignore_ascii_case("transfer-encoding") => {
+                    chunked |= v.split(',').any(|t| t.trim().eq_ignore_ascii_case("chunked"))
+                }
+                16 if n.eq_ignore_ascii_case("content-encoding") => encoded = true,
+                14 if length.is_none() && n.eq_ignore_ascii_case("content-length") => length = Some(v),
+                _ => {}
+            }
+        }
+        self.encoded = encoded;
         if self.kind == Kind::Response
             && (request_was_head || (100..200).contains(&h.status) || h.status == 204 || h.status == 304)
         {
             return Ok(None);
         }
-        if h.has_token("transfer-encoding", "chunked") {
+        if chunked {
             return Ok(Some(Framing::Chunked(Chunk::Size(Vec::new()))));
         }
-        if let Some(v) = h.header("content-length") {
+        if let Some(v) = length {
             let n: u64 = v.trim().parse().map_err(|_| ParseError::ContentLength)?;
             return Ok(if n == 0 { None } else { Some(Framing::Length(n)) });
         }
@@ -356,18 +381,23 @@ impl MessageParser {
     fn complete(&mut self) -> Message {
         self.body_hole = false;
         let mut msg = std::mem::take(&mut self.msg);
-        msg.decode_content(self.limits.max_body);
+        if std::mem::take(&mut self.encoded) {
+            msg.decode_content(self.limits.max_body);
+        }
         msg
     }
 }
 
 /// The head at the start of `buf`: `Ok(None)` while incomplete.
 fn parse_head(kind: Kind, buf: &[u8]) -> Result<Option<(usize, Head)>, httparse::Error> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    // Left uninitialised: httparse writes the headers it finds, and zeroing
+    // 128 of them (4 KiB) cost more than parsing a short head.
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let config = httparse::ParserConfig::default();
     Ok(match kind {
         Kind::Request => {
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(buf)? {
+            let mut req = httparse::Request::new(&mut []);
+            match config.parse_request_with_uninit_headers(&mut req, buf, &mut headers)? {
                 httparse::Status::Partial => None,
                 httparse::Status::Complete(n) => Some((
                     n,
@@ -382,8 +412,8 @@ fn parse_head(kind: Kind, buf: &[u8]) -> Result<Option<(usize, Head)>, httparse:
             }
         }
         Kind::Response => {
-            let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(buf)? {
+            let mut resp = httparse::Response::new(&mut []);
+            match config.parse_response_with_uninit_headers(&mut resp, buf, &mut headers)? {
                 httparse::Status::Partial => None,
                 httparse::Status::Complete(n) => Some((
                     n,
@@ -401,7 +431,16 @@ fn parse_head(kind: Kind, buf: &[u8]) -> Result<Option<(usize, Head)>, httparse:
 }
 
 fn owned_headers(h: &[httparse::Header<'_>]) -> Vec<(String, String)> {
-    h.iter().map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned())).collect()
+    h.iter().map(|h| (h.name.to_string(), lossy(h.value))).collect()
+}
+
+/// `value` as text, invalid UTF-8 replaced; valid text (nearly every
+/// header value) is copied without the lossy decoder's per-chunk walk.
+fn lossy(value: &[u8]) -> String {
+    match std::str::from_utf8(value) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(value).into_owned(),
+    }
 }
 
 /// Appends to `line` up to and including LF; returns bytes used once the line is whole.

@@ -7,7 +7,8 @@
 //! The server (tokio, multi-threaded, tokio-rustls on rustls 0.23) answers
 //! `POST /echo/N` with N bytes of pattern("resp", N) after checking the
 //! request body is pattern("req", len); any other request with
-//! "rustls says: " and the request path. Every connection is HTTP/1.1
+//! "rustls says: " and the request path (written vectored when the path
+//! starts with /v, as hyper writes). Every connection is HTTP/1.1
 //! keep-alive. The client makes N GET requests (PATH0, PATH1, …) over one
 //! connection, or with --sizes one POST per size, and checks every answer;
 //! with --conns K it does so on K connections at once (one thread each).
@@ -125,10 +126,34 @@ async fn serve_conn<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(tls
             "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
             answer.len()
         );
-        tls.get_mut().write_all(reply.as_bytes()).await?;
-        tls.get_mut().write_all(&answer).await?;
+        if path.starts_with("/v") {
+            // Vectored, as hyper writes: rustls's PlaintextSink::write_vectored.
+            write_all_vectored(tls.get_mut(), reply.as_bytes(), &answer).await?;
+        } else {
+            tls.get_mut().write_all(reply.as_bytes()).await?;
+            tls.get_mut().write_all(&answer).await?;
+        }
         tls.get_mut().flush().await?;
     }
+}
+
+/// Writes `a` then `b` with vectored writes until both are out.
+async fn write_all_vectored<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    mut a: &[u8],
+    mut b: &[u8],
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    while !a.is_empty() || !b.is_empty() {
+        let n = w.write_vectored(&[std::io::IoSlice::new(a), std::io::IoSlice::new(b)]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let from_a = n.min(a.len());
+        a = &a[from_a..];
+        b = &b[n - from_a..];
+    }
+    Ok(())
 }
 
 fn request_line(head: &[String]) -> Result<(String, String), Error> {
