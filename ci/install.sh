@@ -35,6 +35,7 @@ need_pkgs=(
   postgresql            # a real PostgreSQL server and psql (issue 23's protocol tests)
   mariadb-server        # a real MySQL-protocol server and the mariadb client (issue 23)
   gnutls-bin wget       # GnuTLS programs (gnutls-cli, gnutls-serv, wget) for the GnuTLS tests
+  libgnutls28-dev       # libgnutls.a for the client with GnuTLS linked in statically
   libnss3-tools         # NSS programs (tstclnt, selfserv, certutil, pk12util) for the NSS tests
   libnss3-dev           # headers for the NSS echo server the NSS tests build
   ca-certificates

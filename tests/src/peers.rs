@@ -209,13 +209,23 @@ impl Exchange {
 /// `programs/http_peer.py server` on `port` (plain HTTP/1.1 on loopback),
 /// started and ready; its scratch directory lives as long as it is held.
 pub fn http_peer_server(port: u16) -> (KillOnDrop, tempfile::TempDir) {
+    peer_server(port, None)
+}
+
+/// The same over TLS (Python's ssl, so OpenSSL) with this certificate and key.
+pub fn https_peer_server(port: u16, cert: &Path, key: &Path) -> (KillOnDrop, tempfile::TempDir) {
+    peer_server(port, Some((cert, key)))
+}
+
+fn peer_server(port: u16, tls: Option<(&Path, &Path)>) -> (KillOnDrop, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready");
-    let mut server = Command::new(python())
-        .arg(program("http_peer.py"))
-        .args(["server", "--port", &port.to_string(), "--ready"])
-        .arg(&ready)
-        .spawn_guarded();
+    let mut cmd = Command::new(python());
+    cmd.arg(program("http_peer.py")).args(["server", "--port", &port.to_string(), "--ready"]).arg(&ready);
+    if let Some((cert, key)) = tls {
+        cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+    }
+    let mut server = cmd.spawn_guarded();
     wait_for_file(&ready, || server.try_wait().unwrap().is_none());
     (server, dir)
 }

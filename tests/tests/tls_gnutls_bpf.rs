@@ -296,3 +296,69 @@ fn libgnutls_loaded_after_start_is_probed_before_the_first_record() {
     };
     assert_exact_from(&cap, &client, "client", 0, "gnutls");
 }
+
+/// Builds tests/programs/static_gnutls_client.c with GnuTLS linked in
+/// statically (libgnutls28-dev's libgnutls.a; its own dependencies shared,
+/// as Debian ships no static libunistring or libp11-kit).
+fn static_gnutls_client(dir: &Path) -> PathBuf {
+    let out = dir.join("static_gnutls_client");
+    let cc = Command::new("gcc")
+        .args(["-O2", "-o"])
+        .arg(&out)
+        .arg(program("static_gnutls_client.c"))
+        .args(["-Wl,-Bstatic", "-lgnutls", "-Wl,-Bdynamic", "-lgmp", "-l:libunistring.so.2", "-latomic"])
+        .args(["-lnettle", "-lhogweed", "-ltasn1", "-lidn2", "-lp11-kit", "-lz", "-l:libzstd.so.1"])
+        .args(["-lbrotlienc", "-lbrotlidec"])
+        .output()
+        .expect("gcc is required to build the static GnuTLS client");
+    assert!(
+        cc.status.success(),
+        "gcc (needs libgnutls28-dev's libgnutls.a, installed by ci/install.sh): {}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let ldd = Command::new("ldd").arg(&out).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&ldd.stdout).contains("libgnutls"),
+        "GnuTLS must be linked in, not shared"
+    );
+    out
+}
+
+/// A program with GnuTLS linked in, started after the sensor: examined at
+/// exec (held by the exec gate until probed), captured from its first record.
+#[test]
+fn static_gnutls_found_on_exec_without_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = tls_cert(dir.path());
+    let bin = static_gnutls_client(dir.path());
+    let port = free_port();
+    let (_server, _server_dir) = https_peer_server(port, &cert, &key);
+    let port_s = port.to_string();
+    let sensor = Sensor::start(&["--port", &port_s]);
+    let child = Command::new(&bin).args([&port_s, "/static-gnutls"]).stdout(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "static GnuTLS client failed");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(body.ends_with("{\"path\": \"/static-gnutls\"}"), "{body}");
+    let cap = sensor.stop();
+    let bin_s = bin.to_str().unwrap();
+    assert!(
+        cap.log.lines().any(|l| l.contains("probes attached to a program with GnuTLS linked in")
+            && l.contains(bin_s)
+            && l.contains("held=true")),
+        "examined while held at exec:\n{}",
+        cap.log
+    );
+    let h = cap.of("http", pid);
+    assert_eq!(h.len(), 1, "{h:?}\n{}", cap.log);
+    assert_eq!(h[0]["request"]["path"], "/static-gnutls");
+    assert_eq!(h[0]["request"]["authority"], "static");
+    assert_eq!(h[0]["response"]["status"], 200);
+    assert_eq!(h[0]["response"]["body"], "{\"path\": \"/static-gnutls\"}");
+    assert_eq!(h[0]["source"], "gnutls");
+    assert_eq!(h[0]["probe"], "uprobe:gnutls_record_send2");
+    assert_eq!(h[0]["conn"]["role"], "client");
+    assert_eq!(h[0]["conn"]["remote"], format!("127.0.0.1:{port}"));
+    assert!(cap.of("data", pid).is_empty(), "no ciphertext");
+}

@@ -5,43 +5,10 @@
 
 use nettap_e2e::*;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 
 fn program(name: &str) -> PathBuf {
     nettap_e2e::program(name)
-}
-
-/// An HTTPS server (http_peer.py) on loopback `port`, ready; killed on drop.
-struct HttpsServer {
-    child: Child,
-    /// Scratch directory for the test's files.
-    dir: tempfile::TempDir,
-}
-
-impl HttpsServer {
-    fn start(port: u16, cert: &Path, key: &Path) -> HttpsServer {
-        let dir = tempfile::tempdir().unwrap();
-        let ready = dir.path().join("server.ready");
-        let mut child = Command::new(python())
-            .arg(program("http_peer.py"))
-            .args(["server", "--port", &port.to_string(), "--ready"])
-            .arg(&ready)
-            .arg("--tls-cert")
-            .arg(cert)
-            .arg("--tls-key")
-            .arg(key)
-            .spawn()
-            .unwrap();
-        wait_for_file(&ready, || child.try_wait().unwrap().is_none());
-        HttpsServer { child, dir }
-    }
-}
-
-impl Drop for HttpsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -72,7 +39,7 @@ fn python_ssl_plaintext_is_exact_and_ciphertext_never_written() {
 fn curl_over_https_and_200_requests_on_one_connection() {
     let TlsSetup { cert, key, port, port_s, .. } = &TlsSetup::new();
     let port = *port;
-    let server = HttpsServer::start(port, cert, key);
+    let (server, _server_dir) = https_peer_server(port, cert, key);
     let sensor = Sensor::start(&["--port", port_s]);
 
     let mut curl = Command::new("curl")
@@ -124,7 +91,7 @@ fn curl_over_https_and_200_requests_on_one_connection() {
 fn libssl_loaded_after_start_is_found_and_captured_from_the_first_request() {
     let TlsSetup { cert, key, port, port_s, .. } = &TlsSetup::new();
     let port = *port;
-    let server = HttpsServer::start(port, cert, key);
+    let (server, server_dir) = https_peer_server(port, cert, key);
     let sensor = Sensor::start(&["--port", port_s]);
 
     // A libssl file that did not exist when the sensor started (new inode):
@@ -138,7 +105,7 @@ fn libssl_loaded_after_start_is_found_and_captured_from_the_first_request() {
     for lib in ["libssl.so.3", "libcrypto.so.3"] {
         std::fs::copy(system.join(lib), libs.path().join(lib)).unwrap();
     }
-    let (loaded, go) = (server.dir.path().join("loaded"), server.dir.path().join("go"));
+    let (loaded, go) = (server_dir.path().join("loaded"), server_dir.path().join("go"));
     let mut client = Command::new(python())
         .arg(program("tls_late.py"))
         .args([port_s, cert.to_str().unwrap(), loaded.to_str().unwrap(), go.to_str().unwrap(), "3"])
@@ -226,7 +193,7 @@ fn static_openssl_named_by_the_environment() {
     let (cert, key) = tls_cert(dir.path());
     let bin = static_client(dir.path());
     let port = free_port();
-    let _server = HttpsServer::start(port, &cert, &key);
+    let (_server, _server_dir) = https_peer_server(port, &cert, &key);
     let port_s = port.to_string();
     let sensor = Sensor::start_with_env(
         &["--port", &port_s],
@@ -245,7 +212,7 @@ fn static_openssl_found_on_exec_without_configuration() {
     let (cert, key) = tls_cert(dir.path());
     let bin = static_client(dir.path());
     let port = free_port();
-    let _server = HttpsServer::start(port, &cert, &key);
+    let (_server, _server_dir) = https_peer_server(port, &cert, &key);
     let port_s = port.to_string();
     let sensor = Sensor::start(&["--port", &port_s]);
     let go = dir.path().join("go");
@@ -268,7 +235,7 @@ fn static_openssl_found_on_exec_without_configuration() {
 fn python_asyncio_memory_bios_are_captured() {
     let TlsSetup { cert, key, port, port_s, .. } = &TlsSetup::new();
     let port = *port;
-    let server = HttpsServer::start(port, cert, key);
+    let (server, _server_dir) = https_peer_server(port, cert, key);
     let sensor = Sensor::start(&["--port", port_s]);
     let mut client = Command::new(python())
         .arg(program("asyncio_https.py"))
@@ -301,7 +268,7 @@ fn python_asyncio_memory_bios_are_captured() {
 fn libssl_of_another_mount_namespace_is_reached_through_proc_root() {
     let TlsSetup { cert, key, port, port_s, .. } = &TlsSetup::new();
     let port = *port;
-    let server = HttpsServer::start(port, cert, key);
+    let (server, server_dir) = https_peer_server(port, cert, key);
     let sensor = Sensor::start(&["--port", port_s]);
 
     // Inside a private mount namespace, the system path of libssl is a
@@ -309,9 +276,9 @@ fn libssl_of_another_mount_namespace_is_reached_through_proc_root() {
     // from the host, that path still names the host's libssl.
     let system = Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3");
     assert!(system.exists(), "Debian's libssl.so.3");
-    let copy = server.dir.path().join("libssl.so.3");
+    let copy = server_dir.path().join("libssl.so.3");
     std::fs::copy(system, &copy).unwrap();
-    let (loaded, go) = (server.dir.path().join("loaded"), server.dir.path().join("go"));
+    let (loaded, go) = (server_dir.path().join("loaded"), server_dir.path().join("go"));
     let script = format!(
         "mount --bind {} {} && exec {} {} {port} {} {} {} 2",
         copy.display(),

@@ -36,12 +36,13 @@ pub const GNUTLS_FUNCTIONS: [TlsFunction; 3] = [
     },
 ];
 
-/// GnuTLS, shared only (a program with GnuTLS linked in is not looked for).
+/// GnuTLS: the shared library, and programs with it linked in statically
+/// (found by their symbol table, so not when stripped).
 pub static GNUTLS: TlsLibrary = TlsLibrary {
     name: "GnuTLS",
     is_file: is_libgnutls,
     functions: &GNUTLS_FUNCTIONS,
-    linked_in: &[],
+    linked_in: &["gnutls_record_send2", "gnutls_record_recv"],
     bundlers: &[],
     version: library_version,
     locate: None,
