@@ -31,8 +31,15 @@ pub const QUEUE_BYTES: usize = 16 << 20;
 pub const FRAME_PAYLOAD: usize = 64 << 10;
 /// Connections whose plaintext offsets are remembered.
 const MAX_CONNS: usize = 16384;
-/// How long the sender lets chunks gather after being woken.
-const BATCH_DELAY: Duration = Duration::from_millis(1);
+/// How long the sender lets chunks gather before each write. Under load a
+/// write per chunk (and the sensor's wake per write) cost the JVM more than
+/// the copies: with this, a busy JVM makes ~100 writes a second at most.
+const BATCH_PERIOD: Duration = Duration::from_millis(10);
+/// Queued payload at which an application thread cuts the gathering short
+/// (the queue would otherwise fill within the period and drop).
+const WAKE_BYTES: usize = QUEUE_BYTES / 8;
+/// How long an idle sender waits before checking that the sensor is still there.
+const IDLE_CHECK: Duration = Duration::from_millis(500);
 /// How often a missing sensor is looked for again.
 const RECONNECT: Duration = Duration::from_secs(1);
 /// The sending thread's name while it offers a socket (the sensor's
@@ -122,8 +129,20 @@ pub struct Chunk {
 struct Queue {
     frames: VecDeque<pb::AgentData>,
     bytes: usize,
+    /// The sender waits for a first chunk: the next push wakes it (the only
+    /// wake an application thread makes, besides crossing [`WAKE_BYTES`]).
+    idle: bool,
     /// Plaintext offsets per connection: [send, recv].
     seqs: HashMap<ConnKey, [u64; 2]>,
+}
+
+impl Queue {
+    /// Whether a push of `len` more bytes wakes the sender. A wake is a
+    /// system call and a context switch: only an idle sender, or one whose
+    /// queue is filling up, gets one.
+    fn needs_wake(&mut self, len: usize) -> bool {
+        std::mem::take(&mut self.idle) || (self.bytes < WAKE_BYTES && self.bytes + len >= WAKE_BYTES)
+    }
 }
 
 /// State shared by application threads and the sender thread.
@@ -206,8 +225,7 @@ impl Sender {
             object_id: c.conn.object_id,
             peer_port: c.conn.peer_port.into(),
         };
-        // Only a sender that may be asleep needs waking (a wake is a system call).
-        let was_empty = q.frames.is_empty();
+        let wake = q.needs_wake(len);
         let frame = |payload: Vec<u8>, at: usize| pb::AgentData {
             conn: Some(conn.clone()),
             direction: c.direction,
@@ -226,7 +244,7 @@ impl Sender {
             }
         }
         drop(q);
-        if was_empty {
+        if wake {
             self.ready.notify_one();
         }
     }
@@ -267,39 +285,37 @@ impl Sender {
                     }
                 }
             }
-            let woke = {
-                let Ok(q) = self.queue.lock() else { self.idle() };
-                if q.frames.is_empty() {
-                    match self.ready.wait_timeout(q, Duration::from_millis(500)) {
-                        Ok((q, _)) => !q.frames.is_empty(),
-                        Err(_) => self.idle(),
-                    }
-                } else {
-                    false
-                }
-            };
-            if woke {
-                // Let a burst gather: one write and one wake of the sensor
-                // for many chunks instead of one each.
-                std::thread::sleep(BATCH_DELAY);
-            } else if stream.as_ref().is_some_and(|s| readable(s, Duration::ZERO)) {
-                // Idle, and the sensor hung up (it never writes after the
-                // go-ahead): look for the next one now, not at the next write.
-                crate::log(&format!("lost the sensor ({}); reconnecting", self.route));
-                self.connected.store(false, Ordering::Relaxed);
-                stream = None;
-                continue;
-            }
             let batch = {
                 let Ok(mut q) = self.queue.lock() else { self.idle() };
+                if q.frames.is_empty() {
+                    q.idle = true;
+                    q = match self.ready.wait_timeout_while(q, IDLE_CHECK, |q| q.frames.is_empty()) {
+                        Ok((q, _)) => q,
+                        Err(_) => self.idle(),
+                    };
+                    q.idle = false;
+                }
+                if q.frames.is_empty() {
+                    drop(q);
+                    if stream.as_ref().is_some_and(|s| readable(s, Duration::ZERO)) {
+                        // Idle, and the sensor hung up (it never writes after the
+                        // go-ahead): look for the next one now, not at the next write.
+                        crate::log(&format!("lost the sensor ({}); reconnecting", self.route));
+                        self.connected.store(false, Ordering::Relaxed);
+                        stream = None;
+                    }
+                    continue;
+                }
+                // Let a period's chunks join this write: one write and one
+                // wake of the sensor for many chunks instead of one each.
+                let mut q = match self.ready.wait_timeout_while(q, BATCH_PERIOD, |q| q.bytes < WAKE_BYTES) {
+                    Ok((q, _)) => q,
+                    Err(_) => self.idle(),
+                };
                 q.bytes = 0;
                 self.sending.store(true, Ordering::Release);
                 std::mem::take(&mut q.frames)
             };
-            if batch.is_empty() {
-                self.sending.store(false, Ordering::Release);
-                continue;
-            }
             let mut buf = Vec::with_capacity(batch.iter().map(|d| d.payload.len() + 64).sum());
             let (mut chunks, mut bytes) = (0u64, 0u64);
             for d in batch {
@@ -455,6 +471,18 @@ mod tests {
             q.frames.iter().map(|d| (d.direction, d.seq, d.payload.len())).collect();
         assert_eq!(seqs, vec![(0, 10, FRAME_PAYLOAD), (0, 10 + FRAME_PAYLOAD as u64, 5), (1, 0, 3)]);
         assert_eq!(q.bytes, FRAME_PAYLOAD + 8);
+    }
+
+    #[test]
+    fn only_an_idle_sender_or_a_filling_queue_is_woken() {
+        let mut q = Queue { idle: true, ..Queue::default() };
+        assert!(q.needs_wake(100), "the first chunk wakes an idle sender");
+        q.bytes = 100;
+        assert!(!q.needs_wake(100), "later chunks of the gathering period do not");
+        q.bytes = WAKE_BYTES - 10;
+        assert!(q.needs_wake(10), "crossing the mark cuts the gathering short");
+        q.bytes = WAKE_BYTES;
+        assert!(!q.needs_wake(10), "once: the sender is already woken");
     }
 
     #[test]

@@ -134,31 +134,39 @@ public final class Hooks {
         return pos;
     }
 
-    /** The bytes between each buffer's position before the call and after it, in order. */
+    /**
+     * The bytes between each buffer's position before the call and after it,
+     * in order, one chunk per buffer: straight from a heap buffer's array or
+     * a direct buffer's memory, so nothing is copied in Java.
+     */
     private static void captureBuffers(SSLEngine e, int direction, int hook, ByteBuffer[] bufs, int off, int len,
             int[] before) {
         try {
             if (before == null || !enabled()) {
                 return;
             }
-            int total = 0;
+            int role = -1, id = 0, peerPort = 0;
             for (int i = 0; i < len; i++) {
-                total += bufs[off + i].position() - before[i];
+                ByteBuffer b = bufs[off + i];
+                int n = b.position() - before[i];
+                if (n <= 0) {
+                    continue;
+                }
+                if (role < 0) {
+                    role = e.getUseClientMode() ? ROLE_CLIENT : ROLE_SERVER;
+                    id = System.identityHashCode(e);
+                    peerPort = e.getPeerPort();
+                }
+                if (b.hasArray()) {
+                    engineData(hook, direction, role, id, peerPort, b.array(), b.arrayOffset() + before[i], n);
+                } else if (b.isDirect()) {
+                    engineDirect(hook, direction, role, id, peerPort, b, before[i], n);
+                } else { // a read-only heap buffer: its array is not handed out
+                    byte[] copy = new byte[n];
+                    b.duplicate().position(before[i]).get(copy, 0, n);
+                    engineData(hook, direction, role, id, peerPort, copy, 0, n);
+                }
             }
-            if (total <= 0) {
-                return;
-            }
-            byte[] out = new byte[total];
-            int at = 0;
-            for (int i = 0; i < len; i++) {
-                ByteBuffer b = bufs[off + i].duplicate();
-                int end = b.position();
-                b.position(before[i]);
-                b.get(out, at, end - before[i]);
-                at += end - before[i];
-            }
-            int role = e.getUseClientMode() ? ROLE_CLIENT : ROLE_SERVER;
-            engineData(hook, direction, role, System.identityHashCode(e), e.getPeerPort(), out, total);
         } catch (Throwable t) {
             // The application's call succeeded; capture is best effort.
         }
@@ -188,8 +196,13 @@ public final class Hooks {
     /** Whether the agent would queue plaintext now (a sensor is connected): saves copying buffers for nothing. */
     private static native boolean enabled();
 
-    /** Queues {@code b[0, n)} of an SSLEngine, named by its identity and peer port. */
-    private static native void engineData(int hook, int direction, int role, int engineId, int peerPort, byte[] b, int n);
+    /** Queues {@code b[off, off+n)} of an SSLEngine, named by its identity and peer port. */
+    private static native void engineData(int hook, int direction, int role, int engineId, int peerPort, byte[] b,
+            int off, int n);
+
+    /** The same for a direct buffer's bytes {@code [off, off+n)}. */
+    private static native void engineDirect(int hook, int direction, int role, int engineId, int peerPort,
+            ByteBuffer b, int off, int n);
 
     /** Copies {@code b[off, off+n)} into the agent's queue (or counts it as dropped). */
     private static native void data(int hook, int direction, int role, byte[] localIp, int localPort,
