@@ -37,6 +37,7 @@ need_pkgs=(
   gnutls-bin wget       # GnuTLS programs (gnutls-cli, gnutls-serv, wget) for the GnuTLS tests
   libnss3-tools         # NSS programs (tstclnt, selfserv, certutil, pk12util) for the NSS tests
   libnss3-dev           # headers for the NSS echo server the NSS tests build
+  android-libboringssl  # BoringSSL with its exports: ground truth of the BoringSSL finder's unit tests
   ca-certificates
 )
 
