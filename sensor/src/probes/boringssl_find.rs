@@ -51,7 +51,7 @@
 //! are in the pair's `BIO_METHOD` table, the one whose name field points at
 //! the string `"BIO pair"` and whose type is `BIO_TYPE_BIO`.
 
-use gimli::UnwindSection;
+use super::elf::{file_offset, unwind_functions};
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register};
 use object::{Object, ObjectSection, ObjectSymbol, ObjectSymbolTable, RelocationTarget, SectionKind};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -291,22 +291,11 @@ pub fn bio_pair(data: &[u8]) -> Result<BioPair, FindError> {
     if obj.architecture() != object::Architecture::X86_64 {
         return Err(FindError::Architecture);
     }
-    let mut names = Vec::new();
-    for sec in obj.sections() {
-        if !matches!(sec.kind(), SectionKind::ReadOnlyData | SectionKind::ReadOnlyString)
-            || sec.address() == 0
-        {
-            continue;
-        }
-        let Ok(bytes) = sec.data() else { continue };
-        let mut needle = BIO_PAIR_NAME.to_vec();
-        needle.push(0);
-        for at in memchr::memmem::find_iter(bytes, &needle) {
-            if at == 0 || bytes[at - 1] == 0 {
-                names.push(sec.address() + at as u64);
-            }
-        }
-    }
+    let names: Vec<u64> = strings_ending(&obj, BIO_PAIR_NAME)
+        .into_iter()
+        .filter(|(_, s)| s.as_bytes() == BIO_PAIR_NAME)
+        .map(|(at, _)| at)
+        .collect();
     if names.is_empty() {
         return Err(FindError::NoBioPair);
     }
@@ -377,7 +366,7 @@ pub fn reporters(obj: &object::File) -> Result<Reporters, FindError> {
     let Some((_, source)) = strings.first() else { return Err(FindError::NoSource) };
     let source = source.clone();
     let addrs: Vec<u64> = strings.iter().map(|(a, _)| *a).collect();
-    let bounds = functions(obj);
+    let bounds = unwind_functions(obj);
     if bounds.is_empty() {
         return Err(FindError::NoUnwindTables);
     }
@@ -420,6 +409,21 @@ pub fn reporters(obj: &object::File) -> Result<Reporters, FindError> {
 /// Addresses and text of the NUL-terminated strings in read-only data
 /// that end with `ssl/ssl_lib.cc` (one per copy of BoringSSL).
 fn source_strings(obj: &object::File) -> Vec<(u64, String)> {
+    strings_ending(obj, SOURCE_SUFFIX)
+        .into_iter()
+        // The whole path, or a file named exactly so; no spaces.
+        .filter(|(_, s)| !s.contains(' '))
+        .filter(|(_, s)| {
+            s.len() == SOURCE_SUFFIX.len() || s.as_bytes()[s.len() - SOURCE_SUFFIX.len() - 1] == b'/'
+        })
+        .collect()
+}
+
+/// Every NUL-terminated string of printable ASCII in read-only data that
+/// ends with `suffix`: its address and its text.
+fn strings_ending(obj: &object::File, suffix: &[u8]) -> Vec<(u64, String)> {
+    let mut needle = suffix.to_vec();
+    needle.push(0);
     let mut out = Vec::new();
     for sec in obj.sections() {
         if !matches!(sec.kind(), SectionKind::ReadOnlyData | SectionKind::ReadOnlyString)
@@ -428,15 +432,10 @@ fn source_strings(obj: &object::File) -> Vec<(u64, String)> {
             continue;
         }
         let Ok(bytes) = sec.data() else { continue };
-        let mut needle = SOURCE_SUFFIX.to_vec();
-        needle.push(0);
         for end in memchr::memmem::find_iter(bytes, &needle) {
             let start = bytes[..end].iter().rposition(|&b| b == 0).map_or(0, |p| p + 1);
-            let text = &bytes[start..end + SOURCE_SUFFIX.len()];
-            // The whole path, or a file named exactly so.
-            let whole =
-                text.len() == SOURCE_SUFFIX.len() || text[text.len() - SOURCE_SUFFIX.len() - 1] == b'/';
-            if whole && text.iter().all(|b| b.is_ascii_graphic()) {
+            let text = &bytes[start..end + suffix.len()];
+            if text.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
                 out.push((sec.address() + start as u64, String::from_utf8_lossy(text).into_owned()));
             }
         }
@@ -530,27 +529,6 @@ fn immediate_of(ins: &Instruction) -> Option<u64> {
     }
 }
 
-/// Start and length of every function the unwind tables describe, sorted.
-fn functions(obj: &object::File) -> Vec<(u64, u64)> {
-    let Some(sec) = obj.section_by_name(".eh_frame") else { return Vec::new() };
-    let Ok(data) = sec.data() else { return Vec::new() };
-    let eh = gimli::EhFrame::new(data, gimli::LittleEndian);
-    let bases = gimli::BaseAddresses::default().set_eh_frame(sec.address());
-    let mut out = Vec::new();
-    let mut entries = eh.entries(&bases);
-    while let Ok(Some(entry)) = entries.next() {
-        if let gimli::CieOrFde::Fde(partial) = entry {
-            if let Ok(fde) = partial.parse(gimli::EhFrame::cie_from_offset) {
-                if fde.len() > 0 {
-                    out.push((fde.initial_address(), fde.len()));
-                }
-            }
-        }
-    }
-    out.sort_unstable();
-    out
-}
-
 /// PLT stubs and what they jump to when the target is defined in the same
 /// file (found through the GOT slot's dynamic relocation).
 struct Plt<'a> {
@@ -595,14 +573,6 @@ impl<'a> Plt<'a> {
             .and_then(|i| self.slots.get(&i.ip_rel_memory_address()).copied())
             .unwrap_or(target)
     }
-}
-
-/// The file offset of link-time address `address`.
-fn file_offset(obj: &object::File, address: u64) -> Option<u64> {
-    let sec =
-        obj.sections().find(|s| s.address() <= address && address < s.address().saturating_add(s.size()))?;
-    let (off, _) = sec.file_range()?;
-    Some(address - sec.address() + off)
 }
 
 #[cfg(test)]
