@@ -185,8 +185,7 @@ pub struct Reporters {
 /// Finds `SSL_read`, `SSL_write`, `SSL_peek` and `SSL_do_handshake` in `data`.
 pub fn find(data: &[u8]) -> Result<Found, FindError> {
     let obj = object::File::parse(data)?;
-    let code = Code::new(&obj)?;
-    let reporters = reporters_in(&obj, &code)?;
+    let (reporters, code) = analyse(&obj)?;
     let fns = &reporters.functions;
     let candidates = |function, evidence, found: Vec<&Reporter>| match found.as_slice() {
         [one] => Ok(one.start),
@@ -387,14 +386,21 @@ pub fn bio_pair(data: &[u8]) -> Result<BioPair, FindError> {
 
 /// Every function of `obj` that reports an error from `ssl_lib.cc`.
 pub fn reporters(obj: &object::File) -> Result<Reporters, FindError> {
-    reporters_in(obj, &Code::new(obj)?)
+    analyse(obj).map(|(reporters, _)| reporters)
 }
 
-fn reporters_in(obj: &object::File, code: &Code) -> Result<Reporters, FindError> {
+/// The reporting functions and the file's code, the path string looked for
+/// first (most files have none, and are then left before their unwind
+/// tables are read).
+fn analyse<'a>(obj: &object::File<'a>) -> Result<(Reporters, Code<'a>), FindError> {
+    if obj.architecture() != object::Architecture::X86_64 {
+        return Err(FindError::Architecture);
+    }
     let sources = Sources::new(obj);
     if sources.0.is_empty() {
         return Err(FindError::NoSource);
     }
+    let code = Code::new(obj);
     if code.bounds.is_empty() {
         return Err(FindError::NoUnwindTables);
     }
@@ -417,7 +423,7 @@ fn reporters_in(obj: &object::File, code: &Code) -> Result<Reporters, FindError>
         }
     }
     match source {
-        Some(source) => Ok(Reporters { source, functions }),
+        Some(source) => Ok((Reporters { source, functions }, code)),
         None => Err(FindError::NoSites),
     }
 }
@@ -433,16 +439,13 @@ struct Code<'a> {
 }
 
 impl<'a> Code<'a> {
-    fn new(obj: &object::File<'a>) -> Result<Self, FindError> {
-        if obj.architecture() != object::Architecture::X86_64 {
-            return Err(FindError::Architecture);
-        }
+    fn new(obj: &object::File<'a>) -> Self {
         let text = obj
             .sections()
             .filter(|s| s.kind() == SectionKind::Text)
             .filter_map(|s| Some((s.address(), s.data().ok()?)))
             .collect();
-        Ok(Code { text, bounds: unwind_functions(obj), plt: Plt::new(obj) })
+        Code { text, bounds: unwind_functions(obj), plt: Plt::new(obj) }
     }
 
     /// The function that holds address `at`.
@@ -833,7 +836,7 @@ mod tests {
         let want = find(&data).unwrap();
         let (read_at, peek) = (want.ssl_read.address, want.ssl_peek.address);
         let obj = object::File::parse(&*data).unwrap();
-        let code = Code::new(&obj).unwrap();
+        let code = Code::new(&obj);
         let instrs: Vec<Instruction> = code.decode(read_at, code.containing(read_at).unwrap().1);
         let lea = instrs.iter().find(|i| i.mnemonic() == Mnemonic::Lea && i.op0_register() == Register::RCX);
         // ssl_read_impl reports errors too (ERR_put_error@plt, also called, does not).
