@@ -306,7 +306,8 @@ pub struct BioPair {
 /// the one that has `BIO_TYPE_BIO` in its first field (`int type`), a
 /// pointer to `"BIO pair"` in its second, code addresses in the third
 /// (`bwrite`) and fourth (`bread`), and no `bputs` or `bgets` (bio.h's
-/// `struct bio_method_st`, unchanged since OpenSSL). Pointers are read
+/// `struct bio_method_st`: OpenSSL 1.0's layout, which BoringSSL kept and
+/// OpenSSL 1.1 changed, so OpenSSL's own "BIO pair" does not fit). Pointers are read
 /// from the dynamic relocations (a shared object) or from the file (an
 /// executable linked at a fixed address).
 pub fn bio_pair(data: &[u8]) -> Result<BioPair, FindError> {
