@@ -38,6 +38,7 @@ need_pkgs=(
   libgnutls28-dev       # libgnutls.a for the client with GnuTLS linked in statically
   libnss3-tools         # NSS programs (tstclnt, selfserv, certutil, pk12util) for the NSS tests
   libnss3-dev           # headers for the NSS echo server the NSS tests build
+  android-libboringssl  # BoringSSL with its exports: ground truth of the BoringSSL finder's unit tests
   ca-certificates
 )
 

@@ -81,6 +81,37 @@ pub fn at_address(data: &[u8], address: u64, len: u64) -> Option<&[u8]> {
     data.get((off + start) as usize..(off + start + len) as usize)
 }
 
+/// Start and length of every function the unwind tables (`.eh_frame`)
+/// describe, sorted by start: the function bounds a stripped file keeps.
+pub fn unwind_functions(obj: &object::File) -> Vec<(u64, u64)> {
+    use gimli::UnwindSection;
+    let Some(sec) = obj.section_by_name(".eh_frame") else { return Vec::new() };
+    let Ok(data) = sec.data() else { return Vec::new() };
+    let eh = gimli::EhFrame::new(data, gimli::LittleEndian);
+    let bases = gimli::BaseAddresses::default().set_eh_frame(sec.address());
+    let mut out = Vec::new();
+    let mut entries = eh.entries(&bases);
+    while let Ok(Some(entry)) = entries.next() {
+        if let gimli::CieOrFde::Fde(partial) = entry {
+            if let Ok(fde) = partial.parse(gimli::EhFrame::cie_from_offset) {
+                if fde.len() > 0 {
+                    out.push((fde.initial_address(), fde.len()));
+                }
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// The file offset of link-time address `address`, from the section that holds it.
+pub fn file_offset(obj: &object::File, address: u64) -> Option<u64> {
+    let sec =
+        obj.sections().find(|s| s.address() <= address && address < s.address().saturating_add(s.size()))?;
+    let (off, _) = sec.file_range()?;
+    Some(address - sec.address() + off)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

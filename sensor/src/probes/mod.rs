@@ -1,6 +1,7 @@
 //! Loading the eBPF object and attaching its probe families. Every
 //! attachment is logged as a `probe attached` line (CONTRACT.md).
 
+pub mod boringssl_find;
 mod elf;
 pub mod exec_gate;
 mod file_id;

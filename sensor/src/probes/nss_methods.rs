@@ -19,7 +19,6 @@
 //! another architecture) is an error naming what was not found.
 
 use super::elf::FileSymbol;
-use gimli::UnwindSection;
 use iced_x86::{
     Decoder, DecoderOptions, Instruction, InstructionInfoFactory, Mnemonic, OpAccess, OpKind, Register,
 };
@@ -313,24 +312,6 @@ fn relocations(
     (words, slots)
 }
 
-/// Start and length of every function the unwind tables describe.
-fn functions(obj: &object::File) -> Vec<(u64, u64)> {
-    let Some(sec) = obj.section_by_name(".eh_frame") else { return Vec::new() };
-    let Ok(data) = sec.data() else { return Vec::new() };
-    let eh = gimli::EhFrame::new(data, gimli::LittleEndian);
-    let bases = gimli::BaseAddresses::default().set_eh_frame(sec.address());
-    let mut out = Vec::new();
-    let mut entries = eh.entries(&bases);
-    while let Ok(Some(entry)) = entries.next() {
-        if let gimli::CieOrFde::Fde(partial) = entry {
-            if let Ok(fde) = partial.parse(gimli::EhFrame::cie_from_offset) {
-                out.push((fde.initial_address(), fde.len()));
-            }
-        }
-    }
-    out
-}
-
 /// The SSL layer's read/write/recv/send entries of a libssl3, as file
 /// offsets by their sslsock.c names (`ENTRIES`).
 pub fn ssl_layer_methods(data: &[u8]) -> Result<HashMap<String, FileSymbol>, MethodsError> {
@@ -348,7 +329,7 @@ pub fn ssl_layer_methods(data: &[u8]) -> Result<HashMap<String, FileSymbol>, Met
 
     let mut found: Vec<[u64; 4]> = Vec::new();
     let mut info = InstructionInfoFactory::new();
-    for (start, len) in functions(&obj) {
+    for (start, len) in super::elf::unwind_functions(&obj) {
         if !in_text(start) || !in_text(start + len - 1) {
             continue;
         }
