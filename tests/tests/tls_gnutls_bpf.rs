@@ -350,6 +350,7 @@ fn static_gnutls_found_on_exec_without_configuration() {
         "examined while held at exec:\n{}",
         cap.log
     );
+    assert_gnutls_attached(&cap.log, bin_s);
     let h = cap.of("http", pid);
     assert_eq!(h.len(), 1, "{h:?}\n{}", cap.log);
     assert_eq!(h[0]["request"]["path"], "/static-gnutls");

@@ -152,7 +152,7 @@ impl ProgramProber for GoTlsProbes {
     /// were in place (boot-time ns), if it was newly probed.
     fn examine(&mut self, ebpf: &mut Ebpf, path: &Path) -> Option<u64> {
         let Unexamined { file, key, map } = open_unexamined(path, &self.probed, &mut self.examined)?;
-        let target = std::fs::read_link(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string();
+        let target = super::shown_path(path).display().to_string();
         let go = match golang::inspect(&map, &[WRITE, READ]) {
             Ok(Some(go)) => go,
             Ok(None) | Err(golang::GoError::Elf(_)) => return None, // not Go

@@ -149,6 +149,24 @@ pub(crate) trait ProgramProber {
 /// (the exec tracepoint, or the exec gate holding it), `noticed` when the
 /// sensor read that, `in_place` when its probes were attached (boot ns).
 /// Held programs (no `noticed`) had not run a single instruction yet.
+/// How logs name a file reached through a `/proc` link (`/proc/PID/exe`, a
+/// held program's `/proc/self/fd/N`, `/proc/PID/map_files/…`): the file the
+/// link points to. Other paths as given (a library's own symlink would
+/// read as a bare relative name; `/proc/PID/root/…` says whose file it is).
+fn shown_path(path: &std::path::Path) -> std::path::PathBuf {
+    let parts: Vec<_> = path.components().map(|c| c.as_os_str().to_string_lossy()).collect();
+    let link = matches!(
+        parts.iter().map(|p| p.as_ref()).collect::<Vec<&str>>().as_slice(),
+        ["/", "proc", _, "exe"] | ["/", "proc", _, "fd" | "map_files", _]
+    );
+    if link {
+        if let Ok(target) = std::fs::read_link(path) {
+            return target;
+        }
+    }
+    path.to_path_buf()
+}
+
 fn log_program_probed(
     what: &str,
     pid: u32,
@@ -157,7 +175,7 @@ fn log_program_probed(
     noticed: Option<u64>,
     in_place: u64,
 ) {
-    let binary = std::fs::read_link(path).unwrap_or_else(|_| path.to_path_buf());
+    let binary = shown_path(path);
     let attached_us = in_place.saturating_sub(since) / 1000;
     match noticed {
         Some(n) => info!(
@@ -268,4 +286,25 @@ pub fn attach_kprobes(ebpf: &mut Ebpf, list: &[(&str, &str)]) -> Result<(), Stri
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_path;
+    use std::path::Path;
+
+    #[test]
+    fn proc_links_are_followed_and_other_paths_kept() {
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(shown_path(Path::new("/proc/self/exe")), exe);
+        let file = std::fs::File::open(&exe).unwrap();
+        let fd = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file));
+        assert_eq!(shown_path(Path::new(&fd)), exe);
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("libx.so.1");
+        std::os::unix::fs::symlink("libx.so.1.2", &link).unwrap();
+        assert_eq!(shown_path(&link), link, "a library's symlink is named as given");
+        let in_root = Path::new("/proc/self/root/usr");
+        assert_eq!(shown_path(in_root), in_root);
+    }
 }

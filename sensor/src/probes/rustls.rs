@@ -82,7 +82,7 @@ impl ProgramProber for RustlsProbes {
         let Unexamined { file, key, map } = open_unexamined(path, &self.probed, &mut self.examined)?;
         let located = rustls_find::locate(&map).ok()?; // not ELF
         drop(map);
-        let target = std::fs::read_link(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string();
+        let target = super::shown_path(path).display().to_string();
         let (functions, versions, missing) = match located {
             Located::Absent => return None,
             Located::Stripped { versions } => {

@@ -260,7 +260,7 @@ impl TlsLibProbes {
         if self.probed.contains(&key) {
             return None;
         }
-        let target = path.display().to_string();
+        let target = super::shown_path(path).display().to_string();
         let plans = match plans {
             Ok(p) => p,
             Err(e) => {
