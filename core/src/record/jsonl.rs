@@ -8,26 +8,53 @@ use std::io::{self, Write};
 
 /// Writes records as JSON Lines.
 pub struct JsonlWriter<W: Write> {
-    out: io::BufWriter<W>,
+    out: W,
+    /// Whole lines not yet written to `out`.
+    buf: Vec<u8>,
     raw: bool,
 }
 
+/// Lines are written to `out` once this many bytes gathered: records arrive in bursts.
+const BUFFER: usize = 1 << 20;
+
 impl<W: Write> JsonlWriter<W> {
-    /// Wraps `out` in a large buffer: records arrive in bursts. With `raw`,
-    /// every captured chunk is a `data` record.
+    /// Writes to `out` in large pieces. With `raw`, every captured chunk is
+    /// a `data` record.
     pub fn new(out: W, raw: bool) -> Self {
-        Self { out: io::BufWriter::with_capacity(1 << 20, out), raw }
+        Self { out, buf: Vec::with_capacity(BUFFER + (64 << 10)), raw }
     }
 
-    /// Appends one record.
+    /// Appends one record (nothing of it when it cannot be written whole).
     pub fn write(&mut self, record: &Record<'_>) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, record)?;
-        self.out.write_all(b"\n")
+        let start = self.buf.len();
+        if let Err(e) = super::json::write(&mut self.buf, record) {
+            self.buf.truncate(start);
+            return Err(e.into());
+        }
+        self.buf.push(b'\n');
+        if self.buf.len() >= BUFFER {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    fn write_out(&mut self) -> io::Result<()> {
+        let result = self.out.write_all(&self.buf);
+        self.buf.clear();
+        result
     }
 
     /// Pushes buffered records out.
     pub fn flush(&mut self) -> io::Result<()> {
+        self.write_out()?;
         self.out.flush()
+    }
+}
+
+impl<W: Write> Drop for JsonlWriter<W> {
+    /// What is buffered is written, as a `BufWriter` would (errors are lost with it).
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 
 mod db;
 mod har;
+pub mod json;
 mod jsonl;
 mod kafka;
 mod mongodb;
@@ -454,6 +455,14 @@ mod tests {
                 kind: DataKind::Captured,
             },
         };
+        value(&r)
+    }
+
+    /// The record as JSON, after checking that the record writer writes
+    /// the same bytes as serde_json.
+    fn value(r: &Record<'_>) -> Value {
+        let ours = json::to_vec(r).unwrap();
+        assert_eq!(String::from_utf8(ours).unwrap(), serde_json::to_string(r).unwrap());
         serde_json::to_value(r).unwrap()
     }
 
@@ -503,7 +512,7 @@ mod tests {
             }),
         };
         let r = Record { origin: origin(3), conn: Some(conn()), body: Body::Http(&e) };
-        let v = serde_json::to_value(r).unwrap();
+        let v = value(&r);
         assert_eq!(v["kind"], "http");
         assert_eq!(v["protocol"], "http/1.1");
         assert_eq!(
