@@ -17,10 +17,12 @@ use nettap_core::events::{ConnChange, Direction};
 use nettap_core::host::NoHost;
 use nettap_core::processor::Processor;
 use nettap_core::protocols::exchange::Limits;
-use nettap_core::record::JsonlWriter;
+use nettap_core::record::{in_jsonl, JsonlWriter, Record};
 use nettap_core::redact::Policy;
+use nettap_core::sink::Sink;
 use nettap_core::stream::{Chunk, ConnSession};
 use nettap_core::testing::{Conn, EventGen};
+use std::io::Write;
 use std::time::Duration;
 
 fn exchange(body: usize) -> (Vec<u8>, Vec<u8>) {
@@ -183,7 +185,30 @@ fn parser(body: usize) -> (f64, f64) {
 }
 
 /// A processor writing JSON Lines into `out`, with the default redaction or none.
+/// JSON Lines written by `serde_json::to_writer` through a `BufWriter`, as
+/// nettap wrote them before its own record writer: the same run measures both.
+struct SerdeJsonLines<W: std::io::Write>(std::io::BufWriter<W>, bool);
+
+impl<W: std::io::Write + Send> Sink for SerdeJsonLines<W> {
+    fn record(&mut self, r: &Record<'_>) -> std::io::Result<()> {
+        if in_jsonl(&r.body, self.1) {
+            serde_json::to_writer(&mut self.0, r)?;
+            self.0.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+}
+
 fn processor(out: impl std::io::Write + Send + 'static, raw: bool, redact: bool) -> Processor {
+    processor_with(out, raw, redact, false)
+}
+
+fn processor_with(
+    out: impl std::io::Write + Send + 'static,
+    raw: bool,
+    redact: bool,
+    serde: bool,
+) -> Processor {
     let mut p = Processor::new(
         8192,
         Limits::default(),
@@ -191,7 +216,11 @@ fn processor(out: impl std::io::Write + Send + 'static, raw: bool, redact: bool)
         Box::new(NoHost),
         EphemeralPorts::default(),
     );
-    p.add_sink(Box::new(JsonlWriter::new(out, raw)));
+    if serde {
+        p.add_sink(Box::new(SerdeJsonLines(std::io::BufWriter::with_capacity(1 << 20, out), raw)));
+    } else {
+        p.add_sink(Box::new(JsonlWriter::new(out, raw)));
+    }
     if redact {
         p.set_redactor(default_redaction());
     }
@@ -249,14 +278,14 @@ fn default_redaction() -> Option<Policy> {
     Some(Policy::new(Redactor::new(DEFAULT_HEADERS, DEFAULT_FIELDS, b"bench key"), Vec::new()))
 }
 
-fn pipeline(records: &[(Vec<u8>, usize)], raw: bool, redact: bool) -> (f64, f64) {
+fn pipeline(records: &[(Vec<u8>, usize)], raw: bool, redact: bool, serde: bool) -> (f64, f64) {
     if let Some(path) = std::env::var_os("NETTAP_BENCH_DUMP") {
         dump(records, raw, redact, path.as_ref());
         dump(&variety(&mut EventGen::default()), raw, redact, path.as_ref());
     }
     let payload: usize = records.iter().map(|(_, len)| len).sum();
     let (n, el) = time(Duration::from_secs(2), || {
-        let mut p = processor(std::io::sink(), raw, redact);
+        let mut p = processor_with(std::io::sink(), raw, redact, serde);
         for (r, _) in records {
             p.handle(r).unwrap();
         }
@@ -303,16 +332,18 @@ fn main() {
             (g.plain(&c, Direction::Send, (i / 64) * 4096, &blob), blob.len())
         })
         .collect();
-    for (name, recs, raw, redact) in [
-        ("pipeline, HTTP/1.1 records (1 KiB bodies)", &http, false, false),
-        ("pipeline, HTTP/1.1 records, default redaction", &http, false, true),
-        ("pipeline, HTTP/1.1 with --raw", &http, true, false),
-        ("pipeline, binary data records (4 KiB, base64)", &binary, false, false),
+    for (name, recs, raw, redact, serde) in [
+        ("pipeline, HTTP/1.1 records (1 KiB bodies)", &http, false, false, false),
+        ("pipeline, HTTP/1.1 records (1 KiB bodies), serde_json writer", &http, false, false, true),
+        ("pipeline, HTTP/1.1 records, default redaction", &http, false, true, false),
+        ("pipeline, HTTP/1.1 with --raw", &http, true, false, false),
+        ("pipeline, HTTP/1.1 with --raw, serde_json writer", &http, true, false, true),
+        ("pipeline, binary data records (4 KiB, base64)", &binary, false, false, false),
     ] {
         if !wanted(name) {
             continue;
         }
-        let (mbs, rps) = pipeline(recs, raw, redact);
+        let (mbs, rps) = pipeline(recs, raw, redact, serde);
         println!("| {name} | {mbs:.0} | {rps:.0} ring records |");
     }
 }
