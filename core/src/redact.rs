@@ -195,12 +195,13 @@ impl Redactor {
         if self.fields.is_empty() || m.body.is_empty() {
             return;
         }
-        let kind = m.head.header("content-type").map(str::to_ascii_lowercase).unwrap_or_default();
-        if kind.contains("x-www-form-urlencoded") {
+        let kind = m.head.header("content-type").unwrap_or_default().as_bytes();
+        let has = |word: &[u8]| kind.windows(word.len()).any(|w| w.eq_ignore_ascii_case(word));
+        if has(b"x-www-form-urlencoded") {
             if let Some(body) = self.form(&m.body) {
                 m.body = body;
             }
-        } else if kind.contains("json") || (kind.is_empty() && m.body.first() == Some(&b'{')) {
+        } else if has(b"json") || (kind.is_empty() && m.body.first() == Some(&b'{')) {
             if let Some(body) = self.json(&m.body) {
                 m.body = body;
             }
@@ -253,6 +254,10 @@ impl Redactor {
     /// `a=1&password=x`: the named fields' values redacted, the rest as sent.
     /// `None` when no field is named (the body stays as it is, uncopied).
     fn form(&self, body: &[u8]) -> Option<Vec<u8>> {
+        // Most queries and forms name no field: found without copying.
+        if !body.split(|&b| b == b'&').any(|pair| self.names_field(pair)) {
+            return None;
+        }
         let mut out = Vec::with_capacity(body.len());
         let mut redacted = false;
         for (i, pair) in body.split(|&b| b == b'&').enumerate() {
@@ -260,7 +265,7 @@ impl Redactor {
                 out.push(b'&');
             }
             match pair.iter().position(|&b| b == b'=') {
-                Some(eq) if self.fields.contains(&form_name(&pair[..eq])) => {
+                Some(eq) if self.names_field(pair) => {
                     redacted = true;
                     out.extend_from_slice(&pair[..=eq]);
                     out.extend_from_slice(self.marker(&pair[eq + 1..]).as_bytes());
@@ -269,6 +274,16 @@ impl Redactor {
             }
         }
         redacted.then_some(out)
+    }
+
+    /// Whether the form pair `name=value` names a redacted field. A name
+    /// without escapes whose length no field has is passed over without
+    /// decoding it.
+    fn names_field(&self, pair: &[u8]) -> bool {
+        let Some(eq) = pair.iter().position(|&b| b == b'=') else { return false };
+        let raw = &pair[..eq];
+        let escaped = raw.iter().any(|&b| b == b'%' || b == b'+');
+        (escaped || self.field_lens & len_bit(raw.len()) != 0) && self.fields.contains(&form_name(raw))
     }
 
     /// The named members' values (whatever their type) replaced by the
