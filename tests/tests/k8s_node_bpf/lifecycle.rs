@@ -196,7 +196,18 @@ fn captured(node: &Node, server: &Value, run: &str) -> BTreeMap<u64, usize> {
         // A request whose answer was not seen (the sensor went away
         // between them) is not counted as captured.
         if let (Some(i), false) = (i, r["response"].is_null()) {
-            assert_eq!(r["response"]["body"], format!("ok:{body}"), "{r}");
+            let answer = r["response"]["body"].as_str().unwrap_or_default();
+            let expected = format!("ok:{body}");
+            if r["request"]["body_truncated"].is_null() && r["response"]["body_truncated"].is_null() {
+                assert_eq!(answer, expected, "{r}");
+            } else {
+                // Bytes were lost and the record says how many (a ring
+                // buffer that filled on a loaded machine: counted as drops,
+                // which the store's rotation may have evicted since): what
+                // it kept is still exact.
+                let n = answer.len().min(expected.len());
+                assert_eq!(answer.as_bytes()[..n], expected.as_bytes()[..n], "{r}");
+            }
             *seen.entry(i).or_insert(0) += 1;
         }
     }
