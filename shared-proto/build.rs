@@ -11,6 +11,9 @@ fn main() {
     // Without the `grpc` feature only the messages are generated (no tonic).
     let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
     tonic_build::configure()
+        // A JVM agent's plaintext is decoded as a slice of the bytes read,
+        // not copied twice into a Vec of its own.
+        .bytes([".nettap.v1.AgentData.payload"])
         .build_client(grpc)
         .build_server(grpc)
         .compile_fds(fds)

@@ -16,6 +16,7 @@ mod jvmti;
 mod natives;
 pub mod sender;
 pub mod transform;
+mod wire;
 
 use jvmti::sys;
 use jvmti::Jvmti;

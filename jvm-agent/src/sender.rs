@@ -14,9 +14,10 @@
 //! no name, no volume: nothing another process of the pod could reach. With
 //! `socket=PATH` it connects to that path instead (the older route).
 
+use crate::wire;
 use nettap_shared_proto::v1 as pb;
 use prost::Message;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -91,15 +92,45 @@ fn readable(fd: &impl AsRawFd, limit: Duration) -> bool {
     unsafe { libc::poll(&mut p, 1, limit.as_millis() as libc::c_int) > 0 }
 }
 
+/// An address's bytes (4 or 16; none when unknown), held inline: a key is
+/// made and hashed for every chunk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Ip {
+    bytes: [u8; 16],
+    len: u8,
+}
+
+impl Ip {
+    /// The address `b` (unknown unless 4 or 16 bytes).
+    pub fn new(b: &[u8]) -> Ip {
+        let mut ip = Ip::default();
+        if b.len() == 4 || b.len() == 16 {
+            ip.bytes[..b.len()].copy_from_slice(b);
+            ip.len = b.len() as u8;
+        }
+        ip
+    }
+
+    /// Its bytes (empty when unknown).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
+    /// Whether it is unknown.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// A connection's endpoints as the socket reports them.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnKey {
-    /// Local address bytes (4 or 16; empty when unknown).
-    pub local_ip: Vec<u8>,
+    /// Local address.
+    pub local_ip: Ip,
     /// Local port.
     pub local_port: u16,
-    /// Remote address bytes.
-    pub remote_ip: Vec<u8>,
+    /// Remote address.
+    pub remote_ip: Ip,
     /// Remote port.
     pub remote_port: u16,
     /// An SSLEngine's identity (no endpoints then), else 0.
@@ -125,15 +156,52 @@ pub struct Chunk {
     pub tid: u64,
 }
 
+/// Encoded frames (`AgentFrame` bodies, no length prefix) back to back.
+#[derive(Debug, Default)]
+struct Frames {
+    bodies: Vec<u8>,
+    /// Where each body ends in `bodies`.
+    ends: Vec<usize>,
+}
+
+impl Frames {
+    fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.bodies.clear();
+        self.ends.clear();
+    }
+
+    /// Each body in order.
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(self.ends.iter()).map(|(a, &b)| &self.bodies[a..b])
+    }
+
+    /// A buffer that a burst grew stays no larger than this when idle.
+    const KEEP: usize = 1 << 20;
+
+    /// Gives back the memory of a burst.
+    fn trim(&mut self) {
+        self.bodies.shrink_to(Self::KEEP);
+        self.ends.shrink_to(Self::KEEP / 1024);
+    }
+}
+
 #[derive(Debug, Default)]
 struct Queue {
-    frames: VecDeque<pb::AgentData>,
+    frames: Frames,
+    /// Payload bytes queued.
     bytes: usize,
     /// The sender waits for a first chunk: the next push wakes it (the only
     /// wake an application thread makes, besides crossing [`WAKE_BYTES`]).
     idle: bool,
     /// Plaintext offsets per connection: [send, recv].
     seqs: HashMap<ConnKey, [u64; 2]>,
+    /// Room for a frame's nested connection message.
+    scratch: Vec<u8>,
 }
 
 impl Queue {
@@ -159,10 +227,6 @@ pub struct Sender {
     /// Until then, and while no sensor has ever taken the socket, chunks wait in the queue.
     early_until: std::time::Instant,
     ever_connected: AtomicBool,
-}
-
-fn endpoint(ip: &[u8], port: u16) -> Option<pb::Endpoint> {
-    (!ip.is_empty()).then(|| pb::Endpoint { ip: ip.to_vec(), port: port.into() })
 }
 
 impl Sender {
@@ -197,53 +261,45 @@ impl Sender {
         self.accepting() && len <= QUEUE_BYTES
     }
 
-    /// Queues `payload` (empty when the caller did not copy it: then it is
+    /// Queues `payload` (None when the caller did not copy it: then it is
     /// counted as dropped) and advances the connection's offset either way.
-    pub fn push(&self, c: Chunk, len: usize, payload: Vec<u8>) {
+    /// Nothing is allocated once the queue's buffers have grown.
+    pub fn push(&self, c: &Chunk, len: usize, payload: Option<&[u8]>) {
         let Ok(mut q) = self.queue.lock() else { return };
+        let q = &mut *q;
         if q.seqs.len() >= MAX_CONNS && !q.seqs.contains_key(&c.conn) {
             q.seqs.clear(); // rare: offsets restart, the sensor sees a new stream
         }
         let dir = (c.direction == pb::Direction::Recv as i32) as usize;
         let seq = {
-            let s = &mut q.seqs.entry(c.conn.clone()).or_default()[dir];
+            let s = &mut q.seqs.entry(c.conn).or_default()[dir];
             let seq = *s;
             *s += len as u64;
             seq
         };
-        if payload.len() != len || q.bytes + len > QUEUE_BYTES || !self.accepting() {
-            drop(q);
-            self.dropped_chunks.fetch_add(1, Ordering::Relaxed);
-            self.dropped_bytes.fetch_add(len as u64, Ordering::Relaxed);
-            return;
-        }
-        let conn = pb::AgentConn {
-            local: endpoint(&c.conn.local_ip, c.conn.local_port),
-            remote: endpoint(&c.conn.remote_ip, c.conn.remote_port),
-            role: c.role,
-            fd: -1,
-            object_id: c.conn.object_id,
-            peer_port: c.conn.peer_port.into(),
+        let payload = match payload {
+            Some(p) if p.len() == len && q.bytes + len <= QUEUE_BYTES && self.accepting() => p,
+            _ => {
+                self.dropped_chunks.fetch_add(1, Ordering::Relaxed);
+                self.dropped_bytes.fetch_add(len as u64, Ordering::Relaxed);
+                return;
+            }
         };
         let wake = q.needs_wake(len);
-        let frame = |payload: Vec<u8>, at: usize| pb::AgentData {
-            conn: Some(conn.clone()),
-            direction: c.direction,
-            hook: c.hook,
-            seq: seq + at as u64,
-            ts_boot_ns: c.ts_boot_ns,
-            tid: c.tid,
-            payload,
-        };
         q.bytes += len;
-        if len <= FRAME_PAYLOAD {
-            q.frames.push_back(frame(payload, 0)); // the common case: no copy
-        } else {
-            for (i, part) in payload.chunks(FRAME_PAYLOAD).enumerate() {
-                q.frames.push_back(frame(part.to_vec(), i * FRAME_PAYLOAD));
-            }
+        for (i, part) in payload.chunks(FRAME_PAYLOAD).enumerate() {
+            let head = wire::DataHead {
+                conn: &c.conn,
+                role: c.role,
+                direction: c.direction,
+                hook: c.hook,
+                seq: seq + (i * FRAME_PAYLOAD) as u64,
+                ts_boot_ns: c.ts_boot_ns,
+                tid: c.tid,
+            };
+            wire::put_data_frame(&head, part, &mut q.scratch, &mut q.frames.bodies);
+            q.frames.ends.push(q.frames.bodies.len());
         }
-        drop(q);
         if wake {
             self.ready.notify_one();
         }
@@ -253,6 +309,9 @@ impl Sender {
     /// on any failure, drop what was being sent and connect again later.
     pub fn run(&self, hello: pb::AgentHello) -> ! {
         let mut stream: Option<UnixStream> = None;
+        // The batch being written and the bytes written: swapped with the
+        // queue's and kept, so sending allocates nothing either.
+        let (mut batch, mut out, mut tail) = (Frames::default(), Vec::new(), Vec::new());
         let mut offer: Option<Offer> = None;
         let mut said_absent = false;
         loop {
@@ -285,7 +344,7 @@ impl Sender {
                     }
                 }
             }
-            let batch = {
+            let bytes = {
                 let Ok(mut q) = self.queue.lock() else { self.idle() };
                 if q.frames.is_empty() {
                     q.idle = true;
@@ -297,6 +356,8 @@ impl Sender {
                 }
                 if q.frames.is_empty() {
                     drop(q);
+                    batch.trim();
+                    out.shrink_to(Frames::KEEP);
                     if stream.as_ref().is_some_and(|s| readable(s, Duration::ZERO)) {
                         // Idle, and the sensor hung up (it never writes after the
                         // go-ahead): look for the next one now, not at the next write.
@@ -312,28 +373,25 @@ impl Sender {
                     Ok((q, _)) => q,
                     Err(_) => self.idle(),
                 };
-                q.bytes = 0;
+                batch.clear();
+                std::mem::swap(&mut batch, &mut q.frames);
                 self.sending.store(true, Ordering::Release);
-                std::mem::take(&mut q.frames)
+                std::mem::take(&mut q.bytes) as u64
             };
-            let mut buf = Vec::with_capacity(batch.iter().map(|d| d.payload.len() + 64).sum());
-            let (mut chunks, mut bytes) = (0u64, 0u64);
-            for d in batch {
-                chunks += 1;
-                bytes += d.payload.len() as u64;
-                let frame = pb::AgentFrame {
-                    kind: Some(pb::agent_frame::Kind::Data(d)),
-                    dropped_chunks: self.dropped_chunks.swap(0, Ordering::Relaxed),
-                    dropped_bytes: self.dropped_bytes.swap(0, Ordering::Relaxed),
-                };
-                let _ = frame.encode_length_delimited(&mut buf);
+            // The losses so far ride on the first frame.
+            let drops = [&self.dropped_chunks, &self.dropped_bytes].map(|c| c.swap(0, Ordering::Relaxed));
+            out.clear();
+            tail.clear();
+            wire::put_drops(drops[0], drops[1], &mut tail);
+            for (i, body) in batch.iter().enumerate() {
+                wire::put_delimited(body, if i == 0 { &tail } else { &[] }, &mut out);
             }
-            if let Err(e) = stream.as_mut().expect("connected").write_all(&buf) {
+            if let Err(e) = stream.as_mut().expect("connected").write_all(&out) {
                 crate::log(&format!("lost the sensor ({}: {e}); reconnecting", self.route));
                 self.connected.store(false, Ordering::Relaxed);
                 stream = None;
-                self.dropped_chunks.fetch_add(chunks, Ordering::Relaxed);
-                self.dropped_bytes.fetch_add(bytes, Ordering::Relaxed);
+                self.dropped_chunks.fetch_add(drops[0] + batch.ends.len() as u64, Ordering::Relaxed);
+                self.dropped_bytes.fetch_add(drops[1] + bytes, Ordering::Relaxed);
             }
             self.sending.store(false, Ordering::Release);
         }
@@ -364,10 +422,9 @@ impl Sender {
             return;
         }
         let frames = std::mem::take(&mut q.frames);
-        q.bytes = 0;
+        let bytes = std::mem::take(&mut q.bytes);
         drop(q);
-        self.dropped_chunks.fetch_add(frames.len() as u64, Ordering::Relaxed);
-        let bytes: usize = frames.iter().map(|d| d.payload.len()).sum();
+        self.dropped_chunks.fetch_add(frames.ends.len() as u64, Ordering::Relaxed);
         self.dropped_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
@@ -438,9 +495,9 @@ mod tests {
     fn chunk(dir: pb::Direction) -> Chunk {
         Chunk {
             conn: ConnKey {
-                local_ip: vec![127, 0, 0, 1],
+                local_ip: Ip::new(&[127, 0, 0, 1]),
                 local_port: 1,
-                remote_ip: vec![127, 0, 0, 1],
+                remote_ip: Ip::new(&[127, 0, 0, 1]),
                 remote_port: 2,
                 object_id: 0,
                 peer_port: 0,
@@ -453,24 +510,37 @@ mod tests {
         }
     }
 
+    /// The queued frames, decoded.
+    fn queued(s: &Sender) -> Vec<pb::AgentData> {
+        let q = s.queue.lock().unwrap();
+        q.frames
+            .iter()
+            .map(|body| match pb::AgentFrame::decode(body).unwrap().kind {
+                Some(pb::agent_frame::Kind::Data(d)) => d,
+                other => panic!("not data: {other:?}"),
+            })
+            .collect()
+    }
+
     #[test]
     fn offsets_advance_even_when_dropped_and_big_chunks_split() {
         let s = Sender {
             early_until: std::time::Instant::now(),
             ..Sender::new(Route::Path("/nonexistent".into()))
         };
-        s.push(chunk(pb::Direction::Send), 10, Vec::new());
+        s.push(&chunk(pb::Direction::Send), 10, None);
         assert_eq!(s.dropped_chunks.load(Ordering::Relaxed), 1);
         assert_eq!(s.dropped_bytes.load(Ordering::Relaxed), 10);
         s.connected.store(true, Ordering::Relaxed);
-        let big = vec![7u8; FRAME_PAYLOAD + 5];
-        s.push(chunk(pb::Direction::Send), big.len(), big);
-        s.push(chunk(pb::Direction::Recv), 3, vec![1, 2, 3]);
-        let q = s.queue.lock().unwrap();
-        let seqs: Vec<(i32, u64, usize)> =
-            q.frames.iter().map(|d| (d.direction, d.seq, d.payload.len())).collect();
+        let big: Vec<u8> = (0..FRAME_PAYLOAD + 5).map(|i| i as u8).collect();
+        s.push(&chunk(pb::Direction::Send), big.len(), Some(&big));
+        s.push(&chunk(pb::Direction::Recv), 3, Some(&[1, 2, 3]));
+        let got = queued(&s);
+        let seqs: Vec<(i32, u64, usize)> = got.iter().map(|d| (d.direction, d.seq, d.payload.len())).collect();
         assert_eq!(seqs, vec![(0, 10, FRAME_PAYLOAD), (0, 10 + FRAME_PAYLOAD as u64, 5), (1, 0, 3)]);
-        assert_eq!(q.bytes, FRAME_PAYLOAD + 8);
+        assert_eq!([&got[0].payload[..], &got[1].payload[..]].concat(), big);
+        assert_eq!(got[2].conn.as_ref().unwrap().remote.as_ref().unwrap().ip, [127, 0, 0, 1]);
+        assert_eq!(s.queue.lock().unwrap().bytes, FRAME_PAYLOAD + 8);
     }
 
     #[test]
@@ -489,10 +559,10 @@ mod tests {
     fn a_full_queue_drops_and_counts() {
         let s = Sender::new(Route::Path("/nonexistent".into()));
         s.connected.store(true, Ordering::Relaxed);
-        s.push(chunk(pb::Direction::Send), QUEUE_BYTES, vec![0; QUEUE_BYTES]);
-        s.push(chunk(pb::Direction::Send), 1, vec![0]);
+        s.push(&chunk(pb::Direction::Send), QUEUE_BYTES, Some(&vec![0; QUEUE_BYTES]));
+        s.push(&chunk(pb::Direction::Send), 1, Some(&[0]));
         assert_eq!(s.dropped_chunks.load(Ordering::Relaxed), 1);
-        assert_eq!(s.queue.lock().unwrap().frames.len(), QUEUE_BYTES / FRAME_PAYLOAD);
+        assert_eq!(s.queue.lock().unwrap().frames.ends.len(), QUEUE_BYTES / FRAME_PAYLOAD);
     }
 
     /// Before any sensor: chunks wait (the hooks copy them); once one took
@@ -502,20 +572,18 @@ mod tests {
     fn chunks_wait_for_a_first_sensor_within_the_early_window() {
         let s = Sender::new(Route::Path("/nonexistent".into()));
         assert!(s.wants(3));
-        s.push(chunk(pb::Direction::Send), 3, vec![1, 2, 3]);
-        assert_eq!(s.queue.lock().unwrap().frames.len(), 1);
+        s.push(&chunk(pb::Direction::Send), 3, Some(&[1, 2, 3]));
+        assert_eq!(queued(&s).len(), 1);
         assert_eq!(s.dropped_chunks.load(Ordering::Relaxed), 0);
         s.ever_connected.store(true, Ordering::Relaxed);
         assert!(!s.wants(3), "a sensor came and went: no copies");
-        s.push(chunk(pb::Direction::Send), 3, vec![1, 2, 3]);
+        s.push(&chunk(pb::Direction::Send), 3, Some(&[1, 2, 3]));
         assert_eq!(s.dropped_chunks.load(Ordering::Relaxed), 1);
 
-        let late = Sender { early_until: std::time::Instant::now(), ..Sender::new(Route::Handoff) };
-        late.queue
-            .lock()
-            .unwrap()
-            .frames
-            .push_back(pb::AgentData { payload: vec![0; 5], ..Default::default() });
+        let mut late = Sender::new(Route::Handoff);
+        late.push(&chunk(pb::Direction::Send), 5, Some(&[0; 5]));
+        assert_eq!(queued(&late).len(), 1);
+        late.early_until = std::time::Instant::now();
         late.drop_early_chunks();
         assert!(late.queue.lock().unwrap().frames.is_empty());
         assert_eq!(late.dropped_bytes.load(Ordering::Relaxed), 5);

@@ -350,7 +350,7 @@ fn forged_data_frame(payload: &[u8]) -> Vec<u8> {
             seq: 0,
             ts_boot_ns: 1,
             tid: 1,
-            payload: payload.to_vec(),
+            payload: payload.to_vec().into(),
         })),
         ..Default::default()
     }

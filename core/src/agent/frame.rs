@@ -4,6 +4,7 @@
 //! error: the caller closes that agent's connection and nothing else.
 
 use crate::events::{Direction, Role};
+use bytes::{Buf, Bytes, BytesMut};
 use nettap_shared_proto::v1 as pb;
 use prost::Message;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -87,8 +88,8 @@ pub struct AgentChunk {
     pub ts_boot_ns: u64,
     /// The application thread.
     pub tid: u64,
-    /// The bytes.
-    pub payload: Vec<u8>,
+    /// The bytes (a slice of the frame they came in).
+    pub payload: Bytes,
 }
 
 /// One checked frame.
@@ -130,11 +131,9 @@ pub struct Frame {
 /// Splits a byte stream into checked frames.
 #[derive(Debug, Default)]
 pub struct FrameReader {
-    buf: Vec<u8>,
-    /// Bytes of `buf` already taken as frames: dropped at the next `push`,
-    /// not after each frame (a 64 KiB read of 1 KiB frames would otherwise
-    /// move the rest of the buffer once per frame).
-    taken: usize,
+    /// Bytes not yet taken as frames. A frame is split off the front: its
+    /// payload is a slice of the same memory, and what follows is not moved.
+    buf: BytesMut,
     hello_seen: bool,
 }
 
@@ -164,26 +163,22 @@ impl FrameReader {
 
     /// Appends received bytes.
     pub fn push(&mut self, bytes: &[u8]) {
-        if self.taken > 0 {
-            self.buf.drain(..self.taken);
-            self.taken = 0;
-        }
         self.buf.extend_from_slice(bytes);
     }
 
     /// The next whole frame, `Ok(None)` when more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        let rest = &self.buf[self.taken..];
-        let Some((len, prefix)) = varint(rest)? else { return Ok(None) };
+        let Some((len, prefix)) = varint(&self.buf)? else { return Ok(None) };
         if len > MAX_FRAME as u64 {
             return Err(FrameError::Oversized { len });
         }
         let end = prefix + len as usize;
-        if rest.len() < end {
+        if self.buf.len() < end {
             return Ok(None);
         }
-        let decoded = pb::AgentFrame::decode(&rest[prefix..end]);
-        self.taken += end;
+        let mut frame = self.buf.split_to(end).freeze();
+        frame.advance(prefix);
+        let decoded = pb::AgentFrame::decode(frame);
         let frame = decoded.map_err(|e| FrameError::Decode(e.to_string()))?;
         let checked = check(frame)?;
         match (&checked.event, self.hello_seen) {
@@ -197,7 +192,7 @@ impl FrameReader {
 
     /// The connection ended: an error if it ended inside a frame.
     pub fn finish(&self) -> Result<(), FrameError> {
-        let rest = &self.buf[self.taken..];
+        let rest = &self.buf[..];
         if rest.is_empty() {
             return Ok(());
         }
@@ -338,7 +333,7 @@ mod tests {
                 seq: 5,
                 ts_boot_ns: 9,
                 tid: 3,
-                payload: payload.to_vec(),
+                payload: payload.to_vec().into(),
             })),
             dropped_chunks: 2,
             dropped_bytes: 20,
@@ -361,7 +356,7 @@ mod tests {
             r.finish().unwrap();
             assert_eq!(got.len(), 2, "cut at {cut}");
             let AgentEvent::Data(c) = &got[1].event else { panic!("not data") };
-            assert_eq!(c.payload, b"GET / HTTP/1.1\r\n\r\n");
+            assert_eq!(&c.payload[..], b"GET / HTTP/1.1\r\n\r\n");
             assert_eq!(c.conn.remote.unwrap().to_string(), "127.0.0.1:8443");
             assert_eq!((c.seq, c.direction, c.hook), (5, Direction::Send, Hook::SocketWrite));
             assert_eq!((got[1].dropped_chunks, got[1].dropped_bytes), (2, 20));

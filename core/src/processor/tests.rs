@@ -257,7 +257,7 @@ fn agent_chunk(
                 seq,
                 ts_boot_ns: 2_000_000_000,
                 tid: 301,
-                payload: payload.to_vec(),
+                payload: payload.to_vec().into(),
             }),
             dropped_chunks: 0,
             dropped_bytes: 0,
