@@ -9,12 +9,15 @@
 # mode has the agent with no sensor to send to (what the agent costs inside
 # the JVM alone). Prints one Markdown row per round (throughput, and the CPU
 # time the server, the client and the sensor spent per request) and the
-# ratios of the medians.
-#   bash bench/jvm_agent.sh [SECONDS] [ROUNDS] [SIZE] [THREADS]
+# ratios of the medians. Each round first loads the server for WARMUP
+# seconds, not counted: the JIT compiles the server's (and the agent's) hot
+# code, and the agent's early window (chunks kept for a first sensor) is
+# over; the CPU columns cover the measured window only.
+#   bash bench/jvm_agent.sh [SECONDS] [ROUNDS] [SIZE] [THREADS] [WARMUP]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source ci/install.sh >&2
-secs="${1:-10}" rounds="${2:-3}" size="${3:-1024}" threads="${4:-4}"
+secs="${1:-10}" rounds="${2:-3}" size="${3:-1024}" threads="${4:-4}" warmup="${5:-20}"
 cargo build --release --locked -p nettap-sensor -p nettap-jvm-agent >&2
 (cd java-testapps && mvn -q -B -o -Dstyle.color=never -Dmaven.repo.local="$NETTAP_M2" package >&2)
 java=/usr/lib/jvm/java-17-openjdk-amd64/bin/java
@@ -33,7 +36,7 @@ for _ in $(seq 300); do [ -f "$work/sensor.ready" ] && break; sleep 0.1; done
 # CPU time (clock ticks) of a process so far: user + system.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz="$(getconf CLK_TCK)"
-echo "| round | agent | requests/s ($threads threads, $size B each way, ${secs} s) | CPU µs per request: server + client + sensor |"
+echo "| round | agent | requests/s ($threads threads, $size B each way, ${secs} s after ${warmup} s) | CPU µs per request: server + client + sensor |"
 echo "|---|---|---:|---:|"
 declare -a without with path absent cpu_without cpu_with cpu_path cpu_absent
 for round in $(seq "$rounds"); do
@@ -48,16 +51,21 @@ for round in $(seq "$rounds"); do
       --cert "$work/cert.pem" --key "$work/key.pem" --ready "$work/server.ready" 2>>"$work/server.log" &
     server=$!
     for _ in $(seq 300); do [ -f "$work/server.ready" ] && break; sleep 0.1; done
+    rm -f "$work/measuring"
+    "$java" -jar "$jar" load-client --port "$port" --cert "$work/cert.pem" --size "$size" --threads "$threads" \
+      --warmup "$warmup" --seconds "$secs" --mark "$work/measuring" >"$work/client.out" 2>&1 &
+    client=$!
+    while [ ! -f "$work/measuring" ] && kill -0 "$client" 2>/dev/null; do sleep 0.05; done
     s0="$(ticks "$sensor")" j0="$(ticks "$server")"
-    out="$(/usr/bin/time -f "client_cpu=%U %S" "$java" -jar "$jar" load-client --port "$port" --cert "$work/cert.pem" \
-      --size "$size" --threads "$threads" --seconds "$secs" 2>&1)"
+    wait "$client"
     s1="$(ticks "$sensor")" j1="$(ticks "$server")"
     kill "$server"; wait "$server" 2>/dev/null || true
+    out="$(cat "$work/client.out")"
     rps="$(sed -nE 's/.*per_second=([0-9]+).*/\1/p' <<<"$out")"
     reqs="$(sed -nE 's/.*requests=([0-9]+).*/\1/p' <<<"$out")"
-    client="$(sed -nE 's/.*client_cpu=([0-9.]+) ([0-9.]+).*/\1 \2/p' <<<"$out")"
-    cpu="$(awk -v s=$((s1 - s0)) -v j=$((j1 - j0)) -v c="$client" -v hz="$hz" -v n="$reqs" \
-      'BEGIN { split(c, t, " "); printf "%.0f", ((s + j) / hz + t[1] + t[2]) * 1e6 / n }')"
+    client_cpu="$(sed -nE 's/.*cpu_seconds=([0-9.]+).*/\1/p' <<<"$out")"
+    cpu="$(awk -v s=$((s1 - s0)) -v j=$((j1 - j0)) -v c="$client_cpu" -v hz="$hz" -v n="$reqs" \
+      'BEGIN { printf "%.0f", ((s + j) / hz + c) * 1e6 / n }')"
     echo "| $round | $mode | $rps | $cpu |"
     case "$mode" in
       with) with+=("$rps") cpu_with+=("$cpu") ;;
