@@ -355,6 +355,7 @@ impl Sender {
                     q.idle = false;
                 }
                 if q.frames.is_empty() {
+                    q.frames.trim();
                     drop(q);
                     batch.trim();
                     out.shrink_to(Frames::KEEP);
