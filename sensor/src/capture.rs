@@ -362,13 +362,17 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                     }
                 }
             }
-            Some(msg) = next_or_never(agent_rx.as_mut().map(|rx| rx.recv())) => {
+            Some(msgs) = next_or_never(agent_rx.as_mut().map(|rx| rx.recv())) => {
                 // The kernel's records of the same moment first: a
                 // connection's open is in the ring before its plaintext is here.
                 drain(ring.get_mut(), &mut proc)?;
-                proc.on_agent(msg)?;
-                while let Some(msg) = agent_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
+                for msg in msgs {
                     proc.on_agent(msg)?;
+                }
+                while let Some(msgs) = agent_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
+                    for msg in msgs {
+                        proc.on_agent(msg)?;
+                    }
                 }
             }
             held = next_or_never(gate.as_mut().map(ExecGate::next)) => match held {
@@ -424,8 +428,10 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     );
     let mut ring = ring.into_inner();
     drain(&mut ring, &mut proc)?;
-    while let Some(msg) = agent_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
-        proc.on_agent(msg)?;
+    while let Some(msgs) = agent_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
+        for msg in msgs {
+            proc.on_agent(msg)?;
+        }
     }
     missing_closes.finish(&mut proc, LAST_LISTING_TIMEOUT, Clock::boot_now_ns())?;
     let now = Clock::boot_now_ns();

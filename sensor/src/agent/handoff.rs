@@ -18,7 +18,6 @@
 //! looked at every 50 ms for its first 10 s, then every second up to 30 s.
 
 use super::listener::read_agent;
-use nettap_core::agent::AgentMsg;
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
@@ -287,7 +286,7 @@ enum Note {
 
 struct Discovery {
     rt: tokio::runtime::Handle,
-    tx: mpsc::Sender<AgentMsg>,
+    tx: mpsc::Sender<super::AgentMsgs>,
     active: Arc<Mutex<HashSet<u32>>>,
     ended: std::sync::mpsc::SyncSender<Note>,
     /// pid → (first seen, next look).
@@ -295,7 +294,7 @@ struct Discovery {
 }
 
 /// Starts discovering agents; their frames go to `tx`. Must run inside a Tokio runtime.
-pub fn start(tx: mpsc::Sender<AgentMsg>) -> std::io::Result<Handoff> {
+pub fn start(tx: mpsc::Sender<super::AgentMsgs>) -> std::io::Result<Handoff> {
     let (notes, rx) = std::sync::mpsc::sync_channel(4096);
     let mut d = Discovery {
         rt: tokio::runtime::Handle::current(),

@@ -3,6 +3,7 @@
 //! process is the socket's peer (SO_PEERCRED), whatever its frames say. A
 //! bad frame closes that one connection, with the reason logged.
 
+use super::AgentMsgs;
 use nettap_core::agent::{AgentEvent, AgentMsg, FrameReader};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -14,9 +15,12 @@ use tracing::{info, warn};
 /// The agent socket path when none is configured.
 pub const DEFAULT_SOCKET: &str = "/run/nettap/agent.sock";
 
-/// Frames waiting for the capture loop, across all agents: when full, readers
-/// stop reading, the agents' own queues fill, and the agents count the drops.
-const CHANNEL_FRAMES: usize = 1024;
+/// Reads (each up to [`READ_BYTES`] of frames) waiting for the capture loop,
+/// across all agents: when full, readers stop reading, the agents' own
+/// queues fill, and the agents count the drops.
+const CHANNEL_READS: usize = 256;
+/// One read from an agent at most.
+const READ_BYTES: usize = 64 << 10;
 
 /// Why the agent socket could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -90,18 +94,18 @@ impl Drop for AgentSocket {
 
 /// Listens on `path` (replacing a stale socket file) and returns the socket
 /// and the receiving end of the agents' frames. Must run inside a Tokio runtime.
-pub fn listen(path: &Path) -> Result<(AgentSocket, mpsc::Receiver<AgentMsg>), ListenError> {
+pub fn listen(path: &Path) -> Result<(AgentSocket, mpsc::Receiver<AgentMsgs>), ListenError> {
     let (tx, rx) = channel();
     Ok((listen_to(path, tx)?, rx))
 }
 
 /// The channel every agent route feeds.
-pub(super) fn channel() -> (mpsc::Sender<AgentMsg>, mpsc::Receiver<AgentMsg>) {
-    mpsc::channel(CHANNEL_FRAMES)
+pub(super) fn channel() -> (mpsc::Sender<AgentMsgs>, mpsc::Receiver<AgentMsgs>) {
+    mpsc::channel(CHANNEL_READS)
 }
 
 /// [`listen`], its agents' frames sent to `tx`.
-pub(super) fn listen_to(path: &Path, tx: mpsc::Sender<AgentMsg>) -> Result<AgentSocket, ListenError> {
+pub(super) fn listen_to(path: &Path, tx: mpsc::Sender<AgentMsgs>) -> Result<AgentSocket, ListenError> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !dir.exists() {
         let made = |source| ListenError::Dir { dir: dir.into(), source };
@@ -136,7 +140,7 @@ pub(super) fn listen_to(path: &Path, tx: mpsc::Sender<AgentMsg>) -> Result<Agent
     Ok(AgentSocket { path: path.into(), ino, task })
 }
 
-async fn accept_loop(listener: UnixListener, tx: mpsc::Sender<AgentMsg>) {
+async fn accept_loop(listener: UnixListener, tx: mpsc::Sender<AgentMsgs>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -158,9 +162,9 @@ async fn accept_loop(listener: UnixListener, tx: mpsc::Sender<AgentMsg>) {
 }
 
 /// Reads one agent's frames until it disconnects or sends a bad one.
-pub(super) async fn read_agent(mut stream: UnixStream, pid: u32, tx: mpsc::Sender<AgentMsg>) {
+pub(super) async fn read_agent(mut stream: UnixStream, pid: u32, tx: mpsc::Sender<AgentMsgs>) {
     let mut reader = FrameReader::new();
-    let mut buf = vec![0u8; 64 << 10];
+    let mut buf = vec![0u8; READ_BYTES];
     loop {
         let n = match stream.read(&mut buf).await {
             Ok(0) => break,
@@ -171,9 +175,10 @@ pub(super) async fn read_agent(mut stream: UnixStream, pid: u32, tx: mpsc::Sende
             }
         };
         reader.push(&buf[..n]);
-        loop {
+        let mut frames = Vec::new();
+        let bad = loop {
             match reader.next_frame() {
-                Ok(None) => break,
+                Ok(None) => break None,
                 Ok(Some(frame)) => {
                     if let AgentEvent::Hello { runtime, version, agent_version, attached_late } = &frame.event
                     {
@@ -191,15 +196,18 @@ pub(super) async fn read_agent(mut stream: UnixStream, pid: u32, tx: mpsc::Sende
                             "probe attached"
                         );
                     }
-                    if tx.send(AgentMsg { pid, frame }).await.is_err() {
-                        return; // capture is ending
-                    }
+                    frames.push(AgentMsg { pid, frame });
                 }
-                Err(e) => {
-                    warn!(pid, reason = %e, "agent connection closed: bad frame");
-                    return;
-                }
+                Err(e) => break Some(e),
             }
+        };
+        // The good frames before a bad one still count.
+        if !frames.is_empty() && tx.send(frames).await.is_err() {
+            return; // capture is ending
+        }
+        if let Some(e) = bad {
+            warn!(pid, reason = %e, "agent connection closed: bad frame");
+            return;
         }
     }
     match reader.finish() {

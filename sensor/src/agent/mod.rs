@@ -11,6 +11,10 @@ pub use listener::{listen, AgentSocket, ListenError, DEFAULT_SOCKET};
 
 use nettap_core::agent::AgentMsg;
 use std::path::Path;
+
+/// The frames of one read from one agent: one channel message per read, not
+/// per frame (a read holds hundreds of frames under load).
+pub type AgentMsgs = Vec<AgentMsg>;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -26,7 +30,7 @@ pub struct AgentRoutes {
 /// Serves the handoff and, if `path` is given, the socket at `path`; a route
 /// that cannot be served is logged and the others go on. Must run inside a
 /// Tokio runtime.
-pub fn serve(path: Option<&Path>) -> (AgentRoutes, mpsc::Receiver<AgentMsg>) {
+pub fn serve(path: Option<&Path>) -> (AgentRoutes, mpsc::Receiver<AgentMsgs>) {
     let (tx, rx) = listener::channel();
     let socket = path.and_then(|path| match listener::listen_to(path, tx.clone()) {
         Ok(s) => {
