@@ -213,13 +213,56 @@ static __always_inline bool starts_tls_record(const struct inflight *io)
 }
 
 /*
+ * The first NT_BSSL_PREFIX bytes a socket call of `ret` bytes moved, into
+ * `out`; false when they are not in one readable segment.
+ */
+static __always_inline bool first_bytes(const struct inflight *io, long ret, __u8 *out)
+{
+	if (ret < NT_BSSL_PREFIX)
+		return false;
+	__u64 at = io->buf;
+	if (io->kind == IO_IOV || io->kind == IO_KIOV) {
+		struct iovec v = {};
+		if (io->kind == IO_KIOV ? bpf_probe_read_kernel(&v, sizeof(v), (void *)io->buf)
+					: bpf_probe_read_user(&v, sizeof(v), (void *)io->buf))
+			return false;
+		if (v.iov_len < io->skip + NT_BSSL_PREFIX)
+			return false;
+		at = (__u64)v.iov_base + io->skip;
+	} else if (io->kind != IO_PLAIN) {
+		return false;
+	}
+	return bpf_probe_read_user(out, NT_BSSL_PREFIX, (void *)at) == 0;
+}
+
+/*
+ * TLS ciphertext sent on `sk`: if a BoringSSL object of the same process
+ * wrote exactly these first bytes into its memory BIO (boringssl.bpf.c),
+ * that object talks through `sk`. Exact bytes, not a thread or a time
+ * window: gRPC pulls the ciphertext out of the BIO pair and sends it on
+ * whichever thread flushes the endpoint.
+ */
+static __always_inline void bssl_bind_sent(const struct inflight *io, long ret, __u32 pid)
+{
+	struct bssl_prefix key = { .tgid = pid };
+	if (!first_bytes(io, ret, key.bytes))
+		return;
+	struct ssl_key *owner = bpf_map_lookup_elem(&bssl_sent, &key);
+	if (!owner)
+		return;
+	struct ssl_key ssl = *owner;
+	bpf_map_delete_elem(&bssl_sent, &key);
+	bind_ssl_socket(&ssl, io->sk);
+}
+
+/*
  * A socket call on a connection: is it TLS ciphertext (then it is counted in
  * the socket's offsets but not written)? Known from a TLS library call in
  * progress on this thread (see learn_ssl_socket), or from the first bytes in
  * each direction.
  */
 static __always_inline bool socket_bytes_are_tls(struct conn_state *cs, const struct inflight *io,
-						 __u32 pid, __u32 tid)
+						 long ret, __u32 pid, __u32 tid)
 {
 	__u64 id = ((__u64)pid << 32) | tid;
 	bool in_ssl_call = bpf_map_lookup_elem(&ssl_calls, &id) != NULL;
@@ -237,6 +280,8 @@ static __always_inline bool socket_bytes_are_tls(struct conn_state *cs, const st
 		__u64 sk = io->sk;
 		bpf_map_update_elem(&thread_tls_recv, &id, &sk, BPF_ANY);
 	}
+	if (cs->tls && !in_ssl_call && io->direction == NT_DIR_SEND)
+		bssl_bind_sent(io, ret, pid);
 	return cs->tls;
 }
 
@@ -285,7 +330,7 @@ static __always_inline void emit_call(const struct inflight *io, long ret, __u32
 		counter = io->direction == NT_DIR_SEND ? &cs->send_seq : &cs->recv_seq;
 	}
 	__u64 seq = __sync_fetch_and_add(counter, (__u64)ret);
-	if (!plaintext && socket_bytes_are_tls(cs, io, pid, tid))
+	if (!plaintext && socket_bytes_are_tls(cs, io, ret, pid, tid))
 		return;
 
 	__u32 zero = 0;

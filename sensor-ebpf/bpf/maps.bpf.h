@@ -154,6 +154,27 @@ struct {
 	__type(value, __u64); /* struct sock * */
 } thread_tls_recv SEC(".maps");
 
+/* BoringSSL behind a memory BIO pair (gRPC's C core, boringssl.bpf.c): the
+ * first NT_BSSL_PREFIX bytes of ciphertext an SSL object wrote into its BIO
+ * inside an SSL call, until a socket of the same process sends them. The
+ * socket send may come on another thread, later: keyed by process and
+ * bytes, not by thread. 16 bytes: a TLS record header and 11 bytes of
+ * ciphertext (or of a hello's header and random), so two writes of one
+ * process do not share a key but by chance. */
+#define NT_BSSL_PREFIX 16
+
+struct bssl_prefix {
+	__u32 tgid;
+	__u8 bytes[NT_BSSL_PREFIX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct bssl_prefix);
+	__type(value, struct ssl_key);
+} bssl_sent SEC(".maps");
+
 /* [0] is 1 when TCP payload comes from the syscall tracepoints (a kernel
  * without kprobes). They are attached on every kernel, for DNS over UDP;
  * with kprobes they leave TCP to them. Set once the hook is chosen. */

@@ -5,6 +5,12 @@ so no generated code: messages are raw bytes.
   grpc_peer.py server PORT READY_FILE
   grpc_peer.py client PORT
   grpc_peer.py late-client PORT READY_FILE GO_FILE
+  grpc_peer.py tls-server PORT READY_FILE CERT KEY
+  grpc_peer.py tls-client PORT CA NONCE
+
+Over TLS (gRPC's own BoringSSL, statically linked into cygrpc) the client
+calls Say with b"ping:" + NONCE and then with NONCE + 64 KiB of b"x" (the
+message gRPC splits into several TLS records), and checks both answers.
 
 The service nettap.test.Echo has Say (answers b"pong:" + the request) and
 Fail (aborts with NOT_FOUND "no such thing"). The client calls Say twice
@@ -37,6 +43,29 @@ def server(port: int, ready: str) -> None:
     srv.start()
     open(ready, "w").close()
     srv.wait_for_termination()
+
+
+def tls_server(port: int, ready: str, cert: str, key: str) -> None:
+    srv = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    handlers = {"Say": grpc.unary_unary_rpc_method_handler(say)}
+    srv.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("nettap.test.Echo", handlers),))
+    with open(cert, "rb") as c, open(key, "rb") as k:
+        creds = grpc.ssl_server_credentials([(k.read(), c.read())])
+    srv.add_secure_port(f"127.0.0.1:{port}", creds)
+    srv.start()
+    open(ready, "w").close()
+    srv.wait_for_termination()
+
+
+def tls_client(port: int, ca: str, nonce: str) -> None:
+    with open(ca, "rb") as f:
+        creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+    with grpc.secure_channel(f"localhost:{port}", creds) as ch:
+        say_rpc = ch.unary_unary("/nettap.test.Echo/Say")
+        small = b"ping:" + nonce.encode()
+        assert say_rpc(small, timeout=10) == b"pong:" + small
+        big = nonce.encode() + b"x" * 65536
+        assert say_rpc(big, timeout=10) == b"pong:" + big
 
 
 def calls(ch) -> None:
@@ -75,5 +104,9 @@ if __name__ == "__main__":
         server(int(sys.argv[2]), sys.argv[3])
     elif sys.argv[1] == "late-client":
         late_client(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    elif sys.argv[1] == "tls-server":
+        tls_server(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5])
+    elif sys.argv[1] == "tls-client":
+        tls_client(int(sys.argv[2]), sys.argv[3], sys.argv[4])
     else:
         client(int(sys.argv[2]))
