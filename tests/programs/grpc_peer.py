@@ -7,10 +7,13 @@ so no generated code: messages are raw bytes.
   grpc_peer.py late-client PORT READY_FILE GO_FILE
   grpc_peer.py tls-server PORT READY_FILE CERT KEY
   grpc_peer.py tls-client PORT CA NONCE
+  grpc_peer.py tls-clients PORT CA NONCE N
 
 Over TLS (gRPC's own BoringSSL, statically linked into cygrpc) the client
 calls Say with b"ping:" + NONCE and then with NONCE + 64 KiB of b"x" (the
 message gRPC splits into several TLS records), and checks both answers.
+tls-clients opens N channels at once (each its own connection, the calls
+in N threads) and calls Say on channel i with NONCE + "-" + i, 3 times.
 
 The service nettap.test.Echo has Say (answers b"pong:" + the request) and
 Fail (aborts with NOT_FOUND "no such thing"). The client calls Say twice
@@ -68,6 +71,28 @@ def tls_client(port: int, ca: str, nonce: str) -> None:
         assert say_rpc(big, timeout=10) == b"pong:" + big
 
 
+def tls_clients(port: int, ca: str, nonce: str, n: int) -> None:
+    with open(ca, "rb") as f:
+        creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+    # A distinct option per channel: gRPC would otherwise share one
+    # subchannel (one connection) between equal channels.
+    channels = [
+        grpc.secure_channel(f"localhost:{port}", creds, options=[("nettap.test.channel", i)]) for i in range(n)
+    ]
+
+    def run(i: int) -> None:
+        say_rpc = channels[i].unary_unary("/nettap.test.Echo/Say")
+        msg = f"{nonce}-{i}".encode()
+        for _ in range(3):
+            assert say_rpc(msg, timeout=20) == b"pong:" + msg
+
+    with futures.ThreadPoolExecutor(max_workers=n) as pool:
+        for f in [pool.submit(run, i) for i in range(n)]:
+            f.result()
+    for ch in channels:
+        ch.close()
+
+
 def calls(ch) -> None:
     say_rpc = ch.unary_unary("/nettap.test.Echo/Say")
     assert say_rpc(b"ping-1", timeout=10) == b"pong:ping-1"
@@ -106,6 +131,8 @@ if __name__ == "__main__":
         late_client(int(sys.argv[2]), sys.argv[3], sys.argv[4])
     elif sys.argv[1] == "tls-server":
         tls_server(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5])
+    elif sys.argv[1] == "tls-clients":
+        tls_clients(int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]))
     elif sys.argv[1] == "tls-client":
         tls_client(int(sys.argv[2]), sys.argv[3], sys.argv[4])
     else:

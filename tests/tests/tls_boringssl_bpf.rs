@@ -9,6 +9,7 @@
 
 use nettap_e2e::*;
 use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 /// The `probe attached` lines name the extension module, each function and
@@ -23,6 +24,71 @@ fn assert_boringssl_attached(log: &str) {
                 && l.contains("ok=true")),
             "no probe attached line for {function} on cygrpc:\n{log}"
         );
+    }
+}
+
+/// A nonce per run: the messages cannot come from another test's traffic.
+fn nonce() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{nanos:x}-{}", std::process::id())
+}
+
+/// A sensor capturing `port`, and a grpcio TLS server on it whose probes
+/// are in place (the server mapped the module at `import grpc`; the probes
+/// are on the file, so every later process mapping it has them too).
+struct Setup {
+    sensor: Sensor,
+    server: KillOnDrop,
+    pki: Pki,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn start() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path(), &[]);
+        let port = free_port();
+        let port_s = port.to_string();
+        let ready = dir.path().join("ready");
+        let mut args = vec!["--port", port_s.as_str()];
+        args.extend_from_slice(EXACT);
+        let sensor = Sensor::start(&args);
+        let mut server = Command::new(venv_python())
+            .arg(program("grpc_peer.py"))
+            .args(["tls-server", &port_s])
+            .arg(&ready)
+            .arg(&pki.server_cert)
+            .arg(&pki.server_key)
+            .spawn_guarded();
+        wait_for_file(&ready, || server.try_wait().unwrap().is_none());
+        sensor.wait_for_log(&["probe attached", "cygrpc.", "bio_write"]);
+        Setup { sensor, server, pki, port, _dir: dir }
+    }
+
+    /// Runs the peer's client `mode` with `args` to success; its pid.
+    fn client(&self, mode: &str, args: &[&str]) -> u32 {
+        let mut client = Command::new(venv_python())
+            .arg(program("grpc_peer.py"))
+            .args([mode, &self.port.to_string()])
+            .arg(&self.pki.ca)
+            .args(args)
+            .spawn()
+            .unwrap();
+        assert!(wait_child(&mut client, "grpcio TLS client").success());
+        client.id()
+    }
+
+    /// Stops the server and the sensor: the server's pid and the capture.
+    fn stop(self) -> (u32, Capture) {
+        let server_pid = self.server.id();
+        drop(self.server);
+        let cap = self.sensor.stop();
+        assert_boringssl_attached(&cap.log);
+        for reason in ["tls_socket_unknown", "ringbuf_full"] {
+            assert_eq!(cap.dropped(reason), (0, 0), "{reason}");
+        }
+        (server_pid, cap)
     }
 }
 
@@ -44,47 +110,15 @@ fn kernel_conn(cap: &Capture, pid: u32, port: u16) -> (String, String) {
 
 #[test]
 fn grpcio_tls_both_ends_exact_with_the_real_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path(), &[]);
-    let port = free_port();
-    let port_s = port.to_string();
-    let ready = dir.path().join("ready");
-    let peer = program("grpc_peer.py");
-    let mut args = vec!["--port", port_s.as_str()];
-    args.extend_from_slice(EXACT);
-    let sensor = Sensor::start(&args);
+    let setup = Setup::start();
+    let port = setup.port;
+    let nonce = nonce();
+    let client_pid = setup.client("tls-client", &[&nonce]);
+    let (server_pid, cap) = setup.stop();
 
-    let mut server = Command::new(venv_python())
-        .arg(&peer)
-        .args(["tls-server", &port_s])
-        .arg(&ready)
-        .arg(&pki.server_cert)
-        .arg(&pki.server_key)
-        .spawn_guarded();
-    wait_for_file(&ready, || server.try_wait().unwrap().is_none());
-    // The server mapped the module at `import grpc`; its probes (on the
-    // file, so the client's mapping of it too) are in place before the
-    // client starts.
-    sensor.wait_for_log(&["probe attached", "cygrpc.", "bio_write"]);
-    // A nonce per run: the messages cannot come from another test's traffic.
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let nonce = format!("{nanos:x}-{}", std::process::id());
-    let mut client = Command::new(venv_python())
-        .arg(&peer)
-        .args(["tls-client", &port_s])
-        .arg(&pki.ca)
-        .arg(&nonce)
-        .spawn()
-        .unwrap();
-    assert!(wait_child(&mut client, "grpcio TLS client").success());
-    let server_pid = server.id();
-    drop(server);
-    let cap = sensor.stop();
-
-    assert_boringssl_attached(&cap.log);
     let small = format!("ping:{nonce}");
     let big = format!("{nonce}{}", "x".repeat(65536));
-    let (client_local, client_remote) = kernel_conn(&cap, client.id(), port);
+    let (client_local, client_remote) = kernel_conn(&cap, client_pid, port);
     assert_eq!(client_remote, format!("127.0.0.1:{port}"));
     let (server_local, server_remote) = kernel_conn(&cap, server_pid, port);
     assert_eq!(
@@ -92,7 +126,7 @@ fn grpcio_tls_both_ends_exact_with_the_real_connection() {
         (client_remote.as_str(), client_local.as_str())
     );
     for (pid, role, local, remote) in [
-        (client.id(), "client", &client_local, &client_remote),
+        (client_pid, "client", &client_local, &client_remote),
         (server_pid, "server", &server_local, &server_remote),
     ] {
         let calls = cap.of("http", pid);
@@ -123,7 +157,67 @@ fn grpcio_tls_both_ends_exact_with_the_real_connection() {
         // plaintext all became http records), and the handshake was never written.
         assert!(cap.of("data", pid).is_empty(), "{role}: data records {:#?}", cap.of("data", pid));
     }
-    for reason in ["tls_socket_unknown", "ringbuf_full"] {
-        assert_eq!(cap.dropped(reason), (0, 0), "{reason}");
+}
+
+/// Channels on their own connections at once, calls on as many threads:
+/// gRPC's event engine moves their ciphertext on its own threads, and each
+/// SSL object must still get its own socket, at both ends.
+#[test]
+fn grpcio_tls_concurrent_connections_each_on_its_own_socket() {
+    const N: usize = 8;
+    let setup = Setup::start();
+    let port = setup.port;
+    let nonce = nonce();
+    let client_pid = setup.client("tls-clients", &[&nonce, &N.to_string()]);
+    let (server_pid, cap) = setup.stop();
+
+    let port_end = format!("127.0.0.1:{port}");
+    let opened = |pid: u32| -> BTreeSet<(String, String)> {
+        cap.of("conn", pid)
+            .into_iter()
+            .filter(|r| {
+                r["event"] == "open" && (r["conn"]["local"] == port_end || r["conn"]["remote"] == port_end)
+            })
+            .map(|r| {
+                (r["conn"]["local"].as_str().unwrap().into(), r["conn"]["remote"].as_str().unwrap().into())
+            })
+            .collect()
+    };
+    let (client_conns, server_conns) = (opened(client_pid), opened(server_pid));
+    assert_eq!(client_conns.len(), N, "{client_conns:?}");
+    // Per end: message -> the connections its calls were seen on.
+    let mut seen: BTreeMap<(&str, String), BTreeSet<(String, String)>> = BTreeMap::new();
+    for (pid, role, conns) in [(client_pid, "client", &client_conns), (server_pid, "server", &server_conns)] {
+        let calls = cap.of("http", pid);
+        assert_eq!(calls.len(), 3 * N, "{role}: {} calls", calls.len());
+        for r in calls {
+            assert_eq!(r["source"], "boringssl", "{role}: {r}");
+            assert_eq!(r["conn"]["role"], role, "{role}: {r}");
+            assert_eq!(r["conn"]["tls"], true, "{role}");
+            let g = &r["grpc"];
+            assert_eq!(g["status"], 0, "{role}: {r}");
+            let msg = g["request_messages"][0]["text"].as_str().unwrap().to_string();
+            assert_eq!(
+                g["response_messages"],
+                serde_json::json!([{ "text": format!("pong:{msg}") }]),
+                "{role}"
+            );
+            let conn =
+                (r["conn"]["local"].as_str().unwrap().into(), r["conn"]["remote"].as_str().unwrap().into());
+            assert!(conns.contains(&conn), "{role}: {conn:?} is no connection the kernel saw: {conns:?}");
+            seen.entry((role, msg)).or_default().insert(conn);
+        }
+        assert!(cap.of("data", pid).is_empty(), "{role}: data records");
     }
+    for i in 0..N {
+        let msg = format!("{nonce}-{i}");
+        let client = &seen[&("client", msg.clone())];
+        let server = &seen[&("server", msg.clone())];
+        assert_eq!(client.len(), 1, "channel {i}'s calls on one connection at the client: {client:?}");
+        let (local, remote) = client.first().unwrap();
+        assert_eq!(server, &BTreeSet::from([(remote.clone(), local.clone())]), "channel {i} at the server");
+    }
+    let client_sockets: BTreeSet<_> =
+        (0..N).map(|i| seen[&("client", format!("{nonce}-{i}"))].clone()).collect();
+    assert_eq!(client_sockets.len(), N, "each channel its own connection");
 }
