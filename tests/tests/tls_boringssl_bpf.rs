@@ -46,6 +46,11 @@ struct Setup {
 
 impl Setup {
     fn start() -> Setup {
+        Setup::start_with(&[])
+    }
+
+    /// With more sensor arguments.
+    fn start_with(extra: &[&str]) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::new(dir.path(), &[]);
         let port = free_port();
@@ -53,6 +58,7 @@ impl Setup {
         let ready = dir.path().join("ready");
         let mut args = vec!["--port", port_s.as_str()];
         args.extend_from_slice(EXACT);
+        args.extend_from_slice(extra);
         let sensor = Sensor::start(&args);
         let mut server = Command::new(venv_python())
             .arg(program("grpc_peer.py"))
@@ -220,4 +226,104 @@ fn grpcio_tls_concurrent_connections_each_on_its_own_socket() {
     let client_sockets: BTreeSet<_> =
         (0..N).map(|i| seen[&("client", format!("{nonce}-{i}"))].clone()).collect();
     assert_eq!(client_sockets.len(), N, "each channel its own connection");
+}
+
+/// `sized` of grpc_peer.py: `n` bytes of the nonce and a pattern.
+fn sized(nonce: &str, n: usize) -> Vec<u8> {
+    format!("{nonce}:0123456789abcdef").bytes().cycle().take(n).collect()
+}
+
+/// The DATA payloads of an HTTP/2 byte stream (the client's preface
+/// skipped), per stream id, in stream order.
+fn h2_data(mut b: &[u8]) -> BTreeMap<u32, Vec<u8>> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    if b.starts_with(PREFACE) {
+        b = &b[PREFACE.len()..];
+    }
+    let mut data: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+    while !b.is_empty() {
+        assert!(b.len() >= 9, "a frame header cut short");
+        let len = u32::from_be_bytes([0, b[0], b[1], b[2]]) as usize;
+        let (kind, flags) = (b[3], b[4]);
+        let stream = u32::from_be_bytes([b[5], b[6], b[7], b[8]]) & 0x7fff_ffff;
+        let payload = &b[9..9 + len];
+        if kind == 0 {
+            assert_eq!(flags & 0x8, 0, "gRPC does not pad");
+            data.entry(stream).or_default().extend_from_slice(payload);
+        }
+        b = &b[9 + len..];
+    }
+    data
+}
+
+/// The messages of one side's gRPC DATA (5-byte prefix each), stream by stream.
+fn grpc_messages(data: &BTreeMap<u32, Vec<u8>>) -> Vec<Vec<u8>> {
+    data.values()
+        .flat_map(|d| {
+            let mut out = Vec::new();
+            let mut b = &d[..];
+            while !b.is_empty() {
+                assert_eq!(b[0], 0, "uncompressed");
+                let n = u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
+                out.push(b[5..5 + n].to_vec());
+                b = &b[5 + n..];
+            }
+            out
+        })
+        .collect()
+}
+
+/// Messages of 0 B to 4 MiB each way, every plaintext chunk written
+/// (`--raw`): each end's two TLS plaintext streams are whole from byte 0,
+/// what one end sent is byte for byte what the other received, and the
+/// gRPC messages in them are exactly the ones sent.
+#[test]
+fn grpcio_tls_messages_0_b_to_4_mib_each_way_byte_exact_at_both_ends() {
+    const SIZES: [usize; 4] = [0, 1024, 100 * 1024, 4 << 20];
+    let setup = Setup::start_with(&["--raw"]);
+    let port = setup.port;
+    let nonce = nonce();
+    let sizes = SIZES.map(|n| n.to_string()).join(",");
+    let client_pid = setup.client("tls-sizes", &[&nonce, &sizes]);
+    let (server_pid, cap) = setup.stop();
+
+    let (client_local, _) = kernel_conn(&cap, client_pid, port);
+    let mut streams = BTreeMap::new();
+    for (pid, role) in [(client_pid, "client"), (server_pid, "server")] {
+        for r in cap.of("data", pid) {
+            assert_eq!(r["source"], "boringssl", "{role}: no ciphertext or kernel bytes: {r}");
+            assert_eq!(r["conn"]["tls"], true, "{role}");
+            assert_eq!(r["conn"]["role"], role, "{role}");
+            let client_end = if role == "client" { &r["conn"]["local"] } else { &r["conn"]["remote"] };
+            assert_eq!(client_end, client_local.as_str(), "{role}");
+        }
+        for dir in ["send", "recv"] {
+            let s = cap.stream(pid, dir);
+            assert!(s.gaps.is_empty(), "{role} {dir}: gaps {:?}", s.gaps);
+            assert_eq!(s.start, 0, "{role} {dir}");
+            streams.insert((role, dir), s.bytes);
+        }
+    }
+    // What one end sent is what the other received, but for what was still
+    // in flight when the client closed (the server's last frames, which the
+    // client no longer read).
+    for (from, to) in [("client", "server"), ("server", "client")] {
+        let (sent, got) = (&streams[&(from, "send")], &streams[&(to, "recv")]);
+        eprintln!("{from} sent {} bytes, {to} received {}", sent.len(), got.len());
+        assert!(
+            got.len() <= sent.len() && sent[..got.len()] == got[..],
+            "{from}'s sent plaintext and {to}'s received differ"
+        );
+    }
+    let requests = grpc_messages(&h2_data(&streams[&("client", "send")]));
+    let responses = grpc_messages(&h2_data(&streams[&("server", "send")]));
+    assert_eq!(requests.len(), SIZES.len());
+    assert_eq!(responses.len(), SIZES.len());
+    for ((req, resp), n) in requests.iter().zip(&responses).zip(SIZES) {
+        let want = sized(&nonce, n);
+        assert!(req == &want, "request of {n} bytes: got {} bytes, differing", req.len());
+        let mut answer = b"pong:".to_vec();
+        answer.extend_from_slice(&want);
+        assert!(resp == &answer, "response to {n} bytes: got {} bytes, differing", resp.len());
+    }
 }
