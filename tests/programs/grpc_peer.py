@@ -9,6 +9,7 @@ so no generated code: messages are raw bytes.
   grpc_peer.py tls-client PORT CA NONCE
   grpc_peer.py tls-clients PORT CA NONCE N
   grpc_peer.py tls-timed PORT CA N
+  grpc_peer.py tls-late-client PORT CA NONCE READY_FILE GO_FILE
   grpc_peer.py tls-sizes PORT CA NONCE SIZE[,SIZE…]
 
 Over TLS (gRPC's own BoringSSL, statically linked into cygrpc) the client
@@ -18,6 +19,8 @@ tls-clients opens N channels at once (each its own connection, the calls
 in N threads) and calls Say on channel i with NONCE + "-" + i, 3 times.
 tls-sizes calls Say once per size on one channel with a message of exactly
 that many bytes (NONCE, then a pattern); server and client take up to 8 MiB.
+tls-late-client makes one call over TLS, then (after GO_FILE appears) calls
+Say with NONCE + "-" + i for i in 0..4 on the same connection.
 
 The service nettap.test.Echo has Say (answers b"pong:" + the request) and
 Fail (aborts with NOT_FOUND "no such thing"). The client calls Say twice
@@ -117,6 +120,23 @@ def tls_sizes(port: int, ca: str, nonce: str, sizes: str) -> None:
             assert say_rpc(msg, timeout=30) == b"pong:" + msg
 
 
+def tls_late_client(port: int, ca: str, nonce: str, ready: str, go: str) -> None:
+    with open(ca, "rb") as f:
+        creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+    with grpc.secure_channel(f"localhost:{port}", creds) as ch:
+        say_rpc = ch.unary_unary("/nettap.test.Echo/Say")
+        assert say_rpc(b"before", timeout=10) == b"pong:before"
+        open(ready, "w").close()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(go):
+            if time.monotonic() > deadline:
+                raise SystemExit("no go file within 30 s")
+            time.sleep(0.02)
+        for i in range(4):
+            msg = f"{nonce}-{i}".encode()
+            assert say_rpc(msg, timeout=10) == b"pong:" + msg
+
+
 def tls_timed(port: int, ca: str, n: int) -> None:
     """N sequential calls of 100 bytes on one TLS channel (after one to
     connect); prints the seconds they took (the per-call probe cost)."""
@@ -174,6 +194,8 @@ if __name__ == "__main__":
         tls_clients(int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]))
     elif sys.argv[1] == "tls-sizes":
         tls_sizes(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5])
+    elif sys.argv[1] == "tls-late-client":
+        tls_late_client(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6])
     elif sys.argv[1] == "tls-timed":
         tls_timed(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
     elif sys.argv[1] == "tls-client":

@@ -327,3 +327,108 @@ fn grpcio_tls_messages_0_b_to_4_mib_each_way_byte_exact_at_both_ends() {
         assert!(resp == &answer, "response to {n} bytes: got {} bytes, differing", resp.len());
     }
 }
+
+/// A gRPC message as carried: uncompressed flag, 4-byte length, bytes.
+fn framed(msg: &[u8]) -> Vec<u8> {
+    let mut f = vec![0];
+    f.extend((msg.len() as u32).to_be_bytes());
+    f.extend(msg);
+    f
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A TLS connection made (and used) before the sensor started: both ends'
+/// SSL objects did their handshake unseen, so each is bound by the
+/// ciphertext of its first write after the probes. What it read and wrote
+/// before that binding is counted (`tls_socket_unknown`), never given a
+/// guessed socket; every later call is captured at both ends on the
+/// connection the kernel reports.
+#[test]
+fn grpcio_tls_connection_from_before_the_sensor_is_bound_by_its_next_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), &[]);
+    let port = free_port();
+    let port_s = port.to_string();
+    let (server_ready, client_ready, go) =
+        (dir.path().join("server"), dir.path().join("client"), dir.path().join("go"));
+    let mut server = Command::new(venv_python())
+        .arg(program("grpc_peer.py"))
+        .args(["tls-server", &port_s])
+        .arg(&server_ready)
+        .arg(&pki.server_cert)
+        .arg(&pki.server_key)
+        .spawn_guarded();
+    wait_for_file(&server_ready, || server.try_wait().unwrap().is_none());
+    let nonce = nonce();
+    let mut client = Command::new(venv_python())
+        .arg(program("grpc_peer.py"))
+        .args(["tls-late-client", &port_s])
+        .arg(&pki.ca)
+        .arg(&nonce)
+        .arg(&client_ready)
+        .arg(&go)
+        .spawn_guarded();
+    wait_for_file(&client_ready, || client.try_wait().unwrap().is_none());
+    // The module is found in the running processes' maps at start-up.
+    let mut args = vec!["--port", port_s.as_str(), "--raw"];
+    args.extend_from_slice(EXACT);
+    let sensor = Sensor::start(&args);
+    sensor.wait_for_log(&["probe attached", "cygrpc.", "bio_write"]);
+    std::fs::write(&go, b"").unwrap();
+    assert!(wait_child(&mut client, "grpcio TLS late client").success());
+    let (client_pid, server_pid) = (client.id(), server.id());
+    drop(server);
+    let cap = sensor.stop();
+    assert_boringssl_attached(&cap.log);
+
+    // The connection as the kernel saw it first: midstream, at both ends.
+    let port_end = format!("127.0.0.1:{port}");
+    let midstream = |pid: u32| -> (String, String) {
+        let m: Vec<&Value> = cap
+            .of("conn", pid)
+            .into_iter()
+            .filter(|r| {
+                r["event"] == "midstream"
+                    && (r["conn"]["local"] == port_end || r["conn"]["remote"] == port_end)
+            })
+            .collect();
+        assert_eq!(m.len(), 1, "pid {pid}: {m:#?}");
+        (m[0]["conn"]["local"].as_str().unwrap().into(), m[0]["conn"]["remote"].as_str().unwrap().into())
+    };
+    let (client_local, client_remote) = midstream(client_pid);
+    assert_eq!(midstream(server_pid), (client_remote.clone(), client_local.clone()));
+    let mut streams = BTreeMap::new();
+    for (pid, role, local) in [(client_pid, "client", &client_local), (server_pid, "server", &client_remote)]
+    {
+        for r in cap.of("data", pid) {
+            assert_eq!(r["source"], "boringssl", "{role}: no ciphertext or kernel bytes: {r}");
+            assert_eq!(r["conn"]["local"], local.as_str(), "{role}");
+        }
+        for dir in ["send", "recv"] {
+            streams.insert((role, dir), cap.stream(pid, dir).bytes);
+        }
+    }
+    // The first call after the sensor started may be cut (each end's first
+    // write binds it); the last three are whole at both ends.
+    for i in 1..4 {
+        let msg = format!("{nonce}-{i}").into_bytes();
+        let answer = [b"pong:".as_slice(), &msg].concat();
+        for (role, dir, want) in [
+            ("client", "send", &msg),
+            ("server", "recv", &msg),
+            ("server", "send", &answer),
+            ("client", "recv", &answer),
+        ] {
+            assert!(
+                contains(&streams[&(role, dir)], &framed(want)),
+                "call {i}: the {role}'s {dir} plaintext lacks it"
+            );
+        }
+    }
+    let (unbound, _) = cap.dropped("tls_socket_unknown");
+    eprintln!("plaintext calls counted unbound: {unbound}");
+    assert!(unbound >= 2, "each end's first write, before its binding, is counted: {unbound}");
+}
