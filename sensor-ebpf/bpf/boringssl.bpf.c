@@ -87,6 +87,7 @@ NT_URETPROBE(ur_bssl_handshake)
 NT_UPROBE(up_bssl_bio_write)
 {
 	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
 	__u64 ssl = 0;
 	struct ssl_call *call = bpf_map_lookup_elem(&ssl_calls, &id);
 	if (call) {
@@ -102,7 +103,11 @@ NT_UPROBE(up_bssl_bio_write)
 	struct bssl_prefix key = { .tgid = id >> 32 };
 	if (bpf_probe_read_user(key.bytes, sizeof(key.bytes), (void *)PT_REGS_PARM2(ctx)))
 		return 0;
-	struct ssl_key owner = { .ssl = ssl, .tgid = id >> 32 };
+	struct ssl_key owner = { .ssl = ssl, .tgid = tgid };
 	bpf_map_update_elem(&bssl_sent, &key, &owner, BPF_ANY);
+	if (!bssl_process(tgid)) {
+		__u8 one = 1;
+		bpf_map_update_elem(&bssl_tgids, &tgid, &one, BPF_ANY);
+	}
 	return 0;
 }

@@ -235,15 +235,26 @@ static __always_inline bool first_bytes(const struct inflight *io, long ret, __u
 	return bpf_probe_read_user(out, NT_BSSL_PREFIX, (void *)at) == 0;
 }
 
+/* Whether process `tgid` has BoringSSL records waiting for their socket. */
+static __always_inline bool bssl_process(__u32 tgid)
+{
+	return bpf_map_lookup_elem(&bssl_tgids, &tgid) != NULL;
+}
+
 /*
- * TLS ciphertext sent on `sk`: if a BoringSSL object of the same process
- * wrote exactly these first bytes into its memory BIO (boringssl.bpf.c),
- * that object talks through `sk`. Exact bytes, not a thread or a time
- * window: gRPC pulls the ciphertext out of the BIO pair and sends it on
- * whichever thread flushes the endpoint.
+ * Bytes sent on `io->sk` (`ret` of them, or at least NT_BSSL_PREFIX): if a
+ * BoringSSL object of the same process wrote exactly these first bytes
+ * into its memory BIO (boringssl.bpf.c), that object talks through the
+ * socket. Exact bytes, not a thread or a time window: gRPC pulls the
+ * ciphertext out of the BIO pair and sends it on whichever thread flushes
+ * the endpoint. Called before the port filter, as learn_ssl_socket is, so
+ * an object on an unwanted port is bound too and its plaintext dropped by
+ * the filter, not counted as unbound.
  */
 static __always_inline void bssl_bind_sent(const struct inflight *io, long ret, __u32 pid)
 {
+	if (!bssl_process(pid))
+		return;
 	struct bssl_prefix key = { .tgid = pid };
 	if (!first_bytes(io, ret, key.bytes))
 		return;
@@ -262,7 +273,7 @@ static __always_inline void bssl_bind_sent(const struct inflight *io, long ret, 
  * each direction.
  */
 static __always_inline bool socket_bytes_are_tls(struct conn_state *cs, const struct inflight *io,
-						 long ret, __u32 pid, __u32 tid)
+						 __u32 pid, __u32 tid)
 {
 	__u64 id = ((__u64)pid << 32) | tid;
 	bool in_ssl_call = bpf_map_lookup_elem(&ssl_calls, &id) != NULL;
@@ -280,8 +291,6 @@ static __always_inline bool socket_bytes_are_tls(struct conn_state *cs, const st
 		__u64 sk = io->sk;
 		bpf_map_update_elem(&thread_tls_recv, &id, &sk, BPF_ANY);
 	}
-	if (cs->tls && !in_ssl_call && io->direction == NT_DIR_SEND)
-		bssl_bind_sent(io, ret, pid);
 	return cs->tls;
 }
 
@@ -330,7 +339,7 @@ static __always_inline void emit_call(const struct inflight *io, long ret, __u32
 		counter = io->direction == NT_DIR_SEND ? &cs->send_seq : &cs->recv_seq;
 	}
 	__u64 seq = __sync_fetch_and_add(counter, (__u64)ret);
-	if (!plaintext && socket_bytes_are_tls(cs, io, ret, pid, tid))
+	if (!plaintext && socket_bytes_are_tls(cs, io, pid, tid))
 		return;
 
 	__u32 zero = 0;

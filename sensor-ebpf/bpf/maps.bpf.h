@@ -175,6 +175,15 @@ struct {
 	__type(value, struct ssl_key);
 } bssl_sent SEC(".maps");
 
+/* Processes whose BoringSSL wrote records into its BIO (keys in bssl_sent):
+ * only their sends are looked up there. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32); /* tgid */
+	__type(value, __u8);
+} bssl_tgids SEC(".maps");
+
 /* [0] is 1 when TCP payload comes from the syscall tracepoints (a kernel
  * without kprobes). They are attached on every kernel, for DNS over UDP;
  * with kprobes they leave TCP to them. Set once the hook is chosen. */

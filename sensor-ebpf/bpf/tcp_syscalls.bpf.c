@@ -50,6 +50,10 @@ static __always_inline int io_done(long ret, __u32 fd, __u64 buf, __u64 count, _
 	if ((!tcp_here || !*tcp_here) && kind != IO_NONE)
 		return kp_missed_return(id, ret, sk, buf, count, kind);
 	learn_ssl_socket(sk, id >> 32);
+	if (direction == NT_DIR_SEND && kind != IO_NONE) {
+		struct inflight sent = { .sk = (__u64)sk, .buf = buf, .count = count, .kind = kind };
+		bssl_bind_sent(&sent, ret, id >> 32);
+	}
 	if (!ports_wanted(sk))
 		return 0;
 	struct inflight io = {

@@ -432,3 +432,41 @@ fn grpcio_tls_connection_from_before_the_sensor_is_bound_by_its_next_writes() {
     eprintln!("plaintext calls counted unbound: {unbound}");
     assert!(unbound >= 2, "each end's first write, before its binding, is counted: {unbound}");
 }
+
+/// With `--port`, a grpcio connection on another port is bound like any
+/// other (before the port filter, as OpenSSL's sockets are) and then left
+/// out: no records and no `tls_socket_unknown` for its plaintext.
+#[test]
+fn grpcio_tls_on_an_unwanted_port_is_left_out_not_counted_unbound() {
+    let setup = Setup::start();
+    let other_port = free_port();
+    let other_s = other_port.to_string();
+    let ready = setup._dir.path().join("other-ready");
+    let mut other = Command::new(venv_python())
+        .arg(program("grpc_peer.py"))
+        .args(["tls-server", &other_s])
+        .arg(&ready)
+        .arg(&setup.pki.server_cert)
+        .arg(&setup.pki.server_key)
+        .spawn_guarded();
+    wait_for_file(&ready, || other.try_wait().unwrap().is_none());
+    let nonce = nonce();
+    let mut unwanted = Command::new(venv_python())
+        .arg(program("grpc_peer.py"))
+        .args(["tls-client", &other_s])
+        .arg(&setup.pki.ca)
+        .arg(&nonce)
+        .spawn()
+        .unwrap();
+    assert!(wait_child(&mut unwanted, "grpcio TLS client of the other port").success());
+    let wanted = setup.client("tls-client", &[&nonce]);
+    let other_pid = other.id();
+    drop(other);
+    // stop() also checks that nothing was counted unbound.
+    let (server_pid, cap) = setup.stop();
+    for pid in [unwanted.id(), other_pid] {
+        assert!(cap.records.iter().all(|r| r["pid"] != pid), "pid {pid} of the unwanted port has records");
+    }
+    assert_eq!(cap.of("http", wanted).len(), 2);
+    assert_eq!(cap.of("http", server_pid).len(), 2);
+}
