@@ -40,6 +40,54 @@ NT_UPROBE(up_bssl_read)
 	return ssl_enter(ssl, buf, NULL, NT_PROBE_UPROBE_BSSL_READ, NT_DIR_RECV);
 }
 
+/*
+ * An SSL_write of `n` bytes whose object has no socket yet: held (see
+ * bssl_held in maps.bpf.h) until its ciphertext goes out on one, since that
+ * send comes after this return. Counted as unbound when it cannot be held.
+ */
+static __always_inline int bssl_hold(const struct ssl_key *key, __u64 buf, long n, __u16 probe)
+{
+	struct bssl_held *h = bpf_map_lookup_elem(&bssl_held, key);
+	if (!h) {
+		__u32 zero = 0;
+		struct bssl_held *fresh = bpf_map_lookup_elem(&bssl_held_init, &zero);
+		if (!fresh)
+			goto unbound;
+		fresh->len = 0;
+		fresh->probe = probe;
+		fresh->spoiled = 0;
+		if (bpf_map_update_elem(&bssl_held, key, fresh, BPF_NOEXIST))
+			goto unbound;
+		h = bpf_map_lookup_elem(&bssl_held, key);
+		if (!h)
+			goto unbound;
+	}
+	if (h->spoiled)
+		goto unbound;
+	__u64 off = h->len;
+	if (n <= 0 || n > BSSL_HELD_MAX || off + n > BSSL_HELD_MAX)
+		goto spoil;
+	/* Unsigned and masked copies, checked again on the same registers, so
+	 * the verifier keeps both bounds (n itself is a signed long). */
+	__u64 len = (__u64)n & (2 * BSSL_HELD_MAX - 1);
+	off &= BSSL_HELD_MAX - 1;
+	barrier_var(len);
+	if (len == 0 || len > BSSL_HELD_MAX)
+		goto spoil;
+	if (bpf_probe_read_user(&h->data[off], len, (void *)buf))
+		goto spoil;
+	h->len += len;
+	return 0;
+spoil:
+	/* Held bytes go out whole or not at all: no gap inside what is written. */
+	count_drop(NT_DROP_TLS_NO_SOCKET, h->len);
+	h->len = 0;
+	h->spoiled = 1;
+unbound:
+	count_drop(NT_DROP_TLS_NO_SOCKET, n);
+	return 0;
+}
+
 /* SSL_write and SSL_read return an int: bytes moved, or <= 0. Unlike
  * OpenSSL's exit, no socket is adopted from the thread's last read: gRPC's
  * threads read for any connection. */
@@ -56,6 +104,8 @@ NT_URETPROBE(ur_bssl_ret)
 		return 0;
 	struct ssl_key key = { .ssl = call.ssl, .tgid = id >> 32 };
 	__u64 *sk = bpf_map_lookup_elem(&ssl_sockets, &key);
+	if (!sk && call.direction == NT_DIR_SEND)
+		return bssl_hold(&key, call.buf, n, call.probe);
 	if (sk && !ports_wanted((struct sock *)*sk))
 		return 0;
 	return emit_tls_plaintext(sk ? *sk : 0, call.buf, n, call.probe, call.direction, id);

@@ -184,6 +184,36 @@ struct {
 	__type(value, __u8);
 } bssl_tgids SEC(".maps");
 
+/* BoringSSL plaintext written before its SSL object's socket was known (a
+ * connection whose handshake came before the probes), held until the
+ * object's ciphertext binds it (the SSL_write calls of one gRPC flush come
+ * before its send), emitted whole or counted whole. 8 KiB: the value,
+ * twice that, must fit a per-CPU scratch entry (32 KiB at most). */
+#define BSSL_HELD_MAX 8192
+
+struct bssl_held {
+	__u32 len;
+	__u16 probe;
+	__u8 spoiled; /* more than BSSL_HELD_MAX came: the rest until bound is counted */
+	__u8 _pad;
+	__u8 data[2 * BSSL_HELD_MAX]; /* twice: the verifier sees offset + length within */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH); /* not LRU: an eviction would lose its count */
+	__uint(max_entries, 64);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct ssl_key);
+	__type(value, struct bssl_held);
+} bssl_held SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bssl_held);
+} bssl_held_init SEC(".maps");
+
 /* [0] is 1 when TCP payload comes from the syscall tracepoints (a kernel
  * without kprobes). They are attached on every kernel, for DNS over UDP;
  * with kprobes they leave TCP to them. Set once the hook is chosen. */
