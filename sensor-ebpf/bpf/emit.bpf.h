@@ -287,9 +287,9 @@ static __always_inline bool bssl_process(__u32 tgid)
  * into its memory BIO (boringssl.bpf.c), that object talks through the
  * socket. Exact bytes, not a thread or a time window: gRPC pulls the
  * ciphertext out of the BIO pair and sends it on whichever thread flushes
- * the endpoint. Called before the port filter, as learn_ssl_socket is, so
- * an object on an unwanted port is bound too and its plaintext dropped by
- * the filter, not counted as unbound.
+ * the endpoint. Called whatever the port filter says, as learn_ssl_socket
+ * is, so an object on an unwanted port is bound too and its plaintext
+ * dropped by the filter, not counted as unbound.
  */
 static __always_inline void bssl_bind_sent(const struct inflight *io, long ret, __u32 pid)
 {
