@@ -363,6 +363,8 @@ pub fn probe_name(probe: u32) -> &'static str {
         nt_probe::NT_PROBE_UPROBE_NSS_RECV => "uretprobe:ssl_Recv",
         nt_probe::NT_PROBE_UPROBE_RUSTLS_WRITE => "uprobe:rustls::conn::PlaintextSink::write",
         nt_probe::NT_PROBE_UPROBE_RUSTLS_READ => "uretprobe:rustls::conn::Reader::read",
+        nt_probe::NT_PROBE_UPROBE_BSSL_WRITE => "uprobe:SSL_write",
+        nt_probe::NT_PROBE_UPROBE_BSSL_READ => "uretprobe:SSL_read",
         _ => "unknown",
     }
 }
@@ -385,6 +387,7 @@ pub fn source_of(probe: u32) -> &'static str {
         | nt_probe::NT_PROBE_UPROBE_NSS_READ
         | nt_probe::NT_PROBE_UPROBE_NSS_RECV => "nss",
         nt_probe::NT_PROBE_UPROBE_RUSTLS_WRITE | nt_probe::NT_PROBE_UPROBE_RUSTLS_READ => "rustls",
+        nt_probe::NT_PROBE_UPROBE_BSSL_WRITE | nt_probe::NT_PROBE_UPROBE_BSSL_READ => "boringssl",
         user_probe::JVMTI_SOCKET_READ..=user_probe::JVMTI_ENGINE_WRAP => "jvmti",
         _ => "kernel",
     }

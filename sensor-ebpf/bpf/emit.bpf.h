@@ -213,6 +213,101 @@ static __always_inline bool starts_tls_record(const struct inflight *io)
 }
 
 /*
+ * The first NT_BSSL_PREFIX bytes a socket call of `ret` bytes moved, into
+ * `out`; false when they are not in one readable segment.
+ */
+static __always_inline bool first_bytes(const struct inflight *io, long ret, __u8 *out)
+{
+	if (ret < NT_BSSL_PREFIX)
+		return false;
+	__u64 at = io->buf;
+	if (io->kind == IO_IOV || io->kind == IO_KIOV) {
+		struct iovec v = {};
+		if (io->kind == IO_KIOV ? bpf_probe_read_kernel(&v, sizeof(v), (void *)io->buf)
+					: bpf_probe_read_user(&v, sizeof(v), (void *)io->buf))
+			return false;
+		if (v.iov_len < io->skip + NT_BSSL_PREFIX)
+			return false;
+		at = (__u64)v.iov_base + io->skip;
+	} else if (io->kind != IO_PLAIN) {
+		return false;
+	}
+	return bpf_probe_read_user(out, NT_BSSL_PREFIX, (void *)at) == 0;
+}
+
+/*
+ * The plaintext held for BoringSSL object `key` (boringssl.bpf.c), now that
+ * its socket is known: written as sent on `sk`, ahead of anything later.
+ */
+static __always_inline void bssl_emit_held(const struct ssl_key *key, __u64 sk)
+{
+	struct bssl_held *h = bpf_map_lookup_elem(&bssl_held, key);
+	if (!h)
+		return;
+	__u32 n = h->len;
+	if (n > BSSL_HELD_MAX)
+		n = BSSL_HELD_MAX;
+	if (!n || !ports_wanted((struct sock *)sk))
+		goto out;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 pid = id >> 32, tid = (__u32)id;
+	struct conn_state *cs = conn_get((struct sock *)sk, h->probe, pid, tid, NT_DIR_SEND, 0);
+	if (!cs)
+		goto out;
+	cs->tls = 1;
+	__u64 seq = __sync_fetch_and_add(&cs->tls_send_seq, (__u64)n);
+	__u32 zero = 0;
+	struct nt_data_event *ev = bpf_map_lookup_elem(&data_scratch, &zero);
+	if (!ev)
+		goto out;
+	fill_header(&ev->hdr, NT_EV_DATA, h->probe, (struct sock *)sk, cs, pid, tid);
+	ev->direction = NT_DIR_SEND;
+	__u32 want = n < CONFIG.max_bytes_per_call ? n : CONFIG.max_bytes_per_call;
+	if (want > BSSL_HELD_MAX)
+		want = BSSL_HELD_MAX;
+	ev->seq = seq;
+	ev->len = want;
+	ev->truncated = n - want;
+	bpf_probe_read_kernel(ev->payload, want, h->data);
+	if (bpf_ringbuf_output(&events, ev, offsetof(struct nt_data_event, payload) + want, 0))
+		count_drop(NT_DROP_RINGBUF_FULL_DATA, want);
+out:
+	bpf_map_delete_elem(&bssl_held, key);
+}
+
+/* Whether process `tgid` has BoringSSL records waiting for their socket. */
+static __always_inline bool bssl_process(__u32 tgid)
+{
+	return bpf_map_lookup_elem(&bssl_tgids, &tgid) != NULL;
+}
+
+/*
+ * Bytes sent on `io->sk` (`ret` of them, or at least NT_BSSL_PREFIX): if a
+ * BoringSSL object of the same process wrote exactly these first bytes
+ * into its memory BIO (boringssl.bpf.c), that object talks through the
+ * socket. Exact bytes, not a thread or a time window: gRPC pulls the
+ * ciphertext out of the BIO pair and sends it on whichever thread flushes
+ * the endpoint. Called whatever the port filter says, as learn_ssl_socket
+ * is, so an object on an unwanted port is bound too and its plaintext
+ * dropped by the filter, not counted as unbound.
+ */
+static __always_inline void bssl_bind_sent(const struct inflight *io, long ret, __u32 pid)
+{
+	if (!bssl_process(pid))
+		return;
+	struct bssl_prefix key = { .tgid = pid };
+	if (!first_bytes(io, ret, key.bytes))
+		return;
+	struct ssl_key *owner = bpf_map_lookup_elem(&bssl_sent, &key);
+	if (!owner)
+		return;
+	struct ssl_key ssl = *owner;
+	bpf_map_delete_elem(&bssl_sent, &key);
+	bind_ssl_socket(&ssl, io->sk);
+	bssl_emit_held(&ssl, io->sk);
+}
+
+/*
  * A socket call on a connection: is it TLS ciphertext (then it is counted in
  * the socket's offsets but not written)? Known from a TLS library call in
  * progress on this thread (see learn_ssl_socket), or from the first bytes in

@@ -2,7 +2,7 @@
 /*
  * Libraries loaded after start-up (dlopen, a new process with its own copy,
  * a container): an executable mapping of a TLS library's file (libssl*,
- * libgnutls*) is reported, so the sensor probes it while the process is
+ * libgnutls*, grpcio's cygrpc.*: BoringSSL inside) is reported, so the sensor probes it while the process is
  * still setting up.
  */
 
@@ -28,7 +28,8 @@ static __always_inline bool name_starts(const char *name, const char *prefix, in
 /* The libraries whose mapping the sensor wants to hear about. */
 static __always_inline bool tls_library_name(const char *name)
 {
-	return NAME_STARTS(name, "libssl") || NAME_STARTS(name, "libgnutls.so");
+	return NAME_STARTS(name, "libssl") || NAME_STARTS(name, "libgnutls.so") ||
+	       NAME_STARTS(name, "cygrpc.");
 }
 
 SEC("tracepoint/syscalls/sys_exit_mmap")

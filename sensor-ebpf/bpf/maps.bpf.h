@@ -154,6 +154,66 @@ struct {
 	__type(value, __u64); /* struct sock * */
 } thread_tls_recv SEC(".maps");
 
+/* BoringSSL behind a memory BIO pair (gRPC's C core, boringssl.bpf.c): the
+ * first NT_BSSL_PREFIX bytes of ciphertext an SSL object wrote into its BIO
+ * inside an SSL call, until a socket of the same process sends them. The
+ * socket send may come on another thread, later: keyed by process and
+ * bytes, not by thread. 16 bytes: a TLS record header and 11 bytes of
+ * ciphertext (or of a hello's header and random), so two writes of one
+ * process do not share a key but by chance. */
+#define NT_BSSL_PREFIX 16
+
+struct bssl_prefix {
+	__u32 tgid;
+	__u8 bytes[NT_BSSL_PREFIX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct bssl_prefix);
+	__type(value, struct ssl_key);
+} bssl_sent SEC(".maps");
+
+/* Processes whose BoringSSL wrote records into its BIO (keys in bssl_sent):
+ * only their sends are looked up there. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32); /* tgid */
+	__type(value, __u8);
+} bssl_tgids SEC(".maps");
+
+/* BoringSSL plaintext written before its SSL object's socket was known (a
+ * connection whose handshake came before the probes), held until the
+ * object's ciphertext binds it (the SSL_write calls of one gRPC flush come
+ * before its send), emitted whole or counted whole. 8 KiB: the value,
+ * twice that, must fit a per-CPU scratch entry (32 KiB at most). */
+#define BSSL_HELD_MAX 8192
+
+struct bssl_held {
+	__u32 len;
+	__u16 probe;
+	__u8 spoiled; /* more than BSSL_HELD_MAX came: the rest until bound is counted */
+	__u8 _pad;
+	__u8 data[2 * BSSL_HELD_MAX]; /* twice: the verifier sees offset + length within */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH); /* not LRU: an eviction would lose its count */
+	__uint(max_entries, 64);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct ssl_key);
+	__type(value, struct bssl_held);
+} bssl_held SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bssl_held);
+} bssl_held_init SEC(".maps");
+
 /* [0] is 1 when TCP payload comes from the syscall tracepoints (a kernel
  * without kprobes). They are attached on every kernel, for DNS over UDP;
  * with kprobes they leave TCP to them. Set once the hook is chosen. */

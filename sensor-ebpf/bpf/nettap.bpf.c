@@ -20,6 +20,7 @@
 #include "openssl.bpf.c"
 #include "gnutls.bpf.c"     /* after openssl.bpf.c, whose call tracking it shares */
 #include "nss.bpf.c"        /* likewise */
+#include "boringssl.bpf.c" /* after openssl.bpf.c: shares its call tracking */
 #include "rustls.bpf.c"    /* after openssl.bpf.c: shares its socket binding */
 #include "go_tls.bpf.c"
 #include "libs.bpf.c"

@@ -56,6 +56,13 @@ static __always_inline int kp_enter(struct sock *sk, struct msghdr *msg, __u16 p
 	if (!pid_wanted(id >> 32))
 		return 0;
 	learn_ssl_socket(sk, id >> 32);
+	/* The bytes to send are in place at entry; how many will go is not
+	 * known yet, so the first 16 are read as they are. */
+	if (direction == NT_DIR_SEND && bssl_process(id >> 32)) {
+		struct inflight sent = { .sk = (__u64)sk };
+		if (iter_to_io(msg, &sent))
+			bssl_bind_sent(&sent, NT_BSSL_PREFIX, id >> 32);
+	}
 	if (!ports_wanted(sk))
 		return 0;
 	struct inflight io = { .sk = (__u64)sk, .probe = probe, .direction = direction };

@@ -50,8 +50,17 @@ static __always_inline int io_done(long ret, __u32 fd, __u64 buf, __u64 count, _
 	if ((!tcp_here || !*tcp_here) && kind != IO_NONE)
 		return kp_missed_return(id, ret, sk, buf, count, kind);
 	learn_ssl_socket(sk, id >> 32);
-	if (!ports_wanted(sk))
+	/* BoringSSL's ciphertext binds its object before the port filter (an
+	 * unwanted port is bound too, so not counted unbound), and after the
+	 * call's own bytes are counted: plaintext held for the object is
+	 * written then, on a connection whose offsets include this call. */
+	bool bssl_send = direction == NT_DIR_SEND && kind != IO_NONE;
+	struct inflight sent = { .sk = (__u64)sk, .buf = buf, .count = count, .kind = kind };
+	if (!ports_wanted(sk)) {
+		if (bssl_send)
+			bssl_bind_sent(&sent, ret, id >> 32);
 		return 0;
+	}
 	struct inflight io = {
 		.sk = (__u64)sk,
 		.buf = buf,
@@ -62,6 +71,8 @@ static __always_inline int io_done(long ret, __u32 fd, __u64 buf, __u64 count, _
 		.direction = direction,
 	};
 	emit_call(&io, ret, id >> 32, (__u32)id, false);
+	if (bssl_send)
+		bssl_bind_sent(&sent, ret, id >> 32);
 	return 0;
 }
 

@@ -75,6 +75,8 @@ enum nt_probe {
 	NT_PROBE_UPROBE_NSS_RECV,     /* NSS's ssl_Recv, at its return */
 	NT_PROBE_UPROBE_RUSTLS_WRITE, /* rustls's PlaintextSink::write of a ConnectionCommon */
 	NT_PROBE_UPROBE_RUSTLS_READ,  /* rustls's Reader::read, at its return */
+	NT_PROBE_UPROBE_BSSL_WRITE,   /* BoringSSL's SSL_write, found without symbols */
+	NT_PROBE_UPROBE_BSSL_READ,    /* BoringSSL's SSL_read, at its return */
 	NT_PROBE_MAX,
 };
 

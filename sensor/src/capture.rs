@@ -449,6 +449,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
         openssl_files = tls.files(&probes::OPENSSL),
         gnutls_files = tls.files(&probes::GNUTLS),
         nss_files = tls.files(&probes::NSS),
+        boringssl_files = tls.files(&probes::BORINGSSL),
         go_programs = tls.go_programs(),
         jvms_tried = auto_attach.as_ref().map_or(0, |a| a.tried()),
         "tables at the end"

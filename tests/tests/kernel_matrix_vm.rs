@@ -31,6 +31,8 @@ const KPROBE_SUITE: &[(&str, &str)] = &[
     ("drops_bpf", "tiny_ring_buffer_counts_every_lost_byte"),
     ("tls_openssl_bpf", "python_ssl_plaintext_is_exact_and_ciphertext_never_written"),
     ("tls_go_bpf", "go_tls_stripped_build"),
+    ("tls_boringssl_bpf", "grpcio_tls_both_ends_exact_with_the_real_connection"),
+    ("tls_boringssl_bpf", "grpcio_tls_on_an_unwanted_port_is_left_out_not_counted_unbound"),
     ("dns_bpf", "connections_are_named_by_the_dns_answers_their_process_saw"),
     ("bpf_cost_bpf", "bpf_run_time_per_call_of_the_chosen_path"),
 ];

@@ -678,7 +678,7 @@ impl<'a> Plt<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::path::PathBuf;
 
@@ -688,7 +688,7 @@ mod tests {
 
     /// gRPC's Python extension (grpcio 1.68.1 in the tests' venv, made by
     /// ci/install.sh): BoringSSL linked in, no symbols for it.
-    fn cygrpc() -> PathBuf {
+    pub(crate) fn cygrpc() -> PathBuf {
         let venv = std::env::var_os("NETTAP_VENV").map(PathBuf::from).unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/nettap/venv")
         });

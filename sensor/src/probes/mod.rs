@@ -1,6 +1,7 @@
 //! Loading the eBPF object and attaching its probe families. Every
 //! attachment is logged as a `probe attached` line (CONTRACT.md).
 
+mod boringssl;
 pub mod boringssl_find;
 mod elf;
 pub mod exec_gate;
@@ -24,6 +25,7 @@ mod tls_lib;
 mod tls_probers;
 mod uprobe_plan;
 
+pub use boringssl::BORINGSSL;
 pub use gnutls::GNUTLS;
 pub use go_layout::{GoLayout, TABLE as GO_LAYOUT_TABLE, TCPCONN_TYPE_HASHES};
 pub use go_tls::GoTlsProbes;

@@ -7,7 +7,7 @@ use super::probed_files::{self, MapsName};
 use super::rustls::RustlsProbes;
 use super::tls_lib::{TlsLibProbes, TlsLibrary};
 use super::ProgramProber;
-use super::{GNUTLS, NSS, OPENSSL};
+use super::{BORINGSSL, GNUTLS, NSS, OPENSSL};
 use crate::probes::exec_gate::HeldExec;
 use aya::Ebpf;
 use nettap_core::events::LibEvent;
@@ -33,7 +33,7 @@ const LOOK_AGAIN: Duration = Duration::from_secs(10);
 impl Default for TlsProbers {
     fn default() -> Self {
         Self {
-            libraries: [&OPENSSL, &GNUTLS, &NSS].map(TlsLibProbes::new).into(),
+            libraries: [&OPENSSL, &GNUTLS, &NSS, &BORINGSSL].map(TlsLibProbes::new).into(),
             go: GoTlsProbes::new(),
             rustls: RustlsProbes::new(),
             still_mapped: HashSet::new(),

@@ -13,8 +13,9 @@ pub struct TlsFunction {
     pub name: &'static str,
     /// Reads the arguments (uprobe).
     pub entry: &'static str,
-    /// Reads the result at return (uretprobe).
-    pub uretprobe: &'static str,
+    /// Reads the result at return (uretprobe); `None`: only the entry is
+    /// probed (BoringSSL's `bio_write`, whose arguments are all it needs).
+    pub uretprobe: Option<&'static str>,
     /// Reads the result on a return site (uprobe); `None`: always a uretprobe.
     pub return_site: Option<&'static str>,
     /// Arguments the entry program reads.
@@ -24,7 +25,7 @@ pub struct TlsFunction {
 impl TlsFunction {
     /// Every program this function may use.
     pub fn programs(&self) -> impl Iterator<Item = &'static str> {
-        [Some(self.entry), Some(self.uretprobe), self.return_site].into_iter().flatten()
+        [Some(self.entry), self.uretprobe, self.return_site].into_iter().flatten()
     }
 }
 
@@ -77,10 +78,14 @@ fn plan_function(f: &TlsFunction, offset: u64, code: &[u8]) -> Vec<ProbePoint> {
         _ => None,
     };
     let Some((sites, return_site)) = sites else {
-        return vec![
-            ProbePoint { program: f.entry, offset, kind: "uprobe", label: f.name.to_string() },
-            ProbePoint { program: f.uretprobe, offset, kind: "uretprobe", label: f.name.to_string() },
-        ];
+        let entry = ProbePoint { program: f.entry, offset, kind: "uprobe", label: f.name.to_string() };
+        let exit = f.uretprobe.map(|program| ProbePoint {
+            program,
+            offset,
+            kind: "uretprobe",
+            label: f.name.to_string(),
+        });
+        return [Some(entry), exit].into_iter().flatten().collect();
     };
     let at = |o: u64| if o == 0 { f.name.to_string() } else { format!("{}+{o:#x}", f.name) };
     let mut points = vec![ProbePoint {
