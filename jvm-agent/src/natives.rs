@@ -4,10 +4,10 @@
 //! and never panic.
 
 use crate::sender::{Chunk, ConnKey, Ip};
-use std::cell::RefCell;
 use jni::objects::{JByteArray, JByteBuffer, JClass};
 use jni::sys::jint;
 use jni::JNIEnv;
+use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Registers `data` on the defined `Hooks` class.

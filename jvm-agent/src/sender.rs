@@ -537,7 +537,8 @@ mod tests {
         s.push(&chunk(pb::Direction::Send), big.len(), Some(&big));
         s.push(&chunk(pb::Direction::Recv), 3, Some(&[1, 2, 3]));
         let got = queued(&s);
-        let seqs: Vec<(i32, u64, usize)> = got.iter().map(|d| (d.direction, d.seq, d.payload.len())).collect();
+        let seqs: Vec<(i32, u64, usize)> =
+            got.iter().map(|d| (d.direction, d.seq, d.payload.len())).collect();
         assert_eq!(seqs, vec![(0, 10, FRAME_PAYLOAD), (0, 10 + FRAME_PAYLOAD as u64, 5), (1, 0, 3)]);
         assert_eq!([&got[0].payload[..], &got[1].payload[..]].concat(), big);
         assert_eq!(got[2].conn.as_ref().unwrap().remote.as_ref().unwrap().ip, [127, 0, 0, 1]);

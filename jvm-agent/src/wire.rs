@@ -77,7 +77,8 @@ pub fn put_data_frame(head: &DataHead<'_>, payload: &[u8], scratch: &mut Vec<u8>
     ];
     let scalars_len: usize =
         scalars.iter().filter(|(_, v)| *v != 0).map(|(_, v)| 1 + encoded_len_varint(*v)).sum();
-    let payload_len = if payload.is_empty() { 0 } else { 1 + encoded_len_varint(payload.len() as u64) + payload.len() };
+    let payload_len =
+        if payload.is_empty() { 0 } else { 1 + encoded_len_varint(payload.len() as u64) + payload.len() };
     let data_len = 1 + encoded_len_varint(scratch.len() as u64) + scratch.len() + scalars_len + payload_len;
     out.reserve(1 + encoded_len_varint(data_len as u64) + data_len);
     encode_key(2, WireType::LengthDelimited, out);
