@@ -1,7 +1,8 @@
 //! Throughput on one core, without the kernel: (1) the HTTP/1 and HTTP/2
 //! parsers behind a connection session, (2) the whole user-space pipeline
 //! (decode, connection table, session, JSON Lines) on replayed ring-buffer
-//! records.
+//! records, and on a JVM agent's frames (what a JSSE client's plaintext
+//! costs the sensor).
 //!
 //!     cargo bench -p nettap-core --bench pipeline
 //!
@@ -294,6 +295,111 @@ fn pipeline(records: &[(Vec<u8>, usize)], raw: bool, redact: bool, serde: bool) 
     (n as f64 * payload as f64 / secs / 1e6, n as f64 * records.len() as f64 / secs)
 }
 
+/// A JVM agent's byte stream: its hello, then `exchanges` requests and
+/// responses of 1 KiB bodies on each of 64 connections (SSLSocket hooks, so
+/// each chunk names its endpoints), prost-encoded as the agent sends them;
+/// and the kernel's opens of those connections.
+fn agent_stream(g: &mut EventGen, exchanges: u64) -> (Vec<Vec<u8>>, Vec<u8>, usize) {
+    use nettap_shared_proto::v1 as pb;
+    use prost::Message;
+    let (req, resp) = exchange(1024);
+    let mut opens = Vec::new();
+    let mut stream = pb::AgentFrame {
+        kind: Some(pb::agent_frame::Kind::Hello(pb::AgentHello {
+            pid: 300,
+            runtime: "OpenJDK 64-Bit Server VM".into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+    .encode_length_delimited_to_vec();
+    let endpoint = |a: std::net::SocketAddr| {
+        let std::net::IpAddr::V4(ip) = a.ip() else { unreachable!() };
+        Some(pb::Endpoint { ip: ip.octets().to_vec(), port: a.port().into() })
+    };
+    let mut payload = 0;
+    for id in 0..64u64 {
+        let c = Conn::client(id + 1, 300, &format!("127.0.0.1:{}", 40000 + id), "127.0.0.1:8443");
+        opens.push(g.conn(&c, ConnChange::Open));
+        for i in 0..exchanges {
+            for (direction, hook, bytes) in [
+                (pb::Direction::Send, pb::AgentHook::SslSocketWrite, &req),
+                (pb::Direction::Recv, pb::AgentHook::SslSocketRead, &resp),
+            ] {
+                let frame = pb::AgentFrame {
+                    kind: Some(pb::agent_frame::Kind::Data(pb::AgentData {
+                        conn: Some(pb::AgentConn {
+                            local: endpoint(c.local),
+                            remote: endpoint(c.remote),
+                            role: pb::Role::Client as i32,
+                            fd: -1,
+                            ..Default::default()
+                        }),
+                        direction: direction as i32,
+                        hook: hook as i32,
+                        seq: i * bytes.len() as u64,
+                        ts_boot_ns: g.now,
+                        tid: 301,
+                        payload: bytes.clone().into(),
+                    })),
+                    ..Default::default()
+                };
+                frame.encode_length_delimited(&mut stream).unwrap();
+                payload += bytes.len();
+            }
+        }
+    }
+    (opens, stream, payload)
+}
+
+/// The agent's stream through the frame reader and the processor, read 64
+/// KiB at a time as the sensor reads its socket.
+fn agent_pipeline(redact: bool) -> (f64, f64) {
+    use nettap_core::agent::{AgentMsg, FrameReader};
+    let exchanges = 50;
+    let (opens, stream, payload) = agent_stream(&mut EventGen::default(), exchanges);
+    let run = |out: Box<dyn std::io::Write + Send>| {
+        let mut p = processor(out, false, redact);
+        for o in &opens {
+            p.handle(o).unwrap();
+        }
+        let mut reader = FrameReader::new();
+        for read in stream.chunks(64 << 10) {
+            reader.push(read);
+            while let Some(frame) = reader.next_frame().unwrap() {
+                p.on_agent(AgentMsg { pid: 300, frame }).unwrap();
+            }
+        }
+        p.flush().unwrap();
+    };
+    // Once into memory: every exchange must come out as an http record.
+    let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    run(Box::new(Shared(written.clone())));
+    let http = written
+        .lock()
+        .unwrap()
+        .split(|&b| b == b'\n')
+        .filter(|l| l.starts_with(b"{\"kind\":\"http\""))
+        .count();
+    assert_eq!(http as u64, 64 * exchanges, "http records of the agent's exchanges");
+    let (n, el) = time(Duration::from_secs(2), || run(Box::new(std::io::sink())));
+    let secs = el.as_secs_f64();
+    (n as f64 * payload as f64 / secs / 1e6, n as f64 * (64 * exchanges) as f64 / secs)
+}
+
+/// A writer into a shared buffer.
+struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Shared {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn main() {
     println!("| workload | MB/s | per second |");
     println!("|---|---:|---:|");
@@ -345,5 +451,14 @@ fn main() {
         }
         let (mbs, rps) = pipeline(recs, raw, redact, serde);
         println!("| {name} | {mbs:.0} | {rps:.0} ring records |");
+    }
+    for (name, redact) in [
+        ("pipeline, JVM agent frames, HTTP/1.1 records (1 KiB bodies)", false),
+        ("pipeline, JVM agent frames, default redaction", true),
+    ] {
+        if wanted(name) {
+            let (mbs, ex) = agent_pipeline(redact);
+            println!("| {name} | {mbs:.0} | {ex:.0} exchanges |");
+        }
     }
 }
