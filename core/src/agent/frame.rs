@@ -166,6 +166,12 @@ impl FrameReader {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// The buffer itself, for a caller that reads into it (bytes appended
+    /// are the stream's next ones): one copy less than [`push`](Self::push).
+    pub fn buffer(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
     /// The next whole frame, `Ok(None)` when more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         let Some((len, prefix)) = varint(&self.buf)? else { return Ok(None) };

@@ -15,11 +15,11 @@ use tracing::{info, warn};
 /// The agent socket path when none is configured.
 pub const DEFAULT_SOCKET: &str = "/run/nettap/agent.sock";
 
-/// Reads (each up to [`READ_BYTES`] of frames) waiting for the capture loop,
+/// Reads (each [`READ_BYTES`] of frames or a little more) waiting for the capture loop,
 /// across all agents: when full, readers stop reading, the agents' own
 /// queues fill, and the agents count the drops.
 const CHANNEL_READS: usize = 256;
-/// One read from an agent at most.
+/// The room made for each read from an agent.
 const READ_BYTES: usize = 64 << 10;
 
 /// Why the agent socket could not be served.
@@ -164,17 +164,19 @@ async fn accept_loop(listener: UnixListener, tx: mpsc::Sender<AgentMsgs>) {
 /// Reads one agent's frames until it disconnects or sends a bad one.
 pub(super) async fn read_agent(mut stream: UnixStream, pid: u32, tx: mpsc::Sender<AgentMsgs>) {
     let mut reader = FrameReader::new();
-    let mut buf = vec![0u8; READ_BYTES];
     loop {
-        let n = match stream.read(&mut buf).await {
+        // Read straight into the reader's buffer (frames are split off it),
+        // into its free room: at least READ_BYTES, more after a large frame.
+        let buf = reader.buffer();
+        buf.reserve(READ_BYTES);
+        match stream.read_buf(buf).await {
             Ok(0) => break,
-            Ok(n) => n,
+            Ok(_) => {}
             Err(e) => {
                 warn!(pid, error = %e, "agent connection failed");
                 return;
             }
-        };
-        reader.push(&buf[..n]);
+        }
         let mut frames = Vec::new();
         let bad = loop {
             match reader.next_frame() {
