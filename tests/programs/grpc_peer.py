@@ -77,9 +77,23 @@ def tls_server(port: int, ready: str, cert: str, key: str) -> None:
     srv.wait_for_termination()
 
 
-def tls_client(port: int, ca: str, nonce: str) -> None:
+def trusting(ca: str) -> grpc.ChannelCredentials:
+    """Channel credentials that trust the test CA in file `ca`."""
     with open(ca, "rb") as f:
-        creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+        return grpc.ssl_channel_credentials(root_certificates=f.read())
+
+
+def wait_for(go: str) -> None:
+    """Until file `go` appears (30 s at most: then the peer fails)."""
+    deadline = time.monotonic() + 30
+    while not os.path.exists(go):
+        if time.monotonic() > deadline:
+            raise SystemExit("no go file within 30 s")
+        time.sleep(0.02)
+
+
+def tls_client(port: int, ca: str, nonce: str) -> None:
+    creds = trusting(ca)
     with grpc.secure_channel(f"localhost:{port}", creds) as ch:
         say_rpc = ch.unary_unary("/nettap.test.Echo/Say")
         small = b"ping:" + nonce.encode()
@@ -89,8 +103,7 @@ def tls_client(port: int, ca: str, nonce: str) -> None:
 
 
 def tls_clients(port: int, ca: str, nonce: str, n: int) -> None:
-    with open(ca, "rb") as f:
-        creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+    creds = trusting(ca)
     # A distinct option per channel: gRPC would otherwise share one
     # subchannel (one connection) between equal channels.
     channels = [
@@ -111,8 +124,7 @@ def tls_clients(port: int, ca: str, nonce: str, n: int) -> None:
 
 
 def tls_sizes(port: int, ca: str, nonce: str, sizes: str) -> None:
-    with open(ca, "rb") as f:
-        creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+    creds = trusting(ca)
     with grpc.secure_channel(f"localhost:{port}", creds, options=BIG) as ch:
         say_rpc = ch.unary_unary("/nettap.test.Echo/Say")
         for n in map(int, sizes.split(",")):
@@ -121,17 +133,12 @@ def tls_sizes(port: int, ca: str, nonce: str, sizes: str) -> None:
 
 
 def tls_late_client(port: int, ca: str, nonce: str, ready: str, go: str) -> None:
-    with open(ca, "rb") as f:
-        creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+    creds = trusting(ca)
     with grpc.secure_channel(f"localhost:{port}", creds) as ch:
         say_rpc = ch.unary_unary("/nettap.test.Echo/Say")
         assert say_rpc(b"before", timeout=10) == b"pong:before"
         open(ready, "w").close()
-        deadline = time.monotonic() + 30
-        while not os.path.exists(go):
-            if time.monotonic() > deadline:
-                raise SystemExit("no go file within 30 s")
-            time.sleep(0.02)
+        wait_for(go)
         for i in range(4):
             msg = f"{nonce}-{i}".encode()
             assert say_rpc(msg, timeout=10) == b"pong:" + msg
@@ -140,8 +147,7 @@ def tls_late_client(port: int, ca: str, nonce: str, ready: str, go: str) -> None
 def tls_timed(port: int, ca: str, n: int) -> None:
     """N sequential calls of 100 bytes on one TLS channel (after one to
     connect); prints the seconds they took (the per-call probe cost)."""
-    with open(ca, "rb") as f:
-        creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+    creds = trusting(ca)
     with grpc.secure_channel(f"localhost:{port}", creds) as ch:
         say_rpc = ch.unary_unary("/nettap.test.Echo/Say")
         msg = b"t" * 100
@@ -170,11 +176,7 @@ def late_client(port: int, ready: str, go: str) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         assert ch.unary_unary("/nettap.test.Echo/Say")(b"ping-0", timeout=10) == b"pong:ping-0"
         open(ready, "w").close()
-        deadline = time.monotonic() + 30
-        while not os.path.exists(go):
-            if time.monotonic() > deadline:
-                raise SystemExit("no go file within 30 s")
-            time.sleep(0.02)
+        wait_for(go)
         calls(ch)
 
 
