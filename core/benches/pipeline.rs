@@ -125,11 +125,14 @@ fn cpu_time() -> Duration {
 }
 
 /// Runs `f` repeatedly for about `for_at_least` of this thread's CPU time;
-/// returns (iterations, CPU time).
+/// returns (iterations, CPU time). `NETTAP_BENCH_ITERS=N` runs it N times
+/// instead, for counting instructions under a simulator (valgrind's
+/// callgrind: a figure that a busy machine does not move).
 fn time(for_at_least: Duration, mut f: impl FnMut()) -> (u64, Duration) {
+    let fixed: Option<u64> = std::env::var("NETTAP_BENCH_ITERS").ok().and_then(|n| n.parse().ok());
     let start = cpu_time();
     let mut n = 0;
-    while cpu_time() - start < for_at_least {
+    while fixed.map_or(cpu_time() - start < for_at_least, |max| n < max) {
         f();
         n += 1;
     }

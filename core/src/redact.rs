@@ -171,19 +171,23 @@ impl Redactor {
 
     fn message(&self, m: &mut Message, request: bool) {
         let mut lower = String::new(); // one buffer for every name: this runs per exchange
-        for (name, value) in m.head.headers.iter_mut().chain(m.trailers.iter_mut()) {
-            if self.header_lens & len_bit(name.len()) != 0 {
-                lower.clear();
-                lower.push_str(name);
-                lower.make_ascii_lowercase();
-                if self.headers.contains(&lower) {
-                    *value = self.header_value(&lower, value);
-                    continue;
+        for fields in [&mut m.head.headers, &mut m.trailers] {
+            for i in 0..fields.len() {
+                let Some((name, value)) = fields.get(i) else { break };
+                let mut redacted = None;
+                if self.header_lens & len_bit(name.len()) != 0 {
+                    lower.clear();
+                    lower.push_str(name);
+                    lower.make_ascii_lowercase();
+                    if self.headers.contains(&lower) {
+                        redacted = Some(self.header_value(&lower, value));
+                    }
                 }
-            }
-            if name.eq_ignore_ascii_case(":path") {
-                if let Some(t) = self.target(value) {
-                    *value = t;
+                if redacted.is_none() && name.eq_ignore_ascii_case(":path") {
+                    redacted = self.target(value);
+                }
+                if let Some(v) = redacted {
+                    fields.set_value(i, &v);
                 }
             }
         }
@@ -470,6 +474,7 @@ fn value_end(b: &[u8], start: usize) -> Option<usize> {
 mod tests {
     use super::*;
     use crate::protocols::exchange::{Head, Message};
+    use crate::protocols::fields::Fields;
 
     fn redactor() -> Redactor {
         Redactor::new(DEFAULT_HEADERS, DEFAULT_FIELDS, b"test key")
@@ -479,7 +484,7 @@ mod tests {
         let head = Head {
             method: "POST".into(),
             target: target.into(),
-            headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+            headers: headers.iter().copied().collect(),
             ..Head::default()
         };
         Exchange::new(Message { head, body: body.to_vec(), ..Message::default() }, None)
@@ -498,7 +503,7 @@ mod tests {
         // The same names are found whatever their case.
         let mut e = request(&[("COOKIE", "a=b")], "/a?TOKEN=1", br#"{"Token": 1}"#);
         r.exchange(&mut e);
-        assert!(e.request.head.headers[0].1.starts_with("a=REDACTED("), "{:?}", e.request.head);
+        assert!(e.request.head.headers.get(0).unwrap().1.starts_with("a=REDACTED("), "{:?}", e.request.head);
         assert!(e.request.head.target.starts_with("/a?TOKEN=REDACTED("), "{}", e.request.head.target);
         assert!(String::from_utf8_lossy(&e.request.body).starts_with(r#"{"Token": "REDACTED("#));
     }
@@ -531,12 +536,12 @@ mod tests {
         assert!(b.contains(&global.marker(b"pw-123456")), "same key as the rest: {b}");
         // curl elsewhere: its target turns redaction off.
         let (h, b) = redacted("curl", [51000, 80]);
-        assert_eq!(h[1].1, "Basic abc");
+        assert_eq!(h.get(1).unwrap().1, "Basic abc");
         assert!(b.contains("pw-123456"));
         // Both selectors must match; otherwise the global rules, without the target's extras.
         let (h, b) = redacted("python3", [51000, 80]);
-        assert_eq!(h[0].1, "tok-1");
-        assert!(h[1].1.starts_with("Basic REDACTED("), "{h:?}");
+        assert_eq!(h.get(0).unwrap().1, "tok-1");
+        assert!(h.get(1).unwrap().1.starts_with("Basic REDACTED("), "{h:?}");
         assert!(b.contains("4111111111111111") && !b.contains("pw-123456"), "{b}");
         assert!(policy.for_conn("python3", [9000, 1]).is_none());
     }
@@ -571,19 +576,20 @@ mod tests {
         );
         e.response = Some(Message {
             head: Head {
-                headers: vec![("Set-Cookie".into(), "sid=n3w; Path=/; HttpOnly".into())],
+                headers: Fields::from_iter([("Set-Cookie", "sid=n3w; Path=/; HttpOnly")]),
                 ..Head::default()
             },
             ..Message::default()
         });
         r.exchange(&mut e);
         let h = &e.request.head.headers;
-        assert_eq!(h[0].1, format!("Bearer {}", r.marker(b"abc.def")));
-        assert_eq!(h[1].1, format!("sid={}; theme={}", r.marker(b"s3cr3t"), r.marker(b"dark")));
-        assert_eq!(h[2].1, "visible");
-        assert_eq!(h[3].1, r.marker(b"opaque"));
-        let set = &e.response.unwrap().head.headers[0].1;
-        assert_eq!(set, &format!("sid={}; Path=/; HttpOnly", r.marker(b"n3w")));
+        assert_eq!(h.get(0).unwrap().1, format!("Bearer {}", r.marker(b"abc.def")));
+        assert_eq!(h.get(1).unwrap().1, format!("sid={}; theme={}", r.marker(b"s3cr3t"), r.marker(b"dark")));
+        assert_eq!(h.get(2).unwrap().1, "visible");
+        assert_eq!(h.get(3).unwrap().1, r.marker(b"opaque"));
+        let response = e.response.unwrap();
+        let set = response.head.headers.get(0).unwrap().1;
+        assert_eq!(set, format!("sid={}; Path=/; HttpOnly", r.marker(b"n3w")));
     }
 
     #[test]

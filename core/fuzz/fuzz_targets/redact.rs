@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nettap_core::protocols::exchange::{Exchange, Head, Message};
+use nettap_core::protocols::exchange::{Exchange, Fields, Head, Message};
 use nettap_core::redact::{Redactor, DEFAULT_FIELDS, DEFAULT_HEADERS};
 
 fuzz_target!(|data: &[u8]| {
@@ -17,12 +17,12 @@ fuzz_target!(|data: &[u8]| {
     let head = Head {
         method: "POST".into(),
         target: text.clone(),
-        headers: vec![
-            ("Content-Type".into(), content_type.into()),
-            ("Authorization".into(), text.clone()),
-            ("Cookie".into(), text.clone()),
-            ("Set-Cookie".into(), text),
-        ],
+        headers: Fields::from_iter([
+            ("Content-Type", content_type),
+            ("Authorization", text.as_str()),
+            ("Cookie", text.as_str()),
+            ("Set-Cookie", text.as_str()),
+        ]),
         ..Head::default()
     };
     let mut e = Exchange::new(Message { head, body: body.to_vec(), ..Message::default() }, None);

@@ -3,6 +3,7 @@
 //! the terminal summary and the streaming API have one path for both.
 
 use super::content;
+pub use super::fields::Fields;
 use std::ops::Range;
 
 /// Bounds on what one message may hold in memory.
@@ -77,7 +78,7 @@ pub struct Head {
     pub version: Version,
     /// Headers in order, values as sent (lossy UTF-8); for HTTP/2 the
     /// pseudo-headers (`:method`, `:path`, `:authority`, `:status`) too.
-    pub headers: Vec<(String, String)>,
+    pub headers: Fields,
     /// HTTP/2 only: part of the header block could not be decoded (the
     /// connection was joined mid-stream, bytes went missing, or the block was
     /// over the limit), so some fields are absent; what is here was decoded,
@@ -98,7 +99,7 @@ impl Head {
 
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        find(&self.headers, name)
+        self.headers.value(name)
     }
 
     /// Whether a comma-separated header lists `token` (case-insensitive).
@@ -109,10 +110,6 @@ impl Head {
             .flat_map(|(_, v)| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     }
-}
-
-fn find<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 /// A complete message (or as much of it as was seen).
@@ -128,7 +125,7 @@ pub struct Message {
     /// Why content decoding failed, if it did (the body is then as sent).
     pub decode_error: Option<String>,
     /// Trailer fields (chunked trailers, HTTP/2 trailing HEADERS).
-    pub trailers: Vec<(String, String)>,
+    pub trailers: Fields,
     /// Time of the chunk holding the first byte.
     pub start_ts: u64,
     /// Time of the chunk holding the last byte.
@@ -139,7 +136,7 @@ impl Message {
     /// Field `name` from the trailers, else from the headers (a gRPC
     /// "trailers-only" answer puts its status in the headers).
     pub fn trailer_or_header(&self, name: &str) -> Option<&str> {
-        find(&self.trailers, name).or_else(|| self.head.header(name))
+        self.trailers.value(name).or_else(|| self.head.header(name))
     }
 
     /// Undoes a complete body's Content-Encoding in place (at most `max`
@@ -219,11 +216,11 @@ mod tests {
         assert_eq!(Version::http1(None).har(), "HTTP/1.1");
         assert_eq!(Version::H2.har(), "HTTP/2.0");
         let m = Message {
-            head: Head { headers: vec![("grpc-status".into(), "1".into())], ..Head::default() },
-            trailers: vec![("Grpc-Status".into(), "0".into())],
+            head: Head { headers: Fields::from_iter([("grpc-status", "1")]), ..Head::default() },
+            trailers: Fields::from_iter([("Grpc-Status", "0")]),
             ..Message::default()
         };
         assert_eq!(m.trailer_or_header("grpc-status"), Some("0"));
-        assert_eq!(Message { trailers: vec![], ..m }.trailer_or_header("grpc-status"), Some("1"));
+        assert_eq!(Message { trailers: Fields::new(), ..m }.trailer_or_header("grpc-status"), Some("1"));
     }
 }

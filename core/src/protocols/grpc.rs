@@ -83,6 +83,7 @@ pub fn status(e: &Exchange) -> Option<(u32, Option<&str>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocols::fields::Fields;
 
     #[test]
     fn messages_split_and_partial_tails() {
@@ -108,7 +109,7 @@ mod tests {
         body.extend(&gz);
         body.extend([0, 0, 0, 0, 2, b'o', b'k']);
         let mut m = Message {
-            head: Head { headers: vec![("grpc-encoding".into(), "gzip".into())], ..Head::default() },
+            head: Head { headers: Fields::from_iter([("grpc-encoding", "gzip")]), ..Head::default() },
             body,
             ..Message::default()
         };
@@ -128,10 +129,7 @@ mod tests {
             request: Default::default(),
             response: Some(crate::protocols::exchange::Message {
                 head: Head {
-                    headers: vec![
-                        ("grpc-status".into(), "5".into()),
-                        ("grpc-message".into(), "not found".into()),
-                    ],
+                    headers: Fields::from_iter([("grpc-status", "5"), ("grpc-message", "not found")]),
                     ..Head::default()
                 },
                 ..Default::default()

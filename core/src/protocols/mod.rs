@@ -5,6 +5,7 @@
 pub mod content;
 pub mod db;
 pub mod exchange;
+pub mod fields;
 pub mod framing;
 pub mod grpc;
 pub mod http1;

@@ -2,7 +2,7 @@
 //! developer tools and HTTP clients import.
 
 use super::ConnView;
-use crate::protocols::exchange::{Exchange, Message};
+use crate::protocols::exchange::{Exchange, Fields, Message};
 use base64::Engine;
 use serde_json::{json, Value};
 
@@ -13,7 +13,7 @@ pub fn rfc3339(ts_ns: u64) -> String {
     format!("{ts:.3}")
 }
 
-fn fields(f: &[(String, String)]) -> Value {
+fn fields(f: &Fields) -> Value {
     f.iter().map(|(n, v)| json!({"name": n, "value": v})).collect()
 }
 

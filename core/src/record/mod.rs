@@ -428,14 +428,6 @@ struct HttpMessage<'a> {
     request: bool,
 }
 
-struct Headers<'a>(&'a [(String, String)]);
-
-impl Serialize for Headers<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|(n, v)| [n, v]))
-    }
-}
-
 impl Serialize for HttpMessage<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let h = &self.msg.head;
@@ -448,12 +440,12 @@ impl Serialize for HttpMessage<'_> {
             m.serialize_entry("status", &h.status)?;
             m.serialize_entry("reason", &h.reason)?;
         }
-        m.serialize_entry("headers", &Headers(&h.headers))?;
+        m.serialize_entry("headers", &h.headers)?;
         if h.headers_incomplete {
             m.serialize_entry("headers_incomplete", &true)?;
         }
         if !self.msg.trailers.is_empty() {
-            m.serialize_entry("trailers", &Headers(&self.msg.trailers))?;
+            m.serialize_entry("trailers", &self.msg.trailers)?;
         }
         body_entry(&mut m, "body", "body_b64", &self.msg.body)?;
         if self.msg.body_truncated > 0 {
@@ -469,6 +461,7 @@ impl Serialize for HttpMessage<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocols::fields::Fields;
 
     #[test]
     fn endpoints_read_as_display_writes_them() {
@@ -565,7 +558,7 @@ mod tests {
                     method: "POST".into(),
                     target: "/p?q=1".into(),
                     version: Version::Http11,
-                    headers: vec![("Host".into(), "a.test".into())],
+                    headers: Fields::from_iter([("Host", "a.test")]),
                     ..Head::default()
                 },
                 body: b"{}".to_vec(),
@@ -608,7 +601,7 @@ mod tests {
         use crate::protocols::exchange::{Head, Message, Version};
         let head = |fields: &[(&str, &str)]| Head {
             version: Version::H2,
-            headers: fields.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+            headers: fields.iter().copied().collect(),
             ..Head::default()
         };
         let e = Exchange {
@@ -622,7 +615,7 @@ mod tests {
             },
             response: Some(Message {
                 head: Head { status: 200, headers_incomplete: true, ..head(&[(":status", "200")]) },
-                trailers: vec![("grpc-status".into(), "0".into())],
+                trailers: Fields::from_iter([("grpc-status", "0")]),
                 ..Message::default()
             }),
             reset: Some(8),

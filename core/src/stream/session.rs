@@ -562,6 +562,7 @@ impl ConnSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocols::fields::Fields;
 
     fn chunk(direction: Direction, seq: u64, payload: &[u8]) -> Chunk<'_> {
         Chunk { direction, seq, ts_ns: seq, probe: 1, payload, truncated: 0 }
@@ -709,9 +710,9 @@ mod tests {
         assert_eq!(whole.len(), 2);
         assert_eq!(
             whole[0],
-            ("/up".into(), b"wxyz".to_vec(), 201, b"ok".to_vec(), vec![("x-t".into(), "1".into())])
+            ("/up".into(), b"wxyz".to_vec(), 201, b"ok".to_vec(), Fields::from_iter([("x-t", "1")]))
         );
-        assert_eq!(whole[1], ("/two".into(), vec![], 200, b"A".to_vec(), vec![]));
+        assert_eq!(whole[1], ("/two".into(), vec![], 200, b"A".to_vec(), Fields::new()));
         for rc in 1..=req.len() {
             assert_eq!(run(rc, resp.len()), whole, "request cut at {rc}");
         }

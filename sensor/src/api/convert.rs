@@ -2,7 +2,7 @@
 
 use nettap_core::dns::{rcode_name, AnswerData, DnsMessage};
 use nettap_core::events::{Direction, Role};
-use nettap_core::protocols::exchange::{Exchange, Message};
+use nettap_core::protocols::exchange::{Exchange, Fields, Message};
 use nettap_core::protocols::grpc;
 use nettap_core::record::{Body, ConnView, Origin, Record};
 use nettap_shared_proto::v1;
@@ -63,8 +63,8 @@ fn origin(o: &Origin<'_>) -> v1::Origin {
     }
 }
 
-fn header_list(fields: &[(String, String)]) -> Vec<v1::Header> {
-    fields.iter().map(|(n, v)| v1::Header { name: n.clone(), value: v.clone() }).collect()
+fn header_list(fields: &Fields) -> Vec<v1::Header> {
+    fields.iter().map(|(n, v)| v1::Header { name: n.to_string(), value: v.to_string() }).collect()
 }
 
 fn message(m: &Message, request: bool) -> v1::HttpMessage {

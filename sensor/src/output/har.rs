@@ -87,10 +87,10 @@ mod tests {
                     method: "POST".into(),
                     target: "/a?x=1&y".into(),
                     version: Version::Http11,
-                    headers: vec![
-                        ("Host".into(), "h.test".into()),
-                        ("Content-Type".into(), "text/plain".into()),
-                    ],
+                    headers: nettap_core::protocols::exchange::Fields::from_iter([
+                        ("Host", "h.test"),
+                        ("Content-Type", "text/plain"),
+                    ]),
                     ..Head::default()
                 },
                 body: b"hi".to_vec(),

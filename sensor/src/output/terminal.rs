@@ -203,7 +203,7 @@ mod tests {
                 head: Head {
                     method: "GET".into(),
                     target: "/x?y=1".into(),
-                    headers: vec![("Host".into(), "a.test".into())],
+                    headers: nettap_core::protocols::exchange::Fields::from_iter([("Host", "a.test")]),
                     ..Head::default()
                 },
                 start_ts: 1_000_000_000,

@@ -2,7 +2,7 @@
 //! many it consumed and at most one event, so the caller can change the
 //! context (is the pending request a HEAD?) between pipelined messages.
 
-use crate::protocols::exchange::{Head, Limits, Message, Version};
+use crate::protocols::exchange::{Fields, Head, Limits, Message, Version};
 
 /// Which start line this direction carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,8 +30,10 @@ pub enum ParseError {
     ContentLength,
 }
 
-/// What `advance` produced.
+/// What `advance` produced. Not boxed: each message moves once into the
+/// session, and a box would be one more allocation per message.
 #[derive(Debug, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Event {
     /// A message ended.
     Message(Message),
@@ -369,7 +371,7 @@ impl MessageParser {
                             return (used, Some(Event::Message(self.complete())));
                         }
                         if let Some((n, v)) = text.split_once(':') {
-                            self.msg.trailers.push((n.trim().to_string(), v.trim().to_string()));
+                            self.msg.trailers.push(n.trim(), v.trim());
                         }
                         (used, None)
                     }
@@ -405,7 +407,7 @@ fn parse_head(kind: Kind, buf: &[u8]) -> Result<Option<(usize, Head)>, httparse:
                         method: req.method.unwrap_or_default().to_string(),
                         target: req.path.unwrap_or_default().to_string(),
                         version: Version::http1(req.version),
-                        headers: owned_headers(req.headers),
+                        headers: Fields::from_head(buf, req.headers),
                         ..Head::default()
                     },
                 )),
@@ -421,26 +423,13 @@ fn parse_head(kind: Kind, buf: &[u8]) -> Result<Option<(usize, Head)>, httparse:
                         status: resp.code.unwrap_or_default(),
                         reason: resp.reason.unwrap_or_default().to_string(),
                         version: Version::http1(resp.version),
-                        headers: owned_headers(resp.headers),
+                        headers: Fields::from_head(buf, resp.headers),
                         ..Head::default()
                     },
                 )),
             }
         }
     })
-}
-
-fn owned_headers(h: &[httparse::Header<'_>]) -> Vec<(String, String)> {
-    h.iter().map(|h| (h.name.to_string(), lossy(h.value))).collect()
-}
-
-/// `value` as text, invalid UTF-8 replaced; valid text (nearly every
-/// header value) is copied without the lossy decoder's per-chunk walk.
-fn lossy(value: &[u8]) -> String {
-    match std::str::from_utf8(value) {
-        Ok(text) => text.to_owned(),
-        Err(_) => String::from_utf8_lossy(value).into_owned(),
-    }
 }
 
 /// Appends to `line` up to and including LF; returns bytes used once the line is whole.
@@ -533,11 +522,7 @@ mod tests {
         assert_eq!((m[0].head.method.as_str(), m[0].head.target.as_str()), ("GET", "/a"));
         assert_eq!(m[1].body, b"hello");
         assert_eq!(m[2].body, b"abcde");
-        assert_eq!(
-            m[2].trailers,
-            [("X-Sum".to_string(), "9".to_string())],
-            "trailers apart from the headers"
-        );
+        assert_eq!(m[2].trailers, Fields::from_iter([("X-Sum", "9")]), "trailers apart from the headers");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! So an index either names the entry the sender meant or is out of range:
 //! fields are decoded or said missing, never guessed.
 
+use crate::protocols::exchange::Fields;
 use loona_hpack::Decoder;
 
 /// The table size both sides start with (SETTINGS_HEADER_TABLE_SIZE's
@@ -16,7 +17,7 @@ const DEFAULT_TABLE: usize = 4096;
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Decoded {
     /// Fields in order (lossy UTF-8), as far as they could be decoded.
-    pub fields: Vec<(String, String)>,
+    pub fields: Fields,
     /// Every field of the block is in `fields`.
     pub complete: bool,
     /// The decoded fields were over the bound and the rest were not kept.
@@ -79,10 +80,7 @@ impl HeaderDecoder {
             if size > max_decoded {
                 d.over_limit = true;
             } else {
-                d.fields.push((
-                    String::from_utf8_lossy(&name).into_owned(),
-                    String::from_utf8_lossy(&value).into_owned(),
-                ));
+                d.fields.push_lossy(&String::from_utf8_lossy(&name), &value);
             }
         });
         if result.is_err() {
@@ -104,7 +102,7 @@ mod tests {
     }
 
     fn names(d: &Decoded) -> Vec<(&str, &str)> {
-        d.fields.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect()
+        d.fields.iter().collect()
     }
 
     #[test]

@@ -392,7 +392,7 @@ impl Http2Session {
         if self.roles_known {
             return;
         }
-        let says_request = match d.fields.first().map(|(n, _)| n.as_str()) {
+        let says_request = match d.fields.get(0).map(|(n, _)| n) {
             Some(":method" | ":path" | ":scheme" | ":authority") => true,
             Some(":status") => false,
             _ => return,
@@ -555,15 +555,15 @@ fn start(half: &mut Half, ts: u64) {
 /// response head, which the real one replaces.
 fn apply(half: &mut Half, d: Decoded, response: bool) -> bool {
     if half.headers_seen {
-        half.msg.trailers.extend(d.fields);
+        half.msg.trailers.extend(&d.fields);
         half.msg.head.headers_incomplete |= !d.complete;
         return true;
     }
     let head = &mut half.msg.head;
     for (name, value) in &d.fields {
-        match name.as_str() {
-            ":method" => head.method.clone_from(value),
-            ":path" => head.target.clone_from(value),
+        match name {
+            ":method" => value.clone_into(&mut head.method),
+            ":path" => value.clone_into(&mut head.target),
             ":status" => head.status = value.parse().unwrap_or(0),
             _ => {}
         }

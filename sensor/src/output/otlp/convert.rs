@@ -373,7 +373,7 @@ mod tests {
         let head = Head {
             method: "GET".into(),
             target: "/items?id=3".into(),
-            headers: vec![("host".into(), "shop:9000".into())],
+            headers: nettap_core::protocols::exchange::Fields::from_iter([("host", "shop:9000")]),
             ..Default::default()
         };
         let (e, conn) = exchange_with(Role::Client, head, 404);
@@ -399,10 +399,10 @@ mod tests {
             method: "POST".into(),
             target: "/pkg.Svc/Call".into(),
             version: Version::H2,
-            headers: vec![
-                ("content-type".into(), "application/grpc".into()),
-                ("traceparent".into(), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
-            ],
+            headers: nettap_core::protocols::exchange::Fields::from_iter([
+                ("content-type", "application/grpc"),
+                ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            ]),
             ..Default::default()
         };
         let (e, conn) = exchange_with(Role::Server, head, 404);
