@@ -13,7 +13,9 @@ use crate::protocols::db::DbExchange;
 use crate::protocols::exchange::{Exchange, Message};
 use crate::protocols::mongodb::bson::Bson;
 use ring::hmac;
-use std::collections::HashSet;
+/// Names looked up once per header and JSON key of every exchange: a fast
+/// seeded hash, not SipHash (the sets hold configured names only).
+type HashSet<T> = foldhash::HashSet<T>;
 
 /// Headers redacted unless the configuration says otherwise.
 pub const DEFAULT_HEADERS: [&str; 4] = ["authorization", "proxy-authorization", "cookie", "set-cookie"];
@@ -295,9 +297,7 @@ impl Redactor {
     /// them are kept as sent. A body cut short or not quite JSON is
     /// redacted as far as it can be read. `None` when no member is named.
     fn json(&self, body: &[u8]) -> Option<Vec<u8>> {
-        if !body.contains(&b'{') {
-            return None; // no object, no member
-        }
+        memchr::memchr(b'{', body)?; // no object, no member
         let spans = json_value_spans(body, |key| {
             self.field_lens & len_bit(key.len()) != 0 && self.fields.contains(&key.to_ascii_lowercase())
         });

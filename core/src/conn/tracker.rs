@@ -8,7 +8,7 @@ use crate::dns::{DnsMessage, HostTable};
 use crate::events::{ConnChange, ConnEvent, ConnId, Header, Role};
 use crate::host::Host;
 use crate::pod::PodOf;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -91,7 +91,7 @@ pub struct ConnTracker {
     hosts: HostTable,
     /// (local, remote) → id of the newest connection with those endpoints,
     /// so plaintext from an in-process agent finds the kernel's connection.
-    by_endpoints: HashMap<(SocketAddr, SocketAddr), u64>,
+    by_endpoints: foldhash::HashMap<(SocketAddr, SocketAddr), u64>,
     /// Live kernel connections by socket, and later kernel ids → the first.
     by_tuple: foldhash::HashMap<Tuple, u64>,
     aliases: foldhash::HashMap<u64, u64>,
@@ -123,7 +123,7 @@ impl ConnTracker {
             capacity: capacity.max(1),
             roles: RoleGuesser::new(ports),
             hosts: HostTable::new(MAX_HOSTS),
-            by_endpoints: HashMap::new(),
+            by_endpoints: Default::default(),
             by_tuple: Default::default(),
             aliases: Default::default(),
             evicted: 0,

@@ -16,7 +16,6 @@ use super::Processor;
 use crate::agent::{AgentChunk, AgentEvent, AgentMsg, Hook};
 use crate::events::{user_probe, ConnChange, ConnEvent, ConnId, DataEvent, Direction, Header, Role};
 use crate::stream::ConnSession;
-use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -25,19 +24,20 @@ const CLOSE_GRACE_NS: u64 = 1_000_000_000;
 /// Processes whose name is remembered.
 const MAX_COMMS: usize = 4096;
 
-/// What the processor keeps about agents.
+/// What the processor keeps about agents; looked up for every chunk, so
+/// hashed with foldhash, not SipHash.
 #[derive(Debug, Default)]
 pub(super) struct Agents {
     /// Kernel connections that agents' plaintext went to.
-    fed: HashSet<u64>,
+    fed: foldhash::HashSet<u64>,
     /// Their closes, held back: id → (the kernel's event, when to apply it).
-    closing: HashMap<u64, (ConnEvent, u64)>,
+    closing: foldhash::HashMap<u64, (ConnEvent, u64)>,
     /// Process names of agents' processes.
-    comms: HashMap<u32, [u8; 16]>,
+    comms: foldhash::HashMap<u32, [u8; 16]>,
     /// SSLEngines (pid, identity) → the kernel connection they were given.
-    engines: HashMap<(u32, u64), u64>,
+    engines: foldhash::HashMap<(u32, u64), u64>,
     /// Processes whose agent was loaded while they ran.
-    late: HashSet<u32>,
+    late: foldhash::HashSet<u32>,
     /// Processes the kernel said ended, and when their state goes: their
     /// agent's last chunks come over its socket after the ring said so.
     ended: Vec<(u32, u64)>,

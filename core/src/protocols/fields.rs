@@ -135,7 +135,13 @@ impl Fields {
 
     /// The first value of field `name` (case-insensitive).
     pub fn value(&self, name: &str) -> Option<&str> {
-        self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        // Names compared as bytes: only the value found is sliced as text.
+        let text = self.text.as_bytes();
+        let s = self.spans.iter().find(|s| {
+            let n = &text[s.name.0 as usize..s.name.1 as usize];
+            n.len() == name.len() && n.eq_ignore_ascii_case(name.as_bytes())
+        })?;
+        Some(&self.text[s.value.0 as usize..s.value.1 as usize])
     }
 
     /// The fields in order.

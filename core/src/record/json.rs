@@ -63,6 +63,17 @@ fn skip_clean(bytes: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// Whether a string of at most 16 bytes holds a byte to escape: the bytes
+/// in a block padded with a clean byte, tested at once.
+#[inline]
+fn short_needs_escape(bytes: &[u8]) -> bool {
+    let mut block = [b'a'; 16];
+    block[..bytes.len()].copy_from_slice(bytes);
+    let (lo, hi) = block.split_at(8);
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap());
+    word_needs_escape(word(lo)) || word_needs_escape(word(hi))
+}
+
 /// Elsewhere the eight-byte words below do it all.
 #[cfg(not(target_arch = "x86_64"))]
 fn skip_clean(_bytes: &[u8], i: usize) -> usize {
@@ -78,6 +89,12 @@ pub fn escape_str(out: &mut Vec<u8>, s: &str) {
 }
 
 fn escape_contents(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Most strings are short and clean (keys, methods, header names and
+    // values): one padded block says so.
+    if bytes.len() <= 16 && !short_needs_escape(bytes) {
+        out.extend_from_slice(bytes);
+        return;
+    }
     let (mut start, mut i) = (0, 0);
     while i < bytes.len() {
         i = skip_clean(bytes, i);
