@@ -177,7 +177,11 @@ fn parser(body: usize) -> (f64, f64) {
                     truncated: 0,
                 };
                 s.on_chunk(c, &mut |o| {
-                    exchanges += matches!(o, nettap_core::stream::SessionOut::Exchange(..)) as u32
+                    // As the processor does once the record is written.
+                    if let nettap_core::stream::SessionOut::Exchange(e, _) = o {
+                        nettap_core::protocols::spare::give_back(e);
+                        exchanges += 1;
+                    }
                 });
                 sr += piece.len() as u64;
             }

@@ -215,7 +215,9 @@ impl Emit<'_> {
                     conn: Some(conn_view(self.id, info)),
                     body: Body::Http(&e),
                 };
-                self.out.emit(&r)
+                let written = self.out.emit(&r);
+                crate::protocols::spare::give_back(e);
+                written
             }
             SessionOut::Db(mut e, probe) => {
                 let ports = [info.local.port(), info.remote.port()];

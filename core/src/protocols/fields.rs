@@ -30,56 +30,66 @@ impl Fields {
     /// slice of `head` (the message's bytes). Values that are not UTF-8 are
     /// decoded lossily, as [`Fields::push_lossy`] does.
     pub fn from_head(head: &[u8], headers: &[httparse::Header<'_>]) -> Self {
-        if let Some(f) = Self::copied_whole(head, headers) {
-            return f;
-        }
-        let mut f = Fields {
-            text: String::with_capacity(headers.iter().map(|h| h.name.len() + h.value.len()).sum()),
-            spans: Vec::with_capacity(headers.len()),
-        };
-        for h in headers {
-            f.push_lossy(h.name, h.value);
-        }
+        let mut f = Fields::new();
+        f.fill_from_head(head, headers);
         f
     }
 
+    /// [`Fields::from_head`] into these buffers (what they held is gone).
+    pub fn fill_from_head(&mut self, head: &[u8], headers: &[httparse::Header<'_>]) {
+        self.clear();
+        if self.copy_whole(head, headers) {
+            return;
+        }
+        self.clear();
+        self.text.reserve(headers.iter().map(|h| h.name.len() + h.value.len()).sum());
+        self.spans.reserve(headers.len());
+        for h in headers {
+            self.push_lossy(h.name, h.value);
+        }
+    }
+
     /// The fields as one copy of the bytes from the first name to the last
-    /// value; `None` when those bytes are not UTF-8, or (never with httparse,
+    /// value; false when those bytes are not UTF-8, or (never with httparse,
     /// checked so that nothing rests on it) a slice is not inside `head`,
     /// in order.
-    fn copied_whole(head: &[u8], headers: &[httparse::Header<'_>]) -> Option<Self> {
+    fn copy_whole(&mut self, head: &[u8], headers: &[httparse::Header<'_>]) -> bool {
         let base = head.as_ptr() as usize;
         let offset = |s: &[u8]| {
             let start = (s.as_ptr() as usize).wrapping_sub(base);
             (start <= head.len() && s.len() <= head.len() - start).then_some(start)
         };
-        let (first, last) = (headers.first()?, headers.last()?);
-        let lo = offset(first.name.as_bytes())?;
-        let hi = offset(last.value)? + last.value.len();
+        let (Some(first), Some(last)) = (headers.first(), headers.last()) else { return true };
+        let (Some(lo), Some(last_value)) = (offset(first.name.as_bytes()), offset(last.value)) else {
+            return false;
+        };
+        let hi = last_value + last.value.len();
         if hi < lo || hi - lo > u32::MAX as usize {
-            return None;
+            return false;
         }
-        let mut spans = Vec::with_capacity(headers.len());
         let mut at = lo;
         for h in headers {
-            let (name, value) = (offset(h.name.as_bytes())?, offset(h.value)?);
+            let (Some(name), Some(value)) = (offset(h.name.as_bytes()), offset(h.value)) else {
+                return false;
+            };
             let (name_end, value_end) = (name + h.name.len(), value + h.value.len());
             if name < at || value < name_end || value_end > hi {
-                return None;
+                return false;
             }
             at = value_end;
             let rel = |a: usize, b: usize| ((a - lo) as u32, (b - lo) as u32);
-            spans.push(Span { name: rel(name, name_end), value: rel(value, value_end) });
+            self.spans.push(Span { name: rel(name, name_end), value: rel(value, value_end) });
         }
-        let text = std::str::from_utf8(&head[lo..hi]).ok()?;
+        let Ok(text) = std::str::from_utf8(&head[lo..hi]) else { return false };
         // httparse's slices end next to ASCII delimiters, so this holds; checked
         // because reading a field slices the text there.
         let bound =
             |(a, b): (u32, u32)| text.is_char_boundary(a as usize) && text.is_char_boundary(b as usize);
-        if !spans.iter().all(|s| bound(s.name) && bound(s.value)) {
-            return None;
+        if !self.spans.iter().all(|s| bound(s.name) && bound(s.value)) {
+            return false;
         }
-        Some(Fields { text: text.to_owned(), spans })
+        self.text.push_str(text);
+        true
     }
 
     /// Appends a field. A field that would take the text past 4 GiB is not
@@ -122,6 +132,15 @@ impl Fields {
     pub fn clear(&mut self) {
         self.text.clear();
         self.spans.clear();
+    }
+
+    /// Removes every field, keeping the buffers unless the text's grew past
+    /// `max_text` bytes (then both are freed).
+    pub fn clear_within(&mut self, max_text: usize) {
+        if self.text.capacity() > max_text {
+            *self = Fields::new();
+        }
+        self.clear();
     }
 
     /// Field `i` as (name, value).

@@ -15,6 +15,7 @@ pub mod mongodb;
 pub mod mysql;
 pub mod pgsql;
 pub mod redis;
+pub mod spare;
 
 use exchange::{HttpOutput, Limits};
 use http1::Http1Session;

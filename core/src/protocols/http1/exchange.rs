@@ -5,6 +5,7 @@
 
 use super::message::{Event, Kind, MessageParser};
 use crate::protocols::exchange::{Exchange, HttpOutput, Limits, Message};
+use crate::protocols::spare;
 use std::collections::VecDeque;
 
 /// HTTP/1.x state of one connection.
@@ -109,7 +110,7 @@ impl Http1Session {
         }
         if self.pending.len() >= MAX_PENDING {
             let request = self.pending.pop_front().expect("non-empty");
-            out.push(HttpOutput::Exchange(Box::new(Exchange::new(request, None))));
+            out.push(HttpOutput::Exchange(spare::boxed(Exchange::new(request, None))));
         }
         self.pending.push_back(m);
     }
@@ -144,7 +145,7 @@ impl Http1Session {
             self.h2c = Some(request);
             return;
         }
-        out.push(HttpOutput::Exchange(Box::new(Exchange::new(request, Some(m)))));
+        out.push(HttpOutput::Exchange(spare::boxed(Exchange::new(request, Some(m)))));
     }
 
     /// `len` bytes of one direction went missing at `ts`. Inside a body
@@ -183,7 +184,7 @@ impl Http1Session {
             self.on_response(m, out);
         }
         for request in self.pending.drain(..) {
-            out.push(HttpOutput::Exchange(Box::new(Exchange::new(request, None))));
+            out.push(HttpOutput::Exchange(spare::boxed(Exchange::new(request, None))));
         }
     }
 

@@ -2,7 +2,8 @@
 //! many it consumed and at most one event, so the caller can change the
 //! context (is the pending request a HEAD?) between pipelined messages.
 
-use crate::protocols::exchange::{Fields, Head, Limits, Message, Version};
+use crate::protocols::exchange::{Head, Limits, Message, Version};
+use crate::protocols::spare;
 
 /// Which start line this direction carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,17 +205,19 @@ impl MessageParser {
             if skip > 0 {
                 return (skip, None);
             }
-            self.msg = Message { start_ts: ts, ..Message::default() };
+            self.msg = spare::message();
+            self.msg.start_ts = ts;
         }
         let before = self.buf.len();
         let take = data.len().min(self.limits.max_head + 1 - before.min(self.limits.max_head));
         // A head that arrives whole in one chunk (the usual case) is parsed
         // where it lies; only a head split across chunks is gathered.
+        let head = &mut self.msg.head;
         let parsed = if before == 0 {
-            parse_head(self.kind, &data[..take])
+            parse_head(self.kind, &data[..take], head)
         } else {
             self.buf.extend_from_slice(&data[..take]);
-            parse_head(self.kind, &self.buf)
+            parse_head(self.kind, &self.buf, head)
         };
         match parsed {
             Err(e) => self.fail(ParseError::Head(e.to_string()), take),
@@ -227,10 +230,9 @@ impl MessageParser {
                 }
                 (take, None)
             }
-            Ok(Some((n, head))) => {
+            Ok(Some(n)) => {
                 let consumed = n - before;
                 self.buf.clear();
-                self.msg.head = head;
                 self.msg.end_ts = ts;
                 match self.framing(request_was_head) {
                     Err(e) => self.fail(e, consumed),
@@ -390,43 +392,43 @@ impl MessageParser {
     }
 }
 
-/// The head at the start of `buf`: `Ok(None)` while incomplete.
-fn parse_head(kind: Kind, buf: &[u8]) -> Result<Option<(usize, Head)>, httparse::Error> {
+/// The head at the start of `buf`, written into `head`: its length, or
+/// `Ok(None)` while incomplete (`head` is then left as it was).
+fn parse_head(kind: Kind, buf: &[u8], head: &mut Head) -> Result<Option<usize>, httparse::Error> {
     // Left uninitialised: httparse writes the headers it finds, and zeroing
     // 128 of them (4 KiB) cost more than parsing a short head.
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let config = httparse::ParserConfig::default();
+    // Into the (spare) message's own buffers: no allocation once they are big enough.
+    let set = |to: &mut String, from: Option<&str>| {
+        to.clear();
+        to.push_str(from.unwrap_or_default());
+    };
     Ok(match kind {
         Kind::Request => {
             let mut req = httparse::Request::new(&mut []);
             match config.parse_request_with_uninit_headers(&mut req, buf, &mut headers)? {
                 httparse::Status::Partial => None,
-                httparse::Status::Complete(n) => Some((
-                    n,
-                    Head {
-                        method: req.method.unwrap_or_default().to_string(),
-                        target: req.path.unwrap_or_default().to_string(),
-                        version: Version::http1(req.version),
-                        headers: Fields::from_head(buf, req.headers),
-                        ..Head::default()
-                    },
-                )),
+                httparse::Status::Complete(n) => {
+                    set(&mut head.method, req.method);
+                    set(&mut head.target, req.path);
+                    head.version = Version::http1(req.version);
+                    head.headers.fill_from_head(buf, req.headers);
+                    Some(n)
+                }
             }
         }
         Kind::Response => {
             let mut resp = httparse::Response::new(&mut []);
             match config.parse_response_with_uninit_headers(&mut resp, buf, &mut headers)? {
                 httparse::Status::Partial => None,
-                httparse::Status::Complete(n) => Some((
-                    n,
-                    Head {
-                        status: resp.code.unwrap_or_default(),
-                        reason: resp.reason.unwrap_or_default().to_string(),
-                        version: Version::http1(resp.version),
-                        headers: Fields::from_head(buf, resp.headers),
-                        ..Head::default()
-                    },
-                )),
+                httparse::Status::Complete(n) => {
+                    head.status = resp.code.unwrap_or_default();
+                    set(&mut head.reason, resp.reason);
+                    head.version = Version::http1(resp.version);
+                    head.headers.fill_from_head(buf, resp.headers);
+                    Some(n)
+                }
             }
         }
     })
@@ -522,7 +524,11 @@ mod tests {
         assert_eq!((m[0].head.method.as_str(), m[0].head.target.as_str()), ("GET", "/a"));
         assert_eq!(m[1].body, b"hello");
         assert_eq!(m[2].body, b"abcde");
-        assert_eq!(m[2].trailers, Fields::from_iter([("X-Sum", "9")]), "trailers apart from the headers");
+        assert_eq!(
+            m[2].trailers,
+            crate::protocols::exchange::Fields::from_iter([("X-Sum", "9")]),
+            "trailers apart from the headers"
+        );
     }
 
     #[test]
