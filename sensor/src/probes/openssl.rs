@@ -38,8 +38,9 @@ pub const SSL_FUNCTIONS: [TlsFunction; 4] = [
     },
 ];
 
-/// OpenSSL 3.x (a libssl.so.1.1 has the same functions and gets the same
-/// probes, untested; LibreSSL's libssl likewise).
+/// OpenSSL 3.x and 1.1.1, and LibreSSL (same functions; LibreSSL before
+/// 2.7 lacks the `_ex` forms, which are then said missing). No struct of
+/// theirs is read, so no layout differs between them.
 pub static OPENSSL: TlsLibrary = TlsLibrary {
     name: "OpenSSL",
     is_file: is_libssl,
@@ -65,15 +66,25 @@ pub fn is_libssl(path: &Path) -> bool {
     hash.len() == 8 && hash.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// "OpenSSL 3.0.17" as found in the library's read-only data, if any.
+/// "OpenSSL 3.0.17", "OpenSSL 1.1.1w" or "LibreSSL 2.0" as found in the
+/// library's read-only data, if any. LibreSSL is looked for first: it keeps
+/// OpenSSL's API and some of its texts, and its own version string is the
+/// one `SSLeay_version`/`OpenSSL_version` return.
 pub fn openssl_version(bytes: &[u8]) -> Option<String> {
-    const NEEDLE: &[u8] = b"OpenSSL ";
+    name_and_version(bytes, "LibreSSL").or_else(|| name_and_version(bytes, "OpenSSL"))
+}
+
+/// The first "NAME D.…" in `bytes` (a digit and a dot after the name and a
+/// space), up to the next space or NUL (32 bytes at most).
+fn name_and_version(bytes: &[u8], name: &str) -> Option<String> {
+    let needle = format!("{name} ");
+    let needle = needle.as_bytes();
     let mut from = 0;
-    while let Some(i) = bytes[from..].windows(NEEDLE.len()).position(|w| w == NEEDLE) {
-        let rest = &bytes[from + i + NEEDLE.len()..];
+    while let Some(i) = bytes[from..].windows(needle.len()).position(|w| w == needle) {
+        let rest = &bytes[from + i + needle.len()..];
         if rest.len() >= 2 && rest[0].is_ascii_digit() && rest[1] == b'.' {
             let end = rest.iter().take(32).position(|&b| b == b' ' || b == 0).unwrap_or(rest.len().min(32));
-            return std::str::from_utf8(&rest[..end]).ok().map(|v| format!("OpenSSL {v}"));
+            return std::str::from_utf8(&rest[..end]).ok().map(|v| format!("{name} {v}"));
         }
         from += i + 1;
     }
@@ -135,6 +146,10 @@ mod tests {
         let lib = b"\0\0junk\0OpenSSL 3.0.17 1 Jul 2025\0more";
         assert_eq!(openssl_version(lib).as_deref(), Some("OpenSSL 3.0.17"));
         assert_eq!(openssl_version(b"OpenSSL is great"), None);
+        assert_eq!(openssl_version(b"\0OpenSSL 1.1.1w  11 Sep 2023\0").as_deref(), Some("OpenSSL 1.1.1w"));
+        // LibreSSL's libcrypto also names OpenSSL (its compatibility texts).
+        let libre = b"OpenSSL 1.0.1g-compat\0LibreSSL 3.8.2\0";
+        assert_eq!(openssl_version(libre).as_deref(), Some("LibreSSL 3.8.2"));
     }
 
     #[test]
