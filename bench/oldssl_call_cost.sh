@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-5000}" bin="${2:-target/debug/nettap}"
 [ -x "$bin" ] || { echo "no $bin: cargo build -p nettap-sensor" >&2; exit 1; }
-source ci/install.sh >&2
+source ci/install-oldssl.sh >&2 # only the two libraries (exports their prefixes)
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
@@ -28,11 +28,17 @@ build() { # PREFIX shared|static OUT
 
 # One exchange: the client's µs for the rounds.
 exchange() {
+  rm -f "$work/server.out"
   "$1" server "$port" "$work/cert.pem" "$work/key.pem" 1 >"$work/server.out" &
-  local server=$!
-  for _ in $(seq 100); do grep -q listening "$work/server.out" 2>/dev/null && break; sleep 0.02; done
-  "$1" client "$port" $((rounds * 100)) "$rounds" | sed -n 2p
+  local server=$! out
+  for _ in $(seq 500); do grep -q listening "$work/server.out" 2>/dev/null && break; sleep 0.02; done
+  if ! out="$("$1" client "$port" $((rounds * 100)) "$rounds")"; then
+    kill "$server" 2>/dev/null
+    echo "the client failed" >&2
+    exit 1
+  fi
   wait "$server"
+  sed -n 2p <<<"$out"
 }
 
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $rounds rounds of 100 bytes"

@@ -38,9 +38,9 @@ pub const SSL_FUNCTIONS: [TlsFunction; 4] = [
     },
 ];
 
-/// OpenSSL 3.x and 1.1.1, and LibreSSL (same functions; LibreSSL before
-/// 2.7 lacks the `_ex` forms, which are then said missing). No struct of
-/// theirs is read, so no layout differs between them.
+/// OpenSSL 3.x and 1.1.1, and LibreSSL (same functions; LibreSSL 2.0.0
+/// lacks the `_ex` forms, which are then said missing). No struct of theirs
+/// is read, so no layout differs between them.
 pub static OPENSSL: TlsLibrary = TlsLibrary {
     name: "OpenSSL",
     is_file: is_libssl,
