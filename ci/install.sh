@@ -111,6 +111,10 @@ install_part "the Node MongoDB driver"
 # The rustls test peer, built once per lock file (exports NETTAP_RUSTLSPEER).
 source "$root/ci/install-rustls-peer.sh"
 install_part "the rustls test peer"
+# OpenSSL 1.1.1w and LibreSSL 2.0.0 from the crates that vendor their
+# sources, shared and static (exports NETTAP_OPENSSL111, NETTAP_LIBRESSL).
+source "$root/ci/install-oldssl.sh"
+install_part "OpenSSL 1.1.1 and LibreSSL"
 # A real Kafka broker's jars (KRaft, one node, started by the tests).
 source "$root/ci/install-kafka.sh"
 install_part "Kafka"

@@ -61,6 +61,28 @@ pub fn rodata(data: &[u8]) -> &[u8] {
         .unwrap_or(&[])
 }
 
+/// The shared objects a 64-bit ELF file needs (its `DT_NEEDED` names, as
+/// written: `libcrypto.so.1.1`); empty when it has no dynamic section.
+pub fn needed(data: &[u8]) -> Vec<String> {
+    use object::read::elf::{Dyn, FileHeader};
+    let names = || -> Option<Vec<String>> {
+        let header = object::elf::FileHeader64::<object::Endianness>::parse(data).ok()?;
+        let endian = header.endian().ok()?;
+        let sections = header.sections(endian, data).ok()?;
+        let (dynamic, link) = sections.dynamic(endian, data).ok()??;
+        let strings = sections.strings(endian, data, link).ok()?;
+        Some(
+            dynamic
+                .iter()
+                .filter(|d| d.tag32(endian) == Some(object::elf::DT_NEEDED))
+                .filter_map(|d| d.string(endian, strings).ok())
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .collect(),
+        )
+    };
+    names().unwrap_or_default()
+}
+
 /// The machine code of function `name` and the address it is linked at,
 /// if the file defines it with a size.
 pub fn function_code<'a>(data: &'a [u8], name: &str) -> Option<(u64, &'a [u8])> {

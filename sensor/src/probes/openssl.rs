@@ -38,8 +38,9 @@ pub const SSL_FUNCTIONS: [TlsFunction; 4] = [
     },
 ];
 
-/// OpenSSL 3.x (a libssl.so.1.1 has the same functions and gets the same
-/// probes, untested; LibreSSL's libssl likewise).
+/// OpenSSL 3.x and 1.1.1, and LibreSSL (same functions; LibreSSL 2.0.0
+/// lacks the `_ex` forms, which are then said missing). No struct of theirs
+/// is read, so no layout differs between them.
 pub static OPENSSL: TlsLibrary = TlsLibrary {
     name: "OpenSSL",
     is_file: is_libssl,
@@ -65,15 +66,27 @@ pub fn is_libssl(path: &Path) -> bool {
     hash.len() == 8 && hash.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// "OpenSSL 3.0.17" as found in the library's read-only data, if any.
+/// "OpenSSL 3.0.17", "OpenSSL 1.1.1w" or "LibreSSL 2.0" as found in the
+/// library's read-only data, if any. LibreSSL is looked for first: it keeps
+/// OpenSSL's API, so a text naming OpenSSL with a version may be in its
+/// files too, where OpenSSL 3.0, 1.1.1w and Node.js carry no "LibreSSL N.".
+/// LibreSSL 2.0.0 says "LibreSSL 2.0" (its `OPENSSL_VERSION_TEXT`); later
+/// releases give all three numbers.
 pub fn openssl_version(bytes: &[u8]) -> Option<String> {
-    const NEEDLE: &[u8] = b"OpenSSL ";
+    name_and_version(bytes, "LibreSSL").or_else(|| name_and_version(bytes, "OpenSSL"))
+}
+
+/// The first "NAME D.…" in `bytes` (a digit and a dot after the name and a
+/// space), up to the next space or NUL (32 bytes at most).
+fn name_and_version(bytes: &[u8], name: &str) -> Option<String> {
+    let needle = format!("{name} ");
+    let needle = needle.as_bytes();
     let mut from = 0;
-    while let Some(i) = bytes[from..].windows(NEEDLE.len()).position(|w| w == NEEDLE) {
-        let rest = &bytes[from + i + NEEDLE.len()..];
+    while let Some(i) = bytes[from..].windows(needle.len()).position(|w| w == needle) {
+        let rest = &bytes[from + i + needle.len()..];
         if rest.len() >= 2 && rest[0].is_ascii_digit() && rest[1] == b'.' {
             let end = rest.iter().take(32).position(|&b| b == b' ' || b == 0).unwrap_or(rest.len().min(32));
-            return std::str::from_utf8(&rest[..end]).ok().map(|v| format!("OpenSSL {v}"));
+            return std::str::from_utf8(&rest[..end]).ok().map(|v| format!("{name} {v}"));
         }
         from += i + 1;
     }
@@ -90,15 +103,20 @@ fn file_version(path: &Path) -> Option<String> {
 }
 
 /// The OpenSSL version of a libssl file: from the file itself (a static
-/// build carries the string), else from the libcrypto beside it (where
-/// OpenSSL keeps `OpenSSL_version`'s text): `libcrypto.so.N` for
-/// `libssl.so.N`, or for a wheel's `libssl-HASH.so.N` the `libcrypto-*.so.N`
-/// in the same directory (auditwheel gives each its own hash).
+/// build carries the string, LibreSSL's libssl too), else from the libcrypto
+/// beside it (where OpenSSL keeps `OpenSSL_version`'s text): `libcrypto.so.N`
+/// for `libssl.so.N`; else the libcrypto the file needs (`DT_NEEDED`: LibreSSL
+/// numbers the two apart, `libssl.so.53` with `libcrypto.so.50`); or for a
+/// wheel's `libssl-HASH.so.N` the `libcrypto-*.so.N` in the same directory
+/// (auditwheel gives each its own hash).
 pub fn library_version(path: &Path) -> String {
     let sibling = || {
         let name = path.file_name()?.to_str()?;
         let same = path.with_file_name(name.replacen("libssl", "libcrypto", 1));
         if let Some(v) = file_version(&same) {
+            return Some(v);
+        }
+        if let Some(v) = needed_libcrypto(path).and_then(|c| file_version(&path.with_file_name(c))) {
             return Some(v);
         }
         let soversion = &name[name.find(".so")?..];
@@ -110,6 +128,15 @@ pub fn library_version(path: &Path) -> String {
             .find_map(|e| file_version(&e.path()))
     };
     file_version(path).or_else(sibling).unwrap_or_else(|| "unknown version".into())
+}
+
+/// The `libcrypto*` file name a libssl file needs, if it names one.
+fn needed_libcrypto(path: &Path) -> Option<String> {
+    let file = std::fs::File::open(path).ok()?;
+    // SAFETY: read-only private mapping of a file we opened; only its
+    // headers and dynamic section are read.
+    let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    elf::needed(&map).into_iter().find(|n| n.starts_with("libcrypto"))
 }
 
 #[cfg(test)]
@@ -135,6 +162,17 @@ mod tests {
         let lib = b"\0\0junk\0OpenSSL 3.0.17 1 Jul 2025\0more";
         assert_eq!(openssl_version(lib).as_deref(), Some("OpenSSL 3.0.17"));
         assert_eq!(openssl_version(b"OpenSSL is great"), None);
+        assert_eq!(openssl_version(b"\0OpenSSL 1.1.1w  11 Sep 2023\0").as_deref(), Some("OpenSSL 1.1.1w"));
+        // Were a LibreSSL file to name OpenSSL with a version too, it is still LibreSSL.
+        let libre = b"OpenSSL 1.0.1g-compat\0LibreSSL 3.8.2\0";
+        assert_eq!(openssl_version(libre).as_deref(), Some("LibreSSL 3.8.2"));
+    }
+
+    #[test]
+    fn the_libcrypto_a_libssl_needs_is_read_from_its_dynamic_section() {
+        let lib = Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3");
+        assert_eq!(needed_libcrypto(lib).as_deref(), Some("libcrypto.so.3"));
+        assert_eq!(needed_libcrypto(Path::new("/nonexistent/libssl.so.53")), None);
     }
 
     #[test]
