@@ -140,9 +140,13 @@ fn time(for_at_least: Duration, mut f: impl FnMut()) -> (u64, Duration) {
 }
 
 /// Whether the row `name` runs: every row, or those containing the first
-/// argument that is not a flag (`cargo bench … -- 'reassembly), 100 B'`).
+/// argument that is not a flag (`cargo bench … -- 'reassembly), 100 B'`),
+/// or the one named exactly after `=`.
 fn wanted(name: &str) -> bool {
-    std::env::args().skip(1).find(|a| !a.starts_with('-')).is_none_or(|f| name.contains(&f))
+    std::env::args().skip(1).find(|a| !a.starts_with('-')).is_none_or(|f| match f.strip_prefix('=') {
+        Some(exact) => name == exact,
+        None => name.contains(&f),
+    })
 }
 
 fn parser(body: usize) -> (f64, f64) {

@@ -63,15 +63,21 @@ fn skip_clean(bytes: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Whether a string of at most 16 bytes holds a byte to escape: the bytes
-/// in a block padded with a clean byte, tested at once.
+/// Whether a string of at most 16 bytes holds a byte to escape: its bytes
+/// gathered into one or two words (overlapping where they do not fill
+/// them; a byte tested twice is still tested), without copying the string.
 #[inline]
-fn short_needs_escape(bytes: &[u8]) -> bool {
-    let mut block = [b'a'; 16];
-    block[..bytes.len()].copy_from_slice(bytes);
-    let (lo, hi) = block.split_at(8);
-    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap());
-    word_needs_escape(word(lo)) || word_needs_escape(word(hi))
+fn short_needs_escape(b: &[u8]) -> bool {
+    let n = b.len();
+    let w64 = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap());
+    let w32 = |s: &[u8]| u64::from(u32::from_le_bytes(s.try_into().unwrap()));
+    let word = match n {
+        8..=16 => return word_needs_escape(w64(&b[..8])) || word_needs_escape(w64(&b[n - 8..])),
+        4..=7 => w32(&b[..4]) | w32(&b[n - 4..]) << 32,
+        1..=3 => u64::from_le_bytes([b[0], b[n / 2], b[n - 1], b'a', b'a', b'a', b'a', b'a']),
+        _ => return false,
+    };
+    word_needs_escape(word)
 }
 
 /// Elsewhere the eight-byte words below do it all.
