@@ -34,14 +34,17 @@ pub fn message() -> Message {
     SPARES.with_borrow_mut(|s| s.messages.pop()).unwrap_or_default()
 }
 
-/// `e` in a box, reusing a spare box when there is one.
-pub fn boxed(e: Exchange) -> Box<Exchange> {
+/// An exchange of `request` (no answer yet) in a box, reusing a spare box
+/// when there is one: the request moves once, into the box it leaves in.
+pub fn exchange(request: Message) -> Box<Exchange> {
     match SPARES.with_borrow_mut(|s| s.boxes.pop()) {
         Some(mut b) => {
-            *b = e;
+            b.request = request;
+            b.response = None;
+            b.reset = None;
             b
         }
-        None => Box::new(e),
+        None => Box::new(Exchange::new(request, None)),
     }
 }
 
@@ -119,7 +122,7 @@ mod tests {
         let m = message();
         assert_eq!(m, Message::default(), "nothing of the old message is readable");
         assert!(m.body.capacity() >= 100 && m.head.target.capacity() >= 15, "buffers kept");
-        let b = boxed(Exchange::default());
+        let b = exchange(Message::default());
         assert_eq!(*b, Exchange::default());
     }
 

@@ -13,7 +13,9 @@ use std::collections::VecDeque;
 pub struct Http1Session {
     req: MessageParser,
     resp: MessageParser,
-    pending: VecDeque<Message>,
+    /// Requests waiting for their answers, each already in the box its
+    /// exchange leaves in (no move of the message when it is answered).
+    pending: VecDeque<Box<Exchange>>,
     /// A final response that ended before its request did: servers answer
     /// before reading a whole body (nginx discarding it, a 413, an early
     /// error), and TLS libraries hand over a write only when it returns,
@@ -84,7 +86,8 @@ impl Http1Session {
                 out.push(HttpOutput::Raw(at..data.len()));
                 return;
             }
-            let head_req = self.pending.front().is_some_and(|r| r.head.method.eq_ignore_ascii_case("HEAD"));
+            let head_req =
+                self.pending.front().is_some_and(|e| e.request.head.method.eq_ignore_ascii_case("HEAD"));
             let (n, ev) = parser.advance(&data[at..], ts, head_req);
             match ev {
                 None => {}
@@ -102,17 +105,18 @@ impl Http1Session {
     }
 
     fn on_request(&mut self, m: Message, out: &mut Vec<HttpOutput>) {
+        let waiting = spare::exchange(m);
         if self.pending.is_empty() {
             if let Some(response) = self.early.take() {
-                self.answer(m, response, out);
+                self.answer(waiting, response, out);
                 return;
             }
         }
         if self.pending.len() >= MAX_PENDING {
-            let request = self.pending.pop_front().expect("non-empty");
-            out.push(HttpOutput::Exchange(spare::boxed(Exchange::new(request, None))));
+            let unanswered = self.pending.pop_front().expect("non-empty");
+            out.push(HttpOutput::Exchange(unanswered));
         }
-        self.pending.push_back(m);
+        self.pending.push_back(waiting);
     }
 
     fn on_response(&mut self, m: Message, out: &mut Vec<HttpOutput>) {
@@ -120,7 +124,7 @@ impl Http1Session {
         if (100..200).contains(&status) && status != 101 {
             return; // interim (100 Continue, 103 Early Hints): the real answer follows
         }
-        let Some(request) = self.pending.pop_front() else {
+        let Some(waiting) = self.pending.pop_front() else {
             let request_underway = !self.req.idle() && !self.req.resyncing();
             if (request_underway || self.from_start) && self.early.is_none() {
                 self.early = Some(m);
@@ -128,24 +132,26 @@ impl Http1Session {
             // Else it answers a request from before we were in sync.
             return;
         };
-        self.answer(request, m, out);
+        self.answer(waiting, m, out);
     }
 
-    fn answer(&mut self, request: Message, m: Message, out: &mut Vec<HttpOutput>) {
+    /// Pairs the request waiting in `e` with its answer `m`.
+    fn answer(&mut self, mut e: Box<Exchange>, m: Message, out: &mut Vec<HttpOutput>) {
         let status = m.head.status;
         let tunnel = status == 101
-            || (request.head.method.eq_ignore_ascii_case("CONNECT") && (200..300).contains(&status));
+            || (e.request.head.method.eq_ignore_ascii_case("CONNECT") && (200..300).contains(&status));
         if tunnel {
             self.req.upgrade();
             self.resp.upgrade();
         }
         let h2c = |h: &crate::protocols::exchange::Head| h.has_token("upgrade", "h2c");
-        if status == 101 && h2c(&request.head) && h2c(&m.head) {
+        if status == 101 && h2c(&e.request.head) && h2c(&m.head) {
             // Not the answer: that comes over HTTP/2.
-            self.h2c = Some(request);
+            self.h2c = Some(std::mem::take(&mut e.request));
             return;
         }
-        out.push(HttpOutput::Exchange(spare::boxed(Exchange::new(request, Some(m)))));
+        e.response = Some(m);
+        out.push(HttpOutput::Exchange(e));
     }
 
     /// `len` bytes of one direction went missing at `ts`. Inside a body
@@ -183,8 +189,8 @@ impl Http1Session {
         if let Some(m) = self.resp.finish(ts) {
             self.on_response(m, out);
         }
-        for request in self.pending.drain(..) {
-            out.push(HttpOutput::Exchange(spare::boxed(Exchange::new(request, None))));
+        for unanswered in self.pending.drain(..) {
+            out.push(HttpOutput::Exchange(unanswered));
         }
     }
 
