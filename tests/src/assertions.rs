@@ -51,6 +51,46 @@ pub fn assert_exact_from(cap: &Capture, peer: &PeerInfo, role: &str, from: usize
     }
 }
 
+/// An echo exchange over OpenSSL at both ends, one per client `(pid, n,
+/// local address)` to the server `server_pid` on `listen`: each client sent
+/// `"{n}\n"` and an `n`-byte pattern body and got the body back. The
+/// client's records are exactly that from byte 0 (`source: "openssl"`, no
+/// ciphertext, comm `client_comm`); the server's streams of the same
+/// connection are the same bytes the other way; every server record is
+/// TLS plaintext of the server's role on `listen`.
+pub fn assert_openssl_echoes(
+    cap: &Capture,
+    clients: &[(u32, usize, String)],
+    client_comm: &str,
+    server_pid: u32,
+    listen: &str,
+) {
+    for (pid, n, local) in clients {
+        let body = pattern_body("req", *n).into_bytes();
+        let mut request = format!("{n}\n").into_bytes();
+        request.extend_from_slice(&body);
+        let client = PeerInfo {
+            pid: *pid,
+            comm: client_comm.to_string(),
+            local: local.clone(),
+            remote: listen.to_string(),
+            sent: request.clone(),
+            recv: body.clone(),
+        };
+        assert_exact_from(cap, &client, "client", 0, "openssl");
+        assert!(cap.conn_stream(server_pid, local, "recv") == request, "the server received {n} bytes");
+        assert!(cap.conn_stream(server_pid, local, "send") == body, "the server echoed {n} bytes");
+    }
+    let served = cap.of("data", server_pid);
+    assert!(!served.is_empty(), "the server's records:\n{}", cap.log);
+    for r in served {
+        assert_eq!(r["source"], "openssl", "no ciphertext: {r}");
+        assert_eq!(r["conn"]["role"], "server", "{r}");
+        assert_eq!(r["conn"]["tls"], true, "{r}");
+        assert_eq!(r["conn"]["local"], listen, "{r}");
+    }
+}
+
 /// The test bodies the peers make (node_https.js, php_https.php, files
 /// served by nginx): `tag` + "0123456789" repeated to `n` bytes.
 pub fn pattern_body(tag: &str, n: usize) -> String {

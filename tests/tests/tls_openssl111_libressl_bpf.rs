@@ -203,31 +203,10 @@ fn both_ends_exact(lib: Lib, linkage: Linkage) {
 
     let comm = |bin: &Path| bin.file_name().unwrap().to_str().unwrap().chars().take(15).collect::<String>();
     let listen = format!("127.0.0.1:{port}");
-    for (pid, n, local) in clients {
-        let body = pattern_body("req", n).into_bytes();
-        let mut request = format!("{n}\n").into_bytes();
-        request.extend_from_slice(&body);
-        let client = PeerInfo {
-            pid,
-            comm: comm(&client_bin),
-            local: local.clone(),
-            remote: listen.clone(),
-            sent: request.clone(),
-            recv: body.clone(),
-        };
-        // Every data record of the client is TLS plaintext from byte 0.
-        assert_exact_from(&cap, &client, "client", 0, "openssl");
-        assert!(cap.conn_stream(server.pid(), &local, "recv") == request, "the server received {n} bytes");
-        assert!(cap.conn_stream(server.pid(), &local, "send") == body, "the server echoed {n} bytes");
-    }
-    let served = cap.of("data", server.pid());
-    assert!(!served.is_empty(), "the server's records:\n{}", cap.log);
-    for r in served {
-        assert_eq!(r["source"], "openssl", "no ciphertext: {r}");
+    // Every data record of a client is TLS plaintext from byte 0.
+    assert_openssl_echoes(&cap, &clients, &comm(&client_bin), server.pid(), &listen);
+    for r in cap.of("data", server.pid()) {
         assert_eq!(r["comm"], comm(&server_bin).as_str(), "{r}");
-        assert_eq!(r["conn"]["role"], "server", "{r}");
-        assert_eq!(r["conn"]["tls"], true, "{r}");
-        assert_eq!(r["conn"]["local"], listen.as_str(), "{r}");
     }
     assert_eq!(cap.dropped("tls_socket_unknown"), (0, 0));
     assert_eq!(cap.dropped("ringbuf_full"), (0, 0));

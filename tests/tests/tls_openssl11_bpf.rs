@@ -126,28 +126,7 @@ fn wheel_openssl_1_1_both_ends_exact() {
     assert!(attached >= 8, "entry and return probes on the four functions of {libssl_name}:\n{}", cap.log);
     let comm: String = python().file_name().unwrap().to_str().unwrap().chars().take(15).collect();
     let listen = format!("127.0.0.1:{port}");
-    for (pid, n, local) in clients {
-        let body = pattern_body("req", n).into_bytes();
-        let mut request = format!("{n}\n").into_bytes();
-        request.extend_from_slice(&body);
-        let client = PeerInfo {
-            pid,
-            comm: comm.clone(),
-            local: local.clone(),
-            remote: listen.clone(),
-            sent: request.clone(),
-            recv: body.clone(),
-        };
-        assert_exact_from(&cap, &client, "client", 0, "openssl");
-        assert!(cap.conn_stream(server.pid(), &local, "recv") == request, "the server received {n} bytes");
-        assert!(cap.conn_stream(server.pid(), &local, "send") == body, "the server echoed {n} bytes");
-    }
-    for r in cap.of("data", server.pid()) {
-        assert_eq!(r["source"], "openssl", "{r}");
-        assert_eq!(r["conn"]["role"], "server", "{r}");
-        assert_eq!(r["conn"]["tls"], true, "{r}");
-        assert_eq!(r["conn"]["local"], listen.as_str(), "{r}");
-    }
+    assert_openssl_echoes(&cap, &clients, &comm, server.pid(), &listen);
     assert_eq!(cap.dropped("tls_socket_unknown"), (0, 0));
     assert_eq!(cap.dropped("ringbuf_full"), (0, 0));
 }
