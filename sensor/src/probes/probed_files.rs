@@ -48,13 +48,21 @@ pub fn open_unexamined(
 ) -> Option<Unexamined> {
     let file = File::open(path).ok()?;
     let key = FileId::of(&file.metadata().ok()?);
-    if probed.contains(&key) || !examined.insert(key) {
+    if probed.contains(&key) || Some(&key) == own_executable() || !examined.insert(key) {
         return None;
     }
     // SAFETY: read-only private mapping of a file we hold open; callers read
     // only headers, symbol tables, strings and the functions they probe.
     let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
     Some(Unexamined { file, key, map })
+}
+
+/// The sensor's own executable: never examined. The sensor captures nothing
+/// of itself, and searching its symbols (rustls, Go) cost seconds of every
+/// start; other sensors running the same file (tests) are passed over too.
+fn own_executable() -> Option<&'static FileId> {
+    static OWN: std::sync::OnceLock<Option<FileId>> = std::sync::OnceLock::new();
+    OWN.get_or_init(|| std::fs::metadata("/proc/self/exe").ok().map(|m| FileId::of(&m))).as_ref()
 }
 
 /// Probed files by identity; `None` for one that could not be held, which
@@ -171,6 +179,16 @@ mod tests {
     use super::*;
     use std::io::Read;
     use std::process::{Command, Stdio};
+
+    #[test]
+    fn the_own_executable_is_never_examined_and_others_once() {
+        let (probed, mut examined) = (ProbedFiles::default(), Examined::default());
+        let own = std::path::Path::new("/proc/self/exe");
+        assert!(open_unexamined(own, &probed, &mut examined).is_none());
+        let other = std::path::Path::new("/bin/sh");
+        assert!(open_unexamined(other, &probed, &mut examined).is_some());
+        assert!(open_unexamined(other, &probed, &mut examined).is_none(), "once per identity");
+    }
 
     /// The real thing: a deleted file is released only once the process
     /// that maps it is gone; one still on disk never is.
