@@ -51,6 +51,15 @@ pub fn symbol_offsets(data: &[u8], names: &[&str]) -> Result<HashMap<String, Fil
     Ok(out)
 }
 
+/// The file at `path` mapped read-only, for reading its ELF headers,
+/// sections and strings (the version look-ups of every library).
+pub fn map(path: &std::path::Path) -> Option<memmap2::Mmap> {
+    let file = std::fs::File::open(path).ok()?;
+    // SAFETY: read-only private mapping of a file we opened; callers read
+    // its headers, tables and strings, never write.
+    unsafe { memmap2::Mmap::map(&file) }.ok()
+}
+
 /// The bytes of the read-only data section (`.rodata`), where a program
 /// keeps its version strings; empty when there is none.
 pub fn rodata(data: &[u8]) -> &[u8] {

@@ -68,14 +68,7 @@ pub fn gnutls_version(data: &[u8]) -> Option<String> {
 
 /// The GnuTLS version of a file, or "unknown version".
 pub fn library_version(path: &Path) -> String {
-    let version = || {
-        let file = std::fs::File::open(path).ok()?;
-        // SAFETY: read-only private mapping of a file we opened; only its
-        // symbol tables, one function and one string are read.
-        let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-        gnutls_version(&map)
-    };
-    version().unwrap_or_else(|| "unknown version".into())
+    super::elf::map(path).and_then(|map| gnutls_version(&map)).unwrap_or_else(|| "unknown version".into())
 }
 
 #[cfg(test)]

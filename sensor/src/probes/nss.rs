@@ -80,14 +80,7 @@ pub fn nss_version(data: &[u8]) -> Option<String> {
 
 /// The NSS version of a file, or "unknown version".
 pub fn library_version(path: &Path) -> String {
-    let version = || {
-        let file = std::fs::File::open(path).ok()?;
-        // SAFETY: read-only private mapping of a file we opened; only its
-        // symbol tables, one function and one string are read.
-        let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-        nss_version(&map)
-    };
-    version().unwrap_or_else(|| "unknown version".into())
+    super::elf::map(path).and_then(|map| nss_version(&map)).unwrap_or_else(|| "unknown version".into())
 }
 
 #[cfg(test)]

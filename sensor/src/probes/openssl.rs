@@ -95,11 +95,7 @@ fn name_and_version(bytes: &[u8], name: &str) -> Option<String> {
 
 /// The OpenSSL version in a file's read-only data, if any.
 fn file_version(path: &Path) -> Option<String> {
-    let file = std::fs::File::open(path).ok()?;
-    // SAFETY: read-only private mapping of a file we opened; only its
-    // headers and `.rodata` are read.
-    let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-    openssl_version(elf::rodata(&map))
+    openssl_version(elf::rodata(&elf::map(path)?))
 }
 
 /// The OpenSSL version of a libssl file: from the file itself (a static
@@ -132,11 +128,7 @@ pub fn library_version(path: &Path) -> String {
 
 /// The `libcrypto*` file name a libssl file needs, if it names one.
 fn needed_libcrypto(path: &Path) -> Option<String> {
-    let file = std::fs::File::open(path).ok()?;
-    // SAFETY: read-only private mapping of a file we opened; only its
-    // headers and dynamic section are read.
-    let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-    elf::needed(&map).into_iter().find(|n| n.starts_with("libcrypto"))
+    elf::needed(&elf::map(path)?).into_iter().find(|n| n.starts_with("libcrypto"))
 }
 
 #[cfg(test)]
