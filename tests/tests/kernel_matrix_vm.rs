@@ -120,12 +120,13 @@ fn test_binary(name: &str) -> PathBuf {
 
 /// The sensor the guest's tests run (`NETTAP_BIN` there): the one under test
 /// (`nettap_bin()`, checked fresh here) without its symbol table. At start-up
-/// the sensor examines every running Rust program for rustls, itself
+/// the sensor used to examine every running Rust program for rustls, itself
 /// included, by demangling its whole symbol table: the debug build's 180 000
 /// symbols took 20-35 s of every sensor start under emulation (about half of
-/// it), in every test. A copy without symbols is refused at once (stripped,
-/// nothing to find); its code is the same bytes. Written under the target
-/// directory, which the guest sees at the same path (its /tmp is its own).
+/// it), in every test. The sensor now passes over its own executable
+/// (probes::probed_files), so this copy is belt and braces until a guest run
+/// times the suite without it; its code is the same bytes. Written under the
+/// target directory, which the guest sees at the same path (its /tmp is its own).
 fn guest_sensor() -> PathBuf {
     let bin = nettap_e2e::sensor::nettap_bin();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kernel-matrix-vm");

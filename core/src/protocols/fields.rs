@@ -149,7 +149,12 @@ impl Fields {
     }
 
     fn field(&self, s: &Span) -> (&str, &str) {
-        (&self.text[s.name.0 as usize..s.name.1 as usize], &self.text[s.value.0 as usize..s.value.1 as usize])
+        (self.at(s.name), self.at(s.value))
+    }
+
+    /// The text between two offsets of a span.
+    fn at(&self, (start, end): (u32, u32)) -> &str {
+        &self.text[start as usize..end as usize]
     }
 
     /// The first value of field `name` (case-insensitive).
@@ -160,7 +165,7 @@ impl Fields {
             let n = &text[s.name.0 as usize..s.name.1 as usize];
             n.len() == name.len() && n.eq_ignore_ascii_case(name.as_bytes())
         })?;
-        Some(&self.text[s.value.0 as usize..s.value.1 as usize])
+        Some(self.at(s.value))
     }
 
     /// The fields in order.

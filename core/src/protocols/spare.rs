@@ -4,7 +4,7 @@
 //! costs no allocation. Per thread (the parsers and the record writer run
 //! on one), and bounded: a few dozen messages, large bodies freed.
 
-use super::exchange::{Exchange, Message};
+use super::exchange::{Exchange, Fields, Head, Message};
 use std::cell::RefCell;
 
 /// Messages kept at most (each thread).
@@ -65,35 +65,42 @@ pub fn give_back(mut e: Box<Exchange>) {
     });
 }
 
-/// `m` with nothing in it, its buffers kept unless they grew large.
-fn emptied(mut m: Message) -> Message {
-    let h = &mut m.head;
-    for text in [&mut h.method, &mut h.target, &mut h.reason] {
-        if text.capacity() > MAX_KEPT_TEXT {
-            *text = String::new();
+/// `m` with nothing in it, its buffers kept unless they grew large: built
+/// from `Message::default()`, so no field of the old message survives but
+/// the emptied buffers.
+fn emptied(m: Message) -> Message {
+    let Message { head, body, trailers, .. } = m;
+    let Head { method, target, reason, headers, .. } = head;
+    let text = |mut t: String| {
+        t.clear();
+        if t.capacity() > MAX_KEPT_TEXT {
+            t = String::new();
         }
-        text.clear();
+        t
+    };
+    let fields = |mut f: Fields| {
+        f.clear_within(MAX_KEPT_TEXT);
+        f
+    };
+    let mut body = if body.capacity() > MAX_KEPT_BODY { Vec::new() } else { body };
+    body.clear();
+    Message {
+        head: Head {
+            method: text(method),
+            target: text(target),
+            reason: text(reason),
+            headers: fields(headers),
+            ..Head::default()
+        },
+        body,
+        trailers: fields(trailers),
+        ..Message::default()
     }
-    h.status = 0;
-    h.version = Default::default();
-    h.headers_incomplete = false;
-    h.headers.clear_within(MAX_KEPT_TEXT);
-    m.trailers.clear_within(MAX_KEPT_TEXT);
-    if m.body.capacity() > MAX_KEPT_BODY {
-        m.body = Vec::new();
-    }
-    m.body.clear();
-    m.body_truncated = 0;
-    m.decode_error = None;
-    m.start_ts = 0;
-    m.end_ts = 0;
-    m
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocols::exchange::{Fields, Head};
 
     fn full(body: usize) -> Message {
         Message {

@@ -96,7 +96,7 @@ pub fn escape_str(out: &mut Vec<u8>, s: &str) {
 
 fn escape_contents(out: &mut Vec<u8>, bytes: &[u8]) {
     // Most strings are short and clean (keys, methods, header names and
-    // values): one padded block says so.
+    // values): a word or two read in place says so.
     if bytes.len() <= 16 && !short_needs_escape(bytes) {
         out.extend_from_slice(bytes);
         return;
