@@ -22,6 +22,12 @@ pub trait Host {
     fn peer_of(&mut self, _ip: IpAddr) -> Option<Peer> {
         None
     }
+    /// The host's own network namespace (inode), which hostNetwork pods
+    /// share; 0 when not known (then no peer is named from this node's
+    /// other end of a connection).
+    fn host_netns(&mut self) -> u32 {
+        0
+    }
 }
 
 /// A host that knows nothing: roles come from ports alone, agents' processes

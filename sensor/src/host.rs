@@ -21,12 +21,17 @@ pub struct ProcHost {
     /// Network namespace (its /proc link text) → when read, listening ports.
     listeners: HashMap<String, (Instant, HashSet<u16>)>,
     pods: Option<PodResolver>,
+    /// The sensor's own network namespace, which is the host's: the chart
+    /// runs it with hostNetwork (0: not readable). Not init's: PID 1's
+    /// links can be closed even to root (seen on our CI machines).
+    host_netns: u32,
 }
 
 impl ProcHost {
     /// Reads this host's /proc; with `pods`, processes are named by pod.
     pub fn new(pods: Option<PodResolver>) -> Self {
-        Self { proc: PathBuf::from("/proc"), listeners: HashMap::new(), pods }
+        let host_netns = crate::sock_diag::netns_of("/proc/self/ns/net").unwrap_or(0);
+        Self { proc: PathBuf::from("/proc"), listeners: HashMap::new(), pods, host_netns }
     }
 
     fn listeners_of(&mut self, pid: u32) -> Option<&HashSet<u16>> {
@@ -75,6 +80,10 @@ impl Host for ProcHost {
 
     fn peer_of(&mut self, ip: std::net::IpAddr) -> Option<Peer> {
         self.pods.as_ref()?.peers.peer_of(ip)
+    }
+
+    fn host_netns(&mut self) -> u32 {
+        self.host_netns
     }
 }
 

@@ -90,7 +90,7 @@ fn listing(r: io::Result<HashSet<u64>>) -> NetnsSockets {
 }
 
 /// The namespace inode a `/proc/*/ns/net` link names ("net:[4026531840]").
-fn netns_of(link: impl AsRef<std::path::Path>) -> Option<u32> {
+pub(crate) fn netns_of(link: impl AsRef<std::path::Path>) -> Option<u32> {
     let target = std::fs::read_link(link).ok()?;
     target.to_str()?.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
 }

@@ -7,7 +7,7 @@ use super::role::{EphemeralPorts, RoleGuesser};
 use crate::dns::{DnsMessage, HostTable};
 use crate::events::{ConnChange, ConnEvent, ConnId, Header, Role};
 use crate::host::Host;
-use crate::pod::PodOf;
+use crate::pod::{Peer, PodOf};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,10 +36,13 @@ pub struct ConnInfo {
     pub pod: Option<crate::pod::PodOf>,
     /// The pod or Service of the remote address (Kubernetes mode), when known.
     pub peer: Option<crate::pod::Peer>,
-    /// Lookups of `peer` left: a pod's address reaches the index a moment
-    /// after the pod starts, so a connection it makes at once is looked up
-    /// again on its next chunks.
+    /// Lookups of `peer` left: a pod's address reaches the index up to
+    /// seconds after the pod starts, so a connection it makes at once is
+    /// looked up again on its chunks, at doubling intervals (1 ms, 2 ms, …:
+    /// a minute in all), not on the next few, which come within a millisecond.
     pub peer_tries: u8,
+    /// The first chunk time (boot clock) of the next lookup.
+    pub peer_next_ns: u64,
     /// Network namespace (inode) of the socket.
     pub netns: u32,
     /// Later kernel ids of this connection: the kernel's table evicted its
@@ -66,6 +69,7 @@ impl ConnInfo {
             pod: None,
             peer: None,
             peer_tries: 0,
+            peer_next_ns: 0,
             netns: 0,
             aliases: Vec::new(),
             had_session: false,
@@ -73,8 +77,19 @@ impl ConnInfo {
     }
 }
 
-/// Chunks on which a connection's unknown peer is looked up again.
+/// Lookups of a connection's unknown peer after the first (see `peer_tries`).
 const PEER_TRIES: u8 = 16;
+/// The first interval between them.
+const PEER_RETRY_NS: u64 = 1_000_000;
+
+/// The pod of `other`, the other end on this node of a connection in
+/// namespace `netns`, as that connection's peer. The index names no
+/// hostNetwork pod (they share the node's address), nor a pod's own loopback
+/// peer: neither does this; nor anything when the host's namespace is unknown.
+fn same_node_peer(host_netns: u32, netns: u32, other: &ConnInfo) -> Option<Peer> {
+    let pod = host_netns != 0 && other.netns != 0 && other.netns != host_netns && other.netns != netns;
+    pod.then(|| other.pod.as_ref().map(|p| Peer::Pod(p.meta.clone())))?
+}
 
 /// A socket by its network namespace and endpoints: unique among the live
 /// connections of a host, so it finds a connection again under a new kernel id.
@@ -164,6 +179,35 @@ impl ConnTracker {
     /// The pod of process `pid` in cgroup `cgroup` (Kubernetes mode), when known.
     pub fn pod_of(&mut self, pid: u32, cgroup: u64) -> Option<PodOf> {
         self.host.pod_of(pid, cgroup)
+    }
+
+    /// The pod or Service of `remote` (Kubernetes mode): the cluster's
+    /// index, else this node's other end of the connection. A new pod's
+    /// address reaches the index only after the kubelet has reported it,
+    /// while its first connection may already be carrying requests; when
+    /// both ends are on this node, the other end's pod names it at once.
+    fn peer_of(&mut self, netns: u32, local: SocketAddr, remote: SocketAddr) -> Option<Peer> {
+        if let Some(peer) = self.host.peer_of(remote.ip()) {
+            return Some(peer);
+        }
+        let other = self.conns.get(self.by_endpoints.get(&(remote, local))?)?;
+        same_node_peer(self.host.host_netns(), netns, other)
+    }
+
+    /// Names a connection just learned as the peer of its other end on this
+    /// node, if that end has none yet (its open may have been seen first).
+    fn name_other_end(&mut self, id: u64) {
+        let Some(info) = self.conns.get(&id).filter(|i| i.pod.is_some()) else { return };
+        let Some(&other) = self.by_endpoints.get(&(info.remote, info.local)) else { return };
+        let host = self.host.host_netns();
+        let Some(o) = self.conns.get(&other) else { return };
+        if o.peer.is_some() {
+            return;
+        }
+        let peer = same_node_peer(host, o.netns, info);
+        if let Some(o) = self.conns.get_mut(&other) {
+            o.peer = peer;
+        }
     }
 
     /// The host the table asks about listeners, names and pods.
@@ -261,7 +305,7 @@ impl ConnTracker {
         let aliases = self.conns.get(&c.id).map(|i| i.aliases.clone()).unwrap_or_default();
         let remote_host = self.hosts.lookup(c.netns, c.remote.ip(), h.ts_boot_ns);
         let pod = self.pod_of(h.pid, h.cgroup);
-        let peer = self.host.peer_of(c.remote.ip());
+        let peer = self.peer_of(c.netns, c.local, c.remote);
         self.by_endpoints.insert((c.local, c.remote), c.id);
         // Kernel ids only: agents' connections (ids from 2^63) have no namespace.
         if c.id != 0 && c.id < 1 << 63 {
@@ -281,11 +325,13 @@ impl ConnTracker {
                 pod,
                 peer,
                 peer_tries: PEER_TRIES,
+                peer_next_ns: h.ts_boot_ns + PEER_RETRY_NS,
                 netns: c.netns,
                 aliases,
                 had_session: false,
             },
         );
+        self.name_other_end(c.id);
         &self.conns[&c.id]
     }
 
@@ -304,9 +350,14 @@ impl ConnTracker {
         }
         if let Some(info) = self.conns.get_mut(&h.conn.id) {
             info.tls |= h.conn.tls;
-            if info.peer.is_none() && info.peer_tries > 0 {
+            if info.peer.is_none() && info.peer_tries > 0 && h.ts_boot_ns >= info.peer_next_ns {
                 info.peer_tries -= 1;
-                info.peer = self.host.peer_of(info.remote.ip());
+                info.peer_next_ns = h.ts_boot_ns + (PEER_RETRY_NS << (PEER_TRIES - info.peer_tries));
+                let (netns, local, remote) = (info.netns, info.local, info.remote);
+                let peer = self.peer_of(netns, local, remote);
+                if let Some(info) = self.conns.get_mut(&h.conn.id) {
+                    info.peer = peer;
+                }
             }
             return &self.conns[&h.conn.id];
         }

@@ -72,7 +72,14 @@ impl Host for TableHost {
     fn peer_of(&mut self, ip: std::net::IpAddr) -> Option<Peer> {
         self.peers.lock().unwrap().iter().find(|(a, _)| *a == ip).map(|(_, peer)| peer.clone())
     }
+
+    fn host_netns(&mut self) -> u32 {
+        HOST_NETNS
+    }
 }
+
+/// The host's network namespace in these tests (`Conn`'s default).
+const HOST_NETNS: u32 = 4026531840;
 
 /// Boot time 0 is realtime 1_700_000_000 s.
 const OFFSET: i128 = 1_700_000_000_000_000_000;
@@ -462,10 +469,12 @@ fn peers_are_the_pods_and_services_of_remote_addresses() {
         p.handle(&g.plain(&c, Direction::Send, 0, b"x")).unwrap();
     }
     // A pod whose address reaches the index after the connection opened:
-    // named from its next chunk on.
+    // named by a lookup on a later chunk (a millisecond later, then at
+    // doubling intervals).
     let c = Conn::client(4, 200, "10.244.0.5:40004", "10.244.0.8:5432");
     p.handle(&g.conn(&c, ConnChange::Open)).unwrap();
     peers.lock().unwrap().push(("10.244.0.8".parse().unwrap(), Peer::Pod(db.meta.clone())));
+    g.now += 1_000_000;
     p.handle(&g.plain(&c, Direction::Send, 0, b"x")).unwrap();
     end(&mut p, g.now);
     let got: Vec<Value> = out.kind("data").iter().map(|d| d["k8s"]["peer"].clone()).collect();
@@ -482,6 +491,52 @@ fn peers_are_the_pods_and_services_of_remote_addresses() {
     );
     // The local pod is as before.
     assert!(out.kind("data").iter().all(|d| d["k8s"]["pod"] == "web-1"));
+}
+
+/// A pod whose address the index does not hold yet (it has just started)
+/// is named at once when the other end of the connection is on this node:
+/// by that end's pod. Not for a hostNetwork process (the index names none),
+/// nor a pod's own loopback.
+#[test]
+fn a_peer_on_this_node_is_named_before_the_index_has_its_address() {
+    let job = PodOf {
+        meta: Arc::new(crate::pod::PodMeta {
+            pod: "client-x1".into(),
+            uid: "u3".into(),
+            workload: Some(crate::pod::Workload { kind: "Job".into(), name: "client".into() }),
+            ..(*web_pod().meta).clone()
+        }),
+        container: Some("c".into()),
+    };
+    let host =
+        TableHost { pods: vec![(200, web_pod()), (300, job), (400, web_pod())], ..TableHost::default() };
+    let (mut p, out) = processor_with(host, true);
+    let mut g = EventGen::default();
+    let pair = |id, client_pid, client_netns, local: &str, remote: &str| {
+        let client = Conn { netns: client_netns, ..Conn::client(id, client_pid, local, remote) };
+        let server = Conn { netns: 7, ..client.peer(id + 1, 200) };
+        (client, server)
+    };
+    let (in_pod, server) = pair(10, 300, 8, "10.244.0.9:40000", "10.244.0.5:8443");
+    let (host_net, server2) = pair(20, 400, HOST_NETNS, "192.168.1.2:40001", "10.244.0.5:8443");
+    let (lo, lo_server) = pair(30, 300, 7, "127.0.0.1:40002", "127.0.0.1:8443");
+    // The server's open first, for the pod client: the client's open, seen
+    // later, names it.
+    let (late, server3) = pair(40, 300, 8, "10.244.0.9:40003", "10.244.0.5:8443");
+    for (c, s) in [(&in_pod, &server), (&host_net, &server2), (&lo, &lo_server), (&late, &server3)] {
+        let opens = [g.conn(c, ConnChange::Open), g.conn(s, ConnChange::Open)];
+        let first_server = c.id == late.id;
+        for open in if first_server { [&opens[1], &opens[0]] } else { [&opens[0], &opens[1]] } {
+            p.handle(open).unwrap();
+        }
+        p.handle(&g.plain(s, Direction::Recv, 0, b"x")).unwrap();
+    }
+    end(&mut p, g.now);
+    let got: Vec<Value> = out.kind("data").iter().map(|d| d["k8s"]["peer"].clone()).collect();
+    let want = serde_json::json!({"pod": "client-x1", "namespace": "shop", "labels": {"app": "web"},
+        "workload": {"kind": "Job", "name": "client"}, "uid": "u3"});
+    // In order: the pod client, the hostNetwork client, loopback, the pod client again.
+    assert_eq!(got, [want.clone(), Value::Null, Value::Null, want]);
 }
 
 #[test]

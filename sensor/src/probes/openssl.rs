@@ -80,17 +80,16 @@ pub fn openssl_version(bytes: &[u8]) -> Option<String> {
 /// space), up to the next space or NUL (32 bytes at most).
 fn name_and_version(bytes: &[u8], name: &str) -> Option<String> {
     let needle = format!("{name} ");
-    let needle = needle.as_bytes();
-    let mut from = 0;
-    while let Some(i) = bytes[from..].windows(needle.len()).position(|w| w == needle) {
-        let rest = &bytes[from + i + needle.len()..];
-        if rest.len() >= 2 && rest[0].is_ascii_digit() && rest[1] == b'.' {
-            let end = rest.iter().take(32).position(|&b| b == b' ' || b == 0).unwrap_or(rest.len().min(32));
-            return std::str::from_utf8(&rest[..end]).ok().map(|v| format!("{name} {v}"));
+    // memmem, not a byte-by-byte window: every libssl and libcrypto of the
+    // host is searched at start-up, and this was half of it.
+    memchr::memmem::find_iter(bytes, needle.as_bytes()).find_map(|i| {
+        let rest = &bytes[i + needle.len()..];
+        if rest.len() < 2 || !rest[0].is_ascii_digit() || rest[1] != b'.' {
+            return None;
         }
-        from += i + 1;
-    }
-    None
+        let end = rest.iter().take(32).position(|&b| b == b' ' || b == 0).unwrap_or(rest.len().min(32));
+        std::str::from_utf8(&rest[..end]).ok().map(|v| format!("{name} {v}"))
+    })
 }
 
 /// The OpenSSL version in a file's read-only data, if any.
