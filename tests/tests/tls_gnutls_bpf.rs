@@ -1,6 +1,7 @@
-//! TLS plaintext from GnuTLS (libgnutls.so.30): Debian's wget against nginx
-//! (OpenSSL at the other end), and gnutls-cli against gnutls-serv (GnuTLS at
-//! both ends), every process started after the sensor. Plaintext must be
+//! TLS plaintext from GnuTLS (libgnutls.so.30): Debian's wget and gnutls-cli
+//! against nginx (OpenSSL at the other end: both ends' records must hold the
+//! same bytes), and gnutls-cli against gnutls-serv (GnuTLS at both ends),
+//! every process started after the sensor. Plaintext must be
 //! exact with the kernel's connection, the right pid and role, `source:
 //! "gnutls"`, and no ciphertext written.
 
@@ -39,7 +40,7 @@ fn wget_against_nginx_both_ends_exact_from_the_first_request() {
     let port = *port;
     let server = Nginx::tls_pattern_files(port, cert, key, &SIZES);
     let worker = server.worker_pid();
-    let mut args = vec!["--port", port_s.as_str()];
+    let mut args = vec!["--port", port_s.as_str(), "--raw"];
     args.extend_from_slice(EXACT);
     let sensor = Sensor::start(&args);
 
@@ -69,10 +70,133 @@ fn wget_against_nginx_both_ends_exact_from_the_first_request() {
         assert_posts(&h, &[n], "client", port, "gnutls");
         assert_eq!(h[0]["comm"], "wget");
         assert_eq!(h[0]["probe"], "uprobe:gnutls_record_send2");
-        assert!(cap.of("data", pid).is_empty(), "no ciphertext written as data for wget {pid}");
+        let local = h[0]["conn"]["local"].as_str().unwrap();
+        assert_both_ends_exact(&cap, pid, local, worker, port, n, None);
     }
     assert_posts(&cap.of("http", worker), &SIZES, "server", port, "openssl");
-    assert!(cap.of("data", worker).is_empty(), "no ciphertext written as data for nginx");
+    assert_eq!(cap.dropped("tls_socket_unknown"), (0, 0));
+    assert_eq!(cap.dropped("ringbuf_full"), (0, 0));
+}
+
+/// The plaintext both ends of one HTTP exchange wrote, from byte 0 with no
+/// gap, every byte: a GnuTLS client (`pid`, its end `local`) and the nginx
+/// worker (OpenSSL) on `port`. What the client sent is what nginx received
+/// (the request `sent` when the test knows it, else wget's own head, then
+/// the `n`-byte request body), and what nginx answered is what the client
+/// received (its head, then the response body). Only TLS plaintext on the
+/// kernel's connection: no ciphertext.
+fn assert_both_ends_exact(
+    cap: &Capture,
+    pid: u32,
+    local: &str,
+    worker: u32,
+    port: u16,
+    n: usize,
+    sent: Option<&[u8]>,
+) {
+    let server = format!("127.0.0.1:{port}");
+    for r in cap.of("data", pid) {
+        assert_eq!(r["source"], "gnutls", "no ciphertext: {r}");
+        assert_eq!(
+            (r["conn"]["local"].as_str(), r["conn"]["remote"].as_str()),
+            (Some(local), Some(&*server))
+        );
+        assert_eq!((&r["conn"]["role"], &r["conn"]["tls"]), (&"client".into(), &true.into()), "{r}");
+    }
+    for r in cap.of("data", worker).into_iter().filter(|r| r["conn"]["remote"] == local) {
+        assert_eq!(r["source"], "openssl", "no ciphertext: {r}");
+        assert_eq!(
+            (&r["conn"]["role"], &r["conn"]["local"]),
+            (&"server".into(), &server.as_str().into()),
+            "{r}"
+        );
+    }
+    let (request, response) = (cap.conn_stream(pid, &server, "send"), cap.conn_stream(pid, &server, "recv"));
+    assert!(request == cap.conn_stream(worker, local, "recv"), "nginx received what client {pid} sent");
+    assert!(response == cap.conn_stream(worker, local, "send"), "client {pid} received what nginx sent");
+    let head = format!("POST /resp_{n} HTTP/1.1\r\n");
+    match sent {
+        Some(sent) => {
+            assert!(request == sent, "client {pid} sent {} bytes, the records {}", sent.len(), request.len())
+        }
+        None => assert!(request.starts_with(head.as_bytes()), "{}", lossy_start(&request)),
+    }
+    assert!(
+        request.ends_with(format!("\r\n\r\n{}", pattern_body("req", n)).as_bytes()),
+        "request body of {n}"
+    );
+    assert!(response.starts_with(b"HTTP/1.1 200 OK\r\n"), "{}", lossy_start(&response));
+    assert!(
+        response.ends_with(format!("\r\n\r\n{}", pattern_body("resp", n)).as_bytes()),
+        "response body of {n}"
+    );
+}
+
+fn lossy_start(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(&b[..b.len().min(200)])
+}
+
+/// gnutls-cli against nginx (OpenSSL): a new client per size sends its
+/// request from its input and reads the answer until nginx closes; both ends
+/// exact, the client's from its first byte.
+#[test]
+fn gnutls_cli_against_nginx_both_ends_exact_from_the_first_request() {
+    require("gnutls-cli", "gnutls-bin");
+    let TlsSetup { cert, key, port, port_s, .. } = &TlsSetup::new();
+    let port = *port;
+    let server = Nginx::tls_pattern_files(port, cert, key, &SIZES);
+    let worker = server.worker_pid();
+    let mut args = vec!["--port", port_s.as_str(), "--raw"];
+    args.extend_from_slice(EXACT);
+    let sensor = Sensor::start(&args);
+
+    let mut clients = Vec::new();
+    for n in SIZES {
+        let mut request = format!(
+            "POST /resp_{n} HTTP/1.1\r\nHost: localhost:{port}\r\nContent-Type: text/plain\r\n\
+             Content-Length: {n}\r\nConnection: close\r\n\r\n"
+        )
+        .into_bytes();
+        request.extend_from_slice(pattern_body("req", n).as_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("cli.out");
+        let mut cli = Command::new("gnutls-cli")
+            .arg("--x509cafile")
+            .arg(cert)
+            .args(["-p", &port.to_string(), "localhost", "--logfile"])
+            .arg(dir.path().join("cli.log"))
+            .stdin(Stdio::piped())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(Stdio::null())
+            .spawn_guarded();
+        // The input stays open until nginx has answered and closed (an end
+        // of input would make gnutls-cli close first).
+        let mut stdin = cli.stdin.take().unwrap();
+        stdin.write_all(&request).unwrap();
+        let status = wait_child(&mut cli, "gnutls-cli");
+        drop(stdin);
+        let got = std::fs::read(&out).unwrap();
+        let body = format!("\r\n\r\n{}", pattern_body("resp", n));
+        let log = std::fs::read_to_string(dir.path().join("cli.log")).unwrap_or_default();
+        assert!(
+            got.ends_with(body.as_bytes()),
+            "gnutls-cli ({status}) got {} bytes; its log:\n{log}",
+            got.len()
+        );
+        clients.push((cli.id(), n, request));
+    }
+    drop(server);
+    let cap = sensor.stop();
+
+    assert_gnutls_attached(&cap.log, "libgnutls.so.30");
+    for (pid, n, request) in &clients {
+        let h = cap.of("http", *pid);
+        assert_posts(&h, &[*n], "client", port, "gnutls");
+        assert_eq!(h[0]["comm"], "gnutls-cli");
+        let local = h[0]["conn"]["local"].as_str().unwrap();
+        assert_both_ends_exact(&cap, *pid, local, worker, port, *n, Some(request));
+    }
+    assert_posts(&cap.of("http", worker), &SIZES, "server", port, "openssl");
     assert_eq!(cap.dropped("tls_socket_unknown"), (0, 0));
     assert_eq!(cap.dropped("ringbuf_full"), (0, 0));
 }

@@ -130,13 +130,35 @@ fn server(
     running_pod(node, NS, &format!("app={name}")).0
 }
 
-/// `http` records of process `pid` once there are `n`.
+/// `http` records of process `pid` once there are `n`; if they do not come,
+/// the failure says what the sensor did write and log about the process.
 fn http_of(node: &Node, pid: u32, n: usize) -> Vec<Value> {
-    node.wait(&format!("{n} http records of pid {pid}"), 2 * TIMEOUT, || {
-        let http: Vec<Value> =
-            node.sensor_records().into_iter().filter(|r| r["kind"] == "http" && r["pid"] == pid).collect();
-        (http.len() >= n).then_some(http)
-    })
+    let start = std::time::Instant::now();
+    loop {
+        let mine: Vec<Value> = node.sensor_records().into_iter().filter(|r| r["pid"] == pid).collect();
+        let http: Vec<Value> = mine.iter().filter(|r| r["kind"] == "http").cloned().collect();
+        if http.len() >= n {
+            return http;
+        }
+        if start.elapsed() > 2 * TIMEOUT {
+            let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+            for r in &mine {
+                *kinds
+                    .entry(format!("{} {} {}", r["kind"], r["source"], r["conn"]["remote"]))
+                    .or_default() += 1;
+            }
+            let log = node.kubectl(&["-n", "nettap", "logs", "daemonset/nettap-sensor", "--tail=-1"]);
+            let about: Vec<&str> = log.lines().filter(|l| l.contains(&format!("{pid}"))).collect();
+            panic!(
+                "{n} http records of pid {pid}: {} within {:?}; its records (kind source remote: count): \
+                 {kinds:#?}\nthe sensor's log lines naming it:\n{}",
+                http.len(),
+                2 * TIMEOUT,
+                about.join("\n")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }
 
 /// `k8s.peer` of a Service's cluster IP.
