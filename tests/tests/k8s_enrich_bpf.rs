@@ -165,8 +165,24 @@ fn records_name_pod_namespace_labels_and_workload() {
 
     let web_k8s = web.record_k8s(Some(("Deployment", "web")));
     assert_eq!(web_k8s["labels"], json!({"app": "web", "tier": "front", "pod-template-hash": "5d8f7c9b6"}));
-    assert_eq!(k8s_of(&cap, web_server.id()), vec![web_k8s], "web server; log:\n{}", cap.log);
-    assert_eq!(k8s_of(&cap, loader_curl), vec![loader.record_k8s(Some(("StatefulSet", "loader")))]);
+    // The web server and the loader are pods of this node in network
+    // namespaces of their own: each names the other as its peer, from the
+    // other end of the connection (these pods' statuses have no IP for the
+    // cluster's index to name them by).
+    let loader_k8s = loader.record_k8s(Some(("StatefulSet", "loader")));
+    let with_peer = |k8s: &Value, peer: &Value| {
+        let mut out = k8s.clone();
+        out["peer"] = peer.clone();
+        out["peer"].as_object_mut().unwrap().remove("container");
+        out
+    };
+    assert_eq!(
+        k8s_of(&cap, web_server.id()),
+        vec![with_peer(&web_k8s, &loader_k8s)],
+        "web server; log:\n{}",
+        cap.log
+    );
+    assert_eq!(k8s_of(&cap, loader_curl), vec![with_peer(&loader_k8s, &web_k8s)]);
     let agent_k8s = agent.record_k8s(Some(("DaemonSet", "node-agent")));
     assert_eq!(k8s_of(&cap, agent_server.id()), vec![agent_k8s.clone(), agent_k8s]);
     assert_eq!(k8s_of(&cap, host_curl), vec![Value::Null], "a process in no pod");
