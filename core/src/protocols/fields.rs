@@ -168,6 +168,13 @@ impl Fields {
         Some(self.at(s.value))
     }
 
+    /// The names in order, as bytes (no text is sliced: a caller looking for
+    /// a few names reads only the values of those, with [`Fields::get`]).
+    pub fn names(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let text = self.text.as_bytes();
+        self.spans.iter().map(move |s| &text[s.name.0 as usize..s.name.1 as usize])
+    }
+
     /// The fields in order.
     pub fn iter(&self) -> Iter<'_> {
         Iter { fields: self, spans: self.spans.iter() }

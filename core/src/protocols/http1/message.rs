@@ -264,15 +264,19 @@ impl MessageParser {
     /// body. Notes whether the head names a content encoding on the way.
     fn framing(&mut self, request_was_head: bool) -> Result<Option<Framing>, ParseError> {
         let h = &self.msg.head;
-        // One pass over the headers; a name is compared only when its length fits.
+        // One pass over the names as bytes; one is compared only when its
+        // length fits, and only those fields' values are read.
         let (mut chunked, mut length, mut encoded) = (false, None, false);
-        for (n, v) in &h.headers {
+        let value = |i| h.headers.get(i).map_or("", |(_, v)| v);
+        for (i, n) in h.headers.names().enumerate() {
             match n.len() {
-                17 if n.eq_ignore_ascii_case("transfer-encoding") => {
-                    chunked |= v.split(',').any(|t| t.trim().eq_ignore_ascii_case("chunked"))
+                17 if n.eq_ignore_ascii_case(b"transfer-encoding") => {
+                    chunked |= value(i).split(',').any(|t| t.trim().eq_ignore_ascii_case("chunked"))
                 }
-                16 if n.eq_ignore_ascii_case("content-encoding") => encoded = true,
-                14 if length.is_none() && n.eq_ignore_ascii_case("content-length") => length = Some(v),
+                16 if n.eq_ignore_ascii_case(b"content-encoding") => encoded = true,
+                14 if length.is_none() && n.eq_ignore_ascii_case(b"content-length") => {
+                    length = Some(value(i))
+                }
                 _ => {}
             }
         }
