@@ -80,7 +80,7 @@ impl Fields {
             let rel = |a: usize, b: usize| ((a - lo) as u32, (b - lo) as u32);
             self.spans.push(Span { name: rel(name, name_end), value: rel(value, value_end) });
         }
-        let Ok(text) = std::str::from_utf8(&head[lo..hi]) else { return false };
+        let Ok(text) = simdutf8::basic::from_utf8(&head[lo..hi]) else { return false };
         // httparse's slices end next to ASCII delimiters, so this holds; checked
         // because reading a field slices the text there.
         let bound =

@@ -414,7 +414,7 @@ fn body_entry<M: SerializeMap>(
     b64_key: &str,
     bytes: &[u8],
 ) -> Result<(), M::Error> {
-    match std::str::from_utf8(bytes) {
+    match simdutf8::basic::from_utf8(bytes) {
         Ok(text) => m.serialize_entry(text_key, text),
         Err(_) => m.serialize_entry(
             b64_key,
