@@ -111,6 +111,10 @@ install_part "the Node MongoDB driver"
 # The rustls test peer, built once per lock file (exports NETTAP_RUSTLSPEER).
 source "$root/ci/install-rustls-peer.sh"
 install_part "the rustls test peer"
+# The BoringSSL test peer (the `boring` crate, BoringSSL built by cmake and
+# linked in statically), built once per lock file (exports NETTAP_BORINGPEER).
+source "$root/ci/install-boring-peer.sh"
+install_part "the BoringSSL test peer"
 # OpenSSL 1.1.1w and LibreSSL 2.0.0 from the crates that vendor their
 # sources, shared and static (exports NETTAP_OPENSSL111, NETTAP_LIBRESSL).
 source "$root/ci/install-oldssl.sh"
