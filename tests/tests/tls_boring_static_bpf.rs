@@ -132,7 +132,7 @@ fn exact_at_both_ends(name: &str, how: &str) {
         cap.log
     );
     // The attach cost (exec to probed) as the sensor logs it.
-    for l in cap.log.lines().filter(|l| l.contains("BoringSSL linked in") && l.contains("probed")) {
+    for l in cap.log.lines().filter(|l| l.contains("probes attached to a program with BoringSSL linked in")) {
         eprintln!("{l}");
     }
     let want_sent: Vec<u8> = SIZES.iter().flat_map(|&n| request_bytes(n)).collect();
