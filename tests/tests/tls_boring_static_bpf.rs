@@ -202,3 +202,53 @@ fn boring_static_finder_agrees_with_the_symbol_table() {
     has_boringssl(&sensor);
     eprintln!("has_boringssl on the sensor ({} bytes): {:?}", sensor.len(), start.elapsed());
 }
+
+/// A stripped program whose evidence no longer singles `SSL_write` out (a
+/// copy of the stripped peer with its QUIC-misuse report's reason changed,
+/// `mov edx, 0x42` → `0x43`, in an error path never run) is refused with
+/// the reason, not probed at a guessed address: both ends run and talk,
+/// and nothing of theirs is written but their connections (TLS records are
+/// never written as data).
+#[test]
+fn boring_static_stripped_program_the_finder_cannot_single_out_is_refused() {
+    use nettap_sensor::probes::boringssl_static::locate;
+    let (by_symbol, _) = locate(&std::fs::read(peer("boringpeer")).unwrap()).unwrap();
+    let mut data = std::fs::read(peer("boringpeer-stripped")).unwrap();
+    let write_at = by_symbol["SSL_write"].offset as usize;
+    let code = &mut data[write_at..write_at + 0x200];
+    let at = code.windows(5).position(|w| w == [0xba, 0x42, 0, 0, 0]).expect("mov edx, 0x42 in SSL_write");
+    code[at + 1] = 0x43;
+    let e = locate(&data).unwrap_err();
+    assert!(e.contains("SSL_write"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("boringpeer-changed");
+    std::fs::write(&bin, &data).unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let pki = Pki::new(dir.path(), &[]);
+    let port = free_port();
+    let sensor = Sensor::start(&["--raw", "--port", &port.to_string()]);
+    let srv = server(&bin, &pki, port);
+    let info = client(&bin, &pki, port, &["--n", "3"]);
+    let server_pid = srv.0.id();
+    let client_pid = info["pid"].as_u64().unwrap() as u32;
+    sensor.wait_for_record("the client's connection", |r| r["kind"] == "conn" && r["pid"] == client_pid);
+    drop(srv);
+    let cap = sensor.stop();
+
+    let refused = cap.log.lines().find(|l| {
+        l.contains("probe attached: failed")
+            && l.contains("boringpeer-changed")
+            && l.contains("SSL_write")
+            && l.contains("not probed rather than guessed")
+    });
+    assert!(refused.is_some(), "no refusal naming the program and SSL_write:\n{}", cap.log);
+    assert!(
+        !cap.log.lines().any(|l| l.contains("boringpeer-changed") && l.contains("ok=true")),
+        "a probe was attached to the changed program:\n{}",
+        cap.log
+    );
+    for pid in [client_pid, server_pid] {
+        assert!(cap.of("data", pid).is_empty(), "pid {pid}: data written without the TLS probes");
+        assert!(cap.of("http", pid).is_empty(), "pid {pid}: plaintext seen without the TLS probes");
+    }
+}
