@@ -12,7 +12,7 @@ boring_sum="$(cat "$boring_src/Cargo.lock" "$boring_src/Cargo.toml" "$boring_src
 export NETTAP_BORINGPEER="${NETTAP_BORINGPEER:-$HOME/.cache/nettap/boringpeer/$boring_sum}"
 if [ ! -e "$NETTAP_BORINGPEER/.complete" ]; then
   echo "ci/install.sh: building the BoringSSL test peer (once; BoringSSL's cmake build)"
-  for tool in cmake; do
+  for tool in cmake c++; do
     command -v "$tool" >/dev/null || { echo "ci/install.sh: $tool is required to build BoringSSL (boring-sys)" >&2; exit 1; }
   done
   rm -rf "$NETTAP_BORINGPEER" && mkdir -p "$NETTAP_BORINGPEER"

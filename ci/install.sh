@@ -30,6 +30,7 @@ need_pkgs=(
   qemu-system-x86 qemu-system-arm  # the guest kernels of the kernel matrix (ci/install-vm.sh)
   gcc-aarch64-linux-gnu # links the arm64 sensor for the arm64 guest (.cargo/config.toml)
   g++-aarch64-linux-gnu cmake # librdkafka's vendored build (the Kafka sink) for both targets
+  g++                   # BoringSSL's C++, built by boring-sys for the BoringSSL test peer
   runc iptables         # the real node (ci/node.sh): containerd's runtime; pod NAT, kube-proxy
   redis-server redis-tools  # a real Redis server and redis-cli (issue 23's protocol tests)
   postgresql            # a real PostgreSQL server and psql (issue 23's protocol tests)

@@ -1,8 +1,9 @@
 //! Where `SSL_read`, `SSL_write` and `SSL_do_handshake` are in an x86_64 ELF
 //! file that has BoringSSL linked in statically and no symbols for them
 //! (gRPC's Python wheel: `cygrpc.cpython-*.so` has no `.symtab` and exports
-//! no `SSL_*`). Nothing here attaches anything: it reads bytes and names
-//! addresses, or says why it will not.
+//! no `SSL_*`; a stripped program with BoringSSL linked in, see
+//! `boringssl_static`). Nothing here attaches anything: it reads bytes and
+//! names addresses, or says why it will not.
 //!
 //! The anchor is BoringSSL's error reporting. `OPENSSL_PUT_ERROR(SSL, r)` is
 //! `ERR_put_error(ERR_LIB_SSL, 0, r, __FILE__, __LINE__)`, so every report in
@@ -23,9 +24,10 @@
 //!
 //! Concretely (`ssl_lib.cc` has this shape from Android 13's BoringSSL of
 //! 2022 to BoringSSL's 2026 source; the compiled shape is tested on
-//! Android 13's build and on grpcio 1.68.1's, a BoringSSL of mid 2024, and
-//! was checked by hand on that BoringSSL's libssl built with gcc 12 and
-//! clang 19 at -O2 and -Os):
+//! Android 13's build, on grpcio 1.68.1's, a BoringSSL of mid 2024, and on
+//! the `boring` crate 5.4.0's, built by boring-sys with gcc 12 -O3 into a
+//! Rust program (against its own symbol table), and was checked by hand on
+//! grpcio's BoringSSL's libssl built with gcc 12 and clang 19 at -O2 and -Os):
 //! - `SSL_write` reports QUIC misuse (`ERR_R_SHOULD_NOT_HAVE_BEEN_CALLED`),
 //!   then `SSL_R_UNINITIALIZED`, then `SSL_R_SSL_HANDSHAKE_FAILURE`, in that
 //!   source order; `SSL_key_update` has the first two the other way round,
@@ -36,7 +38,10 @@
 //!   inlines `SSL_peek` (the same report, same line) and calls everything
 //!   `SSL_peek` calls and more (`SSLBuffer::DiscardConsumed`), or, where
 //!   it does not inline it (gcc), is `SSL_peek`'s only caller, lying among
-//!   `ssl_lib.cc`'s functions and reporting nothing itself.
+//!   `ssl_lib.cc`'s functions and reporting nothing itself; or, where a
+//!   static link dropped `SSL_peek` (the `boring` crate's BoringSSL, gcc
+//!   -O3), is the one function of that shape, called from outside
+//!   `ssl_lib.cc` only and alone in reporting from that line.
 //! - `SSL_do_handshake` reports `SSL_R_CONNECTION_TYPE_NOT_SET`; of the
 //!   functions that do (`SSL_connect` and `SSL_accept` may inline it), it is
 //!   the one `SSL_write` or `ssl_read_impl` calls.
