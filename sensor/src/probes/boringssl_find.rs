@@ -67,7 +67,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// How the path of `ssl_lib.cc` ends, whatever the build's source root
 /// (`third_party/boringssl-with-bazel/src/` in gRPC, `src/` in Android).
-const SOURCE_SUFFIX: &[u8] = b"ssl/ssl_lib.cc";
+pub const SOURCE_SUFFIX: &[u8] = b"ssl/ssl_lib.cc";
 
 /// `ERR_LIB_SSL` (err.h).
 const ERR_LIB_SSL: u64 = 16;

@@ -7,7 +7,7 @@
 //!
 //! - The mark: the path string of `ssl/ssl_lib.cc` that BoringSSL's error
 //!   reports carry (OpenSSL's file is `ssl_lib.c`), looked for with memmem
-//!   in `.rodata`; a program without it is left after that one search.
+//!   in `.rodata`; a program without it is left after that search.
 //! - By symbol, where the symbol table defines `SSL_write`, `SSL_read` and
 //!   `SSL_do_handshake` (BoringSSL keeps OpenSSL's names, unmangled).
 //! - Else by `boringssl_find` (error-report call sites and the call graph),
@@ -31,19 +31,22 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::rc::Rc;
 
-/// How the path of `ssl_lib.cc` ends in BoringSSL's read-only data,
-/// whatever the build's source root, NUL included (`ssl/ssl_lib.c` is
-/// OpenSSL's).
-const MARK: &[u8] = b"ssl/ssl_lib.cc\0";
-
 /// The functions found by symbol; `bio_write` is static and found by its
 /// method table, never by a (local, ambiguous) name.
 const BY_SYMBOL: [&str; 3] = ["SSL_write", "SSL_read", "SSL_do_handshake"];
 
-/// Whether the ELF file `data` carries BoringSSL's libssl (its `.rodata`
-/// holds the `ssl_lib.cc` path): one memmem over that section.
+/// Whether the ELF file `data` carries BoringSSL's libssl: its `.rodata`
+/// holds the path of `ssl_lib.cc` (`ssl/ssl_lib.c` is OpenSSL's) as a whole
+/// string, after a directory or on its own, whatever the build's source
+/// root: a memmem or two over that section. The needles are put together
+/// here, never written as one literal, so that nettap's own files (another
+/// sensor's, a test's) do not carry them and are not taken for BoringSSL.
 pub fn has_boringssl(data: &[u8]) -> bool {
-    memchr::memmem::find(elf::rodata(data), MARK).is_some()
+    let rodata = elf::rodata(data);
+    let suffix = boringssl_find::SOURCE_SUFFIX;
+    [[b"/".as_slice(), suffix, b"\0"].concat(), [b"\0".as_slice(), suffix, b"\0"].concat()]
+        .iter()
+        .any(|needle| memchr::memmem::find(rodata, needle).is_some())
 }
 
 /// How the functions were found, for the `probe attached` lines.
