@@ -30,6 +30,7 @@ need_pkgs=(
   qemu-system-x86 qemu-system-arm  # the guest kernels of the kernel matrix (ci/install-vm.sh)
   gcc-aarch64-linux-gnu # links the arm64 sensor for the arm64 guest (.cargo/config.toml)
   g++-aarch64-linux-gnu cmake # librdkafka's vendored build (the Kafka sink) for both targets
+  g++                   # BoringSSL's C++, built by boring-sys for the BoringSSL test peer
   runc iptables         # the real node (ci/node.sh): containerd's runtime; pod NAT, kube-proxy
   redis-server redis-tools  # a real Redis server and redis-cli (issue 23's protocol tests)
   postgresql            # a real PostgreSQL server and psql (issue 23's protocol tests)
@@ -111,6 +112,10 @@ install_part "the Node MongoDB driver"
 # The rustls test peer, built once per lock file (exports NETTAP_RUSTLSPEER).
 source "$root/ci/install-rustls-peer.sh"
 install_part "the rustls test peer"
+# The BoringSSL test peer (the `boring` crate, BoringSSL built by cmake and
+# linked in statically), built once per lock file (exports NETTAP_BORINGPEER).
+source "$root/ci/install-boring-peer.sh"
+install_part "the BoringSSL test peer"
 # OpenSSL 1.1.1w and LibreSSL 2.0.0 from the crates that vendor their
 # sources, shared and static (exports NETTAP_OPENSSL111, NETTAP_LIBRESSL).
 source "$root/ci/install-oldssl.sh"

@@ -53,6 +53,7 @@ pub static BORINGSSL: TlsLibrary = TlsLibrary {
     is_file: is_cygrpc,
     functions: &BORINGSSL_FUNCTIONS,
     linked_in: &[],
+    another_library: None,
     bundlers: &[],
     version: |_| "BoringSSL".into(),
     locate: Some(locate),

@@ -1,8 +1,9 @@
 //! Where `SSL_read`, `SSL_write` and `SSL_do_handshake` are in an x86_64 ELF
 //! file that has BoringSSL linked in statically and no symbols for them
 //! (gRPC's Python wheel: `cygrpc.cpython-*.so` has no `.symtab` and exports
-//! no `SSL_*`). Nothing here attaches anything: it reads bytes and names
-//! addresses, or says why it will not.
+//! no `SSL_*`; a stripped program with BoringSSL linked in, see
+//! `boringssl_static`). Nothing here attaches anything: it reads bytes and
+//! names addresses, or says why it will not.
 //!
 //! The anchor is BoringSSL's error reporting. `OPENSSL_PUT_ERROR(SSL, r)` is
 //! `ERR_put_error(ERR_LIB_SSL, 0, r, __FILE__, __LINE__)`, so every report in
@@ -23,9 +24,10 @@
 //!
 //! Concretely (`ssl_lib.cc` has this shape from Android 13's BoringSSL of
 //! 2022 to BoringSSL's 2026 source; the compiled shape is tested on
-//! Android 13's build and on grpcio 1.68.1's, a BoringSSL of mid 2024, and
-//! was checked by hand on that BoringSSL's libssl built with gcc 12 and
-//! clang 19 at -O2 and -Os):
+//! Android 13's build, on grpcio 1.68.1's, a BoringSSL of mid 2024, and on
+//! the `boring` crate 5.4.0's, built by boring-sys with gcc 12 -O3 into a
+//! Rust program (against its own symbol table), and was checked by hand on
+//! grpcio's BoringSSL's libssl built with gcc 12 and clang 19 at -O2 and -Os):
 //! - `SSL_write` reports QUIC misuse (`ERR_R_SHOULD_NOT_HAVE_BEEN_CALLED`),
 //!   then `SSL_R_UNINITIALIZED`, then `SSL_R_SSL_HANDSHAKE_FAILURE`, in that
 //!   source order; `SSL_key_update` has the first two the other way round,
@@ -36,7 +38,10 @@
 //!   inlines `SSL_peek` (the same report, same line) and calls everything
 //!   `SSL_peek` calls and more (`SSLBuffer::DiscardConsumed`), or, where
 //!   it does not inline it (gcc), is `SSL_peek`'s only caller, lying among
-//!   `ssl_lib.cc`'s functions and reporting nothing itself.
+//!   `ssl_lib.cc`'s functions and reporting nothing itself; or, where a
+//!   static link dropped `SSL_peek` (the `boring` crate's BoringSSL, gcc
+//!   -O3), is the one function of that shape, called from outside
+//!   `ssl_lib.cc` only and alone in reporting from that line.
 //! - `SSL_do_handshake` reports `SSL_R_CONNECTION_TYPE_NOT_SET`; of the
 //!   functions that do (`SSL_connect` and `SSL_accept` may inline it), it is
 //!   the one `SSL_write` or `ssl_read_impl` calls.
@@ -62,7 +67,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// How the path of `ssl_lib.cc` ends, whatever the build's source root
 /// (`third_party/boringssl-with-bazel/src/` in gRPC, `src/` in Android).
-const SOURCE_SUFFIX: &[u8] = b"ssl/ssl_lib.cc";
+pub const SOURCE_SUFFIX: &[u8] = b"ssl/ssl_lib.cc";
 
 /// `ERR_LIB_SSL` (err.h).
 const ERR_LIB_SSL: u64 = 16;
@@ -133,8 +138,9 @@ pub struct Found {
     pub ssl_read: Entry,
     /// `SSL_write`.
     pub ssl_write: Entry,
-    /// `SSL_peek` (what `SSL_read` was told apart from).
-    pub ssl_peek: Entry,
+    /// `SSL_peek` (what `SSL_read` was told apart from); `None` where it is
+    /// only inlined into `SSL_read` (a static link dropped the unused copy).
+    pub ssl_peek: Option<Entry>,
     /// `SSL_do_handshake`.
     pub ssl_do_handshake: Entry,
 }
@@ -230,9 +236,9 @@ pub fn find(data: &[u8]) -> Result<Found, FindError> {
     let (read, peek) = match peeks.as_slice() {
         [a, b] if a.line(SHOULD_NOT_HAVE_BEEN_CALLED) == b.line(SHOULD_NOT_HAVE_BEEN_CALLED) => {
             if a.calls.is_superset(&b.calls) && a.calls.len() > b.calls.len() {
-                (a.start, b.start)
+                (a.start, Some(b.start))
             } else if b.calls.is_superset(&a.calls) && b.calls.len() > a.calls.len() {
-                (b.start, a.start)
+                (b.start, Some(a.start))
             } else {
                 return Err(FindError::Candidates {
                     function: "SSL_read",
@@ -242,20 +248,33 @@ pub fn find(data: &[u8]) -> Result<Found, FindError> {
                 });
             }
         }
-        // SSL_peek alone has that shape: SSL_read calls it (gcc -O2 does not inline it). SSL_read
-        // is then its only caller, compiled in ssl_lib.cc (within the span of its reporting
-        // functions: not bio_ssl.cc's or the application's code) and reporting nothing itself.
-        [peek] => {
+        // One function alone has that shape: either SSL_peek, which SSL_read calls (gcc -O2
+        // does not inline it): SSL_read is then its only caller, compiled in ssl_lib.cc (within
+        // the span of its reporting functions: not bio_ssl.cc's or the application's code) and
+        // reporting nothing itself. Or SSL_read with SSL_peek inlined, where a static link
+        // dropped SSL_peek itself (nothing called it; gcc -O3 in boring-sys): then nothing in
+        // ssl_lib.cc calls it (only the application does), and no other function reports from
+        // its QUIC check's line, as another copy of SSL_peek's code would (a changed SSL_read
+        // beside a real SSL_peek is refused so).
+        [only] => {
             let span = fns.values().map(|r| r.start).min().unwrap_or(0)
                 ..fns.values().map(|r| r.start.saturating_add(r.len)).max().unwrap_or(0);
-            let callers = code.callers(peek.start);
+            let callers = code.callers(only.start);
+            let quic_line = only.line(SHOULD_NOT_HAVE_BEEN_CALLED);
+            let line_is_its_own = fns
+                .values()
+                .filter(|r| r.start != only.start)
+                .all(|r| r.sites.iter().all(|s| Some(s.line) != quic_line));
             match callers.iter().collect::<Vec<_>>()[..] {
-                [&read] if span.contains(&read) && !fns.contains_key(&read) => (read, peek.start),
+                [&read] if span.contains(&read) && !fns.contains_key(&read) => (read, Some(only.start)),
+                ref outside if outside.iter().all(|c| !span.contains(c)) && line_is_its_own => {
+                    (only.start, None)
+                }
                 _ => {
                     return Err(FindError::Candidates {
                         function: "SSL_read",
                         count: callers.len(),
-                        evidence: "the only caller of SSL_peek (which is not inlined), within ssl_lib.cc's code and reporting no error there",
+                        evidence: "the only caller of SSL_peek (which is not inlined), within ssl_lib.cc's code and reporting no error there; or, called from outside ssl_lib.cc only and alone in reporting from its line, SSL_read itself",
                         candidates: callers.into_iter().take(8).collect(),
                     })
                 }
@@ -286,7 +305,7 @@ pub fn find(data: &[u8]) -> Result<Found, FindError> {
         source: reporters.source,
         ssl_read: entry(read),
         ssl_write: entry(write),
-        ssl_peek: entry(peek),
+        ssl_peek: peek.map(entry),
         ssl_do_handshake: entry(handshake),
     })
 }
@@ -731,7 +750,7 @@ pub(crate) mod tests {
         for (entry, name) in [
             (found.ssl_read, "SSL_read"),
             (found.ssl_write, "SSL_write"),
-            (found.ssl_peek, "SSL_peek"),
+            (found.ssl_peek.unwrap(), "SSL_peek"),
             (found.ssl_do_handshake, "SSL_do_handshake"),
         ] {
             assert_eq!(entry.address, dynamic_symbol(&data, name), "{name}");
@@ -796,12 +815,12 @@ pub(crate) mod tests {
         // SSL_write: QUIC misuse, uninitialized, handshake failure, bad length.
         assert_eq!(lines(found.ssl_write), [1072, 1077, 1092, 1098]);
         // SSL_peek's QUIC check, in SSL_peek and inlined in SSL_read.
-        assert_eq!(lines(found.ssl_peek), [1051]);
+        assert_eq!(lines(found.ssl_peek.unwrap()), [1051]);
         assert_eq!(lines(found.ssl_read), [1051]);
         assert_eq!(lines(found.ssl_do_handshake), [855]);
         // The addresses of that wheel, checked by hand against its disassembly.
-        let addrs =
-            [found.ssl_read, found.ssl_write, found.ssl_peek, found.ssl_do_handshake].map(|e| e.address);
+        let addrs = [found.ssl_read, found.ssl_write, found.ssl_peek.unwrap(), found.ssl_do_handshake]
+            .map(|e| e.address);
         assert_eq!(addrs, [0x963520, 0x961840, 0x9632c0, 0x961240]);
     }
 
@@ -835,7 +854,7 @@ pub(crate) mod tests {
         let mut data =
             read(std::path::Path::new(ANDROID_LIBSSL), "ci/install.sh installs android-libboringssl");
         let want = find(&data).unwrap();
-        let (read_at, peek) = (want.ssl_read.address, want.ssl_peek.address);
+        let (read_at, peek) = (want.ssl_read.address, want.ssl_peek.unwrap().address);
         let obj = object::File::parse(&*data).unwrap();
         let code = Code::new(&obj);
         let instrs: Vec<Instruction> = code.decode(read_at, code.containing(read_at).unwrap().1);
@@ -858,6 +877,33 @@ pub(crate) mod tests {
         let found = find(&data).unwrap();
         assert_eq!(found, want);
         assert!(!reporters(&object::File::parse(&*data).unwrap()).unwrap().functions.contains_key(&read_at));
+    }
+
+    /// The shape of a static link that dropped `SSL_peek` (boring-sys's
+    /// BoringSSL, gcc -O3: `SSL_read` inlines it and nothing else calls
+    /// it): made from Android's build by taking `SSL_peek`'s QUIC report
+    /// away (its `lea rcx` loads `rax`). `SSL_read` alone then has the
+    /// shape, is called from outside ssl_lib.cc only, and no other function
+    /// reports from its line: it is found, and no `SSL_peek` with it.
+    #[test]
+    fn android_boringssl_without_a_reporting_ssl_peek_finds_ssl_read_alone() {
+        let mut data =
+            read(std::path::Path::new(ANDROID_LIBSSL), "ci/install.sh installs android-libboringssl");
+        let want = find(&data).unwrap();
+        let peek = want.ssl_peek.unwrap().address;
+        let obj = object::File::parse(&*data).unwrap();
+        let code = Code::new(&obj);
+        let instrs: Vec<Instruction> = code.decode(peek, code.containing(peek).unwrap().1);
+        let lea = instrs
+            .iter()
+            .find(|i| i.mnemonic() == Mnemonic::Lea && i.op0_register() == Register::RCX)
+            .expect("lea rcx in SSL_peek");
+        let lea_at = file_offset(&obj, lea.ip()).unwrap() as usize;
+        drop(obj);
+        assert_eq!(data[lea_at..lea_at + 3], [0x48, 0x8d, 0x0d], "lea rcx, [rip + disp32]");
+        data[lea_at + 2] = 0x05; // lea rax, [rip + disp32]
+        let found = find(&data).unwrap();
+        assert_eq!(found, Found { ssl_peek: None, ..want });
     }
 
     fn found_offset(data: &[u8], f: impl Fn(&Found) -> Entry) -> u64 {

@@ -43,6 +43,7 @@ pub static GNUTLS: TlsLibrary = TlsLibrary {
     is_file: is_libgnutls,
     functions: &GNUTLS_FUNCTIONS,
     linked_in: &["gnutls_record_send2", "gnutls_record_recv"],
+    another_library: None,
     bundlers: &[],
     version: library_version,
     locate: None,

@@ -3,6 +3,7 @@
 
 mod boringssl;
 pub mod boringssl_find;
+pub mod boringssl_static;
 mod elf;
 pub mod exec_gate;
 mod file_id;

@@ -53,6 +53,7 @@ pub static NSS: TlsLibrary = TlsLibrary {
     is_file: is_libssl3,
     functions: &NSS_FUNCTIONS,
     linked_in: &[],
+    another_library: None,
     bundlers: &[],
     version: library_version,
     locate: Some(|data| nss_methods::ssl_layer_methods(data).map_err(|e| e.to_string())),

@@ -46,6 +46,7 @@ pub static OPENSSL: TlsLibrary = TlsLibrary {
     is_file: is_libssl,
     functions: &SSL_FUNCTIONS,
     linked_in: &["SSL_write", "SSL_read"],
+    another_library: Some(super::boringssl_static::has_boringssl),
     bundlers: &["node", "nodejs"],
     version: library_version,
     locate: None,

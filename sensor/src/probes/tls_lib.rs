@@ -38,6 +38,10 @@ pub struct TlsLibrary {
     /// (then it is probed like the shared object); empty: executables are
     /// not examined for it.
     pub linked_in: &'static [&'static str],
+    /// Whether an executable that defines `linked_in` holds another
+    /// library under the same names (BoringSSL keeps OpenSSL's), which
+    /// then is left to that library's prober.
+    pub another_library: Option<fn(&[u8]) -> bool>,
     /// Programs known to carry their own copy, looked for on `PATH` at
     /// start-up so their first process is probed before it starts
     /// (examining one on exec races its first TLS call).
@@ -190,7 +194,8 @@ impl TlsLibProbes {
         }
         let Unexamined { file, map, .. } = open_unexamined(path, &self.probed, &mut self.examined)?;
         let found = elf::symbol_offsets(&map, self.lib.linked_in).ok()?;
-        if found.len() < self.lib.linked_in.len() {
+        if found.len() < self.lib.linked_in.len() || self.lib.another_library.is_some_and(|other| other(&map))
+        {
             return None;
         }
         let plans = self.plan(&map);

@@ -2,6 +2,7 @@
 //! together by the capture loop: start-up, a library mapped, a program
 //! executed or held at exec, and files that are gone losing their probes.
 
+use super::boringssl_static::BoringProgramProbes;
 use super::go_tls::GoTlsProbes;
 use super::probed_files::{self, MapsName};
 use super::rustls::RustlsProbes;
@@ -21,6 +22,7 @@ pub struct TlsProbers {
     libraries: Vec<TlsLibProbes>,
     go: GoTlsProbes,
     rustls: RustlsProbes,
+    boring: BoringProgramProbes,
     /// The deleted files still mapped at the last look, and when that was.
     still_mapped: HashSet<MapsName>,
     looked: Instant,
@@ -36,6 +38,7 @@ impl Default for TlsProbers {
             libraries: [&OPENSSL, &GNUTLS, &NSS, &BORINGSSL].map(TlsLibProbes::new).into(),
             go: GoTlsProbes::new(),
             rustls: RustlsProbes::new(),
+            boring: BoringProgramProbes::new(),
             still_mapped: HashSet::new(),
             looked: Instant::now(),
         }
@@ -62,6 +65,7 @@ impl TlsProbers {
         }
         info!(programs = self.go.attach_running(ebpf), "Go programs with crypto/tls probed");
         info!(programs = self.rustls.attach_running(ebpf), "programs with rustls probed");
+        info!(programs = self.boring.attach_running(ebpf), "programs with BoringSSL linked in probed");
     }
 
     /// A process mapped a TLS library's file.
@@ -78,6 +82,7 @@ impl TlsProbers {
         }
         self.go.examine_exec(ebpf, exe, now_boot_ns);
         self.rustls.examine_exec(ebpf, exe, now_boot_ns);
+        self.boring.examine_exec(ebpf, exe, now_boot_ns);
     }
 
     /// A program is held at exec, not yet run.
@@ -87,6 +92,7 @@ impl TlsProbers {
         }
         self.go.examine_held(ebpf, held);
         self.rustls.examine_held(ebpf, held);
+        self.boring.examine_held(ebpf, held);
     }
 
     /// Detaches the probes of every deleted file no process maps any more.
@@ -100,6 +106,7 @@ impl TlsProbers {
             .flat_map(TlsLibProbes::deleted)
             .chain(self.go.deleted())
             .chain(self.rustls.deleted())
+            .chain(self.boring.deleted())
             .collect();
         let newly_deleted = deleted.iter().any(|d| !self.still_mapped.contains(d));
         if deleted.is_empty() || !(newly_deleted || exited || self.looked.elapsed() >= LOOK_AGAIN) {
@@ -109,7 +116,9 @@ impl TlsProbers {
         self.looked = Instant::now();
         self.still_mapped = in_use.clone();
         let libs: usize = self.libraries.iter_mut().map(|l| l.release_unused(&in_use)).sum();
-        libs + self.go.release_unused(ebpf, &in_use) + self.rustls.release_unused(&in_use)
+        libs + self.go.release_unused(ebpf, &in_use)
+            + self.rustls.release_unused(&in_use)
+            + self.boring.release_unused(&in_use)
     }
 
     /// Files examined or probed for `lib`.
