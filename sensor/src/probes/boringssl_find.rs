@@ -66,8 +66,16 @@ use object::{Object, ObjectSection, ObjectSymbol, ObjectSymbolTable, RelocationT
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// How the path of `ssl_lib.cc` ends, whatever the build's source root
-/// (`third_party/boringssl-with-bazel/src/` in gRPC, `src/` in Android).
-pub const SOURCE_SUFFIX: &[u8] = b"ssl/ssl_lib.cc";
+/// (`third_party/boringssl-with-bazel/src/` in gRPC, `src/` in Android),
+/// stored reversed: as a literal, the linker may put it between two NULs,
+/// and nettap's own files would then be taken for BoringSSL (seen: a
+/// change of optimisation levels moved it there).
+const SOURCE_SUFFIX_REVERSED: &[u8] = b"cc.bil_lss/lss";
+
+/// `ssl/ssl_lib.cc`, made at run time (see `SOURCE_SUFFIX_REVERSED`).
+pub fn source_suffix() -> Vec<u8> {
+    SOURCE_SUFFIX_REVERSED.iter().rev().copied().collect()
+}
 
 /// `ERR_LIB_SSL` (err.h).
 const ERR_LIB_SSL: u64 = 16;
@@ -530,12 +538,13 @@ struct Sources<'a>(Vec<(u64, &'a [u8])>);
 
 impl<'a> Sources<'a> {
     fn new(obj: &object::File<'a>) -> Self {
-        let mut needle = SOURCE_SUFFIX.to_vec();
+        let suffix = source_suffix();
+        let mut needle = suffix.clone();
         needle.push(0);
         let mut out = Vec::new();
         for (base, bytes) in read_only_data(obj) {
             for end in memchr::memmem::find_iter(bytes, &needle) {
-                let end = end + SOURCE_SUFFIX.len();
+                let end = end + suffix.len();
                 let first = bytes[..end].iter().rposition(|b| !b.is_ascii_graphic()).map_or(0, |p| p + 1);
                 out.push((base + first as u64, &bytes[first..end]));
             }
@@ -546,10 +555,11 @@ impl<'a> Sources<'a> {
     /// The path a load of `address` gets, if it is `ssl/ssl_lib.cc` or
     /// ends with `/ssl/ssl_lib.cc`.
     fn path_at(&self, address: u64) -> Option<&'a [u8]> {
+        let suffix = source_suffix();
         self.0.iter().find_map(|&(first, run)| {
             let path = run.get(usize::try_from(address.checked_sub(first)?).ok()?..)?;
-            let whole = path == SOURCE_SUFFIX
-                || path.strip_suffix(SOURCE_SUFFIX).is_some_and(|dir| dir.ends_with(b"/"));
+            let whole = path == suffix.as_slice()
+                || path.strip_suffix(suffix.as_slice()).is_some_and(|dir| dir.ends_with(b"/"));
             whole.then_some(path)
         })
     }
@@ -746,7 +756,10 @@ pub(crate) mod tests {
         let t = std::time::Instant::now();
         let found = find(&data).unwrap();
         eprintln!("android libssl.so.0: {found:x?} in {:?}", t.elapsed());
-        assert_eq!(found.source, "src/ssl/ssl_lib.cc");
+        // The path made at run time, as the sensor makes its needles (a
+        // literal could sit between NULs in this test binary).
+        let suffix = String::from_utf8(source_suffix()).unwrap();
+        assert_eq!(found.source, format!("src/{suffix}"));
         for (entry, name) in [
             (found.ssl_read, "SSL_read"),
             (found.ssl_write, "SSL_write"),
@@ -786,7 +799,8 @@ pub(crate) mod tests {
         let mut data =
             read(std::path::Path::new(ANDROID_LIBSSL), "ci/install.sh installs android-libboringssl");
         let want = find(&data).unwrap();
-        let at = memchr::memmem::find(&data, b"\0src/ssl/ssl_lib.cc\0").expect("the path, after a NUL");
+        let path = [b"\0src/".as_slice(), &source_suffix(), b"\0"].concat();
+        let at = memchr::memmem::find(&data, &path).expect("the path, after a NUL");
         data[at] = b'X';
         assert_eq!(find(&data).unwrap(), want);
     }
@@ -805,7 +819,8 @@ pub(crate) mod tests {
         let t = std::time::Instant::now();
         let found = find(&data).unwrap();
         eprintln!("{}: {found:x?} in {:?}", path.display(), t.elapsed());
-        assert_eq!(found.source, "third_party/boringssl-with-bazel/src/ssl/ssl_lib.cc");
+        let suffix = String::from_utf8(source_suffix()).unwrap();
+        assert_eq!(found.source, format!("third_party/boringssl-with-bazel/src/{suffix}"));
         let fns = reporters(&obj).unwrap().functions;
         let lines = |e: Entry| {
             let mut l: Vec<u32> = fns[&e.address].sites.iter().map(|s| s.line).collect();

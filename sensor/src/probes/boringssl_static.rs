@@ -38,13 +38,13 @@ const BY_SYMBOL: [&str; 3] = ["SSL_write", "SSL_read", "SSL_do_handshake"];
 /// Whether the ELF file `data` carries BoringSSL's libssl: its `.rodata`
 /// holds the path of `ssl_lib.cc` (`ssl/ssl_lib.c` is OpenSSL's) as a whole
 /// string, after a directory or on its own, whatever the build's source
-/// root: a memmem or two over that section. The needles are put together
-/// here, never written as one literal, so that nettap's own files (another
+/// root: a memmem or two over that section. The needles are made at run
+/// time from a reversed literal, so that nettap's own files (another
 /// sensor's, a test's) do not carry them and are not taken for BoringSSL.
 pub fn has_boringssl(data: &[u8]) -> bool {
     let rodata = elf::rodata(data);
-    let suffix = boringssl_find::SOURCE_SUFFIX;
-    [[b"/".as_slice(), suffix, b"\0"].concat(), [b"\0".as_slice(), suffix, b"\0"].concat()]
+    let suffix = boringssl_find::source_suffix();
+    [[b"/".as_slice(), &suffix, b"\0"].concat(), [b"\0".as_slice(), &suffix, b"\0"].concat()]
         .iter()
         .any(|needle| memchr::memmem::find(rodata, needle).is_some())
 }
