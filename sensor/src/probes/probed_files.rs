@@ -115,6 +115,16 @@ impl ProbedFiles {
             .filter_map(|(id, links)| Some((id, self.files.remove(&id)??.target, links)))
             .collect()
     }
+
+    /// [`ProbedFiles::release_unused`] for programs of one kind (`what`: "rustls
+    /// program"), each release logged; returns how many.
+    pub fn release_unused_programs(&mut self, in_use: &HashSet<MapsName>, what: &str) -> usize {
+        let gone = self.release_unused(in_use);
+        for (_, target, links) in &gone {
+            tracing::info!(target, links, "probes detached from a deleted {what} no process runs");
+        }
+        gone.len()
+    }
 }
 
 impl Held {

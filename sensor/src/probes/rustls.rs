@@ -65,11 +65,7 @@ impl RustlsProbes {
     /// Forgets deleted executables no process runs (`in_use`: what some
     /// process maps); their links went with their files. Returns how many.
     pub fn release_unused(&mut self, in_use: &HashSet<MapsName>) -> usize {
-        let gone = self.probed.release_unused(in_use);
-        for (_, target, links) in &gone {
-            tracing::info!(target, links, "probes detached from a deleted rustls program no process runs");
-        }
-        gone.len()
+        self.probed.release_unused_programs(in_use, "rustls program")
     }
 }
 
