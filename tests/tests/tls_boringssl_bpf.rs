@@ -13,14 +13,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 /// The `probe attached` lines name the extension module, each function and
-/// the library, all attached.
+/// the library with grpcio's version (ci/install.sh pins 1.68.1), all attached.
 fn assert_boringssl_attached(log: &str) {
     for function in ["SSL_write", "SSL_read", "SSL_do_handshake", "bio_write"] {
         assert!(
             log.lines().any(|l| l.contains("probe attached")
                 && l.contains("cygrpc.")
                 && l.contains(function)
-                && l.contains("BoringSSL")
+                && l.contains("version=\"BoringSSL (grpcio 1.68.1)\"")
                 && l.contains("ok=true")),
             "no probe attached line for {function} on cygrpc:\n{log}"
         );

@@ -174,6 +174,15 @@ fn rustls_client_and_server_bodies_from_0_b_to_4_mib_exact_at_both_ends() {
     for l in cap.log.lines().filter(|l| l.contains("probes attached to a rustls program")) {
         eprintln!("{l}");
     }
+    // The server was the program's first run: held at exec until probed.
+    let held = format!("pid={server_pid} ");
+    assert!(
+        cap.log.lines().any(|l| l.contains("probes attached to a rustls program")
+            && l.contains(&held)
+            && l.contains("held=true")),
+        "the server held at exec until probed:\n{}",
+        cap.log
+    );
     for (pid, role) in [
         (raw021, "client"),
         (ureq, "client"),
@@ -188,6 +197,13 @@ fn rustls_client_and_server_bodies_from_0_b_to_4_mib_exact_at_both_ends() {
     let want_recv: Vec<u8> = SIZES.iter().flat_map(|&n| response_bytes(n)).collect();
     let end = client_end(&cap, raw021);
     let server_end = format!("127.0.0.1:{port}");
+    // The plaintext's connection is the kernel's: its open names the same ends.
+    let opened = cap.of("conn", raw021).into_iter().any(|r| {
+        r["event"] == "open"
+            && r["conn"]["local"] == end.as_str()
+            && r["conn"]["remote"] == server_end.as_str()
+    });
+    assert!(opened, "the kernel's open of the 0.21 client's connection {end}");
     for (pid, dir, remote, want) in [
         (raw021, "send", &server_end, &want_sent),
         (raw021, "recv", &server_end, &want_recv),

@@ -55,9 +55,29 @@ pub static BORINGSSL: TlsLibrary = TlsLibrary {
     linked_in: &[],
     another_library: None,
     bundlers: &[],
-    version: |_| "BoringSSL".into(),
+    version: grpcio_version,
     locate: Some(locate),
 };
+
+/// "BoringSSL (grpcio 1.68.1)" for grpcio's module at `path`
+/// (`…/site-packages/grpc/_cython/cygrpc.*.so`), from the wheel's
+/// `grpcio-VERSION.dist-info` beside the `grpc` package: BoringSSL itself
+/// has no version, gRPC pins its commit. Just "BoringSSL" when that
+/// directory is not there (a build from source, another layout).
+pub fn grpcio_version(path: &Path) -> String {
+    let site = path.parent().and_then(Path::parent).and_then(Path::parent);
+    let wheel = site.and_then(|dir| std::fs::read_dir(dir).ok()).and_then(|entries| {
+        entries.flatten().find_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let version = name.strip_prefix("grpcio-")?.strip_suffix(".dist-info")?;
+            Some(version.to_string())
+        })
+    });
+    match wheel {
+        Some(v) => format!("BoringSSL (grpcio {v})"),
+        None => "BoringSSL".into(),
+    }
+}
 
 /// Whether a file name is grpcio's extension module (`cygrpc.cpython-311-
 /// x86_64-linux-gnu.so`; the kernel's mapping reports give the first 31
@@ -83,6 +103,18 @@ pub fn locate(data: &[u8]) -> Result<HashMap<String, FileSymbol>, String> {
 mod tests {
     use super::*;
     use crate::probes::uprobe_plan::plan_located;
+
+    #[test]
+    fn the_version_is_the_grpcio_wheels() {
+        let site = tempfile::tempdir().unwrap();
+        let module = site.path().join("grpc/_cython/cygrpc.cpython-311-x86_64-linux-gnu.so");
+        std::fs::create_dir_all(module.parent().unwrap()).unwrap();
+        assert_eq!(grpcio_version(&module), "BoringSSL");
+        for dir in ["grpcio_tools-1.0.0.dist-info", "grpcio-1.68.1.dist-info"] {
+            std::fs::create_dir(site.path().join(dir)).unwrap();
+        }
+        assert_eq!(grpcio_version(&module), "BoringSSL (grpcio 1.68.1)");
+    }
 
     #[test]
     fn recognises_the_extension_by_name_and_by_its_truncated_mapping_name() {
