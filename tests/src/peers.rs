@@ -50,6 +50,16 @@ pub fn program(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("programs").join(name)
 }
 
+/// A test peer built once by a `ci/install-*-peer.sh` script into a cache:
+/// `name` in the directory that `var` names (the script exports it).
+pub fn cached_peer(var: &str, script: &str, name: &str) -> PathBuf {
+    let dir = std::env::var_os(var)
+        .unwrap_or_else(|| panic!("{var} is not set: ci/install.sh ({script}) builds the test peer"));
+    let bin = Path::new(&dir).join(name);
+    assert!(bin.exists(), "{} is missing: run {script}", bin.display());
+    bin
+}
+
 /// The peer program (`tests/programs/exchange.py`).
 pub fn exchange_py() -> PathBuf {
     program("exchange.py")

@@ -17,12 +17,7 @@ const SIZES: [usize; 4] = [0, 1024, 100 * 1024, 4 << 20];
 
 /// The test peer: `boringpeer`, or `boringpeer-stripped`.
 fn peer(name: &str) -> PathBuf {
-    let dir = std::env::var_os("NETTAP_BORINGPEER").expect(
-        "NETTAP_BORINGPEER is not set: ci/install.sh (ci/install-boring-peer.sh) builds the BoringSSL test peer",
-    );
-    let bin = Path::new(&dir).join(name);
-    assert!(bin.exists(), "{} is missing: run ci/install-boring-peer.sh", bin.display());
-    bin
+    cached_peer("NETTAP_BORINGPEER", "ci/install-boring-peer.sh", name)
 }
 
 /// The peer's server on `port`, listening.

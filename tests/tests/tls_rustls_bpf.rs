@@ -16,12 +16,7 @@ const SIZES: [usize; 4] = [0, 1024, 100 * 1024, 4 << 20];
 
 /// The test peer: `rustlspeer`, or `rustlspeer-stripped`.
 fn peer(name: &str) -> PathBuf {
-    let dir = std::env::var_os("NETTAP_RUSTLSPEER").expect(
-        "NETTAP_RUSTLSPEER is not set: ci/install.sh (ci/install-rustls-peer.sh) builds the rustls test peer",
-    );
-    let bin = Path::new(&dir).join(name);
-    assert!(bin.exists(), "{} is missing: run ci/install-rustls-peer.sh", bin.display());
-    bin
+    cached_peer("NETTAP_RUSTLSPEER", "ci/install-rustls-peer.sh", name)
 }
 
 /// The peer's server on `port` with `threads` workers, listening.
