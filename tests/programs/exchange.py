@@ -98,9 +98,9 @@ def write_info(args, who: str, conn: socket.socket) -> None:
         return
     with open(f"/proc/{os.getpid()}/comm") as f:
         comm = f.read().strip()
-    with open(os.path.join(args.dump, f"{who}.info"), "w") as f:
-        json.dump({"pid": os.getpid(), "comm": comm, "local": endpoint(conn.getsockname()),
-                   "remote": endpoint(conn.getpeername())}, f)
+    info = {"pid": os.getpid(), "comm": comm, "local": endpoint(conn.getsockname()),
+            "remote": endpoint(conn.getpeername())}
+    dump_atomically(os.path.join(args.dump, f"{who}.info"), json.dumps(info).encode())
 
 
 def blocking_for_raw_fd_io(conn: socket.socket, args) -> None:
@@ -170,10 +170,16 @@ def run(args) -> None:
         conn.close()
     who = "server" if args.mode == "server" else "client"
     if args.dump:
-        with open(os.path.join(args.dump, f"{who}.sent"), "wb") as f:
-            f.write(sent)
-        with open(os.path.join(args.dump, f"{who}.recv"), "wb") as f:
-            f.write(recvd)
+        # .sent last: tests wait for it, then read .recv and .info.
+        dump_atomically(os.path.join(args.dump, f"{who}.recv"), recvd)
+        dump_atomically(os.path.join(args.dump, f"{who}.sent"), sent)
+
+
+def dump_atomically(path: str, data: bytes) -> None:
+    """Whole or absent, never half-written, for a test polling for the file."""
+    with open(path + ".tmp", "wb") as f:
+        f.write(data)
+    os.replace(path + ".tmp", path)
 
 
 def main() -> int:

@@ -299,6 +299,26 @@ impl Capture {
         self.records.iter().filter(|r| r["kind"] == kind && r["pid"] == pid).collect()
     }
 
+    /// What the sensor wrote and logged about process `pid`, for a failure
+    /// message: each record's kind, source, direction and path or length,
+    /// in order, then its log lines. Payloads stay out of it.
+    pub fn about(&self, pid: u32) -> String {
+        let mut out = format!("records of pid {pid}:\n");
+        for r in self.records.iter().filter(|r| r["pid"] == pid) {
+            let what = match r["kind"].as_str() {
+                Some("http") => format!("{} {}", r["protocol"], r["request"]["path"]),
+                Some("data") => format!("{} seq={} len={}", r["direction"], r["seq"], payload(r).len()),
+                _ => String::new(),
+            };
+            out += &format!("  {} {} {what}\n", r["kind"], r["source"]);
+        }
+        out += "log lines naming it:\n";
+        for l in self.log.lines().filter(|l| l.contains(&format!("pid={pid}"))) {
+            out += &format!("  {l}\n");
+        }
+        out
+    }
+
     /// Reassembles `direction` ("send"/"recv") of `pid`'s data records by seq,
     /// checking that chunks never overlap.
     pub fn stream(&self, pid: u32, direction: &str) -> Stream {

@@ -194,16 +194,17 @@ fn go_http2_client_and_server_over_tls() {
     for (pid, role) in [(client.id(), "client"), (server.id(), "server")] {
         let h = cap.of("http", pid);
         let paths: Vec<&str> = h.iter().map(|r| r["request"]["path"].as_str().unwrap()).collect();
-        assert_eq!(paths, ["/h2-0", "/h2-1", "/h2-2"], "{role}");
+        let about = cap.about(pid);
+        assert_eq!(paths, ["/h2-0", "/h2-1", "/h2-2"], "{role}: {about}");
         for r in h {
-            assert_eq!(r["protocol"], "h2", "{role}");
+            assert_eq!(r["protocol"], "h2", "{role}: {about}");
             assert_eq!(r["source"], "go-tls");
             assert_eq!(r["request"]["authority"], format!("127.0.0.1:{port}"));
             assert_eq!(r["response"]["status"], 200);
             let path = r["request"]["path"].as_str().unwrap();
             assert_eq!(r["response"]["body"], format!("go says: {path}"));
         }
-        assert!(cap.of("data", pid).is_empty(), "{role}: every frame understood");
+        assert!(cap.of("data", pid).is_empty(), "{role}: every frame understood; {about}");
     }
 }
 
