@@ -103,7 +103,11 @@ fn h2_parser(body: usize) -> (f64, f64) {
             for piece in bytes.chunks(16384) {
                 let chunk = Chunk { direction: dir, seq, ts_ns: 0, probe: 0, payload: piece, truncated: 0 };
                 s.on_chunk(chunk, &mut |o| {
-                    exchanges += matches!(o, nettap_core::stream::SessionOut::Exchange(..)) as u32
+                    // As the processor does once the record is written.
+                    if let nettap_core::stream::SessionOut::Exchange(e, _) = o {
+                        nettap_core::protocols::spare::give_back(e);
+                        exchanges += 1;
+                    }
                 });
                 seq += piece.len() as u64;
             }

@@ -487,7 +487,7 @@ mod tests {
             headers: headers.iter().copied().collect(),
             ..Head::default()
         };
-        Exchange::new(Message { head, body: body.to_vec(), ..Message::default() }, None)
+        Exchange::new(Box::new(Message { head, body: body.to_vec(), ..Message::default() }), None)
     }
 
     #[test]
@@ -574,13 +574,13 @@ mod tests {
             "/",
             b"",
         );
-        e.response = Some(Message {
+        e.response = Some(Box::new(Message {
             head: Head {
                 headers: Fields::from_iter([("Set-Cookie", "sid=n3w; Path=/; HttpOnly")]),
                 ..Head::default()
             },
             ..Message::default()
-        });
+        }));
         r.exchange(&mut e);
         let h = &e.request.head.headers;
         assert_eq!(h.get(0).unwrap().1, format!("Bearer {}", r.marker(b"abc.def")));

@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
         ]),
         ..Head::default()
     };
-    let mut e = Exchange::new(Message { head, body: body.to_vec(), ..Message::default() }, None);
+    let mut e = Exchange::new(Box::new(Message { head, body: body.to_vec(), ..Message::default() }), None);
     let r = Redactor::new(DEFAULT_HEADERS, DEFAULT_FIELDS, b"fuzz key");
     r.exchange(&mut e);
     if content_type == "application/json" {

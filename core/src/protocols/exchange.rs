@@ -161,17 +161,18 @@ impl Message {
 /// A request and what answered it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Exchange {
-    /// The request.
-    pub request: Message,
+    /// The request (boxed: exchanges and messages move as pointers, see
+    /// `spare`).
+    pub request: Box<Message>,
     /// The response; `None` when the connection or stream ended first.
-    pub response: Option<Message>,
+    pub response: Option<Box<Message>>,
     /// HTTP/2: the stream was reset (RST_STREAM) with this error code.
     pub reset: Option<u32>,
 }
 
 impl Exchange {
     /// A request and its answer.
-    pub fn new(request: Message, response: Option<Message>) -> Self {
+    pub fn new(request: Box<Message>, response: Option<Box<Message>>) -> Self {
         Self { request, response, reset: None }
     }
 

@@ -127,13 +127,13 @@ mod tests {
         let e = Exchange {
             reset: None,
             request: Default::default(),
-            response: Some(crate::protocols::exchange::Message {
+            response: Some(Box::new(crate::protocols::exchange::Message {
                 head: Head {
                     headers: Fields::from_iter([("grpc-status", "5"), ("grpc-message", "not found")]),
                     ..Head::default()
                 },
                 ..Default::default()
-            }),
+            })),
         };
         assert_eq!(status(&e), Some((5, Some("not found"))));
     }

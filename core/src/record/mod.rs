@@ -366,7 +366,7 @@ impl Serialize for Grpc<'_> {
         m.serialize_entry("status", &status.map(|(c, _)| c))?;
         m.serialize_entry("message", &status.and_then(|(_, msg)| msg))?;
         m.serialize_entry("request_messages", &GrpcMessages(Some(&e.request)))?;
-        m.serialize_entry("response_messages", &GrpcMessages(e.response.as_ref()))?;
+        m.serialize_entry("response_messages", &GrpcMessages(e.response.as_deref()))?;
         m.end()
     }
 }
@@ -553,7 +553,7 @@ mod tests {
         use crate::protocols::exchange::{Head, Message, Version};
         let e = Exchange {
             reset: None,
-            request: Message {
+            request: Box::new(Message {
                 head: Head {
                     method: "POST".into(),
                     target: "/p?q=1".into(),
@@ -565,14 +565,14 @@ mod tests {
                 start_ts: 100,
                 end_ts: 110,
                 ..Message::default()
-            },
-            response: Some(Message {
+            }),
+            response: Some(Box::new(Message {
                 head: Head { status: 200, reason: "OK".into(), version: Version::Http11, ..Head::default() },
                 body: vec![0xff, 0xfe],
                 body_truncated: 7,
                 end_ts: 150,
                 ..Message::default()
-            }),
+            })),
         };
         let r = Record { origin: origin(3), conn: Some(conn()), body: Body::Http(&e) };
         let v = value(&r);
@@ -605,19 +605,19 @@ mod tests {
             ..Head::default()
         };
         let e = Exchange {
-            request: Message {
+            request: Box::new(Message {
                 head: Head {
                     method: "POST".into(),
                     target: "/s.S/M".into(),
                     ..head(&[(":authority", "g:1")])
                 },
                 ..Message::default()
-            },
-            response: Some(Message {
+            }),
+            response: Some(Box::new(Message {
                 head: Head { status: 200, headers_incomplete: true, ..head(&[(":status", "200")]) },
                 trailers: Fields::from_iter([("grpc-status", "0")]),
                 ..Message::default()
-            }),
+            })),
             reset: Some(8),
         };
         let v = serde_json::to_value(Record { origin: origin(3), conn: Some(conn()), body: Body::Http(&e) })

@@ -189,7 +189,7 @@ pub fn http_record(o: &Origin<'_>, c: &ConnView<'_>, e: &Exchange) -> v1::Record
             status: status.map(|(c, _)| c),
             message: status.and_then(|(_, m)| m).unwrap_or_default().to_string(),
             request_messages: msgs(Some(&e.request)),
-            response_messages: msgs(e.response.as_ref()),
+            response_messages: msgs(e.response.as_deref()),
         }
     });
     v1::Record {

@@ -82,7 +82,7 @@ mod tests {
     fn a_document_with_entries_parses() {
         let e = Exchange {
             reset: None,
-            request: Message {
+            request: Box::new(Message {
                 head: Head {
                     method: "POST".into(),
                     target: "/a?x=1&y".into(),
@@ -96,13 +96,13 @@ mod tests {
                 body: b"hi".to_vec(),
                 start_ts: 0,
                 ..Message::default()
-            },
-            response: Some(Message {
+            }),
+            response: Some(Box::new(Message {
                 head: Head { status: 200, reason: "OK".into(), version: Version::Http11, ..Head::default() },
                 body: vec![0xff],
                 end_ts: 2_000_000,
                 ..Message::default()
-            }),
+            })),
         };
         let conn = ConnView {
             id: 1,

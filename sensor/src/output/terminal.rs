@@ -199,7 +199,7 @@ mod tests {
         let mut t = TerminalSummary::new(&mut out, 16);
         let e = Exchange {
             reset: None,
-            request: Message {
+            request: Box::new(Message {
                 head: Head {
                     method: "GET".into(),
                     target: "/x?y=1".into(),
@@ -208,12 +208,12 @@ mod tests {
                 },
                 start_ts: 1_000_000_000,
                 ..Message::default()
-            },
-            response: Some(Message {
+            }),
+            response: Some(Box::new(Message {
                 head: Head { status: 404, ..Head::default() },
                 end_ts: 1_002_500_000,
                 ..Message::default()
-            }),
+            })),
         };
         let c = conn(Role::Client);
         t.record(&data(c, Direction::Send, b"GET /x?y=1 HTTP/1.1\r\n\r\n")).unwrap();

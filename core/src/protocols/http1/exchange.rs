@@ -21,13 +21,13 @@ pub struct Http1Session {
     /// error), and TLS libraries hand over a write only when it returns,
     /// which can be after another thread read the answer (Go's HTTP client
     /// writes and reads on two goroutines). It answers the next request to end.
-    early: Option<Message>,
+    early: Option<Box<Message>>,
     /// Both directions were seen from their first byte with no gap since:
     /// a response with no request can only be one that overtook it.
     from_start: bool,
     /// A request upgraded to HTTP/2 (`Upgrade: h2c` answered by 101): the
     /// connection continues as HTTP/2 with this request on stream 1.
-    h2c: Option<Message>,
+    h2c: Option<Box<Message>>,
     limits: Limits,
 }
 
@@ -56,7 +56,7 @@ impl Http1Session {
 
     /// The request whose 101 switched the connection to HTTP/2 (RFC 7540
     /// §3.2), once: its answer comes on stream 1 of the HTTP/2 connection.
-    pub fn take_h2c_upgrade(&mut self) -> Option<Message> {
+    pub fn take_h2c_upgrade(&mut self) -> Option<Box<Message>> {
         self.h2c.take()
     }
 
@@ -104,7 +104,7 @@ impl Http1Session {
         }
     }
 
-    fn on_request(&mut self, m: Message, out: &mut Vec<HttpOutput>) {
+    fn on_request(&mut self, m: Box<Message>, out: &mut Vec<HttpOutput>) {
         let waiting = spare::exchange(m);
         if self.pending.is_empty() {
             if let Some(response) = self.early.take() {
@@ -119,7 +119,7 @@ impl Http1Session {
         self.pending.push_back(waiting);
     }
 
-    fn on_response(&mut self, m: Message, out: &mut Vec<HttpOutput>) {
+    fn on_response(&mut self, m: Box<Message>, out: &mut Vec<HttpOutput>) {
         let status = m.head.status;
         if (100..200).contains(&status) && status != 101 {
             return; // interim (100 Continue, 103 Early Hints): the real answer follows
@@ -136,7 +136,7 @@ impl Http1Session {
     }
 
     /// Pairs the request waiting in `e` with its answer `m`.
-    fn answer(&mut self, mut e: Box<Exchange>, m: Message, out: &mut Vec<HttpOutput>) {
+    fn answer(&mut self, mut e: Box<Exchange>, m: Box<Message>, out: &mut Vec<HttpOutput>) {
         let status = m.head.status;
         let tunnel = status == 101
             || (e.request.head.method.eq_ignore_ascii_case("CONNECT") && (200..300).contains(&status));
@@ -147,7 +147,7 @@ impl Http1Session {
         let h2c = |h: &crate::protocols::exchange::Head| h.has_token("upgrade", "h2c");
         if status == 101 && h2c(&e.request.head) && h2c(&m.head) {
             // Not the answer: that comes over HTTP/2.
-            self.h2c = Some(std::mem::take(&mut e.request));
+            self.h2c = Some(std::mem::replace(&mut e.request, spare::message()));
             return;
         }
         e.response = Some(m);

@@ -37,7 +37,7 @@ pub enum ParseError {
 #[allow(clippy::large_enum_variant)]
 pub enum Event {
     /// A message ended.
-    Message(Message),
+    Message(Box<Message>),
     /// The bytes are not HTTP: the parser now waits for `resync`.
     Error(ParseError),
 }
@@ -74,7 +74,8 @@ pub struct MessageParser {
     limits: Limits,
     state: State,
     buf: Vec<u8>,
-    msg: Message,
+    /// The message being parsed, in the box it leaves in.
+    msg: Box<Message>,
     /// Bytes of the current body went missing: what follows is counted,
     /// not kept, so the kept body stays a true prefix of what was sent.
     body_hole: bool,
@@ -92,7 +93,7 @@ impl MessageParser {
             limits,
             state: State::Head,
             buf: Vec::new(),
-            msg: Message::default(),
+            msg: spare::message(),
             body_hole: false,
             encoded: false,
         }
@@ -123,7 +124,7 @@ impl MessageParser {
     pub fn lose_sync(&mut self) {
         self.state = State::Resync;
         self.buf.clear();
-        self.msg = Message::default();
+        *self.msg = Message::default();
         self.body_hole = false;
         self.encoded = false;
     }
@@ -189,7 +190,7 @@ impl MessageParser {
     }
 
     /// The connection ended: a body delimited by the close is complete.
-    pub fn finish(&mut self, ts: u64) -> Option<Message> {
+    pub fn finish(&mut self, ts: u64) -> Option<Box<Message>> {
         if let State::Body(Framing::UntilClose) = self.state {
             self.msg.end_ts = self.msg.end_ts.max(ts);
             self.state = State::Head;
@@ -205,7 +206,8 @@ impl MessageParser {
             if skip > 0 {
                 return (skip, None);
             }
-            self.msg = spare::message();
+            // The box is empty (a spare, or the previous message's place
+            // after `lose_sync`): no field of an earlier message is in it.
             self.msg.start_ts = ts;
         }
         let before = self.buf.len();
@@ -386,9 +388,9 @@ impl MessageParser {
         }
     }
 
-    fn complete(&mut self) -> Message {
+    fn complete(&mut self) -> Box<Message> {
         self.body_hole = false;
-        let mut msg = std::mem::take(&mut self.msg);
+        let mut msg = std::mem::replace(&mut self.msg, spare::message());
         if std::mem::take(&mut self.encoded) {
             msg.decode_content(self.limits.max_body);
         }
@@ -513,7 +515,7 @@ mod tests {
         events
             .into_iter()
             .map(|e| match e {
-                Event::Message(m) => m,
+                Event::Message(m) => *m,
                 Event::Error(e) => panic!("unexpected {e}"),
             })
             .collect()

@@ -9,6 +9,7 @@ use super::frame::{kind, Frame, FrameHeader, PREFACE};
 use super::hpack::{Decoded, HeaderDecoder};
 use super::reader::{Event, FrameReader, GapOutcome};
 use crate::protocols::exchange::{Exchange, Head, HttpOutput, Limits, Message, Version};
+use crate::protocols::spare;
 use std::collections::{HashMap, VecDeque};
 
 /// Streams followed at once (servers allow 100 to 250 concurrent streams
@@ -28,15 +29,22 @@ const NO_ERROR: u32 = 0;
 const RECENT_IDS: usize = 1024;
 
 /// One direction of a stream: the request (0) or the response (1).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Half {
-    msg: Message,
+    /// In the box it leaves in (a spare's: see `spare`).
+    msg: Box<Message>,
     /// A frame of this half was seen.
     started: bool,
     /// Its first header block was seen (so the next one is trailers).
     headers_seen: bool,
     /// END_STREAM was seen.
     done: bool,
+}
+
+impl Default for Half {
+    fn default() -> Self {
+        Half { msg: spare::message(), started: false, headers_seen: false, done: false }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -148,7 +156,7 @@ impl Http2Session {
     /// A session continuing an HTTP/1.1 connection upgraded with `Upgrade:
     /// h2c`: `request` is stream 1's, its answer comes over HTTP/2; the
     /// client's preface comes next, the server's SETTINGS straight away.
-    pub fn upgraded(limits: Limits, request: Message) -> Self {
+    pub fn upgraded(limits: Limits, request: Box<Message>) -> Self {
         let mut s = Self::with(limits, false);
         let mut stream = Stream::default();
         stream.halves[0] = Half { msg: request, started: true, headers_seen: true, done: true };

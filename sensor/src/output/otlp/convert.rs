@@ -339,7 +339,10 @@ mod tests {
 
     fn exchange_with(role: Role, request: Head, status: u16) -> (Exchange, ConnView<'static>) {
         let msg = |head, ts| Message { head, start_ts: ts, end_ts: ts, ..Default::default() };
-        let e = Exchange::new(msg(request, 1_000), Some(msg(Head { status, ..Default::default() }, 4_000)));
+        let e = Exchange::new(
+            Box::new(msg(request, 1_000)),
+            Some(Box::new(msg(Head { status, ..Default::default() }, 4_000))),
+        );
         let conn = ConnView {
             id: 1,
             local: "10.0.0.1:40000".parse().unwrap(),
