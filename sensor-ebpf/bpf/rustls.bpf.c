@@ -316,6 +316,7 @@ NT_URETPROBE(ur_rustls_read_tls)
 	io.conn_id = rustls_conn_id(io.sk);
 	if (io.key && io.sk && io.conn_id) {
 		bpf_map_update_elem(&rustls_last_read, &id, &io, BPF_ANY);
+		rustls_held_on_deframer_read(id, &io);
 		return 0;
 	}
 	/* Nothing read (would block) on the same connection: what it read

@@ -34,6 +34,8 @@ struct rustls_held_read {
 	__u64 conn_id;
 	__u32 tgid;
 	__u32 len;
+	__u32 tid; /* the thread that held it */
+	__u32 _pad;
 	__u64 voted; /* its connection voted on the read−write distance (once) */
 	__u8 data[2 * RUSTLS_HELD_MAX]; /* twice: the verifier sees offset + length within */
 };
@@ -130,6 +132,7 @@ static __always_inline void rustls_hold_read(__u64 id, __u64 fn, __u64 key, __u6
 		init->fn = fn;
 		init->conn_id = conn_id;
 		init->tgid = tgid;
+		init->tid = (__u32)id;
 		init->len = 0;
 		init->voted = 0;
 		if (bpf_map_update_elem(&rustls_held_reads, &sk, init, BPF_NOEXIST))
@@ -197,6 +200,29 @@ static __always_inline void rustls_held_on_read_bound(__u64 id, __u64 key, __u64
 		rustls_held_emit(id, sk, h);
 	else
 		rustls_held_drop(sk, h);
+}
+
+/*
+ * A deframer read on this thread just bound its buffer `io->key` to
+ * `io->sk` (bytes or none: it found the connection's socket). Bytes this
+ * thread holds under that socket, of that connection, whose key is at the
+ * read function's distance from the buffer (learnt, or learnt now as a
+ * read binding would) are this connection's: the second witness, before
+ * the answer is written (a request that came with the handshake, read at
+ * the connection's new address, then the read that finds nothing more).
+ */
+static __always_inline void rustls_held_on_deframer_read(__u64 id, const struct rustls_io *io)
+{
+	struct rustls_held_read *h = bpf_map_lookup_elem(&rustls_held_reads, &io->sk);
+	if (!h || h->tgid != id >> 32 || h->tid != (__u32)id || h->conn_id != io->conn_id)
+		return;
+	__u64 key = h->key;
+	if (!rustls_same_conn(h->fn, id >> 32, key, io->key))
+		return;
+	struct ssl_key rk = { .ssl = key, .tgid = id >> 32 };
+	bpf_map_update_elem(&rustls_readers, &rk, io, BPF_ANY);
+	rustls_held_on_read_bound(id, key, io->sk, io->conn_id);
+	rustls_apply_gap(key, id, NT_DIR_RECV, io->sk);
 }
 
 /*

@@ -21,6 +21,27 @@ static __always_inline struct pt_regs *syscall_regs(void)
 }
 
 /*
+ * A call that moved nothing (would block, end of stream) inside a TLS
+ * library's ciphertext window still names the window's socket, as the
+ * kprobes do at entry: rustls's deframer read that finds nothing binds its
+ * buffer like one that read bytes (rustls_held.bpf.h needs it to release a
+ * request held since the handshake before its answer). Only inside a
+ * window, so failed calls elsewhere stay cheap. For the calls whose first
+ * argument is the descriptor.
+ */
+static __always_inline int bind_idle_window(void)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!bpf_map_lookup_elem(&ssl_calls, &id) || !pid_wanted(id >> 32))
+		return 0;
+	__u8 proto = 0;
+	struct sock *sk = inet_sock_of_fd(PT_REGS_PARM1_CORE_SYSCALL(syscall_regs()), &proto);
+	if (sk && proto != NT_IPPROTO_UDP)
+		learn_ssl_socket(sk, id >> 32);
+	return 0;
+}
+
+/*
  * Emit what a finished call moved: `ret` bytes on `fd`, found at buf (or
  * iovecs). On a UDP socket it is a datagram (to or from the user sockaddr at
  * `peer`, when given), kept only when it is DNS.
@@ -80,7 +101,7 @@ static __always_inline int io_done(long ret, __u32 fd, __u64 buf, __u64 count, _
 static __always_inline int plain_done(long ret, __u16 probe, __u8 direction, bool has_flags)
 {
 	if (ret <= 0)
-		return 0;
+		return bind_idle_window();
 	struct pt_regs *regs = syscall_regs();
 	if (has_flags && direction == NT_DIR_RECV && (PT_REGS_PARM4_CORE_SYSCALL(regs) & NT_MSG_PEEK))
 		return 0; /* peeked bytes stay queued and are read again */
@@ -94,7 +115,7 @@ static __always_inline int plain_done(long ret, __u16 probe, __u8 direction, boo
 static __always_inline int iov_done(long ret, __u16 probe, __u8 direction)
 {
 	if (ret <= 0)
-		return 0;
+		return bind_idle_window();
 	struct pt_regs *regs = syscall_regs();
 	return io_done(ret, PT_REGS_PARM1_CORE_SYSCALL(regs), PT_REGS_PARM2_CORE_SYSCALL(regs),
 		       PT_REGS_PARM3_CORE_SYSCALL(regs), IO_IOV, probe, direction, 0);
@@ -104,7 +125,7 @@ static __always_inline int iov_done(long ret, __u16 probe, __u8 direction)
 static __always_inline int msg_done(long ret, __u16 probe, __u8 direction)
 {
 	if (ret <= 0)
-		return 0;
+		return bind_idle_window();
 	struct pt_regs *regs = syscall_regs();
 	if (direction == NT_DIR_RECV && (PT_REGS_PARM3_CORE_SYSCALL(regs) & NT_MSG_PEEK))
 		return 0;
