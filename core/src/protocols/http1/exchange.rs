@@ -126,8 +126,12 @@ impl Http1Session {
         }
         let Some(waiting) = self.pending.pop_front() else {
             let request_underway = !self.req.idle() && !self.req.resyncing();
-            if (request_underway || self.from_start) && self.early.is_none() {
-                self.early = Some(m);
+            if request_underway || self.from_start {
+                if self.early.is_none() {
+                    self.early = Some(m);
+                } else {
+                    out.push(unpaired(&m)); // one answer waits for its request, not two
+                }
             }
             // Else it answers a request from before we were in sync.
             return;
@@ -173,7 +177,7 @@ impl Http1Session {
         }
         if request_side {
             self.req.lose_sync();
-            self.early = None; // its request is lost
+            self.drop_early(out); // its request is lost
             self.from_start = false;
         } else if !self.resp.upgraded() {
             self.resp.lose_sync();
@@ -192,6 +196,14 @@ impl Http1Session {
         for unanswered in self.pending.drain(..) {
             out.push(HttpOutput::Exchange(unanswered));
         }
+        self.drop_early(out);
+    }
+
+    /// The answer that overtook its request, which will not come now.
+    fn drop_early(&mut self, out: &mut Vec<HttpOutput>) {
+        if let Some(m) = self.early.take() {
+            out.push(unpaired(&m));
+        }
     }
 
     /// True once the request direction has found a message start.
@@ -203,6 +215,12 @@ impl Http1Session {
     pub fn upgraded(&self) -> bool {
         self.req.upgraded() && self.resp.upgraded()
     }
+}
+
+/// A complete answer with no request to pair it with: said as a `drop`
+/// (its body's bytes), never lost silently.
+fn unpaired(m: &Message) -> HttpOutput {
+    HttpOutput::Drop { reason: "http_response_unpaired", bytes: m.body.len() as u64 + m.body_truncated }
 }
 
 #[cfg(test)]
@@ -263,6 +281,29 @@ mod tests {
         let ex = exchanges(&out);
         assert_eq!(ex.len(), 1);
         assert_eq!(ex[0].request.head.target, "/next");
+    }
+
+    #[test]
+    fn an_answer_whose_request_never_comes_is_counted() {
+        let mut s = Http1Session::new(Limits::default());
+        let mut out = Vec::new();
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc";
+        // Two answers overtake their requests: the first waits, the second is said.
+        s.feed(false, &[&answer[..], &answer[..]].concat(), 1, &mut out);
+        assert_eq!(out, vec![HttpOutput::Drop { reason: "http_response_unpaired", bytes: 3 }]);
+        out.clear();
+        // The connection ends without the requests: the waiting one too.
+        s.close(2, &mut out);
+        assert_eq!(out, vec![HttpOutput::Drop { reason: "http_response_unpaired", bytes: 3 }]);
+        // A late request pairs with the answer that overtook it.
+        let mut s = Http1Session::new(Limits::default());
+        out.clear();
+        s.feed(false, answer, 1, &mut out);
+        s.feed(true, b"GET /late HTTP/1.1\r\n\r\n", 2, &mut out);
+        s.close(3, &mut out);
+        let ex = exchanges(&out);
+        assert_eq!((ex.len(), out.len()), (1, 1));
+        assert_eq!(ex[0].request.head.target, "/late");
     }
 
     #[test]
