@@ -74,8 +74,10 @@ pub struct MessageParser {
     limits: Limits,
     state: State,
     buf: Vec<u8>,
-    /// The message being parsed, in the box it leaves in.
-    msg: Box<Message>,
+    /// The message being parsed, in the box it leaves in: taken from the
+    /// spares when a message starts, so an idle connection holds no
+    /// buffers (`current`).
+    msg: Option<Box<Message>>,
     /// Bytes of the current body went missing: what follows is counted,
     /// not kept, so the kept body stays a true prefix of what was sent.
     body_hole: bool,
@@ -93,7 +95,7 @@ impl MessageParser {
             limits,
             state: State::Head,
             buf: Vec::new(),
-            msg: spare::message(),
+            msg: None,
             body_hole: false,
             encoded: false,
         }
@@ -124,7 +126,7 @@ impl MessageParser {
     pub fn lose_sync(&mut self) {
         self.state = State::Resync;
         self.buf.clear();
-        *self.msg = Message::default();
+        self.msg = None;
         self.body_hole = false;
         self.encoded = false;
     }
@@ -154,8 +156,9 @@ impl MessageParser {
             },
             _ => return None,
         }
-        self.msg.body_truncated += len;
-        self.msg.end_ts = ts;
+        let m = current(&mut self.msg);
+        m.body_truncated += len;
+        m.end_ts = ts;
         self.body_hole = true;
         if done {
             self.state = State::Head;
@@ -192,7 +195,8 @@ impl MessageParser {
     /// The connection ended: a body delimited by the close is complete.
     pub fn finish(&mut self, ts: u64) -> Option<Box<Message>> {
         if let State::Body(Framing::UntilClose) = self.state {
-            self.msg.end_ts = self.msg.end_ts.max(ts);
+            let m = current(&mut self.msg);
+            m.end_ts = m.end_ts.max(ts);
             self.state = State::Head;
             return Some(self.complete());
         }
@@ -206,15 +210,14 @@ impl MessageParser {
             if skip > 0 {
                 return (skip, None);
             }
-            // The box is empty (a spare, or the previous message's place
-            // after `lose_sync`): no field of an earlier message is in it.
-            self.msg.start_ts = ts;
+            // A spare, emptied: no field of an earlier message is in it.
+            current(&mut self.msg).start_ts = ts;
         }
         let before = self.buf.len();
         let take = data.len().min(self.limits.max_head + 1 - before.min(self.limits.max_head));
         // A head that arrives whole in one chunk (the usual case) is parsed
         // where it lies; only a head split across chunks is gathered.
-        let head = &mut self.msg.head;
+        let head = &mut current(&mut self.msg).head;
         let parsed = if before == 0 {
             parse_head(self.kind, &data[..take], head)
         } else {
@@ -235,7 +238,7 @@ impl MessageParser {
             Ok(Some(n)) => {
                 let consumed = n - before;
                 self.buf.clear();
-                self.msg.end_ts = ts;
+                current(&mut self.msg).end_ts = ts;
                 match self.framing(request_was_head) {
                     Err(e) => self.fail(e, consumed),
                     Ok(None) => {
@@ -259,13 +262,13 @@ impl MessageParser {
 
     /// 101 Switching Protocols, or a 2xx answer to CONNECT (seen by the response side).
     fn is_upgrade(&self) -> bool {
-        self.kind == Kind::Response && self.msg.head.status == 101
+        self.kind == Kind::Response && self.msg.as_ref().is_some_and(|m| m.head.status == 101)
     }
 
     /// How the body is delimited (RFC 9112 §6.3); `None` when there is no
     /// body. Notes whether the head names a content encoding on the way.
     fn framing(&mut self, request_was_head: bool) -> Result<Option<Framing>, ParseError> {
-        let h = &self.msg.head;
+        let h = &current(&mut self.msg).head;
         // One pass over the names as bytes; one is compared only when its
         // length fits, and only those fields' values are read.
         let (mut chunked, mut length, mut encoded) = (false, None, false);
@@ -302,14 +305,15 @@ impl MessageParser {
     }
 
     fn keep(&mut self, bytes: &[u8]) {
-        let room = if self.body_hole { 0 } else { self.limits.max_body.saturating_sub(self.msg.body.len()) };
+        let m = current(&mut self.msg);
+        let room = if self.body_hole { 0 } else { self.limits.max_body.saturating_sub(m.body.len()) };
         let n = room.min(bytes.len());
-        self.msg.body.extend_from_slice(&bytes[..n]);
-        self.msg.body_truncated += (bytes.len() - n) as u64;
+        m.body.extend_from_slice(&bytes[..n]);
+        m.body_truncated += (bytes.len() - n) as u64;
     }
 
     fn body(&mut self, data: &[u8], ts: u64) -> (usize, Option<Event>) {
-        self.msg.end_ts = ts;
+        current(&mut self.msg).end_ts = ts;
         let State::Body(framing) = &mut self.state else { unreachable!() };
         match framing {
             Framing::UntilClose => {
@@ -379,7 +383,7 @@ impl MessageParser {
                             return (used, Some(Event::Message(self.complete())));
                         }
                         if let Some((n, v)) = text.split_once(':') {
-                            self.msg.trailers.push(n.trim(), v.trim());
+                            current(&mut self.msg).trailers.push(n.trim(), v.trim());
                         }
                         (used, None)
                     }
@@ -390,12 +394,17 @@ impl MessageParser {
 
     fn complete(&mut self) -> Box<Message> {
         self.body_hole = false;
-        let mut msg = std::mem::replace(&mut self.msg, spare::message());
+        let mut msg = self.msg.take().unwrap_or_else(spare::message);
         if std::mem::take(&mut self.encoded) {
             msg.decode_content(self.limits.max_body);
         }
         msg
     }
+}
+
+/// The message being parsed, from the spares if none is yet.
+fn current(msg: &mut Option<Box<Message>>) -> &mut Message {
+    msg.get_or_insert_with(spare::message)
 }
 
 /// The head at the start of `buf`, written into `head`: its length, or
@@ -535,6 +544,18 @@ mod tests {
             crate::protocols::exchange::Fields::from_iter([("X-Sum", "9")]),
             "trailers apart from the headers"
         );
+    }
+
+    #[test]
+    fn a_parser_between_messages_holds_no_message() {
+        // Idle keep-alive connections must not each keep a spare's buffers.
+        let mut p = MessageParser::new(Kind::Request, Limits::default());
+        assert!(p.msg.is_none());
+        let (_, ev) = p.advance(b"POST /a HTTP/1.1\r\nContent-Length: 2\r\n\r\n", 0, false);
+        assert!(ev.is_none() && p.msg.is_some(), "a message underway is held");
+        let (_, ev) = p.advance(b"hi", 1, false);
+        assert!(matches!(ev, Some(Event::Message(m)) if m.body == b"hi"));
+        assert!(p.msg.is_none(), "given out whole, nothing kept");
     }
 
     #[test]
