@@ -418,9 +418,7 @@ static __always_inline __u64 rustls_read_socket(__u64 id, __u64 fn, __u64 reader
 		bpf_map_delete_elem(&rustls_last_read, &id);
 		__u64 sk = rustls_live_socket(&io);
 		if (sk && rustls_same_conn(fn, tgid, reader_key, io.key)) {
-			bpf_map_update_elem(&rustls_readers, &key, &io, BPF_ANY);
-			rustls_held_on_read_bound(id, reader_key, sk, io.conn_id);
-			rustls_apply_gap(reader_key, id, NT_DIR_RECV, sk);
+			rustls_bind_read(id, reader_key, &io);
 			return sk;
 		}
 		/* Not this read's: the socket it may be held under (rustls_held.bpf.h). */

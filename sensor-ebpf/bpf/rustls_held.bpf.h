@@ -202,6 +202,17 @@ static __always_inline void rustls_held_on_read_bound(__u64 id, __u64 key, __u64
 		rustls_held_drop(sk, h);
 }
 
+/* Read key `key` is the connection of deframer read `io`, whose socket is
+ * live: later reads of that key take its socket, bytes held for it there go
+ * first, and a gap counted at the key moves onto the connection. */
+static __always_inline void rustls_bind_read(__u64 id, __u64 key, const struct rustls_io *io)
+{
+	struct ssl_key rk = { .ssl = key, .tgid = id >> 32 };
+	bpf_map_update_elem(&rustls_readers, &rk, io, BPF_ANY);
+	rustls_held_on_read_bound(id, key, io->sk, io->conn_id);
+	rustls_apply_gap(key, id, NT_DIR_RECV, io->sk);
+}
+
 /*
  * A deframer read on this thread just bound its buffer `io->key` to
  * `io->sk` (bytes or none: it found the connection's socket). Bytes this
@@ -219,10 +230,7 @@ static __always_inline void rustls_held_on_deframer_read(__u64 id, const struct 
 	__u64 key = h->key;
 	if (!rustls_same_conn(h->fn, id >> 32, key, io->key))
 		return;
-	struct ssl_key rk = { .ssl = key, .tgid = id >> 32 };
-	bpf_map_update_elem(&rustls_readers, &rk, io, BPF_ANY);
-	rustls_held_on_read_bound(id, key, io->sk, io->conn_id);
-	rustls_apply_gap(key, id, NT_DIR_RECV, io->sk);
+	rustls_bind_read(id, key, io);
 }
 
 /*

@@ -313,7 +313,8 @@ impl Capture {
             out += &format!("  {} {} {what}\n", r["kind"], r["source"]);
         }
         out += "log lines naming it:\n";
-        for l in self.log.lines().filter(|l| l.contains(&format!("pid={pid}"))) {
+        let named = format!("pid={pid}");
+        for l in self.log.lines().filter(|l| l.contains(&named)) {
             out += &format!("  {l}\n");
         }
         out

@@ -31,10 +31,9 @@ pub enum ParseError {
     ContentLength,
 }
 
-/// What `advance` produced. Not boxed: each message moves once into the
-/// session, and a box would be one more allocation per message.
+/// What `advance` produced. The message is in the box the parser took from
+/// the spares: it moves on as a pointer.
 #[derive(Debug, PartialEq, Eq)]
-#[allow(clippy::large_enum_variant)]
 pub enum Event {
     /// A message ended.
     Message(Box<Message>),
