@@ -24,6 +24,7 @@
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* see maps.bpf.h */
 	__type(key, __u64);   /* pid_tgid */
 	__type(value, __u64); /* SSL * */
 } bssl_handshakes SEC(".maps");

@@ -64,8 +64,7 @@ static __always_inline void conn_open(struct sock *sk, __u8 role, __u32 probe, _
 		.pid = pid,
 		.role = role,
 	};
-	if (!bpf_map_update_elem(&conns, &key, &st, BPF_ANY))
-		__sync_fetch_and_add(&conn_entries_added, 1);
+	conn_store(&key, &st, BPF_ANY);
 	emit_conn(sk, &st, NT_CONN_OPEN, probe, pid, tid);
 }
 
@@ -97,7 +96,7 @@ static __always_inline struct conn_state *conn_get(struct sock *sk, __u32 probe,
 						   __u8 direction, __u64 moved)
 {
 	__u64 key = (__u64)sk;
-	struct conn_state *cs = bpf_map_lookup_elem(&conns, &key);
+	struct conn_state *cs = conn_lookup(&key);
 	if (cs)
 		return cs;
 	struct conn_state st = {
@@ -110,11 +109,10 @@ static __always_inline struct conn_state *conn_get(struct sock *sk, __u32 probe,
 		st.send_seq -= moved;
 	else
 		st.recv_seq -= moved;
-	if (bpf_map_update_elem(&conns, &key, &st, BPF_NOEXIST))
-		return bpf_map_lookup_elem(&conns, &key); /* raced with another CPU */
-	__sync_fetch_and_add(&conn_entries_added, 1);
+	if (conn_store(&key, &st, BPF_NOEXIST))
+		return conn_lookup(&key); /* raced with another CPU */
 	emit_conn(sk, &st, NT_CONN_MIDSTREAM, probe, pid, tid);
-	return bpf_map_lookup_elem(&conns, &key);
+	return conn_lookup(&key);
 }
 
 /* State of one call's payload walk, shared with the bpf_loop callback. */
@@ -350,7 +348,7 @@ static __always_inline bool closed_in_call(struct sock *sk, const struct infligh
 	if (BPF_CORE_READ(sk, __sk_common.skc_state) != NT_TCP_CLOSE)
 		return false;
 	__u64 key = (__u64)sk;
-	if (bpf_map_lookup_elem(&conns, &key))
+	if (conn_lookup(&key))
 		return false;
 	if (plaintext || !starts_tls_record(io))
 		count_drop(NT_DROP_CLOSED_IN_CALL, ret);

@@ -5,6 +5,12 @@
 
 #include "events.h"
 
+/* Plain hash maps of calls in progress and of held bytes carry
+ * BPF_F_NO_PREALLOC: they hold a few entries at a time on most hosts, and
+ * preallocated they cost their full size in kernel memory from load
+ * (rustls_held_reads alone 2 MiB; 4.3 MiB together). LRU maps cannot drop
+ * preallocation (the kernel refuses it), so they are sized instead. */
+
 /* Set by the sensor before load (aya: EbpfLoader::set_global). */
 const volatile struct nt_config CONFIG = {
 	.max_bytes_per_call = 256 * 1024,
@@ -41,22 +47,71 @@ struct conn_state {
 	__u8 _pad;
 };
 
-/* LRU: a socket whose close we never saw ages out instead of filling the
- * table. An entry evicted while its connection lives is recognised in user
- * space when the socket is seen again (its endpoints) or closes (see
- * conn_pressure). */
+/*
+ * Tracked sockets live in two tables. `conns` is a hash that allocates its
+ * entries as sockets appear (BPF_F_NO_PREALLOC): a node sized for 262 144
+ * sockets pays ~4 MiB of buckets plus ~128 B per socket it tracks, where a
+ * preallocated table paid all 30 MiB from load. It never evicts; a close
+ * removes its entry (a close the kernel skipped leaves one until the
+ * socket's memory is reused by a new one, whose open overwrites it).
+ * Once it is full, new sockets go to `conns_spill`, an LRU (which the
+ * kernel preallocates: it is kept small): there an entry whose close we
+ * never saw ages out instead of filling the table, and an entry evicted
+ * while its connection lives is recognised in user space when the socket
+ * is seen again (its endpoints) or closes (see conn_pressure). The sensor
+ * sizes both so that together they hold max_connections.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 262144); /* the sensor sets max_connections before load */
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144); /* set by the sensor before load */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u64); /* struct sock * */
 	__type(value, struct conn_state);
 } conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384); /* set by the sensor before load */
+	__type(key, __u64); /* struct sock * */
+	__type(value, struct conn_state);
+} conns_spill SEC(".maps");
 
 /* Entries ever added to `conns`, and removed by a close: with the evictions
  * user space has found, an estimate of the entries (and evicted entries
  * not yet found) the table holds, kept here so it never lags. */
 __u64 conn_entries_added = 0;
 __u64 conn_entries_closed = 0;
+
+/* The tracked state of socket `key`, in either table. */
+static __always_inline struct conn_state *conn_lookup(const __u64 *key)
+{
+	struct conn_state *cs = bpf_map_lookup_elem(&conns, key);
+	return cs ? cs : bpf_map_lookup_elem(&conns_spill, key);
+}
+
+#define NT_EEXIST 17
+
+/* Stores `st` for `key` (BPF_ANY or BPF_NOEXIST), in the spill table once
+ * the main one is full; 0 when stored. A stored entry is counted. */
+static __always_inline long conn_store(__u64 *key, struct conn_state *st, __u64 flags)
+{
+	long err = bpf_map_update_elem(&conns, key, st, flags);
+	if (err && err != -NT_EEXIST)
+		err = bpf_map_update_elem(&conns_spill, key, st, flags);
+	if (!err)
+		__sync_fetch_and_add(&conn_entries_added, 1);
+	return err;
+}
+
+/* Forgets socket `key` in both tables (an address once in the spill table
+ * may be in the main one now, as a new socket), counting what it removed. */
+static __always_inline void conn_forget(__u64 *key)
+{
+	if (!bpf_map_delete_elem(&conns, key))
+		__sync_fetch_and_add(&conn_entries_closed, 1);
+	if (!bpf_map_delete_elem(&conns_spill, key))
+		__sync_fetch_and_add(&conn_entries_closed, 1);
+}
 
 /* [NT_PRESSURE_AT]: from how many estimated entries the LRU may evict live
  * ones; [NT_PRESSURE_EVICTIONS_SEEN]: evicted entries user space has
@@ -98,6 +153,7 @@ struct inflight {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096); /* 1 where the kernel has no kprobes */
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* see maps.bpf.h */
 	__type(key, __u64); /* pid_tgid */
 	__type(value, struct inflight);
 } inflight SEC(".maps");
@@ -116,6 +172,7 @@ struct ssl_call {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* see maps.bpf.h */
 	__type(key, __u64); /* pid_tgid */
 	__type(value, struct ssl_call);
 } ssl_calls SEC(".maps");

@@ -60,6 +60,7 @@ struct rustls_call {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* see maps.bpf.h */
 	__type(key, __u64); /* pid_tgid */
 	__type(value, struct rustls_call);
 } rustls_calls SEC(".maps");
@@ -67,6 +68,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* see maps.bpf.h */
 	__type(key, __u64); /* pid_tgid */
 	__type(value, struct rustls_call);
 } rustls_held SEC(".maps");
@@ -100,13 +102,13 @@ struct {
  * of a connection that ended may hold another one now), else 0. */
 static __always_inline __u64 rustls_live_socket(const struct rustls_io *io)
 {
-	struct conn_state *cs = bpf_map_lookup_elem(&conns, &io->sk);
+	struct conn_state *cs = conn_lookup(&io->sk);
 	return cs && cs->conn_id == io->conn_id ? io->sk : 0;
 }
 
 static __always_inline __u64 rustls_conn_id(__u64 sk)
 {
-	struct conn_state *cs = bpf_map_lookup_elem(&conns, &sk);
+	struct conn_state *cs = conn_lookup(&sk);
 	return cs ? cs->conn_id : 0;
 }
 
@@ -470,6 +472,7 @@ NT_URETPROBE(ur_rustls_read)
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* see maps.bpf.h */
 	__type(key, __u64); /* pid_tgid */
 	__type(value, struct rustls_call);
 } rustls_chunks SEC(".maps");

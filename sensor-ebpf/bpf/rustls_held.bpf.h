@@ -43,6 +43,7 @@ struct rustls_held_read {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH); /* not LRU: an eviction would lose its count */
 	__uint(max_entries, 256);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* see maps.bpf.h */
 	__type(key, __u64); /* the candidate socket */
 	__type(value, struct rustls_held_read);
 } rustls_held_reads SEC(".maps");

@@ -92,14 +92,13 @@ static __always_inline void sock_set_state(struct bpf_raw_tracepoint_args *ctx)
 		return;
 	__u64 key = (__u64)sk;
 	forget_ssl_socket(key);
-	struct conn_state *cs = bpf_map_lookup_elem(&conns, &key);
+	struct conn_state *cs = conn_lookup(&key);
 	if (!cs) {
 		close_untracked(sk, (int)ctx->args[1]);
 		return;
 	}
 	struct conn_state st = *cs;
-	if (!bpf_map_delete_elem(&conns, &key))
-		__sync_fetch_and_add(&conn_entries_closed, 1);
+	conn_forget(&key);
 	emit_conn(sk, &st, NT_CONN_CLOSE, NT_PROBE_SOCK_SET_STATE, st.pid, 0);
 }
 

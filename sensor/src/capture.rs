@@ -319,6 +319,9 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_drain = Instant::now();
     let mut missing_closes = crate::missing_closes::MissingCloses::new(reconcile_every());
+    // Start-up examined every running program: its freed heap goes back now.
+    crate::heap_trim::trim();
+    let mut heap = crate::heap_trim::HeapTrim::default();
     let why = loop {
         tokio::select! {
             why = &mut stop => break why,
@@ -333,6 +336,9 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                 last_drain = Instant::now();
                 guard.clear_ready();
                 let work = proc.take_work();
+                if !work.libraries.is_empty() || !work.execs.is_empty() {
+                    heap.examined();
+                }
                 for lib in work.libraries.iter().filter(|_| tls_probes) {
                     tls.library_mapped(&mut ebpf, lib, Clock::boot_now_ns());
                 }
@@ -378,6 +384,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
             held = next_or_never(gate.as_mut().map(ExecGate::next)) => match held {
                 Some(held) => {
                     tls.program_held(&mut ebpf, &held);
+                    heap.examined();
                     // Dropping `held` lets the program run.
                 }
                 None => {
@@ -402,6 +409,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                 if tls_probes {
                     tls.release_unused(&mut ebpf, std::mem::take(&mut exited));
                 }
+                heap.tick();
             }
         }
     };

@@ -1,5 +1,8 @@
-//! The kernel's connection table (`conns`, an LRU hash) under pressure:
-//! while it holds so many entries that the LRU may evict live ones, or
+//! The kernel's connection table: its two parts' sizes, and the table
+//! under pressure. `conns` (a hash that allocates entries as sockets come)
+//! holds most; once it is full, new sockets go to `conns_spill`, a small
+//! LRU (preallocated, as the kernel requires of LRUs) that evicts.
+//! While the table holds so many entries that the LRU may evict live ones, or
 //! evicted entries user space has not found yet, the kernel reports the
 //! closes of sockets it has no entry for, so that an evicted connection's
 //! close is still its close. It counts entries itself (no lag); user space
@@ -19,6 +22,13 @@ const NT_PRESSURE_EVICTIONS_SEEN: u32 = 1;
 /// LOCAL_FREE_TARGET): the LRU can evict before it is full by up to this
 /// many per CPU, plus one batch of the global list.
 const LRU_PER_CPU_FREE: usize = 128;
+
+/// The sizes of `conns` and `conns_spill` for `max_connections` sockets in
+/// all: a sixteenth spills (1 024 to 16 384 entries, at most half).
+pub fn table_sizes(max_connections: u32) -> (u32, u32) {
+    let spill = (max_connections / 16).clamp(1024, 16_384).min(max_connections / 2).max(1);
+    (max_connections.saturating_sub(spill).max(1), spill)
+}
 
 /// Tracked connections from which the LRU may evict: half the table, or
 /// less on many CPUs (twice what the CPUs may hold back).
@@ -59,6 +69,20 @@ impl ConnPressure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_two_tables_hold_max_connections_together() {
+        assert_eq!(table_sizes(262_144), (245_760, 16_384));
+        assert_eq!(table_sizes(4 << 20), ((4 << 20) - 16_384, 16_384));
+        assert_eq!(table_sizes(6_144), (5_120, 1_024));
+        assert_eq!(table_sizes(1_000), (500, 500));
+        assert_eq!(table_sizes(1), (1, 1));
+        for max in [2, 3, 100, 2_047, 16_385, 262_143, 1 << 20] {
+            let (main, spill) = table_sizes(max);
+            assert_eq!(main + spill, max, "{max}");
+            assert!(main >= spill && spill >= 1, "{max}: {main} + {spill}");
+        }
+    }
 
     #[test]
     fn threshold_leaves_room_for_what_cpus_hold_back() {

@@ -12,6 +12,7 @@ pub mod capture;
 pub mod config;
 pub mod conn_table;
 pub mod drops;
+pub mod heap_trim;
 pub mod host;
 pub mod k8s;
 pub mod metrics;

@@ -116,14 +116,17 @@ pub fn load_object(cfg: &CaptureConfig, self_tgid: u32) -> Result<Ebpf, ProbeErr
         filter_ports: !cfg.ports.is_empty() as u32,
         max_bytes_per_call: cfg.max_bytes_per_call,
     };
-    // Maps are preallocated: size each to its use. `inflight` serves only the
-    // kprobe path, which a kernel without kprobe support can never take.
+    // Size each map to its use (`conns` and the ring are preallocated, so
+    // they cost their size from load). `inflight` serves only the kprobe
+    // path, which a kernel without kprobe support can never take.
     let inflight = if super::kernel_hook::kprobes_possible() { 4096 } else { 1 };
+    let (conns, conns_spill) = crate::conn_table::table_sizes(cfg.max_connections);
     let mut ebpf = EbpfLoader::new()
         .override_global("CONFIG", &settings, true)
         .override_global("recv_flags_arg", &super::kernel_hook::running_recv_flags_arg(), true)
         .map_max_entries("events", cfg.ring_buffer_bytes)
-        .map_max_entries("conns", cfg.max_connections)
+        .map_max_entries("conns", conns)
+        .map_max_entries("conns_spill", conns_spill)
         .map_max_entries("inflight", inflight)
         .map_max_entries("pid_filter", cfg.pids.len().max(1) as u32)
         .map_max_entries("port_filter", cfg.ports.len().max(1) as u32)
