@@ -95,11 +95,9 @@ unbound:
 NT_URETPROBE(ur_bssl_ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct ssl_call *p = bpf_map_lookup_elem(&ssl_calls, &id);
-	if (!p)
+	struct ssl_call call;
+	if (!take_ssl_call(id, &call))
 		return 0;
-	struct ssl_call call = *p;
-	bpf_map_delete_elem(&ssl_calls, &id);
 	long n = (int)PT_REGS_RC(ctx);
 	if (n <= 0)
 		return 0;

@@ -191,21 +191,32 @@ static long emit_chunk(__u64 index, void *arg)
 	return 0;
 }
 
+/*
+ * Where a socket call's first bytes are in user memory: its buffer, or its
+ * first iovec past the bytes already consumed; 0 when not known, or when
+ * that segment holds fewer than `need` of them (0: any).
+ */
+static __always_inline __u64 first_segment(const struct inflight *io, __u64 need)
+{
+	if (io->kind == IO_PLAIN)
+		return io->buf;
+	if (io->kind != IO_IOV && io->kind != IO_KIOV)
+		return 0;
+	struct iovec v = {};
+	if (io->kind == IO_KIOV ? bpf_probe_read_kernel(&v, sizeof(v), (void *)io->buf)
+				: bpf_probe_read_user(&v, sizeof(v), (void *)io->buf))
+		return 0;
+	if (need && v.iov_len < io->skip + need)
+		return 0;
+	return (__u64)v.iov_base + io->skip;
+}
+
 /* Whether the call's first bytes are a TLS record header (type 20–23, version 3.x). */
 static __always_inline bool starts_tls_record(const struct inflight *io)
 {
-	__u64 at = io->buf;
-	if (io->kind == IO_IOV || io->kind == IO_KIOV) {
-		struct iovec v = {};
-		if (io->kind == IO_KIOV ? bpf_probe_read_kernel(&v, sizeof(v), (void *)io->buf)
-					: bpf_probe_read_user(&v, sizeof(v), (void *)io->buf))
-			return false;
-		at = (__u64)v.iov_base + io->skip;
-	} else if (io->kind != IO_PLAIN) {
-		return false;
-	}
+	__u64 at = first_segment(io, 0);
 	__u8 h[3] = {};
-	if (bpf_probe_read_user(h, sizeof(h), (void *)at))
+	if (!at || bpf_probe_read_user(h, sizeof(h), (void *)at))
 		return false;
 	return h[0] >= 20 && h[0] <= 23 && h[1] == 3 && h[2] <= 4;
 }
@@ -218,19 +229,44 @@ static __always_inline bool first_bytes(const struct inflight *io, long ret, __u
 {
 	if (ret < NT_BSSL_PREFIX)
 		return false;
-	__u64 at = io->buf;
-	if (io->kind == IO_IOV || io->kind == IO_KIOV) {
-		struct iovec v = {};
-		if (io->kind == IO_KIOV ? bpf_probe_read_kernel(&v, sizeof(v), (void *)io->buf)
-					: bpf_probe_read_user(&v, sizeof(v), (void *)io->buf))
-			return false;
-		if (v.iov_len < io->skip + NT_BSSL_PREFIX)
-			return false;
-		at = (__u64)v.iov_base + io->skip;
-	} else if (io->kind != IO_PLAIN) {
-		return false;
-	}
-	return bpf_probe_read_user(out, NT_BSSL_PREFIX, (void *)at) == 0;
+	__u64 at = first_segment(io, NT_BSSL_PREFIX);
+	return at && bpf_probe_read_user(out, NT_BSSL_PREFIX, (void *)at) == 0;
+}
+
+/*
+ * Plaintext held in the kernel until its socket was known (BoringSSL's
+ * writes, rustls's reads): `len` bytes at `data` (a map value of at least
+ * 2 × `max` bytes, `max` a constant) written as one chunk of `direction`
+ * on `sk`, ahead of anything later.
+ */
+static __always_inline void emit_held(__u64 id, __u64 sk, __u16 probe, __u8 direction, const __u8 *data,
+				      __u32 len, const __u32 max)
+{
+	__u32 n = len < max ? len : max;
+	if (!n || !ports_wanted((struct sock *)sk))
+		return;
+	__u32 pid = id >> 32, tid = (__u32)id;
+	struct conn_state *cs = conn_get((struct sock *)sk, probe, pid, tid, direction, 0);
+	if (!cs)
+		return;
+	cs->tls = 1;
+	__u64 seq = direction == NT_DIR_SEND ? __sync_fetch_and_add(&cs->tls_send_seq, (__u64)n)
+					     : __sync_fetch_and_add(&cs->tls_recv_seq, (__u64)n);
+	__u32 zero = 0;
+	struct nt_data_event *ev = bpf_map_lookup_elem(&data_scratch, &zero);
+	if (!ev)
+		return;
+	fill_header(&ev->hdr, NT_EV_DATA, probe, (struct sock *)sk, cs, pid, tid);
+	ev->direction = direction;
+	__u32 want = n < CONFIG.max_bytes_per_call ? n : CONFIG.max_bytes_per_call;
+	if (want > max)
+		want = max;
+	ev->seq = seq;
+	ev->len = want;
+	ev->truncated = n - want;
+	bpf_probe_read_kernel(ev->payload, want, data);
+	if (bpf_ringbuf_output(&events, ev, offsetof(struct nt_data_event, payload) + want, 0))
+		count_drop(NT_DROP_RINGBUF_FULL_DATA, want);
 }
 
 /*
@@ -242,34 +278,7 @@ static __always_inline void bssl_emit_held(const struct ssl_key *key, __u64 sk)
 	struct bssl_held *h = bpf_map_lookup_elem(&bssl_held, key);
 	if (!h)
 		return;
-	__u32 n = h->len;
-	if (n > BSSL_HELD_MAX)
-		n = BSSL_HELD_MAX;
-	if (!n || !ports_wanted((struct sock *)sk))
-		goto out;
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 pid = id >> 32, tid = (__u32)id;
-	struct conn_state *cs = conn_get((struct sock *)sk, h->probe, pid, tid, NT_DIR_SEND, 0);
-	if (!cs)
-		goto out;
-	cs->tls = 1;
-	__u64 seq = __sync_fetch_and_add(&cs->tls_send_seq, (__u64)n);
-	__u32 zero = 0;
-	struct nt_data_event *ev = bpf_map_lookup_elem(&data_scratch, &zero);
-	if (!ev)
-		goto out;
-	fill_header(&ev->hdr, NT_EV_DATA, h->probe, (struct sock *)sk, cs, pid, tid);
-	ev->direction = NT_DIR_SEND;
-	__u32 want = n < CONFIG.max_bytes_per_call ? n : CONFIG.max_bytes_per_call;
-	if (want > BSSL_HELD_MAX)
-		want = BSSL_HELD_MAX;
-	ev->seq = seq;
-	ev->len = want;
-	ev->truncated = n - want;
-	bpf_probe_read_kernel(ev->payload, want, h->data);
-	if (bpf_ringbuf_output(&events, ev, offsetof(struct nt_data_event, payload) + want, 0))
-		count_drop(NT_DROP_RINGBUF_FULL_DATA, want);
-out:
+	emit_held(bpf_get_current_pid_tgid(), sk, h->probe, NT_DIR_SEND, h->data, h->len, BSSL_HELD_MAX);
 	bpf_map_delete_elem(&bssl_held, key);
 }
 

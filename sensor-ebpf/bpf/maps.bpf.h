@@ -177,6 +177,17 @@ struct {
 	__type(value, struct ssl_call);
 } ssl_calls SEC(".maps");
 
+/* The SSL call thread `id` returns from, into `call`, taken out of ssl_calls. */
+static __always_inline bool take_ssl_call(__u64 id, struct ssl_call *call)
+{
+	struct ssl_call *p = bpf_map_lookup_elem(&ssl_calls, &id);
+	if (!p)
+		return false;
+	*call = *p;
+	bpf_map_delete_elem(&ssl_calls, &id);
+	return true;
+}
+
 /* SSL object → the socket its reads and writes go to, learned from the
  * syscalls made inside SSL calls (no OpenSSL struct layout needed). */
 struct ssl_key {

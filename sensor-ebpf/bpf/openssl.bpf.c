@@ -55,11 +55,9 @@ static __always_inline __u64 *adopt_thread_socket(const struct ssl_key *key, __u
 static __always_inline int ssl_exit(long ret, bool ex, __u16 probe)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct ssl_call *p = bpf_map_lookup_elem(&ssl_calls, &id);
-	if (!p)
+	struct ssl_call call;
+	if (!take_ssl_call(id, &call))
 		return 0;
-	struct ssl_call call = *p;
-	bpf_map_delete_elem(&ssl_calls, &id);
 	if (probe)
 		call.probe = probe;
 

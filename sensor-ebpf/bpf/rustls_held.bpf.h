@@ -158,33 +158,7 @@ unbound:
 /* Emits the bytes held under `sk` as received on it, then forgets them. */
 static __always_inline void rustls_held_emit(__u64 id, __u64 sk, struct rustls_held_read *h)
 {
-	__u32 n = h->len;
-	if (n > RUSTLS_HELD_MAX)
-		n = RUSTLS_HELD_MAX;
-	if (!n || !ports_wanted((struct sock *)sk))
-		goto out;
-	__u32 pid = id >> 32, tid = (__u32)id;
-	struct conn_state *cs = conn_get((struct sock *)sk, NT_PROBE_UPROBE_RUSTLS_READ, pid, tid, NT_DIR_RECV, 0);
-	if (!cs)
-		goto out;
-	cs->tls = 1;
-	__u64 seq = __sync_fetch_and_add(&cs->tls_recv_seq, (__u64)n);
-	__u32 zero = 0;
-	struct nt_data_event *ev = bpf_map_lookup_elem(&data_scratch, &zero);
-	if (!ev)
-		goto out;
-	fill_header(&ev->hdr, NT_EV_DATA, NT_PROBE_UPROBE_RUSTLS_READ, (struct sock *)sk, cs, pid, tid);
-	ev->direction = NT_DIR_RECV;
-	__u32 want = n < CONFIG.max_bytes_per_call ? n : CONFIG.max_bytes_per_call;
-	if (want > RUSTLS_HELD_MAX)
-		want = RUSTLS_HELD_MAX;
-	ev->seq = seq;
-	ev->len = want;
-	ev->truncated = n - want;
-	bpf_probe_read_kernel(ev->payload, want, h->data);
-	if (bpf_ringbuf_output(&events, ev, offsetof(struct nt_data_event, payload) + want, 0))
-		count_drop(NT_DROP_RINGBUF_FULL_DATA, want);
-out:
+	emit_held(id, sk, NT_PROBE_UPROBE_RUSTLS_READ, NT_DIR_RECV, h->data, h->len, RUSTLS_HELD_MAX);
 	rustls_held_forget(sk, h);
 }
 
