@@ -21,6 +21,7 @@ mod openssl;
 mod probed_files;
 mod rustls;
 pub mod rustls_find;
+mod rustls_stripped;
 mod sites;
 mod tls_lib;
 mod tls_probers;

@@ -3,7 +3,8 @@
 //! functions (`rustls_find`) gets the probes of `rustls.bpf.c`, once per
 //! file (device, inode): entry and return probes on the plaintext
 //! functions and on the ciphertext functions that bind them to a socket.
-//! An executable with rustls but no symbol table is refused with the reason.
+//! An executable with no symbol table has them found from anchors
+//! (`rustls_stripped`), or is refused with the reason.
 
 use super::file_id::Examined;
 use super::probed_files::{open_unexamined, MapsName, ProbedFiles, Unexamined};
@@ -81,7 +82,7 @@ impl ProgramProber for RustlsProbes {
         let target = super::shown_path(path).display().to_string();
         let (functions, versions, missing) = match located {
             Located::Absent => return None,
-            Located::Stripped { versions } => {
+            Located::Stripped { versions, reason } => {
                 crate::metrics::global().probe_failed("uprobe", &target, "functions_not_found");
                 tracing::warn!(
                     target,
@@ -89,8 +90,7 @@ impl ProgramProber for RustlsProbes {
                     probe = "rustls",
                     version = %version_label(&versions),
                     ok = false,
-                    error = "rustls is linked in but the file has no symbol table (stripped): its plaintext \
-                             functions are generic and have no anchor to find them by; not probed rather than guessed",
+                    error = %format!("rustls is linked in, {reason}: not probed rather than guessed"),
                     "probe attached: failed"
                 );
                 return None;

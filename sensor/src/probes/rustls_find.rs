@@ -5,10 +5,13 @@
 //! by shape, not looked up. Every copy is found (one per rustls version
 //! linked in, and per connection type for the generic ones).
 //!
-//! Without a symbol table nothing is found: the functions are generic, with
-//! no exported name or string of their own to anchor a byte pattern, and a
-//! guessed address would be probed wrongly. Such a file is refused with the
-//! reason (`Located::Stripped`).
+//! Without a symbol table (a stripped x86_64 executable) the functions are
+//! found from what stripping keeps (`rustls_stripped`): rustls's panic
+//! Locations and error messages, `.eh_frame` bounds and the PlaintextSink
+//! vtables, every role exactly one function of the expected shape per
+//! rustls version, else the file is refused with the reason
+//! (`Located::Stripped`): LTO builds (functions inlined, calls
+//! devirtualized), arm64, versions other than 0.21 to 0.23.
 
 use object::{Object, ObjectKind, ObjectSection, ObjectSymbol, SymbolKind};
 
@@ -113,11 +116,18 @@ pub struct Found {
 pub enum Located {
     /// No rustls in it.
     Absent,
-    /// rustls is linked in (its source paths are in the file) but there is
-    /// no symbol table to find its functions by.
+    /// rustls is linked in (its source paths are in the file), there is no
+    /// symbol table, and its functions could not be found without one:
+    /// not x86_64 (arm64 is not done yet), an LTO build (functions inlined
+    /// into callers, vtable calls devirtualized, arguments promoted: the
+    /// shape checks refuse them), a version other than 0.21 to 0.23, or a
+    /// role with more than one candidate. A stripped x86_64 non-LTO build
+    /// gives `Found` instead.
     Stripped {
         /// The versions its strings name.
         versions: Vec<String>,
+        /// Why its functions were not found (for the `probe attached: failed` log).
+        reason: String,
     },
     /// Every function of every role found (sorted by offset), with the versions.
     Found {
@@ -170,7 +180,7 @@ pub fn locate(data: &[u8]) -> Result<Located, object::Error> {
     functions.dedup_by_key(|f| f.offset); // aliases of one body
     if functions.is_empty() {
         return Ok(match any_symbol {
-            false => Located::Stripped { versions },
+            false => super::rustls_stripped::locate(data, versions),
             // Symbols, strings, none of the functions: every one inlined.
             true => Located::Found { functions, versions, missing: Role::ALL.to_vec() },
         });
