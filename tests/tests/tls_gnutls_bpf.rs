@@ -172,7 +172,13 @@ fn gnutls_cli_against_nginx_both_ends_exact_from_the_first_request() {
         // The input stays open until nginx has answered and closed (an end
         // of input would make gnutls-cli close first).
         let mut stdin = cli.stdin.take().unwrap();
-        stdin.write_all(&request).unwrap();
+        if let Err(e) = stdin.write_all(&request) {
+            // It stopped before reading its input (a failed connection or
+            // handshake): say what it logged rather than only the pipe's error.
+            let status = wait_child(&mut cli, "gnutls-cli");
+            let log = std::fs::read_to_string(dir.path().join("cli.log")).unwrap_or_default();
+            panic!("gnutls-cli ({status}) did not take the {n}-byte request ({e}); its log:\n{log}");
+        }
         let status = wait_child(&mut cli, "gnutls-cli");
         drop(stdin);
         let got = std::fs::read(&out).unwrap();
