@@ -354,13 +354,7 @@ pub fn bio_pair(data: &[u8]) -> Result<BioPair, FindError> {
     if names.is_empty() {
         return Err(FindError::NoBioPair);
     }
-    let relocated: HashMap<u64, u64> = obj
-        .dynamic_relocations()
-        .into_iter()
-        .flatten()
-        .filter(|(_, r)| r.target() == RelocationTarget::Absolute && r.addend() != 0)
-        .map(|(at, r)| (at, r.addend() as u64))
-        .collect();
+    let relocated = super::elf::relative_pointers(&obj);
     let word = |at: u64| -> Option<u64> {
         relocated.get(&at).copied().or_else(|| {
             let off = file_offset(&obj, at)? as usize;

@@ -2,7 +2,7 @@
 //! file for all the functions probed there (aya would re-read and re-parse
 //! the file for each attachment).
 
-use object::{Object, ObjectKind, ObjectSection, ObjectSymbol};
+use object::{Object, ObjectKind, ObjectSection, ObjectSymbol, RelocationTarget};
 use std::collections::HashMap;
 
 /// Why offsets could not be found.
@@ -141,6 +141,18 @@ pub fn file_offset(obj: &object::File, address: u64) -> Option<u64> {
         obj.sections().find(|s| s.address() <= address && address < s.address().saturating_add(s.size()))?;
     let (off, _) = sec.file_range()?;
     Some(address - sec.address() + off)
+}
+
+/// The pointers the dynamic loader writes at load (RELATIVE relocations):
+/// address → the address it points at. lld leaves such slots zero in the
+/// file, so a stripped PIE's vtables and `&'static` data are read here.
+pub fn relative_pointers(obj: &object::File) -> HashMap<u64, u64> {
+    obj.dynamic_relocations()
+        .into_iter()
+        .flatten()
+        .filter(|(_, r)| r.target() == RelocationTarget::Absolute && r.addend() != 0)
+        .map(|(at, r)| (at, r.addend() as u64))
+        .collect()
 }
 
 #[cfg(test)]

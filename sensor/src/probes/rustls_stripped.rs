@@ -25,7 +25,7 @@
 use super::elf::{file_offset, unwind_functions};
 use super::rustls_find::{missing, Found, Located, Role};
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register};
-use object::{Object, ObjectSection, RelocationTarget, SectionKind};
+use object::{Object, ObjectSection, SectionKind};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The error messages the roles are anchored on (by a `lea` to them).
@@ -150,13 +150,7 @@ struct Analysis<'a> {
 
 impl<'a> Analysis<'a> {
     fn new(obj: &object::File<'a>) -> Result<Self, String> {
-        let relocated: HashMap<u64, u64> = obj
-            .dynamic_relocations()
-            .into_iter()
-            .flatten()
-            .filter(|(_, r)| r.target() == RelocationTarget::Absolute && r.addend() != 0)
-            .map(|(at, r)| (at, r.addend() as u64))
-            .collect();
+        let relocated = super::elf::relative_pointers(obj);
         if relocated.is_empty() {
             // GNU ld writes the pointers into the section too, but a file
             // without them (non-PIE) was never examined: not guessed at.
