@@ -100,5 +100,6 @@ program "GnuTLS linked in (static C client)" "$work/static_gnutls"
 program "BoringSSL linked in, symbols (boring 5.4.0)" "$NETTAP_BORINGPEER/boringpeer"
 program "BoringSSL linked in, stripped (boring 5.4.0)" "$NETTAP_BORINGPEER/boringpeer-stripped"
 program "rustls 0.21–0.23 (tokio-rustls, ureq; 5 MB)" "$NETTAP_RUSTLSPEER/rustlspeer"
+program "rustls 0.21–0.23, stripped (found without symbols; 4 MB)" "$NETTAP_RUSTLSPEER/rustlspeer-stripped"
 program "Go crypto/tls (net/http client and server)" "$work/tlspeer"
 program "OpenSSL in Node.js ($(node --version))" "$(command -v node)" --version
