@@ -1,5 +1,5 @@
 //! Finds rustls's seven probe roles in a STRIPPED x86_64 executable, from
-//! what stripping keeps (research: notes/stripped-rustls.md):
+//! what stripping keeps (research: docs/rustls-without-symbols.md):
 //!
 //! * rustls's panic `Location`s (`{ &"…/rustls-X.Y.Z/src/F.rs", line, col }`
 //!   in `.data.rel.ro`, their pointer in a RELATIVE relocation under lld):
