@@ -799,6 +799,21 @@ fn is_immediate(kind: OpKind) -> bool {
     )
 }
 
+/// Whether found function `f` of `data` (x86_64) takes what the probes of
+/// its role read: the `Reader` roles first load their `&Reader` (`rdi`;
+/// `into_first_chunk`'s is `rsi`, after the return slot) at offset 0.
+/// Other roles are not checked here.
+pub fn takes_reader(data: &[u8], f: &Found) -> bool {
+    let arg = match f.role {
+        Role::Consume | Role::PlaintextRead => Register::RDI,
+        Role::FirstChunk => Register::RSI,
+        _ => return true,
+    };
+    let start = f.offset as usize;
+    let code = data.get(start..data.len().min(start + 0x400)).unwrap_or_default();
+    derefs_first(code, f.offset, arg)
+}
+
 /// Whether the first memory operand based on `arg` (or a 64-bit register
 /// `mov`ed from it) in the first 64 instructions is a plain load `mov r,
 /// [reg]`.
@@ -931,6 +946,20 @@ mod tests {
     /// The argument check on hand-made code: what separates
     /// `<Reader as BufRead>::consume` from `consume_first_chunk` (thin LTO)
     /// and from an LTO-promoted `consume` (fat LTO).
+    #[test]
+    fn a_found_reader_role_must_take_a_reader() {
+        let f = |role| Found { role, offset: 0, name: String::new() };
+        // mov [rdi], rax: a store first, not a load of the Reader's first field
+        let store = [0x48, 0x89, 0x07, 0xc3];
+        assert!(!takes_reader(&store, &f(Role::Consume)));
+        assert!(!takes_reader(&store, &f(Role::PlaintextRead)));
+        assert!(takes_reader(&store, &f(Role::TlsWrite)), "not a Reader role");
+        // mov rax, [rsi]: into_first_chunk's Reader is its second argument
+        let load_rsi = [0x48, 0x8b, 0x06, 0xc3];
+        assert!(takes_reader(&load_rsi, &f(Role::FirstChunk)));
+        assert!(!takes_reader(&load_rsi, &f(Role::Consume)));
+    }
+
     #[test]
     fn arguments_are_checked_on_the_first_load() {
         let base = 0x1000;
