@@ -50,10 +50,11 @@ struct conn_state {
 /*
  * Tracked sockets live in two tables. `conns` is a hash that allocates its
  * entries as sockets appear (BPF_F_NO_PREALLOC): a node sized for 262 144
- * sockets pays ~4 MiB of buckets plus ~128 B per socket it tracks, where a
- * preallocated table paid all 30 MiB from load. It never evicts; a close
- * removes its entry (a close the kernel skipped leaves one until the
- * socket's memory is reused by a new one, whose open overwrites it).
+ * sockets pays ~4 MiB of buckets plus 112 B per socket it tracks
+ * (measured), where a preallocated table paid all 30 MiB from load. It
+ * never evicts; a close removes its entry (a close the kernel skipped
+ * leaves one until the socket's memory is reused by a new one, whose open
+ * overwrites it).
  * Once it is full, new sockets go to `conns_spill`, an LRU (which the
  * kernel preallocates: it is kept small): there an entry whose close we
  * never saw ages out instead of filling the table, and an entry evicted
@@ -76,9 +77,10 @@ struct {
 	__type(value, struct conn_state);
 } conns_spill SEC(".maps");
 
-/* Entries ever added to `conns`, and removed by a close: with the evictions
- * user space has found, an estimate of the entries (and evicted entries
- * not yet found) the table holds, kept here so it never lags. */
+/* Entries ever added to `conns` and `conns_spill`, and removed by a close:
+ * with the evictions user space has found, an estimate of the entries (and
+ * evicted entries not yet found) the tables hold, kept here so it never
+ * lags. */
 __u64 conn_entries_added = 0;
 __u64 conn_entries_closed = 0;
 

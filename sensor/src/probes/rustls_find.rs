@@ -177,12 +177,13 @@ pub fn locate(data: &[u8]) -> Result<Located, object::Error> {
         }
     }
     functions.sort_by_key(|f| f.offset);
-    functions.dedup_by_key(|f| f.offset); // aliases of one body
-                                          // A function may keep its name and still not take what its probes read:
-                                          // under LTO `<Reader as BufRead>::consume` kept its symbol but took the
-                                          // ChunkVecBuffer itself (argument promotion), so its key would be read
-                                          // wrongly. Such a copy is left out (its role may then be missing, which
-                                          // refuses that direction); docs/rustls-without-symbols.md.
+    // Aliases of one body.
+    functions.dedup_by_key(|f| f.offset);
+    // A function may keep its name and still not take what its probes read:
+    // under LTO `<Reader as BufRead>::consume` kept its symbol but took the
+    // ChunkVecBuffer itself (argument promotion), so its key would be read
+    // wrongly. Such a copy is left out (its role may then be missing, which
+    // refuses that direction); docs/rustls-without-symbols.md.
     if obj.architecture() == object::Architecture::X86_64 {
         functions.retain(|f| super::rustls_stripped::takes_reader(data, f));
     }
