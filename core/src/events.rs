@@ -346,6 +346,8 @@ pub fn probe_name(probe: u32) -> &'static str {
         nt_probe::NT_PROBE_SYS_RECVMMSG => "tracepoint:syscalls:sys_exit_recvmmsg",
         nt_probe::NT_PROBE_UPROBE_GO_TLS_WRITE => "uprobe:crypto/tls.(*Conn).Write",
         nt_probe::NT_PROBE_UPROBE_GO_TLS_READ => "uprobe:crypto/tls.(*Conn).Read:return",
+        nt_probe::NT_PROBE_UPROBE_GO_TLS_WRITE_RECORD => "uprobe:crypto/tls.(*Conn).Write:writeRecordLocked",
+        nt_probe::NT_PROBE_UPROBE_GO_TLS_READ_COPY => "uprobe:crypto/tls.(*Conn).Read:copy",
         nt_probe::NT_PROBE_KPROBE_TCP_SENDMSG => "kprobe:tcp_sendmsg",
         nt_probe::NT_PROBE_KPROBE_TCP_RECVMSG => "kprobe:tcp_recvmsg",
         nt_probe::NT_PROBE_UPROBE_SSL_WRITE => "uprobe:SSL_write",
@@ -378,7 +380,10 @@ pub fn source_of(probe: u32) -> &'static str {
         | nt_probe::NT_PROBE_UPROBE_SSL_READ_EX
         | nt_probe::NT_PROBE_UPROBE_SSL_READ_SITE
         | nt_probe::NT_PROBE_UPROBE_SSL_READ_EX_SITE => "openssl",
-        nt_probe::NT_PROBE_UPROBE_GO_TLS_WRITE | nt_probe::NT_PROBE_UPROBE_GO_TLS_READ => "go-tls",
+        nt_probe::NT_PROBE_UPROBE_GO_TLS_WRITE
+        | nt_probe::NT_PROBE_UPROBE_GO_TLS_READ
+        | nt_probe::NT_PROBE_UPROBE_GO_TLS_WRITE_RECORD
+        | nt_probe::NT_PROBE_UPROBE_GO_TLS_READ_COPY => "go-tls",
         nt_probe::NT_PROBE_UPROBE_GNUTLS_SEND
         | nt_probe::NT_PROBE_UPROBE_GNUTLS_RECV
         | nt_probe::NT_PROBE_UPROBE_GNUTLS_RECV_SEQ => "gnutls",

@@ -3,7 +3,11 @@
  * TLS plaintext from Go's crypto/tls (Go 1.18+, register ABI): a uprobe at
  * the entry of (*Conn).Write and (*Conn).Read saves the arguments per
  * goroutine; uprobes on their `ret` instructions (never uretprobes: Go moves
- * goroutine stacks) emit the bytes moved. The socket is the fd inside the
+ * goroutine stacks) emit the bytes moved. On x86_64, where a probe on `ret`
+ * is single-stepped, the sensor probes calls inside them instead when it
+ * finds them (probes/go_tls.rs): Write's call of writeRecordLocked, which
+ * has all it needs in one probe, and Read's copy out of the decrypted
+ * record, which takes the entry's connection. The socket is the fd inside the
  * tls.Conn's net.Conn, found through the task's file table at the entry,
  * while the fd is certainly open: another goroutine may close the
  * connection before a Read that got its bytes returns.
@@ -15,12 +19,14 @@
 #define GO_ARG0(r) ((r)->ax)
 #define GO_ARG1(r) ((r)->bx)
 #define GO_ARG2(r) ((r)->cx)
+#define GO_ARG3(r) ((r)->di)
 #define GO_RET0(r) ((r)->ax)
 #define GO_G(r) ((r)->r14)
 #elif defined(__TARGET_ARCH_arm64)
 #define GO_ARG0(r) ((r)->regs[0])
 #define GO_ARG1(r) ((r)->regs[1])
 #define GO_ARG2(r) ((r)->regs[2])
+#define GO_ARG3(r) ((r)->regs[3])
 #define GO_RET0(r) ((r)->regs[0])
 #define GO_G(r) ((r)->regs[28])
 #endif
@@ -148,17 +154,10 @@ NT_UPROBE(up_go_tls_read)
 	return go_enter(ctx, NT_PROBE_UPROBE_GO_TLS_READ, NT_DIR_RECV);
 }
 
-/* On every `ret` of both functions: the call of this goroutine ends. */
-NT_UPROBE(up_go_tls_ret)
+/* The bytes of a call that moved `n` from `buf`, on the socket its entry
+ * found (or found now). */
+static __always_inline int go_emit(struct go_call call, __u64 buf, long n, __u64 id)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct go_key key = { .g = GO_G(ctx), .tgid = id >> 32 };
-	struct go_call *p = bpf_map_lookup_elem(&go_calls, &key);
-	if (!p)
-		return 0;
-	struct go_call call = *p;
-	bpf_map_delete_elem(&go_calls, &key);
-	long n = (long)GO_RET0(ctx);
 	if (n <= 0)
 		return 0;
 	struct sock *sk = (struct sock *)call.sk;
@@ -172,5 +171,62 @@ NT_UPROBE(up_go_tls_ret)
 		count_drop(NT_DROP_GO_CONN_NOT_TCP, n);
 		return 0;
 	}
-	return emit_tls_plaintext((__u64)sk, call.buf, n, call.probe, call.direction, id);
+	return emit_tls_plaintext((__u64)sk, buf, n, call.probe, call.direction, id);
+}
+
+/* This goroutine's call, taken out of the table. */
+static __always_inline bool go_take_call(struct pt_regs *ctx, __u64 id, struct go_call *call)
+{
+	struct go_key key = { .g = GO_G(ctx), .tgid = id >> 32 };
+	struct go_call *p = bpf_map_lookup_elem(&go_calls, &key);
+	if (!p)
+		return false;
+	*call = *p;
+	bpf_map_delete_elem(&go_calls, &key);
+	return true;
+}
+
+/* On every `ret` of both functions: the call of this goroutine ends. */
+NT_UPROBE(up_go_tls_ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct go_call call;
+	if (!go_take_call(ctx, id, &call))
+		return 0;
+	return go_emit(call, call.buf, (long)GO_RET0(ctx), id);
+}
+
+#define GO_RECORD_TYPE_APPLICATION_DATA 23
+
+/* On (*Conn).Write's call of c.writeRecordLocked(recordTypeApplicationData,
+ * b): connection and bytes are its arguments, nothing is kept for later. */
+NT_UPROBE(up_go_tls_write_record)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!pid_wanted(id >> 32) || (__u8)GO_ARG1(ctx) != GO_RECORD_TYPE_APPLICATION_DATA)
+		return 0;
+	struct go_call call = {
+		.conn = GO_ARG0(ctx),
+		.buf = GO_ARG2(ctx),
+		.probe = NT_PROBE_UPROBE_GO_TLS_WRITE_RECORD,
+		.direction = NT_DIR_SEND,
+	};
+	struct sock *sk = go_conn_sock(call.conn, &call.not_tcp);
+	if (sk && !ports_wanted(sk))
+		return 0;
+	call.sk = (__u64)sk;
+	return go_emit(call, call.buf, (long)GO_ARG3(ctx), id);
+}
+
+/* On (*Conn).Read's call of runtime.memmove(b, unread, n), the inlined
+ * bytes.(*Reader).Read of the decrypted record: the n bytes Read returns,
+ * read from where they are copied from. */
+NT_UPROBE(up_go_tls_read_copy)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct go_call call;
+	if (!go_take_call(ctx, id, &call))
+		return 0;
+	call.probe = NT_PROBE_UPROBE_GO_TLS_READ_COPY;
+	return go_emit(call, GO_ARG1(ctx), (long)GO_ARG2(ctx), id);
 }

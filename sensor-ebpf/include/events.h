@@ -77,6 +77,8 @@ enum nt_probe {
 	NT_PROBE_UPROBE_RUSTLS_READ,  /* rustls's Reader::read, at its return */
 	NT_PROBE_UPROBE_BSSL_WRITE,   /* BoringSSL's SSL_write, found without symbols */
 	NT_PROBE_UPROBE_BSSL_READ,    /* BoringSSL's SSL_read, at its return */
+	NT_PROBE_UPROBE_GO_TLS_WRITE_RECORD, /* (*Conn).Write's call of writeRecordLocked */
+	NT_PROBE_UPROBE_GO_TLS_READ_COPY,    /* (*Conn).Read's copy of the decrypted bytes */
 	NT_PROBE_MAX,
 };
 

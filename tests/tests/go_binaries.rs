@@ -3,7 +3,8 @@
 //! (`-w`), PIE, and without cgo. Version and module come from the build
 //! info; crypto/tls.(*Conn).Write and Read are found from the symbol table
 //! or, stripped, from the pclntab, at the same file offsets; their return
-//! sites are the `ret` instructions (no uretprobes on Go code).
+//! sites are the `ret` instructions (no uretprobes on Go code), and on
+//! x86_64 the calls the sensor probes instead are found in every version.
 
 use nettap_e2e::go_build;
 use nettap_sensor::probes::golang::{inspect, GoBinary};
@@ -13,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const FUNCTIONS: [&str; 2] = ["crypto/tls.(*Conn).Write", "crypto/tls.(*Conn).Read"];
+/// What Write and Read call where the sensor probes them on x86_64.
+const CALLEES: [&str; 2] = ["crypto/tls.(*Conn).writeRecordLocked", "runtime.memmove"];
 
 /// File offsets of symbols as `nm` reads them from the symbol table.
 fn nm_offsets(bin: &Path) -> HashMap<String, u64> {
@@ -79,7 +82,7 @@ fn check(bin: &Path, expect_symtab: bool) -> GoBinary {
 
 fn check_arch(bin: &Path, expect_symtab: bool, arm64: bool) -> GoBinary {
     let data = std::fs::read(bin).unwrap();
-    let go = inspect(&data, &FUNCTIONS).unwrap().expect("recognised as Go");
+    let go = inspect(&data, &FUNCTIONS, &CALLEES).unwrap().expect("recognised as Go");
     assert!(go.version.starts_with("go1."), "{}", go.version);
     assert_eq!(go.module.as_deref(), Some("example.test/tlspeer"));
     assert_eq!(go.symtab, expect_symtab, "{}", bin.display());
@@ -100,7 +103,33 @@ fn check_arch(bin: &Path, expect_symtab: bool, arm64: bool) -> GoBinary {
             assert!(data[at] == 0x76 || data[at..at + 2] == [0x0f, 0x86], "{f}+{:#x} is a jbe", found.entry);
         }
     }
+    check_call_sites(bin, &data, &go, arm64);
     go
+}
+
+/// x86_64: Write calls writeRecordLocked once (twice with TLS 1.0's 1/n-1
+/// split) and Read calls memmove exactly once, each a `call rel32` inside
+/// the function; arm64 keeps its `ret` probes and records no calls.
+fn check_call_sites(bin: &Path, data: &[u8], go: &GoBinary, arm64: bool) {
+    let (write, read) = (&go.functions[FUNCTIONS[0]], &go.functions[FUNCTIONS[1]]);
+    if arm64 {
+        assert!(write.calls.is_empty() && read.calls.is_empty(), "{}", bin.display());
+        return;
+    }
+    let target = |n: &str| *go.callees.get(n).unwrap_or_else(|| panic!("{n} not found in {}", bin.display()));
+    let records = write.calls_to(target(CALLEES[0]));
+    let copies = read.calls_to(target(CALLEES[1]));
+    assert!(
+        (1..=2).contains(&records.len()),
+        "{} {}: writeRecordLocked calls {records:?}",
+        bin.display(),
+        go.version
+    );
+    assert_eq!(copies.len(), 1, "{} {}: memmove calls in Read", bin.display(), go.version);
+    for (f, at) in records.iter().map(|a| (write, a)).chain(copies.iter().map(|a| (read, a))) {
+        assert_eq!(data[(f.offset + at) as usize], 0xe8, "{}: call rel32 at +{at:#x}", bin.display());
+        assert!(*at < f.size);
+    }
 }
 
 #[test]
@@ -126,6 +155,7 @@ fn go_executables_in_every_build_variant() {
     for f in FUNCTIONS {
         assert_eq!(stripped.functions[f].offset, default.functions[f].offset, "{f}");
         assert_eq!(stripped.functions[f].returns, default.functions[f].returns, "{f}");
+        assert_eq!(stripped.functions[f].calls, default.functions[f].calls, "{f}");
         assert!(stripped.functions[f].size >= default.functions[f].size, "{f}");
     }
     check_layout(&bin("default"), &default, true);
@@ -143,7 +173,7 @@ fn go_executables_in_every_build_variant() {
 
     // Not Go: None, not an error.
     let curl = std::fs::read("/usr/bin/curl").expect("curl");
-    assert!(inspect(&curl, &FUNCTIONS).unwrap().is_none());
+    assert!(inspect(&curl, &FUNCTIONS, &CALLEES).unwrap().is_none());
 }
 
 #[test]

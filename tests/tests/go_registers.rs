@@ -1,6 +1,7 @@
 //! The registers go_tls.bpf.c reads at the entry of crypto/tls.(*Conn).Write
-//! and Read (`GO_ARG0`: the receiver, `GO_ARG1`: the buffer's data pointer)
-//! are where Go's register ABI puts them, on amd64 and arm64: checked
+//! and Read (`GO_ARG0`: the receiver, `GO_ARG1`: the buffer's data pointer),
+//! and at Write's call of writeRecordLocked on amd64 (`GO_ARG0..3`), are
+//! where Go's register ABI puts them, on amd64 and arm64: checked
 //! against the parameter locations the compiler wrote into DWARF for real
 //! builds (arm64 cross-compiled), read here with gimli, not by nettap.
 
@@ -106,6 +107,24 @@ fn check(bin: &Path, x86: bool) {
         };
         assert_eq!(find("c").1, vec![arg0], "{f}: receiver register, {}", bin.display());
         assert_eq!(find("b").1.first(), Some(&arg1), "{f}: buffer pointer register, {}", bin.display());
+    }
+    // x86_64 probes Write's call of writeRecordLocked (GO_ARG0..3: c, typ,
+    // data's pointer and length) at the call: the callee's entry registers.
+    if x86 {
+        let f = "crypto/tls.(*Conn).writeRecordLocked";
+        let params = entry_registers(bin, f);
+        let find = |n: &str| {
+            params
+                .iter()
+                .find(|(p, _)| p == n)
+                .unwrap_or_else(|| panic!("{f}: no {n} in {params:?}"))
+                .1
+                .clone()
+        };
+        let (arg2, arg3) = (header_register(x86, "GO_ARG2"), header_register(x86, "GO_ARG3"));
+        assert_eq!(find("c"), vec![arg0], "{f}: receiver");
+        assert_eq!(find("typ"), vec![arg1], "{f}: record type");
+        assert_eq!(find("data")[..2], [arg2, arg3], "{f}: data pointer and length");
     }
 }
 

@@ -2,7 +2,9 @@
 //! later) that links crypto/tls gets the probes of `go_tls.bpf.c`, once per
 //! file (device, inode): an entry uprobe on (*Conn).Write and (*Conn).Read
 //! (on the jump of the stack check where there is one: see
-//! `golang::entry_site`), and a uprobe on each of their `ret` instructions.
+//! `golang::entry_site`), and a uprobe on each of their `ret` instructions,
+//! or, where the code allows, on the calls inside them that carry the
+//! plaintext (see `function_points`).
 
 use super::file_id::{Examined, FileId};
 use super::go_layout::{TABLE as GO_LAYOUT_TABLE, TCPCONN_TYPE_HASHES};
@@ -18,7 +20,58 @@ use std::rc::Rc;
 
 const WRITE: &str = "crypto/tls.(*Conn).Write";
 const READ: &str = "crypto/tls.(*Conn).Read";
-const PROGRAMS: [&str; 3] = ["up_go_tls_write", "up_go_tls_read", "up_go_tls_ret"];
+/// Write's one call that moves application data; Read's copy out of the
+/// decrypted record (`bytes.(*Reader).Read`, inlined).
+const WRITE_RECORD: &str = "crypto/tls.(*Conn).writeRecordLocked";
+const MEMMOVE: &str = "runtime.memmove";
+const PROGRAMS: [&str; 5] =
+    ["up_go_tls_write", "up_go_tls_read", "up_go_tls_ret", "up_go_tls_write_record", "up_go_tls_read_copy"];
+
+/// A uprobe to attach: program, file offset, label.
+type Point = (&'static str, u64, String);
+
+/// Where one function is probed. On x86_64 a probe on a `ret` is
+/// single-stepped (a debug trap more: ~13 µs a call in our VMs), one on a
+/// `call` is emulated. So where the code allows it:
+/// - Write: one probe on each of its calls of `writeRecordLocked(c,
+///   recordTypeApplicationData, b)`, where the connection, the buffer and
+///   its length are all arguments: one trap per Write, none at its return
+///   (a write that fails part way is recorded whole: the connection fails
+///   with it);
+/// - Read: the entry probe (the connection), and one on its only call of
+///   `runtime.memmove(b, unread, n)`, the bytes it returns before they are
+///   copied.
+///
+/// Otherwise (arm64, where `ret` is simulated; a build where the calls are
+/// not found as expected) the entry and every `ret`. `None`: no `ret` at all.
+fn function_points(go: &GoBinary, name: &str, f: &golang::GoFunction) -> Option<Vec<Point>> {
+    let at = |off: u64, what: &str| match off {
+        0 => format!("{name}{what}"),
+        off => format!("{name}+{off:#x}{what}"),
+    };
+    let calls = |callee: &str| go.callees.get(callee).map(|&t| f.calls_to(t)).unwrap_or_default();
+    let entry_prog = if name == WRITE { "up_go_tls_write" } else { "up_go_tls_read" };
+    let entry = (entry_prog, f.offset + f.entry, at(f.entry, ""));
+    if name == WRITE {
+        let sites = calls(WRITE_RECORD);
+        if !sites.is_empty() {
+            return Some(
+                sites
+                    .iter()
+                    .map(|&c| ("up_go_tls_write_record", f.offset + c, at(c, " (writeRecordLocked call)")))
+                    .collect(),
+            );
+        }
+    } else if let [copy] = calls(MEMMOVE)[..] {
+        return Some(vec![entry, ("up_go_tls_read_copy", f.offset + copy, at(copy, " (copy)"))]);
+    }
+    if f.returns.is_empty() {
+        return None;
+    }
+    let mut points = vec![entry];
+    points.extend(f.returns.iter().map(|&r| ("up_go_tls_ret", f.offset + r, at(r, " (return)"))));
+    Some(points)
+}
 
 /// Attaches the Go TLS probes to Go executables, once per file identity.
 #[derive(Default)]
@@ -77,30 +130,22 @@ impl GoTlsProbes {
             }
             self.loaded = true;
         }
-        // Both functions' points go in one attachment: the return program is
-        // then one link for every `ret` of Write and Read.
+        // Both functions' points go in one attachment: each program is then
+        // one link for all its points.
         let mut results = Vec::new();
         let mut points = Vec::new();
-        for (name, entry_prog) in [(WRITE, "up_go_tls_write"), (READ, "up_go_tls_read")] {
-            let Some(f) = go.functions.get(name) else {
-                results.push((name.to_string(), Rc::new(Err(ProbeError::MissingSymbol(name.to_string())))));
-                continue;
-            };
-            if f.returns.is_empty() {
-                results.push((
-                    name.to_string(),
-                    Rc::new(Err(ProbeError::MissingSymbol(format!("{name}: no ret")))),
-                ));
-                continue;
+        for name in [WRITE, READ] {
+            match go.functions.get(name) {
+                Some(f) => match function_points(go, name, f) {
+                    Some(p) => points.extend(p),
+                    None => results.push((
+                        name.to_string(),
+                        Rc::new(Err(ProbeError::MissingSymbol(format!("{name}: no ret")))),
+                    )),
+                },
+                None => results
+                    .push((name.to_string(), Rc::new(Err(ProbeError::MissingSymbol(name.to_string()))))),
             }
-            let entry = match f.entry {
-                0 => name.to_string(),
-                at => format!("{name}+{at:#x}"),
-            };
-            points.push((entry_prog, f.offset + f.entry, entry));
-            points.extend(
-                f.returns.iter().map(|r| ("up_go_tls_ret", f.offset + r, format!("{name}+{r:#x} (return)"))),
-            );
         }
         results.extend(loader::attach_uprobes(ebpf, points, file, key));
         let offsets = self.set_layout(ebpf, file, go);
@@ -153,7 +198,7 @@ impl ProgramProber for GoTlsProbes {
     fn examine(&mut self, ebpf: &mut Ebpf, path: &Path) -> Option<u64> {
         let Unexamined { file, key, map } = open_unexamined(path, &self.probed, &mut self.examined)?;
         let target = super::shown_path(path).display().to_string();
-        let go = match golang::inspect(&map, &[WRITE, READ]) {
+        let go = match golang::inspect(&map, &[WRITE, READ], &[WRITE_RECORD, MEMMOVE]) {
             Ok(Some(go)) => go,
             Ok(None) | Err(golang::GoError::Elf(_)) => return None, // not Go
             Err(e) => {

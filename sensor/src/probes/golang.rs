@@ -27,12 +27,32 @@ pub enum GoError {
 pub struct GoFunction {
     /// File offset of its first instruction (where an entry uprobe goes).
     pub offset: u64,
+    /// Its virtual address (what calls to it name).
+    pub address: u64,
     /// Its size in bytes.
     pub size: u64,
     /// Where its entry uprobe goes, from its first byte (see [`entry_site`]).
     pub entry: u64,
     /// Offsets of its return instructions from its first byte.
     pub returns: Vec<u64>,
+    /// Its direct calls (x86_64; empty elsewhere), in address order.
+    pub calls: Vec<DirectCall>,
+}
+
+/// A `call rel32` inside a function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectCall {
+    /// Where the call instruction is, from the function's first byte.
+    pub at: u64,
+    /// The virtual address it calls.
+    pub target: u64,
+}
+
+impl GoFunction {
+    /// Where it calls the function at `target`, from its first byte.
+    pub fn calls_to(&self, target: u64) -> Vec<u64> {
+        self.calls.iter().filter(|c| c.target == target).map(|c| c.at).collect()
+    }
 }
 
 /// What a Go executable says about itself.
@@ -46,6 +66,8 @@ pub struct GoBinary {
     pub symtab: bool,
     /// The wanted functions it has, by name.
     pub functions: HashMap<String, GoFunction>,
+    /// The addresses of the wanted callees it has, by name.
+    pub callees: HashMap<String, u64>,
     /// The tls.Conn → fd offsets from DWARF: `None` without DWARF (or
     /// without the wanted functions), an error when DWARF is there but does
     /// not give them.
@@ -56,8 +78,10 @@ pub struct GoBinary {
 
 const BUILDINFO_MAGIC: &[u8] = b"\xff Go buildinf:";
 
-/// Reads `data` as a Go executable; `None` when it is not one.
-pub fn inspect(data: &[u8], wanted: &[&str]) -> Result<Option<GoBinary>, GoError> {
+/// Reads `data` as a Go executable; `None` when it is not one. `wanted`:
+/// the functions to probe; `callees`: functions whose calls from them
+/// matter (only their addresses are kept).
+pub fn inspect(data: &[u8], wanted: &[&str], callees: &[&str]) -> Result<Option<GoBinary>, GoError> {
     let obj = object::File::parse(data)?;
     let Some(info) = obj.section_by_name(".go.buildinfo").and_then(|s| s.data().ok()) else {
         return Ok(None);
@@ -69,7 +93,7 @@ pub fn inspect(data: &[u8], wanted: &[&str]) -> Result<Option<GoBinary>, GoError
     for sym in obj.symbols() {
         symtab = true;
         if let Ok(name) = sym.name() {
-            if wanted.contains(&name) && sym.size() > 0 {
+            if (wanted.contains(&name) || callees.contains(&name)) && sym.size() > 0 {
                 found.insert(name.to_string(), (sym.address(), sym.size()));
             } else if go_layout::TCPCONN_ITAB_SYMBOLS.contains(&name) {
                 itab = Some(sym.address());
@@ -77,14 +101,21 @@ pub fn inspect(data: &[u8], wanted: &[&str]) -> Result<Option<GoBinary>, GoError
         }
     }
     if !symtab {
-        found = pclntab_functions(&obj, wanted)?;
+        let names: Vec<&str> = wanted.iter().chain(callees).copied().collect();
+        found = pclntab_functions(&obj, &names)?;
     }
     let mut functions = HashMap::new();
-    for (name, (addr, size)) in found {
-        let Some((offset, code)) = file_bytes(&obj, data, addr, size) else { continue };
+    let mut callee_addresses = HashMap::new();
+    for (name, (address, size)) in found {
+        if !wanted.contains(&name.as_str()) {
+            callee_addresses.insert(name, address);
+            continue;
+        }
+        let Some((offset, code)) = file_bytes(&obj, data, address, size) else { continue };
         let returns = return_offsets(obj.architecture(), code);
         let entry = entry_site(obj.architecture(), code);
-        functions.insert(name, GoFunction { offset, size, entry, returns });
+        let calls = direct_calls(obj.architecture(), code, address);
+        functions.insert(name, GoFunction { offset, address, size, entry, returns, calls });
     }
     // Only a program with the functions is probed and needs its layout;
     // reading DWARF is most of the time a held program waits.
@@ -93,7 +124,15 @@ pub fn inspect(data: &[u8], wanted: &[&str]) -> Result<Option<GoBinary>, GoError
     let tcpconn_itab_hash = itab
         .and_then(|a| file_bytes(&obj, data, a + 16, 4))
         .and_then(|(_, b)| Some(u32::from_le_bytes(b.try_into().ok()?)));
-    Ok(Some(GoBinary { version, module, symtab, functions, dwarf_layout, tcpconn_itab_hash }))
+    Ok(Some(GoBinary {
+        version,
+        module,
+        symtab,
+        functions,
+        callees: callee_addresses,
+        dwarf_layout,
+        tcpconn_itab_hash,
+    }))
 }
 
 /// Version and main module from `.go.buildinfo` (Go 1.18+: inline strings).
@@ -266,6 +305,20 @@ fn return_offsets(arch: object::Architecture, code: &[u8]) -> Vec<u64> {
     }
 }
 
+/// The `call rel32` instructions of `code` (linked at `address`). Only
+/// x86_64: there a probe on a call is emulated where one on a `ret` is
+/// single-stepped; arm64's uprobes simulate `ret` too.
+fn direct_calls(arch: object::Architecture, code: &[u8], address: u64) -> Vec<DirectCall> {
+    if arch != object::Architecture::X86_64 {
+        return Vec::new();
+    }
+    iced_x86::Decoder::with_ip(64, code, address, iced_x86::DecoderOptions::NONE)
+        .into_iter()
+        .filter(|i| i.code() == iced_x86::Code::Call_rel32_64)
+        .map(|i| DirectCall { at: i.ip() - address, target: i.near_branch_target() })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,8 +368,8 @@ mod tests {
     #[test]
     fn a_non_go_file_is_none_and_garbage_an_error() {
         let libssl = std::fs::read("/usr/lib/x86_64-linux-gnu/libssl.so.3").expect("the system libssl.so.3");
-        assert_eq!(inspect(&libssl, &["x"]).unwrap(), None);
-        assert!(inspect(b"garbage", &["x"]).is_err());
+        assert_eq!(inspect(&libssl, &["x"], &[]).unwrap(), None);
+        assert!(inspect(b"garbage", &["x"], &[]).is_err());
     }
 
     #[test]
