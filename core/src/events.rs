@@ -348,6 +348,8 @@ pub fn probe_name(probe: u32) -> &'static str {
         nt_probe::NT_PROBE_UPROBE_GO_TLS_READ => "uprobe:crypto/tls.(*Conn).Read:return",
         nt_probe::NT_PROBE_UPROBE_GO_TLS_WRITE_RECORD => "uprobe:crypto/tls.(*Conn).Write:writeRecordLocked",
         nt_probe::NT_PROBE_UPROBE_GO_TLS_READ_COPY => "uprobe:crypto/tls.(*Conn).Read:copy",
+        nt_probe::NT_PROBE_UPROBE_SSL_WRITE_INTERNAL => "uprobe:ssl_write_internal",
+        nt_probe::NT_PROBE_UPROBE_SSL_READ_INTERNAL => "uretprobe:ssl_read_internal",
         nt_probe::NT_PROBE_KPROBE_TCP_SENDMSG => "kprobe:tcp_sendmsg",
         nt_probe::NT_PROBE_KPROBE_TCP_RECVMSG => "kprobe:tcp_recvmsg",
         nt_probe::NT_PROBE_UPROBE_SSL_WRITE => "uprobe:SSL_write",
@@ -379,7 +381,9 @@ pub fn source_of(probe: u32) -> &'static str {
         | nt_probe::NT_PROBE_UPROBE_SSL_READ
         | nt_probe::NT_PROBE_UPROBE_SSL_READ_EX
         | nt_probe::NT_PROBE_UPROBE_SSL_READ_SITE
-        | nt_probe::NT_PROBE_UPROBE_SSL_READ_EX_SITE => "openssl",
+        | nt_probe::NT_PROBE_UPROBE_SSL_READ_EX_SITE
+        | nt_probe::NT_PROBE_UPROBE_SSL_WRITE_INTERNAL
+        | nt_probe::NT_PROBE_UPROBE_SSL_READ_INTERNAL => "openssl",
         nt_probe::NT_PROBE_UPROBE_GO_TLS_WRITE
         | nt_probe::NT_PROBE_UPROBE_GO_TLS_READ
         | nt_probe::NT_PROBE_UPROBE_GO_TLS_WRITE_RECORD

@@ -50,8 +50,9 @@ static __always_inline __u64 *adopt_thread_socket(const struct ssl_key *key, __u
 	return bpf_map_lookup_elem(&ssl_sockets, key);
 }
 
-/* `ret` is the function's return value; `ex` calls return 1 and write the
- * count. `probe`, when not 0, names the probe that took the result. */
+/* `ret` is the function's return value; `ex` calls (and the internal
+ * functions under them) return 1 (> 0) and write the count. `probe`, when
+ * not 0, names the probe that took the result. */
 static __always_inline int ssl_exit(long ret, bool ex, __u16 probe)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -64,7 +65,7 @@ static __always_inline int ssl_exit(long ret, bool ex, __u16 probe)
 	long n = ret;
 	if (ex) {
 		size_t moved = 0;
-		if (ret != 1 || bpf_probe_read_user(&moved, sizeof(moved), (void *)call.len_ptr))
+		if (ret <= 0 || bpf_probe_read_user(&moved, sizeof(moved), (void *)call.len_ptr))
 			n = 0;
 		else
 			n = moved;
@@ -128,6 +129,26 @@ NT_UPROBE(up_ssl_read_ex)
 NT_URETPROBE(ur_ssl_read_ex)
 {
 	return ssl_exit((int)PT_REGS_RC(ctx), true, 0);
+}
+
+/*
+ * ssl_write_internal and ssl_read_internal, which SSL_write/SSL_write_ex
+ * and SSL_read/SSL_read_ex call with the _ex arguments
+ * (probes/shared_callee.rs): probed instead of them where found, with the
+ * _ex uretprobes.
+ */
+NT_UPROBE(up_ssl_write_internal)
+{
+	void *ssl = (void *)PT_REGS_PARM1(ctx), *buf = (void *)PT_REGS_PARM2(ctx);
+	size_t *written = (size_t *)PT_REGS_PARM4(ctx);
+	return ssl_enter(ssl, buf, written, NT_PROBE_UPROBE_SSL_WRITE_INTERNAL, NT_DIR_SEND);
+}
+
+NT_UPROBE(up_ssl_read_internal)
+{
+	void *ssl = (void *)PT_REGS_PARM1(ctx), *buf = (void *)PT_REGS_PARM2(ctx);
+	size_t *readbytes = (size_t *)PT_REGS_PARM4(ctx);
+	return ssl_enter(ssl, buf, readbytes, NT_PROBE_UPROBE_SSL_READ_INTERNAL, NT_DIR_RECV);
 }
 
 /*

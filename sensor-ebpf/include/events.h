@@ -79,6 +79,8 @@ enum nt_probe {
 	NT_PROBE_UPROBE_BSSL_READ,    /* BoringSSL's SSL_read, at its return */
 	NT_PROBE_UPROBE_GO_TLS_WRITE_RECORD, /* (*Conn).Write's call of writeRecordLocked */
 	NT_PROBE_UPROBE_GO_TLS_READ_COPY,    /* (*Conn).Read's copy of the decrypted bytes */
+	NT_PROBE_UPROBE_SSL_WRITE_INTERNAL,  /* ssl_write_internal, under SSL_write and SSL_write_ex */
+	NT_PROBE_UPROBE_SSL_READ_INTERNAL,   /* ssl_read_internal, at its return */
 	NT_PROBE_MAX,
 };
 

@@ -36,9 +36,12 @@ pub fn assert_exact_from(cap: &Capture, peer: &PeerInfo, role: &str, from: usize
             }
             "nss" => ["uprobe:ssl_Write", "uprobe:ssl_Send", "uretprobe:ssl_Read", "uretprobe:ssl_Recv"]
                 .contains(&probe),
-            _ => ["uprobe:SSL_write", "uretprobe:SSL_read", "uprobe:SSL_read"]
-                .iter()
-                .any(|p| probe.starts_with(p)),
+            _ => {
+                ["uprobe:SSL_write", "uretprobe:SSL_read", "uprobe:SSL_read"]
+                    .iter()
+                    .any(|p| probe.starts_with(p))
+                    || ["uprobe:ssl_write_internal", "uretprobe:ssl_read_internal"].contains(&probe)
+            }
         };
         assert!(ok, "{r}");
     }
@@ -126,4 +129,17 @@ pub fn assert_posts(records: &[&Value], sizes: &[usize], role: &str, port: u16, 
         assert_eq!(r["response"]["status"], 200, "{role}: /resp_{n}");
         assert_http_body(&r["response"], &pattern_body("resp", n), role);
     }
+}
+
+/// Whether the `probe="…"` of a `probe attached` line is function `f`, or
+/// an internal function probed for it (`ssl_read_internal (SSL_read_ex,
+/// SSL_read)`: see probes/shared_callee.rs).
+pub fn probe_label_names(line: &str, f: &str) -> bool {
+    let Some(label) = line.split("probe=\"").nth(1).and_then(|rest| rest.split('"').next()) else {
+        return false;
+    };
+    label == f
+        || label
+            .split_once(" (")
+            .is_some_and(|(_, callers)| callers.trim_end_matches(')').split(", ").any(|c| c == f))
 }

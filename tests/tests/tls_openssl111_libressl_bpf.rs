@@ -171,7 +171,7 @@ fn both_ends_exact(lib: Lib, linkage: Linkage) {
         cap.log.lines().any(|l| {
             l.contains("probe attached")
                 && l.contains(&target)
-                && l.contains(&format!("probe=\"{f}\""))
+                && probe_label_names(l, f)
                 && l.contains(&format!("version=\"{}\"", lib.version))
                 && l.contains(&format!("ok={ok}"))
         })

@@ -57,6 +57,7 @@ pub static BORINGSSL: TlsLibrary = TlsLibrary {
     bundlers: &[],
     version: grpcio_version,
     locate: Some(locate),
+    shared_callees: &[],
 };
 
 /// "BoringSSL (grpcio 1.68.1)" for grpcio's module at `path`

@@ -47,6 +47,7 @@ pub static GNUTLS: TlsLibrary = TlsLibrary {
     bundlers: &[],
     version: library_version,
     locate: None,
+    shared_callees: &[],
 };
 
 /// Whether a file name is the shared GnuTLS (`libgnutls.so.30`), not one of
@@ -100,7 +101,7 @@ mod tests {
     #[test]
     fn every_record_function_is_planned_with_entry_and_uretprobe() {
         let data = std::fs::read(SYSTEM).expect("the system libgnutls.so.30");
-        let plans = plan(&data, &GNUTLS_FUNCTIONS).unwrap();
+        let plans = plan(&data, &GNUTLS_FUNCTIONS, &[]).unwrap();
         for (f, p) in GNUTLS_FUNCTIONS.iter().zip(&plans) {
             let points = p.as_ref().unwrap_or_else(|m| panic!("{m} missing"));
             let kinds: Vec<_> = points.iter().map(|pt| pt.kind).collect();

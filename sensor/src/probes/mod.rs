@@ -22,6 +22,7 @@ mod probed_files;
 mod rustls;
 pub mod rustls_find;
 mod rustls_stripped;
+mod shared_callee;
 mod sites;
 mod tls_lib;
 mod tls_probers;

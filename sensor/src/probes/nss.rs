@@ -57,6 +57,7 @@ pub static NSS: TlsLibrary = TlsLibrary {
     bundlers: &[],
     version: library_version,
     locate: Some(|data| nss_methods::ssl_layer_methods(data).map_err(|e| e.to_string())),
+    shared_callees: &[],
 };
 
 /// Whether a file name is NSS's SSL library (`libssl3.so`), not OpenSSL's

@@ -2,6 +2,7 @@
 //! `openssl.bpf.c` on `SSL_write`/`SSL_read` and their `_ex` forms.
 
 use super::elf;
+use super::shared_callee::SharedCallee;
 use super::tls_lib::TlsLibrary;
 use super::uprobe_plan::TlsFunction;
 use std::path::Path;
@@ -38,6 +39,29 @@ pub const SSL_FUNCTIONS: [TlsFunction; 4] = [
     },
 ];
 
+/// What `SSL_write`/`SSL_write_ex` and `SSL_read`/`SSL_read_ex` call to
+/// do their work in OpenSSL 1.1.1 and 3.x (`shared_callee`): probed
+/// instead of them where found, with the `_ex` programs' meaning (the
+/// count written through the fourth argument).
+pub const SHARED_CALLEES: [SharedCallee; 2] = [
+    SharedCallee {
+        name: "ssl_write_internal",
+        first_call_of: "SSL_write_ex",
+        args: 4,
+        also_called_by: &["SSL_write"],
+        entry: "up_ssl_write_internal",
+        uretprobe: "ur_ssl_write_ex",
+    },
+    SharedCallee {
+        name: "ssl_read_internal",
+        first_call_of: "SSL_read_ex",
+        args: 4,
+        also_called_by: &["SSL_read"],
+        entry: "up_ssl_read_internal",
+        uretprobe: "ur_ssl_read_ex",
+    },
+];
+
 /// OpenSSL 3.x and 1.1.1, and LibreSSL (same functions; LibreSSL 2.0.0
 /// lacks the `_ex` forms, which are then said missing). No struct of theirs
 /// is read, so no layout differs between them.
@@ -50,6 +74,7 @@ pub static OPENSSL: TlsLibrary = TlsLibrary {
     bundlers: &["node", "nodejs"],
     version: library_version,
     locate: None,
+    shared_callees: &SHARED_CALLEES,
 };
 
 /// Whether a file name is a shared libssl (`libssl.so`, `libssl.so.3`, …),

@@ -32,7 +32,7 @@ const ARGS: [Register; 6] =
 /// Whether the kernel's x86 uprobe code emulates the instruction `bytes`
 /// begins (arch/x86/kernel/uprobes.c: branch and push emulation). Prefixed
 /// forms are left out: the kernel refuses some of them.
-fn emulated(bytes: &[u8]) -> bool {
+pub(crate) fn emulated(bytes: &[u8]) -> bool {
     match bytes {
         [0x70..=0x7f, ..] | [0xe8 | 0xe9 | 0xeb | 0x90, ..] => true, // jcc8, call, jmp, nop
         [0x0f, 0x80..=0x8f, ..] | [0x0f, 0x1f, ..] => true,          // jcc32, nopl

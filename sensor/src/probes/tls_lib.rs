@@ -7,6 +7,7 @@
 use super::elf::FileSymbol;
 use super::file_id::{Examined, FileId};
 use super::probed_files::{open_unexamined, MapsName, ProbedFiles, Unexamined};
+use super::shared_callee::SharedCallee;
 use super::uprobe_plan::{self, FunctionPlan, TlsFunction};
 use super::{elf, loader, log_attach, log_program_probed, ProbeError};
 use crate::probes::exec_gate::HeldExec;
@@ -51,6 +52,9 @@ pub struct TlsLibrary {
     /// Where the functions are when the symbol table does not say (NSS's
     /// static SSL-layer methods), or why they cannot be found; `None`: by symbol.
     pub locate: Option<Locate>,
+    /// Static functions probed instead of the public ones that go through
+    /// them, where found (`shared_callee`; by symbol only).
+    pub shared_callees: &'static [SharedCallee],
 }
 
 /// Finds a library's functions in its file's bytes, or says why it cannot.
@@ -246,7 +250,8 @@ impl TlsLibProbes {
     /// Where each function's probes go in the file `data`.
     fn plan(&self, data: &[u8]) -> Result<Vec<FunctionPlan>, String> {
         match self.lib.locate {
-            None => uprobe_plan::plan(data, self.lib.functions).map_err(|e| e.to_string()),
+            None => uprobe_plan::plan(data, self.lib.functions, self.lib.shared_callees)
+                .map_err(|e| e.to_string()),
             Some(locate) => Ok(uprobe_plan::plan_located(data, self.lib.functions, &locate(data)?)),
         }
     }
@@ -281,7 +286,9 @@ impl TlsLibProbes {
         };
         if !self.loaded {
             // Functions may share a program (GnuTLS's one exit): loaded once.
-            let mut programs: Vec<&str> = self.lib.functions.iter().flat_map(TlsFunction::programs).collect();
+            let callees = self.lib.shared_callees.iter().flat_map(|c| [c.entry, c.uretprobe]);
+            let mut programs: Vec<&str> =
+                self.lib.functions.iter().flat_map(TlsFunction::programs).chain(callees).collect();
             programs.sort_unstable();
             programs.dedup();
             if let Err(e) = loader::load_uprobes(ebpf, programs) {

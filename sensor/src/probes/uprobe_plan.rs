@@ -5,6 +5,7 @@
 //! entry and before each return.
 
 use super::elf::{self, ElfError, FileSymbol};
+use super::shared_callee::{self, SharedCallee};
 use std::collections::HashMap;
 
 /// One probed function and its BPF programs.
@@ -46,11 +47,34 @@ pub struct ProbePoint {
 /// What to attach for one function, or the symbol it lacks.
 pub type FunctionPlan = Result<Vec<ProbePoint>, &'static str>;
 
-/// Plans every function of `functions` in the ELF file `data`.
-pub fn plan(data: &[u8], functions: &[TlsFunction]) -> Result<Vec<FunctionPlan>, ElfError> {
+/// Plans every function of `functions` in the ELF file `data`, with the
+/// functions a found shared callee stands for probed on it instead (see
+/// `shared_callee`): its entry and uretprobe go in the plan of the function
+/// whose first call it is, the others get none.
+pub fn plan(
+    data: &[u8],
+    functions: &[TlsFunction],
+    callees: &[SharedCallee],
+) -> Result<Vec<FunctionPlan>, ElfError> {
     let names: Vec<&str> = functions.iter().map(|f| f.name).collect();
     let symbols = elf::symbol_offsets(data, &names)?;
-    Ok(plan_located(data, functions, &symbols))
+    let mut plans = plan_located(data, functions, &symbols);
+    for callee in callees {
+        let Some(at) = shared_callee::find(data, &symbols, callee) else { continue };
+        let label = format!("{} ({})", callee.name, callee.callers().collect::<Vec<_>>().join(", "));
+        let points = vec![
+            ProbePoint { program: callee.entry, offset: at, kind: "uprobe", label: label.clone() },
+            ProbePoint { program: callee.uretprobe, offset: at, kind: "uretprobe", label },
+        ];
+        for (f, plan) in functions.iter().zip(plans.iter_mut()) {
+            if f.name == callee.first_call_of {
+                *plan = Ok(points.clone());
+            } else if callee.also_called_by.contains(&f.name) {
+                *plan = Ok(Vec::new());
+            }
+        }
+    }
+    Ok(plans)
 }
 
 /// Plans every function of `functions` at the offsets `symbols` gives
@@ -112,7 +136,7 @@ mod tests {
     fn debian_libssl_read_and_write_use_sites_and_the_ex_forms_keep_uretprobes() {
         // ci/install.sh installs libssl-dev.
         let data = std::fs::read("/usr/lib/x86_64-linux-gnu/libssl.so.3").expect("the system libssl.so.3");
-        let plans = plan(&data, &SSL_FUNCTIONS).unwrap();
+        let plans = plan(&data, &SSL_FUNCTIONS, &[]).unwrap();
         let kinds = |p: &FunctionPlan| p.as_ref().unwrap().iter().map(|pt| pt.kind).collect::<Vec<_>>();
         for (f, p) in SSL_FUNCTIONS.iter().zip(&plans) {
             let points = p.as_ref().unwrap();
@@ -129,10 +153,30 @@ mod tests {
     }
 
     #[test]
+    fn debian_libssl_is_probed_on_its_two_internal_functions() {
+        use crate::probes::openssl::SHARED_CALLEES;
+        let data = std::fs::read("/usr/lib/x86_64-linux-gnu/libssl.so.3").expect("the system libssl.so.3");
+        let plans = plan(&data, &SSL_FUNCTIONS, &SHARED_CALLEES).unwrap();
+        let points: Vec<ProbePoint> = plans.into_iter().flat_map(Result::unwrap).collect();
+        let labels: Vec<(&str, &str)> = points.iter().map(|p| (p.kind, p.label.as_str())).collect();
+        assert_eq!(
+            labels,
+            [
+                ("uprobe", "ssl_write_internal (SSL_write_ex, SSL_write)"),
+                ("uretprobe", "ssl_write_internal (SSL_write_ex, SSL_write)"),
+                ("uprobe", "ssl_read_internal (SSL_read_ex, SSL_read)"),
+                ("uretprobe", "ssl_read_internal (SSL_read_ex, SSL_read)"),
+            ]
+        );
+        assert_eq!(points[0].offset, points[1].offset);
+        assert_ne!(points[0].offset, points[2].offset);
+    }
+
+    #[test]
     fn a_missing_symbol_is_named() {
         let data =
             std::fs::read("/usr/lib/x86_64-linux-gnu/libcrypto.so.3").expect("the system libcrypto.so.3");
-        let plans = plan(&data, &SSL_FUNCTIONS).unwrap();
+        let plans = plan(&data, &SSL_FUNCTIONS, &[]).unwrap();
         assert!(plans.iter().all(|p| p.is_err()));
         assert_eq!(plans[2], Err("SSL_read"));
     }
