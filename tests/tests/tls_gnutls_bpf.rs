@@ -177,7 +177,13 @@ fn gnutls_cli_against_nginx_both_ends_exact_from_the_first_request() {
             // handshake): say what it logged rather than only the pipe's error.
             let status = wait_child(&mut cli, "gnutls-cli");
             let log = std::fs::read_to_string(dir.path().join("cli.log")).unwrap_or_default();
-            panic!("gnutls-cli ({status}) did not take the {n}-byte request ({e}); its log:\n{log}");
+            let got = std::fs::read(&out).unwrap_or_default();
+            panic!(
+                "gnutls-cli ({status}) did not take the {n}-byte request ({e}); it got {} bytes from nginx: \
+                 {:?}; its log:\n{log}",
+                got.len(),
+                lossy_start(&got)
+            );
         }
         let status = wait_child(&mut cli, "gnutls-cli");
         drop(stdin);

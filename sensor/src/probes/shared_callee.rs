@@ -24,8 +24,8 @@
 //! Otherwise the public functions are probed as before (`uprobe_plan`).
 
 use super::elf::FileSymbol;
-use super::sites;
-use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, Register};
+use super::sites::{self, ARGS};
+use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, InstructionInfoFactory, Register};
 use std::collections::HashMap;
 
 /// A shared callee and the programs that probe it.
@@ -50,10 +50,6 @@ impl SharedCallee {
         std::iter::once(self.first_call_of).chain(self.also_called_by.iter().copied())
     }
 }
-
-/// The System V argument registers, in order.
-const ARGS: [Register; 6] =
-    [Register::RDI, Register::RSI, Register::RDX, Register::RCX, Register::R8, Register::R9];
 
 /// The file offset of `callee` in the ELF file `data`, whose functions
 /// `symbols` gives, if every condition above holds.
@@ -103,19 +99,11 @@ fn first_call(code: &[u8], offset: u64, args: &[Register]) -> Option<u64> {
     for ins in Decoder::with_ip(64, code, offset, DecoderOptions::NONE).into_iter().take(16) {
         match ins.flow_control() {
             FlowControl::Call if ins.code() == Code::Call_rel32_64 => return Some(ins.near_branch_target()),
-            FlowControl::Next if !ins.is_invalid() && !writes_any(&mut info, &ins, args) => {}
+            FlowControl::Next if !ins.is_invalid() && !sites::writes(&mut info, &ins, args) => {}
             _ => return None,
         }
     }
     None
-}
-
-fn writes_any(info: &mut InstructionInfoFactory, ins: &Instruction, regs: &[Register]) -> bool {
-    use iced_x86::OpAccess;
-    info.info(ins).used_registers().iter().any(|u| {
-        !matches!(u.access(), OpAccess::Read | OpAccess::CondRead | OpAccess::NoMemAccess | OpAccess::None)
-            && regs.contains(&u.register().full_register())
-    })
 }
 
 #[cfg(test)]

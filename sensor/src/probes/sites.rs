@@ -26,7 +26,7 @@ pub struct Sites {
 }
 
 /// The System V argument registers, in order.
-const ARGS: [Register; 6] =
+pub(crate) const ARGS: [Register; 6] =
     [Register::RDI, Register::RSI, Register::RDX, Register::RCX, Register::R8, Register::R9];
 
 /// Whether the kernel's x86 uprobe code emulates the instruction `bytes`
@@ -73,7 +73,8 @@ impl Decoded {
     }
 }
 
-fn writes(info: &mut InstructionInfoFactory, ins: &Instruction, regs: &[Register]) -> bool {
+/// Whether `ins` writes any of `regs` (or a part of one).
+pub(crate) fn writes(info: &mut InstructionInfoFactory, ins: &Instruction, regs: &[Register]) -> bool {
     info.info(ins).used_registers().iter().any(|u| {
         !matches!(u.access(), OpAccess::Read | OpAccess::CondRead | OpAccess::NoMemAccess | OpAccess::None)
             && regs.contains(&u.register().full_register())
