@@ -36,8 +36,8 @@ for _ in $(seq 300); do [ -f "$work/sensor.ready" ] && break; sleep 0.1; done
 # CPU time (clock ticks) of a process so far: user + system.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz="$(getconf CLK_TCK)"
-echo "| round | agent | requests/s ($threads threads, $size B each way, ${secs} s after ${warmup} s) | CPU µs per request: server + client + sensor |"
-echo "|---|---|---:|---:|"
+echo "| round | agent | requests/s ($threads threads, $size B each way, ${secs} s after ${warmup} s) | CPU µs per request: server + client + sensor | of it, server | client | sensor | sensor RSS MiB after |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|"
 declare -a without with path absent cpu_without cpu_with cpu_path cpu_absent
 for round in $(seq "$rounds"); do
   for mode in without with path absent; do
@@ -66,7 +66,12 @@ for round in $(seq "$rounds"); do
     client_cpu="$(sed -nE 's/.*cpu_seconds=([0-9.]+).*/\1/p' <<<"$out")"
     cpu="$(awk -v s=$((s1 - s0)) -v j=$((j1 - j0)) -v c="$client_cpu" -v hz="$hz" -v n="$reqs" \
       'BEGIN { printf "%.0f", ((s + j) / hz + c) * 1e6 / n }')"
-    echo "| $round | $mode | $rps | $cpu |"
+    # Each process's share, and the sensor's RSS: a cost that grows from
+    # round to round (state kept across JVMs) shows in the sensor's column.
+    parts="$(awk -v s=$((s1 - s0)) -v j=$((j1 - j0)) -v c="$client_cpu" -v hz="$hz" -v n="$reqs" \
+      'BEGIN { printf "%.0f | %.0f | %.0f", j / hz * 1e6 / n, c * 1e6 / n, s / hz * 1e6 / n }')"
+    rss="$(awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$sensor/status")"
+    echo "| $round | $mode | $rps | $cpu | $parts | $rss |"
     case "$mode" in
       with) with+=("$rps") cpu_with+=("$cpu") ;;
       path) path+=("$rps") cpu_path+=("$cpu") ;;

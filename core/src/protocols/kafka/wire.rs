@@ -130,11 +130,20 @@ impl<'a> Reader<'a> {
         Ok((v >> 1) as i64 ^ -((v & 1) as i64))
     }
 
+    /// A compact length or count: uvarint N+1, 0 for null (-1); one beyond
+    /// i64 (garbage) is refused rather than wrapped.
+    fn compact_length(&mut self) -> R<i64> {
+        match self.uvarint()? {
+            0 => Ok(-1),
+            v => i64::try_from(v - 1).map_err(|_| WireError::BadLength(i64::MAX)),
+        }
+    }
+
     /// A length that may be null (`None`): int16 or int32 in legacy form,
     /// uvarint N+1 in compact form.
     fn length(&mut self, wide: bool) -> R<Option<usize>> {
         let n: i64 = if self.flexible {
-            self.uvarint()? as i64 - 1
+            self.compact_length()?
         } else if wide {
             i64::from(self.i32()?)
         } else {
@@ -171,7 +180,7 @@ impl<'a> Reader<'a> {
     /// An array's element count (null read as 0); each element needs at
     /// least one byte, so a count beyond the bytes left is refused.
     pub fn count(&mut self) -> R<usize> {
-        let n: i64 = if self.flexible { self.uvarint()? as i64 - 1 } else { i64::from(self.i32()?) };
+        let n: i64 = if self.flexible { self.compact_length()? } else { i64::from(self.i32()?) };
         match n {
             -1 => Ok(0),
             n if n < 0 || n as u64 > self.buf.len() as u64 => Err(WireError::BadLength(n)),
@@ -240,6 +249,10 @@ mod tests {
             Err(WireError::BadLength(i32::MAX as i64))
         );
         assert_eq!(Reader::new(&[0x80; 11], false).uvarint(), Err(WireError::BadLength(-1)));
+        // A compact length or count past i64 (a fuzzer's input) is refused, not wrapped.
+        let huge = [0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01];
+        assert_eq!(Reader::new(&huge, true).count(), Err(WireError::BadLength(i64::MAX)));
+        assert_eq!(Reader::new(&huge, true).string(), Err(WireError::BadLength(i64::MAX)));
         // Two tagged fields skipped, then a byte.
         let mut r = Reader::new(&[2, 0, 1, 9, 5, 2, 7, 7, 42], true);
         assert_eq!((r.tags(), r.i8()), (Ok(()), Ok(42)));
