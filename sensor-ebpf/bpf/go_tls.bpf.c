@@ -118,6 +118,17 @@ static __always_inline struct sock *go_conn_sock(__u64 conn, __u8 *not_tcp)
 	return fd >= 0 ? tcp_sock_of_fd(fd) : NULL;
 }
 
+/* A call on *tls.Conn `conn` moving bytes at `buf`, with its socket;
+ * false when the socket's ports are not wanted. */
+static __always_inline bool go_call_of(__u64 conn, __u64 buf, __u16 probe, __u8 direction,
+				       struct go_call *call)
+{
+	*call = (struct go_call){ .conn = conn, .buf = buf, .probe = probe, .direction = direction };
+	struct sock *sk = go_conn_sock(conn, &call->not_tcp);
+	call->sk = (__u64)sk;
+	return !sk || ports_wanted(sk);
+}
+
 /* A call starts: its arguments and socket, kept for its return unless the
  * socket's ports are not wanted. */
 static __always_inline int go_enter(struct pt_regs *ctx, __u16 probe, __u8 direction)
@@ -126,20 +137,13 @@ static __always_inline int go_enter(struct pt_regs *ctx, __u16 probe, __u8 direc
 	if (!pid_wanted(id >> 32))
 		return 0;
 	struct go_key key = { .g = GO_G(ctx), .tgid = id >> 32 };
-	struct go_call call = {
-		.conn = GO_ARG0(ctx),
-		.buf = GO_ARG1(ctx),
-		.probe = probe,
-		.direction = direction,
-	};
-	struct sock *sk = go_conn_sock(call.conn, &call.not_tcp);
-	if (sk && !ports_wanted(sk)) {
+	struct go_call call;
+	if (!go_call_of(GO_ARG0(ctx), GO_ARG1(ctx), probe, direction, &call)) {
 		/* Not kept; nor may an older call of this goroutine whose return
 		 * was never seen take this call's return. */
 		bpf_map_delete_elem(&go_calls, &key);
 		return 0;
 	}
-	call.sk = (__u64)sk;
 	bpf_map_update_elem(&go_calls, &key, &call, BPF_ANY);
 	return 0;
 }
@@ -205,16 +209,9 @@ NT_UPROBE(up_go_tls_write_record)
 	__u64 id = bpf_get_current_pid_tgid();
 	if (!pid_wanted(id >> 32) || (__u8)GO_ARG1(ctx) != GO_RECORD_TYPE_APPLICATION_DATA)
 		return 0;
-	struct go_call call = {
-		.conn = GO_ARG0(ctx),
-		.buf = GO_ARG2(ctx),
-		.probe = NT_PROBE_UPROBE_GO_TLS_WRITE_RECORD,
-		.direction = NT_DIR_SEND,
-	};
-	struct sock *sk = go_conn_sock(call.conn, &call.not_tcp);
-	if (sk && !ports_wanted(sk))
+	struct go_call call;
+	if (!go_call_of(GO_ARG0(ctx), GO_ARG2(ctx), NT_PROBE_UPROBE_GO_TLS_WRITE_RECORD, NT_DIR_SEND, &call))
 		return 0;
-	call.sk = (__u64)sk;
 	return go_emit(call, call.buf, (long)GO_ARG3(ctx), id);
 }
 

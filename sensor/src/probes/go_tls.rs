@@ -30,8 +30,10 @@ const MEMMOVE: &str = "runtime.memmove";
 /// alone as with both (2026-12-07); loopback tests were exact. Not
 /// understood yet: see docs/benchmarks.md, "Traps".
 const CALL_SITES: bool = false;
-const PROGRAMS: [&str; 5] =
-    ["up_go_tls_write", "up_go_tls_read", "up_go_tls_ret", "up_go_tls_write_record", "up_go_tls_read_copy"];
+const PROGRAMS: [&str; 3] = ["up_go_tls_write", "up_go_tls_read", "up_go_tls_ret"];
+const CALL_SITE_PROGRAMS: [&str; 2] = ["up_go_tls_write_record", "up_go_tls_read_copy"];
+/// The callees looked for, only when their calls are probed.
+const CALLEES: &[&str] = if CALL_SITES { &[WRITE_RECORD, MEMMOVE] } else { &[] };
 
 /// A uprobe to attach: program, file offset, label.
 type Point = (&'static str, u64, String);
@@ -58,18 +60,18 @@ fn function_points(go: &GoBinary, name: &str, f: &golang::GoFunction) -> Option<
     let calls = |callee: &str| go.callees.get(callee).map(|&t| f.calls_to(t)).unwrap_or_default();
     let entry_prog = if name == WRITE { "up_go_tls_write" } else { "up_go_tls_read" };
     let entry = (entry_prog, f.offset + f.entry, at(f.entry, ""));
-    if name == WRITE {
-        let sites = calls(WRITE_RECORD);
-        if !sites.is_empty() && CALL_SITES {
-            return Some(
-                sites
-                    .iter()
-                    .map(|&c| ("up_go_tls_write_record", f.offset + c, at(c, " (writeRecordLocked call)")))
-                    .collect(),
-            );
+    if CALL_SITES {
+        if name == WRITE {
+            let sites = calls(WRITE_RECORD);
+            if !sites.is_empty() {
+                let label = |c| at(c, " (writeRecordLocked call)");
+                return Some(
+                    sites.iter().map(|&c| ("up_go_tls_write_record", f.offset + c, label(c))).collect(),
+                );
+            }
+        } else if let [copy] = calls(MEMMOVE)[..] {
+            return Some(vec![entry, ("up_go_tls_read_copy", f.offset + copy, at(copy, " (copy)"))]);
         }
-    } else if let ([copy], true) = (&calls(MEMMOVE)[..], CALL_SITES) {
-        return Some(vec![entry, ("up_go_tls_read_copy", f.offset + copy, at(*copy, " (copy)"))]);
     }
     if f.returns.is_empty() {
         return None;
@@ -130,7 +132,8 @@ impl GoTlsProbes {
         go: &GoBinary,
     ) -> Option<u64> {
         if !self.loaded {
-            if let Err(e) = loader::load_uprobes(ebpf, PROGRAMS) {
+            let programs = PROGRAMS.iter().chain(CALL_SITE_PROGRAMS.iter().filter(|_| CALL_SITES)).copied();
+            if let Err(e) = loader::load_uprobes(ebpf, programs) {
                 tracing::warn!(error = %loader::chain(&e), "Go TLS probes cannot load");
                 return None;
             }
@@ -204,7 +207,7 @@ impl ProgramProber for GoTlsProbes {
     fn examine(&mut self, ebpf: &mut Ebpf, path: &Path) -> Option<u64> {
         let Unexamined { file, key, map } = open_unexamined(path, &self.probed, &mut self.examined)?;
         let target = super::shown_path(path).display().to_string();
-        let go = match golang::inspect(&map, &[WRITE, READ], &[WRITE_RECORD, MEMMOVE]) {
+        let go = match golang::inspect(&map, &[WRITE, READ], CALLEES) {
             Ok(Some(go)) => go,
             Ok(None) | Err(golang::GoError::Elf(_)) => return None, // not Go
             Err(e) => {

@@ -27,8 +27,6 @@ pub enum GoError {
 pub struct GoFunction {
     /// File offset of its first instruction (where an entry uprobe goes).
     pub offset: u64,
-    /// Its virtual address (what calls to it name).
-    pub address: u64,
     /// Its size in bytes.
     pub size: u64,
     /// Where its entry uprobe goes, from its first byte (see [`entry_site`]).
@@ -115,7 +113,7 @@ pub fn inspect(data: &[u8], wanted: &[&str], callees: &[&str]) -> Result<Option<
         let returns = return_offsets(obj.architecture(), code);
         let entry = entry_site(obj.architecture(), code);
         let calls = direct_calls(obj.architecture(), code, address);
-        functions.insert(name, GoFunction { offset, address, size, entry, returns, calls });
+        functions.insert(name, GoFunction { offset, size, entry, returns, calls });
     }
     // Only a program with the functions is probed and needs its layout;
     // reading DWARF is most of the time a held program waits.
@@ -312,10 +310,8 @@ fn direct_calls(arch: object::Architecture, code: &[u8], address: u64) -> Vec<Di
     if arch != object::Architecture::X86_64 {
         return Vec::new();
     }
-    iced_x86::Decoder::with_ip(64, code, address, iced_x86::DecoderOptions::NONE)
-        .into_iter()
-        .filter(|i| i.code() == iced_x86::Code::Call_rel32_64)
-        .map(|i| DirectCall { at: i.ip() - address, target: i.near_branch_target() })
+    super::sites::direct_calls(code, address)
+        .map(|(ip, target)| DirectCall { at: ip - address, target })
         .collect()
 }
 

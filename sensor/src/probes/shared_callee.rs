@@ -57,18 +57,15 @@ pub fn find(data: &[u8], symbols: &HashMap<String, FileSymbol>, callee: &SharedC
     if !cfg!(target_arch = "x86_64") {
         return None;
     }
-    let section = text_range(data, symbols.get(callee.first_call_of)?.offset)?;
     let first = symbols.get(callee.first_call_of)?;
+    let section = text_range(data, first.offset)?;
     let target = first_call(code(data, first)?, first.offset, &ARGS[..callee.args])?;
     if !section.contains(&target) || symbols.values().any(|s| s.offset == target) {
         return None;
     }
     for other in callee.also_called_by {
         let s = symbols.get(*other)?;
-        let calls_it = Decoder::with_ip(64, code(data, s)?, s.offset, DecoderOptions::NONE)
-            .into_iter()
-            .any(|i| i.code() == Code::Call_rel32_64 && i.near_branch_target() == target);
-        if !calls_it {
+        if !sites::direct_calls(code(data, s)?, s.offset).any(|(_, t)| t == target) {
             return None;
         }
     }

@@ -192,6 +192,15 @@ fn ends_with_rax_unchanged(d: &Decoded, ip: u64, info: &mut InstructionInfoFacto
     false
 }
 
+/// The `call rel32` instructions of `code` decoded at `ip`: (where each
+/// is, where it calls), both in the same space as `ip`.
+pub(crate) fn direct_calls(code: &[u8], ip: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+    Decoder::with_ip(64, code, ip, DecoderOptions::NONE)
+        .into_iter()
+        .filter(|i| i.code() == iced_x86::Code::Call_rel32_64)
+        .map(|i| (i.ip(), i.near_branch_target()))
+}
+
 /// The address the first `lea reg, [rip + disp]` among the first 16
 /// instructions of `code` (linked at `address`) computes: where a function
 /// that returns a constant string finds it.
