@@ -72,13 +72,16 @@ impl RecursionMisses {
     /// ran instead, as one record.
     pub fn poll(&mut self, ebpf: &Ebpf) -> Option<DropRecord> {
         let mut new = 0;
+        let totals: Vec<(&str, u64)> = ebpf
+            .programs()
+            .filter(|(name, _)| *name != SET_STATE_NESTED)
+            .filter_map(|(name, prog)| Some((name, misses_of(prog.fd().ok()?.as_fd()).ok()?)))
+            .collect();
+        // Read after the skips: the kernel counts a skip before the nested
+        // program recovers it, so a recovery read first could miss its skip's
+        // count and a skip that happened between the two reads would look lost.
         let recovered = recovered(ebpf);
-        for (name, prog) in ebpf.programs() {
-            if name == SET_STATE_NESTED {
-                continue;
-            }
-            let Ok(fd) = prog.fd() else { continue };
-            let Ok(mut total) = misses_of(fd.as_fd()) else { continue };
+        for (name, mut total) in totals {
             if name == SET_STATE {
                 total = total.saturating_sub(recovered);
             }

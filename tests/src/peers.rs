@@ -300,7 +300,9 @@ impl Nginx {
 
     /// nginx over TLS on loopback `port` serving `resp_N` (pattern bodies of
     /// N bytes) for each of `sizes`; a POST to one is answered like a GET
-    /// (nginx reads and discards the request body).
+    /// (nginx reads the whole request body first, by mirroring it to a
+    /// location that drops it: a static file's answer would otherwise come,
+    /// with `Connection: close`, while a client still writes a large body).
     pub fn tls_pattern_files(port: u16, cert: &Path, key: &Path, sizes: &[usize]) -> Nginx {
         let files: Vec<(String, Vec<u8>)> = sizes
             .iter()
@@ -309,7 +311,9 @@ impl Nginx {
         let files: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
         let server = format!(
             "    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    \
-             keepalive_requests 1000;\n    location / {{ root WWW; error_page 405 =200 $uri; }}",
+             keepalive_requests 1000;\n    \
+             location / {{ root WWW; error_page 405 =200 $uri; mirror /body_sink; mirror_request_body on; }}\n    \
+             location = /body_sink {{ internal; return 204; }}",
             cert.display(),
             key.display()
         );
