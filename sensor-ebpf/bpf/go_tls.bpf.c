@@ -33,10 +33,14 @@
 
 #define GO_ITAB_HASH 16 /* itab{inter, _type *; hash uint32} */
 
+/* Layouts by the attach cookie the sensor gives each probed executable's
+ * probes: a probe is set on the file itself, so every process that runs
+ * the file hits it, whichever container (overlayfs mount) it runs in. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 1024);
-	__type(key, struct nt_go_exe);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
 	__type(value, struct nt_go_layout);
 } go_layouts SEC(".maps");
 
@@ -63,21 +67,16 @@ struct {
 	__type(value, struct go_call);
 } go_calls SEC(".maps");
 
-/* The layout of the running executable: its go_layouts entry, else the table. */
-static __always_inline struct nt_go_layout go_layout_of_current(void)
+/* The layout of the probed executable: its go_layouts entry, else the table. */
+static __always_inline struct nt_go_layout go_layout_of(struct pt_regs *ctx)
 {
 	struct nt_go_layout table = {
 		.conn_data = NT_GO_TABLE_CONN_DATA,
 		.tcpconn_fd = NT_GO_TABLE_TCPCONN_FD,
 		.netfd_sysfd = NT_GO_TABLE_NETFD_SYSFD,
 	};
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct inode *inode = BPF_CORE_READ(task, mm, exe_file, f_inode);
-	struct nt_go_exe key = {
-		.ino = BPF_CORE_READ(inode, i_ino),
-		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
-	};
-	struct nt_go_layout *l = bpf_map_lookup_elem(&go_layouts, &key);
+	__u64 cookie = bpf_get_attach_cookie(ctx);
+	struct nt_go_layout *l = bpf_map_lookup_elem(&go_layouts, &cookie);
 	return l ? *l : table;
 }
 
@@ -85,9 +84,9 @@ static __always_inline struct nt_go_layout go_layout_of_current(void)
 
 /* The fd of the *net.TCPConn inside a *tls.Conn; -1 when unreadable,
  * GO_NOT_TCP when the net.Conn is something else. */
-static __always_inline long go_conn_fd(__u64 conn)
+static __always_inline long go_conn_fd(struct pt_regs *ctx, __u64 conn)
 {
-	struct nt_go_layout l = go_layout_of_current();
+	struct nt_go_layout l = go_layout_of(ctx);
 	__u64 itab = 0, data = 0, netfd = 0;
 	__u32 hash = 0;
 	long fd = -1;
@@ -111,20 +110,20 @@ static __always_inline long go_conn_fd(__u64 conn)
 
 /* The socket of a *tls.Conn: NULL with *not_tcp set when its net.Conn is
  * not a *net.TCPConn, NULL alone when it cannot be read. */
-static __always_inline struct sock *go_conn_sock(__u64 conn, __u8 *not_tcp)
+static __always_inline struct sock *go_conn_sock(struct pt_regs *ctx, __u64 conn, __u8 *not_tcp)
 {
-	long fd = go_conn_fd(conn);
+	long fd = go_conn_fd(ctx, conn);
 	*not_tcp = fd == GO_NOT_TCP;
 	return fd >= 0 ? tcp_sock_of_fd(fd) : NULL;
 }
 
 /* A call on *tls.Conn `conn` moving bytes at `buf`, with its socket;
  * false when the socket's ports are not wanted. */
-static __always_inline bool go_call_of(__u64 conn, __u64 buf, __u16 probe, __u8 direction,
-				       struct go_call *call)
+static __always_inline bool go_call_of(struct pt_regs *ctx, __u64 conn, __u64 buf, __u16 probe,
+				       __u8 direction, struct go_call *call)
 {
 	*call = (struct go_call){ .conn = conn, .buf = buf, .probe = probe, .direction = direction };
-	struct sock *sk = go_conn_sock(conn, &call->not_tcp);
+	struct sock *sk = go_conn_sock(ctx, conn, &call->not_tcp);
 	call->sk = (__u64)sk;
 	return !sk || ports_wanted(sk);
 }
@@ -138,7 +137,7 @@ static __always_inline int go_enter(struct pt_regs *ctx, __u16 probe, __u8 direc
 		return 0;
 	struct go_key key = { .g = GO_G(ctx), .tgid = id >> 32 };
 	struct go_call call;
-	if (!go_call_of(GO_ARG0(ctx), GO_ARG1(ctx), probe, direction, &call)) {
+	if (!go_call_of(ctx, GO_ARG0(ctx), GO_ARG1(ctx), probe, direction, &call)) {
 		/* Not kept; nor may an older call of this goroutine whose return
 		 * was never seen take this call's return. */
 		bpf_map_delete_elem(&go_calls, &key);
@@ -160,14 +159,14 @@ NT_UPROBE(up_go_tls_read)
 
 /* The bytes of a call that moved `n` from `buf`, on the socket its entry
  * found (or found now). */
-static __always_inline int go_emit(struct go_call call, __u64 buf, long n, __u64 id)
+static __always_inline int go_emit(struct pt_regs *ctx, struct go_call call, __u64 buf, long n, __u64 id)
 {
 	if (n <= 0)
 		return 0;
 	struct sock *sk = (struct sock *)call.sk;
 	if (!sk && !call.not_tcp) {
 		/* The entry could not read the socket: try again now. */
-		sk = go_conn_sock(call.conn, &call.not_tcp);
+		sk = go_conn_sock(ctx, call.conn, &call.not_tcp);
 		if (sk && !ports_wanted(sk))
 			return 0;
 	}
@@ -197,7 +196,7 @@ NT_UPROBE(up_go_tls_ret)
 	struct go_call call;
 	if (!go_take_call(ctx, id, &call))
 		return 0;
-	return go_emit(call, call.buf, (long)GO_RET0(ctx), id);
+	return go_emit(ctx, call, call.buf, (long)GO_RET0(ctx), id);
 }
 
 #define GO_RECORD_TYPE_APPLICATION_DATA 23
@@ -210,9 +209,10 @@ NT_UPROBE(up_go_tls_write_record)
 	if (!pid_wanted(id >> 32) || (__u8)GO_ARG1(ctx) != GO_RECORD_TYPE_APPLICATION_DATA)
 		return 0;
 	struct go_call call;
-	if (!go_call_of(GO_ARG0(ctx), GO_ARG2(ctx), NT_PROBE_UPROBE_GO_TLS_WRITE_RECORD, NT_DIR_SEND, &call))
+	if (!go_call_of(ctx, GO_ARG0(ctx), GO_ARG2(ctx), NT_PROBE_UPROBE_GO_TLS_WRITE_RECORD, NT_DIR_SEND,
+			&call))
 		return 0;
-	return go_emit(call, call.buf, (long)GO_ARG3(ctx), id);
+	return go_emit(ctx, call, call.buf, (long)GO_ARG3(ctx), id);
 }
 
 /* On (*Conn).Read's call of runtime.memmove(b, unread, n), the inlined
@@ -225,5 +225,5 @@ NT_UPROBE(up_go_tls_read_copy)
 	if (!go_take_call(ctx, id, &call))
 		return 0;
 	call.probe = NT_PROBE_UPROBE_GO_TLS_READ_COPY;
-	return go_emit(call, GO_ARG1(ctx), (long)GO_ARG2(ctx), id);
+	return go_emit(ctx, call, GO_ARG1(ctx), (long)GO_ARG2(ctx), id);
 }

@@ -185,18 +185,10 @@ struct nt_drop_counter {
 	__u64 bytes;
 };
 
-/* Key of `go_layouts`: a Go executable by the kernel's identity of its
- * file (super_block s_dev as MAJOR << 20 | MINOR, inode number). */
-struct nt_go_exe {
-	__u64 ino;
-	__u32 dev;
-	__u32 _pad;
-};
-
 /* Layout of the Go structs on the way from a *tls.Conn to its fd, the same
  * from Go 1.18 to 1.26 on 64-bit targets (the sensor checks it against DWARF
  * and reflection in its tests); a program whose DWARF says otherwise has its
- * own entry in go_layouts. */
+ * own entry in go_layouts, keyed by the attach cookie of its probes. */
 #define NT_GO_TABLE_CONN_DATA 8    /* tls.Conn.conn (net.Conn iface): data word */
 #define NT_GO_TABLE_TCPCONN_FD 0   /* net.TCPConn{conn{fd *netFD}} */
 #define NT_GO_TABLE_NETFD_SYSFD 16 /* netFD.pfd (poll.FD) after fdMutex{uint64, uint32, uint32} */

@@ -25,9 +25,8 @@ fn go_server(bin: &Path, sensor: &Sensor, port: u16, tls: &TlsSetup, http1: bool
     server
 }
 
-/// Where Read's bytes are taken: its `ret`s (probes/go_tls.rs: the call
-/// sites are off).
-const READ_SITE: &str = "(return)";
+/// Where Read's bytes are taken on x86_64: its call of memmove.
+const READ_SITE: &str = "(copy)";
 
 /// The test program built with the machine's Go and no flags, in a
 /// scratch directory that lives as long as it is held.
@@ -99,6 +98,63 @@ fn go_tls_stripped_build() {
     let bin = dir.path().join("stripped");
     go_build(&bin, &["-ldflags=-s -w"], &[]);
     capture_variant(&bin);
+}
+
+/// One image, two containers: two overlay mounts of the layer that holds
+/// the program, the server run from one, the client from the other. The
+/// kernel sets a uprobe on the layer's file whichever mount names it, so
+/// the sensor probes it once (probed through both mounts, every call would
+/// run its programs twice); both ends are exact.
+#[test]
+fn a_go_program_in_two_containers_of_one_image_is_probed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let layer = dir.path().join("layer");
+    std::fs::create_dir(&layer).unwrap();
+    go_build(&layer.join("tlspeer"), &["-ldflags=-s -w"], &[]);
+    let (one, two) = (Overlay::new(dir.path(), &layer, "1"), Overlay::new(dir.path(), &layer, "2"));
+    let tls = TlsSetup::new();
+    let port = tls.port;
+    let sensor = Sensor::start(&["--port", &tls.port_s]);
+    let mut server = go_server(&one.at.join("tlspeer"), &sensor, port, &tls, true);
+    let client = go_client(&two.at.join("tlspeer"), &tls, &["-n", "5"]);
+    let _ = server.kill();
+    let _ = server.wait();
+    let cap = sensor.stop();
+
+    let write = ["probe attached", "crypto/tls.(*Conn).Write", "ok=true"];
+    let attached: Vec<&str> = cap.log.lines().filter(|l| write.iter().all(|w| l.contains(w))).collect();
+    assert!(!attached.is_empty(), "{}", cap.log);
+    let targets: std::collections::BTreeSet<&str> =
+        attached.iter().filter_map(|l| l.split("target=").nth(1)?.split_whitespace().next()).collect();
+    assert_eq!(targets.len(), 1, "probed through one mount only: {attached:#?}");
+    assert_exchanges(&cap.of("http", client), "client", port, 5);
+    assert_exchanges(&cap.of("http", server.id()), "server", port, 5);
+}
+
+/// An overlay mount of `lower` (as a container's root), unmounted when dropped.
+struct Overlay {
+    at: PathBuf,
+}
+
+impl Overlay {
+    fn new(dir: &Path, lower: &Path, name: &str) -> Overlay {
+        let [upper, work, at] = ["upper", "work", "root"].map(|d| dir.join(format!("{d}{name}")));
+        for d in [&upper, &work, &at] {
+            std::fs::create_dir(d).unwrap();
+        }
+        let opts =
+            format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
+        let st =
+            Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(&at).status().unwrap();
+        assert!(st.success(), "cannot mount an overlay at {}", at.display());
+        Overlay { at }
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.at).status();
+    }
 }
 
 #[test]

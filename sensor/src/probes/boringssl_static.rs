@@ -166,7 +166,7 @@ impl ProgramProber for BoringProgramProbes {
             }
         }
         let labelled = points.iter().map(|pt| (pt.program, pt.offset, (pt.kind, pt.label.clone()))).collect();
-        results.extend(loader::attach_uprobes(ebpf, labelled, &file, key));
+        results.extend(loader::attach_uprobes(ebpf, labelled, &file, key, None));
         let in_place = nettap_core::clock::Clock::boot_now_ns();
         for ((kind, label), r) in &results {
             log_attach(&target, kind, label, r, Some(version));

@@ -11,10 +11,9 @@ use super::go_layout::{TABLE as GO_LAYOUT_TABLE, TCPCONN_TYPE_HASHES};
 use super::golang::{self, GoBinary};
 use super::probed_files::{open_unexamined, MapsName, ProbedFiles, Unexamined};
 use super::{loader, log_attach, ProbeError, ProgramProber};
-use crate::bpf::events::{nt_go_exe, nt_go_layout};
+use crate::bpf::events::nt_go_layout;
 use aya::Ebpf;
-use std::collections::HashSet;
-use std::os::unix::fs::MetadataExt;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::rc::Rc;
 
@@ -24,16 +23,10 @@ const READ: &str = "crypto/tls.(*Conn).Read";
 /// decrypted record (`bytes.(*Reader).Read`, inlined).
 const WRITE_RECORD: &str = "crypto/tls.(*Conn).writeRecordLocked";
 const MEMMOVE: &str = "runtime.memmove";
-/// Whether the calls below are probed instead of the `ret`s: off. With them
-/// on, k8s_node_bpf's Go server (pod, Go and Node clients from other pods)
-/// had a request recorded with 1 of its 100 body bytes, with the Write call
-/// alone as with both (2026-12-07); loopback tests were exact. Not
-/// understood yet: see docs/benchmarks.md, "Traps".
-const CALL_SITES: bool = false;
-const PROGRAMS: [&str; 3] = ["up_go_tls_write", "up_go_tls_read", "up_go_tls_ret"];
-const CALL_SITE_PROGRAMS: [&str; 2] = ["up_go_tls_write_record", "up_go_tls_read_copy"];
-/// The callees looked for, only when their calls are probed.
-const CALLEES: &[&str] = if CALL_SITES { &[WRITE_RECORD, MEMMOVE] } else { &[] };
+const PROGRAMS: [&str; 5] =
+    ["up_go_tls_write", "up_go_tls_read", "up_go_tls_ret", "up_go_tls_write_record", "up_go_tls_read_copy"];
+/// The callees whose calls are probed.
+const CALLEES: &[&str] = &[WRITE_RECORD, MEMMOVE];
 
 /// A uprobe to attach: program, file offset, label.
 type Point = (&'static str, u64, String);
@@ -60,18 +53,14 @@ fn function_points(go: &GoBinary, name: &str, f: &golang::GoFunction) -> Option<
     let calls = |callee: &str| go.callees.get(callee).map(|&t| f.calls_to(t)).unwrap_or_default();
     let entry_prog = if name == WRITE { "up_go_tls_write" } else { "up_go_tls_read" };
     let entry = (entry_prog, f.offset + f.entry, at(f.entry, ""));
-    if CALL_SITES {
-        if name == WRITE {
-            let sites = calls(WRITE_RECORD);
-            if !sites.is_empty() {
-                let label = |c| at(c, " (writeRecordLocked call)");
-                return Some(
-                    sites.iter().map(|&c| ("up_go_tls_write_record", f.offset + c, label(c))).collect(),
-                );
-            }
-        } else if let [copy] = calls(MEMMOVE)[..] {
-            return Some(vec![entry, ("up_go_tls_read_copy", f.offset + copy, at(copy, " (copy)"))]);
+    if name == WRITE {
+        let sites = calls(WRITE_RECORD);
+        if !sites.is_empty() {
+            let label = |c| at(c, " (writeRecordLocked call)");
+            return Some(sites.iter().map(|&c| ("up_go_tls_write_record", f.offset + c, label(c))).collect());
         }
+    } else if let [copy] = calls(MEMMOVE)[..] {
+        return Some(vec![entry, ("up_go_tls_read_copy", f.offset + copy, at(copy, " (copy)"))]);
     }
     if f.returns.is_empty() {
         return None;
@@ -88,6 +77,11 @@ pub struct GoTlsProbes {
     /// Executables probed, kept while they exist or run (probing one twice
     /// would report its calls twice).
     probed: ProbedFiles,
+    /// The attach cookie of each probed executable's probes: the key of its
+    /// layout on the eBPF side.
+    cookies: HashMap<FileId, u64>,
+    /// The last cookie given.
+    last_cookie: u64,
     loaded: bool,
 }
 
@@ -113,8 +107,8 @@ impl GoTlsProbes {
     pub fn release_unused(&mut self, ebpf: &mut Ebpf, in_use: &HashSet<MapsName>) -> usize {
         let gone = self.probed.release_unused(in_use);
         for (id, target, links) in &gone {
-            let forgotten = layouts(ebpf)
-                .and_then(|mut m| m.remove(&exe_key(id.dev(), id.ino())).map_err(|e| e.to_string()));
+            let Some(cookie) = self.cookies.remove(id) else { continue };
+            let forgotten = layouts(ebpf).and_then(|mut m| m.remove(&cookie).map_err(|e| e.to_string()));
             if let Err(e) = forgotten {
                 tracing::debug!(error = %e, target, "Go layout not removed");
             }
@@ -132,8 +126,7 @@ impl GoTlsProbes {
         go: &GoBinary,
     ) -> Option<u64> {
         if !self.loaded {
-            let programs = PROGRAMS.iter().chain(CALL_SITE_PROGRAMS.iter().filter(|_| CALL_SITES)).copied();
-            if let Err(e) = loader::load_uprobes(ebpf, programs) {
+            if let Err(e) = loader::load_uprobes(ebpf, PROGRAMS) {
                 tracing::warn!(error = %loader::chain(&e), "Go TLS probes cannot load");
                 return None;
             }
@@ -156,8 +149,10 @@ impl GoTlsProbes {
                     .push((name.to_string(), Rc::new(Err(ProbeError::MissingSymbol(name.to_string()))))),
             }
         }
-        results.extend(loader::attach_uprobes(ebpf, points, file, key));
-        let offsets = self.set_layout(ebpf, file, go);
+        self.last_cookie += 1;
+        let cookie = self.last_cookie;
+        results.extend(loader::attach_uprobes(ebpf, points, file, key, Some(cookie)));
+        let offsets = self.set_layout(ebpf, cookie, go);
         let in_place = nettap_core::clock::Clock::boot_now_ns();
         let version = format!(
             "{} ({}offsets: {offsets})",
@@ -167,12 +162,18 @@ impl GoTlsProbes {
         for (label, r) in &results {
             log_attach(target, "uprobe", label, r, Some(&version));
         }
-        results.iter().any(|(_, r)| r.is_ok()).then_some(in_place)
+        let attached = results.iter().any(|(_, r)| r.is_ok());
+        if attached {
+            self.cookies.insert(key, cookie);
+        } else if let Ok(mut m) = layouts(ebpf) {
+            let _ = m.remove(&cookie);
+        }
+        attached.then_some(in_place)
     }
 
-    /// Gives the eBPF side this program's layout and itab hash (keyed by the
-    /// file as the kernel names it); says where the offsets came from.
-    fn set_layout(&self, ebpf: &mut Ebpf, file: &std::fs::File, go: &GoBinary) -> String {
+    /// Gives the eBPF side this program's layout and itab hash (keyed by its
+    /// probes' cookie); says where the offsets came from.
+    fn set_layout(&self, ebpf: &mut Ebpf, cookie: u64, go: &GoBinary) -> String {
         let (layout, mut source) = match &go.dwarf_layout {
             Some(Ok(l)) => (*l, "DWARF".to_string()),
             Some(Err(e)) => (GO_LAYOUT_TABLE, format!("table, DWARF unusable: {e}")),
@@ -183,15 +184,13 @@ impl GoTlsProbes {
                 "; *net.TCPConn itab hash {h:#x} of an unknown algorithm, from the symbol table"
             ));
         }
-        let Ok(meta) = file.metadata() else { return source };
-        let key = exe_key(meta.dev(), meta.ino());
         let value = nt_go_layout {
             conn_data: layout.conn_data,
             tcpconn_fd: layout.tcpconn_fd,
             netfd_sysfd: layout.netfd_sysfd,
             itab_hash: go.tcpconn_itab_hash.unwrap_or(0),
         };
-        let set = layouts(ebpf).and_then(|mut m| m.insert(&key, &value, 0).map_err(|e| e.to_string()));
+        let set = layouts(ebpf).and_then(|mut m| m.insert(&cookie, &value, 0).map_err(|e| e.to_string()));
         if let Err(e) = set {
             tracing::warn!(error = %e, "Go layout not given to the eBPF side; it uses the table");
         }
@@ -228,15 +227,10 @@ impl ProgramProber for GoTlsProbes {
     }
 }
 
-/// The eBPF side's layouts by executable.
+/// The eBPF side's layouts by probe cookie.
 fn layouts(
     ebpf: &mut Ebpf,
-) -> Result<aya::maps::HashMap<&mut aya::maps::MapData, nt_go_exe, nt_go_layout>, String> {
+) -> Result<aya::maps::HashMap<&mut aya::maps::MapData, u64, nt_go_layout>, String> {
     let map = ebpf.map_mut("go_layouts").ok_or_else(|| "map missing".to_string())?;
     aya::maps::HashMap::try_from(map).map_err(|e| e.to_string())
-}
-
-/// An executable as the kernel names it (`stat`'s device in the kernel's encoding).
-fn exe_key(dev: u64, ino: u64) -> nt_go_exe {
-    nt_go_exe { ino, dev: (libc::major(dev) << 20) | libc::minor(dev), _pad: 0 }
 }

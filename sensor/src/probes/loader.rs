@@ -283,12 +283,14 @@ pub type PointResult = std::rc::Rc<Result<(), ProbeError>>;
 /// program is attached once for all of its offsets (one uprobe_multi link,
 /// or one perf event per point where the kernel has no such links). Each
 /// label comes back with its point's result, in order: the points of a
-/// program share its result.
+/// program share its result. `cookie` is what `bpf_get_attach_cookie()`
+/// gives the programs at every point (0 without).
 pub fn attach_uprobes<L>(
     ebpf: &mut Ebpf,
     points: Vec<(&str, u64, L)>,
     file: &std::fs::File,
     owner: FileId,
+    cookie: Option<u64>,
 ) -> Vec<(L, PointResult)> {
     let mut by_program: Vec<(&str, Vec<u64>, Option<PointResult>)> = Vec::new();
     for &(prog, offset, _) in &points {
@@ -298,7 +300,7 @@ pub fn attach_uprobes<L>(
         }
     }
     for (prog, offsets, result) in &mut by_program {
-        *result = Some(std::rc::Rc::new(attach_program(ebpf, prog, offsets, file, owner)));
+        *result = Some(std::rc::Rc::new(attach_program(ebpf, prog, offsets, file, owner, cookie)));
     }
     points
         .into_iter()
@@ -315,15 +317,18 @@ fn attach_program(
     offsets: &[u64],
     file: &std::fs::File,
     owner: FileId,
+    cookie: Option<u64>,
 ) -> Result<(), ProbeError> {
     use std::os::fd::AsRawFd;
     let via_fd = std::path::PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
     let name = uprobe_program(prog);
     let failed = |e| ProbeError::Attach { program: name.to_string(), source: e };
     let p = program::<aya::programs::UProbe>(ebpf, &name)?;
-    let id = p
-        .attach(offsets.iter().copied(), &via_fd, aya::programs::uprobe::UProbeScope::AllProcesses)
-        .map_err(failed)?;
+    let points = offsets.iter().map(|&offset| aya::programs::uprobe::UProbeAttachPoint {
+        location: aya::programs::uprobe::UProbeAttachLocation::AbsoluteOffset(offset),
+        cookie,
+    });
+    let id = p.attach(points, &via_fd, aya::programs::uprobe::UProbeScope::AllProcesses).map_err(failed)?;
     let link = p.take_link(id).map_err(failed)?;
     uprobe_links().entry(owner).or_default().push(link);
     Ok(())

@@ -127,7 +127,7 @@ impl ProgramProber for RustlsProbes {
                 points.push((ret, f.offset, ("uretprobe", label)));
             }
         }
-        let results = loader::attach_uprobes(ebpf, points, &file, key);
+        let results = loader::attach_uprobes(ebpf, points, &file, key, None);
         let in_place = nettap_core::clock::Clock::boot_now_ns();
         for ((kind, label), r) in &results {
             log_attach(&target, kind, label, r, Some(&version));

@@ -309,7 +309,7 @@ impl TlsLibProbes {
             }
         }
         let labelled = points.iter().map(|pt| (pt.program, pt.offset, (pt.kind, pt.label.clone()))).collect();
-        for ((kind, label), r) in loader::attach_uprobes(ebpf, labelled, &file, key) {
+        for ((kind, label), r) in loader::attach_uprobes(ebpf, labelled, &file, key, None) {
             results.push((kind, label, r));
         }
         let in_place = nettap_core::clock::Clock::boot_now_ns();

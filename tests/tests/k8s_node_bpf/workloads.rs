@@ -66,10 +66,19 @@ fn client_job(node: &Node, job: Job, dump: &Path, release: impl FnOnce()) -> Cli
     let (pod, cid) = running_pod(node, NS, &format!("app={name}"));
     let pid = node.wait(&format!("{name}'s process"), TIMEOUT, || container_pid(&cid, word));
     if tls {
+        // Its program probed at its exec, or before: a program of an image
+        // another pod already runs (the Go client and server) is one file
+        // under both containers' roots, probed once.
         let pid_field = format!("\"pid\":{pid},");
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        let binary_field = format!("\"binary\":\"{}\"", exe.display());
         node.wait(&format!("{name}'s TLS probed by the sensor"), 2 * TIMEOUT, || {
             let log = node.kubectl(&["-n", "nettap", "logs", "daemonset/nettap-sensor", "--tail=-1"]);
-            log.lines().any(|l| l.contains("probes attached to") && l.contains(&pid_field)).then_some(())
+            log.lines()
+                .any(|l| {
+                    l.contains("probes attached to") && (l.contains(&pid_field) || l.contains(&binary_field))
+                })
+                .then_some(())
         });
     }
     // The sensor's peer index learns a new pod's address from the API
