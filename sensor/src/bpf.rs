@@ -11,7 +11,6 @@ pub mod events {
 unsafe impl aya::Pod for events::nt_config {}
 unsafe impl aya::Pod for events::nt_drop_counter {}
 // SAFETY: as above.
-// SAFETY: as above.
 unsafe impl aya::Pod for events::nt_go_layout {}
 // SAFETY: as above.
 unsafe impl aya::Pod for events::nt_cgroup_policy {}

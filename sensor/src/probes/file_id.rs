@@ -15,9 +15,10 @@
 //! container runtimes keep them), and so does the real file itself, which
 //! is what the exec gate's fanotify events hand over. With the device, a
 //! program was probed once as itself (the exec gate) and once more per
-//! container running it, and each of its calls ran the programs as often. Two different files with the same
-//! inode number on two filesystems would also need equal sizes and times to
-//! the nanosecond to be taken for one another.
+//! container running it, and each of its calls ran the programs as often.
+//! Two different files with the same inode number on two filesystems would
+//! also need equal sizes and times to the nanosecond to be taken for one
+//! another.
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;

@@ -107,10 +107,11 @@ impl GoTlsProbes {
     pub fn release_unused(&mut self, ebpf: &mut Ebpf, in_use: &HashSet<MapsName>) -> usize {
         let gone = self.probed.release_unused(in_use);
         for (id, target, links) in &gone {
-            let Some(cookie) = self.cookies.remove(id) else { continue };
-            let forgotten = layouts(ebpf).and_then(|mut m| m.remove(&cookie).map_err(|e| e.to_string()));
-            if let Err(e) = forgotten {
-                tracing::debug!(error = %e, target, "Go layout not removed");
+            if let Some(cookie) = self.cookies.remove(id) {
+                let forgotten = layouts(ebpf).and_then(|mut m| m.remove(&cookie).map_err(|e| e.to_string()));
+                if let Err(e) = forgotten {
+                    tracing::debug!(error = %e, target, "Go layout not removed");
+                }
             }
             tracing::info!(target, links, "probes detached from a deleted Go program no process runs");
         }
