@@ -150,10 +150,11 @@ impl GoTlsProbes {
                     .push((name.to_string(), Rc::new(Err(ProbeError::MissingSymbol(name.to_string()))))),
             }
         }
+        // The layout is in place before the probes: their first calls read it.
         self.last_cookie += 1;
         let cookie = self.last_cookie;
-        results.extend(loader::attach_uprobes(ebpf, points, file, key, Some(cookie)));
         let offsets = self.set_layout(ebpf, cookie, go);
+        results.extend(loader::attach_uprobes(ebpf, points, file, key, Some(cookie)));
         let in_place = nettap_core::clock::Clock::boot_now_ns();
         let version = format!(
             "{} ({}offsets: {offsets})",
