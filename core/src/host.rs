@@ -8,9 +8,11 @@ use std::net::IpAddr;
 /// The processor's questions to its host, asked at most once per new
 /// connection or process (never per chunk).
 pub trait Host {
-    /// Whether `port` has a TCP listener in the network namespace of process
-    /// `pid`; `None` when that cannot be known (the process is gone).
-    fn listens(&mut self, pid: u32, port: u16) -> Option<bool>;
+    /// Whether `port` has a TCP listener in network namespace `netns` (its
+    /// inode, 0: not known), read through process `pid`; `None` when that
+    /// cannot be known (the process is gone and the namespace not otherwise
+    /// readable).
+    fn listens(&mut self, pid: u32, netns: u32, port: u16) -> Option<bool>;
     /// The name of process `pid` (kernel events carry their own; agents' do not).
     fn comm(&mut self, pid: u32) -> [u8; 16];
     /// The pod process `pid` runs in (Kubernetes mode); `cgroup` is its
@@ -36,7 +38,7 @@ pub trait Host {
 pub struct NoHost;
 
 impl Host for NoHost {
-    fn listens(&mut self, _pid: u32, _port: u16) -> Option<bool> {
+    fn listens(&mut self, _pid: u32, _netns: u32, _port: u16) -> Option<bool> {
         None
     }
 

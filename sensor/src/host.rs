@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 /// How long a namespace's listener list is trusted.
 const LISTENERS_TTL: Duration = Duration::from_secs(2);
+/// How long it still answers for a process that is gone (a client that sent
+/// its last bytes and exited before the sensor handled them): an older list
+/// beats guessing from ports.
+const LISTENERS_KEEP: Duration = Duration::from_secs(60);
 /// Namespaces remembered at once.
 const MAX_NAMESPACES: usize = 256;
 
@@ -18,13 +22,25 @@ const MAX_NAMESPACES: usize = 256;
 #[derive(Debug)]
 pub struct ProcHost {
     proc: PathBuf,
-    /// Network namespace (its /proc link text) → when read, listening ports.
-    listeners: HashMap<String, (Instant, HashSet<u16>)>,
+    /// Network namespace (inode) → when read, listening ports.
+    listeners: HashMap<u32, (Instant, HashSet<u16>)>,
     pods: Option<PodResolver>,
     /// The sensor's own network namespace, which is the host's: the chart
     /// runs it with hostNetwork (0: not readable). Not init's: PID 1's
     /// links can be closed even to root (seen on our CI machines).
     host_netns: u32,
+}
+
+type TcpTables = [procfs::ProcResult<Vec<procfs::net::TcpNetEntry>>; 2];
+
+fn listening_ports(tables: TcpTables) -> HashSet<u16> {
+    tables
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.state == procfs::net::TcpState::Listen)
+        .map(|e| e.local_address.port())
+        .collect()
 }
 
 impl ProcHost {
@@ -34,34 +50,50 @@ impl ProcHost {
         Self { proc: PathBuf::from("/proc"), listeners: HashMap::new(), pods, host_netns }
     }
 
-    fn listeners_of(&mut self, pid: u32) -> Option<&HashSet<u16>> {
-        let dir = self.proc.join(pid.to_string());
-        let ns = std::fs::read_link(dir.join("ns/net")).ok()?.to_string_lossy().into_owned();
-        let fresh = self.listeners.get(&ns).is_some_and(|(at, _)| at.elapsed() < LISTENERS_TTL);
-        if !fresh {
-            let process = procfs::process::Process::new(pid as i32).ok()?;
-            let ports: HashSet<u16> = [process.tcp(), process.tcp6()]
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter(|e| e.state == procfs::net::TcpState::Listen)
-                .map(|e| e.local_address.port())
-                .collect();
-            if self.listeners.len() >= MAX_NAMESPACES {
-                self.listeners.retain(|_, (at, _)| at.elapsed() < LISTENERS_TTL);
-                if self.listeners.len() >= MAX_NAMESPACES {
-                    self.listeners.clear();
-                }
+    /// The listening ports of namespace `netns`, read through `pid` while it
+    /// lives; once it is gone, the last list read (if recent) or, for the
+    /// host's namespace, the sensor's own tables.
+    fn listeners_of(&mut self, pid: u32, netns: u32) -> Option<&HashSet<u16>> {
+        let age = |l: &HashMap<u32, (Instant, HashSet<u16>)>, ns| l.get(&ns).map(|(at, _)| at.elapsed());
+        let through_pid = crate::sock_diag::netns_of(self.proc.join(pid.to_string()).join("ns/net"));
+        let read = match through_pid {
+            Some(ns) if age(&self.listeners, ns).is_some_and(|a| a < LISTENERS_TTL) => {
+                return self.cached(ns)
             }
-            self.listeners.insert(ns.clone(), (Instant::now(), ports));
+            Some(ns) => procfs::process::Process::new(pid as i32)
+                .ok()
+                .map(|p| (ns, [p.tcp(), p.tcp6()]))
+                .filter(|(_, t)| t.iter().any(|t| t.is_ok())),
+            None => None,
+        };
+        let (ns, tables) = match read {
+            Some(read) => read,
+            None if netns == 0 => return None,
+            None if age(&self.listeners, netns).is_some_and(|a| a < LISTENERS_KEEP) => {
+                return self.cached(netns)
+            }
+            None if netns == self.host_netns => (netns, [procfs::net::tcp(), procfs::net::tcp6()]),
+            None => return None,
+        };
+        let ports = listening_ports(tables);
+        if self.listeners.len() >= MAX_NAMESPACES {
+            self.listeners.retain(|_, (at, _)| at.elapsed() < LISTENERS_TTL);
+            if self.listeners.len() >= MAX_NAMESPACES {
+                self.listeners.clear();
+            }
         }
+        self.listeners.insert(ns, (Instant::now(), ports));
+        self.cached(ns)
+    }
+
+    fn cached(&self, ns: u32) -> Option<&HashSet<u16>> {
         self.listeners.get(&ns).map(|(_, ports)| ports)
     }
 }
 
 impl Host for ProcHost {
-    fn listens(&mut self, pid: u32, port: u16) -> Option<bool> {
-        self.listeners_of(pid).map(|ports| ports.contains(&port))
+    fn listens(&mut self, pid: u32, netns: u32, port: u16) -> Option<bool> {
+        self.listeners_of(pid, netns).map(|ports| ports.contains(&port))
     }
 
     fn comm(&mut self, pid: u32) -> [u8; 16] {
@@ -109,11 +141,32 @@ mod tests {
         let (s, _) = l.accept().unwrap();
         let mut h = ProcHost::new(None);
         let me = std::process::id();
-        assert_eq!(h.listens(me, s.local_addr().unwrap().port()), Some(true));
-        assert_eq!(h.listens(me, c.local_addr().unwrap().port()), Some(false));
-        // A process that is gone: unknown.
-        assert_eq!(h.listens(u32::MAX, port), None);
-        assert_eq!(crate::host::ProcHost::new(None).comm(me)[..4], *b"nett");
+        let ns = crate::sock_diag::netns_of("/proc/self/ns/net").unwrap();
+        assert_eq!(h.listens(me, ns, s.local_addr().unwrap().port()), Some(true));
+        assert_eq!(h.listens(me, ns, c.local_addr().unwrap().port()), Some(false));
+        // A process that is gone, its namespace not known: unknown.
+        assert_eq!(h.listens(u32::MAX, 0, port), None);
+        // Gone, in a namespace another namespace's number: unknown.
+        assert_eq!(h.listens(u32::MAX, ns.wrapping_add(1), port), None);
+        assert_eq!(h.comm(me)[..4], *b"nett");
+    }
+
+    #[test]
+    fn a_process_gone_is_answered_for_by_its_namespace() {
+        // A client that exited before the sensor handled its bytes: its
+        // namespace (the host's here) still has the listener to tell by.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let ns = crate::sock_diag::netns_of("/proc/self/ns/net").unwrap();
+        let mut fresh = ProcHost::new(None);
+        assert_eq!(fresh.listens(u32::MAX, ns, port), Some(true), "the host's own tables");
+        let mut seen = ProcHost::new(None);
+        seen.host_netns = 0;
+        assert_eq!(seen.listens(u32::MAX, ns, port), None, "not the host's, never read");
+        assert_eq!(seen.listens(std::process::id(), ns, port), Some(true));
+        drop(l);
+        // Read through a live process before: that list answers.
+        assert_eq!(seen.listens(u32::MAX, ns, port), Some(true), "the last list read");
     }
 
     #[test]

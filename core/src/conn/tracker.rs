@@ -284,7 +284,7 @@ impl ConnTracker {
         let c: ConnId = h.conn;
         let role = match c.role {
             Role::Unknown => {
-                let listens = self.host.listens(h.pid, c.local.port());
+                let listens = self.host.listens(h.pid, c.netns, c.local.port());
                 self.roles.infer(listens, c.local, c.remote)
             }
             r => r,

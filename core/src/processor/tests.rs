@@ -50,7 +50,7 @@ struct TableHost {
 }
 
 impl Host for TableHost {
-    fn listens(&mut self, pid: u32, port: u16) -> Option<bool> {
+    fn listens(&mut self, pid: u32, _netns: u32, port: u16) -> Option<bool> {
         self.listening.iter().any(|&(p, _)| p == pid).then(|| self.listening.contains(&(pid, port)))
     }
 
