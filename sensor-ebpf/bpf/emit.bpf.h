@@ -27,7 +27,10 @@ static __always_inline void fill_header(struct nt_event_header *h, __u32 kind, _
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	BPF_CORE_READ_STR_INTO(&h->comm, task, group_leader, comm);
 	h->cgroup = bpf_get_current_cgroup_id();
-	read_endpoints(sk, &h->conn);
+	if (cs->ends.family)
+		ends_into(&cs->ends, &h->conn);
+	else
+		read_endpoints(sk, &h->conn);
 	h->conn.conn_id = cs->conn_id;
 	h->conn.role = cs->role;
 	h->conn.flags = cs->tls ? NT_CONN_F_TLS : 0;
@@ -64,6 +67,7 @@ static __always_inline void conn_open(struct sock *sk, __u8 role, __u32 probe, _
 		.pid = pid,
 		.role = role,
 	};
+	read_ends(sk, &st.ends);
 	conn_store(&key, &st, BPF_ANY);
 	emit_conn(sk, &st, NT_CONN_OPEN, probe, pid, tid);
 }
@@ -105,6 +109,7 @@ static __always_inline struct conn_state *conn_get(struct sock *sk, __u32 probe,
 		.role = NT_ROLE_UNKNOWN,
 	};
 	stream_offsets(sk, &st.send_seq, &st.recv_seq);
+	read_ends(sk, &st.ends);
 	if (direction == NT_DIR_SEND)
 		st.send_seq -= moved;
 	else

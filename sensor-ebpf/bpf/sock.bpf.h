@@ -67,24 +67,42 @@ static __always_inline void ipv4_mapped(__u8 out[16], __u32 addr)
 	__builtin_memcpy(out + 12, &addr, 4);
 }
 
-/* Addresses and ports as the socket has them now (IPv4 as IPv4-mapped IPv6). */
-static __always_inline void read_endpoints(struct sock *sk, struct nt_conn_ident *id)
+/* Addresses and ports as the socket has them now. */
+static __always_inline void read_ends(struct sock *sk, struct conn_ends *e)
 {
-	id->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	id->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	/* A closing socket may have given its port back (skc_num 0, as a
 	 * client's does on its way to TIME_WAIT); its source port stays. */
-	if (!id->lport)
-		id->lport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-	id->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	id->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	if (id->family == NT_AF_INET) {
-		ipv4_mapped(id->laddr, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
-		ipv4_mapped(id->raddr, BPF_CORE_READ(sk, __sk_common.skc_daddr));
+	if (!e->lport)
+		e->lport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	e->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	if (e->family == NT_AF_INET) {
+		ipv4_mapped(e->laddr, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
+		ipv4_mapped(e->raddr, BPF_CORE_READ(sk, __sk_common.skc_daddr));
 	} else {
-		BPF_CORE_READ_INTO(&id->laddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&id->raddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&e->laddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&e->raddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
 	}
+}
+
+static __always_inline void ends_into(const struct conn_ends *e, struct nt_conn_ident *id)
+{
+	__builtin_memcpy(id->laddr, e->laddr, sizeof(id->laddr));
+	__builtin_memcpy(id->raddr, e->raddr, sizeof(id->raddr));
+	id->lport = e->lport;
+	id->rport = e->rport;
+	id->family = e->family;
+	id->netns = e->netns;
+}
+
+/* Addresses and ports as the socket has them now, into a record's identity. */
+static __always_inline void read_endpoints(struct sock *sk, struct nt_conn_ident *id)
+{
+	struct conn_ends e = {};
+	read_ends(sk, &e);
+	ends_into(&e, id);
 }
 
 /* --pid: whether process `tgid` is wanted at all (also for finding its libraries). */
