@@ -69,7 +69,7 @@ static __always_inline void dns_emit(struct sock *sk, __u64 peer, __u64 data, __
 		count_drop(NT_DROP_READ_FAULT, len);
 		return;
 	}
-	if (bpf_ringbuf_output(&events, ev, offsetof(struct nt_data_event, payload) + n, 0))
+	if (bpf_ringbuf_output(&events, ev, offsetof(struct nt_data_event, payload) + n, quiet_wakeup(ev->hdr.ts_ns)))
 		count_drop(NT_DROP_RINGBUF_FULL_DATA, len);
 }
 

@@ -175,6 +175,14 @@ static __always_inline bool ports_wanted(struct sock *sk)
  */
 static __always_inline void bind_ssl_socket(const struct ssl_key *key, __u64 sk)
 {
+	/* Most calls find the binding made: two lookups cost a fraction of two
+	 * LRU updates, and an LRU lookup keeps its entry young as an update would. */
+	__u64 *bound = bpf_map_lookup_elem(&ssl_sockets, key);
+	if (bound && *bound == sk) {
+		struct ssl_key *owner = bpf_map_lookup_elem(&socket_ssl, &sk);
+		if (owner && owner->ssl == key->ssl && owner->tgid == key->tgid)
+			return;
+	}
 	bpf_map_update_elem(&ssl_sockets, key, &sk, BPF_ANY);
 	bpf_map_update_elem(&socket_ssl, &sk, key, BPF_ANY);
 }

@@ -50,12 +50,39 @@ pub struct CaptureOptions {
     pub metrics: Option<std::net::SocketAddr>,
 }
 
-/// Shortest time between two drains of the ring buffer. The kernel wakes the
-/// reader only for a record submitted into an empty ring, so the records of
-/// the meantime are read in one wake-up instead of one wake-up (and one
-/// context switch each side) per record. 5 ms of records fit the default
-/// 8 MiB ring up to 1.6 GB/s.
+/// Shortest time between two drains of the ring buffer, and how often it is
+/// polled while records come. Data and connection records do not wake the
+/// sensor (a wake-up costs the traced program ~3 µs a record: see
+/// `quiet_wakeup` in emit.bpf.h); exec and library records do, and so does a
+/// ring a quarter full. 5 ms of records fit the default 8 MiB ring up to
+/// 1.6 GB/s.
 const DRAIN_EVERY: Duration = Duration::from_millis(5);
+
+/// Longest time between two polls: a poll that finds nothing doubles the
+/// interval up to this, so an idle sensor wakes 20 times a second and the
+/// first records after a quiet spell wait at most this long.
+const POLL_IDLE_MAX: Duration = Duration::from_millis(50);
+
+/// The next poll's interval after a drain that read `records`.
+fn next_poll_interval(now: Duration, records: u32) -> Duration {
+    if records > 0 {
+        DRAIN_EVERY
+    } else {
+        (now * 2).min(POLL_IDLE_MAX)
+    }
+}
+
+/// Until the ring is readable (a record that wakes, see DRAIN_EVERY) or `at`.
+async fn ring_due(ring: &mut AsyncFd<RingBuf<aya::maps::MapData>>, at: Instant) -> std::io::Result<()> {
+    tokio::select! {
+        guard = ring.readable_mut() => {
+            // Cleared before the drain: a wake-up during it is kept.
+            guard?.clear_ready();
+            Ok(())
+        }
+        _ = tokio::time::sleep_until(at.into()) => Ok(()),
+    }
+}
 
 /// A drain lets other runnable tasks have the CPU after this much work
 /// (`sched_yield`; it returns at once when nothing else waits). The kernel
@@ -67,7 +94,8 @@ const DRAIN_EVERY: Duration = Duration::from_millis(5);
 /// 100 and 250 µs).
 const YIELD_AFTER: Duration = Duration::from_micros(500);
 
-fn drain(ring: &mut RingBuf<aya::maps::MapData>, p: &mut Processor) -> Result<()> {
+/// Handles every record in the ring; returns how many there were.
+fn drain(ring: &mut RingBuf<aya::maps::MapData>, p: &mut Processor) -> Result<u32> {
     let meter = &crate::metrics::global().ring;
     let consumed = meter.drain_started();
     let start = Instant::now();
@@ -88,7 +116,7 @@ fn drain(ring: &mut RingBuf<aya::maps::MapData>, p: &mut Processor) -> Result<()
     }
     p.stats.busy += start.elapsed();
     meter.drained(consumed);
-    Ok(())
+    Ok(n)
 }
 
 /// What `next` gives, or never when the source is not there (no agent
@@ -318,6 +346,7 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_drain = Instant::now();
+    let mut poll_every = DRAIN_EVERY;
     let mut missing_closes = crate::missing_closes::MissingCloses::new(reconcile_every());
     // Start-up examined every running program: its freed heap goes back now.
     crate::heap_trim::trim();
@@ -325,16 +354,16 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     let why = loop {
         tokio::select! {
             why = &mut stop => break why,
-            guard = ring.readable_mut() => {
+            due = ring_due(&mut ring, last_drain + poll_every) => {
+                due.context("waiting for the ring buffer")?;
                 let gather = DRAIN_EVERY.saturating_sub(last_drain.elapsed());
                 if !gather.is_zero() {
                     tokio::time::sleep(gather).await;
                 }
-                let mut guard = guard?;
-                drain(guard.get_inner_mut(), &mut proc)?;
+                let records = drain(ring.get_mut(), &mut proc)?;
                 pressure.update(proc.evictions_seen())?;
                 last_drain = Instant::now();
-                guard.clear_ready();
+                poll_every = next_poll_interval(poll_every, records);
                 let work = proc.take_work();
                 if !work.libraries.is_empty() || !work.execs.is_empty() {
                     heap.examined();
@@ -511,5 +540,22 @@ async fn changed_rules(
         if let Some(r) = rx.borrow_and_update().clone() {
             return Some(r);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_back_off_when_idle_and_return_with_records() {
+        let mut every = DRAIN_EVERY;
+        let mut seen = vec![];
+        for _ in 0..6 {
+            every = next_poll_interval(every, 0);
+            seen.push(every.as_millis());
+        }
+        assert_eq!(seen, [10, 20, 40, 50, 50, 50]);
+        assert_eq!(next_poll_interval(every, 1), DRAIN_EVERY);
     }
 }
