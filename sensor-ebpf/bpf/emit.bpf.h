@@ -36,9 +36,9 @@ static __always_inline __u64 quiet_wakeup(__u64 now_ns)
 	return BPF_RB_FORCE_WAKEUP;
 }
 
+/* A record's head; the endpoints are the ones its connection's entry keeps. */
 static __always_inline void fill_header(struct nt_event_header *h, __u32 kind, __u32 probe,
-					struct sock *sk, const struct conn_state *cs, __u32 pid,
-					__u32 tid)
+					const struct conn_state *cs, __u32 pid, __u32 tid)
 {
 	h->kind = kind;
 	h->probe = probe;
@@ -48,17 +48,14 @@ static __always_inline void fill_header(struct nt_event_header *h, __u32 kind, _
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	BPF_CORE_READ_STR_INTO(&h->comm, task, group_leader, comm);
 	h->cgroup = bpf_get_current_cgroup_id();
-	if (cs->ends.family)
-		ends_into(&cs->ends, &h->conn);
-	else
-		read_endpoints(sk, &h->conn);
+	ends_into(&cs->ends, &h->conn);
 	h->conn.conn_id = cs->conn_id;
 	h->conn.role = cs->role;
 	h->conn.flags = cs->tls ? NT_CONN_F_TLS : 0;
 }
 
-static __always_inline void emit_conn(struct sock *sk, const struct conn_state *cs, __u32 event,
-				      __u32 probe, __u32 pid, __u32 tid)
+static __always_inline void emit_conn(const struct conn_state *cs, __u32 event, __u32 probe, __u32 pid,
+				      __u32 tid)
 {
 	struct nt_conn_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
@@ -66,7 +63,7 @@ static __always_inline void emit_conn(struct sock *sk, const struct conn_state *
 		return;
 	}
 	__builtin_memset(ev, 0, sizeof(*ev));
-	fill_header(&ev->hdr, NT_EV_CONN, probe, sk, cs, pid, tid);
+	fill_header(&ev->hdr, NT_EV_CONN, probe, cs, pid, tid);
 	if (event == NT_CONN_CLOSE || event == NT_CONN_CLOSE_UNTRACKED) {
 		/* Runs in whatever context closed the socket: not the owner's comm. */
 		__builtin_memset(&ev->hdr.comm, 0, sizeof(ev->hdr.comm));
@@ -90,7 +87,7 @@ static __always_inline void conn_open(struct sock *sk, __u8 role, __u32 probe, _
 	};
 	read_ends(sk, &st.ends);
 	conn_store(&key, &st, BPF_ANY);
-	emit_conn(sk, &st, NT_CONN_OPEN, probe, pid, tid);
+	emit_conn(&st, NT_CONN_OPEN, probe, pid, tid);
 }
 
 /*
@@ -137,7 +134,7 @@ static __always_inline struct conn_state *conn_get(struct sock *sk, __u32 probe,
 		st.recv_seq -= moved;
 	if (conn_store(&key, &st, BPF_NOEXIST))
 		return conn_lookup(&key); /* raced with another CPU */
-	emit_conn(sk, &st, NT_CONN_MIDSTREAM, probe, pid, tid);
+	emit_conn(&st, NT_CONN_MIDSTREAM, probe, pid, tid);
 	return conn_lookup(&key);
 }
 
@@ -283,7 +280,7 @@ static __always_inline void emit_held(__u64 id, __u64 sk, __u16 probe, __u8 dire
 	struct nt_data_event *ev = bpf_map_lookup_elem(&data_scratch, &zero);
 	if (!ev)
 		return;
-	fill_header(&ev->hdr, NT_EV_DATA, probe, (struct sock *)sk, cs, pid, tid);
+	fill_header(&ev->hdr, NT_EV_DATA, probe, cs, pid, tid);
 	ev->direction = direction;
 	__u32 want = n < CONFIG.max_bytes_per_call ? n : CONFIG.max_bytes_per_call;
 	if (want > max)
@@ -423,7 +420,7 @@ static __always_inline void emit_call(const struct inflight *io, long ret, __u32
 	struct nt_data_event *ev = bpf_map_lookup_elem(&data_scratch, &zero);
 	if (!ev)
 		return;
-	fill_header(&ev->hdr, NT_EV_DATA, io->probe, sk, cs, pid, tid);
+	fill_header(&ev->hdr, NT_EV_DATA, io->probe, cs, pid, tid);
 	ev->direction = io->direction;
 
 	__u64 cap = CONFIG.max_bytes_per_call;

@@ -40,7 +40,7 @@ struct conn_ends {
 	__u8 raddr[16];
 	__u16 lport;
 	__u16 rport;
-	__u16 family; /* 0: not read */
+	__u16 family;
 	__u16 _pad;
 	__u32 netns;
 };

@@ -24,7 +24,8 @@ static __always_inline void close_untracked(struct sock *sk, int oldstate)
 		return;
 	struct conn_state st = {};
 	stream_offsets(sk, &st.send_seq, &st.recv_seq);
-	emit_conn(sk, &st, NT_CONN_CLOSE_UNTRACKED, NT_PROBE_SOCK_SET_STATE, 0, 0);
+	read_ends(sk, &st.ends);
+	emit_conn(&st, NT_CONN_CLOSE_UNTRACKED, NT_PROBE_SOCK_SET_STATE, 0, 0);
 }
 
 /* connect(fd, …): the fd comes from the saved user registers, as in tcp_syscalls.bpf.c. */
@@ -99,7 +100,7 @@ static __always_inline void sock_set_state(struct bpf_raw_tracepoint_args *ctx)
 	}
 	struct conn_state st = *cs;
 	conn_forget(&key);
-	emit_conn(sk, &st, NT_CONN_CLOSE, NT_PROBE_SOCK_SET_STATE, st.pid, 0);
+	emit_conn(&st, NT_CONN_CLOSE, NT_PROBE_SOCK_SET_STATE, st.pid, 0);
 }
 
 /*
