@@ -68,23 +68,65 @@ int tp_exit_accept4(struct trace_event_raw_sys_exit *ctx)
 	return accept_exit(ctx->ret, NT_PROBE_SYS_ACCEPT4);
 }
 
-/* Per CPU: 1 while rtp_sock_set_state runs there. */
+/*
+ * State changes rtp_sock_set_state took, per CPU, so that
+ * rtp_sock_set_state_nested (attached after it) knows whether it ran for the
+ * same change. Both are called for one change from the same tracepoint loop,
+ * so they run on the same stack frame; a change in an interrupt runs on
+ * another frame (deeper, or on the interrupt stack). An entry
+ * is keyed by that frame: the first program claims it (taking the slot its
+ * frame had, a free one, or the next in turn), the second clears it. A slot
+ * whose second program was skipped is left behind and reused by its frame or
+ * in turn; it can only make the second program run a change again (a close
+ * whose entry is gone then does nothing), never skip one. Every change is
+ * recorded, not only closes: the kernel counts each skipped run, and the
+ * sensor subtracts the runs the second program made up for.
+ */
+#define NT_TAKEN_SLOTS 8
+
+struct taken_change {
+	__u64 frame;
+	__u64 sk;
+	__u64 states; /* old and new state */
+};
+
+struct taken_changes {
+	struct taken_change slot[NT_TAKEN_SLOTS];
+	__u32 next;
+	__u32 pad;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u32);
-} set_state_running SEC(".maps");
+	__type(value, struct taken_changes);
+} set_state_taken SEC(".maps");
 
-/* Per CPU: state changes rtp_sock_set_state_nested handled because the
- * kernel skipped rtp_sock_set_state for them (the sensor takes them off
- * that program's recursion misses: they are not lost). */
+/* Per CPU: state changes rtp_sock_set_state_nested ran because
+ * rtp_sock_set_state had not taken them (the sensor takes them off that
+ * program's recursion misses: they are not lost). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u64);
 } set_state_recovered SEC(".maps");
+
+/* This program's frame address: equal in both programs for one change.
+ * Reading the stack pointer as a number needs CAP_PERFMON, which attaching
+ * these programs needs anyway. */
+static __always_inline __u64 frame_address(void)
+{
+	__u64 fp;
+	asm volatile("%0 = r10" : "=r"(fp));
+	return fp;
+}
+
+static __always_inline __u64 change_states(struct bpf_raw_tracepoint_args *ctx)
+{
+	return (ctx->args[1] & 0xffff) | (ctx->args[2] & 0xffff) << 16;
+}
 
 static __always_inline void sock_set_state(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -110,21 +152,43 @@ static __always_inline void sock_set_state(struct bpf_raw_tracepoint_args *ctx)
  * often interrupts a syscall program; a raw tracepoint's program is skipped
  * only when it interrupts itself. That still happens (a close in softirq
  * while this program ran for a state change in process context: 818 of
- * 100 000 connections closing at once), so the tracepoint has a second
- * program, attached after this one: it runs the state change when this one
- * was skipped, which it knows from the flag this one holds while it runs.
+ * 100 000 connections closing at once, in bursts of hundreds when one
+ * interrupt carries many closes), so the tracepoint has a second program
+ * that runs a close this one did not take (set_state_taken above). A flag
+ * this program held while it ran was not enough: an interrupt landing in
+ * the program before the flag was set or after it was cleared lost its
+ * whole burst.
  * Arguments: TP_PROTO(sk, oldstate, newstate).
  */
 SEC("raw_tracepoint/inet_sock_set_state")
 int rtp_sock_set_state(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u32 zero = 0;
-	__u32 *running = bpf_map_lookup_elem(&set_state_running, &zero);
-	if (running)
-		*running = 1;
+	struct taken_changes *taken = bpf_map_lookup_elem(&set_state_taken, &zero);
+	if (taken) {
+		__u64 frame = frame_address();
+		__u32 at = NT_TAKEN_SLOTS, free_at = NT_TAKEN_SLOTS;
+#pragma unroll
+		for (__u32 i = 0; i < NT_TAKEN_SLOTS; i++) {
+			if (taken->slot[i].frame == frame)
+				at = i;
+			else if (taken->slot[i].frame == 0)
+				free_at = i;
+		}
+		if (at == NT_TAKEN_SLOTS)
+			at = free_at;
+		if (at == NT_TAKEN_SLOTS)
+			at = taken->next++ % NT_TAKEN_SLOTS;
+		if (at < NT_TAKEN_SLOTS) {
+			/* The frame first: an interrupt arriving between these
+			 * stores then sees the slot as taken. */
+			taken->slot[at].frame = frame;
+			asm volatile("" ::: "memory");
+			taken->slot[at].sk = ctx->args[0];
+			taken->slot[at].states = change_states(ctx);
+		}
+	}
 	sock_set_state(ctx);
-	if (running)
-		*running = 0;
 	return 0;
 }
 
@@ -132,9 +196,19 @@ SEC("raw_tracepoint/inet_sock_set_state")
 int rtp_sock_set_state_nested(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u32 zero = 0;
-	__u32 *running = bpf_map_lookup_elem(&set_state_running, &zero);
-	if (!running || !*running)
-		return 0; /* rtp_sock_set_state ran for this change */
+	struct taken_changes *taken = bpf_map_lookup_elem(&set_state_taken, &zero);
+	if (!taken)
+		return 0;
+	__u64 frame = frame_address();
+#pragma unroll
+	for (__u32 i = 0; i < NT_TAKEN_SLOTS; i++) {
+		if (taken->slot[i].frame != frame)
+			continue;
+		if (taken->slot[i].sk == ctx->args[0] && taken->slot[i].states == change_states(ctx)) {
+			taken->slot[i].frame = 0;
+			return 0; /* rtp_sock_set_state ran for this change */
+		}
+	}
 	sock_set_state(ctx);
 	__u64 *recovered = bpf_map_lookup_elem(&set_state_recovered, &zero);
 	if (recovered)
