@@ -7,10 +7,14 @@
  * is single-stepped, the sensor probes calls inside them instead when it
  * finds them (probes/go_tls.rs): Write's call of writeRecordLocked, which
  * has all it needs in one probe, and Read's copy out of the decrypted
- * record, which takes the entry's connection. The socket is the fd inside the
- * tls.Conn's net.Conn, found through the task's file table at the entry,
- * while the fd is certainly open: another goroutine may close the
- * connection before a Read that got its bytes returns.
+ * record, which reads the connection from Read's stack (or, where that slot
+ * was not found, takes the entry's). The socket is the fd inside the
+ * tls.Conn's net.Conn, found through the task's file table once per
+ * connection and then kept (go_socks). Found at a probe inside the call,
+ * not at its entry, a connection's first lookup can come after another
+ * goroutine closed it; its fd number reused at once by a new TCP socket
+ * would lend that call's bytes to the new socket: a window of microseconds
+ * on a connection's first call, which Write's probe has always had.
  */
 
 #include "emit.bpf.h"
@@ -22,6 +26,7 @@
 #define GO_ARG3(r) ((r)->di)
 #define GO_RET0(r) ((r)->ax)
 #define GO_G(r) ((r)->r14)
+#define GO_SP(r) ((r)->sp)
 #elif defined(__TARGET_ARCH_arm64)
 #define GO_ARG0(r) ((r)->regs[0])
 #define GO_ARG1(r) ((r)->regs[1])
@@ -29,6 +34,7 @@
 #define GO_ARG3(r) ((r)->regs[3])
 #define GO_RET0(r) ((r)->regs[0])
 #define GO_G(r) ((r)->regs[28])
+#define GO_SP(r) ((r)->sp)
 #endif
 
 #define GO_ITAB_HASH 16 /* itab{inter, _type *; hash uint32} */
@@ -56,7 +62,7 @@ struct go_call {
 	__u64 sk; /* struct sock * found at the entry; 0: look again at the return */
 	__u16 probe;
 	__u8 direction;
-	__u8 not_tcp; /* the entry found a net.Conn that is not a *net.TCPConn */
+	__u8 no_sock; /* why `sk` is 0: GO_SOCK_* */
 	__u8 _pad[4];
 };
 
@@ -88,6 +94,10 @@ static __always_inline struct nt_go_layout go_layout_of(struct pt_regs *ctx)
  * the *net.TCPConn it holds; an entry holds only while the connection it
  * names is still tracked under the same id (its close removes that), so
  * objects the garbage collector reuses for a new connection look it up again.
+ * An entry with conn_id 0 says the connection's ports were not wanted; it
+ * serves only when the socket can no longer be found (the program closed the
+ * connection while a call was in it, before its probe inside the call ran),
+ * to leave that call's bytes out as the others were, not count them unknown.
  */
 struct go_sock_key {
 	__u64 conn;    /* *tls.Conn */
@@ -109,6 +119,11 @@ struct {
 } go_socks SEC(".maps");
 
 #define GO_NOT_TCP (-2)
+
+/* Why a call has no socket. */
+#define GO_SOCK_UNREADABLE 0    /* not found (counted where its bytes are dropped) */
+#define GO_SOCK_NOT_TCP 1       /* its net.Conn is not a *net.TCPConn */
+#define GO_SOCK_GONE_UNWANTED 2 /* closed, and its ports were not wanted */
 
 /* The fd of the *net.TCPConn `data` whose itab is `itab`; -1 when
  * unreadable, GO_NOT_TCP when the net.Conn is something else. */
@@ -132,35 +147,37 @@ static __always_inline long go_tcpconn_fd(const struct nt_go_layout *l, __u64 it
 	return fd;
 }
 
-/* The socket of a *tls.Conn: NULL with *not_tcp set when its net.Conn is
- * not a *net.TCPConn, NULL alone when it cannot be read. */
-static __always_inline struct sock *go_conn_sock(struct pt_regs *ctx, __u64 conn, __u8 *not_tcp)
+/* The socket of a *tls.Conn, or NULL with *no_sock saying why. */
+static __always_inline struct sock *go_conn_sock(const struct nt_go_layout *l, __u64 conn, __u8 *no_sock)
 {
-	*not_tcp = 0;
-	struct nt_go_layout l = go_layout_of(ctx);
+	*no_sock = GO_SOCK_UNREADABLE;
 	struct {
 		__u64 itab;
 		__u64 data;
 	} iface = {};
-	if (bpf_probe_read_user(&iface, sizeof(iface), (void *)(conn + l.conn_data - 8)) || !iface.itab)
+	if (bpf_probe_read_user(&iface, sizeof(iface), (void *)(conn + l->conn_data - 8)) || !iface.itab)
 		return NULL;
 	struct go_sock_key key = { .conn = conn, .netconn = iface.data, .tgid = bpf_get_current_pid_tgid() >> 32 };
 	struct go_sock *known = bpf_map_lookup_elem(&go_socks, &key);
-	if (known) {
+	if (known && known->conn_id) {
 		__u64 sk = known->sk;
 		struct conn_state *cs = conn_lookup(&sk);
 		if (cs && cs->conn_id == known->conn_id)
 			return (struct sock *)sk;
 	}
-	long fd = go_tcpconn_fd(&l, iface.itab, iface.data);
-	*not_tcp = fd == GO_NOT_TCP;
+	long fd = go_tcpconn_fd(l, iface.itab, iface.data);
 	struct sock *sk = fd >= 0 ? tcp_sock_of_fd(fd) : NULL;
-	if (!sk)
+	if (!sk) {
+		if (fd == GO_NOT_TCP)
+			*no_sock = GO_SOCK_NOT_TCP;
+		else if (known && !known->conn_id)
+			*no_sock = GO_SOCK_GONE_UNWANTED;
 		return NULL;
+	}
 	__u64 skey = (__u64)sk;
 	struct conn_state *cs = conn_lookup(&skey);
-	if (cs) {
-		struct go_sock v = { .sk = skey, .conn_id = cs->conn_id };
+	if (cs || !ports_wanted(sk)) {
+		struct go_sock v = { .sk = skey, .conn_id = cs ? cs->conn_id : 0 };
 		bpf_map_update_elem(&go_socks, &key, &v, BPF_ANY);
 	}
 	return sk;
@@ -168,13 +185,13 @@ static __always_inline struct sock *go_conn_sock(struct pt_regs *ctx, __u64 conn
 
 /* A call on *tls.Conn `conn` moving bytes at `buf`, with its socket;
  * false when the socket's ports are not wanted. */
-static __always_inline bool go_call_of(struct pt_regs *ctx, __u64 conn, __u64 buf, __u16 probe,
+static __always_inline bool go_call_of(const struct nt_go_layout *l, __u64 conn, __u64 buf, __u16 probe,
 				       __u8 direction, struct go_call *call)
 {
 	*call = (struct go_call){ .conn = conn, .buf = buf, .probe = probe, .direction = direction };
-	struct sock *sk = go_conn_sock(ctx, conn, &call->not_tcp);
+	struct sock *sk = go_conn_sock(l, conn, &call->no_sock);
 	call->sk = (__u64)sk;
-	return !sk || ports_wanted(sk);
+	return sk ? ports_wanted(sk) : call->no_sock != GO_SOCK_GONE_UNWANTED;
 }
 
 /* A call starts: its arguments and socket, kept for its return unless the
@@ -186,7 +203,8 @@ static __always_inline int go_enter(struct pt_regs *ctx, __u16 probe, __u8 direc
 		return 0;
 	struct go_key key = { .g = GO_G(ctx), .tgid = id >> 32 };
 	struct go_call call;
-	if (!go_call_of(ctx, GO_ARG0(ctx), GO_ARG1(ctx), probe, direction, &call)) {
+	struct nt_go_layout l = go_layout_of(ctx);
+	if (!go_call_of(&l, GO_ARG0(ctx), GO_ARG1(ctx), probe, direction, &call)) {
 		/* Not kept; nor may an older call of this goroutine whose return
 		 * was never seen take this call's return. */
 		bpf_map_delete_elem(&go_calls, &key);
@@ -213,13 +231,14 @@ static __always_inline int go_emit(struct pt_regs *ctx, struct go_call call, __u
 	if (n <= 0)
 		return 0;
 	struct sock *sk = (struct sock *)call.sk;
-	if (!sk && !call.not_tcp) {
+	if (!sk && call.no_sock == GO_SOCK_UNREADABLE) {
 		/* The entry could not read the socket: try again now. */
-		sk = go_conn_sock(ctx, call.conn, &call.not_tcp);
-		if (sk && !ports_wanted(sk))
+		struct nt_go_layout l = go_layout_of(ctx);
+		sk = go_conn_sock(&l, call.conn, &call.no_sock);
+		if (sk ? !ports_wanted(sk) : call.no_sock == GO_SOCK_GONE_UNWANTED)
 			return 0;
 	}
-	if (call.not_tcp) {
+	if (call.no_sock == GO_SOCK_NOT_TCP) {
 		count_drop(NT_DROP_GO_CONN_NOT_TCP, n);
 		return 0;
 	}
@@ -258,7 +277,8 @@ NT_UPROBE(up_go_tls_write_record)
 	if (!pid_wanted(id >> 32) || (__u8)GO_ARG1(ctx) != GO_RECORD_TYPE_APPLICATION_DATA)
 		return 0;
 	struct go_call call;
-	if (!go_call_of(ctx, GO_ARG0(ctx), GO_ARG2(ctx), NT_PROBE_UPROBE_GO_TLS_WRITE_RECORD, NT_DIR_SEND,
+	struct nt_go_layout l = go_layout_of(ctx);
+	if (!go_call_of(&l, GO_ARG0(ctx), GO_ARG2(ctx), NT_PROBE_UPROBE_GO_TLS_WRITE_RECORD, NT_DIR_SEND,
 			&call))
 		return 0;
 	return go_emit(ctx, call, call.buf, (long)GO_ARG3(ctx), id);
@@ -266,13 +286,26 @@ NT_UPROBE(up_go_tls_write_record)
 
 /* On (*Conn).Read's call of runtime.memmove(b, unread, n), the inlined
  * bytes.(*Reader).Read of the decrypted record: the n bytes Read returns,
- * read from where they are copied from. */
+ * read from where they are copied from. The connection is Read's receiver,
+ * read from the stack slot Read keeps it in where the sensor found one
+ * (probes/go_tls.rs), else kept for this probe by the entry probe. */
 NT_UPROBE(up_go_tls_read_copy)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct go_call call;
-	if (!go_take_call(ctx, id, &call))
+	struct nt_go_layout l = go_layout_of(ctx);
+	if (l.read_conn_sp) {
+		if (!pid_wanted(id >> 32))
+			return 0;
+		/* Unreadable: the connection's socket is then unknown, and that
+		 * is counted where the bytes are dropped. */
+		__u64 conn = 0;
+		bpf_probe_read_user(&conn, sizeof(conn), (void *)(GO_SP(ctx) + l.read_conn_sp));
+		if (!go_call_of(&l, conn, 0, NT_PROBE_UPROBE_GO_TLS_READ_COPY, NT_DIR_RECV, &call))
+			return 0;
+	} else if (!go_take_call(ctx, id, &call)) {
 		return 0;
+	}
 	call.probe = NT_PROBE_UPROBE_GO_TLS_READ_COPY;
 	return go_emit(ctx, call, GO_ARG1(ctx), (long)GO_ARG2(ctx), id);
 }

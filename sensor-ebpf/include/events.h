@@ -209,6 +209,7 @@ struct nt_go_layout {
 	__u32 tcpconn_fd;  /* *net.TCPConn -> *netFD */
 	__u32 netfd_sysfd; /* *netFD -> pfd.Sysfd */
 	__u32 itab_hash;
+	__u32 read_conn_sp; /* (*Conn).Read's receiver at sp + this at its calls; 0: unknown, use the entry probe */
 };
 
 /* Kubernetes mode: what is captured of the processes of one cgroup (its

@@ -109,7 +109,7 @@ fn check_arch(bin: &Path, expect_symtab: bool, arm64: bool) -> GoBinary {
 
 /// x86_64: Write calls writeRecordLocked once (twice with TLS 1.0's 1/n-1
 /// split) and Read calls memmove exactly once, each a `call rel32` inside
-/// the function; arm64 keeps its `ret` probes and records no calls.
+/// the function, and Read keeps its receiver in a stack slot; arm64 keeps its `ret` probes and records no calls.
 fn check_call_sites(bin: &Path, data: &[u8], go: &GoBinary, arm64: bool) {
     let (write, read) = (&go.functions[FUNCTIONS[0]], &go.functions[FUNCTIONS[1]]);
     if arm64 {
@@ -126,6 +126,9 @@ fn check_call_sites(bin: &Path, data: &[u8], go: &GoBinary, arm64: bool) {
         go.version
     );
     assert_eq!(copies.len(), 1, "{} {}: memmove calls in Read", bin.display(), go.version);
+    // Read's copy probe reads the receiver from its stack slot, no entry
+    // probe (go_registers checks the slot against DWARF).
+    assert!(read.receiver_home.is_some(), "{} {}: Read's receiver slot", bin.display(), go.version);
     for (f, at) in records.iter().map(|a| (write, a)).chain(copies.iter().map(|a| (read, a))) {
         assert_eq!(data[(f.offset + at) as usize], 0xe8, "{}: call rel32 at +{at:#x}", bin.display());
         assert!(*at < f.size);

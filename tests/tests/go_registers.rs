@@ -1,10 +1,12 @@
 //! The registers go_tls.bpf.c reads at the entry of crypto/tls.(*Conn).Write
 //! and Read (`GO_ARG0`: the receiver, `GO_ARG1`: the buffer's data pointer),
 //! and at Write's call of writeRecordLocked on amd64 (`GO_ARG0..3`), are
-//! where Go's register ABI puts them, on amd64 and arm64: checked
+//! where Go's register ABI puts them, on amd64 and arm64, and the stack slot
+//! Read's copy probe reads its receiver from on amd64 is where it is: checked
 //! against the parameter locations the compiler wrote into DWARF for real
 //! builds (arm64 cross-compiled), read here with gimli, not by nettap.
 
+use gimli::UnwindSection;
 use nettap_e2e::go_build;
 use object::{Object, ObjectSection};
 use std::borrow::Cow;
@@ -38,9 +40,19 @@ fn header_register(arch_x86: bool, macro_name: &str) -> u16 {
     }
 }
 
-/// Registers holding each parameter piece at the function's entry, by
-/// parameter name, from its DWARF location lists.
-fn entry_registers(bin: &Path, function: &str) -> Vec<(String, Vec<u16>)> {
+/// A parameter's location over one range of addresses, as DWARF says: the
+/// register it is in, or the offset from the canonical frame address of the
+/// stack slot it is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Piece {
+    Register(u16),
+    CfaOffset(i64),
+}
+
+/// Each parameter of `function` by name, with its locations (address range,
+/// pieces), and the function's first address, from its DWARF location lists.
+#[allow(clippy::type_complexity)]
+fn parameter_locations(bin: &Path, function: &str) -> (u64, Vec<(String, Vec<(std::ops::Range<u64>, Vec<Piece>)>)>) {
     let data = std::fs::read(bin).unwrap();
     let obj = object::File::parse(&*data).unwrap();
     let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>, gimli::Error> {
@@ -57,9 +69,9 @@ fn entry_registers(bin: &Path, function: &str) -> Vec<(String, Vec<u16>)> {
         let mut params = Vec::new();
         while let Some((delta, e)) = entries.next_dfs().unwrap() {
             depth += delta;
-            if let Some((d, _)) = in_function {
+            if let Some((d, low)) = in_function {
                 if depth <= d {
-                    return params;
+                    return (low, params);
                 }
             }
             let name = match e.attr_value(gimli::DW_AT_name).unwrap() {
@@ -73,29 +85,47 @@ fn entry_registers(bin: &Path, function: &str) -> Vec<(String, Vec<u16>)> {
                 let Some(low) = e.attr_value(gimli::DW_AT_low_pc).unwrap() else { continue };
                 let low = dwarf.attr_address(&unit, low).unwrap().expect("an address");
                 in_function = Some((depth, low));
-            } else if let (Some((d, low)), gimli::DW_TAG_formal_parameter) = (in_function, e.tag()) {
+            } else if let (Some((d, _)), gimli::DW_TAG_formal_parameter) = (in_function, e.tag()) {
                 if depth != d + 1 {
                     continue;
                 }
                 let Some(attr) = e.attr_value(gimli::DW_AT_location).unwrap() else { continue };
                 let Some(offset) = dwarf.attr_locations_offset(&unit, attr).unwrap() else { continue };
                 let mut locs = dwarf.locations(&unit, offset).unwrap();
-                let mut regs = Vec::new();
+                let mut ranges = Vec::new();
                 while let Some(loc) = locs.next().unwrap() {
-                    if loc.range.begin <= low && low < loc.range.end {
-                        let mut ops = loc.data.operations(unit.encoding());
-                        while let Some(op) = ops.next().unwrap() {
-                            if let gimli::Operation::Register { register } = op {
-                                regs.push(register.0);
+                    let mut ops = loc.data.operations(unit.encoding());
+                    let mut pieces = Vec::new();
+                    while let Some(op) = ops.next().unwrap() {
+                        match op {
+                            gimli::Operation::Register { register } => pieces.push(Piece::Register(register.0)),
+                            gimli::Operation::CallFrameCFA => pieces.push(Piece::CfaOffset(0)),
+                            gimli::Operation::PlusConstant { value } => {
+                                if let Some(Piece::CfaOffset(o)) = pieces.last_mut() {
+                                    *o += value as i64;
+                                }
                             }
+                            _ => {}
                         }
                     }
+                    ranges.push((loc.range.begin..loc.range.end, pieces));
                 }
-                params.push((name, regs));
+                params.push((name, ranges));
             }
         }
     }
     panic!("{function} not in the DWARF of {}", bin.display())
+}
+
+/// Registers holding each parameter piece at the function's entry, by
+/// parameter name.
+fn entry_registers(bin: &Path, function: &str) -> Vec<(String, Vec<u16>)> {
+    let (low, params) = parameter_locations(bin, function);
+    let at_entry = |ranges: &[(std::ops::Range<u64>, Vec<Piece>)]| {
+        let pieces = ranges.iter().filter(|(r, _)| r.contains(&low)).flat_map(|(_, p)| p);
+        pieces.filter_map(|p| if let Piece::Register(r) = p { Some(*r) } else { None }).collect()
+    };
+    params.iter().map(|(name, ranges)| (name.clone(), at_entry(ranges))).collect()
 }
 
 fn check(bin: &Path, x86: bool) {
@@ -128,6 +158,41 @@ fn check(bin: &Path, x86: bool) {
     }
 }
 
+/// amd64: the probe on (*Conn).Read's copy call reads the receiver from
+/// the stack slot nettap found in the code (`receiver_home`, an offset from
+/// the stack pointer), with no probe at Read's entry. DWARF says the same:
+/// at that call `c` is at an offset from the canonical frame address, which
+/// .debug_frame puts at an offset from rsp there.
+fn check_read_receiver_home(bin: &Path) {
+    let read = "crypto/tls.(*Conn).Read";
+    let memmove = "runtime.memmove";
+    let data = std::fs::read(bin).unwrap();
+    let go = nettap_sensor::probes::golang::inspect(&data, &[read], &[memmove]).unwrap().expect("Go");
+    let f = &go.functions[read];
+    let home = f.receiver_home.unwrap_or_else(|| panic!("{read}: receiver home not found, {}", bin.display()));
+    let [copy] = f.calls_to(go.callees[memmove])[..] else { panic!("{read}: one memmove call") };
+    let (low, params) = parameter_locations(bin, read);
+    let pc = low + copy;
+
+    let obj = object::File::parse(&*data).unwrap();
+    let section = obj.section_by_name(".debug_frame").expect(".debug_frame").uncompressed_data().unwrap();
+    let frames = gimli::DebugFrame::new(&section, gimli::LittleEndian);
+    let mut unwind = gimli::UnwindContext::new();
+    let row = frames
+        .unwind_info_for_address(&gimli::BaseAddresses::default(), &mut unwind, pc, gimli::DebugFrame::cie_from_offset)
+        .unwrap();
+    let gimli::CfaRule::RegisterAndOffset { register, offset: cfa_from_rsp } = *row.cfa() else {
+        panic!("{read}+{copy:#x}: CFA {:?}", row.cfa())
+    };
+    assert_eq!(register, gimli::X86_64::RSP, "{read}+{copy:#x}: CFA register");
+
+    let (_, c) = params.iter().find(|(n, _)| n == "c").unwrap_or_else(|| panic!("{read}: no c"));
+    let at_copy: Vec<_> = c.iter().filter(|(r, _)| r.contains(&pc)).map(|(_, p)| p.clone()).collect();
+    let [ref pieces] = at_copy[..] else { panic!("{read}+{copy:#x}: c's locations {c:?}") };
+    let [Piece::CfaOffset(c_from_cfa)] = pieces[..] else { panic!("{read}+{copy:#x}: c at {pieces:?}") };
+    assert_eq!(i64::from(home), cfa_from_rsp + c_from_cfa, "{read}: receiver home, {}", bin.display());
+}
+
 #[test]
 fn go_entry_registers_match_the_register_abi_on_amd64_and_arm64() {
     let dir = tempfile::tempdir().unwrap();
@@ -136,4 +201,5 @@ fn go_entry_registers_match_the_register_abi_on_amd64_and_arm64() {
     go_build(&arm64, &[], &[("GOARCH", "arm64"), ("CGO_ENABLED", "0")]);
     check(&amd64, true);
     check(&arm64, false);
+    check_read_receiver_home(&amd64);
 }

@@ -39,9 +39,10 @@ type Point = (&'static str, u64, String);
 ///   its length are all arguments: one trap per Write, none at its return
 ///   (a write that fails part way is recorded whole: the connection fails
 ///   with it);
-/// - Read: the entry probe (the connection), and one on its only call of
-///   `runtime.memmove(b, unread, n)`, the bytes it returns before they are
-///   copied.
+/// - Read: one probe on its only call of `runtime.memmove(b, unread, n)`,
+///   the bytes it returns before they are copied, which reads the
+///   connection from Read's stack (`read_receiver_home`); where that slot
+///   is not found, an entry probe too, which keeps the connection for it.
 ///
 /// Otherwise (arm64, where `ret` is simulated; a build where the calls are
 /// not found as expected) the entry and every `ret`. `None`: no `ret` at all.
@@ -60,7 +61,11 @@ fn function_points(go: &GoBinary, name: &str, f: &golang::GoFunction) -> Option<
             return Some(sites.iter().map(|&c| ("up_go_tls_write_record", f.offset + c, label(c))).collect());
         }
     } else if let [copy] = calls(MEMMOVE)[..] {
-        return Some(vec![entry, ("up_go_tls_read_copy", f.offset + copy, at(copy, " (copy)"))]);
+        let copy = ("up_go_tls_read_copy", f.offset + copy, at(copy, " (copy)"));
+        return Some(match read_receiver_home(go) {
+            Some(_) => vec![copy],
+            None => vec![entry, copy],
+        });
     }
     if f.returns.is_empty() {
         return None;
@@ -68,6 +73,20 @@ fn function_points(go: &GoBinary, name: &str, f: &golang::GoFunction) -> Option<
     let mut points = vec![entry];
     points.extend(f.returns.iter().map(|&r| ("up_go_tls_ret", f.offset + r, at(r, " (return)"))));
     Some(points)
+}
+
+/// Where (*Conn).Read keeps its receiver on the stack, from the stack
+/// pointer at its calls, when its copy call is probed: the copy's probe then
+/// reads the connection there and Read needs no entry probe (a trap, and a
+/// table entry per call, less).
+fn read_receiver_home(go: &GoBinary) -> Option<u32> {
+    let f = go.functions.get(READ)?;
+    let copies = go.callees.get(MEMMOVE).map(|&t| f.calls_to(t)).unwrap_or_default();
+    if copies.len() == 1 {
+        f.receiver_home
+    } else {
+        None
+    }
 }
 
 /// Attaches the Go TLS probes to Go executables, once per file identity.
@@ -191,6 +210,7 @@ impl GoTlsProbes {
             tcpconn_fd: layout.tcpconn_fd,
             netfd_sysfd: layout.netfd_sysfd,
             itab_hash: go.tcpconn_itab_hash.unwrap_or(0),
+            read_conn_sp: read_receiver_home(go).unwrap_or(0),
         };
         let set = layouts(ebpf).and_then(|mut m| m.insert(&cookie, &value, 0).map_err(|e| e.to_string()));
         if let Err(e) = set {

@@ -35,6 +35,8 @@ pub struct GoFunction {
     pub returns: Vec<u64>,
     /// Its direct calls (x86_64; empty elsewhere), in address order.
     pub calls: Vec<DirectCall>,
+    /// Where its receiver stays on the stack (see [`receiver_home`]).
+    pub receiver_home: Option<u32>,
 }
 
 /// A `call rel32` inside a function.
@@ -113,7 +115,8 @@ pub fn inspect(data: &[u8], wanted: &[&str], callees: &[&str]) -> Result<Option<
         let returns = return_offsets(obj.architecture(), code);
         let entry = entry_site(obj.architecture(), code);
         let calls = direct_calls(obj.architecture(), code, address);
-        functions.insert(name, GoFunction { offset, size, entry, returns, calls });
+        let receiver_home = receiver_home(obj.architecture(), code);
+        functions.insert(name, GoFunction { offset, size, entry, returns, calls, receiver_home });
     }
     // Only a program with the functions is probed and needs its layout;
     // reading DWARF is most of the time a held program waits.
@@ -280,6 +283,69 @@ pub fn entry_site(arch: object::Architecture, code: &[u8]) -> u64 {
     }
 }
 
+/// Where a function keeps its first argument (the receiver) for its whole
+/// body, as an offset from the stack pointer after its prologue: Go's
+/// register ABI gives each register argument a home slot above the return
+/// address, and a function that needs the argument after a call spills it
+/// there once (`mov %rax,F+16(%rsp)` after `push %rbp; sub $F,%rsp`; F+8
+/// where the prologue saves rbp inside the frame, before Go 1.21). `None`
+/// unless that store comes before the first call, with rax still the
+/// argument, and nothing else in the function writes over the slot: then a
+/// probe on any call inside it can read the receiver there instead of
+/// taking it from a probe at the entry. Only x86_64.
+pub fn receiver_home(arch: object::Architecture, code: &[u8]) -> Option<u32> {
+    use iced_x86::{FlowControl, Mnemonic, OpKind, Register};
+    if arch != object::Architecture::X86_64 {
+        return None;
+    }
+    let insns: Vec<_> = iced_x86::Decoder::with_ip(64, code, 0, iced_x86::DecoderOptions::NONE).into_iter().collect();
+    let writes_rsp_slot = |i: &iced_x86::Instruction| {
+        i.op_count() > 0
+            && i.op0_kind() == OpKind::Memory
+            && i.memory_base() == Register::RSP
+            && i.memory_index() == Register::None
+            && !matches!(i.mnemonic(), Mnemonic::Cmp | Mnemonic::Test)
+    };
+    let (mut pushed_bp, mut frame, mut home) = (false, None, None);
+    for (n, i) in insns.iter().enumerate() {
+        if matches!(i.flow_control(), FlowControl::Call | FlowControl::IndirectCall) {
+            break;
+        }
+        match (i.mnemonic(), frame) {
+            (Mnemonic::Push, None) if i.op0_register() == Register::RBP => pushed_bp = true,
+            (Mnemonic::Sub, None)
+                if i.op0_register() == Register::RSP
+                    && matches!(i.op1_kind(), OpKind::Immediate8to64 | OpKind::Immediate32to64) =>
+            {
+                frame = Some(i.immediate(1));
+            }
+            (Mnemonic::Mov, Some(f)) if writes_rsp_slot(i) && i.op1_kind() == OpKind::Register => {
+                let want = f + 8 + if pushed_bp { 8 } else { 0 };
+                if i.op1_register() == Register::RAX && i.memory_displacement64() == want {
+                    home = Some((n, want));
+                    break;
+                }
+            }
+            _ => {}
+        }
+        // rax no longer the argument
+        if i.op_count() > 0 && i.op0_kind() == OpKind::Register && i.op0_register().full_register() == Register::RAX
+            && !matches!(i.mnemonic(), Mnemonic::Cmp | Mnemonic::Test)
+        {
+            return None;
+        }
+    }
+    let (at, slot) = home?;
+    let overwritten = insns.iter().enumerate().any(|(n, i)| {
+        n != at && writes_rsp_slot(i) && {
+            let start = i.memory_displacement64();
+            let end = start + i.memory_size().size() as u64;
+            start < slot + 8 && slot < end
+        }
+    });
+    (!overwritten).then(|| u32::try_from(slot).ok()).flatten()
+}
+
 /// Offsets of the return instructions in `code`.
 fn return_offsets(arch: object::Architecture, code: &[u8]) -> Vec<u64> {
     match arch {
@@ -339,6 +405,41 @@ mod tests {
         assert_eq!(entry_site(X86_64, &[0x55, 0x48, 0x89, 0xe5]), 0);
         assert_eq!(entry_site(X86_64, &[0x49, 0x3b]), 0);
         assert_eq!(entry_site(Aarch64, &small), 0);
+    }
+
+    #[test]
+    fn the_receiver_home_is_its_spill_slot_when_nothing_overwrites_it() {
+        use object::Architecture::{Aarch64, X86_64};
+        // crypto/tls.(*Conn).Read, Go 1.26: stack check; push %rbp; mov %rsp,%rbp;
+        // sub $0x58,%rsp; movq %xmm15,0x50(%rsp); mov %rax,0x68(%rsp);
+        // mov %rcx,0x78(%rsp); mov %rbx,0x70(%rsp)
+        let go126: &[u8] = &[
+            0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0x7a, 0x03, 0x00, 0x00, 0x55, 0x48, 0x89, 0xe5, 0x48, 0x83,
+            0xec, 0x58, 0x66, 0x44, 0x0f, 0xd6, 0x7c, 0x24, 0x50, 0x48, 0x89, 0x44, 0x24, 0x68, 0x48, 0x89,
+            0x4c, 0x24, 0x78, 0x48, 0x89, 0x5c, 0x24, 0x70,
+        ];
+        let call = [0xe8, 0, 0, 0, 0];
+        let with = |parts: &[&[u8]]| parts.concat();
+        assert_eq!(receiver_home(X86_64, &with(&[go126, &call])), Some(0x68));
+        // Go 1.18: rbp saved inside the frame (sub $0x68,%rsp; mov %rbp,0x60(%rsp);
+        // lea 0x60(%rsp),%rbp; …; mov %rax,0x70(%rsp))
+        let go118: &[u8] = &[
+            0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0xc2, 0x03, 0x00, 0x00, 0x48, 0x83, 0xec, 0x68, 0x48, 0x89,
+            0x6c, 0x24, 0x60, 0x48, 0x8d, 0x6c, 0x24, 0x60, 0x49, 0xc7, 0xc5, 0x00, 0x00, 0x00, 0x00, 0x4c,
+            0x89, 0x6c, 0x24, 0x58, 0x48, 0x89, 0x8c, 0x24, 0x80, 0x00, 0x00, 0x00, 0x48, 0x89, 0x5c, 0x24,
+            0x78, 0x48, 0x89, 0x44, 0x24, 0x70,
+        ];
+        assert_eq!(receiver_home(X86_64, &with(&[go118, &call])), Some(0x70));
+        // The slot written over later (movups %xmm15,0x60(%rsp) covers it)
+        let movups = [0x44, 0x0f, 0x11, 0x7c, 0x24, 0x60];
+        assert_eq!(receiver_home(X86_64, &with(&[go126, &call, &movups])), None);
+        // rax changed before the store (xor %eax,%eax), or a call first
+        let (head, tail) = go126.split_at(25);
+        assert_eq!(receiver_home(X86_64, &with(&[head, &[0x31, 0xc0], tail])), None);
+        assert_eq!(receiver_home(X86_64, &with(&[head, &call, tail])), None);
+        // no store at all; another architecture
+        assert_eq!(receiver_home(X86_64, &with(&[head, &call])), None);
+        assert_eq!(receiver_home(Aarch64, go126), None);
     }
 
     #[test]
