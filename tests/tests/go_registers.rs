@@ -52,7 +52,10 @@ enum Piece {
 /// Each parameter of `function` by name, with its locations (address range,
 /// pieces), and the function's first address, from its DWARF location lists.
 #[allow(clippy::type_complexity)]
-fn parameter_locations(bin: &Path, function: &str) -> (u64, Vec<(String, Vec<(std::ops::Range<u64>, Vec<Piece>)>)>) {
+fn parameter_locations(
+    bin: &Path,
+    function: &str,
+) -> (u64, Vec<(String, Vec<(std::ops::Range<u64>, Vec<Piece>)>)>) {
     let data = std::fs::read(bin).unwrap();
     let obj = object::File::parse(&*data).unwrap();
     let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>, gimli::Error> {
@@ -98,7 +101,9 @@ fn parameter_locations(bin: &Path, function: &str) -> (u64, Vec<(String, Vec<(st
                     let mut pieces = Vec::new();
                     while let Some(op) = ops.next().unwrap() {
                         match op {
-                            gimli::Operation::Register { register } => pieces.push(Piece::Register(register.0)),
+                            gimli::Operation::Register { register } => {
+                                pieces.push(Piece::Register(register.0))
+                            }
                             gimli::Operation::CallFrameCFA => pieces.push(Piece::CfaOffset(0)),
                             gimli::Operation::PlusConstant { value } => {
                                 if let Some(Piece::CfaOffset(o)) = pieces.last_mut() {
@@ -169,7 +174,8 @@ fn check_read_receiver_home(bin: &Path) {
     let data = std::fs::read(bin).unwrap();
     let go = nettap_sensor::probes::golang::inspect(&data, &[read], &[memmove]).unwrap().expect("Go");
     let f = &go.functions[read];
-    let home = f.receiver_home.unwrap_or_else(|| panic!("{read}: receiver home not found, {}", bin.display()));
+    let home =
+        f.receiver_home.unwrap_or_else(|| panic!("{read}: receiver home not found, {}", bin.display()));
     let [copy] = f.calls_to(go.callees[memmove])[..] else { panic!("{read}: one memmove call") };
     let (low, params) = parameter_locations(bin, read);
     let pc = low + copy;
@@ -179,7 +185,12 @@ fn check_read_receiver_home(bin: &Path) {
     let frames = gimli::DebugFrame::new(&section, gimli::LittleEndian);
     let mut unwind = gimli::UnwindContext::new();
     let row = frames
-        .unwind_info_for_address(&gimli::BaseAddresses::default(), &mut unwind, pc, gimli::DebugFrame::cie_from_offset)
+        .unwind_info_for_address(
+            &gimli::BaseAddresses::default(),
+            &mut unwind,
+            pc,
+            gimli::DebugFrame::cie_from_offset,
+        )
         .unwrap();
     let gimli::CfaRule::RegisterAndOffset { register, offset: cfa_from_rsp } = *row.cfa() else {
         panic!("{read}+{copy:#x}: CFA {:?}", row.cfa())

@@ -288,7 +288,10 @@ fn evicted_connections_are_counted_and_recovered() {
     let evicted = d.get("conn_table_evicted").copied().unwrap_or(0);
     assert!(evicted >= 12000 - table, "evictions counted: {d:?}");
     let skipped: Vec<_> = cap.log.lines().filter(|l| l.contains("skipped runs")).collect();
-    assert!(d.keys().all(|k| k == "conn_table_evicted"), "no other loss: {d:?}; skipped programs: {skipped:#?}");
+    assert!(
+        d.keys().all(|k| k == "conn_table_evicted"),
+        "no other loss: {d:?}; skipped programs: {skipped:#?}"
+    );
 }
 
 /// 100 000 connections held open at once between two network namespaces
@@ -300,7 +303,9 @@ fn evicted_connections_are_counted_and_recovered() {
 fn a_hundred_thousand_connections_across_namespaces() {
     let net = NetNsPair::new(213);
     let (cap, peak_kib) = exact_connections(CONNS, Some(&net), 8, &[]);
-    for l in cap.log.lines().filter(|l| l.contains("DEBUG")) { eprintln!("{l}"); }
+    for l in cap.log.lines().filter(|l| l.contains("DEBUG")) {
+        eprintln!("{l}");
+    }
     let skipped: Vec<_> = cap.log.lines().filter(|l| l.contains("skipped runs")).collect();
     assert_eq!(drops(&cap), HashMap::new(), "nothing dropped; skipped programs: {skipped:#?}");
     eprintln!("{CONNS} connections: sensor peak {peak_kib} KiB");

@@ -298,14 +298,16 @@ pub fn receiver_home(arch: object::Architecture, code: &[u8]) -> Option<u32> {
     if arch != object::Architecture::X86_64 {
         return None;
     }
-    let insns: Vec<_> = iced_x86::Decoder::with_ip(64, code, 0, iced_x86::DecoderOptions::NONE).into_iter().collect();
-    let writes_rsp_slot = |i: &iced_x86::Instruction| {
+    let insns: Vec<_> =
+        iced_x86::Decoder::with_ip(64, code, 0, iced_x86::DecoderOptions::NONE).into_iter().collect();
+    let writes_memory = |i: &iced_x86::Instruction, base: Register| {
         i.op_count() > 0
             && i.op0_kind() == OpKind::Memory
-            && i.memory_base() == Register::RSP
+            && i.memory_base() == base
             && i.memory_index() == Register::None
             && !matches!(i.mnemonic(), Mnemonic::Cmp | Mnemonic::Test)
     };
+    let writes_rsp_slot = |i: &iced_x86::Instruction| writes_memory(i, Register::RSP);
     let (mut pushed_bp, mut frame, mut home) = (false, None, None);
     for (n, i) in insns.iter().enumerate() {
         if matches!(i.flow_control(), FlowControl::Call | FlowControl::IndirectCall) {
@@ -329,19 +331,25 @@ pub fn receiver_home(arch: object::Architecture, code: &[u8]) -> Option<u32> {
             _ => {}
         }
         // rax no longer the argument
-        if i.op_count() > 0 && i.op0_kind() == OpKind::Register && i.op0_register().full_register() == Register::RAX
+        if i.op_count() > 0
+            && i.op0_kind() == OpKind::Register
+            && i.op0_register().full_register() == Register::RAX
             && !matches!(i.mnemonic(), Mnemonic::Cmp | Mnemonic::Test)
         {
             return None;
         }
     }
     let (at, slot) = home?;
+    // The slot is rbp+16 too (rbp is rsp+F, or rsp+F-8 where it is saved
+    // inside the frame).
+    let overlaps = |i: &iced_x86::Instruction, slot: i64| {
+        let start = i.memory_displacement64() as i64;
+        start < slot + 8 && slot < start + i.memory_size().size() as i64
+    };
     let overwritten = insns.iter().enumerate().any(|(n, i)| {
-        n != at && writes_rsp_slot(i) && {
-            let start = i.memory_displacement64();
-            let end = start + i.memory_size().size() as u64;
-            start < slot + 8 && slot < end
-        }
+        n != at
+            && (writes_rsp_slot(i) && overlaps(i, slot as i64)
+                || writes_memory(i, Register::RBP) && overlaps(i, 16))
     });
     (!overwritten).then(|| u32::try_from(slot).ok()).flatten()
 }
@@ -430,9 +438,14 @@ mod tests {
             0x78, 0x48, 0x89, 0x44, 0x24, 0x70,
         ];
         assert_eq!(receiver_home(X86_64, &with(&[go118, &call])), Some(0x70));
-        // The slot written over later (movups %xmm15,0x60(%rsp) covers it)
+        // The slot written over later (movups %xmm15,0x60(%rsp) covers it;
+        // mov %rcx,0x10(%rbp) is it)
         let movups = [0x44, 0x0f, 0x11, 0x7c, 0x24, 0x60];
         assert_eq!(receiver_home(X86_64, &with(&[go126, &call, &movups])), None);
+        let through_rbp = [0x48, 0x89, 0x4d, 0x10];
+        assert_eq!(receiver_home(X86_64, &with(&[go126, &call, &through_rbp])), None);
+        // … but not a neighbour (mov %rcx,0x18(%rbp): b's slot)
+        assert_eq!(receiver_home(X86_64, &with(&[go126, &call, &[0x48, 0x89, 0x4d, 0x18]])), Some(0x68));
         // rax changed before the store (xor %eax,%eax), or a call first
         let (head, tail) = go126.split_at(25);
         assert_eq!(receiver_home(X86_64, &with(&[head, &[0x31, 0xc0], tail])), None);
