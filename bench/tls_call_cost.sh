@@ -10,9 +10,9 @@
 # Each program runs once before it is timed, so the exec gate's first
 # examination of a new file is not in the times (bench/tls_attach.sh has it).
 # Exchanges: HTTP/1.1 GETs over keep-alive (Go, rustls, BoringSSL), 100-byte
-# echoes (the OpenSSL API: OpenSSL 3, 1.1.1w, LibreSSL, each shared and
-# linked in). Not here: GnuTLS and NSS, whose test programs are clients of
-# another library's server.
+# echoes (the OpenSSL API: OpenSSL 3, 1.1.1w, LibreSSL; GnuTLS with
+# bench/gnutls_echo_peer.c; each shared and linked in). Not here: NSS (its
+# test server is there, no NSS client that times lockstep rounds).
 #   bash bench/tls_call_cost.sh [N] [ROUNDS] [NETTAP]   (defaults 2000 3 target/release/nettap)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +57,11 @@ for linkage in shared static; do
   ossl_peer "$NETTAP_OPENSSL111" "$linkage" "$work/openssl111-$linkage"
   ossl_peer "$NETTAP_LIBRESSL" "$linkage" "$work/libressl-$linkage"
 done
+gcc -O2 -o "$work/gnutls-shared" bench/gnutls_echo_peer.c -lgnutls
+# Linked in as the tests link GnuTLS statically (its own dependencies shared).
+gcc -O2 -o "$work/gnutls-static" bench/gnutls_echo_peer.c \
+  -Wl,-Bstatic -lgnutls -Wl,-Bdynamic -lgmp -l:libunistring.so.2 -latomic -lnettle -lhogweed \
+  -ltasn1 -lidn2 -lp11-kit -lz -l:libzstd.so.1 -lbrotlienc -lbrotlidec
 
 # serve KIND PROGRAM: starts the server, waits until it listens.
 serve() {
@@ -65,7 +70,7 @@ serve() {
   case "$1" in
     go) exec "$2" server -addr "127.0.0.1:$port" -cert "$cert" -key "$key" -ready "$work/ready" -http1 ;;
     rust) exec "$2" server --addr "127.0.0.1:$port" --cert "$cert" --key "$key" --ready "$work/ready" ;;
-    ossl) exec "$2" server "$port" "$cert" "$key" 1 ;;
+    echo) exec "$2" server "$port" "$cert" "$key" 1 ;;
   esac >"$work/server.out" 2>&1 &
   server=$!
   for _ in $(seq 500); do
@@ -82,7 +87,7 @@ client() {
     go) "$2" client -url "https://127.0.0.1:$port/x" -ca "$ca" -http1 -n "$3" ;;
     rustls) "$2" client --url "https://127.0.0.1:$port/x" --ca "$ca" --n "$3" ;;
     boring) "$2" client --addr "127.0.0.1:$port" --ca "$ca" --n "$3" ;;
-    ossl) "$2" client "$port" $(($3 * 100)) "$3" ;;
+    echo) "$2" client "$port" $(($3 * 100)) "$3" ;;
   esac >/dev/null
 }
 
@@ -93,7 +98,7 @@ exchange() {
   case "$1" in rustls | boring) server_kind=rust ;; esac
   serve "$server_kind" "$2"
   client "$1" "$2" 1
-  [ "$1" = ossl ] && { wait "$server"; serve ossl "$2"; }
+  [ "$1" = echo ] && { wait "$server"; serve echo "$2"; }
   start=$(date +%s%N)
   client "$1" "$2" "$3"
   end=$(date +%s%N)
@@ -146,10 +151,12 @@ Go_crypto/tls_(tlspeer) go $work/tlspeer go-tls
 rustls_0.23_(rustlspeer,_ureq) rustls $NETTAP_RUSTLSPEER/rustlspeer rustls
 BoringSSL_linked_in,_symbols_(boringpeer) boring $NETTAP_BORINGPEER/boringpeer boringssl
 BoringSSL_linked_in,_stripped boring $NETTAP_BORINGPEER/boringpeer-stripped boringssl
-OpenSSL_3,_shared_(Debian's_libssl.so.3) ossl $work/openssl3-shared openssl
-OpenSSL_3,_linked_in ossl $work/openssl3-static openssl
-OpenSSL_1.1.1w,_shared ossl $work/openssl111-shared openssl
-OpenSSL_1.1.1w,_linked_in ossl $work/openssl111-static openssl
-LibreSSL_2.0.0,_shared ossl $work/libressl-shared openssl
-LibreSSL_2.0.0,_linked_in ossl $work/libressl-static openssl
+OpenSSL_3,_shared_(Debian's_libssl.so.3) echo $work/openssl3-shared openssl
+OpenSSL_3,_linked_in echo $work/openssl3-static openssl
+OpenSSL_1.1.1w,_shared echo $work/openssl111-shared openssl
+OpenSSL_1.1.1w,_linked_in echo $work/openssl111-static openssl
+LibreSSL_2.0.0,_shared echo $work/libressl-shared openssl
+LibreSSL_2.0.0,_linked_in echo $work/libressl-static openssl
+GnuTLS,_shared_(Debian's_libgnutls.so.30) echo $work/gnutls-shared gnutls
+GnuTLS,_linked_in echo $work/gnutls-static gnutls
 EOF
