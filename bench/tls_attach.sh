@@ -13,9 +13,7 @@ cd "$(dirname "$0")/.."
 rounds="${1:-5}" bin="${2:-target/release/nettap}"
 [ -x "$bin" ] || { echo "no $bin: cargo build --release -p nettap-sensor" >&2; exit 1; }
 # The test peers (built once into caches, as for the tests) and their libraries.
-source ci/install-rustls-peer.sh >&2
-source ci/install-boring-peer.sh >&2
-source ci/install-oldssl.sh >&2
+source bench/tls_peers.sh
 set +u
 work="$(mktemp -d)"
 sensor=""
@@ -23,14 +21,11 @@ trap '[ -n "$sensor" ] && kill -INT "$sensor" 2>/dev/null; rm -rf "$work"' EXIT
 libdir=/usr/lib/$(uname -m)-linux-gnu
 
 # The programs, built here as the tests build them.
-(cd tests/programs/go/tlspeer && GOFLAGS=-buildvcs=false go build -o "$work/tlspeer" .)
+build_tlspeer "$work/tlspeer"
 gcc -static -O2 -o "$work/static_openssl3" tests/programs/static_tls_client.c -lssl -lcrypto
-gcc -O2 -o "$work/static_gnutls" tests/programs/static_gnutls_client.c \
-  -Wl,-Bstatic -lgnutls -Wl,-Bdynamic -lgmp -l:libunistring.so.2 -latomic -lnettle -lhogweed \
-  -ltasn1 -lidn2 -lp11-kit -lz -l:libzstd.so.1 -lbrotlienc -lbrotlidec
+gcc -O2 -o "$work/static_gnutls" tests/programs/static_gnutls_client.c "${GNUTLS_STATIC[@]}"
 for lib in "$NETTAP_OPENSSL111" "$NETTAP_LIBRESSL"; do
-  gcc -O2 -w -I"$lib/include" -o "$work/static_$(basename "$lib")" \
-    tests/programs/ossl_echo_peer.c "$lib/lib/libssl.a" "$lib/lib/libcrypto.a" -ldl -lpthread
+  ossl_peer "$lib" static "$work/static_$(basename "$lib")"
 done
 
 "$bin" capture --out /dev/null --ready-file "$work/ready" 2>"$work/log" &

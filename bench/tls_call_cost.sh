@@ -18,14 +18,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-2000}" rounds="${2:-3}" bin="${3:-target/release/nettap}"
 [ -x "$bin" ] || { echo "no $bin: cargo build --release -p nettap-sensor" >&2; exit 1; }
-# The test peers (built once into caches, as for the tests) and the old libraries.
-source ci/install-rustls-peer.sh >&2
-source ci/install-boring-peer.sh >&2
-source ci/install-oldssl.sh >&2
+source bench/tls_peers.sh
 set +u
 work="$(mktemp -d)"
 sensor="" server=""
-trap '[ -n "$server" ] && kill "$server" 2>/dev/null; [ -n "$sensor" ] && kill -INT "$sensor" 2>/dev/null; [ -n "$KEEP" ] || rm -rf "$work"' EXIT
+trap '[ -n "$server" ] && kill "$server" 2>/dev/null; [ -n "$sensor" ] && kill -INT "$sensor" 2>/dev/null; rm -rf "$work"' EXIT
 port=19446
 # A CA and a server certificate it signed (rustls refuses a CA's own
 # certificate as the server's).
@@ -39,18 +36,7 @@ port=19446
 ) 2>/dev/null
 ca="$work/ca.pem" cert="$work/cert.pem" key="$work/key.pem"
 
-# The OpenSSL-API echo peer against PREFIX (empty: the system's OpenSSL 3).
-ossl_peer() { # PREFIX shared|static OUT
-  local cc=(gcc -O2 -w -o "$3" tests/programs/ossl_echo_peer.c)
-  if [ -z "$1" ]; then
-    if [ "$2" = shared ]; then "${cc[@]}" -lssl -lcrypto; else "${cc[@]}" -static -lssl -lcrypto; fi
-  elif [ "$2" = shared ]; then
-    "${cc[@]}" -I"$1/include" -L"$1/lib" -Wl,--disable-new-dtags,-rpath,"$1/lib" -lssl -lcrypto
-  else
-    "${cc[@]}" -I"$1/include" "$1/lib/libssl.a" "$1/lib/libcrypto.a" -ldl -lpthread
-  fi
-}
-(cd tests/programs/go/tlspeer && GOFLAGS=-buildvcs=false go build -o "$work/tlspeer" .)
+build_tlspeer "$work/tlspeer"
 ossl_peer "" shared "$work/openssl3-shared"
 ossl_peer "" static "$work/openssl3-static"
 for linkage in shared static; do
@@ -58,10 +44,7 @@ for linkage in shared static; do
   ossl_peer "$NETTAP_LIBRESSL" "$linkage" "$work/libressl-$linkage"
 done
 gcc -O2 -o "$work/gnutls-shared" bench/gnutls_echo_peer.c -lgnutls
-# Linked in as the tests link GnuTLS statically (its own dependencies shared).
-gcc -O2 -o "$work/gnutls-static" bench/gnutls_echo_peer.c \
-  -Wl,-Bstatic -lgnutls -Wl,-Bdynamic -lgmp -l:libunistring.so.2 -latomic -lnettle -lhogweed \
-  -ltasn1 -lidn2 -lp11-kit -lz -l:libzstd.so.1 -lbrotlienc -lbrotlidec
+gcc -O2 -o "$work/gnutls-static" bench/gnutls_echo_peer.c "${GNUTLS_STATIC[@]}"
 
 # serve KIND PROGRAM: starts the server, waits until it listens.
 serve() {

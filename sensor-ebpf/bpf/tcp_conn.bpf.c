@@ -154,7 +154,7 @@ static __always_inline void sock_set_state(struct bpf_raw_tracepoint_args *ctx)
  * while this program ran for a state change in process context: 818 of
  * 100 000 connections closing at once, in bursts of hundreds when one
  * interrupt carries many closes), so the tracepoint has a second program
- * that runs a close this one did not take (set_state_taken above). A flag
+ * that runs every change this one did not take (set_state_taken above). A flag
  * this program held while it ran was not enough: an interrupt landing in
  * the program before the flag was set or after it was cleared lost its
  * whole burst.
