@@ -14,16 +14,8 @@
  * read, checks the echo and prints its local port and the microseconds the
  * rounds took. The client does not check the server's certificate.
  */
-#include <arpa/inet.h>
+#include "../tests/programs/echo_peer.h"
 #include <gnutls/gnutls.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
 #define CHUNK (1 << 14)
 
@@ -61,10 +53,9 @@ static size_t read_some(gnutls_session_t s, char *buf, size_t want)
 /* A session on socket `fd`, its handshake done. */
 static gnutls_session_t session(int fd, unsigned flags, gnutls_certificate_credentials_t cred)
 {
-	int one = 1, r;
+	int r;
 	gnutls_session_t s;
-	/* Each message goes out at once: rounds time the calls, not delayed ACKs. */
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	echo_nodelay(fd);
 	if ((r = gnutls_init(&s, flags)) < 0 || (r = gnutls_set_default_priority(s)) < 0 ||
 	    (r = gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, cred)) < 0)
 		die("session", r);
@@ -77,27 +68,16 @@ static gnutls_session_t session(int fd, unsigned flags, gnutls_certificate_crede
 	return s;
 }
 
-static struct sockaddr_in loopback(int port)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
-	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-	return sa;
-}
-
 static int serve(int port, const char *cert, const char *key, int count)
 {
 	gnutls_certificate_credentials_t cred;
-	int r, one = 1;
+	int r;
 	if ((r = gnutls_certificate_allocate_credentials(&cred)) < 0 ||
 	    (r = gnutls_certificate_set_x509_key_file(cred, cert, key, GNUTLS_X509_FMT_PEM)) < 0)
 		die("server certificate and key", r);
-	int lfd = socket(AF_INET, SOCK_STREAM, 0);
-	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	struct sockaddr_in sa = loopback(port);
-	if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(lfd, 8) != 0)
+	int lfd = echo_listen(port);
+	if (lfd < 0)
 		die("bind/listen", 0);
-	printf("listening\n");
-	fflush(stdout);
 	static char buf[CHUNK];
 	for (int i = 0; i < count; i++) {
 		int fd = accept(lfd, NULL, NULL);
@@ -126,30 +106,19 @@ static int serve(int port, const char *cert, const char *key, int count)
 	return 0;
 }
 
-static long long now_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
-}
-
 static int client(int port, size_t size, size_t rounds)
 {
 	gnutls_certificate_credentials_t cred;
 	int r;
 	if ((r = gnutls_certificate_allocate_credentials(&cred)) < 0)
 		die("credentials", r);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sa = loopback(port);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+	int fd = echo_connect(port);
+	if (fd < 0)
 		die("connect", 0);
 	gnutls_session_t s = session(fd, GNUTLS_CLIENT, cred);
-	static const char unit[] = "req0123456789";
-	char *msg = malloc(size + 32), *got = malloc(size + 1);
-	int head = snprintf(msg, 32, "%zu\n", size);
-	for (size_t i = 0; i < size; i++)
-		msg[head + i] = unit[i % (sizeof(unit) - 1)];
-	long long start = now_us();
+	int head;
+	char *msg = echo_request(size, &head), *got = malloc(size + 1);
+	long long start = echo_now_us();
 	write_all(s, msg, head);
 	size_t each = size / rounds, have = 0;
 	for (size_t i = 0; i < rounds; i++) {
@@ -158,14 +127,10 @@ static int client(int port, size_t size, size_t rounds)
 		for (size_t end = have + n; have < end;)
 			have += read_some(s, got + have, end - have);
 	}
-	long long took = now_us() - start;
+	long long took = echo_now_us() - start;
 	if (memcmp(got, msg + head, size) != 0)
 		die("the echo differs", 0);
-	struct sockaddr_in local;
-	socklen_t sl = sizeof(local);
-	getsockname(fd, (struct sockaddr *)&local, &sl);
-	printf("%d\n%lld\n", ntohs(local.sin_port), took);
-	fflush(stdout);
+	echo_report(fd, rounds, took);
 	/* Closed only after the server has (its close_notify, or the end). */
 	while (gnutls_record_recv(s, got, 1) > 0)
 		;

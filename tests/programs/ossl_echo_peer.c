@@ -17,17 +17,9 @@
  * SSL_reads per message at each end: the per-call cost of the probes), and
  * a second line says how long that took in microseconds.
  */
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
+#include "echo_peer.h"
 #include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
 #define CHUNK (1 << 16)
 
@@ -64,22 +56,15 @@ static int serve(int port, const char *cert, const char *key, int count)
 	if (!ctx || SSL_CTX_use_certificate_file(ctx, cert, SSL_FILETYPE_PEM) != 1 ||
 	    SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
 		die("server certificate and key");
-	int lfd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
-	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-	if (bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(lfd, 8) != 0)
+	int lfd = echo_listen(port);
+	if (lfd < 0)
 		die("bind/listen");
-	printf("listening\n");
-	fflush(stdout);
 	static char buf[CHUNK];
 	for (int i = 0; i < count; i++) {
 		int fd = accept(lfd, NULL, NULL);
 		if (fd < 0)
 			die("accept");
-		/* Each message goes out at once (no wait for the last one's ACK):
-		 * timed rounds measure the calls, not delayed ACKs. */
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		echo_nodelay(fd);
 		SSL *ssl = SSL_new(ctx);
 		SSL_set_fd(ssl, fd);
 		if (SSL_accept(ssl) != 1)
@@ -106,36 +91,22 @@ static int serve(int port, const char *cert, const char *key, int count)
 	return 0;
 }
 
-static long long now_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
-}
-
 static int client(int port, size_t size, size_t rounds)
 {
 	SSL_CTX *ctx = SSL_CTX_new(SSLv23_client_method());
 	if (!ctx)
 		die("SSL_CTX_new");
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
-	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+	int fd = echo_connect(port);
+	if (fd < 0)
 		die("connect");
-	int one = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	SSL *ssl = SSL_new(ctx);
 	SSL_set_fd(ssl, fd);
 	if (SSL_connect(ssl) != 1)
 		die("SSL_connect");
-	static const char unit[] = "req0123456789";
-	char *msg = malloc(size + 32), *got = malloc(size + 1);
-	int head = snprintf(msg, 32, "%zu\n", size);
-	for (size_t i = 0; i < size; i++)
-		msg[head + i] = unit[i % (sizeof(unit) - 1)];
-	long long start = now_us();
+	int head;
+	char *msg = echo_request(size, &head), *got = malloc(size + 1);
+	long long start = echo_now_us();
 	if (rounds == 0) {
 		write_all(ssl, msg, head + size);
 		for (size_t have = 0; have < size;)
@@ -150,16 +121,10 @@ static int client(int port, size_t size, size_t rounds)
 				have += read_some(ssl, got + have, end - have);
 		}
 	}
-	long long took = now_us() - start;
+	long long took = echo_now_us() - start;
 	if (memcmp(got, msg + head, size) != 0)
 		die("the echo differs");
-	struct sockaddr_in local;
-	socklen_t sl = sizeof(local);
-	getsockname(fd, (struct sockaddr *)&local, &sl);
-	printf("%d\n", ntohs(local.sin_port));
-	if (rounds)
-		printf("%lld\n", took);
-	fflush(stdout);
+	echo_report(fd, rounds, took);
 	/* Closed only after the server has: closing with TLS 1.3 session
 	 * tickets unread would reset the connection under the server's reads. */
 	while (SSL_read(ssl, got, 1) > 0)
