@@ -11,12 +11,13 @@
 # examination of a new file is not in the times (bench/tls_attach.sh has it).
 # Exchanges: HTTP/1.1 GETs over keep-alive (Go, rustls, BoringSSL), 100-byte
 # echoes (the OpenSSL API: OpenSSL 3, 1.1.1w, LibreSSL; GnuTLS with
-# bench/gnutls_echo_peer.c; each shared and linked in). Not here: NSS (its
-# test server is there, no NSS client that times lockstep rounds).
-#   bash bench/tls_call_cost.sh [N] [ROUNDS] [NETTAP]   (defaults 2000 3 target/release/nettap)
+# bench/gnutls_echo_peer.c; each shared and linked in; NSS, shared only, with
+# tests/programs/nss_echo_server.c and bench/nss_echo_client.c).
+# ONLY, if given, keeps the rows whose label contains it (e.g. NSS).
+#   bash bench/tls_call_cost.sh [N] [ROUNDS] [NETTAP] [ONLY]   (defaults 2000 3 target/release/nettap)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-n="${1:-2000}" rounds="${2:-3}" bin="${3:-target/release/nettap}"
+n="${1:-2000}" rounds="${2:-3}" bin="${3:-target/release/nettap}" only="${4:-}"
 [ -x "$bin" ] || { echo "no $bin: cargo build --release -p nettap-sensor" >&2; exit 1; }
 source bench/tls_peers.sh
 set +u
@@ -35,6 +36,12 @@ port=19446
   openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile server.ext -out cert.pem
 ) 2>/dev/null
 ca="$work/ca.pem" cert="$work/cert.pem" key="$work/key.pem"
+# NSS's server reads its certificate and key from an NSS database.
+nssdb="sql:$work/nssdb"
+mkdir "$work/nssdb"
+certutil -N --empty-password -d "$nssdb"
+openssl pkcs12 -export -passout pass: -name server -in "$cert" -inkey "$key" -out "$work/server.p12"
+pk12util -W "" -d "$nssdb" -i "$work/server.p12" >/dev/null
 
 build_tlspeer "$work/tlspeer"
 ossl_peer "" shared "$work/openssl3-shared"
@@ -45,6 +52,9 @@ for linkage in shared static; do
 done
 gcc -O2 -o "$work/gnutls-shared" bench/gnutls_echo_peer.c -lgnutls
 gcc -O2 -o "$work/gnutls-static" bench/gnutls_echo_peer.c "${GNUTLS_STATIC[@]}"
+nss=(-I/usr/include/nss -I/usr/include/nspr -lssl3 -lnss3 -lnspr4)
+gcc -O2 -o "$work/nss-server" tests/programs/nss_echo_server.c "${nss[@]}"
+gcc -O2 -o "$work/nss-client" bench/nss_echo_client.c "${nss[@]}"
 
 # serve KIND PROGRAM: starts the server, waits until it listens.
 serve() {
@@ -54,6 +64,7 @@ serve() {
     go) exec "$2" server -addr "127.0.0.1:$port" -cert "$cert" -key "$key" -ready "$work/ready" -http1 ;;
     rust) exec "$2" server --addr "127.0.0.1:$port" --cert "$cert" --key "$key" --ready "$work/ready" ;;
     echo) exec "$2" server "$port" "$cert" "$key" 1 ;;
+    nss) exec "$2-server" "$nssdb" server "$port" 1 ;;
   esac >"$work/server.out" 2>&1 &
   server=$!
   for _ in $(seq 500); do
@@ -71,6 +82,7 @@ client() {
     rustls) "$2" client --url "https://127.0.0.1:$port/x" --ca "$ca" --n "$3" ;;
     boring) "$2" client --addr "127.0.0.1:$port" --ca "$ca" --n "$3" ;;
     echo) "$2" client "$port" $(($3 * 100)) "$3" ;;
+    nss) "$2-client" "$port" $(($3 * 100)) "$3" ;;
   esac >/dev/null
 }
 
@@ -81,7 +93,8 @@ exchange() {
   case "$1" in rustls | boring) server_kind=rust ;; esac
   serve "$server_kind" "$2"
   client "$1" "$2" 1
-  [ "$1" = echo ] && { wait "$server"; serve echo "$2"; }
+  # The echo servers serve one connection each.
+  case "$1" in echo | nss) wait "$server"; serve "$1" "$2" ;; esac
   start=$(date +%s%N)
   client "$1" "$2" "$3"
   end=$(date +%s%N)
@@ -113,6 +126,7 @@ echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $n exchanges a round, $rou
 echo "| library (program) | µs/exchange, no sensor | µs/exchange, sensor on | TLS records/exchange | added µs per captured call |"
 echo "|---|---:|---:|---:|---:|"
 while read -r label kind program source; do
+  [[ "$label" == *"$only"* ]] || continue
   : >"$work/off" && : >"$work/on"
   for _ in $(seq "$rounds"); do
     exchange "$kind" "$program" "$n" >>"$work/off"
@@ -142,4 +156,5 @@ LibreSSL_2.0.0,_shared echo $work/libressl-shared openssl
 LibreSSL_2.0.0,_linked_in echo $work/libressl-static openssl
 GnuTLS,_shared_(Debian's_libgnutls.so.30) echo $work/gnutls-shared gnutls
 GnuTLS,_linked_in echo $work/gnutls-static gnutls
+NSS,_shared_(Debian's_libssl3.so,_libnspr4.so) nss $work/nss nss
 EOF

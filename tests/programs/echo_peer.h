@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static struct sockaddr_in echo_loopback(int port)
+static inline struct sockaddr_in echo_loopback(int port)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
 	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
@@ -22,14 +22,14 @@ static struct sockaddr_in echo_loopback(int port)
 
 /* Each message goes out at once (no wait for the last one's ACK): timed
  * rounds measure the calls, not delayed ACKs. */
-static void echo_nodelay(int fd)
+static inline void echo_nodelay(int fd)
 {
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
 /* A socket listening on 127.0.0.1:PORT, "listening" printed; -1 on failure. */
-static int echo_listen(int port)
+static inline int echo_listen(int port)
 {
 	int lfd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
 	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -42,7 +42,7 @@ static int echo_listen(int port)
 }
 
 /* A socket connected to 127.0.0.1:PORT; -1 on failure. */
-static int echo_connect(int port)
+static inline int echo_connect(int port)
 {
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
 	struct sockaddr_in sa = echo_loopback(port);
@@ -54,7 +54,7 @@ static int echo_connect(int port)
 
 /* "SIZE\n" and SIZE pattern bytes ("req" + "0123456789" repeated), with
  * room for the echo after; *head is the line's length. */
-static char *echo_request(size_t size, int *head)
+static inline char *echo_request(size_t size, int *head)
 {
 	static const char unit[] = "req0123456789";
 	char *msg = malloc(size + 32);
@@ -64,7 +64,7 @@ static char *echo_request(size_t size, int *head)
 	return msg;
 }
 
-static long long echo_now_us(void)
+static inline long long echo_now_us(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -72,7 +72,7 @@ static long long echo_now_us(void)
 }
 
 /* The client's report: its local port, then (timed rounds) their µs. */
-static void echo_report(int fd, size_t rounds, long long took)
+static inline void echo_report(int fd, size_t rounds, long long took)
 {
 	struct sockaddr_in local;
 	socklen_t sl = sizeof(local);

@@ -82,6 +82,10 @@ int main(int argc, char **argv) {
     for (long c = atol(argv[4]); c > 0; c--) {
         PRFileDesc *tcp = PR_Accept(listener, NULL, PR_INTERVAL_NO_TIMEOUT);
         if (!tcp) fail("PR_Accept");
+        // Each echo goes out at once, not after the last one's ACK (timed
+        // lockstep rounds in bench/tls_call_cost.sh).
+        PRSocketOptionData nodelay = {.option = PR_SockOpt_NoDelay, .value.no_delay = PR_TRUE};
+        if (PR_SetSocketOption(tcp, &nodelay) != PR_SUCCESS) fail("PR_SetSocketOption(NoDelay)");
         PRFileDesc *s = SSL_ImportFD(model, tcp);
         if (!s || SSL_ResetHandshake(s, PR_TRUE) != SECSuccess) fail("SSL_ImportFD (connection)");
         serve(s);
