@@ -1,7 +1,8 @@
 /*
- * The library-independent half of the TLS echo peers (ossl_echo_peer.c and
- * bench/gnutls_echo_peer.c, one protocol on two libraries): sockets on
- * 127.0.0.1, the request, the clock and the client's report.
+ * The library-independent half of the TLS echo peers (ossl_echo_peer.c,
+ * bench/gnutls_echo_peer.c and bench/nss_echo_client.c, one protocol on
+ * three libraries): sockets on 127.0.0.1, the request, the clock and the
+ * client's report.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
