@@ -17,7 +17,6 @@
 use crate::wire;
 use nettap_shared_proto::v1 as pb;
 use prost::Message;
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -198,8 +197,9 @@ struct Queue {
     /// The sender waits for a first chunk: the next push wakes it (the only
     /// wake an application thread makes, besides crossing [`WAKE_BYTES`]).
     idle: bool,
-    /// Plaintext offsets per connection: [send, recv].
-    seqs: HashMap<ConnKey, [u64; 2]>,
+    /// Plaintext offsets per connection: [send, recv]. foldhash, not
+    /// SipHash: looked up for every chunk on the application's thread.
+    seqs: foldhash::HashMap<ConnKey, [u64; 2]>,
     /// Room for a frame's nested connection message.
     scratch: Vec<u8>,
 }
