@@ -18,6 +18,8 @@
 #include <prnetdb.h>
 #include <ssl.h>
 
+#define CHUNK (1 << 14)
+
 static void fail(const char *what)
 {
 	fprintf(stderr, "nss_echo_client: %s failed: error %d\n", what, PR_GetError());
@@ -33,7 +35,7 @@ static SECStatus accept_any_certificate(void *arg, PRFileDesc *fd, PRBool check_
 static void write_all(PRFileDesc *s, const char *p, size_t n)
 {
 	while (n) {
-		PRInt32 w = PR_Write(s, p, n < (1 << 14) ? (PRInt32)n : 1 << 14);
+		PRInt32 w = PR_Write(s, p, n < CHUNK ? (PRInt32)n : CHUNK);
 		if (w <= 0)
 			fail("PR_Write");
 		p += w;
