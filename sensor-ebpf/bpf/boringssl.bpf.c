@@ -102,12 +102,13 @@ NT_URETPROBE(ur_bssl_ret)
 	if (n <= 0)
 		return 0;
 	struct ssl_key key = { .ssl = call.ssl, .tgid = id >> 32 };
-	__u64 *sk = bpf_map_lookup_elem(&ssl_sockets, &key);
-	if (!sk && call.direction == NT_DIR_SEND)
+	struct ssl_binding *b = bpf_map_lookup_elem(&ssl_sockets, &key);
+	if (!b && call.direction == NT_DIR_SEND)
 		return bssl_hold(&key, call.buf, n, call.probe);
-	if (sk && !ports_wanted((struct sock *)*sk))
+	__u64 sk = b ? b->sk : 0;
+	if (sk && !ports_wanted((struct sock *)sk))
 		return 0;
-	return emit_tls_plaintext(sk ? *sk : 0, call.buf, n, call.probe, call.direction, id);
+	return emit_tls_plaintext(sk, call.buf, n, call.probe, call.direction, id);
 }
 
 NT_UPROBE(up_bssl_handshake)

@@ -334,7 +334,7 @@ static __always_inline void bssl_bind_sent(const struct inflight *io, long ret, 
 		return;
 	struct ssl_key ssl = *owner;
 	bpf_map_delete_elem(&bssl_sent, &key);
-	bind_ssl_socket(&ssl, io->sk);
+	bind_ssl_socket(&ssl, io->sk, 0);
 	bssl_emit_held(&ssl, io->sk);
 }
 

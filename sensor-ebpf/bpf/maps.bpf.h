@@ -214,11 +214,20 @@ struct ssl_key {
 	__u32 _pad;
 };
 
+/* Where an SSL object's bytes go: its socket, and the open file its
+ * descriptor named when a syscall inside one of its calls showed it (0 when
+ * learned otherwise), so that later syscalls on the same file are known to be
+ * this object's without the walk from descriptor to socket. */
+struct ssl_binding {
+	__u64 sk;   /* struct sock * */
+	__u64 file; /* struct file *, or 0 */
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
 	__type(key, struct ssl_key);
-	__type(value, __u64); /* struct sock * */
+	__type(value, struct ssl_binding);
 } ssl_sockets SEC(".maps");
 
 /* The reverse: which SSL object owns a socket. Lets a memory-BIO SSL object

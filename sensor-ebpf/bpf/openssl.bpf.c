@@ -37,7 +37,7 @@ static __always_inline int ssl_enter(void *ssl, void *buf, void *len_ptr, __u16 
  * whichever comes first). That socket is this object's unless another SSL
  * object already owns it.
  */
-static __always_inline __u64 *adopt_thread_socket(const struct ssl_key *key, __u64 id)
+static __always_inline struct ssl_binding *adopt_thread_socket(const struct ssl_key *key, __u64 id)
 {
 	__u64 *last = bpf_map_lookup_elem(&thread_tls_recv, &id);
 	if (!last)
@@ -46,7 +46,7 @@ static __always_inline __u64 *adopt_thread_socket(const struct ssl_key *key, __u
 	struct ssl_key *owner = bpf_map_lookup_elem(&socket_ssl, &sk);
 	if (owner && (owner->ssl != key->ssl || owner->tgid != key->tgid))
 		return NULL;
-	bind_ssl_socket(key, sk);
+	bind_ssl_socket(key, sk, 0);
 	return bpf_map_lookup_elem(&ssl_sockets, key);
 }
 
@@ -71,18 +71,19 @@ static __always_inline int ssl_exit(long ret, bool ex, __u16 probe)
 			n = moved;
 	}
 	struct ssl_key key = { .ssl = call.ssl, .tgid = id >> 32 };
-	__u64 *sk = bpf_map_lookup_elem(&ssl_sockets, &key);
+	struct ssl_binding *b = bpf_map_lookup_elem(&ssl_sockets, &key);
 	/* A read that moved nothing may still have finished the handshake on
 	 * the bytes just read; a write that moved nothing proves nothing. */
-	if (!sk && (n > 0 || call.direction == NT_DIR_RECV))
-		sk = adopt_thread_socket(&key, id);
+	if (!b && (n > 0 || call.direction == NT_DIR_RECV))
+		b = adopt_thread_socket(&key, id);
 	if (n <= 0)
 		return 0;
 	/* No socket: no syscall of this SSL object seen yet (attached while the
 	 * connection was idle, or a memory BIO written first). */
-	if (sk && !ports_wanted((struct sock *)*sk))
+	__u64 sk = b ? b->sk : 0;
+	if (sk && !ports_wanted((struct sock *)sk))
 		return 0;
-	return emit_tls_plaintext(sk ? *sk : 0, call.buf, n, call.probe, call.direction, id);
+	return emit_tls_plaintext(sk, call.buf, n, call.probe, call.direction, id);
 }
 
 NT_UPROBE(up_ssl_write)

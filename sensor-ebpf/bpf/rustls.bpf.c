@@ -255,8 +255,8 @@ static __always_inline struct rustls_io rustls_window_exit(__u64 id, __u8 direct
 	io.key = p->ssl;
 	bpf_map_delete_elem(&ssl_calls, &id);
 	struct ssl_key key = { .ssl = io.key, .tgid = id >> 32 };
-	__u64 *sk = bpf_map_lookup_elem(&ssl_sockets, &key);
-	io.sk = sk ? *sk : 0;
+	struct ssl_binding *b = bpf_map_lookup_elem(&ssl_sockets, &key);
+	io.sk = b ? b->sk : 0;
 	return io;
 }
 

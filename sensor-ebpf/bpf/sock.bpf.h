@@ -15,20 +15,34 @@
 #define NT_S_IFSOCK 0140000
 
 /*
- * The IPv4/IPv6 socket behind `fd` in the current task's file table when it
- * is TCP (stream) or UDP (datagram), with its protocol in *proto; else NULL.
+ * The open file behind `fd` in the current task's table, or 0. The loads up
+ * to the table go through the task's BTF pointer (plain loads the kernel
+ * guards, no helper call); the slot itself is one read.
  */
-static __always_inline struct sock *inet_sock_of_fd(__u32 fd, __u8 *proto)
+static __always_inline __u64 file_of_fd(__u32 fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt)
-		return NULL;
-	if (fd >= BPF_CORE_READ(fdt, max_fds))
-		return NULL;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
-	struct file *file = NULL;
-	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct files_struct *files = task->files;
+	if (!files)
+		return 0;
+	struct fdtable *fdt = files->fdt;
+	if (!fdt || fd >= fdt->max_fds)
+		return 0;
+	struct file **fds = fdt->fd;
+	__u64 file = 0;
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]))
+		return 0;
+	return file;
+}
+
+/*
+ * The IPv4/IPv6 socket of open file `f` when it is TCP (stream) or UDP
+ * (datagram), with its protocol in *proto; else NULL.
+ */
+static __always_inline struct sock *inet_sock_of_file(__u64 f, __u8 *proto)
+{
+	struct file *file = (struct file *)f;
+	if (!file)
 		return NULL;
 	if ((BPF_CORE_READ(file, f_inode, i_mode) & NT_S_IFMT) != NT_S_IFSOCK)
 		return NULL;
@@ -49,6 +63,12 @@ static __always_inline struct sock *inet_sock_of_fd(__u32 fd, __u8 *proto)
 		return NULL;
 	*proto = p;
 	return sk;
+}
+
+/* The IPv4/IPv6 TCP or UDP socket behind `fd` (see inet_sock_of_file). */
+static __always_inline struct sock *inet_sock_of_fd(__u32 fd, __u8 *proto)
+{
+	return inet_sock_of_file(file_of_fd(fd), proto);
 }
 
 /* The TCP socket behind `fd` in the current task's file table, or NULL. */
@@ -171,29 +191,34 @@ static __always_inline bool ports_wanted(struct sock *sk)
 /*
  * If a TLS library call (SSL_read/SSL_write) is running on this thread, its
  * SSL object talks through `sk`: remember that for the call's return. Done
- * before the port filter, so the plaintext side can apply it itself.
+ * before the port filter, so the plaintext side can apply it itself. `file`:
+ * the open file the call's syscall named, 0 when not known (a binding that
+ * knows it keeps it).
  */
-static __always_inline void bind_ssl_socket(const struct ssl_key *key, __u64 sk)
+static __always_inline void bind_ssl_socket(const struct ssl_key *key, __u64 sk, __u64 file)
 {
 	/* Most calls find the binding made: two lookups cost a fraction of two
 	 * LRU updates, and an LRU lookup keeps its entry young as an update would. */
-	__u64 *bound = bpf_map_lookup_elem(&ssl_sockets, key);
-	if (bound && *bound == sk) {
+	struct ssl_binding b = { .sk = sk, .file = file };
+	struct ssl_binding *bound = bpf_map_lookup_elem(&ssl_sockets, key);
+	if (bound && bound->sk == sk) {
+		if (!file)
+			b.file = bound->file;
 		struct ssl_key *owner = bpf_map_lookup_elem(&socket_ssl, &sk);
-		if (owner && owner->ssl == key->ssl && owner->tgid == key->tgid)
+		if (bound->file == b.file && owner && owner->ssl == key->ssl && owner->tgid == key->tgid)
 			return;
 	}
-	bpf_map_update_elem(&ssl_sockets, key, &sk, BPF_ANY);
+	bpf_map_update_elem(&ssl_sockets, key, &b, BPF_ANY);
 	bpf_map_update_elem(&socket_ssl, &sk, key, BPF_ANY);
 }
 
-static __always_inline void learn_ssl_socket(struct sock *sk, __u32 tgid)
+static __always_inline void learn_ssl_socket(struct sock *sk, __u32 tgid, __u64 file)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct ssl_call *call = bpf_map_lookup_elem(&ssl_calls, &id);
 	if (call) {
 		struct ssl_key key = { .ssl = call->ssl, .tgid = tgid };
-		bind_ssl_socket(&key, (__u64)sk);
+		bind_ssl_socket(&key, (__u64)sk, file);
 	}
 }
 
@@ -204,8 +229,8 @@ static __always_inline void forget_ssl_socket(__u64 sk)
 	if (!owner)
 		return;
 	struct ssl_key key = *owner;
-	__u64 *bound = bpf_map_lookup_elem(&ssl_sockets, &key);
-	if (bound && *bound == sk)
+	struct ssl_binding *bound = bpf_map_lookup_elem(&ssl_sockets, &key);
+	if (bound && bound->sk == sk)
 		bpf_map_delete_elem(&ssl_sockets, &key);
 	bpf_map_delete_elem(&socket_ssl, &sk);
 }
@@ -218,7 +243,7 @@ static __always_inline struct sock *wanted_tcp_sock(__u32 tgid, __u32 fd)
 	struct sock *sk = tcp_sock_of_fd(fd);
 	if (!sk)
 		return NULL;
-	learn_ssl_socket(sk, tgid);
+	learn_ssl_socket(sk, tgid, 0);
 	if (!ports_wanted(sk))
 		return NULL;
 	return sk;

@@ -55,7 +55,7 @@ static __always_inline int kp_enter(struct sock *sk, struct msghdr *msg, __u16 p
 	__u64 id = bpf_get_current_pid_tgid();
 	if (!pid_wanted(id >> 32))
 		return 0;
-	learn_ssl_socket(sk, id >> 32);
+	learn_ssl_socket(sk, id >> 32, 0);
 	/* The bytes to send are in place at entry; how many will go is not
 	 * known yet, so the first 16 are read as they are. */
 	if (direction == NT_DIR_SEND && bssl_process(id >> 32)) {

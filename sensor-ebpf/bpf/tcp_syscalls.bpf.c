@@ -21,24 +21,78 @@ static __always_inline struct pt_regs *syscall_regs(void)
 }
 
 /*
+ * Where the SSL object of TLS library call `call` (of process `tgid`) goes,
+ * when that is known down to the open file, else NULL. A syscall on that
+ * file inside the call is the object's: nothing left to learn from it.
+ */
+static __always_inline struct ssl_binding *file_binding(const struct ssl_call *call, __u32 tgid)
+{
+	struct ssl_key key = { .ssl = call->ssl, .tgid = tgid };
+	struct ssl_binding *b = bpf_map_lookup_elem(&ssl_sockets, &key);
+	return b && b->file ? b : NULL;
+}
+
+/*
  * A call that moved nothing (would block, end of stream) inside a TLS
  * library's ciphertext window still names the window's socket, as the
  * kprobes do at entry: rustls's deframer read that finds nothing binds its
  * buffer like one that read bytes (rustls_held.bpf.h needs it to release a
  * request held since the handshake before its answer). Only inside a
- * window, so failed calls elsewhere stay cheap. For the calls whose first
- * argument is the descriptor.
+ * window, so failed calls elsewhere stay cheap, and only while the window's
+ * object is not bound to this file yet. For the calls whose first argument
+ * is the descriptor.
  */
 static __always_inline int bind_idle_window(void)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	if (!bpf_map_lookup_elem(&ssl_calls, &id) || !pid_wanted(id >> 32))
+	struct ssl_call *call = bpf_map_lookup_elem(&ssl_calls, &id);
+	if (!call || !pid_wanted(id >> 32))
+		return 0;
+	__u64 file = file_of_fd(PT_REGS_PARM1_CORE_SYSCALL(syscall_regs()));
+	struct ssl_binding *b = file_binding(call, id >> 32);
+	if (b && b->file == file)
 		return 0;
 	__u8 proto = 0;
-	struct sock *sk = inet_sock_of_fd(PT_REGS_PARM1_CORE_SYSCALL(syscall_regs()), &proto);
+	struct sock *sk = inet_sock_of_file(file, &proto);
 	if (sk && proto != NT_IPPROTO_UDP)
-		learn_ssl_socket(sk, id >> 32);
+		learn_ssl_socket(sk, id >> 32, file);
 	return 0;
+}
+
+/* Whether this path carries TCP: with kprobes only sendfile and splice,
+ * whose pages they never see. */
+static __always_inline bool syscalls_carry_tcp(__u8 kind)
+{
+	__u32 zero = 0;
+	__u32 *tcp_here = bpf_map_lookup_elem(&syscall_tcp, &zero);
+	return (tcp_here && *tcp_here) || kind == IO_NONE;
+}
+
+/*
+ * A syscall on `fd` inside a TLS library call whose SSL object is bound to
+ * that descriptor's open file (every call of a connection after its first):
+ * the bytes are that connection's ciphertext, never written. Counted in the
+ * socket's offsets and nothing more: no walk from file to socket, no filters
+ * (the call's entry applied them, and nothing is written), no TLS checks;
+ * what the full path below ends with for a tracked connection. Not for a
+ * BoringSSL process's sends, whose bytes may bind another object
+ * (bssl_bind_sent).
+ */
+static __always_inline bool tls_bytes_counted(__u64 id, __u32 fd, long ret, __u8 direction)
+{
+	struct ssl_call *call = bpf_map_lookup_elem(&ssl_calls, &id);
+	if (!call)
+		return false;
+	struct ssl_binding *b = file_binding(call, id >> 32);
+	if (!b || file_of_fd(fd) != b->file || (direction == NT_DIR_SEND && bssl_process(id >> 32)))
+		return false;
+	__u64 sk = b->sk;
+	struct conn_state *cs = conn_lookup(&sk);
+	if (!cs)
+		return false; /* not tracked yet: the full path makes its entry */
+	cs->tls = 1;
+	__sync_fetch_and_add(direction == NT_DIR_SEND ? &cs->send_seq : &cs->recv_seq, (__u64)ret);
+	return true;
 }
 
 /*
@@ -52,10 +106,14 @@ static __always_inline int io_done(long ret, __u32 fd, __u64 buf, __u64 count, _
 	if (ret <= 0)
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
+	bool carry_tcp = syscalls_carry_tcp(kind);
+	if (carry_tcp && tls_bytes_counted(id, fd, ret, direction))
+		return 0;
 	if (!pid_wanted(id >> 32))
 		return 0;
 	__u8 proto = 0;
-	struct sock *sk = inet_sock_of_fd(fd, &proto);
+	__u64 file = file_of_fd(fd);
+	struct sock *sk = inet_sock_of_file(file, &proto);
 	if (!sk)
 		return 0;
 	if (proto == NT_IPPROTO_UDP) {
@@ -65,12 +123,9 @@ static __always_inline int io_done(long ret, __u32 fd, __u64 buf, __u64 count, _
 			dns_emit(sk, peer, data, len, probe, direction, id >> 32, (__u32)id);
 		return 0;
 	}
-	__u32 zero = 0;
-	__u32 *tcp_here = bpf_map_lookup_elem(&syscall_tcp, &zero);
-	/* kprobes carry TCP (except sendfile/splice, whose pages they never see) */
-	if ((!tcp_here || !*tcp_here) && kind != IO_NONE)
+	if (!carry_tcp)
 		return kp_missed_return(id, ret, sk, buf, count, kind);
-	learn_ssl_socket(sk, id >> 32);
+	learn_ssl_socket(sk, id >> 32, file);
 	/* BoringSSL's ciphertext binds its object before the port filter (an
 	 * unwanted port is bound too, so not counted unbound), and after the
 	 * call's own bytes are counted: plaintext held for the object is
