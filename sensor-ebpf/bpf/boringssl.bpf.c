@@ -96,7 +96,7 @@ NT_URETPROBE(ur_bssl_ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct ssl_call call;
-	if (!take_ssl_call(id, &call))
+	if (!take_ssl_call(&call))
 		return 0;
 	long n = (int)PT_REGS_RC(ctx);
 	if (n <= 0)
@@ -139,7 +139,7 @@ NT_UPROBE(up_bssl_bio_write)
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32;
 	__u64 ssl = 0;
-	struct ssl_call *call = bpf_map_lookup_elem(&ssl_calls, &id);
+	struct ssl_call *call = current_ssl_call();
 	if (call) {
 		ssl = call->ssl;
 	} else {

@@ -348,7 +348,7 @@ static __always_inline bool socket_bytes_are_tls(struct conn_state *cs, const st
 						 __u32 pid, __u32 tid)
 {
 	__u64 id = ((__u64)pid << 32) | tid;
-	bool in_ssl_call = bpf_map_lookup_elem(&ssl_calls, &id) != NULL;
+	bool in_ssl_call = current_ssl_call() != NULL;
 	if (in_ssl_call)
 		cs->tls = 1;
 	__u8 bit = 1 << io->direction;

@@ -184,25 +184,53 @@ struct ssl_call {
 	__u64 len_ptr; /* _ex variants: where the byte count is written */
 	__u16 probe;   /* enum nt_probe */
 	__u8 direction;
-	__u8 _pad[5];
+	__u8 active;   /* 0: no call in progress (the slot stays with the thread) */
+	__u8 _pad[4];
 };
 
+/*
+ * In the thread's own storage (task local storage), not a hash keyed by
+ * thread: found through the task without hashing, and made once per thread
+ * that calls a TLS library, where a hash entry was allocated at each call's
+ * entry and freed at its return. The kernel frees it when the thread exits.
+ * A call blocked in a read keeps its slot however long it waits, on
+ * whichever CPU it wakes.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__uint(map_flags, BPF_F_NO_PREALLOC); /* see maps.bpf.h */
-	__type(key, __u64); /* pid_tgid */
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct ssl_call);
 } ssl_calls SEC(".maps");
 
-/* The SSL call thread `id` returns from, into `call`, taken out of ssl_calls. */
-static __always_inline bool take_ssl_call(__u64 id, struct ssl_call *call)
+/* The TLS library call in progress on this thread, or NULL. */
+static __always_inline struct ssl_call *current_ssl_call(void)
 {
-	struct ssl_call *p = bpf_map_lookup_elem(&ssl_calls, &id);
+	struct ssl_call *c = bpf_task_storage_get(&ssl_calls, bpf_get_current_task_btf(), 0, 0);
+	return c && c->active ? c : NULL;
+}
+
+/* A TLS library call starts on this thread (replacing one whose return was
+ * never seen); false when the thread's slot could not be made. */
+static __always_inline bool begin_ssl_call(const struct ssl_call *call)
+{
+	struct ssl_call *c = bpf_task_storage_get(&ssl_calls, bpf_get_current_task_btf(), 0,
+						  BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!c)
+		return false;
+	*c = *call;
+	c->active = 1;
+	return true;
+}
+
+/* The SSL call this thread returns from, into `call`; it ends here. */
+static __always_inline bool take_ssl_call(struct ssl_call *call)
+{
+	struct ssl_call *p = current_ssl_call();
 	if (!p)
 		return false;
 	*call = *p;
-	bpf_map_delete_elem(&ssl_calls, &id);
+	p->active = 0;
 	return true;
 }
 

@@ -24,7 +24,7 @@ static __always_inline int ssl_enter(void *ssl, void *buf, void *len_ptr, __u16 
 		.probe = probe,
 		.direction = direction,
 	};
-	if (bpf_map_update_elem(&ssl_calls, &id, &call, BPF_ANY))
+	if (!begin_ssl_call(&call))
 		count_drop(NT_DROP_INFLIGHT_FULL, 0);
 	return 0;
 }
@@ -57,7 +57,7 @@ static __always_inline int ssl_exit(long ret, bool ex, __u16 probe)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct ssl_call call;
-	if (!take_ssl_call(id, &call))
+	if (!take_ssl_call(&call))
 		return 0;
 	if (probe)
 		call.probe = probe;

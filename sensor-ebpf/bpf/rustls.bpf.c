@@ -240,7 +240,7 @@ static __always_inline int rustls_window_enter(struct pt_regs *ctx, __u8 directi
 		.ssl = PT_REGS_PARM1(ctx),
 		.direction = direction,
 	};
-	if (bpf_map_update_elem(&ssl_calls, &id, &call, BPF_ANY))
+	if (!begin_ssl_call(&call))
 		count_drop(NT_DROP_INFLIGHT_FULL, 0);
 	return 0;
 }
@@ -249,11 +249,11 @@ static __always_inline int rustls_window_enter(struct pt_regs *ctx, __u8 directi
 static __always_inline struct rustls_io rustls_window_exit(__u64 id, __u8 direction)
 {
 	struct rustls_io io = {};
-	struct ssl_call *p = bpf_map_lookup_elem(&ssl_calls, &id);
+	struct ssl_call *p = current_ssl_call();
 	if (!p || p->probe != 0 || p->direction != direction)
 		return io;
 	io.key = p->ssl;
-	bpf_map_delete_elem(&ssl_calls, &id);
+	p->active = 0;
 	struct ssl_key key = { .ssl = io.key, .tgid = id >> 32 };
 	struct ssl_binding *b = bpf_map_lookup_elem(&ssl_sockets, &key);
 	io.sk = b ? b->sk : 0;

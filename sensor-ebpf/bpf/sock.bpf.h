@@ -35,6 +35,13 @@ static __always_inline __u64 file_of_fd(__u32 fd)
 	return file;
 }
 
+/* The `struct sock` of open file `f`, a socket file (two reads, no checks). */
+static __always_inline __u64 sock_of_socket_file(__u64 f)
+{
+	struct socket *sock = BPF_CORE_READ((struct file *)f, private_data);
+	return sock ? (__u64)BPF_CORE_READ(sock, sk) : 0;
+}
+
 /*
  * The IPv4/IPv6 socket of open file `f` when it is TCP (stream) or UDP
  * (datagram), with its protocol in *proto; else NULL.
@@ -214,8 +221,7 @@ static __always_inline void bind_ssl_socket(const struct ssl_key *key, __u64 sk,
 
 static __always_inline void learn_ssl_socket(struct sock *sk, __u32 tgid, __u64 file)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct ssl_call *call = bpf_map_lookup_elem(&ssl_calls, &id);
+	struct ssl_call *call = current_ssl_call();
 	if (call) {
 		struct ssl_key key = { .ssl = call->ssl, .tgid = tgid };
 		bind_ssl_socket(&key, (__u64)sk, file);

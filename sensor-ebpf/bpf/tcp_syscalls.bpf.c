@@ -21,15 +21,18 @@ static __always_inline struct pt_regs *syscall_regs(void)
 }
 
 /*
- * Where the SSL object of TLS library call `call` (of process `tgid`) goes,
- * when that is known down to the open file, else NULL. A syscall on that
- * file inside the call is the object's: nothing left to learn from it.
+ * Whether the SSL object of TLS library call `call` (of process `tgid`) is
+ * bound to open file `file` and to the socket that file has now: then a
+ * syscall on that file inside the call is the object's, nothing left to
+ * learn from it. The socket is read again from the file (two reads), so a
+ * binding left by a closed connection, whose file and socket memory went to
+ * others since, never passes.
  */
-static __always_inline struct ssl_binding *file_binding(const struct ssl_call *call, __u32 tgid)
+static __always_inline struct ssl_binding *call_bound_to(const struct ssl_call *call, __u32 tgid, __u64 file)
 {
 	struct ssl_key key = { .ssl = call->ssl, .tgid = tgid };
 	struct ssl_binding *b = bpf_map_lookup_elem(&ssl_sockets, &key);
-	return b && b->file ? b : NULL;
+	return b && file && b->file == file && sock_of_socket_file(file) == b->sk ? b : NULL;
 }
 
 /*
@@ -39,18 +42,17 @@ static __always_inline struct ssl_binding *file_binding(const struct ssl_call *c
  * buffer like one that read bytes (rustls_held.bpf.h needs it to release a
  * request held since the handshake before its answer). Only inside a
  * window, so failed calls elsewhere stay cheap, and only while the window's
- * object is not bound to this file yet. For the calls whose first argument
- * is the descriptor.
+ * object is not bound to this file and its socket yet. For the calls whose
+ * first argument is the descriptor.
  */
 static __always_inline int bind_idle_window(void)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct ssl_call *call = bpf_map_lookup_elem(&ssl_calls, &id);
+	struct ssl_call *call = current_ssl_call();
 	if (!call || !pid_wanted(id >> 32))
 		return 0;
 	__u64 file = file_of_fd(PT_REGS_PARM1_CORE_SYSCALL(syscall_regs()));
-	struct ssl_binding *b = file_binding(call, id >> 32);
-	if (b && b->file == file)
+	if (call_bound_to(call, id >> 32, file))
 		return 0;
 	__u8 proto = 0;
 	struct sock *sk = inet_sock_of_file(file, &proto);
@@ -70,21 +72,21 @@ static __always_inline bool syscalls_carry_tcp(__u8 kind)
 
 /*
  * A syscall on `fd` inside a TLS library call whose SSL object is bound to
- * that descriptor's open file (every call of a connection after its first):
- * the bytes are that connection's ciphertext, never written. Counted in the
- * socket's offsets and nothing more: no walk from file to socket, no filters
- * (the call's entry applied them, and nothing is written), no TLS checks;
- * what the full path below ends with for a tracked connection. Not for a
- * BoringSSL process's sends, whose bytes may bind another object
- * (bssl_bind_sent).
+ * that descriptor's open file and its socket (every call of a connection
+ * after its first): the bytes are that connection's ciphertext, never
+ * written. Counted in the socket's offsets and nothing more: no checks of
+ * the file's kind, no filters (the call's entry applied them, and nothing
+ * is written), no TLS checks; what the full path below ends with for a
+ * tracked connection. Not for a BoringSSL process's sends, whose bytes may
+ * bind another object (bssl_bind_sent).
  */
 static __always_inline bool tls_bytes_counted(__u64 id, __u32 fd, long ret, __u8 direction)
 {
-	struct ssl_call *call = bpf_map_lookup_elem(&ssl_calls, &id);
+	struct ssl_call *call = current_ssl_call();
 	if (!call)
 		return false;
-	struct ssl_binding *b = file_binding(call, id >> 32);
-	if (!b || file_of_fd(fd) != b->file || (direction == NT_DIR_SEND && bssl_process(id >> 32)))
+	struct ssl_binding *b = call_bound_to(call, id >> 32, file_of_fd(fd));
+	if (!b || (direction == NT_DIR_SEND && bssl_process(id >> 32)))
 		return false;
 	__u64 sk = b->sk;
 	struct conn_state *cs = conn_lookup(&sk);

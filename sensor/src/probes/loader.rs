@@ -121,7 +121,9 @@ pub fn load_object(cfg: &CaptureConfig, self_tgid: u32) -> Result<Ebpf, ProbeErr
     // path, which a kernel without kprobe support can never take.
     let inflight = if super::kernel_hook::kprobes_possible() { 4096 } else { 1 };
     let (conns, conns_spill) = crate::conn_table::table_sizes(cfg.max_connections);
+    // `ssl_calls` is task local storage, which aya loads but has no type for.
     let mut ebpf = EbpfLoader::new()
+        .allow_unsupported_maps()
         .override_global("CONFIG", &settings, true)
         .override_global("recv_flags_arg", &super::kernel_hook::running_recv_flags_arg(), true)
         .map_max_entries("events", cfg.ring_buffer_bytes)
