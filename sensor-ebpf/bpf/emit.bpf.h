@@ -339,6 +339,18 @@ static __always_inline void bssl_bind_sent(const struct inflight *io, long ret, 
 }
 
 /*
+ * Ciphertext read on `sk` outside an SSL call by thread `id`: the library
+ * uses memory BIOs and this thread's next SSL_read may adopt the socket
+ * (openssl.bpf.c).
+ */
+static __always_inline void note_tls_recv_outside_call(__u64 id, __u64 sk)
+{
+	__u64 *last = bpf_map_lookup_elem(&thread_tls_recv, &id);
+	if (!last || *last != sk) /* a lookup costs less than an LRU update */
+		bpf_map_update_elem(&thread_tls_recv, &id, &sk, BPF_ANY);
+}
+
+/*
  * A socket call on a connection: is it TLS ciphertext (then it is counted in
  * the socket's offsets but not written)? Known from a TLS library call in
  * progress on this thread (see learn_ssl_socket), or from the first bytes in
@@ -357,14 +369,8 @@ static __always_inline bool socket_bytes_are_tls(struct conn_state *cs, const st
 		if (starts_tls_record(io))
 			cs->tls = 1;
 	}
-	/* Ciphertext read outside an SSL call: the library uses memory BIOs
-	 * and this thread's next SSL_read may adopt the socket (openssl.bpf.c). */
-	if (cs->tls && !in_ssl_call && io->direction == NT_DIR_RECV) {
-		__u64 sk = io->sk;
-		__u64 *last = bpf_map_lookup_elem(&thread_tls_recv, &id);
-		if (!last || *last != sk) /* a lookup costs less than an LRU update */
-			bpf_map_update_elem(&thread_tls_recv, &id, &sk, BPF_ANY);
-	}
+	if (cs->tls && !in_ssl_call && io->direction == NT_DIR_RECV)
+		note_tls_recv_outside_call(id, io->sk);
 	return cs->tls;
 }
 
@@ -394,17 +400,18 @@ static __always_inline bool closed_in_call(struct sock *sk, const struct infligh
  * Emit the payload of one finished call of `ret` bytes on `sk`: reserve its
  * byte range in the connection's direction, then one record per chunk.
  * `plaintext`: bytes a TLS library handed over (their own offsets); else
- * the socket's bytes, not written when they are TLS ciphertext.
+ * the socket's bytes, not written when they are TLS ciphertext. Whether
+ * they were that: socket bytes counted and found to be TLS ciphertext.
  */
-static __always_inline void emit_call(const struct inflight *io, long ret, __u32 pid, __u32 tid,
+static __always_inline bool emit_call(const struct inflight *io, long ret, __u32 pid, __u32 tid,
 				      bool plaintext)
 {
 	struct sock *sk = (struct sock *)io->sk;
 	if (closed_in_call(sk, io, ret, plaintext))
-		return;
+		return false;
 	struct conn_state *cs = conn_get(sk, io->probe, pid, tid, io->direction, plaintext ? 0 : ret);
 	if (!cs)
-		return;
+		return false;
 	__u64 *counter;
 	if (plaintext) {
 		cs->tls = 1;
@@ -414,12 +421,12 @@ static __always_inline void emit_call(const struct inflight *io, long ret, __u32
 	}
 	__u64 seq = __sync_fetch_and_add(counter, (__u64)ret);
 	if (!plaintext && socket_bytes_are_tls(cs, io, pid, tid))
-		return;
+		return true;
 
 	__u32 zero = 0;
 	struct nt_data_event *ev = bpf_map_lookup_elem(&data_scratch, &zero);
 	if (!ev)
-		return;
+		return false;
 	fill_header(&ev->hdr, NT_EV_DATA, io->probe, cs, pid, tid);
 	ev->direction = io->direction;
 
@@ -431,12 +438,12 @@ static __always_inline void emit_call(const struct inflight *io, long ret, __u32
 		ev->truncated = ret;
 		if (bpf_ringbuf_output(&events, ev, offsetof(struct nt_data_event, payload), quiet_wakeup(ev->hdr.ts_ns)))
 			count_drop(NT_DROP_RINGBUF_FULL_DATA, 0);
-		return;
+		return false;
 	}
 
 	struct emit_walk *w = bpf_map_lookup_elem(&walk_scratch, &zero);
 	if (!w)
-		return;
+		return false;
 	__builtin_memset(w, 0, sizeof(*w));
 	w->left = want;
 	w->seq = seq;
@@ -454,6 +461,7 @@ static __always_inline void emit_call(const struct inflight *io, long ret, __u32
 	bpf_loop(1 << 17, emit_chunk, NULL, 0);
 	if (w->left)
 		count_drop(NT_DROP_READ_FAULT, w->left); /* iovecs ended or faulted */
+	return false;
 }
 
 /*

@@ -277,6 +277,19 @@ struct {
 	__type(value, __u64); /* struct sock * */
 } thread_tls_recv SEC(".maps");
 
+/* Open files whose socket carried TLS ciphertext outside any TLS library
+ * call (Go's crypto/tls, probed on calls rather than around them; memory-BIO
+ * event loops): the socket then, so that the next syscall on the file needs
+ * no walk to its socket (tcp_syscalls.bpf.c, tls_file_counted). An entry is
+ * only a hint, checked against the file's socket and its connection each
+ * time: a stale one costs a look-up, never a wrong answer. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);   /* struct file * */
+	__type(value, __u64); /* struct sock * */
+} tls_files SEC(".maps");
+
 /* BoringSSL behind a memory BIO pair (gRPC's C core, boringssl.bpf.c): the
  * first NT_BSSL_PREFIX bytes of ciphertext an SSL object wrote into its BIO
  * inside an SSL call, until a socket of the same process sends them. The

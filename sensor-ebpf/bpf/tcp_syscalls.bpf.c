@@ -80,11 +80,9 @@ static __always_inline bool syscalls_carry_tcp(__u8 kind)
  * tracked connection. Not for a BoringSSL process's sends, whose bytes may
  * bind another object (bssl_bind_sent).
  */
-static __always_inline bool tls_bytes_counted(__u64 id, __u32 fd, long ret, __u8 direction)
+static __always_inline bool tls_bytes_counted(const struct ssl_call *call, __u64 id, __u32 fd, long ret,
+					      __u8 direction)
 {
-	struct ssl_call *call = current_ssl_call();
-	if (!call)
-		return false;
 	struct ssl_binding *b = call_bound_to(call, id >> 32, file_of_fd(fd));
 	if (!b || (direction == NT_DIR_SEND && bssl_process(id >> 32)))
 		return false;
@@ -94,6 +92,30 @@ static __always_inline bool tls_bytes_counted(__u64 id, __u32 fd, long ret, __u8
 		return false; /* not tracked yet: the full path makes its entry */
 	cs->tls = 1;
 	__sync_fetch_and_add(direction == NT_DIR_SEND ? &cs->send_seq : &cs->recv_seq, (__u64)ret);
+	return true;
+}
+
+/*
+ * The same outside TLS library calls: a syscall on open file `file`, known
+ * (tls_files) to be a socket whose connection is TLS, is that connection's
+ * ciphertext when the file still has that socket and the connection is still
+ * TLS, both read again now; what the full path below ends with, the
+ * memory-BIO note on reads included. Not for a BoringSSL process's sends.
+ */
+static __always_inline bool tls_file_counted(__u64 id, __u64 file, long ret, __u8 direction)
+{
+	__u64 *known = file ? bpf_map_lookup_elem(&tls_files, &file) : NULL;
+	if (!known)
+		return false;
+	__u64 sk = *known;
+	if (sock_of_socket_file(file) != sk || (direction == NT_DIR_SEND && bssl_process(id >> 32)))
+		return false;
+	struct conn_state *cs = conn_lookup(&sk);
+	if (!cs || !cs->tls)
+		return false;
+	__sync_fetch_and_add(direction == NT_DIR_SEND ? &cs->send_seq : &cs->recv_seq, (__u64)ret);
+	if (direction == NT_DIR_RECV)
+		note_tls_recv_outside_call(id, sk);
 	return true;
 }
 
@@ -109,12 +131,15 @@ static __always_inline int io_done(long ret, __u32 fd, __u64 buf, __u64 count, _
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	bool carry_tcp = syscalls_carry_tcp(kind);
-	if (carry_tcp && tls_bytes_counted(id, fd, ret, direction))
+	struct ssl_call *call = carry_tcp ? current_ssl_call() : NULL;
+	if (call && tls_bytes_counted(call, id, fd, ret, direction))
 		return 0;
 	if (!pid_wanted(id >> 32))
 		return 0;
-	__u8 proto = 0;
 	__u64 file = file_of_fd(fd);
+	if (carry_tcp && !call && tls_file_counted(id, file, ret, direction))
+		return 0;
+	__u8 proto = 0;
 	struct sock *sk = inet_sock_of_file(file, &proto);
 	if (!sk)
 		return 0;
@@ -148,7 +173,11 @@ static __always_inline int io_done(long ret, __u32 fd, __u64 buf, __u64 count, _
 		.kind = kind,
 		.direction = direction,
 	};
-	emit_call(&io, ret, id >> 32, (__u32)id, false);
+	bool ciphertext = emit_call(&io, ret, id >> 32, (__u32)id, false);
+	if (ciphertext && !call) {
+		__u64 known = (__u64)sk;
+		bpf_map_update_elem(&tls_files, &file, &known, BPF_ANY);
+	}
 	if (bssl_send)
 		bssl_bind_sent(&sent, ret, id >> 32);
 	return 0;
