@@ -110,7 +110,7 @@ enum nt_conn_change {
 enum nt_drop_reason {
 	NT_DROP_RINGBUF_FULL_DATA = 0, /* a data chunk could not be reserved */
 	NT_DROP_RINGBUF_FULL_EVENT = 1, /* a conn or library event could not be reserved */
-	NT_DROP_INFLIGHT_FULL = 2,     /* too many syscalls in flight to remember args */
+	NT_DROP_INFLIGHT_FULL = 2,     /* a call in flight not remembered: kprobe table full, or a thread's TLS call slot not made */
 	NT_DROP_READ_FAULT = 3,        /* user memory could not be read (paged out) */
 	NT_DROP_TLS_NO_SOCKET = 4,     /* TLS plaintext whose socket was never seen */
 	NT_DROP_GO_CONN_NOT_TCP = 5,   /* Go TLS over a net.Conn that is not a *net.TCPConn */
