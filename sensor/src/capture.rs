@@ -51,8 +51,8 @@ pub struct CaptureOptions {
 }
 
 /// Shortest time between two drains of the ring buffer, and how often it is
-/// polled while records come. Data and connection records do not wake the
-/// sensor (a wake-up costs the traced program ~3 µs a record: see
+/// polled while records come fast. Data and connection records do not wake
+/// the sensor (a wake-up costs the traced program ~3 µs a record: see
 /// `quiet_wakeup` in emit.bpf.h); exec and library records do, and so does a
 /// ring a quarter full. 5 ms of records fit the default 8 MiB ring up to
 /// 1.6 GB/s.
@@ -63,13 +63,30 @@ const DRAIN_EVERY: Duration = Duration::from_millis(5);
 /// first records after a quiet spell wait at most this long.
 const POLL_IDLE_MAX: Duration = Duration::from_millis(50);
 
-/// The next poll's interval after a drain that read `records`.
-fn next_poll_interval(now: Duration, records: u32) -> Duration {
-    if records > 0 {
-        DRAIN_EVERY
-    } else {
-        (now * 2).min(POLL_IDLE_MAX)
+/// What one drain read.
+#[derive(Debug, Clone, Copy, Default)]
+struct Drained {
+    records: u32,
+    /// Ring bytes (headers and padding included; 0 when the ring is not metered).
+    bytes: u64,
+}
+
+/// The next poll's interval after `d`, read `since` the drain before it
+/// from a ring of `ring_bytes`. While records come, the sensor wakes as
+/// seldom as keeps each drain near a sixteenth of the ring: at 1000 HTTPS
+/// requests/s (~12 MB/s, both ends) that is every ~40 ms, not every 5
+/// (each wake-up costs the sensor a timer, an epoll round and a drain's
+/// set-up); above ~100 MB/s it is every 5 ms. A burst that fills a quarter
+/// of the ring before the poll wakes the sensor anyway.
+fn next_poll_interval(now: Duration, d: Drained, since: Duration, ring_bytes: u64) -> Duration {
+    if d.records == 0 {
+        return (now * 2).min(POLL_IDLE_MAX);
     }
+    if d.bytes == 0 || ring_bytes == 0 {
+        return DRAIN_EVERY;
+    }
+    let per_sec = d.bytes as f64 / since.as_secs_f64().max(1e-3);
+    Duration::from_secs_f64((ring_bytes / 16) as f64 / per_sec).clamp(DRAIN_EVERY, POLL_IDLE_MAX)
 }
 
 /// Until the ring is readable (a record that wakes, see DRAIN_EVERY) or `at`.
@@ -94,8 +111,8 @@ async fn ring_due(ring: &mut AsyncFd<RingBuf<aya::maps::MapData>>, at: Instant) 
 /// 100 and 250 µs).
 const YIELD_AFTER: Duration = Duration::from_micros(500);
 
-/// Handles every record in the ring; returns how many there were.
-fn drain(ring: &mut RingBuf<aya::maps::MapData>, p: &mut Processor) -> Result<u32> {
+/// Handles every record in the ring; returns what it read.
+fn drain(ring: &mut RingBuf<aya::maps::MapData>, p: &mut Processor) -> Result<Drained> {
     let meter = &crate::metrics::global().ring;
     let consumed = meter.drain_started();
     let start = Instant::now();
@@ -115,8 +132,8 @@ fn drain(ring: &mut RingBuf<aya::maps::MapData>, p: &mut Processor) -> Result<u3
         }
     }
     p.stats.busy += start.elapsed();
-    meter.drained(consumed);
-    Ok(n)
+    let bytes = meter.drained(consumed);
+    Ok(Drained { records: n, bytes })
 }
 
 /// What `next` gives, or never when the source is not there (no agent
@@ -252,6 +269,8 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
     let mut gate = start_exec_gate(opts.capture.exec_hold_ms, &allowed);
 
     let ring = RingBuf::try_from(ebpf.take_map("events").ok_or_else(|| anyhow!("map events missing"))?)?;
+    // Paces the polls (next_poll_interval); the drains read bytes only from a metered ring.
+    let ring_bytes = u64::from(opts.capture.ring_buffer_bytes);
     match crate::ring_meter::RingMeter::new(std::os::fd::AsFd::as_fd(&ring), opts.capture.ring_buffer_bytes) {
         Ok(m) => crate::metrics::global().ring.watch(m),
         Err(e) => warn!(error = %e, "ring buffer fill is not measured"),
@@ -360,10 +379,11 @@ pub async fn capture(opts: CaptureOptions) -> Result<Stats> {
                 if !gather.is_zero() {
                     tokio::time::sleep(gather).await;
                 }
-                let records = drain(ring.get_mut(), &mut proc)?;
+                let drained = drain(ring.get_mut(), &mut proc)?;
                 pressure.update(proc.evictions_seen())?;
+                let since = last_drain.elapsed();
                 last_drain = Instant::now();
-                poll_every = next_poll_interval(poll_every, records);
+                poll_every = next_poll_interval(poll_every, drained, since, ring_bytes);
                 let work = proc.take_work();
                 if !work.libraries.is_empty() || !work.execs.is_empty() {
                     heap.examined();
@@ -548,14 +568,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn polls_back_off_when_idle_and_return_with_records() {
+    fn polls_back_off_when_idle_and_follow_the_rate_with_records() {
+        let ring = 8 << 20;
+        let ms = Duration::from_millis;
         let mut every = DRAIN_EVERY;
         let mut seen = vec![];
         for _ in 0..6 {
-            every = next_poll_interval(every, 0);
+            every = next_poll_interval(every, Drained::default(), every, ring);
             seen.push(every.as_millis());
         }
         assert_eq!(seen, [10, 20, 40, 50, 50, 50]);
-        assert_eq!(next_poll_interval(every, 1), DRAIN_EVERY);
+        let read = |bytes| Drained { records: 1, bytes };
+        // 12 MB/s (1000 HTTPS requests/s, both ends): a sixteenth of the ring every ~44 ms.
+        assert_eq!(next_poll_interval(every, read(600_000), ms(50), ring).as_millis(), 43);
+        // A trickle: the longest interval; a flood, or a quarter-full wake-up: the shortest.
+        assert_eq!(next_poll_interval(every, read(1_000), ms(50), ring), POLL_IDLE_MAX);
+        assert_eq!(next_poll_interval(every, read(2 << 20), ms(1), ring), DRAIN_EVERY);
+        assert_eq!(next_poll_interval(every, read(4 << 20), ms(20), ring), DRAIN_EVERY);
+        // An unmetered ring: records, no byte count, the shortest as before.
+        assert_eq!(next_poll_interval(every, read(0), ms(50), ring), DRAIN_EVERY);
     }
 }

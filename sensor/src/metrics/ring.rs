@@ -67,11 +67,13 @@ impl RingMetrics {
         m.consumed()
     }
 
-    /// The drain that began at consumer position `start` ended.
-    pub fn drained(&self, start: u64) {
-        if let Some(m) = self.meter.get() {
-            self.read_bytes.inc_by(m.consumed().saturating_sub(start));
-        }
+    /// The drain that began at consumer position `start` ended; returns the
+    /// bytes it read (0 when the ring is not metered).
+    pub fn drained(&self, start: u64) -> u64 {
+        let Some(m) = self.meter.get() else { return 0 };
+        let read = m.consumed().saturating_sub(start);
+        self.read_bytes.inc_by(read);
+        read
     }
 
     /// Brings the fill gauge up to now (before the page is encoded).
