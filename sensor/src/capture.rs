@@ -73,11 +73,11 @@ struct Drained {
 
 /// The next poll's interval after `d`, read `since` the drain before it
 /// from a ring of `ring_bytes`. While records come, the sensor wakes as
-/// seldom as keeps each drain near a sixteenth of the ring: at 1000 HTTPS
-/// requests/s (~12 MB/s, both ends) that is every ~40 ms, not every 5
-/// (each wake-up costs the sensor a timer, an epoll round and a drain's
-/// set-up); above ~100 MB/s it is every 5 ms. A burst that fills a quarter
-/// of the ring before the poll wakes the sensor anyway.
+/// seldom as keeps each drain near a sixteenth of the ring: below ~10 MB/s
+/// of records (1000 HTTPS requests/s with both ends captured is ~3 MB/s)
+/// every 50 ms, not every 5 (each wake-up costs the sensor a timer, an
+/// epoll round and a drain's set-up); above ~100 MB/s every 5 ms. A burst
+/// that fills a quarter of the ring before the poll wakes the sensor anyway.
 fn next_poll_interval(now: Duration, d: Drained, since: Duration, ring_bytes: u64) -> Duration {
     if d.records == 0 {
         return (now * 2).min(POLL_IDLE_MAX);
@@ -579,7 +579,7 @@ mod tests {
         }
         assert_eq!(seen, [10, 20, 40, 50, 50, 50]);
         let read = |bytes| Drained { records: 1, bytes };
-        // 12 MB/s (1000 HTTPS requests/s, both ends): a sixteenth of the ring every ~44 ms.
+        // 12 MB/s of records: a sixteenth of the ring every ~43 ms.
         assert_eq!(next_poll_interval(every, read(600_000), ms(50), ring).as_millis(), 43);
         // A trickle: the longest interval; a flood, or a quarter-full wake-up: the shortest.
         assert_eq!(next_poll_interval(every, read(1_000), ms(50), ring), POLL_IDLE_MAX);
