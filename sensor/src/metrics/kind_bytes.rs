@@ -6,7 +6,6 @@
 
 use nettap_core::events::ConnChange;
 use nettap_core::record::{Body, DataKind, Record};
-use std::collections::HashMap;
 
 /// Connections followed at once; when more are open, every waiting count
 /// is written as `data` and the table starts again (a lost close can leave
@@ -26,7 +25,9 @@ struct Conn {
 /// Counts bytes into `count(kind, bytes)`.
 #[derive(Debug, Default)]
 pub(super) struct KindBytes {
-    conns: HashMap<u64, Conn>,
+    /// Looked up for every data record: foldhash, as the other tables keyed
+    /// by connection id.
+    conns: foldhash::HashMap<u64, Conn>,
 }
 
 impl KindBytes {
