@@ -2,9 +2,10 @@
 //! `agent.proto`, decoded without I/O. The sensor owns the socket.
 
 mod frame;
+mod wire;
 
 pub use frame::{
-    AgentChunk, AgentConn, AgentEvent, Frame, FrameError, FrameReader, Hook, MAX_FRAME, MAX_PAYLOAD,
+    decode, AgentChunk, AgentConn, AgentEvent, Frame, FrameError, FrameReader, Hook, MAX_FRAME, MAX_PAYLOAD,
 };
 
 /// One frame and the process that sent it.
