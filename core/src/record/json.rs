@@ -40,9 +40,49 @@ fn word_needs_escape(w: u64) -> bool {
 }
 
 /// The first 16-byte block from `i` on that holds a byte to escape (or the
-/// start of the tail shorter than 16): SSE2, which every x86_64 has.
+/// start of the tail shorter than 16): AVX2 for long clean runs (bodies)
+/// where the CPU has it, SSE2 (which every x86_64 has) for the rest.
 #[cfg(target_arch = "x86_64")]
-fn skip_clean(bytes: &[u8], mut i: usize) -> usize {
+fn skip_clean(bytes: &[u8], i: usize) -> usize {
+    if bytes.len() - i >= 64 && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { skip_clean_avx2(bytes, i) };
+    }
+    skip_clean_sse2(bytes, i)
+}
+
+/// 64 bytes a turn (two 32-byte vectors) while they are clean, then SSE2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn skip_clean_avx2(bytes: &[u8], mut i: usize) -> usize {
+    use std::arch::x86_64::*;
+    let quote = _mm256_set1_epi8(b'"' as i8);
+    let backslash = _mm256_set1_epi8(b'\\' as i8);
+    let control_max = _mm256_set1_epi8(0x1f);
+    while i + 64 <= bytes.len() {
+        // SAFETY: both loads are unaligned and within `bytes`.
+        let (a, b) = unsafe {
+            let p = bytes.as_ptr().add(i);
+            (_mm256_loadu_si256(p.cast()), _mm256_loadu_si256(p.add(32).cast()))
+        };
+        // v <= 0x1f unsigned: max(v, 0x1f) == 0x1f; or a quote, or a backslash.
+        let flagged = |v: __m256i| {
+            let control = _mm256_cmpeq_epi8(_mm256_max_epu8(v, control_max), control_max);
+            _mm256_or_si256(
+                control,
+                _mm256_or_si256(_mm256_cmpeq_epi8(v, quote), _mm256_cmpeq_epi8(v, backslash)),
+            )
+        };
+        if _mm256_movemask_epi8(_mm256_or_si256(flagged(a), flagged(b))) != 0 {
+            break;
+        }
+        i += 64;
+    }
+    skip_clean_sse2(bytes, i)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn skip_clean_sse2(bytes: &[u8], mut i: usize) -> usize {
     use std::arch::x86_64::*;
     // SAFETY: SSE2 is part of x86_64; loads are unaligned and within `bytes`.
     unsafe {
@@ -102,11 +142,60 @@ fn skip_clean(_bytes: &[u8], i: usize) -> usize {
 }
 
 /// Appends `s` as a JSON string, quotes included, escaped as `serde_json` does.
+#[inline]
 pub fn escape_str(out: &mut Vec<u8>, s: &str) {
-    out.reserve(s.len() + 2);
+    let b = s.as_bytes();
+    // Most strings of a record are short and clean (keys, methods, header
+    // names and values): written in one step, the bytes moved as words.
+    if b.len() <= 16 && !short_needs_escape(b) {
+        out.reserve(b.len() + 2);
+        out.push(b'"');
+        extend_short(out, b);
+        out.push(b'"');
+        return;
+    }
+    escape_long(out, b);
+}
+
+#[inline(never)]
+fn escape_long(out: &mut Vec<u8>, b: &[u8]) {
+    out.reserve(b.len() + 2);
     out.push(b'"');
-    escape_contents(out, s.as_bytes());
+    escape_contents(out, b);
     out.push(b'"');
+}
+
+/// Appends at most 16 bytes as one or two overlapping word moves: a
+/// `memcpy` call costs more than the copy at these lengths.
+#[inline(always)]
+fn extend_short(out: &mut Vec<u8>, b: &[u8]) {
+    let n = b.len();
+    assert!(n <= 16);
+    out.reserve(n);
+    let len = out.len();
+    // SAFETY: `reserve` left room for n bytes after `len`, and each of the
+    // n bytes is written (some twice, with the same value) before
+    // `set_len`; the reads stay within `b` (each word starts at or after
+    // `b[0]` and ends at or before `b[n]`).
+    unsafe {
+        let (src, dst) = (b.as_ptr(), out.as_mut_ptr().add(len));
+        if n >= 8 {
+            let (head, tail) =
+                (src.cast::<u64>().read_unaligned(), src.add(n - 8).cast::<u64>().read_unaligned());
+            dst.cast::<u64>().write_unaligned(head);
+            dst.add(n - 8).cast::<u64>().write_unaligned(tail);
+        } else if n >= 4 {
+            let (head, tail) =
+                (src.cast::<u32>().read_unaligned(), src.add(n - 4).cast::<u32>().read_unaligned());
+            dst.cast::<u32>().write_unaligned(head);
+            dst.add(n - 4).cast::<u32>().write_unaligned(tail);
+        } else if n > 0 {
+            dst.write(*src);
+            dst.add(n / 2).write(*src.add(n / 2));
+            dst.add(n - 1).write(*src.add(n - 1));
+        }
+        out.set_len(len + n);
+    }
 }
 
 fn escape_contents(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -119,6 +208,10 @@ fn escape_contents(out: &mut Vec<u8>, bytes: &[u8]) {
     let (mut start, mut i) = (0, 0);
     while i < bytes.len() {
         i = skip_clean(bytes, i);
+        // A clean tail (after the last flagged block) is read as two words.
+        if bytes.len() - i <= 16 && !short_needs_escape(&bytes[i..]) {
+            break;
+        }
         // Whole clean words are skipped; a flagged word (the test is exact:
         // it flags a word only when one of its bytes needs escaping) or the
         // tail is searched byte by byte.
@@ -160,6 +253,11 @@ fn escape_contents(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&bytes[start..]);
 }
 
+/// Appends `v` in decimal.
+pub(crate) fn write_uint(out: &mut Vec<u8>, v: u64) {
+    Json { out }.int(v);
+}
+
 /// The serializer: compact JSON into `out`.
 struct Json<'a> {
     out: &'a mut Vec<u8>,
@@ -167,7 +265,13 @@ struct Json<'a> {
 
 impl Json<'_> {
     fn int(&mut self, v: impl itoa::Integer) {
-        self.out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+        let mut buf = itoa::Buffer::new();
+        let text = buf.format(v).as_bytes();
+        if text.len() <= 16 {
+            extend_short(self.out, text);
+        } else {
+            self.out.extend_from_slice(text);
+        }
     }
 
     /// A float exactly as `serde_json` writes it (`null` when not finite).
@@ -376,7 +480,10 @@ impl ser::SerializeSeq for Compound<'_, '_> {
         value.serialize(&mut *self.ser)
     }
     fn end(self) -> Result<(), Error> {
-        self.ser.out.extend_from_slice(self.close);
+        // One or two bytes: pushed, not copied by a memcpy call.
+        for &b in self.close {
+            self.ser.out.push(b);
+        }
         Ok(())
     }
 }
@@ -675,6 +782,28 @@ mod tests {
         for b in 0u8..0x80 {
             let s = format!("abcdefgh{}ijklmnop", b as char);
             assert_eq!(ours(&s), serde_json::to_string(&s).unwrap(), "{b:#x}");
+        }
+    }
+
+    /// The AVX2 scan (where the CPU has it) stops where SSE2 alone stops.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn both_block_scans_stop_at_the_same_block() {
+        for len in 0..300 {
+            for at in (0..len).step_by(7).chain([len]) {
+                let mut b = vec![b'x'; len];
+                if at < len {
+                    b[at] = b'"';
+                }
+                for from in [0, 1, 17] {
+                    let from = from.min(len);
+                    assert_eq!(
+                        skip_clean(&b, from),
+                        skip_clean_sse2(&b, from),
+                        "len {len}, escape at {at}, from {from}"
+                    );
+                }
+            }
         }
     }
 

@@ -11,6 +11,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use std::net::SocketAddr;
 
 mod db;
+mod fast;
 mod har;
 pub mod json;
 mod jsonl;
@@ -18,6 +19,7 @@ mod kafka;
 mod mongodb;
 
 pub use db::json as db_json;
+pub use fast::{record_to_vec, write_record};
 pub use har::{entry as har_entry, rfc3339};
 pub use jsonl::{in_jsonl, JsonlWriter};
 
@@ -125,20 +127,40 @@ struct AddrText {
     len: usize,
 }
 
+/// Each octet's decimal digits (padded to three) and their count.
+const OCTETS: [(u8, [u8; 3]); 256] = {
+    let mut t = [(0u8, [0u8; 3]); 256];
+    let mut v = 0;
+    while v < 256 {
+        let (h, d, u) = ((v / 100) as u8, (v / 10 % 10) as u8, (v % 10) as u8);
+        t[v] = match v {
+            0..=9 => (1, [b'0' + u, 0, 0]),
+            10..=99 => (2, [b'0' + d, b'0' + u, 0]),
+            _ => (3, [b'0' + h, b'0' + d, b'0' + u]),
+        };
+        v += 1;
+    }
+    t
+};
+
 impl AddrText {
     fn new(a: &SocketAddr) -> AddrText {
         let mut t = AddrText { buf: [0; 64], len: 0 };
         match a {
             SocketAddr::V4(v4) => {
-                let mut num = itoa::Buffer::new();
                 for (i, octet) in v4.ip().octets().into_iter().enumerate() {
                     if i > 0 {
-                        t.put(b".");
+                        t.push(b'.');
                     }
-                    t.put(num.format(octet).as_bytes());
+                    let (len, digits) = OCTETS[usize::from(octet)];
+                    t.buf[t.len..t.len + 3].copy_from_slice(&digits);
+                    t.len += usize::from(len);
                 }
-                t.put(b":");
-                t.put(num.format(v4.port()).as_bytes());
+                t.push(b':');
+                let mut num = itoa::Buffer::new();
+                for &d in num.format(v4.port()).as_bytes() {
+                    t.push(d);
+                }
             }
             SocketAddr::V6(_) => {
                 use std::io::Write;
@@ -151,14 +173,19 @@ impl AddrText {
         t
     }
 
-    fn put(&mut self, b: &[u8]) {
-        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
-        self.len += b.len();
+    fn push(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
     }
 
     fn as_str(&self) -> &str {
-        // Only ASCII digits, dots, colons, brackets, hex and `%` are written.
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+        let text = &self.buf[..self.len];
+        debug_assert!(text.is_ascii());
+        // SAFETY: only ASCII is ever written to `buf` (digits, dots and a
+        // colon above; `SocketAddrV6`'s Display writes hex, colons, brackets,
+        // dots, digits and `%`), so `text` is UTF-8. Checking it cost as much
+        // as writing it.
+        unsafe { std::str::from_utf8_unchecked(text) }
     }
 }
 
@@ -521,11 +548,12 @@ mod tests {
         value(&r)
     }
 
-    /// The record as JSON, after checking that the record writer writes
-    /// the same bytes as serde_json.
+    /// The record as JSON, after checking that the record writers (the
+    /// serializer and the fast writer) write the same bytes as serde_json.
     fn value(r: &Record<'_>) -> Value {
-        let ours = json::to_vec(r).unwrap();
-        assert_eq!(String::from_utf8(ours).unwrap(), serde_json::to_string(r).unwrap());
+        let reference = serde_json::to_string(r).unwrap();
+        assert_eq!(String::from_utf8(json::to_vec(r).unwrap()).unwrap(), reference);
+        assert_eq!(String::from_utf8(record_to_vec(r).unwrap()).unwrap(), reference);
         serde_json::to_value(r).unwrap()
     }
 
@@ -587,12 +615,7 @@ mod tests {
         assert_eq!(v["response"]["body_truncated"], 7);
         assert_eq!(v["latency_ns"], 50);
         let unanswered = Exchange::new(e.request.clone(), None);
-        let v = serde_json::to_value(Record {
-            origin: origin(3),
-            conn: Some(conn()),
-            body: Body::Http(&unanswered),
-        })
-        .unwrap();
+        let v = value(&Record { origin: origin(3), conn: Some(conn()), body: Body::Http(&unanswered) });
         assert!(v["response"].is_null() && v["latency_ns"].is_null());
     }
 
@@ -620,8 +643,7 @@ mod tests {
             })),
             reset: Some(8),
         };
-        let v = serde_json::to_value(Record { origin: origin(3), conn: Some(conn()), body: Body::Http(&e) })
-            .unwrap();
+        let v = value(&Record { origin: origin(3), conn: Some(conn()), body: Body::Http(&e) });
         assert_eq!(v["protocol"], "h2");
         assert_eq!(v["request"]["authority"], "g:1");
         assert!(v["request"].get("trailers").is_none() && v["request"].get("headers_incomplete").is_none());
@@ -633,7 +655,7 @@ mod tests {
     #[test]
     fn conn_and_drop_records() {
         let c = Record { origin: origin(2), conn: Some(conn()), body: Body::Conn(ConnChange::Midstream) };
-        let v = serde_json::to_value(c).unwrap();
+        let v = value(&c);
         assert_eq!(v["kind"], "conn");
         assert_eq!(v["event"], "midstream");
         let d = Record {
@@ -641,7 +663,7 @@ mod tests {
             conn: None,
             body: Body::Drop(DropRecord { count: 3, bytes: 4096, reason: "ringbuf_full" }),
         };
-        let v = serde_json::to_value(d).unwrap();
+        let v = value(&d);
         assert_eq!(
             (v["kind"].clone(), v["count"].clone(), v["bytes"].clone()),
             (json!("drop"), json!(3), json!(4096))

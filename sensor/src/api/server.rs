@@ -93,7 +93,7 @@ impl Sink for Publisher {
         }
         let mut pb = super::convert::record(r);
         if self.jsonl_subscribers.load(Ordering::Relaxed) > 0 {
-            pb.jsonl = nettap_core::record::json::to_vec(r)?;
+            pb.jsonl = nettap_core::record::record_to_vec(r)?;
         }
         self.publish(pb);
         Ok(())
@@ -184,7 +184,7 @@ fn lagged(n: u64, jsonl: bool) -> v1::Record {
     };
     let mut pb = super::convert::record(&record);
     if jsonl {
-        pb.jsonl = nettap_core::record::json::to_vec(&record).unwrap_or_default();
+        pb.jsonl = nettap_core::record::record_to_vec(&record).unwrap_or_default();
     }
     pb
 }

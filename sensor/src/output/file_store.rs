@@ -252,7 +252,7 @@ impl FileStore {
             conn: None,
             body: Body::Drop(DropRecord { count: e.records, bytes: e.bytes, reason: "file_store_evicted" }),
         };
-        let mut line = nettap_core::record::json::to_vec(&record).map_err(io::Error::other)?;
+        let mut line = nettap_core::record::record_to_vec(&record).map_err(io::Error::other)?;
         line.push(b'\n');
         self.append(&line)
     }

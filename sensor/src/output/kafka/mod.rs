@@ -143,7 +143,7 @@ impl Sink for KafkaSink {
         if !in_jsonl(&r.body, self.raw) {
             return Ok(());
         }
-        let value = nettap_core::record::json::to_vec(r).map_err(io::Error::other)?;
+        let value = nettap_core::record::record_to_vec(r).map_err(io::Error::other)?;
         let key = key(r);
         // The record's size as librdkafka bounds its buffer (the value alone).
         let bytes = value.len();

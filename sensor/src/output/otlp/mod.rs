@@ -93,7 +93,7 @@ impl Sink for OtlpSink {
         if !matches!(r.body, Body::Http(_) | Body::Db(_)) || r.conn.is_none() {
             return Ok(());
         }
-        let jsonl = String::from_utf8(nettap_core::record::json::to_vec(r).map_err(io::Error::other)?)
+        let jsonl = String::from_utf8(nettap_core::record::record_to_vec(r).map_err(io::Error::other)?)
             .map_err(io::Error::other)?;
         let Some(converted) = convert::exchange(r, jsonl) else { return Ok(()) };
         let resource = self.resource(r);
