@@ -154,7 +154,14 @@ pub async fn start(
                 continue;
             }
             let index = keep.index();
-            log_changes(&resolver.snapshot(), &index);
+            let before = resolver.snapshot();
+            if before.iter().any(|p| !index.has_uid(&p.uid)) {
+                // A pod leaves the index only after the records of its
+                // processes' last moments are named: those may still wait in
+                // the ring (polled every 50 ms at most when quiet).
+                tokio::time::sleep(REMOVAL_GRACE).await;
+            }
+            log_changes(&before, &index);
             policy.reload_targets();
             let rules = policy.rules(&keep, &index);
             rules_tx.send_if_modified(|old| {
@@ -169,6 +176,12 @@ pub async fn start(
     });
     Ok((stores, rules_rx))
 }
+
+/// How long a removed pod stays in the index after the API server said so:
+/// longer than kernel records wait in the ring before they are read (the
+/// capture loop's longest poll interval, 50 ms, and a busy loop's delay), so
+/// that what its processes did before the removal is still named by it.
+const REMOVAL_GRACE: Duration = Duration::from_millis(250);
 
 /// How often pod cgroups are looked for (new containers) and the targets file re-read.
 const RESCAN: Duration = Duration::from_secs(1);
