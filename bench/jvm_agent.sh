@@ -86,5 +86,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 echo
 echo "medians: without the agent $m0 requests/s; with it and the sensor $m1 ($(ratio "$m1" "$m0")); the same by a socket path $m3 ($(ratio "$m3" "$m0")); with it and no sensor $m2 ($(ratio "$m2" "$m0"))"
 c0="$(median "${cpu_without[@]}")" c1="$(median "${cpu_with[@]}")" c2="$(median "${cpu_absent[@]}")" c3="$(median "${cpu_path[@]}")"
+# Each round's modes ran back to back: their ratio to that round's `without`
+# is the figure a drifting host's speed moves least.
+paired() { local -n xs="$1"; for i in "${!xs[@]}"; do ratio "${xs[$i]}" "${without[$i]}"; echo; done | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+echo "medians of each round's ratio to its own \`without\`: with the sensor $(paired with); by a socket path $(paired path); no sensor $(paired absent)"
 echo "CPU per request, medians: without the agent $c0 µs; with it and the sensor $c1 ($(ratio "$c1" "$c0")); by a socket path $c3 ($(ratio "$c3" "$c0")); with it and no sensor $c2 ($(ratio "$c2" "$c0"))"
 grep -c "probe attached.*JVMTI" "$work/sensor.log" | xargs -I{} echo "JVMs the sensor saw attach: {}"

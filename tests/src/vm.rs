@@ -146,8 +146,14 @@ impl Guest {
             .arg("-initrd")
             .arg(self.dir.join("initrd"))
             // panic=-1 and -no-reboot: a guest that panics ends at once.
+            // softlockup_panic: a CPU stuck in the kernel for a minute
+            // (watchdog_thresh 30 s, twice it; a host that stalls a vCPU
+            // for seconds is not mistaken for it) panics, printing its
+            // stack, instead of holding the run until the test's time
+            // bound (seen once on 6.1: two CPUs stuck for 10+ minutes in
+            // the disarmed suite, with no stack on the quiet console).
             .arg("-append")
-            .arg(format!("console={console} quiet loglevel=3 panic=-1"))
+            .arg(format!("console={console} quiet loglevel=3 panic=-1 softlockup_panic=1 watchdog_thresh=30"))
             .arg("-virtfs")
             .arg("local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap")
             .arg("-virtfs")
