@@ -8,7 +8,8 @@
 # sensor), `path` told the sensor's socket path (`socket=PATH`); a fourth
 # mode has the agent with no sensor to send to (what the agent costs inside
 # the JVM alone). Prints one Markdown row per round (throughput, and the CPU
-# time the server, the client and the sensor spent per request) and the
+# time the server, the client and the sensor spent per request, the context
+# switches per request of the machine, the server and the sensor) and the
 # ratios of the medians. Each round first loads the server for WARMUP
 # seconds, not counted: the JIT compiles the server's (and the agent's) hot
 # code, and the agent's early window (chunks kept for a first sensor) is
@@ -35,9 +36,16 @@ sensor=$!
 for _ in $(seq 300); do [ -f "$work/sensor.ready" ] && break; sleep 0.1; done
 # CPU time (clock ticks) of a process so far: user + system.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Context switches so far: of a process's live threads (voluntary and not),
+# or of the whole machine (no argument). A sensor that wakes often costs
+# the JVMs switches on two cores.
+switches() {
+  if [ -z "${1:-}" ]; then awk '/^ctxt/ { print $2 }' /proc/stat; return; fi
+  cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { n += $2 } END { print n + 0 }'
+}
 hz="$(getconf CLK_TCK)"
-echo "| round | agent | requests/s ($threads threads, $size B each way, ${secs} s after ${warmup} s) | CPU µs per request: server + client + sensor | of it, server | client | sensor | sensor RSS MiB after |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|"
+echo "| round | agent | requests/s ($threads threads, $size B each way, ${secs} s after ${warmup} s) | CPU µs per request: server + client + sensor | of it, server | client | sensor | sensor RSS MiB after | context switches per request: machine | server | sensor |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 declare -a without with path absent cpu_without cpu_with cpu_path cpu_absent
 for round in $(seq "$rounds"); do
   for mode in without with path absent; do
@@ -57,8 +65,10 @@ for round in $(seq "$rounds"); do
     client=$!
     while [ ! -f "$work/measuring" ] && kill -0 "$client" 2>/dev/null; do sleep 0.05; done
     s0="$(ticks "$sensor")" j0="$(ticks "$server")"
+    w0=("$(switches)" "$(switches "$server")" "$(switches "$sensor")")
     wait "$client"
     s1="$(ticks "$sensor")" j1="$(ticks "$server")"
+    w1=("$(switches)" "$(switches "$server")" "$(switches "$sensor")")
     kill "$server"; wait "$server" 2>/dev/null || true
     out="$(cat "$work/client.out")"
     rps="$(sed -nE 's/.*per_second=([0-9]+).*/\1/p' <<<"$out")"
@@ -71,7 +81,9 @@ for round in $(seq "$rounds"); do
     parts="$(awk -v s=$((s1 - s0)) -v j=$((j1 - j0)) -v c="$client_cpu" -v hz="$hz" -v n="$reqs" \
       'BEGIN { printf "%.0f | %.0f | %.0f", j / hz * 1e6 / n, c * 1e6 / n, s / hz * 1e6 / n }')"
     rss="$(awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$sensor/status")"
-    echo "| $round | $mode | $rps | $cpu | $parts | $rss |"
+    sw="$(awk -v n="$reqs" -v a="${w1[0]} ${w1[1]} ${w1[2]}" -v b="${w0[0]} ${w0[1]} ${w0[2]}" \
+      'BEGIN { split(a, x); split(b, y); printf "%.2f | %.2f | %.2f", (x[1] - y[1]) / n, (x[2] - y[2]) / n, (x[3] - y[3]) / n }')"
+    echo "| $round | $mode | $rps | $cpu | $parts | $rss | $sw |"
     case "$mode" in
       with) with+=("$rps") cpu_with+=("$cpu") ;;
       path) path+=("$rps") cpu_path+=("$cpu") ;;
