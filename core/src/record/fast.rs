@@ -14,7 +14,7 @@ use crate::protocols::fields::Fields;
 use crate::protocols::grpc;
 use serde_json::Error;
 
-/// Appends `r` as one line's JSON (no newline).
+/// Appends `r` as one line's JSON (no newline); nothing of it when it fails.
 pub fn write_record(out: &mut Vec<u8>, r: &Record<'_>) -> Result<(), Error> {
     let start = out.len();
     let result = if matches!(r.body, Body::Http(_) | Body::Data { .. } | Body::Conn(_)) {

@@ -26,11 +26,7 @@ impl<W: Write> JsonlWriter<W> {
 
     /// Appends one record (nothing of it when it cannot be written whole).
     pub fn write(&mut self, record: &Record<'_>) -> io::Result<()> {
-        let start = self.buf.len();
-        if let Err(e) = super::write_record(&mut self.buf, record) {
-            self.buf.truncate(start);
-            return Err(e.into());
-        }
+        super::write_record(&mut self.buf, record)?;
         self.buf.push(b'\n');
         if self.buf.len() >= BUFFER {
             self.write_out()?;
